@@ -1,0 +1,338 @@
+import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { debuglog } from 'node:util';
+import { parseDuration, type Duration } from '../core/duration.ts';
+import {
+  BadGatewayError,
+  BadRequestError,
+  GatewayTimeoutError,
+  InvalidOptionError,
+  NoServerAvailableError,
+  type SwitchyardError,
+} from '../core/errors.ts';
+import { exchange, normalizePath, upstreamTarget, type Exchange } from '../core/exchange.ts';
+import type { Middleware, Next } from '../core/chain.ts';
+import { UpstreamPool } from '../pool/index.ts';
+import type { Peer } from '../pool/peer.ts';
+import { requestBody, type RequestBody } from '../proxy/body.ts';
+import { attempt, type AttemptFailure, type AttemptTimeouts } from '../proxy/forward.ts';
+import { clientResponseHeaders, resolveClient, upstreamRequestHeaders, type ForwardingPolicy } from '../proxy/headers.ts';
+import { compileTrust, type TrustProxy } from '../proxy/trust.ts';
+
+const debug = debuglog('switchyard');
+
+/** Conditions under which a request moves on to the next server (nginx `proxy_next_upstream`). */
+export type NextUpstreamCondition =
+  | 'error'
+  | 'timeout'
+  | 'invalid_header'
+  | 'http_500'
+  | 'http_502'
+  | 'http_503'
+  | 'http_504'
+  | 'http_403'
+  | 'http_404'
+  | 'http_429'
+  | 'non_idempotent'
+  | 'off';
+
+/** Default next-upstream conditions (nginx `proxy_next_upstream error timeout`). */
+export const DEFAULT_NEXT_UPSTREAM: readonly NextUpstreamCondition[] = Object.freeze(['error', 'timeout']);
+/** Default connect timeout (nginx `proxy_connect_timeout 60s`). */
+export const DEFAULT_CONNECT_TIMEOUT = '60s';
+/** Default time allowed for the response header (nginx `proxy_read_timeout 60s`). */
+export const DEFAULT_HEADER_TIMEOUT = '60s';
+/** Default idle time between two reads or writes (nginx `proxy_read_timeout` / `proxy_send_timeout` 60s). */
+export const DEFAULT_IDLE_TIMEOUT = '60s';
+/** Default bytes of a streamed request body kept to replay it on the next server: 64 KiB. */
+export const DEFAULT_RETRY_BODY_LIMIT = 64 * 1024;
+/** Default status when no server can take a request: 503. */
+export const DEFAULT_NO_SERVER_STATUS = 503;
+
+/** Options of {@link balance}. */
+export interface BalanceOptions {
+  /**
+   * When to try the next server (nginx `proxy_next_upstream`): `error`, `timeout`,
+   * `invalid_header`, `http_500`, `http_502`, `http_503`, `http_504`, `http_403`,
+   * `http_404`, `http_429`, `non_idempotent` (re-send POST, PATCH and LOCK requests
+   * that already reached a server), or `off`.
+   * @default ['error', 'timeout']
+   */
+  nextUpstream?: readonly NextUpstreamCondition[];
+  /** Attempts per request including the first; 0 is no limit but the number of servers (nginx `proxy_next_upstream_tries`). @default 0 */
+  tries?: number;
+  /** Time budget for retries from the first attempt; 0 is none (nginx `proxy_next_upstream_timeout`). @default 0 */
+  nextUpstreamTimeout?: Duration;
+  /** Time to establish a connection (nginx `proxy_connect_timeout`). A timeout answers 504. @default '60s' */
+  connectTimeout?: Duration;
+  /** Time from sending the request to the response header. A timeout answers 504. @default '60s' */
+  headerTimeout?: Duration;
+  /** Longest silence while sending the request or reading the response (nginx `proxy_read_timeout`). @default '60s' */
+  idleTimeout?: Duration;
+  /** Proxies whose X-Forwarded-For, -Proto, -Host and Forwarded headers are believed. @default false */
+  trustProxy?: TrustProxy;
+  /** Set X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host upstream. @default true */
+  xForwarded?: boolean;
+  /** Set the RFC 7239 Forwarded header upstream. @default true */
+  forwarded?: boolean;
+  /** Host header sent upstream: `'upstream'` (the server's host:port, nginx's `$proxy_host`), `'client'` (the request's), or a fixed value. @default 'upstream' */
+  host?: 'upstream' | 'client' | (string & {});
+  /** Bytes of a streamed request body kept so it can be replayed to the next server. @default 65536 */
+  retryBodyLimit?: number;
+  /** Status when no server can take the request at all (nginx answers 502). @default 503 */
+  noServerStatus?: 502 | 503;
+}
+
+const CONDITIONS = new Set<string>(['error', 'timeout', 'invalid_header', 'http_500', 'http_502', 'http_503', 'http_504', 'http_403', 'http_404', 'http_429', 'non_idempotent', 'off']);
+const STATUS_CONDITIONS = new Map<number, NextUpstreamCondition>([
+  [500, 'http_500'],
+  [502, 'http_502'],
+  [503, 'http_503'],
+  [504, 'http_504'],
+  [403, 'http_403'],
+  [404, 'http_404'],
+  [429, 'http_429'],
+]);
+const NON_IDEMPOTENT = new Set(['POST', 'LOCK', 'PATCH']);
+const OPTION_NAMES = new Set([
+  'nextUpstream', 'tries', 'nextUpstreamTimeout', 'connectTimeout', 'headerTimeout', 'idleTimeout',
+  'trustProxy', 'xForwarded', 'forwarded', 'host', 'retryBodyLimit', 'noServerStatus',
+]);
+
+interface Resolved {
+  next: ReadonlySet<NextUpstreamCondition>;
+  tries: number;
+  budget: number;
+  timeouts: AttemptTimeouts;
+  policy: ForwardingPolicy;
+  replayLimit: number;
+  noServerStatus: number;
+}
+
+function resolve(options: BalanceOptions): Resolved {
+  if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'an object', options);
+  for (const key of Object.keys(options)) if (!OPTION_NAMES.has(key)) throw new InvalidOptionError(key, `one of ${[...OPTION_NAMES].join(', ')}`, key);
+  const list = options.nextUpstream ?? DEFAULT_NEXT_UPSTREAM;
+  if (!Array.isArray(list)) throw new InvalidOptionError('nextUpstream', 'an array of conditions such as ["error", "timeout", "http_502"]', list);
+  for (const [i, c] of list.entries()) if (!CONDITIONS.has(c)) throw new InvalidOptionError(`nextUpstream[${i}]`, `one of ${[...CONDITIONS].join(', ')}`, c);
+  if (list.includes('off') && list.length > 1) throw new InvalidOptionError('nextUpstream', '"off" alone', list);
+  const tries = options.tries ?? 0;
+  if (!Number.isInteger(tries) || tries < 0) throw new InvalidOptionError('tries', 'an integer >= 0', tries);
+  for (const b of ['xForwarded', 'forwarded'] as const) {
+    if (options[b] !== undefined && typeof options[b] !== 'boolean') throw new InvalidOptionError(b, 'a boolean', options[b]);
+  }
+  const host = options.host ?? 'upstream';
+  if (typeof host !== 'string' || host === '' || /[\r\n\0]/.test(host)) throw new InvalidOptionError('host', '"upstream", "client" or a host value', host);
+  const replayLimit = options.retryBodyLimit ?? DEFAULT_RETRY_BODY_LIMIT;
+  if (!Number.isInteger(replayLimit) || replayLimit < 0) throw new InvalidOptionError('retryBodyLimit', 'an integer >= 0', replayLimit);
+  const noServerStatus = options.noServerStatus ?? DEFAULT_NO_SERVER_STATUS;
+  if (noServerStatus !== 502 && noServerStatus !== 503) throw new InvalidOptionError('noServerStatus', '502 or 503', noServerStatus);
+  return Object.freeze({
+    next: new Set(list.includes('off') ? [] : list),
+    tries,
+    budget: parseDuration(options.nextUpstreamTimeout ?? 0, 'nextUpstreamTimeout'),
+    timeouts: {
+      connect: parseDuration(options.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT, 'connectTimeout'),
+      header: parseDuration(options.headerTimeout ?? DEFAULT_HEADER_TIMEOUT, 'headerTimeout'),
+      idle: parseDuration(options.idleTimeout ?? DEFAULT_IDLE_TIMEOUT, 'idleTimeout'),
+    },
+    policy: {
+      trust: compileTrust(options.trustProxy, 'trustProxy'),
+      xForwarded: options.xForwarded ?? true,
+      forwarded: options.forwarded ?? true,
+      host,
+    },
+    replayLimit,
+    noServerStatus,
+  });
+}
+
+function failureError(failure: AttemptFailure, cause: Error, pool: string): SwitchyardError {
+  if (failure === 'timeout') return new GatewayTimeoutError(`Upstream timed out (pool "${pool}")`, { cause });
+  return new BadGatewayError(`Upstream ${failure === 'invalid_header' ? 'sent an invalid response' : 'failed'} (pool "${pool}")`, { cause });
+}
+
+/**
+ * The load balancer and proxy: picks a server of `pool` with the pool's method,
+ * forwards the request to it, moves on to the next server on failures as
+ * nginx's `proxy_next_upstream` does, records the outcome for passive health,
+ * and streams the response back. Errors go to `next(err)` with a status
+ * (502, 503, 504).
+ * @example
+ * ```ts
+ * import express from 'express';
+ * import { createPool, balance } from 'switchyard';
+ *
+ * const pool = createPool({ servers: [{ url: 'http://127.0.0.1:3001' }, { url: 'http://127.0.0.1:3002' }] });
+ * const app = express();
+ * app.use('/api', balance(pool, { nextUpstream: ['error', 'timeout', 'http_502'] }));
+ * app.listen(8080);
+ * ```
+ */
+export function balance(pool: UpstreamPool, options: BalanceOptions = {}): Middleware {
+  if (!(pool instanceof UpstreamPool)) throw new InvalidOptionError('pool', 'an UpstreamPool from createPool()', pool);
+  const o = resolve(options);
+  return function balance(req: IncomingMessage, res: ServerResponse, next: Next): void {
+    const ex = exchange(req);
+    resolveClient(ex, o.policy.trust);
+    if (!ex.uriChanged && ex.requestUri !== '*' && normalizePath(ex.requestUri.split('?', 1)[0]!) === undefined) {
+      next(new BadRequestError('Malformed request target'));
+      return;
+    }
+    let body: RequestBody;
+    try {
+      body = requestBody(ex, o.replayLimit);
+    } catch (err) {
+      next(err as Error);
+      return;
+    }
+    void proxy(pool, o, ex, res, body, next);
+  };
+}
+
+async function proxy(pool: UpstreamPool, o: Resolved, ex: Exchange, res: ServerResponse, body: RequestBody, next: Next): Promise<void> {
+  const req = ex.req;
+  const method = req.method ?? 'GET';
+  const sel = pool.selection(req, ex);
+  const gone = new AbortController();
+  const onClose = (): void => {
+    if (!res.writableFinished) gone.abort();
+  };
+  res.once('close', onClose);
+  let tries = pool.maxTries();
+  if (o.tries > 0 && tries > o.tries) tries = o.tries;
+  const deadline = o.budget > 0 ? performance.now() + o.budget : Infinity;
+  const target = upstreamTarget(ex);
+  let attempts = 0;
+  let reuseRetried = false;
+
+  const giveUp = (err: Error): void => {
+    body.dispose();
+    res.off('close', onClose);
+    if (gone.signal.aborted) return;
+    if (res.headersSent) res.destroy(err);
+    else next(err);
+  };
+
+  for (;;) {
+    if (gone.signal.aborted) return giveUp(new BadGatewayError('client closed the request'));
+    const peer = pool.select(sel);
+    if (peer === undefined) {
+      ex.upstreamAddr.push(pool.name);
+      debug('pool %s: no live upstreams', pool.name);
+      return giveUp(attempts === 0 ? new NoServerAvailableError(pool.name, o.noServerStatus) : new BadGatewayError(`No live upstreams in pool "${pool.name}"`));
+    }
+    attempts++;
+    ex.upstreamAddr.push(peer.name);
+    const path = peer.target.prefix === '' ? target : target === '*' ? peer.target.prefix : peer.target.prefix + target;
+    const headers = upstreamRequestHeaders(ex, o.policy, peer.target.authority, body.framing, peer.target.auth);
+    const started = performance.now();
+    const result = await attempt(pool, peer, method, path, headers, body, o.timeouts, gone.signal);
+    tries--;
+
+    if (result.kind === 'failure') {
+      if (gone.signal.aborted) {
+        pool.finish(peer, 'ok', { header: -1, response: performance.now() - started, inflightDone: false }, undefined);
+        return giveUp(result.cause);
+      }
+      const timings = { header: -1, response: performance.now() - started, inflightDone: false };
+      // A kept-alive connection the server closed under us: not the server's fault; try again on a new one.
+      if (result.reused && result.failure === 'error' && !reuseRetried && (!result.sent || body.replayable)) {
+        reuseRetried = true;
+        pool.finish(peer, 'next', timings, undefined);
+        sel.tried.delete(peer);
+        tries++;
+        ex.upstreamAddr.pop();
+        continue;
+      }
+      pool.finish(peer, 'failed', timings, undefined);
+      ex.upstreamStatus.push(result.failure === 'timeout' ? 504 : 502);
+      debug('pool %s: %s on %s: %s', pool.name, result.failure, peer.id, result.cause.message);
+      if (canRetry(o, result.failure, tries, deadline, method, result.sent, body)) continue;
+      return giveUp(failureError(result.failure, result.cause, pool.name));
+    }
+
+    const { response, request, headerTime } = result;
+    const status = response.statusCode ?? 502;
+    const inflightDone = pool.header(peer, headerTime);
+    const condition = STATUS_CONDITIONS.get(status);
+    if (condition !== undefined && tries > 0 && canRetry(o, condition, tries, deadline, method, true, body)) {
+      response.resume();
+      body.detach();
+      pool.finish(peer, status === 403 || status === 404 ? 'next' : 'failed', { header: headerTime, response: performance.now() - started, inflightDone }, status);
+      ex.upstreamStatus.push(status);
+      continue;
+    }
+    ex.upstreamStatus.push(status);
+    ex.server = { id: peer.id, name: peer.name };
+    return relay(pool, peer, ex, res, response, request, body, started, headerTime, inflightDone, onClose);
+  }
+}
+
+function canRetry(o: Resolved, condition: NextUpstreamCondition, tries: number, deadline: number, method: string, sent: boolean, body: RequestBody): boolean {
+  if (tries <= 0 || !o.next.has(condition)) return false;
+  if (performance.now() >= deadline) return false;
+  if (sent && NON_IDEMPOTENT.has(method) && !o.next.has('non_idempotent')) return false;
+  if (sent && !body.replayable) return false;
+  return true;
+}
+
+function relay(
+  pool: UpstreamPool,
+  peer: Peer,
+  ex: Exchange,
+  res: ServerResponse,
+  response: IncomingMessage,
+  request: ClientRequest,
+  body: RequestBody,
+  started: number,
+  headerTime: number,
+  inflightDone: boolean,
+  onClose: () => void,
+): void {
+  const socket = request.socket as Socket | null;
+  const read0 = socket?.bytesRead ?? 0;
+  const written0 = socket?.bytesWritten ?? 0;
+  let done = false;
+  const finish = (): void => {
+    if (done) return;
+    done = true;
+    res.off('close', onClose);
+    res.off('close', onClientClose);
+    body.dispose();
+    if (socket !== null) {
+      peer.received += Math.max(0, socket.bytesRead - read0);
+      peer.sent += Math.max(0, socket.bytesWritten - written0);
+    }
+    pool.finish(peer, 'ok', { header: headerTime, response: performance.now() - started, inflightDone }, response.statusCode ?? 0);
+  };
+  const onClientClose = (): void => {
+    if (!response.complete) {
+      request.destroy();
+      response.destroy();
+    }
+    finish();
+  };
+  const onUpstreamBroken = (): void => {
+    // Headers are gone: the client can only learn of it by a cut connection.
+    res.destroy();
+    finish();
+  };
+  response.once('end', finish);
+  response.on('error', onUpstreamBroken);
+  response.once('close', () => {
+    if (!response.complete) onUpstreamBroken();
+  });
+  request.once('timeout', () => {
+    request.destroy();
+    onUpstreamBroken();
+  });
+  res.once('close', onClientClose);
+  if (res.headersSent || res.destroyed) {
+    response.resume();
+    finish();
+    return;
+  }
+  res.writeHead(response.statusCode ?? 502, clientResponseHeaders(response.rawHeaders));
+  response.pipe(res);
+}

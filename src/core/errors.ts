@@ -1,0 +1,159 @@
+/**
+ * Every error switchyard raises, in one module. Each has a stable `code`
+ * (`SWY_ERR_*`), an HTTP `statusCode` (and `status`, which Koa and Express read),
+ * and the original error as `cause` when there is one.
+ * @module
+ */
+
+/** Options accepted by every switchyard error constructor. */
+export interface SwitchyardErrorOptions {
+  /** The underlying error, if any. */
+  cause?: unknown;
+}
+
+/**
+ * Base class of the errors that reach a framework's error handling.
+ * @example
+ * ```ts
+ * app.use((err, req, res, next) => {
+ *   if (err instanceof SwitchyardError) res.status(err.statusCode).send(err.code);
+ *   else next(err);
+ * });
+ * ```
+ */
+export class SwitchyardError extends Error {
+  /** Stable machine-readable code, such as `SWY_ERR_BAD_GATEWAY`. */
+  readonly code: string;
+  /** HTTP status the client should get. */
+  readonly statusCode: number;
+  /** Alias of `statusCode` for Koa and Express. */
+  readonly status: number;
+  /** Marks the message as safe to show to clients (Koa reads `expose`). */
+  readonly expose: boolean = true;
+
+  constructor(code: string, statusCode: number, message: string, options?: SwitchyardErrorOptions) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.statusCode = statusCode;
+    this.status = statusCode;
+  }
+}
+
+/**
+ * An upstream could not be reached or answered with something unusable
+ * (nginx: `error`, `invalid_header`, no live upstreams after attempts). Status 502.
+ * @example
+ * ```ts
+ * if (err.code === 'SWY_ERR_BAD_GATEWAY') console.log('upstream failed', err.cause);
+ * ```
+ */
+export class BadGatewayError extends SwitchyardError {
+  constructor(message = 'Bad Gateway', options?: SwitchyardErrorOptions) {
+    super('SWY_ERR_BAD_GATEWAY', 502, message, options);
+  }
+}
+
+/**
+ * The upstream timed out while connecting, sending the request or reading the
+ * response header (nginx: `timeout`). Status 504.
+ * @example
+ * ```ts
+ * if (err instanceof GatewayTimeoutError) res.setHeader('Retry-After', '5');
+ * ```
+ */
+export class GatewayTimeoutError extends SwitchyardError {
+  constructor(message = 'Gateway Timeout', options?: SwitchyardErrorOptions) {
+    super('SWY_ERR_GATEWAY_TIMEOUT', 504, message, options);
+  }
+}
+
+/**
+ * No server of the pool could take the request: all down, unavailable, draining
+ * or at `maxConns` (nginx: "no live upstreams"). Status 503 by default, see
+ * {@link BalanceOptions.noServerStatus}.
+ * @example
+ * ```ts
+ * if (err.code === 'SWY_ERR_NO_SERVER') metrics.increment('pool.exhausted');
+ * ```
+ */
+export class NoServerAvailableError extends SwitchyardError {
+  /** Name of the pool that had no server. */
+  readonly pool: string;
+  constructor(pool: string, statusCode = 503, options?: SwitchyardErrorOptions) {
+    super('SWY_ERR_NO_SERVER', statusCode, `No server available in pool "${pool}"`, options);
+    this.pool = pool;
+  }
+}
+
+/**
+ * The gateway answers with the status nginx uses when the retries ran out on an
+ * HTTP error it was told to retry (for example 500 or 503 under `nextUpstream`)
+ * but no upstream response could be passed on.
+ * @example
+ * ```ts
+ * if (err.code === 'SWY_ERR_UPSTREAM_STATUS') console.log(err.statusCode);
+ * ```
+ */
+export class UpstreamStatusError extends SwitchyardError {
+  constructor(statusCode: number, options?: SwitchyardErrorOptions) {
+    super('SWY_ERR_UPSTREAM_STATUS', statusCode, `Upstream answered ${statusCode}`, options);
+  }
+}
+
+/**
+ * The client's request cannot be proxied as sent (malformed target, a body
+ * already consumed by a parser and not available as `req.body`). Status 400 or 500.
+ * @example
+ * ```ts
+ * if (err.code === 'SWY_ERR_BAD_REQUEST') res.statusCode = 400;
+ * ```
+ */
+export class BadRequestError extends SwitchyardError {
+  constructor(message: string, statusCode = 400, code = 'SWY_ERR_BAD_REQUEST', options?: SwitchyardErrorOptions) {
+    super(code, statusCode, message, options);
+  }
+}
+
+/**
+ * Thrown synchronously by factories and pool methods when an option is invalid.
+ * A `TypeError` that names the option path and what was expected.
+ * @example
+ * ```ts
+ * try { createPool({ servers: [{ url: 'http://a', weight: 0 }] }); }
+ * catch (err) { err.code === 'SWY_ERR_INVALID_OPTION'; err.option === 'servers[0].weight'; }
+ * ```
+ */
+export class InvalidOptionError extends TypeError {
+  /** Always `SWY_ERR_INVALID_OPTION`. */
+  readonly code = 'SWY_ERR_INVALID_OPTION';
+  /** 400: when the error comes from the monitoring API, the request was bad. */
+  readonly statusCode = 400;
+  /** Path of the offending option, such as `servers[1].weight`. */
+  readonly option: string;
+  constructor(option: string, expected: string, received?: unknown) {
+    super(`Invalid option "${option}": expected ${expected}${received === undefined ? '' : `, received ${describe(received)}`}`);
+    this.name = 'InvalidOptionError';
+    this.option = option;
+  }
+}
+
+/**
+ * A pool operation named a server that does not exist, or added one whose id is taken.
+ * @example
+ * ```ts
+ * try { pool.remove('nope'); } catch (err) { err.code === 'SWY_ERR_SERVER_NOT_FOUND'; }
+ * ```
+ */
+export class ServerNotFoundError extends SwitchyardError {
+  constructor(id: string) {
+    super('SWY_ERR_SERVER_NOT_FOUND', 404, `No server with id "${id}"`);
+  }
+}
+
+function describe(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}…` : value);
+  if (typeof value === 'number' || typeof value === 'boolean' || value === null) return String(value);
+  if (Array.isArray(value)) return 'an array';
+  return typeof value;
+}

@@ -1,0 +1,168 @@
+import type { IncomingMessage } from 'node:http';
+import { TLSSocket } from 'node:tls';
+
+/** A server as the exchange record shows it after selection. */
+export interface ExchangeServer {
+  /** The server's id in its pool. */
+  readonly id: string;
+  /** `host:port` of the server, as nginx's `$upstream_addr` shows it. */
+  readonly name: string;
+}
+
+/**
+ * Everything switchyard knows about one request, shared by every middleware
+ * in the request's way: the URI the upstream will get, the client address,
+ * the servers tried and what they answered, the cache status. One record per
+ * request, reached with {@link exchange}; `req.url` is never patched.
+ */
+export interface Exchange {
+  /** The request this record belongs to. */
+  readonly req: IncomingMessage;
+  /** When the gateway first saw the request (`performance.now()` ms). */
+  readonly start: number;
+  /** The request target as the client sent it (nginx `$request_uri`). */
+  readonly requestUri: string;
+  /** The path (no query), percent-decoded and normalized as nginx's `$uri`; rewrite() changes it. */
+  uri: string;
+  /** The query string without `?` (nginx `$args`); rewrite() changes it. */
+  args: string;
+  /** True once rewrite() changed `uri` or `args`: the upstream then gets them re-encoded. */
+  uriChanged: boolean;
+  /** `http` or `https`, as the client reached the gateway (trusted X-Forwarded-Proto included). */
+  scheme: string;
+  /** The client's address (nginx `$remote_addr`), after trusted-proxy resolution when balance() is configured for it. */
+  clientAddress: string;
+  /** Variables set by rewrite()'s `set`, read by templates as `$name`. */
+  readonly vars: Map<string, string>;
+  /** Regex captures of the last matching rewrite rule (`$1`..`$9`, named). */
+  captures: ReadonlyArray<string | undefined> | undefined;
+  /** A body already parsed by the framework (Fastify, Koa), to re-send upstream. */
+  parsedBody: unknown;
+  /** Each server tried, in order (nginx `$upstream_addr`). */
+  readonly upstreamAddr: string[];
+  /** Each attempt's status (nginx `$upstream_status`; 502 or 504 for failed attempts). */
+  readonly upstreamStatus: number[];
+  /** The server that produced the response, once one did. */
+  server: ExchangeServer | undefined;
+  /** Cache status of the request (`HIT`, `MISS`, ...), set by cache(). */
+  cacheStatus: string | undefined;
+  /** A sticky hint: the server id a session is bound to, set by sticky(). */
+  hint: string | undefined;
+  /** Parsed `Cookie` header, lazily filled by the variables facility. */
+  cookies: Map<string, string> | undefined;
+  /** Parsed query arguments, lazily filled by the variables facility. */
+  argMap: Map<string, string> | undefined;
+}
+
+const kExchange = Symbol.for('switchyard.exchange');
+
+type WithExchange = IncomingMessage & { [kExchange]?: Exchange };
+
+/**
+ * Returns the request's exchange record, creating it on first use.
+ * @example
+ * ```ts
+ * app.use((req, res, next) => {
+ *   res.on('finish', () => console.log(exchange(req).upstreamAddr.join(', ')));
+ *   next();
+ * });
+ * ```
+ */
+export function exchange(req: IncomingMessage): Exchange {
+  const holder = req as WithExchange;
+  let ex = holder[kExchange];
+  if (ex === undefined) {
+    ex = createExchange(req);
+    holder[kExchange] = ex;
+  }
+  return ex;
+}
+
+function createExchange(req: IncomingMessage): Exchange {
+  const requestUri = originForm(req.url ?? '/');
+  const q = requestUri.indexOf('?');
+  const rawPath = q === -1 ? requestUri : requestUri.slice(0, q);
+  return {
+    req,
+    start: performance.now(),
+    requestUri,
+    uri: normalizePath(rawPath) ?? rawPath,
+    args: q === -1 ? '' : requestUri.slice(q + 1),
+    uriChanged: false,
+    scheme: req.socket instanceof TLSSocket && req.socket.encrypted ? 'https' : 'http',
+    clientAddress: req.socket?.remoteAddress ?? '',
+    vars: new Map(),
+    captures: undefined,
+    parsedBody: undefined,
+    upstreamAddr: [],
+    upstreamStatus: [],
+    server: undefined,
+    cacheStatus: undefined,
+    hint: undefined,
+    cookies: undefined,
+    argMap: undefined,
+  };
+}
+
+/**
+ * Reduces a request target to origin form (`/path?query`): an absolute-form
+ * target (`http://host/path`) keeps only its path and query, so a client cannot
+ * steer the upstream request to another authority.
+ */
+export function originForm(target: string): string {
+  if (target.startsWith('/')) return target;
+  if (target === '*') return '*';
+  const m = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*/i.exec(target);
+  if (m !== null) {
+    const rest = target.slice(m[0].length);
+    return rest === '' || rest.startsWith('?') ? `/${rest}` : rest;
+  }
+  return `/${target}`;
+}
+
+/**
+ * nginx's URI normalization: percent-decode, merge slashes, resolve `.` and `..`.
+ * Returns undefined when the path is not acceptable (bad escape, NUL, `..` above
+ * the root), which nginx answers with 400.
+ */
+export function normalizePath(path: string): string | undefined {
+  let decoded: string;
+  try {
+    decoded = path.includes('%') ? decodeURIComponent(path) : path;
+  } catch {
+    return undefined;
+  }
+  if (decoded.includes('\0')) return undefined;
+  if (!decoded.startsWith('/')) decoded = `/${decoded}`;
+  if (!/\/\/|\/\.(?:\/|\.|$)/.test(decoded)) return decoded;
+  const out: string[] = [];
+  const segments = decoded.split('/');
+  for (let i = 1; i < segments.length; i++) {
+    const seg = segments[i]!;
+    const last = i === segments.length - 1;
+    if (seg === '' && !last) continue;
+    if (seg === '.') {
+      if (last) out.push('');
+      continue;
+    }
+    if (seg === '..') {
+      if (out.length === 0) return undefined;
+      out.pop();
+      if (last) out.push('');
+      continue;
+    }
+    out.push(seg);
+  }
+  return `/${out.join('/')}`;
+}
+
+/** Re-encodes a decoded path for the upstream request line (keeps `/`, escapes the rest as needed). */
+export function encodePath(path: string): string {
+  return encodeURI(path).replace(/[?#]/g, (c) => (c === '?' ? '%3F' : '%23'));
+}
+
+/** The path and query the upstream request carries: the client's target unless rewrite() changed it. */
+export function upstreamTarget(ex: Exchange): string {
+  if (!ex.uriChanged) return ex.requestUri;
+  return ex.args === '' ? encodePath(ex.uri) : `${encodePath(ex.uri)}?${ex.args}`;
+}

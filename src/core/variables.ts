@@ -1,0 +1,148 @@
+import type { Exchange } from './exchange.ts';
+import { InvalidOptionError } from './errors.ts';
+
+/** A compiled template: evaluates nginx variables against a request's exchange record. */
+export type Template = (ex: Exchange) => string;
+
+type Getter = (ex: Exchange) => string;
+
+const VAR = /\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*|[0-9]))/g;
+
+/**
+ * Compiles a string with nginx variables (`$uri`, `${host}`, `$arg_id`,
+ * `$http_x_user`, `$cookie_sid`, `$1`) once; the result evaluates it per request.
+ * Unknown names read variables set by rewrite()'s `set`, and are empty when unset.
+ * @example
+ * ```ts
+ * const key = compileTemplate('$scheme$host$request_uri', 'key');
+ * key(exchange(req)); // 'http://example.com/a?b=1' without the separators
+ * ```
+ */
+export function compileTemplate(text: string, option: string): Template {
+  if (typeof text !== 'string') throw new InvalidOptionError(option, 'a string with nginx variables', text);
+  const parts: Array<string | Getter> = [];
+  let last = 0;
+  VAR.lastIndex = 0;
+  for (let m = VAR.exec(text); m !== null; m = VAR.exec(text)) {
+    if (m.index > last) parts.push(text.slice(last, m.index));
+    parts.push(variable((m[1] ?? m[2])!));
+    last = VAR.lastIndex;
+  }
+  if (last < text.length) parts.push(text.slice(last));
+  if (parts.length === 0) return () => '';
+  if (parts.length === 1) {
+    const only = parts[0]!;
+    return typeof only === 'string' ? () => only : only;
+  }
+  return (ex) => {
+    let out = '';
+    for (const p of parts) out += typeof p === 'string' ? p : p(ex);
+    return out;
+  };
+}
+
+/** True when the template contains at least one variable. */
+export function hasVariables(text: string): boolean {
+  VAR.lastIndex = 0;
+  return VAR.test(text);
+}
+
+/** Returns the getter of one nginx variable by name (without `$`). */
+export function variable(name: string): Getter {
+  if (/^[0-9]$/.test(name)) {
+    const i = Number(name);
+    return (ex) => ex.captures?.[i] ?? '';
+  }
+  const fixed = FIXED[name];
+  if (fixed !== undefined) return fixed;
+  const lower = name.toLowerCase();
+  if (lower.startsWith('http_')) {
+    const header = lower.slice(5).replace(/_/g, '-');
+    return (ex) => headerValue(ex, header);
+  }
+  if (lower.startsWith('arg_')) {
+    const arg = name.slice(4);
+    return (ex) => args(ex).get(arg) ?? '';
+  }
+  if (lower.startsWith('cookie_')) {
+    const cookie = name.slice(7);
+    return (ex) => cookies(ex).get(cookie) ?? '';
+  }
+  return (ex) => ex.vars.get(name) ?? '';
+}
+
+function headerValue(ex: Exchange, header: string): string {
+  const v = ex.req.headers[header];
+  if (v === undefined) return '';
+  if (Array.isArray(v)) return v.join(header === 'cookie' ? '; ' : ', ');
+  return v;
+}
+
+function host(ex: Exchange): string {
+  const h = ex.req.headers.host;
+  if (typeof h !== 'string' || h === '') return ex.req.socket?.localAddress ?? '';
+  const lower = h.toLowerCase();
+  if (lower.startsWith('[')) {
+    const end = lower.indexOf(']');
+    return end === -1 ? lower : lower.slice(0, end + 1);
+  }
+  const colon = lower.indexOf(':');
+  return colon === -1 ? lower : lower.slice(0, colon);
+}
+
+const FIXED: Record<string, Getter> = {
+  uri: (ex) => ex.uri,
+  document_uri: (ex) => ex.uri,
+  request_uri: (ex) => ex.requestUri,
+  args: (ex) => ex.args,
+  query_string: (ex) => ex.args,
+  is_args: (ex) => (ex.args === '' ? '' : '?'),
+  host,
+  scheme: (ex) => ex.scheme,
+  https: (ex) => (ex.scheme === 'https' ? 'on' : ''),
+  remote_addr: (ex) => ex.clientAddress,
+  binary_remote_addr: (ex) => ex.clientAddress,
+  remote_port: (ex) => String(ex.req.socket?.remotePort ?? ''),
+  server_addr: (ex) => ex.req.socket?.localAddress ?? '',
+  server_port: (ex) => String(ex.req.socket?.localPort ?? ''),
+  request_method: (ex) => ex.req.method ?? '',
+  server_protocol: (ex) => `HTTP/${ex.req.httpVersion}`,
+  content_type: (ex) => headerValue(ex, 'content-type'),
+  content_length: (ex) => headerValue(ex, 'content-length'),
+  upstream_addr: (ex) => ex.upstreamAddr.join(', '),
+  upstream_status: (ex) => ex.upstreamStatus.join(', '),
+  upstream_cache_status: (ex) => ex.cacheStatus ?? '',
+};
+
+/** The request's query arguments, parsed once (first value of each name wins, as nginx's `$arg_`). */
+export function args(ex: Exchange): Map<string, string> {
+  if (ex.argMap !== undefined) return ex.argMap;
+  const map = new Map<string, string>();
+  if (ex.args !== '') {
+    for (const pair of ex.args.split('&')) {
+      if (pair === '') continue;
+      const eq = pair.indexOf('=');
+      const name = eq === -1 ? pair : pair.slice(0, eq);
+      if (!map.has(name)) map.set(name, eq === -1 ? '' : pair.slice(eq + 1));
+    }
+  }
+  ex.argMap = map;
+  return map;
+}
+
+/** The request's cookies, parsed once (first occurrence of a name wins, as nginx's `$cookie_`). */
+export function cookies(ex: Exchange): Map<string, string> {
+  if (ex.cookies !== undefined) return ex.cookies;
+  const map = new Map<string, string>();
+  const header = headerValue(ex, 'cookie');
+  if (header !== '') {
+    for (const part of header.split(/;\s*/)) {
+      const eq = part.indexOf('=');
+      if (eq <= 0) continue;
+      const name = part.slice(0, eq).trim();
+      if (!map.has(name)) map.set(name, part.slice(eq + 1).trim());
+    }
+  }
+  ex.cookies = map;
+  return map;
+}

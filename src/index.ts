@@ -1,0 +1,52 @@
+/**
+ * switchyard: NGINX and NGINX Plus reverse-proxy powers for Node HTTP apps,
+ * one middleware at a time.
+ * @module switchyard
+ */
+export { createPool, UpstreamPool, DEFAULT_FAIL_TIMEOUT, DEFAULT_KEEPALIVE, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONNS, DEFAULT_MAX_FAILS, DEFAULT_WEIGHT } from './pool/index.ts';
+export type {
+  AgentSettings,
+  MethodOption,
+  PoolEvents,
+  PoolOptions,
+  PoolStats,
+  ResponseCounters,
+  ServerInfo,
+  ServerOptions,
+  ServerState,
+  ServerStats,
+  ServerUpdate,
+  StateChange,
+} from './pool/index.ts';
+export {
+  balance,
+  DEFAULT_CONNECT_TIMEOUT,
+  DEFAULT_HEADER_TIMEOUT,
+  DEFAULT_IDLE_TIMEOUT,
+  DEFAULT_NEXT_UPSTREAM,
+  DEFAULT_NO_SERVER_STATUS,
+  DEFAULT_RETRY_BODY_LIMIT,
+} from './balance/index.ts';
+export type { BalanceOptions, NextUpstreamCondition } from './balance/index.ts';
+export { upgrade } from './proxy/upgrade.ts';
+export type { UpgradeHandler, UpgradeOptions } from './proxy/upgrade.ts';
+export type { TrustProxy } from './proxy/trust.ts';
+export { chain, respondWithError, statusOf } from './core/chain.ts';
+export type { ChainOptions, Middleware, Next } from './core/chain.ts';
+export { exchange } from './core/exchange.ts';
+export type { Exchange, ExchangeServer } from './core/exchange.ts';
+export { compileTemplate } from './core/variables.ts';
+export type { Template } from './core/variables.ts';
+export { parseDuration } from './core/duration.ts';
+export type { Duration } from './core/duration.ts';
+export {
+  BadGatewayError,
+  BadRequestError,
+  GatewayTimeoutError,
+  InvalidOptionError,
+  NoServerAvailableError,
+  ServerNotFoundError,
+  SwitchyardError,
+  UpstreamStatusError,
+} from './core/errors.ts';
+export type { SwitchyardErrorOptions } from './core/errors.ts';

@@ -1,0 +1,696 @@
+import { EventEmitter } from 'node:events';
+import { Agent as HttpAgent, type IncomingMessage } from 'node:http';
+import { Agent as HttpsAgent, type AgentOptions as HttpsAgentOptions } from 'node:https';
+import { channel } from 'node:diagnostics_channel';
+import { debuglog } from 'node:util';
+import type { Exchange } from '../core/exchange.ts';
+import { parseDuration, type Duration } from '../core/duration.ts';
+import { InvalidOptionError, ServerNotFoundError } from '../core/errors.ts';
+import { compileTemplate } from '../core/variables.ts';
+import { emptyResponses, movingAverage, Peer, type AttemptOutcome, type PeerTarget, type ServerState, type ServerStats } from './peer.ts';
+import { createRoundRobin } from './methods/round-robin.ts';
+import { createLeastConn } from './methods/least-conn.ts';
+import { createLeastTime } from './methods/least-time.ts';
+import { createConsistentHash, createHash, createIpHash, type KeyFunction } from './methods/hash.ts';
+import { createRandom } from './methods/random.ts';
+import type { AttemptTimings, Balancer, PeerSet, Selection } from './methods/types.ts';
+
+export type { ServerState, ServerStats, ResponseCounters } from './peer.ts';
+
+const debug = debuglog('switchyard');
+const stateChannel = channel('switchyard:pool:state');
+
+/** Default server weight (nginx `weight=1`). */
+export const DEFAULT_WEIGHT = 1;
+/** Default `maxConns`: 0, unlimited (nginx `max_conns=0`). */
+export const DEFAULT_MAX_CONNS = 0;
+/** Default `maxFails` (nginx `max_fails=1`). */
+export const DEFAULT_MAX_FAILS = 1;
+/** Default `failTimeout` (nginx `fail_timeout=10s`). */
+export const DEFAULT_FAIL_TIMEOUT = '10s';
+/** Default idle keep-alive connections kept per server (nginx `keepalive 32`). */
+export const DEFAULT_KEEPALIVE = 32;
+/** Default idle timeout of a kept-alive upstream connection (nginx `keepalive_timeout 60s`). */
+export const DEFAULT_KEEPALIVE_TIMEOUT = '60s';
+
+/** One upstream server, as given to {@link createPool} or {@link UpstreamPool.add}. */
+export interface ServerOptions {
+  /** `http://host:port` or `https://host:port`, optionally with a path prefix joined before each request path. */
+  url: string;
+  /** Stable id for run-time changes. @default the url (with `#2`, `#3`… for repeats) */
+  id?: string;
+  /** Integer >= 1: share of requests relative to the others. @default 1 */
+  weight?: number;
+  /** Maximum simultaneous requests; 0 is unlimited. @default 0 */
+  maxConns?: number;
+  /** Failures within `failTimeout` that make the server unavailable; 0 disables accounting. @default 1 */
+  maxFails?: number;
+  /** The failure window and the unavailability period. @default '10s' */
+  failTimeout?: Duration;
+  /** Used only when every primary server is unavailable. Not with hash, ip-hash or random. @default false */
+  backup?: boolean;
+  /** Permanently unavailable. @default false */
+  down?: boolean;
+  /** Gets only requests bound to it by sticky(); no new ones. @default false */
+  drain?: boolean;
+  /** Session route for sticky(); at most 32 characters. @default md5 of `host:port`, as nginx */
+  route?: string;
+}
+
+/** Fields {@link UpstreamPool.update} can change at run time. */
+export type ServerUpdate = Partial<Pick<ServerOptions, 'weight' | 'maxConns' | 'maxFails' | 'failTimeout' | 'down' | 'drain' | 'route'>>;
+
+/** A server's configuration as the pool holds it (durations in ms, no credentials). */
+export interface ServerInfo {
+  id: string;
+  url: string;
+  weight: number;
+  maxConns: number;
+  maxFails: number;
+  failTimeout: number;
+  backup: boolean;
+  down: boolean;
+  drain: boolean;
+  route: string;
+}
+
+/** A balancing method and its parameters. Kebab-case names; nginx's (`least_conn`) are accepted too. */
+export type MethodOption =
+  | 'round-robin'
+  | 'least-conn'
+  | 'least-time'
+  | 'ip-hash'
+  | 'random'
+  | 'random-two'
+  | { name: 'round-robin' | 'least-conn' | 'ip-hash' }
+  | {
+      name: 'least-time';
+      /** Time to the response header or to the last byte. @default 'header' */
+      measure?: 'header' | 'last-byte';
+      /** Count the age of requests still in flight. @default false */
+      inflight?: boolean;
+    }
+  | {
+      name: 'hash';
+      /** nginx variables template (`'$request_uri'`, `'$cookie_user'`) or a function of the request. */
+      key: string | ((req: IncomingMessage) => string);
+      /** Ketama consistent hashing: adding or removing a server moves only its keys. @default false */
+      consistent?: boolean;
+    }
+  | {
+      name: 'random';
+      /** Draw two servers and use the less loaded one. @default false */
+      two?: boolean;
+    };
+
+/** Keep-alive agent settings of a pool. */
+export interface AgentSettings {
+  /** Keep upstream connections open between requests. @default true */
+  keepAlive?: boolean;
+  /** Idle connections kept per server. @default 32 */
+  maxFreeSockets?: number;
+  /** Maximum connections per server, in use or idle. @default Infinity */
+  maxSockets?: number;
+  /** Idle connections are closed after this long. @default '60s' */
+  keepAliveTimeout?: Duration;
+}
+
+/** Options of {@link createPool}. */
+export interface PoolOptions {
+  /** Name shown in stats and errors (nginx's upstream name). @default 'upstream' */
+  name?: string;
+  /** Balancing method. @default 'round-robin' */
+  method?: MethodOption;
+  /** The servers, in order: order matters to round robin and hash as in nginx. */
+  servers: ServerOptions[];
+  /** Upstream connection reuse, or your own agents. @default { keepAlive: true, maxFreeSockets: 32, keepAliveTimeout: '60s' } */
+  agent?: AgentSettings | { http?: HttpAgent; https?: HttpsAgent };
+  /** TLS options for `https://` servers (`ca`, `rejectUnauthorized`, `servername`...). @default {} */
+  tls?: HttpsAgentOptions;
+  /** Clock in ms, injectable for tests. @default Date.now */
+  now?: () => number;
+}
+
+/** Pool-wide statistics. */
+export interface PoolStats {
+  name: string;
+  method: string;
+  servers: ServerStats[];
+  /** Removed servers that still have requests in flight. */
+  zombies: number;
+}
+
+/** A server state change, as emitted by the pool's `state` event. */
+export interface StateChange {
+  pool: string;
+  id: string;
+  server: string;
+  from: ServerState;
+  to: ServerState;
+}
+
+/** Events of {@link UpstreamPool}. */
+export interface PoolEvents {
+  /** A server changed state (up, unavail, down, draining...). */
+  state: [change: StateChange];
+  /** A server was added at run time. */
+  add: [server: ServerInfo];
+  /** A server was removed at run time. */
+  remove: [server: ServerInfo];
+  /** A server's settings changed at run time. */
+  update: [server: ServerInfo];
+}
+
+const METHODS_WITHOUT_BACKUP = new Set(['hash', 'ip-hash', 'random', 'random-two']);
+
+interface ResolvedMethod {
+  name: string;
+  create: () => Balancer;
+}
+
+function resolveMethod(option: MethodOption | undefined): ResolvedMethod {
+  const spec = option ?? 'round-robin';
+  const raw = typeof spec === 'string' ? spec : spec?.name;
+  if (typeof raw !== 'string') throw new InvalidOptionError('method', 'a method name or { name, ... }', spec);
+  const name = raw.replace(/_/g, '-');
+  const obj = typeof spec === 'object' ? (spec as Record<string, unknown>) : {};
+  switch (name) {
+    case 'round-robin':
+      return { name, create: createRoundRobin };
+    case 'least-conn':
+      return { name, create: createLeastConn };
+    case 'least-time': {
+      const measure = (obj.measure ?? 'header') as string;
+      if (measure !== 'header' && measure !== 'last-byte' && measure !== 'last_byte') {
+        throw new InvalidOptionError('method.measure', '"header" or "last-byte"', measure);
+      }
+      if (obj.inflight !== undefined && typeof obj.inflight !== 'boolean') throw new InvalidOptionError('method.inflight', 'a boolean', obj.inflight);
+      const inflight = obj.inflight === true;
+      return { name, create: () => createLeastTime(measure === 'header' ? 'header' : 'last-byte', inflight) };
+    }
+    case 'hash': {
+      const key = compileKey(obj.key);
+      if (obj.consistent !== undefined && typeof obj.consistent !== 'boolean') throw new InvalidOptionError('method.consistent', 'a boolean', obj.consistent);
+      return obj.consistent === true ? { name, create: () => createConsistentHash(key) } : { name, create: () => createHash(key) };
+    }
+    case 'ip-hash':
+      return { name, create: () => createIpHash((sel) => sel.ex?.clientAddress ?? sel.req?.socket?.remoteAddress ?? '') };
+    case 'random':
+    case 'random-two': {
+      if (obj.two !== undefined && typeof obj.two !== 'boolean') throw new InvalidOptionError('method.two', 'a boolean', obj.two);
+      const two = name === 'random-two' || obj.two === true;
+      return { name: two ? 'random-two' : 'random', create: () => createRandom(two) };
+    }
+    default:
+      throw new InvalidOptionError('method', 'one of round-robin, least-conn, least-time, hash, ip-hash, random, random-two', raw);
+  }
+}
+
+function compileKey(key: unknown): KeyFunction {
+  if (typeof key === 'function') {
+    const fn = key as (req: IncomingMessage) => string;
+    return (sel) => (sel.req === undefined ? '' : String(fn(sel.req) ?? ''));
+  }
+  if (typeof key !== 'string' || key === '') throw new InvalidOptionError('method.key', 'a non-empty variables template such as "$request_uri", or a function', key);
+  const template = compileTemplate(key, 'method.key');
+  return (sel) => (sel.ex === undefined ? '' : template(sel.ex));
+}
+
+function parseTarget(url: unknown, option: string): PeerTarget {
+  if (typeof url !== 'string') throw new InvalidOptionError(option, 'an http:// or https:// url', url);
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new InvalidOptionError(option, 'an http:// or https:// url with a host', url);
+  }
+  if ((parsed.protocol !== 'http:' && parsed.protocol !== 'https:') || parsed.hostname === '') {
+    throw new InvalidOptionError(option, 'an http:// or https:// url with a host', redact(url));
+  }
+  if (parsed.search !== '' || parsed.hash !== '') throw new InvalidOptionError(option, 'a url without query or fragment', redact(url));
+  const hostname = parsed.hostname.startsWith('[') ? parsed.hostname.slice(1, -1) : parsed.hostname;
+  const port = parsed.port === '' ? (parsed.protocol === 'https:' ? 443 : 80) : Number(parsed.port);
+  const prefix = parsed.pathname === '/' ? '' : parsed.pathname.replace(/\/$/, '');
+  const auth = parsed.username !== '' ? `${decodeURIComponent(parsed.username)}:${decodeURIComponent(parsed.password)}` : undefined;
+  return { protocol: parsed.protocol, hostname, port, prefix, authority: parsed.host, auth };
+}
+
+function redact(url: string): string {
+  return url.replace(/\/\/[^@/]*@/, '//***@');
+}
+
+function publicUrl(t: PeerTarget): string {
+  return `${t.protocol}//${t.authority}${t.prefix}`;
+}
+
+function intOption(value: unknown, option: string, min: number, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
+    throw new InvalidOptionError(option, `an integer >= ${min}`, value);
+  }
+  return value;
+}
+
+function boolOption(value: unknown, option: string): boolean {
+  if (value === undefined) return false;
+  if (typeof value !== 'boolean') throw new InvalidOptionError(option, 'a boolean', value);
+  return value;
+}
+
+function routeOption(value: unknown, option: string): string {
+  if (value === undefined) return '';
+  if (typeof value !== 'string' || value === '' || value.length > 32 || !/^[\x21-\x7e]+$/.test(value) || /[;,"\\]/.test(value)) {
+    throw new InvalidOptionError(option, 'a route of 1 to 32 visible characters without ; , " or \\', value);
+  }
+  return value;
+}
+
+const SERVER_FIELDS = new Set(['url', 'id', 'weight', 'maxConns', 'maxFails', 'failTimeout', 'backup', 'down', 'drain', 'route']);
+const UPDATE_FIELDS = new Set(['weight', 'maxConns', 'maxFails', 'failTimeout', 'down', 'drain', 'route']);
+
+/**
+ * The upstream pool: the one object shared by balance(), sticky(), healthCheck()
+ * and monitor(). Holds the servers with nginx's balancing and passive-health
+ * state, changes at run time without dropping requests in flight, and reports
+ * live statistics. Create it with {@link createPool}.
+ */
+export class UpstreamPool extends EventEmitter<PoolEvents> {
+  /** The pool's name. */
+  readonly name: string;
+  /** The balancing method's name. */
+  readonly method: string;
+  #methodSupportsBackup: boolean;
+  #balancer: Balancer;
+  #peers: Peer[] = [];
+  #set: PeerSet = { primary: [], backup: [], single: false, totalWeight: 0 };
+  #zombies = new Set<Peer>();
+  #now: () => number;
+  #httpAgent: HttpAgent;
+  #httpsAgent: HttpsAgent;
+  #ownAgents: boolean;
+  #closed = false;
+
+  /** @internal Use {@link createPool}. */
+  constructor(options: PoolOptions) {
+    super();
+    if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'an object', options);
+    const name = options.name ?? 'upstream';
+    if (typeof name !== 'string' || name === '') throw new InvalidOptionError('name', 'a non-empty string', name);
+    this.name = name;
+    const method = resolveMethod(options.method);
+    this.method = method.name;
+    this.#methodSupportsBackup = !METHODS_WITHOUT_BACKUP.has(method.name);
+    this.#balancer = method.create();
+    const now = options.now ?? Date.now;
+    if (typeof now !== 'function') throw new InvalidOptionError('now', 'a function returning milliseconds', now);
+    this.#now = now;
+    if (!Array.isArray(options.servers) || options.servers.length === 0) {
+      throw new InvalidOptionError('servers', 'a non-empty array of { url }', options.servers);
+    }
+    const peers = options.servers.map((s, i) => this.#makePeer(s, `servers[${i}]`, []));
+    const ids = new Set<string>();
+    for (const [i, p] of peers.entries()) {
+      if (ids.has(p.id)) throw new InvalidOptionError(`servers[${i}].id`, 'an id not used by another server', p.id);
+      ids.add(p.id);
+    }
+    const agents = this.#makeAgents(options);
+    this.#httpAgent = agents.http;
+    this.#httpsAgent = agents.https;
+    this.#ownAgents = agents.own;
+    this.#peers = peers;
+    this.#rebuild();
+  }
+
+  #makeAgents(options: PoolOptions): { http: HttpAgent; https: HttpsAgent; own: boolean } {
+    const a = options.agent as Record<string, unknown> | undefined;
+    if (a !== undefined && (a === null || typeof a !== 'object')) throw new InvalidOptionError('agent', 'agent settings or { http, https } agents', a);
+    if (a !== undefined && (a.http instanceof HttpAgent || a.https instanceof HttpsAgent)) {
+      return { http: (a.http as HttpAgent) ?? new HttpAgent(), https: (a.https as HttpsAgent) ?? new HttpsAgent(options.tls), own: false };
+    }
+    const s = (a ?? {}) as AgentSettings;
+    if (s.keepAlive !== undefined && typeof s.keepAlive !== 'boolean') throw new InvalidOptionError('agent.keepAlive', 'a boolean', s.keepAlive);
+    const maxFreeSockets = intOption(s.maxFreeSockets, 'agent.maxFreeSockets', 0, DEFAULT_KEEPALIVE);
+    const maxSockets = s.maxSockets === undefined || s.maxSockets === Infinity ? Infinity : intOption(s.maxSockets, 'agent.maxSockets', 1, 0);
+    const timeout = parseDuration(s.keepAliveTimeout ?? DEFAULT_KEEPALIVE_TIMEOUT, 'agent.keepAliveTimeout');
+    const keepAlive = s.keepAlive ?? true;
+    const common = { keepAlive: keepAlive && maxFreeSockets > 0, maxFreeSockets: Math.max(1, maxFreeSockets), maxSockets, timeout, scheduling: 'lifo' as const };
+    return { http: new HttpAgent(common), https: new HttpsAgent({ ...options.tls, ...common }), own: true };
+  }
+
+  #makePeer(s: ServerOptions, path: string, existing: readonly Peer[]): Peer {
+    if (s === null || typeof s !== 'object') throw new InvalidOptionError(path, 'an object with a url', s);
+    for (const key of Object.keys(s)) if (!SERVER_FIELDS.has(key)) throw new InvalidOptionError(`${path}.${key}`, `one of the server fields (${[...SERVER_FIELDS].join(', ')})`, key);
+    const target = parseTarget(s.url, `${path}.url`);
+    const backup = boolOption(s.backup, `${path}.backup`);
+    if (backup && !this.#methodSupportsBackup) {
+      throw new InvalidOptionError(`${path}.backup`, `no backup servers: the "${this.method}" method does not support them (as in nginx)`, true);
+    }
+    let id = s.id;
+    if (id !== undefined && (typeof id !== 'string' || id === '')) throw new InvalidOptionError(`${path}.id`, 'a non-empty string', id);
+    if (id === undefined) {
+      const base = publicUrl(target);
+      const taken = new Set([...existing, ...this.#peers].map((p) => p.id));
+      id = base;
+      for (let n = 2; taken.has(id); n++) id = `${base}#${n}`;
+    }
+    return new Peer({
+      id,
+      url: publicUrl(target),
+      target,
+      weight: intOption(s.weight, `${path}.weight`, 1, DEFAULT_WEIGHT),
+      maxConns: intOption(s.maxConns, `${path}.maxConns`, 0, DEFAULT_MAX_CONNS),
+      maxFails: intOption(s.maxFails, `${path}.maxFails`, 0, DEFAULT_MAX_FAILS),
+      failTimeout: parseDuration(s.failTimeout ?? DEFAULT_FAIL_TIMEOUT, `${path}.failTimeout`),
+      backup,
+      down: boolOption(s.down, `${path}.down`),
+      drain: boolOption(s.drain, `${path}.drain`),
+      route: routeOption(s.route, `${path}.route`),
+    });
+  }
+
+  #rebuild(): void {
+    const primary = this.#peers.filter((p) => !p.backup);
+    const backup = this.#peers.filter((p) => p.backup);
+    this.#set = {
+      primary,
+      backup,
+      single: primary.length === 1 && backup.length === 0,
+      totalWeight: primary.reduce((sum, p) => sum + p.weight, 0),
+    };
+    this.#balancer.rebuild?.(this.#set);
+  }
+
+  #find(id: string): Peer {
+    if (typeof id !== 'string') throw new InvalidOptionError('id', 'a server id string', id);
+    const peer = this.#peers.find((p) => p.id === id);
+    if (peer === undefined) throw new ServerNotFoundError(id);
+    return peer;
+  }
+
+  /** The servers' current configuration, in order. */
+  get servers(): ServerInfo[] {
+    return this.#peers.map(info);
+  }
+
+  /** The server with this id, or undefined. */
+  get(id: string): ServerInfo | undefined {
+    const peer = this.#peers.find((p) => p.id === id);
+    return peer === undefined ? undefined : info(peer);
+  }
+
+  /**
+   * Adds a server at run time; it takes new requests at once.
+   * @example
+   * ```ts
+   * pool.add({ url: 'http://10.0.0.4:8080', weight: 2 });
+   * ```
+   */
+  add(server: ServerOptions): ServerInfo {
+    const peer = this.#makePeer(server, 'server', []);
+    if (this.#peers.some((p) => p.id === peer.id)) throw new InvalidOptionError('server.id', 'an id not used by another server', peer.id);
+    this.#peers.push(peer);
+    this.#rebuild();
+    const result = info(peer);
+    debug('pool %s: add %s', this.name, peer.id);
+    this.emit('add', result);
+    this.#observe(peer, this.#now());
+    return result;
+  }
+
+  /**
+   * Removes a server at run time. Requests in flight on it finish normally.
+   * @example
+   * ```ts
+   * pool.update('a', { drain: true });
+   * // ...when pool.stats() shows it idle:
+   * pool.remove('a');
+   * ```
+   */
+  remove(id: string): ServerInfo {
+    const peer = this.#find(id);
+    if (this.#peers.length === 1) throw new InvalidOptionError('id', 'a server other than the last one (a pool cannot be empty)', id);
+    this.#peers = this.#peers.filter((p) => p !== peer);
+    peer.removed = true;
+    if (peer.conns > 0) this.#zombies.add(peer);
+    this.#rebuild();
+    const result = info(peer);
+    debug('pool %s: remove %s', this.name, peer.id);
+    this.emit('remove', result);
+    return result;
+  }
+
+  /**
+   * Changes a server's settings at run time (weight, maxConns, maxFails,
+   * failTimeout, down, drain, route). Validated like {@link createPool}.
+   * @example
+   * ```ts
+   * pool.update('http://10.0.0.2:8080', { drain: true });
+   * ```
+   */
+  update(id: string, changes: ServerUpdate): ServerInfo {
+    const peer = this.#find(id);
+    if (changes === null || typeof changes !== 'object') throw new InvalidOptionError('changes', 'an object', changes);
+    for (const key of Object.keys(changes)) {
+      if (!UPDATE_FIELDS.has(key)) throw new InvalidOptionError(`changes.${key}`, `one of ${[...UPDATE_FIELDS].join(', ')}`, key);
+    }
+    const c = changes as Record<string, unknown>;
+    const next = {
+      weight: c.weight === undefined ? peer.weight : intOption(c.weight, 'changes.weight', 1, 1),
+      maxConns: c.maxConns === undefined ? peer.maxConns : intOption(c.maxConns, 'changes.maxConns', 0, 0),
+      maxFails: c.maxFails === undefined ? peer.maxFails : intOption(c.maxFails, 'changes.maxFails', 0, 0),
+      failTimeout: c.failTimeout === undefined ? peer.failTimeout : parseDuration(c.failTimeout as Duration, 'changes.failTimeout'),
+      down: c.down === undefined ? peer.down : boolOption(c.down, 'changes.down'),
+      drain: c.drain === undefined ? peer.drain : boolOption(c.drain, 'changes.drain'),
+      route: c.route === undefined ? peer.route : routeOption(c.route, 'changes.route'),
+    };
+    const weightChanged = next.weight !== peer.weight;
+    Object.assign(peer, next);
+    if (c.route !== undefined) peer.sid = next.route;
+    if (weightChanged) {
+      peer.effectiveWeight = peer.weight;
+      peer.currentWeight = 0;
+    }
+    this.#rebuild();
+    const result = info(peer);
+    debug('pool %s: update %s %o', this.name, peer.id, changes);
+    this.emit('update', result);
+    this.#observe(peer, this.#now());
+    return result;
+  }
+
+  /**
+   * Live statistics of every server, as NGINX Plus's API reports them.
+   * @example
+   * ```ts
+   * for (const s of pool.stats().servers) console.log(s.id, s.state, s.active, s.responses.total);
+   * ```
+   */
+  stats(): PoolStats {
+    const now = this.#now();
+    return {
+      name: this.name,
+      method: this.method,
+      servers: this.#peers.map((p) => this.#serverStats(p, now)),
+      zombies: this.#zombies.size,
+    };
+  }
+
+  /** Resets the counters of every server (NGINX Plus `DELETE /http/upstreams/{name}`). */
+  resetStats(): void {
+    for (const p of this.#peers) {
+      p.requests = 0;
+      p.responses = emptyResponses();
+      p.sent = 0;
+      p.received = 0;
+      p.totalFails = 0;
+      p.unavail = 0;
+      p.downtime = 0;
+      if (p.downSince !== undefined) p.downSince = this.#now();
+    }
+  }
+
+  #serverStats(p: Peer, now: number): ServerStats {
+    const state = this.#observe(p, now);
+    return {
+      id: p.id,
+      server: p.url,
+      name: p.name,
+      backup: p.backup,
+      weight: p.weight,
+      state,
+      active: p.conns,
+      maxConns: p.maxConns,
+      maxFails: p.maxFails,
+      failTimeout: p.failTimeout,
+      route: p.route,
+      requests: p.requests,
+      responses: { ...p.responses, codes: { ...p.responses.codes } },
+      sent: p.sent,
+      received: p.received,
+      fails: p.totalFails,
+      unavail: p.unavail,
+      downtime: p.downtime + (p.downSince === undefined ? 0 : now - p.downSince),
+      downstart: p.downSince === undefined ? undefined : new Date(p.downSince).toISOString(),
+      selected: p.selectedAt === undefined ? undefined : new Date(p.selectedAt).toISOString(),
+      headerTime: p.avgHeaderTime,
+      responseTime: p.avgResponseTime,
+    };
+  }
+
+  /** Computes the state, records downtime and emits `state` on a change. */
+  #observe(p: Peer, now: number): ServerState {
+    const to = p.state(now);
+    const from = p.lastState;
+    if (to === from) return to;
+    p.lastState = to;
+    const wasDown = from !== 'up' && from !== 'draining';
+    const isDown = to !== 'up' && to !== 'draining';
+    if (!wasDown && isDown) p.downSince = now;
+    if (wasDown && !isDown && p.downSince !== undefined) {
+      p.downtime += now - p.downSince;
+      p.downSince = undefined;
+    }
+    const change: StateChange = { pool: this.name, id: p.id, server: p.url, from, to };
+    debug('pool %s: server %s %s -> %s', this.name, p.id, from, to);
+    if (stateChannel.hasSubscribers) stateChannel.publish(change);
+    this.emit('state', change);
+    return to;
+  }
+
+  /** Closes the pool's own keep-alive agents (idle upstream connections). */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#ownAgents) {
+      this.#httpAgent.destroy();
+      this.#httpsAgent.destroy();
+    }
+  }
+
+  // ---- the request path (internal) ----
+
+  /** @internal Starts one request's selection state. */
+  selection(req: IncomingMessage | undefined, ex: Exchange | undefined): Selection {
+    return { tried: new Set(), backup: false, now: 0, req, ex, hash: 0, rehash: 0, tries: 0, key: undefined };
+  }
+
+  /** @internal nginx `peer.tries`: attempts a request may make (non-down primaries + backups), 1 for a single server. */
+  maxTries(): number {
+    if (this.#set.single) return 1;
+    let n = 0;
+    for (const p of this.#peers) if (!p.down) n++;
+    return n;
+  }
+
+  /** @internal Picks a server for the next attempt (conns++, probe bookkeeping), or undefined. */
+  select(sel: Selection): Peer | undefined {
+    const now = this.#now();
+    sel.now = now;
+    const peer = this.#balancer.select(this.#set, sel);
+    if (peer === undefined) return undefined;
+    sel.tried.add(peer);
+    if (now - peer.checked > peer.failTimeout) peer.checked = now;
+    peer.conns++;
+    peer.requests++;
+    peer.selectedAt = now;
+    this.#balancer.chosen?.(peer, now);
+    return peer;
+  }
+
+  /** @internal The response header of an attempt arrived. Returns true if least_time ended in-flight accounting. */
+  header(peer: Peer, headerTime: number): boolean {
+    return this.#balancer.header?.(peer, headerTime, this.#now()) ?? false;
+  }
+
+  /** @internal An attempt ended: passive health (nginx's free_round_robin_peer) and statistics. */
+  finish(peer: Peer, outcome: AttemptOutcome, timings: AttemptTimings, status: number | undefined): void {
+    const now = this.#now();
+    if (status !== undefined) countResponse(peer, status);
+    if (timings.header >= 0 && outcome === 'ok' && this.#balancer.finished === undefined) {
+      peer.avgHeaderTime = movingAverage(peer.avgHeaderTime, timings.header);
+      peer.avgResponseTime = movingAverage(peer.avgResponseTime, timings.response);
+    }
+    this.#balancer.finished?.(peer, outcome, timings, now);
+    peer.conns--;
+    if (peer.removed) {
+      if (peer.conns === 0) this.#zombies.delete(peer);
+      return;
+    }
+    if (this.#set.single && this.#set.primary[0] === peer) {
+      peer.fails = 0;
+      this.#observe(peer, now);
+      return;
+    }
+    if (outcome === 'failed') {
+      peer.totalFails++;
+      peer.fails++;
+      peer.accessed = now;
+      peer.checked = now;
+      if (peer.maxFails !== 0) {
+        peer.effectiveWeight -= Math.floor(peer.weight / peer.maxFails);
+        if (peer.fails >= peer.maxFails) {
+          peer.unavail++;
+          debug('pool %s: upstream server %s temporarily disabled', this.name, peer.id);
+        }
+      }
+      if (peer.effectiveWeight < 0) peer.effectiveWeight = 0;
+    } else if (peer.accessed < peer.checked) {
+      peer.fails = 0;
+    }
+    this.#observe(peer, now);
+  }
+
+  /** @internal The keep-alive agent for a server. */
+  agentFor(peer: Peer): HttpAgent {
+    return peer.target.protocol === 'https:' ? this.#httpsAgent : this.#httpAgent;
+  }
+
+  /** @internal The pool clock. */
+  now(): number {
+    return this.#now();
+  }
+}
+
+function countResponse(peer: Peer, status: number): void {
+  const r = peer.responses;
+  const cls = `${Math.floor(status / 100)}xx` as '1xx' | '2xx' | '3xx' | '4xx' | '5xx';
+  if (cls in r) r[cls]++;
+  r.codes[status] = (r.codes[status] ?? 0) + 1;
+  r.total++;
+}
+
+function info(p: Peer): ServerInfo {
+  return {
+    id: p.id,
+    url: p.url,
+    weight: p.weight,
+    maxConns: p.maxConns,
+    maxFails: p.maxFails,
+    failTimeout: p.failTimeout,
+    backup: p.backup,
+    down: p.down,
+    drain: p.drain,
+    route: p.route,
+  };
+}
+
+/**
+ * Creates the upstream pool shared by balance(), sticky(), healthCheck() and
+ * monitor(). Validates every option at once and throws an
+ * {@link InvalidOptionError} naming the field.
+ * @example
+ * ```ts
+ * const pool = createPool({
+ *   name: 'app',
+ *   method: 'least-conn',
+ *   servers: [
+ *     { url: 'http://127.0.0.1:3001', weight: 2 },
+ *     { url: 'http://127.0.0.1:3002', maxFails: 3, failTimeout: '30s' },
+ *     { url: 'http://127.0.0.1:3003', backup: true },
+ *   ],
+ * });
+ * ```
+ */
+export function createPool(options: PoolOptions): UpstreamPool {
+  return new UpstreamPool(options);
+}

@@ -1,0 +1,65 @@
+import { movingAverage, type Peer } from '../peer.ts';
+import { leastBy, roundRobin, withBackup } from './round-robin.ts';
+import type { Balancer } from './types.ts';
+
+/** What least_time measures: time to the response header, or to its last byte. */
+export type LeastTimeMeasure = 'header' | 'last-byte';
+
+/**
+ * `least-time`: the lowest estimated time to serve, `avg time × (1 + active)`
+ * per unit of weight, with nginx's 20 ms clustering, 5 s cap, and halving of a
+ * peer's time once per `failTimeout` so slow peers get another chance.
+ * With `inflight`, the age of requests still in flight counts too.
+ */
+export function createLeastTime(measure: LeastTimeMeasure, inflight: boolean): Balancer {
+  const eta = (peer: Peer, now: number): number => {
+    let rt = measure === 'header' ? peer.avgHeaderTime : peer.avgResponseTime;
+    if (now - peer.checked > peer.failTimeout) {
+      const shift = Math.floor(Math.floor((now - peer.checked) / 1000) / (Math.floor(peer.failTimeout / 1000) + 1));
+      rt = shift < 32 ? Math.floor(rt / 2 ** shift) : 0;
+    }
+    if (peer.inflightReqs > 0) rt = Math.max(rt, peer.inflightTime);
+    rt = rt > 5000 ? 5000 : rt + 20 - (rt % 20);
+    return rt * (1 + peer.conns);
+  };
+  const inflightDone = (peer: Peer, last: number, now: number): void => {
+    if (peer.inflightReqs === 1) {
+      peer.inflightLast = 0;
+    } else {
+      peer.inflightLast += (now - peer.inflightChanged) * peer.inflightReqs - last;
+      peer.inflightChanged = now;
+    }
+    peer.inflightReqs--;
+  };
+  return {
+    select(peers, sel) {
+      if (peers.single) return roundRobin(peers, sel);
+      const now = sel.now;
+      for (const peer of sel.backup ? peers.backup : peers.primary) {
+        if (peer.inflightReqs > 0 && !sel.tried.has(peer) && peer.usable(now)) {
+          const age = peer.inflightLast / peer.inflightReqs + (now - peer.inflightChanged);
+          peer.inflightTime = movingAverage(peer.inflightTime, age);
+        }
+      }
+      return withBackup(peers, sel, (list) => leastBy(list, sel, (p) => eta(p, now)));
+    },
+    chosen(peer, now) {
+      if (!inflight) return;
+      if (peer.inflightReqs > 0) peer.inflightLast += (now - peer.inflightChanged) * peer.inflightReqs;
+      peer.inflightChanged = now;
+      peer.inflightReqs++;
+    },
+    header(peer, headerTime, now) {
+      if (!(inflight && measure === 'header')) return false;
+      peer.avgHeaderTime = movingAverage(peer.avgHeaderTime, headerTime);
+      inflightDone(peer, headerTime, now);
+      return true;
+    },
+    finished(peer, outcome, timings, now) {
+      if (inflight && !timings.inflightDone && peer.inflightReqs > 0) inflightDone(peer, timings.response, now);
+      if (outcome !== 'ok' || timings.header < 0) return;
+      peer.avgResponseTime = movingAverage(peer.avgResponseTime, timings.response);
+      if (!(inflight && measure === 'header')) peer.avgHeaderTime = movingAverage(peer.avgHeaderTime, timings.header);
+    },
+  };
+}

@@ -1,0 +1,183 @@
+import { createHash } from 'node:crypto';
+
+/** A server's state as the monitoring API names it (NGINX Plus `state`). */
+export type ServerState = 'up' | 'draining' | 'down' | 'unavail' | 'checking' | 'unhealthy';
+
+/** Response counters by status class, with per-code counts (NGINX Plus `responses`). */
+export interface ResponseCounters {
+  '1xx': number;
+  '2xx': number;
+  '3xx': number;
+  '4xx': number;
+  '5xx': number;
+  /** Count per status code, such as `{ "200": 12, "502": 1 }`. */
+  codes: Record<string, number>;
+  total: number;
+}
+
+/** Live statistics of one server, as NGINX Plus's API reports a peer. */
+export interface ServerStats {
+  id: string;
+  /** The server url without credentials. */
+  server: string;
+  /** `host:port`, as nginx's `$upstream_addr`. */
+  name: string;
+  backup: boolean;
+  weight: number;
+  state: ServerState;
+  /** Requests in flight. */
+  active: number;
+  maxConns: number;
+  maxFails: number;
+  failTimeout: number;
+  route: string;
+  /** Attempts sent to the server. */
+  requests: number;
+  responses: ResponseCounters;
+  /** Request bytes sent to the server. */
+  sent: number;
+  /** Response bytes received from the server. */
+  received: number;
+  /** Unsuccessful attempts (nginx `fails`). */
+  fails: number;
+  /** Times the server became unavailable through `maxFails` (nginx `unavail`). */
+  unavail: number;
+  /** Total milliseconds spent in a state other than up or draining. */
+  downtime: number;
+  /** ISO time the current downtime began, when the server is not up. */
+  downstart: string | undefined;
+  /** ISO time the server was last selected. */
+  selected: string | undefined;
+  /** Average time to the response header, in ms (nginx's moving average). */
+  headerTime: number;
+  /** Average time to the last byte of the response, in ms. */
+  responseTime: number;
+}
+
+/** How an attempt ended, for passive health (nginx `NGX_PEER_FAILED`, `NGX_PEER_NEXT`, 0). */
+export type AttemptOutcome = 'ok' | 'failed' | 'next';
+
+/** Parsed target of a server url. */
+export interface PeerTarget {
+  protocol: 'http:' | 'https:';
+  hostname: string;
+  port: number;
+  /** Path prefix joined before the request path; '' when none. */
+  prefix: string;
+  /** `host[:port]` as written (default port omitted), nginx's `server` text. */
+  authority: string;
+  /** `user:password` from the url, sent as Basic authorization; never shown. */
+  auth: string | undefined;
+}
+
+/**
+ * One server of a pool with nginx's per-peer balancing state. Internal: users
+ * see {@link ServerStats} and the server options.
+ * @internal
+ */
+export class Peer {
+  readonly id: string;
+  readonly url: string;
+  readonly target: PeerTarget;
+  /** `host:port` with the port always present (nginx `peer->name`). */
+  readonly name: string;
+  readonly backup: boolean;
+  weight: number;
+  maxConns: number;
+  maxFails: number;
+  failTimeout: number;
+  down: boolean;
+  drain: boolean;
+  route: string;
+  /** Session id for sticky: the route, or md5(name) as nginx. */
+  sid: string;
+  removed = false;
+
+  // nginx round-robin state
+  currentWeight = 0;
+  effectiveWeight: number;
+  conns = 0;
+  fails = 0;
+  accessed = 0;
+  checked = 0;
+
+  // least_time state
+  avgHeaderTime = 0;
+  avgResponseTime = 0;
+  inflightReqs = 0;
+  inflightLast = 0;
+  inflightChanged = 0;
+  inflightTime = 0;
+
+  // statistics
+  requests = 0;
+  responses: ResponseCounters = emptyResponses();
+  sent = 0;
+  received = 0;
+  totalFails = 0;
+  unavail = 0;
+  downtime = 0;
+  downSince: number | undefined;
+  selectedAt: number | undefined;
+  lastState: ServerState = 'up';
+
+  constructor(init: {
+    id: string;
+    url: string;
+    target: PeerTarget;
+    weight: number;
+    maxConns: number;
+    maxFails: number;
+    failTimeout: number;
+    backup: boolean;
+    down: boolean;
+    drain: boolean;
+    route: string;
+  }) {
+    this.id = init.id;
+    this.url = init.url;
+    this.target = init.target;
+    this.name = `${init.target.hostname.includes(':') ? `[${init.target.hostname}]` : init.target.hostname}:${init.target.port}`;
+    this.backup = init.backup;
+    this.weight = init.weight;
+    this.effectiveWeight = init.weight;
+    this.maxConns = init.maxConns;
+    this.maxFails = init.maxFails;
+    this.failTimeout = init.failTimeout;
+    this.down = init.down;
+    this.drain = init.drain;
+    this.route = init.route;
+    this.sid = init.route !== '' ? init.route : createHash('md5').update(this.name).digest('hex');
+  }
+
+  /** True while `maxFails` failures keep the server out (nginx's skip rule). */
+  failed(now: number): boolean {
+    return this.maxFails !== 0 && this.fails >= this.maxFails && now - this.checked <= this.failTimeout;
+  }
+
+  /** True at `maxConns`. */
+  full(): boolean {
+    return this.maxConns !== 0 && this.conns >= this.maxConns;
+  }
+
+  /** nginx's eligibility test for a new, unbound request. */
+  usable(now: number): boolean {
+    return !this.down && !this.drain && !this.failed(now) && !this.full();
+  }
+
+  state(now: number): ServerState {
+    if (this.down) return 'down';
+    if (this.failed(now)) return 'unavail';
+    if (this.drain) return 'draining';
+    return 'up';
+  }
+}
+
+export function emptyResponses(): ResponseCounters {
+  return { '1xx': 0, '2xx': 0, '3xx': 0, '4xx': 0, '5xx': 0, codes: {}, total: 0 };
+}
+
+/** nginx's moving average of response times (`ngx_http_upstream_response_time_avg`). */
+export function movingAverage(avg: number, value: number): number {
+  return avg === 0 ? value : Math.floor(0.5 + 0.05 * value + 0.95 * avg);
+}

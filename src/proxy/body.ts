@@ -1,0 +1,171 @@
+import type { IncomingMessage } from 'node:http';
+import type { ClientRequest } from 'node:http';
+import { BadRequestError } from '../core/errors.ts';
+import type { Exchange } from '../core/exchange.ts';
+
+/**
+ * The request body on its way upstream. It streams: nothing is read from the
+ * client until an upstream connection is ready. Bytes already forwarded are
+ * kept (up to a limit) so the body can be replayed to the next server when an
+ * attempt fails; past the limit the body is no longer replayable and, as with
+ * nginx's unbuffered bodies, a request already sent is not retried.
+ * @internal
+ */
+export interface RequestBody {
+  /** Framing header pairs for the upstream request (`content-length` or `transfer-encoding`). */
+  readonly framing: readonly string[];
+  /** True while every byte forwarded so far can be sent again. */
+  readonly replayable: boolean;
+  /** Bytes forwarded to the current attempt. */
+  readonly sentBytes: number;
+  /** Starts (or restarts) sending the body to `sink`. */
+  attach(sink: ClientRequest): void;
+  /** Stops sending to the current sink (the attempt failed). */
+  detach(): void;
+  /** Releases listeners on the client request. */
+  dispose(): void;
+}
+
+function hasBody(req: IncomingMessage): boolean {
+  const te = req.headers['transfer-encoding'];
+  if (te !== undefined) return true;
+  const cl = req.headers['content-length'];
+  return cl !== undefined && cl !== '0';
+}
+
+const NO_BODY: RequestBody = {
+  framing: [],
+  replayable: true,
+  sentBytes: 0,
+  attach(sink) {
+    sink.end();
+  },
+  detach() {},
+  dispose() {},
+};
+
+/**
+ * Chooses how the body travels: none, a parsed body re-serialized (the stream
+ * was consumed by a body parser), or the live stream.
+ * @internal
+ */
+export function requestBody(ex: Exchange, replayLimit: number): RequestBody {
+  const req = ex.req;
+  if (!hasBody(req)) {
+    // A POST without a body still states its length, as nginx sends it.
+    return req.method === 'POST' || req.method === 'PUT' || req.method === 'PATCH' ? fixedBody(Buffer.alloc(0)) : NO_BODY;
+  }
+  const consumed = req.readableEnded || req.readableDidRead;
+  if (!consumed) return new StreamBody(req, replayLimit);
+  const parsed = ex.parsedBody !== undefined ? ex.parsedBody : (req as IncomingMessage & { body?: unknown }).body;
+  return fixedBody(serialize(parsed, req));
+}
+
+function serialize(body: unknown, req: IncomingMessage): Buffer {
+  if (Buffer.isBuffer(body)) return body;
+  if (body instanceof Uint8Array) return Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+  if (typeof body === 'string') return Buffer.from(body);
+  const type = String(req.headers['content-type'] ?? '').toLowerCase();
+  if (body !== undefined && body !== null && typeof body === 'object') {
+    if (type.includes('json')) return Buffer.from(JSON.stringify(body));
+    if (type.startsWith('application/x-www-form-urlencoded')) {
+      const params = new URLSearchParams();
+      for (const [k, v] of Object.entries(body as Record<string, unknown>)) {
+        if (Array.isArray(v)) for (const item of v) params.append(k, String(item));
+        else if (v !== undefined) params.append(k, typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v));
+      }
+      return Buffer.from(params.toString());
+    }
+  }
+  throw new BadRequestError(
+    'The request body was consumed by a body parser before switchyard could forward it, and no re-sendable req.body was left (a Buffer, a string, or JSON / urlencoded data)',
+    500,
+    'SWY_ERR_BODY_CONSUMED',
+  );
+}
+
+function fixedBody(buf: Buffer): RequestBody {
+  return {
+    framing: ['content-length', String(buf.length)],
+    replayable: true,
+    sentBytes: buf.length,
+    attach(sink) {
+      sink.end(buf);
+    },
+    detach() {},
+    dispose() {},
+  };
+}
+
+class StreamBody implements RequestBody {
+  readonly framing: readonly string[];
+  replayable = true;
+  sentBytes = 0;
+  #req: IncomingMessage;
+  #limit: number;
+  #kept: Buffer[] = [];
+  #keptBytes = 0;
+  #ended = false;
+  #sink: ClientRequest | undefined;
+  #onData = (chunk: Buffer): void => {
+    if (this.replayable) {
+      if (this.#keptBytes + chunk.length <= this.#limit) {
+        this.#kept.push(chunk);
+        this.#keptBytes += chunk.length;
+      } else {
+        this.replayable = false;
+        this.#kept = [];
+        this.#keptBytes = 0;
+      }
+    }
+    const sink = this.#sink;
+    if (sink === undefined) return;
+    this.sentBytes += chunk.length;
+    if (!sink.write(chunk)) {
+      this.#req.pause();
+      sink.once('drain', () => {
+        if (this.#sink === sink) this.#req.resume();
+      });
+    }
+  };
+  #onEnd = (): void => {
+    this.#ended = true;
+    this.#sink?.end();
+  };
+
+  constructor(req: IncomingMessage, limit: number) {
+    this.#req = req;
+    this.#limit = limit;
+    const cl = req.headers['content-length'];
+    // Node's parser guarantees the body matches the framing it accepted; the
+    // upstream gets the same length, or chunked when the client sent chunked,
+    // whatever the method, so one client request is one upstream request.
+    this.framing = req.headers['transfer-encoding'] === undefined && cl !== undefined ? ['content-length', cl] : ['transfer-encoding', 'chunked'];
+    req.on('data', this.#onData);
+    req.on('end', this.#onEnd);
+    req.pause();
+  }
+
+  attach(sink: ClientRequest): void {
+    this.#sink = sink;
+    this.sentBytes = 0;
+    for (const chunk of this.#kept) {
+      this.sentBytes += chunk.length;
+      sink.write(chunk);
+    }
+    if (this.#ended) sink.end();
+    else this.#req.resume();
+  }
+
+  detach(): void {
+    this.#sink = undefined;
+    if (!this.#ended) this.#req.pause();
+  }
+
+  dispose(): void {
+    this.#sink = undefined;
+    this.#req.off('data', this.#onData);
+    this.#req.off('end', this.#onEnd);
+    this.#kept = [];
+  }
+}

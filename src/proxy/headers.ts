@@ -1,0 +1,137 @@
+import type { IncomingMessage } from 'node:http';
+import type { Exchange } from '../core/exchange.ts';
+import { plainAddress, type TrustTest } from './trust.ts';
+
+/** Hop-by-hop headers (RFC 9110 §7.6.1 and the legacy ones), never forwarded in either direction. */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
+
+/** Request headers the gateway sets itself (framing, host, forwarding). */
+const REQUEST_OWN = new Set(['host', 'content-length', 'expect', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'forwarded']);
+
+/** Names listed in a Connection header, lowercased. */
+function connectionTokens(raw: readonly string[]): Set<string> | undefined {
+  let tokens: Set<string> | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.length === 10 && raw[i]!.toLowerCase() === 'connection') {
+      for (const t of raw[i + 1]!.split(',')) {
+        const name = t.trim().toLowerCase();
+        if (name !== '') (tokens ??= new Set()).add(name);
+      }
+    }
+  }
+  return tokens;
+}
+
+/** Forwarding settings compiled by balance(). @internal */
+export interface ForwardingPolicy {
+  trust: TrustTest;
+  xForwarded: boolean;
+  forwarded: boolean;
+  /** 'upstream' (nginx `$proxy_host`), 'client' (the request's Host) or a fixed value. */
+  host: string;
+}
+
+/**
+ * Resolves the client address and scheme from trusted proxies (nginx realip with
+ * `real_ip_recursive on`): walking X-Forwarded-For from the right, trusted hops
+ * are skipped; the first untrusted address is the client.
+ * @internal
+ */
+export function resolveClient(ex: Exchange, trust: TrustTest): void {
+  const req = ex.req;
+  const peer = req.socket?.remoteAddress ?? '';
+  if (!trust(peer)) {
+    ex.clientAddress = plainAddress(peer);
+    return;
+  }
+  const chain = listHeader(req, 'x-forwarded-for');
+  let client = plainAddress(peer);
+  for (let i = chain.length - 1; i >= 0; i--) {
+    client = chain[i]!;
+    if (!trust(client)) break;
+  }
+  ex.clientAddress = client;
+  const proto = listHeader(req, 'x-forwarded-proto')[0]?.toLowerCase();
+  if (proto === 'http' || proto === 'https') ex.scheme = proto;
+}
+
+function listHeader(req: IncomingMessage, name: string): string[] {
+  const v = req.headers[name];
+  if (v === undefined) return [];
+  const text = Array.isArray(v) ? v.join(',') : v;
+  return text.split(',').map((s) => s.trim()).filter((s) => s !== '');
+}
+
+function forwardedNode(value: string): string {
+  return /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(value) ? value : `"${value.replace(/["\\]/g, '\\$&')}"`;
+}
+
+/**
+ * Builds the upstream request headers as a flat `[name, value, ...]` list: the
+ * client's headers minus hop-by-hop ones (and those named in Connection), plus
+ * Host, X-Forwarded-*, Forwarded and framing set by the gateway.
+ * @internal
+ */
+export function upstreamRequestHeaders(ex: Exchange, policy: ForwardingPolicy, authority: string, framing: readonly string[], auth: string | undefined): string[] {
+  const req = ex.req;
+  const raw = req.rawHeaders;
+  const drop = connectionTokens(raw);
+  const out: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower) || REQUEST_OWN.has(lower) || drop?.has(lower)) continue;
+    if (auth !== undefined && lower === 'authorization') continue;
+    out.push(name, raw[i + 1]!);
+  }
+  const clientHost = typeof req.headers.host === 'string' ? req.headers.host : '';
+  const host = policy.host === 'upstream' ? authority : policy.host === 'client' ? clientHost || authority : policy.host;
+  out.push('host', host);
+  const peer = plainAddress(req.socket?.remoteAddress ?? '');
+  const trusted = policy.trust(req.socket?.remoteAddress ?? '');
+  if (policy.xForwarded) {
+    const prior = trusted ? listHeader(req, 'x-forwarded-for') : [];
+    prior.push(peer);
+    out.push('x-forwarded-for', prior.join(', '));
+    out.push('x-forwarded-proto', ex.scheme);
+    const fwdHost = trusted ? listHeader(req, 'x-forwarded-host')[0] : undefined;
+    if (fwdHost !== undefined || clientHost !== '') out.push('x-forwarded-host', fwdHost ?? clientHost);
+  }
+  if (policy.forwarded) {
+    const prior = trusted && typeof req.headers.forwarded === 'string' ? `${req.headers.forwarded}, ` : '';
+    const forNode = peer.includes(':') ? `"[${peer}]"` : peer;
+    let element = `for=${forNode}`;
+    if (clientHost !== '') element += `;host=${forwardedNode(clientHost)}`;
+    element += `;proto=${ex.scheme}`;
+    out.push('forwarded', prior + element);
+  }
+  if (auth !== undefined) out.push('authorization', `Basic ${Buffer.from(auth).toString('base64')}`);
+  for (const f of framing) out.push(f);
+  return out;
+}
+
+/**
+ * Filters the upstream response headers for the client: drops hop-by-hop
+ * headers and those named in Connection. Returns a flat list for `writeHead`.
+ * @internal
+ */
+export function clientResponseHeaders(raw: readonly string[]): string[] {
+  const drop = connectionTokens(raw);
+  const out: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const lower = raw[i]!.toLowerCase();
+    if (HOP_BY_HOP.has(lower) || drop?.has(lower)) continue;
+    out.push(raw[i]!, raw[i + 1]!);
+  }
+  return out;
+}

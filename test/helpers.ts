@@ -1,0 +1,87 @@
+// Test helpers: real servers on port 0, closed by the test's `after` hook.
+import { createServer, request, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { TestContext } from 'node:test';
+
+export interface Upstream {
+  url: string;
+  port: number;
+  server: Server;
+  /** Requests this upstream received, in order. */
+  seen: Array<{ method: string; url: string; headers: IncomingMessage['headers']; body: string }>;
+  close(): Promise<void>;
+}
+
+type Handler = (req: IncomingMessage, res: ServerResponse, body: string) => void;
+
+/** Starts an upstream that records requests and answers with `handler` (default: 200 with its name). */
+export async function upstream(t: TestContext | undefined, name: string, handler?: Handler): Promise<Upstream> {
+  const seen: Upstream['seen'] = [];
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks).toString();
+      seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body });
+      if (handler !== undefined) return handler(req, res, body);
+      res.setHeader('x-upstream', name);
+      res.end(name);
+    });
+  });
+  return listen(t, server, seen) as Promise<Upstream>;
+}
+
+export async function listen(t: TestContext | undefined, server: Server, seen: Upstream['seen'] = []): Promise<Upstream> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  let closed = false;
+  const close = async (): Promise<void> => {
+    if (closed) return;
+    closed = true;
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  };
+  t?.after(close);
+  return { url: `http://127.0.0.1:${port}`, port, server, seen, close };
+}
+
+/** Starts a gateway server with a request listener. */
+export async function gateway(t: TestContext | undefined, listener: RequestListener): Promise<Upstream> {
+  return listen(t, createServer(listener));
+}
+
+export interface Reply {
+  status: number;
+  headers: IncomingMessage['headers'];
+  body: string;
+}
+
+/** One HTTP request on a fresh connection. */
+export function fetchText(url: string, init: { method?: string; headers?: Record<string, string>; body?: string | Buffer } = {}): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method: init.method ?? 'GET', headers: init.headers, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString() }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(init.body);
+  });
+}
+
+/** A port with nothing listening on it (connection refused). */
+export async function deadPort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+  return port;
+}
+
+/** Runs `n` sequential GETs and returns the bodies. */
+export async function sequence(url: string, n: number, headers?: Record<string, string>): Promise<string[]> {
+  const out: string[] = [];
+  for (let i = 0; i < n; i++) out.push((await fetchText(url, { headers })).body);
+  return out;
+}
