@@ -27,7 +27,7 @@ export {
   DEFAULT_NO_SERVER_STATUS,
   DEFAULT_RETRY_BODY_LIMIT,
 } from './balance/index.ts';
-export type { BalanceOptions, NextUpstreamCondition } from './balance/index.ts';
+export type { BalanceMiddleware, BalanceOptions, NextUpstreamCondition } from './balance/index.ts';
 export { upgrade } from './proxy/upgrade.ts';
 export type { UpgradeHandler, UpgradeOptions } from './proxy/upgrade.ts';
 export type { TrustProxy } from './proxy/trust.ts';

@@ -18,6 +18,7 @@ import { requestBody, type RequestBody } from '../proxy/body.ts';
 import { attempt, type AttemptFailure, type AttemptTimeouts } from '../proxy/forward.ts';
 import { clientResponseHeaders, resolveClient, upstreamRequestHeaders, type ForwardingPolicy } from '../proxy/headers.ts';
 import { compileTrust, type TrustProxy } from '../proxy/trust.ts';
+import { upgrade, type UpgradeHandler } from '../proxy/upgrade.ts';
 
 const debug = debuglog('switchyard');
 
@@ -81,6 +82,14 @@ export interface BalanceOptions {
   retryBodyLimit?: number;
   /** Status when no server can take the request at all (nginx answers 502). @default 503 */
   noServerStatus?: 502 | 503;
+}
+
+/** The middleware balance() returns; it also carries a WebSocket handler for the same pool. */
+export interface BalanceMiddleware extends Middleware {
+  /** Proxies upgrade requests to the same pool: `server.on('upgrade', mw.upgrade)`. */
+  readonly upgrade: UpgradeHandler;
+  /** The pool this middleware balances over. */
+  readonly pool: UpstreamPool;
 }
 
 const CONDITIONS = new Set<string>(['error', 'timeout', 'invalid_header', 'http_500', 'http_502', 'http_503', 'http_504', 'http_403', 'http_404', 'http_429', 'non_idempotent', 'off']);
@@ -169,10 +178,10 @@ function failureError(failure: AttemptFailure, cause: Error, pool: string): Swit
  * app.listen(8080);
  * ```
  */
-export function balance(pool: UpstreamPool, options: BalanceOptions = {}): Middleware {
+export function balance(pool: UpstreamPool, options: BalanceOptions = {}): BalanceMiddleware {
   if (!(pool instanceof UpstreamPool)) throw new InvalidOptionError('pool', 'an UpstreamPool from createPool()', pool);
   const o = resolve(options);
-  return function balance(req: IncomingMessage, res: ServerResponse, next: Next): void {
+  const handler = function balance(req: IncomingMessage, res: ServerResponse, next: Next): void {
     const ex = exchange(req);
     resolveClient(ex, o.policy.trust);
     if (!ex.uriChanged && ex.requestUri !== '*' && normalizePath(ex.requestUri.split('?', 1)[0]!) === undefined) {
@@ -188,6 +197,14 @@ export function balance(pool: UpstreamPool, options: BalanceOptions = {}): Middl
     }
     void proxy(pool, o, ex, res, body, next);
   };
+  const ws = upgrade(pool, {
+    trustProxy: options.trustProxy,
+    xForwarded: o.policy.xForwarded,
+    forwarded: o.policy.forwarded,
+    host: o.policy.host,
+    connectTimeout: o.timeouts.connect,
+  });
+  return Object.assign(handler, { upgrade: ws, pool });
 }
 
 async function proxy(pool: UpstreamPool, o: Resolved, ex: Exchange, res: ServerResponse, body: RequestBody, next: Next): Promise<void> {
