@@ -1,0 +1,104 @@
+// The switchyard demo: three local application servers and a gateway in front
+// of them, on the embedded defaults. `npm start` runs it; PORT changes the port.
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { balance, chain, createPool } from 'switchyard';
+
+const PORT = Number(process.env.PORT ?? 8080);
+
+// Three demo upstreams: "blue" is fast, "green" is slower, "red" fails one request in three.
+async function demoUpstream(name: string, behave: (req: IncomingMessage, res: ServerResponse, n: number) => void) {
+  let n = 0;
+  const server = createServer((req, res) => behave(req, res, ++n));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return { name, server, url: `http://127.0.0.1:${port}` };
+}
+
+const reply = (name: string) => (req: IncomingMessage, res: ServerResponse) => {
+  res.setHeader('content-type', 'application/json');
+  res.end(JSON.stringify({ server: name, method: req.method, url: req.url, forwardedFor: req.headers['x-forwarded-for'] ?? null }) + '\n');
+};
+
+const upstreams = await Promise.all([
+  demoUpstream('blue', reply('blue')),
+  demoUpstream('green', (req, res) => setTimeout(() => reply('green')(req, res), 50)),
+  demoUpstream('red', (req, res, n) => {
+    if (n % 3 === 0) {
+      res.statusCode = 502;
+      res.end('red is having a bad moment\n');
+    } else reply('red')(req, res);
+  }),
+]);
+
+const pool = createPool({
+  name: 'demo',
+  servers: [
+    { url: upstreams[0].url, id: 'blue', weight: 3 },
+    { url: upstreams[1].url, id: 'green', weight: 2 },
+    { url: upstreams[2].url, id: 'red', maxFails: 2, failTimeout: '5s' },
+  ],
+});
+pool.on('state', (c) => console.log(`[pool] ${c.id}: ${c.from} -> ${c.to}`));
+
+const proxy = balance(pool, { nextUpstream: ['error', 'timeout', 'http_502'] });
+
+const INDEX = `switchyard demo gateway
+
+  GET /anything          balanced over blue (weight 3), green (2), red (1) with nginx's smooth weighted round robin;
+                         red answers 502 one time in three and the request moves on to the next server
+  GET /switchyard/stats  live per-server statistics (state, active, requests, responses, fails)
+  POST /switchyard/servers/:id/drain|down|up   change a server at run time
+
+Try:
+  for i in $(seq 12); do curl -s localhost:${PORT}/hello; done
+  curl -s localhost:${PORT}/switchyard/stats
+  curl -s -X POST localhost:${PORT}/switchyard/servers/blue/down
+`;
+
+const admin = (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void): void => {
+  const url = req.url ?? '/';
+  if (url === '/' && req.method === 'GET') {
+    res.setHeader('content-type', 'text/plain; charset=utf-8');
+    res.end(INDEX);
+    return;
+  }
+  if (url === '/switchyard/stats' && req.method === 'GET') {
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify(pool.stats(), null, 2) + '\n');
+    return;
+  }
+  const m = /^\/switchyard\/servers\/([a-z]+)\/(drain|down|up)$/.exec(url);
+  if (m !== null && req.method === 'POST') {
+    const change = m[2] === 'drain' ? { drain: true } : m[2] === 'down' ? { down: true } : { down: false, drain: false };
+    try {
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify(pool.update(m[1]!, change)) + '\n');
+    } catch (err) {
+      next(err);
+    }
+    return;
+  }
+  next();
+};
+
+const gateway = createServer(chain(admin, proxy));
+gateway.on('upgrade', proxy.upgrade);
+gateway.listen(PORT, () => {
+  const { port } = gateway.address() as AddressInfo;
+  console.log(`switchyard demo gateway listening on http://localhost:${port}`);
+  console.log(`upstreams: ${upstreams.map((u) => `${u.name} ${u.url}`).join(', ')}`);
+  console.log(INDEX.replaceAll(`localhost:${PORT}`, `localhost:${port}`));
+});
+
+const stop = (): void => {
+  gateway.close();
+  gateway.closeAllConnections();
+  for (const u of upstreams) {
+    u.server.close();
+    u.server.closeAllConnections();
+  }
+  pool.close();
+};
+process.once('SIGINT', stop);
+process.once('SIGTERM', stop);
