@@ -79,7 +79,9 @@ export function exchange(req: IncomingMessage): Exchange {
 }
 
 function createExchange(req: IncomingMessage): Exchange {
-  const requestUri = originForm(req.url ?? '/');
+  // Express strips its mount path from req.url and keeps the target in originalUrl.
+  const original = (req as IncomingMessage & { originalUrl?: unknown }).originalUrl;
+  const requestUri = originForm(typeof original === 'string' ? original : (req.url ?? '/'));
   const q = requestUri.indexOf('?');
   const rawPath = q === -1 ? requestUri : requestUri.slice(0, q);
   return {

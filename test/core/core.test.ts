@@ -157,3 +157,11 @@ test('chain() takes a final handler and nests as a middleware', async (t) => {
   assert.ok(seen[0] instanceof BadGatewayError);
   assert.throws(() => chain(42 as never), InvalidOptionError);
 });
+
+test('the exchange keeps the original target when a framework strips a mount path (Express originalUrl)', () => {
+  const req = fakeRequest('/x?y=1', {});
+  (req as IncomingMessage & { originalUrl: string }).originalUrl = '/api/x?y=1';
+  const ex = exchange(req);
+  assert.equal(ex.requestUri, '/api/x?y=1');
+  assert.equal(ex.uri, '/api/x');
+});
