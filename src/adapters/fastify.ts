@@ -17,9 +17,10 @@ export interface SwitchyardPluginOptions {
   /** HTTP methods the plugin's routes answer. @default all of Fastify's methods */
   methods?: HTTPMethods[];
   /**
-   * Let Fastify parse request bodies (JSON, text) before the middleware; parsed
-   * bodies are re-sent upstream. Off, every content type is accepted and the body
-   * streams to the upstream untouched.
+   * Let Fastify parse the request bodies it has a parser for (JSON, text, and any
+   * added with `addContentTypeParser`) before the middleware; parsed bodies are
+   * re-sent upstream, and other content types stream through. Off, every content
+   * type is accepted and every body streams to the upstream untouched.
    * @default false
    */
   parseBody?: boolean;
@@ -56,10 +57,14 @@ export const switchyard: FastifyPluginAsync<SwitchyardPluginOptions> = async fun
   if (options.parseBody !== undefined && typeof options.parseBody !== 'boolean') throw new InvalidOptionError('parseBody', 'a boolean', options.parseBody);
   const run = chain(...list);
 
+  // Leaves the stream unread: balance() streams it to the upstream.
+  const unread = (_req: FastifyRequest, _payload: IncomingMessage, done: (err: Error | null, body?: unknown) => void): void => done(null);
   if (options.parseBody !== true) {
     fastify.removeAllContentTypeParsers();
-    // Leave the stream unread: balance() streams it to the upstream.
-    fastify.addContentTypeParser('*', (_req: FastifyRequest, _payload: IncomingMessage, done: (err: Error | null, body?: unknown) => void) => done(null));
+    fastify.addContentTypeParser('*', unread);
+  } else if (!fastify.hasContentTypeParser('*')) {
+    // Content types Fastify has no parser for stream through instead of failing with 415.
+    fastify.addContentTypeParser('*', unread);
   }
 
   const handler = (request: FastifyRequest, reply: FastifyReply): Promise<void> =>
@@ -68,12 +73,25 @@ export const switchyard: FastifyPluginAsync<SwitchyardPluginOptions> = async fun
       const res = reply.raw;
       const onClose = (): void => resolve();
       res.once('close', onClose);
+      // Headers that hooks set on the reply (CORS, request ids) go out with a proxied
+      // response too; the upstream's own headers of the same name win, as with
+      // Express and Koa, whose middleware set them on the raw response.
+      const lent: string[] = [];
+      for (const [name, value] of Object.entries(reply.getHeaders())) {
+        if (value === undefined || res.hasHeader(name)) continue;
+        res.setHeader(name, value);
+        lent.push(name);
+      }
       run(request.raw, res, (err?: unknown) => {
         res.off('close', onClose);
+        // Fastify answers from here on, with the reply's headers as it sees them.
+        if (!res.headersSent) for (const name of lent) res.removeHeader(name);
         if (err !== undefined && err !== null) reject(err);
         else {
+          // Settle once the not-found handler has answered, which can be after async
+          // hooks: settling earlier makes Fastify send an empty 200 in its place.
           reply.callNotFound();
-          resolve();
+          reply.then(() => resolve(), () => resolve());
         }
       });
     });

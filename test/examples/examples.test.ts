@@ -1,0 +1,132 @@
+// Keeps the runnable examples working: each one is started as users start it
+// (`node examples/<framework>/server.ts`, importing the package by name from the
+// built dist/), answers through its gateway, and stops cleanly on SIGTERM.
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { WebSocket } from 'ws';
+import { fetchText } from '../helpers.ts';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+
+interface Started {
+  child: ChildProcess;
+  url: string;
+  stderr: () => string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Starts an example with PORT=0 and waits for its "listening on <url>" line. */
+async function start(t: TestContext, name: string): Promise<Started> {
+  assert.ok(existsSync(`${root}dist/index.js`), 'dist/ is missing: build the package first (npm run build; npm test does it)');
+  const child = spawn(process.execPath, [`examples/${name}/server.ts`], {
+    cwd: root,
+    env: { ...process.env, PORT: '0', NODE_OPTIONS: '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.setEncoding('utf8').on('data', (s: string) => (stdout += s));
+  child.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  t.after(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no "listening on" line within 15 s; stdout: ${stdout}\nstderr: ${stderr}`)), 15_000);
+    const check = (): void => {
+      const m = /listening on (http:\/\/[\w.:[\]]+)/.exec(stdout);
+      if (m === null) return;
+      clearTimeout(timer);
+      child.stdout!.off('data', check);
+      resolve(m[1]!);
+    };
+    child.stdout!.on('data', check);
+    void exited.then(({ code, signal }) => {
+      clearTimeout(timer);
+      reject(new Error(`the example exited (${code ?? signal}) before listening; stderr: ${stderr}`));
+    });
+  });
+  return { child, url, stderr: () => stderr, exited };
+}
+
+/** Opens a WebSocket, collects `count` messages (sending `send` after the first), closes it. */
+async function wsMessages(url: string, send: string, count: number): Promise<string[]> {
+  const ws = new WebSocket(url);
+  const messages: string[] = [];
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`only ${messages.length} of ${count} messages`)), 5000);
+      ws.on('message', (data) => {
+        messages.push(String(data));
+        if (messages.length === 1) ws.send(send);
+        if (messages.length === count) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      ws.once('error', (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
+    });
+    return messages;
+  } finally {
+    const closed = new Promise<void>((resolve) => ws.once('close', () => resolve()));
+    ws.close();
+    await closed;
+  }
+}
+
+/** What every example shows: balancing with retries, a parsed JSON body re-sent, a WebSocket route, a clean stop. */
+async function exercise(t: TestContext, name: string): Promise<void> {
+  const ex = await start(t, name);
+
+  // gamma answers 503 to every other request it gets: the retries hide it, every answer is a 200.
+  const upstreams = new Set<string>();
+  for (let i = 0; i < 9; i++) {
+    const r = await fetchText(`${ex.url}/api/hello?i=${i}`);
+    assert.equal(r.status, 200, r.body);
+    const body = JSON.parse(r.body) as { upstream: string; url: string };
+    assert.equal(body.url, `/api/hello?i=${i}`);
+    upstreams.add(body.upstream);
+  }
+  assert.deepEqual([...upstreams].sort(), ['alpha', 'beta', 'gamma']);
+
+  const post = await fetchText(`${ex.url}/api/echo`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{ "hello" : "world" }' });
+  assert.equal(post.status, 200);
+  assert.deepEqual(JSON.parse((JSON.parse(post.body) as { body: string }).body), { hello: 'world' });
+
+  const home = await fetchText(`${ex.url}/`);
+  assert.equal(home.status, 200);
+  assert.match(home.body, new RegExp(`switchyard ${name} example`));
+
+  // One room, one server: two connections to the same room meet the same upstream.
+  const ws = ex.url.replace('http:', 'ws:');
+  const first = await wsMessages(`${ws}/chat?room=lobby`, 'hi', 2);
+  const second = await wsMessages(`${ws}/chat?room=lobby`, 'again', 2);
+  const server = first[0]!.split(':')[0]!;
+  assert.deepEqual(first, [`${server}: welcome to /chat?room=lobby`, `${server}: hi`]);
+  assert.deepEqual(second, [`${server}: welcome to /chat?room=lobby`, `${server}: again`]);
+
+  ex.child.kill('SIGTERM');
+  const timeout = new Promise<'timeout'>((resolve) => setTimeout(resolve, 10_000, 'timeout').unref());
+  const ended = await Promise.race([ex.exited, timeout]);
+  assert.notEqual(ended, 'timeout', 'the example did not end by itself within 10 s of SIGTERM: something stays open');
+  assert.deepEqual(ended, { code: 0, signal: null });
+  assert.equal(ex.stderr(), '');
+}
+
+test('examples/express: balances with retries, re-sends parsed JSON, proxies WebSockets, stops on SIGTERM', async (t) => {
+  await exercise(t, 'express');
+});
+
+test('examples/fastify: balances with retries, re-sends parsed JSON, proxies WebSockets, stops on SIGTERM', async (t) => {
+  await exercise(t, 'fastify');
+});
+
+test('examples/koa: balances with retries, re-sends parsed JSON, proxies WebSockets, stops on SIGTERM', async (t) => {
+  await exercise(t, 'koa');
+});
