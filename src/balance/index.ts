@@ -1,5 +1,4 @@
-import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { debuglog } from 'node:util';
 import { parseDuration, type Duration } from '../core/duration.ts';
 import {
@@ -15,7 +14,7 @@ import type { Middleware, Next } from '../core/chain.ts';
 import { UpstreamPool } from '../pool/index.ts';
 import type { Peer } from '../pool/peer.ts';
 import { requestBody, type RequestBody } from '../proxy/body.ts';
-import { attempt, type AttemptFailure, type AttemptTimeouts } from '../proxy/forward.ts';
+import { attempt, type AttemptBytes, type AttemptFailure, type AttemptResult, type AttemptTimeouts } from '../proxy/forward.ts';
 import { clientResponseHeaders, resolveClient, upstreamRequestHeaders, type ForwardingPolicy } from '../proxy/headers.ts';
 import { compileTrust, type TrustProxy } from '../proxy/trust.ts';
 import { upgrade, type UpgradeHandler } from '../proxy/upgrade.ts';
@@ -66,7 +65,7 @@ export interface BalanceOptions {
   nextUpstreamTimeout?: Duration;
   /** Time to establish a connection (nginx `proxy_connect_timeout`). A timeout answers 504. @default '60s' */
   connectTimeout?: Duration;
-  /** Time from sending the request to the response header. A timeout answers 504. @default '60s' */
+  /** Time from the end of the request (its last body byte) to the response header (nginx `proxy_read_timeout`). A timeout answers 504. @default '60s' */
   headerTimeout?: Duration;
   /** Longest silence while sending the request or reading the response (nginx `proxy_read_timeout`). @default '60s' */
   idleTimeout?: Duration;
@@ -195,7 +194,13 @@ export function balance(pool: UpstreamPool, options: BalanceOptions = {}): Balan
       next(err as Error);
       return;
     }
-    void proxy(pool, o, ex, res, body, next);
+    proxy(pool, o, ex, res, body, next).catch((err: unknown) => {
+      // Something threw on the request path (a user's hash key function, say):
+      // it goes to the framework like any request error, never to the process.
+      body.dispose();
+      if (res.headersSent || res.destroyed) res.destroy();
+      else next(err ?? new Error('balance() failed'));
+    });
   };
   const ws = upgrade(pool, {
     trustProxy: options.trustProxy,
@@ -235,19 +240,31 @@ async function proxy(pool: UpstreamPool, o: Resolved, ex: Exchange, res: ServerR
     if (gone.signal.aborted) return giveUp(new BadGatewayError('client closed the request'));
     const peer = pool.select(sel);
     if (peer === undefined) {
+      // nginx logs the group name in $upstream_addr and 502 in $upstream_status for "no live upstreams".
+      const err = attempts === 0 ? new NoServerAvailableError(pool.name, o.noServerStatus) : new BadGatewayError(`No live upstreams in pool "${pool.name}"`);
       ex.upstreamAddr.push(pool.name);
+      ex.upstreamStatus.push(err.statusCode);
       debug('pool %s: no live upstreams', pool.name);
-      return giveUp(attempts === 0 ? new NoServerAvailableError(pool.name, o.noServerStatus) : new BadGatewayError(`No live upstreams in pool "${pool.name}"`));
+      return giveUp(err);
     }
     attempts++;
     ex.upstreamAddr.push(peer.name);
     const path = peer.target.prefix === '' ? target : target === '*' ? peer.target.prefix : peer.target.prefix + target;
-    const headers = upstreamRequestHeaders(ex, o.policy, peer.target.authority, body.framing, peer.target.auth);
     const started = performance.now();
-    const result = await attempt(pool, peer, method, path, headers, body, o.timeouts, gone.signal);
+    let result: AttemptResult;
+    try {
+      const headers = upstreamRequestHeaders(ex, o.policy, peer.target.authority, body.framing, peer.target.auth);
+      result = await attempt(pool, peer, method, path, headers, body, o.timeouts, gone.signal);
+    } catch (err) {
+      // Not the server's doing (node:http refused the request as built): release it and fail the request.
+      pool.finish(peer, 'ok', { header: -1, response: performance.now() - started, inflightDone: false }, undefined);
+      res.off('close', onClose);
+      throw err;
+    }
     tries--;
 
     if (result.kind === 'failure') {
+      count(peer, result.bytes);
       if (gone.signal.aborted) {
         pool.finish(peer, 'ok', { header: -1, response: performance.now() - started, inflightDone: false }, undefined);
         return giveUp(result.cause);
@@ -274,16 +291,25 @@ async function proxy(pool: UpstreamPool, o: Resolved, ex: Exchange, res: ServerR
     const inflightDone = pool.header(peer, headerTime);
     const condition = STATUS_CONDITIONS.get(status);
     if (condition !== undefined && tries > 0 && canRetry(o, condition, tries, deadline, method, true, body)) {
-      response.resume();
       body.detach();
+      // A request cut short by the answer cannot leave its connection reusable.
+      if (!request.writableEnded) request.destroy();
+      else response.resume();
+      count(peer, result.bytes);
       pool.finish(peer, status === 403 || status === 404 ? 'next' : 'failed', { header: headerTime, response: performance.now() - started, inflightDone }, status);
       ex.upstreamStatus.push(status);
       continue;
     }
     ex.upstreamStatus.push(status);
     ex.server = { id: peer.id, name: peer.name };
-    return relay(pool, peer, ex, res, response, request, body, started, headerTime, inflightDone, onClose);
+    return relay(pool, peer, ex, res, result, body, started, inflightDone, onClose);
   }
+}
+
+/** Adds an attempt's bytes to the server's `sent` and `received` counters. */
+function count(peer: Peer, bytes: AttemptBytes): void {
+  peer.sent += bytes.sent();
+  peer.received += bytes.received();
 }
 
 function canRetry(o: Resolved, condition: NextUpstreamCondition, tries: number, deadline: number, method: string, sent: boolean, body: RequestBody): boolean {
@@ -299,17 +325,13 @@ function relay(
   peer: Peer,
   ex: Exchange,
   res: ServerResponse,
-  response: IncomingMessage,
-  request: ClientRequest,
+  result: Extract<AttemptResult, { kind: 'response' }>,
   body: RequestBody,
   started: number,
-  headerTime: number,
   inflightDone: boolean,
   onClose: () => void,
 ): void {
-  const socket = request.socket as Socket | null;
-  const read0 = socket?.bytesRead ?? 0;
-  const written0 = socket?.bytesWritten ?? 0;
+  const { response, request, headerTime } = result;
   let done = false;
   const finish = (): void => {
     if (done) return;
@@ -317,10 +339,10 @@ function relay(
     res.off('close', onClose);
     res.off('close', onClientClose);
     body.dispose();
-    if (socket !== null) {
-      peer.received += Math.max(0, socket.bytesRead - read0);
-      peer.sent += Math.max(0, socket.bytesWritten - written0);
-    }
+    // The server answered before the whole request body was sent (an early 413, say):
+    // the rest will never come, so the connection cannot be kept.
+    if (!request.writableEnded) request.destroy();
+    count(peer, result.bytes);
     pool.finish(peer, 'ok', { header: headerTime, response: performance.now() - started, inflightDone }, response.statusCode ?? 0);
   };
   const onClientClose = (): void => {

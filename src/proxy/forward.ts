@@ -15,10 +15,16 @@ export interface AttemptTimeouts {
 /** How an attempt ended before a response could be used. @internal */
 export type AttemptFailure = 'error' | 'timeout' | 'invalid_header';
 
+/** Bytes an attempt moved on its connection so far (a kept-alive socket's earlier traffic excluded). @internal */
+export interface AttemptBytes {
+  sent(): number;
+  received(): number;
+}
+
 /** The outcome of one upstream attempt. @internal */
 export type AttemptResult =
-  | { kind: 'response'; request: ClientRequest; response: IncomingMessage; headerTime: number }
-  | { kind: 'failure'; failure: AttemptFailure; cause: Error; sent: boolean; reused: boolean };
+  | { kind: 'response'; request: ClientRequest; response: IncomingMessage; headerTime: number; bytes: AttemptBytes }
+  | { kind: 'failure'; failure: AttemptFailure; cause: Error; sent: boolean; reused: boolean; bytes: AttemptBytes };
 
 class TimeoutError extends Error {
   readonly code: string;
@@ -52,6 +58,13 @@ export function attempt(
     let sent = false;
     let reused = false;
     let timer: NodeJS.Timeout | undefined;
+    let conn: Socket | undefined;
+    let read0 = 0;
+    let written0 = 0;
+    const bytes: AttemptBytes = {
+      sent: () => (conn === undefined ? 0 : Math.max(0, conn.bytesWritten - written0)),
+      received: () => (conn === undefined ? 0 : Math.max(0, conn.bytesRead - read0)),
+    };
     const req = send({
       protocol: t.protocol,
       hostname: t.hostname,
@@ -75,7 +88,7 @@ export function attempt(
       clientGone.removeEventListener('abort', onAbort);
       body.detach();
       req.destroy();
-      resolve({ kind: 'failure', failure, cause, sent, reused });
+      resolve({ kind: 'failure', failure, cause, sent, reused, bytes });
     };
     const arm = (ms: number, what: string): void => {
       clearTimer();
@@ -87,10 +100,18 @@ export function attempt(
     const start = (): void => {
       if (settled) return;
       sent = true;
-      arm(timeouts.header, 'reading the response header');
+      clearTimer();
+      // As nginx's proxy_read_timeout, the wait for the header starts once the
+      // request is sent: a long upload is limited by the idle timeout, not by it.
+      req.once('finish', () => {
+        if (!settled) arm(timeouts.header, 'reading the response header');
+      });
       body.attach(req);
     };
     req.on('socket', (socket: Socket) => {
+      conn = socket;
+      read0 = socket.bytesRead;
+      written0 = socket.bytesWritten;
       reused = req.reusedSocket;
       if (timeouts.idle > 0) req.setTimeout(timeouts.idle);
       if (socket.connecting) {
@@ -113,7 +134,7 @@ export function attempt(
       settled = true;
       clearTimer();
       clientGone.removeEventListener('abort', onAbort);
-      resolve({ kind: 'response', request: req, response, headerTime: performance.now() - started });
+      resolve({ kind: 'response', request: req, response, headerTime: performance.now() - started, bytes });
     });
   });
 }

@@ -25,7 +25,15 @@ export interface UpgradeOptions {
 /** A handler for a server's `upgrade` event. */
 export type UpgradeHandler = (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
 
-const OWN = new Set(['host', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded', 'authorization']);
+/** What one proxied upgrade needs once http-proxy-3 has created its upstream request. */
+interface Pending {
+  /** The upstream request headers, as balance() builds them (hop-by-hop ones already dropped). */
+  headers: string[];
+  /** The client's Upgrade header value. */
+  upgrade: string;
+  /** Records the upstream's answer: 101, or the status of an HTTP response refusing the upgrade. */
+  answered(status: number): void;
+}
 
 /**
  * Proxies WebSocket (and other HTTP/1.1 upgrade) requests to a server chosen by
@@ -50,12 +58,42 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Upgra
   const proxy: ProxyServer = createProxyServer({ ws: true, xfwd: false, ignorePath: true, prependPath: true, connectTimeout });
   // Errors are handled per request through the callback; this keeps a stray one from throwing.
   proxy.on('error', () => undefined);
+  const pending = new WeakMap<IncomingMessage, Pending>();
+  // http-proxy-3 copies every client header; replace them with exactly the ones
+  // balance() would send (no hop-by-hop headers, none named in Connection, no
+  // client X-Forwarded-* unless trusted) before the request goes out.
+  proxy.on('proxyReqWs', (proxyReq, req) => {
+    const p = pending.get(req);
+    if (p === undefined) return;
+    pending.delete(req);
+    for (const name of proxyReq.getHeaderNames()) proxyReq.removeHeader(name);
+    const grouped = new Map<string, string[]>();
+    for (let i = 0; i < p.headers.length; i += 2) {
+      const name = p.headers[i]!.toLowerCase();
+      const list = grouped.get(name);
+      if (list === undefined) grouped.set(name, [p.headers[i + 1]!]);
+      else list.push(p.headers[i + 1]!);
+    }
+    for (const [name, values] of grouped) proxyReq.setHeader(name, values.length === 1 ? values[0]! : values);
+    proxyReq.setHeader('connection', 'Upgrade');
+    proxyReq.setHeader('upgrade', p.upgrade);
+    proxyReq.once('upgrade', () => p.answered(101));
+    proxyReq.once('response', (response: IncomingMessage) => p.answered(response.statusCode ?? 0));
+  });
   return function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const ex = exchange(req);
     resolveClient(ex, policy.trust);
-    const sel = pool.selection(req, ex);
-    const peer = pool.select(sel);
+    let peer: ReturnType<UpstreamPool['select']>;
+    try {
+      peer = pool.select(pool.selection(req, ex));
+    } catch {
+      // A throwing hash key function: an event listener must not throw.
+      socket.end('HTTP/1.1 500 Internal Server Error\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+      return;
+    }
     if (peer === undefined) {
+      ex.upstreamAddr.push(pool.name);
+      ex.upstreamStatus.push(503);
       socket.end('HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
       return;
     }
@@ -63,23 +101,31 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Upgra
     const t = peer.target;
     const host = t.hostname.includes(':') ? `[${t.hostname}]` : t.hostname;
     const target = `${t.protocol}//${host}:${t.port}${t.prefix}${upstreamTarget(ex)}`;
-    const flat = upstreamRequestHeaders(ex, policy, t.authority, [], t.auth);
-    const headers: Record<string, string> = {};
-    for (let i = 0; i < flat.length; i += 2) {
-      const name = flat[i]!.toLowerCase();
-      if (OWN.has(name)) headers[name] = flat[i + 1]!;
-    }
+    const headers = upstreamRequestHeaders(ex, policy, t.authority, [], t.auth);
     const started = performance.now();
+    let status: number | undefined;
+    let headerTime = -1;
     let failed = false;
     let finished = false;
     const finish = (): void => {
       if (finished) return;
       finished = true;
-      pool.finish(peer, failed ? 'failed' : 'ok', { header: failed ? -1 : 0, response: performance.now() - started, inflightDone: false }, failed ? undefined : 101);
+      pool.finish(peer, failed ? 'failed' : 'ok', { header: headerTime, response: performance.now() - started, inflightDone: false }, failed ? undefined : status);
     };
+    pending.set(req, {
+      headers,
+      upgrade: String(req.headers.upgrade ?? 'websocket'),
+      answered(code) {
+        if (status !== undefined || failed) return;
+        status = code;
+        headerTime = performance.now() - started;
+        ex.upstreamStatus.push(code);
+        ex.server = { id: peer.id, name: peer.name };
+      },
+    });
     socket.once('close', finish);
-    proxy.ws(req, socket, head, { target, headers }, (err) => {
-      if (finished) return;
+    proxy.ws(req, socket, head, { target }, (err) => {
+      if (finished || status !== undefined) return;
       failed = true;
       ex.upstreamStatus.push(502);
       if (!socket.destroyed && socket.writable) socket.write('HTTP/1.1 502 Bad Gateway\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
