@@ -270,8 +270,10 @@ async function proxy(pool: UpstreamPool, o: Resolved, ex: Exchange, res: ServerR
         return giveUp(result.cause);
       }
       const timings = { header: -1, response: performance.now() - started, inflightDone: false };
-      // A kept-alive connection the server closed under us: not the server's fault; try again on a new one.
-      if (result.reused && result.failure === 'error' && !reuseRetried && (!result.sent || body.replayable)) {
+      // A kept-alive connection the server closed under us: not the server's fault; try
+      // again on a new one, unless that would re-send a POST, PATCH or LOCK (as nginx).
+      const resendable = !result.sent || (body.replayable && (!NON_IDEMPOTENT.has(method) || o.next.has('non_idempotent')));
+      if (result.reused && result.failure === 'error' && !reuseRetried && resendable) {
         reuseRetried = true;
         pool.finish(peer, 'next', timings, undefined);
         sel.tried.delete(peer);

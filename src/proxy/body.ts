@@ -57,17 +57,20 @@ export function requestBody(ex: Exchange, replayLimit: number): RequestBody {
   }
   const consumed = req.readableEnded || req.readableDidRead;
   if (!consumed) return new StreamBody(req, replayLimit);
-  const parsed = ex.parsedBody !== undefined ? ex.parsedBody : (req as IncomingMessage & { body?: unknown }).body;
-  return fixedBody(serialize(parsed, req));
+  // ex.parsedBody comes from a framework's parser (Fastify, Koa): a string there is a
+  // parsed JSON string. req.body (Express) holds raw text when a text parser read it.
+  if (ex.parsedBody !== undefined) return fixedBody(serialize(ex.parsedBody, req, true));
+  return fixedBody(serialize((req as IncomingMessage & { body?: unknown }).body, req, false));
 }
 
-function serialize(body: unknown, req: IncomingMessage): Buffer {
+function serialize(body: unknown, req: IncomingMessage, parsed: boolean): Buffer {
   if (Buffer.isBuffer(body)) return body;
   if (body instanceof Uint8Array) return Buffer.from(body.buffer, body.byteOffset, body.byteLength);
-  if (typeof body === 'string') return Buffer.from(body);
   const type = String(req.headers['content-type'] ?? '').toLowerCase();
+  // A JSON parser may hand back any JSON value ("text", 42, true, null): re-encode it as JSON.
+  if (body !== undefined && /[/+]json\b/.test(type) && (parsed || typeof body !== 'string')) return Buffer.from(JSON.stringify(body));
+  if (typeof body === 'string') return Buffer.from(body);
   if (body !== undefined && body !== null && typeof body === 'object') {
-    if (type.includes('json')) return Buffer.from(JSON.stringify(body));
     if (type.startsWith('application/x-www-form-urlencoded')) {
       const params = new URLSearchParams();
       for (const [k, v] of Object.entries(body as Record<string, unknown>)) {

@@ -84,15 +84,20 @@ function forwardedNode(value: string): string {
  */
 export function upstreamRequestHeaders(ex: Exchange, policy: ForwardingPolicy, authority: string, framing: readonly string[], auth: string | undefined): string[] {
   const req = ex.req;
-  const raw = req.rawHeaders;
-  const drop = connectionTokens(raw);
+  // From req.headers rather than rawHeaders, so headers a middleware set or
+  // removed before balance() (an auth layer's X-User, say) are what goes upstream.
+  const headers = req.headers;
+  const connection = headers.connection;
+  const drop = connection === undefined ? undefined : connectionTokens(['connection', connection]);
   const out: string[] = [];
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!;
+  for (const name in headers) {
+    const value = headers[name];
+    if (value === undefined) continue;
     const lower = name.toLowerCase();
     if (HOP_BY_HOP.has(lower) || REQUEST_OWN.has(lower) || drop?.has(lower)) continue;
     if (auth !== undefined && lower === 'authorization') continue;
-    out.push(name, raw[i + 1]!);
+    if (Array.isArray(value)) for (const v of value) out.push(lower, v);
+    else out.push(lower, String(value));
   }
   const clientHost = typeof req.headers.host === 'string' ? req.headers.host : '';
   const host = policy.host === 'upstream' ? authority : policy.host === 'client' ? clientHost || authority : policy.host;

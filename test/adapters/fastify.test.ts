@@ -149,6 +149,17 @@ test('POST JSON with parseBody: true is parsed by Fastify and re-sent upstream w
   assert.deepEqual(gw.loud(), []);
 });
 
+test('parseBody: true re-sends every JSON value as JSON, primitives included', async (t) => {
+  const a = await backend(t, 'a');
+  const gw = await app(t, createPool({ servers: [{ url: a.url }] }), { parseBody: true });
+  const values = ['"hello"', '42', 'true', 'null', '[1,2]'];
+  for (const text of values) {
+    const r = await fetchText(`${gw.url}/api/v`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: text });
+    assert.equal(r.status, 200, text);
+  }
+  assert.deepEqual(a.seen.map((s) => s.body), values);
+});
+
 test('parseBody: true still streams content types Fastify does not parse', async (t) => {
   const a = await backend(t, 'a');
   const gw = await app(t, createPool({ servers: [{ url: a.url }] }), { parseBody: true });

@@ -189,6 +189,26 @@ for (const method of ['GET', 'PUT']) {
   });
 }
 
+test('a POST on a kept-alive connection the upstream closed is not re-sent unless non_idempotent is listed (nginx)', { timeout: TEST_TIMEOUT }, async (t) => {
+  const perSocket = new WeakMap<Socket, number>();
+  const up = await upstream(t, 'ka', (req: IncomingMessage, res) => {
+    const n = (perSocket.get(req.socket) ?? 0) + 1;
+    perSocket.set(req.socket, n);
+    if (n > 1) {
+      req.socket.destroy();
+      return;
+    }
+    res.end(`ok ${req.method}`);
+  });
+  for (const [nextUpstream, second] of [[['error', 'timeout'], 502], [['error', 'timeout', 'non_idempotent'], 200]] as const) {
+    const pool = createPool({ servers: [{ url: up.url }] });
+    t.after(() => pool.close());
+    const gw = await gatewayFor(t, pool, { nextUpstream: [...nextUpstream] });
+    assert.equal((await fetchText(gw.url, { method: 'POST', body: 'one' })).status, 200);
+    assert.equal((await fetchText(gw.url, { method: 'POST', body: 'two' })).status, second, nextUpstream.join(','));
+  }
+});
+
 test('parallel requests: every server\'s active count returns to 0 and responses are counted by code', { timeout: TEST_TIMEOUT }, async (t) => {
   const a = await upstream(t, 'a', (_req, res) => setTimeout(() => res.end('a'), 20));
   const b = await upstream(t, 'b', (_req, res) => {

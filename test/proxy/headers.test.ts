@@ -266,3 +266,24 @@ test('IPv6 loopback: Host, $upstream_addr, X-Forwarded-For and Forwarded use bra
   await gw.settled(1);
   assert.deepEqual(gw.log[0]!.addr, [`[::1]:${port}`]);
 });
+
+test('headers a middleware sets or removes on req.headers before balance() are what goes upstream', { timeout: TEST_TIMEOUT }, async (t) => {
+  const { chain, balance } = await import('../../src/index.ts');
+  const { gateway, fetchText } = await import('../helpers.ts');
+  const up = await mirror(t);
+  const pool = createPool({ servers: [{ url: up.url }] });
+  t.after(() => pool.close());
+  const gw = await gateway(
+    t,
+    chain((req, _res, next) => {
+      req.headers['x-user'] = 'ada';
+      delete req.headers['x-secret'];
+      next();
+    }, balance(pool)),
+  );
+  const r = await fetchText(gw.url, { headers: { 'x-secret': 'token', 'x-keep': 'yes' } });
+  const seen = JSON.parse(r.body) as { headers: Record<string, string> };
+  assert.equal(seen.headers['x-user'], 'ada');
+  assert.equal(seen.headers['x-secret'], undefined);
+  assert.equal(seen.headers['x-keep'], 'yes');
+});
