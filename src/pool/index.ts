@@ -35,7 +35,11 @@ export const DEFAULT_KEEPALIVE_TIMEOUT = '60s';
 
 /** One upstream server, as given to {@link createPool} or {@link UpstreamPool.add}. */
 export interface ServerOptions {
-  /** `http://host:port` or `https://host:port`, optionally with a path prefix joined before each request path. */
+  /**
+   * `http://host:port` or `https://host:port`, optionally with a path prefix joined before each request path.
+   * Consistent hashing hashes its `host[:port]` as written, as nginx hashes the `server` text, so keep
+   * the spelling of an nginx config you migrate (`10.0.0.1:80` and `10.0.0.1` place different points).
+   */
   url: string;
   /** Stable id for run-time changes. @default the url (with `#2`, `#3`… for repeats) */
   id?: string;
@@ -222,7 +226,7 @@ function parseTarget(url: unknown, option: string): PeerTarget {
   try {
     parsed = new URL(url);
   } catch {
-    throw new InvalidOptionError(option, 'an http:// or https:// url with a host', url);
+    throw new InvalidOptionError(option, 'an http:// or https:// url with a host', redact(url));
   }
   if ((parsed.protocol !== 'http:' && parsed.protocol !== 'https:') || parsed.hostname === '') {
     throw new InvalidOptionError(option, 'an http:// or https:// url with a host', redact(url));
@@ -232,11 +236,21 @@ function parseTarget(url: unknown, option: string): PeerTarget {
   const port = parsed.port === '' ? (parsed.protocol === 'https:' ? 443 : 80) : Number(parsed.port);
   const prefix = parsed.pathname === '/' ? '' : parsed.pathname.replace(/\/$/, '');
   const auth = parsed.username !== '' ? `${decodeURIComponent(parsed.username)}:${decodeURIComponent(parsed.password)}` : undefined;
-  return { protocol: parsed.protocol, hostname, port, prefix, authority: parsed.host, auth };
+  return { protocol: parsed.protocol, hostname, port, prefix, authority: parsed.host, server: serverText(url, parsed.host), auth };
 }
 
+/** The url's authority as written, without credentials (nginx's `server` text); the normalized one if it cannot be cut out. */
+function serverText(url: string, normalized: string): string {
+  const m = /^\s*[a-z][a-z0-9+.-]*:\/\/([^/?#\\]*)/i.exec(url);
+  if (m === null) return normalized;
+  const raw = m[1]!;
+  const text = raw.slice(raw.lastIndexOf('@') + 1);
+  return text === '' || /\s/.test(text) ? normalized : text;
+}
+
+/** Hides `user:password@` (up to the last `@` of the authority, a password may contain `@`). */
 function redact(url: string): string {
-  return url.replace(/\/\/[^@/]*@/, '//***@');
+  return url.replace(/\/\/[^/?#]*@/, '//***@');
 }
 
 function publicUrl(t: PeerTarget): string {
@@ -307,7 +321,9 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     if (!Array.isArray(options.servers) || options.servers.length === 0) {
       throw new InvalidOptionError('servers', 'a non-empty array of { url }', options.servers);
     }
-    const peers = options.servers.map((s, i) => this.#makePeer(s, `servers[${i}]`, []));
+    // one by one, so that a repeated url gets its `#2` id from the servers before it
+    const peers: Peer[] = [];
+    for (const [i, s] of options.servers.entries()) peers.push(this.#makePeer(s, `servers[${i}]`, peers));
     const ids = new Set<string>();
     for (const [i, p] of peers.entries()) {
       if (ids.has(p.id)) throw new InvalidOptionError(`servers[${i}].id`, 'an id not used by another server', p.id);
@@ -318,6 +334,8 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     this.#httpsAgent = agents.https;
     this.#ownAgents = agents.own;
     this.#peers = peers;
+    const start = this.#now();
+    for (const p of peers) initialState(p, start);
     this.#rebuild();
   }
 
@@ -408,12 +426,12 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
   add(server: ServerOptions): ServerInfo {
     const peer = this.#makePeer(server, 'server', []);
     if (this.#peers.some((p) => p.id === peer.id)) throw new InvalidOptionError('server.id', 'an id not used by another server', peer.id);
+    initialState(peer, this.#now());
     this.#peers.push(peer);
     this.#rebuild();
     const result = info(peer);
     debug('pool %s: add %s', this.name, peer.id);
     this.emit('add', result);
-    this.#observe(peer, this.#now());
     return result;
   }
 
@@ -574,11 +592,14 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     return { tried: new Set(), backup: false, now: 0, req, ex, hash: 0, rehash: 0, tries: 0, key: undefined };
   }
 
-  /** @internal nginx `peer.tries`: attempts a request may make (non-down primaries + backups), 1 for a single server. */
+  /**
+   * @internal nginx `peer.tries`: attempts a request may make (primaries + backups that are neither
+   * down nor draining: nginx's `drain` is a kind of `down`), 1 for a single server.
+   */
   maxTries(): number {
     if (this.#set.single) return 1;
     let n = 0;
-    for (const p of this.#peers) if (!p.down) n++;
+    for (const p of this.#peers) if (!p.down && !p.drain) n++;
     return n;
   }
 
@@ -649,6 +670,12 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
   now(): number {
     return this.#now();
   }
+}
+
+/** A server's configured state is where it starts: no `state` event for it, downtime counted from now. */
+function initialState(peer: Peer, now: number): void {
+  peer.lastState = peer.state(now);
+  if (peer.lastState !== 'up' && peer.lastState !== 'draining') peer.downSince = now;
 }
 
 function countResponse(peer: Peer, status: number): void {

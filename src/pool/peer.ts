@@ -64,8 +64,14 @@ export interface PeerTarget {
   port: number;
   /** Path prefix joined before the request path; '' when none. */
   prefix: string;
-  /** `host[:port]` as written (default port omitted), nginx's `server` text. */
+  /** `host[:port]` as the URL standard normalizes it (lowercase host, default port omitted): the Host header. */
   authority: string;
+  /**
+   * `host[:port]` exactly as written in the url (case and an explicit default port kept), nginx's
+   * `server` text: consistent hashing hashes it, so `http://10.0.0.1:80` and `http://10.0.0.1` place
+   * their points differently, as `server 10.0.0.1:80` and `server 10.0.0.1` do.
+   */
+  server: string;
   /** `user:password` from the url, sent as Basic authorization; never shown. */
   auth: string | undefined;
 }

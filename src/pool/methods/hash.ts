@@ -44,12 +44,14 @@ export function createHash(key: KeyFunction): Balancer {
 
 interface Point {
   hash: number;
-  authority: string;
+  /** The `server` text of the peers this point belongs to. */
+  server: string;
 }
 
 /**
  * `hash … consistent`: ketama as Cache::Memcached::Fast with 160 points per unit
- * of weight, each point `crc32(HOST \0 PORT ++ previous point, little-endian)`.
+ * of weight, each point `crc32(HOST \0 PORT ++ previous point, little-endian)`,
+ * HOST and PORT cut from the url's authority as written (nginx's `server` text).
  * Removing a server moves only the keys that were on it.
  */
 export function createConsistentHash(key: KeyFunction): Balancer {
@@ -58,17 +60,17 @@ export function createConsistentHash(key: KeyFunction): Balancer {
   const rebuild = (peers: PeerSet): void => {
     const all: Point[] = [];
     for (const peer of peers.primary) {
-      const authority = peer.target.authority;
-      const colon = authority.lastIndexOf(':');
-      const hasPort = colon !== -1 && !authority.endsWith(']');
-      const host = hasPort ? authority.slice(0, colon) : authority;
-      const port = hasPort ? authority.slice(colon + 1) : '';
-      const base = crc32(Buffer.from(`${host}\0${port}`, 'latin1'));
+      const server = peer.target.server;
+      const colon = server.lastIndexOf(':');
+      const hasPort = colon !== -1 && /^\d*$/.test(server.slice(colon + 1));
+      const host = hasPort ? server.slice(0, colon) : server;
+      const port = hasPort ? server.slice(colon + 1) : '';
+      const base = crc32(Buffer.from(`${host}\0${port}`, 'utf8')); // the text as written (a config file's bytes)
       let prev = 0;
       for (let j = 0; j < 160 * peer.weight; j++) {
         le.writeUInt32LE(prev >>> 0, 0);
         const h = crc32(le, base) >>> 0;
-        all.push({ hash: h, authority });
+        all.push({ hash: h, server });
         prev = h;
       }
     }
@@ -95,11 +97,11 @@ export function createConsistentHash(key: KeyFunction): Balancer {
       if (sel.tries > 20 || peers.primary.length < 2 || k === '' || points.length === 0) return roundRobin(peers, sel);
       if (first) sel.hash = findPoint(crc32(k) >>> 0);
       for (;;) {
-        const authority = points[sel.hash % points.length]!.authority;
+        const server = points[sel.hash % points.length]!.server;
         let best: Peer | undefined;
         let total = 0;
         for (const peer of peers.primary) {
-          if (peer.target.authority !== authority || sel.tried.has(peer) || !peer.usable(sel.now)) continue;
+          if (peer.target.server !== server || sel.tried.has(peer) || !peer.usable(sel.now)) continue;
           peer.currentWeight += peer.effectiveWeight;
           total += peer.effectiveWeight;
           if (peer.effectiveWeight < peer.weight) peer.effectiveWeight++;

@@ -35,13 +35,17 @@ export function createLeastTime(measure: LeastTimeMeasure, inflight: boolean): B
     select(peers, sel) {
       if (peers.single) return roundRobin(peers, sel);
       const now = sel.now;
-      for (const peer of sel.backup ? peers.backup : peers.primary) {
-        if (peer.inflightReqs > 0 && !sel.tried.has(peer) && peer.usable(now)) {
-          const age = peer.inflightLast / peer.inflightReqs + (now - peer.inflightChanged);
-          peer.inflightTime = movingAverage(peer.inflightTime, age);
+      return withBackup(peers, sel, (list) => {
+        // nginx ages the in-flight requests of each eligible peer of the list it is about to
+        // search, the backups too when it falls over to them
+        for (const peer of list) {
+          if (peer.inflightReqs > 0 && !sel.tried.has(peer) && peer.usable(now)) {
+            const age = peer.inflightLast / peer.inflightReqs + (now - peer.inflightChanged);
+            peer.inflightTime = movingAverage(peer.inflightTime, age);
+          }
         }
-      }
-      return withBackup(peers, sel, (list) => leastBy(list, sel, (p) => eta(p, now)));
+        return leastBy(list, sel, (p) => eta(p, now));
+      });
     },
     chosen(peer, now) {
       if (!inflight) return;
