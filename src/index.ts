@@ -3,13 +3,15 @@
  * one middleware at a time.
  * @module switchyard
  */
-export { createPool, UpstreamPool, DEFAULT_FAIL_TIMEOUT, DEFAULT_KEEPALIVE, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONNS, DEFAULT_MAX_FAILS, DEFAULT_WEIGHT } from './pool/index.ts';
+export { createPool, UpstreamPool, DEFAULT_QUEUE_TIMEOUT, DEFAULT_FAIL_TIMEOUT, DEFAULT_KEEPALIVE, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONNS, DEFAULT_MAX_FAILS, DEFAULT_WEIGHT } from './pool/index.ts';
 export type {
   AgentSettings,
   MethodOption,
   PoolEvents,
   PoolOptions,
   PoolStats,
+  QueueOptions,
+  QueueStats,
   ResponseCounters,
   ServerInfo,
   ServerOptions,

@@ -238,7 +238,9 @@ async function proxy(pool: UpstreamPool, o: Resolved, ex: Exchange, res: ServerR
 
   for (;;) {
     if (gone.signal.aborted) return giveUp(new BadGatewayError('client closed the request'));
-    const peer = pool.select(sel);
+    let peer = pool.select(sel);
+    // NGINX Plus `queue`: a request that finds no server free waits for one.
+    if (peer === undefined && attempts === 0 && pool.queueing) peer = await pool.wait(sel, gone.signal);
     if (peer === undefined) {
       // nginx logs the group name in $upstream_addr and 502 in $upstream_status for "no live upstreams".
       const err = attempts === 0 ? new NoServerAvailableError(pool.name, o.noServerStatus) : new BadGatewayError(`No live upstreams in pool "${pool.name}"`);

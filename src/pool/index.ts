@@ -133,6 +133,33 @@ export interface PoolOptions {
   tls?: HttpsAgentOptions;
   /** Clock in ms, injectable for tests. @default Date.now */
   now?: () => number;
+  /**
+   * Requests that find no server able to take them (all at `maxConns`, say) wait
+   * here, first in first out, for one to free up (NGINX Plus `queue N timeout=T`).
+   * Past `size` waiting requests or after `timeout`, the request fails as when no
+   * server is available. @default none: such requests fail at once
+   */
+  queue?: QueueOptions;
+}
+
+/** Options of the pool's wait queue. */
+export interface QueueOptions {
+  /** Most requests waiting at once. */
+  size: number;
+  /** Longest wait. @default '60s' */
+  timeout?: Duration;
+}
+
+/** Default longest wait in the pool's queue (NGINX Plus `queue … timeout=60s`). */
+export const DEFAULT_QUEUE_TIMEOUT = '60s';
+
+/** The wait queue's statistics (NGINX Plus `queue`). */
+export interface QueueStats {
+  /** Requests waiting now. */
+  size: number;
+  maxSize: number;
+  /** Requests refused because the queue was full, or that waited past the timeout. */
+  overflows: number;
 }
 
 /** Pool-wide statistics. */
@@ -142,6 +169,13 @@ export interface PoolStats {
   servers: ServerStats[];
   /** Removed servers that still have requests in flight. */
   zombies: number;
+  /** The wait queue, when the pool has one. */
+  queue: QueueStats | undefined;
+}
+
+interface Waiter {
+  sel: Selection;
+  done: (peer: Peer | undefined) => void;
 }
 
 /** A server state change, as emitted by the pool's `state` event. */
@@ -303,6 +337,10 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
   #httpsAgent: HttpsAgent;
   #ownAgents: boolean;
   #closed = false;
+  #queueSize: number;
+  #queueTimeout: number;
+  #waiters: Waiter[] = [];
+  #overflows = 0;
 
   /** @internal Use {@link createPool}. */
   constructor(options: PoolOptions) {
@@ -329,6 +367,11 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
       if (ids.has(p.id)) throw new InvalidOptionError(`servers[${i}].id`, 'an id not used by another server', p.id);
       ids.add(p.id);
     }
+    const q = options.queue as Record<string, unknown> | undefined;
+    if (q !== undefined && (q === null || typeof q !== 'object')) throw new InvalidOptionError('queue', 'an object { size, timeout }', q);
+    this.#queueSize = q === undefined ? 0 : intOption(q.size, 'queue.size', 1, 0);
+    if (q !== undefined && q.size === undefined) throw new InvalidOptionError('queue.size', 'an integer >= 1', undefined);
+    this.#queueTimeout = parseDuration((q?.timeout as Duration | undefined) ?? DEFAULT_QUEUE_TIMEOUT, 'queue.timeout');
     const agents = this.#makeAgents(options);
     this.#httpAgent = agents.http;
     this.#httpsAgent = agents.https;
@@ -432,6 +475,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     const result = info(peer);
     debug('pool %s: add %s', this.name, peer.id);
     this.emit('add', result);
+    this.#serveQueue();
     return result;
   }
 
@@ -493,6 +537,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     debug('pool %s: update %s %o', this.name, peer.id, changes);
     this.emit('update', result);
     this.#observe(peer, this.#now());
+    this.#serveQueue();
     return result;
   }
 
@@ -510,6 +555,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
       method: this.method,
       servers: this.#peers.map((p) => this.#serverStats(p, now)),
       zombies: this.#zombies.size,
+      queue: this.#queueSize === 0 ? undefined : { size: this.#waiters.length, maxSize: this.#queueSize, overflows: this.#overflows },
     };
   }
 
@@ -575,10 +621,11 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     return to;
   }
 
-  /** Closes the pool's own keep-alive agents (idle upstream connections). */
+  /** Closes the pool's own keep-alive agents (idle upstream connections) and fails waiting requests. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    for (const w of this.#waiters.splice(0)) w.done(undefined);
     if (this.#ownAgents) {
       this.#httpAgent.destroy();
       this.#httpsAgent.destroy();
@@ -618,6 +665,56 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     return peer;
   }
 
+  /** @internal True when requests that find no server may wait in the queue. */
+  get queueing(): boolean {
+    return this.#queueSize > 0;
+  }
+
+  /**
+   * @internal Waits in the queue for a server (NGINX Plus `queue`): resolves with
+   * the selected server, or undefined on overflow, timeout, abort or close.
+   */
+  wait(sel: Selection, signal: AbortSignal): Promise<Peer | undefined> {
+    if (this.#closed || this.#waiters.length >= this.#queueSize) {
+      this.#overflows++;
+      return Promise.resolve(undefined);
+    }
+    return new Promise((resolve) => {
+      const waiter: Waiter = {
+        sel,
+        done: (peer) => {
+          clearTimeout(timer);
+          signal.removeEventListener('abort', onAbort);
+          resolve(peer);
+        },
+      };
+      const leave = (): void => {
+        const i = this.#waiters.indexOf(waiter);
+        if (i !== -1) this.#waiters.splice(i, 1);
+      };
+      const timer = setTimeout(() => {
+        leave();
+        this.#overflows++;
+        waiter.done(undefined);
+      }, this.#queueTimeout);
+      const onAbort = (): void => {
+        leave();
+        waiter.done(undefined);
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.#waiters.push(waiter);
+    });
+  }
+
+  /** Hands freed capacity to waiting requests, first come first served. */
+  #serveQueue(): void {
+    while (this.#waiters.length > 0) {
+      const peer = this.select(this.#waiters[0]!.sel);
+      if (peer === undefined) return;
+      this.#waiters.shift()!.done(peer);
+    }
+  }
+
   /** @internal The response header of an attempt arrived. Returns true if least_time ended in-flight accounting. */
   header(peer: Peer, headerTime: number): boolean {
     return this.#balancer.header?.(peer, headerTime, this.#now()) ?? false;
@@ -635,11 +732,13 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     peer.conns--;
     if (peer.removed) {
       if (peer.conns === 0) this.#zombies.delete(peer);
+      this.#serveQueue();
       return;
     }
     if (this.#set.single && this.#set.primary[0] === peer) {
       peer.fails = 0;
       this.#observe(peer, now);
+      this.#serveQueue();
       return;
     }
     if (outcome === 'failed') {
@@ -659,6 +758,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
       peer.fails = 0;
     }
     this.#observe(peer, now);
+    this.#serveQueue();
   }
 
   /** @internal The keep-alive agent for a server. */
