@@ -155,21 +155,26 @@ test('keep-alive off: agent { keepAlive: false } opens a connection per request'
   assert.equal(connections, 3);
 });
 
+/** An upstream that drops each connection when a second request arrives on it. */
+function staleUpstream(t: Parameters<typeof upstream>[0]) {
+  const perSocket = new WeakMap<Socket, number>();
+  return upstream(t, 'ka', (req: IncomingMessage, res) => {
+    const n = (perSocket.get(req.socket) ?? 0) + 1;
+    perSocket.set(req.socket, n);
+    if (n > 1) {
+      req.socket.destroy();
+      return;
+    }
+    res.end(`ok ${req.method}`);
+  });
+}
+
 for (const method of ['GET', 'PUT']) {
   test(`a kept-alive connection the upstream closed is retried transparently on a new one (${method})`, { timeout: TEST_TIMEOUT }, async (t) => {
     // The upstream drops each connection when a second request arrives on it, as a server
     // whose keep-alive timeout fired just as the gateway reused the connection.
-    const perSocket = new WeakMap<Socket, number>();
     let connections = 0;
-    const up = await upstream(t, 'ka', (req: IncomingMessage, res) => {
-      const n = (perSocket.get(req.socket) ?? 0) + 1;
-      perSocket.set(req.socket, n);
-      if (n > 1) {
-        req.socket.destroy();
-        return;
-      }
-      res.end(`ok ${req.method}`);
-    });
+    const up = await staleUpstream(t);
     up.server.on('connection', () => connections++);
     const pool = createPool({ servers: [{ url: up.url }, { url: up.url + '/p' }] });
     t.after(() => pool.close());
@@ -190,16 +195,7 @@ for (const method of ['GET', 'PUT']) {
 }
 
 test('a POST on a kept-alive connection the upstream closed is not re-sent unless non_idempotent is listed (nginx)', { timeout: TEST_TIMEOUT }, async (t) => {
-  const perSocket = new WeakMap<Socket, number>();
-  const up = await upstream(t, 'ka', (req: IncomingMessage, res) => {
-    const n = (perSocket.get(req.socket) ?? 0) + 1;
-    perSocket.set(req.socket, n);
-    if (n > 1) {
-      req.socket.destroy();
-      return;
-    }
-    res.end(`ok ${req.method}`);
-  });
+  const up = await staleUpstream(t);
   for (const [nextUpstream, second] of [[['error', 'timeout'], 502], [['error', 'timeout', 'non_idempotent'], 200]] as const) {
     const pool = createPool({ servers: [{ url: up.url }] });
     t.after(() => pool.close());
