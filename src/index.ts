@@ -30,13 +30,15 @@ export {
   DEFAULT_RETRY_BODY_LIMIT,
 } from './balance/index.ts';
 export type { BalanceMiddleware, BalanceOptions, NextUpstreamCondition } from './balance/index.ts';
+export { rewrite } from './rewrite/index.ts';
+export type { Condition, ConditionOperator, RewriteFlag, RewriteOptions, RewriteRule } from './rewrite/index.ts';
 export { upgrade } from './proxy/upgrade.ts';
 export type { UpgradeHandler, UpgradeOptions } from './proxy/upgrade.ts';
 export type { TrustProxy } from './proxy/trust.ts';
 export { chain, respondWithError, statusOf } from './core/chain.ts';
 export type { ChainOptions, Middleware, Next } from './core/chain.ts';
 export { exchange } from './core/exchange.ts';
-export type { Exchange, ExchangeServer } from './core/exchange.ts';
+export type { Captures, Exchange, ExchangeServer } from './core/exchange.ts';
 export { compileTemplate } from './core/variables.ts';
 export type { Template } from './core/variables.ts';
 export { parseDuration } from './core/duration.ts';

@@ -9,7 +9,7 @@ import {
   NoServerAvailableError,
   type SwitchyardError,
 } from '../core/errors.ts';
-import { exchange, normalizePath, upstreamTarget, type Exchange } from '../core/exchange.ts';
+import { exchange, upstreamTarget, type Exchange } from '../core/exchange.ts';
 import type { Middleware, Next } from '../core/chain.ts';
 import { UpstreamPool } from '../pool/index.ts';
 import type { Peer } from '../pool/peer.ts';
@@ -183,7 +183,7 @@ export function balance(pool: UpstreamPool, options: BalanceOptions = {}): Balan
   const handler = function balance(req: IncomingMessage, res: ServerResponse, next: Next): void {
     const ex = exchange(req);
     resolveClient(ex, o.policy.trust);
-    if (!ex.uriChanged && ex.requestUri !== '*' && normalizePath(ex.requestUri.split('?', 1)[0]!) === undefined) {
+    if (!ex.uriValid) {
       next(new BadRequestError('Malformed request target'));
       return;
     }

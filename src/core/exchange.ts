@@ -34,8 +34,10 @@ export interface Exchange {
   clientAddress: string;
   /** Variables set by rewrite()'s `set`, read by templates as `$name`. */
   readonly vars: Map<string, string>;
-  /** Regex captures of the last matching rewrite rule (`$1`..`$9`, named). */
-  captures: ReadonlyArray<string | undefined> | undefined;
+  /** Regex captures of the last matching rewrite rule or condition (`$1`..`$9`, and named groups in `named`). */
+  captures: Captures | undefined;
+  /** False when the path could not be normalized (bad escape, NUL, `..` above the root): such requests get 400. */
+  uriValid: boolean;
   /** A body already parsed by the framework (Fastify, Koa), to re-send upstream. */
   parsedBody: unknown;
   /** Each server tried, in order (nginx `$upstream_addr`). */
@@ -53,6 +55,9 @@ export interface Exchange {
   /** Parsed query arguments, lazily filled by the variables facility. */
   argMap: Map<string, string> | undefined;
 }
+
+/** Regex captures: `$0`…`$9` by index, named groups in `named`. */
+export type Captures = ReadonlyArray<string | undefined> & { readonly named?: Readonly<Record<string, string | undefined>> };
 
 const kExchange = Symbol.for('switchyard.exchange');
 
@@ -84,11 +89,13 @@ function createExchange(req: IncomingMessage): Exchange {
   const requestUri = originForm(typeof original === 'string' ? original : (req.url ?? '/'));
   const q = requestUri.indexOf('?');
   const rawPath = q === -1 ? requestUri : requestUri.slice(0, q);
+  const normalized = normalizePath(rawPath);
   return {
     req,
     start: performance.now(),
     requestUri,
-    uri: normalizePath(rawPath) ?? rawPath,
+    uri: normalized ?? rawPath,
+    uriValid: normalized !== undefined || requestUri === '*',
     args: q === -1 ? '' : requestUri.slice(q + 1),
     uriChanged: false,
     scheme: req.socket instanceof TLSSocket && req.socket.encrypted ? 'https' : 'http',
@@ -135,6 +142,9 @@ export function normalizePath(path: string): string | undefined {
     return undefined;
   }
   if (decoded.includes('\0')) return undefined;
+  // A backslash is a separator to some servers (and to nginx on Windows): treat it as one,
+  // so `..%5c` cannot climb out of a prefix on an upstream that reads it that way.
+  if (decoded.includes('\\')) decoded = decoded.replaceAll('\\', '/');
   if (!decoded.startsWith('/')) decoded = `/${decoded}`;
   if (!/\/\/|\/\.(?:\/|\.|$)/.test(decoded)) return decoded;
   const out: string[] = [];

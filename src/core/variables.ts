@@ -68,7 +68,7 @@ export function variable(name: string): Getter {
     const cookie = name.slice(7);
     return (ex) => cookies(ex).get(cookie) ?? '';
   }
-  return (ex) => ex.vars.get(name) ?? '';
+  return (ex) => ex.vars.get(name) ?? ex.captures?.named?.[name] ?? '';
 }
 
 function headerValue(ex: Exchange, header: string): string {

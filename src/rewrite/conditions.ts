@@ -1,0 +1,145 @@
+import type { IncomingMessage } from 'node:http';
+import type { Exchange } from '../core/exchange.ts';
+import { InvalidOptionError } from '../core/errors.ts';
+import { compileTemplate, type Template } from '../core/variables.ts';
+
+/**
+ * A condition, as nginx's `if`: a string in nginx syntax (`'$request_method = POST'`,
+ * `'$http_user_agent ~* bot'`, `'$arg_debug'`, `'$host !~ ^www\\.'`), an object
+ * `{ var, op, value }`, a host match `{ host: ['example.org', '*.example.org'] }`
+ * (nginx `server_name` rules), or a function of the request.
+ */
+export type Condition =
+  | string
+  | { var: string; op?: ConditionOperator; value?: string }
+  | { host: string | readonly string[] }
+  | ((req: IncomingMessage, ex: Exchange) => boolean);
+
+/** Operators of nginx's `if`. */
+export type ConditionOperator = '=' | '!=' | '~' | '~*' | '!~' | '!~*';
+
+/** A compiled condition; a regex match sets the exchange's captures. @internal */
+export type Test = (ex: Exchange) => boolean;
+
+const OPS = new Set(['=', '!=', '~', '~*', '!~', '!~*']);
+
+/** Compiles a {@link Condition} once. @internal */
+export function compileCondition(cond: Condition, where: string): Test {
+  if (typeof cond === 'function') return (ex) => cond(ex.req, ex) === true;
+  if (typeof cond === 'string') return compileText(cond, where);
+  if (cond !== null && typeof cond === 'object') {
+    if ('host' in cond) return compileHost(cond.host, `${where}.host`);
+    if ('var' in cond) return compileParts(cond.var, cond.op, cond.value, where);
+  }
+  throw new InvalidOptionError(where, 'a condition: nginx if syntax, { var, op, value }, { host }, or a function', cond);
+}
+
+function compileText(text: string, where: string): Test {
+  const m = /^\s*(\$\{?[A-Za-z_][A-Za-z0-9_]*\}?)\s*(?:(!?~\*?|!?=)\s*(.*?))?\s*$/s.exec(text);
+  if (m === null) throw new InvalidOptionError(where, 'an nginx if condition such as "$request_method = POST" or "$uri ~* \\.php$"', text);
+  let value = m[3];
+  if (value !== undefined && value.length >= 2 && (value[0] === '"' || value[0] === "'") && value.endsWith(value[0]!)) value = value.slice(1, -1);
+  return compileParts(m[1]!, m[2] as ConditionOperator | undefined, value, where);
+}
+
+function compileParts(variable: string, op: ConditionOperator | undefined, value: string | undefined, where: string): Test {
+  if (typeof variable !== 'string' || !variable.startsWith('$')) throw new InvalidOptionError(`${where}.var`, 'a variable such as "$host"', variable);
+  const get = compileTemplate(variable, `${where}.var`);
+  if (op === undefined) {
+    // nginx: false when empty or "0"
+    return (ex) => {
+      const v = get(ex);
+      return v !== '' && v !== '0';
+    };
+  }
+  if (!OPS.has(op)) throw new InvalidOptionError(`${where}.op`, `one of ${[...OPS].join(' ')}`, op);
+  if (typeof value !== 'string') throw new InvalidOptionError(`${where}.value`, 'a string', value);
+  if (op === '=' || op === '!=') {
+    const expected: Template = compileTemplate(value, `${where}.value`);
+    return op === '=' ? (ex) => get(ex) === expected(ex) : (ex) => get(ex) !== expected(ex);
+  }
+  const negate = op.startsWith('!');
+  const re = compileRegex(value, op.endsWith('*'), `${where}.value`);
+  return (ex) => {
+    const m = re.exec(get(ex));
+    if (negate) return m === null;
+    if (m === null) return false;
+    ex.captures = captures(m);
+    return true;
+  };
+}
+
+/** Compiles an nginx (PCRE-style) regex; `(?<name>…)` and `(?P<name>…)` named groups both work. @internal */
+export function compileRegex(source: string | RegExp, caseless: boolean, where: string): RegExp {
+  if (source instanceof RegExp) return caseless && !source.flags.includes('i') ? new RegExp(source.source, `${source.flags}i`) : source;
+  if (typeof source !== 'string' || source === '') throw new InvalidOptionError(where, 'a regular expression', source);
+  try {
+    return new RegExp(source.replace(/\(\?P</g, '(?<'), caseless ? 'i' : '');
+  } catch (err) {
+    throw new InvalidOptionError(where, `a valid regular expression (${(err as Error).message})`, source);
+  }
+}
+
+/** Captures of a match as the exchange keeps them: `$0`…`$9` by index, named groups by name. @internal */
+export function captures(m: RegExpExecArray): string[] & { named?: Record<string, string | undefined> } {
+  const list = Array.from(m, (v) => v ?? '') as string[] & { named?: Record<string, string | undefined> };
+  if (m.groups !== undefined) list.named = m.groups;
+  return list;
+}
+
+/**
+ * nginx `server_name` matching: exact names, `*.example.org` (leading wildcard),
+ * `mail.*` (trailing), `.example.org` (the name and its subdomains), `~regex`.
+ * Order: exact, longest leading wildcard, longest trailing wildcard, first regex.
+ * @internal
+ */
+export function compileHost(names: string | readonly string[], where: string): Test {
+  const matcher = hostMatcher(names, where);
+  return (ex) => {
+    const m = matcher(hostOf(ex));
+    if (m === false) return false;
+    if (m !== true) ex.captures = m;
+    return true;
+  };
+}
+
+/** Returns how well a host matches: false, true, or the regex captures; plus a rank for server selection. @internal */
+export function hostMatcher(names: string | readonly string[], where: string): (host: string) => boolean | string[] {
+  const list = typeof names === 'string' ? [names] : names;
+  if (!Array.isArray(list) || list.length === 0) throw new InvalidOptionError(where, 'a host name or a non-empty list of them', names);
+  const exact = new Set<string>();
+  const leading: string[] = [];
+  const trailing: string[] = [];
+  const regexes: RegExp[] = [];
+  for (const [i, raw] of list.entries()) {
+    if (typeof raw !== 'string') throw new InvalidOptionError(`${where}[${i}]`, 'a host name', raw);
+    const name = raw.toLowerCase();
+    if (name.startsWith('~')) regexes.push(compileRegex(raw.slice(1), true, `${where}[${i}]`));
+    else if (name.startsWith('*.')) leading.push(name.slice(1));
+    else if (name.startsWith('.')) {
+      exact.add(name.slice(1));
+      leading.push(name);
+    } else if (name.endsWith('.*')) trailing.push(name.slice(0, -1));
+    else exact.add(name);
+  }
+  return (host) => {
+    if (exact.has(host)) return true;
+    for (const suffix of leading) if (host.endsWith(suffix) && host.length > suffix.length) return true;
+    for (const prefix of trailing) if (host.startsWith(prefix) && host.length > prefix.length) return true;
+    for (const re of regexes) {
+      const m = re.exec(host);
+      if (m !== null) return captures(m);
+    }
+    return false;
+  };
+}
+
+/** The request's host as nginx's `$host`: lowercased, without port. @internal */
+export function hostOf(ex: Exchange): string {
+  const h = ex.req.headers.host;
+  if (typeof h !== 'string') return '';
+  const lower = h.toLowerCase();
+  if (lower.startsWith('[')) return lower.slice(0, lower.indexOf(']') + 1);
+  const colon = lower.indexOf(':');
+  return colon === -1 ? lower : lower.slice(0, colon);
+}

@@ -1,0 +1,442 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { STATUS_CODES } from 'node:http';
+import { compile as compilePath, match as matchPath } from 'path-to-regexp';
+import type { Middleware, Next } from '../core/chain.ts';
+import { BadRequestError, InvalidOptionError, SwitchyardError } from '../core/errors.ts';
+import { exchange, type Exchange } from '../core/exchange.ts';
+import { compileTemplate, type Template } from '../core/variables.ts';
+import { captures, compileCondition, compileRegex, hostMatcher, hostOf, type Condition } from './conditions.ts';
+
+export type { Condition, ConditionOperator } from './conditions.ts';
+
+/** What happens after a rewrite matches (nginx's flags). No flag: go on with the next rule. */
+export type RewriteFlag = 'last' | 'break' | 'redirect' | 'permanent';
+
+/**
+ * One rule. The shapes mirror nginx's rewrite module, plus path-to-regexp patterns:
+ * - `{ rewrite: '^/old/(.*)$', replacement: '/new/$1', flag }`: nginx `rewrite`
+ * - `{ from: '/old/:id', to: '/new/:id', flag }`: the same with path-to-regexp patterns
+ * - `{ return: 301, url: 'https://$host$request_uri' }`, `{ return: 403 }`, `{ return: 200, text: 'ok' }`: nginx `return`
+ * - `{ if: '$http_x_debug', then: [...] }`: nginx `if`
+ * - `{ set: '$route', value: '$cookie_route' }`: nginx `set`
+ * - `{ break: true }`: nginx `break`
+ * - `{ location: '~* \\.php$', rules: [...] }`: a location whose rules run once it is chosen
+ * - `{ server: ['example.org', '*.example.org'], rules: [...] }`: rules for a host (nginx `server_name`)
+ */
+export type RewriteRule =
+  | { rewrite: string | RegExp; replacement: string; flag?: RewriteFlag }
+  | { from: string; to: string; flag?: RewriteFlag }
+  | { return: number; text?: string; url?: string }
+  | { if: Condition; then: RewriteRule[] }
+  | { set: string; value: string }
+  | { break: true }
+  | { location: string; rules: RewriteRule[] }
+  | { server: string | readonly string[]; rules: RewriteRule[] };
+
+/** Options of {@link rewrite}. */
+export interface RewriteOptions {
+  /** Also write the rewritten target into `req.url` (for handlers that route on it). @default false */
+  setUrl?: boolean;
+  /** Make relative redirect targets absolute with the request's scheme and Host (nginx `absolute_redirect`). @default true */
+  absoluteRedirect?: boolean;
+}
+
+/** Result of running a list of rules. */
+type Outcome = 'next' | 'last' | 'break' | Reply;
+
+interface Reply {
+  status: number;
+  location?: string;
+  text?: string;
+  close?: boolean;
+}
+
+type Step = (ex: Exchange, o: Resolved) => Outcome;
+
+interface Location {
+  kind: '=' | '^~' | 'prefix' | '~' | '~*';
+  path: string;
+  regex: RegExp | undefined;
+  steps: Step[];
+}
+
+interface Server {
+  match: ((host: string) => boolean | string[]) | undefined;
+  steps: Step[];
+  locations: Location[];
+}
+
+interface Resolved {
+  absoluteRedirect: boolean;
+}
+
+const REDIRECT_CODES = new Set([301, 302, 303, 307, 308]);
+const FLAGS = new Set(['last', 'break', 'redirect', 'permanent']);
+/** nginx's limit on URI changes per request ("rewrite or internal redirection cycle"). */
+const MAX_CYCLES = 10;
+
+/**
+ * URL rewriting with nginx's rewrite-module semantics: rules run top to bottom,
+ * `last` searches a location again, `break` stops, redirects answer at once. The
+ * rewritten URI goes to the exchange record (what balance() sends upstream and
+ * cache() keys on); `req.url` is left alone unless `setUrl` is on.
+ *
+ * Regex rules are trusted configuration (JavaScript regular expressions can
+ * backtrack); path-to-regexp patterns (`from`/`to`) always match in linear time.
+ * URIs are percent-decoded and normalized (merged slashes, `.` and `..` resolved,
+ * `\` read as `/`) before matching, as nginx's `$uri`; a path that climbs above
+ * the root is answered 400.
+ * @example
+ * ```ts
+ * app.use(rewrite([
+ *   { rewrite: '^(/download/.*)/media/(\\w+)\\.?.*$', replacement: '$1/mp3/$2.mp3', flag: 'last' },
+ *   { from: '/users/:id', to: '/api/v2/users/:id', flag: 'break' },
+ *   { if: '$http_x_legacy', then: [{ return: 410 }] },
+ * ]));
+ * app.use(balance(pool));
+ * ```
+ */
+export function rewrite(rules: readonly RewriteRule[], options: RewriteOptions = {}): Middleware {
+  if (!Array.isArray(rules)) throw new InvalidOptionError('rules', 'an array of rules', rules);
+  if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'an object', options);
+  for (const key of Object.keys(options)) if (key !== 'setUrl' && key !== 'absoluteRedirect') throw new InvalidOptionError(key, 'setUrl or absoluteRedirect', key);
+  const o: Resolved = { absoluteRedirect: options.absoluteRedirect ?? true };
+  const setUrl = options.setUrl ?? false;
+  const servers = compileServers(rules);
+  return function rewrite(req: IncomingMessage, res: ServerResponse, next: Next): void {
+    const ex = exchange(req);
+    if (!ex.uriValid) {
+      next(new BadRequestError('Malformed request target'));
+      return;
+    }
+    const server = chooseServer(servers, ex);
+    if (server === undefined) {
+      next();
+      return;
+    }
+    const before = `${ex.uri}?${ex.args}`;
+    const outcome = run(server, ex, o);
+    if (outcome === 'cycle') {
+      next(new SwitchyardError('SWY_ERR_REWRITE_CYCLE', 500, 'rewrite or internal redirection cycle'));
+      return;
+    }
+    if (typeof outcome === 'object') {
+      respond(req, res, next, outcome);
+      return;
+    }
+    if (`${ex.uri}?${ex.args}` !== before) {
+      ex.uriChanged = true;
+      ex.argMap = undefined;
+      if (setUrl) req.url = ex.args === '' ? encodeURI(ex.uri) : `${encodeURI(ex.uri)}?${ex.args}`;
+    }
+    next();
+  };
+}
+
+function run(server: Server, ex: Exchange, o: Resolved): 'done' | 'cycle' | Reply {
+  const first = runSteps(server.steps, ex, o);
+  if (typeof first === 'object') return first;
+  if (first === 'break' || server.locations.length === 0) return 'done';
+  for (let cycle = 0; cycle <= MAX_CYCLES; cycle++) {
+    const location = findLocation(server.locations, ex);
+    if (location === undefined) return 'done';
+    const uri = ex.uri;
+    const args = ex.args;
+    const out = runSteps(location.steps, ex, o);
+    if (typeof out === 'object') return out;
+    if (out === 'break') return 'done';
+    if (ex.uri === uri && ex.args === args) return 'done';
+  }
+  return 'cycle';
+}
+
+function runSteps(steps: readonly Step[], ex: Exchange, o: Resolved): Outcome {
+  for (const step of steps) {
+    const out = step(ex, o);
+    if (out !== 'next') return out;
+  }
+  return 'next';
+}
+
+function respond(req: IncomingMessage, res: ServerResponse, next: Next, reply: Reply): void {
+  if (reply.close) {
+    // nginx 444: close the connection without a response.
+    req.socket.destroy();
+    return;
+  }
+  if (reply.location === undefined && reply.text === undefined && reply.status >= 400) {
+    next(new SwitchyardError('SWY_ERR_RETURN', reply.status, STATUS_CODES[reply.status] ?? `Status ${reply.status}`));
+    return;
+  }
+  const body = reply.text ?? (reply.location !== undefined ? `${reply.status} ${STATUS_CODES[reply.status] ?? ''}\n` : '');
+  const headers: Record<string, string | number> = { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) };
+  if (reply.location !== undefined) headers.location = reply.location;
+  res.writeHead(reply.status, headers);
+  res.end(req.method === 'HEAD' ? undefined : body);
+}
+
+// ---- compilation ----
+
+function compileServers(rules: readonly RewriteRule[]): Server[] {
+  const hostBlocks = rules.filter((r) => r !== null && typeof r === 'object' && 'server' in r);
+  if (hostBlocks.length === 0) return [compileBlock(rules, 'rules', undefined)];
+  if (hostBlocks.length !== rules.length) {
+    throw new InvalidOptionError('rules', 'either only { server } blocks, or rules without { server } blocks', rules);
+  }
+  return rules.map((r, i) => {
+    const block = r as { server: string | readonly string[]; rules: RewriteRule[] };
+    return compileBlock(block.rules, `rules[${i}].rules`, hostMatcher(block.server, `rules[${i}].server`));
+  });
+}
+
+function compileBlock(rules: readonly RewriteRule[], where: string, match: Server['match']): Server {
+  if (!Array.isArray(rules)) throw new InvalidOptionError(where, 'an array of rules', rules);
+  const steps: Step[] = [];
+  const locations: Location[] = [];
+  for (const [i, rule] of rules.entries()) {
+    const path = `${where}[${i}]`;
+    if (rule !== null && typeof rule === 'object' && 'location' in rule) locations.push(compileLocation(rule, path));
+    else steps.push(compileStep(rule, path));
+  }
+  return { match, steps, locations };
+}
+
+function compileLocation(rule: { location: string; rules: RewriteRule[] }, where: string): Location {
+  const spec = rule.location;
+  if (typeof spec !== 'string' || spec.trim() === '') throw new InvalidOptionError(`${where}.location`, 'a location such as "/api/", "= /", "^~ /img/", "~ \\.php$" or "~* \\.jpg$"', spec);
+  const m = /^(=|\^~|~\*|~)\s+(.+)$/s.exec(spec.trim());
+  const kind = (m?.[1] ?? 'prefix') as Location['kind'];
+  const path = m?.[2] ?? spec.trim();
+  const regex = kind === '~' || kind === '~*' ? compileRegex(path, kind === '~*', `${where}.location`) : undefined;
+  if (!Array.isArray(rule.rules)) throw new InvalidOptionError(`${where}.rules`, 'an array of rules', rule.rules);
+  const steps = rule.rules.map((r, i) => {
+    if (r !== null && typeof r === 'object' && ('location' in r || 'server' in r)) {
+      throw new InvalidOptionError(`${where}.rules[${i}]`, 'a rule (locations and servers do not nest)', r);
+    }
+    return compileStep(r, `${where}.rules[${i}]`);
+  });
+  return { kind, path, regex, steps };
+}
+
+/** nginx's location choice: exact, then the longest prefix (`^~` stops there), then the first regex, else that prefix. */
+function findLocation(locations: readonly Location[], ex: Exchange): Location | undefined {
+  const uri = ex.uri;
+  let prefix: Location | undefined;
+  for (const l of locations) {
+    if (l.kind === '=' && l.path === uri) return l;
+    if ((l.kind === 'prefix' || l.kind === '^~') && uri.startsWith(l.path) && (prefix === undefined || l.path.length > prefix.path.length)) prefix = l;
+  }
+  if (prefix?.kind === '^~') return prefix;
+  for (const l of locations) {
+    if (l.regex === undefined) continue;
+    const m = l.regex.exec(uri);
+    if (m !== null) {
+      ex.captures = captures(m);
+      return l;
+    }
+  }
+  return prefix;
+}
+
+function chooseServer(servers: readonly Server[], ex: Exchange): Server | undefined {
+  if (servers.length === 1 && servers[0]!.match === undefined) return servers[0];
+  const host = hostOf(ex);
+  for (const s of servers) {
+    const m = s.match!(host);
+    if (m === false) continue;
+    if (m !== true) ex.captures = m;
+    return s;
+  }
+  return undefined;
+}
+
+function checkFlag(flag: unknown, where: string): RewriteFlag | undefined {
+  if (flag === undefined) return undefined;
+  if (typeof flag !== 'string' || !FLAGS.has(flag)) throw new InvalidOptionError(`${where}.flag`, 'last, break, redirect or permanent', flag);
+  return flag as RewriteFlag;
+}
+
+function compileStep(rule: RewriteRule, where: string): Step {
+  if (rule === null || typeof rule !== 'object') throw new InvalidOptionError(where, 'a rule object', rule);
+  const keys = Object.keys(rule);
+  const has = (k: string): boolean => keys.includes(k);
+  if (has('rewrite')) {
+    const r = rule as { rewrite: string | RegExp; replacement: string; flag?: RewriteFlag };
+    only(keys, ['rewrite', 'replacement', 'flag'], where);
+    return regexStep(r.rewrite, r.replacement, checkFlag(r.flag, where), where);
+  }
+  if (has('from')) {
+    const r = rule as { from: string; to: string; flag?: RewriteFlag };
+    only(keys, ['from', 'to', 'flag'], where);
+    return patternStep(r.from, r.to, checkFlag(r.flag, where), where);
+  }
+  if (has('return')) {
+    only(keys, ['return', 'text', 'url'], where);
+    return returnStep(rule as { return: number; text?: string; url?: string }, where);
+  }
+  if (has('if')) {
+    only(keys, ['if', 'then'], where);
+    const r = rule as { if: Condition; then: RewriteRule[] };
+    const test = compileCondition(r.if, `${where}.if`);
+    if (!Array.isArray(r.then)) throw new InvalidOptionError(`${where}.then`, 'an array of rules', r.then);
+    const steps = r.then.map((s, i) => compileStep(s, `${where}.then[${i}]`));
+    return (ex, o) => (test(ex) ? runSteps(steps, ex, o) : 'next');
+  }
+  if (has('set')) {
+    only(keys, ['set', 'value'], where);
+    const r = rule as { set: string; value: string };
+    if (typeof r.set !== 'string' || !/^\$[A-Za-z_][A-Za-z0-9_]*$/.test(r.set)) throw new InvalidOptionError(`${where}.set`, 'a variable name such as "$route"', r.set);
+    const name = r.set.slice(1);
+    const value = compileTemplate(r.value, `${where}.value`);
+    return (ex) => {
+      ex.vars.set(name, value(ex));
+      return 'next';
+    };
+  }
+  if (has('break')) {
+    only(keys, ['break'], where);
+    if ((rule as { break: unknown }).break !== true) throw new InvalidOptionError(`${where}.break`, 'true', (rule as { break: unknown }).break);
+    return () => 'break';
+  }
+  if (has('location') || has('server')) throw new InvalidOptionError(where, 'a rule (a location or server block cannot stand here)', rule);
+  throw new InvalidOptionError(where, 'a rule with one of rewrite, from, return, if, set, break, location, server', rule);
+}
+
+function only(keys: readonly string[], allowed: readonly string[], where: string): void {
+  for (const k of keys) if (!allowed.includes(k)) throw new InvalidOptionError(`${where}.${k}`, `one of ${allowed.join(', ')}`, k);
+}
+
+const ABSOLUTE = /^(?:https?:\/\/|\$scheme)/;
+
+/** How a rewrite ends when it matched: the new target (path, maybe `?args`), a flag, and whether it redirects. */
+interface Replacement {
+  /** Computes the target after a successful test; `escaped` when it goes into a redirect. */
+  produce: (ex: Exchange) => string;
+  flag: RewriteFlag | undefined;
+  redirect: boolean;
+  /** A trailing `?` in the replacement: the request's arguments are dropped. */
+  dropArgs: boolean;
+}
+
+/** A rewrite: on a match, the replacement becomes the URI (and args), or a redirect. */
+function replaceStep(test: (ex: Exchange) => boolean, r: Replacement): Step {
+  const status = r.flag === 'permanent' ? 301 : 302;
+  return (ex, o) => {
+    if (!test(ex)) return 'next';
+    const result = r.produce(ex);
+    if (r.redirect) return { status, location: redirectUrl(joinArgs(result, r.dropArgs ? '' : ex.args), ex, o) };
+    const q = result.indexOf('?');
+    const path = q === -1 ? result : result.slice(0, q);
+    // nginx answers 500 to a rewrite that leaves an empty URI.
+    if (path === '') return { status: 500, text: '500 Internal Server Error\n' };
+    const newArgs = q === -1 ? undefined : result.slice(q + 1);
+    ex.uri = path;
+    if (r.dropArgs) ex.args = newArgs ?? '';
+    else if (newArgs !== undefined && newArgs !== '') ex.args = ex.args === '' ? newArgs : `${newArgs}&${ex.args}`;
+    if (r.flag === 'last') return 'last';
+    if (r.flag === 'break') return 'break';
+    return 'next';
+  };
+}
+
+function regexStep(source: string | RegExp, replacement: string, flag: RewriteFlag | undefined, where: string): Step {
+  const re = compileRegex(source, false, `${where}.rewrite`);
+  if (typeof replacement !== 'string' || replacement === '') throw new InvalidOptionError(`${where}.replacement`, 'a non-empty replacement', replacement);
+  const dropArgs = replacement.endsWith('?');
+  const template = compileTemplate(dropArgs ? replacement.slice(0, -1) : replacement, `${where}.replacement`);
+  const redirect = flag === 'redirect' || flag === 'permanent' || ABSOLUTE.test(replacement);
+  const test = (ex: Exchange): boolean => {
+    const m = re.exec(ex.uri);
+    if (m === null) return false;
+    ex.captures = captures(m);
+    return true;
+  };
+  return replaceStep(test, { produce: redirect ? (ex) => withEscapedCaptures(ex, template) : template, flag, redirect, dropArgs });
+}
+
+/** `{ from, to }` with path-to-regexp patterns (linear-time matching), against the decoded URI. */
+function patternStep(from: string, to: string, flag: RewriteFlag | undefined, where: string): Step {
+  if (typeof from !== 'string' || !from.startsWith('/')) throw new InvalidOptionError(`${where}.from`, 'a path pattern such as "/old/:id"', from);
+  if (typeof to !== 'string' || to === '') throw new InvalidOptionError(`${where}.to`, 'a target such as "/new/:id" or "https://example.com/:id"', to);
+  let test: ReturnType<typeof matchPath>;
+  try {
+    test = matchPath(from, { decode: false });
+  } catch (err) {
+    throw new InvalidOptionError(`${where}.from`, `a valid path-to-regexp pattern (${(err as Error).message})`, from);
+  }
+  const dropArgs = to.endsWith('?');
+  const target = dropArgs ? to.slice(0, -1) : to;
+  const q = target.indexOf('?');
+  const toPath = q === -1 ? target : target.slice(0, q);
+  const query = q === -1 ? '' : target.slice(q);
+  const origin = /^https?:\/\/[^/]*/.exec(toPath)?.[0] ?? '';
+  const redirect = flag === 'redirect' || flag === 'permanent' || origin !== '';
+  let build: (params: Partial<Record<string, string | string[]>>) => string;
+  try {
+    build = compilePath(toPath.slice(origin.length) || '/', { encode: redirect ? escapeForRedirect : false });
+  } catch (err) {
+    throw new InvalidOptionError(`${where}.to`, `a valid path-to-regexp pattern (${(err as Error).message})`, to);
+  }
+  let built = '';
+  const matches = (ex: Exchange): boolean => {
+    const m = test(ex.uri);
+    if (m === false) return false;
+    try {
+      built = origin + build(m.params as Partial<Record<string, string | string[]>>) + query;
+    } catch {
+      return false;
+    }
+    return true;
+  };
+  return replaceStep(matches, { produce: () => built, flag: redirect && flag === undefined ? 'redirect' : flag, redirect, dropArgs });
+}
+
+function withEscapedCaptures(ex: Exchange, template: Template): string {
+  const saved = ex.captures;
+  if (saved === undefined) return template(ex);
+  const escaped = Object.assign(saved.map((c) => (c === undefined ? c : escapeForRedirect(c))), saved.named === undefined ? {} : { named: Object.fromEntries(Object.entries(saved.named).map(([k, v]) => [k, v === undefined ? v : escapeForRedirect(v)])) });
+  ex.captures = escaped;
+  try {
+    return template(ex);
+  } finally {
+    ex.captures = saved;
+  }
+}
+
+/** Percent-encodes what a capture carries into a redirect: controls, spaces, quotes, `%`, non-ASCII. */
+function escapeForRedirect(value: string): string {
+  return encodeURI(value).replace(/[?#'"<>\\^`{|}]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`);
+}
+
+function joinArgs(target: string, args: string): string {
+  if (args === '') return target;
+  return target.includes('?') ? `${target}&${args}` : `${target}?${args}`;
+}
+
+/** Makes a redirect target absolute (nginx `absolute_redirect on`) and strips anything that cannot be in a header. */
+function redirectUrl(target: string, ex: Exchange, o: Resolved): string {
+  // eslint-disable-next-line no-control-regex
+  const clean = target.replace(/[\u0000-\u001f\u007f]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`);
+  if (!clean.startsWith('/') || !o.absoluteRedirect) return clean;
+  if (clean.startsWith('//')) return `${ex.scheme}:${clean}`;
+  const host = typeof ex.req.headers.host === 'string' && /^[A-Za-z0-9.:[\]-]+$/.test(ex.req.headers.host) ? ex.req.headers.host : (ex.req.socket?.localAddress ?? 'localhost');
+  return `${ex.scheme}://${host}${clean}`;
+}
+
+function returnStep(rule: { return: number; text?: string; url?: string }, where: string): Step {
+  const status = rule.return;
+  if (!Number.isInteger(status) || status < 100 || status > 999) throw new InvalidOptionError(`${where}.return`, 'an HTTP status code (444 closes the connection)', status);
+  if (rule.text !== undefined && rule.url !== undefined) throw new InvalidOptionError(where, 'either text or url, not both', rule);
+  if (status === 444) return () => ({ status, close: true });
+  if (rule.url !== undefined) {
+    if (!REDIRECT_CODES.has(status)) throw new InvalidOptionError(`${where}.url`, 'a url only with 301, 302, 303, 307 or 308', rule.url);
+    const url = compileTemplate(rule.url, `${where}.url`);
+    return (ex, o) => ({ status, location: redirectUrl(url(ex), ex, o) });
+  }
+  if (rule.text !== undefined) {
+    const text = compileTemplate(rule.text, `${where}.text`);
+    if (REDIRECT_CODES.has(status)) return (ex, o) => ({ status, location: redirectUrl(text(ex), ex, o) });
+    return (ex) => ({ status, text: text(ex) });
+  }
+  return () => ({ status });
+}
