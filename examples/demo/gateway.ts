@@ -2,7 +2,7 @@
 // of them, on the embedded defaults. `npm start` runs it; PORT changes the port.
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { balance, chain, createPool } from 'switchyard';
+import { balance, chain, createPool, rewrite } from 'switchyard';
 
 const PORT = Number(process.env.PORT ?? 8080);
 
@@ -43,10 +43,19 @@ pool.on('state', (c) => console.log(`[pool] ${c.id}: ${c.from} -> ${c.to}`));
 
 const proxy = balance(pool, { nextUpstream: ['error', 'timeout', 'http_502'] });
 
+// nginx-style rewriting in front of the proxy: the upstream gets the rewritten URI.
+const rules = rewrite([
+  { rewrite: '^/v1/(.*)$', replacement: '/api/$1', flag: 'break' },
+  { from: '/old/*path', to: '/new/*path', flag: 'permanent' },
+  { if: '$request_method = TRACE', then: [{ return: 405 }] },
+]);
+
 const INDEX = `switchyard demo gateway
 
   GET /anything          balanced over blue (weight 3), green (2), red (1) with nginx's smooth weighted round robin;
                          red answers 502 one time in three and the request moves on to the next server
+  GET /v1/users          rewritten to /api/users before it is proxied (see "url" in the answer)
+  GET /old/a/b           301 redirect to /new/a/b
   GET /switchyard/stats  live per-server statistics (state, active, requests, responses, fails)
   POST /switchyard/servers/:id/drain|down|up   change a server at run time
 
@@ -82,7 +91,7 @@ const admin = (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) 
   next();
 };
 
-const gateway = createServer(chain(admin, proxy));
+const gateway = createServer(chain(admin, rules, proxy));
 gateway.on('upgrade', proxy.upgrade);
 gateway.listen(PORT, () => {
   const { port } = gateway.address() as AddressInfo;

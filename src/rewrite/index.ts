@@ -360,7 +360,8 @@ function patternStep(from: string, to: string, flag: RewriteFlag | undefined, wh
   if (typeof to !== 'string' || to === '') throw new InvalidOptionError(`${where}.to`, 'a target such as "/new/:id" or "https://example.com/:id"', to);
   let test: ReturnType<typeof matchPath>;
   try {
-    test = matchPath(from, { decode: false });
+    // Identity decode: the URI is decoded already, and wildcards still come back as segment arrays.
+    test = matchPath(from, { decode: (value: string) => value });
   } catch (err) {
     throw new InvalidOptionError(`${where}.from`, `a valid path-to-regexp pattern (${(err as Error).message})`, from);
   }
