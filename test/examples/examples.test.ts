@@ -130,3 +130,26 @@ test('examples/fastify: balances with retries, re-sends parsed JSON, proxies Web
 test('examples/koa: balances with retries, re-sends parsed JSON, proxies WebSockets, stops on SIGTERM', async (t) => {
   await exercise(t, 'koa');
 });
+
+test('the demo gateway (npm start) balances, rewrites, reports stats and stops cleanly', async (t) => {
+  const demo = await start(t, 'demo');
+  const servers = new Set<string>();
+  for (let i = 0; i < 6; i++) {
+    const r = await fetchText(`${demo.url}/v1/users`);
+    assert.equal(r.status, 200);
+    const body = JSON.parse(r.body) as { server: string; url: string };
+    assert.equal(body.url, '/api/users', 'rewritten before it is proxied');
+    servers.add(body.server);
+  }
+  assert.ok(servers.size >= 2, `requests spread over the servers: ${[...servers].join(', ')}`);
+  const moved = await fetchText(`${demo.url}/old/a/b`);
+  assert.equal(moved.status, 301);
+  assert.match(moved.headers.location ?? '', /\/new\/a\/b$/);
+  const stats = JSON.parse((await fetchText(`${demo.url}/switchyard/stats`)).body) as { servers: Array<{ id: string; requests: number }> };
+  assert.deepEqual(stats.servers.map((s) => s.id), ['blue', 'green', 'red']);
+  assert.ok(stats.servers.reduce((n, s) => n + s.requests, 0) >= 6);
+  demo.child.kill('SIGTERM');
+  const { code } = await demo.exited;
+  assert.equal(code, 0);
+  assert.equal(demo.stderr(), '');
+});
