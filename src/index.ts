@@ -32,6 +32,10 @@ export {
 export type { BalanceMiddleware, BalanceOptions, NextUpstreamCondition } from './balance/index.ts';
 export { rewrite } from './rewrite/index.ts';
 export type { Condition, ConditionOperator, RewriteFlag, RewriteOptions, RewriteRule } from './rewrite/index.ts';
+export { fromNginx, DEFAULT_NGINX_IGNORE } from './rewrite/nginx.ts';
+export type { FromNginxOptions } from './rewrite/nginx.ts';
+export { fromApache, DEFAULT_APACHE_CONTEXT } from './rewrite/apache.ts';
+export type { FromApacheOptions } from './rewrite/apache.ts';
 export { upgrade } from './proxy/upgrade.ts';
 export type { UpgradeHandler, UpgradeOptions } from './proxy/upgrade.ts';
 export type { TrustProxy } from './proxy/trust.ts';

@@ -71,7 +71,11 @@ function compileParts(variable: string, op: ConditionOperator | undefined, value
 
 /** Compiles an nginx (PCRE-style) regex; `(?<name>…)` and `(?P<name>…)` named groups both work. @internal */
 export function compileRegex(source: string | RegExp, caseless: boolean, where: string): RegExp {
-  if (source instanceof RegExp) return caseless && !source.flags.includes('i') ? new RegExp(source.source, `${source.flags}i`) : source;
+  if (source instanceof RegExp) {
+    // `g` and `y` make exec() stateful (lastIndex): every other request would miss.
+    const flags = source.flags.replace(/[gy]/g, '');
+    return new RegExp(source.source, caseless && !flags.includes('i') ? `${flags}i` : flags);
+  }
   if (typeof source !== 'string' || source === '') throw new InvalidOptionError(where, 'a regular expression', source);
   try {
     return new RegExp(source.replace(/\(\?P</g, '(?<'), caseless ? 'i' : '');
@@ -88,6 +92,17 @@ export function captures(m: RegExpExecArray): string[] & { named?: Record<string
 }
 
 /**
+ * How a host matched a list of `server_name`s: `rank` 0 exact, 1 leading wildcard,
+ * 2 trailing wildcard, 3 regex; `length` of the wildcard name (longer wins); regex captures.
+ * @internal
+ */
+export interface HostMatch {
+  rank: 0 | 1 | 2 | 3;
+  length: number;
+  captures: ReturnType<typeof captures> | undefined;
+}
+
+/**
  * nginx `server_name` matching: exact names, `*.example.org` (leading wildcard),
  * `mail.*` (trailing), `.example.org` (the name and its subdomains), `~regex`.
  * Order: exact, longest leading wildcard, longest trailing wildcard, first regex.
@@ -97,40 +112,45 @@ export function compileHost(names: string | readonly string[], where: string): T
   const matcher = hostMatcher(names, where);
   return (ex) => {
     const m = matcher(hostOf(ex));
-    if (m === false) return false;
-    if (m !== true) ex.captures = m;
+    if (m === undefined) return false;
+    if (m.captures !== undefined) ex.captures = m.captures;
     return true;
   };
 }
 
-/** Returns how well a host matches: false, true, or the regex captures; plus a rank for server selection. @internal */
-export function hostMatcher(names: string | readonly string[], where: string): (host: string) => boolean | string[] {
+/** Returns how well a host matches a list of names (see {@link HostMatch}), or undefined. @internal */
+export function hostMatcher(names: string | readonly string[], where: string): (host: string) => HostMatch | undefined {
   const list = typeof names === 'string' ? [names] : names;
   if (!Array.isArray(list) || list.length === 0) throw new InvalidOptionError(where, 'a host name or a non-empty list of them', names);
   const exact = new Set<string>();
-  const leading: string[] = [];
+  // `.example.org` also matches `example.org` itself, with a wildcard's rank (nginx keeps it in the wildcard hash).
+  const leading: Array<{ suffix: string; bare: string | undefined }> = [];
   const trailing: string[] = [];
   const regexes: RegExp[] = [];
   for (const [i, raw] of list.entries()) {
     if (typeof raw !== 'string') throw new InvalidOptionError(`${where}[${i}]`, 'a host name', raw);
     const name = raw.toLowerCase();
     if (name.startsWith('~')) regexes.push(compileRegex(raw.slice(1), true, `${where}[${i}]`));
-    else if (name.startsWith('*.')) leading.push(name.slice(1));
-    else if (name.startsWith('.')) {
-      exact.add(name.slice(1));
-      leading.push(name);
-    } else if (name.endsWith('.*')) trailing.push(name.slice(0, -1));
+    else if (name.startsWith('*.')) leading.push({ suffix: name.slice(1), bare: undefined });
+    else if (name.startsWith('.')) leading.push({ suffix: name, bare: name.slice(1) });
+    else if (name.endsWith('.*')) trailing.push(name.slice(0, -1));
+    else if (name.includes('*')) throw new InvalidOptionError(`${where}[${i}]`, 'a wildcard only at the start ("*.example.org") or the end ("www.example.*")', raw);
     else exact.add(name);
   }
   return (host) => {
-    if (exact.has(host)) return true;
-    for (const suffix of leading) if (host.endsWith(suffix) && host.length > suffix.length) return true;
-    for (const prefix of trailing) if (host.startsWith(prefix) && host.length > prefix.length) return true;
+    if (exact.has(host)) return { rank: 0, length: host.length, captures: undefined };
+    let best = -1;
+    for (const { suffix, bare } of leading) {
+      if (suffix.length > best && ((host.endsWith(suffix) && host.length > suffix.length) || host === bare)) best = suffix.length;
+    }
+    if (best !== -1) return { rank: 1, length: best, captures: undefined };
+    for (const prefix of trailing) if (prefix.length > best && host.startsWith(prefix) && host.length > prefix.length) best = prefix.length;
+    if (best !== -1) return { rank: 2, length: best, captures: undefined };
     for (const re of regexes) {
       const m = re.exec(host);
-      if (m !== null) return captures(m);
+      if (m !== null) return { rank: 3, length: 0, captures: captures(m) };
     }
-    return false;
+    return undefined;
   };
 }
 
@@ -141,5 +161,7 @@ export function hostOf(ex: Exchange): string {
   const lower = h.toLowerCase();
   if (lower.startsWith('[')) return lower.slice(0, lower.indexOf(']') + 1);
   const colon = lower.indexOf(':');
-  return colon === -1 ? lower : lower.slice(0, colon);
+  const name = colon === -1 ? lower : lower.slice(0, colon);
+  // nginx drops a trailing dot: `example.org.` is `example.org`.
+  return name.endsWith('.') ? name.slice(0, -1) : name;
 }

@@ -3,9 +3,9 @@ import { STATUS_CODES } from 'node:http';
 import { compile as compilePath, match as matchPath } from 'path-to-regexp';
 import type { Middleware, Next } from '../core/chain.ts';
 import { BadRequestError, InvalidOptionError, SwitchyardError } from '../core/errors.ts';
-import { exchange, type Exchange } from '../core/exchange.ts';
-import { compileTemplate, type Template } from '../core/variables.ts';
-import { captures, compileCondition, compileRegex, hostMatcher, hostOf, type Condition } from './conditions.ts';
+import { encodePath, exchange, type Exchange } from '../core/exchange.ts';
+import { compileTemplate } from '../core/variables.ts';
+import { captures, compileCondition, compileRegex, hostMatcher, hostOf, type Condition, type HostMatch } from './conditions.ts';
 
 export type { Condition, ConditionOperator } from './conditions.ts';
 
@@ -49,9 +49,17 @@ interface Reply {
   location?: string;
   text?: string;
   close?: boolean;
+  /** Handed to next() instead of answering. */
+  error?: SwitchyardError;
 }
 
-type Step = (ex: Exchange, o: Resolved) => Outcome;
+/** Per-request state of a run: the options, and whether a rewrite matched since the last location search (nginx `uri_changed`). */
+interface State {
+  readonly o: Resolved;
+  changed: boolean;
+}
+
+type Step = (ex: Exchange, st: State) => Outcome;
 
 interface Location {
   kind: '=' | '^~' | 'prefix' | '~' | '~*';
@@ -61,7 +69,7 @@ interface Location {
 }
 
 interface Server {
-  match: ((host: string) => boolean | string[]) | undefined;
+  match: ((host: string) => HostMatch | undefined) | undefined;
   steps: Step[];
   locations: Location[];
 }
@@ -115,7 +123,7 @@ export function rewrite(rules: readonly RewriteRule[], options: RewriteOptions =
       return;
     }
     const before = `${ex.uri}?${ex.args}`;
-    const outcome = run(server, ex, o);
+    const outcome = run(server, ex, { o, changed: false });
     if (outcome === 'cycle') {
       next(new SwitchyardError('SWY_ERR_REWRITE_CYCLE', 500, 'rewrite or internal redirection cycle'));
       return;
@@ -127,38 +135,49 @@ export function rewrite(rules: readonly RewriteRule[], options: RewriteOptions =
     if (`${ex.uri}?${ex.args}` !== before) {
       ex.uriChanged = true;
       ex.argMap = undefined;
-      if (setUrl) req.url = ex.args === '' ? encodeURI(ex.uri) : `${encodeURI(ex.uri)}?${ex.args}`;
+      // encodePath, not encodeURI: a `?` or `#` decoded from the path must not become a query or fragment.
+      if (setUrl) req.url = ex.args === '' ? encodePath(ex.uri) : `${encodePath(ex.uri)}?${ex.args}`;
     }
     next();
   };
 }
 
-function run(server: Server, ex: Exchange, o: Resolved): 'done' | 'cycle' | Reply {
-  const first = runSteps(server.steps, ex, o);
+function run(server: Server, ex: Exchange, st: State): 'done' | 'cycle' | Reply {
+  // Server-level rules run once; `break` or `last` there only ends them: the location search
+  // still follows (verified with nginx 1.22: `rewrite ^/sb/(.*)$ /loc/$1 break` at server level,
+  // then `location /loc/ { return 200 ... }` answers).
+  const first = runSteps(server.steps, ex, st);
   if (typeof first === 'object') return first;
-  if (first === 'break' || server.locations.length === 0) return 'done';
+  if (server.locations.length === 0) return 'done';
+  // nginx allows 10 URI changes from location rules; the 11th is a "rewrite or internal
+  // redirection cycle" (verified: 10 chained `last` rewrites answer, 11 give 500).
   for (let cycle = 0; cycle <= MAX_CYCLES; cycle++) {
     const location = findLocation(server.locations, ex);
     if (location === undefined) return 'done';
-    const uri = ex.uri;
-    const args = ex.args;
-    const out = runSteps(location.steps, ex, o);
+    st.changed = false;
+    const out = runSteps(location.steps, ex, st);
     if (typeof out === 'object') return out;
     if (out === 'break') return 'done';
-    if (ex.uri === uri && ex.args === args) return 'done';
+    // Any matching rewrite counts, even one that leaves the URI as it was (nginx sets
+    // uri_changed; `rewrite ^ /same last` in `location /same` ends in 500).
+    if (!st.changed) return 'done';
   }
   return 'cycle';
 }
 
-function runSteps(steps: readonly Step[], ex: Exchange, o: Resolved): Outcome {
+function runSteps(steps: readonly Step[], ex: Exchange, st: State): Outcome {
   for (const step of steps) {
-    const out = step(ex, o);
+    const out = step(ex, st);
     if (out !== 'next') return out;
   }
   return 'next';
 }
 
 function respond(req: IncomingMessage, res: ServerResponse, next: Next, reply: Reply): void {
+  if (reply.error !== undefined) {
+    next(reply.error);
+    return;
+  }
   if (reply.close) {
     // nginx 444: close the connection without a response.
     req.socket.destroy();
@@ -238,16 +257,32 @@ function findLocation(locations: readonly Location[], ex: Exchange): Location | 
   return prefix;
 }
 
+/**
+ * nginx's server choice across all blocks: an exact name, else the longest leading
+ * wildcard, else the longest trailing wildcard, else the first block (in order) with a
+ * matching regex. A host no block names gets no rules (nginx would use its default server:
+ * add a last block `{ server: '~.', rules }` for that).
+ */
 function chooseServer(servers: readonly Server[], ex: Exchange): Server | undefined {
   if (servers.length === 1 && servers[0]!.match === undefined) return servers[0];
   const host = hostOf(ex);
+  let best: Server | undefined;
+  let bestMatch: HostMatch | undefined;
   for (const s of servers) {
     const m = s.match!(host);
-    if (m === false) continue;
-    if (m !== true) ex.captures = m;
-    return s;
+    if (m === undefined) continue;
+    if (m.rank === 0) {
+      best = s;
+      bestMatch = m;
+      break;
+    }
+    if (bestMatch === undefined || m.rank < bestMatch.rank || (m.rank === bestMatch.rank && m.rank !== 3 && m.length > bestMatch.length)) {
+      best = s;
+      bestMatch = m;
+    }
   }
-  return undefined;
+  if (bestMatch?.captures !== undefined) ex.captures = bestMatch.captures;
+  return best;
 }
 
 function checkFlag(flag: unknown, where: string): RewriteFlag | undefined {
@@ -280,7 +315,7 @@ function compileStep(rule: RewriteRule, where: string): Step {
     const test = compileCondition(r.if, `${where}.if`);
     if (!Array.isArray(r.then)) throw new InvalidOptionError(`${where}.then`, 'an array of rules', r.then);
     const steps = r.then.map((s, i) => compileStep(s, `${where}.then[${i}]`));
-    return (ex, o) => (test(ex) ? runSteps(steps, ex, o) : 'next');
+    return (ex, st) => (test(ex) ? runSteps(steps, ex, st) : 'next');
   }
   if (has('set')) {
     only(keys, ['set', 'value'], where);
@@ -308,31 +343,47 @@ function only(keys: readonly string[], allowed: readonly string[], where: string
 
 const ABSOLUTE = /^(?:https?:\/\/|\$scheme)/;
 
-/** How a rewrite ends when it matched: the new target (path, maybe `?args`), a flag, and whether it redirects. */
+/** A rewrite's result: the path, and the arguments when the replacement has a `?` (split where the replacement has it, never inside a value). */
+interface Target {
+  path: string;
+  args: string | undefined;
+}
+
+/** How a rewrite ends when it matched: the new target, a flag, and whether it redirects. */
 interface Replacement {
-  /** Computes the target after a successful test; `escaped` when it goes into a redirect. */
-  produce: (ex: Exchange) => string;
+  /** Computes the target after a successful test; captures are escaped when it goes into a redirect. */
+  produce: (ex: Exchange) => Target;
   flag: RewriteFlag | undefined;
   redirect: boolean;
   /** A trailing `?` in the replacement: the request's arguments are dropped. */
   dropArgs: boolean;
 }
 
+const DOT_DOT = /(?:^|\/)\.\.(?:\/|$)/;
+
 /** A rewrite: on a match, the replacement becomes the URI (and args), or a redirect. */
 function replaceStep(test: (ex: Exchange) => boolean, r: Replacement): Step {
   const status = r.flag === 'permanent' ? 301 : 302;
-  return (ex, o) => {
+  return (ex, st) => {
     if (!test(ex)) return 'next';
     const result = r.produce(ex);
-    if (r.redirect) return { status, location: redirectUrl(joinArgs(result, r.dropArgs ? '' : ex.args), ex, o) };
-    const q = result.indexOf('?');
-    const path = q === -1 ? result : result.slice(0, q);
+    if (r.redirect) {
+      // nginx: the request's args follow after `&` when the replacement has a `?`, else after `?`
+      // (so `https://x$request_uri` doubles them, as nginx does).
+      let url = result.args === undefined ? result.path : `${result.path}?${result.args}`;
+      if (!r.dropArgs && ex.args !== '') url += `${result.args === undefined ? '?' : '&'}${ex.args}`;
+      return { status, location: redirectUrl(url, ex, st.o) };
+    }
     // nginx answers 500 to a rewrite that leaves an empty URI.
-    if (path === '') return { status: 500, text: '500 Internal Server Error\n' };
-    const newArgs = q === -1 ? undefined : result.slice(q + 1);
-    ex.uri = path;
-    if (r.dropArgs) ex.args = newArgs ?? '';
-    else if (newArgs !== undefined && newArgs !== '') ex.args = ex.args === '' ? newArgs : `${newArgs}&${ex.args}`;
+    if (result.path === '') return { status: 500, error: new SwitchyardError('SWY_ERR_REWRITE_EMPTY', 500, 'rewrite produced an empty URI') };
+    // A capture or variable that brings a `..` segment would let the upstream climb out of
+    // the replacement's prefix (nginx sends it as is): answer 400 instead.
+    if (DOT_DOT.test(result.path)) return { status: 400, error: new BadRequestError('Rewritten URI has a ".." segment') };
+    ex.uri = result.path;
+    if (r.dropArgs) ex.args = result.args ?? '';
+    else if (result.args !== undefined && result.args !== '') ex.args = ex.args === '' ? result.args : `${result.args}&${ex.args}`;
+    ex.argMap = undefined;
+    st.changed = true;
     if (r.flag === 'last') return 'last';
     if (r.flag === 'break') return 'break';
     return 'next';
@@ -343,7 +394,10 @@ function regexStep(source: string | RegExp, replacement: string, flag: RewriteFl
   const re = compileRegex(source, false, `${where}.rewrite`);
   if (typeof replacement !== 'string' || replacement === '') throw new InvalidOptionError(`${where}.replacement`, 'a non-empty replacement', replacement);
   const dropArgs = replacement.endsWith('?');
-  const template = compileTemplate(dropArgs ? replacement.slice(0, -1) : replacement, `${where}.replacement`);
+  const body = dropArgs ? replacement.slice(0, -1) : replacement;
+  const q = body.indexOf('?');
+  const path = compileTemplate(q === -1 ? body : body.slice(0, q), `${where}.replacement`);
+  const args = q === -1 ? undefined : compileTemplate(body.slice(q + 1), `${where}.replacement`);
   const redirect = flag === 'redirect' || flag === 'permanent' || ABSOLUTE.test(replacement);
   const test = (ex: Exchange): boolean => {
     const m = re.exec(ex.uri);
@@ -351,7 +405,8 @@ function regexStep(source: string | RegExp, replacement: string, flag: RewriteFl
     ex.captures = captures(m);
     return true;
   };
-  return replaceStep(test, { produce: redirect ? (ex) => withEscapedCaptures(ex, template) : template, flag, redirect, dropArgs });
+  const plain = (ex: Exchange): Target => ({ path: path(ex), args: args?.(ex) });
+  return replaceStep(test, { produce: redirect ? (ex) => withEscapedCaptures(ex, plain) : plain, flag, redirect, dropArgs });
 }
 
 /** `{ from, to }` with path-to-regexp patterns (linear-time matching), against the decoded URI. */
@@ -360,8 +415,7 @@ function patternStep(from: string, to: string, flag: RewriteFlag | undefined, wh
   if (typeof to !== 'string' || to === '') throw new InvalidOptionError(`${where}.to`, 'a target such as "/new/:id" or "https://example.com/:id"', to);
   let test: ReturnType<typeof matchPath>;
   try {
-    // Identity decode: the URI is decoded already, and wildcards still come back as segment arrays.
-    test = matchPath(from, { decode: (value: string) => value });
+    test = matchPath(from, { decode: false });
   } catch (err) {
     throw new InvalidOptionError(`${where}.from`, `a valid path-to-regexp pattern (${(err as Error).message})`, from);
   }
@@ -369,12 +423,15 @@ function patternStep(from: string, to: string, flag: RewriteFlag | undefined, wh
   const target = dropArgs ? to.slice(0, -1) : to;
   const q = target.indexOf('?');
   const toPath = q === -1 ? target : target.slice(0, q);
-  const query = q === -1 ? '' : target.slice(q);
+  const query = q === -1 ? undefined : target.slice(q + 1);
   const origin = /^https?:\/\/[^/]*/.exec(toPath)?.[0] ?? '';
+  if (origin === '' && !toPath.startsWith('/')) throw new InvalidOptionError(`${where}.to`, 'a target such as "/new/:id" or "https://example.com/:id"', to);
   const redirect = flag === 'redirect' || flag === 'permanent' || origin !== '';
   let build: (params: Partial<Record<string, string | string[]>>) => string;
   try {
-    build = compilePath(toPath.slice(origin.length) || '/', { encode: redirect ? escapeForRedirect : false });
+    // Parameters are escaped here (for redirects) rather than by path-to-regexp, whose encoder
+    // wants wildcards as arrays while matching with `decode: false` gives strings.
+    build = compilePath(toPath.slice(origin.length) || '/', { encode: false });
   } catch (err) {
     throw new InvalidOptionError(`${where}.to`, `a valid path-to-regexp pattern (${(err as Error).message})`, to);
   }
@@ -382,42 +439,52 @@ function patternStep(from: string, to: string, flag: RewriteFlag | undefined, wh
   const matches = (ex: Exchange): boolean => {
     const m = test(ex.uri);
     if (m === false) return false;
+    const params = m.params as Record<string, string | undefined>;
     try {
-      built = origin + build(m.params as Partial<Record<string, string | string[]>>) + query;
+      built = origin + build(redirect ? Object.fromEntries(Object.entries(params).map(([k, v]) => [k, v === undefined ? v : escapeForRedirect(v)])) : params);
     } catch {
       return false;
     }
     return true;
   };
-  return replaceStep(matches, { produce: () => built, flag: redirect && flag === undefined ? 'redirect' : flag, redirect, dropArgs });
+  return replaceStep(matches, { produce: () => ({ path: built, args: query }), flag: redirect && flag === undefined ? 'redirect' : flag, redirect, dropArgs });
 }
 
-function withEscapedCaptures(ex: Exchange, template: Template): string {
+function withEscapedCaptures(ex: Exchange, produce: (ex: Exchange) => Target): Target {
   const saved = ex.captures;
-  if (saved === undefined) return template(ex);
+  if (saved === undefined) return produce(ex);
   const escaped = Object.assign(saved.map((c) => (c === undefined ? c : escapeForRedirect(c))), saved.named === undefined ? {} : { named: Object.fromEntries(Object.entries(saved.named).map(([k, v]) => [k, v === undefined ? v : escapeForRedirect(v)])) });
   ex.captures = escaped;
   try {
-    return template(ex);
+    return produce(ex);
   } finally {
     ex.captures = saved;
   }
 }
 
-/** Percent-encodes what a capture carries into a redirect: controls, spaces, quotes, `%`, non-ASCII. */
+/** Replaces lone surrogates (a regex without `u` can capture half a pair) with U+FFFD, so encoding cannot throw. */
+function wellFormed(value: string): string {
+  return value.replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, '\uFFFD');
+}
+
+/** Percent-encodes what a capture carries into a redirect: controls, spaces, quotes, `%`, `?`, `#`, non-ASCII. */
 function escapeForRedirect(value: string): string {
-  return encodeURI(value).replace(/[?#'"<>\\^`{|}]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`);
+  return encodeURI(wellFormed(value)).replace(/[?#'"<>\\^`{|}]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`);
 }
 
-function joinArgs(target: string, args: string): string {
-  if (args === '') return target;
-  return target.includes('?') ? `${target}&${args}` : `${target}?${args}`;
-}
-
-/** Makes a redirect target absolute (nginx `absolute_redirect on`) and strips anything that cannot be in a header. */
-function redirectUrl(target: string, ex: Exchange, o: Resolved): string {
+/** Percent-encodes (UTF-8) every character that cannot stand in a Location header as is: controls, space, DEL, non-ASCII. */
+function headerSafe(text: string): string {
   // eslint-disable-next-line no-control-regex
-  const clean = target.replace(/[\u0000-\u001f\u007f]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`);
+  return text.replace(/[^\x21-\x7e]/gu, (c) => {
+    let out = '';
+    for (const b of Buffer.from(wellFormed(c), 'utf8')) out += `%${b.toString(16).toUpperCase().padStart(2, '0')}`;
+    return out;
+  });
+}
+
+/** Makes a redirect target absolute (nginx `absolute_redirect on`) and escapes anything that cannot be in a header. */
+function redirectUrl(target: string, ex: Exchange, o: Resolved): string {
+  const clean = headerSafe(target);
   if (!clean.startsWith('/') || !o.absoluteRedirect) return clean;
   if (clean.startsWith('//')) return `${ex.scheme}:${clean}`;
   const host = typeof ex.req.headers.host === 'string' && /^[A-Za-z0-9.:[\]-]+$/.test(ex.req.headers.host) ? ex.req.headers.host : (ex.req.socket?.localAddress ?? 'localhost');
@@ -432,11 +499,11 @@ function returnStep(rule: { return: number; text?: string; url?: string }, where
   if (rule.url !== undefined) {
     if (!REDIRECT_CODES.has(status)) throw new InvalidOptionError(`${where}.url`, 'a url only with 301, 302, 303, 307 or 308', rule.url);
     const url = compileTemplate(rule.url, `${where}.url`);
-    return (ex, o) => ({ status, location: redirectUrl(url(ex), ex, o) });
+    return (ex, st) => ({ status, location: redirectUrl(url(ex), ex, st.o) });
   }
   if (rule.text !== undefined) {
     const text = compileTemplate(rule.text, `${where}.text`);
-    if (REDIRECT_CODES.has(status)) return (ex, o) => ({ status, location: redirectUrl(text(ex), ex, o) });
+    if (REDIRECT_CODES.has(status)) return (ex, st) => ({ status, location: redirectUrl(text(ex), ex, st.o) });
     return (ex) => ({ status, text: text(ex) });
   }
   return () => ({ status });
