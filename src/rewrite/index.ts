@@ -399,7 +399,10 @@ function regexStep(source: string | RegExp, replacement: string, flag: RewriteFl
   const path = compileTemplate(q === -1 ? body : body.slice(0, q), `${where}.replacement`);
   const args = q === -1 ? undefined : compileTemplate(body.slice(q + 1), `${where}.replacement`);
   const redirect = flag === 'redirect' || flag === 'permanent' || ABSOLUTE.test(replacement);
+  // Most rules start with a literal (`^/download/`): a startsWith check skips the regex for other URIs.
+  const prefix = literalPrefix(re);
   const test = (ex: Exchange): boolean => {
+    if (prefix !== '' && !ex.uri.startsWith(prefix)) return false;
     const m = re.exec(ex.uri);
     if (m === null) return false;
     ex.captures = captures(m);
@@ -409,13 +412,42 @@ function regexStep(source: string | RegExp, replacement: string, flag: RewriteFl
   return replaceStep(test, { produce: redirect ? (ex) => withEscapedCaptures(ex, plain) : plain, flag, redirect, dropArgs });
 }
 
+/**
+ * The literal text every match of an anchored regex must start with (`^/a\\.b/(.*)` gives `/a.b/`),
+ * or '' when there is none to rely on (no `^`, alternation, case-insensitive or multiline flags).
+ * @internal
+ */
+export function literalPrefix(re: RegExp): string {
+  const src = re.source;
+  if (!src.startsWith('^') || re.flags.includes('i') || re.flags.includes('m') || src.includes('|')) return '';
+  let out = '';
+  for (let i = 1; i < src.length; i++) {
+    let c = src[i]!;
+    if (c === '\\') {
+      const next = src[i + 1];
+      // Only escaped punctuation is a literal; \d, \w, \s, \b… are classes or assertions.
+      if (next === undefined || /[A-Za-z0-9]/.test(next)) break;
+      c = next;
+      i++;
+    } else if ('.^$*+?()[]{}'.includes(c)) {
+      break;
+    }
+    // A quantifier after this character makes it optional or repeated: it is not part of the prefix.
+    const after = src[i + 1];
+    if (after === '?' || after === '*' || after === '{') break;
+    out += c;
+  }
+  return out;
+}
+
 /** `{ from, to }` with path-to-regexp patterns (linear-time matching), against the decoded URI. */
 function patternStep(from: string, to: string, flag: RewriteFlag | undefined, where: string): Step {
   if (typeof from !== 'string' || !from.startsWith('/')) throw new InvalidOptionError(`${where}.from`, 'a path pattern such as "/old/:id"', from);
   if (typeof to !== 'string' || to === '') throw new InvalidOptionError(`${where}.to`, 'a target such as "/new/:id" or "https://example.com/:id"', to);
   let test: ReturnType<typeof matchPath>;
   try {
-    test = matchPath(from, { decode: false });
+    // Case-sensitive, as nginx's rewrite.
+    test = matchPath(from, { decode: false, sensitive: true });
   } catch (err) {
     throw new InvalidOptionError(`${where}.from`, `a valid path-to-regexp pattern (${(err as Error).message})`, from);
   }
@@ -436,7 +468,10 @@ function patternStep(from: string, to: string, flag: RewriteFlag | undefined, wh
     throw new InvalidOptionError(`${where}.to`, `a valid path-to-regexp pattern (${(err as Error).message})`, to);
   }
   let built = '';
+  // The literal text before the first parameter: other URIs skip the matcher.
+  const prefix = /^[^:*{}()\\]*/.exec(from)![0];
   const matches = (ex: Exchange): boolean => {
+    if (!ex.uri.startsWith(prefix)) return false;
     const m = test(ex.uri);
     if (m === false) return false;
     const params = m.params as Record<string, string | undefined>;
