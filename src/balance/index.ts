@@ -306,7 +306,7 @@ async function proxy(pool: UpstreamPool, o: Resolved, ex: Exchange, res: ServerR
     }
     ex.upstreamStatus.push(status);
     ex.server = { id: peer.id, name: peer.name };
-    return relay(pool, peer, ex, res, result, body, started, inflightDone, onClose);
+    return relay(pool, peer, res, result, body, started, inflightDone, onClose);
   }
 }
 
@@ -327,7 +327,6 @@ function canRetry(o: Resolved, condition: NextUpstreamCondition, tries: number, 
 function relay(
   pool: UpstreamPool,
   peer: Peer,
-  ex: Exchange,
   res: ServerResponse,
   result: Extract<AttemptResult, { kind: 'response' }>,
   body: RequestBody,
