@@ -1,19 +1,31 @@
 // What rewrite() costs on the proxy path: `chain(rewrite(rules), balance(pool))`
 // with 100 rules that do not match and a 101st that does, against
 // `chain(balance(pool))`, on loopback, in one run. Gateways and the upstream run
-// in separate processes; wrk (or autocannon) drives them in alternation for a
-// bounded time; the figure is the ratio of requests per second.
+// in separate processes.
 //
-//   node bench/rewrite.ts [--duration 5] [--rounds 3] [--connections 50] [--tool auto|wrk|autocannon]
+// Default (paired): both gateways run at the same moment, pinned together on the
+// proxy CPU (taskset; CPU 1, with the upstream and the load generator on CPU 0
+// on a 2-core machine), each driven by its own wrk (or autocannon) with half the
+// connections; the figure is each gateway's CPU time per request (process CPU
+// time from /proc / requests served) and their ratio per round. Both sides see
+// the same machine in the same seconds, so the ratio repeats within a few
+// percent where req/s drifts 10-30% between rounds (as bench/run.ts --paired).
+//
+// --rps: the former measurement — the load generator drives the gateways in
+// alternation, unpinned, and the figure is the ratio of requests per second.
+//
+//   node bench/rewrite.ts [--duration 5] [--rounds 5] [--warmup 5] [--connections 50]
+//                         [--tool auto|wrk|autocannon] [--pin auto|on|off] [--rps]
 import { fork, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { loadGenerator } from './lib/load.ts';
+import { loadGenerator, type LoadGenerator, type LoadResult } from './lib/load.ts';
 import { machine } from './lib/machine.ts';
-import { stop, waitMessage } from './lib/proc.ts';
+import { availableParallelism } from 'node:os';
+import { cpuSeconds, hasCommand, spawnPinned, stop, waitMessage } from './lib/proc.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const self = fileURLToPath(import.meta.url);
@@ -41,8 +53,11 @@ async function gateway(kind: string, upstream: string): Promise<void> {
   process.on('SIGTERM', () => process.exit(0));
 }
 
-async function start(file: string, args: string[]): Promise<{ child: ChildProcess; port: number }> {
-  const child = fork(file, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+async function start(file: string, args: string[], cpus?: string): Promise<{ child: ChildProcess; port: number }> {
+  const child =
+    cpus === undefined
+      ? fork(file, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+      : spawnPinned(cpus, process.execPath, [file, ...args], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const { port } = await waitMessage<{ type: string; port: number }>(child, 'ready', 15_000);
   return { child, port };
 }
@@ -53,22 +68,66 @@ function median(xs: number[]): number {
   return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
+type Kind = 'none' | 'rewrite';
+const LABEL: Record<Kind, string> = { none: 'chain(balance(pool))                    ', rewrite: 'chain(rewrite(101 rules), balance(pool))' };
+const PATH = '/api/items/42?x=1';
+
+/** Where the gateways, the upstream and the load generator run (undefined: unpinned). */
+function placement(pin: string): { proxy: string | undefined; other: string | undefined; description: string } {
+  const n = availableParallelism();
+  const can = n >= 2 && process.platform === 'linux' && hasCommand('taskset', ['-V']);
+  if (pin === 'on' && !can) throw new Error('--pin on needs Linux, taskset and at least 2 CPUs');
+  if (pin === 'off' || !can) return { proxy: undefined, other: undefined, description: 'not pinned' };
+  const other = n === 2 ? '0' : `0,2-${n - 1}`;
+  return { proxy: '1', other, description: `both gateways on CPU 1; upstream and load generator on CPU ${other} (taskset)` };
+}
+
+interface Options {
+  duration: number;
+  rounds: number;
+  warmup: number;
+  connections: number;
+  tool: 'auto' | 'wrk' | 'autocannon';
+  pin: string;
+  rps: boolean;
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       duration: { type: 'string', default: '5' },
-      rounds: { type: 'string', default: '3' },
+      rounds: { type: 'string' },
+      warmup: { type: 'string', default: '5' },
       connections: { type: 'string', default: '50' },
       tool: { type: 'string', default: 'auto' },
+      pin: { type: 'string', default: 'auto' },
+      rps: { type: 'boolean', default: false },
+      paired: { type: 'boolean', default: false },
     },
   });
-  const duration = Number(values.duration);
-  const rounds = Number(values.rounds);
-  const connections = Number(values.connections);
-  if (!(duration > 0 && duration <= 60 && rounds >= 1 && rounds <= 10 && connections >= 1)) throw new Error('bad --duration (1..60), --rounds (1..10) or --connections');
-  const gen = loadGenerator(values.tool as 'auto' | 'wrk' | 'autocannon');
+  const o: Options = {
+    duration: Number(values.duration),
+    rounds: Number(values.rounds ?? (values.rps ? '3' : '5')),
+    warmup: Number(values.warmup),
+    connections: Number(values.connections),
+    tool: values.tool as Options['tool'],
+    pin: values.pin,
+    rps: values.rps,
+  };
+  if (!(o.duration > 0 && o.duration <= 60 && o.rounds >= 1 && o.rounds <= 10 && o.warmup >= 0 && o.warmup <= 30 && o.connections >= 2)) {
+    throw new Error('bad --duration (1..60), --rounds (1..10), --warmup (0..30) or --connections (>= 2)');
+  }
+  if (o.pin !== 'auto' && o.pin !== 'on' && o.pin !== 'off') throw new Error(`--pin must be auto, on or off, got "${o.pin}"`);
+  if (o.rps && values.paired) throw new Error('--rps and --paired exclude each other');
+  const gen = loadGenerator(o.tool);
   if (gen === undefined) throw new Error('neither wrk nor autocannon can run');
+  if (o.rps) await measureRps(o, gen);
+  else await measurePaired(o, gen);
+}
 
+/** Requests per second, the gateways driven in alternation (noisy on small VMs). */
+async function measureRps(o: Options, gen: LoadGenerator): Promise<void> {
+  const { duration, rounds, connections } = o;
   const children: ChildProcess[] = [];
   try {
     const up = await start(resolve(here, 'upstream.ts'), []);
@@ -78,14 +137,13 @@ async function main(): Promise<void> {
     children.push(none.child);
     const rules = await start(self, ['--gateway', 'rewrite', upstream]);
     children.push(rules.child);
-    const path = '/api/items/42?x=1';
-    const targets = { none: `http://127.0.0.1:${none.port}${path}`, rewrite: `http://127.0.0.1:${rules.port}${path}` };
-    const rps: Record<'none' | 'rewrite', number[]> = { none: [], rewrite: [] };
-    const errors: Record<'none' | 'rewrite', number> = { none: 0, rewrite: 0 };
+    const targets = { none: `http://127.0.0.1:${none.port}${PATH}`, rewrite: `http://127.0.0.1:${rules.port}${PATH}` };
+    const rps: Record<Kind, number[]> = { none: [], rewrite: [] };
+    const errors: Record<Kind, number> = { none: 0, rewrite: 0 };
     // Warm-up, then alternate the order each round so drift hits both sides alike.
     for (const url of Object.values(targets)) await gen.run({ url, connections, duration: 1, threads: 1, cpus: undefined });
     for (let r = 0; r < rounds; r++) {
-      const order: Array<'none' | 'rewrite'> = r % 2 === 0 ? ['none', 'rewrite'] : ['rewrite', 'none'];
+      const order: Kind[] = r % 2 === 0 ? ['none', 'rewrite'] : ['rewrite', 'none'];
       for (const k of order) {
         const res = await gen.run({ url: targets[k], connections, duration, threads: 1, cpus: undefined });
         rps[k].push(res.rps);
@@ -96,10 +154,80 @@ async function main(): Promise<void> {
     const b = median(rps.rewrite);
     const ratio = b / a;
     for (const [k, v] of machine()) console.log(`${k}: ${v}`);
-    console.log(`tool: ${gen.tool} ${gen.version}, ${connections} connections, ${rounds} rounds x ${duration}s each, path ${path}`);
-    console.log(`chain(balance(pool))                       ${a.toFixed(0)} req/s (rounds: ${rps.none.map((x) => x.toFixed(0)).join(', ')}; errors ${errors.none})`);
-    console.log(`chain(rewrite(101 rules), balance(pool))   ${b.toFixed(0)} req/s (rounds: ${rps.rewrite.map((x) => x.toFixed(0)).join(', ')}; errors ${errors.rewrite})`);
+    console.log(`tool: ${gen.tool} ${gen.version}, ${connections} connections, ${rounds} rounds x ${duration}s each, path ${PATH}`);
+    console.log(`${LABEL.none}     ${a.toFixed(0)} req/s (rounds: ${rps.none.map((x) => x.toFixed(0)).join(', ')}; errors ${errors.none})`);
+    console.log(`${LABEL.rewrite}     ${b.toFixed(0)} req/s (rounds: ${rps.rewrite.map((x) => x.toFixed(0)).join(', ')}; errors ${errors.rewrite})`);
     console.log(`ratio rewrite/none: ${ratio.toFixed(3)} (${((1 - ratio) * 100).toFixed(1)}% slower)`);
+  } finally {
+    await Promise.all(children.map((c) => stop(c)));
+  }
+}
+
+interface PairRound {
+  cpu: Record<Kind, number>;
+  /** CPU seconds and requests of the round, for the pooled ratio. */
+  seconds: Record<Kind, number>;
+  requests: Record<Kind, number>;
+  rps: Record<Kind, number>;
+  errors: number;
+}
+
+/**
+ * CPU time per request of both gateways, measured in the same seconds on the
+ * same CPU, each under half the connections (as bench/run.ts --paired).
+ */
+async function measurePaired(o: Options, gen: LoadGenerator): Promise<void> {
+  const place = placement(o.pin);
+  const half = Math.ceil(o.connections / 2);
+  const children: ChildProcess[] = [];
+  try {
+    const up = await start(resolve(here, 'upstream.ts'), [], place.other);
+    children.push(up.child);
+    const upstream = `http://127.0.0.1:${up.port}`;
+    const gw: Record<Kind, { child: ChildProcess; port: number }> = {
+      none: await start(self, ['--gateway', 'none', upstream], place.proxy),
+      rewrite: await start(self, ['--gateway', 'rewrite', upstream], place.proxy),
+    };
+    children.push(gw.none.child, gw.rewrite.child);
+    const kinds: Kind[] = ['none', 'rewrite'];
+    const load = (k: Kind, duration: number) => gen.run({ url: `http://127.0.0.1:${gw[k].port}${PATH}`, connections: half, duration, threads: 1, cpus: place.other });
+    if (o.warmup > 0) await Promise.all(kinds.map((k) => load(k, o.warmup)));
+    const rounds: PairRound[] = [];
+    for (let r = 0; r < o.rounds; r++) {
+      const c0 = kinds.map((k) => cpuSeconds(gw[k].child.pid));
+      const [rn, rr] = (await Promise.all(kinds.map((k) => load(k, o.duration)))) as [LoadResult, LoadResult];
+      const c1 = kinds.map((k) => cpuSeconds(gw[k].child.pid));
+      if ([...c0, ...c1].some((c) => c === undefined)) throw new Error('CPU time is not readable here (/proc)');
+      if (rn.requests === 0 || rr.requests === 0) throw new Error('a gateway served no requests');
+      const round: PairRound = {
+        cpu: { none: ((c1[0]! - c0[0]!) / rn.requests) * 1e6, rewrite: ((c1[1]! - c0[1]!) / rr.requests) * 1e6 },
+        seconds: { none: c1[0]! - c0[0]!, rewrite: c1[1]! - c0[1]! },
+        requests: { none: rn.requests, rewrite: rr.requests },
+        rps: { none: rn.rps, rewrite: rr.rps },
+        errors: rn.errors + rr.errors,
+      };
+      rounds.push(round);
+      console.log(
+        `[${r + 1}/${o.rounds}] none ${round.cpu.none.toFixed(1)} µs/req ${round.rps.none.toFixed(0)} req/s   rewrite ${round.cpu.rewrite.toFixed(1)} µs/req ${round.rps.rewrite.toFixed(0)} req/s   ratio ${(round.cpu.rewrite / round.cpu.none).toFixed(3)}`,
+      );
+    }
+    const ratios = rounds.map((x) => x.cpu.rewrite / x.cpu.none);
+    const ratio = median(ratios);
+    const pooledCpu = (k: Kind): number => (rounds.reduce((a, x) => a + x.seconds[k], 0) / rounds.reduce((a, x) => a + x.requests[k], 0)) * 1e6;
+    const pooled = pooledCpu('rewrite') / pooledCpu('none');
+    // The round with the median ratio, so that the two CPU figures printed belong together.
+    const mid = [...rounds].sort((x, y) => x.cpu.rewrite / x.cpu.none - y.cpu.rewrite / y.cpu.none)[(rounds.length - 1) >> 1]!;
+    const fmt = (k: Kind): string =>
+      `${LABEL[k]}   ${mid.cpu[k].toFixed(1)} CPU µs/req at ${mid.rps[k].toFixed(0)} req/s (median-ratio round; rounds: ${rounds.map((x) => x.cpu[k].toFixed(1)).join(', ')})`;
+    for (const [k, v] of machine()) console.log(`${k}: ${v}`);
+    console.log(`mode: paired CPU per request; ${place.description}`);
+    console.log(`tool: ${gen.tool} ${gen.version}, ${half}+${half} connections, ${o.rounds} rounds x ${o.duration}s each (warm-up ${o.warmup}s), path ${PATH}`);
+    console.log(fmt('none'));
+    console.log(fmt('rewrite'));
+    console.log(
+      `ratio rewrite/none (CPU per request): ${ratio.toFixed(3)} (range ${Math.min(...ratios).toFixed(3)}–${Math.max(...ratios).toFixed(3)}) => ${((ratio - 1) * 100).toFixed(1)}% more CPU per request, ${((1 - 1 / ratio) * 100).toFixed(1)}% lower CPU-bound throughput; errors ${rounds.reduce((a, x) => a + x.errors, 0)}`,
+    );
+    console.log(`pooled over all rounds (total CPU / total requests): none ${pooledCpu('none').toFixed(1)} µs/req, rewrite ${pooledCpu('rewrite').toFixed(1)} µs/req, ratio ${pooled.toFixed(3)} (${((pooled - 1) * 100).toFixed(1)}% more CPU per request)`);
   } finally {
     await Promise.all(children.map((c) => stop(c)));
   }
