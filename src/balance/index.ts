@@ -9,6 +9,7 @@ import {
   NoServerAvailableError,
   type SwitchyardError,
 } from '../core/errors.ts';
+import { Cancellation } from '../core/cancel.ts';
 import { exchange, upstreamTarget, type Exchange } from '../core/exchange.ts';
 import type { Middleware, Next } from '../core/chain.ts';
 import { UpstreamPool } from '../pool/index.ts';
@@ -216,7 +217,7 @@ async function proxy(pool: UpstreamPool, o: Resolved, ex: Exchange, res: ServerR
   const req = ex.req;
   const method = req.method ?? 'GET';
   const sel = pool.selection(req, ex);
-  const gone = new AbortController();
+  const gone = new Cancellation();
   const onClose = (): void => {
     if (!res.writableFinished) gone.abort();
   };
@@ -231,16 +232,16 @@ async function proxy(pool: UpstreamPool, o: Resolved, ex: Exchange, res: ServerR
   const giveUp = (err: Error): void => {
     body.dispose();
     res.off('close', onClose);
-    if (gone.signal.aborted) return;
+    if (gone.aborted) return;
     if (res.headersSent) res.destroy(err);
     else next(err);
   };
 
   for (;;) {
-    if (gone.signal.aborted) return giveUp(new BadGatewayError('client closed the request'));
+    if (gone.aborted) return giveUp(new BadGatewayError('client closed the request'));
     let peer = pool.select(sel);
     // NGINX Plus `queue`: a request that finds no server free waits for one.
-    if (peer === undefined && attempts === 0 && pool.queueing) peer = await pool.wait(sel, gone.signal);
+    if (peer === undefined && attempts === 0 && pool.queueing) peer = await pool.wait(sel, gone);
     if (peer === undefined) {
       // nginx logs the group name in $upstream_addr and 502 in $upstream_status for "no live upstreams".
       const err = attempts === 0 ? new NoServerAvailableError(pool.name, o.noServerStatus) : new BadGatewayError(`No live upstreams in pool "${pool.name}"`);
@@ -256,7 +257,7 @@ async function proxy(pool: UpstreamPool, o: Resolved, ex: Exchange, res: ServerR
     let result: AttemptResult;
     try {
       const headers = upstreamRequestHeaders(ex, o.policy, peer.target.authority, body.framing, peer.target.auth);
-      result = await attempt(pool, peer, method, path, headers, body, o.timeouts, gone.signal);
+      result = await attempt(pool, peer, method, path, headers, body, o.timeouts, gone);
     } catch (err) {
       // Not the server's doing (node:http refused the request as built): release it and fail the request.
       pool.finish(peer, 'ok', { header: -1, response: performance.now() - started, inflightDone: false }, undefined);
@@ -267,7 +268,7 @@ async function proxy(pool: UpstreamPool, o: Resolved, ex: Exchange, res: ServerR
 
     if (result.kind === 'failure') {
       count(peer, result.bytes);
-      if (gone.signal.aborted) {
+      if (gone.aborted) {
         pool.finish(peer, 'ok', { header: -1, response: performance.now() - started, inflightDone: false }, undefined);
         return giveUp(result.cause);
       }
@@ -375,6 +376,6 @@ function relay(
     finish();
     return;
   }
-  res.writeHead(response.statusCode ?? 502, clientResponseHeaders(response.rawHeaders));
+  res.writeHead(response.statusCode ?? 502, clientResponseHeaders(response.rawHeaders, response.headers.connection));
   response.pipe(res);
 }

@@ -3,6 +3,7 @@ import { Agent as HttpAgent, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, type AgentOptions as HttpsAgentOptions } from 'node:https';
 import { channel } from 'node:diagnostics_channel';
 import { debuglog } from 'node:util';
+import type { Cancellation } from '../core/cancel.ts';
 import type { Exchange } from '../core/exchange.ts';
 import { parseDuration, type Duration } from '../core/duration.ts';
 import { InvalidOptionError, ServerNotFoundError } from '../core/errors.ts';
@@ -674,7 +675,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
    * @internal Waits in the queue for a server (NGINX Plus `queue`): resolves with
    * the selected server, or undefined on overflow, timeout, abort or close.
    */
-  wait(sel: Selection, signal: AbortSignal): Promise<Peer | undefined> {
+  wait(sel: Selection, signal: Cancellation): Promise<Peer | undefined> {
     if (this.#closed || this.#waiters.length >= this.#queueSize) {
       this.#overflows++;
       return Promise.resolve(undefined);
@@ -684,7 +685,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
         sel,
         done: (peer) => {
           clearTimeout(timer);
-          signal.removeEventListener('abort', onAbort);
+          signal.off(onAbort);
           resolve(peer);
         },
       };
@@ -701,7 +702,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
         leave();
         waiter.done(undefined);
       };
-      signal.addEventListener('abort', onAbort, { once: true });
+      signal.onAbort(onAbort);
       this.#waiters.push(waiter);
     });
   }

@@ -1,6 +1,7 @@
 import { request as httpRequest, type ClientRequest, type IncomingMessage, type RequestOptions } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';
+import type { Cancellation } from '../core/cancel.ts';
 import type { Peer } from '../pool/peer.ts';
 import type { UpstreamPool } from '../pool/index.ts';
 import type { RequestBody } from './body.ts';
@@ -48,7 +49,7 @@ export function attempt(
   headers: string[],
   body: RequestBody,
   timeouts: AttemptTimeouts,
-  clientGone: AbortSignal,
+  clientGone: Cancellation,
 ): Promise<AttemptResult> {
   return new Promise((resolve) => {
     const started = performance.now();
@@ -85,7 +86,7 @@ export function attempt(
       if (settled) return;
       settled = true;
       clearTimer();
-      clientGone.removeEventListener('abort', onAbort);
+      clientGone.off(onAbort);
       body.detach();
       req.destroy();
       resolve({ kind: 'failure', failure, cause, sent, reused, bytes });
@@ -95,7 +96,7 @@ export function attempt(
       if (ms > 0) timer = setTimeout(() => fail('timeout', new TimeoutError(what)), ms);
     };
     const onAbort = (): void => fail('error', new Error('client closed the request'));
-    clientGone.addEventListener('abort', onAbort, { once: true });
+    clientGone.onAbort(onAbort);
 
     const start = (): void => {
       if (settled) return;
@@ -133,7 +134,7 @@ export function attempt(
       }
       settled = true;
       clearTimer();
-      clientGone.removeEventListener('abort', onAbort);
+      clientGone.off(onAbort);
       resolve({ kind: 'response', request: req, response, headerTime: performance.now() - started, bytes });
     });
   });

@@ -127,11 +127,13 @@ export function upstreamRequestHeaders(ex: Exchange, policy: ForwardingPolicy, a
 
 /**
  * Filters the upstream response headers for the client: drops hop-by-hop
- * headers and those named in Connection. Returns a flat list for `writeHead`.
+ * headers and those named in `connection` (the response's parsed Connection
+ * header). Returns a flat list for `writeHead`.
  * @internal
  */
-export function clientResponseHeaders(raw: readonly string[]): string[] {
-  const drop = connectionTokens(raw);
+export function clientResponseHeaders(raw: readonly string[], connection: string | undefined): string[] {
+  // The parsed Connection header (duplicates joined) spares a scan of the raw list.
+  const drop = connection === undefined ? undefined : connectionTokens(['connection', connection]);
   const out: string[] = [];
   for (let i = 0; i < raw.length; i += 2) {
     const lower = raw[i]!.toLowerCase();
