@@ -151,6 +151,35 @@ export class ServerNotFoundError extends SwitchyardError {
   }
 }
 
+/** Operations of the cache store, as named in {@link CacheStoreError.operation}. */
+export type CacheStoreOperation = 'get' | 'set' | 'delete' | 'deletePrefix' | 'disconnect' | 'store';
+
+/** Why a store operation failed: it threw or rejected, took longer than `timeout`, or returned something that is not an entry. */
+export type CacheStoreFailure = 'error' | 'timeout' | 'invalid';
+
+/**
+ * A store operation failed and was answered as a miss (get) or ignored (set, delete). Emitted as
+ * the `'storeError'` event of the cache store, never thrown. Code `SWY_ERR_CACHE_STORE`.
+ * @example
+ * ```ts
+ * cache.on('storeError', (err) => metrics.increment(`cache.store.${err.operation}.${err.reason}`));
+ * ```
+ */
+export class CacheStoreError extends SwitchyardError {
+  /** The operation that failed; `'store'` for an error the store reported on its own (a lost connection). */
+  readonly operation: CacheStoreOperation;
+  /** What went wrong. */
+  readonly reason: CacheStoreFailure;
+  /** The key (or prefix) involved, if any. */
+  readonly key: string | undefined;
+  constructor(operation: CacheStoreOperation, reason: CacheStoreFailure, key: string | undefined, message: string, cause?: unknown) {
+    super('SWY_ERR_CACHE_STORE', 500, message, { cause });
+    this.operation = operation;
+    this.reason = reason;
+    this.key = key;
+  }
+}
+
 function describe(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}…` : value);
   if (typeof value === 'number' || typeof value === 'boolean' || value === null) return String(value);

@@ -1,0 +1,566 @@
+/**
+ * Storage for the future `cache()` middleware (nginx `proxy_cache`): a bounded
+ * in-memory keyv store ({@link createMemoryStore}) and a fail-open wrapper over
+ * any Keyv instance or keyv storage adapter ({@link CacheStore}).
+ * @module
+ */
+import { EventEmitter } from 'node:events';
+import { Buffer } from 'node:buffer';
+import { Keyv, type KeyvStoreAdapter } from 'keyv';
+import { parseDuration, type Duration } from '../core/duration.ts';
+import { CacheStoreError, InvalidOptionError, type CacheStoreFailure, type CacheStoreOperation } from '../core/errors.ts';
+
+export { CacheStoreError } from '../core/errors.ts';
+export type { CacheStoreFailure, CacheStoreOperation } from '../core/errors.ts';
+
+/** Default {@link MemoryStoreOptions.maxEntries}: 10 000 entries. */
+export const DEFAULT_MAX_ENTRIES = 10_000;
+/** Default {@link MemoryStoreOptions.maxBytes}: 64 MiB (nginx `max_size` is unbounded; switchyard is not). */
+export const DEFAULT_MAX_BYTES = 64 * 1024 * 1024;
+/** Default {@link MemoryStoreOptions.inactive}: `'10m'`, as nginx `proxy_cache_path ... inactive=10m`. */
+export const DEFAULT_INACTIVE = '10m';
+/** Default {@link CacheStoreOptions.timeout}: 1000 ms per store operation. */
+export const DEFAULT_STORE_TIMEOUT = 1000;
+/** Default {@link CacheStoreOptions.namespace} of the Keyv that {@link CacheStore} creates itself. */
+export const DEFAULT_NAMESPACE = 'switchyard';
+/** Size charged for a value that is neither a string, a Buffer/typed array nor JSON-serializable. */
+export const UNKNOWN_VALUE_SIZE = 1024;
+
+// ---------------------------------------------------------------------------
+// Bounded memory store
+// ---------------------------------------------------------------------------
+
+/** Options of {@link createMemoryStore}. */
+export interface MemoryStoreOptions {
+  /**
+   * Most entries kept; the least recently used go first.
+   * @default DEFAULT_MAX_ENTRIES (10000)
+   */
+  maxEntries?: number;
+  /**
+   * Most bytes kept, counting each entry's key and value (see {@link estimateSize}); the least
+   * recently used go first. A single value larger than this is not stored.
+   * @default DEFAULT_MAX_BYTES (64 MiB)
+   */
+  maxBytes?: number;
+  /**
+   * nginx `inactive`: an entry neither read nor written for this long is dropped whatever its TTL.
+   * @default DEFAULT_INACTIVE ('10m')
+   */
+  inactive?: Duration;
+  /**
+   * Clock in milliseconds, for tests.
+   * @default Date.now
+   */
+  now?: () => number;
+}
+
+/**
+ * A keyv storage adapter kept in process memory, bounded by entries and bytes with LRU eviction and
+ * nginx's `inactive`. No timers: expiry is checked on access, and every operation first drops the
+ * entries at the cold end of the LRU list that have been inactive too long.
+ */
+export interface MemoryStore extends KeyvStoreAdapter {
+  /** Value of `key`, or `undefined` when missing, expired or inactive. Marks it recently used. */
+  get<Value>(key: string): Promise<Value | undefined>;
+  /** Stores `value`; `ttl` in milliseconds, none when `undefined` or `0`. `false` when the value is larger than `maxBytes`. */
+  set(key: string, value: unknown, ttl?: number): Promise<boolean>;
+  /** Removes `key`; `true` when it was there. */
+  delete(key: string): Promise<boolean>;
+  /** Removes every entry. */
+  clear(): Promise<void>;
+  /** Whether `key` is live, without marking it used. */
+  has(key: string): Promise<boolean>;
+  /** Live keys, least recently used first. */
+  keys(): string[];
+  /** Number of entries held (expired ones not yet noticed included). */
+  readonly size: number;
+  /** Bytes held, as counted against `maxBytes`. */
+  readonly bytes: number;
+}
+
+interface Slot {
+  value: unknown;
+  bytes: number;
+  expiresAt: number;
+  lastUsed: number;
+}
+
+/**
+ * Size charged for a value: strings by UTF-8 byte length, Buffers and typed arrays by
+ * `byteLength`, other values by the UTF-8 length of their `JSON.stringify` form, and
+ * {@link UNKNOWN_VALUE_SIZE} when that fails.
+ * @example
+ * ```ts
+ * estimateSize('héllo');          // 6
+ * estimateSize(Buffer.alloc(10)); // 10
+ * estimateSize({ a: 1 });         // 7
+ * ```
+ */
+export function estimateSize(value: unknown): number {
+  if (typeof value === 'string') return Buffer.byteLength(value);
+  if (ArrayBuffer.isView(value)) return value.byteLength;
+  if (value instanceof ArrayBuffer) return value.byteLength;
+  try {
+    const json = JSON.stringify(value);
+    return json === undefined ? UNKNOWN_VALUE_SIZE : Buffer.byteLength(json);
+  } catch {
+    return UNKNOWN_VALUE_SIZE;
+  }
+}
+
+function positiveInteger(value: unknown, option: string, fallback: number): number {
+  const v = value ?? fallback;
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) throw new InvalidOptionError(option, 'a positive integer', v);
+  return v;
+}
+
+/**
+ * Creates a bounded in-memory keyv store: the default store of {@link CacheStore}, also usable
+ * with a plain `new Keyv({ store })`.
+ * @example
+ * ```ts
+ * const store = createMemoryStore({ maxEntries: 1000, maxBytes: 10 * 1024 * 1024, inactive: '10m' });
+ * const cache = new CacheStore({ store });
+ * ```
+ */
+export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore {
+  if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'an object', options);
+  const maxEntries = positiveInteger(options.maxEntries, 'maxEntries', DEFAULT_MAX_ENTRIES);
+  const maxBytes = positiveInteger(options.maxBytes, 'maxBytes', DEFAULT_MAX_BYTES);
+  const inactive = parseDuration(options.inactive ?? DEFAULT_INACTIVE, 'inactive');
+  if (inactive <= 0) throw new InvalidOptionError('inactive', 'a positive duration', options.inactive);
+  const now = options.now ?? Date.now;
+  if (typeof now !== 'function') throw new InvalidOptionError('now', 'a function returning milliseconds', now);
+
+  // Map iteration order is the LRU order: the first entry is the least recently used.
+  const slots = new Map<string, Slot>();
+  let bytes = 0;
+  const emitter = new EventEmitter();
+
+  const drop = (key: string, slot: Slot): void => {
+    slots.delete(key);
+    bytes -= slot.bytes;
+  };
+  const dead = (slot: Slot, t: number): boolean => t >= slot.expiresAt || t - slot.lastUsed >= inactive;
+  // Entries are ordered by last use, so the inactive ones are all at the front.
+  const pruneInactive = (t: number): void => {
+    for (const [key, slot] of slots) {
+      if (t - slot.lastUsed < inactive) break;
+      drop(key, slot);
+    }
+  };
+  const live = (key: string, t: number): Slot | undefined => {
+    const slot = slots.get(key);
+    if (slot === undefined) return undefined;
+    if (dead(slot, t)) {
+      drop(key, slot);
+      return undefined;
+    }
+    return slot;
+  };
+
+  const store = {
+    opts: Object.freeze({ dialect: 'switchyard-memory', maxEntries, maxBytes, inactive }),
+    namespace: undefined as string | undefined,
+    on(event: string, listener: (...args: any[]) => void) {
+      emitter.on(event, listener);
+      return store;
+    },
+    async get<Value>(key: string): Promise<Value | undefined> {
+      const t = now();
+      pruneInactive(t);
+      const slot = live(key, t);
+      if (slot === undefined) return undefined;
+      slots.delete(key);
+      slot.lastUsed = t;
+      slots.set(key, slot);
+      return slot.value as Value;
+    },
+    async set(key: string, value: unknown, ttl?: number): Promise<boolean> {
+      const t = now();
+      pruneInactive(t);
+      const old = slots.get(key);
+      if (old !== undefined) drop(key, old);
+      const size = Buffer.byteLength(key) + estimateSize(value);
+      if (size > maxBytes) return false;
+      const expiresAt = typeof ttl === 'number' && ttl > 0 ? t + ttl : Number.POSITIVE_INFINITY;
+      slots.set(key, { value, bytes: size, expiresAt, lastUsed: t });
+      bytes += size;
+      for (const [k, slot] of slots) {
+        if (slots.size <= maxEntries && bytes <= maxBytes) break;
+        drop(k, slot);
+      }
+      return true;
+    },
+    async delete(key: string): Promise<boolean> {
+      const t = now();
+      pruneInactive(t);
+      const slot = live(key, t);
+      if (slot === undefined) return false;
+      drop(key, slot);
+      return true;
+    },
+    async clear(): Promise<void> {
+      slots.clear();
+      bytes = 0;
+    },
+    async has(key: string): Promise<boolean> {
+      return live(key, now()) !== undefined;
+    },
+    keys(): string[] {
+      const t = now();
+      pruneInactive(t);
+      const out: string[] = [];
+      for (const [key, slot] of slots) if (!dead(slot, t)) out.push(key);
+      return out;
+    },
+    get size() {
+      return slots.size;
+    },
+    get bytes() {
+      return bytes;
+    },
+  };
+  return store as MemoryStore;
+}
+
+// ---------------------------------------------------------------------------
+// Fail-open wrapper
+// ---------------------------------------------------------------------------
+
+/** A cached response as {@link CacheStore} stores it. */
+export interface CacheEntry {
+  /** HTTP status code. */
+  status: number;
+  /** Response headers as a flat `[name, value, name, value, ...]` list (like `rawHeaders`). */
+  headers: string[];
+  /** The response body. */
+  body: Buffer;
+  /** When the entry was stored, in milliseconds since the epoch. */
+  storedAt: number;
+  /** Anything else the cache needs (validators, Vary data); must survive `JSON.stringify`. */
+  meta?: Record<string, unknown>;
+}
+
+/** Events of {@link CacheStore}. */
+export interface CacheStoreEvents {
+  /** A store failure that the wrapper absorbed. */
+  storeError: [error: CacheStoreError];
+}
+
+/** Options of {@link CacheStore}. */
+export interface CacheStoreOptions {
+  /**
+   * Where entries live: a `Keyv` instance (used as is), or a keyv storage adapter such as
+   * `new KeyvRedis(url)` or a {@link createMemoryStore} store, wrapped in a Keyv created with
+   * `namespace` and `throwOnErrors: true`.
+   * @default createMemoryStore(memory)
+   */
+  store?: Keyv | KeyvStoreAdapter | Map<unknown, unknown>;
+  /**
+   * Options of the default memory store (ignored when `store` is given).
+   * @default {}
+   */
+  memory?: MemoryStoreOptions;
+  /**
+   * Namespace of the Keyv the wrapper creates (ignored when `store` is a Keyv instance).
+   * @default DEFAULT_NAMESPACE ('switchyard')
+   */
+  namespace?: string;
+  /**
+   * Longest a store operation may take before it counts as failed (a miss for `get`).
+   * @default DEFAULT_STORE_TIMEOUT (1000 ms)
+   */
+  timeout?: Duration;
+}
+
+interface StoredRecord {
+  v: 1;
+  status: number;
+  headers: string[];
+  body: string;
+  storedAt: number;
+  meta?: Record<string, unknown>;
+}
+
+const TIMED_OUT: unique symbol = Symbol('timed out');
+
+function isKeyv(value: unknown): value is Keyv {
+  if (value instanceof Keyv) return true;
+  const v = value as Record<string, unknown> | null;
+  return typeof v === 'object' && v !== null && typeof v.getRaw === 'function' && typeof v.hooks === 'object' && 'store' in v;
+}
+
+function validEntry(entry: CacheEntry): void {
+  if (entry === null || typeof entry !== 'object') throw new InvalidOptionError('entry', 'an object', entry);
+  if (!Number.isInteger(entry.status) || entry.status < 100 || entry.status > 999) throw new InvalidOptionError('entry.status', 'an HTTP status code', entry.status);
+  if (!Array.isArray(entry.headers) || entry.headers.length % 2 !== 0 || !entry.headers.every((h) => typeof h === 'string')) {
+    throw new InvalidOptionError('entry.headers', 'a flat array of name/value strings', entry.headers);
+  }
+  if (!Buffer.isBuffer(entry.body)) throw new InvalidOptionError('entry.body', 'a Buffer', entry.body);
+  if (typeof entry.storedAt !== 'number' || !Number.isFinite(entry.storedAt)) throw new InvalidOptionError('entry.storedAt', 'a finite number of milliseconds', entry.storedAt);
+  if (entry.meta !== undefined && (entry.meta === null || typeof entry.meta !== 'object' || Array.isArray(entry.meta))) {
+    throw new InvalidOptionError('entry.meta', 'a plain object', entry.meta);
+  }
+}
+
+function decode(raw: unknown): CacheEntry | undefined {
+  if (raw === null || typeof raw !== 'object') return undefined;
+  const r = raw as Partial<StoredRecord>;
+  if (r.v !== 1) return undefined;
+  if (typeof r.status !== 'number' || !Number.isInteger(r.status) || r.status < 100 || r.status > 999) return undefined;
+  if (!Array.isArray(r.headers) || r.headers.length % 2 !== 0 || !r.headers.every((h) => typeof h === 'string')) return undefined;
+  if (typeof r.body !== 'string' || !/^[A-Za-z0-9+/]*={0,2}$/.test(r.body) || r.body.length % 4 !== 0) return undefined;
+  if (typeof r.storedAt !== 'number' || !Number.isFinite(r.storedAt)) return undefined;
+  if (r.meta !== undefined && (r.meta === null || typeof r.meta !== 'object' || Array.isArray(r.meta))) return undefined;
+  const entry: CacheEntry = { status: r.status, headers: r.headers.slice(), body: Buffer.from(r.body, 'base64'), storedAt: r.storedAt };
+  if (r.meta !== undefined) entry.meta = r.meta;
+  return entry;
+}
+
+function escapeGlob(text: string): string {
+  return text.replace(/[*?[\]\\]/g, '\\$&');
+}
+
+interface RedisLikeClient {
+  scan(cursor: string, options: { MATCH: string; COUNT: number }): Promise<{ cursor: string | number; keys: string[] }>;
+  unlink(keys: string[]): Promise<number>;
+}
+
+interface RedisLikeAdapter {
+  namespace?: string | undefined;
+  getMasterNodes(): Promise<RedisLikeClient[]>;
+  createKeyPrefix(key: string, namespace?: string): string;
+}
+
+function isRedisAdapter(store: unknown): store is RedisLikeAdapter {
+  const s = store as Record<string, unknown> | null;
+  return typeof s === 'object' && s !== null && typeof s.getMasterNodes === 'function' && typeof s.createKeyPrefix === 'function';
+}
+
+function isMemoryStore(store: unknown): store is MemoryStore {
+  const s = store as { opts?: { dialect?: unknown }; keys?: unknown } | null;
+  return typeof s === 'object' && s !== null && s.opts?.dialect === 'switchyard-memory' && typeof s.keys === 'function';
+}
+
+/**
+ * The cache's view of a keyv store: entries in, entries out, and **fail open**. A store that throws,
+ * rejects, takes longer than `timeout` or returns something that is not an entry never makes a
+ * method throw: `get` answers `undefined` (a miss), `set`/`delete`/`deletePrefix` resolve (`false`/`0`),
+ * and the failure is emitted as a `'storeError'` event carrying a {@link CacheStoreError}. With no
+ * listener the failure is dropped, nothing crashes. Each call goes to the store again, so the cache
+ * works as soon as the store is back.
+ *
+ * Entries are stored as `{ v: 1, status, headers, body: base64, storedAt, meta }` so they survive any
+ * keyv serializer (JSON included) and can be checked on the way back.
+ *
+ * `deletePrefix` (nginx Plus `proxy_cache_purge` with a trailing `*`) scans: the memory store's keys,
+ * a `Map`'s keys, or Redis with `SCAN MATCH <namespace>...<prefix>*` and `UNLINK` on every master
+ * (for `@keyv/redis`). Other stores use Keyv's iterator when it has one, else the purge fails (event).
+ * @example
+ * ```ts
+ * import KeyvRedis from '@keyv/redis';
+ * const cache = new CacheStore({ store: new KeyvRedis('redis://127.0.0.1:6379'), namespace: 'gw' });
+ * cache.on('storeError', (err) => console.warn(err.operation, err.reason, err.cause));
+ * await cache.set('GET:/a', { status: 200, headers: ['content-type', 'text/plain'], body: Buffer.from('hi'), storedAt: Date.now() }, 60_000);
+ * const hit = await cache.get('GET:/a');
+ * await cache.deletePrefix('GET:/a');
+ * await cache.disconnect();
+ * ```
+ */
+export class CacheStore extends EventEmitter<CacheStoreEvents> {
+  /** The Keyv instance the entries go through. */
+  readonly keyv: Keyv;
+  /** Operation timeout in milliseconds. */
+  readonly timeout: number;
+  readonly #claimed = new WeakSet<object>();
+  readonly #onKeyvError: (error: unknown) => void;
+
+  constructor(options: CacheStoreOptions = {}) {
+    super();
+    if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'an object', options);
+    this.timeout = parseDuration(options.timeout ?? DEFAULT_STORE_TIMEOUT, 'timeout');
+    if (this.timeout <= 0) throw new InvalidOptionError('timeout', 'a positive duration', options.timeout);
+    const namespace = options.namespace ?? DEFAULT_NAMESPACE;
+    if (typeof namespace !== 'string' || namespace === '') throw new InvalidOptionError('namespace', 'a non-empty string', namespace);
+    const store = options.store ?? createMemoryStore(options.memory ?? {});
+    if (isKeyv(store)) {
+      this.keyv = store;
+    } else {
+      const s = store as Record<string, unknown> | null;
+      if (!(store instanceof Map) && (typeof s !== 'object' || s === null || ['get', 'set', 'delete', 'clear'].some((m) => typeof s[m] !== 'function'))) {
+        throw new InvalidOptionError('store', 'a Keyv instance or a keyv storage adapter (get, set, delete, clear)', store);
+      }
+      this.keyv = new Keyv({ store, namespace, throwOnErrors: true });
+    }
+    // Errors the store reports on its own (a Redis client losing its connection, an error an adapter
+    // swallows) reach Keyv's 'error' event. Those that also failed an operation are reported once,
+    // by the operation; the rest are reported as operation 'store' on the next turn of the loop.
+    this.#onKeyvError = (error: unknown) => {
+      setImmediate(() => {
+        if (typeof error === 'object' && error !== null && this.#claimed.has(error)) return;
+        this.#report(new CacheStoreError('store', 'error', undefined, `Cache store reported an error: ${message(error)}`, error));
+      });
+    };
+    this.keyv.on('error', this.#onKeyvError);
+  }
+
+  /**
+   * The entry stored under `key`, or `undefined` on a miss, including when the store fails.
+   * @example
+   * ```ts
+   * const entry = await cache.get('GET:example.com/');
+   * if (entry) res.writeHead(entry.status, entry.headers).end(entry.body);
+   * ```
+   */
+  async get(key: string): Promise<CacheEntry | undefined> {
+    const result = await this.#run('get', key, () => this.keyv.get(key));
+    if (!result.ok || result.value === undefined || result.value === null) return undefined;
+    const entry = decode(result.value);
+    if (entry === undefined) {
+      this.#report(new CacheStoreError('get', 'invalid', key, `Cache store returned something that is not an entry for "${key}"`));
+    }
+    return entry;
+  }
+
+  /**
+   * Stores `entry` under `key` for `ttlMs` milliseconds (`0`: until evicted). Resolves `true` when
+   * stored, `false` when the store failed or refused it. Rejects only on an invalid entry or TTL.
+   * @example
+   * ```ts
+   * await cache.set(key, { status: 200, headers: ['etag', '"1"'], body, storedAt: Date.now() }, 60_000);
+   * ```
+   */
+  async set(key: string, entry: CacheEntry, ttlMs: number): Promise<boolean> {
+    validEntry(entry);
+    if (typeof ttlMs !== 'number' || !Number.isFinite(ttlMs) || ttlMs < 0) throw new InvalidOptionError('ttlMs', 'a non-negative number of milliseconds', ttlMs);
+    const record: StoredRecord = { v: 1, status: entry.status, headers: entry.headers.slice(), body: entry.body.toString('base64'), storedAt: entry.storedAt };
+    if (entry.meta !== undefined) record.meta = entry.meta;
+    const result = await this.#run('set', key, () => this.keyv.set(key, record, ttlMs === 0 ? undefined : Math.max(1, Math.round(ttlMs))));
+    return result.ok && result.value !== false;
+  }
+
+  /**
+   * Removes the entry under `key`. Resolves `true` when the store removed something.
+   * @example
+   * ```ts
+   * await cache.delete('GET:example.com/');
+   * ```
+   */
+  async delete(key: string): Promise<boolean> {
+    const result = await this.#run('delete', key, () => this.keyv.delete(key));
+    return result.ok && result.value === true;
+  }
+
+  /**
+   * Removes every entry whose key starts with `prefix` (`''`: all of this namespace), and resolves
+   * how many keys were removed (`0` when the store failed). The timeout applies to the whole purge.
+   * @example
+   * ```ts
+   * await cache.deletePrefix('GET:example.com/images/');
+   * ```
+   */
+  async deletePrefix(prefix: string): Promise<number> {
+    if (typeof prefix !== 'string') throw new InvalidOptionError('prefix', 'a string', prefix);
+    const result = await this.#run('deletePrefix', prefix, () => this.#purge(prefix));
+    return result.ok ? result.value : 0;
+  }
+
+  /**
+   * Stops listening to the store and disconnects it (closes a Redis client). Never rejects.
+   * @example
+   * ```ts
+   * process.on('SIGTERM', () => cache.disconnect());
+   * ```
+   */
+  async disconnect(): Promise<void> {
+    await this.#run('disconnect', undefined, () => this.keyv.disconnect());
+    this.keyv.off('error', this.#onKeyvError);
+  }
+
+  async #purge(prefix: string): Promise<number> {
+    const keyv = this.keyv;
+    const store: unknown = keyv.store;
+    const rawPrefix = keyv._getKeyPrefix(prefix);
+    if (isRedisAdapter(store)) {
+      const match = `${escapeGlob(store.createKeyPrefix(rawPrefix, store.namespace))}*`;
+      let removed = 0;
+      for (const client of await store.getMasterNodes()) {
+        let cursor = '0';
+        do {
+          const page = await client.scan(cursor, { MATCH: match, COUNT: 1000 });
+          cursor = String(page.cursor);
+          if (page.keys.length > 0) removed += await client.unlink(page.keys);
+        } while (cursor !== '0');
+      }
+      return removed;
+    }
+    let keys: string[];
+    if (isMemoryStore(store)) keys = store.keys().filter((k) => k.startsWith(rawPrefix));
+    else if (store instanceof Map) keys = [...store.keys()].filter((k): k is string => typeof k === 'string' && k.startsWith(rawPrefix));
+    else if (keyv.iterator !== undefined) {
+      keys = [];
+      for await (const [key] of keyv.iterator(keyv.namespace) as AsyncIterable<[string, unknown]>) {
+        if (key.startsWith(prefix)) keys.push(keyv._getKeyPrefix(key));
+      }
+    } else {
+      throw new Error('This keyv store cannot list its keys, so it cannot purge by prefix');
+    }
+    let removed = 0;
+    const s = store as { delete(key: string): unknown };
+    for (const k of keys) if ((await s.delete(k)) !== false) removed++;
+    return removed;
+  }
+
+  async #run<T>(operation: CacheStoreOperation, key: string | undefined, fn: () => Promise<T>): Promise<{ ok: true; value: T } | { ok: false }> {
+    let timer: NodeJS.Timeout | undefined;
+    let pending: Promise<T>;
+    try {
+      pending = Promise.resolve(fn());
+    } catch (error) {
+      this.#fail(operation, key, error);
+      return { ok: false };
+    }
+    // A late rejection of an operation that already timed out must not become an unhandled rejection.
+    pending.catch((error: unknown) => {
+      if (typeof error === 'object' && error !== null) this.#claimed.add(error);
+    });
+    const deadline = new Promise<typeof TIMED_OUT>((resolve) => {
+      timer = setTimeout(resolve, this.timeout, TIMED_OUT);
+      timer.unref();
+    });
+    try {
+      const value = await Promise.race([pending, deadline]);
+      if (value === TIMED_OUT) {
+        this.#report(new CacheStoreError(operation, 'timeout', key, `Cache store ${operation} timed out after ${this.timeout}ms`));
+        return { ok: false };
+      }
+      return { ok: true, value };
+    } catch (error) {
+      this.#fail(operation, key, error);
+      return { ok: false };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  #fail(operation: CacheStoreOperation, key: string | undefined, error: unknown): void {
+    if (typeof error === 'object' && error !== null) this.#claimed.add(error);
+    this.#report(new CacheStoreError(operation, 'error', key, `Cache store ${operation} failed: ${message(error)}`, error));
+  }
+
+  #report(error: CacheStoreError): void {
+    if (this.listenerCount('storeError') === 0) return;
+    try {
+      this.emit('storeError', error);
+    } catch {
+      // A throwing listener must not turn a fail-open cache into a failing one.
+    }
+  }
+}
+
+function message(error: unknown): string {
+  if (error instanceof Error) return error.message;
+  return String(error);
+}
