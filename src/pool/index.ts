@@ -338,6 +338,8 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
   #httpsAgent: HttpsAgent;
   #ownAgents: boolean;
   #closed = false;
+  /** nginx `peer.tries`, recomputed whenever the server list or a server's down/drain changes. */
+  #tries = 0;
   #queueSize: number;
   #queueTimeout: number;
   #waiters: Waiter[] = [];
@@ -439,6 +441,9 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
       single: primary.length === 1 && backup.length === 0,
       totalWeight: primary.reduce((sum, p) => sum + p.weight, 0),
     };
+    let tries = 0;
+    for (const p of this.#peers) if (!p.down && !p.drain) tries++;
+    this.#tries = this.#set.single ? 1 : tries;
     this.#balancer.rebuild?.(this.#set);
   }
 
@@ -645,10 +650,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
    * down nor draining: nginx's `drain` is a kind of `down`), 1 for a single server.
    */
   maxTries(): number {
-    if (this.#set.single) return 1;
-    let n = 0;
-    for (const p of this.#peers) if (!p.down && !p.drain) n++;
-    return n;
+    return this.#tries;
   }
 
   /** @internal Picks a server for the next attempt (conns++, probe bookkeeping), or undefined. */
