@@ -104,7 +104,11 @@ export const switchyard: FastifyPluginAsync<SwitchyardPluginOptions> = async fun
       const prefix = fastify.prefix ?? '';
       const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
         const url = req.url ?? '/';
-        if (prefix !== '' && url !== prefix && !url.startsWith(`${prefix}/`) && !url.startsWith(`${prefix}?`)) return;
+        if (prefix !== '' && url !== prefix && !url.startsWith(`${prefix}/`) && !url.startsWith(`${prefix}?`)) {
+          // Not ours: with no other upgrade listener nobody would ever answer or close it.
+          if (fastify.server.listenerCount('upgrade') === 1) socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+          return;
+        }
         upgrades[0]!(req, socket, head);
       };
       fastify.server.on('upgrade', onUpgrade);

@@ -209,6 +209,7 @@ export function balance(pool: UpstreamPool, options: BalanceOptions = {}): Balan
     forwarded: o.policy.forwarded,
     host: o.policy.host,
     connectTimeout: o.timeouts.connect,
+    headerTimeout: o.timeouts.header,
   });
   return Object.assign(handler, { upgrade: ws, pool });
 }

@@ -132,6 +132,13 @@ export function attempt(
         response.resume();
         return;
       }
+      const status = response.statusCode ?? 0;
+      if (status < 100 || status > 999) {
+        // nginx: an invalid status line is an invalid header.
+        response.resume();
+        fail('invalid_header', new Error(`upstream sent an invalid status ${status}`));
+        return;
+      }
       settled = true;
       clearTimer();
       clientGone.off(onAbort);

@@ -61,7 +61,8 @@ export function resolveClient(ex: Exchange, trust: TrustTest): void {
     if (!trust(client)) break;
   }
   ex.clientAddress = client;
-  const proto = listHeader(req, 'x-forwarded-proto')[0]?.toLowerCase();
+  // The rightmost value is the one the nearest (trusted) proxy added.
+  const proto = listHeader(req, 'x-forwarded-proto').at(-1)?.toLowerCase();
   if (proto === 'http' || proto === 'https') ex.scheme = proto;
 }
 
@@ -88,7 +89,15 @@ export function upstreamRequestHeaders(ex: Exchange, policy: ForwardingPolicy, a
   // removed before balance() (an auth layer's X-User, say) are what goes upstream.
   const headers = req.headers;
   const connection = headers.connection;
-  const drop = connection === undefined ? undefined : connectionTokens(['connection', connection]);
+  let drop = connection === undefined ? undefined : connectionTokens(['connection', connection]);
+  if (drop !== undefined) {
+    // The client's Connection header may only remove headers the client itself sent,
+    // never one a middleware added (a client could otherwise strip an auth layer's header).
+    const sent = new Set<string>();
+    for (let i = 0; i < req.rawHeaders.length; i += 2) sent.add(req.rawHeaders[i]!.toLowerCase());
+    for (const name of drop) if (!sent.has(name)) drop.delete(name);
+    if (drop.size === 0) drop = undefined;
+  }
   const out: string[] = [];
   for (const name in headers) {
     const value = headers[name];
@@ -109,7 +118,7 @@ export function upstreamRequestHeaders(ex: Exchange, policy: ForwardingPolicy, a
     prior.push(peer);
     out.push('x-forwarded-for', prior.join(', '));
     out.push('x-forwarded-proto', ex.scheme);
-    const fwdHost = trusted ? listHeader(req, 'x-forwarded-host')[0] : undefined;
+    const fwdHost = trusted ? listHeader(req, 'x-forwarded-host').at(-1) : undefined;
     if (fwdHost !== undefined || clientHost !== '') out.push('x-forwarded-host', fwdHost ?? clientHost);
   }
   if (policy.forwarded) {

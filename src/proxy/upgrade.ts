@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http';
+import type { ClientRequest, IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { createProxyServer, type ProxyServer } from 'http-proxy-3';
 import { parseDuration, type Duration } from '../core/duration.ts';
@@ -20,6 +20,8 @@ export interface UpgradeOptions {
   host?: 'upstream' | 'client' | (string & {});
   /** @default '60s' */
   connectTimeout?: Duration;
+  /** Time for the upstream to answer the upgrade (101 or a refusal); 504 after it. @default '60s' */
+  headerTimeout?: Duration;
 }
 
 /** A handler for a server's `upgrade` event. */
@@ -33,6 +35,8 @@ interface Pending {
   upgrade: string;
   /** Records the upstream's answer: 101, or the status of an HTTP response refusing the upgrade. */
   answered(status: number): void;
+  /** Hands over the upstream request, so a timeout can destroy it. */
+  sent(request: ClientRequest): void;
 }
 
 /**
@@ -55,6 +59,7 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Upgra
     host: options.host ?? 'upstream',
   };
   const connectTimeout = parseDuration(options.connectTimeout ?? '60s', 'connectTimeout');
+  const headerTimeout = parseDuration(options.headerTimeout ?? '60s', 'headerTimeout');
   const proxy: ProxyServer = createProxyServer({ ws: true, xfwd: false, ignorePath: true, prependPath: true, connectTimeout });
   // Errors are handled per request through the callback; this keeps a stray one from throwing.
   proxy.on('error', () => undefined);
@@ -77,12 +82,17 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Upgra
     for (const [name, values] of grouped) proxyReq.setHeader(name, values.length === 1 ? values[0]! : values);
     proxyReq.setHeader('connection', 'Upgrade');
     proxyReq.setHeader('upgrade', p.upgrade);
+    p.sent(proxyReq);
     proxyReq.once('upgrade', () => p.answered(101));
     proxyReq.once('response', (response: IncomingMessage) => p.answered(response.statusCode ?? 0));
   });
   return function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const ex = exchange(req);
     resolveClient(ex, policy.trust);
+    if (!ex.uriValid) {
+      socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+      return;
+    }
     let peer: ReturnType<UpstreamPool['select']>;
     try {
       peer = pool.select(pool.selection(req, ex));
@@ -107,16 +117,23 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Upgra
     let headerTime = -1;
     let failed = false;
     let finished = false;
+    let request: ClientRequest | undefined;
+    let timer: NodeJS.Timeout | undefined;
     const finish = (): void => {
       if (finished) return;
       finished = true;
+      if (timer !== undefined) clearTimeout(timer);
       pool.finish(peer, failed ? 'failed' : 'ok', { header: headerTime, response: performance.now() - started, inflightDone: false }, failed ? undefined : status);
     };
     pending.set(req, {
       headers,
       upgrade: String(req.headers.upgrade ?? 'websocket'),
+      sent(proxyReq) {
+        request = proxyReq;
+      },
       answered(code) {
         if (status !== undefined || failed) return;
+        if (timer !== undefined) clearTimeout(timer);
         status = code;
         headerTime = performance.now() - started;
         ex.upstreamStatus.push(code);
@@ -124,6 +141,17 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Upgra
       },
     });
     socket.once('close', finish);
+    // nginx's proxy_read_timeout covers the answer to an upgrade too: a server that
+    // accepts the connection and never answers must not hold the client or the slot.
+    if (headerTimeout > 0) {
+      timer = setTimeout(() => {
+        if (finished || status !== undefined) return;
+        failed = true;
+        ex.upstreamStatus.push(504);
+        request?.destroy();
+        socket.end('HTTP/1.1 504 Gateway Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n', () => socket.destroy());
+      }, headerTimeout);
+    }
     proxy.ws(req, socket, head, { target }, (err) => {
       if (finished || status !== undefined) return;
       failed = true;

@@ -408,8 +408,14 @@ function regexStep(source: string | RegExp, replacement: string, flag: RewriteFl
     ex.captures = captures(m);
     return true;
   };
-  const plain = (ex: Exchange): Target => ({ path: path(ex), args: args?.(ex) });
-  return replaceStep(test, { produce: redirect ? (ex) => withEscapedCaptures(ex, plain) : plain, flag, redirect, dropArgs });
+  // Captures land in the path as they are (the URI is decoded text, encoded again on its way
+  // upstream) or percent-encoded for a redirect; in the arguments they are always encoded, so a
+  // capture cannot add arguments (`&`, `=`) or a fragment (nginx escapes them likewise).
+  const produce = (ex: Exchange): Target => ({
+    path: redirect ? withCaptures(ex, escapeForRedirect, path) : path(ex),
+    args: args === undefined ? undefined : withCaptures(ex, escapeArg, args),
+  });
+  return replaceStep(test, { produce, flag, redirect, dropArgs });
 }
 
 /**
@@ -485,16 +491,21 @@ function patternStep(from: string, to: string, flag: RewriteFlag | undefined, wh
   return replaceStep(matches, { produce: () => ({ path: built, args: query }), flag: redirect && flag === undefined ? 'redirect' : flag, redirect, dropArgs });
 }
 
-function withEscapedCaptures(ex: Exchange, produce: (ex: Exchange) => Target): Target {
+function withCaptures(ex: Exchange, escape: (value: string) => string, produce: (ex: Exchange) => string): string {
   const saved = ex.captures;
   if (saved === undefined) return produce(ex);
-  const escaped = Object.assign(saved.map((c) => (c === undefined ? c : escapeForRedirect(c))), saved.named === undefined ? {} : { named: Object.fromEntries(Object.entries(saved.named).map(([k, v]) => [k, v === undefined ? v : escapeForRedirect(v)])) });
-  ex.captures = escaped;
+  const named = saved.named === undefined ? undefined : Object.fromEntries(Object.entries(saved.named).map(([k, v]) => [k, v === undefined ? v : escape(v)]));
+  ex.captures = Object.assign(saved.map((c) => (c === undefined ? c : escape(c))), named === undefined ? {} : { named });
   try {
     return produce(ex);
   } finally {
     ex.captures = saved;
   }
+}
+
+/** Percent-encodes a capture for a query argument: everything but unreserved characters. */
+function escapeArg(value: string): string {
+  return encodeURIComponent(wellFormed(value));
 }
 
 /** Replaces lone surrogates (a regex without `u` can capture half a pair) with U+FFFD, so encoding cannot throw. */
@@ -520,8 +531,10 @@ function headerSafe(text: string): string {
 /** Makes a redirect target absolute (nginx `absolute_redirect on`) and escapes anything that cannot be in a header. */
 function redirectUrl(target: string, ex: Exchange, o: Resolved): string {
   const clean = headerSafe(target);
-  if (!clean.startsWith('/') || !o.absoluteRedirect) return clean;
-  if (clean.startsWith('//')) return `${ex.scheme}:${clean}`;
+  if (!clean.startsWith('/')) return clean;
+  // `//host` and `/\\host` would leave the site: relative mode collapses them to one slash,
+  // absolute mode keeps them as a path on this host, as nginx does.
+  if (!o.absoluteRedirect) return clean.replace(/^[/\\]+/, '/');
   const host = typeof ex.req.headers.host === 'string' && /^[A-Za-z0-9.:[\]-]+$/.test(ex.req.headers.host) ? ex.req.headers.host : (ex.req.socket?.localAddress ?? 'localhost');
   return `${ex.scheme}://${host}${clean}`;
 }

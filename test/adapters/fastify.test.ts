@@ -225,6 +225,13 @@ test('WebSocket upgrades under the prefix are proxied by the plugin, others left
   assert.deepEqual(gw.loud(), []);
 });
 
+test('an upgrade outside the prefix with no other upgrade listener is answered 404, not left open', async (t) => {
+  const a = await backend(t, 'a');
+  const gw = await app(t, createPool({ servers: [{ url: a.url }] }));
+  assert.equal(await wsRefused(`${gw.ws}/elsewhere`, 2000), 404);
+  assert.deepEqual(a.sockets, []);
+});
+
 test('websocket: false leaves upgrades alone', async (t) => {
   const a = await backend(t, 'a');
   const gw = await app(t, createPool({ servers: [{ url: a.url }] }), { websocket: false });

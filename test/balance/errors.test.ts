@@ -161,3 +161,17 @@ test('an exception on the request path (a throwing hash key function) reaches ne
   assert.equal((await fetchText(gw.url)).status, 200);
   for (const s of pool.stats().servers) assert.equal(s.active, 0);
 });
+
+test('an upstream status outside 100-999 is an invalid response: 502, and a failure', { timeout: TEST_TIMEOUT }, async (t) => {
+  const { createServer: netServer } = await import('node:net');
+  const bad = netServer((s) => s.once('data', () => s.end('HTTP/1.1 099 Odd\r\ncontent-length: 0\r\n\r\n')));
+  await new Promise<void>((resolve) => bad.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise<void>((resolve) => bad.close(() => resolve())));
+  const port = (bad.address() as import('node:net').AddressInfo).port;
+  const pool = createPool({ servers: [{ url: `http://127.0.0.1:${port}` }] });
+  t.after(() => pool.close());
+  const gw = await gatewayFor(t, pool);
+  const r = await fetchText(gw.url);
+  assert.equal(r.status, 502);
+  assert.equal(pool.stats().servers[0]!.active, 0);
+});

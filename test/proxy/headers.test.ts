@@ -287,3 +287,44 @@ test('headers a middleware sets or removes on req.headers before balance() are w
   assert.equal(seen.headers['x-secret'], undefined);
   assert.equal(seen.headers['x-keep'], 'yes');
 });
+
+test('a client\'s Connection header cannot strip a header a middleware added', { timeout: TEST_TIMEOUT }, async (t) => {
+  const { chain, balance } = await import('../../src/index.ts');
+  const { gateway, fetchText } = await import('../helpers.ts');
+  const up = await mirror(t);
+  const pool = createPool({ servers: [{ url: up.url }] });
+  t.after(() => pool.close());
+  const gw = await gateway(
+    t,
+    chain((req, _res, next) => {
+      req.headers['x-user-role'] = 'guest';
+      next();
+    }, balance(pool)),
+  );
+  const r = await fetchText(gw.url, { headers: { connection: 'close, x-user-role, x-drop', 'x-drop': '1' } });
+  const seen = JSON.parse(r.body) as { headers: Record<string, string> };
+  assert.equal(seen.headers['x-user-role'], 'guest');
+  assert.equal(seen.headers['x-drop'], undefined, 'a header the client sent and named in Connection is still dropped');
+});
+
+test('trusted X-Forwarded-Proto and -Host: the value the nearest proxy added (rightmost) wins', { timeout: TEST_TIMEOUT }, async (t) => {
+  const { chain, balance, exchange } = await import('../../src/index.ts');
+  const { gateway, fetchText } = await import('../helpers.ts');
+  const up = await mirror(t);
+  const pool = createPool({ servers: [{ url: up.url }] });
+  t.after(() => pool.close());
+  let scheme = '';
+  const gw = await gateway(
+    t,
+    chain(balance(pool, { trustProxy: 'loopback' }), { final: () => undefined }),
+  );
+  gw.server.prependListener('request', (req) => {
+    req.once('end', () => undefined);
+    setImmediate(() => (scheme = exchange(req).scheme));
+  });
+  const r = await fetchText(gw.url, { headers: { 'x-forwarded-proto': 'https, http', 'x-forwarded-host': 'evil.example, real.example' } });
+  const seen = JSON.parse(r.body) as { headers: Record<string, string> };
+  assert.equal(seen.headers['x-forwarded-proto'], 'http');
+  assert.equal(seen.headers['x-forwarded-host'], 'real.example');
+  assert.equal(scheme, 'http');
+});

@@ -171,3 +171,36 @@ test('an upgrade whose hash key function throws is answered 500, the process kee
   assert.equal(r.status, 500);
   assert.equal(a.upgrades.length + b.upgrades.length, 0);
 });
+
+test('an upgrade with a path that climbs above the root is answered 400 and never reaches a server', { timeout: TEST_TIMEOUT }, async (t) => {
+  let upgrades = 0;
+  const up = await upstream(t, 'ws');
+  up.server.on('upgrade', (_req, socket) => {
+    upgrades++;
+    socket.destroy();
+  });
+  const pool = createPool({ servers: [{ url: up.url }] });
+  t.after(() => pool.close());
+  const gw = await gatewayFor(t, pool);
+  const c = await RawClient.open(t, gw.port);
+  c.write('GET /a/../../etc/passwd HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+  const res = await c.response();
+  assert.equal(res.status, 400);
+  assert.equal(upgrades, 0);
+});
+
+test('an upstream that accepts an upgrade and never answers gets 504 after headerTimeout and frees its slot', { timeout: TEST_TIMEOUT }, async (t) => {
+  // Registered first so it runs before the upstream's close, which would wait for these sockets.
+  const held: import('node:stream').Duplex[] = [];
+  t.after(() => held.forEach((s) => s.destroy()));
+  const up = await upstream(t, 'silent');
+  up.server.on('upgrade', (_req, socket) => held.push(socket)); // takes the socket, answers nothing
+  const pool = createPool({ servers: [{ url: up.url }] });
+  t.after(() => pool.close());
+  const gw = await gatewayFor(t, pool, { headerTimeout: 150 });
+  const c = await RawClient.open(t, gw.port);
+  c.write('GET /ws HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+  const res = await c.response();
+  assert.equal(res.status, 504);
+  await until(() => pool.stats().servers[0]!.active === 0);
+});

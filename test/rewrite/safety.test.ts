@@ -184,3 +184,25 @@ test('path-to-regexp rules finish on a 100k-character path', async (t) => {
     assert.ok(exchange(req).uri.length > 3);
   }
 });
+
+// ---- regressions found in review ----
+
+test('a capture cannot add query arguments or a fragment: it is percent-encoded in the args', async (t) => {
+  const { send, up } = await proxied(t, [{ rewrite: '^/s/(.*)$', replacement: '/search?q=$1', flag: 'last' }]);
+  for (const [target, q] of [['/s/a%26admin%3Dtrue', 'a%26admin%3Dtrue'], ['/s/a%23b', 'a%23b'], ['/s/a%20b', 'a%20b']] as const) {
+    const r = await send(target);
+    assert.equal(r.status, 200, target);
+    assert.equal(r.upstream, `/search?q=${q}`, target);
+  }
+  assert.equal(new URL(`http://x${up.seen.at(-1)!.url}`).searchParams.get('admin'), null);
+});
+
+test('a redirect to //host or /\\host stays on this site (no open redirect)', async (t) => {
+  const absolute = await rewriteGateway(t, [{ rewrite: '^/foo(.*)$', replacement: '/$1', flag: 'redirect' }]);
+  const a = await absolute.get('/foo/evil.com/x', { host: 'gw.example' });
+  assert.equal(a.status, 302);
+  assert.equal(a.headers.location, 'http://gw.example//evil.com/x');
+  const relative = await rewriteGateway(t, [{ rewrite: '^/foo(.*)$', replacement: '/$1', flag: 'redirect' }], { absoluteRedirect: false });
+  assert.equal((await relative.get('/foo/evil.com/x')).headers.location, '/evil.com/x');
+  assert.equal((await relative.get('/foo%5Cevil.com/x')).headers.location?.startsWith('//'), false);
+});
