@@ -122,7 +122,8 @@ export function rewrite(rules: readonly RewriteRule[], options: RewriteOptions =
       next();
       return;
     }
-    const before = `${ex.uri}?${ex.args}`;
+    const uriBefore = ex.uri;
+    const argsBefore = ex.args;
     const outcome = run(server, ex, { o, changed: false });
     if (outcome === 'cycle') {
       next(new SwitchyardError('SWY_ERR_REWRITE_CYCLE', 500, 'rewrite or internal redirection cycle'));
@@ -132,7 +133,7 @@ export function rewrite(rules: readonly RewriteRule[], options: RewriteOptions =
       respond(req, res, next, outcome);
       return;
     }
-    if (`${ex.uri}?${ex.args}` !== before) {
+    if (ex.uri !== uriBefore || ex.args !== argsBefore) {
       ex.uriChanged = true;
       ex.argMap = undefined;
       // encodePath, not encodeURI: a `?` or `#` decoded from the path must not become a query or fragment.

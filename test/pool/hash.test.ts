@@ -4,20 +4,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createPool, type MethodOption, type ServerOptions, type UpstreamPool } from '../../src/pool/index.ts';
 import type { Peer } from '../../src/pool/peer.ts';
-import { clock, finishOk, fixture, pick, selection, sequence, serversOf, type FixtureServer } from './support.ts';
+import { clock, finishOk, fixture, pick, selection, sequence, serversOf, type FixtureServer, type HashGroup, type IpGroup } from './support.ts';
 
 type TestContext = { after(fn: () => void): void };
-interface HashGroup {
-  name: string;
-  consistent: boolean;
-  servers: FixtureServer[];
-  results: Array<{ key: string; addr: string }>;
-}
-interface IpGroup {
-  name: string;
-  servers: FixtureServer[];
-  results: Array<{ address: string; addr: string }>;
-}
 const hash = fixture<{ groups: HashGroup[] }>('hash.json');
 const ipHash = fixture<{ groups: IpGroup[] }>('ip-hash.json');
 const group = <T extends { name: string }>(list: T[], name: string): T => list.find((g) => g.name === name)!;

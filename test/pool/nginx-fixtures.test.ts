@@ -4,20 +4,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createPool, type UpstreamPool } from '../../src/pool/index.ts';
-import { clock, fixture, pick, replay, serversOf, type FixtureServer, type SequenceGroup } from './support.ts';
+import { clock, fixture, pick, replay, serversOf, type FixtureServer, type HashGroup, type IpGroup, type SequenceGroup } from './support.ts';
 
-interface HashGroup {
-  name: string;
-  consistent: boolean;
-  servers: FixtureServer[];
-  results: Array<{ key: string; addr: string }>;
-}
-interface IpGroup {
-  name: string;
-  servers: FixtureServer[];
-  results: Array<{ address: string; addr: string }>;
-  mapped: Array<{ address: string; addr: string }>;
-}
 const hash = fixture<{ nginx: string; key: string; groups: HashGroup[] }>('hash.json');
 const ipHash = fixture<{ nginx: string; groups: IpGroup[] }>('ip-hash.json');
 const sequences = fixture<{ nginx: string; dead: string[]; groups: SequenceGroup[] }>('sequences.json');
@@ -159,7 +147,7 @@ test('ip_hash: IPv4-mapped IPv6 clients hash as their IPv4 address (deliberate d
   for (const g of ipHash.groups) {
     const pool = createPool({ name: g.name, method: 'ip-hash', servers: serversOf(g.servers) });
     t.after(() => pool.close());
-    for (const m of g.mapped) {
+    for (const m of g.mapped ?? []) {
       const v4 = m.address.slice('::ffff:'.length);
       assert.equal(pick(pool, { clientAddress: m.address }), g.results.find((r) => r.address === v4)!.addr, `${g.name} ${m.address}`);
       if (m.addr !== g.results.find((r) => r.address === v4)!.addr) differs++;

@@ -200,3 +200,19 @@ function request(pool: UpstreamPool, next: Set<string>, answer: (peer: Peer) => 
     return { op: 'get', addrs, statuses, status: a };
   }
 }
+
+/** A group of the hash fixtures: servers and where nginx sent each key. */
+export interface HashGroup {
+  name: string;
+  consistent: boolean;
+  servers: FixtureServer[];
+  results: Array<{ key: string; addr: string }>;
+}
+
+/** A group of the ip_hash fixtures; `mapped` holds nginx's answers for IPv4-mapped IPv6 text. */
+export interface IpGroup {
+  name: string;
+  servers: FixtureServer[];
+  results: Array<{ address: string; addr: string }>;
+  mapped?: Array<{ address: string; addr: string }>;
+}

@@ -4,8 +4,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { BadRequestError, createPool } from '../../src/index.ts';
-import { upstream, type Upstream } from '../helpers.ts';
+import { BadRequestError, balance, chain, createPool, exchange, type BalanceOptions, type Middleware } from '../../src/index.ts';
+import { fetchText, gateway, upstream, type Upstream } from '../helpers.ts';
 import { complete, gatewayFor, rawUpstream, RawClient, tryFetch, TEST_TIMEOUT } from '../balance/support.ts';
 
 /** An upstream that answers with the request line and headers it got, as JSON. */
@@ -267,21 +267,21 @@ test('IPv6 loopback: Host, $upstream_addr, X-Forwarded-For and Forwarded use bra
   assert.deepEqual(gw.log[0]!.addr, [`[::1]:${port}`]);
 });
 
-test('headers a middleware sets or removes on req.headers before balance() are what goes upstream', { timeout: TEST_TIMEOUT }, async (t) => {
-  const { chain, balance } = await import('../../src/index.ts');
-  const { gateway, fetchText } = await import('../helpers.ts');
+/** A mirror upstream behind `chain(first, balance(pool, options))`; returns the gateway url. */
+async function mirrorBehind(t: Parameters<typeof upstream>[0], first: Middleware, options: BalanceOptions = {}): Promise<string> {
   const up = await mirror(t);
   const pool = createPool({ servers: [{ url: up.url }] });
   t.after(() => pool.close());
-  const gw = await gateway(
-    t,
-    chain((req, _res, next) => {
-      req.headers['x-user'] = 'ada';
-      delete req.headers['x-secret'];
-      next();
-    }, balance(pool)),
-  );
-  const r = await fetchText(gw.url, { headers: { 'x-secret': 'token', 'x-keep': 'yes' } });
+  return (await gateway(t, chain(first, balance(pool, options)))).url;
+}
+
+test('headers a middleware sets or removes on req.headers before balance() are what goes upstream', { timeout: TEST_TIMEOUT }, async (t) => {
+  const url = await mirrorBehind(t, (req, _res, next) => {
+    req.headers['x-user'] = 'ada';
+    delete req.headers['x-secret'];
+    next();
+  });
+  const r = await fetchText(url, { headers: { 'x-secret': 'token', 'x-keep': 'yes' } });
   const seen = JSON.parse(r.body) as { headers: Record<string, string> };
   assert.equal(seen.headers['x-user'], 'ada');
   assert.equal(seen.headers['x-secret'], undefined);
@@ -289,40 +289,27 @@ test('headers a middleware sets or removes on req.headers before balance() are w
 });
 
 test('a client\'s Connection header cannot strip a header a middleware added', { timeout: TEST_TIMEOUT }, async (t) => {
-  const { chain, balance } = await import('../../src/index.ts');
-  const { gateway, fetchText } = await import('../helpers.ts');
-  const up = await mirror(t);
-  const pool = createPool({ servers: [{ url: up.url }] });
-  t.after(() => pool.close());
-  const gw = await gateway(
-    t,
-    chain((req, _res, next) => {
-      req.headers['x-user-role'] = 'guest';
-      next();
-    }, balance(pool)),
-  );
-  const r = await fetchText(gw.url, { headers: { connection: 'close, x-user-role, x-drop', 'x-drop': '1' } });
+  const url = await mirrorBehind(t, (req, _res, next) => {
+    req.headers['x-user-role'] = 'guest';
+    next();
+  });
+  const r = await fetchText(url, { headers: { connection: 'close, x-user-role, x-drop', 'x-drop': '1' } });
   const seen = JSON.parse(r.body) as { headers: Record<string, string> };
   assert.equal(seen.headers['x-user-role'], 'guest');
   assert.equal(seen.headers['x-drop'], undefined, 'a header the client sent and named in Connection is still dropped');
 });
 
 test('trusted X-Forwarded-Proto and -Host: the value the nearest proxy added (rightmost) wins', { timeout: TEST_TIMEOUT }, async (t) => {
-  const { chain, balance, exchange } = await import('../../src/index.ts');
-  const { gateway, fetchText } = await import('../helpers.ts');
-  const up = await mirror(t);
-  const pool = createPool({ servers: [{ url: up.url }] });
-  t.after(() => pool.close());
   let scheme = '';
-  const gw = await gateway(
+  const url = await mirrorBehind(
     t,
-    chain(balance(pool, { trustProxy: 'loopback' }), { final: () => undefined }),
+    (req, res, next) => {
+      res.once('finish', () => (scheme = exchange(req).scheme));
+      next();
+    },
+    { trustProxy: 'loopback' },
   );
-  gw.server.prependListener('request', (req) => {
-    req.once('end', () => undefined);
-    setImmediate(() => (scheme = exchange(req).scheme));
-  });
-  const r = await fetchText(gw.url, { headers: { 'x-forwarded-proto': 'https, http', 'x-forwarded-host': 'evil.example, real.example' } });
+  const r = await fetchText(url, { headers: { 'x-forwarded-proto': 'https, http', 'x-forwarded-host': 'evil.example, real.example' } });
   const seen = JSON.parse(r.body) as { headers: Record<string, string> };
   assert.equal(seen.headers['x-forwarded-proto'], 'http');
   assert.equal(seen.headers['x-forwarded-host'], 'real.example');
