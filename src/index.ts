@@ -36,6 +36,12 @@ export { fromNginx, DEFAULT_NGINX_IGNORE } from './rewrite/nginx.ts';
 export type { FromNginxOptions } from './rewrite/nginx.ts';
 export { fromApache, DEFAULT_APACHE_CONTEXT } from './rewrite/apache.ts';
 export type { FromApacheOptions } from './rewrite/apache.ts';
+export { cache, DEFAULT_LOCK_AGE, DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_ENTRY_SIZE, DEFAULT_STATUS_HEADER } from './cache/index.ts';
+export type { CacheCounter, CacheMiddleware, CacheOptions, CacheStats, CacheStatus, CacheWriteCounter, RequestSwitch, UseStaleCondition } from './cache/index.ts';
+export { CacheStore, createMemoryStore, estimateSize, DEFAULT_INACTIVE, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, DEFAULT_NAMESPACE, DEFAULT_STORE_TIMEOUT } from './cache/store.ts';
+export type { CacheEntry, CacheStoreEvents, CacheStoreOptions, MemoryStore, MemoryStoreOptions } from './cache/store.ts';
+export { compilePolicy, compileValid, freshness, DEFAULT_VALID_CODES, MAX_VARY_LENGTH } from './cache/policy.ts';
+export type { CachePolicy, CachePolicyOptions, CompiledValid, Freshness, FreshnessRequest, HeadersInput, IgnorableHeader, NotStoredReason, TtlSource, ValidCodes, ValidOption, ValidRule } from './cache/policy.ts';
 export { upgrade } from './proxy/upgrade.ts';
 export type { UpgradeHandler, UpgradeOptions } from './proxy/upgrade.ts';
 export type { TrustProxy } from './proxy/trust.ts';
@@ -50,6 +56,7 @@ export type { Duration } from './core/duration.ts';
 export {
   BadGatewayError,
   BadRequestError,
+  CacheStoreError,
   GatewayTimeoutError,
   InvalidOptionError,
   NoServerAvailableError,
@@ -57,4 +64,4 @@ export {
   SwitchyardError,
   UpstreamStatusError,
 } from './core/errors.ts';
-export type { SwitchyardErrorOptions } from './core/errors.ts';
+export type { CacheStoreFailure, CacheStoreOperation, SwitchyardErrorOptions } from './core/errors.ts';

@@ -220,7 +220,7 @@ async function proxy(pool: UpstreamPool, o: Resolved, ex: Exchange, res: ServerR
   const sel = pool.selection(req, ex);
   const gone = new Cancellation();
   const onClose = (): void => {
-    if (!res.writableFinished) gone.abort();
+    if (!res.writableFinished && !ex.detached) gone.abort();
   };
   res.once('close', onClose);
   let tries = pool.maxTries();
@@ -248,6 +248,7 @@ async function proxy(pool: UpstreamPool, o: Resolved, ex: Exchange, res: ServerR
       const err = attempts === 0 ? new NoServerAvailableError(pool.name, o.noServerStatus) : new BadGatewayError(`No live upstreams in pool "${pool.name}"`);
       ex.upstreamAddr.push(pool.name);
       ex.upstreamStatus.push(err.statusCode);
+      ex.upstreamFailure = 'error';
       debug('pool %s: no live upstreams', pool.name);
       return giveUp(err);
     }
@@ -289,6 +290,7 @@ async function proxy(pool: UpstreamPool, o: Resolved, ex: Exchange, res: ServerR
       ex.upstreamStatus.push(result.failure === 'timeout' ? 504 : 502);
       debug('pool %s: %s on %s: %s', pool.name, result.failure, peer.id, result.cause.message);
       if (canRetry(o, result.failure, tries, deadline, method, result.sent, body)) continue;
+      ex.upstreamFailure = result.failure;
       return giveUp(failureError(result.failure, result.cause, pool.name));
     }
 
@@ -308,7 +310,7 @@ async function proxy(pool: UpstreamPool, o: Resolved, ex: Exchange, res: ServerR
     }
     ex.upstreamStatus.push(status);
     ex.server = { id: peer.id, name: peer.name };
-    return relay(pool, peer, res, result, body, started, inflightDone, onClose);
+    return relay(pool, peer, res, result, body, started, inflightDone, onClose, ex.detached);
   }
 }
 
@@ -335,6 +337,7 @@ function relay(
   started: number,
   inflightDone: boolean,
   onClose: () => void,
+  detached: boolean,
 ): void {
   const { response, request, headerTime } = result;
   let done = false;
@@ -371,7 +374,8 @@ function relay(
     request.destroy();
     onUpstreamBroken();
   });
-  res.once('close', onClientClose);
+  // Detached (a cache's background update): the client's connection is not this response's.
+  if (!detached) res.once('close', onClientClose);
   if (res.headersSent || res.destroyed) {
     response.resume();
     finish();

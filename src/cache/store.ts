@@ -99,6 +99,12 @@ interface Slot {
  */
 export function estimateSize(value: unknown): number {
   if (typeof value === 'string') return Buffer.byteLength(value);
+  if (isEntryShaped(value)) {
+    // A cache entry held as an object: the body, the header text, and a fixed allowance for the rest.
+    let size = value.body.byteLength + 64;
+    for (const h of value.headers) size += h.length + 2;
+    return size;
+  }
   if (ArrayBuffer.isView(value)) return value.byteLength;
   if (value instanceof ArrayBuffer) return value.byteLength;
   try {
@@ -107,6 +113,11 @@ export function estimateSize(value: unknown): number {
   } catch {
     return UNKNOWN_VALUE_SIZE;
   }
+}
+
+function isEntryShaped(value: unknown): value is CacheEntry {
+  const v = value as Partial<CacheEntry> | null;
+  return typeof v === 'object' && v !== null && Buffer.isBuffer(v.body) && Array.isArray(v.headers);
 }
 
 function positiveInteger(value: unknown, option: string, fallback: number): number {
@@ -374,6 +385,11 @@ export class CacheStore extends EventEmitter<CacheStoreEvents> {
   readonly keyv: Keyv;
   /** Operation timeout in milliseconds. */
   readonly timeout: number;
+  /**
+   * The bounded memory store when entries live in this process (the default): entries are then
+   * kept as objects, never serialized, and reads skip Keyv and the timeout race.
+   */
+  readonly memory: MemoryStore | undefined;
   readonly #claimed = new WeakSet<object>();
   readonly #onKeyvError: (error: unknown) => void;
 
@@ -385,9 +401,11 @@ export class CacheStore extends EventEmitter<CacheStoreEvents> {
     const namespace = options.namespace ?? DEFAULT_NAMESPACE;
     if (typeof namespace !== 'string' || namespace === '') throw new InvalidOptionError('namespace', 'a non-empty string', namespace);
     const store = options.store ?? createMemoryStore(options.memory ?? {});
+    this.memory = undefined;
     if (isKeyv(store)) {
       this.keyv = store;
     } else {
+      if (isMemoryStore(store)) this.memory = store;
       const s = store as Record<string, unknown> | null;
       if (!(store instanceof Map) && (typeof s !== 'object' || s === null || ['get', 'set', 'delete', 'clear'].some((m) => typeof s[m] !== 'function'))) {
         throw new InvalidOptionError('store', 'a Keyv instance or a keyv storage adapter (get, set, delete, clear)', store);
@@ -415,6 +433,7 @@ export class CacheStore extends EventEmitter<CacheStoreEvents> {
    * ```
    */
   async get(key: string): Promise<CacheEntry | undefined> {
+    if (this.memory !== undefined) return this.memory.get<CacheEntry>(this.keyv._getKeyPrefix(key));
     const result = await this.#run('get', key, () => this.keyv.get(key));
     if (!result.ok || result.value === undefined || result.value === null) return undefined;
     const entry = decode(result.value);
@@ -435,9 +454,16 @@ export class CacheStore extends EventEmitter<CacheStoreEvents> {
   async set(key: string, entry: CacheEntry, ttlMs: number): Promise<boolean> {
     validEntry(entry);
     if (typeof ttlMs !== 'number' || !Number.isFinite(ttlMs) || ttlMs < 0) throw new InvalidOptionError('ttlMs', 'a non-negative number of milliseconds', ttlMs);
+    const ttl = ttlMs === 0 ? undefined : Math.max(1, Math.round(ttlMs));
+    if (this.memory !== undefined) {
+      // Held as a frozen object: readers share it and must not change it.
+      const held: CacheEntry = { status: entry.status, headers: Object.freeze(entry.headers.slice()) as string[], body: entry.body, storedAt: entry.storedAt };
+      if (entry.meta !== undefined) held.meta = Object.freeze({ ...entry.meta });
+      return this.memory.set(this.keyv._getKeyPrefix(key), Object.freeze(held), ttl);
+    }
     const record: StoredRecord = { v: 1, status: entry.status, headers: entry.headers.slice(), body: entry.body.toString('base64'), storedAt: entry.storedAt };
     if (entry.meta !== undefined) record.meta = entry.meta;
-    const result = await this.#run('set', key, () => this.keyv.set(key, record, ttlMs === 0 ? undefined : Math.max(1, Math.round(ttlMs))));
+    const result = await this.#run('set', key, () => this.keyv.set(key, record, ttl));
     return result.ok && result.value !== false;
   }
 

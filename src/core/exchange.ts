@@ -46,6 +46,13 @@ export interface Exchange {
   readonly upstreamStatus: number[];
   /** The server that produced the response, once one did. */
   server: ExchangeServer | undefined;
+  /** Why balance() gave up without a response (`error` also covers "no server available"). */
+  upstreamFailure: 'error' | 'timeout' | 'invalid_header' | undefined;
+  /**
+   * True when the client already has its answer and the rest of the chain only feeds a cache
+   * (cache()'s background update): balance() then ignores the client's connection closing.
+   */
+  detached: boolean;
   /** Cache status of the request (`HIT`, `MISS`, ...), set by cache(). */
   cacheStatus: string | undefined;
   /** A sticky hint: the server id a session is bound to, set by sticky(). */
@@ -106,6 +113,8 @@ function createExchange(req: IncomingMessage): Exchange {
     upstreamAddr: [],
     upstreamStatus: [],
     server: undefined,
+    upstreamFailure: undefined,
+    detached: false,
     cacheStatus: undefined,
     hint: undefined,
     cookies: undefined,
