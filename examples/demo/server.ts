@@ -2,7 +2,7 @@
 // of them, on the embedded defaults. `npm start` runs it; PORT changes the port.
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { balance, chain, createPool, rewrite } from 'switchyard';
+import { balance, cache, chain, createPool, exchange, rewrite } from 'switchyard';
 
 const PORT = Number(process.env.PORT ?? 8080);
 
@@ -31,6 +31,17 @@ const upstreams = await Promise.all([
   }),
 ]);
 
+// A deliberately slow dynamic page (300 ms to build), the textbook case for microcaching.
+let reports = 0;
+const slow = await demoUpstream('report', (_req, res) => {
+  const n = ++reports;
+  setTimeout(() => {
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify({ server: 'report', generated: n, at: new Date().toISOString() }) + '\n');
+  }, 300);
+});
+upstreams.push(slow);
+
 const pool = createPool({
   name: 'demo',
   servers: [
@@ -42,6 +53,18 @@ const pool = createPool({
 pool.on('state', (c) => console.log(`[pool] ${c.id}: ${c.from} -> ${c.to}`));
 
 const proxy = balance(pool, { nextUpstream: ['error', 'timeout', 'http_502'] });
+
+// nginx microcaching on /slow: cached for one second; one request refreshes it in the background
+// while everyone else gets the current copy, so the slow page is built about once a second
+// however many clients ask for it.
+const reportPool = createPool({ name: 'reports', servers: [{ url: slow.url, id: 'report' }] });
+const microcache = cache({ name: 'micro', valid: '1s', lock: true, useStale: ['updating'], backgroundUpdate: true });
+const reportProxy = balance(reportPool);
+const slowRoute = (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void): void => {
+  const uri = exchange(req).uri;
+  if (uri !== '/slow' && !uri.startsWith('/slow/')) return next();
+  microcache(req, res, (err?: unknown) => (err === undefined ? reportProxy(req, res, next) : next(err)));
+};
 
 // nginx-style rewriting in front of the proxy: the upstream gets the rewritten URI.
 const rules = rewrite([
@@ -56,12 +79,16 @@ const INDEX = `switchyard demo gateway
                          red answers 502 one time in three and the request moves on to the next server
   GET /v1/users          rewritten to /api/users before it is proxied (see "url" in the answer)
   GET /old/a/b           301 redirect to /new/a/b
+  GET /slow              a 300 ms page, microcached for 1 s (X-Cache-Status: MISS, HIT, STALE, UPDATING):
+                         built about once a second however many clients ask
   GET /switchyard/stats  live per-server statistics (state, active, requests, responses, fails)
+  GET /switchyard/cache  the microcache's counters (hit, stale, updating, miss, ...)
   POST /switchyard/servers/:id/drain|down|up   change a server at run time
 
 Try:
   for i in $(seq 12); do curl -s localhost:${PORT}/hello; done
   curl -s localhost:${PORT}/switchyard/stats
+  curl -si localhost:${PORT}/slow
   curl -s -X POST localhost:${PORT}/switchyard/servers/blue/down
 `;
 
@@ -75,6 +102,11 @@ const admin = (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) 
   if (url === '/switchyard/stats' && req.method === 'GET') {
     res.setHeader('content-type', 'application/json');
     res.end(JSON.stringify(pool.stats(), null, 2) + '\n');
+    return;
+  }
+  if (url === '/switchyard/cache' && req.method === 'GET') {
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify(microcache.stats(), null, 2) + '\n');
     return;
   }
   const m = /^\/switchyard\/servers\/([a-z]+)\/(drain|down|up)$/.exec(url);
@@ -91,7 +123,7 @@ const admin = (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) 
   next();
 };
 
-const gateway = createServer(chain(admin, rules, proxy));
+const gateway = createServer(chain(admin, rules, slowRoute, proxy));
 gateway.on('upgrade', proxy.upgrade);
 gateway.listen(PORT, () => {
   const { port } = gateway.address() as AddressInfo;
@@ -108,6 +140,8 @@ const stop = (): void => {
     u.server.closeAllConnections();
   }
   pool.close();
+  reportPool.close();
+  void microcache.close();
 };
 process.once('SIGINT', stop);
 process.once('SIGTERM', stop);

@@ -97,6 +97,15 @@ export interface CacheOptions extends CachePolicyOptions {
    * for example `(req) => req.method === 'PURGE' && isAdmin(req)`.
    */
   purge?: RequestSwitch;
+  /**
+   * Request headers that are not in the key but that some applications act on (URL, method or host
+   * overrides). A request carrying one may be answered from the cache, but its response is never
+   * stored, so it cannot change what other users get (web cache poisoning). `X-Forwarded-*` and
+   * `Forwarded` are not listed: balance() replaces them unless they come from `trustProxy`.
+   * Give `[]` to store such responses too (put the header in `key` when it matters).
+   * @default DEFAULT_UNKEYED_HEADERS
+   */
+  unkeyedHeaders?: readonly string[];
   /** Clock in milliseconds, for tests (also given to the default memory store). @default Date.now */
   now?: () => number;
 }
@@ -150,6 +159,17 @@ export interface CacheMiddleware extends Middleware {
   close(): Promise<void>;
 }
 
+/** Default of {@link CacheOptions.unkeyedHeaders}: URL, method and host overrides some frameworks honour. */
+export const DEFAULT_UNKEYED_HEADERS: readonly string[] = Object.freeze([
+  'x-original-url',
+  'x-rewrite-url',
+  'x-http-method-override',
+  'x-http-method',
+  'x-method-override',
+  'x-forwarded-server',
+  'x-host',
+  'x-forwarded-scheme',
+]);
 /** Default of {@link CacheOptions.statusHeader}. */
 export const DEFAULT_STATUS_HEADER = 'X-Cache-Status';
 /** Default of {@link CacheOptions.lockTimeout} (nginx: 5s). */
@@ -300,6 +320,12 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
   const maxEntrySize = options.maxEntrySize ?? DEFAULT_MAX_ENTRY_SIZE;
   if (!Number.isSafeInteger(maxEntrySize) || maxEntrySize < 0) throw new InvalidOptionError('maxEntrySize', 'a non-negative integer of bytes', maxEntrySize);
   const retention = duration(options.staleRetention, 'staleRetention', DEFAULT_INACTIVE);
+  const unkeyedOption = options.unkeyedHeaders ?? DEFAULT_UNKEYED_HEADERS;
+  if (!Array.isArray(unkeyedOption)) throw new InvalidOptionError('unkeyedHeaders', 'an array of header names', unkeyedOption);
+  const unkeyed = unkeyedOption.map((h: unknown, i: number) => {
+    if (typeof h !== 'string' || !TOKEN.test(h)) throw new InvalidOptionError(`unkeyedHeaders[${i}]`, 'a header name', h);
+    return h.toLowerCase();
+  });
 
   let keyOf: (req: IncomingMessage, ex: Exchange) => string;
   if (options.key === undefined) keyOf = (_req, ex) => ex.scheme + host(ex) + upstreamTarget(ex);
@@ -427,9 +453,8 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
       return;
     }
     if (method === 'HEAD' && convertHead) method = 'GET';
-    const noStore = (): boolean => noCache !== undefined && noCache(req, ex);
     if (skipLookup) {
-      fetch(req, res, next, ex, base, { status: 'BYPASS', noStore: noStore() });
+      fetch(req, res, next, ex, base, { status: 'BYPASS', noStore: refuseStore(req, ex) });
       return;
     }
     respond(req, res, next, ex, base, 0).catch((err: unknown) => {
@@ -438,13 +463,19 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
     });
   };
 
+  /** `noCache`, or a header that is not keyed but could change the response. */
+  function refuseStore(req: IncomingMessage, ex: Exchange): boolean {
+    for (const h of unkeyed) if (req.headers[h] !== undefined) return true;
+    return noCache !== undefined && noCache(req, ex);
+  }
+
   async function respond(req: IncomingMessage, res: ServerResponse, next: Next, ex: Exchange, base: string, round: number): Promise<void> {
     const found = await lookup(base, req);
     let entry = found.entry;
     if (entry !== undefined && req.headers.authorization !== undefined && !sharedAllowed(entry)) entry = undefined;
     const meta = entry === undefined ? undefined : metaOf(entry);
     const t = now();
-    const noStore = noCache !== undefined && noCache(req, ex);
+    const noStore = refuseStore(req, ex);
     if (entry !== undefined && meta !== undefined) {
       if (t < meta.expiresAt) {
         answer(req, res, ex, entry, 'HIT');

@@ -153,3 +153,49 @@ test('the demo gateway (npm start) balances, rewrites, reports stats and stops c
   assert.equal(code, 0);
   assert.equal(demo.stderr(), '');
 });
+
+test('the demo microcaches /slow: 200 concurrent clients for 3 s reach its upstream about once a second', async (t) => {
+  const demo = await start(t, 'demo');
+  const { Agent, request } = await import('node:http');
+  const agent = new Agent({ keepAlive: true, maxSockets: 200 });
+  t.after(() => agent.destroy());
+  const get = (): Promise<{ status: number; cache: string; generated: number }> =>
+    new Promise((resolve, reject) => {
+      const req = request(`${demo.url}/slow`, { agent }, (res) => {
+        let body = '';
+        res.setEncoding('utf8').on('data', (c: string) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, cache: String(res.headers['x-cache-status']), generated: (JSON.parse(body) as { generated: number }).generated }));
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  const statuses = new Map<string, number>();
+  let responses = 0;
+  let highest = 0;
+  const until = performance.now() + 3000;
+  const client = async (): Promise<void> => {
+    while (performance.now() < until) {
+      const r = await get();
+      assert.equal(r.status, 200);
+      responses++;
+      highest = Math.max(highest, r.generated);
+      statuses.set(r.cache, (statuses.get(r.cache) ?? 0) + 1);
+    }
+  };
+  await Promise.all(Array.from({ length: 200 }, client));
+  t.diagnostic(`upstream builds: ${highest}, responses: ${responses}, statuses: ${JSON.stringify([...statuses])}`);
+  // The page was built once to fill the cache and then about once per second of the run.
+  assert.ok(highest >= 2 && highest <= 5, `the slow upstream built the page ${highest} times for ${responses} responses (${JSON.stringify([...statuses])})`);
+  assert.ok(responses >= 400, `${responses} responses in 3 s`);
+  assert.equal(statuses.get('MISS'), 1, 'one request filled the cache, the lock held the others');
+  assert.ok((statuses.get('HIT') ?? 0) > responses / 2);
+  const stats = JSON.parse((await fetchText(`${demo.url}/switchyard/cache`)).body) as { hit: { responses: number }; miss: { responses: number } };
+  assert.equal(stats.miss.responses, 1);
+  assert.ok(stats.hit.responses > 0);
+  agent.destroy();
+  demo.child.kill('SIGTERM');
+  const { code } = await demo.exited;
+  assert.equal(code, 0);
+  assert.equal(demo.stderr(), '');
+});
