@@ -185,6 +185,7 @@ const ERROR_WINDOW = new Set<string>(['error', 'timeout', 'invalid_header', 'htt
 // Not kept in an entry: per-connection or per-response framing, and cookies (never shared).
 const NOT_STORED = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length', 'set-cookie', 'proxy-connection', 'trailer', 'upgrade']);
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const COUNTER = { MISS: 'miss', BYPASS: 'bypass', EXPIRED: 'expired', STALE: 'stale', UPDATING: 'updating', REVALIDATED: 'revalidated', HIT: 'hit' } as const;
 const USES_LIMIT = 10_000;
 
 type Check = (req: IncomingMessage, ex: Exchange) => boolean;
@@ -351,7 +352,7 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
   const uses = new Map<string, number>();
 
   const count = (status: CacheStatus, bytes: number): void => {
-    const c = counters[status.toLowerCase() as 'hit'];
+    const c = counters[COUNTER[status]];
     c.responses++;
     c.bytes += bytes;
   };
@@ -456,6 +457,15 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
     if (skipLookup) {
       fetch(req, res, next, ex, base, { status: 'BYPASS', noStore: refuseStore(req, ex) });
       return;
+    }
+    // Entries held in this process: a fresh one is answered without a promise.
+    if (store.memory !== undefined) {
+      const entry = store.getSync(base);
+      const expiresAt = (entry?.meta as Partial<Meta> | undefined)?.expiresAt;
+      if (entry !== undefined && typeof expiresAt === 'number' && now() < expiresAt && entry.meta!['variants'] !== true && (req.headers.authorization === undefined || sharedAllowed(entry))) {
+        answer(req, res, ex, entry, 'HIT');
+        return;
+      }
     }
     respond(req, res, next, ex, base, 0).catch((err: unknown) => {
       if (res.headersSent) res.destroy();

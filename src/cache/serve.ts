@@ -134,6 +134,8 @@ export function byteRange(entry: CacheEntry, c: Conditionals): { start: number; 
   return { start, end };
 }
 
+const hitHeaders = new WeakMap<CacheEntry, { statusHeader: string | undefined; list: string[] }>();
+
 const NOT_FOR_304 = new Set(['content-length', 'content-range', 'accept-ranges', 'transfer-encoding']);
 
 /**
@@ -141,6 +143,24 @@ const NOT_FOR_304 = new Set(['content-length', 'content-range', 'accept-ranges',
  * conditional and range headers. Returns the number of body bytes written.
  */
 export function serveEntry(res: ServerResponse, method: string, entry: CacheEntry, c: Conditionals, statusHeader: string | undefined, status: string): number {
+  // The common case (a HIT without conditions): the header list is built once per entry.
+  if (status === 'HIT' && c['if-none-match'] === undefined && c['if-modified-since'] === undefined && c.range === undefined && c['if-match'] === undefined && c['if-unmodified-since'] === undefined) {
+    let wire = hitHeaders.get(entry);
+    if (wire === undefined || wire.statusHeader !== statusHeader) {
+      const list = entry.headers.slice();
+      list.push('content-length', String(entry.body.length));
+      if (statusHeader !== undefined) list.push(statusHeader, status);
+      wire = { statusHeader, list };
+      hitHeaders.set(entry, wire);
+    }
+    res.writeHead(entry.status, wire.list);
+    if (method === 'HEAD' || entry.status === 204 || entry.status === 304) {
+      res.end();
+      return 0;
+    }
+    res.end(entry.body);
+    return entry.body.length;
+  }
   const headers: string[] = [];
   let code = entry.status;
   let body = entry.body;

@@ -63,6 +63,8 @@ export interface MemoryStoreOptions {
 export interface MemoryStore extends KeyvStoreAdapter {
   /** Value of `key`, or `undefined` when missing, expired or inactive. Marks it recently used. */
   get<Value>(key: string): Promise<Value | undefined>;
+  /** {@link MemoryStore.get} without the promise. */
+  getSync<Value>(key: string): Value | undefined;
   /** Stores `value`; `ttl` in milliseconds, none when `undefined` or `0`. `false` when the value is larger than `maxBytes`. */
   set(key: string, value: unknown, ttl?: number): Promise<boolean>;
   /** Removes `key`; `true` when it was there. */
@@ -179,6 +181,9 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       return store;
     },
     async get<Value>(key: string): Promise<Value | undefined> {
+      return store.getSync<Value>(key);
+    },
+    getSync<Value>(key: string): Value | undefined {
       const t = now();
       pruneInactive(t);
       const slot = live(key, t);
@@ -391,6 +396,7 @@ export class CacheStore extends EventEmitter<CacheStoreEvents> {
    */
   readonly memory: MemoryStore | undefined;
   readonly #claimed = new WeakSet<object>();
+  #prefix = '';
   readonly #onKeyvError: (error: unknown) => void;
 
   constructor(options: CacheStoreOptions = {}) {
@@ -422,6 +428,15 @@ export class CacheStore extends EventEmitter<CacheStoreEvents> {
       });
     };
     this.keyv.on('error', this.#onKeyvError);
+    this.#prefix = this.keyv._getKeyPrefix('');
+  }
+
+  /**
+   * The entry under `key` when entries live in this process ({@link CacheStore.memory}), without a
+   * promise; `undefined` on a miss or with any other store.
+   */
+  getSync(key: string): CacheEntry | undefined {
+    return this.memory?.getSync<CacheEntry>(this.#prefix + key);
   }
 
   /**
@@ -433,7 +448,7 @@ export class CacheStore extends EventEmitter<CacheStoreEvents> {
    * ```
    */
   async get(key: string): Promise<CacheEntry | undefined> {
-    if (this.memory !== undefined) return this.memory.get<CacheEntry>(this.keyv._getKeyPrefix(key));
+    if (this.memory !== undefined) return this.memory.getSync<CacheEntry>(this.#prefix + key);
     const result = await this.#run('get', key, () => this.keyv.get(key));
     if (!result.ok || result.value === undefined || result.value === null) return undefined;
     const entry = decode(result.value);
@@ -459,12 +474,79 @@ export class CacheStore extends EventEmitter<CacheStoreEvents> {
       // Held as a frozen object: readers share it and must not change it.
       const held: CacheEntry = { status: entry.status, headers: Object.freeze(entry.headers.slice()) as string[], body: entry.body, storedAt: entry.storedAt };
       if (entry.meta !== undefined) held.meta = Object.freeze({ ...entry.meta });
-      return this.memory.set(this.keyv._getKeyPrefix(key), Object.freeze(held), ttl);
+      return this.memory.set(this.#prefix + key, Object.freeze(held), ttl);
     }
     const record: StoredRecord = { v: 1, status: entry.status, headers: entry.headers.slice(), body: entry.body.toString('base64'), storedAt: entry.storedAt };
     if (entry.meta !== undefined) record.meta = entry.meta;
     const result = await this.#run('set', key, () => this.keyv.set(key, record, ttl));
     return result.ok && result.value !== false;
+  }
+
+  /**
+   * A plain string stored under `key` with {@link CacheStore.setText} (sticky()'s learned sessions),
+   * or `undefined` on a miss, a failure or a value that is not a string.
+   * @example
+   * ```ts
+   * const sid = await sessions.getText('session:3f2a');
+   * ```
+   */
+  async getText(key: string): Promise<string | undefined> {
+    let value: unknown;
+    if (this.memory !== undefined) value = this.memory.getSync(this.#prefix + key);
+    else {
+      const result = await this.#run('get', key, () => this.keyv.get(key));
+      if (!result.ok) return undefined;
+      value = result.value;
+    }
+    if (value === undefined || value === null) return undefined;
+    if (typeof value !== 'string') {
+      this.#report(new CacheStoreError('get', 'invalid', key, `Store returned something that is not a string for "${key}"`));
+      return undefined;
+    }
+    return value;
+  }
+
+  /**
+   * Stores a plain string under `key` for `ttlMs` milliseconds (`0`: until evicted). Resolves
+   * `false` when the store failed.
+   * @example
+   * ```ts
+   * await sessions.setText('session:3f2a', 'b', 600_000);
+   * ```
+   */
+  async setText(key: string, value: string, ttlMs: number): Promise<boolean> {
+    if (typeof value !== 'string') throw new InvalidOptionError('value', 'a string', value);
+    if (typeof ttlMs !== 'number' || !Number.isFinite(ttlMs) || ttlMs < 0) throw new InvalidOptionError('ttlMs', 'a non-negative number of milliseconds', ttlMs);
+    const ttl = ttlMs === 0 ? undefined : Math.max(1, Math.round(ttlMs));
+    if (this.memory !== undefined) return this.memory.set(this.#prefix + key, value, ttl);
+    const result = await this.#run('set', key, () => this.keyv.set(key, value, ttl));
+    return result.ok && result.value !== false;
+  }
+
+  /**
+   * Every string value of this namespace (for counting sticky sessions): the memory store's, or a
+   * Redis `SCAN` with `MGET`, or Keyv's iterator. Resolves `[]` when the store fails.
+   */
+  async texts(): Promise<string[]> {
+    const result = await this.#run('list', '', async () => {
+      const keyv = this.keyv;
+      const rawPrefix = keyv._getKeyPrefix('');
+      const out: string[] = [];
+      if (this.memory !== undefined) {
+        for (const k of this.memory.keys()) {
+          if (!k.startsWith(rawPrefix)) continue;
+          const v = await this.memory.get(k);
+          if (typeof v === 'string') out.push(v);
+        }
+        return out;
+      }
+      if (keyv.iterator !== undefined) {
+        for await (const [, value] of keyv.iterator(keyv.namespace) as AsyncIterable<[string, unknown]>) if (typeof value === 'string') out.push(value);
+        return out;
+      }
+      throw new Error('This keyv store cannot list its keys');
+    });
+    return result.ok ? result.value : [];
   }
 
   /**
@@ -475,6 +557,7 @@ export class CacheStore extends EventEmitter<CacheStoreEvents> {
    * ```
    */
   async delete(key: string): Promise<boolean> {
+    if (this.memory !== undefined) return this.memory.delete(this.#prefix + key);
     const result = await this.#run('delete', key, () => this.keyv.delete(key));
     return result.ok && result.value === true;
   }
@@ -508,7 +591,8 @@ export class CacheStore extends EventEmitter<CacheStoreEvents> {
   async #purge(prefix: string): Promise<number> {
     const keyv = this.keyv;
     const store: unknown = keyv.store;
-    const rawPrefix = keyv._getKeyPrefix(prefix);
+    // Memory keys are always `<namespace>:<key>` (see set); Keyv's own prefixing skips keys that already carry it.
+    const rawPrefix = isMemoryStore(store) ? this.#prefix + prefix : keyv._getKeyPrefix(prefix);
     if (isRedisAdapter(store)) {
       const match = `${escapeGlob(store.createKeyPrefix(rawPrefix, store.namespace))}*`;
       let removed = 0;

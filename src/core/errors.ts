@@ -152,7 +152,7 @@ export class ServerNotFoundError extends SwitchyardError {
 }
 
 /** Operations of the cache store, as named in {@link CacheStoreError.operation}. */
-export type CacheStoreOperation = 'get' | 'set' | 'delete' | 'deletePrefix' | 'disconnect' | 'store';
+export type CacheStoreOperation = 'get' | 'set' | 'delete' | 'deletePrefix' | 'list' | 'disconnect' | 'store';
 
 /** Why a store operation failed: it threw or rejected, took longer than `timeout`, or returned something that is not an entry. */
 export type CacheStoreFailure = 'error' | 'timeout' | 'invalid';
