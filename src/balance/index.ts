@@ -309,8 +309,8 @@ async function proxy(pool: UpstreamPool, o: Resolved, ex: Exchange, res: ServerR
       continue;
     }
     ex.upstreamStatus.push(status);
-    ex.server = { id: peer.id, name: peer.name };
-    return relay(pool, peer, res, result, body, started, inflightDone, onClose, ex.detached);
+    ex.server = { id: peer.id, name: peer.name, sid: peer.sid };
+    return relay(pool, peer, res, result, body, started, inflightDone, onClose, ex);
   }
 }
 
@@ -337,7 +337,7 @@ function relay(
   started: number,
   inflightDone: boolean,
   onClose: () => void,
-  detached: boolean,
+  ex: Exchange,
 ): void {
   const { response, request, headerTime } = result;
   let done = false;
@@ -375,12 +375,14 @@ function relay(
     onUpstreamBroken();
   });
   // Detached (a cache's background update): the client's connection is not this response's.
-  if (!detached) res.once('close', onClientClose);
+  if (!ex.detached) res.once('close', onClientClose);
   if (res.headersSent || res.destroyed) {
     response.resume();
     finish();
     return;
   }
-  res.writeHead(response.statusCode ?? 502, clientResponseHeaders(response.rawHeaders, response.headers.connection));
+  const headers = clientResponseHeaders(response.rawHeaders, response.headers.connection);
+  if (ex.responseHooks !== undefined) for (const hook of ex.responseHooks) hook(ex, response, headers);
+  res.writeHead(response.statusCode ?? 502, headers);
   response.pipe(res);
 }

@@ -7,7 +7,15 @@ export interface ExchangeServer {
   readonly id: string;
   /** `host:port` of the server, as nginx's `$upstream_addr` shows it. */
   readonly name: string;
+  /** The server's session id for sticky(): its `route`, else the hex MD5 of `name` (nginx's SID). */
+  readonly sid: string;
 }
+
+/**
+ * Called by balance() with the upstream response about to be relayed and the header list the
+ * client will get (flat name/value pairs), which the hook may add to (sticky() adds its cookie).
+ */
+export type ResponseHook = (ex: Exchange, response: IncomingMessage, headers: string[]) => void;
 
 /**
  * Everything switchyard knows about one request, shared by every middleware
@@ -55,8 +63,10 @@ export interface Exchange {
   detached: boolean;
   /** Cache status of the request (`HIT`, `MISS`, ...), set by cache(). */
   cacheStatus: string | undefined;
-  /** A sticky hint: the server id a session is bound to, set by sticky(). */
+  /** A sticky hint: the session id (`sid`) of the server a session is bound to, set by sticky(). */
   hint: string | undefined;
+  /** Hooks run by balance() before it relays an upstream response. */
+  responseHooks: ResponseHook[] | undefined;
   /** Parsed `Cookie` header, lazily filled by the variables facility. */
   cookies: Map<string, string> | undefined;
   /** Parsed query arguments, lazily filled by the variables facility. */
@@ -117,6 +127,7 @@ function createExchange(req: IncomingMessage): Exchange {
     detached: false,
     cacheStatus: undefined,
     hint: undefined,
+    responseHooks: undefined,
     cookies: undefined,
     argMap: undefined,
   };

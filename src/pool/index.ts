@@ -77,6 +77,8 @@ export interface ServerInfo {
   down: boolean;
   drain: boolean;
   route: string;
+  /** The session id sticky() binds to: `route`, else the hex MD5 of `host:port` (nginx's SID). */
+  sid: string;
 }
 
 /** A balancing method and its parameters. Kebab-case names; nginx's (`least_conn`) are accepted too. */
@@ -657,7 +659,8 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
   select(sel: Selection): Peer | undefined {
     const now = this.#now();
     sel.now = now;
-    const peer = this.#balancer.select(this.#set, sel);
+    const hint = sel.ex?.hint;
+    const peer = (hint === undefined ? undefined : this.#bound(hint, sel, now)) ?? this.#balancer.select(this.#set, sel);
     if (peer === undefined) return undefined;
     sel.tried.add(peer);
     if (now - peer.checked > peer.failTimeout) peer.checked = now;
@@ -666,6 +669,39 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     peer.selectedAt = now;
     this.#balancer.chosen?.(peer, now);
     return peer;
+  }
+
+  /**
+   * The server a sticky hint names (nginx's `get_rr_peer_by_sid`), looked up in the list in use
+   * (the backups only after a fall-over): not for a server already tried, down, failed or full, but
+   * a draining one takes it. Under round robin the bound request still takes its share of the
+   * weights, so unbound requests keep the configured proportions; once the bound server is a whole
+   * round ahead it is chosen without touching them.
+   */
+  #bound(hint: string, sel: Selection, now: number): Peer | undefined {
+    const list = sel.backup ? this.#set.backup : this.#set.primary;
+    let found: Peer | undefined;
+    for (const p of list) {
+      if (p.sid === hint) {
+        found = p;
+        break;
+      }
+    }
+    if (found === undefined || sel.tried.has(found) || found.down || found.failed(now) || found.full()) return undefined;
+    if (this.method !== 'round-robin' || this.#set.single) return found;
+    let totalWeight = 0;
+    if (sel.backup) for (const p of list) totalWeight += p.weight;
+    else totalWeight = this.#set.totalWeight;
+    if (found.currentWeight <= -(totalWeight - found.weight)) return found;
+    let total = 0;
+    for (const p of list) {
+      if (sel.tried.has(p) || !p.usable(now)) continue;
+      p.currentWeight += p.effectiveWeight;
+      total += p.effectiveWeight;
+      if (p.effectiveWeight < p.weight) p.effectiveWeight++;
+    }
+    found.currentWeight -= total;
+    return found;
   }
 
   /** @internal True when requests that find no server may wait in the queue. */
@@ -801,6 +837,7 @@ function info(p: Peer): ServerInfo {
     down: p.down,
     drain: p.drain,
     route: p.route,
+    sid: p.sid,
   };
 }
 

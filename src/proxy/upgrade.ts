@@ -137,7 +137,7 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Upgra
         status = code;
         headerTime = performance.now() - started;
         ex.upstreamStatus.push(code);
-        ex.server = { id: peer.id, name: peer.name };
+        ex.server = { id: peer.id, name: peer.name, sid: peer.sid };
       },
     });
     socket.once('close', finish);
