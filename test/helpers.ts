@@ -1,6 +1,6 @@
 // Test helpers: real servers on port 0, closed by the test's `after` hook.
 import { createServer, request, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import type { TestContext } from 'node:test';
 
 export interface Upstream {
@@ -84,4 +84,37 @@ export async function sequence(url: string, n: number, headers?: Record<string, 
   const out: string[] = [];
   for (let i = 0; i < n; i++) out.push((await fetchText(url, { headers })).body);
   return out;
+}
+
+/** Requests `url` and closes the connection as soon as the first body chunk arrives (a client gone mid-response). */
+export function abortAfterFirstChunk(url: string, timeoutMs = 3000): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const req = request(url, { agent: false }, (res) => {
+      res.once('data', () => {
+        req.destroy();
+        resolve();
+      });
+    });
+    req.on('error', () => undefined);
+    req.on('close', () => resolve());
+    req.end();
+    setTimeout(() => reject(new Error(`no first chunk within ${timeoutMs} ms`)), timeoutMs).unref();
+  });
+}
+
+/** Whether something accepts TCP connections at host:port (within 500 ms). */
+export function reachable(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host, port });
+    socket.setTimeout(500);
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('timeout', () => {
+      socket.destroy();
+      resolve(false);
+    });
+    socket.once('error', () => resolve(false));
+  });
 }

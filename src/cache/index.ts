@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { KeyvStoreAdapter } from 'keyv';
 import { Keyv } from 'keyv';
+import type { NextUpstreamCondition } from '../balance/index.ts';
 import type { Middleware, Next } from '../core/chain.ts';
 import { parseDuration, type Duration } from '../core/duration.ts';
 import { InvalidOptionError } from '../core/errors.ts';
@@ -14,19 +15,8 @@ import { CacheStore, createMemoryStore, DEFAULT_INACTIVE, type CacheEntry, type 
 /** Cache status of a request, as nginx's `$upstream_cache_status`. */
 export type CacheStatus = 'MISS' | 'BYPASS' | 'EXPIRED' | 'STALE' | 'UPDATING' | 'REVALIDATED' | 'HIT';
 
-/** nginx `proxy_cache_use_stale` conditions. */
-export type UseStaleCondition =
-  | 'error'
-  | 'timeout'
-  | 'invalid_header'
-  | 'updating'
-  | 'http_500'
-  | 'http_502'
-  | 'http_503'
-  | 'http_504'
-  | 'http_403'
-  | 'http_404'
-  | 'http_429';
+/** nginx `proxy_cache_use_stale` conditions: balance()'s failure conditions, and `updating`. */
+export type UseStaleCondition = Exclude<NextUpstreamCondition, 'non_idempotent' | 'off'> | 'updating';
 
 /**
  * A per-request switch: a predicate, or nginx-style strings with variables that are "on" when any

@@ -9,7 +9,7 @@ import { parseDuration, type Duration } from '../core/duration.ts';
 import { InvalidOptionError, ServerNotFoundError } from '../core/errors.ts';
 import { compileTemplate } from '../core/variables.ts';
 import { emptyResponses, movingAverage, Peer, type AttemptOutcome, type PeerTarget, type ServerState, type ServerStats } from './peer.ts';
-import { createRoundRobin } from './methods/round-robin.ts';
+import { createRoundRobin, smoothWeighted } from './methods/round-robin.ts';
 import { createLeastConn } from './methods/least-conn.ts';
 import { createLeastTime } from './methods/least-time.ts';
 import { createConsistentHash, createHash, createIpHash, type KeyFunction } from './methods/hash.ts';
@@ -693,15 +693,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     if (sel.backup) for (const p of list) totalWeight += p.weight;
     else totalWeight = this.#set.totalWeight;
     if (found.currentWeight <= -(totalWeight - found.weight)) return found;
-    let total = 0;
-    for (const p of list) {
-      if (sel.tried.has(p) || !p.usable(now)) continue;
-      p.currentWeight += p.effectiveWeight;
-      total += p.effectiveWeight;
-      if (p.effectiveWeight < p.weight) p.effectiveWeight++;
-    }
-    found.currentWeight -= total;
-    return found;
+    return smoothWeighted(list, sel, found);
   }
 
   /** @internal True when requests that find no server may wait in the queue. */

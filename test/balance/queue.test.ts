@@ -16,7 +16,7 @@ async function slowPool(t: Parameters<typeof upstream>[0], delay: number, queue?
     }, delay);
   });
   const pool = createPool({ servers: [{ url: up.url, maxConns: 1 }], ...(queue === undefined ? {} : { queue }) });
-  t.after(() => pool.close());
+  t?.after(() => pool.close());
   const gw = await gateway(t, chain(balance(pool)));
   return { pool, gw, most: () => most };
 }

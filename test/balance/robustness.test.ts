@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { createServer, request, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { BadGatewayError, chain, balance, createPool } from '../../src/index.ts';
-import { deadPort, fetchText, listen, upstream } from '../helpers.ts';
+import { abortAfterFirstChunk, deadPort, fetchText, listen, upstream } from '../helpers.ts';
 import { complete, gatewayFor, rawUpstream, RawClient, tryFetch, until, TEST_TIMEOUT } from './support.ts';
 
 test('client aborts mid-response: the upstream request is destroyed and active returns to 0', { timeout: TEST_TIMEOUT }, async (t) => {
@@ -18,18 +18,7 @@ test('client aborts mid-response: the upstream request is destroyed and active r
   const pool = createPool({ servers: [{ url: up.url }, { url: up.url + '/other' }] });
   t.after(() => pool.close());
   const gw = await gatewayFor(t, pool);
-  await new Promise<void>((resolve, reject) => {
-    const req = request(gw.url, { agent: false }, (res) => {
-      res.once('data', () => {
-        req.destroy();
-        resolve();
-      });
-    });
-    req.on('error', () => undefined);
-    req.on('close', () => resolve());
-    req.end();
-    setTimeout(() => reject(new Error('no first chunk')), 2000).unref();
-  });
+  await abortAfterFirstChunk(gw.url, 2000);
   await until(() => upstreamClosed, 2000, 'the upstream request to be destroyed');
   await until(() => pool.stats().servers.every((s) => s.active === 0), 2000, 'active to return to 0');
   const s = pool.stats().servers[0]!;

@@ -9,7 +9,7 @@ import { createServer, request, type IncomingMessage, type ServerResponse } from
 import type { TestContext } from 'node:test';
 import express from 'express';
 import { balance, cache, CacheStore, chain, createMemoryStore, createPool, type BalanceOptions, type CacheOptions, type UpstreamPool } from '../../src/index.ts';
-import { deadPort, fetchText, listen, upstream, type Upstream } from '../helpers.ts';
+import { abortAfterFirstChunk, deadPort, fetchText, listen, upstream, type Upstream } from '../helpers.ts';
 import { delay, rawUpstream, tryFetch, until } from '../balance/support.ts';
 
 const T = { timeout: 10_000 };
@@ -620,18 +620,7 @@ test('a client that aborts mid-response of a slow streaming upstream leaves noth
     res.on('close', () => clearInterval(timer));
   });
   const g = await gw(t, [up.url], { valid: '1m' });
-  await new Promise<void>((resolve, reject) => {
-    const req = request(`${g.url}/slow`, { agent: false }, (res) => {
-      res.once('data', () => {
-        req.destroy();
-        resolve();
-      });
-    });
-    req.on('error', () => undefined);
-    req.on('close', () => resolve());
-    req.end();
-    setTimeout(() => reject(new Error('no data')), 3000).unref();
-  });
+  await abortAfterFirstChunk(`${g.url}/slow`);
   await delay(450);
   const r = await fetchText(`${g.url}/slow`);
   assert.equal(status(r), 'MISS');

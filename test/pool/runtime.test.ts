@@ -1,6 +1,7 @@
 // Run-time changes (add / remove / update) with requests in flight, the pool's events, and stats().
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { createPool, InvalidOptionError, ServerNotFoundError, type MethodOption, type ServerInfo, type StateChange, type UpstreamPool } from '../../src/index.ts';
 import type { Peer } from '../../src/pool/peer.ts';
@@ -8,6 +9,7 @@ import { clock, finishOk, selection, sequence, type Clock } from './support.ts';
 
 type TestContext = { after(fn: () => void): void };
 
+const md5hex = (text: string): string => createHash('md5').update(text).digest('hex');
 const url = (i: number): string => `http://127.0.0.1:${19700 + i}`;
 
 function make(t: TestContext, c: Clock, method: MethodOption = 'round-robin', n = 2): UpstreamPool {
@@ -31,7 +33,8 @@ test('add while requests are in flight: the new server takes its SWRR turn at on
   const held = p.select(selection(p))!;
   assert.equal(held.id, 'a');
   const info = p.add({ url: url(3), id: 'c', weight: 1, maxConns: 7 });
-  const expected: ServerInfo = { id: 'c', url: url(3), weight: 1, maxConns: 7, maxFails: 1, failTimeout: 10_000, backup: false, down: false, drain: false, route: '' };
+  // nginx's SID without a route: md5 of "127.0.0.1:19703"
+  const expected: ServerInfo = { id: 'c', url: url(3), weight: 1, maxConns: 7, maxFails: 1, failTimeout: 10_000, backup: false, down: false, drain: false, route: '', sid: md5hex('127.0.0.1:19703') };
   assert.deepEqual(info, expected);
   assert.deepEqual(p.get('c'), expected);
   assert.deepEqual(events, [['add', expected]]);
@@ -89,7 +92,7 @@ test('update: weight, down, drain at run time; "update" carries the new settings
   const held = p.select(selection(p))!;
   assert.equal(held.id, 'a');
   const info = p.update('a', { weight: 3, maxConns: 5, failTimeout: '30s', route: 'r1' });
-  assert.deepEqual(info, { id: 'a', url: url(1), weight: 3, maxConns: 5, maxFails: 1, failTimeout: 30_000, backup: false, down: false, drain: false, route: 'r1' });
+  assert.deepEqual(info, { id: 'a', url: url(1), weight: 3, maxConns: 5, maxFails: 1, failTimeout: 30_000, backup: false, down: false, drain: false, route: 'r1', sid: 'r1' });
   assert.deepEqual(events, [['update', info]]);
   assert.deepEqual(sequence(p, 5), [...'abaca'], 'SWRR with the new weight, a starting afresh');
   p.update('b', { down: true });

@@ -4,6 +4,8 @@ import assert from 'node:assert/strict';
 import { createPool, InvalidOptionError, type PoolOptions } from '../../src/index.ts';
 
 const A = 'http://127.0.0.1:19601';
+const SID_A = '5e5d2be92a06399c515b25574b159d5b';
+const SID_LOCALHOST = '1c3c2192e2912699ccd31119b162666a';
 const B = 'http://127.0.0.1:19602';
 
 const INVALID: Array<[name: string, options: unknown, option: string]> = [
@@ -89,9 +91,10 @@ for (const [name, options] of VALID) {
 test('defaults are nginx\'s: weight 1, maxConns 0, maxFails 1, failTimeout 10 s, ids from the url (#2 for repeats)', () => {
   const pool = createPool({ servers: [{ url: A }, { url: `${A}/` }, { url: 'HTTP://LOCALHOST:80/api/' }] });
   assert.deepEqual(pool.servers, [
-    { id: A, url: A, weight: 1, maxConns: 0, maxFails: 1, failTimeout: 10_000, backup: false, down: false, drain: false, route: '' },
-    { id: `${A}#2`, url: A, weight: 1, maxConns: 0, maxFails: 1, failTimeout: 10_000, backup: false, down: false, drain: false, route: '' },
-    { id: 'http://localhost/api', url: 'http://localhost/api', weight: 1, maxConns: 0, maxFails: 1, failTimeout: 10_000, backup: false, down: false, drain: false, route: '' },
+    // sid: nginx's md5 of "host:port" (the values printed by `printf 127.0.0.1:19601 | md5sum`)
+    { id: A, url: A, weight: 1, maxConns: 0, maxFails: 1, failTimeout: 10_000, backup: false, down: false, drain: false, route: '', sid: SID_A },
+    { id: `${A}#2`, url: A, weight: 1, maxConns: 0, maxFails: 1, failTimeout: 10_000, backup: false, down: false, drain: false, route: '', sid: SID_A },
+    { id: 'http://localhost/api', url: 'http://localhost/api', weight: 1, maxConns: 0, maxFails: 1, failTimeout: 10_000, backup: false, down: false, drain: false, route: '', sid: SID_LOCALHOST },
   ]);
   assert.equal(pool.method, 'round-robin');
   assert.equal(pool.name, 'upstream');

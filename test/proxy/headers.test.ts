@@ -271,7 +271,7 @@ test('IPv6 loopback: Host, $upstream_addr, X-Forwarded-For and Forwarded use bra
 async function mirrorBehind(t: Parameters<typeof upstream>[0], first: Middleware, options: BalanceOptions = {}): Promise<string> {
   const up = await mirror(t);
   const pool = createPool({ servers: [{ url: up.url }] });
-  t.after(() => pool.close());
+  t?.after(() => pool.close());
   return (await gateway(t, chain(first, balance(pool, options)))).url;
 }
 

@@ -5,8 +5,10 @@ import type { Balancer, PeerSet, Selection } from './types.ts';
  * nginx's smooth weighted round robin over one list: each eligible peer gains
  * its effective weight, the largest current weight wins (the earliest listed on
  * ties) and pays the total back. Effective weights recover by one per pass.
+ * With `chosen` (a sticky request's server), the pass runs as usual but
+ * `chosen` pays the total, whether it took part or not (a draining server).
  */
-export function smoothWeighted(list: readonly Peer[], sel: Selection): Peer | undefined {
+export function smoothWeighted(list: readonly Peer[], sel: Selection, chosen?: Peer): Peer | undefined {
   const now = sel.now;
   let best: Peer | undefined;
   let total = 0;
@@ -17,6 +19,7 @@ export function smoothWeighted(list: readonly Peer[], sel: Selection): Peer | un
     if (peer.effectiveWeight < peer.weight) peer.effectiveWeight++;
     if (best === undefined || peer.currentWeight > best.currentWeight) best = peer;
   }
+  if (chosen !== undefined) best = chosen;
   if (best === undefined) return undefined;
   best.currentWeight -= total;
   return best;
