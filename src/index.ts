@@ -42,6 +42,8 @@ export { CacheStore, createMemoryStore, estimateSize, UNKNOWN_VALUE_SIZE, DEFAUL
 export type { CacheEntry, CacheStoreEvents, CacheStoreOptions, MemoryStore, MemoryStoreOptions } from './cache/store.ts';
 export { compilePolicy, compileValid, freshness, DEFAULT_VALID_CODES, MAX_VARY_LENGTH } from './cache/policy.ts';
 export type { CachePolicy, CachePolicyOptions, CompiledValid, Freshness, FreshnessRequest, HeadersInput, IgnorableHeader, NotStoredReason, TtlSource, ValidCodes, ValidOption, ValidRule } from './cache/policy.ts';
+export { sticky, cookieDate, DEFAULT_SESSION_TIMEOUT, DEFAULT_STICKY_COOKIE, MAX_STICKY_VALUE } from './sticky/index.ts';
+export type { LearnCreateSource, LearnLookupSource, RouteSource, StickyCookieOptions, StickyLearnOptions, StickyMiddleware, StickyOptions } from './sticky/index.ts';
 export { upgrade } from './proxy/upgrade.ts';
 export type { UpgradeHandler, UpgradeOptions } from './proxy/upgrade.ts';
 export type { TrustProxy } from './proxy/trust.ts';

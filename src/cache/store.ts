@@ -156,8 +156,14 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     bytes -= slot.bytes;
   };
   const dead = (slot: Slot, t: number): boolean => t >= slot.expiresAt || t - slot.lastUsed >= inactive;
-  // Entries are ordered by last use, so the inactive ones are all at the front.
+  // Entries are ordered by last use, so the inactive ones are all at the front. Looking for them
+  // at most every tenth of `inactive` (a second at most) keeps reads cheap; an entry read is
+  // still checked on its own.
+  const pruneEvery = Math.min(1000, inactive / 10);
+  let pruned = Number.NEGATIVE_INFINITY;
   const pruneInactive = (t: number): void => {
+    if (t - pruned < pruneEvery && t >= pruned) return;
+    pruned = t;
     for (const [key, slot] of slots) {
       if (t - slot.lastUsed < inactive) break;
       drop(key, slot);

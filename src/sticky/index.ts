@@ -1,0 +1,458 @@
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Keyv, KeyvStoreAdapter } from 'keyv';
+import { CacheStore, createMemoryStore, type MemoryStoreOptions } from '../cache/store.ts';
+import type { Middleware, Next } from '../core/chain.ts';
+import { parseDuration, type Duration } from '../core/duration.ts';
+import { InvalidOptionError, ServerNotFoundError } from '../core/errors.ts';
+import { exchange, type Exchange, type ResponseHook } from '../core/exchange.ts';
+import { args, compileTemplate, cookies, hasVariables, type Template } from '../core/variables.ts';
+import { UpstreamPool } from '../pool/index.ts';
+
+/** Options of the cookie mode (nginx `sticky cookie`). */
+export interface StickyCookieOptions {
+  /** Cookie name. @default 'srv_id' */
+  name?: string;
+  /** Lifetime: a duration, or `'max'` (nginx: 31 Dec 2037, max-age 10 years). @default none: a session cookie */
+  expires?: Duration | 'max';
+  /** `Domain` attribute; may contain nginx variables (`'.$host'`); omitted when it evaluates empty. @default none */
+  domain?: string;
+  /** `Path` attribute, literal. @default none */
+  path?: string;
+  /** `HttpOnly`. @default false */
+  httpOnly?: boolean;
+  /** `Secure`. @default false */
+  secure?: boolean;
+  /**
+   * `SameSite`: `'strict'`, `'lax'`, `'none'` (needs `secure`), or nginx variables: a value that is
+   * empty omits the attribute, anything but strict/lax/none becomes strict (as nginx).
+   * @default none
+   */
+  sameSite?: string;
+  /**
+   * Signs the cookie with HMAC-SHA256 so its value cannot be guessed or forged: the cookie holds
+   * `<server id>.<signature>`, and a cookie whose signature does not verify is ignored (rebalanced).
+   * @default none: the value is the server id, as nginx
+   */
+  secret?: string | Buffer;
+}
+
+/**
+ * Where a route comes from (nginx `sticky route $var ...`): a cookie, a query argument or a request
+ * header (optionally through `pattern`, a regular expression with a named group `route`), nginx
+ * variables, or a function.
+ */
+export type RouteSource =
+  | string
+  | { readonly cookie: string; readonly pattern?: RegExp }
+  | { readonly query: string; readonly pattern?: RegExp }
+  | { readonly header: string; readonly pattern?: RegExp }
+  | ((req: IncomingMessage, ex: Exchange) => string | undefined);
+
+/** Where a learned session id comes from in the upstream's response. */
+export type LearnCreateSource =
+  /** A cookie the upstream sets (nginx `create=$upstream_cookie_NAME`). */
+  | { readonly cookie: string }
+  /** A response header (nginx `create=$upstream_http_NAME`). */
+  | { readonly header: string }
+  /** A function of the upstream response. */
+  | ((response: IncomingMessage, ex: Exchange) => string | undefined);
+
+/** Where a learned session id comes from in the client's request. */
+export type LearnLookupSource = { readonly cookie: string } | { readonly header: string } | string | ((req: IncomingMessage, ex: Exchange) => string | undefined);
+
+/** Options of the learn mode (nginx `sticky learn`). */
+export interface StickyLearnOptions {
+  /** Sources of a new session id in responses; the first non-empty wins. */
+  create: LearnCreateSource | readonly LearnCreateSource[];
+  /** Sources of the session id in requests; the first non-empty wins. */
+  lookup: LearnLookupSource | readonly LearnLookupSource[];
+  /** A session unused for this long is forgotten. @default '10m' */
+  timeout?: Duration;
+  /** Where sessions live: a keyv store such as `new KeyvRedis(url)` to share them between gateway instances. @default a bounded in-memory store */
+  store?: Keyv | KeyvStoreAdapter;
+  /** Bounds of the default in-memory store. @default { maxEntries: 100000 } */
+  memory?: MemoryStoreOptions;
+  /** Key prefix in a shared store. @default 'switchyard-sticky' */
+  namespace?: string;
+  /** A store operation slower than this counts as failed (the request is then balanced). @default '1s' */
+  storeTimeout?: Duration;
+}
+
+/** Options of {@link sticky}: exactly one of `cookie`, `route`, `learn`. */
+export interface StickyOptions {
+  /** nginx `sticky cookie`: the gateway issues a cookie naming the server. `true` for the defaults. */
+  cookie?: StickyCookieOptions | true;
+  /** nginx `sticky route`: the application issues routes; the first non-empty source wins. */
+  route?: RouteSource | readonly RouteSource[];
+  /** nginx `sticky learn`: sessions learned from the upstream's responses. */
+  learn?: StickyLearnOptions;
+  /**
+   * How long a client stays counted in {@link StickyMiddleware.sessions} after its last bound request
+   * (cookie and route modes; learn mode counts its stored sessions, which expire after `learn.timeout`).
+   * @default '10m'
+   */
+  sessionTimeout?: Duration;
+  /** Clock in milliseconds, for tests. @default Date.now */
+  now?: () => number;
+}
+
+/** The middleware returned by {@link sticky}. */
+export interface StickyMiddleware extends Middleware {
+  /** The pool it binds requests to. */
+  readonly pool: UpstreamPool;
+  /** The learn mode's session store (fail-open, `'storeError'` events); undefined in other modes. */
+  readonly store: CacheStore | undefined;
+  /**
+   * Sessions bound to server `id` (id, url or route): in learn mode the stored sessions naming it;
+   * in cookie and route modes the distinct clients (cookie: address and user agent; route: the
+   * route's source value) that made a request bound to it within `sessionTimeout`.
+   * Drain a server, wait for this to reach zero, then remove it.
+   */
+  sessions(id: string): Promise<number>;
+  /** Disconnects the learn store. */
+  close(): Promise<void>;
+}
+
+/** Default of {@link StickyCookieOptions.name}. */
+export const DEFAULT_STICKY_COOKIE = 'srv_id';
+/** Default of {@link StickyLearnOptions.timeout} and {@link StickyOptions.sessionTimeout} (nginx: 10m). */
+export const DEFAULT_SESSION_TIMEOUT = 600_000;
+/** Longest cookie or route value looked at; longer ones are ignored (rebalanced). */
+export const MAX_STICKY_VALUE = 256;
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+// Cookie values: RFC 6265 cookie-octets.
+const COOKIE_VALUE = /^[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]*$/;
+const DOMAIN = /^\.?[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*$/;
+const PATH = /^\/[\x21-\x3A\x3C-\x7E]*$/;
+const MAX_EXPIRES = 'Thu, 31-Dec-37 23:55:55 GMT';
+const MAX_AGE_MAX = 315_360_000;
+const TRACKED_LIMIT = 100_000;
+const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+/** nginx's cookie date: `Fri, 27-Nov-26 17:09:15 GMT` (two-digit year). */
+export function cookieDate(ms: number): string {
+  const d = new Date(ms);
+  const p = (n: number): string => String(n).padStart(2, '0');
+  return `${DAYS[d.getUTCDay()]}, ${p(d.getUTCDate())}-${MONTHS[d.getUTCMonth()]}-${p(d.getUTCFullYear() % 100)} ${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())} GMT`;
+}
+
+type Extract = (req: IncomingMessage, ex: Exchange) => string | undefined;
+
+function withPattern(get: (ex: Exchange) => string | undefined, pattern: RegExp | undefined, option: string): Extract {
+  if (pattern === undefined) return (_req, ex) => get(ex);
+  if (!(pattern instanceof RegExp)) throw new InvalidOptionError(`${option}.pattern`, 'a RegExp with a named group "route"', pattern);
+  if (!pattern.source.includes('(?<route>')) {
+    throw new InvalidOptionError(`${option}.pattern`, 'a RegExp with a named group "route", such as /\\.(?<route>\\w+)$/', pattern);
+  }
+  const re = new RegExp(pattern.source, pattern.flags.replace(/[gy]/g, ''));
+  return (_req, ex) => {
+    const v = get(ex);
+    if (v === undefined || v === '') return undefined;
+    return re.exec(v)?.groups?.['route'];
+  };
+}
+
+function headerOf(req: IncomingMessage, name: string): string | undefined {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function compileRoute(source: RouteSource, option: string): Extract {
+  if (typeof source === 'function') return source;
+  if (typeof source === 'string') {
+    const t = compileTemplate(source, option);
+    return (_req, ex) => t(ex);
+  }
+  if (typeof source !== 'object' || source === null) throw new InvalidOptionError(option, 'a template, { cookie }, { query }, { header } or a function', source);
+  const s = source as Record<string, unknown>;
+  const pattern = s.pattern as RegExp | undefined;
+  if (typeof s.cookie === 'string' && s.cookie !== '') {
+    const name = s.cookie;
+    return withPattern((ex) => cookies(ex).get(name), pattern, option);
+  }
+  if (typeof s.query === 'string' && s.query !== '') {
+    const name = s.query;
+    return withPattern((ex) => args(ex).get(name), pattern, option);
+  }
+  if (typeof s.header === 'string' && TOKEN.test(s.header)) {
+    const name = s.header.toLowerCase();
+    return withPattern((ex) => headerOf(ex.req, name), pattern, option);
+  }
+  throw new InvalidOptionError(option, 'a template, { cookie }, { query }, { header } or a function', source);
+}
+
+function list<T>(value: T | readonly T[] | undefined, option: string): readonly T[] {
+  if (value === undefined) throw new InvalidOptionError(option, 'at least one source', value);
+  const l = Array.isArray(value) ? (value as readonly T[]) : [value as T];
+  if (l.length === 0) throw new InvalidOptionError(option, 'at least one source', value);
+  return l;
+}
+
+function firstOf(extractors: readonly Extract[], req: IncomingMessage, ex: Exchange): string | undefined {
+  for (const e of extractors) {
+    const v = e(req, ex);
+    if (v !== undefined && v !== '') return v;
+  }
+  return undefined;
+}
+
+/** A value fit to compare with session ids: short, and printable ASCII. */
+function plausible(v: string | undefined): v is string {
+  return v !== undefined && v !== '' && v.length <= MAX_STICKY_VALUE && COOKIE_VALUE.test(v);
+}
+
+/** The value of cookie `name` among an upstream response's Set-Cookie headers. */
+function setCookieValue(response: IncomingMessage, name: string): string | undefined {
+  const all = response.headers['set-cookie'];
+  if (all === undefined) return undefined;
+  for (const line of all) {
+    const semi = line.indexOf(';');
+    const pair = semi === -1 ? line : line.slice(0, semi);
+    const eq = pair.indexOf('=');
+    if (eq === -1) continue;
+    if (pair.slice(0, eq).trim() === name) return pair.slice(eq + 1).trim();
+  }
+  return undefined;
+}
+
+/**
+ * nginx's `sticky` directive for a pool: binds a client's requests to one server (cookie, route or
+ * learn mode) by setting the request's hint, which every balancing method tries first. A hint naming
+ * a server that is down, unavailable, full or unknown is ignored and the request balanced (and, in
+ * cookie mode, given a new cookie). A draining server keeps its bound requests. Put it before
+ * balance() with the same pool.
+ * @example
+ * ```ts
+ * import { createPool, sticky, balance, chain } from 'switchyard';
+ *
+ * const pool = createPool({ servers: [{ url: 'http://10.0.0.1:8080' }, { url: 'http://10.0.0.2:8080' }] });
+ * const app = chain(sticky(pool, { cookie: { name: 'srv_id', expires: '1h', httpOnly: true, secure: true, sameSite: 'lax', path: '/' } }), balance(pool));
+ * ```
+ */
+export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddleware {
+  if (!(pool instanceof UpstreamPool)) throw new InvalidOptionError('pool', 'an UpstreamPool from createPool()', pool);
+  if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'an object with cookie, route or learn', options);
+  const modes = (['cookie', 'route', 'learn'] as const).filter((m) => options[m] !== undefined);
+  if (modes.length !== 1) throw new InvalidOptionError('options', 'exactly one of cookie, route or learn', modes.length === 0 ? options : modes.join(' and '));
+  const now = options.now ?? Date.now;
+  if (typeof now !== 'function') throw new InvalidOptionError('now', 'a function returning milliseconds', now);
+  const sessionTimeout = parseDuration(options.sessionTimeout ?? DEFAULT_SESSION_TIMEOUT, 'sessionTimeout');
+
+  // Clients seen bound to each server (cookie and route modes), oldest first.
+  const seen = new Map<string, { sid: string; at: number }>();
+  const track = (sid: string, client: string): void => {
+    seen.delete(client);
+    seen.set(client, { sid, at: now() });
+    if (seen.size > TRACKED_LIMIT) seen.delete(seen.keys().next().value!);
+  };
+  const sidOf = (id: string): string => {
+    const server = pool.get(id);
+    if (server === undefined) throw new ServerNotFoundError(id);
+    return server.sid;
+  };
+
+  let handler: (req: IncomingMessage, res: ServerResponse, next: Next) => void;
+  let store: CacheStore | undefined;
+  let sessions: (sid: string) => Promise<number>;
+  const countSeen = async (sid: string): Promise<number> => {
+    const t = now();
+    let n = 0;
+    for (const v of seen.values()) if (v.sid === sid && t - v.at < sessionTimeout) n++;
+    return n;
+  };
+
+  if (options.cookie !== undefined) {
+    const c = options.cookie === true ? {} : options.cookie;
+    if (c === null || typeof c !== 'object') throw new InvalidOptionError('cookie', 'an object or true', c);
+    const name = c.name ?? DEFAULT_STICKY_COOKIE;
+    if (typeof name !== 'string' || !TOKEN.test(name)) throw new InvalidOptionError('cookie.name', 'a cookie name (token characters)', name);
+    let expires = '';
+    if (c.expires === 'max') expires = `; expires=${MAX_EXPIRES}; max-age=${MAX_AGE_MAX}`;
+    const lifetime = c.expires === undefined || c.expires === 'max' ? 0 : parseDuration(c.expires, 'cookie.expires');
+    if (c.expires !== undefined && c.expires !== 'max' && lifetime <= 0) throw new InvalidOptionError('cookie.expires', 'a positive duration or "max"', c.expires);
+    let domain: Template | undefined;
+    if (c.domain !== undefined) {
+      if (typeof c.domain !== 'string' || (!hasVariables(c.domain) && !DOMAIN.test(c.domain))) throw new InvalidOptionError('cookie.domain', 'a domain name such as ".example.com" (or nginx variables)', c.domain);
+      domain = compileTemplate(c.domain, 'cookie.domain');
+    }
+    if (c.path !== undefined && (typeof c.path !== 'string' || !PATH.test(c.path))) throw new InvalidOptionError('cookie.path', 'a path starting with "/" without ";", spaces or control characters', c.path);
+    const httpOnly = c.httpOnly ?? false;
+    if (typeof httpOnly !== 'boolean') throw new InvalidOptionError('cookie.httpOnly', 'a boolean', httpOnly);
+    const secure = c.secure ?? false;
+    if (typeof secure !== 'boolean') throw new InvalidOptionError('cookie.secure', 'a boolean', secure);
+    let sameSite: Template | undefined;
+    if (c.sameSite !== undefined) {
+      if (typeof c.sameSite !== 'string') throw new InvalidOptionError('cookie.sameSite', '"strict", "lax", "none" or nginx variables', c.sameSite);
+      if (!hasVariables(c.sameSite)) {
+        const v = c.sameSite.toLowerCase();
+        if (v !== 'strict' && v !== 'lax' && v !== 'none') throw new InvalidOptionError('cookie.sameSite', '"strict", "lax", "none" or nginx variables', c.sameSite);
+        if (v === 'none' && !secure) throw new InvalidOptionError('cookie.sameSite', '"none" only with secure: true (browsers drop it otherwise)', c.sameSite);
+      }
+      sameSite = compileTemplate(c.sameSite, 'cookie.sameSite');
+    }
+    let secret: Buffer | undefined;
+    if (c.secret !== undefined) {
+      secret = typeof c.secret === 'string' ? Buffer.from(c.secret) : c.secret;
+      if (!Buffer.isBuffer(secret) || secret.length < 16) throw new InvalidOptionError('cookie.secret', 'a string or Buffer of at least 16 bytes', c.secret);
+    }
+    const sign = (sid: string): string => {
+      if (secret === undefined) return sid;
+      return `${sid}.${createHmac('sha256', secret).update(sid).digest('base64url').slice(0, 32)}`;
+    };
+    const verify = (value: string): string | undefined => {
+      if (secret === undefined) return value;
+      const dot = value.lastIndexOf('.');
+      if (dot <= 0) return undefined;
+      const sid = value.slice(0, dot);
+      const expected = Buffer.from(sign(sid).slice(dot + 1));
+      const given = Buffer.from(value.slice(dot + 1));
+      return given.length === expected.length && timingSafeEqual(given, expected) ? sid : undefined;
+    };
+    const tail = (ex: Exchange): string => {
+      let out = expires;
+      if (lifetime > 0) out += `; expires=${cookieDate(now() + lifetime)}; max-age=${Math.floor(lifetime / 1000)}`;
+      if (domain !== undefined) {
+        const d = domain(ex);
+        // A domain built from request values ($host) must not inject attributes.
+        if (d !== '' && DOMAIN.test(d)) out += `; domain=${d}`;
+      }
+      if (httpOnly) out += '; httponly';
+      if (secure) out += '; secure';
+      if (sameSite !== undefined) {
+        const v = sameSite(ex).toLowerCase();
+        if (v !== '') out += `; samesite=${v === 'lax' || v === 'none' || v === 'strict' ? v : 'strict'}`;
+      }
+      if (c.path !== undefined) out += `; path=${c.path}`;
+      return out;
+    };
+    const hook: ResponseHook = (ex, _response, headers) => {
+      if (ex.server === undefined) return;
+      headers.push('Set-Cookie', `${name}=${sign(ex.server.sid)}${tail(ex)}`);
+    };
+    handler = (req, _res, next) => {
+      const ex = exchange(req);
+      const raw = cookies(ex).get(name);
+      const sid = plausible(raw) ? verify(raw) : undefined;
+      if (sid !== undefined) {
+        ex.hint = sid;
+        track(sid, `${ex.clientAddress} ${headerOf(req, 'user-agent') ?? ''}`);
+      }
+      (ex.responseHooks ??= []).push(hook);
+      next();
+    };
+    sessions = countSeen;
+  } else if (options.route !== undefined) {
+    const sources = list(options.route, 'route').map((s, i) => compileRoute(s, Array.isArray(options.route) ? `route[${i}]` : 'route'));
+    handler = (req, _res, next) => {
+      const ex = exchange(req);
+      const route = firstOf(sources, req, ex);
+      if (plausible(route)) {
+        ex.hint = route;
+        track(route, `route ${firstRaw(req, ex) ?? route}`);
+      }
+      next();
+    };
+    // The value a route came from tells sessions apart (a JSESSIONID is one per session).
+    const firstRaw = (req: IncomingMessage, ex: Exchange): string | undefined => {
+      for (const s of list(options.route, 'route')) {
+        let v: string | undefined;
+        if (typeof s === 'object' && s !== null && 'cookie' in s) v = cookies(ex).get(s.cookie);
+        else if (typeof s === 'object' && s !== null && 'query' in s) v = args(ex).get(s.query);
+        else if (typeof s === 'object' && s !== null && 'header' in s) v = headerOf(req, s.header.toLowerCase());
+        if (v !== undefined && v !== '') return v;
+      }
+      return undefined;
+    };
+    sessions = countSeen;
+  } else {
+    const l = options.learn!;
+    if (l === null || typeof l !== 'object') throw new InvalidOptionError('learn', 'an object with create and lookup', l);
+    const creates = list(l.create, 'learn.create').map((s, i): ((response: IncomingMessage, ex: Exchange) => string | undefined) => {
+      const option = Array.isArray(l.create) ? `learn.create[${i}]` : 'learn.create';
+      if (typeof s === 'function') return s;
+      const o = s as Record<string, unknown>;
+      if (typeof o === 'object' && o !== null && typeof o.cookie === 'string' && TOKEN.test(o.cookie)) {
+        const name = o.cookie;
+        return (response) => setCookieValue(response, name);
+      }
+      if (typeof o === 'object' && o !== null && typeof o.header === 'string' && TOKEN.test(o.header)) {
+        const name = o.header.toLowerCase();
+        return (response) => headerOf(response, name);
+      }
+      throw new InvalidOptionError(option, '{ cookie }, { header } or a function of the upstream response', s);
+    });
+    const lookups = list(l.lookup, 'learn.lookup').map((s, i): Extract => {
+      const option = Array.isArray(l.lookup) ? `learn.lookup[${i}]` : 'learn.lookup';
+      if (typeof s === 'object' && s !== null && 'cookie' in s && typeof s.cookie !== 'string') throw new InvalidOptionError(`${option}.cookie`, 'a cookie name', s.cookie);
+      return compileRoute(s as RouteSource, option);
+    });
+    const timeout = parseDuration(l.timeout ?? DEFAULT_SESSION_TIMEOUT, 'learn.timeout');
+    if (timeout <= 0) throw new InvalidOptionError('learn.timeout', 'a positive duration', l.timeout);
+    const sessionStore = new CacheStore({
+      store: l.store ?? createMemoryStore({ maxEntries: 100_000, inactive: timeout, ...(options.now !== undefined ? { now } : {}), ...l.memory }),
+      namespace: l.namespace ?? 'switchyard-sticky',
+      ...(l.storeTimeout !== undefined ? { timeout: l.storeTimeout } : {}),
+    });
+    store = sessionStore;
+    // Session ids are stored hashed: the store never holds a usable session token.
+    const keyOf = (value: string): string => `s:${createHash('sha256').update(value).digest('base64url')}`;
+    const refreshed = new Map<string, number>();
+    const hook: ResponseHook = (ex, response, headers) => {
+      void headers;
+      const server = ex.server;
+      if (server === undefined || (response.statusCode ?? 0) >= 500) return;
+      const created = creates.map((f) => f(response, ex)).find((v) => v !== undefined && v !== '');
+      if (created !== undefined) {
+        if (plausible(created)) void sessionStore.setText(keyOf(created), server.sid, timeout);
+        return;
+      }
+      const looked = (ex as Exchange & { [kLookup]?: { value: string; sid: string | undefined } })[kLookup];
+      if (looked?.sid !== undefined) {
+        // Refresh the idle timer, at most every tenth of the timeout per session.
+        const t = now();
+        const last = refreshed.get(looked.value) ?? 0;
+        if (t - last > timeout / 10) {
+          refreshed.delete(looked.value);
+          refreshed.set(looked.value, t);
+          if (refreshed.size > TRACKED_LIMIT) refreshed.delete(refreshed.keys().next().value!);
+          void sessionStore.setText(keyOf(looked.value), looked.sid, timeout);
+        }
+      }
+    };
+    handler = (req, res, next) => {
+      const ex = exchange(req);
+      (ex.responseHooks ??= []).push(hook);
+      const value = firstOf(lookups, req, ex);
+      if (!plausible(value)) {
+        next();
+        return;
+      }
+      sessionStore.getText(keyOf(value)).then(
+        (sid) => {
+          (ex as Exchange & { [kLookup]?: { value: string; sid: string | undefined } })[kLookup] = { value, sid };
+          if (sid !== undefined && plausible(sid)) ex.hint = sid;
+          next();
+        },
+        (err: unknown) => {
+          if (res.headersSent) res.destroy();
+          else next(err);
+        },
+      );
+    };
+    sessions = async (sid) => (await sessionStore.texts()).filter((v) => v === sid).length;
+  }
+
+  return Object.assign(handler, {
+    pool,
+    store,
+    sessions: async (id: string) => sessions(sidOf(id)),
+    close: async () => {
+      await store?.disconnect();
+    },
+  }) as StickyMiddleware;
+}
+
+const kLookup = Symbol('switchyard.sticky.lookup');
