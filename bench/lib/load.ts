@@ -28,6 +28,8 @@ export interface LoadSettings {
   threads: number;
   /** CPU list for taskset, or undefined to leave the generator unpinned. */
   cpus: string | undefined;
+  /** Request headers to send with every request. */
+  headers?: Record<string, string>;
 }
 
 export type Tool = 'wrk' | 'autocannon';
@@ -84,7 +86,9 @@ export function parseWrk(out: string): LoadResult {
 }
 
 async function runWrk(s: LoadSettings): Promise<LoadResult> {
-  const args = ['-t', String(s.threads), '-c', String(s.connections), '-d', `${s.duration}s`, '--timeout', '5s', '--latency', s.url];
+  const args = ['-t', String(s.threads), '-c', String(s.connections), '-d', `${s.duration}s`, '--timeout', '5s', '--latency'];
+  for (const [name, value] of Object.entries(s.headers ?? {})) args.push('-H', `${name}: ${value}`);
+  args.push(s.url);
   const r = await run(s.cpus, 'wrk', args, (s.duration + 30) * 1000);
   if (r.code !== 0) throw new Error(`wrk exited with ${r.code}: ${r.stderr || r.stdout}`);
   return parseWrk(r.stdout);
@@ -100,7 +104,9 @@ interface AutocannonJson {
 }
 
 async function runAutocannon(bin: string, s: LoadSettings): Promise<LoadResult> {
-  const args = [bin, '-c', String(s.connections), '-d', String(s.duration), '-t', '5', '-j', s.url];
+  const args = [bin, '-c', String(s.connections), '-d', String(s.duration), '-t', '5', '-j'];
+  for (const [name, value] of Object.entries(s.headers ?? {})) args.push('-H', `${name}=${value}`);
+  args.push(s.url);
   const r = await run(s.cpus, process.execPath, args, (s.duration + 30) * 1000);
   if (r.code !== 0) throw new Error(`autocannon exited with ${r.code}: ${r.stderr}`);
   const j = JSON.parse(r.stdout) as AutocannonJson;

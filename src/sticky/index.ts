@@ -8,6 +8,7 @@ import { InvalidOptionError, ServerNotFoundError } from '../core/errors.ts';
 import { exchange, type Exchange, type ResponseHook } from '../core/exchange.ts';
 import { args, compileTemplate, cookies, hasVariables, type Template } from '../core/variables.ts';
 import { UpstreamPool } from '../pool/index.ts';
+import type { UpgradeHandler } from '../proxy/upgrade.ts';
 
 /** Options of the cookie mode (nginx `sticky cookie`). */
 export interface StickyCookieOptions {
@@ -110,6 +111,15 @@ export interface StickyMiddleware extends Middleware {
    * Drain a server, wait for this to reach zero, then remove it.
    */
   sessions(id: string): Promise<number>;
+  /**
+   * Wraps a server's `upgrade` listener (balance()'s `upgrade`) so that WebSocket upgrades, which do
+   * not go through the middleware chain, are bound too (no cookie is set on a 101).
+   * @example
+   * ```ts
+   * server.on('upgrade', st.upgrade(proxy.upgrade));
+   * ```
+   */
+  upgrade(listener: UpgradeHandler): UpgradeHandler;
   /** Disconnects the learn store. */
   close(): Promise<void>;
 }
@@ -254,7 +264,9 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
     return server.sid;
   };
 
-  let handler: (req: IncomingMessage, res: ServerResponse, next: Next) => void;
+  // Per mode: `bind` sets the request's hint (a promise when it needs the store), `hook` adds to the response.
+  let bind: (req: IncomingMessage, ex: Exchange) => Promise<void> | undefined;
+  let hook: ResponseHook | undefined;
   let store: CacheStore | undefined;
   let sessions: (sid: string) => Promise<number>;
   const countSeen = async (sid: string): Promise<number> => {
@@ -328,32 +340,29 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
       if (c.path !== undefined) out += `; path=${c.path}`;
       return out;
     };
-    const hook: ResponseHook = (ex, _response, headers) => {
+    hook = (ex, _response, headers) => {
       if (ex.server === undefined) return;
       headers.push('Set-Cookie', `${name}=${sign(ex.server.sid)}${tail(ex)}`);
     };
-    handler = (req, _res, next) => {
-      const ex = exchange(req);
+    bind = (req, ex) => {
       const raw = cookies(ex).get(name);
       const sid = plausible(raw) ? verify(raw) : undefined;
       if (sid !== undefined) {
         ex.hint = sid;
         track(sid, `${ex.clientAddress} ${headerOf(req, 'user-agent') ?? ''}`);
       }
-      (ex.responseHooks ??= []).push(hook);
-      next();
+      return undefined;
     };
     sessions = countSeen;
   } else if (options.route !== undefined) {
     const sources = list(options.route, 'route').map((s, i) => compileRoute(s, Array.isArray(options.route) ? `route[${i}]` : 'route'));
-    handler = (req, _res, next) => {
-      const ex = exchange(req);
+    bind = (req, ex) => {
       const route = firstOf(sources, req, ex);
       if (plausible(route)) {
         ex.hint = route;
         track(route, `route ${firstRaw(req, ex) ?? route}`);
       }
-      next();
+      return undefined;
     };
     // The value a route came from tells sessions apart (a JSESSIONID is one per session).
     const firstRaw = (req: IncomingMessage, ex: Exchange): string | undefined => {
@@ -400,8 +409,7 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
     // Session ids are stored hashed: the store never holds a usable session token.
     const keyOf = (value: string): string => `s:${createHash('sha256').update(value).digest('base64url')}`;
     const refreshed = new Map<string, number>();
-    const hook: ResponseHook = (ex, response, headers) => {
-      void headers;
+    hook = (ex, response) => {
       const server = ex.server;
       if (server === undefined || (response.statusCode ?? 0) >= 500) return;
       const created = creates.map((f) => f(response, ex)).find((v) => v !== undefined && v !== '');
@@ -422,32 +430,54 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
         }
       }
     };
-    handler = (req, res, next) => {
-      const ex = exchange(req);
-      (ex.responseHooks ??= []).push(hook);
+    bind = (req, ex) => {
       const value = firstOf(lookups, req, ex);
-      if (!plausible(value)) {
-        next();
-        return;
-      }
-      sessionStore.getText(keyOf(value)).then(
-        (sid) => {
-          (ex as Exchange & { [kLookup]?: { value: string; sid: string | undefined } })[kLookup] = { value, sid };
-          if (sid !== undefined && plausible(sid)) ex.hint = sid;
-          next();
-        },
+      if (!plausible(value)) return undefined;
+      return sessionStore.getText(keyOf(value)).then((sid) => {
+        (ex as Exchange & { [kLookup]?: { value: string; sid: string | undefined } })[kLookup] = { value, sid };
+        if (sid !== undefined && plausible(sid)) ex.hint = sid;
+      });
+    };
+    sessions = async (sid) => (await sessionStore.texts()).filter((v) => v === sid).length;
+  }
+
+  const handler = function sticky(req: IncomingMessage, res: ServerResponse, next: Next): void {
+    const ex = exchange(req);
+    if (hook !== undefined) (ex.responseHooks ??= []).push(hook);
+    let pending: Promise<void> | undefined;
+    try {
+      pending = bind(req, ex);
+    } catch (err) {
+      next(err);
+      return;
+    }
+    if (pending === undefined) next();
+    else
+      pending.then(
+        () => next(),
         (err: unknown) => {
           if (res.headersSent) res.destroy();
           else next(err);
         },
       );
+  };
+  const upgradeWith = (listener: UpgradeHandler): UpgradeHandler =>
+    function stickyUpgrade(req, socket, head) {
+      let pending: Promise<void> | undefined;
+      try {
+        pending = bind(req, exchange(req));
+      } catch {
+        socket.destroy();
+        return;
+      }
+      if (pending === undefined) listener(req, socket, head);
+      else pending.then(() => listener(req, socket, head), () => socket.destroy());
     };
-    sessions = async (sid) => (await sessionStore.texts()).filter((v) => v === sid).length;
-  }
 
   return Object.assign(handler, {
     pool,
     store,
+    upgrade: upgradeWith,
     sessions: async (id: string) => sessions(sidOf(id)),
     close: async () => {
       await store?.disconnect();

@@ -1,7 +1,12 @@
-// What rewrite() costs on the proxy path: `chain(rewrite(rules), balance(pool))`
-// with 100 rules that do not match and a 101st that does, against
+// What a middleware in front of balance() costs on the proxy path, against
 // `chain(balance(pool))`, on loopback, in one run. Gateways and the upstream run
-// in separate processes.
+// in separate processes. Subjects (--subject):
+//   rewrite  chain(rewrite(rules), balance(pool)): 100 rules that do not match, a 101st that does
+//   sticky   chain(sticky(pool, { cookie }), balance(pool)): every request carries the cookie of
+//            one of three servers (routes a, b, c on the same upstream) and gets a Set-Cookie back;
+//            the baseline balances over the same three servers
+//   learn    chain(sticky(pool, { learn }), balance(pool)) with the in-memory session store: every
+//            request looks its session up (one learned session bound to b)
 //
 // Default (paired): both gateways run at the same moment, pinned together on the
 // proxy CPU (taskset; CPU 1, with the upstream and the load generator on CPU 0
@@ -14,8 +19,8 @@
 // --rps: the former measurement — the load generator drives the gateways in
 // alternation, unpinned, and the figure is the ratio of requests per second.
 //
-//   node bench/rewrite.ts [--duration 5] [--rounds 5] [--warmup 5] [--connections 50]
-//                         [--tool auto|wrk|autocannon] [--pin auto|on|off] [--rps]
+//   node bench/overhead.ts [--subject rewrite|sticky|learn] [--duration 5] [--rounds 5] [--warmup 5]
+//                          [--connections 50] [--tool auto|wrk|autocannon] [--pin auto|on|off] [--rps]
 import { fork, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -42,10 +47,38 @@ export async function benchRules() {
   return rewrite(rules);
 }
 
-async function gateway(kind: string, upstream: string): Promise<void> {
-  const { balance, chain, createPool } = await import('../src/index.ts');
-  const pool = createPool({ servers: [{ url: upstream }], agent: { maxFreeSockets: 64 } });
-  const listener = kind === 'rewrite' ? chain(await benchRules(), balance(pool)) : chain(balance(pool));
+type Subject = 'rewrite' | 'sticky' | 'learn';
+const SUBJECTS: readonly Subject[] = ['rewrite', 'sticky', 'learn'];
+/** The session every sticky/learn request carries (learn: the session the upstream hands out is learned once, at warm-up). */
+const STICKY_HEADERS: Record<Subject, Record<string, string> | undefined> = {
+  rewrite: undefined,
+  sticky: { cookie: 'srv_id=b' },
+  learn: { cookie: 'sid=bench-session' },
+};
+
+async function gateway(kind: string, subject: Subject, upstream: string): Promise<void> {
+  const { balance, chain, createPool, sticky } = await import('../src/index.ts');
+  const agent = { maxFreeSockets: 64 };
+  // sticky and learn: three servers (routes a, b, c) on the one upstream, the baseline too.
+  const pool =
+    subject === 'rewrite'
+      ? createPool({ servers: [{ url: upstream }], agent })
+      : createPool({ servers: ['a', 'b', 'c'].map((route) => ({ url: upstream, id: route, route })), agent });
+  let listener;
+  if (kind === 'none') listener = chain(balance(pool));
+  else if (subject === 'rewrite') listener = chain(await benchRules(), balance(pool));
+  else if (subject === 'sticky') listener = chain(sticky(pool, { cookie: { expires: '1h', path: '/', httpOnly: true } }), balance(pool));
+  else {
+    // The first response creates the session (as nginx's client-initiated `create=$cookie_sid`);
+    // every later request only looks it up.
+    let created = false;
+    const create = (): string | undefined => {
+      if (created) return undefined;
+      created = true;
+      return 'bench-session';
+    };
+    listener = chain(sticky(pool, { learn: { create, lookup: { cookie: 'sid' } } }), balance(pool));
+  }
   const server = createServer(listener);
   server.keepAliveTimeout = 120_000;
   server.listen(0, '127.0.0.1', () => process.send?.({ type: 'ready', port: (server.address() as AddressInfo).port }));
@@ -68,8 +101,13 @@ function median(xs: number[]): number {
   return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
-type Kind = 'none' | 'rewrite';
-const LABEL: Record<Kind, string> = { none: 'chain(balance(pool))                    ', rewrite: 'chain(rewrite(101 rules), balance(pool))' };
+type Kind = 'none' | 'subject';
+const SUBJECT_LABEL: Record<Subject, string> = {
+  rewrite: 'chain(rewrite(101 rules), balance(pool))',
+  sticky: 'chain(sticky(pool, { cookie }), balance(pool))',
+  learn: 'chain(sticky(pool, { learn }), balance(pool))',
+};
+let LABEL: Record<Kind, string> = { none: 'chain(balance(pool))', subject: SUBJECT_LABEL.rewrite };
 const PATH = '/api/items/42?x=1';
 
 /** Where the gateways, the upstream and the load generator run (undefined: unpinned). */
@@ -90,6 +128,7 @@ interface Options {
   tool: 'auto' | 'wrk' | 'autocannon';
   pin: string;
   rps: boolean;
+  subject: Subject;
 }
 
 async function main(): Promise<void> {
@@ -103,8 +142,10 @@ async function main(): Promise<void> {
       pin: { type: 'string', default: 'auto' },
       rps: { type: 'boolean', default: false },
       paired: { type: 'boolean', default: false },
+      subject: { type: 'string', default: 'rewrite' },
     },
   });
+  if (!SUBJECTS.includes(values.subject as Subject)) throw new Error(`--subject must be one of ${SUBJECTS.join(', ')}, got "${values.subject}"`);
   const o: Options = {
     duration: Number(values.duration),
     rounds: Number(values.rounds ?? (values.rps ? '3' : '5')),
@@ -113,7 +154,11 @@ async function main(): Promise<void> {
     tool: values.tool as Options['tool'],
     pin: values.pin,
     rps: values.rps,
+    subject: values.subject as Subject,
   };
+  LABEL = { none: 'chain(balance(pool))', subject: SUBJECT_LABEL[o.subject] };
+  const width = Math.max(LABEL.none.length, LABEL.subject.length);
+  LABEL = { none: LABEL.none.padEnd(width), subject: LABEL.subject.padEnd(width) };
   if (!(o.duration > 0 && o.duration <= 60 && o.rounds >= 1 && o.rounds <= 10 && o.warmup >= 0 && o.warmup <= 30 && o.connections >= 2)) {
     throw new Error('bad --duration (1..60), --rounds (1..10), --warmup (0..30) or --connections (>= 2)');
   }
@@ -133,31 +178,32 @@ async function measureRps(o: Options, gen: LoadGenerator): Promise<void> {
     const up = await start(resolve(here, 'upstream.ts'), []);
     children.push(up.child);
     const upstream = `http://127.0.0.1:${up.port}`;
-    const none = await start(self, ['--gateway', 'none', upstream]);
+    const none = await start(self, ['--gateway', 'none', o.subject, upstream]);
     children.push(none.child);
-    const rules = await start(self, ['--gateway', 'rewrite', upstream]);
-    children.push(rules.child);
-    const targets = { none: `http://127.0.0.1:${none.port}${PATH}`, rewrite: `http://127.0.0.1:${rules.port}${PATH}` };
-    const rps: Record<Kind, number[]> = { none: [], rewrite: [] };
-    const errors: Record<Kind, number> = { none: 0, rewrite: 0 };
+    const subject = await start(self, ['--gateway', 'subject', o.subject, upstream]);
+    children.push(subject.child);
+    const targets = { none: `http://127.0.0.1:${none.port}${PATH}`, subject: `http://127.0.0.1:${subject.port}${PATH}` };
+    const headers = STICKY_HEADERS[o.subject];
+    const rps: Record<Kind, number[]> = { none: [], subject: [] };
+    const errors: Record<Kind, number> = { none: 0, subject: 0 };
     // Warm-up, then alternate the order each round so drift hits both sides alike.
-    for (const url of Object.values(targets)) await gen.run({ url, connections, duration: 1, threads: 1, cpus: undefined });
+    for (const url of Object.values(targets)) await gen.run({ url, connections, duration: 1, threads: 1, cpus: undefined, ...(headers ? { headers } : {}) });
     for (let r = 0; r < rounds; r++) {
-      const order: Kind[] = r % 2 === 0 ? ['none', 'rewrite'] : ['rewrite', 'none'];
+      const order: Kind[] = r % 2 === 0 ? ['none', 'subject'] : ['subject', 'none'];
       for (const k of order) {
-        const res = await gen.run({ url: targets[k], connections, duration, threads: 1, cpus: undefined });
+        const res = await gen.run({ url: targets[k], connections, duration, threads: 1, cpus: undefined, ...(headers ? { headers } : {}) });
         rps[k].push(res.rps);
         errors[k] += res.errors;
       }
     }
     const a = median(rps.none);
-    const b = median(rps.rewrite);
+    const b = median(rps.subject);
     const ratio = b / a;
     for (const [k, v] of machine()) console.log(`${k}: ${v}`);
     console.log(`tool: ${gen.tool} ${gen.version}, ${connections} connections, ${rounds} rounds x ${duration}s each, path ${PATH}`);
     console.log(`${LABEL.none}     ${a.toFixed(0)} req/s (rounds: ${rps.none.map((x) => x.toFixed(0)).join(', ')}; errors ${errors.none})`);
-    console.log(`${LABEL.rewrite}     ${b.toFixed(0)} req/s (rounds: ${rps.rewrite.map((x) => x.toFixed(0)).join(', ')}; errors ${errors.rewrite})`);
-    console.log(`ratio rewrite/none: ${ratio.toFixed(3)} (${((1 - ratio) * 100).toFixed(1)}% slower)`);
+    console.log(`${LABEL.subject}     ${b.toFixed(0)} req/s (rounds: ${rps.subject.map((x) => x.toFixed(0)).join(', ')}; errors ${errors.subject})`);
+    console.log(`ratio ${o.subject}/none: ${ratio.toFixed(3)} (${((1 - ratio) * 100).toFixed(1)}% slower)`);
   } finally {
     await Promise.all(children.map((c) => stop(c)));
   }
@@ -185,12 +231,14 @@ async function measurePaired(o: Options, gen: LoadGenerator): Promise<void> {
     children.push(up.child);
     const upstream = `http://127.0.0.1:${up.port}`;
     const gw: Record<Kind, { child: ChildProcess; port: number }> = {
-      none: await start(self, ['--gateway', 'none', upstream], place.proxy),
-      rewrite: await start(self, ['--gateway', 'rewrite', upstream], place.proxy),
+      none: await start(self, ['--gateway', 'none', o.subject, upstream], place.proxy),
+      subject: await start(self, ['--gateway', 'subject', o.subject, upstream], place.proxy),
     };
-    children.push(gw.none.child, gw.rewrite.child);
-    const kinds: Kind[] = ['none', 'rewrite'];
-    const load = (k: Kind, duration: number) => gen.run({ url: `http://127.0.0.1:${gw[k].port}${PATH}`, connections: half, duration, threads: 1, cpus: place.other });
+    children.push(gw.none.child, gw.subject.child);
+    const kinds: Kind[] = ['none', 'subject'];
+    const headers = STICKY_HEADERS[o.subject];
+    const load = (k: Kind, duration: number) =>
+      gen.run({ url: `http://127.0.0.1:${gw[k].port}${PATH}`, connections: half, duration, threads: 1, cpus: place.other, ...(headers ? { headers } : {}) });
     if (o.warmup > 0) await Promise.all(kinds.map((k) => load(k, o.warmup)));
     const rounds: PairRound[] = [];
     for (let r = 0; r < o.rounds; r++) {
@@ -200,34 +248,34 @@ async function measurePaired(o: Options, gen: LoadGenerator): Promise<void> {
       if ([...c0, ...c1].some((c) => c === undefined)) throw new Error('CPU time is not readable here (/proc)');
       if (rn.requests === 0 || rr.requests === 0) throw new Error('a gateway served no requests');
       const round: PairRound = {
-        cpu: { none: ((c1[0]! - c0[0]!) / rn.requests) * 1e6, rewrite: ((c1[1]! - c0[1]!) / rr.requests) * 1e6 },
-        seconds: { none: c1[0]! - c0[0]!, rewrite: c1[1]! - c0[1]! },
-        requests: { none: rn.requests, rewrite: rr.requests },
-        rps: { none: rn.rps, rewrite: rr.rps },
+        cpu: { none: ((c1[0]! - c0[0]!) / rn.requests) * 1e6, subject: ((c1[1]! - c0[1]!) / rr.requests) * 1e6 },
+        seconds: { none: c1[0]! - c0[0]!, subject: c1[1]! - c0[1]! },
+        requests: { none: rn.requests, subject: rr.requests },
+        rps: { none: rn.rps, subject: rr.rps },
         errors: rn.errors + rr.errors,
       };
       rounds.push(round);
       console.log(
-        `[${r + 1}/${o.rounds}] none ${round.cpu.none.toFixed(1)} µs/req ${round.rps.none.toFixed(0)} req/s   rewrite ${round.cpu.rewrite.toFixed(1)} µs/req ${round.rps.rewrite.toFixed(0)} req/s   ratio ${(round.cpu.rewrite / round.cpu.none).toFixed(3)}`,
+        `[${r + 1}/${o.rounds}] none ${round.cpu.none.toFixed(1)} µs/req ${round.rps.none.toFixed(0)} req/s   ${o.subject} ${round.cpu.subject.toFixed(1)} µs/req ${round.rps.subject.toFixed(0)} req/s   ratio ${(round.cpu.subject / round.cpu.none).toFixed(3)}`,
       );
     }
-    const ratios = rounds.map((x) => x.cpu.rewrite / x.cpu.none);
+    const ratios = rounds.map((x) => x.cpu.subject / x.cpu.none);
     const ratio = median(ratios);
     const pooledCpu = (k: Kind): number => (rounds.reduce((a, x) => a + x.seconds[k], 0) / rounds.reduce((a, x) => a + x.requests[k], 0)) * 1e6;
-    const pooled = pooledCpu('rewrite') / pooledCpu('none');
+    const pooled = pooledCpu('subject') / pooledCpu('none');
     // The round with the median ratio, so that the two CPU figures printed belong together.
-    const mid = [...rounds].sort((x, y) => x.cpu.rewrite / x.cpu.none - y.cpu.rewrite / y.cpu.none)[(rounds.length - 1) >> 1]!;
+    const mid = [...rounds].sort((x, y) => x.cpu.subject / x.cpu.none - y.cpu.subject / y.cpu.none)[(rounds.length - 1) >> 1]!;
     const fmt = (k: Kind): string =>
       `${LABEL[k]}   ${mid.cpu[k].toFixed(1)} CPU µs/req at ${mid.rps[k].toFixed(0)} req/s (median-ratio round; rounds: ${rounds.map((x) => x.cpu[k].toFixed(1)).join(', ')})`;
     for (const [k, v] of machine()) console.log(`${k}: ${v}`);
     console.log(`mode: paired CPU per request; ${place.description}`);
     console.log(`tool: ${gen.tool} ${gen.version}, ${half}+${half} connections, ${o.rounds} rounds x ${o.duration}s each (warm-up ${o.warmup}s), path ${PATH}`);
     console.log(fmt('none'));
-    console.log(fmt('rewrite'));
+    console.log(fmt('subject'));
     console.log(
-      `ratio rewrite/none (CPU per request): ${ratio.toFixed(3)} (range ${Math.min(...ratios).toFixed(3)}–${Math.max(...ratios).toFixed(3)}) => ${((ratio - 1) * 100).toFixed(1)}% more CPU per request, ${((1 - 1 / ratio) * 100).toFixed(1)}% lower CPU-bound throughput; errors ${rounds.reduce((a, x) => a + x.errors, 0)}`,
+      `ratio ${o.subject}/none (CPU per request): ${ratio.toFixed(3)} (range ${Math.min(...ratios).toFixed(3)}–${Math.max(...ratios).toFixed(3)}) => ${((ratio - 1) * 100).toFixed(1)}% more CPU per request, ${((1 - 1 / ratio) * 100).toFixed(1)}% lower CPU-bound throughput; errors ${rounds.reduce((a, x) => a + x.errors, 0)}`,
     );
-    console.log(`pooled over all rounds (total CPU / total requests): none ${pooledCpu('none').toFixed(1)} µs/req, rewrite ${pooledCpu('rewrite').toFixed(1)} µs/req, ratio ${pooled.toFixed(3)} (${((pooled - 1) * 100).toFixed(1)}% more CPU per request)`);
+    console.log(`pooled over all rounds (total CPU / total requests): none ${pooledCpu('none').toFixed(1)} µs/req, ${o.subject} ${pooledCpu('subject').toFixed(1)} µs/req, ratio ${pooled.toFixed(3)} (${((pooled - 1) * 100).toFixed(1)}% more CPU per request)`);
   } finally {
     await Promise.all(children.map((c) => stop(c)));
   }
@@ -235,6 +283,6 @@ async function measurePaired(o: Options, gen: LoadGenerator): Promise<void> {
 
 if (process.argv[1] !== undefined && resolve(process.argv[1]) === self) {
   const i = process.argv.indexOf('--gateway');
-  if (i !== -1) await gateway(process.argv[i + 1]!, process.argv[i + 2]!);
+  if (i !== -1) await gateway(process.argv[i + 1]!, process.argv[i + 2] as Subject, process.argv[i + 3]!);
   else await main();
 }
