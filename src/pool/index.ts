@@ -58,7 +58,7 @@ export interface ServerOptions {
   down?: boolean;
   /** Gets only requests bound to it by sticky(); no new ones. @default false */
   drain?: boolean;
-  /** Session route for sticky(); at most 32 characters. @default md5 of `host:port`, as nginx */
+  /** Session route for sticky(); at most 32 characters. @default none: the session id is then the MD5 of `host:port`, as nginx (see {@link ServerInfo.sid}) */
   route?: string;
 }
 

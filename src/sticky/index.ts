@@ -259,7 +259,7 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
     if (seen.size > TRACKED_LIMIT) seen.delete(seen.keys().next().value!);
   };
   const sidOf = (id: string): string => {
-    const server = pool.get(id);
+    const server = pool.get(id) ?? pool.servers.find((s) => s.url === id || (s.route !== '' && s.route === id));
     if (server === undefined) throw new ServerNotFoundError(id);
     return server.sid;
   };
