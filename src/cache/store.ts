@@ -151,7 +151,10 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
   let bytes = 0;
   const emitter = new EventEmitter();
 
+  // The key last in LRU order (most recently used), when known.
+  let mru: string | undefined;
   const drop = (key: string, slot: Slot): void => {
+    if (key === mru) mru = undefined;
     slots.delete(key);
     bytes -= slot.bytes;
   };
@@ -194,9 +197,13 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       pruneInactive(t);
       const slot = live(key, t);
       if (slot === undefined) return undefined;
-      slots.delete(key);
       slot.lastUsed = t;
-      slots.set(key, slot);
+      // The most recently used key is already last: a hot key is not moved on every read.
+      if (key !== mru) {
+        slots.delete(key);
+        slots.set(key, slot);
+        mru = key;
+      }
       return slot.value as Value;
     },
     async set(key: string, value: unknown, ttl?: number): Promise<boolean> {
@@ -208,6 +215,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       if (size > maxBytes) return false;
       const expiresAt = typeof ttl === 'number' && ttl > 0 ? t + ttl : Number.POSITIVE_INFINITY;
       slots.set(key, { value, bytes: size, expiresAt, lastUsed: t });
+      mru = key;
       bytes += size;
       for (const [k, slot] of slots) {
         if (slots.size <= maxEntries && bytes <= maxBytes) break;
@@ -225,6 +233,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     },
     async clear(): Promise<void> {
       slots.clear();
+      mru = undefined;
       bytes = 0;
     },
     async has(key: string): Promise<boolean> {
@@ -510,6 +519,12 @@ export class CacheStore extends EventEmitter<CacheStoreEvents> {
       return undefined;
     }
     return value;
+  }
+
+  /** {@link CacheStore.getText} without the promise, when values live in this process; else `undefined`. */
+  getTextSync(key: string): string | undefined {
+    const value = this.memory?.getSync(this.#prefix + key);
+    return typeof value === 'string' ? value : undefined;
   }
 
   /**

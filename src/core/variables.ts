@@ -135,13 +135,16 @@ export function cookies(ex: Exchange): Map<string, string> {
   if (ex.cookies !== undefined) return ex.cookies;
   const map = new Map<string, string>();
   const header = headerValue(ex, 'cookie');
-  if (header !== '') {
-    for (const part of header.split(/;\s*/)) {
-      const eq = part.indexOf('=');
-      if (eq <= 0) continue;
-      const name = part.slice(0, eq).trim();
-      if (!map.has(name)) map.set(name, part.slice(eq + 1).trim());
+  let start = 0;
+  while (start < header.length) {
+    let end = header.indexOf(';', start);
+    if (end === -1) end = header.length;
+    const eq = header.indexOf('=', start);
+    if (eq !== -1 && eq < end) {
+      const name = header.slice(start, eq).trim();
+      if (name !== '' && !map.has(name)) map.set(name, header.slice(eq + 1, end).trim());
     }
+    start = end + 1;
   }
   ex.cookies = map;
   return map;

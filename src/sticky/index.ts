@@ -139,6 +139,7 @@ const PATH = /^\/[\x21-\x3A\x3C-\x7E]*$/;
 const MAX_EXPIRES = 'Thu, 31-Dec-37 23:55:55 GMT';
 const MAX_AGE_MAX = 315_360_000;
 const TRACKED_LIMIT = 100_000;
+const HASH_CACHE_LIMIT = 10_000;
 const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 
@@ -254,8 +255,12 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
   // Clients seen bound to each server (cookie and route modes), oldest first.
   const seen = new Map<string, { sid: string; at: number }>();
   const track = (sid: string, client: string): void => {
+    const t = now();
+    const last = seen.get(client);
+    // Recently seen with the same server: the counts cannot change, spare the reordering.
+    if (last !== undefined && last.sid === sid && t - last.at < 1000) return;
     seen.delete(client);
-    seen.set(client, { sid, at: now() });
+    seen.set(client, { sid, at: t });
     if (seen.size > TRACKED_LIMIT) seen.delete(seen.keys().next().value!);
   };
   const sidOf = (id: string): string => {
@@ -323,7 +328,20 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
       const given = Buffer.from(value.slice(dot + 1));
       return given.length === expected.length && timingSafeEqual(given, expected) ? sid : undefined;
     };
+    // Without variables the attributes change only with the second `expires` names: built once per second.
+    const fixed = (domain === undefined || !hasVariables(c.domain!)) && (sameSite === undefined || !hasVariables(c.sameSite!));
+    let cachedSecond = Number.NaN;
+    let cachedTail = '';
     const tail = (ex: Exchange): string => {
+      if (!fixed) return buildTail(ex);
+      const second = lifetime > 0 ? Math.floor(now() / 1000) : 0;
+      if (second !== cachedSecond) {
+        cachedTail = buildTail(ex);
+        cachedSecond = second;
+      }
+      return cachedTail;
+    };
+    const buildTail = (ex: Exchange): string => {
       let out = expires;
       if (lifetime > 0) out += `; expires=${cookieDate(now() + lifetime)}; max-age=${Math.floor(lifetime / 1000)}`;
       if (domain !== undefined) {
@@ -407,36 +425,63 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
     });
     store = sessionStore;
     // Session ids are stored hashed: the store never holds a usable session token.
-    const keyOf = (value: string): string => `s:${createHash('sha256').update(value).digest('base64url')}`;
+    // Hashes of the session ids seen lately, so a busy session is hashed once, not per request.
+    const hashes = new Map<string, string>();
+    const keyOf = (value: string): string => {
+      let key = hashes.get(value);
+      if (key === undefined) {
+        key = `s:${createHash('sha256').update(value).digest('base64url')}`;
+        hashes.set(value, key);
+        if (hashes.size > HASH_CACHE_LIMIT) hashes.delete(hashes.keys().next().value!);
+      }
+      return key;
+    };
     const refreshed = new Map<string, number>();
-    hook = (ex, response) => {
+    // What a response teaches: a new session (create), or that a looked-up one is still in use.
+    const learnFrom = (ex: Exchange, response: IncomingMessage, value: string | undefined, sid: string | undefined): void => {
       const server = ex.server;
       if (server === undefined || (response.statusCode ?? 0) >= 500) return;
-      const created = creates.map((f) => f(response, ex)).find((v) => v !== undefined && v !== '');
-      if (created !== undefined) {
+      let created: string | undefined;
+      for (const f of creates) {
+        created = f(response, ex);
+        if (created !== undefined && created !== '') break;
+      }
+      if (created !== undefined && created !== '') {
         if (plausible(created)) void sessionStore.setText(keyOf(created), server.sid, timeout);
         return;
       }
-      const looked = (ex as Exchange & { [kLookup]?: { value: string; sid: string | undefined } })[kLookup];
-      if (looked?.sid !== undefined) {
-        // Refresh the idle timer, at most every tenth of the timeout per session.
-        const t = now();
-        const last = refreshed.get(looked.value) ?? 0;
-        if (t - last > timeout / 10) {
-          refreshed.delete(looked.value);
-          refreshed.set(looked.value, t);
-          if (refreshed.size > TRACKED_LIMIT) refreshed.delete(refreshed.keys().next().value!);
-          void sessionStore.setText(keyOf(looked.value), looked.sid, timeout);
-        }
+      if (value === undefined || sid === undefined) return;
+      // Refresh the idle timer, at most every tenth of the timeout per session.
+      const t = now();
+      const last = refreshed.get(value) ?? 0;
+      if (t - last > timeout / 10) {
+        refreshed.delete(value);
+        refreshed.set(value, t);
+        if (refreshed.size > TRACKED_LIMIT) refreshed.delete(refreshed.keys().next().value!);
+        void sessionStore.setText(keyOf(value), sid, timeout);
       }
     };
+    const unbound: ResponseHook = (ex, response) => learnFrom(ex, response, undefined, undefined);
     bind = (req, ex) => {
       const value = firstOf(lookups, req, ex);
-      if (!plausible(value)) return undefined;
-      return sessionStore.getText(keyOf(value)).then((sid) => {
-        (ex as Exchange & { [kLookup]?: { value: string; sid: string | undefined } })[kLookup] = { value, sid };
-        if (sid !== undefined && plausible(sid)) ex.hint = sid;
-      });
+      if (!plausible(value)) {
+        (ex.responseHooks ??= []).push(unbound);
+        return undefined;
+      }
+      const found = (sid: string | undefined): void => {
+        if (sid === undefined || !plausible(sid)) {
+          (ex.responseHooks ??= []).push(unbound);
+          return;
+        }
+        ex.hint = sid;
+        (ex.responseHooks ??= []).push((e, response) => learnFrom(e, response, value, sid));
+      };
+      // Sessions held in this process are looked up without a promise.
+      if (sessionStore.memory !== undefined) {
+        found(sessionStore.getTextSync(keyOf(value)));
+        return undefined;
+      }
+      return sessionStore.getText(keyOf(value)).then(found);
     };
     sessions = async (sid) => (await sessionStore.texts()).filter((v) => v === sid).length;
   }
@@ -485,4 +530,3 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
   }) as StickyMiddleware;
 }
 
-const kLookup = Symbol('switchyard.sticky.lookup');
