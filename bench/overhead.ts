@@ -7,6 +7,7 @@
 //            the baseline balances over the same three servers
 //   learn    chain(sticky(pool, { learn }), balance(pool)) with the in-memory session store: every
 //            request looks its session up (one learned session bound to b)
+//   aa       two copies of chain(balance(pool)): the ratio the method reports for no difference
 //
 // Default (paired): both gateways run at the same moment, pinned together on the
 // proxy CPU (taskset; CPU 1, with the upstream and the load generator on CPU 0
@@ -47,13 +48,14 @@ export async function benchRules() {
   return rewrite(rules);
 }
 
-type Subject = 'rewrite' | 'sticky' | 'learn';
-const SUBJECTS: readonly Subject[] = ['rewrite', 'sticky', 'learn'];
+type Subject = 'rewrite' | 'sticky' | 'learn' | 'aa';
+const SUBJECTS: readonly Subject[] = ['rewrite', 'sticky', 'learn', 'aa'];
 /** The session every sticky/learn request carries (learn: the session the upstream hands out is learned once, at warm-up). */
 const STICKY_HEADERS: Record<Subject, Record<string, string> | undefined> = {
   rewrite: undefined,
   sticky: { cookie: 'srv_id=b' },
   learn: { cookie: 'sid=bench-session' },
+  aa: undefined,
 };
 
 async function gateway(kind: string, subject: Subject, upstream: string): Promise<void> {
@@ -61,11 +63,11 @@ async function gateway(kind: string, subject: Subject, upstream: string): Promis
   const agent = { maxFreeSockets: 64 };
   // sticky and learn: three servers (routes a, b, c) on the one upstream, the baseline too.
   const pool =
-    subject === 'rewrite'
+    subject === 'rewrite' || subject === 'aa'
       ? createPool({ servers: [{ url: upstream }], agent })
       : createPool({ servers: ['a', 'b', 'c'].map((route) => ({ url: upstream, id: route, route })), agent });
   let listener;
-  if (kind === 'none') listener = chain(balance(pool));
+  if (kind === 'none' || subject === 'aa') listener = chain(balance(pool));
   else if (subject === 'rewrite') listener = chain(await benchRules(), balance(pool));
   else if (subject === 'sticky') listener = chain(sticky(pool, { cookie: { expires: '1h', path: '/', httpOnly: true } }), balance(pool));
   else {
@@ -106,6 +108,7 @@ const SUBJECT_LABEL: Record<Subject, string> = {
   rewrite: 'chain(rewrite(101 rules), balance(pool))',
   sticky: 'chain(sticky(pool, { cookie }), balance(pool))',
   learn: 'chain(sticky(pool, { learn }), balance(pool))',
+  aa: 'chain(balance(pool)), a second copy (A/A: the method\'s own bias)',
 };
 let LABEL: Record<Kind, string> = { none: 'chain(balance(pool))', subject: SUBJECT_LABEL.rewrite };
 const PATH = '/api/items/42?x=1';

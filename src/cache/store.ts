@@ -521,6 +521,11 @@ export class CacheStore extends EventEmitter<CacheStoreEvents> {
     return value;
   }
 
+  /** What keys get in front of them in the store (`<namespace>:`). */
+  get keyPrefix(): string {
+    return this.#prefix;
+  }
+
   /** {@link CacheStore.getText} without the promise, when values live in this process; else `undefined`. */
   getTextSync(key: string): string | undefined {
     const value = this.memory?.getSync(this.#prefix + key);

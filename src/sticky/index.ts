@@ -424,21 +424,28 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
       ...(l.storeTimeout !== undefined ? { timeout: l.storeTimeout } : {}),
     });
     store = sessionStore;
-    // Session ids are stored hashed: the store never holds a usable session token.
-    // Hashes of the session ids seen lately, so a busy session is hashed once, not per request.
-    const hashes = new Map<string, string>();
-    const keyOf = (value: string): string => {
-      let key = hashes.get(value);
-      if (key === undefined) {
-        key = `s:${createHash('sha256').update(value).digest('base64url')}`;
-        hashes.set(value, key);
-        if (hashes.size > HASH_CACHE_LIMIT) hashes.delete(hashes.keys().next().value!);
+    // Session ids are stored hashed: the store never holds a usable session token. The sessions
+    // seen lately keep their hash, their key in the in-process store and their last refresh, so a
+    // busy session costs one Map lookup per request.
+    interface Seen {
+      key: string;
+      memoryKey: string;
+      refreshedAt: number;
+    }
+    const recent = new Map<string, Seen>();
+    const seenOf = (value: string): Seen => {
+      let s = recent.get(value);
+      if (s === undefined) {
+        const key = `s:${createHash('sha256').update(value).digest('base64url')}`;
+        s = { key, memoryKey: sessionStore.keyPrefix + key, refreshedAt: 0 };
+        recent.set(value, s);
+        if (recent.size > HASH_CACHE_LIMIT) recent.delete(recent.keys().next().value!);
       }
-      return key;
+      return s;
     };
-    const refreshed = new Map<string, number>();
+    const refreshEvery = timeout / 10;
     // What a response teaches: a new session (create), or that a looked-up one is still in use.
-    const learnFrom = (ex: Exchange, response: IncomingMessage, value: string | undefined, sid: string | undefined): void => {
+    const learnFrom = (ex: Exchange, response: IncomingMessage, seen: Seen | undefined, sid: string | undefined): void => {
       const server = ex.server;
       if (server === undefined || (response.statusCode ?? 0) >= 500) return;
       let created: string | undefined;
@@ -447,18 +454,15 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
         if (created !== undefined && created !== '') break;
       }
       if (created !== undefined && created !== '') {
-        if (plausible(created)) void sessionStore.setText(keyOf(created), server.sid, timeout);
+        if (plausible(created)) void sessionStore.setText(seenOf(created).key, server.sid, timeout);
         return;
       }
-      if (value === undefined || sid === undefined) return;
+      if (seen === undefined || sid === undefined) return;
       // Refresh the idle timer, at most every tenth of the timeout per session.
       const t = now();
-      const last = refreshed.get(value) ?? 0;
-      if (t - last > timeout / 10) {
-        refreshed.delete(value);
-        refreshed.set(value, t);
-        if (refreshed.size > TRACKED_LIMIT) refreshed.delete(refreshed.keys().next().value!);
-        void sessionStore.setText(keyOf(value), sid, timeout);
+      if (t - seen.refreshedAt > refreshEvery) {
+        seen.refreshedAt = t;
+        void sessionStore.setText(seen.key, sid, timeout);
       }
     };
     const unbound: ResponseHook = (ex, response) => learnFrom(ex, response, undefined, undefined);
@@ -468,20 +472,23 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
         (ex.responseHooks ??= []).push(unbound);
         return undefined;
       }
+      const seen = seenOf(value);
       const found = (sid: string | undefined): void => {
         if (sid === undefined || !plausible(sid)) {
           (ex.responseHooks ??= []).push(unbound);
           return;
         }
         ex.hint = sid;
-        (ex.responseHooks ??= []).push((e, response) => learnFrom(e, response, value, sid));
+        (ex.responseHooks ??= []).push((e, response) => learnFrom(e, response, seen, sid));
       };
       // Sessions held in this process are looked up without a promise.
-      if (sessionStore.memory !== undefined) {
-        found(sessionStore.getTextSync(keyOf(value)));
+      const memory = sessionStore.memory;
+      if (memory !== undefined) {
+        const sid = memory.getSync<unknown>(seen.memoryKey);
+        found(typeof sid === 'string' ? sid : undefined);
         return undefined;
       }
-      return sessionStore.getText(keyOf(value)).then(found);
+      return sessionStore.getText(seen.key).then(found);
     };
     sessions = async (sid) => (await sessionStore.texts()).filter((v) => v === sid).length;
   }
