@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import express, { type ErrorRequestHandler } from 'express';
 import { WebSocketServer } from 'ws';
-import { balance, createPool, SwitchyardError } from 'switchyard';
+import { balance, cache, createPool, sticky, SwitchyardError } from 'switchyard';
 
 const PORT = Number(process.env.PORT ?? 3000);
 
@@ -58,17 +58,28 @@ const chat = createPool({
   servers: upstreams.map((u) => ({ url: u.url, id: u.name })),
 });
 
+// Web pool for stateful pages: alpha and beta, with session persistence by cookie.
+const web = createPool({ name: 'web', servers: upstreams.slice(0, 2).map((u) => ({ url: u.url, id: u.name })) });
+
 // Retries: a failed connection, a timeout, a 502 or a 503 moves the request on to the next server.
 const proxy = balance(api, { nextUpstream: ['error', 'timeout', 'http_502', 'http_503'], tries: 3, headerTimeout: '5s' });
 const rooms = balance(chat);
+// Static content cached for ten minutes (nginx proxy_cache_valid 10m); X-Cache-Status tells MISS from HIT.
+const assets = cache({ name: 'assets', valid: '10m' });
+// One user, one server: the srv_id cookie names the server that answered (nginx sticky cookie).
+const sessions = sticky(web, { cookie: { name: 'srv_id', path: '/', httpOnly: true, sameSite: 'lax' } });
 
 const app = express();
 app.get('/', (_req, res) => {
   res.type('text/plain').send(`switchyard express example
   GET|POST /api/...     balanced over ${upstreams.map((u) => u.name).join(', ')} (least-conn, retries on 502/503)
   ws://.../chat?room=x  WebSocket, one room per server (consistent hash of $arg_room)
+  GET /static/...       cached for 10 minutes (X-Cache-Status: MISS, then HIT)
+  GET /app/...          sticky sessions over alpha and beta (srv_id cookie)
 `);
 });
+app.use('/static', assets, proxy);
+app.use('/app', sessions, balance(web));
 // Parsed JSON bodies are re-sent upstream; other bodies stream through untouched.
 app.use(express.json());
 app.use('/api', proxy);
@@ -113,6 +124,8 @@ function stop(): void {
   }
   api.close();
   chat.close();
+  web.close();
+  void assets.close();
 }
 process.once('SIGINT', stop);
 process.once('SIGTERM', stop);

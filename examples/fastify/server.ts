@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import Fastify from 'fastify';
 import { WebSocketServer } from 'ws';
-import { balance, createPool, SwitchyardError } from 'switchyard';
+import { balance, cache, createPool, sticky, SwitchyardError } from 'switchyard';
 import { switchyard } from 'switchyard/fastify';
 
 const PORT = Number(process.env.PORT ?? 3001);
@@ -59,6 +59,11 @@ const chat = createPool({
   servers: upstreams.map((u) => ({ url: u.url, id: u.name })),
 });
 
+// Web pool for stateful pages: alpha and beta, with session persistence by cookie.
+const web = createPool({ name: 'web', servers: upstreams.slice(0, 2).map((u) => ({ url: u.url, id: u.name })) });
+// Static content cached for ten minutes (nginx proxy_cache_valid 10m); X-Cache-Status tells MISS from HIT.
+const assets = cache({ name: 'assets', valid: '10m' });
+
 const app = Fastify();
 // switchyard errors carry a stable code and the status to answer (502, 503, 504).
 app.setErrorHandler((err, _request, reply) => {
@@ -68,6 +73,8 @@ app.setErrorHandler((err, _request, reply) => {
 app.get('/', async () => `switchyard fastify example
   GET|POST /api/...     balanced over ${upstreams.map((u) => u.name).join(', ')} (least-conn, retries on 502/503)
   ws://.../chat?room=x  WebSocket, one room per server (consistent hash of $arg_room)
+  GET /static/...       cached for 10 minutes (X-Cache-Status: MISS, then HIT)
+  GET /app/...          sticky sessions over alpha and beta (srv_id cookie)
 `);
 
 // Retries: a failed connection, a timeout, a 502 or a 503 moves the request on to the next server.
@@ -76,6 +83,18 @@ await app.register(switchyard, {
   prefix: '/api',
   use: [balance(api, { nextUpstream: ['error', 'timeout', 'http_502', 'http_503'], tries: 3, headerTimeout: '5s' })],
   parseBody: true,
+});
+await app.register(switchyard, {
+  prefix: '/static',
+  use: [assets, balance(api, { nextUpstream: ['error', 'timeout', 'http_502', 'http_503'], tries: 3 })],
+  methods: ['GET', 'HEAD'],
+  websocket: false,
+});
+// One user, one server: the srv_id cookie names the server that answered (nginx sticky cookie).
+await app.register(switchyard, {
+  prefix: '/app',
+  use: [sticky(web, { cookie: { name: 'srv_id', path: '/', httpOnly: true, sameSite: 'lax' } }), balance(web)],
+  websocket: false,
 });
 // The plugin proxies WebSocket upgrades under its prefix through the balance() middleware in `use`.
 await app.register(switchyard, { prefix: '/chat', use: [balance(chat)], methods: ['GET'] });
@@ -111,6 +130,8 @@ async function stop(): Promise<void> {
   }
   api.close();
   chat.close();
+  web.close();
+  await assets.close();
 }
 process.once('SIGINT', () => void stop());
 process.once('SIGTERM', () => void stop());

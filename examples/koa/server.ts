@@ -7,7 +7,7 @@ import type { Duplex } from 'node:stream';
 import Koa from 'koa';
 import { bodyParser } from '@koa/bodyparser';
 import { WebSocketServer } from 'ws';
-import { balance, createPool, SwitchyardError, type Next } from 'switchyard';
+import { balance, cache, chain, createPool, sticky, SwitchyardError, type Next } from 'switchyard';
 import { koa } from 'switchyard/koa';
 
 const PORT = Number(process.env.PORT ?? 3002);
@@ -64,9 +64,20 @@ const chat = createPool({
 const proxy = balance(api, { nextUpstream: ['error', 'timeout', 'http_502', 'http_503'], tries: 3, headerTimeout: '5s' });
 const rooms = balance(chat);
 
-// Only /api goes upstream; everything else is handed on to the Koa middleware below.
+// Web pool for stateful pages: alpha and beta, with session persistence by cookie.
+const web = createPool({ name: 'web', servers: upstreams.slice(0, 2).map((u) => ({ url: u.url, id: u.name })) });
+// Static content cached for ten minutes (nginx proxy_cache_valid 10m); X-Cache-Status tells MISS from HIT.
+const assets = cache({ name: 'assets', valid: '10m' });
+const cachedProxy = chain(assets, proxy);
+// One user, one server: the srv_id cookie names the server that answered (nginx sticky cookie).
+const stickyWeb = chain(sticky(web, { cookie: { name: 'srv_id', path: '/', httpOnly: true, sameSite: 'lax' } }), balance(web));
+
+// Only /api, /static and /app go upstream; everything else is handed on to the Koa middleware below.
 function apiOnly(req: IncomingMessage, res: ServerResponse, next: Next): void {
-  if (/^\/api(\/|\?|$)/.test(req.url ?? '')) proxy(req, res, next);
+  const url = req.url ?? '';
+  if (/^\/api(\/|\?|$)/.test(url)) proxy(req, res, next);
+  else if (/^\/static(\/|\?|$)/.test(url)) cachedProxy(req, res, next);
+  else if (/^\/app(\/|\?|$)/.test(url)) stickyWeb(req, res, next);
   else next();
 }
 
@@ -90,6 +101,8 @@ app.use(async (ctx) => {
   ctx.body = `switchyard koa example
   GET|POST /api/...     balanced over ${upstreams.map((u) => u.name).join(', ')} (least-conn, retries on 502/503)
   ws://.../chat?room=x  WebSocket, one room per server (consistent hash of $arg_room)
+  GET /static/...       cached for 10 minutes (X-Cache-Status: MISS, then HIT)
+  GET /app/...          sticky sessions over alpha and beta (srv_id cookie)
 `;
 });
 
@@ -127,6 +140,8 @@ function stop(): void {
   }
   api.close();
   chat.close();
+  web.close();
+  void assets.close();
 }
 process.once('SIGINT', stop);
 process.once('SIGTERM', stop);

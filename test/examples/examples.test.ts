@@ -99,6 +99,24 @@ async function exercise(t: TestContext, name: string): Promise<void> {
   assert.equal(post.status, 200);
   assert.deepEqual(JSON.parse((JSON.parse(post.body) as { body: string }).body), { hello: 'world' });
 
+  // /static is cached: the first request fills the cache, the second is answered from it.
+  const miss = await fetchText(`${ex.url}/static/logo.svg`);
+  const hit = await fetchText(`${ex.url}/static/logo.svg`);
+  assert.equal(miss.status, 200);
+  assert.equal(miss.headers['x-cache-status'], 'MISS');
+  assert.equal(hit.headers['x-cache-status'], 'HIT');
+  assert.equal(hit.body, miss.body);
+
+  // /app is sticky: the cookie of the first answer keeps the next ones on the same server.
+  const page = await fetchText(`${ex.url}/app/cart`);
+  const cookie = String(page.headers['set-cookie']?.[0] ?? '').split(';')[0]!;
+  assert.match(cookie, /^srv_id=[0-9a-f]{32}$/);
+  const owner = (JSON.parse(page.body) as { upstream: string }).upstream;
+  for (let i = 0; i < 4; i++) {
+    const again = await fetchText(`${ex.url}/app/cart`, { headers: { cookie } });
+    assert.equal((JSON.parse(again.body) as { upstream: string }).upstream, owner);
+  }
+
   const home = await fetchText(`${ex.url}/`);
   assert.equal(home.status, 200);
   assert.match(home.body, new RegExp(`switchyard ${name} example`));
