@@ -20,6 +20,7 @@ export type {
   ServerUpdate,
   StateChange,
 } from './pool/index.ts';
+export type { HealthCheckStats } from './pool/peer.ts';
 export {
   balance,
   DEFAULT_CONNECT_TIMEOUT,
@@ -44,6 +45,8 @@ export { compilePolicy, compileValid, freshness, DEFAULT_VALID_CODES, MAX_VARY_L
 export type { CachePolicy, CachePolicyOptions, CompiledValid, Freshness, FreshnessRequest, HeadersInput, IgnorableHeader, NotStoredReason, TtlSource, ValidCodes, ValidOption, ValidRule } from './cache/policy.ts';
 export { sticky, cookieDate, DEFAULT_SESSION_TIMEOUT, DEFAULT_STICKY_COOKIE, MAX_STICKY_VALUE } from './sticky/index.ts';
 export type { LearnCreateSource, LearnLookupSource, RouteSource, StickyCookieOptions, StickyLearnOptions, StickyMiddleware, StickyOptions } from './sticky/index.ts';
+export { healthCheck, DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_TIMEOUT, MAX_PROBE_BODY } from './health/index.ts';
+export type { HeaderCondition, HealthCheck, HealthCheckEvents, HealthCheckOptions, HealthClock, MatchOptions, ProbeResult } from './health/index.ts';
 export { upgrade } from './proxy/upgrade.ts';
 export type { UpgradeHandler, UpgradeOptions } from './proxy/upgrade.ts';
 export type { TrustProxy } from './proxy/trust.ts';

@@ -60,10 +60,16 @@ export interface ServerOptions {
   drain?: boolean;
   /** Session route for sticky(); at most 32 characters. @default none: the session id is then the MD5 of `host:port`, as nginx (see {@link ServerInfo.sid}) */
   route?: string;
+  /**
+   * NGINX Plus `slow_start`: when the server becomes healthy again (healthCheck()) or available again
+   * after passive failure, its weight rises linearly from zero to `weight` over this time. Not with
+   * hash, ip-hash or random; ignored in a pool of one server, as nginx. @default 0 (off)
+   */
+  slowStart?: Duration;
 }
 
 /** Fields {@link UpstreamPool.update} can change at run time. */
-export type ServerUpdate = Partial<Pick<ServerOptions, 'weight' | 'maxConns' | 'maxFails' | 'failTimeout' | 'down' | 'drain' | 'route'>>;
+export type ServerUpdate = Partial<Pick<ServerOptions, 'weight' | 'maxConns' | 'maxFails' | 'failTimeout' | 'down' | 'drain' | 'route' | 'slowStart'>>;
 
 /** A server's configuration as the pool holds it (durations in ms, no credentials). */
 export interface ServerInfo {
@@ -79,6 +85,8 @@ export interface ServerInfo {
   route: string;
   /** The session id sticky() binds to: `route`, else the hex MD5 of `host:port` (nginx's SID). */
   sid: string;
+  /** Slow start in milliseconds (0: off). */
+  slowStart: number;
 }
 
 /** A balancing method and its parameters. Kebab-case names; nginx's (`least_conn`) are accepted too. */
@@ -316,8 +324,9 @@ function routeOption(value: unknown, option: string): string {
   return value;
 }
 
-const SERVER_FIELDS = new Set(['url', 'id', 'weight', 'maxConns', 'maxFails', 'failTimeout', 'backup', 'down', 'drain', 'route']);
-const UPDATE_FIELDS = new Set(['weight', 'maxConns', 'maxFails', 'failTimeout', 'down', 'drain', 'route']);
+const SERVER_FIELDS = new Set(['url', 'id', 'weight', 'maxConns', 'maxFails', 'failTimeout', 'backup', 'down', 'drain', 'route', 'slowStart']);
+const UPDATE_FIELDS = new Set(['weight', 'maxConns', 'maxFails', 'failTimeout', 'down', 'drain', 'route', 'slowStart']);
+const METHODS_WITHOUT_SLOW_START = new Set(['hash', 'ip-hash', 'random', 'random-two']);
 
 /**
  * The upstream pool: the one object shared by balance(), sticky(), healthCheck()
@@ -361,6 +370,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     const now = options.now ?? Date.now;
     if (typeof now !== 'function') throw new InvalidOptionError('now', 'a function returning milliseconds', now);
     this.#now = now;
+    this.#tls = options.tls;
     if (!Array.isArray(options.servers) || options.servers.length === 0) {
       throw new InvalidOptionError('servers', 'a non-empty array of { url }', options.servers);
     }
@@ -431,7 +441,18 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
       down: boolOption(s.down, `${path}.down`),
       drain: boolOption(s.drain, `${path}.drain`),
       route: routeOption(s.route, `${path}.route`),
+      slowStart: this.#slowStartOption(s.slowStart, `${path}.slowStart`),
     });
+  }
+
+  #slowStartOption(value: unknown, path: string): number {
+    if (value === undefined) return 0;
+    const ms = parseDuration(value as Duration, path);
+    if (ms < 0) throw new InvalidOptionError(path, 'a non-negative duration', value);
+    if (ms > 0 && METHODS_WITHOUT_SLOW_START.has(this.method)) {
+      throw new InvalidOptionError(path, `no slow start: the "${this.method}" method does not support it (as in nginx)`, value);
+    }
+    return ms;
   }
 
   #rebuild(): void {
@@ -532,6 +553,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
       down: c.down === undefined ? peer.down : boolOption(c.down, 'changes.down'),
       drain: c.drain === undefined ? peer.drain : boolOption(c.drain, 'changes.drain'),
       route: c.route === undefined ? peer.route : routeOption(c.route, 'changes.route'),
+      slowStart: c.slowStart === undefined ? peer.slowStart : this.#slowStartOption(c.slowStart, 'changes.slowStart'),
     };
     const weightChanged = next.weight !== peer.weight;
     Object.assign(peer, next);
@@ -577,6 +599,9 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
       p.totalFails = 0;
       p.unavail = 0;
       p.downtime = 0;
+      p.hcChecks = 0;
+      p.hcFails = 0;
+      p.hcUnhealthy = 0;
       if (p.downSince !== undefined) p.downSince = this.#now();
     }
   }
@@ -606,6 +631,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
       selected: p.selectedAt === undefined ? undefined : new Date(p.selectedAt).toISOString(),
       headerTime: p.avgHeaderTime,
       responseTime: p.avgResponseTime,
+      healthChecks: { checks: p.hcChecks, fails: p.hcFails, unhealthy: p.hcUnhealthy, lastPassed: p.hcLastPassed },
     };
   }
 
@@ -687,7 +713,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
         break;
       }
     }
-    if (found === undefined || sel.tried.has(found) || found.down || found.failed(now) || found.full()) return undefined;
+    if (found === undefined || sel.tried.has(found) || found.down || found.checking() || found.unhealthy() || found.failed(now) || found.full()) return undefined;
     if (this.method !== 'round-robin' || this.#set.single) return found;
     let totalWeight = 0;
     if (sel.backup) for (const p of list) totalWeight += p.weight;
@@ -786,6 +812,8 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
       }
       if (peer.effectiveWeight < 0) peer.effectiveWeight = 0;
     } else if (peer.accessed < peer.checked) {
+      // Back after passive failure: slow start ramps its weight up again.
+      if (peer.maxFails !== 0 && peer.fails >= peer.maxFails) peer.startRamp(now);
       peer.fails = 0;
     }
     this.#observe(peer, now);
@@ -795,6 +823,53 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
   /** @internal The keep-alive agent for a server. */
   agentFor(peer: Peer): HttpAgent {
     return peer.target.protocol === 'https:' ? this.#httpsAgent : this.#httpAgent;
+  }
+
+  // ---- active health checks (internal, for healthCheck()) ----
+
+  #nextCheckId = 1;
+  #tls: HttpsAgentOptions | undefined;
+
+  /** @internal TLS options for connections of the pool's own making (health probes). */
+  get tls(): HttpsAgentOptions | undefined {
+    return this.#tls;
+  }
+
+  /** @internal A new id for one healthCheck() on this pool. */
+  healthCheckId(): number {
+    return this.#nextCheckId++;
+  }
+
+  /** @internal The servers, as health checks see them. */
+  healthPeers(): readonly Peer[] {
+    return this.#peers;
+  }
+
+  /** @internal Records one probe's outcome in the server's counters. */
+  healthProbe(peer: Peer, passed: boolean): void {
+    peer.hcChecks++;
+    if (!passed) peer.hcFails++;
+    peer.hcLastPassed = passed;
+  }
+
+  /**
+   * @internal Sets what check `checkId` says of a server: `failing` (it holds the server out as
+   * unhealthy) and `pending` (mandatory, first check not passed yet). A server that is free of every
+   * check again starts its slow start; every change of state is observed (event, downtime).
+   */
+  healthMark(peer: Peer, checkId: number, failing: boolean, pending: boolean): void {
+    const now = this.#now();
+    const wasBlocked = peer.failingChecks.size > 0;
+    const wasUnhealthy = peer.failingChecks.size > 0;
+    if (failing) peer.failingChecks.add(checkId);
+    else peer.failingChecks.delete(checkId);
+    if (pending) peer.pendingChecks.add(checkId);
+    else peer.pendingChecks.delete(checkId);
+    if (!wasUnhealthy && peer.failingChecks.size > 0) peer.hcUnhealthy++;
+    if (wasBlocked && peer.failingChecks.size === 0 && peer.pendingChecks.size === 0 && !this.#set.single) peer.startRamp(now);
+    if (peer.removed) return;
+    this.#observe(peer, now);
+    this.#serveQueue();
   }
 
   /** @internal The pool clock. */
@@ -830,6 +905,7 @@ function info(p: Peer): ServerInfo {
     drain: p.drain,
     route: p.route,
     sid: p.sid,
+    slowStart: p.slowStart,
   };
 }
 

@@ -15,6 +15,18 @@ export interface ResponseCounters {
   total: number;
 }
 
+/** Active health check counters of one server (NGINX Plus `health_checks`). */
+export interface HealthCheckStats {
+  /** Probes sent. */
+  checks: number;
+  /** Probes that failed. */
+  fails: number;
+  /** Times the server became unhealthy. */
+  unhealthy: number;
+  /** Whether the last probe passed; undefined before the first. */
+  lastPassed: boolean | undefined;
+}
+
 /** Live statistics of one server, as NGINX Plus's API reports a peer. */
 export interface ServerStats {
   id: string;
@@ -52,6 +64,8 @@ export interface ServerStats {
   headerTime: number;
   /** Average time to the last byte of the response, in ms. */
   responseTime: number;
+  /** Active health checks (all zero without healthCheck()). */
+  healthChecks: HealthCheckStats;
 }
 
 /** How an attempt ended, for passive health (nginx `NGX_PEER_FAILED`, `NGX_PEER_NEXT`, 0). */
@@ -97,7 +111,19 @@ export class Peer {
   route: string;
   /** Session id for sticky: the route, or md5(name) as nginx. */
   sid: string;
+  /** NGINX Plus slow_start in ms (0: off). */
+  slowStart: number;
+  /** When the current slow-start ramp began (-Infinity: none). */
+  rampStart = Number.NEGATIVE_INFINITY;
   removed = false;
+
+  // active health checks: the checks (by id) that hold the server out
+  readonly failingChecks = new Set<number>();
+  readonly pendingChecks = new Set<number>();
+  hcChecks = 0;
+  hcFails = 0;
+  hcUnhealthy = 0;
+  hcLastPassed: boolean | undefined;
 
   // nginx round-robin state
   currentWeight = 0;
@@ -139,6 +165,7 @@ export class Peer {
     down: boolean;
     drain: boolean;
     route: string;
+    slowStart?: number;
   }) {
     this.id = init.id;
     this.url = init.url;
@@ -153,6 +180,7 @@ export class Peer {
     this.down = init.down;
     this.drain = init.drain;
     this.route = init.route;
+    this.slowStart = init.slowStart ?? 0;
     this.sid = init.route !== '' ? init.route : createHash('md5').update(this.name).digest('hex');
   }
 
@@ -166,13 +194,40 @@ export class Peer {
     return this.maxConns !== 0 && this.conns >= this.maxConns;
   }
 
+  /** True while a mandatory health check has not passed yet (NGINX Plus `checking`). */
+  checking(): boolean {
+    return this.pendingChecks.size > 0;
+  }
+
+  /** True while an active health check fails the server. */
+  unhealthy(): boolean {
+    return this.failingChecks.size > 0;
+  }
+
   /** nginx's eligibility test for a new, unbound request. */
   usable(now: number): boolean {
-    return !this.down && !this.drain && !this.failed(now) && !this.full();
+    return !this.down && !this.drain && this.pendingChecks.size === 0 && this.failingChecks.size === 0 && !this.failed(now) && !this.full();
+  }
+
+  /** Starts the slow-start ramp (when the server comes back). */
+  startRamp(now: number): void {
+    if (this.slowStart > 0) this.rampStart = now;
+  }
+
+  /**
+   * The weight at `now`: during slow start, linear from 0 at the start of the ramp to `weight`
+   * `slowStart` milliseconds later; `weight` otherwise.
+   */
+  weightAt(now: number): number {
+    const elapsed = now - this.rampStart;
+    if (elapsed >= this.slowStart) return this.weight;
+    return elapsed <= 0 ? 0 : (this.weight * elapsed) / this.slowStart;
   }
 
   state(now: number): ServerState {
     if (this.down) return 'down';
+    if (this.pendingChecks.size > 0) return 'checking';
+    if (this.failingChecks.size > 0) return 'unhealthy';
     if (this.failed(now)) return 'unavail';
     if (this.drain) return 'draining';
     return 'up';

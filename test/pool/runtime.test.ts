@@ -34,7 +34,7 @@ test('add while requests are in flight: the new server takes its SWRR turn at on
   assert.equal(held.id, 'a');
   const info = p.add({ url: url(3), id: 'c', weight: 1, maxConns: 7 });
   // nginx's SID without a route: md5 of "127.0.0.1:19703"
-  const expected: ServerInfo = { id: 'c', url: url(3), weight: 1, maxConns: 7, maxFails: 1, failTimeout: 10_000, backup: false, down: false, drain: false, route: '', sid: md5hex('127.0.0.1:19703') };
+  const expected: ServerInfo = { id: 'c', url: url(3), weight: 1, maxConns: 7, maxFails: 1, failTimeout: 10_000, backup: false, down: false, drain: false, route: '', sid: md5hex('127.0.0.1:19703'), slowStart: 0 };
   assert.deepEqual(info, expected);
   assert.deepEqual(p.get('c'), expected);
   assert.deepEqual(events, [['add', expected]]);
@@ -92,7 +92,7 @@ test('update: weight, down, drain at run time; "update" carries the new settings
   const held = p.select(selection(p))!;
   assert.equal(held.id, 'a');
   const info = p.update('a', { weight: 3, maxConns: 5, failTimeout: '30s', route: 'r1' });
-  assert.deepEqual(info, { id: 'a', url: url(1), weight: 3, maxConns: 5, maxFails: 1, failTimeout: 30_000, backup: false, down: false, drain: false, route: 'r1', sid: 'r1' });
+  assert.deepEqual(info, { id: 'a', url: url(1), weight: 3, maxConns: 5, maxFails: 1, failTimeout: 30_000, backup: false, down: false, drain: false, route: 'r1', sid: 'r1', slowStart: 0 });
   assert.deepEqual(events, [['update', info]]);
   assert.deepEqual(sequence(p, 5), [...'abaca'], 'SWRR with the new weight, a starting afresh');
   p.update('b', { down: true });
@@ -208,6 +208,7 @@ test('stats(): state, active, requests, responses by class and code, fails, unav
       selected: new Date(t0).toISOString(),
       headerTime: 40,
       responseTime: 60,
+      healthChecks: { checks: 0, fails: 0, unhealthy: 0, lastPassed: undefined },
     },
   );
   assert.deepEqual(a!.responses, { '1xx': 0, '2xx': 2, '3xx': 1, '4xx': 1, '5xx': 1, codes: { '200': 2, '304': 1, '404': 1, '503': 1 }, total: 5 });

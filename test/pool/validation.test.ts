@@ -92,9 +92,9 @@ test('defaults are nginx\'s: weight 1, maxConns 0, maxFails 1, failTimeout 10 s,
   const pool = createPool({ servers: [{ url: A }, { url: `${A}/` }, { url: 'HTTP://LOCALHOST:80/api/' }] });
   assert.deepEqual(pool.servers, [
     // sid: nginx's md5 of "host:port" (the values printed by `printf 127.0.0.1:19601 | md5sum`)
-    { id: A, url: A, weight: 1, maxConns: 0, maxFails: 1, failTimeout: 10_000, backup: false, down: false, drain: false, route: '', sid: SID_A },
-    { id: `${A}#2`, url: A, weight: 1, maxConns: 0, maxFails: 1, failTimeout: 10_000, backup: false, down: false, drain: false, route: '', sid: SID_A },
-    { id: 'http://localhost/api', url: 'http://localhost/api', weight: 1, maxConns: 0, maxFails: 1, failTimeout: 10_000, backup: false, down: false, drain: false, route: '', sid: SID_LOCALHOST },
+    { id: A, url: A, weight: 1, maxConns: 0, maxFails: 1, failTimeout: 10_000, backup: false, down: false, drain: false, route: '', sid: SID_A, slowStart: 0 },
+    { id: `${A}#2`, url: A, weight: 1, maxConns: 0, maxFails: 1, failTimeout: 10_000, backup: false, down: false, drain: false, route: '', sid: SID_A, slowStart: 0 },
+    { id: 'http://localhost/api', url: 'http://localhost/api', weight: 1, maxConns: 0, maxFails: 1, failTimeout: 10_000, backup: false, down: false, drain: false, route: '', sid: SID_LOCALHOST, slowStart: 0 },
   ]);
   assert.equal(pool.method, 'round-robin');
   assert.equal(pool.name, 'upstream');

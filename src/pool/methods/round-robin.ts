@@ -14,8 +14,10 @@ export function smoothWeighted(list: readonly Peer[], sel: Selection, chosen?: P
   let total = 0;
   for (const peer of list) {
     if (sel.tried.has(peer) || !peer.usable(now)) continue;
-    peer.currentWeight += peer.effectiveWeight;
-    total += peer.effectiveWeight;
+    // Slow start caps what a returning server adds (see Peer.weightAt).
+    const ew = now - peer.rampStart < peer.slowStart ? Math.min(peer.effectiveWeight, peer.weightAt(now)) : peer.effectiveWeight;
+    peer.currentWeight += ew;
+    total += ew;
     if (peer.effectiveWeight < peer.weight) peer.effectiveWeight++;
     if (best === undefined || peer.currentWeight > best.currentWeight) best = peer;
   }
@@ -32,7 +34,7 @@ export function smoothWeighted(list: readonly Peer[], sel: Selection, chosen?: P
 export function roundRobin(peers: PeerSet, sel: Selection): Peer | undefined {
   if (peers.single) {
     const only = peers.primary[0]!;
-    return only.down || only.drain || only.full() ? undefined : only;
+    return only.down || only.drain || only.checking() || only.unhealthy() || only.full() ? undefined : only;
   }
   if (!sel.backup) {
     const best = smoothWeighted(peers.primary, sel);
@@ -54,6 +56,8 @@ export function createRoundRobin(): Balancer {
  */
 export function leastBy(list: readonly Peer[], sel: Selection, metric: (peer: Peer) => number): Peer | undefined {
   const now = sel.now;
+  // Weights as slow start has them now; a server at the very start of its ramp weighs almost nothing.
+  const w = (peer: Peer): number => (now - peer.rampStart < peer.slowStart ? Math.max(peer.weightAt(now), 1e-6) : peer.weight);
   let best: Peer | undefined;
   let bestMetric = 0;
   let first = 0;
@@ -62,12 +66,12 @@ export function leastBy(list: readonly Peer[], sel: Selection, metric: (peer: Pe
     const peer = list[i]!;
     if (sel.tried.has(peer) || !peer.usable(now)) continue;
     const m = metric(peer);
-    if (best === undefined || m * best.weight < bestMetric * peer.weight) {
+    if (best === undefined || m * w(best) < bestMetric * w(peer)) {
       best = peer;
       bestMetric = m;
       first = i;
       many = false;
-    } else if (m * best.weight === bestMetric * peer.weight) {
+    } else if (m * w(best) === bestMetric * w(peer)) {
       many = true;
     }
   }
@@ -78,9 +82,10 @@ export function leastBy(list: readonly Peer[], sel: Selection, metric: (peer: Pe
     for (let i = first; i < list.length; i++) {
       const peer = list[i]!;
       if (sel.tried.has(peer) || !peer.usable(now)) continue;
-      if (metric(peer) * ref.weight !== bestMetric * peer.weight) continue;
-      peer.currentWeight += peer.effectiveWeight;
-      total += peer.effectiveWeight;
+      if (metric(peer) * w(ref) !== bestMetric * w(peer)) continue;
+      const ew = now - peer.rampStart < peer.slowStart ? Math.min(peer.effectiveWeight, peer.weightAt(now)) : peer.effectiveWeight;
+      peer.currentWeight += ew;
+      total += ew;
       if (peer.effectiveWeight < peer.weight) peer.effectiveWeight++;
       if (peer.currentWeight > best.currentWeight) best = peer;
     }

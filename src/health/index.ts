@@ -1,0 +1,350 @@
+import { EventEmitter } from 'node:events';
+import { request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { parseDuration, type Duration } from '../core/duration.ts';
+import { InvalidOptionError } from '../core/errors.ts';
+import { UpstreamPool, type ServerInfo } from '../pool/index.ts';
+import type { Peer } from '../pool/peer.ts';
+import { compileMatch, type MatchOptions } from './match.ts';
+
+export type { HeaderCondition, MatchOptions } from './match.ts';
+
+/** Timers the checks run on: the real ones by default; tests give their own to run without sleeping. */
+export interface HealthClock {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+/** Options of {@link healthCheck}, with NGINX Plus's defaults. Times are {@link Duration}s. */
+export interface HealthCheckOptions {
+  /** Request path of the probe. @default '/' */
+  uri?: string;
+  /** Time between two probes of one server. @default '5s' */
+  interval?: Duration;
+  /** A random delay up to this, added to each interval. @default 0 */
+  jitter?: Duration;
+  /** Consecutive failed probes that make a server unhealthy. @default 1 */
+  fails?: number;
+  /** Consecutive passed probes that make an unhealthy server healthy. @default 1 */
+  passes?: number;
+  /** Longest a probe may take, from connecting to the end of what it reads. @default '5s' */
+  timeout?: Duration;
+  /** Port to probe. @default the server's */
+  port?: number;
+  /** Probe method. @default 'GET' */
+  method?: string;
+  /** Request headers of the probe; `Host` replaces the default (the server's `host:port`). @default {} */
+  headers?: Readonly<Record<string, string>>;
+  /** Conditions a response must meet. @default status 200-399 */
+  match?: MatchOptions;
+  /** Servers start `checking` and get no requests until their first probe passes (those added later too). @default false */
+  mandatory?: boolean;
+  /** With `mandatory`: servers that are up when the check starts are not held back (NGINX Plus after a reload). @default false */
+  persistent?: boolean;
+  /** Name of this check in events and errors. @default 'health' */
+  name?: string;
+  /** Timers and clock. @default the real ones (unref'd: checks never keep the process alive) */
+  clock?: HealthClock;
+  /** Random numbers in [0, 1) for jitter. @default Math.random */
+  random?: () => number;
+}
+
+/** One probe's outcome. */
+export interface ProbeResult {
+  /** The server's id. */
+  id: string;
+  passed: boolean;
+  /** The response status, when one arrived. */
+  status: number | undefined;
+  /** Why it failed (`status 500`, `timeout`, `ECONNREFUSED`, ...). */
+  reason: string | undefined;
+  /** The server's health after this probe. */
+  healthy: boolean;
+}
+
+/** Events of a {@link HealthCheck}. The pool's `state` event reports every change of state too. */
+export interface HealthCheckEvents {
+  /** A probe ended. */
+  probe: [result: ProbeResult];
+  /** A server turned healthy (after `passes` passes, or its first mandatory pass). */
+  healthy: [id: string];
+  /** A server turned unhealthy (after `fails` failures, or its first mandatory failure). */
+  unhealthy: [id: string];
+}
+
+/** A running health check, from {@link healthCheck}. */
+export interface HealthCheck extends EventEmitter<HealthCheckEvents> {
+  /** The check's name (option `name`). */
+  readonly name: string;
+  /** Settles when every server present at the start has had its first probe. */
+  readonly ready: Promise<void>;
+  /** Probes every server now (outside the schedule, never overlapping a running probe); settles when done. */
+  check(): Promise<void>;
+  /** Stops: clears every timer, aborts running probes, and lifts what this check held servers out for. */
+  stop(): void;
+}
+
+/** Default of {@link HealthCheckOptions.interval} (NGINX Plus: 5s). */
+export const DEFAULT_HEALTH_INTERVAL = 5000;
+/** Default of {@link HealthCheckOptions.timeout}. */
+export const DEFAULT_HEALTH_TIMEOUT = 5000;
+/** Most body bytes a probe reads (NGINX Plus: 256k). */
+export const MAX_PROBE_BODY = 256 * 1024;
+
+const realClock: HealthClock = {
+  now: Date.now,
+  setTimeout(fn, ms) {
+    const t = setTimeout(fn, ms);
+    t.unref();
+    return t;
+  },
+  clearTimeout(handle) {
+    clearTimeout(handle as NodeJS.Timeout);
+  },
+};
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+function count(value: unknown, option: string, fallback: number): number {
+  const v = value ?? fallback;
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) throw new InvalidOptionError(option, 'a positive integer', v);
+  return v;
+}
+
+interface ServerCheck {
+  peer: Peer;
+  timer: unknown;
+  probe: ClientRequest | undefined;
+  running: Promise<void> | undefined;
+  passesInARow: number;
+  failsInARow: number;
+  healthy: boolean;
+  pending: boolean;
+  /** Settles the server's part of `ready` (first probe done, server removed, or check stopped). */
+  first: (() => void) | undefined;
+}
+
+/**
+ * NGINX Plus `health_check` for a pool: probes every server on its own schedule and takes the
+ * ones that fail out of rotation (`unhealthy`, sticky-bound requests included) until they pass
+ * again; with `mandatory`, servers start `checking`. Several checks on one pool: failing any makes
+ * a server unhealthy. A server coming back ramps up over its `slowStart`.
+ * @example
+ * ```ts
+ * import { createPool, healthCheck, balance } from 'switchyard';
+ *
+ * const pool = createPool({ servers: [{ url: 'http://10.0.0.1:8080', slowStart: '30s' }, { url: 'http://10.0.0.2:8080' }] });
+ * const hc = healthCheck(pool, { uri: '/healthz', interval: '2s', fails: 2, passes: 2, match: { status: '200', body: /ok/ } });
+ * await hc.ready;
+ * process.on('SIGTERM', () => hc.stop());
+ * ```
+ */
+export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}): HealthCheck {
+  if (!(pool instanceof UpstreamPool)) throw new InvalidOptionError('pool', 'an UpstreamPool from createPool()', pool);
+  if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'an object', options);
+  const uri = options.uri ?? '/';
+  if (typeof uri !== 'string' || !uri.startsWith('/') || /[\s\u0000-\u001f\u007f]/.test(uri)) throw new InvalidOptionError('uri', 'a path starting with "/" without spaces or control characters', uri);
+  const interval = parseDuration(options.interval ?? DEFAULT_HEALTH_INTERVAL, 'interval');
+  if (interval <= 0) throw new InvalidOptionError('interval', 'a positive duration', options.interval);
+  const jitter = parseDuration(options.jitter ?? 0, 'jitter');
+  if (jitter < 0) throw new InvalidOptionError('jitter', 'a non-negative duration', options.jitter);
+  const fails = count(options.fails, 'fails', 1);
+  const passes = count(options.passes, 'passes', 1);
+  const timeout = parseDuration(options.timeout ?? DEFAULT_HEALTH_TIMEOUT, 'timeout');
+  if (timeout <= 0) throw new InvalidOptionError('timeout', 'a positive duration', options.timeout);
+  const port = options.port;
+  if (port !== undefined && (!Number.isInteger(port) || port < 1 || port > 65535)) throw new InvalidOptionError('port', 'a port from 1 to 65535', port);
+  const method = (options.method ?? 'GET').toUpperCase();
+  if (!TOKEN.test(method)) throw new InvalidOptionError('method', 'an HTTP method', options.method);
+  const headers: Record<string, string> = {};
+  if (options.headers !== undefined) {
+    if (options.headers === null || typeof options.headers !== 'object') throw new InvalidOptionError('headers', 'an object of header names to values', options.headers);
+    for (const [name, value] of Object.entries(options.headers)) {
+      if (!TOKEN.test(name)) throw new InvalidOptionError(`headers.${name}`, 'a header name', name);
+      if (typeof value !== 'string' || /[\r\n\u0000]/.test(value)) throw new InvalidOptionError(`headers.${name}`, 'a header value without CR, LF or NUL', value);
+      headers[name.toLowerCase()] = value;
+    }
+  }
+  const match = compileMatch(options.match);
+  const mandatory = options.mandatory ?? false;
+  if (typeof mandatory !== 'boolean') throw new InvalidOptionError('mandatory', 'a boolean', mandatory);
+  const persistent = options.persistent ?? false;
+  if (typeof persistent !== 'boolean') throw new InvalidOptionError('persistent', 'a boolean', persistent);
+  const name = options.name ?? 'health';
+  if (typeof name !== 'string' || name === '') throw new InvalidOptionError('name', 'a non-empty string', name);
+  const clock = options.clock ?? realClock;
+  if (typeof clock !== 'object' || clock === null || typeof clock.now !== 'function' || typeof clock.setTimeout !== 'function' || typeof clock.clearTimeout !== 'function') {
+    throw new InvalidOptionError('clock', 'an object with now, setTimeout and clearTimeout', clock);
+  }
+  const random = options.random ?? Math.random;
+  if (typeof random !== 'function') throw new InvalidOptionError('random', 'a function returning [0, 1)', random);
+
+  const id = pool.healthCheckId();
+  const emitter = new EventEmitter<HealthCheckEvents>();
+  const servers = new Map<string, ServerCheck>();
+  let stopped = false;
+
+  const mark = (s: ServerCheck): void => pool.healthMark(s.peer, id, !s.healthy, s.pending);
+
+  const track = (peer: Peer, gate: boolean): ServerCheck => {
+    const s: ServerCheck = { peer, timer: undefined, probe: undefined, running: undefined, passesInARow: 0, failsInARow: 0, healthy: true, pending: gate, first: undefined };
+    servers.set(peer.id, s);
+    if (gate) mark(s);
+    return s;
+  };
+
+  const schedule = (s: ServerCheck, delay: number): void => {
+    if (stopped || servers.get(s.peer.id) !== s) return;
+    if (s.timer !== undefined) clock.clearTimeout(s.timer);
+    const extra = jitter > 0 ? Math.floor(random() * jitter) : 0;
+    s.timer = clock.setTimeout(() => {
+      s.timer = undefined;
+      void run(s).then(() => schedule(s, interval));
+    }, delay + extra);
+  };
+
+  const run = (s: ServerCheck): Promise<void> => {
+    // One probe at a time per server: a caller arriving during one waits for it.
+    if (s.running !== undefined) return s.running;
+    s.running = probe(s).then((result) => {
+      s.running = undefined;
+      if (stopped || servers.get(s.peer.id) !== s) return;
+      record(s, result);
+    });
+    return s.running;
+  };
+
+  const record = (s: ServerCheck, r: { passed: boolean; status: number | undefined; reason: string | undefined }): void => {
+    pool.healthProbe(s.peer, r.passed);
+    const was = s.healthy && !s.pending;
+    if (r.passed) {
+      s.failsInARow = 0;
+      s.passesInARow++;
+      if (s.pending) {
+        s.pending = false;
+        s.healthy = true;
+      } else if (!s.healthy && s.passesInARow >= passes) s.healthy = true;
+    } else {
+      s.passesInARow = 0;
+      s.failsInARow++;
+      if (s.pending) {
+        s.pending = false;
+        s.healthy = false;
+      } else if (s.healthy && s.failsInARow >= fails) s.healthy = false;
+    }
+    mark(s);
+    emitter.emit('probe', { id: s.peer.id, passed: r.passed, status: r.status, reason: r.reason, healthy: s.healthy });
+    const now = s.healthy && !s.pending;
+    if (now && !was) emitter.emit('healthy', s.peer.id);
+    if (!now && was) emitter.emit('unhealthy', s.peer.id);
+    s.first?.();
+    s.first = undefined;
+  };
+
+  const probe = (s: ServerCheck): Promise<{ passed: boolean; status: number | undefined; reason: string | undefined }> =>
+    new Promise((resolve) => {
+      const target = s.peer.target;
+      let settled = false;
+      let timer: unknown;
+      let req: ClientRequest | undefined;
+      let res: IncomingMessage | undefined;
+      const done = (passed: boolean, status: number | undefined, reason: string | undefined): void => {
+        if (settled) return;
+        settled = true;
+        if (timer !== undefined) clock.clearTimeout(timer);
+        s.probe = undefined;
+        res?.destroy();
+        req?.destroy();
+        resolve({ passed, status, reason });
+      };
+      timer = clock.setTimeout(() => done(false, res?.statusCode, 'timeout'), timeout);
+      const requestHeaders: Record<string, string> = { host: target.authority, 'user-agent': 'switchyard-health-check', connection: 'close', ...headers };
+      if (target.auth !== undefined && requestHeaders.authorization === undefined) requestHeaders.authorization = `Basic ${Buffer.from(target.auth).toString('base64')}`;
+      const requestOptions = { host: target.hostname, port: port ?? target.port, method, path: uri, headers: requestHeaders, agent: false as const };
+      try {
+        req = target.protocol === 'https:' ? httpsRequest({ ...pool.tls, ...requestOptions, servername: target.hostname }) : httpRequest(requestOptions);
+      } catch (err) {
+        done(false, undefined, (err as Error).message);
+        return;
+      }
+      s.probe = req;
+      req.on('error', (err: NodeJS.ErrnoException) => done(false, res?.statusCode, err.code ?? err.message));
+      req.on('response', (response) => {
+        res = response;
+        const status = response.statusCode ?? 0;
+        const chunks: Buffer[] = [];
+        let size = 0;
+        const judge = (): void => {
+          const body = match.needsBody ? Buffer.concat(chunks).toString('utf8') : '';
+          const reason = match.test(status, response.headers, body);
+          done(reason === undefined, status, reason);
+        };
+        if (!match.needsBody) {
+          // The status and headers decide; the body is not read.
+          judge();
+          return;
+        }
+        response.on('data', (chunk: Buffer) => {
+          if (settled) return;
+          const room = MAX_PROBE_BODY - size;
+          chunks.push(chunk.length > room ? chunk.subarray(0, room) : chunk);
+          size += Math.min(chunk.length, room);
+          if (size >= MAX_PROBE_BODY) judge();
+        });
+        response.on('end', judge);
+        response.on('error', (err: NodeJS.ErrnoException) => done(false, status, err.code ?? err.message));
+        response.on('aborted', () => done(false, status, 'response cut short'));
+      });
+      req.end();
+    });
+
+  const onAdd = (info: ServerInfo): void => {
+    const peer = pool.healthPeers().find((p) => p.id === info.id);
+    if (peer === undefined || stopped) return;
+    schedule(track(peer, mandatory), 0);
+  };
+  const onRemove = (info: ServerInfo): void => {
+    const s = servers.get(info.id);
+    if (s === undefined) return;
+    servers.delete(info.id);
+    if (s.timer !== undefined) clock.clearTimeout(s.timer);
+    s.probe?.destroy();
+    s.first?.();
+  };
+  pool.on('add', onAdd);
+  pool.on('remove', onRemove);
+
+  const first: Array<Promise<void>> = [];
+  for (const peer of pool.healthPeers()) {
+    const gate = mandatory && !(persistent && peer.state(pool.now()) === 'up');
+    const s = track(peer, gate);
+    first.push(new Promise<void>((resolve) => (s.first = resolve)));
+    schedule(s, 0);
+  }
+  const ready = Promise.all(first).then(() => undefined);
+
+  const handle = Object.assign(emitter, {
+    name,
+    ready,
+    async check(): Promise<void> {
+      await Promise.all([...servers.values()].map((s) => run(s)));
+    },
+    stop(): void {
+      if (stopped) return;
+      stopped = true;
+      pool.off('add', onAdd);
+      pool.off('remove', onRemove);
+      for (const s of servers.values()) {
+        if (s.timer !== undefined) clock.clearTimeout(s.timer);
+        s.probe?.destroy();
+        s.healthy = true;
+        s.pending = false;
+        mark(s);
+        s.first?.();
+      }
+      servers.clear();
+    },
+  });
+  return handle as HealthCheck;
+}
