@@ -3,7 +3,7 @@
  * one middleware at a time.
  * @module switchyard
  */
-export { createPool, UpstreamPool, DEFAULT_QUEUE_TIMEOUT, DEFAULT_FAIL_TIMEOUT, DEFAULT_KEEPALIVE, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONNS, DEFAULT_MAX_FAILS, DEFAULT_WEIGHT } from './pool/index.ts';
+export { createPool, UpstreamPool, RESPONSE_TIME_BUCKETS, DEFAULT_QUEUE_TIMEOUT, DEFAULT_FAIL_TIMEOUT, DEFAULT_KEEPALIVE, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONNS, DEFAULT_MAX_FAILS, DEFAULT_WEIGHT } from './pool/index.ts';
 export type {
   AgentSettings,
   MethodOption,
@@ -13,6 +13,8 @@ export type {
   QueueOptions,
   QueueStats,
   ResponseCounters,
+  ResponseTimeHistogram,
+  HealthCheckStats,
   ServerInfo,
   ServerOptions,
   ServerState,
@@ -20,7 +22,7 @@ export type {
   ServerUpdate,
   StateChange,
 } from './pool/index.ts';
-export type { HealthCheckStats } from './pool/peer.ts';
+
 export {
   balance,
   DEFAULT_CONNECT_TIMEOUT,
@@ -47,6 +49,8 @@ export { sticky, cookieDate, DEFAULT_SESSION_TIMEOUT, DEFAULT_STICKY_COOKIE, MAX
 export type { LearnCreateSource, LearnLookupSource, RouteSource, StickyCookieOptions, StickyLearnOptions, StickyMiddleware, StickyOptions } from './sticky/index.ts';
 export { healthCheck, DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_TIMEOUT, MAX_PROBE_BODY } from './health/index.ts';
 export type { HeaderCondition, HealthCheck, HealthCheckEvents, HealthCheckOptions, HealthClock, MatchOptions, ProbeResult } from './health/index.ts';
+export { monitor, PROMETHEUS_CONTENT_TYPE, STATE_NUMBERS } from './monitor/index.ts';
+export type { MonitorMiddleware, MonitorOptions } from './monitor/index.ts';
 export { upgrade } from './proxy/upgrade.ts';
 export type { UpgradeHandler, UpgradeOptions } from './proxy/upgrade.ts';
 export type { TrustProxy } from './proxy/trust.ts';

@@ -8,7 +8,7 @@ import type { Exchange } from '../core/exchange.ts';
 import { parseDuration, type Duration } from '../core/duration.ts';
 import { InvalidOptionError, ServerNotFoundError } from '../core/errors.ts';
 import { compileTemplate } from '../core/variables.ts';
-import { emptyResponses, movingAverage, Peer, type AttemptOutcome, type PeerTarget, type ServerState, type ServerStats } from './peer.ts';
+import { emptyResponses, histogramOf, movingAverage, Peer, recordResponseTime, type AttemptOutcome, type PeerTarget, type ServerState, type ServerStats } from './peer.ts';
 import { createRoundRobin, smoothWeighted } from './methods/round-robin.ts';
 import { createLeastConn } from './methods/least-conn.ts';
 import { createLeastTime } from './methods/least-time.ts';
@@ -16,7 +16,8 @@ import { createConsistentHash, createHash, createIpHash, type KeyFunction } from
 import { createRandom } from './methods/random.ts';
 import type { AttemptTimings, Balancer, PeerSet, Selection } from './methods/types.ts';
 
-export type { ServerState, ServerStats, ResponseCounters } from './peer.ts';
+export type { ServerState, ServerStats, ResponseCounters, ResponseTimeHistogram, HealthCheckStats } from './peer.ts';
+export { RESPONSE_TIME_BUCKETS } from './peer.ts';
 
 const debug = debuglog('switchyard');
 const stateChannel = channel('switchyard:pool:state');
@@ -180,6 +181,8 @@ export interface PoolStats {
   servers: ServerStats[];
   /** Removed servers that still have requests in flight. */
   zombies: number;
+  /** Idle keep-alive connections to the servers (NGINX Plus `keepalive`). */
+  keepalive: number;
   /** The wait queue, when the pool has one. */
   queue: QueueStats | undefined;
 }
@@ -585,6 +588,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
       method: this.method,
       servers: this.#peers.map((p) => this.#serverStats(p, now)),
       zombies: this.#zombies.size,
+      keepalive: idleSockets(this.#httpAgent) + idleSockets(this.#httpsAgent),
       queue: this.#queueSize === 0 ? undefined : { size: this.#waiters.length, maxSize: this.#queueSize, overflows: this.#overflows },
     };
   }
@@ -602,6 +606,9 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
       p.hcChecks = 0;
       p.hcFails = 0;
       p.hcUnhealthy = 0;
+      p.rtBuckets.fill(0);
+      p.rtCount = 0;
+      p.rtSum = 0;
       if (p.downSince !== undefined) p.downSince = this.#now();
     }
   }
@@ -632,6 +639,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
       headerTime: p.avgHeaderTime,
       responseTime: p.avgResponseTime,
       healthChecks: { checks: p.hcChecks, fails: p.hcFails, unhealthy: p.hcUnhealthy, lastPassed: p.hcLastPassed },
+      responseTimeHist: histogramOf(p),
     };
   }
 
@@ -781,6 +789,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
   finish(peer: Peer, outcome: AttemptOutcome, timings: AttemptTimings, status: number | undefined): void {
     const now = this.#now();
     if (status !== undefined) countResponse(peer, status);
+    if (timings.header >= 0 && outcome === 'ok') recordResponseTime(peer, timings.response);
     if (timings.header >= 0 && outcome === 'ok' && this.#balancer.finished === undefined) {
       peer.avgHeaderTime = movingAverage(peer.avgHeaderTime, timings.header);
       peer.avgResponseTime = movingAverage(peer.avgResponseTime, timings.response);
@@ -859,7 +868,8 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
    */
   healthMark(peer: Peer, checkId: number, failing: boolean, pending: boolean): void {
     const now = this.#now();
-    const wasBlocked = peer.failingChecks.size > 0;
+    // Unhealthy or still checking (mandatory): coming out of either warms up with slow start.
+    const wasBlocked = peer.failingChecks.size > 0 || peer.pendingChecks.size > 0;
     const wasUnhealthy = peer.failingChecks.size > 0;
     if (failing) peer.failingChecks.add(checkId);
     else peer.failingChecks.delete(checkId);
@@ -882,6 +892,12 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
 function initialState(peer: Peer, now: number): void {
   peer.lastState = peer.state(now);
   if (peer.lastState !== 'up' && peer.lastState !== 'draining') peer.downSince = now;
+}
+
+function idleSockets(agent: HttpAgent): number {
+  let n = 0;
+  for (const list of Object.values(agent.freeSockets)) n += list?.length ?? 0;
+  return n;
 }
 
 function countResponse(peer: Peer, status: number): void {

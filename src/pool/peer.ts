@@ -15,6 +15,19 @@ export interface ResponseCounters {
   total: number;
 }
 
+/** Upper bounds, in ms, of the response time histogram buckets (NGINX Plus API 9 `response_time_hist`). */
+export const RESPONSE_TIME_BUCKETS: readonly number[] = Object.freeze([5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500, 5000, 7500, 10000]);
+
+/** Response times of one server (NGINX Plus `response_time_hist`). */
+export interface ResponseTimeHistogram {
+  /** Responses counted. */
+  count: number;
+  /** Sum of their times, in ms. */
+  sum: number;
+  /** Responses per bucket (not cumulative), keyed by upper bound in ms, then `inf`. */
+  buckets: Record<string, number>;
+}
+
 /** Active health check counters of one server (NGINX Plus `health_checks`). */
 export interface HealthCheckStats {
   /** Probes sent. */
@@ -66,6 +79,8 @@ export interface ServerStats {
   responseTime: number;
   /** Active health checks (all zero without healthCheck()). */
   healthChecks: HealthCheckStats;
+  /** Distribution of the times to the last byte of responses, in ms. */
+  responseTimeHist: ResponseTimeHistogram;
 }
 
 /** How an attempt ended, for passive health (nginx `NGX_PEER_FAILED`, `NGX_PEER_NEXT`, 0). */
@@ -124,6 +139,10 @@ export class Peer {
   hcFails = 0;
   hcUnhealthy = 0;
   hcLastPassed: boolean | undefined;
+  /** Response time histogram: counts per RESPONSE_TIME_BUCKETS bound, then one for beyond. */
+  rtBuckets: number[] = new Array<number>(RESPONSE_TIME_BUCKETS.length + 1).fill(0);
+  rtCount = 0;
+  rtSum = 0;
 
   // nginx round-robin state
   currentWeight = 0;
@@ -232,6 +251,23 @@ export class Peer {
     if (this.drain) return 'draining';
     return 'up';
   }
+}
+
+/** Adds one response time (ms) to the server's histogram. */
+export function recordResponseTime(peer: Peer, ms: number): void {
+  let i = 0;
+  while (i < RESPONSE_TIME_BUCKETS.length && ms > RESPONSE_TIME_BUCKETS[i]!) i++;
+  peer.rtBuckets[i]!++;
+  peer.rtCount++;
+  peer.rtSum += ms;
+}
+
+/** The histogram as the API shows it. */
+export function histogramOf(peer: Peer): ResponseTimeHistogram {
+  const buckets: Record<string, number> = {};
+  RESPONSE_TIME_BUCKETS.forEach((bound, i) => (buckets[String(bound)] = peer.rtBuckets[i]!));
+  buckets.inf = peer.rtBuckets[RESPONSE_TIME_BUCKETS.length]!;
+  return { count: peer.rtCount, sum: Math.round(peer.rtSum), buckets };
 }
 
 export function emptyResponses(): ResponseCounters {

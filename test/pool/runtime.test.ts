@@ -209,8 +209,11 @@ test('stats(): state, active, requests, responses by class and code, fails, unav
       headerTime: 40,
       responseTime: 60,
       healthChecks: { checks: 0, fails: 0, unhealthy: 0, lastPassed: undefined },
+      responseTimeHist: a!.responseTimeHist,
     },
   );
+  assert.equal(a!.responseTimeHist.count, 5);
+  assert.equal(Object.values(a!.responseTimeHist.buckets).reduce((x, y) => x + y, 0), 5);
   assert.deepEqual(a!.responses, { '1xx': 0, '2xx': 2, '3xx': 1, '4xx': 1, '5xx': 1, codes: { '200': 2, '304': 1, '404': 1, '503': 1 }, total: 5 });
   assert.deepEqual([b!.state, b!.backup, b!.requests, b!.selected], ['up', true, 0, undefined]);
   assert.deepEqual([cc!.state, cc!.downtime, cc!.downstart], ['down', c.t - Date.UTC(2026, 0, 1), new Date(Date.UTC(2026, 0, 1)).toISOString()], 'down since the pool was created');

@@ -1,0 +1,239 @@
+// The live dashboard: one page, one stylesheet, one script, served by monitor() with no build
+// step. The script polls the JSON API every second and redraws; with writes allowed it shows
+// drain / down / up buttons that PATCH the server.
+
+/** The page (`<mount>/dashboard/`). */
+export const DASHBOARD_HTML = `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>switchyard dashboard</title>
+<link rel="stylesheet" href="dashboard.css">
+<link rel="icon" href="data:,">
+</head>
+<body>
+<header>
+  <h1>switchyard</h1>
+  <span id="summary">connecting…</span>
+  <span id="status" class="status"></span>
+</header>
+<main>
+  <section>
+    <h2>Upstreams</h2>
+    <div id="upstreams"></div>
+  </section>
+  <section>
+    <h2>Requests per second, last minutes</h2>
+    <svg id="chart" viewBox="0 0 600 160" preserveAspectRatio="none" role="img" aria-label="requests per second"></svg>
+    <div id="legend"></div>
+  </section>
+  <section>
+    <h2>Caches</h2>
+    <div id="caches"></div>
+  </section>
+</main>
+<script src="dashboard.js"></script>
+</body>
+</html>
+`;
+
+/** The stylesheet. */
+export const DASHBOARD_CSS = `body { font: 14px/1.4 system-ui, sans-serif; margin: 0; color: #1d2433; background: #f6f7f9; }
+header { display: flex; gap: 1.5em; align-items: baseline; padding: .8em 1.2em; background: #1d2433; color: #fff; }
+header h1 { font-size: 1.2em; margin: 0; }
+main { padding: 1em 1.2em; }
+section { background: #fff; border: 1px solid #dde1e7; border-radius: 6px; padding: .6em 1em 1em; margin-bottom: 1em; }
+h2 { font-size: 1em; margin: .3em 0 .6em; }
+h3 { font-size: .95em; margin: .8em 0 .3em; }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: right; padding: .25em .6em; border-bottom: 1px solid #eef0f3; white-space: nowrap; }
+th:first-child, td:first-child, th:nth-child(2), td:nth-child(2) { text-align: left; }
+.state { font-weight: 600; padding: 0 .4em; border-radius: 3px; }
+.state-up { background: #d9f2e3; color: #145c33; }
+.state-draining { background: #fff1cc; color: #6b4d00; }
+.state-down, .state-unhealthy, .state-unavail { background: #fde0e0; color: #8a1c1c; }
+.state-checking { background: #e2e8ff; color: #24317a; }
+button { font: inherit; font-size: .85em; margin-left: .3em; cursor: pointer; }
+.status { margin-left: auto; font-size: .85em; opacity: .8; }
+.status.error { color: #ffb4b4; opacity: 1; }
+svg { width: 100%; height: 160px; background: #fbfcfd; border: 1px solid #eef0f3; }
+#legend span { margin-right: 1em; font-size: .85em; }
+.empty { color: #6b7385; }
+`;
+
+/** The script (no template literals, so it can live in this module as text). */
+export const DASHBOARD_JS = String.raw`'use strict';
+(function () {
+  var HISTORY = 180;
+  var COLORS = ['#2f6fdf', '#d9480f', '#2b8a3e', '#862e9c', '#e67700', '#0b7285', '#c2255c', '#5c940d'];
+  var api = '../api/9/';
+  var previous = {};
+  var series = {};
+  var canWrite = false;
+  var busy = false;
+
+  function el(tag, attrs, children) {
+    var node = document.createElement(tag);
+    if (attrs) Object.keys(attrs).forEach(function (k) {
+      if (k === 'text') node.textContent = attrs[k];
+      else if (k === 'className') node.className = attrs[k];
+      else node.setAttribute(k, attrs[k]);
+    });
+    (children || []).forEach(function (c) { if (c) node.appendChild(c); });
+    return node;
+  }
+  function get(path) {
+    return fetch(api + path, { headers: { accept: 'application/json' }, cache: 'no-store' }).then(function (r) {
+      if (!r.ok) throw new Error(path + ': ' + r.status);
+      return r.json();
+    });
+  }
+  function setStatus(text, error) {
+    var s = document.getElementById('status');
+    s.textContent = text;
+    s.className = error ? 'status error' : 'status';
+  }
+  function change(upstream, id, body) {
+    return fetch(api + 'http/upstreams/' + encodeURIComponent(upstream) + '/servers/' + encodeURIComponent(id), {
+      method: 'PATCH',
+      headers: { 'content-type': 'application/json', accept: 'application/json' },
+      body: JSON.stringify(body)
+    }).then(function (r) {
+      if (!r.ok) return r.json().then(function (e) { throw new Error(e.error ? e.error.text : String(r.status)); });
+      return refresh();
+    }).catch(function (err) { setStatus('change failed: ' + err.message, true); });
+  }
+  function button(label, upstream, id, body) {
+    var b = el('button', { type: 'button', 'data-action': label, 'data-server': id, text: label });
+    b.addEventListener('click', function () { change(upstream, id, body); });
+    return b;
+  }
+  function codes(r) {
+    return ['1xx', '2xx', '3xx', '4xx', '5xx'].map(function (c) { return r[c]; }).join(' / ');
+  }
+  function renderUpstreams(upstreams, elapsed) {
+    var root = document.getElementById('upstreams');
+    root.textContent = '';
+    var names = Object.keys(upstreams);
+    if (names.length === 0) root.appendChild(el('p', { className: 'empty', text: 'No upstreams.' }));
+    names.forEach(function (name) {
+      var u = upstreams[name];
+      var head = ['Server', 'State', 'Weight', 'Active', 'Req/s', 'Requests', '1xx / 2xx / 3xx / 4xx / 5xx', 'Fails', 'Unavail', 'Health checks', 'Response ms'];
+      if (canWrite) head.push('');
+      var rows = u.peers.map(function (p) {
+        var key = name + '\u0000' + p.id;
+        var before = previous[key];
+        var rate = before === undefined || elapsed <= 0 ? 0 : Math.max(0, (p.requests - before) / elapsed);
+        previous[key] = p.requests;
+        var hc = p.health_checks.checks === 0 ? '-' : p.health_checks.checks + ' / ' + p.health_checks.fails + ' failed' + (p.health_checks.last_passed === false ? ', last failed' : '');
+        var cells = [
+          el('td', { text: p.id, title: p.server }),
+          el('td', {}, [el('span', { className: 'state state-' + p.state, 'data-state': p.state, text: p.state })]),
+          el('td', { text: String(p.weight) }),
+          el('td', { text: String(p.active) }),
+          el('td', { text: rate.toFixed(1) }),
+          el('td', { text: String(p.requests) }),
+          el('td', { text: codes(p.responses) }),
+          el('td', { text: String(p.fails) }),
+          el('td', { text: String(p.unavail) }),
+          el('td', { text: hc }),
+          el('td', { text: String(p.response_time) })
+        ];
+        if (canWrite) {
+          var actions = el('td');
+          if (p.state !== 'draining' && p.state !== 'down') actions.appendChild(button('drain', name, p.id, { drain: true }));
+          if (p.state !== 'down') actions.appendChild(button('down', name, p.id, { down: true }));
+          if (p.state === 'down' || p.state === 'draining') actions.appendChild(button('up', name, p.id, { down: false, drain: false }));
+          cells.push(actions);
+        }
+        return el('tr', { 'data-server': p.id }, cells);
+      });
+      var total = u.peers.reduce(function (sum, p) { return sum + p.requests; }, 0);
+      var before = previous[name];
+      var rate = before === undefined || elapsed <= 0 ? 0 : Math.max(0, (total - before) / elapsed);
+      previous[name] = total;
+      var list = series[name] || (series[name] = []);
+      list.push(rate);
+      if (list.length > HISTORY) list.shift();
+      root.appendChild(el('h3', { text: name + ' (' + u.peers.length + ' servers, ' + u.keepalive + ' idle connections' + (u.zombies ? ', ' + u.zombies + ' removed in flight' : '') + ')' }));
+      root.appendChild(el('table', { 'data-upstream': name }, [
+        el('thead', {}, [el('tr', {}, head.map(function (h) { return el('th', { text: h }); }))]),
+        el('tbody', {}, rows)
+      ]));
+    });
+  }
+  function renderChart() {
+    var svg = document.getElementById('chart');
+    var legend = document.getElementById('legend');
+    while (svg.firstChild) svg.removeChild(svg.firstChild);
+    legend.textContent = '';
+    var names = Object.keys(series);
+    var max = 1;
+    names.forEach(function (n) { series[n].forEach(function (v) { if (v > max) max = v; }); });
+    names.forEach(function (n, i) {
+      var color = COLORS[i % COLORS.length];
+      var points = series[n].map(function (v, j) {
+        var x = (600 * (j + HISTORY - series[n].length)) / (HISTORY - 1);
+        var y = 155 - (150 * v) / max;
+        return x.toFixed(1) + ',' + y.toFixed(1);
+      }).join(' ');
+      var line = document.createElementNS('http://www.w3.org/2000/svg', 'polyline');
+      line.setAttribute('points', points);
+      line.setAttribute('fill', 'none');
+      line.setAttribute('stroke', color);
+      line.setAttribute('stroke-width', '2');
+      svg.appendChild(line);
+      var last = series[n][series[n].length - 1] || 0;
+      legend.appendChild(el('span', { style: 'color:' + color, text: n + ': ' + last.toFixed(1) + ' req/s (max ' + max.toFixed(1) + ')' }));
+    });
+  }
+  function renderCaches(caches) {
+    var root = document.getElementById('caches');
+    root.textContent = '';
+    var names = Object.keys(caches);
+    if (names.length === 0) {
+      root.appendChild(el('p', { className: 'empty', text: 'No caches.' }));
+      return;
+    }
+    var rows = names.map(function (name) {
+      var c = caches[name];
+      var served = c.hit.responses + c.stale.responses + c.updating.responses + c.revalidated.responses;
+      var all = served + c.miss.responses + c.expired.responses + c.bypass.responses;
+      var ratio = all === 0 ? '-' : ((100 * served) / all).toFixed(1) + ' %';
+      return el('tr', { 'data-cache': name }, [
+        el('td', { text: name }),
+        el('td', { text: ratio }),
+        el('td', { text: String(c.hit.responses) }),
+        el('td', { text: String(c.miss.responses) }),
+        el('td', { text: String(c.stale.responses + c.updating.responses) }),
+        el('td', { text: (c.size / 1024).toFixed(1) + ' KiB' + (c.max_size ? ' of ' + (c.max_size / 1048576).toFixed(0) + ' MiB' : '') })
+      ]);
+    });
+    root.appendChild(el('table', {}, [
+      el('thead', {}, [el('tr', {}, ['Cache', 'Hit ratio', 'Hits', 'Misses', 'Stale / updating', 'Size'].map(function (h) { return el('th', { text: h }); }))]),
+      el('tbody', {}, rows)
+    ]));
+  }
+  var last = 0;
+  function refresh() {
+    if (busy) return Promise.resolve();
+    busy = true;
+    return Promise.all([get('switchyard'), get('http/upstreams'), get('http/caches'), get('http/requests')]).then(function (r) {
+      var now = Date.now();
+      var elapsed = last === 0 ? 0 : (now - last) / 1000;
+      last = now;
+      canWrite = r[0].write === true;
+      document.getElementById('summary').textContent = 'version ' + r[0].version + ', up ' + r[0].uptime + ' s, ' + r[3].total + ' requests' + (canWrite ? ', changes allowed' : ', read-only');
+      renderUpstreams(r[1], elapsed);
+      renderChart();
+      renderCaches(r[2]);
+      setStatus('updated ' + new Date(now).toLocaleTimeString(), false);
+    }).catch(function (err) {
+      setStatus('cannot reach the API: ' + err.message, true);
+    }).then(function () { busy = false; });
+  }
+  refresh();
+  setInterval(refresh, 1000);
+})();
+`;

@@ -1,0 +1,344 @@
+import { randomBytes } from 'node:crypto';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { createRequire } from 'node:module';
+import type { Socket } from 'node:net';
+import type { CacheMiddleware } from '../cache/index.ts';
+import type { Middleware, Next } from '../core/chain.ts';
+import { InvalidOptionError, ServerNotFoundError } from '../core/errors.ts';
+import type { HealthCheck } from '../health/index.ts';
+import { UpstreamPool } from '../pool/index.ts';
+import { ApiError, apiErrorOf, cacheJson, serverConf, serverFromBody, updateFromBody, upstreamJson } from './api.ts';
+import { DASHBOARD_CSS, DASHBOARD_HTML, DASHBOARD_JS } from './dashboard.ts';
+import { prometheus, PROMETHEUS_CONTENT_TYPE, type GatewayCounters } from './prometheus.ts';
+
+export { STATE_NUMBERS, PROMETHEUS_CONTENT_TYPE } from './prometheus.ts';
+
+/** Options of {@link monitor}. */
+export interface MonitorOptions {
+  /** The pools to show and manage, by name (an array uses each pool's `name`). */
+  pools: readonly UpstreamPool[] | Readonly<Record<string, UpstreamPool>>;
+  /** The caches to show, by name (an array uses each cache's `name`). @default none */
+  caches?: readonly CacheMiddleware[] | Readonly<Record<string, CacheMiddleware>>;
+  /** Health checks, listed in the summary. @default none */
+  healthChecks?: readonly HealthCheck[];
+  /**
+   * Which requests may change anything (POST, PATCH, DELETE): the default refuses every write (405,
+   * NGINX Plus's `api write=off`). Give a predicate that checks who is asking.
+   * @default () => false
+   */
+  write?: (req: IncomingMessage) => boolean;
+  /**
+   * Where the monitor is mounted when the framework does not strip it from `req.url` (node:http with
+   * chain(), Koa): requests outside it go to `next()`. Express's `app.use('/status', monitor(...))`
+   * strips it already.
+   * @default '' (req.url as it comes)
+   */
+  prefix?: string;
+  /** The gateway's server, to count connections and requests (`/api/9/connections`, `/api/9/http/requests`). @default none */
+  server?: Server;
+  /** Serve the dashboard at `/dashboard`. @default true */
+  dashboard?: boolean;
+  /** Largest write body, in bytes. @default 65536 */
+  maxBodySize?: number;
+  /** Clock in milliseconds. @default Date.now */
+  now?: () => number;
+}
+
+/** The middleware returned by {@link monitor}. */
+export interface MonitorMiddleware extends Middleware {
+  /** Stops counting the server's connections and requests. */
+  close(): void;
+}
+
+const require = createRequire(import.meta.url);
+const VERSION = (require('../../package.json') as { version: string }).version;
+const API_VERSION = 9;
+const HREF = 'https://nginx.org/en/docs/http/ngx_http_api_module.html';
+
+function named<T extends { name: string }>(value: readonly T[] | Readonly<Record<string, T>> | undefined, option: string, check: (v: unknown) => boolean): Map<string, T> {
+  const out = new Map<string, T>();
+  if (value === undefined) return out;
+  const entries: Array<[string, T]> = Array.isArray(value) ? value.map((v: T) => [v?.name, v] as [string, T]) : Object.entries(value as Record<string, T>);
+  entries.forEach(([name, v], i) => {
+    if (!check(v)) throw new InvalidOptionError(Array.isArray(value) ? `${option}[${i}]` : `${option}.${name}`, option === 'pools' ? 'an UpstreamPool' : 'a cache() middleware', v);
+    if (out.has(name)) throw new InvalidOptionError(`${option}.${name}`, 'names used once', name);
+    out.set(name, v);
+  });
+  return out;
+}
+
+/**
+ * Live activity monitoring and on-the-fly reconfiguration: NGINX Plus's API (version 9 shapes) for
+ * the pools and caches, Prometheus metrics at `/metrics`, and a live dashboard at `/dashboard`.
+ * Writes (adding, changing, removing servers; resetting statistics) are refused unless `write`
+ * allows the request, and need a JSON body. Mount it at any path.
+ * @example
+ * ```ts
+ * import express from 'express';
+ * import { createPool, balance, monitor } from 'switchyard';
+ *
+ * const pool = createPool({ name: 'app', servers: [{ url: 'http://10.0.0.1:8080' }] });
+ * const app = express();
+ * app.use('/status', monitor({ pools: [pool], write: (req) => req.socket.remoteAddress === '127.0.0.1' }));
+ * app.use(balance(pool));
+ * const server = app.listen(8080);
+ * ```
+ */
+export function monitor(options: MonitorOptions): MonitorMiddleware {
+  if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'an object with pools', options);
+  if (options.pools === undefined) throw new InvalidOptionError('pools', 'pools to monitor (an array or an object by name)', options.pools);
+  const pools = named(options.pools, 'pools', (v) => v instanceof UpstreamPool);
+  const caches = named(options.caches, 'caches', (v) => typeof v === 'function' && typeof (v as CacheMiddleware).stats === 'function');
+  const write = options.write ?? (() => false);
+  if (typeof write !== 'function') throw new InvalidOptionError('write', 'a predicate (req) => boolean', write);
+  const prefix = (options.prefix ?? '').replace(/\/+$/, '');
+  if (typeof options.prefix === 'string' && options.prefix !== '' && !options.prefix.startsWith('/')) throw new InvalidOptionError('prefix', 'a path starting with "/"', options.prefix);
+  const dashboard = options.dashboard ?? true;
+  const maxBody = options.maxBodySize ?? 65536;
+  if (!Number.isSafeInteger(maxBody) || maxBody < 1) throw new InvalidOptionError('maxBodySize', 'a positive integer of bytes', maxBody);
+  const now = options.now ?? Date.now;
+  const healthChecks = options.healthChecks ?? [];
+
+  const counters: GatewayCounters = { connectionsAccepted: 0, connectionsActive: 0, requestsTotal: 0, requestsCurrent: 0, startedAt: now() };
+  const server = options.server;
+  const onConnection = (socket: Socket): void => {
+    counters.connectionsAccepted++;
+    counters.connectionsActive++;
+    socket.once('close', () => counters.connectionsActive--);
+  };
+  const onRequest = (_req: IncomingMessage, res: ServerResponse): void => {
+    counters.requestsTotal++;
+    counters.requestsCurrent++;
+    res.once('close', () => counters.requestsCurrent--);
+  };
+  if (server !== undefined) {
+    if (typeof server !== 'object' || typeof (server as Server).on !== 'function') throw new InvalidOptionError('server', 'the gateway\'s http.Server', server);
+    server.on('connection', onConnection);
+    server.on('request', onRequest);
+  }
+
+  const send = (res: ServerResponse, status: number, body: unknown): void => {
+    const text = body === undefined ? '' : `${JSON.stringify(body)}\n`;
+    res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' });
+    res.end(text);
+  };
+  const fail = (res: ServerResponse, err: ApiError): void => {
+    send(res, err.status, { error: { status: err.status, text: err.message, code: err.code }, request_id: randomBytes(16).toString('hex'), href: HREF });
+  };
+
+  const readJson = (req: IncomingMessage): Promise<unknown> =>
+    new Promise((resolve, reject) => {
+      const type = String(req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+      if (type !== 'application/json') {
+        reject(new ApiError(415, 'JsonError', 'the body must be JSON, sent with Content-Type: application/json'));
+        req.resume();
+        return;
+      }
+      const chunks: Buffer[] = [];
+      let size = 0;
+      req.on('data', (chunk: Buffer) => {
+        size += chunk.length;
+        if (size > maxBody) {
+          reject(new ApiError(413, 'BodyReadError', `the body is larger than ${maxBody} bytes`));
+          req.destroy();
+          return;
+        }
+        chunks.push(chunk);
+      });
+      req.on('error', () => reject(new ApiError(400, 'BodyReadError', 'the body could not be read')));
+      req.on('end', () => {
+        try {
+          resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+        } catch (err) {
+          reject(new ApiError(400, 'JsonError', `the body is not valid JSON: ${(err as Error).message}`));
+        }
+      });
+    });
+
+  const pool = (name: string): UpstreamPool => {
+    const p = pools.get(name);
+    if (p === undefined) throw new ApiError(404, 'UpstreamNotFound', `upstream not found: "${name}"`);
+    return p;
+  };
+  const poolCall = <T>(fn: () => T): T => {
+    try {
+      return fn();
+    } catch (err) {
+      if (err instanceof ServerNotFoundError) throw new ApiError(404, 'UpstreamServerNotFound', err.message);
+      if (err instanceof InvalidOptionError) {
+        if (err.option === 'id' || err.option.endsWith('.id')) throw new ApiError(409, 'EntryExists', err.message);
+        if (err.option.endsWith('.backup')) throw new ApiError(400, 'UpstreamNoBackup', err.message);
+        throw apiErrorOf(err.option, err.message);
+      }
+      throw err;
+    }
+  };
+
+  async function route(req: IncomingMessage, res: ServerResponse, path: string): Promise<boolean> {
+    const method = req.method ?? 'GET';
+    const parts = path.split('/').filter((p) => p !== '').map((p) => {
+      try {
+        return decodeURIComponent(p);
+      } catch {
+        throw new ApiError(400, 'BadRequest', 'malformed path');
+      }
+    });
+    if (parts.length === 0) return false;
+    if (parts[0] === 'metrics' && parts.length === 1) {
+      if (method !== 'GET' && method !== 'HEAD') throw new ApiError(405, 'MethodNotSupported', 'method not supported');
+      const text = prometheus(counters, pools, caches, now());
+      res.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE, 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+      res.end(method === 'HEAD' ? undefined : text);
+      return true;
+    }
+    if (parts[0] === 'dashboard' && dashboard && parts.length <= 2) {
+      if (method !== 'GET' && method !== 'HEAD') throw new ApiError(405, 'MethodNotSupported', 'method not supported');
+      const file = parts[1] ?? '';
+      const asset = file === '' ? [DASHBOARD_HTML, 'text/html; charset=utf-8'] : file === 'dashboard.js' ? [DASHBOARD_JS, 'text/javascript; charset=utf-8'] : file === 'dashboard.css' ? [DASHBOARD_CSS, 'text/css; charset=utf-8'] : undefined;
+      if (asset === undefined) return false;
+      // `/dashboard` without the slash: the page's relative links need the directory form.
+      if (file === '' && !path.endsWith('/')) {
+        res.writeHead(301, { location: 'dashboard/', 'content-length': 0 });
+        res.end();
+        return true;
+      }
+      res.writeHead(200, {
+        'content-type': asset[1]!,
+        'content-length': Buffer.byteLength(asset[0]!),
+        'cache-control': 'no-cache',
+        'x-content-type-options': 'nosniff',
+        'x-frame-options': 'DENY',
+        'content-security-policy': "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+      });
+      res.end(method === 'HEAD' ? undefined : asset[0]);
+      return true;
+    }
+    if (parts[0] !== 'api') return false;
+    if (parts.length === 1) {
+      if (method !== 'GET') throw new ApiError(405, 'MethodNotSupported', 'method not supported');
+      send(res, 200, [API_VERSION]);
+      return true;
+    }
+    if (parts[1] !== String(API_VERSION)) throw new ApiError(404, 'UnknownVersion', 'unknown API version');
+    const rest = parts.slice(2);
+    const isWrite = method === 'POST' || method === 'PATCH' || method === 'DELETE';
+    if (isWrite && !write(req)) throw new ApiError(405, 'MethodDisabled', 'method disabled');
+    if (!isWrite && method !== 'GET' && method !== 'HEAD') throw new ApiError(405, 'MethodNotSupported', 'method not supported');
+    const [a, b, c, d, e] = rest;
+    if (a === undefined) return reply(res, method, ['nginx', 'connections', 'http', 'switchyard']);
+    if (a === 'nginx' && b === undefined) {
+      return reply(res, method, { version: VERSION, build: 'switchyard', address: req.socket.localAddress ?? '', generation: 0, load_timestamp: new Date(counters.startedAt).toISOString(), timestamp: new Date(now()).toISOString(), pid: process.pid, ppid: process.ppid });
+    }
+    if (a === 'switchyard' && b === undefined) {
+      return reply(res, method, { version: VERSION, uptime: Math.floor((now() - counters.startedAt) / 1000), write: write(req), upstreams: [...pools.keys()], caches: [...caches.keys()], health_checks: healthChecks.map((h) => h.name) });
+    }
+    if (a === 'connections' && b === undefined) {
+      if (method === 'DELETE') {
+        counters.connectionsAccepted = counters.connectionsActive;
+        res.writeHead(204).end();
+        return true;
+      }
+      return reply(res, method, { accepted: counters.connectionsAccepted, dropped: 0, active: counters.connectionsActive, idle: 0 });
+    }
+    if (a !== 'http') return false;
+    if (b === undefined) return reply(res, method, ['requests', 'upstreams', 'caches']);
+    if (b === 'requests' && c === undefined) {
+      if (method === 'DELETE') {
+        counters.requestsTotal = counters.requestsCurrent;
+        res.writeHead(204).end();
+        return true;
+      }
+      return reply(res, method, { total: counters.requestsTotal, current: counters.requestsCurrent });
+    }
+    if (b === 'caches') {
+      if (c === undefined) return reply(res, method, Object.fromEntries([...caches].map(([name, cache]) => [name, cacheJson(cache)])));
+      const cache = caches.get(c);
+      if (cache === undefined || d !== undefined) throw new ApiError(404, 'CacheNotFound', `cache not found: "${c}"`);
+      if (method === 'DELETE') {
+        cache.resetStats();
+        res.writeHead(204).end();
+        return true;
+      }
+      return reply(res, method, cacheJson(cache));
+    }
+    if (b !== 'upstreams') return false;
+    if (c === undefined) {
+      if (isWrite) throw new ApiError(405, 'MethodNotSupported', 'method not supported');
+      return reply(res, method, Object.fromEntries([...pools].map(([name, p]) => [name, upstreamJson(p)])));
+    }
+    const p = pool(c);
+    if (d === undefined) {
+      if (method === 'DELETE') {
+        p.resetStats();
+        res.writeHead(204).end();
+        return true;
+      }
+      if (isWrite) throw new ApiError(405, 'MethodNotSupported', 'method not supported');
+      return reply(res, method, upstreamJson(p));
+    }
+    if (d !== 'servers' || rest.length > 5) return false;
+    if (e === undefined) {
+      if (method === 'POST') {
+        const body = await readJson(req);
+        const options = serverFromBody(body);
+        const info = poolCall(() => p.add(options));
+        send(res, 201, serverConf(info));
+        return true;
+      }
+      if (isWrite) throw new ApiError(405, 'MethodNotSupported', 'method not supported');
+      return reply(res, method, p.servers.map(serverConf));
+    }
+    if (p.get(e) === undefined) throw new ApiError(404, 'UpstreamServerNotFound', `server not found: "${e}"`);
+    if (method === 'PATCH') {
+      const body = await readJson(req);
+      const changes = updateFromBody(body);
+      send(res, 200, serverConf(poolCall(() => p.update(e, changes))));
+      return true;
+    }
+    if (method === 'DELETE') {
+      poolCall(() => p.remove(e));
+      send(res, 200, p.servers.map(serverConf));
+      return true;
+    }
+    if (method === 'POST') throw new ApiError(405, 'MethodNotSupported', 'method not supported');
+    return reply(res, method, serverConf(p.get(e)!));
+  }
+
+  const reply = (res: ServerResponse, method: string, body: unknown): true => {
+    if (method !== 'GET' && method !== 'HEAD') throw new ApiError(405, 'MethodNotSupported', 'method not supported');
+    send(res, 200, body);
+    return true;
+  };
+
+  const handler = function monitor(req: IncomingMessage, res: ServerResponse, next: Next): void {
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    let path = q === -1 ? url : url.slice(0, q);
+    if (prefix !== '') {
+      if (path !== prefix && !path.startsWith(`${prefix}/`)) {
+        next();
+        return;
+      }
+      path = path.slice(prefix.length) || '/';
+    }
+    route(req, res, path).then(
+      (handled) => {
+        if (!handled) fail(res, new ApiError(404, 'PathNotFound', 'path not found'));
+      },
+      (err: unknown) => {
+        if (res.headersSent) {
+          res.destroy();
+          return;
+        }
+        if (err instanceof ApiError) fail(res, err);
+        else next(err);
+      },
+    );
+  };
+  return Object.assign(handler, {
+    close(): void {
+      server?.off('connection', onConnection);
+      server?.off('request', onRequest);
+    },
+  }) as MonitorMiddleware;
+}
