@@ -218,6 +218,7 @@ export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}
   const record = (s: ServerCheck, r: { passed: boolean; status: number | undefined; reason: string | undefined }): void => {
     pool.healthProbe(s.peer, r.passed);
     const was = s.healthy && !s.pending;
+    const wasPending = s.pending;
     if (r.passed) {
       s.failsInARow = 0;
       s.passesInARow++;
@@ -237,7 +238,8 @@ export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}
     emitter.emit('probe', { id: s.peer.id, passed: r.passed, status: r.status, reason: r.reason, healthy: s.healthy });
     const now = s.healthy && !s.pending;
     if (now && !was) emitter.emit('healthy', s.peer.id);
-    if (!now && was) emitter.emit('unhealthy', s.peer.id);
+    // Up before, or a mandatory first probe that failed: either way the server is now unhealthy.
+    if (!now && (was || wasPending)) emitter.emit('unhealthy', s.peer.id);
     s.first?.();
     s.first = undefined;
   };
