@@ -2,7 +2,7 @@
 // of them, on the embedded defaults. `npm start` runs it; PORT changes the port.
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { balance, cache, chain, createPool, exchange, rewrite } from 'switchyard';
+import { balance, cache, chain, createPool, exchange, healthCheck, monitor, rewrite } from 'switchyard';
 
 const PORT = Number(process.env.PORT ?? 8080);
 
@@ -24,7 +24,7 @@ const upstreams = await Promise.all([
   demoUpstream('blue', reply('blue')),
   demoUpstream('green', (req, res) => setTimeout(() => reply('green')(req, res), 50)),
   demoUpstream('red', (req, res, n) => {
-    if (n % 3 === 0) {
+    if (req.url !== '/health' && n % 3 === 0) {
       res.statusCode = 502;
       res.end('red is having a bad moment\n');
     } else reply('red')(req, res);
@@ -51,6 +51,9 @@ const pool = createPool({
   ],
 });
 pool.on('state', (c) => console.log(`[pool] ${c.id}: ${c.from} -> ${c.to}`));
+
+// Active health checks (NGINX Plus health_check): each server's /health every 2 s.
+const health = healthCheck(pool, { uri: '/health', interval: '2s', fails: 2, passes: 1 });
 
 const proxy = balance(pool, { nextUpstream: ['error', 'timeout', 'http_502'] });
 
@@ -83,6 +86,8 @@ const INDEX = `switchyard demo gateway
                          built about once a second however many clients ask
   GET /switchyard/stats  live per-server statistics (state, active, requests, responses, fails)
   GET /switchyard/cache  the microcache's counters (hit, stale, updating, miss, ...)
+  GET /switchyard/dashboard/          the live dashboard (drain, down and up buttons from this machine)
+  GET /switchyard/api/9/http/upstreams  NGINX Plus-shaped API; /switchyard/metrics for Prometheus
   POST /switchyard/servers/:id/drain|down|up   change a server at run time
 
 Try:
@@ -123,7 +128,19 @@ const admin = (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) 
   next();
 };
 
-const gateway = createServer(chain(admin, rules, slowRoute, proxy));
+// Live monitoring: NGINX Plus-shaped JSON API, Prometheus metrics and the dashboard under /switchyard/.
+// Changes (drain, down, up, add, remove) are allowed from this machine only.
+const gateway = createServer();
+const loopback = (address: string | undefined): boolean => address === '127.0.0.1' || address === '::1' || address === '::ffff:127.0.0.1';
+const status = monitor({
+  pools: [pool, reportPool],
+  caches: [microcache],
+  healthChecks: [health],
+  prefix: '/switchyard',
+  server: gateway,
+  write: (req) => loopback(req.socket.remoteAddress),
+});
+gateway.on('request', chain(admin, status, rules, slowRoute, proxy));
 gateway.on('upgrade', proxy.upgrade);
 gateway.listen(PORT, () => {
   const { port } = gateway.address() as AddressInfo;
@@ -139,6 +156,8 @@ const stop = (): void => {
     u.server.close();
     u.server.closeAllConnections();
   }
+  health.stop();
+  status.close();
   pool.close();
   reportPool.close();
   void microcache.close();

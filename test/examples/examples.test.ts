@@ -166,6 +166,19 @@ test('the demo gateway (npm start) balances, rewrites, reports stats and stops c
   const stats = JSON.parse((await fetchText(`${demo.url}/switchyard/stats`)).body) as { servers: Array<{ id: string; requests: number }> };
   assert.deepEqual(stats.servers.map((s) => s.id), ['blue', 'green', 'red']);
   assert.ok(stats.servers.reduce((n, s) => n + s.requests, 0) >= 6);
+  // The monitor: the dashboard, the NGINX Plus-shaped API and Prometheus metrics.
+  const page = await fetchText(`${demo.url}/switchyard/dashboard/`);
+  assert.equal(page.status, 200);
+  assert.match(page.body, /switchyard dashboard/);
+  const api = JSON.parse((await fetchText(`${demo.url}/switchyard/api/9/http/upstreams/demo`)).body) as { peers: Array<{ id: string; state: string }> };
+  assert.deepEqual(api.peers.map((p) => p.id), ['blue', 'green', 'red']);
+  const metrics = await fetchText(`${demo.url}/switchyard/metrics`);
+  assert.match(metrics.headers['content-type'] ?? '', /^text\/plain; version=0\.0\.4/);
+  assert.match(metrics.body, /switchyard_upstream_server_requests_total\{upstream="demo",server="127\.0\.0\.1:\d+",id="blue"\} \d+/);
+  // Changes are allowed from this machine: drain green through the API, and it is draining.
+  const drained = await fetchText(`${demo.url}/switchyard/api/9/http/upstreams/demo/servers/green`, { method: 'PATCH', headers: { 'content-type': 'application/json' }, body: '{"drain":true}' });
+  assert.equal(drained.status, 200);
+  assert.equal((JSON.parse(drained.body) as { drain: boolean }).drain, true);
   demo.child.kill('SIGTERM');
   const { code } = await demo.exited;
   assert.equal(code, 0);
