@@ -1,68 +1,19 @@
 // cache() with a real Redis: one cache shared by two gateway instances, and a store that goes
 // away, stalls or holds garbage never breaking a response.
 import { strict as assert } from 'node:assert';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { createServer, type AddressInfo } from 'node:net';
-import { after, before, describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import KeyvRedis from '@keyv/redis';
 import { balance, cache, chain, createPool, type CacheMiddleware, type CacheStoreError } from '../../src/index.ts';
-import { fetchText, gateway, reachable, upstream } from '../helpers.ts';
+import { deadPort as freePort, fetchText, gateway, upstream } from '../helpers.ts';
+import { redisAvailability, REDIS_URL, startRedis, stopRedis, type RedisAdmin } from '../redis.ts';
 
-const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-const REQUIRE_REDIS = process.env.REQUIRE_REDIS === '1';
 const RUN = `swy-test-${randomUUID()}`;
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
-
-/** A private redis-server on `port`, for tests that stop and restart it. */
-async function startRedis(port: number): Promise<ChildProcess> {
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-  for (let i = 0; i < 100; i++) {
-    if (await reachable('127.0.0.1', port)) return child;
-    await sleep(50);
-  }
-  child.kill('SIGKILL');
-  throw new Error(`redis-server did not start on port ${port}`);
-}
-
-async function stopRedis(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.kill('SIGKILL');
-  await exited;
-}
-
-/** The node-redis client calls these tests make (the adapter's union type hides them). */
-interface RedisAdmin {
-  sendCommand(args: string[]): Promise<unknown>;
-  quit(): Promise<unknown>;
-  set(key: string, value: string): Promise<unknown>;
-  scanIterator(options: { MATCH: string; COUNT: number }): AsyncIterable<string | string[]>;
-}
-
-let redisUp = false;
-let redisServerBinary = false;
-before(async () => {
-  const url = new URL(REDIS_URL);
-  redisUp = await reachable(url.hostname, Number(url.port || 6379));
-  if (!redisUp && REQUIRE_REDIS) throw new Error(`REQUIRE_REDIS=1 but Redis is unreachable at ${REDIS_URL}`);
-  redisServerBinary = await new Promise<boolean>((resolve) => {
-    const p = spawn('redis-server', ['--version'], { stdio: 'ignore' });
-    p.once('error', () => resolve(false));
-    p.once('exit', (code) => resolve(code === 0));
-  });
-  if (!redisServerBinary && REQUIRE_REDIS) throw new Error('REQUIRE_REDIS=1 but redis-server is not installed');
-});
-const skipShared = (): string | false => (redisUp ? false : `Redis unreachable at ${REDIS_URL} (set REDIS_URL, or REQUIRE_REDIS=1 to fail)`);
-const skipPrivate = (): string | false => (redisServerBinary ? false : 'redis-server is not installed (REQUIRE_REDIS=1 to fail)');
+const redis = redisAvailability();
+const skipShared = redis.shared;
+const skipPrivate = redis.private;
 
 /** A gateway in front of its own upstream, sharing a cache store through `store`. */
 async function instance(t: Parameters<typeof upstream>[0], mw: CacheMiddleware, label: string) {

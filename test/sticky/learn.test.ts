@@ -2,18 +2,15 @@
 // lookup, expiring after an idle timeout, stored hashed, shared through Redis, and failing open.
 // Reference: /work/shared/reference/nginx-semantics.md section 4.4 (TST upstream_sticky_learn.t).
 import { strict as assert } from 'node:assert';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { createServer, type AddressInfo } from 'node:net';
-import { after, before, describe, it, type TestContext } from 'node:test';
+import { after, describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import KeyvRedis from '@keyv/redis';
 import { balance, chain, type BalanceOptions, createPool, InvalidOptionError, sticky, type CacheStoreError, type StickyLearnOptions, type StickyMiddleware, type StickyOptions, type UpstreamPool } from '../../src/index.ts';
-import { fetchText, gateway, reachable, upstream } from '../helpers.ts';
+import { deadPort as freePort, fetchText, gateway, upstream } from '../helpers.ts';
+import { redisAvailability, REDIS_URL, startRedis, stopRedis, type RedisAdmin } from '../redis.ts';
 
-const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-const REQUIRE_REDIS = process.env.REQUIRE_REDIS === '1';
 const RUN = `swy-sticky-learn-${randomUUID()}`;
 
 // ---------------------------------------------------------------------------
@@ -115,39 +112,8 @@ async function until(check: () => Promise<boolean>, ms: number): Promise<boolean
 }
 
 // ---------------------------------------------------------------------------
-// Redis helpers (as in test/cache/shared.test.ts)
+// Redis helpers (the shared ones are in test/redis.ts)
 // ---------------------------------------------------------------------------
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
-
-async function startRedis(port: number): Promise<ChildProcess> {
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-  for (let i = 0; i < 100; i++) {
-    if (await reachable('127.0.0.1', port)) return child;
-    await sleep(50);
-  }
-  child.kill('SIGKILL');
-  throw new Error(`redis-server did not start on port ${port}`);
-}
-
-async function stopRedis(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.kill('SIGKILL');
-  await exited;
-}
-
-interface RedisAdmin {
-  get(key: string): Promise<string | null>;
-  del(keys: string[]): Promise<number>;
-  scanIterator(options: { MATCH: string; COUNT: number }): AsyncIterable<string | string[]>;
-}
 
 /**
  * A separate node-redis client for inspecting Redis (the sticky stores' own clients are closed by
@@ -173,21 +139,9 @@ async function keysOf(admin: RedisAdmin, namespace: string): Promise<string[]> {
   return keys;
 }
 
-let redisUp = false;
-let redisServerBinary = false;
-before(async () => {
-  const url = new URL(REDIS_URL);
-  redisUp = await reachable(url.hostname, Number(url.port || 6379));
-  if (!redisUp && REQUIRE_REDIS) throw new Error(`REQUIRE_REDIS=1 but Redis is unreachable at ${REDIS_URL}`);
-  redisServerBinary = await new Promise<boolean>((resolve) => {
-    const p = spawn('redis-server', ['--version'], { stdio: 'ignore' });
-    p.once('error', () => resolve(false));
-    p.once('exit', (code) => resolve(code === 0));
-  });
-  if (!redisServerBinary && REQUIRE_REDIS) throw new Error('REQUIRE_REDIS=1 but redis-server is not installed');
-});
-const skipShared = (): string | false => (redisUp ? false : `Redis unreachable at ${REDIS_URL} (set REDIS_URL, or REQUIRE_REDIS=1 to fail)`);
-const skipPrivate = (): string | false => (redisServerBinary ? false : 'redis-server is not installed (REQUIRE_REDIS=1 to fail)');
+const redis = redisAvailability();
+const skipShared = redis.shared;
+const skipPrivate = redis.private;
 
 // ---------------------------------------------------------------------------
 // Tests
