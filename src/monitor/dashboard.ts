@@ -185,7 +185,10 @@ export const DASHBOARD_JS = String.raw`'use strict';
       line.setAttribute('stroke-width', '2');
       svg.appendChild(line);
       var last = series[n][series[n].length - 1] || 0;
-      legend.appendChild(el('span', { style: 'color:' + color, text: n + ': ' + last.toFixed(1) + ' req/s (max ' + max.toFixed(1) + ')' }));
+      var item = el('span', { text: n + ': ' + last.toFixed(1) + ' req/s (max ' + max.toFixed(1) + ')' });
+      // Through the CSSOM: the page's policy forbids inline style attributes.
+      item.style.color = color;
+      legend.appendChild(item);
     });
   }
   function renderCaches(caches) {

@@ -123,6 +123,11 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
     res.end(text);
   };
   const fail = (res: ServerResponse, err: ApiError): void => {
+    if (err.status === 413) {
+      // The unread rest of the body cannot be left on a kept-alive connection.
+      res.setHeader('connection', 'close');
+      res.once('finish', () => res.req.destroy());
+    }
     send(res, err.status, { error: { status: err.status, text: err.message, code: err.code }, request_id: randomBytes(16).toString('hex'), href: HREF });
   };
 
@@ -134,13 +139,24 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
         req.resume();
         return;
       }
+      const tooLarge = (): void => {
+        // Answered first, then the connection is closed (the rest of the body is never read).
+        req.pause();
+        reject(new ApiError(413, 'BodyReadError', `the body is larger than ${maxBody} bytes`));
+      };
+      if (Number(req.headers['content-length'] ?? 0) > maxBody) {
+        tooLarge();
+        return;
+      }
       const chunks: Buffer[] = [];
       let size = 0;
+      let over = false;
       req.on('data', (chunk: Buffer) => {
+        if (over) return;
         size += chunk.length;
         if (size > maxBody) {
-          reject(new ApiError(413, 'BodyReadError', `the body is larger than ${maxBody} bytes`));
-          req.destroy();
+          over = true;
+          tooLarge();
           return;
         }
         chunks.push(chunk);
