@@ -382,7 +382,14 @@ function relay(
     return;
   }
   const headers = clientResponseHeaders(response.rawHeaders, response.headers.connection);
-  if (ex.responseHooks !== undefined) for (const hook of ex.responseHooks) hook(ex, response, headers);
+  if (ex.responseHooks !== undefined) {
+    const added: string[] = [];
+    for (const hook of ex.responseHooks) hook(ex, response, added);
+    if (added.length > 0) {
+      ex.addedHeaders = added;
+      for (const h of added) headers.push(h);
+    }
+  }
   res.writeHead(response.statusCode ?? 502, headers);
   response.pipe(res);
 }

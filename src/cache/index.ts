@@ -338,6 +338,8 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
   }
 
   let counters = zero();
+  // Purges so far: a response fetched before one is not stored after it.
+  let purges = 0;
   const inflight = new Map<string, Inflight>();
   const uses = new Map<string, number>();
 
@@ -428,7 +430,9 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
         return;
       }
     }
-    if (!methods.has(method) || !ex.uriValid) {
+    // A Host that is not a host name (`victim.com/admin`) could forge another URL's key: such
+    // requests are not cached at all (nginx answers them 400).
+    if (!methods.has(method) || !ex.uriValid || !validHost(req.headers.host)) {
       next();
       return;
     }
@@ -590,6 +594,8 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
       capture = undefined;
       const length = entryHeader(storeHeaders, 'content-length');
       if (length !== undefined && Number(length) !== body.length) return settle();
+      // A purge since this request went upstream: what it fetched may be what was purged.
+      if (purges !== generation) return settle();
       save(base, req, storeStatus, storeHeaders, body, verdict).then(
         (ok) => {
           if (ok) written(plan.status, body.length);
@@ -599,8 +605,13 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
       );
     };
 
+    // Headers set before the request reached the cache (a request id, a CSP nonce) belong to this
+    // response only, as nginx's add_header: they are neither judged nor stored.
+    const preset = plan.detached ? undefined : res.getHeaderNames();
+    const generation = purges;
     const interception = intercept(res, {
-      head(status, headers) {
+      head(status, all) {
+        const headers = upstreamHeaders(all, preset, ex.addedHeaders);
         // Revalidation answered "not modified": the entry is current again.
         if (revalidating && status === 304 && stale !== undefined) {
           const merged = mergeHeaders(stale.headers, headers);
@@ -686,6 +697,7 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
 
   const purgeKey = async (key: string): Promise<number> => {
     if (typeof key !== 'string') throw new InvalidOptionError('key', 'a string', key);
+    purges++;
     if (key.endsWith('*')) return store.deletePrefix(escapeKey(key.slice(0, -1)));
     const base = escapeKey(key);
     const one = (await store.delete(base)) ? 1 : 0;
@@ -710,6 +722,38 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
       return store.disconnect();
     },
   }) as CacheMiddleware;
+}
+
+/**
+ * nginx's test of a Host header (`ngx_http_validate_host`): a host name or address with an optional
+ * port, no `/`, `\`, NUL or control characters, no empty label or `..`. An absent Host is fine.
+ */
+export function validHost(host: string | undefined): boolean {
+  if (host === undefined) return true;
+  if (host === '' || host.length > 255) return false;
+  if (host.startsWith('[')) return /^\[[0-9A-Fa-f:.]+\](?::\d{1,5})?$/.test(host);
+  return /^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?(?::\d{1,5})?$/.test(host);
+}
+
+/** The response's headers without those set before the cache ran and those balance()'s hooks added. */
+function upstreamHeaders(all: string[], preset: readonly string[] | undefined, added: readonly string[] | undefined): string[] {
+  if ((preset === undefined || preset.length === 0) && (added === undefined || added.length === 0)) return all;
+  const skip = new Set(preset);
+  const extra = new Map<string, number>();
+  if (added !== undefined) for (let i = 0; i < added.length; i += 2) extra.set(`${added[i]!.toLowerCase()}\n${added[i + 1]}`, (extra.get(`${added[i]!.toLowerCase()}\n${added[i + 1]}`) ?? 0) + 1);
+  const out: string[] = [];
+  for (let i = 0; i < all.length; i += 2) {
+    const name = all[i]!.toLowerCase();
+    if (skip.has(name)) continue;
+    const pair = `${name}\n${all[i + 1]}`;
+    const left = extra.get(pair);
+    if (left !== undefined && left > 0) {
+      extra.set(pair, left - 1);
+      continue;
+    }
+    out.push(all[i]!, all[i + 1]!);
+  }
+  return out;
 }
 
 /** The stored headers updated by a 304's (RFC 9111 §4.3.4), framing headers excepted. */

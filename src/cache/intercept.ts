@@ -2,6 +2,7 @@
 // handler, a framework's error handler): the cache sees the status and headers before they leave,
 // may add its status header, may answer with a stale entry instead, and sees every body byte.
 import type { OutgoingHttpHeader, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { Socket } from 'node:net';
 
 /** What the cache decides when the handler's response begins. */
 export type HeadDecision =
@@ -79,10 +80,11 @@ function withHeader(headers: unknown, name: string, value: string): unknown {
  * through the same path.
  */
 export function intercept(res: ServerResponse, hooks: InterceptHooks): Interception {
-  const proto = Object.getPrototypeOf(res) as ServerResponse;
-  const realWriteHead = proto.writeHead;
-  const realWrite = proto.write;
-  const realEnd = proto.end;
+  // The methods as they are now: a wrapper an earlier middleware installed (on-headers,
+  // compression) keeps working.
+  const realWriteHead = res.writeHead;
+  const realWrite = res.write;
+  const realEnd = res.end;
   let started = false;
   let pass = true;
   let detached = false;
@@ -145,6 +147,8 @@ export function intercept(res: ServerResponse, hooks: InterceptHooks): Intercept
   function end(this: ServerResponse, chunk?: unknown, encoding?: unknown, cb?: unknown): ServerResponse {
     if (ended) {
       if (pass) return (realEnd as (...a: unknown[]) => ServerResponse).call(res, chunk, encoding, cb);
+      const late = typeof chunk === 'function' ? chunk : typeof encoding === 'function' ? encoding : cb;
+      if (typeof late === 'function') process.nextTick(late as Callback);
       return res;
     }
     begin();
@@ -167,6 +171,18 @@ export function intercept(res: ServerResponse, hooks: InterceptHooks): Intercept
     },
     detach(): void {
       detached = true;
+      // The client's socket carries its next request by now: nothing the handler does may touch it.
+      const req = res.req as unknown as Record<string, unknown> | undefined;
+      if (req !== undefined) {
+        const spare = new Socket();
+        // What the handler may read of the connection (the client's address for X-Forwarded-For).
+        const real = req.socket as Socket | undefined;
+        for (const key of ['remoteAddress', 'remotePort', 'remoteFamily', 'localAddress', 'localPort'] as const) {
+          Object.defineProperty(spare, key, { configurable: true, value: real?.[key] });
+        }
+        Object.defineProperty(req, 'socket', { configurable: true, writable: true, value: spare });
+        Object.defineProperty(req, 'connection', { configurable: true, writable: true, value: spare });
+      }
       pass = false;
       started = false;
       ended = false;

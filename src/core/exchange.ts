@@ -12,8 +12,8 @@ export interface ExchangeServer {
 }
 
 /**
- * Called by balance() with the upstream response about to be relayed and the header list the
- * client will get (flat name/value pairs), which the hook may add to (sticky() adds its cookie).
+ * Called by balance() with the upstream response about to be relayed and a list (flat name/value
+ * pairs) the hook may add headers to (sticky() adds its cookie); they are sent after the upstream's.
  */
 export type ResponseHook = (ex: Exchange, response: IncomingMessage, headers: string[]) => void;
 
@@ -67,6 +67,11 @@ export interface Exchange {
   hint: string | undefined;
   /** Hooks run by balance() before it relays an upstream response. */
   responseHooks: ResponseHook[] | undefined;
+  /**
+   * Headers the hooks added to the relayed response (flat name/value pairs), which the upstream did
+   * not send: cache() judges and stores the upstream's headers only, as nginx does.
+   */
+  addedHeaders: string[] | undefined;
   /** Parsed `Cookie` header, lazily filled by the variables facility. */
   cookies: Map<string, string> | undefined;
   /** Parsed query arguments, lazily filled by the variables facility. */
@@ -128,6 +133,7 @@ function createExchange(req: IncomingMessage): Exchange {
     cacheStatus: undefined,
     hint: undefined,
     responseHooks: undefined,
+    addedHeaders: undefined,
     cookies: undefined,
     argMap: undefined,
   };

@@ -71,6 +71,8 @@ export interface HealthCheckEvents {
   healthy: [id: string];
   /** A server turned unhealthy (after `fails` failures, or its first mandatory failure). */
   unhealthy: [id: string];
+  /** A listener of another event threw; the checks go on (emitted only when someone listens). */
+  error: [error: unknown];
 }
 
 /** A running health check, from {@link healthCheck}. */
@@ -200,7 +202,10 @@ export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}
     const extra = jitter > 0 ? Math.floor(random() * jitter) : 0;
     s.timer = clock.setTimeout(() => {
       s.timer = undefined;
-      void run(s).then(() => schedule(s, interval));
+      // Whatever a listener does, the next probe is scheduled.
+      run(s)
+        .catch(() => undefined)
+        .finally(() => schedule(s, interval));
     }, delay + extra);
   };
 
@@ -234,14 +239,24 @@ export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}
         s.healthy = false;
       } else if (s.healthy && s.failsInARow >= fails) s.healthy = false;
     }
-    mark(s);
-    emitter.emit('probe', { id: s.peer.id, passed: r.passed, status: r.status, reason: r.reason, healthy: s.healthy });
-    const now = s.healthy && !s.pending;
-    if (now && !was) emitter.emit('healthy', s.peer.id);
-    // Up before, or a mandatory first probe that failed: either way the server is now unhealthy.
-    if (!now && (was || wasPending)) emitter.emit('unhealthy', s.peer.id);
     s.first?.();
     s.first = undefined;
+    const now = s.healthy && !s.pending;
+    // A listener that throws (here or on the pool's `state` event) must not stop the checks.
+    const safely = (fn: () => void): void => {
+      try {
+        fn();
+      } catch (err) {
+        process.nextTick(() => {
+          if (emitter.listenerCount('error') > 0) emitter.emit('error', err);
+        });
+      }
+    };
+    safely(() => mark(s));
+    safely(() => emitter.emit('probe', { id: s.peer.id, passed: r.passed, status: r.status, reason: r.reason, healthy: s.healthy }));
+    if (now && !was) safely(() => emitter.emit('healthy', s.peer.id));
+    // Up before, or a mandatory first probe that failed: either way the server is now unhealthy.
+    if (!now && (was || wasPending)) safely(() => emitter.emit('unhealthy', s.peer.id));
   };
 
   const probe = (s: ServerCheck): Promise<{ passed: boolean; status: number | undefined; reason: string | undefined }> =>

@@ -1,5 +1,6 @@
 // The NGINX Plus API (version 9) shapes of switchyard's pools and caches, and the validation of
 // writes to upstream servers.
+import { parseDuration } from '../core/duration.ts';
 import type { ServerInfo, ServerOptions, ServerUpdate, UpstreamPool } from '../pool/index.ts';
 import type { ServerStats } from '../pool/peer.ts';
 import type { CacheMiddleware } from '../cache/index.ts';
@@ -105,6 +106,8 @@ const CONF_FIELDS = new Map<string, string>([
   ['down', 'down'],
   ['drain', 'drain'],
 ]);
+/** Longest duration a write may set: a day (longer ones would keep a failed server out for good). */
+const MAX_DURATION = 86_400_000;
 const PATCHABLE = new Set(['weight', 'max_conns', 'max_fails', 'fail_timeout', 'slow_start', 'route', 'down', 'drain']);
 const BAD_VALUE_CODE: Record<string, string> = {
   weight: 'UpstreamBadWeight',
@@ -122,11 +125,20 @@ function checkType(field: string, value: unknown): void {
     field === 'weight' || field === 'max_conns' || field === 'max_fails'
       ? typeof value === 'number' && Number.isSafeInteger(value)
       : field === 'fail_timeout' || field === 'slow_start'
-        ? (typeof value === 'number' && Number.isFinite(value)) || typeof value === 'string'
+        ? (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0 && value <= MAX_DURATION) || (typeof value === 'string' && value.length <= 32)
         : field === 'backup' || field === 'down' || field === 'drain'
           ? typeof value === 'boolean'
           : typeof value === 'string';
   if (!ok) throw new ApiError(400, 'UpstreamConfFormatError', `invalid "${field}" value: expected ${expected(field)}`);
+  if ((field === 'fail_timeout' || field === 'slow_start') && typeof value === 'string') {
+    let ms: number;
+    try {
+      ms = parseDuration(value, field);
+    } catch {
+      throw new ApiError(400, BAD_VALUE_CODE[field]!, `invalid "${field}" value: expected ${expected(field)}`);
+    }
+    if (ms < 0 || ms > MAX_DURATION) throw new ApiError(400, BAD_VALUE_CODE[field]!, `invalid "${field}" value: ${value} is out of range (at most a day)`);
+  }
   if ((field === 'weight' && (value as number) < 1) || ((field === 'max_conns' || field === 'max_fails') && (value as number) < 0)) {
     throw new ApiError(400, BAD_VALUE_CODE[field]!, `invalid "${field}" value: ${String(value)} is out of range`);
   }
@@ -135,7 +147,7 @@ function checkType(field: string, value: unknown): void {
 function expected(field: string): string {
   if (field === 'weight') return 'an integer >= 1';
   if (field === 'max_conns' || field === 'max_fails') return 'an integer >= 0';
-  if (field === 'fail_timeout' || field === 'slow_start') return 'a duration such as "10s" or milliseconds';
+  if (field === 'fail_timeout' || field === 'slow_start') return 'a duration such as "10s", or whole milliseconds up to a day';
   if (field === 'backup' || field === 'down' || field === 'drain') return 'true or false';
   return 'a string';
 }

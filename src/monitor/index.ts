@@ -139,6 +139,13 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
         req.resume();
         return;
       }
+      // A body parser before the monitor (express.json()) has read the stream already.
+      const parsed = (req as IncomingMessage & { body?: unknown }).body;
+      if (req.readableEnded || (parsed !== undefined && req.readableLength === 0 && req.complete)) {
+        if (parsed !== null && typeof parsed === 'object' && !Buffer.isBuffer(parsed)) resolve(parsed);
+        else reject(new ApiError(400, 'BodyReadError', 'the body was already read by another middleware and is not a JSON object'));
+        return;
+      }
       const tooLarge = (): void => {
         // Answered first, then the connection is closed (the rest of the body is never read).
         req.pause();
@@ -162,6 +169,7 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
         chunks.push(chunk);
       });
       req.on('error', () => reject(new ApiError(400, 'BodyReadError', 'the body could not be read')));
+      req.on('close', () => reject(new ApiError(400, 'BodyReadError', 'the connection closed before the body ended')));
       req.on('end', () => {
         try {
           resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
@@ -182,8 +190,8 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
     } catch (err) {
       if (err instanceof ServerNotFoundError) throw new ApiError(404, 'UpstreamServerNotFound', err.message);
       if (err instanceof InvalidOptionError) {
-        if (err.option === 'id' || err.option.endsWith('.id')) throw new ApiError(409, 'EntryExists', err.message);
         if (err.option.endsWith('.backup')) throw new ApiError(400, 'UpstreamNoBackup', err.message);
+        if (err.option === 'id' || err.option.endsWith('.id')) throw new ApiError(400, 'UpstreamBadServerId', err.message);
         throw apiErrorOf(err.option, err.message);
       }
       throw err;
@@ -297,6 +305,7 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
       if (method === 'POST') {
         const body = await readJson(req);
         const options = serverFromBody(body);
+        if (options.id !== undefined && p.get(options.id) !== undefined) throw new ApiError(409, 'EntryExists', `a server with id "${options.id}" exists`);
         const info = poolCall(() => p.add(options));
         send(res, 201, serverConf(info));
         return true;

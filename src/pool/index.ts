@@ -561,6 +561,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     const weightChanged = next.weight !== peer.weight;
     Object.assign(peer, next);
     if (c.route !== undefined) peer.sid = next.route;
+    peer.rampEnd = peer.rampStart + peer.slowStart;
     if (weightChanged) {
       peer.effectiveWeight = peer.weight;
       peer.currentWeight = 0;
@@ -875,6 +876,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     else peer.failingChecks.delete(checkId);
     if (pending) peer.pendingChecks.add(checkId);
     else peer.pendingChecks.delete(checkId);
+    peer.held = peer.failingChecks.size + peer.pendingChecks.size;
     if (!wasUnhealthy && peer.failingChecks.size > 0) peer.hcUnhealthy++;
     if (wasBlocked && peer.failingChecks.size === 0 && peer.pendingChecks.size === 0 && !this.#set.single) peer.startRamp(now);
     if (peer.removed) return;

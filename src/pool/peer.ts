@@ -130,6 +130,10 @@ export class Peer {
   slowStart: number;
   /** When the current slow-start ramp began (-Infinity: none). */
   rampStart = Number.NEGATIVE_INFINITY;
+  /** When it ends (`rampStart + slowStart`): before that, {@link Peer.weightAt} is below `weight`. */
+  rampEnd = Number.NEGATIVE_INFINITY;
+  /** How many health checks hold the server out (failing or pending): 0 when none. */
+  held = 0;
   removed = false;
 
   // active health checks: the checks (by id) that hold the server out
@@ -225,12 +229,14 @@ export class Peer {
 
   /** nginx's eligibility test for a new, unbound request. */
   usable(now: number): boolean {
-    return !this.down && !this.drain && this.pendingChecks.size === 0 && this.failingChecks.size === 0 && !this.failed(now) && !this.full();
+    return !this.down && !this.drain && this.held === 0 && !this.failed(now) && !this.full();
   }
 
   /** Starts the slow-start ramp (when the server comes back). */
   startRamp(now: number): void {
-    if (this.slowStart > 0) this.rampStart = now;
+    if (this.slowStart <= 0) return;
+    this.rampStart = now;
+    this.rampEnd = now + this.slowStart;
   }
 
   /**

@@ -254,7 +254,9 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
 
   // Clients seen bound to each server (cookie and route modes), oldest first.
   const seen = new Map<string, { sid: string; at: number }>();
-  const track = (sid: string, client: string): void => {
+  const track = (sid: string, who: string): void => {
+    // Bounded keys: whatever a client sends, an entry costs a few hundred bytes at most.
+    const client = who.length > 200 ? who.slice(0, 200) : who;
     const t = now();
     const last = seen.get(client);
     // Recently seen with the same server: the counts cannot change, spare the reordering.
@@ -361,14 +363,13 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
     hook = (ex, _response, headers) => {
       if (ex.server === undefined) return;
       headers.push('Set-Cookie', `${name}=${sign(ex.server.sid)}${tail(ex)}`);
+      // A bound request its server answered: one more sign of that client's session.
+      if (ex.hint === ex.server.sid) track(ex.server.sid, `${ex.clientAddress} ${headerOf(ex.req, 'user-agent') ?? ''}`);
     };
-    bind = (req, ex) => {
+    bind = (_req, ex) => {
       const raw = cookies(ex).get(name);
       const sid = plausible(raw) ? verify(raw) : undefined;
-      if (sid !== undefined) {
-        ex.hint = sid;
-        track(sid, `${ex.clientAddress} ${headerOf(req, 'user-agent') ?? ''}`);
-      }
+      if (sid !== undefined) ex.hint = sid;
       return undefined;
     };
     sessions = countSeen;
@@ -376,11 +377,11 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
     const sources = list(options.route, 'route').map((s, i) => compileRoute(s, Array.isArray(options.route) ? `route[${i}]` : 'route'));
     bind = (req, ex) => {
       const route = firstOf(sources, req, ex);
-      if (plausible(route)) {
-        ex.hint = route;
-        track(route, `route ${firstRaw(req, ex) ?? route}`);
-      }
+      if (plausible(route)) ex.hint = route;
       return undefined;
+    };
+    hook = (ex) => {
+      if (ex.server !== undefined && ex.hint === ex.server.sid) track(ex.server.sid, `route ${firstRaw(ex.req, ex) ?? ex.hint}`);
     };
     // The value a route came from tells sessions apart (a JSESSIONID is one per session).
     const firstRaw = (req: IncomingMessage, ex: Exchange): string | undefined => {
@@ -457,7 +458,9 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
         if (plausible(created)) void sessionStore.setText(seenOf(created).key, server.sid, timeout);
         return;
       }
-      if (seen === undefined || sid === undefined) return;
+      // Refreshed only when the bound server answered: a session re-created elsewhere meanwhile
+      // (another request, another gateway) is not put back.
+      if (seen === undefined || sid === undefined || server.sid !== sid) return;
       // Refresh the idle timer, at most every tenth of the timeout per session.
       const t = now();
       if (t - seen.refreshedAt > refreshEvery) {

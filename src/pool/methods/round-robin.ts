@@ -15,7 +15,7 @@ export function smoothWeighted(list: readonly Peer[], sel: Selection, chosen?: P
   for (const peer of list) {
     if (sel.tried.has(peer) || !peer.usable(now)) continue;
     // Slow start caps what a returning server adds (see Peer.weightAt).
-    const ew = now - peer.rampStart < peer.slowStart ? Math.min(peer.effectiveWeight, peer.weightAt(now)) : peer.effectiveWeight;
+    const ew = now < peer.rampEnd ? Math.min(peer.effectiveWeight, peer.weightAt(now)) : peer.effectiveWeight;
     peer.currentWeight += ew;
     total += ew;
     if (peer.effectiveWeight < peer.weight) peer.effectiveWeight++;
@@ -56,34 +56,36 @@ export function createRoundRobin(): Balancer {
  */
 export function leastBy(list: readonly Peer[], sel: Selection, metric: (peer: Peer) => number): Peer | undefined {
   const now = sel.now;
-  // Weights as slow start has them now; a server at the very start of its ramp weighs almost nothing.
-  const w = (peer: Peer): number => (now - peer.rampStart < peer.slowStart ? Math.max(peer.weightAt(now), 1e-6) : peer.weight);
   let best: Peer | undefined;
   let bestMetric = 0;
+  let bestWeight = 0;
   let first = 0;
   let many = false;
   for (let i = 0; i < list.length; i++) {
     const peer = list[i]!;
     if (sel.tried.has(peer) || !peer.usable(now)) continue;
     const m = metric(peer);
-    if (best === undefined || m * w(best) < bestMetric * w(peer)) {
+    // Weights as slow start has them now; a server at the very start of its ramp weighs almost nothing.
+    const w = now < peer.rampEnd ? Math.max(peer.weightAt(now), 1e-6) : peer.weight;
+    if (best === undefined || m * bestWeight < bestMetric * w) {
       best = peer;
       bestMetric = m;
+      bestWeight = w;
       first = i;
       many = false;
-    } else if (m * w(best) === bestMetric * w(peer)) {
+    } else if (m * bestWeight === bestMetric * w) {
       many = true;
     }
   }
   if (best === undefined) return undefined;
   if (many) {
-    const ref = best;
     let total = 0;
     for (let i = first; i < list.length; i++) {
       const peer = list[i]!;
       if (sel.tried.has(peer) || !peer.usable(now)) continue;
-      if (metric(peer) * w(ref) !== bestMetric * w(peer)) continue;
-      const ew = now - peer.rampStart < peer.slowStart ? Math.min(peer.effectiveWeight, peer.weightAt(now)) : peer.effectiveWeight;
+      const w = now < peer.rampEnd ? Math.max(peer.weightAt(now), 1e-6) : peer.weight;
+      if (metric(peer) * bestWeight !== bestMetric * w) continue;
+      const ew = now < peer.rampEnd ? Math.min(peer.effectiveWeight, peer.weightAt(now)) : peer.effectiveWeight;
       peer.currentWeight += ew;
       total += ew;
       if (peer.effectiveWeight < peer.weight) peer.effectiveWeight++;
