@@ -24,7 +24,7 @@ export interface SwitchyardPluginOptions {
    * @default false
    */
   parseBody?: boolean;
-  /** Proxy WebSocket upgrades under the prefix through the balance() middleware in `use`. @default true */
+  /** Proxy WebSocket upgrades under the prefix through the balance() middleware in `use` (bound by a sticky() before it). @default true */
   websocket?: boolean;
   /** Fastify's route prefix, set through `register(plugin, { prefix })`. */
   prefix?: string;
@@ -99,7 +99,18 @@ export const switchyard: FastifyPluginAsync<SwitchyardPluginOptions> = async fun
   fastify.route({ method: methods, url: '/*', handler });
 
   if (options.websocket !== false) {
-    const upgrades = list.map((m) => (m as Middleware & { upgrade?: UpgradeHandler }).upgrade).filter((u): u is UpgradeHandler => typeof u === 'function');
+    // balance()'s upgrade handler, wrapped by the middleware before it that bind upgrades too
+    // (sticky()'s wrapUpgrade), in the order of `use`.
+    type Upgrading = Middleware & { upgrade?: UpgradeHandler; wrapUpgrade?: (listener: UpgradeHandler) => UpgradeHandler };
+    const at = list.findIndex((m) => typeof (m as Upgrading).upgrade === 'function');
+    let upgradeHandler = at === -1 ? undefined : (list[at] as Upgrading).upgrade!;
+    if (upgradeHandler !== undefined) {
+      for (let i = at - 1; i >= 0; i--) {
+        const wrap = (list[i] as Upgrading).wrapUpgrade;
+        if (typeof wrap === 'function') upgradeHandler = wrap(upgradeHandler);
+      }
+    }
+    const upgrades = upgradeHandler === undefined ? [] : [upgradeHandler];
     if (upgrades.length > 0) {
       const prefix = fastify.prefix ?? '';
       const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {

@@ -116,10 +116,10 @@ export interface StickyMiddleware extends Middleware {
    * not go through the middleware chain, are bound too (no cookie is set on a 101).
    * @example
    * ```ts
-   * server.on('upgrade', st.upgrade(proxy.upgrade));
+   * server.on('upgrade', st.wrapUpgrade(proxy.upgrade));
    * ```
    */
-  upgrade(listener: UpgradeHandler): UpgradeHandler;
+  wrapUpgrade(listener: UpgradeHandler): UpgradeHandler;
   /** Disconnects the learn store. */
   close(): Promise<void>;
 }
@@ -532,7 +532,7 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
   return Object.assign(handler, {
     pool,
     store,
-    upgrade: upgradeWith,
+    wrapUpgrade: upgradeWith,
     sessions: async (id: string) => sessions(sidOf(id)),
     close: async () => {
       await store?.disconnect();

@@ -1,4 +1,4 @@
-// sticky() for WebSocket upgrades, which do not go through the middleware chain: st.upgrade()
+// sticky() for WebSocket upgrades, which do not go through the middleware chain: st.wrapUpgrade()
 // binds them before balance()'s upgrade handler picks the server.
 import { strict as assert } from 'node:assert';
 import { createServer } from 'node:http';
@@ -26,14 +26,14 @@ function firstMessage(url: string, headers: Record<string, string>): Promise<str
   });
 }
 
-test('st.upgrade() binds WebSocket upgrades: the cookie and the route pick the server, as for HTTP', async (t) => {
+test('st.wrapUpgrade() binds WebSocket upgrades: the cookie and the route pick the server, as for HTTP', async (t) => {
   const urls = await Promise.all(['a', 'b', 'c'].map((n) => wsUpstream(t, n)));
   const pool = createPool({ servers: urls.map((url, i) => ({ url, id: 'abc'[i]!, route: 'abc'[i]! })) });
   t.after(() => pool.close());
   const proxy = balance(pool);
   const st = sticky(pool, { cookie: true });
   const gw = await gateway(t, chain(st, proxy));
-  gw.server.on('upgrade', st.upgrade(proxy.upgrade));
+  gw.server.on('upgrade', st.wrapUpgrade(proxy.upgrade));
   const ws = gw.url.replace('http:', 'ws:');
   const seen: string[] = [];
   for (let i = 0; i < 4; i++) seen.push(await firstMessage(ws, { cookie: 'srv_id=c' }));
@@ -50,7 +50,7 @@ test('st.upgrade() binds WebSocket upgrades: the cookie and the route pick the s
   assert.equal(direct.size, 3, 'plain round robin over a, b, c');
 });
 
-test('st.upgrade() in learn mode waits for the session lookup before the upgrade is proxied', async (t) => {
+test('st.wrapUpgrade() in learn mode waits for the session lookup before the upgrade is proxied', async (t) => {
   const urls = await Promise.all(['a', 'b'].map((n) => wsUpstream(t, n)));
   const pool = createPool({ servers: urls.map((url, i) => ({ url, id: 'ab'[i]! })) });
   t.after(() => pool.close());
@@ -61,9 +61,25 @@ test('st.upgrade() in learn mode waits for the session lookup before the upgrade
   // A session learned for b (as a response of b carrying `x-session: s1` would create it).
   assert.equal(await st.store!.setText(`s:${(await import('node:crypto')).createHash('sha256').update('s1').digest('base64url')}`, sid, 60_000), true);
   const gw = await gateway(t, chain(st, proxy));
-  gw.server.on('upgrade', st.upgrade(proxy.upgrade));
+  gw.server.on('upgrade', st.wrapUpgrade(proxy.upgrade));
   const ws = gw.url.replace('http:', 'ws:');
   const seen: string[] = [];
   for (let i = 0; i < 3; i++) seen.push(await firstMessage(ws, { cookie: 'sid=s1' }));
   assert.deepEqual(seen, ['b', 'b', 'b']);
+});
+
+test('the Fastify plugin binds upgrades with a sticky() before balance() in `use`', async (t) => {
+  const { default: Fastify } = await import('fastify');
+  const { switchyard } = await import('../../src/adapters/fastify.ts');
+  const urls = await Promise.all(['a', 'b', 'c'].map((n) => wsUpstream(t, n)));
+  const pool = createPool({ servers: urls.map((url, i) => ({ url, id: 'abc'[i]!, route: 'abc'[i]! })) });
+  t.after(() => pool.close());
+  const app = Fastify();
+  t.after(() => app.close());
+  await app.register(switchyard, { prefix: '/ws', use: [sticky(pool, { cookie: true }), balance(pool)] });
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  const { port } = app.server.address() as import('node:net').AddressInfo;
+  const seen: string[] = [];
+  for (let i = 0; i < 4; i++) seen.push(await firstMessage(`ws://127.0.0.1:${port}/ws/chat`, { cookie: 'srv_id=b' }));
+  assert.deepEqual(seen, ['b', 'b', 'b', 'b']);
 });
