@@ -8,7 +8,7 @@ import { EventEmitter } from 'node:events';
 import { Buffer } from 'node:buffer';
 import { Keyv, type KeyvStoreAdapter } from 'keyv';
 import { parseDuration, type Duration } from '../core/duration.ts';
-import { CacheStoreError, InvalidOptionError, type CacheStoreFailure, type CacheStoreOperation } from '../core/errors.ts';
+import { CacheStoreError, InvalidOptionError, type CacheStoreOperation } from '../core/errors.ts';
 
 export { CacheStoreError } from '../core/errors.ts';
 export type { CacheStoreFailure, CacheStoreOperation } from '../core/errors.ts';
