@@ -9,7 +9,7 @@ import { exchange, upstreamTarget, type Exchange } from '../core/exchange.ts';
 import { compileTemplate, variable } from '../core/variables.ts';
 import { compilePolicy, freshness, headerValues, type CachePolicy, type CachePolicyOptions, type Freshness } from './policy.ts';
 import { intercept } from './intercept.ts';
-import { entryHeader, peekConditionals, serveEntry, takeConditionals, type Conditionals } from './serve.ts';
+import { entryHeader, serveEntry, takeConditionals, type Conditionals } from './serve.ts';
 import { CacheStore, createMemoryStore, DEFAULT_INACTIVE, type CacheEntry, type MemoryStoreOptions } from './store.ts';
 
 /** Cache status of a request, as nginx's `$upstream_cache_status`. */
@@ -539,7 +539,8 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
 
   function answer(req: IncomingMessage, res: ServerResponse, ex: Exchange, entry: CacheEntry, status: CacheStatus, conditionals?: Conditionals): void {
     ex.cacheStatus = status;
-    const bytes = serveEntry(res, req.method ?? 'GET', entry, conditionals ?? peekConditionals(req.headers), statusHeader, status);
+    // The request's headers serve as its conditionals (Node joins repeated ones into one string).
+    const bytes = serveEntry(res, req.method ?? 'GET', entry, conditionals ?? (req.headers as Conditionals), statusHeader, status);
     count(status, bytes);
   }
 
@@ -730,10 +731,19 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
  */
 export function validHost(host: string | undefined): boolean {
   if (host === undefined) return true;
-  if (host === '' || host.length > 255) return false;
-  if (host.startsWith('[')) return /^\[[0-9A-Fa-f:.]+\](?::\d{1,5})?$/.test(host);
-  return /^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?(?::\d{1,5})?$/.test(host);
+  // Hosts repeat: the verdicts of the last few hundred are kept.
+  const known = hostVerdicts.get(host);
+  if (known !== undefined) return known;
+  let ok: boolean;
+  if (host === '' || host.length > 255) ok = false;
+  else if (host.startsWith('[')) ok = /^\[[0-9A-Fa-f:.]+\](?::\d{1,5})?$/.test(host);
+  else ok = /^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?(?::\d{1,5})?$/.test(host);
+  if (hostVerdicts.size >= 512) hostVerdicts.clear();
+  hostVerdicts.set(host, ok);
+  return ok;
 }
+
+const hostVerdicts = new Map<string, boolean>();
 
 /** The response's headers without those set before the cache ran and those balance()'s hooks added. */
 function upstreamHeaders(all: string[], preset: readonly string[] | undefined, added: readonly string[] | undefined): string[] {

@@ -22,16 +22,6 @@ export function takeConditionals(headers: IncomingHttpHeaders): Conditionals {
   return out;
 }
 
-/** Reads the conditional and range headers without removing them. */
-export function peekConditionals(headers: IncomingHttpHeaders): Conditionals {
-  const out: Conditionals = {};
-  for (const name of CLIENT_CONDITIONALS) {
-    const v = headers[name];
-    if (v !== undefined) out[name] = Array.isArray(v) ? v.join(', ') : v;
-  }
-  return out;
-}
-
 /** First value of `name` (lowercase) in a flat header list. */
 export function entryHeader(headers: readonly string[], name: string): string | undefined {
   for (let i = 0; i < headers.length; i += 2) if (headers[i]!.toLowerCase() === name) return headers[i + 1];
