@@ -82,10 +82,14 @@ export interface MemoryStore extends KeyvStoreAdapter {
 }
 
 interface Slot {
+  key: string;
   value: unknown;
   bytes: number;
   expiresAt: number;
   lastUsed: number;
+  /** Neighbours in LRU order. */
+  prev: Slot | undefined;
+  next: Slot | undefined;
 }
 
 /**
@@ -146,20 +150,36 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
   const now = options.now ?? Date.now;
   if (typeof now !== 'function') throw new InvalidOptionError('now', 'a function returning milliseconds', now);
 
-  // Map iteration order is the LRU order: the first entry is the least recently used.
+  // Lookup by key; LRU order in a doubly linked list through the slots (head: least recently used),
+  // so a read relinks two pointers instead of reinserting into the Map.
   const slots = new Map<string, Slot>();
+  let head: Slot | undefined;
+  let tail: Slot | undefined;
   let bytes = 0;
   const emitter = new EventEmitter();
 
-  // The key last in LRU order (most recently used), when known.
-  let mru: string | undefined;
-  const drop = (key: string, slot: Slot): void => {
-    if (key === mru) mru = undefined;
-    slots.delete(key);
+  const unlink = (slot: Slot): void => {
+    if (slot.prev === undefined) head = slot.next;
+    else slot.prev.next = slot.next;
+    if (slot.next === undefined) tail = slot.prev;
+    else slot.next.prev = slot.prev;
+    slot.prev = undefined;
+    slot.next = undefined;
+  };
+  const append = (slot: Slot): void => {
+    slot.prev = tail;
+    slot.next = undefined;
+    if (tail === undefined) head = slot;
+    else tail.next = slot;
+    tail = slot;
+  };
+  const drop = (slot: Slot): void => {
+    unlink(slot);
+    slots.delete(slot.key);
     bytes -= slot.bytes;
   };
   const dead = (slot: Slot, t: number): boolean => t >= slot.expiresAt || t - slot.lastUsed >= inactive;
-  // Entries are ordered by last use, so the inactive ones are all at the front. Looking for them
+  // Entries are ordered by last use, so the inactive ones are all at the head. Looking for them
   // at most every tenth of `inactive` (a second at most) keeps reads cheap; an entry read is
   // still checked on its own.
   const pruneEvery = Math.min(1000, inactive / 10);
@@ -167,16 +187,13 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
   const pruneInactive = (t: number): void => {
     if (t - pruned < pruneEvery && t >= pruned) return;
     pruned = t;
-    for (const [key, slot] of slots) {
-      if (t - slot.lastUsed < inactive) break;
-      drop(key, slot);
-    }
+    while (head !== undefined && t - head.lastUsed >= inactive) drop(head);
   };
   const live = (key: string, t: number): Slot | undefined => {
     const slot = slots.get(key);
     if (slot === undefined) return undefined;
     if (dead(slot, t)) {
-      drop(key, slot);
+      drop(slot);
       return undefined;
     }
     return slot;
@@ -198,11 +215,9 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       const slot = live(key, t);
       if (slot === undefined) return undefined;
       slot.lastUsed = t;
-      // The most recently used key is already last: a hot key is not moved on every read.
-      if (key !== mru) {
-        slots.delete(key);
-        slots.set(key, slot);
-        mru = key;
+      if (slot !== tail) {
+        unlink(slot);
+        append(slot);
       }
       return slot.value as Value;
     },
@@ -210,17 +225,15 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       const t = now();
       pruneInactive(t);
       const old = slots.get(key);
-      if (old !== undefined) drop(key, old);
+      if (old !== undefined) drop(old);
       const size = Buffer.byteLength(key) + estimateSize(value);
       if (size > maxBytes) return false;
       const expiresAt = typeof ttl === 'number' && ttl > 0 ? t + ttl : Number.POSITIVE_INFINITY;
-      slots.set(key, { value, bytes: size, expiresAt, lastUsed: t });
-      mru = key;
+      const slot: Slot = { key, value, bytes: size, expiresAt, lastUsed: t, prev: undefined, next: undefined };
+      slots.set(key, slot);
+      append(slot);
       bytes += size;
-      for (const [k, slot] of slots) {
-        if (slots.size <= maxEntries && bytes <= maxBytes) break;
-        drop(k, slot);
-      }
+      while (head !== undefined && (slots.size > maxEntries || bytes > maxBytes)) drop(head);
       return true;
     },
     async delete(key: string): Promise<boolean> {
@@ -228,12 +241,13 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       pruneInactive(t);
       const slot = live(key, t);
       if (slot === undefined) return false;
-      drop(key, slot);
+      drop(slot);
       return true;
     },
     async clear(): Promise<void> {
       slots.clear();
-      mru = undefined;
+      head = undefined;
+      tail = undefined;
       bytes = 0;
     },
     async has(key: string): Promise<boolean> {
@@ -243,7 +257,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       const t = now();
       pruneInactive(t);
       const out: string[] = [];
-      for (const [key, slot] of slots) if (!dead(slot, t)) out.push(key);
+      for (let slot = head; slot !== undefined; slot = slot.next) if (!dead(slot, t)) out.push(slot.key);
       return out;
     },
     get size() {
