@@ -5,8 +5,8 @@ import type { NextUpstreamCondition } from '../balance/index.ts';
 import type { Middleware, Next } from '../core/chain.ts';
 import { parseDuration, type Duration } from '../core/duration.ts';
 import { InvalidOptionError } from '../core/errors.ts';
-import { exchange, upstreamTarget, type Exchange } from '../core/exchange.ts';
-import { compileTemplate, variable } from '../core/variables.ts';
+import { exchange, hasExchange, setEarlyCacheStatus, upstreamTarget, type Exchange } from '../core/exchange.ts';
+import { compileTemplate, hostOf, variable } from '../core/variables.ts';
 import { compilePolicy, freshness, headerValues, type CachePolicy, type CachePolicyOptions, type Freshness } from './policy.ts';
 import { intercept } from './intercept.ts';
 import { entryHeader, serveEntry, takeConditionals, type Conditionals } from './serve.ts';
@@ -406,7 +406,32 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
     return store.set(key, { status, headers: kept, body, storedAt: t, meta: meta as unknown as Record<string, unknown> }, ttl);
   };
 
+  // HITs that need no exchange record: the default key on the in-process store, nothing before the
+  // cache having rewritten the request. A key stored earlier came from a valid request target, so
+  // the same target needs no second check.
+  const fastPath = options.key === undefined && purgeSwitch === undefined && bypass === undefined;
+  const fastHit = (req: IncomingMessage, res: ServerResponse): boolean => {
+    const memory = store.memory;
+    const method = req.method;
+    if (memory === undefined || (method !== 'GET' && !(method === 'HEAD' && convertHead)) || hasExchange(req)) return false;
+    const original = (req as IncomingMessage & { originalUrl?: unknown }).originalUrl;
+    const target = typeof original === 'string' ? original : req.url;
+    if (target === undefined || target.charCodeAt(0) !== 47 /* '/' */) return false;
+    const host = req.headers.host;
+    if (!validHost(host)) return false;
+    const scheme = (req.socket as { encrypted?: boolean } | null)?.encrypted === true ? 'https' : 'http';
+    const entry = store.getSync(escapeKey(scheme + hostOf(req) + target));
+    if (entry === undefined) return false;
+    const meta = entry.meta as Partial<Meta> & { variants?: boolean } | undefined;
+    if (meta === undefined || typeof meta.expiresAt !== 'number' || now() >= meta.expiresAt || meta.variants === true) return false;
+    if (req.headers.authorization !== undefined && !sharedAllowed(entry)) return false;
+    setEarlyCacheStatus(req, 'HIT');
+    count('HIT', serveEntry(res, method, entry, req.headers as Conditionals, statusHeader, 'HIT'));
+    return true;
+  };
+
   const handler = function cache(req: IncomingMessage, res: ServerResponse, next: Next): void {
+    if (fastPath && fastHit(req, res)) return;
     const ex = exchange(req);
     let method = req.method ?? 'GET';
     if (purgeSwitch !== undefined) {

@@ -105,6 +105,22 @@ export function exchange(req: IncomingMessage): Exchange {
   return ex;
 }
 
+// Cache statuses of requests a cache answered before anything needed their exchange record (a HIT
+// on the fast path): the record, when someone asks for it, starts with that status.
+const earlyCacheStatus = new WeakMap<IncomingMessage, string>();
+
+/** @internal Records a cache status for a request that has no exchange record yet. */
+export function setEarlyCacheStatus(req: IncomingMessage, status: string): void {
+  const ex = (req as WithExchange)[kExchange];
+  if (ex !== undefined) ex.cacheStatus = status;
+  else earlyCacheStatus.set(req, status);
+}
+
+/** @internal True when the request already has its exchange record (something such as rewrite() used it). */
+export function hasExchange(req: IncomingMessage): boolean {
+  return (req as WithExchange)[kExchange] !== undefined;
+}
+
 function createExchange(req: IncomingMessage): Exchange {
   // Express strips its mount path from req.url and keeps the target in originalUrl.
   const original = (req as IncomingMessage & { originalUrl?: unknown }).originalUrl;
@@ -130,7 +146,7 @@ function createExchange(req: IncomingMessage): Exchange {
     server: undefined,
     upstreamFailure: undefined,
     detached: false,
-    cacheStatus: undefined,
+    cacheStatus: earlyCacheStatus.get(req),
     hint: undefined,
     responseHooks: undefined,
     addedHeaders: undefined,

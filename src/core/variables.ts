@@ -1,3 +1,4 @@
+import type { IncomingMessage } from 'node:http';
 import type { Exchange } from './exchange.ts';
 import { InvalidOptionError } from './errors.ts';
 
@@ -79,8 +80,13 @@ function headerValue(ex: Exchange, header: string): string {
 }
 
 function host(ex: Exchange): string {
-  const h = ex.req.headers.host;
-  if (typeof h !== 'string' || h === '') return ex.req.socket?.localAddress ?? '';
+  return hostOf(ex.req);
+}
+
+/** nginx's `$host` of a request: the Host header's name, lowercase, without the port; else the local address. */
+export function hostOf(req: IncomingMessage): string {
+  const h = req.headers.host;
+  if (typeof h !== 'string' || h === '') return req.socket?.localAddress ?? '';
   const lower = h.toLowerCase();
   if (lower.startsWith('[')) {
     const end = lower.indexOf(']');

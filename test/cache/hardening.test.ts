@@ -153,3 +153,23 @@ test("sticky()'s cookie does not stop caching: the cache judges the upstream's h
   assert.equal(hit.headers['set-cookie'], undefined);
   assert.equal(up.seen.length, 1);
 });
+
+test('a HIT answered without an exchange record still reports its status to exchange(req) and $upstream_cache_status', async (t) => {
+  const { pool } = await proxied(t, (_req, res) => {
+    res.writeHead(200, { 'cache-control': 'max-age=60' });
+    res.end('page');
+  });
+  const { exchange, compileTemplate } = await import('../../src/index.ts');
+  const status = compileTemplate('$upstream_cache_status', 'log');
+  const logged: string[] = [];
+  // A logger that reads the record only once the response is done, as access logs do.
+  const logger = (req: IncomingMessage, res: ServerResponse, next: Next): void => {
+    res.once('finish', () => logged.push(`${exchange(req).cacheStatus}/${status(exchange(req))}`));
+    next();
+  };
+  const gw = await gateway(t, chain(logger, cache(), balance(pool)));
+  await fetchText(`${gw.url}/l`);
+  await fetchText(`${gw.url}/l`);
+  await sleep(20);
+  assert.deepEqual(logged, ['MISS/MISS', 'HIT/HIT']);
+});
