@@ -105,15 +105,17 @@ export function exchange(req: IncomingMessage): Exchange {
   return ex;
 }
 
-// Cache statuses of requests a cache answered before anything needed their exchange record (a HIT
-// on the fast path): the record, when someone asks for it, starts with that status.
-const earlyCacheStatus = new WeakMap<IncomingMessage, string>();
+// The cache status of a request a cache answered before anything needed its exchange record (a
+// HIT on the fast path): the record, when someone asks for it, starts with that status. A property
+// on the request, as the record itself, costs less than a WeakMap entry per request.
+const kEarlyCacheStatus = Symbol.for('switchyard.cacheStatus');
 
 /** @internal Records a cache status for a request that has no exchange record yet. */
 export function setEarlyCacheStatus(req: IncomingMessage, status: string): void {
-  const ex = (req as WithExchange)[kExchange];
+  const holder = req as WithExchange & { [kEarlyCacheStatus]?: string };
+  const ex = holder[kExchange];
   if (ex !== undefined) ex.cacheStatus = status;
-  else earlyCacheStatus.set(req, status);
+  else holder[kEarlyCacheStatus] = status;
 }
 
 /** @internal True when the request already has its exchange record (something such as rewrite() used it). */
@@ -146,7 +148,7 @@ function createExchange(req: IncomingMessage): Exchange {
     server: undefined,
     upstreamFailure: undefined,
     detached: false,
-    cacheStatus: earlyCacheStatus.get(req),
+    cacheStatus: (req as IncomingMessage & { [kEarlyCacheStatus]?: string })[kEarlyCacheStatus],
     hint: undefined,
     responseHooks: undefined,
     addedHeaders: undefined,
