@@ -91,6 +91,7 @@ const INDEX = `switchyard demo gateway
   POST /switchyard/servers/:id/drain|down|up   change a server at run time
 
 Try:
+  open http://localhost:${PORT}/switchyard/dashboard/ in a browser, then:
   for i in $(seq 12); do curl -s localhost:${PORT}/hello; done
   curl -s localhost:${PORT}/switchyard/stats
   curl -si localhost:${PORT}/slow
