@@ -5,6 +5,7 @@ import type { NextUpstreamCondition } from '../balance/index.ts';
 import type { Middleware, Next } from '../core/chain.ts';
 import { parseDuration, type Duration } from '../core/duration.ts';
 import { InvalidOptionError } from '../core/errors.ts';
+import { TOKEN } from '../core/http.ts';
 import { exchange, hasExchange, setEarlyCacheStatus, upstreamTarget, type Exchange } from '../core/exchange.ts';
 import { compileTemplate, hostOf, variable } from '../core/variables.ts';
 import { compilePolicy, freshness, headerValues, type CachePolicy, type CachePolicyOptions, type Freshness } from './policy.ts';
@@ -174,7 +175,6 @@ const USE_STALE = new Set<UseStaleCondition>(['error', 'timeout', 'invalid_heade
 const ERROR_WINDOW = new Set<string>(['error', 'timeout', 'invalid_header', 'http_500', 'http_502', 'http_503', 'http_504']);
 // Not kept in an entry: per-connection or per-response framing, and cookies (never shared).
 const NOT_STORED = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length', 'set-cookie', 'proxy-connection', 'trailer', 'upgrade']);
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const COUNTER = { MISS: 'miss', BYPASS: 'bypass', EXPIRED: 'expired', STALE: 'stale', UPDATING: 'updating', REVALIDATED: 'revalidated', HIT: 'hit' } as const;
 const USES_LIMIT = 10_000;
 
@@ -236,6 +236,13 @@ function metaOf(entry: CacheEntry): Meta | undefined {
   const m = entry.meta as Partial<Meta> | undefined;
   if (m === undefined || typeof m.expiresAt !== 'number') return undefined;
   return { expiresAt: m.expiresAt, swr: typeof m.swr === 'number' ? m.swr : 0, sie: typeof m.sie === 'number' ? m.sie : 0, ...(Array.isArray(m.vary) ? { vary: m.vary.map(String) } : {}) };
+}
+
+/** A fresh entry (not a Vary marker) this request may be answered with: the test of a HIT. */
+function servableNow(entry: CacheEntry, req: IncomingMessage, t: number): boolean {
+  const meta = entry.meta as (Partial<Meta> & { variants?: boolean }) | undefined;
+  if (meta === undefined || typeof meta.expiresAt !== 'number' || t >= meta.expiresAt || meta.variants === true) return false;
+  return req.headers.authorization === undefined || sharedAllowed(entry);
 }
 
 function sharedAllowed(entry: CacheEntry): boolean {
@@ -421,10 +428,7 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
     if (!validHost(host)) return false;
     const scheme = (req.socket as { encrypted?: boolean } | null)?.encrypted === true ? 'https' : 'http';
     const entry = store.getSync(escapeKey(scheme + hostOf(req) + target));
-    if (entry === undefined) return false;
-    const meta = entry.meta as Partial<Meta> & { variants?: boolean } | undefined;
-    if (meta === undefined || typeof meta.expiresAt !== 'number' || now() >= meta.expiresAt || meta.variants === true) return false;
-    if (req.headers.authorization !== undefined && !sharedAllowed(entry)) return false;
+    if (entry === undefined || !servableNow(entry, req, now())) return false;
     setEarlyCacheStatus(req, 'HIT');
     count('HIT', serveEntry(res, method, entry, req.headers as Conditionals, statusHeader, 'HIT'));
     return true;
@@ -480,8 +484,7 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
     // Entries held in this process: a fresh one is answered without a promise.
     if (store.memory !== undefined) {
       const entry = store.getSync(base);
-      const expiresAt = (entry?.meta as Partial<Meta> | undefined)?.expiresAt;
-      if (entry !== undefined && typeof expiresAt === 'number' && now() < expiresAt && entry.meta!['variants'] !== true && (req.headers.authorization === undefined || sharedAllowed(entry))) {
+      if (entry !== undefined && servableNow(entry, req, now())) {
         answer(req, res, ex, entry, 'HIT');
         return;
       }

@@ -3,6 +3,7 @@ import { request as httpRequest, type ClientRequest, type IncomingMessage } from
 import { request as httpsRequest } from 'node:https';
 import { parseDuration, type Duration } from '../core/duration.ts';
 import { InvalidOptionError } from '../core/errors.ts';
+import { TOKEN } from '../core/http.ts';
 import { UpstreamPool, type ServerInfo } from '../pool/index.ts';
 import type { Peer } from '../pool/peer.ts';
 import { compileMatch, type MatchOptions } from './match.ts';
@@ -106,7 +107,6 @@ const realClock: HealthClock = {
   },
 };
 
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 function count(value: unknown, option: string, fallback: number): number {
   const v = value ?? fallback;

@@ -1,6 +1,7 @@
 // NGINX Plus `match` blocks: conditions on a probe's status, headers and body.
 import type { IncomingHttpHeaders } from 'node:http';
 import { InvalidOptionError } from '../core/errors.ts';
+import { TOKEN } from '../core/http.ts';
 
 /**
  * A header condition: a string (equals), a RegExp (matches), `true` (present), `false` (absent),
@@ -47,7 +48,6 @@ export interface CompiledMatch {
 type StatusTest = (status: number) => boolean;
 type HeaderTest = { name: string; describe: string; test: (value: string | undefined) => boolean };
 
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 function code(value: unknown, path: string): number {
   const n = typeof value === 'string' && /^\d{3}$/.test(value) ? Number(value) : value;

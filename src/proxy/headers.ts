@@ -1,6 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { Exchange } from '../core/exchange.ts';
 import { plainAddress, type TrustTest } from './trust.ts';
+import { TOKEN } from '../core/http.ts';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1 and the legacy ones), never forwarded in either direction. */
 const HOP_BY_HOP = new Set([
@@ -74,7 +75,7 @@ function listHeader(req: IncomingMessage, name: string): string[] {
 }
 
 function forwardedNode(value: string): string {
-  return /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(value) ? value : `"${value.replace(/["\\]/g, '\\$&')}"`;
+  return TOKEN.test(value) ? value : `"${value.replace(/["\\]/g, '\\$&')}"`;
 }
 
 /**

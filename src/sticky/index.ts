@@ -5,6 +5,7 @@ import { CacheStore, createMemoryStore, type MemoryStoreOptions } from '../cache
 import type { Middleware, Next } from '../core/chain.ts';
 import { parseDuration, type Duration } from '../core/duration.ts';
 import { InvalidOptionError, ServerNotFoundError } from '../core/errors.ts';
+import { TOKEN } from '../core/http.ts';
 import { exchange, type Exchange, type ResponseHook } from '../core/exchange.ts';
 import { args, compileTemplate, cookies, hasVariables, type Template } from '../core/variables.ts';
 import { UpstreamPool } from '../pool/index.ts';
@@ -131,7 +132,6 @@ export const DEFAULT_SESSION_TIMEOUT = 600_000;
 /** Longest cookie or route value looked at; longer ones are ignored (rebalanced). */
 export const MAX_STICKY_VALUE = 256;
 
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 // Cookie values: RFC 6265 cookie-octets.
 const COOKIE_VALUE = /^[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]*$/;
 const DOMAIN = /^\.?[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*$/;
@@ -171,28 +171,39 @@ function headerOf(req: IncomingMessage, name: string): string | undefined {
   return Array.isArray(v) ? v[0] : v;
 }
 
-function compileRoute(source: RouteSource, option: string): Extract {
-  if (typeof source === 'function') return source;
+/** A route source compiled once: its route, and the value it came from (cookie, query argument, header). */
+interface CompiledSource {
+  route: Extract;
+  raw: Extract | undefined;
+}
+
+function compileSource(source: RouteSource, option: string): CompiledSource {
+  if (typeof source === 'function') return { route: source, raw: undefined };
   if (typeof source === 'string') {
     const t = compileTemplate(source, option);
-    return (_req, ex) => t(ex);
+    return { route: (_req, ex) => t(ex), raw: undefined };
   }
   if (typeof source !== 'object' || source === null) throw new InvalidOptionError(option, 'a template, { cookie }, { query }, { header } or a function', source);
   const s = source as Record<string, unknown>;
   const pattern = s.pattern as RegExp | undefined;
+  let get: ((ex: Exchange) => string | undefined) | undefined;
   if (typeof s.cookie === 'string' && s.cookie !== '') {
     const name = s.cookie;
-    return withPattern((ex) => cookies(ex).get(name), pattern, option);
-  }
-  if (typeof s.query === 'string' && s.query !== '') {
+    get = (ex) => cookies(ex).get(name);
+  } else if (typeof s.query === 'string' && s.query !== '') {
     const name = s.query;
-    return withPattern((ex) => args(ex).get(name), pattern, option);
-  }
-  if (typeof s.header === 'string' && TOKEN.test(s.header)) {
+    get = (ex) => args(ex).get(name);
+  } else if (typeof s.header === 'string' && TOKEN.test(s.header)) {
     const name = s.header.toLowerCase();
-    return withPattern((ex) => headerOf(ex.req, name), pattern, option);
+    get = (ex) => headerOf(ex.req, name);
   }
-  throw new InvalidOptionError(option, 'a template, { cookie }, { query }, { header } or a function', source);
+  if (get === undefined) throw new InvalidOptionError(option, 'a template, { cookie }, { query }, { header } or a function', source);
+  const raw = get;
+  return { route: withPattern(raw, pattern, option), raw: (_req, ex) => raw(ex) };
+}
+
+function compileRoute(source: RouteSource, option: string): Extract {
+  return compileSource(source, option).route;
 }
 
 function list<T>(value: T | readonly T[] | undefined, option: string): readonly T[] {
@@ -374,25 +385,17 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
     };
     sessions = countSeen;
   } else if (options.route !== undefined) {
-    const sources = list(options.route, 'route').map((s, i) => compileRoute(s, Array.isArray(options.route) ? `route[${i}]` : 'route'));
+    const compiled = list(options.route, 'route').map((s, i) => compileSource(s, Array.isArray(options.route) ? `route[${i}]` : 'route'));
+    const sources = compiled.map((c) => c.route);
+    // The value a route came from tells sessions apart (a JSESSIONID is one per session).
+    const raws = compiled.flatMap((c) => (c.raw === undefined ? [] : [c.raw]));
     bind = (req, ex) => {
       const route = firstOf(sources, req, ex);
       if (plausible(route)) ex.hint = route;
       return undefined;
     };
     hook = (ex) => {
-      if (ex.server !== undefined && ex.hint === ex.server.sid) track(ex.server.sid, `route ${firstRaw(ex.req, ex) ?? ex.hint}`);
-    };
-    // The value a route came from tells sessions apart (a JSESSIONID is one per session).
-    const firstRaw = (req: IncomingMessage, ex: Exchange): string | undefined => {
-      for (const s of list(options.route, 'route')) {
-        let v: string | undefined;
-        if (typeof s === 'object' && s !== null && 'cookie' in s) v = cookies(ex).get(s.cookie);
-        else if (typeof s === 'object' && s !== null && 'query' in s) v = args(ex).get(s.query);
-        else if (typeof s === 'object' && s !== null && 'header' in s) v = headerOf(req, s.header.toLowerCase());
-        if (v !== undefined && v !== '') return v;
-      }
-      return undefined;
+      if (ex.server !== undefined && ex.hint === ex.server.sid) track(ex.server.sid, `route ${firstOf(raws, ex.req, ex) ?? ex.hint}`);
     };
     sessions = countSeen;
   } else {

@@ -1,6 +1,5 @@
 import { strict as assert } from 'node:assert';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { createServer, connect, type AddressInfo } from 'node:net';
 import { describe, it, before, after } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Keyv, type KeyvStoreAdapter } from 'keyv';
@@ -13,9 +12,9 @@ import {
   type CacheEntry,
 } from '../../src/cache/store.ts';
 import { InvalidOptionError } from '../../src/core/errors.ts';
+import { deadPort } from '../helpers.ts';
+import { redisAvailability, REDIS_URL } from '../redis.ts';
 
-const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-const REQUIRE_REDIS = process.env.REQUIRE_REDIS === '1';
 
 function entry(body: Buffer | string = 'hello', extra: Partial<CacheEntry> = {}): CacheEntry {
   return {
@@ -31,25 +30,6 @@ function collect(store: CacheStore): CacheStoreError[] {
   const errors: CacheStoreError[] = [];
   store.on('storeError', (err) => errors.push(err));
   return errors;
-}
-
-async function redisReachable(): Promise<boolean> {
-  const url = new URL(REDIS_URL);
-  return new Promise((resolve) => {
-    const socket = connect({ host: url.hostname, port: Number(url.port || 6379) });
-    socket.setTimeout(500);
-    socket.once('connect', () => { socket.destroy(); resolve(true); });
-    socket.once('timeout', () => { socket.destroy(); resolve(false); });
-    socket.once('error', () => resolve(false));
-  });
-}
-
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 // ---------------------------------------------------------------------------
@@ -176,12 +156,7 @@ storeContract('memory (default)', async () => {
   return { cache, shortTtl: 1000, advance: async (ms) => { t += ms; }, cleanup: () => cache.disconnect() };
 }, () => false);
 
-let redisUp = false;
-before(async () => {
-  redisUp = await redisReachable();
-  if (!redisUp && REQUIRE_REDIS) throw new Error(`REQUIRE_REDIS=1 but Redis is unreachable at ${REDIS_URL}`);
-});
-const redisSkip = (): string | false => (redisUp ? false : `Redis unreachable at ${REDIS_URL} (set REDIS_URL, or REQUIRE_REDIS=1 to fail)`);
+const redisSkip = redisAvailability().shared;
 const RUN = `swy-test-${randomUUID()}`;
 
 storeContract('redis (KeyvRedis adapter)', async () => {
@@ -503,7 +478,7 @@ describe('fail open', () => {
   });
 
   it('an unreachable Redis gives misses and events, never a crash, and lets the process exit after disconnect', async () => {
-    const port = await closedPort();
+    const port = await deadPort();
     const cache = new CacheStore({ store: new KeyvRedis(`redis://127.0.0.1:${port}`), namespace: RUN, timeout: 200 });
     const errors = collect(cache);
     assert.equal(await cache.get('k'), undefined);
