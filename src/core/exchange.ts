@@ -28,7 +28,11 @@ export interface Exchange {
   readonly req: IncomingMessage;
   /** When the gateway first saw the request (`performance.now()` ms). */
   readonly start: number;
-  /** The request target as the client sent it (nginx `$request_uri`). */
+  /**
+   * The request target as the client sent it (nginx `$request_uri`), in origin form and without a
+   * fragment: a `#` ends the target (nginx keeps it in `$request_uri`, but its `$uri` and `$args` end
+   * there), so what is matched, keyed and sent upstream is the same.
+   */
   readonly requestUri: string;
   /** The path (no query), percent-decoded and normalized as nginx's `$uri`; rewrite() changes it. */
   uri: string;
@@ -44,7 +48,7 @@ export interface Exchange {
   readonly vars: Map<string, string>;
   /** Regex captures of the last matching rewrite rule or condition (`$1`..`$9`, and named groups in `named`). */
   captures: Captures | undefined;
-  /** False when the path could not be normalized (bad escape, NUL, `..` above the root): such requests get 400. */
+  /** False when the path could not be normalized (bad escape, NUL, `..` above the root, a `..;` or `.;` segment): such requests get 400. */
   uriValid: boolean;
   /** A body already parsed by the framework (Fastify, Koa), to re-send upstream. */
   parsedBody: unknown;
@@ -126,7 +130,7 @@ export function hasExchange(req: IncomingMessage): boolean {
 function createExchange(req: IncomingMessage): Exchange {
   // Express strips its mount path from req.url and keeps the target in originalUrl.
   const original = (req as IncomingMessage & { originalUrl?: unknown }).originalUrl;
-  const requestUri = originForm(typeof original === 'string' ? original : (req.url ?? '/'));
+  const requestUri = originForm(withoutFragment(typeof original === 'string' ? original : (req.url ?? '/')));
   const q = requestUri.indexOf('?');
   const rawPath = q === -1 ? requestUri : requestUri.slice(0, q);
   const normalized = normalizePath(rawPath);
@@ -158,6 +162,16 @@ function createExchange(req: IncomingMessage): Exchange {
 }
 
 /**
+ * Cuts a request target at its first `#`: a fragment is never part of what a server acts on. A client
+ * that sends one (`/admin#x`, `/a?b=1#c`) gets the target without it, as nginx's `$uri` and `$args`
+ * do, so rules match, caches key and upstreams receive the same path.
+ */
+function withoutFragment(target: string): string {
+  const hash = target.indexOf('#');
+  return hash === -1 ? target : target.slice(0, hash);
+}
+
+/**
  * Reduces a request target to origin form (`/path?query`): an absolute-form
  * target (`http://host/path`) keeps only its path and query, so a client cannot
  * steer the upstream request to another authority.
@@ -176,7 +190,10 @@ export function originForm(target: string): string {
 /**
  * nginx's URI normalization: percent-decode, merge slashes, resolve `.` and `..`.
  * Returns undefined when the path is not acceptable (bad escape, NUL, `..` above
- * the root), which nginx answers with 400.
+ * the root), which nginx answers with 400. A segment that is `.` or `..` followed by
+ * a `;` path parameter (`..;`, `..;x`, `.;x`, decoded) is refused too: Tomcat and
+ * Jetty read it as `..` or `.`, so `/app/..;/admin` would reach `/admin` behind a
+ * rule meant for `/app/` (nginx passes it on as a plain name).
  */
 export function normalizePath(path: string): string | undefined {
   let decoded: string;
@@ -190,13 +207,14 @@ export function normalizePath(path: string): string | undefined {
   // so `..%5c` cannot climb out of a prefix on an upstream that reads it that way.
   if (decoded.includes('\\')) decoded = decoded.replaceAll('\\', '/');
   if (!decoded.startsWith('/')) decoded = `/${decoded}`;
-  if (!/\/\/|\/\.(?:\/|\.|$)/.test(decoded)) return decoded;
+  if (!/\/\/|\/\.(?:\/|\.|;|$)/.test(decoded)) return decoded;
   const out: string[] = [];
   const segments = decoded.split('/');
   for (let i = 1; i < segments.length; i++) {
     const seg = segments[i]!;
     const last = i === segments.length - 1;
     if (seg === '' && !last) continue;
+    if (seg.startsWith('.;') || seg.startsWith('..;')) return undefined;
     if (seg === '.') {
       if (last) out.push('');
       continue;

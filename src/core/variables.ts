@@ -13,20 +13,23 @@ const VAR = /\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*|[0-9]))/g
  * Compiles a string with nginx variables (`$uri`, `${host}`, `$arg_id`,
  * `$http_x_user`, `$cookie_sid`, `$1`) once; the result evaluates it per request.
  * Unknown names read variables set by rewrite()'s `set`, and are empty when unset.
+ * `filter`, when given, wraps each variable's getter, given the variable's name (without `$`):
+ * rewrite() uses it to percent-encode decoded values put into query arguments.
  * @example
  * ```ts
  * const key = compileTemplate('$scheme$host$request_uri', 'key');
  * key(exchange(req)); // 'http://example.com/a?b=1' without the separators
  * ```
  */
-export function compileTemplate(text: string, option: string): Template {
+export function compileTemplate(text: string, option: string, filter?: (name: string, get: Template) => Template): Template {
   if (typeof text !== 'string') throw new InvalidOptionError(option, 'a string with nginx variables', text);
   const parts: Array<string | Getter> = [];
   let last = 0;
   VAR.lastIndex = 0;
   for (let m = VAR.exec(text); m !== null; m = VAR.exec(text)) {
     if (m.index > last) parts.push(text.slice(last, m.index));
-    parts.push(variable((m[1] ?? m[2])!));
+    const name = (m[1] ?? m[2])!;
+    parts.push(filter === undefined ? variable(name) : filter(name, variable(name)));
     last = VAR.lastIndex;
   }
   if (last < text.length) parts.push(text.slice(last));

@@ -4,7 +4,7 @@ import { compile as compilePath, match as matchPath } from 'path-to-regexp';
 import type { Middleware, Next } from '../core/chain.ts';
 import { BadRequestError, InvalidOptionError, SwitchyardError } from '../core/errors.ts';
 import { encodePath, exchange, type Exchange } from '../core/exchange.ts';
-import { compileTemplate } from '../core/variables.ts';
+import { compileTemplate, type Template } from '../core/variables.ts';
 import { captures, compileCondition, compileRegex, hostMatcher, hostOf, type Condition, type HostMatch } from './conditions.ts';
 
 export type { Condition, ConditionOperator } from './conditions.ts';
@@ -398,7 +398,7 @@ function regexStep(source: string | RegExp, replacement: string, flag: RewriteFl
   const body = dropArgs ? replacement.slice(0, -1) : replacement;
   const q = body.indexOf('?');
   const path = compileTemplate(q === -1 ? body : body.slice(0, q), `${where}.replacement`);
-  const args = q === -1 ? undefined : compileTemplate(body.slice(q + 1), `${where}.replacement`);
+  const args = q === -1 ? undefined : compileTemplate(body.slice(q + 1), `${where}.replacement`, argVariable);
   const redirect = flag === 'redirect' || flag === 'permanent' || ABSOLUTE.test(replacement);
   // Most rules start with a literal (`^/download/`): a startsWith check skips the regex for other URIs.
   const prefix = literalPrefix(re);
@@ -411,10 +411,12 @@ function regexStep(source: string | RegExp, replacement: string, flag: RewriteFl
   };
   // Captures land in the path as they are (the URI is decoded text, encoded again on its way
   // upstream) or percent-encoded for a redirect; in the arguments they are always encoded, so a
-  // capture cannot add arguments (`&`, `=`) or a fragment (nginx escapes them likewise).
+  // capture cannot add arguments (`&`, `=`) or a fragment (nginx escapes them likewise). Decoded
+  // variables in the arguments are encoded the same way (argVariable), and what remains is made
+  // valid for a request line (queryText).
   const produce = (ex: Exchange): Target => ({
     path: redirect ? withCaptures(ex, escapeForRedirect, path) : path(ex),
-    args: args === undefined ? undefined : withCaptures(ex, escapeArg, args),
+    args: args === undefined ? undefined : queryText(withCaptures(ex, escapeArg, args)),
   });
   return replaceStep(test, { produce, flag, redirect, dropArgs });
 }
@@ -462,7 +464,7 @@ function patternStep(from: string, to: string, flag: RewriteFlag | undefined, wh
   const target = dropArgs ? to.slice(0, -1) : to;
   const q = target.indexOf('?');
   const toPath = q === -1 ? target : target.slice(0, q);
-  const query = q === -1 ? undefined : target.slice(q + 1);
+  const query = q === -1 ? undefined : queryText(target.slice(q + 1));
   const origin = /^https?:\/\/[^/]*/.exec(toPath)?.[0] ?? '';
   if (origin === '' && !toPath.startsWith('/')) throw new InvalidOptionError(`${where}.to`, 'a target such as "/new/:id" or "https://example.com/:id"', to);
   const redirect = flag === 'redirect' || flag === 'permanent' || origin !== '';
@@ -507,6 +509,30 @@ function withCaptures(ex: Exchange, escape: (value: string) => string, produce: 
 /** Percent-encodes a capture for a query argument: everything but unreserved characters. */
 function escapeArg(value: string): string {
   return encodeURIComponent(wellFormed(value));
+}
+
+/**
+ * Variables whose values are decoded text (the normalized path, the host, header and cookie values):
+ * in a replacement's arguments they are percent-encoded as captures are, so `$uri` on `/a%20b` gives
+ * `/x?u=%2Fa%20b` and a `&` or `#` in them cannot add an argument or end the target. nginx copies
+ * them as they are, which on `/a%20b` puts a space in the upstream request line. Variables that hold
+ * query text already (`$args`, `$arg_NAME`, `$request_uri`, `set` variables) keep their escapes;
+ * captures are encoded by withCaptures.
+ */
+function argVariable(name: string, get: Template): Template {
+  const n = name.toLowerCase();
+  const decoded = n === 'uri' || n === 'document_uri' || n === 'host' || n === 'content_type' || n.startsWith('http_') || n.startsWith('cookie_');
+  return decoded ? (ex) => escapeArg(get(ex)) : get;
+}
+
+/**
+ * Makes argument text valid in a request line: percent-encodes (UTF-8) controls, space, DEL,
+ * non-ASCII, `#`, `"`, `<`, `>`, `\`, `^`, `` ` ``, `{`, `|`, `}` and a `%` that starts no escape;
+ * valid escapes, `&` and `=` stay as they are.
+ */
+function queryText(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/[^\x21-\x7e]|[#"<>\\^`{|}]|%(?![0-9A-Fa-f]{2})/gu, (c) => encodeURIComponent(wellFormed(c)));
 }
 
 /** Replaces lone surrogates (a regex without `u` can capture half a pair) with U+FFFD, so encoding cannot throw. */

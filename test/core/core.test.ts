@@ -3,17 +3,21 @@ import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage } from 'node:http';
 import {
   BadGatewayError,
+  balance,
   chain,
   compileTemplate,
+  createPool,
   exchange,
   GatewayTimeoutError,
   InvalidOptionError,
   NoServerAvailableError,
   parseDuration,
+  respondWithError,
   SwitchyardError,
 } from '../../src/index.ts';
 import { normalizePath, originForm } from '../../src/core/exchange.ts';
-import { fetchText, gateway } from '../helpers.ts';
+import { RawClient } from '../balance/support.ts';
+import { fetchText, gateway, upstream } from '../helpers.ts';
 
 test('durations: numbers are ms, strings take nginx units and combine, bare numbers are seconds', () => {
   const table: Array<[number | string, number]> = [
@@ -46,6 +50,15 @@ test('URI normalization follows nginx: decode, merge slashes, resolve dot segmen
     ['/%zz', undefined],
     ['/a%00b', undefined],
     ['/a/.', '/a/'],
+    // `..;` and `.;` are `..` and `.` to Tomcat and Jetty: refused.
+    ['/a/..;/b', undefined],
+    ['/a/..;x/b', undefined],
+    ['/..;/', undefined],
+    ['/a/%2e%2e%3b/b', undefined],
+    ['/a/.;x/b', undefined],
+    ['/a/.;', undefined],
+    ['/a;b/c', '/a;b/c'],
+    ['/a/...;/b', '/a/...;/b'],
   ];
   for (const [input, out] of table) assert.equal(normalizePath(input), out, input);
 });
@@ -164,4 +177,25 @@ test('the exchange keeps the original target when a framework strips a mount pat
   const ex = exchange(req);
   assert.equal(ex.requestUri, '/api/x?y=1');
   assert.equal(ex.uri, '/api/x');
+});
+
+test('balance() sends the target upstream without its fragment', { timeout: 30_000 }, async (t) => {
+  const up = await upstream(t, 'up');
+  const pool = createPool({ servers: [{ url: up.url }] });
+  t.after(() => pool.close());
+  const gw = await gateway(t, chain(balance(pool), { final: (err, req, res) => respondWithError(err, req, res) }));
+  for (const [target, seen] of [
+    ['/p?q=1#frag', '/p?q=1'],
+    ['/p#x?y=1', '/p'],
+    ['/p#', '/p'],
+    ['/a%20b#c', '/a%20b'],
+    ['http://other.example/p#x', '/p'],
+  ] as const) {
+    const c = await RawClient.open(t, gw.port);
+    c.write(`GET ${target} HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n`);
+    const res = await c.response();
+    assert.equal(res.status, 200, target);
+    assert.equal(up.seen.at(-1)!.url, seen, target);
+  }
+  assert.equal(up.seen.length, 5);
 });

@@ -68,10 +68,10 @@ async function proxied(t: TestContext, rules: RewriteRule[]) {
   const pool = createPool({ servers: [{ url: up.url }] });
   t.after(() => pool.close());
   const gw = await listen(t, createServer(chain(rewrite(rules), balance(pool), { final: (err, req, res) => respondWithError(err, req, res) })));
-  const send = async (target: string): Promise<{ status: number; upstream: string | undefined }> => {
+  const send = async (target: string, headers = ''): Promise<{ status: number; upstream: string | undefined }> => {
     const before = up.seen.length;
     const c = await RawClient.open(t, gw.port);
-    c.write(`GET ${target} HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n`);
+    c.write(`GET ${target} HTTP/1.1\r\nHost: gw.test\r\n${headers}Connection: close\r\n\r\n`);
     const res = await c.response();
     return { status: res.status, upstream: up.seen.length > before ? up.seen[up.seen.length - 1]!.url : undefined };
   };
@@ -205,4 +205,95 @@ test('a redirect to //host or /\\host stays on this site (no open redirect)', as
   const relative = await rewriteGateway(t, [{ rewrite: '^/foo(.*)$', replacement: '/$1', flag: 'redirect' }], { absoluteRedirect: false });
   assert.equal((await relative.get('/foo/evil.com/x')).headers.location, '/evil.com/x');
   assert.equal((await relative.get('/foo%5Cevil.com/x')).headers.location?.startsWith('//'), false);
+});
+
+// ---- hostile request targets (issue 11) ----
+
+test('a fragment in the target cannot slip past an exact or a regex location: the upstream never sees it', { timeout: 30_000 }, async (t) => {
+  const { send, up } = await proxied(t, [
+    { location: '= /admin', rules: [{ return: 403 }] },
+    { location: '~ \\.php$', rules: [{ return: 403 }] },
+  ]);
+  // nginx's `$uri` ends at `#` too: these are `/admin` and `/x.php` to it.
+  for (const target of ['/admin#x', '/admin?a=1#x', '/x.php#y', '/x.php#/../ok', '/admin#', 'http://gw.test/admin#x']) {
+    const r = await send(target);
+    assert.equal(r.status, 403, target);
+    assert.equal(r.upstream, undefined, target);
+  }
+  const ok = await send('/ok?a=1#/admin');
+  assert.equal(ok.status, 200);
+  assert.equal(ok.upstream, '/ok?a=1', 'the upstream gets the target without its fragment');
+  assert.equal(up.seen.length, 1);
+});
+
+test('the exchange record ends $request_uri, $uri and $args at #', { timeout: 30_000 }, async (t) => {
+  const gw = await rewriteGateway(t, [{ set: '$ru', value: '$request_uri' }]);
+  const echo = async (target: string) => {
+    const c = await RawClient.open(t, gw.port);
+    c.write(`GET ${target} HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n`);
+    const res = await c.response();
+    assert.equal(res.status, 200, target);
+    return JSON.parse(res.body) as { uri: string; args: string; vars: Record<string, string> };
+  };
+  for (const [target, uri, args, requestUri] of [
+    ['/a?b=1#frag', '/a', 'b=1', '/a?b=1'],
+    ['/a#f?b=1', '/a', '', '/a'],
+    ['/a?b#c?d', '/a', 'b', '/a?b'],
+    ['/p%23q#r', '/p#q', '', '/p%23q'],
+  ] as const) {
+    const e = await echo(target);
+    assert.deepEqual([e.uri, e.args, e.vars.ru], [uri, args, requestUri], target);
+  }
+});
+
+test('a ..; or .; path parameter segment is refused (400): Tomcat and Jetty read it as .. or .', { timeout: 30_000 }, async (t) => {
+  // Only /app/ is served; everything else is refused at the gateway.
+  const { send, up } = await proxied(t, [
+    { location: '/app/', rules: [] },
+    { location: '/', rules: [{ return: 403 }] },
+  ]);
+  for (const target of ['/app/..;/admin', '/app/..;x/admin', '/app/%2e%2e;/admin', '/app/..%3b/admin', '/app/.;/..;/admin', '/app/.;x/a', '/..;/', '/..;foo/', '/app/..;']) {
+    const r = await send(target);
+    assert.equal(r.status, 400, target);
+    assert.equal(r.upstream, undefined, target);
+  }
+  // Path parameters on ordinary segments, and names that only start with dots, go through.
+  for (const target of ['/app/a;b/c', '/app/...;x', '/app/.well-known;x/y']) {
+    const r = await send(target);
+    assert.equal(r.status, 200, target);
+    assert.equal(r.upstream, target);
+  }
+  assert.equal(up.seen.length, 3);
+});
+
+test('$uri and header variables in rewritten arguments are percent-encoded: the upstream gets a valid target', { timeout: 30_000 }, async (t) => {
+  const { send, up } = await proxied(t, [
+    { location: '/h/', rules: [{ rewrite: '^', replacement: '/x?ua=$http_x_v&n=1', flag: 'break' }] },
+    { location: '/s/', rules: [{ set: '$v', value: '$uri' }, { rewrite: '^', replacement: '/x?v=$v', flag: 'break' }] },
+    { location: '/', rules: [{ rewrite: '^', replacement: '/x?u=$uri', flag: 'break' }] },
+  ]);
+  const query = (): URLSearchParams => new URL(`http://x${up.seen.at(-1)!.url}`).searchParams;
+  // nginx 1.22 sends `GET /x?u=/a b` here, which its own upstream answers 400.
+  const spaced = await send('/a%20b');
+  assert.equal(spaced.status, 200);
+  assert.equal(spaced.upstream, '/x?u=%2Fa%20b');
+  assert.equal(query().get('u'), '/a b');
+  // A decoded & or # in the path stays inside the argument.
+  const amp = await send('/a%26admin%3D1%23c');
+  assert.equal(amp.status, 200);
+  assert.equal(query().get('u'), '/a&admin=1#c');
+  assert.equal(query().get('admin'), null);
+  const utf8 = await send('/%E2%82%AC');
+  assert.equal(utf8.status, 200);
+  assert.equal(utf8.upstream, '/x?u=%2F%E2%82%AC');
+  // A set variable keeps its escapes, and what a request line cannot hold is encoded.
+  const set = await send('/s/a%20b%25');
+  assert.equal(set.status, 200);
+  assert.equal(set.upstream, '/x?v=/s/a%20b%25');
+  // A header value with spaces, an ampersand and a #.
+  const header = await send('/h/a', 'X-V: Mozilla/5.0 (X11) a&n=2#x\r\n');
+  assert.equal(header.status, 200);
+  assert.equal(header.upstream, '/x?ua=Mozilla%2F5.0%20(X11)%20a%26n%3D2%23x&n=1');
+  assert.equal(query().get('ua'), 'Mozilla/5.0 (X11) a&n=2#x');
+  assert.deepEqual(query().getAll('n'), ['1']);
 });
