@@ -88,14 +88,15 @@ const INDEX = `switchyard demo gateway
   GET /switchyard/cache  the microcache's counters (hit, stale, updating, miss, ...)
   GET /switchyard/dashboard/          the live dashboard (drain, down and up buttons from this machine)
   GET /switchyard/api/9/http/upstreams  NGINX Plus-shaped API; /switchyard/metrics for Prometheus
-  POST /switchyard/servers/:id/drain|down|up   change a server at run time
+  PATCH /switchyard/api/9/http/upstreams/demo/servers/:id   change a server at run time
+                         ({"drain":true}, {"down":true}, {"down":false,"drain":false}), from this machine
 
 Try:
   open http://localhost:${PORT}/switchyard/dashboard/ in a browser, then:
   for i in $(seq 12); do curl -s localhost:${PORT}/hello; done
   curl -s localhost:${PORT}/switchyard/stats
   curl -si localhost:${PORT}/slow
-  curl -s -X POST localhost:${PORT}/switchyard/servers/blue/down
+  curl -s -X PATCH -H 'content-type: application/json' -d '{"down":true}' localhost:${PORT}/switchyard/api/9/http/upstreams/demo/servers/blue
 `;
 
 const admin = (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void): void => {
@@ -115,22 +116,15 @@ const admin = (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) 
     res.end(JSON.stringify(microcache.stats(), null, 2) + '\n');
     return;
   }
-  const m = /^\/switchyard\/servers\/([a-z]+)\/(drain|down|up)$/.exec(url);
-  if (m !== null && req.method === 'POST') {
-    const change = m[2] === 'drain' ? { drain: true } : m[2] === 'down' ? { down: true } : { down: false, drain: false };
-    try {
-      res.setHeader('content-type', 'application/json');
-      res.end(JSON.stringify(pool.update(m[1]!, change)) + '\n');
-    } catch (err) {
-      next(err);
-    }
-    return;
-  }
   next();
 };
 
 // Live monitoring: NGINX Plus-shaped JSON API, Prometheus metrics and the dashboard under /switchyard/.
-// Changes (drain, down, up, add, remove) are allowed from this machine only.
+// Changes (drain, down, up, add, remove) are allowed from this machine, to requests whose Host is
+// localhost or an IP address (allowedHosts): the client's address alone is not enough, since a page
+// on another site can rebind its own name to 127.0.0.1 and send requests from your browser (DNS
+// rebinding). Those carry the other site's name in Host, and monitor() refuses them (403). A gateway
+// reached by name lists that name in allowedHosts, and checks a credential in `write`.
 const gateway = createServer();
 const loopback = (address: string | undefined): boolean => address === '127.0.0.1' || address === '::1' || address === '::ffff:127.0.0.1';
 const status = monitor({
@@ -139,6 +133,7 @@ const status = monitor({
   healthChecks: [health],
   prefix: '/switchyard',
   server: gateway,
+  allowedHosts: [], // IP addresses and localhost only (always allowed)
   write: (req) => loopback(req.socket.remoteAddress),
 });
 gateway.on('request', chain(admin, status, rules, slowRoute, proxy));

@@ -9,6 +9,7 @@ import type { HealthCheck } from '../health/index.ts';
 import { UpstreamPool } from '../pool/index.ts';
 import { ApiError, apiErrorOf, cacheJson, serverConf, serverFromBody, updateFromBody, upstreamJson } from './api.ts';
 import { DASHBOARD_CSS, DASHBOARD_HTML, DASHBOARD_JS } from './dashboard.ts';
+import { hostAllowed } from './hosts.ts';
 import { prometheus, PROMETHEUS_CONTENT_TYPE, type GatewayCounters } from './prometheus.ts';
 
 export { STATE_NUMBERS, PROMETHEUS_CONTENT_TYPE } from './prometheus.ts';
@@ -23,10 +24,22 @@ export interface MonitorOptions {
   healthChecks?: readonly HealthCheck[];
   /**
    * Which requests may change anything (POST, PATCH, DELETE): the default refuses every write (405,
-   * NGINX Plus's `api write=off`). Give a predicate that checks who is asking.
+   * NGINX Plus's `api write=off`). Give a predicate that checks who is asking: a credential (a token,
+   * your authentication) rather than the client's address alone.
    * @default () => false
    */
   write?: (req: IncomingMessage) => boolean;
+  /**
+   * The host names the monitor answers to (the Host header, any port), besides IP literals and
+   * `localhost`, which are always allowed; `.example.org` allows every name under example.org too.
+   * Any other Host gets 403 `HostNotAllowed`, on reads and writes alike: a page on another site that
+   * rebinds its own name to the gateway's address (DNS rebinding) cannot read or change anything
+   * from the operator's browser. List the names operators, scrapers and load balancers use to reach
+   * the monitor; `true` allows every Host (only when `write` checks a credential and reads are
+   * not sensitive).
+   * @default [] (IP literals and localhost only)
+   */
+  allowedHosts?: readonly string[] | true;
   /**
    * Where the monitor is mounted when the framework does not strip it from `req.url` (node:http with
    * chain(), Koa): requests outside it go to `next()`. Express's `app.use('/status', monitor(...))`
@@ -71,15 +84,25 @@ function named<T extends { name: string }>(value: readonly T[] | Readonly<Record
  * Live activity monitoring and on-the-fly reconfiguration: NGINX Plus's API (version 9 shapes) for
  * the pools and caches, Prometheus metrics at `/metrics`, and a live dashboard at `/dashboard`.
  * Writes (adding, changing, removing servers; resetting statistics) are refused unless `write`
- * allows the request, and need a JSON body. Mount it at any path.
+ * allows the request, and need a JSON body. Requests whose Host is not an IP literal, `localhost`
+ * or a name in `allowedHosts` are refused (403), against DNS rebinding. Mount it at any path.
  * @example
  * ```ts
  * import express from 'express';
+ * import { randomUUID, timingSafeEqual } from 'node:crypto';
  * import { createPool, balance, monitor } from 'switchyard';
  *
+ * const token = Buffer.from(`Bearer ${process.env.ADMIN_TOKEN || randomUUID()}`); // unset: nobody writes
  * const pool = createPool({ name: 'app', servers: [{ url: 'http://10.0.0.1:8080' }] });
  * const app = express();
- * app.use('/status', monitor({ pools: [pool], write: (req) => req.socket.remoteAddress === '127.0.0.1' }));
+ * app.use('/status', monitor({
+ *   pools: [pool],
+ *   allowedHosts: ['gateway.internal'],
+ *   write: (req) => {
+ *     const given = Buffer.from(req.headers.authorization ?? '');
+ *     return given.length === token.length && timingSafeEqual(given, token);
+ *   },
+ * }));
  * app.use(balance(pool));
  * const server = app.listen(8080);
  * ```
@@ -91,6 +114,7 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
   const caches = named(options.caches, 'caches', (v) => typeof v === 'function' && typeof (v as CacheMiddleware).stats === 'function');
   const write = options.write ?? (() => false);
   if (typeof write !== 'function') throw new InvalidOptionError('write', 'a predicate (req) => boolean', write);
+  const allowedHost = hostAllowed(options.allowedHosts);
   const prefix = (options.prefix ?? '').replace(/\/+$/, '');
   if (typeof options.prefix === 'string' && options.prefix !== '' && !options.prefix.startsWith('/')) throw new InvalidOptionError('prefix', 'a path starting with "/"', options.prefix);
   const dashboard = options.dashboard ?? true;
@@ -345,6 +369,10 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
         return;
       }
       path = path.slice(prefix.length) || '/';
+    }
+    if (!allowedHost(req.headers.host)) {
+      fail(res, new ApiError(403, 'HostNotAllowed', `host not allowed: ${JSON.stringify(req.headers.host ?? '')} (list the names the monitor is reached by in allowedHosts)`));
+      return;
     }
     route(req, res, path).then(
       (handled) => {

@@ -179,6 +179,10 @@ test('the demo gateway (npm start) balances, rewrites, reports stats and stops c
   const drained = await fetchText(`${demo.url}/switchyard/api/9/http/upstreams/demo/servers/green`, { method: 'PATCH', headers: { 'content-type': 'application/json' }, body: '{"drain":true}' });
   assert.equal(drained.status, 200);
   assert.equal((JSON.parse(drained.body) as { drain: boolean }).drain, true);
+  // ...but not from a page that rebound its own name to this machine (DNS rebinding): 403.
+  const rebound = await fetchText(`${demo.url}/switchyard/api/9/http/upstreams/demo/servers/blue`, { method: 'PATCH', headers: { host: 'attacker.example', 'content-type': 'application/json' }, body: '{"down":true}' });
+  assert.equal(rebound.status, 403);
+  assert.equal((JSON.parse((await fetchText(`${demo.url}/switchyard/api/9/http/upstreams/demo/servers/blue`)).body) as { down: boolean }).down, false);
   demo.child.kill('SIGTERM');
   const { code } = await demo.exited;
   assert.equal(code, 0);
