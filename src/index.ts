@@ -71,6 +71,7 @@ export {
   NoServerAvailableError,
   ServerNotFoundError,
   SwitchyardError,
+  UnsupportedTransferCodingError,
   UpstreamStatusError,
 } from './core/errors.ts';
 export type { CacheStoreFailure, CacheStoreOperation, SwitchyardErrorOptions } from './core/errors.ts';

@@ -70,7 +70,11 @@ export interface BalanceOptions {
   headerTimeout?: Duration;
   /** Longest silence while sending the request or reading the response (nginx `proxy_read_timeout`). @default '60s' */
   idleTimeout?: Duration;
-  /** Proxies whose X-Forwarded-For, -Proto, -Host and Forwarded headers are believed. @default false */
+  /**
+   * Proxies whose forwarding headers (`Forwarded`, `X-Forwarded-*`, `X-Real-IP` and the like) are
+   * believed and passed upstream; from any other peer they are removed.
+   * @default false
+   */
   trustProxy?: TrustProxy;
   /** Set X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host upstream. @default true */
   xForwarded?: boolean;

@@ -116,6 +116,25 @@ export class BadRequestError extends SwitchyardError {
 }
 
 /**
+ * The request's body comes in a transfer coding switchyard does not forward:
+ * anything but `Transfer-Encoding: chunked` alone (`gzip, chunked`, say). As
+ * nginx, the request is refused with 501 (RFC 9112 §6.1) rather than sent on
+ * with the coding dropped. Code `SWY_ERR_TRANSFER_CODING`.
+ * @example
+ * ```ts
+ * if (err instanceof UnsupportedTransferCodingError) console.log(err.transferEncoding);
+ * ```
+ */
+export class UnsupportedTransferCodingError extends SwitchyardError {
+  /** The request's Transfer-Encoding, as received. */
+  readonly transferEncoding: string;
+  constructor(transferEncoding: string) {
+    super('SWY_ERR_TRANSFER_CODING', 501, `Transfer coding not implemented: ${JSON.stringify(transferEncoding.slice(0, 80))}`);
+    this.transferEncoding = transferEncoding;
+  }
+}
+
+/**
  * Thrown synchronously by factories and pool methods when an option is invalid.
  * A `TypeError` that names the option path and what was expected.
  * @example

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import type { ClientRequest } from 'node:http';
-import { BadRequestError } from '../core/errors.ts';
+import { BadRequestError, UnsupportedTransferCodingError } from '../core/errors.ts';
 import type { Exchange } from '../core/exchange.ts';
 
 /**
@@ -46,11 +46,17 @@ const NO_BODY: RequestBody = {
 
 /**
  * Chooses how the body travels: none, a parsed body re-serialized (the stream
- * was consumed by a body parser), or the live stream.
+ * was consumed by a body parser), or the live stream. Throws
+ * UnsupportedTransferCodingError (501) for a body in a transfer coding other
+ * than chunked alone.
  * @internal
  */
 export function requestBody(ex: Exchange, replayLimit: number): RequestBody {
   const req = ex.req;
+  // Node's parser decodes only the final chunked coding: any other would be sent on
+  // undecoded but unlabelled. nginx refuses it with 501 (RFC 9112 §6.1).
+  const te = req.headers['transfer-encoding'];
+  if (te !== undefined && te.trim().toLowerCase() !== 'chunked') throw new UnsupportedTransferCodingError(te);
   if (!hasBody(req)) {
     // A POST without a body still states its length, as nginx sends it.
     return req.method === 'POST' || req.method === 'PUT' || req.method === 'PATCH' ? fixedBody(Buffer.alloc(0)) : NO_BODY;
@@ -170,5 +176,9 @@ class StreamBody implements RequestBody {
     this.#req.off('data', this.#onData);
     this.#req.off('end', this.#onEnd);
     this.#kept = [];
+    // Done with the body (answered early, or failed): what the client still sends is
+    // read and dropped, as node does with a body nobody reads, so that its keep-alive
+    // connection is not left stuck mid-body.
+    if (!this.#ended) this.#req.resume();
   }
 }

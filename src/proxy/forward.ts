@@ -27,6 +27,51 @@ export type AttemptResult =
   | { kind: 'response'; request: ClientRequest; response: IncomingMessage; headerTime: number; bytes: AttemptBytes }
   | { kind: 'failure'; failure: AttemptFailure; cause: Error; sent: boolean; reused: boolean; bytes: AttemptBytes };
 
+/**
+ * Longest wait for a response after a write to the upstream failed (the server
+ * reset the connection while the body was being sent). Whatever it sent before
+ * the reset is already on this machine, so the wait ends at once in practice.
+ */
+const WRITE_ERROR_GRACE = 1000;
+
+const kOnWriteError = Symbol('switchyard.onWriteError');
+
+/** An upstream socket whose write errors go to the attempt that owns it. */
+interface GuardedSocket extends Socket {
+  [kOnWriteError]?: ((err: Error) => void) | undefined;
+}
+
+/**
+ * Node destroys a socket on its first failed write, discarding what the server
+ * sent before it reset the connection: an upload refused early (413, 401 with
+ * `Connection: close`, then a reset) would lose its answer. While an attempt owns
+ * the socket, a failed write is reported to the attempt instead, so the read
+ * side stays open and the response already received is parsed as usual; the
+ * reset then ends the read side too. Installed once per socket (keep-alive
+ * sockets carry it from one attempt to the next).
+ */
+function guardWrites(socket: GuardedSocket): void {
+  if (kOnWriteError in socket) return;
+  socket[kOnWriteError] = undefined;
+  type Callback = (err?: Error | null) => void;
+  const guard = (cb: Callback): Callback => (err) => {
+    const handler = socket[kOnWriteError];
+    if (err == null || handler === undefined) return cb(err);
+    handler(err);
+    cb();
+  };
+  const write = socket._write;
+  socket._write = function (chunk, encoding, cb) {
+    write.call(this, chunk, encoding, guard(cb));
+  };
+  const writev = socket._writev;
+  if (writev !== undefined) {
+    socket._writev = function (chunks, cb) {
+      writev.call(this, chunks, guard(cb));
+    };
+  }
+}
+
 class TimeoutError extends Error {
   readonly code: string;
   constructor(what: string) {
@@ -105,12 +150,30 @@ export function attempt(
       // As nginx's proxy_read_timeout, the wait for the header starts once the
       // request is sent: a long upload is limited by the idle timeout, not by it.
       req.once('finish', () => {
-        if (!settled) arm(timeouts.header, 'reading the response header');
+        if (!settled && writeError === undefined) arm(timeouts.header, 'reading the response header');
       });
       body.attach(req);
     };
-    req.on('socket', (socket: Socket) => {
+    // A write that failed: the body stops (the request never ends, so its
+    // connection is never reused) and the attempt waits briefly for the answer
+    // the server sent before resetting; without one it is a failure.
+    let writeError: Error | undefined;
+    const onWriteError = (err: Error): void => {
+      if (writeError !== undefined) return;
+      writeError = err;
+      req.shouldKeepAlive = false;
+      body.detach();
+      if (settled) return;
+      clearTimer();
+      timer = setTimeout(() => fail('error', err), timeouts.header > 0 ? Math.min(timeouts.header, WRITE_ERROR_GRACE) : WRITE_ERROR_GRACE);
+    };
+    req.on('socket', (socket: GuardedSocket) => {
       conn = socket;
+      guardWrites(socket);
+      socket[kOnWriteError] = onWriteError;
+      req.once('close', () => {
+        if (socket[kOnWriteError] === onWriteError) socket[kOnWriteError] = undefined;
+      });
       read0 = socket.bytesRead;
       written0 = socket.bytesWritten;
       reused = req.reusedSocket;
@@ -125,7 +188,8 @@ export function attempt(
     req.on('timeout', () => fail('timeout', new TimeoutError('waiting for data')));
     req.on('error', (err: Error & { code?: string }) => {
       const code = err.code ?? '';
-      fail(code.startsWith('HPE_') ? 'invalid_header' : 'error', err);
+      // After a failed write the read side ends with a reset or "socket hang up": the write error is the cause.
+      fail(code.startsWith('HPE_') ? 'invalid_header' : 'error', writeError ?? err);
     });
     req.on('response', (response: IncomingMessage) => {
       if (settled) {

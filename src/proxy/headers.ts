@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import type { Exchange } from '../core/exchange.ts';
-import { plainAddress, type TrustTest } from './trust.ts';
+import { forwardedAddress, plainAddress, type TrustTest } from './trust.ts';
 import { TOKEN } from '../core/http.ts';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1 and the legacy ones), never forwarded in either direction. */
@@ -16,8 +16,28 @@ const HOP_BY_HOP = new Set([
   'upgrade',
 ]);
 
-/** Request headers the gateway sets itself (framing, host, forwarding). */
-const REQUEST_OWN = new Set(['host', 'content-length', 'expect', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'forwarded']);
+/**
+ * Request headers the gateway sets itself: framing, Host, Expect (answered by
+ * the gateway), and the forwarding headers it writes anew (from a trusted
+ * proxy's values when there is one).
+ */
+const REQUEST_OWN = new Set(['host', 'content-length', 'expect', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded']);
+
+/** Forwarding headers other than the `X-Forwarded-*` family (see {@link isForwardingHeader}). */
+const FORWARDING = new Set(['forwarded', 'x-forwarded', 'x-real-ip', 'x-client-ip', 'true-client-ip', 'front-end-https', 'x-url-scheme']);
+
+/**
+ * True for a header by which a proxy tells its upstream about the client's
+ * connection (address, scheme, host, port, path prefix): `Forwarded`, every
+ * `X-Forwarded-*` header (`-For`, `-Proto`, `-Host`, `-Port`, `-Prefix`, `-Ssl`,
+ * `-Server`, `-Scheme`, `-Uri`, ...) and `X-Forwarded`, `X-Real-IP`,
+ * `X-Client-IP`, `True-Client-IP`, `Front-End-Https`, `X-Url-Scheme`. balance()
+ * forwards them only from a trusted proxy. `name` is lowercase.
+ * @internal
+ */
+export function isForwardingHeader(name: string): boolean {
+  return name.startsWith('x-forwarded-') || FORWARDING.has(name);
+}
 
 /** Names listed in a Connection header, lowercased. */
 function connectionTokens(raw: readonly string[]): Set<string> | undefined {
@@ -45,7 +65,9 @@ export interface ForwardingPolicy {
 /**
  * Resolves the client address and scheme from trusted proxies (nginx realip with
  * `real_ip_recursive on`): walking X-Forwarded-For from the right, trusted hops
- * are skipped; the first untrusted address is the client.
+ * are skipped; the first untrusted address is the client. An entry that is not
+ * an IP address (optionally with a port, see {@link forwardedAddress}) stops the
+ * walk: the client is then the last valid address seen.
  * @internal
  */
 export function resolveClient(ex: Exchange, trust: TrustTest): void {
@@ -58,13 +80,34 @@ export function resolveClient(ex: Exchange, trust: TrustTest): void {
   const chain = listHeader(req, 'x-forwarded-for');
   let client = plainAddress(peer);
   for (let i = chain.length - 1; i >= 0; i--) {
-    client = chain[i]!;
-    if (!trust(client)) break;
+    const address = forwardedAddress(chain[i]!);
+    // As nginx's realip: an entry that is not an address ends the walk, and the
+    // client is the last valid address seen (a trusted proxy's).
+    if (address === undefined) break;
+    client = address;
+    if (!trust(address)) break;
   }
   ex.clientAddress = client;
   // The rightmost value is the one the nearest (trusted) proxy added.
   const proto = listHeader(req, 'x-forwarded-proto').at(-1)?.toLowerCase();
   if (proto === 'http' || proto === 'https') ex.scheme = proto;
+}
+
+/**
+ * True when `req.headers[name]` is still what the client sent: node keeps a
+ * repeated field's first value or joins them with ", " ("; " for Cookie). Any
+ * other value was set or replaced by a middleware. `name` is lowercase.
+ */
+function sentByClient(req: IncomingMessage, name: string): boolean {
+  const sent: string[] = [];
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.length === name.length && raw[i]!.toLowerCase() === name) sent.push(raw[i + 1]!);
+  if (sent.length === 0) return false;
+  const value = req.headers[name];
+  if (value === undefined) return true;
+  if (Array.isArray(value)) return value.length === sent.length && value.every((v, i) => v === sent[i]);
+  const text = String(value);
+  return text === sent[0] || text === sent.join(', ') || text === sent.join('; ');
 }
 
 function listHeader(req: IncomingMessage, name: string): string[] {
@@ -80,8 +123,10 @@ function forwardedNode(value: string): string {
 
 /**
  * Builds the upstream request headers as a flat `[name, value, ...]` list: the
- * client's headers minus hop-by-hop ones (and those named in Connection), plus
- * Host, X-Forwarded-*, Forwarded and framing set by the gateway.
+ * request's headers minus hop-by-hop ones (and those the client named in
+ * Connection) and, unless the peer is a trusted proxy, minus the client's
+ * forwarding headers ({@link isForwardingHeader}); plus Host, X-Forwarded-*,
+ * Forwarded and framing set by the gateway.
  * @internal
  */
 export function upstreamRequestHeaders(ex: Exchange, policy: ForwardingPolicy, authority: string, framing: readonly string[], auth: string | undefined): string[] {
@@ -92,19 +137,20 @@ export function upstreamRequestHeaders(ex: Exchange, policy: ForwardingPolicy, a
   const connection = headers.connection;
   let drop = connection === undefined ? undefined : connectionTokens(['connection', connection]);
   if (drop !== undefined) {
-    // The client's Connection header may only remove headers the client itself sent,
-    // never one a middleware added (a client could otherwise strip an auth layer's header).
-    const sent = new Set<string>();
-    for (let i = 0; i < req.rawHeaders.length; i += 2) sent.add(req.rawHeaders[i]!.toLowerCase());
-    for (const name of drop) if (!sent.has(name)) drop.delete(name);
+    // The client's Connection header may only remove headers as the client sent them,
+    // never one a middleware added or replaced (a client could otherwise strip an auth layer's header).
+    for (const name of drop) if (!sentByClient(req, name)) drop.delete(name);
     if (drop.size === 0) drop = undefined;
   }
+  const trusted = policy.trust(req.socket?.remoteAddress ?? '');
   const out: string[] = [];
   for (const name in headers) {
     const value = headers[name];
     if (value === undefined) continue;
     const lower = name.toLowerCase();
     if (HOP_BY_HOP.has(lower) || REQUEST_OWN.has(lower) || drop?.has(lower)) continue;
+    // A forwarding header from an untrusted client is dropped; one a middleware set is kept.
+    if (!trusted && isForwardingHeader(lower) && sentByClient(req, lower)) continue;
     if (auth !== undefined && lower === 'authorization') continue;
     if (Array.isArray(value)) for (const v of value) out.push(lower, v);
     else out.push(lower, String(value));
@@ -113,7 +159,6 @@ export function upstreamRequestHeaders(ex: Exchange, policy: ForwardingPolicy, a
   const host = policy.host === 'upstream' ? authority : policy.host === 'client' ? clientHost || authority : policy.host;
   out.push('host', host);
   const peer = plainAddress(req.socket?.remoteAddress ?? '');
-  const trusted = policy.trust(req.socket?.remoteAddress ?? '');
   if (policy.xForwarded) {
     const prior = trusted ? listHeader(req, 'x-forwarded-for') : [];
     prior.push(peer);

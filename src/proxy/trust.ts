@@ -22,6 +22,34 @@ export function plainAddress(address: string): string {
   return address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
 }
 
+const PORT = /^:\d{1,5}$/;
+
+/**
+ * The address in one X-Forwarded-For entry, or undefined when the entry is not
+ * an address (`unknown`, a host name, an obfuscated identifier, garbage). An
+ * address may carry a port, as some proxies write it: `192.0.2.1:8080`,
+ * `[2001:db8::1]:8080` or `[2001:db8::1]`; the port is dropped, and an
+ * IPv4-mapped address is made plain. @internal
+ */
+export function forwardedAddress(entry: string): string | undefined {
+  if (isIP(entry) !== 0) return plainAddress(entry);
+  let host: string;
+  let port: string;
+  if (entry.startsWith('[')) {
+    const close = entry.indexOf(']');
+    host = entry.slice(1, close);
+    port = entry.slice(close + 1);
+    if (close === -1 || isIP(host) !== 6) return undefined;
+  } else {
+    const colon = entry.indexOf(':');
+    host = entry.slice(0, colon);
+    port = entry.slice(colon);
+    if (colon === -1 || isIP(host) !== 4) return undefined;
+  }
+  if (port !== '' && !(PORT.test(port) && Number(port.slice(1)) <= 65535)) return undefined;
+  return plainAddress(host);
+}
+
 /** Compiles a {@link TrustProxy} option once. @internal */
 export function compileTrust(option: TrustProxy | undefined, name: string): TrustTest {
   if (option === undefined || option === false) return () => false;

@@ -6,9 +6,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createServer, request, type IncomingMessage, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import express from 'express';
-import { balance, BadRequestError, chain, createPool, exchange, respondWithError, SwitchyardError } from '../../src/index.ts';
+import { balance, BadRequestError, chain, createPool, exchange, respondWithError, SwitchyardError, UnsupportedTransferCodingError } from '../../src/index.ts';
 import { deadPort, fetchText, listen } from '../helpers.ts';
-import { complete, gatewayFor, RawClient, tryFetch, until, TEST_TIMEOUT } from '../balance/support.ts';
+import { complete, gatewayFor, rawUpstream, RawClient, tryFetch, until, TEST_TIMEOUT } from '../balance/support.ts';
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
@@ -378,4 +378,129 @@ test('Expect: 100-continue from the client: the body is forwarded, the Expect he
   assert.equal(r.status, 200);
   assert.equal(up.requests[0]!.body.toString(), 'hello');
   assert.equal(up.requests[0]!.headers.expect, undefined);
+});
+
+/**
+ * A raw upstream that answers an upload before reading it, then resets the
+ * connection: `answer` is written once the first bytes arrive, then the socket
+ * is destroyed with most of the body unread (the kernel sends a reset). A GET
+ * gets 200.
+ */
+async function refusesUploads(t: TestContext, answer: string) {
+  return rawUpstream(t, (socket) => {
+    socket.once('data', (first: Buffer) => {
+      if (first.toString('latin1').startsWith('GET ')) socket.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok');
+      else socket.write(answer, () => socket.destroy());
+    });
+  });
+}
+
+test('an upload refused early (413 or 401 with Connection: close, then a reset) is relayed and is not a server failure', { timeout: 20_000 }, async (t) => {
+  const upload = randomBytes(1024 * 1024);
+  for (const [status, reason] of [[413, 'Payload Too Large'], [401, 'Unauthorized']] as const) {
+    const answer = `HTTP/1.1 ${status} ${reason}\r\nContent-Type: text/plain\r\nX-Refused: yes\r\nContent-Length: 7\r\nConnection: close\r\n\r\nrefused`;
+    const a = await refusesUploads(t, answer);
+    const b = await refusesUploads(t, answer);
+    const pool = createPool({ servers: [{ url: a.url, maxFails: 1 }, { url: b.url, maxFails: 1 }] });
+    t.after(() => pool.close());
+    const gw = await gatewayFor(t, pool);
+    // Two uploads per server: before the fix the first two took both servers out.
+    for (let i = 0; i < 4; i++) {
+      const r = complete(await tryFetch(gw.url, { method: 'POST', body: upload, headers: { 'content-type': 'application/octet-stream' } }));
+      assert.equal(r.status, status, `upload ${i}`);
+      assert.equal(r.headers['x-refused'], 'yes');
+      assert.equal(r.body.toString(), 'refused');
+    }
+    await gw.settled(4);
+    assert.deepEqual(gw.log.map((s) => s.status), [[status], [status], [status], [status]], 'one attempt each, no retry');
+    for (const s of pool.stats().servers) {
+      assert.equal(s.fails, 0, `${s.id}: an early answer is not a failure`);
+      assert.equal(s.state, 'up');
+      assert.equal(s.responses.codes[String(status)], 2);
+    }
+    const g = complete(await tryFetch(gw.url));
+    assert.equal(g.status, 200, 'the servers are still in the pool');
+    await until(() => pool.stats().servers.every((s) => s.active === 0), 2000, 'active 0');
+  }
+});
+
+test('an upload refused early whose answer is cut by the reset: the status goes to the client, the server is not failed', { timeout: 20_000 }, async (t) => {
+  // Content-Length promises 100 bytes; 9 come before the reset.
+  const up = await refusesUploads(t, 'HTTP/1.1 413 Payload Too Large\r\nContent-Length: 100\r\nConnection: close\r\n\r\ntoo large');
+  const pool = createPool({ servers: [{ url: up.url, maxFails: 1 }, { url: up.url + '/b', maxFails: 1 }] });
+  t.after(() => pool.close());
+  const gw = await gatewayFor(t, pool);
+  const r = await tryFetch(gw.url, { method: 'PUT', body: randomBytes(1024 * 1024) });
+
+  assert.ok('error' in r, 'the client connection is cut: the body is incomplete');
+  assert.equal(r.status, 413);
+  await gw.settled(1);
+  assert.deepEqual(gw.log[0]!.status, [413]);
+  for (const s of pool.stats().servers) assert.equal(s.fails, 0);
+});
+
+test('a request body in a transfer coding other than chunked alone is refused with 501 UnsupportedTransferCodingError, never forwarded', { timeout: TEST_TIMEOUT }, async (t) => {
+  const up = await recordingUpstream(t);
+  const pool = createPool({ servers: [{ url: up.url }] });
+  t.after(() => pool.close());
+  const gw = await gatewayFor(t, pool);
+  const chunked = '5\r\nhello\r\n0\r\n\r\n';
+  const cases = [
+    ['Transfer-Encoding: gzip, chunked\r\n', 'gzip, chunked'],
+    ['Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n', 'gzip, chunked'],
+    ['Transfer-Encoding: x-custom ,chunked\r\n', 'x-custom ,chunked'],
+  ];
+  const c = await RawClient.open(t, gw.port);
+  for (const [i, [header, value]] of cases.entries()) {
+    c.write(`POST /te HTTP/1.1\r\nHost: gw\r\n${header}\r\n${chunked}`);
+    const r = await c.response();
+    assert.equal(r.status, 501, header);
+    await gw.settled(i + 1);
+    const err = gw.log[i]!.error as UnsupportedTransferCodingError;
+    assert.ok(err instanceof UnsupportedTransferCodingError, header);
+    assert.equal(err.code, 'SWY_ERR_TRANSFER_CODING');
+    assert.equal(err.statusCode, 501);
+    assert.equal(err.transferEncoding, value);
+  }
+  assert.equal(up.requests.length, 0, 'nothing reached the upstream');
+  // The refused bodies were read off the connection: the next request on it parses.
+  c.write(`POST /ok HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: Chunked\r\n\r\n${chunked}`);
+  const ok = await c.response();
+  assert.equal(ok.status, 200);
+  assert.equal(up.requests[0]!.body.toString(), 'hello');
+  assert.equal(up.requests[0]!.headers['transfer-encoding'], 'chunked');
+});
+
+test('an upload cut short by the upstream leaves the client\'s keep-alive connection usable: the rest of its body is read and dropped', { timeout: 20_000 }, async (t) => {
+  // First an upstream that resets without answering (502, a failure), then one that refuses early (413, not a failure).
+  for (const [answer, status] of [['', 502], ['HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n', 413]] as const) {
+    const up = await refusesUploads(t, answer);
+    const pool = createPool({ servers: [{ url: up.url }] });
+    t.after(() => pool.close());
+    const gw = await gatewayFor(t, pool);
+    const c = await RawClient.open(t, gw.port);
+    const size = 4 * 1024 * 1024;
+    c.write(`POST /up HTTP/1.1\r\nHost: gw\r\nContent-Length: ${size}\r\n\r\n`);
+    c.write(Buffer.alloc(size, 'x'));
+    assert.equal((await c.response()).status, status);
+    c.write('GET /next HTTP/1.1\r\nHost: gw\r\n\r\n');
+    const next = await c.response();
+    assert.equal(next.status, 200, 'the request after the upload parses on the same connection');
+    assert.equal(next.body, 'ok');
+    await gw.settled(2);
+    assert.deepEqual(gw.log.map((s) => s.status), [[status], [200]]);
+  }
+});
+
+test('an upload reset without any answer is still a failure: 502, counted for passive health', { timeout: TEST_TIMEOUT }, async (t) => {
+  const up = await refusesUploads(t, '');
+  const pool = createPool({ servers: [{ url: up.url, maxFails: 1 }, { url: up.url + '/b', maxFails: 1 }] });
+  t.after(() => pool.close());
+  const gw = await gatewayFor(t, pool);
+  const r = complete(await tryFetch(gw.url, { method: 'POST', body: randomBytes(1024 * 1024) }));
+  assert.equal(r.status, 502);
+  await gw.settled(1);
+  assert.deepEqual(gw.log[0]!.status, [502], 'a POST that reached a server is not re-sent');
+  assert.ok(gw.log[0]!.error instanceof SwitchyardError);
+  assert.equal(pool.stats().servers[0]!.fails, 1);
 });

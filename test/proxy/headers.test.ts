@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import express from 'express';
 import { BadRequestError, balance, chain, createPool, exchange, type BalanceOptions, type Middleware } from '../../src/index.ts';
 import { fetchText, gateway, upstream, type Upstream } from '../helpers.ts';
 import { complete, gatewayFor, rawUpstream, RawClient, tryFetch, TEST_TIMEOUT } from '../balance/support.ts';
@@ -314,4 +315,124 @@ test('trusted X-Forwarded-Proto and -Host: the value the nearest proxy added (ri
   assert.equal(seen.headers['x-forwarded-proto'], 'http');
   assert.equal(seen.headers['x-forwarded-host'], 'real.example');
   assert.equal(scheme, 'http');
+});
+
+/** Forwarding headers besides X-Forwarded-For/-Proto/-Host and Forwarded, as a client might send them. */
+const OTHER_FORWARDING: Record<string, string> = {
+  'x-forwarded-port': '443',
+  'x-forwarded-prefix': '/admin',
+  'x-forwarded-ssl': 'on',
+  'x-forwarded-server': 'internal.example',
+  'x-forwarded-scheme': 'https',
+  'x-forwarded-uri': '/admin/secret',
+  'x-forwarded-client-cert': 'Hash=abc',
+  'x-forwarded': 'for=203.0.113.9',
+  'x-real-ip': '10.0.0.1',
+  'x-client-ip': '10.0.0.2',
+  'true-client-ip': '10.0.0.3',
+  'front-end-https': 'on',
+  'x-url-scheme': 'https',
+};
+
+test('no forwarding header from an untrusted client reaches the upstream: the whole X-Forwarded-* family, X-Real-IP and the like', { timeout: TEST_TIMEOUT }, async (t) => {
+  const up = await mirror(t);
+  const pool = createPool({ servers: [{ url: up.url }] });
+  t.after(() => pool.close());
+  for (const options of [{}, { xForwarded: false, forwarded: false }] as BalanceOptions[]) {
+    const gw = await gatewayFor(t, pool, options);
+    const r = complete(await tryFetch(gw.url, { headers: { ...OTHER_FORWARDING, 'x-kept': 'yes' } }));
+    const h = JSON.parse(r.body.toString()).headers as Record<string, string>;
+    for (const name of Object.keys(OTHER_FORWARDING)) assert.equal(h[name], undefined, `${name} must not reach the upstream (${JSON.stringify(options)})`);
+    assert.equal(h['x-kept'], 'yes');
+  }
+});
+
+test('a trusted proxy\'s forwarding headers pass to the upstream', { timeout: TEST_TIMEOUT }, async (t) => {
+  const up = await mirror(t);
+  const pool = createPool({ servers: [{ url: up.url }] });
+  t.after(() => pool.close());
+  const gw = await gatewayFor(t, pool, { trustProxy: 'loopback' });
+  const r = complete(await tryFetch(gw.url, { headers: { ...OTHER_FORWARDING, 'x-forwarded-for': '203.0.113.9' } }));
+  const h = JSON.parse(r.body.toString()).headers as Record<string, string>;
+  for (const [name, value] of Object.entries(OTHER_FORWARDING)) assert.equal(h[name], value, name);
+  assert.equal(h['x-forwarded-for'], '203.0.113.9, 127.0.0.1');
+});
+
+test('a forwarding header a middleware sets before balance() is kept, even when the untrusted client sent one too', { timeout: TEST_TIMEOUT }, async (t) => {
+  const url = await mirrorBehind(t, (req, _res, next) => {
+    req.headers['x-forwarded-prefix'] = '/api';
+    req.headers['x-real-ip'] = exchange(req).clientAddress;
+    next();
+  });
+  const r = await fetchText(url, { headers: { 'x-forwarded-prefix': '/admin', 'x-forwarded-ssl': 'on' } });
+  const h = (JSON.parse(r.body) as { headers: Record<string, string> }).headers;
+  assert.equal(h['x-forwarded-prefix'], '/api');
+  assert.equal(h['x-real-ip'], '127.0.0.1');
+  assert.equal(h['x-forwarded-ssl'], undefined, 'the client\'s own is still dropped');
+});
+
+test('a client\'s Connection header cannot strip a header a middleware replaced, only one left as the client sent it', { timeout: TEST_TIMEOUT }, async (t) => {
+  const url = await mirrorBehind(t, (req, _res, next) => {
+    // An auth layer: the role is the server's verdict, whatever the client claimed.
+    req.headers['x-user-role'] = 'guest';
+    next();
+  });
+  const c = await RawClient.open(t, Number(new URL(url).port));
+  c.write(
+    'GET / HTTP/1.1\r\nHost: gw\r\n' +
+      'X-User-Role: admin\r\n' +
+      'X-Twice: 1\r\nX-Twice: 2\r\n' +
+      'X-Once: 1\r\n' +
+      'Connection: x-user-role, x-twice, x-once\r\n\r\n',
+  );
+  const r = await c.response();
+  assert.equal(r.status, 200);
+  const h = (JSON.parse(r.body) as { headers: Record<string, string> }).headers;
+  assert.equal(h['x-user-role'], 'guest', 'the middleware\'s value survives the client\'s Connection header');
+  assert.equal(h['x-twice'], undefined, 'a repeated header left as sent is the client\'s to drop');
+  assert.equal(h['x-once'], undefined);
+});
+
+test('express: a header an auth middleware replaced survives the client\'s Connection header', { timeout: TEST_TIMEOUT }, async (t) => {
+  const up = await mirror(t);
+  const pool = createPool({ servers: [{ url: up.url }] });
+  t.after(() => pool.close());
+  const app = express();
+  app.use((req, _res, next) => {
+    req.headers['x-user-role'] = 'guest';
+    next();
+  });
+  app.use(balance(pool));
+  const gw = await gateway(t, app);
+  const r = await fetchText(gw.url, { headers: { 'x-user-role': 'admin', connection: 'x-user-role' } });
+  assert.equal((JSON.parse(r.body) as { headers: Record<string, string> }).headers['x-user-role'], 'guest');
+});
+
+test('trusted X-Forwarded-For: an entry that is not an IP address ends the walk (nginx realip); ports are allowed', { timeout: TEST_TIMEOUT }, async (t) => {
+  const up = await mirror(t);
+  const pool = createPool({ servers: [{ url: up.url }] });
+  t.after(() => pool.close());
+  const gw = await gatewayFor(t, pool, { trustProxy: ['loopback', '192.0.2.0/24'] });
+  const cases: Array<[string, string]> = [
+    ['203.0.113.9, unknown, 127.0.0.2', '127.0.0.2'],
+    ['203.0.113.9, 127.0.0.2, <script>', '127.0.0.1'],
+    ['evil.example', '127.0.0.1'],
+    ['203.0.113.9, _hidden, 192.0.2.1:8080', '192.0.2.1'],
+    ['203.0.113.9, 1.2.3.4:99999, 127.0.0.2', '127.0.0.2'],
+    ['203.0.113.9, 1.2.3.4:x', '127.0.0.1'],
+    ['[2001:db8::1]:x', '127.0.0.1'],
+    ['[2001:db8::1', '127.0.0.1'],
+    ['[192.0.2.9]:80', '127.0.0.1'],
+    ['198.51.100.7:8080', '198.51.100.7'],
+    ['[2001:db8::1]:443, 127.0.0.2', '2001:db8::1'],
+    ['[2001:db8::2]', '2001:db8::2'],
+    ['::ffff:198.51.100.8', '198.51.100.8'],
+    ['2001:db8::3', '2001:db8::3'],
+    ['203.0.113.9, 127.0.0.2', '203.0.113.9'],
+  ];
+  for (const [i, [xff, client]] of cases.entries()) {
+    complete(await tryFetch(gw.url, { headers: { 'x-forwarded-for': xff } }));
+    await gw.settled(i + 1);
+    assert.equal(gw.log[i]!.client, client, `X-Forwarded-For: ${xff}`);
+  }
 });
