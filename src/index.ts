@@ -39,7 +39,7 @@ export { fromNginx, DEFAULT_NGINX_IGNORE } from './rewrite/nginx.ts';
 export type { FromNginxOptions } from './rewrite/nginx.ts';
 export { fromApache, DEFAULT_APACHE_CONTEXT } from './rewrite/apache.ts';
 export type { FromApacheOptions } from './rewrite/apache.ts';
-export { cache, DEFAULT_LOCK_AGE, DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_ENTRY_SIZE, DEFAULT_STATUS_HEADER, DEFAULT_UNKEYED_HEADERS } from './cache/index.ts';
+export { cache, DEFAULT_CACHE_BODIES, DEFAULT_CACHE_TRUST_PROXY, DEFAULT_LOCK_AGE, DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_ENTRY_SIZE, DEFAULT_STATUS_HEADER, DEFAULT_UNKEYED_HEADERS } from './cache/index.ts';
 export type { CacheCounter, CacheMiddleware, CacheOptions, CacheStats, CacheStatus, CacheWriteCounter, RequestSwitch, UseStaleCondition } from './cache/index.ts';
 export { CacheStore, createMemoryStore, estimateSize, UNKNOWN_VALUE_SIZE, DEFAULT_INACTIVE, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, DEFAULT_NAMESPACE, DEFAULT_STORE_TIMEOUT } from './cache/store.ts';
 export type { CacheEntry, CacheStoreEvents, CacheStoreOptions, MemoryStore, MemoryStoreOptions } from './cache/store.ts';

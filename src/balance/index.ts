@@ -263,6 +263,8 @@ async function proxy(pool: UpstreamPool, o: Resolved, ex: Exchange, res: ServerR
     let result: AttemptResult;
     try {
       const headers = upstreamRequestHeaders(ex, o.policy, peer.target.authority, body.framing, peer.target.auth);
+      // What the upstream is told: cache() checks its key against it before storing the answer.
+      ex.upstreamRequestHeaders = headers;
       result = await attempt(pool, peer, method, path, headers, body, o.timeouts, gone);
     } catch (err) {
       // Not the server's doing (node:http refused the request as built): release it and fail the request.

@@ -4,10 +4,13 @@ import { Keyv } from 'keyv';
 import type { NextUpstreamCondition } from '../balance/index.ts';
 import type { Middleware, Next } from '../core/chain.ts';
 import { parseDuration, type Duration } from '../core/duration.ts';
-import { InvalidOptionError } from '../core/errors.ts';
+import { BadRequestError, InvalidOptionError } from '../core/errors.ts';
 import { TOKEN } from '../core/http.ts';
 import { exchange, hasExchange, setEarlyCacheStatus, upstreamTarget, type Exchange } from '../core/exchange.ts';
-import { compileTemplate, hostOf, variable } from '../core/variables.ts';
+import { compileTemplate } from '../core/variables.ts';
+import { isForwardingHeader } from '../proxy/headers.ts';
+import { compileTrust, type TrustProxy } from '../proxy/trust.ts';
+import { expectedForwarding, factsSuffix, hasBody, keyHost, listValue, originKey, resolveOrigin, toldAsKeyed, validHost, type Origin } from './forwarding.ts';
 import { compilePolicy, freshness, headerValues, type CachePolicy, type CachePolicyOptions, type Freshness } from './policy.ts';
 import { intercept } from './intercept.ts';
 import { entryHeader, serveEntry, takeConditionals, type Conditionals } from './serve.ts';
@@ -43,13 +46,33 @@ export interface CacheOptions extends CachePolicyOptions {
   storeTimeout?: Duration;
   /**
    * The cache key: nginx variables (`'$scheme$host$uri$is_args$args'`) or a function. The default
-   * is `$scheme$host` followed by the request target exactly as it is sent upstream (rewrite()'s
-   * result when it changed the URI, else the client's target): what nginx's
-   * `$scheme$proxy_host$request_uri` amounts to. Methods other than GET and HEAD get the method
-   * added to the key.
-   * @default scheme + host + upstream target
+   * is `scheme://host` followed by the request target exactly as it is sent upstream (rewrite()'s
+   * result when it changed the URI, else the client's target), where scheme and host are those the
+   * upstream is told: the Host header lowercase *with its port* (X-Forwarded-Host and Forwarded
+   * carry the port), or a trusted proxy's X-Forwarded-Proto and X-Forwarded-Host (`trustProxy`).
+   * nginx's `$host` has no port: a template with `$host` keys `a.example` and `a.example:6666`
+   * together. Methods other than GET and HEAD get the method added to the key.
+   * @default 'scheme://host:port' + upstream target
    */
   key?: string | ((req: IncomingMessage, ex: Exchange) => string);
+  /**
+   * Proxies whose X-Forwarded-Proto, X-Forwarded-Host (and X-Forwarded-For, for `$remote_addr`) are
+   * believed, with the same meaning as balance()'s option: give both the same value. From such a
+   * proxy, the default key and `$scheme` / `$host` follow the scheme and host it names, and its other
+   * forwarding headers (X-Forwarded-Prefix, -Port, -Server, Forwarded's host and proto, ...) are keyed
+   * too, since balance() passes them on. A response is never stored when balance() told the upstream
+   * another scheme, host or forwarding header than the key was built from.
+   * @default false
+   */
+  trustProxy?: TrustProxy;
+  /**
+   * Requests with a body (Content-Length above 0, or Transfer-Encoding) bypass the cache (BYPASS:
+   * neither answered from it nor stored), since the body may change the answer and is not in the key.
+   * `true` caches them too: then the key must account for the body (a `key` function reading what a
+   * body parser put on the request, say), as nginx leaves to `proxy_cache_key`.
+   * @default false
+   */
+  cacheBodies?: boolean;
   /** nginx `proxy_cache_methods`: GET and HEAD are always included. @default ['GET', 'HEAD'] */
   methods?: readonly string[];
   /** nginx `proxy_cache_convert_head`: fetch HEAD as GET so the answer can be cached. @default true */
@@ -91,8 +114,10 @@ export interface CacheOptions extends CachePolicyOptions {
   /**
    * Request headers that are not in the key but that some applications act on (URL, method or host
    * overrides). A request carrying one may be answered from the cache, but its response is never
-   * stored, so it cannot change what other users get (web cache poisoning). `X-Forwarded-*` and
-   * `Forwarded` are not listed: balance() replaces them unless they come from `trustProxy`.
+   * stored, so it cannot change what other users get (web cache poisoning). Forwarding headers
+   * listed (`X-Forwarded-Server`, `X-Forwarded-Scheme`) stop storing only when the upstream got them
+   * unkeyed: balance() drops them unless they come from a trusted proxy, and from a proxy cache()
+   * trusts (`trustProxy`) they are keyed.
    * Give `[]` to store such responses too (put the header in `key` when it matters).
    * @default DEFAULT_UNKEYED_HEADERS
    */
@@ -161,6 +186,10 @@ export const DEFAULT_UNKEYED_HEADERS: readonly string[] = Object.freeze([
   'x-host',
   'x-forwarded-scheme',
 ]);
+/** Default of {@link CacheOptions.trustProxy}: no proxy is trusted. */
+export const DEFAULT_CACHE_TRUST_PROXY = false;
+/** Default of {@link CacheOptions.cacheBodies}: requests with a body bypass the cache. */
+export const DEFAULT_CACHE_BODIES = false;
 /** Default of {@link CacheOptions.statusHeader}. */
 export const DEFAULT_STATUS_HEADER = 'X-Cache-Status';
 /** Default of {@link CacheOptions.lockTimeout} (nginx: 5s). */
@@ -205,8 +234,6 @@ function duration(value: Duration | undefined, option: string, fallback: Duratio
   if (ms < 0) throw new InvalidOptionError(option, 'a non-negative duration', value);
   return ms;
 }
-
-const host = variable('host');
 
 /** Store keys: the user's key with `%` and LF escaped, so the cache's own suffixes cannot be forged. */
 function escapeKey(key: string): string {
@@ -318,17 +345,24 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
   const maxEntrySize = options.maxEntrySize ?? DEFAULT_MAX_ENTRY_SIZE;
   if (!Number.isSafeInteger(maxEntrySize) || maxEntrySize < 0) throw new InvalidOptionError('maxEntrySize', 'a non-negative integer of bytes', maxEntrySize);
   const retention = duration(options.staleRetention, 'staleRetention', DEFAULT_INACTIVE);
+  const trust = compileTrust(options.trustProxy ?? DEFAULT_CACHE_TRUST_PROXY, 'trustProxy');
+  const cacheBodies = flag(options.cacheBodies, 'cacheBodies', DEFAULT_CACHE_BODIES);
   const unkeyedOption = options.unkeyedHeaders ?? DEFAULT_UNKEYED_HEADERS;
   if (!Array.isArray(unkeyedOption)) throw new InvalidOptionError('unkeyedHeaders', 'an array of header names', unkeyedOption);
   const unkeyed = unkeyedOption.map((h: unknown, i: number) => {
     if (typeof h !== 'string' || !TOKEN.test(h)) throw new InvalidOptionError(`unkeyedHeaders[${i}]`, 'a header name', h);
     return h.toLowerCase();
   });
+  // balance() passes forwarding headers on only from trusted proxies: those are judged once it has.
+  const unkeyedForwarding = unkeyed.filter((h) => isForwardingHeader(h));
+  const unkeyedOthers = unkeyed.filter((h) => !isForwardingHeader(h));
 
-  let keyOf: (req: IncomingMessage, ex: Exchange) => string;
-  if (options.key === undefined) keyOf = (_req, ex) => ex.scheme + host(ex) + upstreamTarget(ex);
-  else if (typeof options.key === 'function') keyOf = options.key;
-  else if (typeof options.key === 'string') {
+  let keyOf: (req: IncomingMessage, ex: Exchange, origin: Origin) => string;
+  if (options.key === undefined) keyOf = (_req, ex, origin) => originKey(origin.scheme, origin.host, upstreamTarget(ex));
+  else if (typeof options.key === 'function') {
+    const fn = options.key;
+    keyOf = (req, ex) => fn(req, ex);
+  } else if (typeof options.key === 'string') {
     const t = compileTemplate(options.key, 'key');
     keyOf = (_req, ex) => t(ex);
   } else throw new InvalidOptionError('key', 'a string with nginx variables or a function (req, ex) => string', options.key);
@@ -374,19 +408,26 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
     return slot;
   };
 
-  const lookup = async (base: string, req: IncomingMessage): Promise<Lookup> => {
+  const lookup = async (base: string, ex: Exchange): Promise<Lookup> => {
     const entry = await store.get(base);
     if (entry === undefined) return { entry: undefined, storeKey: base };
     const meta = metaOf(entry);
     if (meta?.vary !== undefined && entry.meta?.['variants'] === true) {
-      const storeKey = variantKey(base, meta.vary, req);
+      // Variants stored from what balance() sent are looked up by what it would send.
+      const sent = entry.meta['sent'] === true && meta.vary.some(isForwardingHeader) ? expectedForwarding(ex, trust) : undefined;
+      const storeKey = variantKey(base, meta.vary, ex.req, sent);
       return { entry: await store.get(storeKey), storeKey };
     }
     return { entry, storeKey: base };
   };
 
-  const variantKey = (base: string, names: readonly string[], req: IncomingMessage): string => {
+  /**
+   * The store key of a Vary variant: the values of the named request headers, where a forwarding
+   * header (X-Forwarded-*, Forwarded) takes the value in `sent` (what the upstream got) when given.
+   */
+  const variantKey = (base: string, names: readonly string[], req: IncomingMessage, sent: readonly string[] | undefined): string => {
     const values = names.map((n) => {
+      if (sent !== undefined && isForwardingHeader(n)) return listValue(sent, n);
       const v = req.headers[n];
       return Array.isArray(v) ? v.join(', ') : (v ?? '');
     });
@@ -394,7 +435,7 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
   };
 
   /** Stores a complete response under `base` (and its Vary variant). */
-  const save = async (base: string, req: IncomingMessage, status: number, headers: string[], body: Buffer, f: Freshness): Promise<boolean> => {
+  const save = async (base: string, ex: Exchange, status: number, headers: string[], body: Buffer, f: Freshness): Promise<boolean> => {
     const kept: string[] = [];
     for (let i = 0; i < headers.length; i += 2) {
       const n = headers[i]!.toLowerCase();
@@ -406,16 +447,19 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
     let key = base;
     if (f.vary.length > 0) {
       meta.vary = [...f.vary];
-      const marker: CacheEntry = { status: 204, headers: [], body: Buffer.alloc(0), storedAt: t, meta: { expiresAt: f.expiresAt, swr: 0, sie: 0, vary: [...f.vary], variants: true } };
+      // Forwarding headers vary by what balance() sent upstream, not by what the client sent.
+      const sent = ex.upstreamRequestHeaders;
+      const marker: CacheEntry = { status: 204, headers: [], body: Buffer.alloc(0), storedAt: t, meta: { expiresAt: f.expiresAt, swr: 0, sie: 0, vary: [...f.vary], variants: true, sent: sent !== undefined } };
       await store.set(base, marker, ttl);
-      key = variantKey(base, f.vary, req);
+      key = variantKey(base, f.vary, ex.req, sent);
     }
     return store.set(key, { status, headers: kept, body, storedAt: t, meta: meta as unknown as Record<string, unknown> }, ttl);
   };
 
   // HITs that need no exchange record: the default key on the in-process store, nothing before the
-  // cache having rewritten the request. A key stored earlier came from a valid request target, so
-  // the same target needs no second check.
+  // cache having rewritten the request, no body, no trusted proxy to resolve. A key stored earlier
+  // came from a valid request target, so the same target needs no second check. The key is made by
+  // originKey() and keyHost(), as the default key is.
   const fastPath = options.key === undefined && purgeSwitch === undefined && bypass === undefined;
   const fastHit = (req: IncomingMessage, res: ServerResponse): boolean => {
     const memory = store.memory;
@@ -425,9 +469,9 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
     const target = typeof original === 'string' ? original : req.url;
     if (target === undefined || target.charCodeAt(0) !== 47 /* '/' */) return false;
     const host = req.headers.host;
-    if (!validHost(host)) return false;
+    if (!validHost(host) || (!cacheBodies && hasBody(req)) || trust(req.socket?.remoteAddress ?? '')) return false;
     const scheme = (req.socket as { encrypted?: boolean } | null)?.encrypted === true ? 'https' : 'http';
-    const entry = store.getSync(escapeKey(scheme + hostOf(req) + target));
+    const entry = store.getSync(escapeKey(originKey(scheme, keyHost(host, req), target)));
     if (entry === undefined || !servableNow(entry, req, now())) return false;
     setEarlyCacheStatus(req, 'HIT');
     count('HIT', serveEntry(res, method, entry, req.headers as Conditionals, statusHeader, 'HIT'));
@@ -438,12 +482,16 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
     if (fastPath && fastHit(req, res)) return;
     const ex = exchange(req);
     let method = req.method ?? 'GET';
+    // A Host (or trusted X-Forwarded-Host) that is not a host name (`victim.com/admin`) could forge
+    // another URL's key: such requests are not cached at all (nginx answers them 400).
+    const origin = resolveOrigin(ex, trust);
     if (purgeSwitch !== undefined) {
       let purging: boolean;
-      let key: string;
+      let key = '';
       try {
         purging = purgeSwitch(req, ex);
-        key = purging ? keyOf(req, ex) : '';
+        if (purging && origin === undefined) throw new BadRequestError('Invalid Host header');
+        if (purging) key = keyOf(req, ex, origin!);
       } catch (err) {
         next(err);
         return;
@@ -459,26 +507,28 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
         return;
       }
     }
-    // A Host that is not a host name (`victim.com/admin`) could forge another URL's key: such
-    // requests are not cached at all (nginx answers them 400).
-    if (!methods.has(method) || !ex.uriValid || !validHost(req.headers.host)) {
+    if (!methods.has(method) || !ex.uriValid || origin === undefined) {
       next();
       return;
     }
+    // A body may change the answer and is not in the key (a "fat GET"), unless the user's key reads it.
+    const withBody = !cacheBodies && hasBody(req);
     let base: string;
     let skipLookup: boolean;
     try {
-      base = escapeKey(keyOf(req, ex));
-      if (typeof base !== 'string') throw new InvalidOptionError('key', 'a function returning a string', base);
+      const key = keyOf(req, ex, origin);
+      if (typeof key !== 'string') throw new InvalidOptionError('key', 'a function returning a string', key);
+      base = escapeKey(key);
       if (method !== 'GET' && !(method === 'HEAD' && convertHead)) base += `\nM:${method}`;
-      skipLookup = bypass !== undefined && bypass(req, ex);
+      base += factsSuffix(origin);
+      skipLookup = withBody || (bypass !== undefined && bypass(req, ex));
     } catch (err) {
       next(err);
       return;
     }
     if (method === 'HEAD' && convertHead) method = 'GET';
     if (skipLookup) {
-      fetch(req, res, next, ex, base, { status: 'BYPASS', noStore: refuseStore(req, ex) });
+      fetch(req, res, next, ex, base, { status: 'BYPASS', origin, noStore: withBody || refuseStore(req, ex) });
       return;
     }
     // Entries held in this process: a fresh one is answered without a promise.
@@ -489,20 +539,32 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
         return;
       }
     }
-    respond(req, res, next, ex, base, 0).catch((err: unknown) => {
+    respond(req, res, next, ex, base, origin, 0).catch((err: unknown) => {
       if (res.headersSent) res.destroy();
       else next(err);
     });
   };
 
-  /** `noCache`, or a header that is not keyed but could change the response. */
+  /** `noCache`, or a header that is not keyed but could change the response (forwarding ones: see {@link storable}). */
   function refuseStore(req: IncomingMessage, ex: Exchange): boolean {
-    for (const h of unkeyed) if (req.headers[h] !== undefined) return true;
+    for (const h of unkeyedOthers) if (req.headers[h] !== undefined) return true;
     return noCache !== undefined && noCache(req, ex);
   }
 
-  async function respond(req: IncomingMessage, res: ServerResponse, next: Next, ex: Exchange, base: string, round: number): Promise<void> {
-    const found = await lookup(base, req);
+  /**
+   * Whether the answer may be stored under a key built from `origin`, judged once the request went
+   * upstream: balance() told the upstream what the key has (its forwarding headers included), or,
+   * with another handler, which sees the client's headers as they are, no unkeyed forwarding header
+   * came with the request.
+   */
+  function storable(req: IncomingMessage, ex: Exchange, origin: Origin): boolean {
+    if (ex.upstreamRequestHeaders !== undefined) return toldAsKeyed(ex, origin);
+    for (const h of unkeyedForwarding) if (req.headers[h] !== undefined && !origin.facts.some((f) => f[0] === h)) return false;
+    return true;
+  }
+
+  async function respond(req: IncomingMessage, res: ServerResponse, next: Next, ex: Exchange, base: string, origin: Origin, round: number): Promise<void> {
+    const found = await lookup(base, ex);
     let entry = found.entry;
     if (entry !== undefined && req.headers.authorization !== undefined && !sharedAllowed(entry)) entry = undefined;
     const meta = entry === undefined ? undefined : metaOf(entry);
@@ -524,10 +586,10 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
         const slot = claim(base);
         answer(req, res, ex, entry, 'STALE');
         // The update runs once the client's response is over, so no event of it reaches the handler.
-        res.once('close', () => fetch(req, res, next, ex, base, { status: 'EXPIRED', noStore, detached: true, slot, stale: entry }));
+        res.once('close', () => fetch(req, res, next, ex, base, { status: 'EXPIRED', origin, noStore, detached: true, slot, stale: entry }));
         return;
       }
-      fetch(req, res, next, ex, base, { status: 'EXPIRED', noStore, slot: claim(base), stale: entry });
+      fetch(req, res, next, ex, base, { status: 'EXPIRED', origin, noStore, slot: claim(base), stale: entry });
       return;
     }
     // Not found: count the use (nginx min_uses), then maybe wait for another request populating it.
@@ -547,22 +609,22 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
         if (waitFor > 0) {
           const released = await waitUntil(current.done, waitFor);
           if (released) {
-            if (round < 3) return respond(req, res, next, ex, base, round + 1);
+            if (round < 3) return respond(req, res, next, ex, base, origin, round + 1);
             break;
           }
         }
         if (now() >= started + lockTimeout) {
           // nginx: past the lock timeout the request goes upstream and its response is not cached.
-          fetch(req, res, next, ex, base, { status: 'MISS', noStore: true });
+          fetch(req, res, next, ex, base, { status: 'MISS', origin, noStore: true });
           return;
         }
         if (now() >= current.since + lockAge) break;
         current = inflight.get(base);
       }
-      fetch(req, res, next, ex, base, { status: 'MISS', noStore: noStore || !allowed, slot: claim(base) });
+      fetch(req, res, next, ex, base, { status: 'MISS', origin, noStore: noStore || !allowed, slot: claim(base) });
       return;
     }
-    fetch(req, res, next, ex, base, { status: 'MISS', noStore: noStore || !allowed });
+    fetch(req, res, next, ex, base, { status: 'MISS', origin, noStore: noStore || !allowed });
   }
 
   function answer(req: IncomingMessage, res: ServerResponse, ex: Exchange, entry: CacheEntry, status: CacheStatus, conditionals?: Conditionals): void {
@@ -574,6 +636,8 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
 
   interface FetchPlan {
     status: CacheStatus;
+    /** What the key was built from: the response is stored only if the upstream was told the same. */
+    origin: Origin;
     noStore: boolean;
     slot?: Inflight;
     stale?: CacheEntry;
@@ -625,7 +689,7 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
       if (length !== undefined && Number(length) !== body.length) return settle();
       // A purge since this request went upstream: what it fetched may be what was purged.
       if (purges !== generation) return settle();
-      save(base, req, storeStatus, storeHeaders, body, verdict).then(
+      save(base, ex, storeStatus, storeHeaders, body, verdict).then(
         (ok) => {
           if (ok) written(plan.status, body.length);
           settle();
@@ -645,7 +709,7 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
         if (revalidating && status === 304 && stale !== undefined) {
           const merged = mergeHeaders(stale.headers, headers);
           const f = freshness(stale.status, merged, req, policy, now());
-          if (f.store && !plan.noStore) {
+          if (f.store && !plan.noStore && storable(req, ex, plan.origin)) {
             capture = [stale.body];
             captured = stale.body.length;
             storeStatus = stale.status;
@@ -667,7 +731,7 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
           sent = serveEntry(res, clientMethod, stale, client, statusHeader, served);
           return { pass: false };
         }
-        if (!plan.noStore && status !== 206 && status !== 304) {
+        if (!plan.noStore && status !== 206 && status !== 304 && storable(req, ex, plan.origin)) {
           const f = freshness(status, headers, req, policy, now());
           if (f.store) {
             capture = [];
@@ -752,26 +816,6 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
     },
   }) as CacheMiddleware;
 }
-
-/**
- * nginx's test of a Host header (`ngx_http_validate_host`): a host name or address with an optional
- * port, no `/`, `\`, NUL or control characters, no empty label or `..`. An absent Host is fine.
- */
-export function validHost(host: string | undefined): boolean {
-  if (host === undefined) return true;
-  // Hosts repeat: the verdicts of the last few hundred are kept.
-  const known = hostVerdicts.get(host);
-  if (known !== undefined) return known;
-  let ok: boolean;
-  if (host === '' || host.length > 255) ok = false;
-  else if (host.startsWith('[')) ok = /^\[[0-9A-Fa-f:.]+\](?::\d{1,5})?$/.test(host);
-  else ok = /^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?(?::\d{1,5})?$/.test(host);
-  if (hostVerdicts.size >= 512) hostVerdicts.clear();
-  hostVerdicts.set(host, ok);
-  return ok;
-}
-
-const hostVerdicts = new Map<string, boolean>();
 
 /** The response's headers without those set before the cache ran and those balance()'s hooks added. */
 function upstreamHeaders(all: string[], preset: readonly string[] | undefined, added: readonly string[] | undefined): string[] {

@@ -76,6 +76,16 @@ export interface Exchange {
    * not send: cache() judges and stores the upstream's headers only, as nginx does.
    */
   addedHeaders: string[] | undefined;
+  /**
+   * The host a trusted proxy's X-Forwarded-Host named (with its port, as sent), once a middleware that
+   * trusts the proxy resolved the request (cache() with `trustProxy`); `$host` then reads it.
+   */
+  forwardedHost: string | undefined;
+  /**
+   * The request headers balance() sent upstream on its last attempt (flat name/value pairs, lowercase
+   * names): what the upstream was told, which cache() checks its key and Vary variants against.
+   */
+  upstreamRequestHeaders: string[] | undefined;
   /** Parsed `Cookie` header, lazily filled by the variables facility. */
   cookies: Map<string, string> | undefined;
   /** Parsed query arguments, lazily filled by the variables facility. */
@@ -156,6 +166,8 @@ function createExchange(req: IncomingMessage): Exchange {
     hint: undefined,
     responseHooks: undefined,
     addedHeaders: undefined,
+    forwardedHost: undefined,
+    upstreamRequestHeaders: undefined,
     cookies: undefined,
     argMap: undefined,
   };

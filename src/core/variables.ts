@@ -82,14 +82,20 @@ function headerValue(ex: Exchange, header: string): string {
   return v;
 }
 
+/** `$host`: a trusted proxy's X-Forwarded-Host when one was resolved (cache()'s `trustProxy`), else the request's. */
 function host(ex: Exchange): string {
-  return hostOf(ex.req);
+  return ex.forwardedHost !== undefined ? hostName(ex.forwardedHost) : hostOf(ex.req);
 }
 
 /** nginx's `$host` of a request: the Host header's name, lowercase, without the port; else the local address. */
 export function hostOf(req: IncomingMessage): string {
   const h = req.headers.host;
   if (typeof h !== 'string' || h === '') return req.socket?.localAddress ?? '';
+  return hostName(h);
+}
+
+/** A `host[:port]` value's name, lowercase, without the port. */
+function hostName(h: string): string {
   const lower = h.toLowerCase();
   if (lower.startsWith('[')) {
     const end = lower.indexOf(']');

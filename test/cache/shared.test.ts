@@ -58,7 +58,7 @@ describe('a cache shared through Redis', () => {
     assert.equal(two.hits(), 0);
     assert.equal(b.stats().hit.responses, 1);
 
-    assert.ok((await b.purge('httpshared.example/page?x=1')) >= 1);
+    assert.ok((await b.purge('http://shared.example/page?x=1')) >= 1);
     const third = await fetchText(`${one.url}/page?x=1`, { headers });
     assert.equal(third.headers['x-cache-status'], 'MISS');
     assert.equal(third.body, 'from one #2');
