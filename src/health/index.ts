@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import { request as httpsRequest, type Agent as HttpsAgent, type AgentOptions as HttpsAgentOptions } from 'node:https';
+import { isIP } from 'node:net';
 import { parseDuration, type Duration } from '../core/duration.ts';
 import { InvalidOptionError } from '../core/errors.ts';
 import { TOKEN } from '../core/http.ts';
@@ -45,7 +46,7 @@ export interface HealthCheckOptions {
   persistent?: boolean;
   /** Name of this check in events and errors. @default 'health' */
   name?: string;
-  /** Timers and clock. @default the real ones (unref'd: checks never keep the process alive) */
+  /** Timers and clock. @default the real ones (unref'd: checks never keep the process alive; only a pending {@link HealthCheck.ready} does) */
   clock?: HealthClock;
   /** Random numbers in [0, 1) for jitter. @default Math.random */
   random?: () => number;
@@ -80,7 +81,11 @@ export interface HealthCheckEvents {
 export interface HealthCheck extends EventEmitter<HealthCheckEvents> {
   /** The check's name (option `name`). */
   readonly name: string;
-  /** Settles when every server present at the start has had its first probe. */
+  /**
+   * Settles when every server present at the start has had its first probe (or the check stops).
+   * While it is pending it keeps the process alive, so `await hc.ready` works at the top level of
+   * a module; once settled, the checks never keep the process alive.
+   */
   readonly ready: Promise<void>;
   /** Probes every server now (outside the schedule, never overlapping a running probe); settles when done. */
   check(): Promise<void>;
@@ -95,6 +100,9 @@ export const DEFAULT_HEALTH_TIMEOUT = 5000;
 /** Most body bytes a probe reads (NGINX Plus: 256k). */
 export const MAX_PROBE_BODY = 256 * 1024;
 
+/** Period of the timer that keeps the process alive while `ready` is pending (it never fires in practice). */
+const HOLD_MS = 2 ** 31 - 1;
+
 const realClock: HealthClock = {
   now: Date.now,
   setTimeout(fn, ms) {
@@ -107,6 +115,20 @@ const realClock: HealthClock = {
   },
 };
 
+
+/** Settings of an https.Agent about its pool of connections, not about TLS: a probe has its own connection. */
+const AGENT_ONLY = ['keepAlive', 'keepAliveMsecs', 'agentKeepAliveTimeoutBuffer', 'maxSockets', 'maxTotalSockets', 'maxFreeSockets', 'maxCachedSessions', 'scheduling', 'timeout', 'proxyEnv', 'defaultPort', 'path'] as const;
+
+/**
+ * The TLS settings probes of the pool's `https://` servers connect with: those of the agent its
+ * proxied requests go through (the pool's `tls` option, or the user's own `agent.https`), so a
+ * probe verifies the same CA, name and client certificate as a request.
+ */
+function probeTls(pool: UpstreamPool, peer: Peer): HttpsAgentOptions {
+  const settings: Record<string, unknown> = { ...(pool.agentFor(peer) as HttpsAgent).options };
+  for (const key of AGENT_ONLY) delete settings[key];
+  return settings as HttpsAgentOptions;
+}
 
 function count(value: unknown, option: string, fallback: number): number {
   const v = value ?? fallback;
@@ -278,9 +300,16 @@ export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}
       timer = clock.setTimeout(() => done(false, res?.statusCode, 'timeout'), timeout);
       const requestHeaders: Record<string, string> = { host: target.authority, 'user-agent': 'switchyard-health-check', connection: 'close', ...headers };
       if (target.auth !== undefined && requestHeaders.authorization === undefined) requestHeaders.authorization = `Basic ${Buffer.from(target.auth).toString('base64')}`;
+      // A connection of its own (agent: false): a probe tests connecting, and never waits behind requests for a socket.
       const requestOptions = { host: target.hostname, port: port ?? target.port, method, path: uri, headers: requestHeaders, agent: false as const };
       try {
-        req = target.protocol === 'https:' ? httpsRequest({ ...pool.tls, ...requestOptions, servername: target.hostname }) : httpRequest(requestOptions);
+        if (target.protocol === 'https:') {
+          // SNI and the name verified, as for proxied requests: the pool's `servername`, else the
+          // server's host name; for an IP address, Node's default (the Host header's name, never an address).
+          const tls = probeTls(pool, s.peer);
+          const servername = tls.servername ?? (isIP(target.hostname) === 0 ? target.hostname : undefined);
+          req = httpsRequest({ ...tls, ...requestOptions, servername });
+        } else req = httpRequest(requestOptions);
       } catch (err) {
         done(false, undefined, (err as Error).message);
         return;
@@ -340,6 +369,15 @@ export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}
     schedule(s, 0);
   }
   const ready = Promise.all(first).then(() => undefined);
+  // The probes' timers are unref'd, so while the first probes are only scheduled nothing keeps the
+  // process alive: `await hc.ready` at the top level of a module would end it ("unsettled top-level
+  // await"). A ref'd timer holds it until `ready` settles or the check stops, and no longer.
+  let hold: NodeJS.Timeout | undefined = setInterval(() => undefined, HOLD_MS);
+  const release = (): void => {
+    if (hold !== undefined) clearInterval(hold);
+    hold = undefined;
+  };
+  void ready.then(release);
 
   const handle = Object.assign(emitter, {
     name,
@@ -350,6 +388,7 @@ export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}
     stop(): void {
       if (stopped) return;
       stopped = true;
+      release();
       pool.off('add', onAdd);
       pool.off('remove', onRemove);
       for (const s of servers.values()) {

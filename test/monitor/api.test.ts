@@ -160,20 +160,34 @@ test('health_checks, queue: healthCheck() results and the wait queue show in the
   });
   const hc = healthCheck(gw.pool, { interval: '1h' });
   t.after(() => hc.stop());
+  // Counted exactly: `ready` is the first scheduled probe of each server (the next is an hour away),
+  // then check() adds one. (check() right away raced the first scheduled probe: a refused
+  // connection could end before it fired, and that server was probed twice.)
+  await hc.ready;
+  const counts = async (): Promise<any> => {
+    const u = await getJson(`${gw.api}/http/upstreams/backend`);
+    return Object.fromEntries(['a', 'b', 'dead1'].map((id) => [id, peer(gw, u, id).health_checks]));
+  };
+  assert.deepEqual(await counts(), {
+    a: { checks: 1, fails: 0, unhealthy: 0, last_passed: true },
+    b: { checks: 1, fails: 1, unhealthy: 1, last_passed: false },
+    dead1: { checks: 1, fails: 1, unhealthy: 1, last_passed: false },
+  });
   await hc.check();
   const u = await getJson(`${gw.api}/http/upstreams/backend`);
   assert.deepEqual(u.queue, { size: 0, max_size: 7, overflows: 0 });
   const a = peer(gw, u, 'a');
   const b = peer(gw, u, 'b');
   const d = peer(gw, u, 'dead1');
-  assert.equal(a.health_checks.checks, 1);
+  assert.equal(a.health_checks.checks, 2);
   assert.equal(a.health_checks.fails, 0);
   assert.equal(a.health_checks.unhealthy, 0);
   assert.equal(a.health_checks.last_passed, true);
   assert.equal(a.state, 'up');
   for (const p of [b, d]) {
-    assert.equal(p.health_checks.checks, 1);
-    assert.equal(p.health_checks.fails, 1);
+    assert.equal(p.health_checks.checks, 2);
+    assert.equal(p.health_checks.fails, 2);
+    // times it became unhealthy: still once
     assert.equal(p.health_checks.unhealthy, 1);
     assert.equal(p.health_checks.last_passed, false);
     assert.equal(p.state, 'unhealthy');
