@@ -52,7 +52,7 @@ export type { HeaderCondition, HealthCheck, HealthCheckEvents, HealthCheckOption
 export { monitor, PROMETHEUS_CONTENT_TYPE, STATE_NUMBERS } from './monitor/index.ts';
 export type { MonitorMiddleware, MonitorOptions } from './monitor/index.ts';
 export { upgrade } from './proxy/upgrade.ts';
-export type { UpgradeHandler, UpgradeOptions } from './proxy/upgrade.ts';
+export type { ProxyUpgradeHandler, UpgradeHandler, UpgradeOptions } from './proxy/upgrade.ts';
 export type { TrustProxy } from './proxy/trust.ts';
 export { chain, respondWithError, statusOf } from './core/chain.ts';
 export type { ChainOptions, Middleware, Next } from './core/chain.ts';

@@ -8,7 +8,7 @@ import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest,
 import { chain, type Middleware } from '../core/chain.ts';
 import { InvalidOptionError } from '../core/errors.ts';
 import { exchange } from '../core/exchange.ts';
-import type { UpgradeHandler } from '../proxy/upgrade.ts';
+import { refuseUpgrade, screenUpgrade, type UpgradeHandler } from '../proxy/upgrade.ts';
 
 /** Options of the {@link switchyard} Fastify plugin. */
 export interface SwitchyardPluginOptions {
@@ -116,11 +116,18 @@ export const switchyard: FastifyPluginAsync<SwitchyardPluginOptions> = async fun
       const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
         const url = req.url ?? '/';
         if (prefix !== '' && url !== prefix && !url.startsWith(`${prefix}/`) && !url.startsWith(`${prefix}?`)) {
-          // Not ours: with no other upgrade listener nobody would ever answer or close it.
-          if (fastify.server.listenerCount('upgrade') === 1) socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+          // Not ours: with no other upgrade listener nobody would ever answer or close it. An upgrade
+          // that is not tunneled (h2c) goes to Fastify as an ordinary request, as it would without us.
+          if (fastify.server.listenerCount('upgrade') === 1 && !screenUpgrade(req, socket, head)) refuseUpgrade(socket, 404, 'Not Found');
           return;
         }
-        upgrades[0]!(req, socket, head);
+        // The target is checked (400) before anything parses it; nothing thrown reaches the server's emit().
+        if (screenUpgrade(req, socket, head)) return;
+        try {
+          upgrades[0]!(req, socket, head);
+        } catch {
+          refuseUpgrade(socket, 500, 'Internal Server Error');
+        }
       };
       fastify.server.on('upgrade', onUpgrade);
       fastify.addHook('onClose', async () => {

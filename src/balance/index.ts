@@ -18,7 +18,7 @@ import { requestBody, type RequestBody } from '../proxy/body.ts';
 import { attempt, type AttemptBytes, type AttemptFailure, type AttemptResult, type AttemptTimeouts } from '../proxy/forward.ts';
 import { clientResponseHeaders, resolveClient, upstreamRequestHeaders, type ForwardingPolicy } from '../proxy/headers.ts';
 import { compileTrust, type TrustProxy } from '../proxy/trust.ts';
-import { upgrade, type UpgradeHandler } from '../proxy/upgrade.ts';
+import { upgrade, type ProxyUpgradeHandler } from '../proxy/upgrade.ts';
 
 const debug = debuglog('switchyard');
 
@@ -91,7 +91,7 @@ export interface BalanceOptions {
 /** The middleware balance() returns; it also carries a WebSocket handler for the same pool. */
 export interface BalanceMiddleware extends Middleware {
   /** Proxies upgrade requests to the same pool: `server.on('upgrade', mw.upgrade)`. */
-  readonly upgrade: UpgradeHandler;
+  readonly upgrade: ProxyUpgradeHandler;
   /** The pool this middleware balances over. */
   readonly pool: UpstreamPool;
 }
@@ -214,6 +214,7 @@ export function balance(pool: UpstreamPool, options: BalanceOptions = {}): Balan
     host: o.policy.host,
     connectTimeout: o.timeouts.connect,
     headerTimeout: o.timeouts.header,
+    idleTimeout: o.timeouts.idle,
   });
   return Object.assign(handler, { upgrade: ws, pool });
 }

@@ -1,5 +1,7 @@
 import type { ClientRequest, IncomingMessage } from 'node:http';
+import { Server as NetServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { Server as TlsServer } from 'node:tls';
 import { createProxyServer, type ProxyServer } from 'http-proxy-3';
 import { parseDuration, type Duration } from '../core/duration.ts';
 import { InvalidOptionError } from '../core/errors.ts';
@@ -22,10 +24,135 @@ export interface UpgradeOptions {
   connectTimeout?: Duration;
   /** Time for the upstream to answer the upgrade (101 or a refusal); 504 after it. @default '60s' */
   headerTimeout?: Duration;
+  /**
+   * Longest silence in both directions of an upgraded tunnel (nginx `proxy_read_timeout`): after it
+   * both connections are closed and the server's slot is freed. 0 keeps silent tunnels open.
+   * @default '60s'
+   */
+  idleTimeout?: Duration;
 }
 
 /** A handler for a server's `upgrade` event. */
 export type UpgradeHandler = (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
+
+/** The handler {@link upgrade} returns: an `upgrade` listener that also says which upgrades it tunnels. */
+export interface ProxyUpgradeHandler extends UpgradeHandler {
+  /**
+   * False for an upgrade request the handler does not tunnel but answers as an ordinary HTTP request
+   * (RFC 9110 §7.8): `Upgrade: h2c` (or `h2`), an empty `Upgrade`, a request with a body. Give it to
+   * the server as `shouldUpgradeCallback` (Node 22.21 and 24.9 onwards) and Node sends those requests
+   * to the `request` listener straight away; without it the handler hands them back to the server.
+   * @example
+   * ```ts
+   * const server = createServer({ shouldUpgradeCallback: proxy.upgrade.shouldUpgrade }, chain(proxy));
+   * server.on('upgrade', proxy.upgrade);
+   * ```
+   */
+  readonly shouldUpgrade: (req: IncomingMessage) => boolean;
+}
+
+/** Upgrade protocols never tunneled: HTTP/2 over a tunnel would bypass everything the gateway checks per request (h2c smuggling). */
+const NOT_TUNNELED = new Set(['h2c', 'h2']);
+
+/**
+ * Whether an upgrade request is tunneled to an upstream. Not tunneled, and so answered as an ordinary
+ * request: an upgrade to HTTP/2 (a tunnel would carry requests the gateway never sees), an `Upgrade`
+ * header naming no protocol, and a request with a body (the tunnel would carry the body as if it came
+ * after the switch).
+ * @example
+ * ```ts
+ * createServer({ shouldUpgradeCallback: shouldUpgrade }, listener);
+ * ```
+ */
+export function shouldUpgrade(req: IncomingMessage): boolean {
+  const h = req.headers;
+  if (h['transfer-encoding'] !== undefined) return false;
+  const length = h['content-length'];
+  if (length !== undefined && !/^0+$/.test(length)) return false;
+  const value = h.upgrade;
+  if (typeof value !== 'string') return false;
+  let named = false;
+  for (const item of value.split(',')) {
+    const protocol = item.trim().toLowerCase();
+    if (protocol === '') continue;
+    const slash = protocol.indexOf('/');
+    if (NOT_TUNNELED.has(slash === -1 ? protocol : protocol.slice(0, slash).trim())) return false;
+    named = true;
+  }
+  return named;
+}
+
+const ignore = (): void => undefined;
+
+/**
+ * @internal Keeps a client socket's errors (a reset while an upgrade is refused, bound or proxied)
+ * from becoming an uncaught exception: Node takes its own error listener off the socket before it
+ * emits `upgrade`.
+ */
+export function guardSocket(socket: Duplex): void {
+  if (!socket.listeners('error').includes(ignore)) socket.on('error', ignore);
+}
+
+/** @internal Answers an upgrade request with a bodiless status and closes the connection. */
+export function refuseUpgrade(socket: Duplex, status: 400 | 404 | 500 | 501 | 502 | 503 | 504, reason: string): void {
+  guardSocket(socket);
+  if (socket.destroyed) return;
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  socket.end(`HTTP/1.1 ${status} ${reason}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`, () => socket.destroy());
+}
+
+/**
+ * A request target http-proxy-3 (and the exchange record) can take: origin form, or an absolute form
+ * with an http(s)/ws(s) URL that parses. `*`, authority form and any other shape get 400.
+ */
+function proxiableTarget(target: string | undefined): boolean {
+  if (target === undefined || target === '') return false;
+  if (target.startsWith('/')) return true;
+  return /^(?:https?|wss?):\/\/[^/?#]/i.test(target) && URL.canParse(target);
+}
+
+/**
+ * Hands an upgrade request that is not tunneled back to its server as an ordinary HTTP request
+ * (RFC 9110 §7.8 lets a server ignore an upgrade): the request head is written again without its
+ * `Upgrade` header in front of the bytes that followed it, and the connection is given to the server
+ * as a new one (Node documents emitting `connection` to inject a connection), so Node's own parser
+ * reads the request, its body and any later requests on the connection, keep-alive included.
+ * False when that cannot be done: the server is unknown, or Node still streams the request's body.
+ */
+function handBack(req: IncomingMessage, socket: Duplex, head: Buffer): boolean {
+  const server = (socket as Partial<Socket> & { server?: unknown }).server;
+  if (!(server instanceof NetServer) || socket !== req.socket || !req.complete || server.listenerCount('request') === 0) return false;
+  const lines = [`${req.method} ${req.url} HTTP/${req.httpVersion}`];
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.toLowerCase() !== 'upgrade') lines.push(`${raw[i]}: ${raw[i + 1]}`);
+  lines.push('', '');
+  socket.unshift(Buffer.concat([Buffer.from(lines.join('\r\n'), 'latin1'), head]));
+  // An https server parses HTTP on its TLS connections, which it announces as `secureConnection`.
+  server.emit(server instanceof TlsServer ? 'secureConnection' : 'connection', socket);
+  return true;
+}
+
+/**
+ * @internal What every upgrade entry point does first, before anything reads the target: guards the
+ * socket, answers an upgrade it does not tunnel as ordinary HTTP, and refuses a target that is not a
+ * path (400). True when the request has been dealt with and the caller must stop.
+ */
+export function screenUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean {
+  guardSocket(socket);
+  if (socket.destroyed) return true;
+  if (!shouldUpgrade(req)) {
+    if (!handBack(req, socket, head)) refuseUpgrade(socket, 501, 'Not Implemented');
+    return true;
+  }
+  if (!proxiableTarget(req.url) || !exchange(req).uriValid) {
+    refuseUpgrade(socket, 400, 'Bad Request');
+    return true;
+  }
+  return false;
+}
 
 /** What one proxied upgrade needs once http-proxy-3 has created its upstream request. */
 interface Pending {
@@ -37,19 +164,24 @@ interface Pending {
   answered(status: number): void;
   /** Hands over the upstream request, so a timeout can destroy it. */
   sent(request: ClientRequest): void;
+  /** Hands over the upstream connection once the upstream switched protocols. */
+  tunnel(upstream: Duplex): void;
 }
 
 /**
  * Proxies WebSocket (and other HTTP/1.1 upgrade) requests to a server chosen by
  * the pool's method, on http-proxy-3. Attach it to the server's `upgrade` event;
- * the Fastify plugin does it for you.
+ * the Fastify plugin does it for you. A target that is not a path gets 400; an
+ * upgrade it does not tunnel (see the handler's `shouldUpgrade`) is answered as an
+ * ordinary HTTP request by the server's `request` listener; a tunnel silent in
+ * both directions for `idleTimeout` is closed.
  * @example
  * ```ts
  * const server = app.listen(8080);
  * server.on('upgrade', upgrade(pool));
  * ```
  */
-export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): UpgradeHandler {
+export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): ProxyUpgradeHandler {
   if (!(pool instanceof UpstreamPool)) throw new InvalidOptionError('pool', 'an UpstreamPool from createPool()', pool);
   if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'an object', options);
   const policy: ForwardingPolicy = {
@@ -60,17 +192,29 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Upgra
   };
   const connectTimeout = parseDuration(options.connectTimeout ?? '60s', 'connectTimeout');
   const headerTimeout = parseDuration(options.headerTimeout ?? '60s', 'headerTimeout');
+  const idleTimeout = parseDuration(options.idleTimeout ?? '60s', 'idleTimeout');
   const proxy: ProxyServer = createProxyServer({ ws: true, xfwd: false, ignorePath: true, prependPath: true, connectTimeout });
+  // http-proxy-3 closes, without a word, every upgrade that is not a GET to `websocket`; which
+  // upgrades are tunneled is decided by shouldUpgrade(), before the request gets here.
+  const passes = (proxy as unknown as { wsPasses?: unknown }).wsPasses;
+  if (Array.isArray(passes)) {
+    const at = passes.findIndex((pass: { name?: string }) => pass.name === 'checkMethodAndHeader');
+    if (at !== -1) passes.splice(at, 1);
+  }
   // Errors are handled per request through the callback; this keeps a stray one from throwing.
-  proxy.on('error', () => undefined);
+  proxy.on('error', ignore);
   const pending = new WeakMap<IncomingMessage, Pending>();
   // http-proxy-3 copies every client header; replace them with exactly the ones
   // balance() would send (no hop-by-hop headers, none named in Connection, no
   // client X-Forwarded-* unless trusted) before the request goes out.
+  // A throw here ends in the try around proxy.ws() (http-proxy-3 emits this synchronously).
   proxy.on('proxyReqWs', (proxyReq, req) => {
     const p = pending.get(req);
     if (p === undefined) return;
     pending.delete(req);
+    p.sent(proxyReq);
+    // http-proxy-3 adds its error listener after this event: a throw below must not leave none.
+    proxyReq.on('error', ignore);
     for (const name of proxyReq.getHeaderNames()) proxyReq.removeHeader(name);
     const grouped = new Map<string, string[]>();
     for (let i = 0; i < p.headers.length; i += 2) {
@@ -82,29 +226,28 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Upgra
     for (const [name, values] of grouped) proxyReq.setHeader(name, values.length === 1 ? values[0]! : values);
     proxyReq.setHeader('connection', 'Upgrade');
     proxyReq.setHeader('upgrade', p.upgrade);
-    p.sent(proxyReq);
-    proxyReq.once('upgrade', () => p.answered(101));
+    proxyReq.once('upgrade', (_response: IncomingMessage, upstream: Duplex) => {
+      p.answered(101);
+      p.tunnel(upstream);
+    });
     proxyReq.once('response', (response: IncomingMessage) => p.answered(response.statusCode ?? 0));
   });
-  return function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  const handler = function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    if (screenUpgrade(req, socket, head)) return;
     const ex = exchange(req);
     resolveClient(ex, policy.trust);
-    if (!ex.uriValid) {
-      socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
-      return;
-    }
     let peer: ReturnType<UpstreamPool['select']>;
     try {
       peer = pool.select(pool.selection(req, ex));
     } catch {
       // A throwing hash key function: an event listener must not throw.
-      socket.end('HTTP/1.1 500 Internal Server Error\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+      refuseUpgrade(socket, 500, 'Internal Server Error');
       return;
     }
     if (peer === undefined) {
       ex.upstreamAddr.push(pool.name);
       ex.upstreamStatus.push(503);
-      socket.end('HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+      refuseUpgrade(socket, 503, 'Service Unavailable');
       return;
     }
     ex.upstreamAddr.push(peer.name);
@@ -118,6 +261,7 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Upgra
     let failed = false;
     let finished = false;
     let request: ClientRequest | undefined;
+    let tunnel: Duplex | undefined;
     let timer: NodeJS.Timeout | undefined;
     const finish = (): void => {
       if (finished) return;
@@ -130,6 +274,20 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Upgra
       upgrade: String(req.headers.upgrade ?? 'websocket'),
       sent(proxyReq) {
         request = proxyReq;
+      },
+      tunnel(upstream) {
+        tunnel = upstream;
+        // The upstream connection carries both directions, so its own inactivity timer sees all the
+        // traffic: what the client sends is written to it, what the upstream sends is read from it.
+        if (idleTimeout <= 0 || typeof (upstream as Partial<Socket>).setTimeout !== 'function') return;
+        upstream.once('timeout', () => {
+          upstream.destroy();
+          socket.destroy();
+        });
+        // After http-proxy-3's own 'upgrade' listener, which clears the socket's timeout.
+        process.nextTick(() => {
+          if (!upstream.destroyed) (upstream as Socket).setTimeout(idleTimeout);
+        });
       },
       answered(code) {
         if (status !== undefined || failed) return;
@@ -149,15 +307,28 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Upgra
         failed = true;
         ex.upstreamStatus.push(504);
         request?.destroy();
-        socket.end('HTTP/1.1 504 Gateway Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n', () => socket.destroy());
+        refuseUpgrade(socket, 504, 'Gateway Timeout');
       }, headerTimeout);
     }
-    proxy.ws(req, socket, head, { target }, (err) => {
+    const fail = (): void => {
       if (finished || status !== undefined) return;
       failed = true;
       ex.upstreamStatus.push(502);
-      if (!socket.destroyed && socket.writable) socket.write('HTTP/1.1 502 Bad Gateway\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
-      void err;
-    });
+      request?.destroy();
+      refuseUpgrade(socket, 502, 'Bad Gateway');
+    };
+    // http-proxy-3 parses the target and the request's URL, builds and sends the upstream request
+    // synchronously: whatever throws there must answer this request, never reach the server's emit().
+    try {
+      proxy.ws(req, socket, head, { target }, fail);
+    } catch {
+      pending.delete(req);
+      if (status === undefined) fail();
+      else {
+        tunnel?.destroy();
+        socket.destroy();
+      }
+    }
   };
+  return Object.assign(handler, { shouldUpgrade });
 }

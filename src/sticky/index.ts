@@ -9,7 +9,7 @@ import { TOKEN } from '../core/http.ts';
 import { exchange, type Exchange, type ResponseHook } from '../core/exchange.ts';
 import { args, compileTemplate, cookies, hasVariables, type Template } from '../core/variables.ts';
 import { UpstreamPool } from '../pool/index.ts';
-import type { UpgradeHandler } from '../proxy/upgrade.ts';
+import { refuseUpgrade, screenUpgrade, type UpgradeHandler } from '../proxy/upgrade.ts';
 
 /** Options of the cookie mode (nginx `sticky cookie`). */
 export interface StickyCookieOptions {
@@ -521,15 +521,27 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
   };
   const upgradeWith = (listener: UpgradeHandler): UpgradeHandler =>
     function stickyUpgrade(req, socket, head) {
+      // The target is checked (400) before the binding reads the request, and an upgrade that is not
+      // tunneled goes back to the server as ordinary HTTP, where the middleware binds it.
+      if (screenUpgrade(req, socket, head)) return;
+      const proceed = (): void => {
+        if (socket.destroyed) return;
+        try {
+          listener(req, socket, head);
+        } catch {
+          // An event listener (or, after a lookup, a promise callback) must not throw.
+          refuseUpgrade(socket, 500, 'Internal Server Error');
+        }
+      };
       let pending: Promise<void> | undefined;
       try {
         pending = bind(req, exchange(req));
       } catch {
-        socket.destroy();
+        refuseUpgrade(socket, 500, 'Internal Server Error');
         return;
       }
-      if (pending === undefined) listener(req, socket, head);
-      else pending.then(() => listener(req, socket, head), () => socket.destroy());
+      if (pending === undefined) proceed();
+      else pending.then(proceed, () => refuseUpgrade(socket, 500, 'Internal Server Error'));
     };
 
   return Object.assign(handler, {

@@ -3,13 +3,14 @@
 // stay free of warnings and errors while proxying.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Agent, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { TestContext } from 'node:test';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { balance, createPool, type BalanceOptions, type Middleware, type Next, type UpstreamPool } from '../../src/index.ts';
 import { switchyard, type SwitchyardPluginOptions } from '../../src/adapters/fastify.ts';
 import { deadPort, fetchText } from '../helpers.ts';
+import { H2C, send, upgradeStatus } from '../proxy/upgrade-support.ts';
 import { backend, echo, JSON_TEXT, JSON_VALUE, logCapture, MiB, sleep, streamThrough, wsEcho, wsRefused } from './common.ts';
 
 interface AppOptions extends Partial<Omit<SwitchyardPluginOptions, 'use'>> {
@@ -230,6 +231,33 @@ test('an upgrade outside the prefix with no other upgrade listener is answered 4
   const gw = await app(t, createPool({ servers: [{ url: a.url }] }));
   assert.equal(await wsRefused(`${gw.ws}/elsewhere`, 2000), 404);
   assert.deepEqual(a.sockets, []);
+});
+
+test('without a prefix, hostile upgrade targets are answered 400 and the process keeps running', async (t) => {
+  const a = await backend(t, 'a');
+  const gw = await app(t, createPool({ servers: [{ url: a.url }] }), { prefix: '' });
+  const port = Number(new URL(gw.url).port);
+  for (const target of ['*', 'http://x:a/', 'http://[/', 'http://127.0.0.1:1[/ws', '/%zz']) {
+    assert.equal(await upgradeStatus(t, port, target), 400, target);
+  }
+  assert.deepEqual(await wsEcho(`${gw.ws}/ws`, ['still up']), ['a:still up']);
+  assert.deepEqual(a.sockets, ['/ws']);
+});
+
+test('Upgrade: h2c is answered as ordinary HTTP: under the prefix by the plugin, elsewhere by Fastify', async (t) => {
+  const a = await backend(t, 'a');
+  const gw = await app(t, createPool({ servers: [{ url: a.url }] }));
+  const port = Number(new URL(gw.url).port);
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  t.after(() => agent.destroy());
+  const proxied = await send(port, agent, '/api/h2c', { ...H2C, 'content-type': 'text/plain' }, 'body');
+  assert.equal(proxied.status, 200);
+  assert.equal(echo(proxied.body).body, 'body');
+  assert.equal(echo(proxied.body).headers.upgrade, undefined);
+  const own = await send(port, agent, '/health', H2C);
+  assert.deepEqual([own.status, own.body, own.reused], [200, '{"ok":true}', true]);
+  assert.deepEqual(a.sockets, []);
+  assert.deepEqual(gw.loud(), []);
 });
 
 test('websocket: false leaves upgrades alone', async (t) => {

@@ -1,11 +1,12 @@
 // WebSocket upgrades through balance(pool).upgrade on the gateway server's `upgrade` event.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, type IncomingMessage } from 'node:http';
+import { Agent, createServer, type IncomingMessage } from 'node:http';
 import { WebSocket, WebSocketServer } from 'ws';
-import { createPool } from '../../src/index.ts';
+import { balance, chain, createPool } from '../../src/index.ts';
 import { deadPort, listen, upstream } from '../helpers.ts';
-import { gatewayFor, RawClient, until, TEST_TIMEOUT } from '../balance/support.ts';
+import { delay, gatewayFor, RawClient, until, TEST_TIMEOUT } from '../balance/support.ts';
+import { H2C, send, upgradeStatus } from './upgrade-support.ts';
 
 /** A ws echo upstream that records the upgrade requests it accepted. */
 async function echoUpstream(t: TestContext, name: string) {
@@ -203,4 +204,149 @@ test('an upstream that accepts an upgrade and never answers gets 504 after heade
   const res = await c.response();
   assert.equal(res.status, 504);
   await until(() => pool.stats().servers[0]!.active === 0);
+});
+
+test('hostile upgrade targets (*, http://x:a/, http://[/, one-byte variations) are answered 400 and the process keeps running', { timeout: 20_000 }, async (t) => {
+  const a = await echoUpstream(t, 'a');
+  const pool = createPool({ servers: [{ url: a.url }] });
+  t.after(() => pool.close());
+  const gw = await gatewayFor(t, pool);
+  for (const target of ['*', 'http://x:a/', 'http://[/', 'http://x:99999/ws', 'ws://[::1/ws', 'https://:80/', 'ftp://x/ws', 'x/ws', 'http:x', '%zz']) {
+    assert.equal(await upgradeStatus(t, gw.port, target), 400, target);
+  }
+  // One-byte variations of an absolute-form target: each is either proxied or refused, never a crash.
+  const base = `http://127.0.0.1:${a.port}/ws`;
+  for (let i = 0; i < base.length; i++) {
+    for (const byte of ['[', ':', '%', '@', '*']) {
+      const target = base.slice(0, i) + byte + base.slice(i + 1);
+      const status = await upgradeStatus(t, gw.port, target);
+      if (!URL.canParse(target)) assert.equal(status, 400, target);
+      else assert.ok(status === 400 || status === 101, `${target}: ${status}`);
+    }
+  }
+  assert.equal(await upgradeStatus(t, gw.port, base), 101, 'a valid absolute-form target is proxied');
+  await until(() => pool.stats().servers[0]!.active === 0, 3000, 'active 0');
+});
+
+for (const wiring of ['the upgrade handler hands it back to the server', 'shouldUpgradeCallback: proxy.upgrade.shouldUpgrade'] as const) {
+  test(`Upgrade: h2c is answered as ordinary HTTP, with a body and keep-alive (${wiring})`, { timeout: TEST_TIMEOUT }, async (t) => {
+    const up = await upstream(t, 'plain', (req, res, body) => res.end(`${req.method} ${req.url} ${body}`));
+    let upgrades = 0;
+    up.server.on('upgrade', (_req, socket) => {
+      upgrades++;
+      socket.destroy();
+    });
+    const pool = createPool({ servers: [{ url: up.url }] });
+    t.after(() => pool.close());
+    const proxy = balance(pool);
+    const server = wiring.startsWith('should') ? createServer({ shouldUpgradeCallback: proxy.upgrade.shouldUpgrade }, chain(proxy)) : createServer(chain(proxy));
+    server.on('upgrade', proxy.upgrade);
+    const gw = await listen(t, server);
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    t.after(() => agent.destroy());
+    const first = await send(gw.port, agent, '/h2c?x=1', { ...H2C, 'content-type': 'text/plain' }, 'hello body');
+    assert.deepEqual(first, { status: 200, body: 'POST /h2c?x=1 hello body', reused: false });
+    const second = await send(gw.port, agent, '/next', H2C);
+    assert.deepEqual(second, { status: 200, body: 'GET /next ', reused: true });
+    const third = await send(gw.port, agent, '/plain', {});
+    assert.deepEqual(third, { status: 200, body: 'GET /plain ', reused: true });
+    assert.equal(upgrades, 0);
+    assert.equal(up.seen.length, 3);
+    for (const s of up.seen) {
+      assert.equal(s.headers.upgrade, undefined);
+      assert.equal(s.headers['http2-settings'], undefined);
+    }
+  });
+}
+
+test('shouldUpgrade: which upgrades are tunneled and which are answered as ordinary HTTP', () => {
+  const pool = createPool({ servers: [{ url: 'http://127.0.0.1:1' }] });
+  const { shouldUpgrade } = balance(pool).upgrade;
+  const cases: Array<[Record<string, string>, boolean]> = [
+    [{ upgrade: 'websocket' }, true],
+    [{ upgrade: 'WebSocket', 'content-length': '0' }, true],
+    [{ upgrade: 'echo/1, foo' }, true],
+    [{ upgrade: 'h2c' }, false],
+    [{ upgrade: 'H2C' }, false],
+    [{ upgrade: 'websocket, h2c' }, false],
+    [{ upgrade: 'h2c/1' }, false],
+    [{ upgrade: 'h2' }, false],
+    [{ upgrade: '' }, false],
+    [{ upgrade: ' , ' }, false],
+    [{}, false],
+    [{ upgrade: 'websocket', 'content-length': '5' }, false],
+    [{ upgrade: 'websocket', 'transfer-encoding': 'chunked' }, false],
+  ];
+  for (const [headers, expected] of cases) assert.equal(shouldUpgrade({ headers } as unknown as IncomingMessage), expected, JSON.stringify(headers));
+  pool.close();
+});
+
+test('an upgrade to another protocol than WebSocket is tunneled to the upstream', { timeout: TEST_TIMEOUT }, async (t) => {
+  const up = await upstream(t, 'plain');
+  up.server.on('upgrade', (req, socket) => {
+    socket.write(`HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: ${req.headers.upgrade}\r\n\r\n`);
+    socket.pipe(socket);
+  });
+  const pool = createPool({ servers: [{ url: up.url }] });
+  t.after(() => pool.close());
+  const gw = await gatewayFor(t, pool);
+  const c = await RawClient.open(t, gw.port);
+  c.write('GET /echo HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: echo/1\r\n\r\n');
+  const r = await c.response();
+  assert.equal(r.status, 101);
+  assert.equal(r.headers.get('upgrade'), 'echo/1');
+  const echoed = new Promise<string>((resolve) => c.socket.once('data', (d: Buffer) => resolve(String(d))));
+  c.write('ping');
+  assert.equal(await echoed, 'ping');
+  c.socket.destroy();
+  await until(() => pool.stats().servers[0]!.active === 0, 3000, 'active 0 after the client left');
+});
+
+/** Opens a WebSocket and resolves once it is open. */
+async function openSocket(url: string): Promise<WebSocket> {
+  const ws = new WebSocket(url);
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', resolve);
+    ws.once('error', reject);
+  });
+  return ws;
+}
+
+test('idleTimeout closes a silent WebSocket tunnel on both sides and frees the server slot; traffic keeps it open', { timeout: 10_000 }, async (t) => {
+  const a = await echoUpstream(t, 'a');
+  const pool = createPool({ servers: [{ url: a.url }] });
+  t.after(() => pool.close());
+  const gw = await gatewayFor(t, pool, { idleTimeout: 200 });
+  const ws = await openSocket(`ws://127.0.0.1:${gw.port}/chat`);
+  t.after(() => ws.terminate());
+  const closed = new Promise<number>((resolve) => ws.once('close', (code) => resolve(code)));
+  let isClosed = false;
+  void closed.then(() => (isClosed = true));
+  assert.equal(pool.stats().servers[0]!.active, 1);
+  // Traffic in either direction resets the timer: 12 round trips 60 ms apart span 3.6 idle periods.
+  for (let i = 0; i < 12; i++) {
+    const reply = new Promise<string>((resolve) => ws.once('message', (d) => resolve(String(d))));
+    ws.send(`m${i}`);
+    assert.equal(await reply, `a:m${i}`);
+    await delay(60);
+  }
+  assert.equal(isClosed, false, 'a tunnel with traffic stays open');
+  // Silence: closed on the client side and on the upstream side, and the slot is freed.
+  const code = await Promise.race([closed, delay(5000).then(() => -1)]);
+  assert.notEqual(code, -1, 'the silent tunnel was not closed');
+  await until(() => [...a.upgrades].length === 1 && pool.stats().servers[0]!.active === 0, 3000, 'active 0 after the idle close');
+});
+
+test('idleTimeout: 0 keeps a silent tunnel open', { timeout: TEST_TIMEOUT }, async (t) => {
+  const a = await echoUpstream(t, 'a');
+  const pool = createPool({ servers: [{ url: a.url }] });
+  t.after(() => pool.close());
+  const gw = await gatewayFor(t, pool, { idleTimeout: 0 });
+  const ws = await openSocket(`ws://127.0.0.1:${gw.port}/chat`);
+  t.after(() => ws.terminate());
+  await delay(400);
+  assert.equal(ws.readyState, WebSocket.OPEN);
+  assert.equal(pool.stats().servers[0]!.active, 1);
+  ws.terminate();
+  await until(() => pool.stats().servers[0]!.active === 0, 3000, 'active 0 after the client left');
 });
