@@ -58,13 +58,9 @@ const NOT_TUNNELED = new Set(['h2c', 'h2']);
  * Whether an upgrade request is tunneled to an upstream. Not tunneled, and so answered as an ordinary
  * request: an upgrade to HTTP/2 (a tunnel would carry requests the gateway never sees), an `Upgrade`
  * header naming no protocol, and a request with a body (the tunnel would carry the body as if it came
- * after the switch).
- * @example
- * ```ts
- * createServer({ shouldUpgradeCallback: shouldUpgrade }, listener);
- * ```
+ * after the switch). Handed out as {@link ProxyUpgradeHandler.shouldUpgrade}.
  */
-export function shouldUpgrade(req: IncomingMessage): boolean {
+function shouldUpgrade(req: IncomingMessage): boolean {
   const h = req.headers;
   if (h['transfer-encoding'] !== undefined) return false;
   const length = h['content-length'];
@@ -193,7 +189,9 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Proxy
   const connectTimeout = parseDuration(options.connectTimeout ?? '60s', 'connectTimeout');
   const headerTimeout = parseDuration(options.headerTimeout ?? '60s', 'headerTimeout');
   const idleTimeout = parseDuration(options.idleTimeout ?? '60s', 'idleTimeout');
-  const proxy: ProxyServer = createProxyServer({ ws: true, xfwd: false, ignorePath: true, prependPath: true, connectTimeout });
+  // `expect: ''` overrides a client's `Expect: 100-continue`, with which Node's ClientRequest sends
+  // the head at once, before 'proxyReqWs' can replace the client's headers with balance()'s.
+  const proxy: ProxyServer = createProxyServer({ ws: true, xfwd: false, ignorePath: true, prependPath: true, connectTimeout, headers: { expect: '' } });
   // http-proxy-3 closes, without a word, every upgrade that is not a GET to `websocket`; which
   // upgrades are tunneled is decided by shouldUpgrade(), before the request gets here.
   const passes = (proxy as unknown as { wsPasses?: unknown }).wsPasses;
@@ -235,12 +233,12 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Proxy
   const handler = function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     if (screenUpgrade(req, socket, head)) return;
     const ex = exchange(req);
-    resolveClient(ex, policy.trust);
     let peer: ReturnType<UpstreamPool['select']>;
     try {
+      resolveClient(ex, policy.trust);
       peer = pool.select(pool.selection(req, ex));
     } catch {
-      // A throwing hash key function: an event listener must not throw.
+      // A throwing trustProxy or hash key function: an event listener must not throw.
       refuseUpgrade(socket, 500, 'Internal Server Error');
       return;
     }
@@ -251,10 +249,6 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Proxy
       return;
     }
     ex.upstreamAddr.push(peer.name);
-    const t = peer.target;
-    const host = t.hostname.includes(':') ? `[${t.hostname}]` : t.hostname;
-    const target = `${t.protocol}//${host}:${t.port}${t.prefix}${upstreamTarget(ex)}`;
-    const headers = upstreamRequestHeaders(ex, policy, t.authority, [], t.auth);
     const started = performance.now();
     let status: number | undefined;
     let headerTime = -1;
@@ -269,47 +263,8 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Proxy
       if (timer !== undefined) clearTimeout(timer);
       pool.finish(peer, failed ? 'failed' : 'ok', { header: headerTime, response: performance.now() - started, inflightDone: false }, failed ? undefined : status);
     };
-    pending.set(req, {
-      headers,
-      upgrade: String(req.headers.upgrade ?? 'websocket'),
-      sent(proxyReq) {
-        request = proxyReq;
-      },
-      tunnel(upstream) {
-        tunnel = upstream;
-        // The upstream connection carries both directions, so its own inactivity timer sees all the
-        // traffic: what the client sends is written to it, what the upstream sends is read from it.
-        if (idleTimeout <= 0 || typeof (upstream as Partial<Socket>).setTimeout !== 'function') return;
-        upstream.once('timeout', () => {
-          upstream.destroy();
-          socket.destroy();
-        });
-        // After http-proxy-3's own 'upgrade' listener, which clears the socket's timeout.
-        process.nextTick(() => {
-          if (!upstream.destroyed) (upstream as Socket).setTimeout(idleTimeout);
-        });
-      },
-      answered(code) {
-        if (status !== undefined || failed) return;
-        if (timer !== undefined) clearTimeout(timer);
-        status = code;
-        headerTime = performance.now() - started;
-        ex.upstreamStatus.push(code);
-        ex.server = { id: peer.id, name: peer.name, sid: peer.sid };
-      },
-    });
+    // The slot taken by select() is given back when the client's connection closes, however it ends.
     socket.once('close', finish);
-    // nginx's proxy_read_timeout covers the answer to an upgrade too: a server that
-    // accepts the connection and never answers must not hold the client or the slot.
-    if (headerTimeout > 0) {
-      timer = setTimeout(() => {
-        if (finished || status !== undefined) return;
-        failed = true;
-        ex.upstreamStatus.push(504);
-        request?.destroy();
-        refuseUpgrade(socket, 504, 'Gateway Timeout');
-      }, headerTimeout);
-    }
     const fail = (): void => {
       if (finished || status !== undefined) return;
       failed = true;
@@ -317,9 +272,53 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Proxy
       request?.destroy();
       refuseUpgrade(socket, 502, 'Bad Gateway');
     };
-    // http-proxy-3 parses the target and the request's URL, builds and sends the upstream request
-    // synchronously: whatever throws there must answer this request, never reach the server's emit().
+    // Building the upstream request, and http-proxy-3 parsing the target and the request's URL,
+    // creating and sending the upstream request, all happen synchronously: whatever throws there
+    // must answer this request, never reach the server's emit().
     try {
+      const t = peer.target;
+      const host = t.hostname.includes(':') ? `[${t.hostname}]` : t.hostname;
+      const target = `${t.protocol}//${host}:${t.port}${t.prefix}${upstreamTarget(ex)}`;
+      pending.set(req, {
+        headers: upstreamRequestHeaders(ex, policy, t.authority, [], t.auth),
+        upgrade: String(req.headers.upgrade),
+        sent(proxyReq) {
+          request = proxyReq;
+        },
+        tunnel(upstream) {
+          tunnel = upstream;
+          // The upstream connection carries both directions, so its own inactivity timer sees all the
+          // traffic: what the client sends is written to it, what the upstream sends is read from it.
+          if (idleTimeout <= 0 || typeof (upstream as Partial<Socket>).setTimeout !== 'function') return;
+          upstream.once('timeout', () => {
+            upstream.destroy();
+            socket.destroy();
+          });
+          // After http-proxy-3's own 'upgrade' listener, which clears the socket's timeout.
+          process.nextTick(() => {
+            if (!upstream.destroyed) (upstream as Socket).setTimeout(idleTimeout);
+          });
+        },
+        answered(code) {
+          if (status !== undefined || failed) return;
+          if (timer !== undefined) clearTimeout(timer);
+          status = code;
+          headerTime = performance.now() - started;
+          ex.upstreamStatus.push(code);
+          ex.server = { id: peer.id, name: peer.name, sid: peer.sid };
+        },
+      });
+      // nginx's proxy_read_timeout covers the answer to an upgrade too: a server that
+      // accepts the connection and never answers must not hold the client or the slot.
+      if (headerTimeout > 0) {
+        timer = setTimeout(() => {
+          if (finished || status !== undefined) return;
+          failed = true;
+          ex.upstreamStatus.push(504);
+          request?.destroy();
+          refuseUpgrade(socket, 504, 'Gateway Timeout');
+        }, headerTimeout);
+      }
       proxy.ws(req, socket, head, { target }, fail);
     } catch {
       pending.delete(req);

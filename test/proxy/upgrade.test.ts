@@ -118,6 +118,24 @@ test('the upgrade request carries the gateway\'s Host and X-Forwarded headers; h
   assert.equal(a.upgrades[0]!.rawHeaders.filter((x) => x.toLowerCase() === 'host').length, 1);
 });
 
+test('an upgrade with Expect: 100-continue is proxied with the gateway\'s headers, not the client\'s', { timeout: TEST_TIMEOUT }, async (t) => {
+  const a = await echoUpstream(t, 'a');
+  const pool = createPool({ servers: [{ url: a.url }] });
+  t.after(() => pool.close());
+  const gw = await gatewayFor(t, pool);
+  const c = await RawClient.open(t, gw.port);
+  c.write(
+    'GET /sock HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade, X-Secret\r\nUpgrade: websocket\r\nExpect: 100-continue\r\nX-Secret: hop\r\n' +
+      'X-Forwarded-For: 203.0.113.9\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+  );
+  assert.equal((await c.response()).status, 101);
+  const h = a.upgrades[0]!.headers;
+  assert.equal(h['x-forwarded-for'], '127.0.0.1');
+  assert.equal(h['x-secret'], undefined);
+  assert.equal(h.expect, undefined);
+  assert.equal(h.connection, 'Upgrade');
+});
+
 test('an upgrade to a dead server is answered 502 and counted as a failure', { timeout: TEST_TIMEOUT }, async (t) => {
   const port = await deadPort();
   const pool = createPool({ servers: [{ url: `http://127.0.0.1:${port}` }, { url: `http://127.0.0.1:${port}/x` }] });
@@ -171,6 +189,20 @@ test('an upgrade whose hash key function throws is answered 500, the process kee
   const r = await refusedUpgrade(`ws://127.0.0.1:${gw.port}/`);
   assert.equal(r.status, 500);
   assert.equal(a.upgrades.length + b.upgrades.length, 0);
+});
+
+test('an upgrade whose trustProxy function throws is answered 500, the process keeps running', { timeout: TEST_TIMEOUT }, async (t) => {
+  const a = await echoUpstream(t, 'a');
+  const pool = createPool({ servers: [{ url: a.url }] });
+  t.after(() => pool.close());
+  const gw = await gatewayFor(t, pool, {
+    trustProxy: () => {
+      throw new Error('trust function failed');
+    },
+  });
+  assert.equal(await upgradeStatus(t, gw.port, '/ws'), 500);
+  assert.equal(a.upgrades.length, 0);
+  assert.equal(pool.stats().servers[0]!.active, 0);
 });
 
 test('an upgrade with a path that climbs above the root is answered 400 and never reaches a server', { timeout: TEST_TIMEOUT }, async (t) => {
@@ -332,9 +364,39 @@ test('idleTimeout closes a silent WebSocket tunnel on both sides and frees the s
   }
   assert.equal(isClosed, false, 'a tunnel with traffic stays open');
   // Silence: closed on the client side and on the upstream side, and the slot is freed.
-  const code = await Promise.race([closed, delay(5000).then(() => -1)]);
+  let timer: NodeJS.Timeout | undefined;
+  const code = await Promise.race([closed, new Promise<number>((resolve) => (timer = setTimeout(() => resolve(-1), 5000)))]);
+  clearTimeout(timer);
   assert.notEqual(code, -1, 'the silent tunnel was not closed');
-  await until(() => [...a.upgrades].length === 1 && pool.stats().servers[0]!.active === 0, 3000, 'active 0 after the idle close');
+  await until(() => a.upgrades[0]!.socket.destroyed, 3000, 'the upstream side of the tunnel closed');
+  await until(() => pool.stats().servers[0]!.active === 0, 3000, 'active 0 after the idle close');
+});
+
+test('idleTimeout: traffic in one direction only (the upstream pushing) keeps a tunnel open', { timeout: 10_000 }, async (t) => {
+  const server = createServer();
+  const wss = new WebSocketServer({ server });
+  wss.on('connection', (ws) => {
+    let n = 0;
+    const push = setInterval(() => (n++ < 12 ? ws.send(`push${n}`) : clearInterval(push)), 60);
+    ws.on('close', () => clearInterval(push));
+  });
+  t.after(() => {
+    for (const c of wss.clients) c.terminate();
+    wss.close();
+  });
+  const up = await listen(t, server);
+  const pool = createPool({ servers: [{ url: up.url }] });
+  t.after(() => pool.close());
+  const gw = await gatewayFor(t, pool, { idleTimeout: 200 });
+  const ws = await openSocket(`ws://127.0.0.1:${gw.port}/feed`);
+  t.after(() => ws.terminate());
+  const pushed: string[] = [];
+  ws.on('message', (d) => pushed.push(String(d)));
+  const closed = new Promise<void>((resolve) => ws.once('close', () => resolve()));
+  await until(() => pushed.length === 12, 5000, 'twelve pushes over 3.6 idle periods');
+  assert.equal(ws.readyState, WebSocket.OPEN);
+  await closed; // then silence: closed after idleTimeout (the test's timeout bounds the wait)
+  await until(() => pool.stats().servers[0]!.active === 0, 3000, 'active 0 after the idle close');
 });
 
 test('idleTimeout: 0 keeps a silent tunnel open', { timeout: TEST_TIMEOUT }, async (t) => {
