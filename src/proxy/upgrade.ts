@@ -162,6 +162,8 @@ interface Pending {
   sent(request: ClientRequest): void;
   /** Hands over the upstream connection once the upstream switched protocols. */
   tunnel(upstream: Duplex): void;
+  /** Ends the exchange after something threw: 502 before the upstream answered, else both connections closed. */
+  abort(): void;
 }
 
 /**
@@ -224,11 +226,23 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Proxy
     for (const [name, values] of grouped) proxyReq.setHeader(name, values.length === 1 ? values[0]! : values);
     proxyReq.setHeader('connection', 'Upgrade');
     proxyReq.setHeader('upgrade', p.upgrade);
+    // These run later, from the upstream request's events: nothing thrown may reach its emit().
     proxyReq.once('upgrade', (_response: IncomingMessage, upstream: Duplex) => {
-      p.answered(101);
-      p.tunnel(upstream);
+      try {
+        p.answered(101);
+        p.tunnel(upstream);
+      } catch {
+        upstream.destroy();
+        p.abort();
+      }
     });
-    proxyReq.once('response', (response: IncomingMessage) => p.answered(response.statusCode ?? 0));
+    proxyReq.once('response', (response: IncomingMessage) => {
+      try {
+        p.answered(response.statusCode ?? 0);
+      } catch {
+        p.abort();
+      }
+    });
   });
   const handler = function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     if (screenUpgrade(req, socket, head)) return;
@@ -272,6 +286,14 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Proxy
       request?.destroy();
       refuseUpgrade(socket, 502, 'Bad Gateway');
     };
+    const abort = (): void => {
+      pending.delete(req);
+      if (status === undefined) fail();
+      else {
+        tunnel?.destroy();
+        socket.destroy();
+      }
+    };
     // Building the upstream request, and http-proxy-3 parsing the target and the request's URL,
     // creating and sending the upstream request, all happen synchronously: whatever throws there
     // must answer this request, never reach the server's emit().
@@ -307,6 +329,7 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Proxy
           ex.upstreamStatus.push(code);
           ex.server = { id: peer.id, name: peer.name, sid: peer.sid };
         },
+        abort,
       });
       // nginx's proxy_read_timeout covers the answer to an upgrade too: a server that
       // accepts the connection and never answers must not hold the client or the slot.
@@ -321,12 +344,7 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Proxy
       }
       proxy.ws(req, socket, head, { target }, fail);
     } catch {
-      pending.delete(req);
-      if (status === undefined) fail();
-      else {
-        tunnel?.destroy();
-        socket.destroy();
-      }
+      abort();
     }
   };
   return Object.assign(handler, { shouldUpgrade });
