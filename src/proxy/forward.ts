@@ -1,5 +1,5 @@
-import { request as httpRequest, type ClientRequest, type IncomingMessage, type RequestOptions } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import http, { type ClientRequest, type IncomingMessage, type OutgoingHttpHeaders, type RequestOptions } from 'node:http';
+import https from 'node:https';
 import type { Socket } from 'node:net';
 import type { Cancellation } from '../core/cancel.ts';
 import type { Peer } from '../pool/peer.ts';
@@ -99,7 +99,6 @@ export function attempt(
   return new Promise((resolve) => {
     const started = performance.now();
     const t = peer.target;
-    const send = t.protocol === 'https:' ? httpsRequest : httpRequest;
     let settled = false;
     let sent = false;
     let reused = false;
@@ -111,13 +110,16 @@ export function attempt(
       sent: () => (conn === undefined ? 0 : Math.max(0, conn.bytesWritten - written0)),
       received: () => (conn === undefined ? 0 : Math.max(0, conn.bytesRead - read0)),
     };
+    // Looked up on the module at each call, not bound at import: a tracer that wraps
+    // http.request (OpenTelemetry, Sentry, Datadog) after switchyard was loaded is still used.
+    const send = t.protocol === 'https:' ? https.request : http.request;
     const req = send({
       protocol: t.protocol,
       hostname: t.hostname,
       port: t.port,
       method,
       path,
-      headers,
+      headers: headerObject(headers),
       agent: pool.agentFor(peer),
       setHost: false,
       ...(t.protocol === 'https:' ? { servername: isIpLiteral(t.hostname) ? undefined : t.hostname } : {}),
@@ -209,6 +211,35 @@ export function attempt(
       resolve({ kind: 'response', request: req, response, headerTime: performance.now() - started, bytes });
     });
   });
+}
+
+/**
+ * The upstream request headers as an object for `http.request`, a name sent
+ * several times as an array of its values in order (node writes one field line
+ * per value; Cookie values it joins with "; ", as RFC 6265 wants one Cookie
+ * line). Instrumentation that wraps `http.request` reads and adds headers on
+ * `options.headers` as an object: a flat `[name, value, ...]` list would be
+ * copied into fields named `0`, `1`, ... and lose Host. Names are lowercase
+ * (see upstreamRequestHeaders), so each one is a single key. A plain object
+ * (a prototype-less one is twice as slow to fill), so own keys are tested with
+ * `Object.hasOwn` (a header named `constructor` is not Object's) and
+ * `__proto__` is defined rather than assigned.
+ */
+function headerObject(list: readonly string[]): OutgoingHttpHeaders {
+  const out: Record<string, string | string[]> = {};
+  for (let i = 0; i < list.length; i += 2) {
+    const name = list[i]!;
+    const value = list[i + 1]!;
+    if (!Object.hasOwn(out, name)) {
+      if (name === '__proto__') Object.defineProperty(out, name, { value, enumerable: true, writable: true, configurable: true });
+      else out[name] = value;
+      continue;
+    }
+    const prior = out[name]!;
+    if (typeof prior === 'string') out[name] = [prior, value];
+    else prior.push(value);
+  }
+  return out;
 }
 
 function isIpLiteral(host: string): boolean {

@@ -436,3 +436,50 @@ test('trusted X-Forwarded-For: an entry that is not an IP address ends the walk 
     assert.equal(gw.log[i]!.client, client, `X-Forwarded-For: ${xff}`);
   }
 });
+
+test('repeated request fields go upstream as separate lines in order (Cookie as one line), and fields named like Object members (constructor, toString, __proto__) are plain headers', { timeout: TEST_TIMEOUT }, async (t) => {
+  const up = await mirror(t);
+  const pool = createPool({ servers: [{ url: up.url }] });
+  t.after(() => pool.close());
+  const url = (
+    await gateway(
+      t,
+      chain((req, _res, next) => {
+        req.headers['x-group'] = ['admins', 'ops'];
+        (req.headers as Record<string, string | string[]>).cookie = ['a=1', 'b=2'];
+        Object.defineProperty(req.headers, '__proto__', { value: 'p', enumerable: true, writable: true, configurable: true });
+        next();
+      }, balance(pool)),
+    )
+  ).url;
+  const gw = new URL(url);
+  const c = await RawClient.open(t, Number(gw.port));
+  c.write(
+    'GET /dup HTTP/1.1\r\n' +
+      'Host: public.example\r\n' +
+      'Set-Cookie: a=1\r\n' +
+      'Constructor: c\r\n' +
+      'Set-Cookie: b=2\r\n' +
+      'toString: s\r\n' +
+      'hasOwnProperty: h\r\n' +
+      'Connection: close\r\n' +
+      '\r\n',
+  );
+  const r = await c.response();
+  assert.equal(r.status, 200);
+  const raw = (JSON.parse(r.body) as { raw: string[] }).raw;
+  const values = (name: string): string[] => {
+    const out: string[] = [];
+    for (let i = 0; i < raw.length; i += 2) if (raw[i]!.toLowerCase() === name) out.push(raw[i + 1]!);
+    return out;
+  };
+  assert.deepEqual(values('set-cookie'), ['a=1', 'b=2']);
+  assert.deepEqual(values('x-group'), ['admins', 'ops']);
+  // RFC 6265 §5.4: one Cookie line.
+  assert.deepEqual(values('cookie'), ['a=1; b=2']);
+  assert.deepEqual(values('constructor'), ['c']);
+  assert.deepEqual(values('tostring'), ['s']);
+  assert.deepEqual(values('hasownproperty'), ['h']);
+  assert.deepEqual(values('__proto__'), ['p']);
+  assert.deepEqual(values('host'), [`127.0.0.1:${up.port}`]);
+});
