@@ -33,6 +33,7 @@ export {
   DEFAULT_RETRY_BODY_LIMIT,
 } from './balance/index.ts';
 export type { BalanceMiddleware, BalanceOptions, NextUpstreamCondition } from './balance/index.ts';
+export { DIAGNOSTICS_CHANNELS, type CacheStatusMessage, type PoolChangeMessage, type PoolStateMessage, type RequestStartMessage, type StoreErrorMessage, type UpstreamAttemptMessage, type UpstreamEndMessage, type UpstreamEndOutcome, type UpstreamErrorFailure, type UpstreamErrorMessage, type UpstreamHeaderMessage, type UpstreamServerRef } from './core/diagnostics.ts';
 export { rewrite } from './rewrite/index.ts';
 export type { Condition, ConditionOperator, RewriteFlag, RewriteOptions, RewriteRule } from './rewrite/index.ts';
 export { fromNginx, DEFAULT_NGINX_IGNORE } from './rewrite/nginx.ts';

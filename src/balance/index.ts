@@ -1,5 +1,4 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { debuglog } from 'node:util';
 import { parseDuration, type Duration } from '../core/duration.ts';
 import {
   BadGatewayError,
@@ -10,6 +9,7 @@ import {
   type SwitchyardError,
 } from '../core/errors.ts';
 import { Cancellation } from '../core/cancel.ts';
+import { channels, type UpstreamEndOutcome, type UpstreamErrorFailure, type UpstreamServerRef } from '../core/diagnostics.ts';
 import { exchange, upstreamTarget, type Exchange } from '../core/exchange.ts';
 import type { Middleware, Next } from '../core/chain.ts';
 import { UpstreamPool } from '../pool/index.ts';
@@ -19,8 +19,6 @@ import { attempt, type AttemptBytes, type AttemptFailure, type AttemptResult, ty
 import { clientResponseHeaders, resolveClient, upstreamRequestHeaders, type ForwardingPolicy } from '../proxy/headers.ts';
 import { compileTrust, type TrustProxy } from '../proxy/trust.ts';
 import { upgrade, type ProxyUpgradeHandler } from '../proxy/upgrade.ts';
-
-const debug = debuglog('switchyard');
 
 /** Conditions under which a request moves on to the next server (nginx `proxy_next_upstream`). */
 export type NextUpstreamCondition =
@@ -188,6 +186,7 @@ export function balance(pool: UpstreamPool, options: BalanceOptions = {}): Balan
   const handler = function balance(req: IncomingMessage, res: ServerResponse, next: Next): void {
     const ex = exchange(req);
     resolveClient(ex, o.policy.trust);
+    if (channels.requestStart.hasSubscribers) channels.requestStart.publish({ req, ex, pool: pool.name });
     if (!ex.uriValid) {
       next(new BadRequestError('Malformed request target'));
       return;
@@ -254,7 +253,7 @@ async function proxy(pool: UpstreamPool, o: Resolved, ex: Exchange, res: ServerR
       ex.upstreamAddr.push(pool.name);
       ex.upstreamStatus.push(err.statusCode);
       ex.upstreamFailure = 'error';
-      debug('pool %s: no live upstreams', pool.name);
+      if (channels.upstreamError.hasSubscribers) publishError(ex, pool, undefined, attempts + 1, 'no_server', err, false);
       return giveUp(err);
     }
     attempts++;
@@ -266,10 +265,12 @@ async function proxy(pool: UpstreamPool, o: Resolved, ex: Exchange, res: ServerR
       const headers = upstreamRequestHeaders(ex, o.policy, peer.target.authority, body.framing, peer.target.auth);
       // What the upstream is told: cache() checks its key against it before storing the answer.
       ex.upstreamRequestHeaders = headers;
+      if (channels.upstreamAttempt.hasSubscribers) channels.upstreamAttempt.publish({ ex, pool: pool.name, server: serverRef(peer), attempt: attempts, method, path, headers });
       result = await attempt(pool, peer, method, path, headers, body, o.timeouts, gone);
     } catch (err) {
       // Not the server's doing (node:http refused the request as built): release it and fail the request.
       pool.finish(peer, 'ok', { header: -1, response: performance.now() - started, inflightDone: false }, undefined);
+      if (channels.upstreamError.hasSubscribers) publishError(ex, pool, peer, attempts, 'error', err as Error, false);
       res.off('close', onClose);
       throw err;
     }
@@ -279,6 +280,7 @@ async function proxy(pool: UpstreamPool, o: Resolved, ex: Exchange, res: ServerR
       count(peer, result.bytes);
       if (gone.aborted) {
         pool.finish(peer, 'ok', { header: -1, response: performance.now() - started, inflightDone: false }, undefined);
+        if (channels.upstreamError.hasSubscribers) publishError(ex, pool, peer, attempts, result.failure, result.cause, false);
         return giveUp(result.cause);
       }
       const timings = { header: -1, response: performance.now() - started, inflightDone: false };
@@ -288,6 +290,7 @@ async function proxy(pool: UpstreamPool, o: Resolved, ex: Exchange, res: ServerR
       if (result.reused && result.failure === 'error' && !reuseRetried && resendable) {
         reuseRetried = true;
         pool.finish(peer, 'next', timings, undefined);
+        if (channels.upstreamError.hasSubscribers) publishError(ex, pool, peer, attempts, result.failure, result.cause, true);
         sel.tried.delete(peer);
         tries++;
         ex.upstreamAddr.pop();
@@ -295,8 +298,9 @@ async function proxy(pool: UpstreamPool, o: Resolved, ex: Exchange, res: ServerR
       }
       pool.finish(peer, 'failed', timings, undefined);
       ex.upstreamStatus.push(result.failure === 'timeout' ? 504 : 502);
-      debug('pool %s: %s on %s: %s', pool.name, result.failure, peer.id, result.cause.message);
-      if (canRetry(o, result.failure, tries, deadline, method, result.sent, body)) continue;
+      const retry = canRetry(o, result.failure, tries, deadline, method, result.sent, body);
+      if (channels.upstreamError.hasSubscribers) publishError(ex, pool, peer, attempts, result.failure, result.cause, retry);
+      if (retry) continue;
       ex.upstreamFailure = result.failure;
       return giveUp(failureError(result.failure, result.cause, pool.name));
     }
@@ -304,6 +308,7 @@ async function proxy(pool: UpstreamPool, o: Resolved, ex: Exchange, res: ServerR
     const { response, request, headerTime } = result;
     const status = response.statusCode ?? 502;
     const inflightDone = pool.header(peer, headerTime);
+    if (channels.upstreamHeader.hasSubscribers) channels.upstreamHeader.publish({ ex, pool: pool.name, server: serverRef(peer), attempt: attempts, status, headerTime, response });
     const condition = STATUS_CONDITIONS.get(status);
     if (condition !== undefined && tries > 0 && canRetry(o, condition, tries, deadline, method, true, body)) {
       body.detach();
@@ -312,13 +317,36 @@ async function proxy(pool: UpstreamPool, o: Resolved, ex: Exchange, res: ServerR
       else response.resume();
       count(peer, result.bytes);
       pool.finish(peer, status === 403 || status === 404 ? 'next' : 'failed', { header: headerTime, response: performance.now() - started, inflightDone }, status);
+      if (channels.upstreamEnd.hasSubscribers) publishEnd(ex, pool, peer, attempts, status, 'next', result.bytes, started);
       ex.upstreamStatus.push(status);
       continue;
     }
     ex.upstreamStatus.push(status);
     ex.server = { id: peer.id, name: peer.name, sid: peer.sid };
-    return relay(pool, peer, res, result, body, started, inflightDone, onClose, ex);
+    return relay(pool, peer, res, result, body, started, inflightDone, onClose, ex, attempts);
   }
+}
+
+function serverRef(peer: Peer): UpstreamServerRef {
+  return { id: peer.id, name: peer.name };
+}
+
+function publishError(ex: Exchange, pool: UpstreamPool, peer: Peer | undefined, attempt: number, failure: UpstreamErrorFailure, error: Error, retry: boolean): void {
+  channels.upstreamError.publish({ ex, pool: pool.name, server: peer === undefined ? undefined : serverRef(peer), attempt, failure, error, retry });
+}
+
+function publishEnd(ex: Exchange, pool: UpstreamPool, peer: Peer, attempt: number, status: number, outcome: UpstreamEndOutcome, bytes: AttemptBytes, started: number): void {
+  channels.upstreamEnd.publish({
+    ex,
+    pool: pool.name,
+    server: serverRef(peer),
+    attempt,
+    status,
+    outcome,
+    bytesSent: bytes.sent(),
+    bytesReceived: bytes.received(),
+    responseTime: performance.now() - started,
+  });
 }
 
 /** Adds an attempt's bytes to the server's `sent` and `received` counters. */
@@ -345,6 +373,7 @@ function relay(
   inflightDone: boolean,
   onClose: () => void,
   ex: Exchange,
+  attempt: number,
 ): void {
   const { response, request, headerTime } = result;
   let done = false;
@@ -359,6 +388,7 @@ function relay(
     if (!request.writableEnded) request.destroy();
     count(peer, result.bytes);
     pool.finish(peer, 'ok', { header: headerTime, response: performance.now() - started, inflightDone }, response.statusCode ?? 0);
+    if (channels.upstreamEnd.hasSubscribers) publishEnd(ex, pool, peer, attempt, response.statusCode ?? 0, response.complete ? 'complete' : 'aborted', result.bytes, started);
   };
   const onClientClose = (): void => {
     if (!response.complete) {

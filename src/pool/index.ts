@@ -1,9 +1,8 @@
 import { EventEmitter } from 'node:events';
 import { Agent as HttpAgent, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, type AgentOptions as HttpsAgentOptions } from 'node:https';
-import { channel } from 'node:diagnostics_channel';
-import { debuglog } from 'node:util';
 import type { Cancellation } from '../core/cancel.ts';
+import { channels } from '../core/diagnostics.ts';
 import type { Exchange } from '../core/exchange.ts';
 import { parseDuration, type Duration } from '../core/duration.ts';
 import { InvalidOptionError, ServerNotFoundError } from '../core/errors.ts';
@@ -18,9 +17,6 @@ import type { AttemptTimings, Balancer, PeerSet, Selection } from './methods/typ
 
 export type { ServerState, ServerStats, ResponseCounters, ResponseTimeHistogram, HealthCheckStats } from './peer.ts';
 export { RESPONSE_TIME_BUCKETS } from './peer.ts';
-
-const debug = debuglog('switchyard');
-const stateChannel = channel('switchyard:pool:state');
 
 /** Default server weight (nginx `weight=1`). */
 export const DEFAULT_WEIGHT = 1;
@@ -505,7 +501,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     this.#peers.push(peer);
     this.#rebuild();
     const result = info(peer);
-    debug('pool %s: add %s', this.name, peer.id);
+    if (channels.poolChange.hasSubscribers) channels.poolChange.publish({ pool: this.name, action: 'add', id: peer.id, server: peer.url, changes: undefined });
     this.emit('add', result);
     this.#serveQueue();
     return result;
@@ -528,7 +524,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     if (peer.conns > 0) this.#zombies.add(peer);
     this.#rebuild();
     const result = info(peer);
-    debug('pool %s: remove %s', this.name, peer.id);
+    if (channels.poolChange.hasSubscribers) channels.poolChange.publish({ pool: this.name, action: 'remove', id: peer.id, server: peer.url, changes: undefined });
     this.emit('remove', result);
     return result;
   }
@@ -568,7 +564,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     }
     this.#rebuild();
     const result = info(peer);
-    debug('pool %s: update %s %o', this.name, peer.id, changes);
+    if (channels.poolChange.hasSubscribers) channels.poolChange.publish({ pool: this.name, action: 'update', id: peer.id, server: peer.url, changes: { ...changes } });
     this.emit('update', result);
     this.#observe(peer, this.#now());
     this.#serveQueue();
@@ -658,8 +654,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
       p.downSince = undefined;
     }
     const change: StateChange = { pool: this.name, id: p.id, server: p.url, from, to };
-    debug('pool %s: server %s %s -> %s', this.name, p.id, from, to);
-    if (stateChannel.hasSubscribers) stateChannel.publish(change);
+    if (channels.poolState.hasSubscribers) channels.poolState.publish(change);
     this.emit('state', change);
     return to;
   }
@@ -815,10 +810,8 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
       peer.checked = now;
       if (peer.maxFails !== 0) {
         peer.effectiveWeight -= Math.floor(peer.weight / peer.maxFails);
-        if (peer.fails >= peer.maxFails) {
-          peer.unavail++;
-          debug('pool %s: upstream server %s temporarily disabled', this.name, peer.id);
-        }
+        // The change to 'unavail' is published by #observe below.
+        if (peer.fails >= peer.maxFails) peer.unavail++;
       }
       if (peer.effectiveWeight < 0) peer.effectiveWeight = 0;
     } else if (peer.accessed < peer.checked) {
