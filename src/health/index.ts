@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http';
-import { request as httpsRequest, type Agent as HttpsAgent, type AgentOptions as HttpsAgentOptions } from 'node:https';
+import { request as httpsRequest } from 'node:https';
 import { isIP } from 'node:net';
 import { parseDuration, type Duration } from '../core/duration.ts';
 import { InvalidOptionError } from '../core/errors.ts';
@@ -115,20 +115,6 @@ const realClock: HealthClock = {
   },
 };
 
-
-/** Settings of an https.Agent about its pool of connections, not about TLS: a probe has its own connection. */
-const AGENT_ONLY = ['keepAlive', 'keepAliveMsecs', 'agentKeepAliveTimeoutBuffer', 'maxSockets', 'maxTotalSockets', 'maxFreeSockets', 'maxCachedSessions', 'scheduling', 'timeout', 'proxyEnv', 'defaultPort', 'path'] as const;
-
-/**
- * The TLS settings probes of the pool's `https://` servers connect with: those of the agent its
- * proxied requests go through (the pool's `tls` option, or the user's own `agent.https`), so a
- * probe verifies the same CA, name and client certificate as a request.
- */
-function probeTls(pool: UpstreamPool, peer: Peer): HttpsAgentOptions {
-  const settings: Record<string, unknown> = { ...(pool.agentFor(peer) as HttpsAgent).options };
-  for (const key of AGENT_ONLY) delete settings[key];
-  return settings as HttpsAgentOptions;
-}
 
 function count(value: unknown, option: string, fallback: number): number {
   const v = value ?? fallback;
@@ -306,7 +292,8 @@ export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}
         if (target.protocol === 'https:') {
           // SNI and the name verified, as for proxied requests: the pool's `servername`, else the
           // server's host name; for an IP address, Node's default (the Host header's name, never an address).
-          const tls = probeTls(pool, s.peer);
+          // The pool's TLS settings: those of the agent its proxied requests go through.
+          const tls = pool.tls;
           const servername = tls.servername ?? (isIP(target.hostname) === 0 ? target.hostname : undefined);
           req = httpsRequest({ ...tls, ...requestOptions, servername });
         } else req = httpRequest(requestOptions);

@@ -369,7 +369,6 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     const now = options.now ?? Date.now;
     if (typeof now !== 'function') throw new InvalidOptionError('now', 'a function returning milliseconds', now);
     this.#now = now;
-    this.#tls = options.tls;
     if (!Array.isArray(options.servers) || options.servers.length === 0) {
       throw new InvalidOptionError('servers', 'a non-empty array of { url }', options.servers);
     }
@@ -390,6 +389,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     this.#httpAgent = agents.http;
     this.#httpsAgent = agents.https;
     this.#ownAgents = agents.own;
+    this.#tls = tlsSettings(agents.https);
     this.#peers = peers;
     const start = this.#now();
     for (const p of peers) initialState(p, start);
@@ -828,15 +828,21 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     return peer.target.protocol === 'https:' ? this.#httpsAgent : this.#httpAgent;
   }
 
+  #tls: Readonly<HttpsAgentOptions>;
+
+  /**
+   * @internal The TLS settings of connections to `https://` servers the pool's agent does not make
+   * (health probes, WebSocket tunnels): those of its https agent (the `tls` option, or the user's
+   * own `agent.https`), so they verify the same CA and name and present the same client certificate
+   * as proxied requests.
+   */
+  get tls(): Readonly<HttpsAgentOptions> {
+    return this.#tls;
+  }
+
   // ---- active health checks (internal, for healthCheck()) ----
 
   #nextCheckId = 1;
-  #tls: HttpsAgentOptions | undefined;
-
-  /** @internal TLS options for connections of the pool's own making (health probes). */
-  get tls(): HttpsAgentOptions | undefined {
-    return this.#tls;
-  }
 
   /** @internal A new id for one healthCheck() on this pool. */
   healthCheckId(): number {
@@ -887,6 +893,16 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
 function initialState(peer: Peer, now: number): void {
   peer.lastState = peer.state(now);
   if (peer.lastState !== 'up' && peer.lastState !== 'draining') peer.downSince = now;
+}
+
+/** Settings of an https.Agent about its pool of connections, not about TLS. */
+const AGENT_ONLY = ['keepAlive', 'keepAliveMsecs', 'agentKeepAliveTimeoutBuffer', 'maxSockets', 'maxTotalSockets', 'maxFreeSockets', 'maxCachedSessions', 'scheduling', 'timeout', 'proxyEnv', 'defaultPort', 'path'] as const;
+
+/** An https agent's options less those about its pool of connections: what a connection of its own needs. */
+function tlsSettings(agent: HttpsAgent): Readonly<HttpsAgentOptions> {
+  const settings: Record<string, unknown> = { ...agent.options };
+  for (const key of AGENT_ONLY) delete settings[key];
+  return Object.freeze(settings) as HttpsAgentOptions;
 }
 
 function idleSockets(agent: HttpAgent): number {

@@ -1,12 +1,15 @@
 import type { ClientRequest, IncomingMessage } from 'node:http';
-import { Server as NetServer, type Socket } from 'node:net';
+import { Agent as HttpsAgent } from 'node:https';
+import { isIP, Server as NetServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Server as TlsServer } from 'node:tls';
 import { createProxyServer, type ProxyServer } from 'http-proxy-3';
+import { channels, type UpstreamErrorFailure } from '../core/diagnostics.ts';
 import { parseDuration, type Duration } from '../core/duration.ts';
-import { InvalidOptionError } from '../core/errors.ts';
-import { exchange, upstreamTarget } from '../core/exchange.ts';
+import { GatewayTimeoutError, InvalidOptionError, NoServerAvailableError } from '../core/errors.ts';
+import { exchange, upstreamTarget, type Exchange } from '../core/exchange.ts';
 import { UpstreamPool } from '../pool/index.ts';
+import type { Peer, PeerTarget } from '../pool/peer.ts';
 import { resolveClient, upstreamRequestHeaders, type ForwardingPolicy } from './headers.ts';
 import { compileTrust, type TrustProxy } from './trust.ts';
 
@@ -150,6 +153,31 @@ export function screenUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer
   return false;
 }
 
+/**
+ * The connection of an upgrade to an `https://` server: an agent of its own (a tunnel keeps its
+ * connection, which never goes back to a pool, and a kept-alive one the server may have closed
+ * cannot be retried here) with the TLS settings of the pool's https agent, so it verifies the same
+ * CA and name and presents the same client certificate as proxied requests and health probes. SNI:
+ * the pool's `servername`, else the server's host name; for an IP address, Node's default (the name
+ * of the Host header sent upstream, never an address).
+ */
+function tunnelAgent(pool: UpstreamPool, t: PeerTarget): HttpsAgent {
+  const tls = pool.tls;
+  return new HttpsAgent({ ...tls, servername: tls.servername ?? (isIP(t.hostname) === 0 ? t.hostname : undefined) });
+}
+
+/** The value of `name` in flat `[name, value, ...]` pairs with lowercase names. */
+function headerValue(pairs: readonly string[], name: string): string | undefined {
+  for (let i = 0; i < pairs.length; i += 2) if (pairs[i] === name) return pairs[i + 1];
+  return undefined;
+}
+
+/** Publishes on `switchyard:upstream:error` (NODE_DEBUG=switchyard prints it): an upgrade makes one attempt, never retried. */
+function publishError(ex: Exchange, pool: UpstreamPool, peer: Peer | undefined, failure: UpstreamErrorFailure, error: Error): void {
+  if (!channels.upstreamError.hasSubscribers) return;
+  channels.upstreamError.publish({ ex, pool: pool.name, server: peer === undefined ? undefined : { id: peer.id, name: peer.name }, attempt: 1, failure, error, retry: false });
+}
+
 /** What one proxied upgrade needs once http-proxy-3 has created its upstream request. */
 interface Pending {
   /** The upstream request headers, as balance() builds them (hop-by-hop ones already dropped). */
@@ -163,7 +191,7 @@ interface Pending {
   /** Hands over the upstream connection once the upstream switched protocols. */
   tunnel(upstream: Duplex): void;
   /** Ends the exchange after something threw: 502 before the upstream answered, else both connections closed. */
-  abort(): void;
+  abort(err: unknown): void;
 }
 
 /**
@@ -191,9 +219,7 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Proxy
   const connectTimeout = parseDuration(options.connectTimeout ?? '60s', 'connectTimeout');
   const headerTimeout = parseDuration(options.headerTimeout ?? '60s', 'headerTimeout');
   const idleTimeout = parseDuration(options.idleTimeout ?? '60s', 'idleTimeout');
-  // `expect: ''` overrides a client's `Expect: 100-continue`, with which Node's ClientRequest sends
-  // the head at once, before 'proxyReqWs' can replace the client's headers with balance()'s.
-  const proxy: ProxyServer = createProxyServer({ ws: true, xfwd: false, ignorePath: true, prependPath: true, connectTimeout, headers: { expect: '' } });
+  const proxy: ProxyServer = createProxyServer({ ws: true, xfwd: false, ignorePath: true, prependPath: true, connectTimeout });
   // http-proxy-3 closes, without a word, every upgrade that is not a GET to `websocket`; which
   // upgrades are tunneled is decided by shouldUpgrade(), before the request gets here.
   const passes = (proxy as unknown as { wsPasses?: unknown }).wsPasses;
@@ -231,16 +257,16 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Proxy
       try {
         p.answered(101);
         p.tunnel(upstream);
-      } catch {
+      } catch (err) {
         upstream.destroy();
-        p.abort();
+        p.abort(err);
       }
     });
     proxyReq.once('response', (response: IncomingMessage) => {
       try {
         p.answered(response.statusCode ?? 0);
-      } catch {
-        p.abort();
+      } catch (err) {
+        p.abort(err);
       }
     });
   });
@@ -259,6 +285,7 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Proxy
     if (peer === undefined) {
       ex.upstreamAddr.push(pool.name);
       ex.upstreamStatus.push(503);
+      publishError(ex, pool, undefined, 'no_server', new NoServerAvailableError(pool.name));
       refuseUpgrade(socket, 503, 'Service Unavailable');
       return;
     }
@@ -279,16 +306,20 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Proxy
     };
     // The slot taken by select() is given back when the client's connection closes, however it ends.
     socket.once('close', finish);
-    const fail = (): void => {
+    // http-proxy-3's callback: the upstream connection failed (refused, reset, TLS verification,
+    // connectTimeout) before the upstream answered.
+    const fail = (err: unknown): void => {
       if (finished || status !== undefined) return;
       failed = true;
       ex.upstreamStatus.push(502);
+      const error = err instanceof Error ? err : new Error(String(err));
+      publishError(ex, pool, peer, (error as NodeJS.ErrnoException).code === 'ECONNECT_TIMEOUT' ? 'timeout' : 'error', error);
       request?.destroy();
       refuseUpgrade(socket, 502, 'Bad Gateway');
     };
-    const abort = (): void => {
+    const abort = (err: unknown): void => {
       pending.delete(req);
-      if (status === undefined) fail();
+      if (status === undefined) fail(err);
       else {
         tunnel?.destroy();
         socket.destroy();
@@ -301,8 +332,9 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Proxy
       const t = peer.target;
       const host = t.hostname.includes(':') ? `[${t.hostname}]` : t.hostname;
       const target = `${t.protocol}//${host}:${t.port}${t.prefix}${upstreamTarget(ex)}`;
+      const headers = upstreamRequestHeaders(ex, policy, t.authority, [], t.auth);
       pending.set(req, {
-        headers: upstreamRequestHeaders(ex, policy, t.authority, [], t.auth),
+        headers,
         upgrade: String(req.headers.upgrade),
         sent(proxyReq) {
           request = proxyReq;
@@ -338,13 +370,18 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Proxy
           if (finished || status !== undefined) return;
           failed = true;
           ex.upstreamStatus.push(504);
+          publishError(ex, pool, peer, 'timeout', new GatewayTimeoutError(`upstream did not answer the upgrade in ${headerTimeout}ms`));
           request?.destroy();
           refuseUpgrade(socket, 504, 'Gateway Timeout');
         }, headerTimeout);
       }
-      proxy.ws(req, socket, head, { target }, fail);
-    } catch {
-      abort();
+      // Headers set when the upstream request is made, before 'proxyReqWs' replaces the client's:
+      // `expect: ''` overrides a client's `Expect: 100-continue`, with which Node's ClientRequest sends
+      // the head at once; the Host header sent upstream is the one Node takes the SNI name from.
+      const early = { expect: '', host: headerValue(headers, 'host') ?? t.authority };
+      proxy.ws(req, socket, head, { target, agent: t.protocol === 'https:' ? tunnelAgent(pool, t) : undefined, headers: early }, fail);
+    } catch (err) {
+      abort(err);
     }
   };
   return Object.assign(handler, { shouldUpgrade });

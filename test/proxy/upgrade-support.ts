@@ -1,7 +1,10 @@
 // Shared by the upgrade tests (balance().upgrade, sticky's wrapUpgrade, the Fastify plugin, the fuzz
-// test): raw upgrade requests and keep-alive requests carrying an h2c upgrade.
+// test, the wss test): raw upgrade requests, keep-alive requests carrying an h2c upgrade, WebSocket clients.
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { request, type Agent } from 'node:http';
 import type { TestContext } from 'node:test';
+import { WebSocket } from 'ws';
+import type { UpstreamErrorMessage } from '../../src/core/diagnostics.ts';
 import { RawClient } from '../balance/support.ts';
 
 /** The headers of an HTTP/1.1 request offering an upgrade to h2c (RFC 7540 §3.2). */
@@ -39,4 +42,49 @@ export function send(port: number, agent: Agent, path: string, headers: Record<s
     req.on('error', reject);
     req.end(body);
   });
+}
+
+/** Opens a WebSocket, sends each message, returns the replies, and closes it. */
+export async function exchangeMessages(url: string, messages: Array<string | Buffer>, headers?: Record<string, string>): Promise<Array<string | Buffer>> {
+  const ws = new WebSocket(url, { headers });
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', resolve);
+    ws.once('error', reject);
+    ws.once('unexpected-response', (_req, res) => reject(new Error(`upgrade refused: ${res.statusCode}`)));
+  });
+  const replies: Array<string | Buffer> = [];
+  for (const m of messages) {
+    const reply = new Promise<string | Buffer>((resolve) => ws.once('message', (data, binary) => resolve(binary ? (data as Buffer) : String(data))));
+    ws.send(m);
+    replies.push(await reply);
+  }
+  ws.close();
+  await new Promise<void>((resolve) => ws.once('close', () => resolve()));
+  return replies;
+}
+
+/** Resolves with the HTTP status an upgrade was refused with (0 when the socket was cut). */
+export function refusedUpgrade(url: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url);
+    ws.once('open', () => reject(new Error('the upgrade unexpectedly succeeded')));
+    ws.once('unexpected-response', (_req, res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on('error', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    ws.once('error', () => resolve({ status: 0, body: '' }));
+  });
+}
+
+/** The messages published on switchyard:upstream:error while the test runs. */
+export function upstreamErrors(t: TestContext): UpstreamErrorMessage[] {
+  const messages: UpstreamErrorMessage[] = [];
+  const onMessage = (m: unknown): void => {
+    messages.push(m as UpstreamErrorMessage);
+  };
+  subscribe('switchyard:upstream:error', onMessage);
+  t.after(() => unsubscribe('switchyard:upstream:error', onMessage));
+  return messages;
 }

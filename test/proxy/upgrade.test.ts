@@ -6,7 +6,7 @@ import { WebSocket, WebSocketServer } from 'ws';
 import { balance, chain, createPool } from '../../src/index.ts';
 import { deadPort, listen, upstream } from '../helpers.ts';
 import { delay, gatewayFor, RawClient, until, TEST_TIMEOUT } from '../balance/support.ts';
-import { H2C, send, upgradeStatus } from './upgrade-support.ts';
+import { exchangeMessages, H2C, refusedUpgrade, send, upgradeStatus, upstreamErrors } from './upgrade-support.ts';
 
 /** A ws echo upstream that records the upgrade requests it accepted. */
 async function echoUpstream(t: TestContext, name: string) {
@@ -23,40 +23,6 @@ async function echoUpstream(t: TestContext, name: string) {
   });
   const up = await listen(t, server);
   return { ...up, upgrades };
-}
-
-/** Opens a WebSocket, sends each message, returns the replies, and closes it. */
-async function exchangeMessages(url: string, messages: Array<string | Buffer>, headers?: Record<string, string>): Promise<Array<string | Buffer>> {
-  const ws = new WebSocket(url, { headers });
-  await new Promise<void>((resolve, reject) => {
-    ws.once('open', resolve);
-    ws.once('error', reject);
-    ws.once('unexpected-response', (_req, res) => reject(new Error(`upgrade refused: ${res.statusCode}`)));
-  });
-  const replies: Array<string | Buffer> = [];
-  for (const m of messages) {
-    const reply = new Promise<string | Buffer>((resolve) => ws.once('message', (data, binary) => resolve(binary ? (data as Buffer) : String(data))));
-    ws.send(m);
-    replies.push(await reply);
-  }
-  ws.close();
-  await new Promise<void>((resolve) => ws.once('close', () => resolve()));
-  return replies;
-}
-
-/** Resolves with the HTTP status an upgrade was refused with (0 when the socket was cut). */
-function refusedUpgrade(url: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url);
-    ws.once('open', () => reject(new Error('the upgrade unexpectedly succeeded')));
-    ws.once('unexpected-response', (_req, res) => {
-      let body = '';
-      res.on('data', (c: Buffer) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-      res.on('error', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    ws.once('error', () => resolve({ status: 0, body: '' }));
-  });
 }
 
 test('WebSocket echo through balance(pool).upgrade, balanced round robin, text and binary', { timeout: TEST_TIMEOUT }, async (t) => {
@@ -236,6 +202,30 @@ test('an upstream that accepts an upgrade and never answers gets 504 after heade
   const res = await c.response();
   assert.equal(res.status, 504);
   await until(() => pool.stats().servers[0]!.active === 0);
+});
+
+test('upgrade failures are published on switchyard:upstream:error: a refused connection, no answer within headerTimeout, no server', { timeout: TEST_TIMEOUT }, async (t) => {
+  const errors = upstreamErrors(t);
+  const held: import('node:stream').Duplex[] = [];
+  t.after(() => held.forEach((s) => s.destroy()));
+  const port = await deadPort();
+  const dead = createPool({ name: 'up-dead', servers: [{ url: `http://127.0.0.1:${port}`, id: 'd' }] });
+  t.after(() => dead.close());
+  assert.equal((await refusedUpgrade(`ws://127.0.0.1:${(await gatewayFor(t, dead)).port}/a`)).status, 502);
+  const up = await upstream(t, 'silent');
+  up.server.on('upgrade', (_req, socket) => held.push(socket));
+  const silent = createPool({ name: 'up-silent', servers: [{ url: up.url, id: 's' }] });
+  t.after(() => silent.close());
+  assert.equal((await refusedUpgrade(`ws://127.0.0.1:${(await gatewayFor(t, silent, { headerTimeout: 150 })).port}/b`)).status, 504);
+  const none = createPool({ name: 'up-none', servers: [{ url: up.url, down: true }] });
+  t.after(() => none.close());
+  assert.equal((await refusedUpgrade(`ws://127.0.0.1:${(await gatewayFor(t, none)).port}/c`)).status, 503);
+  const mine = errors.filter((m) => m.pool.startsWith('up-')).map((m) => ({ pool: m.pool, server: m.server?.id, url: m.ex.req.url, failure: m.failure, code: (m.error as NodeJS.ErrnoException).code, retry: m.retry }));
+  assert.deepEqual(mine, [
+    { pool: 'up-dead', server: 'd', url: '/a', failure: 'error', code: 'ECONNREFUSED', retry: false },
+    { pool: 'up-silent', server: 's', url: '/b', failure: 'timeout', code: 'SWY_ERR_GATEWAY_TIMEOUT', retry: false },
+    { pool: 'up-none', server: undefined, url: '/c', failure: 'no_server', code: 'SWY_ERR_NO_SERVER', retry: false },
+  ]);
 });
 
 test('hostile upgrade targets (*, http://x:a/, http://[/, one-byte variations) are answered 400 and the process keeps running', { timeout: 20_000 }, async (t) => {
