@@ -2,9 +2,10 @@
 // when unreachable, a failure with REQUIRE_REDIS=1), and private redis-server processes that a
 // test can stop and restart.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { before } from 'node:test';
+import { before, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { reachable } from './helpers.ts';
+import KeyvRedis from '@keyv/redis';
+import { deadPort, reachable } from './helpers.ts';
 
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 export const REQUIRE_REDIS = process.env.REQUIRE_REDIS === '1';
@@ -16,6 +17,8 @@ export interface RedisAdmin {
   del(keys: string[]): Promise<number>;
   sendCommand(args: string[]): Promise<unknown>;
   quit(): Promise<unknown>;
+  /** Closes the connection at once, whether Redis answers or not. */
+  destroy(): void;
   scanIterator(options: { MATCH: string; COUNT: number }): AsyncIterable<string | string[]>;
 }
 
@@ -60,4 +63,84 @@ export async function stopRedis(child: ChildProcess): Promise<void> {
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   child.kill('SIGKILL');
   await exited;
+}
+
+/** Freezes a private redis-server (SIGSTOP): connections stay up, nothing is answered. */
+export function pauseRedis(child: ChildProcess): void {
+  child.kill('SIGSTOP');
+}
+
+/** Thaws a private redis-server frozen by {@link pauseRedis}. */
+export function resumeRedis(child: ChildProcess): void {
+  if (child.exitCode === null && child.signalCode === null) child.kill('SIGCONT');
+}
+
+/** Polls `check` every 50 ms until it is true or `ms` have passed; resolves whether it became true. */
+export async function until(check: () => boolean | Promise<boolean>, ms: number): Promise<boolean> {
+  const end = performance.now() + ms;
+  for (;;) {
+    if (await check()) return true;
+    if (performance.now() > end) return false;
+    await sleep(50);
+  }
+}
+
+/**
+ * A `@keyv/redis` store built as the README recommends: node-redis's offline queue off, so nothing
+ * sent while Redis is unreachable waits to be replayed once it is back.
+ */
+export function redisStore(url: string = REDIS_URL): KeyvRedis<unknown> {
+  return new KeyvRedis<unknown>({ url, disableOfflineQueue: true });
+}
+
+/** A private redis-server for one test, killed when the test ends (see {@link privateRedis}). */
+export interface PrivateRedis {
+  port: number;
+  url: string;
+  /** Kills it (SIGKILL); its data is gone. */
+  stop(): Promise<void>;
+  /** Starts it again on the same port, empty. */
+  start(): Promise<void>;
+  /** Freezes it (SIGSTOP): connections stay up, nothing is answered. */
+  pause(): void;
+  resume(): void;
+  /** A client for looking into it, closed when the test ends. */
+  admin(): Promise<RedisAdmin>;
+}
+
+/** Starts a private redis-server on a free port for the test `t`; all is cleaned up in `t.after`. */
+export async function privateRedis(t: TestContext): Promise<PrivateRedis> {
+  const port = await deadPort();
+  const url = `redis://127.0.0.1:${port}`;
+  let child = await startRedis(port);
+  t.after(async () => {
+    resumeRedis(child);
+    await stopRedis(child);
+  });
+  return {
+    port,
+    url,
+    stop: () => stopRedis(child),
+    async start() {
+      child = await startRedis(port);
+    },
+    pause: () => pauseRedis(child),
+    resume: () => resumeRedis(child),
+    async admin() {
+      const client = (await new KeyvRedis<unknown>(url).getClient()) as unknown as RedisAdmin;
+      t.after(() => client.destroy());
+      return client;
+    },
+  };
+}
+
+/** Whether `promise` settles within `ms`. */
+export function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms, false);
+    void promise.then(
+      () => resolve(true),
+      () => resolve(true),
+    ).finally(() => clearTimeout(timer));
+  });
 }

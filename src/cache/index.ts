@@ -14,7 +14,7 @@ import { expectedForwarding, factsSuffix, hasBody, keyHost, listValue, originKey
 import { compilePolicy, freshness, headerValues, type CachePolicy, type CachePolicyOptions, type Freshness } from './policy.ts';
 import { intercept } from './intercept.ts';
 import { entryHeader, serveEntry, takeConditionals, type Conditionals } from './serve.ts';
-import { CacheStore, createMemoryStore, DEFAULT_INACTIVE, type CacheEntry, type MemoryStoreOptions } from './store.ts';
+import { CacheStore, createMemoryStore, DEFAULT_INACTIVE, type CacheEntry, type MemoryStoreOptions, type StoreBreakerOptions } from './store.ts';
 
 /** Cache status of a request, as nginx's `$upstream_cache_status`. */
 export type CacheStatus = 'MISS' | 'BYPASS' | 'EXPIRED' | 'STALE' | 'UPDATING' | 'REVALIDATED' | 'HIT';
@@ -44,6 +44,14 @@ export interface CacheOptions extends CachePolicyOptions {
   namespace?: string;
   /** Longest a store operation may take before it counts as failed (the request then goes upstream). @default '1s' */
   storeTimeout?: Duration;
+  /**
+   * The store's circuit breaker: after `failures` (3) failures in a row the store is skipped at once
+   * (requests go upstream, nothing waits for `storeTimeout`) and probed in the background, after
+   * `probeDelay` ('500ms'), doubling up to `maxProbeDelay` ('10s'), until it answers. `false` turns it off.
+   * Ignored when `store` is a {@link CacheStore} (give it its own `breaker`).
+   * @default {}
+   */
+  storeBreaker?: StoreBreakerOptions | false;
   /**
    * The cache key: nginx variables (`'$scheme$host$uri$is_args$args'`) or a function. The default
    * is `scheme://host` followed by the request target exactly as it is sent upstream (rewrite()'s
@@ -171,7 +179,11 @@ export interface CacheMiddleware extends Middleware {
   stats(): CacheStats;
   /** Zeroes the counters. */
   resetStats(): void;
-  /** Disconnects the store (closes a Redis client). */
+  /**
+   * Disconnects the store (closes a Redis client): store operations in flight get up to
+   * `storeTimeout` (at most a second) to finish, then the client is closed whether Redis answers
+   * or not. Never rejects.
+   */
   close(): Promise<void>;
 }
 
@@ -375,6 +387,7 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
       store: options.store ?? createMemoryStore(options.now !== undefined && memory.now === undefined ? { ...memory, now } : memory),
       ...(options.namespace !== undefined ? { namespace: options.namespace } : {}),
       ...(options.storeTimeout !== undefined ? { timeout: options.storeTimeout } : {}),
+      ...(options.storeBreaker !== undefined ? { breaker: options.storeBreaker } : {}),
     });
   }
 

@@ -23,8 +23,19 @@ export const DEFAULT_INACTIVE = '10m';
 export const DEFAULT_STORE_TIMEOUT = 1000;
 /** Default {@link CacheStoreOptions.namespace} of the Keyv that {@link CacheStore} creates itself. */
 export const DEFAULT_NAMESPACE = 'switchyard';
-/** Size charged for a value that is neither a string, a Buffer/typed array nor JSON-serializable. */
+/** Size charged for a value {@link estimateSize} cannot measure: a function, a symbol, or what lies past its walk's limit. */
 export const UNKNOWN_VALUE_SIZE = 1024;
+/**
+ * Bytes the memory store charges per entry for its own bookkeeping (the entry's slot with its LRU
+ * links and two timestamps, and the Map's entry), on top of the key and the value.
+ */
+export const ENTRY_OVERHEAD = 160;
+/** Default {@link StoreBreakerOptions.failures}: 3 failures in a row mark a store down. */
+export const DEFAULT_BREAKER_FAILURES = 3;
+/** Default {@link StoreBreakerOptions.probeDelay}: 500 ms before the first probe of a store marked down. */
+export const DEFAULT_PROBE_DELAY = 500;
+/** Default {@link StoreBreakerOptions.maxProbeDelay}: at most 10 s between probes. */
+export const DEFAULT_MAX_PROBE_DELAY = 10_000;
 
 // ---------------------------------------------------------------------------
 // Bounded memory store
@@ -38,8 +49,10 @@ export interface MemoryStoreOptions {
    */
   maxEntries?: number;
   /**
-   * Most bytes kept, counting each entry's key and value (see {@link estimateSize}); the least
-   * recently used go first. A single value larger than this is not stored.
+   * Most memory kept, in bytes: what the entries take in the V8 heap and in Buffers, as the store
+   * estimates it (key and value by {@link estimateSize}, plus {@link ENTRY_OVERHEAD} per entry;
+   * within 25% of the measured heap for small and large cache entries). The least recently used
+   * go first. A single entry larger than this is not stored.
    * @default DEFAULT_MAX_BYTES (64 MiB)
    */
   maxBytes?: number;
@@ -77,7 +90,7 @@ export interface MemoryStore extends KeyvStoreAdapter {
   keys(): string[];
   /** Number of entries held (expired ones not yet noticed included). */
   readonly size: number;
-  /** Bytes held, as counted against `maxBytes`. */
+  /** Bytes held (estimated heap and Buffer memory of the entries), as counted against `maxBytes`. */
   readonly bytes: number;
 }
 
@@ -92,38 +105,102 @@ interface Slot {
   next: Slot | undefined;
 }
 
+// Sizes in the V8 heap of 64-bit Node (no pointer compression), as test/cache/heap-probe.ts measures them.
+const STRING_HEADER = 16;
+const OBJECT_HEADER = 24;
+/** A JSArray and the header of its backing store. */
+const ARRAY_HEADER = 48;
+const FIELD = 8;
+const HEAP_NUMBER = 16;
+/** A Buffer or typed array object (its bytes are counted apart). */
+const VIEW_OVERHEAD = 100;
+/** An ArrayBuffer object and the bookkeeping of its memory. */
+const ARRAY_BUFFER_OVERHEAD = 110;
+/** Most objects and arrays {@link estimateSize} walks into for one value. */
+const WALK_LIMIT = 10_000;
+
+/** Heap bytes of a string: a header and one byte per character (two when one is beyond Latin-1), in 8-byte words. */
+function stringSize(s: string): number {
+  const n = s.length;
+  const wide = Buffer.byteLength(s) !== n && /[^\x00-\xff]/.test(s);
+  return STRING_HEADER + ((((wide ? 2 * n : n) + 7) >>> 3) << 3);
+}
+
 /**
- * Size charged for a value: strings by UTF-8 byte length, Buffers and typed arrays by
- * `byteLength`, other values by the UTF-8 length of their `JSON.stringify` form, and
- * {@link UNKNOWN_VALUE_SIZE} when that fails.
+ * Memory a value takes, in bytes: its V8 heap (strings by character, objects and arrays by field,
+ * numbers that are not small integers boxed) plus the bytes of Buffers and typed arrays, which live
+ * outside the heap. Objects and arrays are walked (each counted once, at most 10 000 of them);
+ * functions, symbols and what lies past the walk count {@link UNKNOWN_VALUE_SIZE}.
+ * The memory store charges this for each key and value, plus {@link ENTRY_OVERHEAD}.
  * @example
  * ```ts
- * estimateSize('héllo');          // 6
- * estimateSize(Buffer.alloc(10)); // 10
- * estimateSize({ a: 1 });         // 7
+ * estimateSize('hello');          // 24: a 16-byte header and 5 characters, in 8-byte words
+ * estimateSize(Buffer.alloc(10)); // 220: the Buffer and ArrayBuffer objects, and 10 bytes
+ * estimateSize({ a: 1 });         // 32: an object with one field holding a small integer
  * ```
  */
 export function estimateSize(value: unknown): number {
-  if (typeof value === 'string') return Buffer.byteLength(value);
-  if (isEntryShaped(value)) {
-    // A cache entry held as an object: the body, the header text, and a fixed allowance for the rest.
-    let size = value.body.byteLength + 64;
-    for (const h of value.headers) size += h.length + 2;
-    return size;
-  }
-  if (ArrayBuffer.isView(value)) return value.byteLength;
-  if (value instanceof ArrayBuffer) return value.byteLength;
-  try {
-    const json = JSON.stringify(value);
-    return json === undefined ? UNKNOWN_VALUE_SIZE : Buffer.byteLength(json);
-  } catch {
-    return UNKNOWN_VALUE_SIZE;
-  }
+  if (typeof value === 'string') return stringSize(value);
+  if (typeof value !== 'object' || value === null) return sizeOf(value, undefined);
+  return sizeOf(value, { seen: new Set(), left: WALK_LIMIT });
 }
 
-function isEntryShaped(value: unknown): value is CacheEntry {
-  const v = value as Partial<CacheEntry> | null;
-  return typeof v === 'object' && v !== null && Buffer.isBuffer(v.body) && Array.isArray(v.headers);
+interface Walk {
+  seen: Set<object>;
+  left: number;
+}
+
+function sizeOf(value: unknown, walk: Walk | undefined): number {
+  switch (typeof value) {
+    case 'string':
+      return stringSize(value);
+    case 'number':
+      return Number.isInteger(value) && value >= -0x8000_0000 && value <= 0x7fff_ffff ? 0 : HEAP_NUMBER;
+    case 'boolean':
+    case 'undefined':
+      return 0;
+    case 'bigint':
+      return HEAP_NUMBER + 8 * Math.ceil(value.toString(16).length / 16);
+    case 'object':
+      break;
+    default:
+      return UNKNOWN_VALUE_SIZE;
+  }
+  if (value === null) return 0;
+  if (ArrayBuffer.isView(value)) {
+    // A view of a larger ArrayBuffer (a Buffer from Node's pool) shares that buffer's object.
+    return VIEW_OVERHEAD + value.byteLength + (value.buffer.byteLength === value.byteLength ? ARRAY_BUFFER_OVERHEAD : 0);
+  }
+  if (value instanceof ArrayBuffer) return ARRAY_BUFFER_OVERHEAD + value.byteLength;
+  if (walk === undefined || walk.seen.has(value)) return 0;
+  if (--walk.left < 0) return UNKNOWN_VALUE_SIZE;
+  walk.seen.add(value);
+  if (value instanceof Date) return OBJECT_HEADER + HEAP_NUMBER;
+  if (Array.isArray(value)) {
+    let size = ARRAY_HEADER + FIELD * value.length;
+    for (const item of value) size += sizeOf(item, walk);
+    return size;
+  }
+  if (value instanceof Map || value instanceof Set) {
+    let size = OBJECT_HEADER + ARRAY_HEADER + 5 * FIELD * value.size;
+    for (const [k, v] of value.entries()) size += sizeOf(k, walk) + (value instanceof Map ? sizeOf(v, walk) : 0);
+    return size;
+  }
+  const keys = Object.keys(value);
+  let size = OBJECT_HEADER + FIELD * keys.length;
+  for (const k of keys) size += sizeOf((value as Record<string, unknown>)[k], walk);
+  return size;
+}
+
+/**
+ * `body`, or a copy of it in memory of its own when it is a view of a larger buffer: a small Buffer
+ * from Node's pool keeps the whole pool slab (64 KiB) alive, whatever else it held.
+ */
+function ownMemory(body: Buffer): Buffer {
+  if (body.buffer.byteLength === body.byteLength) return body;
+  const copy = Buffer.allocUnsafeSlow(body.byteLength);
+  body.copy(copy);
+  return copy;
 }
 
 function positiveInteger(value: unknown, option: string, fallback: number): number {
@@ -226,7 +303,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       pruneInactive(t);
       const old = slots.get(key);
       if (old !== undefined) drop(old);
-      const size = Buffer.byteLength(key) + estimateSize(value);
+      const size = ENTRY_OVERHEAD + stringSize(key) + estimateSize(value);
       if (size > maxBytes) return false;
       const expiresAt = typeof ttl === 'number' && ttl > 0 ? t + ttl : Number.POSITIVE_INFINITY;
       const slot: Slot = { key, value, bytes: size, expiresAt, lastUsed: t, prev: undefined, next: undefined };
@@ -292,6 +369,37 @@ export interface CacheEntry {
 export interface CacheStoreEvents {
   /** A store failure that the wrapper absorbed. */
   storeError: [error: CacheStoreError];
+  /**
+   * The breaker opened: after `failures` failures in a row (the last one given) the store is
+   * skipped until a background probe finds it answering again.
+   */
+  storeDown: [error: CacheStoreError];
+  /** A probe found the store answering: the breaker closed and operations reach the store again. */
+  storeUp: [];
+}
+
+/**
+ * The circuit breaker of {@link CacheStore}: a store that keeps failing is marked down and skipped
+ * at once (a `get` is a miss, a write is dropped, nothing waits for `timeout`), and probed in the
+ * background, one probe at a time, until it answers.
+ */
+export interface StoreBreakerOptions {
+  /**
+   * Failures in a row that mark the store down: operations that throw, reject or time out, and
+   * errors the store reports on its own (a Redis client failing to reconnect). A success resets the count.
+   * @default DEFAULT_BREAKER_FAILURES (3)
+   */
+  failures?: number;
+  /**
+   * Wait before the first probe of a store marked down; doubled after each failed probe.
+   * @default DEFAULT_PROBE_DELAY ('500ms')
+   */
+  probeDelay?: Duration;
+  /**
+   * Longest wait between two probes.
+   * @default DEFAULT_MAX_PROBE_DELAY ('10s')
+   */
+  maxProbeDelay?: Duration;
 }
 
 /** Options of {@link CacheStore}. */
@@ -314,11 +422,56 @@ export interface CacheStoreOptions {
    */
   namespace?: string;
   /**
-   * Longest a store operation may take before it counts as failed (a miss for `get`).
+   * Longest a store operation may take before it counts as failed (a miss for `get`). Also the
+   * longest {@link CacheStore.disconnect} waits for operations in flight (at most a second).
    * @default DEFAULT_STORE_TIMEOUT (1000 ms)
    */
   timeout?: Duration;
+  /**
+   * When a failing store is marked down and skipped, and how it is probed ({@link StoreBreakerOptions});
+   * `false`: every operation goes to the store and may wait up to `timeout`.
+   * @default {}
+   */
+  breaker?: StoreBreakerOptions | false;
 }
+
+/** The breaker's state: `'closed'` (the store is used), `'open'` (skipped), `'half-open'` (skipped, a probe in flight). */
+export type StoreBreakerState = 'closed' | 'open' | 'half-open';
+
+interface Breaker {
+  failures: number;
+  probeDelay: number;
+  maxProbeDelay: number;
+}
+
+function resolveBreaker(options: StoreBreakerOptions | false | undefined): Breaker | undefined {
+  if (options === false) return undefined;
+  const o = options ?? {};
+  if (o === null || typeof o !== 'object') throw new InvalidOptionError('breaker', 'an object or false', o);
+  const failures = positiveInteger(o.failures, 'breaker.failures', DEFAULT_BREAKER_FAILURES);
+  const probeDelay = parseDuration(o.probeDelay ?? DEFAULT_PROBE_DELAY, 'breaker.probeDelay');
+  if (probeDelay <= 0) throw new InvalidOptionError('breaker.probeDelay', 'a positive duration', o.probeDelay);
+  const maxProbeDelay = parseDuration(o.maxProbeDelay ?? Math.max(DEFAULT_MAX_PROBE_DELAY, probeDelay), 'breaker.maxProbeDelay');
+  if (maxProbeDelay < probeDelay) throw new InvalidOptionError('breaker.maxProbeDelay', `a duration of at least probeDelay (${probeDelay} ms)`, o.maxProbeDelay);
+  return Object.freeze({ failures, probeDelay, maxProbeDelay });
+}
+
+/** What a Redis adapter's client tells of its connection (node-redis clients, clusters, sentinels). */
+interface RedisConnection {
+  isOpen: boolean;
+  isReady: boolean;
+  destroy(): void;
+}
+
+function redisConnection(store: unknown): RedisConnection | undefined {
+  if (!isRedisAdapter(store)) return undefined;
+  const c = (store as { client?: Partial<RedisConnection> | null }).client;
+  if (typeof c !== 'object' || c === null || typeof c.isOpen !== 'boolean' || typeof c.isReady !== 'boolean' || typeof c.destroy !== 'function') return undefined;
+  return c as RedisConnection;
+}
+
+/** The key a probe reads (a miss is an answer as good as a hit). */
+const PROBE_KEY = '\u0000switchyard-probe';
 
 interface StoredRecord {
   v: 1;
@@ -330,6 +483,21 @@ interface StoredRecord {
 }
 
 const TIMED_OUT: unique symbol = Symbol('timed out');
+const TRIPPED: unique symbol = Symbol('breaker opened');
+const SKIPPED = Object.freeze({ ok: false as const });
+/** Longest {@link CacheStore.disconnect} waits for operations in flight on a Redis client. */
+const DISCONNECT_WAIT = 1000;
+
+/** Resolves once `promise` settles or `ms` have passed, whichever comes first (a timer that keeps the process up meanwhile). */
+function settleWithin(promise: Promise<unknown>, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    void promise.then(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
 
 function isKeyv(value: unknown): value is Keyv {
   if (value instanceof Keyv) return true;
@@ -394,8 +562,18 @@ function isMemoryStore(store: unknown): store is MemoryStore {
  * rejects, takes longer than `timeout` or returns something that is not an entry never makes a
  * method throw: `get` answers `undefined` (a miss), `set`/`delete`/`deletePrefix` resolve (`false`/`0`),
  * and the failure is emitted as a `'storeError'` event carrying a {@link CacheStoreError}. With no
- * listener the failure is dropped, nothing crashes. Each call goes to the store again, so the cache
- * works as soon as the store is back.
+ * listener the failure is dropped, nothing crashes.
+ *
+ * A store that keeps failing is marked down by a circuit breaker (option `breaker`): after
+ * `failures` failures in a row it is skipped at once, without waiting for `timeout` or emitting
+ * `'storeError'` for each skipped operation, and `'storeDown'` is emitted. One probe at a time reads
+ * it in the background, after `probeDelay`, then twice as long after each failed probe (at most
+ * `maxProbeDelay`); the first probe that succeeds closes the breaker (`'storeUp'`).
+ *
+ * A Redis client (`@keyv/redis`) that is connecting or reconnecting is not sent anything: the
+ * operation fails at once instead of waiting in node-redis's offline queue, which would replay it
+ * (stale sessions and entries) once Redis is back. Create the client with `disableOfflineQueue: true`
+ * all the same, for anything else that uses it.
  *
  * Entries are stored as `{ v: 1, status, headers, body: base64, storedAt, meta }` so they survive any
  * keyv serializer (JSON included) and can be checked on the way back.
@@ -427,12 +605,29 @@ export class CacheStore extends EventEmitter<CacheStoreEvents> {
   readonly #claimed = new WeakSet<object>();
   #prefix = '';
   readonly #onKeyvError: (error: unknown) => void;
+  readonly #breaker: Breaker | undefined;
+  /** Whether the store is an adapter with a Redis client whose connection can be read. */
+  readonly #redis: boolean;
+  #state: StoreBreakerState = 'closed';
+  #failures = 0;
+  #probeDelay = 0;
+  #probeTimer: NodeJS.Timeout | undefined;
+  /** Resolves when the breaker opens: operations still waiting on the store give up then. */
+  #tripped!: Promise<typeof TRIPPED>;
+  #trip!: () => void;
+  /** Errors the store reported so far: an operation during which one came did not succeed. */
+  #storeErrors = 0;
+  #closed = false;
+  /** Store operations in flight, for disconnect() to let them finish. */
+  readonly #inflight = new Set<Promise<unknown>>();
 
   constructor(options: CacheStoreOptions = {}) {
     super();
     if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'an object', options);
     this.timeout = parseDuration(options.timeout ?? DEFAULT_STORE_TIMEOUT, 'timeout');
     if (this.timeout <= 0) throw new InvalidOptionError('timeout', 'a positive duration', options.timeout);
+    this.#breaker = resolveBreaker(options.breaker);
+    this.#armTrip();
     const namespace = options.namespace ?? DEFAULT_NAMESPACE;
     if (typeof namespace !== 'string' || namespace === '') throw new InvalidOptionError('namespace', 'a non-empty string', namespace);
     const store = options.store ?? createMemoryStore(options.memory ?? {});
@@ -451,13 +646,25 @@ export class CacheStore extends EventEmitter<CacheStoreEvents> {
     // swallows) reach Keyv's 'error' event. Those that also failed an operation are reported once,
     // by the operation; the rest are reported as operation 'store' on the next turn of the loop.
     this.#onKeyvError = (error: unknown) => {
+      this.#storeErrors++;
       setImmediate(() => {
         if (typeof error === 'object' && error !== null && this.#claimed.has(error)) return;
-        this.#report(new CacheStoreError('store', 'error', undefined, `Cache store reported an error: ${message(error)}`, error));
+        const failure = new CacheStoreError('store', 'error', undefined, `Cache store reported an error: ${message(error)}`, error);
+        this.#report(failure);
+        this.#failed(failure);
       });
     };
     this.keyv.on('error', this.#onKeyvError);
     this.#prefix = this.keyv._getKeyPrefix('');
+    this.#redis = redisConnection(this.keyv.store) !== undefined;
+  }
+
+  /**
+   * The circuit breaker: `'closed'` while the store is used, `'open'` while it is marked down and
+   * skipped, `'half-open'` while a probe is in flight (still skipped).
+   */
+  get breakerState(): StoreBreakerState {
+    return this.#state;
   }
 
   /**
@@ -501,7 +708,7 @@ export class CacheStore extends EventEmitter<CacheStoreEvents> {
     const ttl = ttlMs === 0 ? undefined : Math.max(1, Math.round(ttlMs));
     if (this.memory !== undefined) {
       // Held as a frozen object: readers share it and must not change it.
-      const held: CacheEntry = { status: entry.status, headers: Object.freeze(entry.headers.slice()) as string[], body: entry.body, storedAt: entry.storedAt };
+      const held: CacheEntry = { status: entry.status, headers: Object.freeze(entry.headers.slice()) as string[], body: ownMemory(entry.body), storedAt: entry.storedAt };
       if (entry.meta !== undefined) held.meta = Object.freeze({ ...entry.meta });
       return this.memory.set(this.#prefix + key, Object.freeze(held), ttl);
     }
@@ -617,14 +824,34 @@ export class CacheStore extends EventEmitter<CacheStoreEvents> {
   }
 
   /**
-   * Stops listening to the store and disconnects it (closes a Redis client). Never rejects.
+   * Stops listening to the store and disconnects it (closes a Redis client). Never rejects. Store
+   * operations in flight on a Redis client get up to `timeout` (at most a second) to finish, then
+   * the client is closed whether Redis answers or not. Afterwards every operation answers as with
+   * a store that is down (a miss, nothing stored), without opening a connection again.
    * @example
    * ```ts
    * process.on('SIGTERM', () => cache.disconnect());
    * ```
    */
   async disconnect(): Promise<void> {
-    await this.#run('disconnect', undefined, () => this.keyv.disconnect());
+    this.#closed = true;
+    clearTimeout(this.#probeTimer);
+    this.#probeTimer = undefined;
+    const connection = redisConnection(this.keyv.store);
+    if (connection === undefined) {
+      await this.#run('disconnect', undefined, () => this.keyv.disconnect());
+    } else {
+      // A Redis client: operations in flight get up to `timeout` to finish, then the client is
+      // destroyed (its socket, its reconnection and whatever it still queues), answered or not.
+      if (this.#inflight.size > 0) await settleWithin(Promise.allSettled(this.#inflight), Math.min(this.timeout, DISCONNECT_WAIT));
+      if (connection.isOpen) {
+        try {
+          connection.destroy();
+        } catch (error) {
+          this.#fail('disconnect', undefined, error);
+        }
+      }
+    }
     this.keyv.off('error', this.#onKeyvError);
   }
 
@@ -663,50 +890,146 @@ export class CacheStore extends EventEmitter<CacheStoreEvents> {
     return removed;
   }
 
+  /**
+   * One store operation, fail open: skipped at once while the breaker is open, failed at once while
+   * a Redis client is not connected, else raced against `timeout`. Failures are reported and
+   * counted by the breaker.
+   */
   async #run<T>(operation: CacheStoreOperation, key: string | undefined, fn: () => Promise<T>): Promise<{ ok: true; value: T } | { ok: false }> {
+    // Marked down, or disconnected (an operation must not open the connection again).
+    if ((this.#state !== 'closed' || this.#closed) && operation !== 'disconnect') return SKIPPED;
+    const result = await this.#attempt(operation, key, fn, operation === 'disconnect');
+    if (result.ok) {
+      if (!result.storeError) this.#succeeded();
+      return result;
+    }
+    this.#report(result.error);
+    if (operation !== 'disconnect') this.#failed(result.error);
+    return SKIPPED;
+  }
+
+  #armTrip(): void {
+    this.#tripped = new Promise((resolve) => {
+      this.#trip = () => resolve(TRIPPED);
+    });
+  }
+
+  /**
+   * Runs `fn` against the store within `timeout` (and, unless `untripped`, until the breaker opens);
+   * never rejects, reports nothing.
+   */
+  async #attempt<T>(operation: CacheStoreOperation, key: string | undefined, fn: () => Promise<T>, untripped = false): Promise<{ ok: true; value: T; storeError: boolean } | { ok: false; error: CacheStoreError }> {
+    if (this.#redis) {
+      // Sent to a client that is (re)connecting, the command would wait in its offline queue.
+      const connection = redisConnection(this.keyv.store);
+      if (connection !== undefined && connection.isOpen && !connection.isReady) {
+        return { ok: false, error: new CacheStoreError(operation, 'error', key, `Cache store ${operation} failed: the Redis client is not connected`) };
+      }
+    }
+    const errorsBefore = this.#storeErrors;
     let timer: NodeJS.Timeout | undefined;
     let pending: Promise<T>;
     try {
       pending = Promise.resolve(fn());
     } catch (error) {
-      this.#fail(operation, key, error);
-      return { ok: false };
+      return { ok: false, error: this.#failure(operation, key, error) };
     }
     // A late rejection of an operation that already timed out must not become an unhandled rejection.
-    pending.catch((error: unknown) => {
-      if (typeof error === 'object' && error !== null) this.#claimed.add(error);
-    });
+    const settled = pending.then(
+      () => undefined,
+      (error: unknown) => {
+        if (typeof error === 'object' && error !== null) this.#claimed.add(error);
+      },
+    );
+    this.#inflight.add(settled);
+    void settled.then(() => this.#inflight.delete(settled));
     const deadline = new Promise<typeof TIMED_OUT>((resolve) => {
       timer = setTimeout(resolve, this.timeout, TIMED_OUT);
       timer.unref();
     });
     try {
-      const value = await Promise.race([pending, deadline]);
-      if (value === TIMED_OUT) {
-        this.#report(new CacheStoreError(operation, 'timeout', key, `Cache store ${operation} timed out after ${this.timeout}ms`));
-        return { ok: false };
+      const value = await Promise.race(untripped ? [pending, deadline] : [pending, deadline, this.#tripped]);
+      if (value === TRIPPED) {
+        return { ok: false, error: new CacheStoreError(operation, 'error', key, `Cache store ${operation} abandoned: the store was marked down meanwhile`) };
       }
-      return { ok: true, value };
+      if (value === TIMED_OUT) {
+        return { ok: false, error: new CacheStoreError(operation, 'timeout', key, `Cache store ${operation} timed out after ${this.timeout}ms`) };
+      }
+      return { ok: true, value, storeError: this.#storeErrors !== errorsBefore };
     } catch (error) {
-      this.#fail(operation, key, error);
-      return { ok: false };
+      return { ok: false, error: this.#failure(operation, key, error) };
     } finally {
       clearTimeout(timer);
     }
   }
 
-  #fail(operation: CacheStoreOperation, key: string | undefined, error: unknown): void {
+  #failure(operation: CacheStoreOperation, key: string | undefined, error: unknown): CacheStoreError {
     if (typeof error === 'object' && error !== null) this.#claimed.add(error);
-    this.#report(new CacheStoreError(operation, 'error', key, `Cache store ${operation} failed: ${message(error)}`, error));
+    return new CacheStoreError(operation, 'error', key, `Cache store ${operation} failed: ${message(error)}`, error);
+  }
+
+  #fail(operation: CacheStoreOperation, key: string | undefined, error: unknown): void {
+    this.#report(this.#failure(operation, key, error));
+  }
+
+  #succeeded(): void {
+    this.#failures = 0;
+  }
+
+  /** Counts a failure; the one that reaches `breaker.failures` opens the breaker. */
+  #failed(error: CacheStoreError): void {
+    const breaker = this.#breaker;
+    if (breaker === undefined || this.#closed || this.#state !== 'closed') return;
+    if (++this.#failures < breaker.failures) return;
+    this.#state = 'open';
+    this.#probeDelay = breaker.probeDelay;
+    this.#schedule();
+    this.#trip();
+    this.#emitSafely('storeDown', error);
+  }
+
+  #schedule(): void {
+    if (this.#closed) return;
+    // Up to a tenth more, so that gateways sharing a store do not probe it in step.
+    const delay = this.#probeDelay * (1 + Math.random() / 10);
+    this.#probeTimer = setTimeout(() => {
+      this.#probeTimer = undefined;
+      this.#probe().catch(() => undefined);
+    }, delay);
+    this.#probeTimer.unref();
+  }
+
+  async #probe(): Promise<void> {
+    if (this.#closed || this.#state !== 'open') return;
+    this.#state = 'half-open';
+    const result = await this.#attempt('get', PROBE_KEY, () => this.keyv.get(PROBE_KEY), true);
+    if (this.#closed) return;
+    if (result.ok && !result.storeError) {
+      this.#armTrip();
+      this.#state = 'closed';
+      this.#failures = 0;
+      this.#emitSafely('storeUp');
+      return;
+    }
+    this.#state = 'open';
+    this.#probeDelay = Math.min(this.#probeDelay * 2, this.#breaker!.maxProbeDelay);
+    this.#schedule();
+  }
+
+  /** Calls each listener of `event` in turn: one that throws stops neither the others nor the store. */
+  #emitSafely<E extends keyof CacheStoreEvents>(event: E, ...args: CacheStoreEvents[E]): void {
+    for (const listener of this.rawListeners(event) as Array<(...a: unknown[]) => unknown>) {
+      try {
+        listener.apply(this, args);
+      } catch {
+        // A throwing listener must not turn a fail-open cache into a failing one.
+      }
+    }
   }
 
   #report(error: CacheStoreError): void {
     if (this.listenerCount('storeError') === 0) return;
-    try {
-      this.emit('storeError', error);
-    } catch {
-      // A throwing listener must not turn a fail-open cache into a failing one.
-    }
+    this.#emitSafely('storeError', error);
   }
 }
 

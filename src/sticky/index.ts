@@ -1,7 +1,7 @@
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Keyv, KeyvStoreAdapter } from 'keyv';
-import { CacheStore, createMemoryStore, type MemoryStoreOptions } from '../cache/store.ts';
+import { CacheStore, createMemoryStore, type MemoryStoreOptions, type StoreBreakerOptions } from '../cache/store.ts';
 import type { Middleware, Next } from '../core/chain.ts';
 import { parseDuration, type Duration } from '../core/duration.ts';
 import { InvalidOptionError, ServerNotFoundError } from '../core/errors.ts';
@@ -79,6 +79,14 @@ export interface StickyLearnOptions {
   namespace?: string;
   /** A store operation slower than this counts as failed (the request is then balanced). @default '1s' */
   storeTimeout?: Duration;
+  /**
+   * The store's circuit breaker: after `failures` (3) failures in a row the store is skipped at once
+   * (requests are balanced as if they had no session, nothing waits for `storeTimeout`) and probed
+   * in the background, after `probeDelay` ('500ms'), doubling up to `maxProbeDelay` ('10s'),
+   * until it answers. `false` turns it off.
+   * @default {}
+   */
+  storeBreaker?: StoreBreakerOptions | false;
 }
 
 /** Options of {@link sticky}: exactly one of `cookie`, `route`, `learn`. */
@@ -95,6 +103,13 @@ export interface StickyOptions {
    * @default '10m'
    */
   sessionTimeout?: Duration;
+  /**
+   * Most clients remembered for {@link StickyMiddleware.sessions} in cookie and route modes, the
+   * least recently seen dropped first (cookie mode remembers as many again that were given a
+   * cookie and have not come back with it). Each costs a few hundred bytes at most.
+   * @default DEFAULT_MAX_SESSIONS (10000)
+   */
+  maxSessions?: number;
   /** Clock in milliseconds, for tests. @default Date.now */
   now?: () => number;
 }
@@ -107,11 +122,19 @@ export interface StickyMiddleware extends Middleware {
   readonly store: CacheStore | undefined;
   /**
    * Sessions bound to server `id` (id, url or route): in learn mode the stored sessions naming it;
-   * in cookie and route modes the distinct clients (cookie: address and user agent; route: the
-   * route's source value) that made a request bound to it within `sessionTimeout`.
+   * in route mode the distinct route source values that made a request bound to it within
+   * `sessionTimeout`; in cookie mode the distinct clients (address and user agent) that came back
+   * within `sessionTimeout` with the cookie this gateway gave them. A client sending a cookie it was
+   * not given (a forged one, or one from before a restart) counts once it comes back with the cookie
+   * of the answer, so rotating user agents cannot keep a drained server's count up.
    * Drain a server, wait for this to reach zero, then remove it.
    */
   sessions(id: string): Promise<number>;
+  /**
+   * Clients remembered for {@link StickyMiddleware.sessions} in cookie and route modes (at most
+   * `maxSessions`, twice that in cookie mode); `0` in learn mode, whose sessions are in its store.
+   */
+  readonly tracked: number;
   /**
    * Wraps a server's `upgrade` listener (balance()'s `upgrade`) so that WebSocket upgrades, which do
    * not go through the middleware chain, are bound too (no cookie is set on a 101).
@@ -138,7 +161,10 @@ const DOMAIN = /^\.?[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[
 const PATH = /^\/[\x21-\x3A\x3C-\x7E]*$/;
 const MAX_EXPIRES = 'Thu, 31-Dec-37 23:55:55 GMT';
 const MAX_AGE_MAX = 315_360_000;
-const TRACKED_LIMIT = 100_000;
+/** Default of {@link StickyOptions.maxSessions}. */
+export const DEFAULT_MAX_SESSIONS = 10_000;
+/** Longest client key kept (address and user agent, or a route's source value). */
+const CLIENT_KEY_LIMIT = 200;
 const HASH_CACHE_LIMIT = 10_000;
 const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
@@ -262,20 +288,13 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
   const now = options.now ?? Date.now;
   if (typeof now !== 'function') throw new InvalidOptionError('now', 'a function returning milliseconds', now);
   const sessionTimeout = parseDuration(options.sessionTimeout ?? DEFAULT_SESSION_TIMEOUT, 'sessionTimeout');
+  const maxSessions = options.maxSessions ?? DEFAULT_MAX_SESSIONS;
+  if (!Number.isSafeInteger(maxSessions) || maxSessions < 1) throw new InvalidOptionError('maxSessions', 'a positive integer', maxSessions);
 
-  // Clients seen bound to each server (cookie and route modes), oldest first.
-  const seen = new Map<string, { sid: string; at: number }>();
-  const track = (sid: string, who: string): void => {
-    // Bounded keys: whatever a client sends, an entry costs a few hundred bytes at most.
-    const client = who.length > 200 ? who.slice(0, 200) : who;
-    const t = now();
-    const last = seen.get(client);
-    // Recently seen with the same server: the counts cannot change, spare the reordering.
-    if (last !== undefined && last.sid === sid && t - last.at < 1000) return;
-    seen.delete(client);
-    seen.set(client, { sid, at: t });
-    if (seen.size > TRACKED_LIMIT) seen.delete(seen.keys().next().value!);
-  };
+  // Clients counted by sessions() (cookie and route modes), and in cookie mode those given a
+  // cookie that have not come back with it yet.
+  const seen = new ClientTable(maxSessions, sessionTimeout);
+  const issued = new ClientTable(maxSessions, sessionTimeout);
   const sidOf = (id: string): string => {
     const server = pool.get(id) ?? pool.servers.find((s) => s.url === id || (s.route !== '' && s.route === id));
     if (server === undefined) throw new ServerNotFoundError(id);
@@ -287,12 +306,7 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
   let hook: ResponseHook | undefined;
   let store: CacheStore | undefined;
   let sessions: (sid: string) => Promise<number>;
-  const countSeen = async (sid: string): Promise<number> => {
-    const t = now();
-    let n = 0;
-    for (const v of seen.values()) if (v.sid === sid && t - v.at < sessionTimeout) n++;
-    return n;
-  };
+  const countSeen = async (sid: string): Promise<number> => seen.count(sid, now());
 
   if (options.cookie !== undefined) {
     const c = options.cookie === true ? {} : options.cookie;
@@ -374,8 +388,17 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
     hook = (ex, _response, headers) => {
       if (ex.server === undefined) return;
       headers.push('Set-Cookie', `${name}=${sign(ex.server.sid)}${tail(ex)}`);
-      // A bound request its server answered: one more sign of that client's session.
-      if (ex.hint === ex.server.sid) track(ex.server.sid, `${ex.clientAddress} ${headerOf(ex.req, 'user-agent') ?? ''}`);
+      // A client that came back with the cookie it was given, and that its server answered: one
+      // more sign of its session. Any other client is remembered as given this cookie.
+      const sid = ex.server.sid;
+      const who = clientKey(`${ex.clientAddress} ${headerOf(ex.req, 'user-agent') ?? ''}`);
+      const t = now();
+      if (ex.hint === sid && (seen.bound(who, sid, t) || issued.bound(who, sid, t))) {
+        issued.delete(who);
+        seen.note(who, sid, t);
+      } else {
+        issued.note(who, sid, t);
+      }
     };
     bind = (_req, ex) => {
       const raw = cookies(ex).get(name);
@@ -395,7 +418,7 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
       return undefined;
     };
     hook = (ex) => {
-      if (ex.server !== undefined && ex.hint === ex.server.sid) track(ex.server.sid, `route ${firstOf(raws, ex.req, ex) ?? ex.hint}`);
+      if (ex.server !== undefined && ex.hint === ex.server.sid) seen.note(clientKey(`route ${firstOf(raws, ex.req, ex) ?? ex.hint}`), ex.server.sid, now());
     };
     sessions = countSeen;
   } else {
@@ -426,6 +449,7 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
       store: l.store ?? createMemoryStore({ maxEntries: 100_000, inactive: timeout, ...(options.now !== undefined ? { now } : {}), ...l.memory }),
       namespace: l.namespace ?? 'switchyard-sticky',
       ...(l.storeTimeout !== undefined ? { timeout: l.storeTimeout } : {}),
+      ...(l.storeBreaker !== undefined ? { breaker: l.storeBreaker } : {}),
     });
     store = sessionStore;
     // Session ids are stored hashed: the store never holds a usable session token. The sessions
@@ -544,6 +568,7 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
       else pending.then(proceed, () => refuseUpgrade(socket, 500, 'Internal Server Error'));
     };
 
+  Object.defineProperty(handler, 'tracked', { get: () => seen.size + issued.size, enumerable: true });
   return Object.assign(handler, {
     pool,
     store,
@@ -552,6 +577,62 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
     close: async () => {
       await store?.disconnect();
     },
-  }) as StickyMiddleware;
+  }) as unknown as StickyMiddleware;
+}
+
+/** Bounded keys: whatever a client sends, an entry costs a few hundred bytes at most. */
+function clientKey(who: string): string {
+  return who.length > CLIENT_KEY_LIMIT ? who.slice(0, CLIENT_KEY_LIMIT) : who;
+}
+
+/**
+ * Clients and the server each was last seen bound to, least recently seen first: at most `limit`,
+ * and none idle for `idle` ms or longer (dropped as new ones come).
+ */
+class ClientTable {
+  readonly #entries = new Map<string, { sid: string; at: number }>();
+  readonly #limit: number;
+  readonly #idle: number;
+
+  constructor(limit: number, idle: number) {
+    this.#limit = limit;
+    this.#idle = idle;
+  }
+
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /** Whether `who` was last seen bound to `sid`, less than `idle` ago. */
+  bound(who: string, sid: string, t: number): boolean {
+    const e = this.#entries.get(who);
+    return e !== undefined && e.sid === sid && t - e.at < this.#idle;
+  }
+
+  /** Records `who` bound to `sid` at `t`. */
+  note(who: string, sid: string, t: number): void {
+    const entries = this.#entries;
+    const last = entries.get(who);
+    // Seen with the same server within the second: the counts cannot change, spare the reordering.
+    if (last !== undefined && last.sid === sid && t - last.at < 1000 && t >= last.at) return;
+    entries.delete(who);
+    entries.set(who, { sid, at: t });
+    // Oldest first: the idle ones, and the least recently seen past the limit.
+    for (const [k, v] of entries) {
+      if (entries.size <= this.#limit && t - v.at < this.#idle) break;
+      entries.delete(k);
+    }
+  }
+
+  delete(who: string): void {
+    this.#entries.delete(who);
+  }
+
+  /** Clients bound to `sid` seen less than `idle` ago. */
+  count(sid: string, t: number): number {
+    let n = 0;
+    for (const v of this.#entries.values()) if (v.sid === sid && t - v.at < this.#idle) n++;
+    return n;
+  }
 }
 

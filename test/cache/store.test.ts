@@ -1,20 +1,27 @@
 import { strict as assert } from 'node:assert';
+import { execFile } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { describe, it, before, after } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { Keyv, type KeyvStoreAdapter } from 'keyv';
 import KeyvRedis from '@keyv/redis';
 import {
   CacheStore,
   CacheStoreError,
   createMemoryStore,
+  ENTRY_OVERHEAD,
   estimateSize,
+  UNKNOWN_VALUE_SIZE,
   type CacheEntry,
 } from '../../src/cache/store.ts';
 import { InvalidOptionError } from '../../src/core/errors.ts';
 import { deadPort } from '../helpers.ts';
-import { redisAvailability, REDIS_URL } from '../redis.ts';
+import { redisAvailability, redisStore, REDIS_URL } from '../redis.ts';
 
+
+const execFileAsync = promisify(execFile);
 
 function entry(body: Buffer | string = 'hello', extra: Partial<CacheEntry> = {}): CacheEntry {
   return {
@@ -161,7 +168,7 @@ const RUN = `swy-test-${randomUUID()}`;
 
 storeContract('redis (KeyvRedis adapter)', async () => {
   const namespace = `${RUN}-${randomUUID().slice(0, 8)}`;
-  const cache = new CacheStore({ store: new KeyvRedis(REDIS_URL), namespace, timeout: 5000 });
+  const cache = new CacheStore({ store: redisStore(), namespace, timeout: 5000 });
   return {
     cache,
     shortTtl: 100,
@@ -175,7 +182,7 @@ storeContract('redis (KeyvRedis adapter)', async () => {
 
 storeContract('redis (user Keyv instance)', async () => {
   const namespace = `${RUN}-${randomUUID().slice(0, 8)}`;
-  const keyv = new Keyv({ store: new KeyvRedis(REDIS_URL), namespace, throwOnErrors: true });
+  const keyv = new Keyv({ store: redisStore(), namespace, throwOnErrors: true });
   const cache = new CacheStore({ store: keyv, timeout: 5000 });
   return {
     cache,
@@ -192,8 +199,8 @@ describe('redis namespaces', () => {
   it('deletePrefix("") purges only its own namespace and leaves nothing behind', async (t) => {
     const skip = redisSkip();
     if (skip !== false) return t.skip(skip);
-    const a = new CacheStore({ store: new KeyvRedis(REDIS_URL), namespace: `${RUN}-a` });
-    const b = new CacheStore({ store: new KeyvRedis(REDIS_URL), namespace: `${RUN}-b` });
+    const a = new CacheStore({ store: redisStore(), namespace: `${RUN}-a` });
+    const b = new CacheStore({ store: redisStore(), namespace: `${RUN}-b` });
     t.after(async () => { await b.deletePrefix(''); await a.disconnect(); await b.disconnect(); });
     await a.set('k', entry('a'), 60_000);
     await b.set('k', entry('b'), 60_000);
@@ -224,37 +231,49 @@ describe('createMemoryStore', () => {
     assert.equal(store.size, 3);
   });
 
-  it('evicts by bytes (key + value) and refuses a value larger than maxBytes', async () => {
-    const store = createMemoryStore({ maxBytes: 100 });
-    await store.set('a', Buffer.alloc(39)); // 40 bytes
-    await store.set('b', 'x'.repeat(39)); // 40 bytes
-    assert.equal(store.bytes, 80);
+  it('evicts by bytes (overhead + key + value) and refuses a value larger than maxBytes', async () => {
+    const cost = (key: string, value: unknown): number => ENTRY_OVERHEAD + estimateSize(key) + estimateSize(value);
+    const a = cost('a', Buffer.alloc(39));
+    const b = cost('b', 'x'.repeat(39));
+    const c = cost('c', Buffer.alloc(29));
+    const store = createMemoryStore({ maxBytes: a + c + 10 });
+    await store.set('a', Buffer.alloc(39));
+    await store.set('b', 'x'.repeat(39));
+    assert.equal(store.bytes, a + b);
     await store.get('a');
-    await store.set('c', Buffer.alloc(29)); // 30 bytes: 110 > 100, b (LRU) goes
+    await store.set('c', Buffer.alloc(29)); // over maxBytes: b (LRU) goes
     assert.deepEqual(store.keys(), ['a', 'c']);
-    assert.equal(store.bytes, 70);
-    assert.equal(await store.set('huge', Buffer.alloc(200)), false);
+    assert.equal(store.bytes, a + c);
+    assert.equal(await store.set('huge', Buffer.alloc(a + c)), false);
     assert.equal(await store.get('huge'), undefined);
-    assert.equal(store.bytes, 70);
-    await store.set('a', 'é'); // overwrite: 1 + 2 bytes
-    assert.equal(store.bytes, 33);
+    assert.equal(store.bytes, a + c);
+    await store.set('a', 'é'); // overwrite
+    assert.equal(store.bytes, cost('a', 'é') + c);
     await store.delete('a');
     await store.clear();
     assert.equal(store.bytes, 0);
   });
 
-  it('estimates sizes as documented', () => {
-    assert.equal(estimateSize('héllo'), 6);
-    assert.equal(estimateSize(Buffer.alloc(10)), 10);
-    assert.equal(estimateSize(new Uint16Array(4)), 8);
-    assert.equal(estimateSize({ a: 1 }), 7);
-    const cyclic: Record<string, unknown> = {};
+  it('estimates sizes as documented: heap bytes of strings, objects, arrays, numbers, plus Buffer bytes', () => {
+    assert.equal(estimateSize('hello'), 24, 'a 16-byte header and 5 one-byte characters, in 8-byte words');
+    assert.equal(estimateSize('héllo'), 24, 'Latin-1 characters take one byte');
+    assert.equal(estimateSize('日本語'), 24, 'three two-byte characters');
+    assert.equal(estimateSize('x'.repeat(17)), 40);
+    assert.equal(estimateSize(Buffer.alloc(10)), 220, 'a Buffer with its own ArrayBuffer');
+    assert.equal(estimateSize(new Uint16Array(4)), 218);
+    assert.equal(estimateSize(Buffer.from('0123456789')), 110, 'a slice of the pool: the view and its bytes');
+    assert.equal(estimateSize({ a: 1 }), 32, 'one field holding a small integer');
+    assert.equal(estimateSize({ a: 1.5 }), 48, 'a boxed number');
+    assert.equal(estimateSize(['ab', 'ab']), 48 + 16 + 24 + 24);
+    const shared = 'x'.repeat(100);
+    const cyclic: Record<string, unknown> = { shared, again: shared };
     cyclic.self = cyclic;
-    assert.equal(estimateSize(cyclic), 1024);
-    assert.equal(estimateSize(() => 1), 1024);
+    assert.equal(estimateSize(cyclic), 24 + 3 * 8 + 2 * 120, 'an object counted once (a string is counted where it is held)');
+    assert.equal(estimateSize(() => 1), UNKNOWN_VALUE_SIZE);
+    assert.equal(estimateSize(null), 0);
   });
 
-  it('bounds a CacheStore by the serialized size of entries', async () => {
+  it('bounds a CacheStore by the estimated memory of entries', async () => {
     const memory = createMemoryStore({ maxBytes: 64 * 1024 });
     const cache = new CacheStore({ store: memory });
     for (let i = 0; i < 10; i++) await cache.set(`k${i}`, entry(Buffer.alloc(10_000)), 60_000);
@@ -262,6 +281,28 @@ describe('createMemoryStore', () => {
     assert.ok(memory.size < 10);
     assert.equal(await cache.get('k0'), undefined);
     assert.ok(await cache.get('k9'));
+  });
+
+  // maxBytes used to count keys and values by their serialized length: small entries took about
+  // 3.5 times what was counted. The store's count must now be the memory measured, within 25%.
+  for (const [kind, count] of [['small', 20_000], ['large', 2000], ['session', 20_000]] as const) {
+    it(`counts what ${kind} entries take in memory (heap and Buffers), within 25%`, async () => {
+      const probe = fileURLToPath(new URL('./heap-probe.ts', import.meta.url));
+      const { stdout } = await execFileAsync(process.execPath, ['--expose-gc', probe, kind, String(count)], { timeout: 60_000 });
+      const { measured, counted } = JSON.parse(stdout) as { measured: number; counted: number };
+      const ratio = counted / measured;
+      assert.ok(ratio > 0.75 && ratio < 1.25, `${kind}: counted ${counted.toFixed(0)} bytes per entry, measured ${measured.toFixed(0)} (ratio ${ratio.toFixed(2)})`);
+    });
+  }
+
+  it('holds a body in memory of its own, not a view keeping a pool slab alive', async () => {
+    const cache = new CacheStore();
+    const pooled = Buffer.from('small body'); // a view of Node's shared pool
+    assert.notEqual(pooled.buffer.byteLength, pooled.byteLength);
+    await cache.set('k', entry(pooled), 60_000);
+    const held = cache.getSync('k')!.body;
+    assert.equal(held.toString(), 'small body');
+    assert.equal(held.buffer.byteLength, held.byteLength);
   });
 
   it('drops entries not used for `inactive`, whatever their TTL (nginx inactive)', async () => {
@@ -346,7 +387,10 @@ type Mode = 'ok' | 'throw' | 'reject' | 'hang' | 'garbage-string' | 'garbage-sha
 function flakyStore() {
   const inner = createMemoryStore();
   let mode: Mode = 'ok';
+  /** When each operation reached the store. */
+  const calls: number[] = [];
   const failure = (op: string): unknown => {
+    calls.push(performance.now());
     if (mode === 'throw') throw new Error(`boom ${op}`);
     if (mode === 'reject') return Promise.reject(new Error(`rejected ${op}`));
     if (mode === 'hang') return new Promise(() => {});
@@ -380,7 +424,7 @@ function flakyStore() {
       return store;
     },
   };
-  return { store: store as unknown as KeyvStoreAdapter, setMode: (m: Mode) => { mode = m; } };
+  return { store: store as unknown as KeyvStoreAdapter, setMode: (m: Mode) => { mode = m; }, calls };
 }
 
 describe('fail open', () => {
@@ -394,7 +438,8 @@ describe('fail open', () => {
   for (const mode of ['throw', 'reject'] as const) {
     it(`a store that ${mode}s gives misses and storeError events, then recovers`, async () => {
       const { store, setMode } = flakyStore();
-      const cache = new CacheStore({ store, timeout: 200 });
+      // Without the breaker, every operation goes to the store (see 'circuit breaker' below).
+      const cache = new CacheStore({ store, timeout: 200, breaker: false });
       const errors = collect(cache);
       assert.equal(await cache.set('k', entry('before'), 60_000), true);
       setMode(mode);
@@ -417,7 +462,7 @@ describe('fail open', () => {
 
   it('a store that hangs times out as a miss, without keeping the process alive', async () => {
     const { store, setMode } = flakyStore();
-    const cache = new CacheStore({ store, timeout: '50ms' });
+    const cache = new CacheStore({ store, timeout: '50ms', breaker: false });
     const errors = collect(cache);
     setMode('hang');
     const started = Date.now();
@@ -457,7 +502,7 @@ describe('fail open', () => {
 
   it('with no storeError listener nothing throws or crashes', async () => {
     const { store, setMode } = flakyStore();
-    const cache = new CacheStore({ store, timeout: 20 });
+    const cache = new CacheStore({ store, timeout: 20, breaker: false });
     for (const mode of ['throw', 'reject', 'hang', 'garbage-shape'] as const) {
       setMode(mode);
       assert.equal(await cache.get('k'), undefined);
@@ -477,16 +522,27 @@ describe('fail open', () => {
     assert.equal(await cache.get('k'), undefined);
   });
 
-  it('an unreachable Redis gives misses and events, never a crash, and lets the process exit after disconnect', async () => {
+  it('an unreachable Redis: misses and events, then the breaker skips it at once, and disconnect leaves no client running', async (t) => {
     const port = await deadPort();
     const cache = new CacheStore({ store: new KeyvRedis(`redis://127.0.0.1:${port}`), namespace: RUN, timeout: 200 });
+    t.after(() => cache.disconnect());
     const errors = collect(cache);
+    const down = new Promise<CacheStoreError>((resolve) => cache.once('storeDown', resolve));
     assert.equal(await cache.get('k'), undefined);
     assert.equal(await cache.set('k', entry(), 1000), false);
-    assert.equal(await cache.delete('k'), false);
-    assert.equal(await cache.deletePrefix(''), 0);
-    const ops = errors.filter((e) => e.operation !== 'store').map((e) => e.operation);
-    assert.deepEqual(ops, ['get', 'set', 'delete', 'deletePrefix']);
+    const tripped = await Promise.race([down, sleep(5000).then(() => undefined)]);
+    assert.ok(tripped instanceof CacheStoreError, 'storeDown once the failures add up');
+    assert.equal(cache.breakerState === 'open' || cache.breakerState === 'half-open', true);
+    const started = performance.now();
+    for (let i = 0; i < 20; i++) {
+      assert.equal(await cache.get('k'), undefined);
+      assert.equal(await cache.set('k', entry(), 1000), false);
+      assert.equal(await cache.delete('k'), false);
+      assert.equal(await cache.deletePrefix(''), 0);
+    }
+    // 80 operations, each of which would have waited the 200 ms timeout.
+    assert.ok(performance.now() - started < 1000, `skipped at once (${Math.round(performance.now() - started)} ms)`);
+    assert.ok(errors.length > 0);
     assert.ok(errors.every((e) => e instanceof CacheStoreError && e.code === 'SWY_ERR_CACHE_STORE'));
     await cache.disconnect();
     // The client's reconnect loop must be gone: no socket or retry timer of ours keeps the loop alive.
@@ -500,3 +556,141 @@ describe('fail open', () => {
     assert.deepEqual(unhandled, []);
   });
 });
+
+// ---------------------------------------------------------------------------
+// Circuit breaker
+// ---------------------------------------------------------------------------
+
+/** Resolves with the event's arguments, or rejects after `ms`. */
+function nextEvent<T extends unknown[]>(emitter: CacheStore, event: 'storeDown' | 'storeUp', ms: number): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      emitter.off(event, on);
+      reject(new Error(`no ${event} within ${ms} ms`));
+    }, ms);
+    const on = (...args: unknown[]): void => {
+      clearTimeout(timer);
+      resolve(args as T);
+    };
+    emitter.once(event, on);
+  });
+}
+
+describe('circuit breaker', () => {
+  it('a store that keeps timing out is skipped at once after `failures` failures: no wait, no call, one storeDown', async () => {
+    const { store, setMode, calls } = flakyStore();
+    const cache = new CacheStore({ store, timeout: 300, breaker: { failures: 2, probeDelay: '1h' } });
+    t_after(cache);
+    const errors = collect(cache);
+    const downs: CacheStoreError[] = [];
+    cache.on('storeDown', (err) => downs.push(err));
+    setMode('hang');
+    assert.equal(await cache.get('a'), undefined);
+    assert.equal(cache.breakerState, 'closed');
+    assert.equal(await cache.get('b'), undefined);
+    assert.equal(cache.breakerState, 'open');
+    assert.equal(downs.length, 1);
+    assert.equal(downs[0]!.reason, 'timeout');
+    const before = calls.length;
+    const reported = errors.length;
+    const started = performance.now();
+    for (let i = 0; i < 50; i++) {
+      assert.equal(await cache.get(`k${i}`), undefined);
+      assert.equal(await cache.set(`k${i}`, entry(), 1000), false);
+    }
+    // 100 operations that would each have waited 300 ms.
+    assert.ok(performance.now() - started < 2000, `${Math.round(performance.now() - started)} ms`);
+    assert.equal(calls.length, before, 'nothing reaches a store marked down');
+    assert.equal(errors.length, reported, 'skipped operations are not reported one by one');
+    assert.equal(downs.length, 1);
+  });
+
+  it('a success resets the count: failures must come in a row', async () => {
+    const { store, setMode } = flakyStore();
+    const cache = new CacheStore({ store, breaker: { failures: 3 } });
+    t_after(cache);
+    for (let i = 0; i < 5; i++) {
+      setMode('reject');
+      await cache.get('k');
+      await cache.get('k');
+      setMode('ok');
+      await cache.get('k');
+    }
+    assert.equal(cache.breakerState, 'closed');
+  });
+
+  it('probes one at a time in the background, waiting twice as long after each failed probe, and closes on the first success', async () => {
+    const { store, setMode, calls } = flakyStore();
+    const cache = new CacheStore({ store, timeout: 100, breaker: { failures: 1, probeDelay: 40, maxProbeDelay: 160 } });
+    t_after(cache);
+    setMode('hang');
+    await cache.get('k');
+    assert.equal(cache.breakerState, 'open');
+    const opened = calls.length;
+    await sleep(1200);
+    const probes = calls.slice(opened);
+    assert.ok(probes.length >= 3 && probes.length <= 8, `${probes.length} probes`);
+    // Each probe waits for the previous one (a hanging probe times out after 100 ms) and then the delay.
+    const gaps = probes.slice(1).map((at, i) => at - probes[i]!);
+    assert.ok(gaps.every((g) => g >= 100 + 40 - 5), `gaps ${gaps.map(Math.round).join(', ')}`);
+    assert.ok(gaps.every((g) => g <= 100 + 160 * 1.1 + 300), `bounded backoff: gaps ${gaps.map(Math.round).join(', ')}`);
+    setMode('ok');
+    await nextEvent(cache, 'storeUp', 3000);
+    assert.equal(cache.breakerState, 'closed');
+    assert.equal(await cache.set('k', entry('back'), 1000), true);
+    assert.equal((await cache.get('k'))?.body.toString(), 'back');
+  });
+
+  it('errors the store reports on its own count too (a Redis client failing to reconnect), and a throwing listener breaks nothing', async () => {
+    const { store } = flakyStore();
+    const cache = new CacheStore({ store, breaker: { failures: 2, probeDelay: '1h' } });
+    t_after(cache);
+    cache.on('storeError', () => {
+      throw new Error('listener bug');
+    });
+    cache.on('storeDown', () => {
+      throw new Error('listener bug');
+    });
+    const down = nextEvent(cache, 'storeDown', 2000);
+    cache.keyv.emit('error', new Error('connect ECONNREFUSED'));
+    cache.keyv.emit('error', new Error('connect ECONNREFUSED'));
+    await down;
+    assert.equal(cache.breakerState, 'open');
+  });
+
+  it('breaker: false sends every operation to the store', async () => {
+    const { store, setMode, calls } = flakyStore();
+    const cache = new CacheStore({ store, breaker: false });
+    setMode('reject');
+    for (let i = 0; i < 10; i++) await cache.get('k');
+    assert.equal(calls.length, 10);
+    assert.equal(cache.breakerState, 'closed');
+  });
+
+  it('disconnect stops the probes', async () => {
+    const { store, setMode, calls } = flakyStore();
+    const cache = new CacheStore({ store, breaker: { failures: 1, probeDelay: 20, maxProbeDelay: 20 } });
+    setMode('reject');
+    await cache.get('k');
+    await sleep(100);
+    assert.ok(calls.length > 1, 'probing');
+    await cache.disconnect();
+    const n = calls.length;
+    await sleep(150);
+    assert.equal(calls.length, n);
+  });
+
+  it('validates its options', () => {
+    assert.throws(() => new CacheStore({ breaker: { failures: 0 } }), { option: 'breaker.failures' });
+    assert.throws(() => new CacheStore({ breaker: { probeDelay: 0 } }), { option: 'breaker.probeDelay' });
+    assert.throws(() => new CacheStore({ breaker: { probeDelay: '5s', maxProbeDelay: '1s' } }), { option: 'breaker.maxProbeDelay' });
+    assert.throws(() => new CacheStore({ breaker: 'off' as never }), { option: 'breaker' });
+    const big = new CacheStore({ breaker: { probeDelay: '30s' } });
+    assert.equal(big.breakerState, 'closed');
+  });
+});
+
+/** Disconnects a store when the current test ends (probe timers are unref'd, but tidy anyway). */
+function t_after(cache: CacheStore): void {
+  after(() => cache.disconnect());
+}

@@ -77,16 +77,18 @@ test('down stops bound requests with 502/503 when nothing else is left', async (
   assert.equal(ups.b!.seen.length, 0);
 });
 
-test('sessions() counts distinct bound clients within sessionTimeout, then 0', async (t) => {
+test('sessions() counts distinct clients back with their cookie within sessionTimeout, then 0', async (t) => {
   const ups = await named(t, ['a', 'b', 'c']);
   const pool = poolOf(t, ups);
   let now = 1_800_000_000_000;
   const gw = await stickyGateway(t, pool, { cookie: true, sessionTimeout: '5m', now: () => now });
   const cookie = `srv_id=${sidOf(pool, 'b')}`;
   assert.equal(await gw.mw.sessions('b'), 0);
-  for (const ua of ['ua-1', 'ua-2', 'ua-3', 'ua-1']) await gw.get('/', { cookie, 'user-agent': ua });
-  await gw.get('/', { cookie: `srv_id=${sidOf(pool, 'a')}`, 'user-agent': 'ua-4' });
+  // The first bound request of each client gets the cookie; coming back with it makes a session.
+  for (const ua of ['ua-1', 'ua-2', 'ua-3', 'ua-1', 'ua-2', 'ua-3', 'ua-1']) await gw.get('/', { cookie, 'user-agent': ua });
+  for (let i = 0; i < 2; i++) await gw.get('/', { cookie: `srv_id=${sidOf(pool, 'a')}`, 'user-agent': 'ua-4' });
   await gw.get('/', { 'user-agent': 'ua-5' }); // unbound: not counted anywhere
+  await gw.get('/', { cookie, 'user-agent': 'ua-6' }); // not back yet: not counted
   assert.equal(await gw.mw.sessions('b'), 3);
   assert.equal(await gw.mw.sessions('a'), 1);
   assert.equal(await gw.mw.sessions('c'), 0);
@@ -105,7 +107,7 @@ test('documented workflow: drain, poll sessions until 0, remove', async (t) => {
   let now = 1_800_000_000_000;
   const gw = await stickyGateway(t, pool, { cookie: true, sessionTimeout: '10m', now: () => now });
   const cookie = `srv_id=${sidOf(pool, 'b')}`;
-  for (const ua of ['x', 'y']) assert.equal((await gw.get('/', { cookie, 'user-agent': ua })).body, 'b');
+  for (const ua of ['x', 'y', 'x', 'y']) assert.equal((await gw.get('/', { cookie, 'user-agent': ua })).body, 'b');
   pool.update('b', { drain: true });
   let polls = 0;
   while ((await gw.mw.sessions('b')) > 0) {
@@ -143,7 +145,7 @@ test('sessions() accepts the server url or route as well as its id (as documente
   const ups = await named(t, ['a', 'b']);
   const pool = poolOf(t, ups, { b: { route: 'rb' } });
   const gw = await stickyGateway(t, pool, { cookie: true });
-  for (const ua of ['u1', 'u2']) await gw.get('/', { cookie: 'srv_id=rb', 'user-agent': ua });
+  for (const ua of ['u1', 'u2', 'u1', 'u2']) await gw.get('/', { cookie: 'srv_id=rb', 'user-agent': ua });
   assert.equal(await gw.mw.sessions('b'), 2);
   assert.equal(await gw.mw.sessions('rb'), 2, 'by route');
   assert.equal(await gw.mw.sessions(ups.b!.url), 2, 'by url');

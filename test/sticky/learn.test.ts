@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import KeyvRedis from '@keyv/redis';
 import { balance, chain, type BalanceOptions, createPool, InvalidOptionError, sticky, type CacheStoreError, type StickyLearnOptions, type StickyMiddleware, type StickyOptions, type UpstreamPool } from '../../src/index.ts';
 import { deadPort as freePort, fetchText, gateway, upstream } from '../helpers.ts';
-import { redisAvailability, REDIS_URL, startRedis, stopRedis, type RedisAdmin } from '../redis.ts';
+import { redisAvailability, redisStore, REDIS_URL, startRedis, stopRedis, until, type RedisAdmin } from '../redis.ts';
 
 const RUN = `swy-sticky-learn-${randomUUID()}`;
 
@@ -99,16 +99,6 @@ function assertBalanced(bodies: string[], what: string): void {
 function assertAlternates(bodies: string[], what: string): void {
   for (let i = 1; i < bodies.length; i++) assert.notEqual(bodies[i], bodies[i - 1], `${what}: round robin alternates (${bodies.join(' ')})`);
   assert.deepEqual(new Set(bodies), new Set(['backend1', 'backend2']), `${what}: both servers used (${bodies.join(' ')})`);
-}
-
-/** Polls `check` until it returns true, up to `ms`. */
-async function until(check: () => Promise<boolean>, ms: number): Promise<boolean> {
-  const end = Date.now() + ms;
-  for (;;) {
-    if (await check()) return true;
-    if (Date.now() > end) return false;
-    await sleep(50);
-  }
 }
 
 // ---------------------------------------------------------------------------
@@ -307,7 +297,7 @@ describe('sticky learn: session ids are stored hashed', () => {
     const namespace = `${RUN}-hashed`;
     const redis = await cleanNamespace(t, namespace);
     const b = await backends(t);
-    const gw = await gatewayFor(t, b, { ...COOKIE_LEARN, store: new KeyvRedis(REDIS_URL), namespace, storeTimeout: '5s' });
+    const gw = await gatewayFor(t, b, { ...COOKIE_LEARN, store: redisStore(), namespace, storeTimeout: '5s' });
     const secret = 'Secret-Session-Token-77e0b2';
     await learnOn(gw.url, 'backend2', secret);
     assert.ok(await until(async () => (await keysOf(redis, namespace)).length === 1, 3000), 'one key stored');
@@ -354,7 +344,7 @@ describe('sticky learn: a session store shared through Redis', () => {
     const namespace = `${RUN}-shared`;
     await cleanNamespace(t, namespace);
     const b = await backends(t);
-    const learn = (): StickyLearnOptions => ({ ...COOKIE_LEARN, store: new KeyvRedis(REDIS_URL), namespace, storeTimeout: '5s' });
+    const learn = (): StickyLearnOptions => ({ ...COOKIE_LEARN, store: redisStore(), namespace, storeTimeout: '5s' });
     const a = await gatewayFor(t, b, learn());
     const gb = await gatewayFor(t, b, learn());
     await learnOn(a.url, 'backend2', 'shared-1');
