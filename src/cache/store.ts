@@ -947,7 +947,8 @@ export class CacheStore extends EventEmitter<CacheStoreEvents> {
     void settled.then(() => this.#inflight.delete(settled));
     const deadline = new Promise<typeof TIMED_OUT>((resolve) => {
       timer = setTimeout(resolve, this.timeout, TIMED_OUT);
-      timer.unref();
+      // A store that hangs must not keep the process up, but disconnect() must settle all the same.
+      if (operation !== 'disconnect') timer.unref();
     });
     try {
       const value = await Promise.race(untripped ? [pending, deadline] : [pending, deadline, this.#tripped]);
