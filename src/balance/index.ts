@@ -11,6 +11,7 @@ import {
 import { Cancellation } from '../core/cancel.ts';
 import { channels, type UpstreamEndOutcome, type UpstreamErrorFailure, type UpstreamServerRef } from '../core/diagnostics.ts';
 import { exchange, upstreamTarget, type Exchange } from '../core/exchange.ts';
+import { responseFinished, writeHead } from '../core/http2.ts';
 import type { Middleware, Next } from '../core/chain.ts';
 import { UpstreamPool } from '../pool/index.ts';
 import type { Peer } from '../pool/peer.ts';
@@ -224,7 +225,7 @@ async function proxy(pool: UpstreamPool, o: Resolved, ex: Exchange, res: ServerR
   const sel = pool.selection(req, ex);
   const gone = new Cancellation();
   const onClose = (): void => {
-    if (!res.writableFinished && !ex.detached) gone.abort();
+    if (!responseFinished(res) && !ex.detached) gone.abort();
   };
   res.once('close', onClose);
   let tries = pool.maxTries();
@@ -427,6 +428,7 @@ function relay(
       for (const h of added) headers.push(h);
     }
   }
-  res.writeHead(response.statusCode ?? 502, headers);
+  // To an HTTP/2 client without the connection-specific fields it may not carry.
+  writeHead(res, response.statusCode ?? 502, headers);
   response.pipe(res);
 }

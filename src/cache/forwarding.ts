@@ -4,7 +4,8 @@
 // may only be shared by requests for which the upstream was told the same things, so the key is
 // built from those values, and a response to a request that was told otherwise is not stored.
 import type { IncomingMessage } from 'node:http';
-import type { Exchange } from '../core/exchange.ts';
+import { requestHost, type Exchange } from '../core/exchange.ts';
+import { http2HasBody } from '../core/http2.ts';
 import { isForwardingHeader, resolveClient, upstreamRequestHeaders, type ForwardingPolicy } from '../proxy/headers.ts';
 import type { TrustTest } from '../proxy/trust.ts';
 
@@ -110,7 +111,7 @@ function forwardedParams(value: string): Array<[string, string]> {
  */
 export function resolveOrigin(ex: Exchange, trust: TrustTest): Origin | undefined {
   const req = ex.req;
-  const received = req.headers.host;
+  const received = requestHost(req);
   if (!validHost(received)) return undefined;
   const trusted = trust(req.socket?.remoteAddress ?? '');
   let host = received;
@@ -185,11 +186,15 @@ function forwardedKeyed(value: string, origin: Origin): boolean {
   return true;
 }
 
-/** True when the request has a body: a Content-Length above 0, or a Transfer-Encoding. */
+/**
+ * True when the request has a body: a Content-Length above 0, or a Transfer-Encoding; over HTTP/2,
+ * a stream its HEADERS frame did not end and no Content-Length of 0.
+ */
 export function hasBody(req: IncomingMessage): boolean {
   if (req.headers['transfer-encoding'] !== undefined) return true;
   const length = req.headers['content-length'];
-  return length !== undefined && !/^\s*0*\s*$/.test(length);
+  if (length !== undefined) return !/^\s*0*\s*$/.test(length);
+  return http2HasBody(req);
 }
 
 /** The value of `name` in a flat header list, repeated ones joined with `, `; '' when absent. */

@@ -6,13 +6,14 @@ import type { Middleware, Next } from '../core/chain.ts';
 import { parseDuration, type Duration } from '../core/duration.ts';
 import { BadRequestError, InvalidOptionError } from '../core/errors.ts';
 import { TOKEN } from '../core/http.ts';
-import { exchange, hasExchange, setEarlyCacheStatus, upstreamTarget, type Exchange } from '../core/exchange.ts';
+import { exchange, hasExchange, requestHost, setEarlyCacheStatus, upstreamTarget, type Exchange } from '../core/exchange.ts';
+import { responseFinished, writeHead } from '../core/http2.ts';
 import { compileTemplate } from '../core/variables.ts';
 import { isForwardingHeader } from '../proxy/headers.ts';
 import { compileTrust, type TrustProxy } from '../proxy/trust.ts';
 import { expectedForwarding, factsSuffix, hasBody, keyHost, listValue, originKey, resolveOrigin, toldAsKeyed, validHost, type Origin } from './forwarding.ts';
 import { compilePolicy, freshness, headerValues, type CachePolicy, type CachePolicyOptions, type Freshness } from './policy.ts';
-import { intercept } from './intercept.ts';
+import { connectionFacts, intercept, type ConnectionFacts } from './intercept.ts';
 import { entryHeader, serveEntry, takeConditionals, type Conditionals } from './serve.ts';
 import { CacheStore, createMemoryStore, DEFAULT_INACTIVE, type CacheEntry, type MemoryStoreOptions, type StoreBreakerOptions } from './store.ts';
 
@@ -441,6 +442,8 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
   const variantKey = (base: string, names: readonly string[], req: IncomingMessage, sent: readonly string[] | undefined): string => {
     const values = names.map((n) => {
       if (sent !== undefined && isForwardingHeader(n)) return listValue(sent, n);
+      // An HTTP/2 request's host is its :authority.
+      if (n === 'host') return requestHost(req) ?? '';
       const v = req.headers[n];
       return Array.isArray(v) ? v.join(', ') : (v ?? '');
     });
@@ -481,7 +484,7 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
     const original = (req as IncomingMessage & { originalUrl?: unknown }).originalUrl;
     const target = typeof original === 'string' ? original : req.url;
     if (target === undefined || target.charCodeAt(0) !== 47 /* '/' */) return false;
-    const host = req.headers.host;
+    const host = requestHost(req);
     if (!validHost(host) || (!cacheBodies && hasBody(req)) || trust(req.socket?.remoteAddress ?? '')) return false;
     const scheme = (req.socket as { encrypted?: boolean } | null)?.encrypted === true ? 'https' : 'http';
     const entry = store.getSync(escapeKey(originKey(scheme, keyHost(host, req), target)));
@@ -512,7 +515,7 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
       if (purging) {
         purgeKey(key).then(
           (n) => {
-            res.writeHead(n > 0 || key.endsWith('*') ? 204 : 404, { 'content-length': '0' });
+            writeHead(res, n > 0 || key.endsWith('*') ? 204 : 404, { 'content-length': '0' });
             res.end();
           },
           (err: unknown) => next(err),
@@ -597,9 +600,10 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
       }
       if (backgroundUpdate && canServeUpdating) {
         const slot = claim(base);
+        const facts = connectionFacts(req);
         answer(req, res, ex, entry, 'STALE');
         // The update runs once the client's response is over, so no event of it reaches the handler.
-        res.once('close', () => fetch(req, res, next, ex, base, { status: 'EXPIRED', origin, noStore, detached: true, slot, stale: entry }));
+        res.once('close', () => fetch(req, res, next, ex, base, { status: 'EXPIRED', origin, noStore, detached: facts, slot, stale: entry }));
         return;
       }
       fetch(req, res, next, ex, base, { status: 'EXPIRED', origin, noStore, slot: claim(base), stale: entry });
@@ -654,7 +658,8 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
     noStore: boolean;
     slot?: Inflight;
     stale?: CacheEntry;
-    detached?: boolean;
+    /** A background update, with the client's connection as it was while its answer was going. */
+    detached?: ConnectionFacts;
   }
 
   function fetch(req: IncomingMessage, res: ServerResponse, next: Next, ex: Exchange, base: string, plan: FetchPlan): void {
@@ -774,19 +779,21 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
         capture = undefined;
         finish(false);
       },
-    });
+    }, req);
 
-    if (plan.detached) {
+    if (plan.detached !== undefined) {
       ex.detached = true;
-      interception.detach();
+      interception.detach(plan.detached);
     } else {
       const onClose = (): void => {
         res.off('finish', onFinish);
-        finish(res.writableFinished);
+        finish(responseFinished(res));
       };
       const onFinish = (): void => {
         res.off('close', onClose);
-        finish(true);
+        // node:http2's compatibility response emits 'finish' when its stream closes, also when the
+        // client reset it mid-response.
+        finish(responseFinished(res));
       };
       res.once('finish', onFinish);
       res.once('close', onClose);

@@ -1,7 +1,7 @@
 // Watching a response as the rest of the chain writes it, whatever writes it (balance(), a local
 // handler, a framework's error handler): the cache sees the status and headers before they leave,
 // may add its status header, may answer with a stale entry instead, and sees every body byte.
-import type { OutgoingHttpHeader, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { IncomingMessage, OutgoingHttpHeader, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { Socket } from 'node:net';
 
 /** What the cache decides when the handler's response begins. */
@@ -23,10 +23,29 @@ export interface InterceptHooks {
   abort(): void;
 }
 
+/** What the handler may read of the client's connection once detached (the client's address for X-Forwarded-For). */
+export type ConnectionFacts = Readonly<Record<(typeof CONNECTION_FACTS)[number], unknown>>;
+
+const CONNECTION_FACTS = ['remoteAddress', 'remotePort', 'remoteFamily', 'localAddress', 'localPort'] as const;
+
+/**
+ * Reads the request's connection facts now: an HTTP/2 request's socket is out of reach once its
+ * stream is closed, which is when a background update starts.
+ */
+export function connectionFacts(req: IncomingMessage): ConnectionFacts {
+  const real = req.socket as Socket | undefined;
+  const out: Record<string, unknown> = {};
+  for (const key of CONNECTION_FACTS) out[key] = real?.[key];
+  return out as ConnectionFacts;
+}
+
 /** The response's own methods, for the cache to answer with. */
 export interface Interception {
-  /** Switches to capture-only: the client has its answer, the handler's output only feeds the cache. */
-  detach(): void;
+  /**
+   * Switches to capture-only: the client has its answer, the handler's output only feeds the cache.
+   * The handler sees `facts` (read while the response was going) as the request's connection.
+   */
+  detach(facts: ConnectionFacts): void;
   /** Whether the handler's response began. */
   readonly started: boolean;
 }
@@ -79,7 +98,7 @@ function withHeader(headers: unknown, name: string, value: string): unknown {
  * compression middleware does). Node's implicit headers (`write`/`end` without `writeHead`) come
  * through the same path.
  */
-export function intercept(res: ServerResponse, hooks: InterceptHooks): Interception {
+export function intercept(res: ServerResponse, hooks: InterceptHooks, request: IncomingMessage): Interception {
   // The methods as they are now: a wrapper an earlier middleware installed (on-headers,
   // compression) keeps working.
   const realWriteHead = res.writeHead;
@@ -169,20 +188,14 @@ export function intercept(res: ServerResponse, hooks: InterceptHooks): Intercept
     get started() {
       return started;
     },
-    detach(): void {
+    detach(facts: ConnectionFacts): void {
       detached = true;
       // The client's socket carries its next request by now: nothing the handler does may touch it.
-      const req = res.req as unknown as Record<string, unknown> | undefined;
-      if (req !== undefined) {
-        const spare = new Socket();
-        // What the handler may read of the connection (the client's address for X-Forwarded-For).
-        const real = req.socket as Socket | undefined;
-        for (const key of ['remoteAddress', 'remotePort', 'remoteFamily', 'localAddress', 'localPort'] as const) {
-          Object.defineProperty(spare, key, { configurable: true, value: real?.[key] });
-        }
-        Object.defineProperty(req, 'socket', { configurable: true, writable: true, value: spare });
-        Object.defineProperty(req, 'connection', { configurable: true, writable: true, value: spare });
-      }
+      // (The request is passed in: `res.req` is not there on node:http2's compatibility response.)
+      const spare = new Socket();
+      for (const key of CONNECTION_FACTS) Object.defineProperty(spare, key, { configurable: true, value: facts[key] });
+      Object.defineProperty(request, 'socket', { configurable: true, writable: true, value: spare });
+      Object.defineProperty(request, 'connection', { configurable: true, writable: true, value: spare });
       pass = false;
       started = false;
       ended = false;

@@ -1,6 +1,7 @@
 // Answering a request from a cached entry: the client's conditional headers (304), a single byte
 // range (206/416), HEAD, and the status header. Entries hold complete responses only.
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
+import { writeHead } from '../core/http2.ts';
 import type { CacheEntry } from './store.ts';
 import { parseHttpDate } from './policy.ts';
 
@@ -143,7 +144,7 @@ export function serveEntry(res: ServerResponse, method: string, entry: CacheEntr
       wire = { statusHeader, list };
       hitHeaders.set(entry, wire);
     }
-    res.writeHead(entry.status, wire.list);
+    writeHead(res, entry.status, wire.list);
     if (method === 'HEAD' || entry.status === 204 || entry.status === 304) {
       res.end();
       return 0;
@@ -163,7 +164,7 @@ export function serveEntry(res: ServerResponse, method: string, entry: CacheEntr
       if (!NOT_FOR_304.has(entry.headers[i]!.toLowerCase())) headers.push(entry.headers[i]!, entry.headers[i + 1]!);
     }
     if (statusHeader !== undefined) headers.push(statusHeader, status);
-    res.writeHead(304, headers);
+    writeHead(res, 304, headers);
     res.end();
     return 0;
   } else {
@@ -183,7 +184,7 @@ export function serveEntry(res: ServerResponse, method: string, entry: CacheEntr
   }
   headers.push('content-length', String(body.length));
   if (statusHeader !== undefined) headers.push(statusHeader, status);
-  res.writeHead(code, headers);
+  writeHead(res, code, headers);
   if (method === 'HEAD' || code === 204 || code === 304) {
     res.end();
     return 0;

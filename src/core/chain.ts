@@ -1,6 +1,7 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import { STATUS_CODES } from 'node:http';
 import { InvalidOptionError } from './errors.ts';
+import { writeHead } from './http2.ts';
 
 /** The continuation a middleware calls: with nothing to hand on, with an error to fail the request. */
 export type Next = (err?: unknown) => void;
@@ -81,7 +82,8 @@ export function respondWithError(err: unknown, _req: IncomingMessage, res: Serve
     return;
   }
   const text = `${status} ${STATUS_CODES[status] ?? 'Error'}\n`;
-  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(text) });
+  // (To an HTTP/2 client, without a connection-specific header a middleware may have set.)
+  writeHead(res, status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(text) });
   res.end(_req.method === 'HEAD' ? undefined : text);
 }
 

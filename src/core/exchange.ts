@@ -40,7 +40,13 @@ export interface Exchange {
   args: string;
   /** True once rewrite() changed `uri` or `args`: the upstream then gets them re-encoded. */
   uriChanged: boolean;
-  /** `http` or `https`, as the client reached the gateway (trusted X-Forwarded-Proto included). */
+  /**
+   * `http` or `https`, as the client reached the gateway: `https` on a TLS connection, whatever the
+   * protocol on it (HTTP/1.x or HTTP/2), else `http`; a trusted proxy's X-Forwarded-Proto when
+   * balance() or cache() is configured to trust it. An HTTP/2 client's `:scheme` pseudo-header is
+   * not believed: on a cleartext (h2c) connection it could claim `https` (nginx's `$scheme` is the
+   * connection's too).
+   */
   scheme: string;
   /** The client's address (nginx `$remote_addr`), after trusted-proxy resolution when balance() is configured for it. */
   clientAddress: string;
@@ -130,6 +136,26 @@ export function setEarlyCacheStatus(req: IncomingMessage, status: string): void 
   const ex = holder[kExchange];
   if (ex !== undefined) ex.cacheStatus = status;
   else holder[kEarlyCacheStatus] = status;
+}
+
+/**
+ * The host the request is for, as the client named it (with its port, as sent): HTTP/2's
+ * `:authority` pseudo-header when there is one (node's `req.authority` prefers it too), else the
+ * Host header (HTTP/1.x, or an HTTP/2 client that sent Host instead); `undefined` when there is
+ * neither. Everything that reads the request's host goes through here: `$host` and `$http_host`,
+ * cache keys and their Host check, the Host, X-Forwarded-Host and Forwarded `host=` sent upstream,
+ * redirects, rewrite's server names, monitor()'s `allowedHosts`. An HTTP/2 request's own Host
+ * header, when it names another host than `:authority`, is ignored (and never forwarded).
+ * @internal
+ */
+export function requestHost(req: IncomingMessage): string | undefined {
+  const headers = req.headers;
+  if (req.httpVersionMajor === 2) {
+    const authority = headers[':authority'];
+    if (typeof authority === 'string' && authority !== '') return authority;
+  }
+  const host = headers.host;
+  return typeof host === 'string' ? host : undefined;
 }
 
 /** @internal True when the request already has its exchange record (something such as rewrite() used it). */

@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http';
-import type { Exchange } from './exchange.ts';
+import { requestHost, type Exchange } from './exchange.ts';
 import { InvalidOptionError } from './errors.ts';
 
 /** A compiled template: evaluates nginx variables against a request's exchange record. */
@@ -76,6 +76,8 @@ export function variable(name: string): Getter {
 }
 
 function headerValue(ex: Exchange, header: string): string {
+  // `$http_host` of an HTTP/2 request is its `:authority`, as nginx makes a Host header of it.
+  if (header === 'host') return requestHost(ex.req) ?? '';
   const v = ex.req.headers[header];
   if (v === undefined) return '';
   if (Array.isArray(v)) return v.join(header === 'cookie' ? '; ' : ', ');
@@ -87,9 +89,12 @@ function host(ex: Exchange): string {
   return ex.forwardedHost !== undefined ? hostName(ex.forwardedHost) : hostOf(ex.req);
 }
 
-/** nginx's `$host` of a request: the Host header's name, lowercase, without the port; else the local address. */
+/**
+ * nginx's `$host` of a request: the name of its host ({@link requestHost}: HTTP/2's `:authority`, else
+ * the Host header), lowercase, without the port; else the local address.
+ */
 export function hostOf(req: IncomingMessage): string {
-  const h = req.headers.host;
+  const h = requestHost(req);
   if (typeof h !== 'string' || h === '') return req.socket?.localAddress ?? '';
   return hostName(h);
 }

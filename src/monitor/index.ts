@@ -4,6 +4,8 @@ import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import type { CacheMiddleware } from '../cache/index.ts';
 import type { Middleware, Next } from '../core/chain.ts';
+import { requestHost } from '../core/exchange.ts';
+import { closeHttp2Stream, isHttp2Response, writeHead } from '../core/http2.ts';
 import { InvalidOptionError, ServerNotFoundError } from '../core/errors.ts';
 import type { HealthCheck } from '../health/index.ts';
 import { UpstreamPool } from '../pool/index.ts';
@@ -143,16 +145,19 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
 
   const send = (res: ServerResponse, status: number, body: unknown): void => {
     const text = body === undefined ? '' : `${JSON.stringify(body)}\n`;
-    res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' });
+    writeHead(res, status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' });
     res.end(text);
   };
   const fail = (res: ServerResponse, err: ApiError): void => {
-    if (err.status === 413) {
+    const h2 = err.status === 413 && isHttp2Response(res);
+    if (err.status === 413 && !h2) {
       // The unread rest of the body cannot be left on a kept-alive connection.
       res.setHeader('connection', 'close');
       res.once('finish', () => res.req.destroy());
     }
     send(res, err.status, { error: { status: err.status, text: err.message, code: err.code }, request_id: randomBytes(16).toString('hex'), href: HREF });
+    // HTTP/2: only this stream ends, once the answer is out; the client is told to stop sending the rest.
+    if (h2) closeHttp2Stream(res);
   };
 
   const readJson = (req: IncomingMessage): Promise<unknown> =>
@@ -235,7 +240,7 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
     if (parts[0] === 'metrics' && parts.length === 1) {
       if (method !== 'GET' && method !== 'HEAD') throw new ApiError(405, 'MethodNotSupported', 'method not supported');
       const text = prometheus(counters, pools, caches, now());
-      res.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE, 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+      writeHead(res, 200, { 'content-type': PROMETHEUS_CONTENT_TYPE, 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
       res.end(method === 'HEAD' ? undefined : text);
       return true;
     }
@@ -246,11 +251,11 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
       if (asset === undefined) return false;
       // `/dashboard` without the slash: the page's relative links need the directory form.
       if (file === '' && !path.endsWith('/')) {
-        res.writeHead(301, { location: 'dashboard/', 'content-length': 0 });
+        writeHead(res, 301, { location: 'dashboard/', 'content-length': 0 });
         res.end();
         return true;
       }
-      res.writeHead(200, {
+      writeHead(res, 200, {
         'content-type': asset[1]!,
         'content-length': Buffer.byteLength(asset[0]!),
         'cache-control': 'no-cache',
@@ -283,7 +288,8 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
     if (a === 'connections' && b === undefined) {
       if (method === 'DELETE') {
         counters.connectionsAccepted = counters.connectionsActive;
-        res.writeHead(204).end();
+        writeHead(res, 204);
+        res.end();
         return true;
       }
       return reply(res, method, { accepted: counters.connectionsAccepted, dropped: 0, active: counters.connectionsActive, idle: 0 });
@@ -293,7 +299,8 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
     if (b === 'requests' && c === undefined) {
       if (method === 'DELETE') {
         counters.requestsTotal = counters.requestsCurrent;
-        res.writeHead(204).end();
+        writeHead(res, 204);
+        res.end();
         return true;
       }
       return reply(res, method, { total: counters.requestsTotal, current: counters.requestsCurrent });
@@ -304,7 +311,8 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
       if (cache === undefined || d !== undefined) throw new ApiError(404, 'CacheNotFound', `cache not found: "${c}"`);
       if (method === 'DELETE') {
         cache.resetStats();
-        res.writeHead(204).end();
+        writeHead(res, 204);
+        res.end();
         return true;
       }
       return reply(res, method, cacheJson(cache));
@@ -318,7 +326,8 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
     if (d === undefined) {
       if (method === 'DELETE') {
         p.resetStats();
-        res.writeHead(204).end();
+        writeHead(res, 204);
+        res.end();
         return true;
       }
       if (isWrite) throw new ApiError(405, 'MethodNotSupported', 'method not supported');
@@ -370,8 +379,10 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
       }
       path = path.slice(prefix.length) || '/';
     }
-    if (!allowedHost(req.headers.host)) {
-      fail(res, new ApiError(403, 'HostNotAllowed', `host not allowed: ${JSON.stringify(req.headers.host ?? '')} (list the names the monitor is reached by in allowedHosts)`));
+    // An HTTP/2 request names its host in :authority.
+    const host = requestHost(req);
+    if (!allowedHost(host)) {
+      fail(res, new ApiError(403, 'HostNotAllowed', `host not allowed: ${JSON.stringify(host ?? '')} (list the names the monitor is reached by in allowedHosts)`));
       return;
     }
     route(req, res, path).then(

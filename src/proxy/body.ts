@@ -2,6 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import type { ClientRequest } from 'node:http';
 import { BadRequestError, UnsupportedTransferCodingError } from '../core/errors.ts';
 import type { Exchange } from '../core/exchange.ts';
+import { http2HasBody } from '../core/http2.ts';
 
 /**
  * The request body on its way upstream. It streams: nothing is read from the
@@ -30,7 +31,9 @@ function hasBody(req: IncomingMessage): boolean {
   const te = req.headers['transfer-encoding'];
   if (te !== undefined) return true;
   const cl = req.headers['content-length'];
-  return cl !== undefined && cl !== '0';
+  if (cl !== undefined) return cl !== '0';
+  // HTTP/2 frames a body with DATA frames, with or without a Content-Length.
+  return http2HasBody(req);
 }
 
 const NO_BODY: RequestBody = {

@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http';
-import type { Exchange } from '../core/exchange.ts';
+import { requestHost, type Exchange } from '../core/exchange.ts';
 import { forwardedAddress, plainAddress, type TrustTest } from './trust.ts';
 import { TOKEN } from '../core/http.ts';
 
@@ -148,14 +148,15 @@ export function upstreamRequestHeaders(ex: Exchange, policy: ForwardingPolicy, a
     const value = headers[name];
     if (value === undefined) continue;
     const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower) || REQUEST_OWN.has(lower) || drop?.has(lower)) continue;
+    // HTTP/2 pseudo-headers (`:method`, `:path`, `:authority`, `:scheme`) are the request line's and Host's parts.
+    if (lower.charCodeAt(0) === 58 /* ':' */ || HOP_BY_HOP.has(lower) || REQUEST_OWN.has(lower) || drop?.has(lower)) continue;
     // A forwarding header from an untrusted client is dropped; one a middleware set is kept.
     if (!trusted && isForwardingHeader(lower) && sentByClient(req, lower)) continue;
     if (auth !== undefined && lower === 'authorization') continue;
     if (Array.isArray(value)) for (const v of value) out.push(lower, v);
     else out.push(lower, String(value));
   }
-  const clientHost = typeof req.headers.host === 'string' ? req.headers.host : '';
+  const clientHost = requestHost(req) ?? '';
   const host = policy.host === 'upstream' ? authority : policy.host === 'client' ? clientHost || authority : policy.host;
   out.push('host', host);
   const peer = plainAddress(req.socket?.remoteAddress ?? '');

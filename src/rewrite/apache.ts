@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { InvalidOptionError } from '../core/errors.ts';
-import { normalizePath, type Exchange } from '../core/exchange.ts';
+import { normalizePath, requestHost, type Exchange } from '../core/exchange.ts';
 import { hostOf } from './conditions.ts';
 import type { RewriteRule } from './index.ts';
 
@@ -352,7 +352,7 @@ function sameServer(url: string, ex: Exchange): string | undefined {
   if (m === null) return undefined;
   const scheme = m[1]!.toLowerCase();
   const urlPort = m[3] === undefined ? (scheme === 'https' ? 443 : 80) : Number(m[3]);
-  const hostHeader = ex.req.headers.host ?? '';
+  const hostHeader = requestHost(ex.req) ?? '';
   const portMatch = /:([0-9]+)$/.exec(hostHeader.startsWith('[') ? hostHeader.slice(hostHeader.indexOf(']') + 1) : hostHeader);
   const reqPort = portMatch === null ? (ex.scheme === 'https' ? 443 : 80) : Number(portMatch[1]);
   if (m[2]!.toLowerCase() !== hostOf(ex) || urlPort !== reqPort) return undefined;
@@ -433,6 +433,8 @@ function serverVariable(name: string, line: number, directory: boolean): Expand 
   const header = name.toUpperCase().startsWith('HTTP:') ? name.slice(5).toLowerCase() : HEADERS[name.toUpperCase()];
   if (header !== undefined) {
     if (!/^[a-z0-9!#$%&'*+.^_`|~-]+$/.test(header)) fail(line, `a header name in %{HTTP:...}, received "${name}"`);
+    // An HTTP/2 request's Host is its :authority.
+    if (header === 'host') return (ex) => requestHost(ex.req) ?? '';
     return (ex) => {
       const v = ex.req.headers[header];
       return Array.isArray(v) ? v.join(', ') : (v ?? '');

@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http';
-import type { Exchange } from '../core/exchange.ts';
+import { requestHost, type Exchange } from '../core/exchange.ts';
 import { InvalidOptionError } from '../core/errors.ts';
 import { compileTemplate, type Template } from '../core/variables.ts';
 
@@ -154,9 +154,9 @@ export function hostMatcher(names: string | readonly string[], where: string): (
   };
 }
 
-/** The request's host as nginx's `$host`: lowercased, without port. @internal */
+/** The request's host ({@link requestHost}: HTTP/2's `:authority`, else Host) as nginx's `$host`: lowercased, without port. @internal */
 export function hostOf(ex: Exchange): string {
-  const h = ex.req.headers.host;
+  const h = requestHost(ex.req);
   if (typeof h !== 'string') return '';
   const lower = h.toLowerCase();
   if (lower.startsWith('[')) return lower.slice(0, lower.indexOf(']') + 1);

@@ -3,7 +3,8 @@ import { STATUS_CODES } from 'node:http';
 import { compile as compilePath, match as matchPath } from 'path-to-regexp';
 import type { Middleware, Next } from '../core/chain.ts';
 import { BadRequestError, InvalidOptionError, SwitchyardError } from '../core/errors.ts';
-import { encodePath, exchange, type Exchange } from '../core/exchange.ts';
+import { encodePath, exchange, requestHost, type Exchange } from '../core/exchange.ts';
+import { closeHttp2Stream, isHttp2Response, writeHead } from '../core/http2.ts';
 import { compileTemplate, type Template } from '../core/variables.ts';
 import { captures, compileCondition, compileRegex, hostMatcher, hostOf, type Condition, type HostMatch } from './conditions.ts';
 
@@ -180,8 +181,10 @@ function respond(req: IncomingMessage, res: ServerResponse, next: Next, reply: R
     return;
   }
   if (reply.close) {
-    // nginx 444: close the connection without a response.
-    req.socket.destroy();
+    // nginx 444: close the connection without a response; over HTTP/2, reset the stream (as nginx
+    // does), not the connection the client's other requests share.
+    if (isHttp2Response(res)) closeHttp2Stream(res, true);
+    else req.socket.destroy();
     return;
   }
   if (reply.location === undefined && reply.text === undefined && reply.status >= 400) {
@@ -191,7 +194,7 @@ function respond(req: IncomingMessage, res: ServerResponse, next: Next, reply: R
   const body = reply.text ?? (reply.location !== undefined ? `${reply.status} ${STATUS_CODES[reply.status] ?? ''}\n` : '');
   const headers: Record<string, string | number> = { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) };
   if (reply.location !== undefined) headers.location = reply.location;
-  res.writeHead(reply.status, headers);
+  writeHead(res, reply.status, headers);
   res.end(req.method === 'HEAD' ? undefined : body);
 }
 
@@ -562,7 +565,8 @@ function redirectUrl(target: string, ex: Exchange, o: Resolved): string {
   // `//host` and `/\\host` would leave the site: relative mode collapses them to one slash,
   // absolute mode keeps them as a path on this host, as nginx does.
   if (!o.absoluteRedirect) return clean.replace(/^[/\\]+/, '/');
-  const host = typeof ex.req.headers.host === 'string' && /^[A-Za-z0-9.:[\]-]+$/.test(ex.req.headers.host) ? ex.req.headers.host : (ex.req.socket?.localAddress ?? 'localhost');
+  const named = requestHost(ex.req);
+  const host = named !== undefined && /^[A-Za-z0-9.:[\]-]+$/.test(named) ? named : (ex.req.socket?.localAddress ?? 'localhost');
   return `${ex.scheme}://${host}${clean}`;
 }
 
