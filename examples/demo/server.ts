@@ -2,7 +2,7 @@
 // of them, on the embedded defaults. `npm start` runs it; PORT changes the port.
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { balance, cache, chain, createPool, exchange, healthCheck, monitor, rewrite } from 'switchyard';
+import { balance, cache, chain, createPool, exchange, healthCheck, monitor, rewrite } from 'switchyard-proxy';
 
 const PORT = Number(process.env.PORT ?? 8080);
 

@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import express, { type ErrorRequestHandler } from 'express';
 import { WebSocketServer } from 'ws';
-import { balance, cache, createPool, sticky, SwitchyardError } from 'switchyard';
+import { balance, cache, createPool, sticky, SwitchyardError } from 'switchyard-proxy';
 
 const PORT = Number(process.env.PORT ?? 3000);
 

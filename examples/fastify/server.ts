@@ -6,8 +6,8 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import Fastify from 'fastify';
 import { WebSocketServer } from 'ws';
-import { balance, cache, createPool, sticky, SwitchyardError } from 'switchyard';
-import { switchyard } from 'switchyard/fastify';
+import { balance, cache, createPool, sticky, SwitchyardError } from 'switchyard-proxy';
+import { switchyard } from 'switchyard-proxy/fastify';
 
 const PORT = Number(process.env.PORT ?? 3001);
 

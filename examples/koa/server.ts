@@ -7,8 +7,8 @@ import type { Duplex } from 'node:stream';
 import Koa from 'koa';
 import { bodyParser } from '@koa/bodyparser';
 import { WebSocketServer } from 'ws';
-import { balance, cache, chain, createPool, sticky, SwitchyardError, type Next } from 'switchyard';
-import { koa } from 'switchyard/koa';
+import { balance, cache, chain, createPool, sticky, SwitchyardError, type Next } from 'switchyard-proxy';
+import { koa } from 'switchyard-proxy/koa';
 
 const PORT = Number(process.env.PORT ?? 3002);
 

@@ -39,8 +39,8 @@ const ALL_METHODS: HTTPMethods[] = ['DELETE', 'GET', 'HEAD', 'PATCH', 'POST', 'P
  * @example
  * ```ts
  * import Fastify from 'fastify';
- * import { createPool, balance } from 'switchyard';
- * import { switchyard } from 'switchyard/fastify';
+ * import { createPool, balance } from 'switchyard-proxy';
+ * import { switchyard } from 'switchyard-proxy/fastify';
  *
  * const pool = createPool({ servers: [{ url: 'http://127.0.0.1:3001' }] });
  * const app = Fastify();

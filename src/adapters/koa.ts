@@ -26,8 +26,8 @@ export type KoaMiddleware = (ctx: KoaContextLike, next: () => Promise<unknown>) 
  * @example
  * ```ts
  * import Koa from 'koa';
- * import { createPool, balance } from 'switchyard';
- * import { koa } from 'switchyard/koa';
+ * import { createPool, balance } from 'switchyard-proxy';
+ * import { koa } from 'switchyard-proxy/koa';
  *
  * const pool = createPool({ servers: [{ url: 'http://127.0.0.1:3001' }] });
  * const app = new Koa();

@@ -173,7 +173,7 @@ function failureError(failure: AttemptFailure, cause: Error, pool: string): Swit
  * @example
  * ```ts
  * import express from 'express';
- * import { createPool, balance } from 'switchyard';
+ * import { createPool, balance } from 'switchyard-proxy';
  *
  * const pool = createPool({ servers: [{ url: 'http://127.0.0.1:3001' }, { url: 'http://127.0.0.1:3002' }] });
  * const app = express();

@@ -307,7 +307,7 @@ function zero(): CacheStats {
  * @example
  * ```ts
  * import express from 'express';
- * import { createPool, balance, cache } from 'switchyard';
+ * import { createPool, balance, cache } from 'switchyard-proxy';
  *
  * const pool = createPool({ servers: [{ url: 'http://127.0.0.1:3001' }] });
  * const app = express();

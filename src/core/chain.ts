@@ -30,7 +30,7 @@ export interface ChainOptions {
  * @example
  * ```ts
  * import { createServer } from 'node:http';
- * import { createPool, balance, chain } from 'switchyard';
+ * import { createPool, balance, chain } from 'switchyard-proxy';
  *
  * const pool = createPool({ servers: [{ url: 'http://127.0.0.1:3001' }] });
  * createServer(chain(balance(pool))).listen(8080);

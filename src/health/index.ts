@@ -142,7 +142,7 @@ interface ServerCheck {
  * a server unhealthy. A server coming back ramps up over its `slowStart`.
  * @example
  * ```ts
- * import { createPool, healthCheck, balance } from 'switchyard';
+ * import { createPool, healthCheck, balance } from 'switchyard-proxy';
  *
  * const pool = createPool({ servers: [{ url: 'http://10.0.0.1:8080', slowStart: '30s' }, { url: 'http://10.0.0.2:8080' }] });
  * const hc = healthCheck(pool, { uri: '/healthz', interval: '2s', fails: 2, passes: 2, match: { status: '200', body: /ok/ } });

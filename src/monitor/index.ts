@@ -92,7 +92,7 @@ function named<T extends { name: string }>(value: readonly T[] | Readonly<Record
  * ```ts
  * import express from 'express';
  * import { randomUUID, timingSafeEqual } from 'node:crypto';
- * import { createPool, balance, monitor } from 'switchyard';
+ * import { createPool, balance, monitor } from 'switchyard-proxy';
  *
  * const token = Buffer.from(`Bearer ${process.env.ADMIN_TOKEN || randomUUID()}`); // unset: nobody writes
  * const pool = createPool({ name: 'app', servers: [{ url: 'http://10.0.0.1:8080' }] });

@@ -274,7 +274,7 @@ function setCookieValue(response: IncomingMessage, name: string): string | undef
  * balance() with the same pool.
  * @example
  * ```ts
- * import { createPool, sticky, balance, chain } from 'switchyard';
+ * import { createPool, sticky, balance, chain } from 'switchyard-proxy';
  *
  * const pool = createPool({ servers: [{ url: 'http://10.0.0.1:8080' }, { url: 'http://10.0.0.2:8080' }] });
  * const app = chain(sticky(pool, { cookie: { name: 'srv_id', expires: '1h', httpOnly: true, secure: true, sameSite: 'lax', path: '/' } }), balance(pool));

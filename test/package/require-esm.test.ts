@@ -29,7 +29,7 @@ interface Report {
   body: string;
 }
 
-test('CommonJS require("switchyard"), "switchyard/fastify" and "switchyard/koa" load dist/ through require(esm)', async (t) => {
+test('CommonJS require("switchyard-proxy"), "switchyard-proxy/fastify" and "switchyard-proxy/koa" load dist/ through require(esm)', async (t) => {
   assertBuilt();
   const { stdout, stderr } = await run(process.execPath, [fixture], { cwd: root, timeout: 20_000 });
   assert.equal(stderr, '', 'nothing on stderr: no warning, no error');
@@ -42,7 +42,7 @@ test('CommonJS require("switchyard"), "switchyard/fastify" and "switchyard/koa" 
     'fastify.switchyard': 'function',
     'koa.koa': 'function',
   });
-  assert.equal(report.name, 'switchyard');
+  assert.equal(report.name, 'switchyard-proxy');
   assert.equal(report.resolvedTo, `${root}dist/index.js`);
   assert.equal(report.fastifyResolvedTo, `${root}dist/adapters/fastify.js`);
   assert.equal(report.sameInstance, true, 'require() and import() share one instance of the package');
@@ -56,18 +56,18 @@ test('CommonJS require("switchyard"), "switchyard/fastify" and "switchyard/koa" 
   }
 });
 
-test('ESM import("switchyard") by name gives the named exports from dist/', async () => {
+test('ESM import("switchyard-proxy") by name gives the named exports from dist/', async () => {
   assertBuilt();
-  const main = await import('switchyard');
+  const main = await import('switchyard-proxy');
   for (const name of ['createPool', 'balance', 'chain', 'upgrade', 'exchange', 'parseDuration', 'SwitchyardError', 'BadGatewayError', 'GatewayTimeoutError', 'NoServerAvailableError']) {
     assert.equal(typeof (main as Record<string, unknown>)[name], 'function', name);
   }
   assert.equal('default' in main, false, 'named exports only');
-  const { switchyard } = await import('switchyard/fastify');
-  const { koa } = await import('switchyard/koa');
+  const { switchyard } = await import('switchyard-proxy/fastify');
+  const { koa } = await import('switchyard-proxy/koa');
   assert.equal(typeof switchyard, 'function');
   assert.equal(typeof koa, 'function');
-  assert.equal(import.meta.resolve('switchyard'), new URL('../../dist/index.js', import.meta.url).href);
+  assert.equal(import.meta.resolve('switchyard-proxy'), new URL('../../dist/index.js', import.meta.url).href);
   // The built package works on its own: a pool and its middleware from dist/.
   const pool = main.createPool({ servers: [{ url: 'http://127.0.0.1:1' }] });
   try {
