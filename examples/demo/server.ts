@@ -78,7 +78,7 @@ const rules = rewrite([
 
 const INDEX = `switchyard demo gateway
 
-  GET /anything          balanced over blue (weight 3), green (2), red (1) with nginx's smooth weighted round robin;
+  GET /hello             (any path) balanced over blue (weight 3), green (2), red (1) with nginx's smooth weighted round robin;
                          red answers 502 one time in three and the request moves on to the next server
   GET /v1/users          rewritten to /api/users before it is proxied (see "url" in the answer)
   GET /old/a/b           301 redirect to /new/a/b
@@ -94,8 +94,13 @@ const INDEX = `switchyard demo gateway
 Try:
   open http://localhost:${PORT}/switchyard/dashboard/ in a browser, then:
   for i in $(seq 12); do curl -s localhost:${PORT}/hello; done
-  curl -s localhost:${PORT}/switchyard/stats
+  curl -s localhost:${PORT}/v1/users
+  curl -si localhost:${PORT}/old/a/b
   curl -si localhost:${PORT}/slow
+  curl -s localhost:${PORT}/switchyard/stats
+  curl -s localhost:${PORT}/switchyard/cache
+  curl -s localhost:${PORT}/switchyard/api/9/http/upstreams
+  curl -s localhost:${PORT}/switchyard/metrics
   curl -s -X PATCH -H 'content-type: application/json' -d '{"down":true}' localhost:${PORT}/switchyard/api/9/http/upstreams/demo/servers/blue
 `;
 
@@ -138,6 +143,17 @@ const status = monitor({
 });
 gateway.on('request', chain(admin, status, rules, slowRoute, proxy));
 gateway.on('upgrade', proxy.upgrade);
+// A port already taken is the usual first-run problem: say so, and how to pick another.
+gateway.once('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EADDRINUSE' || err.code === 'EACCES') {
+    const why = err.code === 'EADDRINUSE' ? 'is already in use' : 'needs privileges this process does not have';
+    console.error(`switchyard demo: port ${PORT} ${why}. Pick another one: PORT=9000 npm start`);
+  } else {
+    console.error(`switchyard demo: cannot listen on port ${PORT}: ${err.message}`);
+  }
+  stop();
+  process.exitCode = 1;
+});
 gateway.listen(PORT, () => {
   const { port } = gateway.address() as AddressInfo;
   console.log(`switchyard demo gateway listening on http://localhost:${port}`);
@@ -145,8 +161,8 @@ gateway.listen(PORT, () => {
   console.log(INDEX.replaceAll(`localhost:${PORT}`, `localhost:${port}`));
 });
 
-const stop = (): void => {
-  gateway.close();
+function stop(): void {
+  if (gateway.listening) gateway.close();
   gateway.closeAllConnections();
   for (const u of upstreams) {
     u.server.close();
@@ -157,6 +173,6 @@ const stop = (): void => {
   pool.close();
   reportPool.close();
   void microcache.close();
-};
+}
 process.once('SIGINT', stop);
 process.once('SIGTERM', stop);

@@ -5,6 +5,8 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { WebSocket } from 'ws';
 import { fetchText } from '../helpers.ts';
@@ -233,4 +235,42 @@ test('the demo microcaches /slow: 200 concurrent clients for 3 s reach its upstr
   const { code } = await demo.exited;
   assert.equal(code, 0);
   assert.equal(demo.stderr(), '');
+});
+
+test('the demo on a busy port says so and how to pick another, without a stack trace, and exits 1', async (t) => {
+  const blocker = createServer();
+  await new Promise<void>((resolve) => blocker.listen(0, resolve));
+  t.after(() => blocker.close());
+  const port = (blocker.address() as AddressInfo).port;
+  const child = spawn(process.execPath, ['examples/demo/server.ts'], { cwd: root, env: { ...process.env, PORT: String(port), NODE_OPTIONS: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  t.after(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+  child.stdout.resume();
+  const code = await new Promise<number | null>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the demo did not exit within 15 s; stderr: ${stderr}`)), 15_000);
+    child.once('exit', (c) => {
+      clearTimeout(timer);
+      resolve(c);
+    });
+  });
+  assert.equal(code, 1);
+  assert.equal(stderr.trim(), `switchyard demo: port ${port} is already in use. Pick another one: PORT=9000 npm start`);
+});
+
+test("the demo's index names every path its \"Try\" list uses", async (t) => {
+  const demo = await start(t, 'demo');
+  const index = (await fetchText(`${demo.url}/`)).body;
+  const [listing, tries] = index.split('\nTry:\n') as [string, string];
+  assert.ok(tries !== undefined, 'the index has a Try list');
+  const tried = [...tries.matchAll(/localhost:\d+(\/[^\s'";]*)/g)].map((m) => m[1]!);
+  assert.ok(tried.length >= 8, `the Try list uses the demo's paths: ${tried.join(' ')}`);
+  for (const path of tried) {
+    const named = path.replace(/\/(blue|green|red)$/, '/:id');
+    assert.ok(listing.includes(` ${named}`), `the index names ${named}`);
+  }
+  demo.child.kill('SIGTERM');
+  await demo.exited;
 });
