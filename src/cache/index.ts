@@ -9,6 +9,7 @@ import { TOKEN } from '../core/http.ts';
 import { exchange, hasExchange, requestHost, setEarlyCacheStatus, upstreamTarget, type Exchange } from '../core/exchange.ts';
 import { responseFinished, writeHead } from '../core/http2.ts';
 import { compileTemplate } from '../core/variables.ts';
+import { channels } from '../core/diagnostics.ts';
 import { isForwardingHeader } from '../proxy/headers.ts';
 import { compileTrust, type TrustProxy } from '../proxy/trust.ts';
 import { expectedForwarding, factsSuffix, hasBody, keyHost, listValue, originKey, resolveOrigin, toldAsKeyed, validHost, type Origin } from './forwarding.ts';
@@ -246,6 +247,12 @@ function duration(value: Duration | undefined, option: string, fallback: Duratio
   const ms = parseDuration(value ?? fallback, option);
   if (ms < 0) throw new InvalidOptionError(option, 'a non-negative duration', value);
   return ms;
+}
+
+/** Records a request's cache status on its exchange and publishes it on `switchyard:cache:status`. */
+function setStatus(ex: Exchange, status: CacheStatus, key?: string): void {
+  ex.cacheStatus = status;
+  if (channels.cacheStatus.hasSubscribers) channels.cacheStatus.publish({ req: ex.req, ex, status, key });
 }
 
 /** Store keys: the user's key with `%` and LF escaped, so the cache's own suffixes cannot be forged. */
@@ -490,6 +497,7 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
     const entry = store.getSync(escapeKey(originKey(scheme, keyHost(host, req), target)));
     if (entry === undefined || !servableNow(entry, req, now())) return false;
     setEarlyCacheStatus(req, 'HIT');
+    if (channels.cacheStatus.hasSubscribers) channels.cacheStatus.publish({ req, ex: undefined, status: 'HIT', key: undefined });
     count('HIT', serveEntry(res, method, entry, req.headers as Conditionals, statusHeader, 'HIT'));
     return true;
   };
@@ -645,7 +653,7 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
   }
 
   function answer(req: IncomingMessage, res: ServerResponse, ex: Exchange, entry: CacheEntry, status: CacheStatus, conditionals?: Conditionals): void {
-    ex.cacheStatus = status;
+    setStatus(ex, status);
     // The request's headers serve as its conditionals (Node joins repeated ones into one string).
     const bytes = serveEntry(res, req.method ?? 'GET', entry, conditionals ?? (req.headers as Conditionals), statusHeader, status);
     count(status, bytes);
@@ -676,7 +684,7 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
       revalidating = etag !== undefined || lm !== undefined;
     }
     if (clientMethod === 'HEAD' && convertHead) req.method = 'GET';
-    ex.cacheStatus = plan.status;
+    setStatus(ex, plan.status, base);
 
     let capture: Buffer[] | undefined;
     let captured = 0;
@@ -735,7 +743,7 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
             verdict = f;
           }
           served = 'REVALIDATED';
-          ex.cacheStatus = served;
+          setStatus(ex, served, base);
           if (!plan.detached) {
             req.method = clientMethod;
             sent = serveEntry(res, clientMethod, { ...stale, headers: merged }, client, statusHeader, served);
@@ -744,7 +752,7 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
         }
         if (stale !== undefined && staleMeta !== undefined && !plan.detached && shouldServeStale(ex, status, stale, staleMeta)) {
           served = 'STALE';
-          ex.cacheStatus = served;
+          setStatus(ex, served, base);
           req.method = clientMethod;
           sent = serveEntry(res, clientMethod, stale, client, statusHeader, served);
           return { pass: false };
