@@ -1,4 +1,5 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import { STATUS_CODES } from 'node:http';
 import { InvalidOptionError } from './errors.ts';
 import { writeHead } from './http2.ts';
@@ -26,7 +27,10 @@ export interface ChainOptions {
 /**
  * Composes middleware into one request listener for `node:http` (or into one
  * middleware, since the listener also takes a `next`). Errors and unhandled
- * requests get a minimal response unless `final` says otherwise.
+ * requests get a minimal response unless `final` says otherwise. The listener
+ * serves node:http2 servers too (`http2.createSecureServer({ key, cert,
+ * allowHTTP1: true }, chain(...))`), whose compatibility request and response
+ * stand in for node:http's.
  * @example
  * ```ts
  * import { createServer } from 'node:http';
@@ -36,14 +40,14 @@ export interface ChainOptions {
  * createServer(chain(balance(pool))).listen(8080);
  * ```
  */
-export function chain(...args: Array<Middleware | ChainOptions>): RequestListener & Middleware {
+export function chain(...args: Array<Middleware | ChainOptions>): RequestListener & Middleware & ((req: Http2ServerRequest, res: Http2ServerResponse) => void) {
   const last = args[args.length - 1];
   const options: ChainOptions = typeof last === 'object' && last !== null ? (args.pop() as ChainOptions) : {};
   const stack = args as Middleware[];
   for (const [i, fn] of stack.entries()) if (typeof fn !== 'function') throw new InvalidOptionError(`middleware[${i}]`, 'a function (req, res, next)', fn);
   const final = options.final ?? respondWithError;
   if (typeof final !== 'function') throw new InvalidOptionError('final', 'a function (err, req, res)', final);
-  return function chain(req: IncomingMessage, res: ServerResponse, done?: Next): void {
+  const listener = function chain(req: IncomingMessage, res: ServerResponse, done?: Next): void {
     let index = 0;
     const next: Next = (err?: unknown): void => {
       if (err !== undefined && err !== null) {
@@ -65,6 +69,8 @@ export function chain(...args: Array<Middleware | ChainOptions>): RequestListene
     };
     next();
   };
+  // node:http2's compatibility request and response stand in for node:http's (test/http2).
+  return listener as typeof listener & ((req: Http2ServerRequest, res: Http2ServerResponse) => void);
 }
 
 /**
