@@ -102,6 +102,18 @@ export function abortAfterFirstChunk(url: string, timeoutMs = 3000): Promise<voi
   });
 }
 
+/**
+ * Keeps the event loop alive while test `t` runs, for at most `ms`. A test that awaits what only an
+ * unref'd timer of the library settles (a store operation timing out, a breaker probe) needs it: the
+ * library's timers are unref'd so that they never keep a user's process alive, and Node 22's test
+ * runner cancels a test whose promise is still pending once nothing ref'd is left in the event loop.
+ * The hold is a bounded timer, so a test that really hangs still ends.
+ */
+export function holdEventLoop(t: TestContext, ms = 30_000): void {
+  const hold = setTimeout(() => undefined, ms);
+  t.after(() => clearTimeout(hold));
+}
+
 /** Whether something accepts TCP connections at host:port (within 500 ms). */
 export function reachable(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {

@@ -18,7 +18,7 @@ import {
   type CacheEntry,
 } from '../../src/cache/store.ts';
 import { InvalidOptionError } from '../../src/core/errors.ts';
-import { deadPort } from '../helpers.ts';
+import { deadPort, holdEventLoop } from '../helpers.ts';
 import { redisAvailability, redisStore } from '../redis.ts';
 
 
@@ -461,7 +461,8 @@ describe('fail open', () => {
     });
   }
 
-  it('a store that hangs times out as a miss, without keeping the process alive', async () => {
+  it('a store that hangs times out as a miss, without keeping the process alive', async (t) => {
+    holdEventLoop(t); // only the store's unref'd timeout settles the operations
     const { store, setMode } = flakyStore();
     const cache = new CacheStore({ store, timeout: '50ms', breaker: false });
     const errors = collect(cache);
@@ -501,7 +502,8 @@ describe('fail open', () => {
     assert.equal(errors[0]?.operation, 'deletePrefix');
   });
 
-  it('with no storeError listener nothing throws or crashes', async () => {
+  it('with no storeError listener nothing throws or crashes', async (t) => {
+    holdEventLoop(t); // the hanging operations are settled by the store's unref'd timeout
     const { store, setMode } = flakyStore();
     const cache = new CacheStore({ store, timeout: 20, breaker: false });
     for (const mode of ['throw', 'reject', 'hang', 'garbage-shape'] as const) {
@@ -598,7 +600,8 @@ function nextEvent<T extends unknown[]>(emitter: CacheStore, event: 'storeDown' 
 }
 
 describe('circuit breaker', () => {
-  it('a store that keeps timing out is skipped at once after `failures` failures: no wait, no call, one storeDown', async () => {
+  it('a store that keeps timing out is skipped at once after `failures` failures: no wait, no call, one storeDown', async (t) => {
+    holdEventLoop(t); // the hanging operations are settled by the store's unref'd timeout
     const { store, setMode, calls } = flakyStore();
     const cache = new CacheStore({ store, timeout: 300, breaker: { failures: 2, probeDelay: '1h' } });
     disconnectAfter(cache);
@@ -640,7 +643,8 @@ describe('circuit breaker', () => {
     assert.equal(cache.breakerState, 'closed');
   });
 
-  it('probes one at a time in the background, waiting twice as long after each failed probe, and closes on the first success', async () => {
+  it('probes one at a time in the background, waiting twice as long after each failed probe, and closes on the first success', async (t) => {
+    holdEventLoop(t); // the store's timeout and the probe timers are unref'd
     const { store, setMode, calls } = flakyStore();
     const cache = new CacheStore({ store, timeout: 100, breaker: { failures: 1, probeDelay: 40, maxProbeDelay: 160 } });
     disconnectAfter(cache);
