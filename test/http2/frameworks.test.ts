@@ -36,8 +36,10 @@ async function stack(t: TestContext): Promise<Stack> {
   return { ups, pool };
 }
 
+// forceCloseConnections: Node 22's http2 server.close() waits for open sessions (Node 24 closes
+// them), so without it app.close() waits for Fastify's http2SessionTimeout (72 s) on Node 22.
 function h2cFastify(stream: { write(line: string): void }) {
-  return Fastify({ http2: true, logger: { level: 'info', stream } });
+  return Fastify({ http2: true, forceCloseConnections: true, logger: { level: 'info', stream } });
 }
 
 /** Fastify with `http2: true`: TLS with allowHTTP1 (typed as the h2c one: only its server differs), or h2c. */
@@ -47,7 +49,7 @@ async function fastifyApp(t: TestContext, kind: H2Kind, pool: UpstreamPool): Pro
   const log = logCapture();
   const app: H2Fastify =
     kind === 'secure'
-      ? (Fastify({ http2: true, https: { allowHTTP1: true, ...testCerts().server }, logger: { level: 'info', stream: log.stream } }) as unknown as H2Fastify)
+      ? (Fastify({ http2: true, forceCloseConnections: true, https: { allowHTTP1: true, ...testCerts().server }, logger: { level: 'info', stream: log.stream } }) as unknown as H2Fastify)
       : h2cFastify(log.stream);
   t.after(() => app.close());
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, _request, reply) => {
