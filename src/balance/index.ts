@@ -221,7 +221,8 @@ export function balance(pool: UpstreamPool, options: BalanceOptions = {}): Balan
 
 async function proxy(pool: UpstreamPool, o: Resolved, ex: Exchange, res: ServerResponse, body: RequestBody, next: Next): Promise<void> {
   const req = ex.req;
-  const method = req.method ?? 'GET';
+  // A middleware before balance() may send another method than the client's (cache(): HEAD as GET).
+  const method = ex.upstreamMethod ?? req.method ?? 'GET';
   const sel = pool.selection(req, ex);
   const gone = new Cancellation();
   const onClose = (): void => {

@@ -2,23 +2,22 @@
 // range (206/416), HEAD, and the status header. Entries hold complete responses only.
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import { writeHead } from '../core/http2.ts';
-import type { CacheEntry } from './store.ts';
+import type { CacheEntry } from '../store/index.ts';
 import { parseHttpDate } from './policy.ts';
 
 /** Request headers the cache answers itself and never forwards upstream (nginx clears them too). */
 export const CLIENT_CONDITIONALS = ['if-none-match', 'if-modified-since', 'if-match', 'if-unmodified-since', 'range', 'if-range'] as const;
 
-/** The client's conditional and range headers, taken off the request before it goes upstream. */
+/** The client's conditional and range headers, which the cache answers itself and keeps from the upstream. */
 export type Conditionals = Partial<Record<(typeof CLIENT_CONDITIONALS)[number], string>>;
 
-/** Removes the conditional and range headers from `headers` and returns them. */
-export function takeConditionals(headers: IncomingHttpHeaders): Conditionals {
+/** The conditional and range headers of `headers` (repeated ones joined). */
+export function conditionalsOf(headers: IncomingHttpHeaders): Conditionals {
   const out: Conditionals = {};
   for (const name of CLIENT_CONDITIONALS) {
     const v = headers[name];
     if (v === undefined) continue;
     out[name] = Array.isArray(v) ? v.join(', ') : v;
-    delete headers[name];
   }
   return out;
 }

@@ -92,6 +92,19 @@ export interface Exchange {
    * names): what the upstream was told, which cache() checks its key and Vary variants against.
    */
   upstreamRequestHeaders: string[] | undefined;
+  /**
+   * The method balance() sends upstream when it is not the client's, set by a middleware before it
+   * (cache() fetches a HEAD as GET, nginx `proxy_cache_convert_head`). `req.method` keeps the
+   * client's, for every middleware and handler.
+   */
+  upstreamMethod: string | undefined;
+  /**
+   * Changes to the request headers balance() sends upstream, set by a middleware before it: a
+   * lowercase name mapped to `null` is not sent, mapped to a string is sent with that value instead
+   * of the request's (cache() takes off the client's conditional and range headers, and adds its
+   * revalidation validators). `req.headers` keeps what the client sent, for every middleware and handler.
+   */
+  upstreamHeaderChanges: Map<string, string | null> | undefined;
   /** Parsed `Cookie` header, lazily filled by the variables facility. */
   cookies: Map<string, string> | undefined;
   /** Parsed query arguments, lazily filled by the variables facility. */
@@ -194,6 +207,8 @@ function createExchange(req: IncomingMessage): Exchange {
     addedHeaders: undefined,
     forwardedHost: undefined,
     upstreamRequestHeaders: undefined,
+    upstreamMethod: undefined,
+    upstreamHeaderChanges: undefined,
     cookies: undefined,
     argMap: undefined,
   };

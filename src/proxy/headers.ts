@@ -125,8 +125,9 @@ function forwardedNode(value: string): string {
  * Builds the upstream request headers as a flat `[name, value, ...]` list: the
  * request's headers minus hop-by-hop ones (and those the client named in
  * Connection) and, unless the peer is a trusted proxy, minus the client's
- * forwarding headers ({@link isForwardingHeader}); plus Host, X-Forwarded-*,
- * Forwarded and framing set by the gateway.
+ * forwarding headers ({@link isForwardingHeader}), with the exchange's
+ * `upstreamHeaderChanges` applied (removed, or replaced and sent after the
+ * request's own); plus Host, X-Forwarded-*, Forwarded and framing set by the gateway.
  * @internal
  */
 export function upstreamRequestHeaders(ex: Exchange, policy: ForwardingPolicy, authority: string, framing: readonly string[], auth: string | undefined): string[] {
@@ -143,6 +144,7 @@ export function upstreamRequestHeaders(ex: Exchange, policy: ForwardingPolicy, a
     if (drop.size === 0) drop = undefined;
   }
   const trusted = policy.trust(req.socket?.remoteAddress ?? '');
+  const changes = ex.upstreamHeaderChanges;
   const out: string[] = [];
   for (const name in headers) {
     const value = headers[name];
@@ -150,12 +152,15 @@ export function upstreamRequestHeaders(ex: Exchange, policy: ForwardingPolicy, a
     const lower = name.toLowerCase();
     // HTTP/2 pseudo-headers (`:method`, `:path`, `:authority`, `:scheme`) are the request line's and Host's parts.
     if (lower.charCodeAt(0) === 58 /* ':' */ || HOP_BY_HOP.has(lower) || REQUEST_OWN.has(lower) || drop?.has(lower)) continue;
+    if (changes?.has(lower)) continue;
     // A forwarding header from an untrusted client is dropped; one a middleware set is kept.
     if (!trusted && isForwardingHeader(lower) && sentByClient(req, lower)) continue;
     if (auth !== undefined && lower === 'authorization') continue;
     if (Array.isArray(value)) for (const v of value) out.push(lower, v);
     else out.push(lower, String(value));
   }
+  // A middleware's own values: neither the client's Connection header nor the trust rules apply.
+  if (changes !== undefined) for (const [name, value] of changes) if (value !== null && !HOP_BY_HOP.has(name) && !REQUEST_OWN.has(name)) out.push(name, value);
   const clientHost = requestHost(req) ?? '';
   const host = policy.host === 'upstream' ? authority : policy.host === 'client' ? clientHost || authority : policy.host;
   out.push('host', host);

@@ -1,7 +1,6 @@
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Keyv, KeyvStoreAdapter } from 'keyv';
-import { CacheStore, createMemoryStore, type MemoryStoreOptions, type StoreBreakerOptions } from '../cache/store.ts';
+import { resolveStore, type CacheStore, type MemoryStoreOptions, type StoreBreakerOptions, type StoreOption } from '../store/index.ts';
 import type { Middleware, Next } from '../core/chain.ts';
 import { parseDuration, type Duration } from '../core/duration.ts';
 import { InvalidOptionError, ServerNotFoundError } from '../core/errors.ts';
@@ -71,11 +70,16 @@ export interface StickyLearnOptions {
   lookup: LearnLookupSource | readonly LearnLookupSource[];
   /** A session unused for this long is forgotten. @default '10m' */
   timeout?: Duration;
-  /** Where sessions live: a keyv store such as `new KeyvRedis(url)` to share them between gateway instances. @default a bounded in-memory store */
-  store?: Keyv | KeyvStoreAdapter;
-  /** Bounds of the default in-memory store. @default { maxEntries: 100000 } */
+  /**
+   * Where sessions live, in any of the forms `cache()`'s store takes too ({@link StoreOption}): a
+   * {@link CacheStore}, a `Keyv`, or a keyv storage adapter such as `new KeyvRedis(url)` (to share
+   * them between gateway instances) or {@link createMemoryStore}'s store.
+   * @default a bounded in-memory store
+   */
+  store?: StoreOption;
+  /** Bounds of the default in-memory store. @default DEFAULT_LEARN_MEMORY ({ maxEntries: 100000 }, inactive: `timeout`) */
   memory?: MemoryStoreOptions;
-  /** Key prefix in a shared store. @default 'switchyard-sticky' */
+  /** Key prefix in a shared store. @default DEFAULT_LEARN_NAMESPACE ('switchyard-sticky') */
   namespace?: string;
   /** A store operation slower than this counts as failed (the request is then balanced). @default '1s' */
   storeTimeout?: Duration;
@@ -152,6 +156,10 @@ export interface StickyMiddleware extends Middleware {
 export const DEFAULT_STICKY_COOKIE = 'srv_id';
 /** Default of {@link StickyLearnOptions.timeout} and {@link StickyOptions.sessionTimeout} (nginx: 10m). */
 export const DEFAULT_SESSION_TIMEOUT = 600_000;
+/** Default of {@link StickyLearnOptions.namespace}. */
+export const DEFAULT_LEARN_NAMESPACE = 'switchyard-sticky';
+/** Default of {@link StickyLearnOptions.memory} (its `inactive` is the learn mode's `timeout`). */
+export const DEFAULT_LEARN_MEMORY: Readonly<MemoryStoreOptions> = Object.freeze({ maxEntries: 100_000 });
 /** Longest cookie or route value looked at; longer ones are ignored (rebalanced). */
 export const MAX_STICKY_VALUE = 256;
 
@@ -445,11 +453,14 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
     });
     const timeout = parseDuration(l.timeout ?? DEFAULT_SESSION_TIMEOUT, 'learn.timeout');
     if (timeout <= 0) throw new InvalidOptionError('learn.timeout', 'a positive duration', l.timeout);
-    const sessionStore = new CacheStore({
-      store: l.store ?? createMemoryStore({ maxEntries: 100_000, inactive: timeout, ...(options.now !== undefined ? { now } : {}), ...l.memory }),
-      namespace: l.namespace ?? 'switchyard-sticky',
-      ...(l.storeTimeout !== undefined ? { timeout: l.storeTimeout } : {}),
-      ...(l.storeBreaker !== undefined ? { breaker: l.storeBreaker } : {}),
+    const sessionStore = resolveStore(l.store, {
+      option: 'learn.store',
+      memory: l.memory,
+      memoryDefaults: { ...DEFAULT_LEARN_MEMORY, inactive: timeout },
+      now: options.now,
+      namespace: l.namespace ?? DEFAULT_LEARN_NAMESPACE,
+      timeout: l.storeTimeout,
+      breaker: l.storeBreaker,
     });
     store = sessionStore;
     // Session ids are stored hashed: the store never holds a usable session token. The sessions
@@ -457,7 +468,6 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
     // busy session costs one Map lookup per request.
     interface Seen {
       key: string;
-      memoryKey: string;
       refreshedAt: number;
     }
     const recent = new Map<string, Seen>();
@@ -465,7 +475,7 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
       let s = recent.get(value);
       if (s === undefined) {
         const key = `s:${createHash('sha256').update(value).digest('base64url')}`;
-        s = { key, memoryKey: sessionStore.keyPrefix + key, refreshedAt: 0 };
+        s = { key, refreshedAt: 0 };
         recent.set(value, s);
         if (recent.size > HASH_CACHE_LIMIT) recent.delete(recent.keys().next().value!);
       }
@@ -512,10 +522,8 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
         (ex.responseHooks ??= []).push((e, response) => learnFrom(e, response, seen, sid));
       };
       // Sessions held in this process are looked up without a promise.
-      const memory = sessionStore.memory;
-      if (memory !== undefined) {
-        const sid = memory.getSync<unknown>(seen.memoryKey);
-        found(typeof sid === 'string' ? sid : undefined);
+      if (sessionStore.memory !== undefined) {
+        found(sessionStore.getTextSync(seen.key));
         return undefined;
       }
       return sessionStore.getText(seen.key).then(found);

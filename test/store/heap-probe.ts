@@ -1,8 +1,8 @@
-// Child process of the memory accounting test in store.test.ts, run as `node --expose-gc`: fills a
+// Child process of the memory accounting test in memory.test.ts, run as `node --expose-gc`: fills a
 // CacheStore's memory store the way cache() and sticky() learn do, and prints, per entry, the memory
 // measured (V8 heap plus Buffer memory, after full collections) and the bytes the store counted.
 import { createHash } from 'node:crypto';
-import { CacheStore } from '../../src/cache/store.ts';
+import { CacheStore } from '../../src/store/index.ts';
 
 const gc = (globalThis as { gc?: () => void }).gc;
 if (gc === undefined) throw new Error('run with node --expose-gc');

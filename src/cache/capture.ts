@@ -1,0 +1,296 @@
+/**
+ * Capturing a response for `cache()`: a request sent on down the chain (MISS, EXPIRED, BYPASS, or a
+ * background update) has its response watched as it streams to the client, judged by nginx's rules
+ * when its header comes, copied while it is under `maxEntrySize`, and stored once it is complete.
+ * The cache may answer with its stale entry instead (REVALIDATED on a 304, STALE on a failure).
+ * @module
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Next } from '../core/chain.ts';
+import type { Exchange } from '../core/exchange.ts';
+import { responseFinished } from '../core/http2.ts';
+import type { CacheEntry } from '../store/index.ts';
+import type { CacheContext } from './decide.ts';
+import { mergeHeaders, metaOf, saveEntry, type Meta } from './entry.ts';
+import { toldAsKeyed, type Origin } from './forwarding.ts';
+import { intercept, type ConnectionFacts, type HeadDecision, type InterceptHooks } from './intercept.ts';
+import type { Fill } from './lock.ts';
+import type { CacheStatus } from './options.ts';
+import { freshness, type Freshness } from './policy.ts';
+import { CLIENT_CONDITIONALS, conditionalsOf, entryHeader, serveEntry, type Conditionals } from './serve.ts';
+import { setStatus } from './stats.ts';
+
+// Conditions a `stale-if-error` window covers (nginx sets the error window's flags for these).
+const ERROR_WINDOW = new Set<string>(['error', 'timeout', 'invalid_header', 'http_500', 'http_502', 'http_503', 'http_504']);
+
+/** How a request goes on down the chain, as the cache decided before it did. */
+export interface FetchPlan {
+  /** MISS, EXPIRED or BYPASS. */
+  status: CacheStatus;
+  /** What the key was built from: the response is stored only if the upstream was told the same. */
+  origin: Origin;
+  /** Whether the response must not be stored (`noCache`, an unkeyed header, `minUses` not reached, past the lock). */
+  noStore: boolean;
+  /** The fill this request holds for its key (lock, updating), released when it is over. */
+  fill?: Fill;
+  /** The expired entry, to revalidate or to serve stale. */
+  stale?: CacheEntry;
+  /** A background update, with the client's connection as it was while its answer was going. */
+  detached?: ConnectionFacts;
+}
+
+/**
+ * The response's headers without those set before the cache ran (`preset`) and those balance()'s
+ * hooks added (`added`, sticky()'s cookie): the upstream's own, which alone are judged and stored.
+ */
+function upstreamHeaders(all: string[], preset: readonly string[] | undefined, added: readonly string[] | undefined): string[] {
+  if ((preset === undefined || preset.length === 0) && (added === undefined || added.length === 0)) return all;
+  const skip = new Set(preset);
+  const extra = new Map<string, number>();
+  if (added !== undefined) for (let i = 0; i < added.length; i += 2) extra.set(`${added[i]!.toLowerCase()}\n${added[i + 1]}`, (extra.get(`${added[i]!.toLowerCase()}\n${added[i + 1]}`) ?? 0) + 1);
+  const out: string[] = [];
+  for (let i = 0; i < all.length; i += 2) {
+    const name = all[i]!.toLowerCase();
+    if (skip.has(name)) continue;
+    const pair = `${name}\n${all[i + 1]}`;
+    const left = extra.get(pair);
+    if (left !== undefined && left > 0) {
+      extra.set(pair, left - 1);
+      continue;
+    }
+    out.push(all[i]!, all[i + 1]!);
+  }
+  return out;
+}
+
+/**
+ * Sets how the request goes upstream on its exchange, never on the request: without the client's
+ * conditional and range headers (the cache answers those), with the stale entry's validators when
+ * it revalidates, and as GET for a HEAD (`convertHead`). Returns whether it revalidates.
+ */
+function planUpstream(ctx: CacheContext, req: IncomingMessage, ex: Exchange, stale: CacheEntry | undefined): boolean {
+  const { revalidate, convertHead } = ctx.settings;
+  let changes = ex.upstreamHeaderChanges;
+  for (const name of CLIENT_CONDITIONALS) if (req.headers[name] !== undefined) (changes ??= new Map()).set(name, null);
+  let revalidating = false;
+  if (revalidate && stale !== undefined && (stale.status === 200 || stale.status === 206)) {
+    for (const [header, validator] of [['etag', 'if-none-match'], ['last-modified', 'if-modified-since']] as const) {
+      const value = entryHeader(stale.headers, header);
+      if (value === undefined) continue;
+      changes ??= new Map();
+      // After the request's own headers, as the gateway's.
+      changes.delete(validator);
+      changes.set(validator, value);
+      revalidating = true;
+    }
+  }
+  ex.upstreamHeaderChanges = changes;
+  if (req.method === 'HEAD' && convertHead) ex.upstreamMethod = 'GET';
+  return revalidating;
+}
+
+/**
+ * One request's capture: the interception's hooks, what was copied so far, and the verdict on
+ * storing. Created by {@link Capture.start}, which hands the request on.
+ */
+export class Capture implements InterceptHooks {
+  readonly #ctx: CacheContext;
+  readonly #req: IncomingMessage;
+  readonly #res: ServerResponse;
+  readonly #ex: Exchange;
+  readonly #base: string;
+  readonly #plan: FetchPlan;
+  /** The client's conditionals, for answering it from the stale entry. */
+  readonly #client: Conditionals;
+  readonly #staleMeta: Meta | undefined;
+  readonly #revalidating: boolean;
+  /**
+   * Headers set before the request reached the cache (a request id, a CSP nonce): they belong to
+   * this response only, as nginx's add_header, and are neither judged nor stored.
+   */
+  readonly #preset: readonly string[] | undefined;
+  /** The purges when the request went upstream: a purge since then may have been of what it fetches. */
+  readonly #generation: number;
+  /** Body chunks copied so far; `undefined` when the response is not to be stored. */
+  #chunks: Buffer[] | undefined;
+  #captured = 0;
+  #status = 0;
+  #headers: string[] = [];
+  #verdict: Freshness | undefined;
+  /** Body bytes the client got. */
+  #sent = 0;
+  #counted = false;
+  #settled = false;
+  /** The status the client's answer ends up with (REVALIDATED or STALE when the cache answered instead). */
+  #served: CacheStatus;
+
+  private constructor(ctx: CacheContext, req: IncomingMessage, res: ServerResponse, ex: Exchange, base: string, plan: FetchPlan) {
+    this.#ctx = ctx;
+    this.#req = req;
+    this.#res = res;
+    this.#ex = ex;
+    this.#base = base;
+    this.#plan = plan;
+    this.#client = conditionalsOf(req.headers);
+    this.#staleMeta = plan.stale === undefined ? undefined : metaOf(plan.stale);
+    this.#revalidating = planUpstream(ctx, req, ex, plan.stale);
+    this.#preset = plan.detached ? undefined : res.getHeaderNames();
+    this.#generation = ctx.purger.generation;
+    this.#served = plan.status;
+  }
+
+  /** Sends the request on down the chain (`next`) with its response captured as `plan` says. */
+  static start(ctx: CacheContext, req: IncomingMessage, res: ServerResponse, next: Next, ex: Exchange, base: string, plan: FetchPlan): void {
+    const capture = new Capture(ctx, req, res, ex, base, plan);
+    setStatus(ex, plan.status, base);
+    const interception = intercept(res, capture, req);
+    if (plan.detached !== undefined) {
+      ex.detached = true;
+      interception.detach(plan.detached);
+    } else {
+      res.once('finish', capture.#onFinish);
+      res.once('close', capture.#onClose);
+    }
+    next();
+  }
+
+  readonly #onClose = (): void => {
+    this.#res.off('finish', this.#onFinish);
+    this.#finish(responseFinished(this.#res));
+  };
+
+  readonly #onFinish = (): void => {
+    this.#res.off('close', this.#onClose);
+    // node:http2's compatibility response emits 'finish' when its stream closes, also when the
+    // client reset it mid-response.
+    this.#finish(responseFinished(this.#res));
+  };
+
+  /** The handler's status and headers: answer from the stale entry, or let them through (and maybe store). */
+  head(status: number, all: string[]): HeadDecision {
+    const settings = this.#ctx.settings;
+    const req = this.#req;
+    const plan = this.#plan;
+    const stale = plan.stale;
+    const headers = upstreamHeaders(all, this.#preset, this.#ex.addedHeaders);
+    // Revalidation answered "not modified": the entry is current again.
+    if (this.#revalidating && status === 304 && stale !== undefined) {
+      const merged = mergeHeaders(stale.headers, headers);
+      const f = freshness(stale.status, merged, req, settings.policy, settings.now());
+      if (f.store && !plan.noStore && this.#storable()) {
+        this.#chunks = [stale.body];
+        this.#captured = stale.body.length;
+        this.#status = stale.status;
+        this.#headers = merged;
+        this.#verdict = f;
+      }
+      this.#serveStale('REVALIDATED', { ...stale, headers: merged });
+      return { pass: false };
+    }
+    if (stale !== undefined && !plan.detached && this.#shouldServeStale(status, stale)) {
+      this.#serveStale('STALE', stale);
+      return { pass: false };
+    }
+    if (!plan.noStore && status !== 206 && status !== 304 && this.#storable()) {
+      const f = freshness(status, headers, req, settings.policy, settings.now());
+      if (f.store) {
+        this.#chunks = [];
+        this.#status = status;
+        this.#headers = headers;
+        this.#verdict = f;
+      }
+    }
+    return { pass: true, add: settings.statusHeader === undefined ? undefined : [settings.statusHeader, plan.status] };
+  }
+
+  /** A body chunk the handler wrote: counted as sent, and copied while the entry may still be stored. */
+  data(chunk: Buffer): void {
+    if (this.#served === 'STALE' || this.#served === 'REVALIDATED') return;
+    this.#sent += chunk.length;
+    if (this.#chunks === undefined || chunk.length === 0) return;
+    this.#captured += chunk.length;
+    if (this.#captured > this.#ctx.settings.maxEntrySize) {
+      this.#chunks = undefined;
+      return;
+    }
+    // Chunks may be reused by the writer once written: keep copies.
+    this.#chunks.push(Buffer.from(chunk));
+  }
+
+  /** The handler ended its response (a background update is complete then; the client's when it finishes). */
+  end(): void {
+    if (this.#plan.detached) this.#finish(true);
+  }
+
+  /** The handler destroyed a background update's response: nothing is stored. */
+  abort(): void {
+    this.#chunks = undefined;
+    this.#finish(false);
+  }
+
+  /** The client gets the stale entry (`status` REVALIDATED or STALE) instead of the handler's response. */
+  #serveStale(status: CacheStatus, entry: CacheEntry): void {
+    this.#served = status;
+    setStatus(this.#ex, status, this.#base);
+    if (this.#plan.detached) return;
+    this.#sent = serveEntry(this.#res, this.#req.method ?? 'GET', entry, this.#client, this.#ctx.settings.statusHeader, status);
+  }
+
+  /** nginx `proxy_cache_use_stale` and the `stale-if-error` window, for a response with `status` or a failure. */
+  #shouldServeStale(status: number, stale: CacheEntry): boolean {
+    const meta = this.#staleMeta;
+    if (meta === undefined) return false;
+    const ex = this.#ex;
+    const condition = ex.upstreamFailure !== undefined && ex.server === undefined ? ex.upstreamFailure : `http_${status}`;
+    if (this.#ctx.settings.useStale.has(condition)) return true;
+    // stale-if-error / stale-while-revalidate windows; never a stale 5xx (nginx 1.19.3+).
+    return ERROR_WINDOW.has(condition) && this.#ctx.settings.now() < meta.expiresAt + meta.sie && stale.status < 500;
+  }
+
+  /**
+   * Whether the answer may be stored under a key built from the plan's origin, judged once the
+   * request went upstream: balance() told the upstream what the key has (its forwarding headers
+   * included), or, with another handler, which sees the client's headers as they are, no unkeyed
+   * forwarding header came with the request.
+   */
+  #storable(): boolean {
+    const origin = this.#plan.origin;
+    if (this.#ex.upstreamRequestHeaders !== undefined) return toldAsKeyed(this.#ex, origin);
+    const headers = this.#req.headers;
+    for (const h of this.#ctx.settings.unkeyedForwarding) if (headers[h] !== undefined && !origin.facts.some((f) => f[0] === h)) return false;
+    return true;
+  }
+
+  /** The response is over (`complete`, or cut short): counted, and stored when it may be. */
+  #finish(complete: boolean): void {
+    if (this.#settled) return;
+    const ctx = this.#ctx;
+    if (!this.#counted && !this.#plan.detached) {
+      this.#counted = true;
+      ctx.stats.count(this.#served, this.#sent);
+    }
+    const chunks = this.#chunks;
+    const verdict = this.#verdict;
+    if (!complete || chunks === undefined || verdict === undefined) return this.#settle();
+    const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, this.#captured);
+    this.#chunks = undefined;
+    const length = entryHeader(this.#headers, 'content-length');
+    if (length !== undefined && Number(length) !== body.length) return this.#settle();
+    // A purge since this request went upstream: what it fetched may be what was purged.
+    if (ctx.purger.generation !== this.#generation) return this.#settle();
+    saveEntry(ctx.store, ctx.settings, this.#base, this.#ex, this.#status, this.#headers, body, verdict).then(
+      (ok) => {
+        if (ok) ctx.stats.written(this.#plan.status, body.length);
+        this.#settle();
+      },
+      () => this.#settle(),
+    );
+  }
+
+  /** Done: the key is free for the next fill. */
+  #settle(): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    this.#plan.fill?.release();
+  }
+}

@@ -1,0 +1,224 @@
+/**
+ * What `cache()` does with a request: answer it from the store (HIT, UPDATING, STALE), purge, or send
+ * it on down the chain (MISS, EXPIRED, BYPASS) as nginx's `proxy_cache` directives say: methods,
+ * bypass, a body, `min_uses`, the lock and its age, `updating` and background updates.
+ * @module
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Next } from '../core/chain.ts';
+import { BadRequestError } from '../core/errors.ts';
+import { exchange, type Exchange } from '../core/exchange.ts';
+import type { CacheEntry, CacheStore } from '../store/index.ts';
+import { Capture, type FetchPlan } from './capture.ts';
+import { lookupEntry, metaOf, servableNow, sharedAllowed } from './entry.ts';
+import { hasBody, resolveOrigin, type Origin } from './forwarding.ts';
+import { connectionFacts } from './intercept.ts';
+import { fastKey, keyOf, requestKey } from './key.ts';
+import { waitUntil, type FillTable, type UseCounter } from './lock.ts';
+import type { CacheSettings, CacheStatus } from './options.ts';
+import { answerPurge, type Purger } from './purge.ts';
+import { serveEntry, type Conditionals } from './serve.ts';
+import { setEarlyHit, setStatus, type CacheCounters } from './stats.ts';
+
+/** One cache: its settings, its store, and what it keeps per process. */
+export interface CacheContext {
+  readonly settings: CacheSettings;
+  readonly store: CacheStore;
+  readonly stats: CacheCounters;
+  /** Fills in flight per key (lock, updating). */
+  readonly fills: FillTable;
+  /** Requests per key (min uses). */
+  readonly uses: UseCounter;
+  readonly purger: Purger;
+}
+
+/** How many times a request that waited on the lock looks the entry up again before going upstream itself. */
+const LOCK_ROUNDS = 3;
+
+/** Answers the request with `entry` (honouring its conditionals, range and HEAD) and counts it. */
+function answer(ctx: CacheContext, req: IncomingMessage, res: ServerResponse, ex: Exchange, entry: CacheEntry, status: CacheStatus): void {
+  setStatus(ex, status);
+  // The request's headers serve as its conditionals (Node joins repeated ones into one string).
+  ctx.stats.count(status, serveEntry(res, req.method ?? 'GET', entry, req.headers as Conditionals, ctx.settings.statusHeader, status));
+}
+
+/** `noCache`, or a header that is not keyed but could change the response (forwarding ones are judged once sent). */
+function refuseStore(settings: CacheSettings, req: IncomingMessage, ex: Exchange): boolean {
+  for (const h of settings.unkeyedOthers) if (req.headers[h] !== undefined) return true;
+  return settings.noCache !== undefined && settings.noCache(req, ex);
+}
+
+/**
+ * A HIT that needs no exchange record: the default key on the in-process store, nothing before the
+ * cache having rewritten the request, no body, no trusted proxy to resolve. Whether it answered.
+ */
+export function fastHit(ctx: CacheContext, req: IncomingMessage, res: ServerResponse): boolean {
+  if (ctx.store.memory === undefined) return false;
+  const key = fastKey(ctx.settings, req);
+  if (key === undefined) return false;
+  const entry = ctx.store.getSync(key);
+  if (entry === undefined || !servableNow(entry, req, ctx.settings.now())) return false;
+  setEarlyHit(req);
+  ctx.stats.count('HIT', serveEntry(res, req.method!, entry, req.headers as Conditionals, ctx.settings.statusHeader, 'HIT'));
+  return true;
+}
+
+/**
+ * A purge request (option `purge`): its key's entries removed, answered 204 or 404 (400 for a Host
+ * that is not a host name). False when the request is not one.
+ */
+function purgeRequest(ctx: CacheContext, req: IncomingMessage, res: ServerResponse, next: Next, ex: Exchange, origin: Origin | undefined): boolean {
+  const check = ctx.settings.purge;
+  if (check === undefined) return false;
+  let key: string;
+  try {
+    if (!check(req, ex)) return false;
+    if (origin === undefined) throw new BadRequestError('Invalid Host header');
+    key = keyOf(ctx.settings, req, ex, origin);
+  } catch (err) {
+    next(err);
+    return true;
+  }
+  ctx.purger.purge(key).then(
+    (n) => answerPurge(res, key, n),
+    (err: unknown) => next(err),
+  );
+  return true;
+}
+
+/**
+ * The general path of a request: its key, then the store, then an answer or the way on down the
+ * chain. Errors of the user's functions (key, bypass) go to `next`.
+ */
+export function decide(ctx: CacheContext, req: IncomingMessage, res: ServerResponse, next: Next): void {
+  const settings = ctx.settings;
+  const ex = exchange(req);
+  const method = req.method ?? 'GET';
+  // A Host (or trusted X-Forwarded-Host) that is not a host name (`victim.com/admin`) could forge
+  // another URL's key: such requests are not cached at all (nginx answers them 400).
+  const origin = resolveOrigin(ex, settings.trust);
+  if (purgeRequest(ctx, req, res, next, ex, origin)) return;
+  if (!settings.methods.has(method) || !ex.uriValid || origin === undefined) {
+    next();
+    return;
+  }
+  // A body may change the answer and is not in the key (a "fat GET"), unless the user's key reads it.
+  const withBody = !settings.cacheBodies && hasBody(req);
+  let base: string;
+  let skipLookup: boolean;
+  try {
+    base = requestKey(settings, req, ex, origin, method);
+    skipLookup = withBody || (settings.bypass !== undefined && settings.bypass(req, ex));
+  } catch (err) {
+    next(err);
+    return;
+  }
+  const request = new CacheRequest(ctx, req, res, next, ex, base, origin);
+  if (skipLookup) {
+    request.fetch({ status: 'BYPASS', noStore: withBody || refuseStore(settings, req, ex) });
+    return;
+  }
+  // Entries held in this process: a fresh one is answered without a promise.
+  if (ctx.store.memory !== undefined) {
+    const entry = ctx.store.getSync(base);
+    if (entry !== undefined && servableNow(entry, req, settings.now())) {
+      answer(ctx, req, res, ex, entry, 'HIT');
+      return;
+    }
+  }
+  request.respond(0).catch((err: unknown) => {
+    if (res.headersSent) res.destroy();
+    else next(err);
+  });
+}
+
+/** A request the cache looks up in its store: what it finds decides how it is answered. */
+class CacheRequest {
+  readonly #ctx: CacheContext;
+  readonly #req: IncomingMessage;
+  readonly #res: ServerResponse;
+  readonly #next: Next;
+  readonly #ex: Exchange;
+  /** The request's store key. */
+  readonly #base: string;
+  /** What the key was built from. */
+  readonly #origin: Origin;
+
+  constructor(ctx: CacheContext, req: IncomingMessage, res: ServerResponse, next: Next, ex: Exchange, base: string, origin: Origin) {
+    this.#ctx = ctx;
+    this.#req = req;
+    this.#res = res;
+    this.#next = next;
+    this.#ex = ex;
+    this.#base = base;
+    this.#origin = origin;
+  }
+
+  /** Sends the request on down the chain with its response captured. */
+  fetch(plan: Omit<FetchPlan, 'origin'>): void {
+    Capture.start(this.#ctx, this.#req, this.#res, this.#next, this.#ex, this.#base, { ...plan, origin: this.#origin });
+  }
+
+  /**
+   * Looks the key up: a fresh entry is a HIT; an expired one is UPDATING while another request
+   * updates it, STALE with a background update, else EXPIRED (fetched, maybe revalidated); none is
+   * a MISS, after `minUses` counting and waiting on the lock. `round`: lookups after waiting.
+   */
+  async respond(round: number): Promise<void> {
+    const { settings, store, fills } = this.#ctx;
+    const req = this.#req;
+    const base = this.#base;
+    let entry = await lookupEntry(store, base, this.#ex, settings.trust);
+    if (entry !== undefined && req.headers.authorization !== undefined && !sharedAllowed(entry)) entry = undefined;
+    const meta = entry === undefined ? undefined : metaOf(entry);
+    const t = settings.now();
+    const noStore = refuseStore(settings, req, this.#ex);
+    if (entry !== undefined && meta !== undefined) {
+      if (t < meta.expiresAt) {
+        answer(this.#ctx, req, this.#res, this.#ex, entry, 'HIT');
+        return;
+      }
+      const swr = t < meta.expiresAt + meta.swr;
+      const current = fills.get(base);
+      const canServeUpdating = settings.useStale.has('updating') || swr;
+      if (current !== undefined && t - current.since < settings.lockAge && canServeUpdating) {
+        answer(this.#ctx, req, this.#res, this.#ex, entry, 'UPDATING');
+        return;
+      }
+      if (settings.backgroundUpdate && canServeUpdating) {
+        const fill = fills.claim(base);
+        const facts = connectionFacts(req);
+        answer(this.#ctx, req, this.#res, this.#ex, entry, 'STALE');
+        // The update runs once the client's response is over, so no event of it reaches the handler.
+        const stale = entry;
+        this.#res.once('close', () => this.fetch({ status: 'EXPIRED', noStore, detached: facts, fill, stale }));
+        return;
+      }
+      this.fetch({ status: 'EXPIRED', noStore, fill: fills.claim(base), stale: entry });
+      return;
+    }
+    // Not found: count the use (nginx min_uses), then maybe wait for another request populating it.
+    const allowed = this.#ctx.uses.use(base);
+    if (!settings.lock) {
+      this.fetch({ status: 'MISS', noStore: noStore || !allowed });
+      return;
+    }
+    const started = settings.now();
+    let current = fills.get(base);
+    while (current !== undefined) {
+      const waitFor = Math.min(started + settings.lockTimeout, current.since + settings.lockAge) - settings.now();
+      if (waitFor > 0 && (await waitUntil(current.done, waitFor))) {
+        if (round < LOCK_ROUNDS) return this.respond(round + 1);
+        break;
+      }
+      if (settings.now() >= started + settings.lockTimeout) {
+        // nginx: past the lock timeout the request goes upstream and its response is not cached.
+        this.fetch({ status: 'MISS', noStore: true });
+        return;
+      }
+      if (settings.now() >= current.since + settings.lockAge) break;
+      current = fills.get(base);
+    }
+    this.fetch({ status: 'MISS', noStore: noStore || !allowed, fill: fills.claim(base) });
+  }
+}

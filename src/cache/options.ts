@@ -1,0 +1,318 @@
+/**
+ * `cache()`'s options: their types and defaults, and their validation into the frozen settings the
+ * middleware runs on.
+ * @module
+ */
+import type { IncomingMessage } from 'node:http';
+import type { NextUpstreamCondition } from '../balance/index.ts';
+import { parseDuration, type Duration } from '../core/duration.ts';
+import { InvalidOptionError } from '../core/errors.ts';
+import type { Exchange } from '../core/exchange.ts';
+import { TOKEN } from '../core/http.ts';
+import { compileTemplate } from '../core/variables.ts';
+import { isForwardingHeader } from '../proxy/headers.ts';
+import { compileTrust, type TrustProxy, type TrustTest } from '../proxy/trust.ts';
+import { DEFAULT_INACTIVE, type MemoryStoreOptions, type StoreBreakerOptions, type StoreOption } from '../store/index.ts';
+import { compilePolicy, type CachePolicy, type CachePolicyOptions } from './policy.ts';
+
+/** Cache status of a request, as nginx's `$upstream_cache_status`. */
+export type CacheStatus = 'MISS' | 'BYPASS' | 'EXPIRED' | 'STALE' | 'UPDATING' | 'REVALIDATED' | 'HIT';
+
+/** nginx `proxy_cache_use_stale` conditions: balance()'s failure conditions, and `updating`. */
+export type UseStaleCondition = Exclude<NextUpstreamCondition, 'non_idempotent' | 'off'> | 'updating';
+
+/**
+ * A per-request switch: a predicate, or nginx-style strings with variables that are "on" when any
+ * of them evaluates to a non-empty value other than `"0"` (nginx `proxy_cache_bypass $cookie_nocache $arg_nocache`).
+ */
+export type RequestSwitch = ((req: IncomingMessage, ex: Exchange) => boolean) | string | readonly string[];
+
+/** Options of {@link cache}. Times are {@link Duration}s: milliseconds or nginx strings such as `'10s'`. */
+export interface CacheOptions extends CachePolicyOptions {
+  /** Name of the cache in stats and in monitor() (nginx's `keys_zone` name). @default 'cache' */
+  name?: string;
+  /**
+   * Where entries live, in any of the forms `sticky()`'s learn store takes too ({@link StoreOption}):
+   * a {@link CacheStore}, a `Keyv`, or a keyv storage adapter such as `new KeyvRedis(url)` (to share
+   * one cache between gateway instances) or {@link createMemoryStore}'s store.
+   * @default a bounded in-memory store (see `memory`)
+   */
+  store?: StoreOption;
+  /** Bounds of the default in-memory store: `maxEntries` (10000), `maxBytes` (64 MiB), `inactive` ('10m'). @default {} */
+  memory?: MemoryStoreOptions;
+  /** Namespace for keys in a shared store. @default 'switchyard' */
+  namespace?: string;
+  /** Longest a store operation may take before it counts as failed (the request then goes upstream). @default '1s' */
+  storeTimeout?: Duration;
+  /**
+   * The store's circuit breaker: after `failures` (3) failures in a row the store is skipped at once
+   * (requests go upstream, nothing waits for `storeTimeout`) and probed in the background, after
+   * `probeDelay` ('500ms'), doubling up to `maxProbeDelay` ('10s'), until it answers. `false` turns it off.
+   * Ignored when `store` is a {@link CacheStore} (give it its own `breaker`).
+   * @default {}
+   */
+  storeBreaker?: StoreBreakerOptions | false;
+  /**
+   * The cache key: nginx variables (`'$scheme$host$uri$is_args$args'`) or a function. The default
+   * is `scheme://host` followed by the request target exactly as it is sent upstream (rewrite()'s
+   * result when it changed the URI, else the client's target), where scheme and host are those the
+   * upstream is told: the Host header lowercase *with its port* (X-Forwarded-Host and Forwarded
+   * carry the port), or a trusted proxy's X-Forwarded-Proto and X-Forwarded-Host (`trustProxy`).
+   * nginx's `$host` has no port: a template with `$host` keys `a.example` and `a.example:6666`
+   * together. Methods other than GET and HEAD get the method added to the key.
+   * @default 'scheme://host:port' + upstream target
+   */
+  key?: string | ((req: IncomingMessage, ex: Exchange) => string);
+  /**
+   * Proxies whose X-Forwarded-Proto, X-Forwarded-Host (and X-Forwarded-For, for `$remote_addr`) are
+   * believed, with the same meaning as balance()'s option: give both the same value. From such a
+   * proxy, the default key and `$scheme` / `$host` follow the scheme and host it names, and its other
+   * forwarding headers (X-Forwarded-Prefix, -Port, -Server, Forwarded's host and proto, ...) are keyed
+   * too, since balance() passes them on. A response is never stored when balance() told the upstream
+   * another scheme, host or forwarding header than the key was built from.
+   * @default false
+   */
+  trustProxy?: TrustProxy;
+  /**
+   * Requests with a body (Content-Length above 0, or Transfer-Encoding) bypass the cache (BYPASS:
+   * neither answered from it nor stored), since the body may change the answer and is not in the key.
+   * `true` caches them too: then the key must account for the body (a `key` function reading what a
+   * body parser put on the request, say), as nginx leaves to `proxy_cache_key`.
+   * @default false
+   */
+  cacheBodies?: boolean;
+  /** nginx `proxy_cache_methods`: GET and HEAD are always included. @default ['GET', 'HEAD'] */
+  methods?: readonly string[];
+  /** nginx `proxy_cache_convert_head`: fetch HEAD as GET so the answer can be cached. @default true */
+  convertHead?: boolean;
+  /** nginx `proxy_cache_min_uses`: store after this many requests for the key. @default 1 */
+  minUses?: number;
+  /** nginx `proxy_cache_bypass`: do not answer from the cache (the fresh response is still stored unless `noCache`). */
+  bypass?: RequestSwitch;
+  /** nginx `proxy_no_cache`: do not store the response. */
+  noCache?: RequestSwitch;
+  /** Response header carrying the cache status, or `false` for none. @default 'X-Cache-Status' */
+  statusHeader?: string | false;
+  /** nginx `proxy_cache_use_stale`. @default [] */
+  useStale?: readonly UseStaleCondition[];
+  /** nginx `proxy_cache_background_update`: answer STALE at once and update in the background. @default false */
+  backgroundUpdate?: boolean;
+  /** nginx `proxy_cache_lock`: one request populates a new entry, the others wait. @default false */
+  lock?: boolean;
+  /** nginx `proxy_cache_lock_timeout`: how long the others wait, then go upstream without storing. @default '5s' */
+  lockTimeout?: Duration;
+  /** nginx `proxy_cache_lock_age`: after this long one more request may go upstream to populate or update. @default '5s' */
+  lockAge?: Duration;
+  /** nginx `proxy_cache_revalidate`: revalidate expired entries with If-None-Match / If-Modified-Since. @default false */
+  revalidate?: boolean;
+  /** Largest body stored, in bytes; larger responses are delivered but not stored. @default 1 MiB */
+  maxEntrySize?: number;
+  /**
+   * How long an entry stays in the store after it expires, for STALE, UPDATING and revalidation
+   * (nginx keeps expired files until `inactive` removes them).
+   * @default '10m'
+   */
+  staleRetention?: Duration;
+  /**
+   * NGINX Plus `proxy_cache_purge`: requests for which this is on purge their key (a key ending in
+   * `*` purges by prefix) and get 204, or 404 when nothing was cached. Off unless set; guard it,
+   * for example `(req) => req.method === 'PURGE' && isAdmin(req)`.
+   */
+  purge?: RequestSwitch;
+  /**
+   * Request headers that are not in the key but that some applications act on (URL, method or host
+   * overrides). A request carrying one may be answered from the cache, but its response is never
+   * stored, so it cannot change what other users get (web cache poisoning). Forwarding headers
+   * listed (`X-Forwarded-Server`, `X-Forwarded-Scheme`) stop storing only when the upstream got them
+   * unkeyed: balance() drops them unless they come from a trusted proxy, and from a proxy cache()
+   * trusts (`trustProxy`) they are keyed.
+   * Give `[]` to store such responses too (put the header in `key` when it matters).
+   * @default DEFAULT_UNKEYED_HEADERS
+   */
+  unkeyedHeaders?: readonly string[];
+  /** Clock in milliseconds, for tests (also given to the default memory store). @default Date.now */
+  now?: () => number;
+}
+
+/** Default of {@link CacheOptions.unkeyedHeaders}: URL, method and host overrides some frameworks honour. */
+export const DEFAULT_UNKEYED_HEADERS: readonly string[] = Object.freeze([
+  'x-original-url',
+  'x-rewrite-url',
+  'x-http-method-override',
+  'x-http-method',
+  'x-method-override',
+  'x-forwarded-server',
+  'x-host',
+  'x-forwarded-scheme',
+]);
+/** Default of {@link CacheOptions.trustProxy}: no proxy is trusted. */
+export const DEFAULT_CACHE_TRUST_PROXY = false;
+/** Default of {@link CacheOptions.cacheBodies}: requests with a body bypass the cache. */
+export const DEFAULT_CACHE_BODIES = false;
+/** Default of {@link CacheOptions.statusHeader}. */
+export const DEFAULT_STATUS_HEADER = 'X-Cache-Status';
+/** Default of {@link CacheOptions.lockTimeout} (nginx: 5s). */
+export const DEFAULT_LOCK_TIMEOUT = 5000;
+/** Default of {@link CacheOptions.lockAge} (nginx: 5s). */
+export const DEFAULT_LOCK_AGE = 5000;
+/** Default of {@link CacheOptions.maxEntrySize}. */
+export const DEFAULT_MAX_ENTRY_SIZE = 1024 * 1024;
+
+const USE_STALE = new Set<UseStaleCondition>(['error', 'timeout', 'invalid_header', 'updating', 'http_500', 'http_502', 'http_503', 'http_504', 'http_403', 'http_404', 'http_429']);
+
+/** A compiled {@link RequestSwitch}. */
+export type Check = (req: IncomingMessage, ex: Exchange) => boolean;
+
+function compileSwitch(value: RequestSwitch | undefined, option: string): Check | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value === 'function') return value;
+  const list = typeof value === 'string' ? [value] : value;
+  if (!Array.isArray(list) || list.length === 0 || !list.every((v) => typeof v === 'string')) {
+    throw new InvalidOptionError(option, 'a predicate (req, ex) => boolean, or strings with nginx variables', value);
+  }
+  const templates = list.map((t, i) => compileTemplate(t, `${option}[${i}]`));
+  return (_req, ex) => templates.some((t) => {
+    const v = t(ex);
+    return v !== '' && v !== '0';
+  });
+}
+
+function flag(value: unknown, option: string, fallback: boolean): boolean {
+  const v = value ?? fallback;
+  if (typeof v !== 'boolean') throw new InvalidOptionError(option, 'a boolean', v);
+  return v;
+}
+
+function duration(value: Duration | undefined, option: string, fallback: Duration): number {
+  const ms = parseDuration(value ?? fallback, option);
+  if (ms < 0) throw new InvalidOptionError(option, 'a non-negative duration', value);
+  return ms;
+}
+
+/** A user's `key` option compiled: the request's key before the cache's own suffixes. */
+export type KeyFunction = (req: IncomingMessage, ex: Exchange) => string;
+
+/** {@link CacheOptions} validated, with their defaults resolved: what the middleware runs on. */
+export interface CacheSettings {
+  readonly name: string;
+  readonly now: () => number;
+  readonly policy: CachePolicy;
+  /** Methods looked up and stored, uppercase (GET and HEAD always). */
+  readonly methods: ReadonlySet<string>;
+  readonly convertHead: boolean;
+  readonly minUses: number;
+  readonly bypass: Check | undefined;
+  readonly noCache: Check | undefined;
+  readonly purge: Check | undefined;
+  readonly statusHeader: string | undefined;
+  readonly useStale: ReadonlySet<string>;
+  readonly backgroundUpdate: boolean;
+  readonly lock: boolean;
+  readonly lockTimeout: number;
+  readonly lockAge: number;
+  readonly revalidate: boolean;
+  readonly maxEntrySize: number;
+  /** `staleRetention` in milliseconds. */
+  readonly retention: number;
+  readonly trust: TrustTest;
+  readonly cacheBodies: boolean;
+  /** `unkeyedHeaders` that are forwarding headers: judged by what balance() sent. */
+  readonly unkeyedForwarding: readonly string[];
+  /** The other `unkeyedHeaders`: any of them stops storing. */
+  readonly unkeyedOthers: readonly string[];
+  /** The user's `key`, compiled; `undefined` for the default key. */
+  readonly key: KeyFunction | undefined;
+}
+
+/**
+ * Validates `options` (an {@link InvalidOptionError} naming the first bad one) and resolves their
+ * defaults. The store options are resolved apart (`resolveStore`).
+ */
+export function resolveCacheOptions(options: CacheOptions): CacheSettings {
+  if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'an object', options);
+  const name = options.name ?? 'cache';
+  if (typeof name !== 'string' || name === '') throw new InvalidOptionError('name', 'a non-empty string', name);
+  const now = options.now ?? Date.now;
+  if (typeof now !== 'function') throw new InvalidOptionError('now', 'a function returning milliseconds', now);
+  const policy = compilePolicy({ valid: options.valid, ignoreHeaders: options.ignoreHeaders, authorized: options.authorized });
+  const methods = new Set(['GET', 'HEAD']);
+  if (options.methods !== undefined) {
+    if (!Array.isArray(options.methods)) throw new InvalidOptionError('methods', 'an array of HTTP methods', options.methods);
+    options.methods.forEach((m: unknown, i: number) => {
+      if (typeof m !== 'string' || !TOKEN.test(m)) throw new InvalidOptionError(`methods[${i}]`, 'an HTTP method name', m);
+      methods.add(m.toUpperCase());
+    });
+  }
+  const convertHead = flag(options.convertHead, 'convertHead', true);
+  const minUses = options.minUses ?? 1;
+  if (!Number.isSafeInteger(minUses) || minUses < 1) throw new InvalidOptionError('minUses', 'a positive integer', minUses);
+  const bypass = compileSwitch(options.bypass, 'bypass');
+  const noCache = compileSwitch(options.noCache, 'noCache');
+  const purgeSwitch = compileSwitch(options.purge, 'purge');
+  const statusOption = options.statusHeader ?? DEFAULT_STATUS_HEADER;
+  if (statusOption !== false && (typeof statusOption !== 'string' || !TOKEN.test(statusOption))) {
+    throw new InvalidOptionError('statusHeader', 'a header name or false', statusOption);
+  }
+  const statusHeader = statusOption === false ? undefined : statusOption;
+  const useStale = new Set<string>();
+  if (options.useStale !== undefined) {
+    if (!Array.isArray(options.useStale)) throw new InvalidOptionError('useStale', 'an array of conditions', options.useStale);
+    options.useStale.forEach((c: unknown, i: number) => {
+      if (!USE_STALE.has(c as UseStaleCondition)) throw new InvalidOptionError(`useStale[${i}]`, [...USE_STALE].join(', '), c);
+      useStale.add(c as string);
+    });
+  }
+  const backgroundUpdate = flag(options.backgroundUpdate, 'backgroundUpdate', false);
+  const lock = flag(options.lock, 'lock', false);
+  const lockTimeout = duration(options.lockTimeout, 'lockTimeout', DEFAULT_LOCK_TIMEOUT);
+  const lockAge = duration(options.lockAge, 'lockAge', DEFAULT_LOCK_AGE);
+  const revalidate = flag(options.revalidate, 'revalidate', false);
+  const maxEntrySize = options.maxEntrySize ?? DEFAULT_MAX_ENTRY_SIZE;
+  if (!Number.isSafeInteger(maxEntrySize) || maxEntrySize < 0) throw new InvalidOptionError('maxEntrySize', 'a non-negative integer of bytes', maxEntrySize);
+  const retention = duration(options.staleRetention, 'staleRetention', DEFAULT_INACTIVE);
+  const trust = compileTrust(options.trustProxy ?? DEFAULT_CACHE_TRUST_PROXY, 'trustProxy');
+  const cacheBodies = flag(options.cacheBodies, 'cacheBodies', DEFAULT_CACHE_BODIES);
+  const unkeyedOption = options.unkeyedHeaders ?? DEFAULT_UNKEYED_HEADERS;
+  if (!Array.isArray(unkeyedOption)) throw new InvalidOptionError('unkeyedHeaders', 'an array of header names', unkeyedOption);
+  const unkeyed = unkeyedOption.map((h: unknown, i: number) => {
+    if (typeof h !== 'string' || !TOKEN.test(h)) throw new InvalidOptionError(`unkeyedHeaders[${i}]`, 'a header name', h);
+    return h.toLowerCase();
+  });
+  // balance() passes forwarding headers on only from trusted proxies: those are judged once it has.
+  const unkeyedForwarding = unkeyed.filter((h) => isForwardingHeader(h));
+  const unkeyedOthers = unkeyed.filter((h) => !isForwardingHeader(h));
+
+  let key: KeyFunction | undefined;
+  if (typeof options.key === 'function') {
+    const fn = options.key;
+    key = (req, ex) => fn(req, ex);
+  } else if (typeof options.key === 'string') {
+    const t = compileTemplate(options.key, 'key');
+    key = (_req, ex) => t(ex);
+  } else if (options.key !== undefined) throw new InvalidOptionError('key', 'a string with nginx variables or a function (req, ex) => string', options.key);
+  return Object.freeze({
+    name,
+    now,
+    policy,
+    methods,
+    convertHead,
+    minUses,
+    bypass,
+    noCache,
+    purge: purgeSwitch,
+    statusHeader,
+    useStale,
+    backgroundUpdate,
+    lock,
+    lockTimeout,
+    lockAge,
+    revalidate,
+    maxEntrySize,
+    retention,
+    trust,
+    cacheBodies,
+    unkeyedForwarding,
+    unkeyedOthers,
+    key,
+  });
+}
