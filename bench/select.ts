@@ -1,7 +1,7 @@
 // Micro-benchmark of server selection: the cost of choosing a server with each
 // balancing method for pools of 3, 100 and 1,000 servers. One operation is what
-// balance() does around a request's first attempt: pool.selection(),
-// pool.select(), and pool.finish() of a successful response. No sockets.
+// balance() does around a request's first attempt, through the pool's internals:
+// selection(), select(), and finish() of a successful response. No sockets.
 // Each case runs in a fresh process, so the JIT sees one method, as in an app
 // with one pool (cases run in one process slow each other down by making the
 // shared code polymorphic).
@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { Exchange } from '../src/core/exchange.ts';
 import { createPool, type MethodOption } from '../src/index.ts';
+import { internals } from '../src/pool/internal.ts';
 import type { Peer } from '../src/pool/peer.ts';
 import { machine } from './lib/machine.ts';
 
@@ -74,6 +75,7 @@ function measure(method: MethodOption, servers: number, inflight: number): numbe
     method,
     servers: Array.from({ length: servers }, (_, i) => ({ url: `http://10.0.${i >> 8}.${i & 255}:8080` })),
   });
+  const inner = internals(pool);
   const window: Array<Peer | undefined> = new Array(Math.max(1, inflight)).fill(undefined);
   let i = 0;
   const run = (n: number): void => {
@@ -83,14 +85,14 @@ function measure(method: MethodOption, servers: number, inflight: number): numbe
         // The oldest request in flight ends, then a new one is placed.
         const slot = i % inflight;
         const old = window[slot];
-        if (old !== undefined) pool.finish(old, 'ok', DONE, 200);
-        const peer = pool.select(pool.selection(reqs[j], exs[j]))!;
+        if (old !== undefined) inner.finish(old, 'ok', DONE, 200);
+        const peer = inner.select(inner.selection(reqs[j], exs[j]))!;
         sink += peer.target.port;
         window[slot] = peer;
       } else {
-        const peer = pool.select(pool.selection(reqs[j], exs[j]))!;
+        const peer = inner.select(inner.selection(reqs[j], exs[j]))!;
         sink += peer.target.port;
-        pool.finish(peer, 'ok', DONE, 200);
+        inner.finish(peer, 'ok', DONE, 200);
       }
     }
   };
@@ -112,7 +114,7 @@ function measure(method: MethodOption, servers: number, inflight: number): numbe
     run(batch);
     samples.push(Number(process.hrtime.bigint() - t) / batch);
   }
-  for (const p of window) if (p !== undefined) pool.finish(p, 'ok', DONE, 200);
+  for (const p of window) if (p !== undefined) inner.finish(p, 'ok', DONE, 200);
   pool.close();
   samples.sort((a, b) => a - b);
   return samples[samples.length >> 1]!;

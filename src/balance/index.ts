@@ -14,6 +14,7 @@ import { exchange, upstreamTarget, type Exchange } from '../core/exchange.ts';
 import { responseFinished, writeHead } from '../core/http2.ts';
 import type { Middleware, Next } from '../core/chain.ts';
 import { UpstreamPool } from '../pool/index.ts';
+import { internals, type PoolInternals } from '../pool/internal.ts';
 import type { Peer } from '../pool/peer.ts';
 import { requestBody, type RequestBody } from '../proxy/body.ts';
 import { attempt, type AttemptBytes, type AttemptFailure, type AttemptResult, type AttemptTimeouts } from '../proxy/forward.ts';
@@ -184,6 +185,7 @@ function failureError(failure: AttemptFailure, cause: Error, pool: string): Swit
 export function balance(pool: UpstreamPool, options: BalanceOptions = {}): BalanceMiddleware {
   if (!(pool instanceof UpstreamPool)) throw new InvalidOptionError('pool', 'an UpstreamPool from createPool()', pool);
   const o = resolve(options);
+  const inner = internals(pool);
   const handler = function balance(req: IncomingMessage, res: ServerResponse, next: Next): void {
     const ex = exchange(req);
     resolveClient(ex, o.policy.trust);
@@ -199,7 +201,7 @@ export function balance(pool: UpstreamPool, options: BalanceOptions = {}): Balan
       next(err as Error);
       return;
     }
-    proxy(pool, o, ex, res, body, next).catch((err: unknown) => {
+    proxy(pool, inner, o, ex, res, body, next).catch((err: unknown) => {
       // Something threw on the request path (a user's hash key function, say):
       // it goes to the framework like any request error, never to the process.
       body.dispose();
@@ -219,17 +221,17 @@ export function balance(pool: UpstreamPool, options: BalanceOptions = {}): Balan
   return Object.assign(handler, { upgrade: ws, pool });
 }
 
-async function proxy(pool: UpstreamPool, o: Resolved, ex: Exchange, res: ServerResponse, body: RequestBody, next: Next): Promise<void> {
+async function proxy(pool: UpstreamPool, inner: PoolInternals, o: Resolved, ex: Exchange, res: ServerResponse, body: RequestBody, next: Next): Promise<void> {
   const req = ex.req;
   // A middleware before balance() may send another method than the client's (cache(): HEAD as GET).
   const method = ex.upstreamMethod ?? req.method ?? 'GET';
-  const sel = pool.selection(req, ex);
+  const sel = inner.selection(req, ex);
   const gone = new Cancellation();
   const onClose = (): void => {
     if (!responseFinished(res) && !ex.detached) gone.abort();
   };
   res.once('close', onClose);
-  let tries = pool.maxTries();
+  let tries = inner.maxTries();
   if (o.tries > 0 && tries > o.tries) tries = o.tries;
   const deadline = o.budget > 0 ? performance.now() + o.budget : Infinity;
   const target = upstreamTarget(ex);
@@ -246,9 +248,9 @@ async function proxy(pool: UpstreamPool, o: Resolved, ex: Exchange, res: ServerR
 
   for (;;) {
     if (gone.aborted) return giveUp(new BadGatewayError('client closed the request'));
-    let peer = pool.select(sel);
+    let peer = inner.select(sel);
     // NGINX Plus `queue`: a request that finds no server free waits for one.
-    if (peer === undefined && attempts === 0 && pool.queueing) peer = await pool.wait(sel, gone);
+    if (peer === undefined && attempts === 0 && inner.queueing) peer = await inner.wait(sel, gone);
     if (peer === undefined) {
       // nginx logs the group name in $upstream_addr and 502 in $upstream_status for "no live upstreams".
       const err = attempts === 0 ? new NoServerAvailableError(pool.name, o.noServerStatus) : new BadGatewayError(`No live upstreams in pool "${pool.name}"`);
@@ -268,10 +270,10 @@ async function proxy(pool: UpstreamPool, o: Resolved, ex: Exchange, res: ServerR
       // What the upstream is told: cache() checks its key against it before storing the answer.
       ex.upstreamRequestHeaders = headers;
       if (channels.upstreamAttempt.hasSubscribers) channels.upstreamAttempt.publish({ ex, pool: pool.name, server: serverRef(peer), attempt: attempts, method, path, headers });
-      result = await attempt(pool, peer, method, path, headers, body, o.timeouts, gone);
+      result = await attempt(inner, peer, method, path, headers, body, o.timeouts, gone);
     } catch (err) {
       // Not the server's doing (node:http refused the request as built): release it and fail the request.
-      pool.finish(peer, 'ok', { header: -1, response: performance.now() - started, inflightDone: false }, undefined);
+      inner.finish(peer, 'ok', { header: -1, response: performance.now() - started, inflightDone: false }, undefined);
       if (channels.upstreamError.hasSubscribers) publishError(ex, pool, peer, attempts, 'error', err as Error, false);
       res.off('close', onClose);
       throw err;
@@ -279,9 +281,9 @@ async function proxy(pool: UpstreamPool, o: Resolved, ex: Exchange, res: ServerR
     tries--;
 
     if (result.kind === 'failure') {
-      count(peer, result.bytes);
+      count(inner, peer, result.bytes);
       if (gone.aborted) {
-        pool.finish(peer, 'ok', { header: -1, response: performance.now() - started, inflightDone: false }, undefined);
+        inner.finish(peer, 'ok', { header: -1, response: performance.now() - started, inflightDone: false }, undefined);
         if (channels.upstreamError.hasSubscribers) publishError(ex, pool, peer, attempts, result.failure, result.cause, false);
         return giveUp(result.cause);
       }
@@ -291,14 +293,14 @@ async function proxy(pool: UpstreamPool, o: Resolved, ex: Exchange, res: ServerR
       const resendable = !result.sent || (body.replayable && (!NON_IDEMPOTENT.has(method) || o.next.has('non_idempotent')));
       if (result.reused && result.failure === 'error' && !reuseRetried && resendable) {
         reuseRetried = true;
-        pool.finish(peer, 'next', timings, undefined);
+        inner.finish(peer, 'next', timings, undefined);
         if (channels.upstreamError.hasSubscribers) publishError(ex, pool, peer, attempts, result.failure, result.cause, true);
         sel.tried.delete(peer);
         tries++;
         ex.upstreamAddr.pop();
         continue;
       }
-      pool.finish(peer, 'failed', timings, undefined);
+      inner.finish(peer, 'failed', timings, undefined);
       ex.upstreamStatus.push(result.failure === 'timeout' ? 504 : 502);
       const retry = canRetry(o, result.failure, tries, deadline, method, result.sent, body);
       if (channels.upstreamError.hasSubscribers) publishError(ex, pool, peer, attempts, result.failure, result.cause, retry);
@@ -309,7 +311,7 @@ async function proxy(pool: UpstreamPool, o: Resolved, ex: Exchange, res: ServerR
 
     const { response, request, headerTime } = result;
     const status = response.statusCode ?? 502;
-    const inflightDone = pool.header(peer, headerTime);
+    const inflightDone = inner.header(peer, headerTime);
     if (channels.upstreamHeader.hasSubscribers) channels.upstreamHeader.publish({ ex, pool: pool.name, server: serverRef(peer), attempt: attempts, status, headerTime, response });
     const condition = STATUS_CONDITIONS.get(status);
     if (condition !== undefined && tries > 0 && canRetry(o, condition, tries, deadline, method, true, body)) {
@@ -317,15 +319,15 @@ async function proxy(pool: UpstreamPool, o: Resolved, ex: Exchange, res: ServerR
       // A request cut short by the answer cannot leave its connection reusable.
       if (!request.writableEnded) request.destroy();
       else response.resume();
-      count(peer, result.bytes);
-      pool.finish(peer, status === 403 || status === 404 ? 'next' : 'failed', { header: headerTime, response: performance.now() - started, inflightDone }, status);
+      count(inner, peer, result.bytes);
+      inner.finish(peer, status === 403 || status === 404 ? 'next' : 'failed', { header: headerTime, response: performance.now() - started, inflightDone }, status);
       if (channels.upstreamEnd.hasSubscribers) publishEnd(ex, pool, peer, attempts, status, 'next', result.bytes, started);
       ex.upstreamStatus.push(status);
       continue;
     }
     ex.upstreamStatus.push(status);
     ex.server = { id: peer.id, name: peer.name, sid: peer.sid };
-    return relay(pool, peer, res, result, body, started, inflightDone, onClose, ex, attempts);
+    return relay(pool, inner, peer, res, result, body, started, inflightDone, onClose, ex, attempts);
   }
 }
 
@@ -352,9 +354,8 @@ function publishEnd(ex: Exchange, pool: UpstreamPool, peer: Peer, attempt: numbe
 }
 
 /** Adds an attempt's bytes to the server's `sent` and `received` counters. */
-function count(peer: Peer, bytes: AttemptBytes): void {
-  peer.sent += bytes.sent();
-  peer.received += bytes.received();
+function count(inner: PoolInternals, peer: Peer, bytes: AttemptBytes): void {
+  inner.transferred(peer, bytes.sent(), bytes.received());
 }
 
 function canRetry(o: Resolved, condition: NextUpstreamCondition, tries: number, deadline: number, method: string, sent: boolean, body: RequestBody): boolean {
@@ -367,6 +368,7 @@ function canRetry(o: Resolved, condition: NextUpstreamCondition, tries: number, 
 
 function relay(
   pool: UpstreamPool,
+  inner: PoolInternals,
   peer: Peer,
   res: ServerResponse,
   result: Extract<AttemptResult, { kind: 'response' }>,
@@ -388,8 +390,8 @@ function relay(
     // The server answered before the whole request body was sent (an early 413, say):
     // the rest will never come, so the connection cannot be kept.
     if (!request.writableEnded) request.destroy();
-    count(peer, result.bytes);
-    pool.finish(peer, 'ok', { header: headerTime, response: performance.now() - started, inflightDone }, response.statusCode ?? 0);
+    count(inner, peer, result.bytes);
+    inner.finish(peer, 'ok', { header: headerTime, response: performance.now() - started, inflightDone }, response.statusCode ?? 0);
     if (channels.upstreamEnd.hasSubscribers) publishEnd(ex, pool, peer, attempt, response.statusCode ?? 0, response.complete ? 'complete' : 'aborted', result.bytes, started);
   };
   const onClientClose = (): void => {

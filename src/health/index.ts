@@ -6,6 +6,7 @@ import { parseDuration, type Duration } from '../core/duration.ts';
 import { InvalidOptionError } from '../core/errors.ts';
 import { TOKEN } from '../core/http.ts';
 import { UpstreamPool, type ServerInfo } from '../pool/index.ts';
+import { internals } from '../pool/internal.ts';
 import type { Peer } from '../pool/peer.ts';
 import { compileMatch, type MatchOptions } from './match.ts';
 
@@ -190,12 +191,13 @@ export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}
   const random = options.random ?? Math.random;
   if (typeof random !== 'function') throw new InvalidOptionError('random', 'a function returning [0, 1)', random);
 
-  const id = pool.healthCheckId();
+  const inner = internals(pool);
+  const id = inner.healthCheckId();
   const emitter = new EventEmitter<HealthCheckEvents>();
   const servers = new Map<string, ServerCheck>();
   let stopped = false;
 
-  const mark = (s: ServerCheck): void => pool.healthMark(s.peer, id, !s.healthy, s.pending);
+  const mark = (s: ServerCheck): void => inner.healthMark(s.peer, id, !s.healthy, s.pending);
 
   const track = (peer: Peer, gate: boolean): ServerCheck => {
     const s: ServerCheck = { peer, timer: undefined, probe: undefined, running: undefined, passesInARow: 0, failsInARow: 0, healthy: true, pending: gate, first: undefined };
@@ -229,7 +231,7 @@ export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}
   };
 
   const record = (s: ServerCheck, r: { passed: boolean; status: number | undefined; reason: string | undefined }): void => {
-    pool.healthProbe(s.peer, r.passed);
+    inner.healthProbe(s.peer, r.passed);
     const was = s.healthy && !s.pending;
     const wasPending = s.pending;
     if (r.passed) {
@@ -293,7 +295,7 @@ export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}
           // SNI and the name verified, as for proxied requests: the pool's `servername`, else the
           // server's host name; for an IP address, Node's default (the Host header's name, never an address).
           // The pool's TLS settings: those of the agent its proxied requests go through.
-          const tls = pool.tls;
+          const tls = inner.tls;
           const servername = tls.servername ?? (isIP(target.hostname) === 0 ? target.hostname : undefined);
           req = httpsRequest({ ...tls, ...requestOptions, servername });
         } else req = httpRequest(requestOptions);
@@ -333,7 +335,7 @@ export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}
     });
 
   const onAdd = (info: ServerInfo): void => {
-    const peer = pool.healthPeers().find((p) => p.id === info.id);
+    const peer = inner.peers().find((p) => p.id === info.id);
     if (peer === undefined || stopped) return;
     schedule(track(peer, mandatory), 0);
   };
@@ -349,8 +351,8 @@ export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}
   pool.on('remove', onRemove);
 
   const first: Array<Promise<void>> = [];
-  for (const peer of pool.healthPeers()) {
-    const gate = mandatory && !(persistent && peer.state(pool.now()) === 'up');
+  for (const peer of inner.peers()) {
+    const gate = mandatory && !(persistent && peer.state(inner.now()) === 'up');
     const s = track(peer, gate);
     first.push(new Promise<void>((resolve) => (s.first = resolve)));
     schedule(s, 0);

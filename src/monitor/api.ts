@@ -1,6 +1,7 @@
 // The NGINX Plus API (version 9) shapes of switchyard's pools and caches, and the validation of
 // writes to upstream servers.
-import { parseDuration } from '../core/duration.ts';
+import { formatDuration, parseDuration } from '../core/duration.ts';
+import { SERVER_FIELDS, type ServerField } from '../pool/fields.ts';
 import type { ServerInfo, ServerOptions, ServerUpdate, UpstreamPool } from '../pool/index.ts';
 import type { ServerStats } from '../pool/peer.ts';
 import type { CacheMiddleware } from '../cache/index.ts';
@@ -17,27 +18,21 @@ export class ApiError extends Error {
   }
 }
 
-/** nginx's duration text for milliseconds: `'10s'`, `'500ms'`. */
-export function durationText(ms: number): string {
-  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
-}
-
-/** A server's configuration as `GET /api/9/http/upstreams/{name}/servers` lists it. */
-export function serverConf(s: ServerInfo) {
-  return {
-    id: s.id,
-    server: hostPort(s.url),
-    url: s.url,
-    weight: s.weight,
-    max_conns: s.maxConns,
-    max_fails: s.maxFails,
-    fail_timeout: durationText(s.failTimeout),
-    slow_start: durationText(s.slowStart),
-    route: s.route,
-    backup: s.backup,
-    down: s.down,
-    drain: s.drain,
-  };
+/**
+ * A server's configuration as `GET /api/9/http/upstreams/{name}/servers` lists it: every field of
+ * the server-field table under its NGINX Plus name, durations as nginx writes them, the address as
+ * `server` (`host:port`) and, switchyard's own, the `url`.
+ */
+export function serverConf(s: ServerInfo): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const field of SERVER_FIELDS) {
+    const value = s[field.name];
+    if (field.kind === 'url') {
+      out[field.api] = hostPort(s.url);
+      out[URL_FIELD] = s.url;
+    } else out[field.api] = field.kind === 'duration' ? formatDuration(value as number) : value;
+  }
+  return out;
 }
 
 /** `host:port` of a server url (the url is already free of credentials). */
@@ -92,63 +87,44 @@ export function cacheJson(cache: CacheMiddleware) {
   return { ...s, ...(s.max_size === undefined ? { max_size: undefined } : {}) };
 }
 
-const CONF_FIELDS = new Map<string, string>([
-  ['server', 'server'],
-  ['url', 'url'],
-  ['id', 'id'],
-  ['weight', 'weight'],
-  ['max_conns', 'maxConns'],
-  ['max_fails', 'maxFails'],
-  ['fail_timeout', 'failTimeout'],
-  ['slow_start', 'slowStart'],
-  ['route', 'route'],
-  ['backup', 'backup'],
-  ['down', 'down'],
-  ['drain', 'drain'],
+/** switchyard's own name for the address, beside NGINX Plus's `server`: the server's url. */
+const URL_FIELD = 'url';
+/** The server fields by their API name (`url` too). */
+const API_FIELDS: ReadonlyMap<string, ServerField> = new Map<string, ServerField>([
+  ...SERVER_FIELDS.map((f): [string, ServerField] => [f.api, f]),
+  [URL_FIELD, SERVER_FIELDS.find((f) => f.kind === 'url')!],
 ]);
 /** Longest duration a write may set: a day (longer ones would keep a failed server out for good). */
 const MAX_DURATION = 86_400_000;
-const PATCHABLE = new Set(['weight', 'max_conns', 'max_fails', 'fail_timeout', 'slow_start', 'route', 'down', 'drain']);
-const BAD_VALUE_CODE: Record<string, string> = {
-  weight: 'UpstreamBadWeight',
-  max_conns: 'UpstreamBadMaxConns',
-  max_fails: 'UpstreamBadMaxFails',
-  fail_timeout: 'UpstreamBadFailTimeout',
-  slow_start: 'UpstreamBadSlowStart',
-  route: 'UpstreamBadRoute',
-  server: 'UpstreamBadAddress',
-  url: 'UpstreamBadAddress',
-};
 
-function checkType(field: string, value: unknown): void {
+/** Checks a written value's type and range as the field's kind wants it (ApiError naming the field). */
+function checkType(name: string, field: ServerField, value: unknown): void {
+  const kind = field.kind;
   const ok =
-    field === 'weight' || field === 'max_conns' || field === 'max_fails'
+    kind === 'integer'
       ? typeof value === 'number' && Number.isSafeInteger(value)
-      : field === 'fail_timeout' || field === 'slow_start'
+      : kind === 'duration'
         ? (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0 && value <= MAX_DURATION) || (typeof value === 'string' && value.length <= 32)
-        : field === 'backup' || field === 'down' || field === 'drain'
+        : kind === 'boolean'
           ? typeof value === 'boolean'
           : typeof value === 'string';
-  if (!ok) throw new ApiError(400, 'UpstreamConfFormatError', `invalid "${field}" value: expected ${expected(field)}`);
-  if ((field === 'fail_timeout' || field === 'slow_start') && typeof value === 'string') {
+  if (!ok) throw new ApiError(400, 'UpstreamConfFormatError', `invalid "${name}" value: expected ${expected(field)}`);
+  if (kind === 'duration' && typeof value === 'string') {
     let ms: number;
     try {
-      ms = parseDuration(value, field);
+      ms = parseDuration(value, name);
     } catch {
-      throw new ApiError(400, BAD_VALUE_CODE[field]!, `invalid "${field}" value: expected ${expected(field)}`);
+      throw new ApiError(400, field.apiError, `invalid "${name}" value: expected ${expected(field)}`);
     }
-    if (ms < 0 || ms > MAX_DURATION) throw new ApiError(400, BAD_VALUE_CODE[field]!, `invalid "${field}" value: ${value} is out of range (at most a day)`);
+    if (ms < 0 || ms > MAX_DURATION) throw new ApiError(400, field.apiError, `invalid "${name}" value: ${value} is out of range (at most a day)`);
   }
-  if ((field === 'weight' && (value as number) < 1) || ((field === 'max_conns' || field === 'max_fails') && (value as number) < 0)) {
-    throw new ApiError(400, BAD_VALUE_CODE[field]!, `invalid "${field}" value: ${String(value)} is out of range`);
-  }
+  if (kind === 'integer' && (value as number) < (field.min ?? 0)) throw new ApiError(400, field.apiError, `invalid "${name}" value: ${String(value)} is out of range`);
 }
 
-function expected(field: string): string {
-  if (field === 'weight') return 'an integer >= 1';
-  if (field === 'max_conns' || field === 'max_fails') return 'an integer >= 0';
-  if (field === 'fail_timeout' || field === 'slow_start') return 'a duration such as "10s", or whole milliseconds up to a day';
-  if (field === 'backup' || field === 'down' || field === 'drain') return 'true or false';
+function expected(field: ServerField): string {
+  if (field.kind === 'integer') return `an integer >= ${field.min ?? 0}`;
+  if (field.kind === 'duration') return 'a duration such as "10s", or whole milliseconds up to a day';
+  if (field.kind === 'boolean') return 'true or false';
   return 'a string';
 }
 
@@ -164,38 +140,39 @@ function plainObject(body: unknown): Record<string, unknown> {
 export function serverFromBody(body: unknown): ServerOptions {
   const o = plainObject(body);
   const out: Record<string, unknown> = {};
-  for (const [field, value] of Object.entries(o)) {
-    const key = CONF_FIELDS.get(field);
-    if (key === undefined) throw new ApiError(400, 'UpstreamConfFormatError', `unknown parameter "${field}"`);
-    checkType(field, value);
-    out[key] = value;
+  for (const [name, value] of Object.entries(o)) {
+    const field = API_FIELDS.get(name);
+    if (field === undefined) throw new ApiError(400, 'UpstreamConfFormatError', `unknown parameter "${name}"`);
+    checkType(name, field, value);
+    if (field.kind === 'url' && out[field.name] !== undefined) throw new ApiError(400, 'UpstreamConfFormatError', `give "${field.api}" or "${URL_FIELD}", not both`);
+    out[field.name] = field.kind === 'url' ? urlOf(value as string) : value;
   }
-  if (typeof out.server === 'string' && typeof out.url === 'string') throw new ApiError(400, 'UpstreamConfFormatError', 'give "server" or "url", not both');
-  const address = (out.url ?? out.server) as string | undefined;
-  if (address === undefined) throw new ApiError(400, 'UpstreamConfFormatError', 'missing "server"');
-  delete out.server;
-  out.url = /^[a-z][a-z0-9+.-]*:\/\//i.test(address) ? address : `http://${address}`;
+  if (out.url === undefined) throw new ApiError(400, 'UpstreamConfFormatError', 'missing "server"');
   return out as unknown as ServerOptions;
+}
+
+/** NGINX Plus's `server` is `host:port` (http); a url is taken as it is. */
+function urlOf(address: string): string {
+  return /^[a-z][a-z0-9+.-]*:\/\//i.test(address) ? address : `http://${address}`;
 }
 
 /** The changes of a `PATCH …/servers/{id}` body, or an {@link ApiError} naming the field. */
 export function updateFromBody(body: unknown): ServerUpdate {
   const o = plainObject(body);
   const out: Record<string, unknown> = {};
-  for (const [field, value] of Object.entries(o)) {
-    if (field === 'id' || field === 'server' || field === 'backup' || field === 'url') {
-      throw new ApiError(400, 'UpstreamServerImmutable', `"${field}" cannot be changed on an existing server`);
-    }
-    if (!PATCHABLE.has(field)) throw new ApiError(400, 'UpstreamConfFormatError', `unknown parameter "${field}"`);
-    checkType(field, value);
-    out[CONF_FIELDS.get(field)!] = value;
+  for (const [name, value] of Object.entries(o)) {
+    const field = API_FIELDS.get(name);
+    if (field === undefined) throw new ApiError(400, 'UpstreamConfFormatError', `unknown parameter "${name}"`);
+    if (!field.update) throw new ApiError(400, 'UpstreamServerImmutable', `"${name}" cannot be changed on an existing server`);
+    checkType(name, field, value);
+    out[field.name] = value;
   }
   return out as ServerUpdate;
 }
 
-/** Maps an InvalidOptionError from the pool to NGINX Plus's code for the field. */
+/** Maps an InvalidOptionError from the pool to NGINX Plus's code for the field it names. */
 export function apiErrorOf(option: string, message: string): ApiError {
-  const field = [...CONF_FIELDS].find(([, key]) => option === key || option.endsWith(`.${key}`))?.[0];
-  const code = field === undefined ? 'UpstreamConfFormatError' : (BAD_VALUE_CODE[field] ?? 'UpstreamConfFormatError');
-  return new ApiError(400, code, field === undefined ? message : `invalid "${field}" value: ${message}`);
+  const field = SERVER_FIELDS.find((f) => option === f.name || option.endsWith(`.${f.name}`));
+  if (field === undefined) return new ApiError(400, 'UpstreamConfFormatError', message);
+  return new ApiError(400, field.apiError, `invalid "${field.api}" value: ${message}`);
 }

@@ -218,11 +218,8 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
       return fn();
     } catch (err) {
       if (err instanceof ServerNotFoundError) throw new ApiError(404, 'UpstreamServerNotFound', err.message);
-      if (err instanceof InvalidOptionError) {
-        if (err.option.endsWith('.backup')) throw new ApiError(400, 'UpstreamNoBackup', err.message);
-        if (err.option === 'id' || err.option.endsWith('.id')) throw new ApiError(400, 'UpstreamBadServerId', err.message);
-        throw apiErrorOf(err.option, err.message);
-      }
+      // The field's NGINX Plus code (UpstreamBadWeight, UpstreamNoBackup...), from the server-field table.
+      if (err instanceof InvalidOptionError) throw apiErrorOf(err.option, err.message);
       throw err;
     }
   };

@@ -6,30 +6,24 @@ import { channels } from '../core/diagnostics.ts';
 import type { Exchange } from '../core/exchange.ts';
 import { parseDuration, type Duration } from '../core/duration.ts';
 import { InvalidOptionError, ServerNotFoundError } from '../core/errors.ts';
-import { compileTemplate } from '../core/variables.ts';
-import { emptyResponses, histogramOf, movingAverage, Peer, recordResponseTime, type AttemptOutcome, type PeerTarget, type ServerState, type ServerStats } from './peer.ts';
-import { createRoundRobin, smoothWeighted } from './methods/round-robin.ts';
-import { createLeastConn } from './methods/least-conn.ts';
-import { createLeastTime } from './methods/least-time.ts';
-import { createConsistentHash, createHash, createIpHash, type KeyFunction } from './methods/hash.ts';
-import { createRandom } from './methods/random.ts';
-import type { AttemptTimings, Balancer, PeerSet, Selection } from './methods/types.ts';
+import { applyUpdate, intOption, resolveServer, resolveUpdate, serverInfo, type FieldContext } from './fields.ts';
+import { kPool, type PoolInternals } from './internal.ts';
+import { resolveMethod, type MethodOption } from './methods/index.ts';
+import type { AttemptTimings, Balancer, MethodCapabilities, PeerSet, Selection } from './methods/types.ts';
+import { emptyResponses, histogramOf, movingAverage, Peer, recordResponseTime, type AttemptOutcome, type ServerState, type ServerStats } from './peer.ts';
 
 export type { ServerState, ServerStats, ResponseCounters, ResponseTimeHistogram, HealthCheckStats } from './peer.ts';
 export { RESPONSE_TIME_BUCKETS } from './peer.ts';
+export type { MethodOption } from './methods/index.ts';
+export { DEFAULT_FAIL_TIMEOUT, DEFAULT_MAX_CONNS, DEFAULT_MAX_FAILS, DEFAULT_WEIGHT } from './fields.ts';
 
-/** Default server weight (nginx `weight=1`). */
-export const DEFAULT_WEIGHT = 1;
-/** Default `maxConns`: 0, unlimited (nginx `max_conns=0`). */
-export const DEFAULT_MAX_CONNS = 0;
-/** Default `maxFails` (nginx `max_fails=1`). */
-export const DEFAULT_MAX_FAILS = 1;
-/** Default `failTimeout` (nginx `fail_timeout=10s`). */
-export const DEFAULT_FAIL_TIMEOUT = '10s';
 /** Default idle keep-alive connections kept per server (nginx `keepalive 32`). */
 export const DEFAULT_KEEPALIVE = 32;
 /** Default idle timeout of a kept-alive upstream connection (nginx `keepalive_timeout 60s`). */
 export const DEFAULT_KEEPALIVE_TIMEOUT = '60s';
+
+// ServerOptions, ServerUpdate and ServerInfo name the fields of the server-field table (fields.ts),
+// which validates, defaults, updates and maps them to the API: a field is added there and here.
 
 /** One upstream server, as given to {@link createPool} or {@link UpstreamPool.add}. */
 export interface ServerOptions {
@@ -85,35 +79,6 @@ export interface ServerInfo {
   /** Slow start in milliseconds (0: off). */
   slowStart: number;
 }
-
-/** A balancing method and its parameters. Kebab-case names; nginx's (`least_conn`) are accepted too. */
-export type MethodOption =
-  | 'round-robin'
-  | 'least-conn'
-  | 'least-time'
-  | 'ip-hash'
-  | 'random'
-  | 'random-two'
-  | { name: 'round-robin' | 'least-conn' | 'ip-hash' }
-  | {
-      name: 'least-time';
-      /** Time to the response header or to the last byte. @default 'header' */
-      measure?: 'header' | 'last-byte';
-      /** Count the age of requests still in flight. @default false */
-      inflight?: boolean;
-    }
-  | {
-      name: 'hash';
-      /** nginx variables template (`'$request_uri'`, `'$cookie_user'`) or a function of the request. */
-      key: string | ((req: IncomingMessage) => string);
-      /** Ketama consistent hashing: adding or removing a server moves only its keys. @default false */
-      consistent?: boolean;
-    }
-  | {
-      name: 'random';
-      /** Draw two servers and use the less loaded one. @default false */
-      two?: boolean;
-    };
 
 /** Keep-alive agent settings of a pool. */
 export interface AgentSettings {
@@ -209,124 +174,6 @@ export interface PoolEvents {
   update: [server: ServerInfo];
 }
 
-const METHODS_WITHOUT_BACKUP = new Set(['hash', 'ip-hash', 'random', 'random-two']);
-
-interface ResolvedMethod {
-  name: string;
-  create: () => Balancer;
-}
-
-function resolveMethod(option: MethodOption | undefined): ResolvedMethod {
-  const spec = option ?? 'round-robin';
-  const raw = typeof spec === 'string' ? spec : spec?.name;
-  if (typeof raw !== 'string') throw new InvalidOptionError('method', 'a method name or { name, ... }', spec);
-  const name = raw.replace(/_/g, '-');
-  const obj = typeof spec === 'object' ? (spec as Record<string, unknown>) : {};
-  switch (name) {
-    case 'round-robin':
-      return { name, create: createRoundRobin };
-    case 'least-conn':
-      return { name, create: createLeastConn };
-    case 'least-time': {
-      const measure = (obj.measure ?? 'header') as string;
-      if (measure !== 'header' && measure !== 'last-byte' && measure !== 'last_byte') {
-        throw new InvalidOptionError('method.measure', '"header" or "last-byte"', measure);
-      }
-      if (obj.inflight !== undefined && typeof obj.inflight !== 'boolean') throw new InvalidOptionError('method.inflight', 'a boolean', obj.inflight);
-      const inflight = obj.inflight === true;
-      return { name, create: () => createLeastTime(measure === 'header' ? 'header' : 'last-byte', inflight) };
-    }
-    case 'hash': {
-      const key = compileKey(obj.key);
-      if (obj.consistent !== undefined && typeof obj.consistent !== 'boolean') throw new InvalidOptionError('method.consistent', 'a boolean', obj.consistent);
-      return obj.consistent === true ? { name, create: () => createConsistentHash(key) } : { name, create: () => createHash(key) };
-    }
-    case 'ip-hash':
-      return { name, create: () => createIpHash((sel) => sel.ex?.clientAddress ?? sel.req?.socket?.remoteAddress ?? '') };
-    case 'random':
-    case 'random-two': {
-      if (obj.two !== undefined && typeof obj.two !== 'boolean') throw new InvalidOptionError('method.two', 'a boolean', obj.two);
-      const two = name === 'random-two' || obj.two === true;
-      return { name: two ? 'random-two' : 'random', create: () => createRandom(two) };
-    }
-    default:
-      throw new InvalidOptionError('method', 'one of round-robin, least-conn, least-time, hash, ip-hash, random, random-two', raw);
-  }
-}
-
-function compileKey(key: unknown): KeyFunction {
-  if (typeof key === 'function') {
-    const fn = key as (req: IncomingMessage) => string;
-    return (sel) => (sel.req === undefined ? '' : String(fn(sel.req) ?? ''));
-  }
-  if (typeof key !== 'string' || key === '') throw new InvalidOptionError('method.key', 'a non-empty variables template such as "$request_uri", or a function', key);
-  const template = compileTemplate(key, 'method.key');
-  return (sel) => (sel.ex === undefined ? '' : template(sel.ex));
-}
-
-function parseTarget(url: unknown, option: string): PeerTarget {
-  if (typeof url !== 'string') throw new InvalidOptionError(option, 'an http:// or https:// url', url);
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw new InvalidOptionError(option, 'an http:// or https:// url with a host', redact(url));
-  }
-  if ((parsed.protocol !== 'http:' && parsed.protocol !== 'https:') || parsed.hostname === '') {
-    throw new InvalidOptionError(option, 'an http:// or https:// url with a host', redact(url));
-  }
-  if (parsed.search !== '' || parsed.hash !== '') throw new InvalidOptionError(option, 'a url without query or fragment', redact(url));
-  const hostname = parsed.hostname.startsWith('[') ? parsed.hostname.slice(1, -1) : parsed.hostname;
-  const port = parsed.port === '' ? (parsed.protocol === 'https:' ? 443 : 80) : Number(parsed.port);
-  const prefix = parsed.pathname === '/' ? '' : parsed.pathname.replace(/\/$/, '');
-  const auth = parsed.username !== '' ? `${decodeURIComponent(parsed.username)}:${decodeURIComponent(parsed.password)}` : undefined;
-  return { protocol: parsed.protocol, hostname, port, prefix, authority: parsed.host, server: serverText(url, parsed.host), auth };
-}
-
-/** The url's authority as written, without credentials (nginx's `server` text); the normalized one if it cannot be cut out. */
-function serverText(url: string, normalized: string): string {
-  const m = /^\s*[a-z][a-z0-9+.-]*:\/\/([^/?#\\]*)/i.exec(url);
-  if (m === null) return normalized;
-  const raw = m[1]!;
-  const text = raw.slice(raw.lastIndexOf('@') + 1);
-  return text === '' || /\s/.test(text) ? normalized : text;
-}
-
-/** Hides `user:password@` (up to the last `@` of the authority, a password may contain `@`). */
-function redact(url: string): string {
-  return url.replace(/\/\/[^/?#]*@/, '//***@');
-}
-
-function publicUrl(t: PeerTarget): string {
-  return `${t.protocol}//${t.authority}${t.prefix}`;
-}
-
-function intOption(value: unknown, option: string, min: number, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
-    throw new InvalidOptionError(option, `an integer >= ${min}`, value);
-  }
-  return value;
-}
-
-function boolOption(value: unknown, option: string): boolean {
-  if (value === undefined) return false;
-  if (typeof value !== 'boolean') throw new InvalidOptionError(option, 'a boolean', value);
-  return value;
-}
-
-function routeOption(value: unknown, option: string): string {
-  if (value === undefined) return '';
-  if (typeof value !== 'string' || value === '' || value.length > 32 || !/^[\x21-\x7e]+$/.test(value) || /[;,"\\]/.test(value)) {
-    throw new InvalidOptionError(option, 'a route of 1 to 32 visible characters without ; , " or \\', value);
-  }
-  return value;
-}
-
-const SERVER_FIELDS = new Set(['url', 'id', 'weight', 'maxConns', 'maxFails', 'failTimeout', 'backup', 'down', 'drain', 'route', 'slowStart']);
-const UPDATE_FIELDS = new Set(['weight', 'maxConns', 'maxFails', 'failTimeout', 'down', 'drain', 'route', 'slowStart']);
-const METHODS_WITHOUT_SLOW_START = new Set(['hash', 'ip-hash', 'random', 'random-two']);
-
 /**
  * The upstream pool: the one object shared by balance(), sticky(), healthCheck()
  * and monitor(). Holds the servers with nginx's balancing and passive-health
@@ -338,7 +185,8 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
   readonly name: string;
   /** The balancing method's name. */
   readonly method: string;
-  #methodSupportsBackup: boolean;
+  /** What the method allows (backup servers, slow start) and when it takes header times. */
+  #capabilities: MethodCapabilities;
   #balancer: Balancer;
   #peers: Peer[] = [];
   #set: PeerSet = { primary: [], backup: [], single: false, totalWeight: 0 };
@@ -347,6 +195,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
   #httpAgent: HttpAgent;
   #httpsAgent: HttpsAgent;
   #ownAgents: boolean;
+  #tls: Readonly<HttpsAgentOptions>;
   #closed = false;
   /** nginx `peer.tries`, recomputed whenever the server list or a server's down/drain changes. */
   #tries = 0;
@@ -354,6 +203,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
   #queueTimeout: number;
   #waiters: Waiter[] = [];
   #overflows = 0;
+  #nextCheckId = 1;
 
   /** @internal Use {@link createPool}. */
   constructor(options: PoolOptions) {
@@ -364,7 +214,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     this.name = name;
     const method = resolveMethod(options.method);
     this.method = method.name;
-    this.#methodSupportsBackup = !METHODS_WITHOUT_BACKUP.has(method.name);
+    this.#capabilities = method.capabilities;
     this.#balancer = method.create();
     const now = options.now ?? Date.now;
     if (typeof now !== 'function') throw new InvalidOptionError('now', 'a function returning milliseconds', now);
@@ -394,6 +244,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     const start = this.#now();
     for (const p of peers) initialState(p, start);
     this.#rebuild();
+    Object.defineProperty(this, kPool, { value: this.#internals() });
   }
 
   #makeAgents(options: PoolOptions): { http: HttpAgent; https: HttpsAgent; own: boolean } {
@@ -412,46 +263,15 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     return { http: new HttpAgent(common), https: new HttpsAgent({ ...options.tls, ...common }), own: true };
   }
 
-  #makePeer(s: ServerOptions, path: string, existing: readonly Peer[]): Peer {
-    if (s === null || typeof s !== 'object') throw new InvalidOptionError(path, 'an object with a url', s);
-    for (const key of Object.keys(s)) if (!SERVER_FIELDS.has(key)) throw new InvalidOptionError(`${path}.${key}`, `one of the server fields (${[...SERVER_FIELDS].join(', ')})`, key);
-    const target = parseTarget(s.url, `${path}.url`);
-    const backup = boolOption(s.backup, `${path}.backup`);
-    if (backup && !this.#methodSupportsBackup) {
-      throw new InvalidOptionError(`${path}.backup`, `no backup servers: the "${this.method}" method does not support them (as in nginx)`, true);
-    }
-    let id = s.id;
-    if (id !== undefined && (typeof id !== 'string' || id === '')) throw new InvalidOptionError(`${path}.id`, 'a non-empty string', id);
-    if (id === undefined) {
-      const base = publicUrl(target);
-      const taken = new Set([...existing, ...this.#peers].map((p) => p.id));
-      id = base;
-      for (let n = 2; taken.has(id); n++) id = `${base}#${n}`;
-    }
-    return new Peer({
-      id,
-      url: publicUrl(target),
-      target,
-      weight: intOption(s.weight, `${path}.weight`, 1, DEFAULT_WEIGHT),
-      maxConns: intOption(s.maxConns, `${path}.maxConns`, 0, DEFAULT_MAX_CONNS),
-      maxFails: intOption(s.maxFails, `${path}.maxFails`, 0, DEFAULT_MAX_FAILS),
-      failTimeout: parseDuration(s.failTimeout ?? DEFAULT_FAIL_TIMEOUT, `${path}.failTimeout`),
-      backup,
-      down: boolOption(s.down, `${path}.down`),
-      drain: boolOption(s.drain, `${path}.drain`),
-      route: routeOption(s.route, `${path}.route`),
-      slowStart: this.#slowStartOption(s.slowStart, `${path}.slowStart`),
-    });
+  /** What the server fields are checked against: the method and what it allows. */
+  get #fieldContext(): FieldContext {
+    return { method: this.method, capabilities: this.#capabilities };
   }
 
-  #slowStartOption(value: unknown, path: string): number {
-    if (value === undefined) return 0;
-    const ms = parseDuration(value as Duration, path);
-    if (ms < 0) throw new InvalidOptionError(path, 'a non-negative duration', value);
-    if (ms > 0 && METHODS_WITHOUT_SLOW_START.has(this.method)) {
-      throw new InvalidOptionError(path, `no slow start: the "${this.method}" method does not support it (as in nginx)`, value);
-    }
-    return ms;
+  #makePeer(s: ServerOptions, path: string, existing: readonly Peer[]): Peer {
+    const taken = (id: string): boolean => existing.some((p) => p.id === id) || this.#peers.some((p) => p.id === id);
+    const { config, target } = resolveServer(s, path, this.#fieldContext, taken);
+    return new Peer(config, target);
   }
 
   #rebuild(): void {
@@ -478,13 +298,13 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
 
   /** The servers' current configuration, in order. */
   get servers(): ServerInfo[] {
-    return this.#peers.map(info);
+    return this.#peers.map(serverInfo);
   }
 
   /** The server with this id, or undefined. */
   get(id: string): ServerInfo | undefined {
     const peer = this.#peers.find((p) => p.id === id);
-    return peer === undefined ? undefined : info(peer);
+    return peer === undefined ? undefined : serverInfo(peer);
   }
 
   /**
@@ -500,7 +320,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     initialState(peer, this.#now());
     this.#peers.push(peer);
     this.#rebuild();
-    const result = info(peer);
+    const result = serverInfo(peer);
     if (channels.poolChange.hasSubscribers) channels.poolChange.publish({ pool: this.name, action: 'add', id: peer.id, server: peer.url, changes: undefined });
     this.emit('add', result);
     this.#serveQueue();
@@ -523,15 +343,16 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     peer.removed = true;
     if (peer.conns > 0) this.#zombies.add(peer);
     this.#rebuild();
-    const result = info(peer);
+    const result = serverInfo(peer);
     if (channels.poolChange.hasSubscribers) channels.poolChange.publish({ pool: this.name, action: 'remove', id: peer.id, server: peer.url, changes: undefined });
     this.emit('remove', result);
     return result;
   }
 
   /**
-   * Changes a server's settings at run time (weight, maxConns, maxFails,
-   * failTimeout, down, drain, route). Validated like {@link createPool}.
+   * Changes a server's settings at run time: `weight`, `maxConns`, `maxFails`, `failTimeout`,
+   * `down`, `drain`, `route` and `slowStart` (see {@link ServerUpdate}). Validated like
+   * {@link createPool}; a new weight starts a fresh round.
    * @example
    * ```ts
    * pool.update('http://10.0.0.2:8080', { drain: true });
@@ -539,31 +360,10 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
    */
   update(id: string, changes: ServerUpdate): ServerInfo {
     const peer = this.#find(id);
-    if (changes === null || typeof changes !== 'object') throw new InvalidOptionError('changes', 'an object', changes);
-    for (const key of Object.keys(changes)) {
-      if (!UPDATE_FIELDS.has(key)) throw new InvalidOptionError(`changes.${key}`, `one of ${[...UPDATE_FIELDS].join(', ')}`, key);
-    }
-    const c = changes as Record<string, unknown>;
-    const next = {
-      weight: c.weight === undefined ? peer.weight : intOption(c.weight, 'changes.weight', 1, 1),
-      maxConns: c.maxConns === undefined ? peer.maxConns : intOption(c.maxConns, 'changes.maxConns', 0, 0),
-      maxFails: c.maxFails === undefined ? peer.maxFails : intOption(c.maxFails, 'changes.maxFails', 0, 0),
-      failTimeout: c.failTimeout === undefined ? peer.failTimeout : parseDuration(c.failTimeout as Duration, 'changes.failTimeout'),
-      down: c.down === undefined ? peer.down : boolOption(c.down, 'changes.down'),
-      drain: c.drain === undefined ? peer.drain : boolOption(c.drain, 'changes.drain'),
-      route: c.route === undefined ? peer.route : routeOption(c.route, 'changes.route'),
-      slowStart: c.slowStart === undefined ? peer.slowStart : this.#slowStartOption(c.slowStart, 'changes.slowStart'),
-    };
-    const weightChanged = next.weight !== peer.weight;
-    Object.assign(peer, next);
-    if (c.route !== undefined) peer.sid = next.route;
-    peer.rampEnd = peer.rampStart + peer.slowStart;
-    if (weightChanged) {
-      peer.effectiveWeight = peer.weight;
-      peer.currentWeight = 0;
-    }
+    const resolved = resolveUpdate(changes, this.#fieldContext);
+    applyUpdate(peer, resolved);
     this.#rebuild();
-    const result = info(peer);
+    const result = serverInfo(peer);
     if (channels.poolChange.hasSubscribers) channels.poolChange.publish({ pool: this.name, action: 'update', id: peer.id, server: peer.url, changes: { ...changes } });
     this.emit('update', result);
     this.#observe(peer, this.#now());
@@ -670,23 +470,41 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     }
   }
 
-  // ---- the request path (internal) ----
+  // ---- the request path and the health checks: reached through internals(pool) (internal.ts) ----
 
-  /** @internal Starts one request's selection state. */
-  selection(req: IncomingMessage | undefined, ex: Exchange | undefined): Selection {
-    return { tried: new Set(), backup: false, now: 0, req, ex, hash: 0, rehash: 0, tries: 0, key: undefined };
+  /** The pool's internals, kept under a module-private symbol. */
+  #internals(): PoolInternals {
+    const pool = this;
+    return Object.freeze({
+      selection: (req: IncomingMessage | undefined, ex: Exchange | undefined): Selection => ({ tried: new Set(), backup: false, now: 0, req, ex, hash: 0, rehash: 0, tries: 0, key: undefined }),
+      maxTries: () => this.#tries,
+      select: (sel: Selection) => this.#select(sel),
+      get queueing(): boolean {
+        return pool.#queueSize > 0;
+      },
+      wait: (sel: Selection, signal: Cancellation) => this.#wait(sel, signal),
+      header: (peer: Peer, headerTime: number) => this.#header(peer, headerTime),
+      transferred: (peer: Peer, sent: number, received: number) => {
+        peer.sent += sent;
+        peer.received += received;
+      },
+      finish: (peer: Peer, outcome: AttemptOutcome, timings: AttemptTimings, status: number | undefined) => this.#finish(peer, outcome, timings, status),
+      agentFor: (peer: Peer) => (peer.target.protocol === 'https:' ? this.#httpsAgent : this.#httpAgent),
+      tls: this.#tls,
+      peers: () => this.#peers,
+      healthCheckId: () => this.#nextCheckId++,
+      healthProbe: (peer: Peer, passed: boolean) => {
+        peer.hcChecks++;
+        if (!passed) peer.hcFails++;
+        peer.hcLastPassed = passed;
+      },
+      healthMark: (peer: Peer, checkId: number, failing: boolean, pending: boolean) => this.#healthMark(peer, checkId, failing, pending),
+      now: () => this.#now(),
+    });
   }
 
-  /**
-   * @internal nginx `peer.tries`: attempts a request may make (primaries + backups that are neither
-   * down nor draining: nginx's `drain` is a kind of `down`), 1 for a single server.
-   */
-  maxTries(): number {
-    return this.#tries;
-  }
-
-  /** @internal Picks a server for the next attempt (conns++, probe bookkeeping), or undefined. */
-  select(sel: Selection): Peer | undefined {
+  /** Picks a server for the next attempt (conns++, probe bookkeeping), or undefined. */
+  #select(sel: Selection): Peer | undefined {
     const now = this.#now();
     sel.now = now;
     const hint = sel.ex?.hint;
@@ -704,9 +522,8 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
   /**
    * The server a sticky hint names (nginx's `get_rr_peer_by_sid`), looked up in the list in use
    * (the backups only after a fall-over): not for a server already tried, down, failed or full, but
-   * a draining one takes it. Under round robin the bound request still takes its share of the
-   * weights, so unbound requests keep the configured proportions; once the bound server is a whole
-   * round ahead it is chosen without touching them.
+   * a draining one takes it. The method then does its bookkeeping (round robin charges the bound
+   * request its share of the weights).
    */
   #bound(hint: string, sel: Selection, now: number): Peer | undefined {
     const list = sel.backup ? this.#set.backup : this.#set.primary;
@@ -718,24 +535,11 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
       }
     }
     if (found === undefined || sel.tried.has(found) || found.down || found.checking() || found.unhealthy() || found.failed(now) || found.full()) return undefined;
-    if (this.method !== 'round-robin' || this.#set.single) return found;
-    let totalWeight = 0;
-    if (sel.backup) for (const p of list) totalWeight += p.weight;
-    else totalWeight = this.#set.totalWeight;
-    if (found.currentWeight <= -(totalWeight - found.weight)) return found;
-    return smoothWeighted(list, sel, found);
+    return this.#balancer.bound?.(this.#set, sel, found) ?? found;
   }
 
-  /** @internal True when requests that find no server may wait in the queue. */
-  get queueing(): boolean {
-    return this.#queueSize > 0;
-  }
-
-  /**
-   * @internal Waits in the queue for a server (NGINX Plus `queue`): resolves with
-   * the selected server, or undefined on overflow, timeout, abort or close.
-   */
-  wait(sel: Selection, signal: Cancellation): Promise<Peer | undefined> {
+  /** Waits in the queue for a server (NGINX Plus `queue`). */
+  #wait(sel: Selection, signal: Cancellation): Promise<Peer | undefined> {
     if (this.#closed || this.#waiters.length >= this.#queueSize) {
       this.#overflows++;
       return Promise.resolve(undefined);
@@ -770,25 +574,29 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
   /** Hands freed capacity to waiting requests, first come first served. */
   #serveQueue(): void {
     while (this.#waiters.length > 0) {
-      const peer = this.select(this.#waiters[0]!.sel);
+      const peer = this.#select(this.#waiters[0]!.sel);
       if (peer === undefined) return;
       this.#waiters.shift()!.done(peer);
     }
   }
 
-  /** @internal The response header of an attempt arrived. Returns true if least_time ended in-flight accounting. */
-  header(peer: Peer, headerTime: number): boolean {
-    return this.#balancer.header?.(peer, headerTime, this.#now()) ?? false;
+  /** The response header of an attempt arrived: true when the method takes its header time now. */
+  #header(peer: Peer, headerTime: number): boolean {
+    this.#balancer.header?.(peer, headerTime, this.#now());
+    if (this.#capabilities.headerTime !== 'header') return false;
+    peer.avgHeaderTime = movingAverage(peer.avgHeaderTime, headerTime);
+    return true;
   }
 
-  /** @internal An attempt ended: passive health (nginx's free_round_robin_peer) and statistics. */
-  finish(peer: Peer, outcome: AttemptOutcome, timings: AttemptTimings, status: number | undefined): void {
+  /** An attempt ended: statistics, the method's bookkeeping, passive health (nginx's free_round_robin_peer). */
+  #finish(peer: Peer, outcome: AttemptOutcome, timings: AttemptTimings, status: number | undefined): void {
     const now = this.#now();
     if (status !== undefined) countResponse(peer, status);
-    if (timings.header >= 0 && outcome === 'ok') recordResponseTime(peer, timings.response);
-    if (timings.header >= 0 && outcome === 'ok' && this.#balancer.finished === undefined) {
-      peer.avgHeaderTime = movingAverage(peer.avgHeaderTime, timings.header);
+    // Response times, for every method: nginx's moving averages of successful attempts with a header.
+    if (timings.header >= 0 && outcome === 'ok') {
+      recordResponseTime(peer, timings.response);
       peer.avgResponseTime = movingAverage(peer.avgResponseTime, timings.response);
+      if (!timings.inflightDone) peer.avgHeaderTime = movingAverage(peer.avgHeaderTime, timings.header);
     }
     this.#balancer.finished?.(peer, outcome, timings, now);
     peer.conns--;
@@ -823,50 +631,8 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     this.#serveQueue();
   }
 
-  /** @internal The keep-alive agent for a server. */
-  agentFor(peer: Peer): HttpAgent {
-    return peer.target.protocol === 'https:' ? this.#httpsAgent : this.#httpAgent;
-  }
-
-  #tls: Readonly<HttpsAgentOptions>;
-
-  /**
-   * @internal The TLS settings of connections to `https://` servers the pool's agent does not make
-   * (health probes, WebSocket tunnels): those of its https agent (the `tls` option, or the user's
-   * own `agent.https`), so they verify the same CA and name and present the same client certificate
-   * as proxied requests.
-   */
-  get tls(): Readonly<HttpsAgentOptions> {
-    return this.#tls;
-  }
-
-  // ---- active health checks (internal, for healthCheck()) ----
-
-  #nextCheckId = 1;
-
-  /** @internal A new id for one healthCheck() on this pool. */
-  healthCheckId(): number {
-    return this.#nextCheckId++;
-  }
-
-  /** @internal The servers, as health checks see them. */
-  healthPeers(): readonly Peer[] {
-    return this.#peers;
-  }
-
-  /** @internal Records one probe's outcome in the server's counters. */
-  healthProbe(peer: Peer, passed: boolean): void {
-    peer.hcChecks++;
-    if (!passed) peer.hcFails++;
-    peer.hcLastPassed = passed;
-  }
-
-  /**
-   * @internal Sets what check `checkId` says of a server: `failing` (it holds the server out as
-   * unhealthy) and `pending` (mandatory, first check not passed yet). A server that is free of every
-   * check again starts its slow start; every change of state is observed (event, downtime).
-   */
-  healthMark(peer: Peer, checkId: number, failing: boolean, pending: boolean): void {
+  /** What check `checkId` says of a server (see PoolInternals.healthMark). */
+  #healthMark(peer: Peer, checkId: number, failing: boolean, pending: boolean): void {
     const now = this.#now();
     // Unhealthy or still checking (mandatory): coming out of either warms up with slow start.
     const wasBlocked = peer.failingChecks.size > 0 || peer.pendingChecks.size > 0;
@@ -881,11 +647,6 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     if (peer.removed) return;
     this.#observe(peer, now);
     this.#serveQueue();
-  }
-
-  /** @internal The pool clock. */
-  now(): number {
-    return this.#now();
   }
 }
 
@@ -917,23 +678,6 @@ function countResponse(peer: Peer, status: number): void {
   if (cls in r) r[cls]++;
   r.codes[status] = (r.codes[status] ?? 0) + 1;
   r.total++;
-}
-
-function info(p: Peer): ServerInfo {
-  return {
-    id: p.id,
-    url: p.url,
-    weight: p.weight,
-    maxConns: p.maxConns,
-    maxFails: p.maxFails,
-    failTimeout: p.failTimeout,
-    backup: p.backup,
-    down: p.down,
-    drain: p.drain,
-    route: p.route,
-    sid: p.sid,
-    slowStart: p.slowStart,
-  };
 }
 
 /**

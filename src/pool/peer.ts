@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import type { FixedName, ServerConfig } from './fields.ts';
 
 /** A server's state as the monitoring API names it (NGINX Plus `state`). */
 export type ServerState = 'up' | 'draining' | 'down' | 'unavail' | 'checking' | 'unhealthy';
@@ -105,29 +106,24 @@ export interface PeerTarget {
   auth: string | undefined;
 }
 
+/** A server's settings, as the server-field table (fields.ts) has them: those fixed for its life read-only. @internal */
+type PeerSettings = Readonly<Pick<ServerConfig, FixedName>> & Omit<ServerConfig, FixedName>;
+
 /**
- * One server of a pool with nginx's per-peer balancing state. Internal: users
- * see {@link ServerStats} and the server options.
+ * One server of a pool with nginx's per-peer balancing state. Its settings (`weight`, `maxConns`,
+ * ... every field of the server-field table) are set from the resolved configuration. Internal:
+ * users see {@link ServerStats} and the server options.
  * @internal
  */
+export interface Peer extends PeerSettings {}
+
+/** @internal */
 export class Peer {
-  readonly id: string;
-  readonly url: string;
   readonly target: PeerTarget;
   /** `host:port` with the port always present (nginx `peer->name`). */
   readonly name: string;
-  readonly backup: boolean;
-  weight: number;
-  maxConns: number;
-  maxFails: number;
-  failTimeout: number;
-  down: boolean;
-  drain: boolean;
-  route: string;
   /** Session id for sticky: the route, or md5(name) as nginx. */
   sid: string;
-  /** NGINX Plus slow_start in ms (0: off). */
-  slowStart: number;
   /** When the current slow-start ramp began (-Infinity: none). */
   rampStart = Number.NEGATIVE_INFINITY;
   /** When it ends (`rampStart + slowStart`): before that, {@link Peer.weightAt} is below `weight`. */
@@ -156,9 +152,10 @@ export class Peer {
   accessed = 0;
   checked = 0;
 
-  // least_time state
+  // response times (nginx's moving averages: statistics, and what least_time reads)
   avgHeaderTime = 0;
   avgResponseTime = 0;
+  // least_time inflight state
   inflightReqs = 0;
   inflightLast = 0;
   inflightChanged = 0;
@@ -176,35 +173,12 @@ export class Peer {
   selectedAt: number | undefined;
   lastState: ServerState = 'up';
 
-  constructor(init: {
-    id: string;
-    url: string;
-    target: PeerTarget;
-    weight: number;
-    maxConns: number;
-    maxFails: number;
-    failTimeout: number;
-    backup: boolean;
-    down: boolean;
-    drain: boolean;
-    route: string;
-    slowStart?: number;
-  }) {
-    this.id = init.id;
-    this.url = init.url;
-    this.target = init.target;
-    this.name = `${init.target.hostname.includes(':') ? `[${init.target.hostname}]` : init.target.hostname}:${init.target.port}`;
-    this.backup = init.backup;
-    this.weight = init.weight;
-    this.effectiveWeight = init.weight;
-    this.maxConns = init.maxConns;
-    this.maxFails = init.maxFails;
-    this.failTimeout = init.failTimeout;
-    this.down = init.down;
-    this.drain = init.drain;
-    this.route = init.route;
-    this.slowStart = init.slowStart ?? 0;
-    this.sid = init.route !== '' ? init.route : createHash('md5').update(this.name).digest('hex');
+  constructor(config: ServerConfig, target: PeerTarget) {
+    Object.assign(this, config);
+    this.target = target;
+    this.name = `${target.hostname.includes(':') ? `[${target.hostname}]` : target.hostname}:${target.port}`;
+    this.effectiveWeight = config.weight;
+    this.sid = config.route !== '' ? config.route : createHash('md5').update(this.name).digest('hex');
   }
 
   /** True while `maxFails` failures keep the server out (nginx's skip rule). */

@@ -3,7 +3,7 @@ import https from 'node:https';
 import type { Socket } from 'node:net';
 import type { Cancellation } from '../core/cancel.ts';
 import type { Peer } from '../pool/peer.ts';
-import type { UpstreamPool } from '../pool/index.ts';
+import type { PoolInternals } from '../pool/internal.ts';
 import type { RequestBody } from './body.ts';
 
 /** Timeouts of one attempt, in ms (0 disables one). @internal */
@@ -87,7 +87,7 @@ class TimeoutError extends Error {
  * @internal
  */
 export function attempt(
-  pool: UpstreamPool,
+  inner: PoolInternals,
   peer: Peer,
   method: string,
   path: string,
@@ -120,7 +120,7 @@ export function attempt(
       method,
       path,
       headers: headerObject(headers),
-      agent: pool.agentFor(peer),
+      agent: inner.agentFor(peer),
       setHost: false,
       ...(t.protocol === 'https:' ? { servername: isIpLiteral(t.hostname) ? undefined : t.hostname } : {}),
     } as RequestOptions);

@@ -9,6 +9,7 @@ import { parseDuration, type Duration } from '../core/duration.ts';
 import { GatewayTimeoutError, InvalidOptionError, NoServerAvailableError } from '../core/errors.ts';
 import { exchange, upstreamTarget, type Exchange } from '../core/exchange.ts';
 import { UpstreamPool } from '../pool/index.ts';
+import { internals, type PoolInternals } from '../pool/internal.ts';
 import type { Peer, PeerTarget } from '../pool/peer.ts';
 import { resolveClient, upstreamRequestHeaders, type ForwardingPolicy } from './headers.ts';
 import { compileTrust, type TrustProxy } from './trust.ts';
@@ -161,8 +162,8 @@ export function screenUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer
  * the pool's `servername`, else the server's host name; for an IP address, Node's default (the name
  * of the Host header sent upstream, never an address).
  */
-function tunnelAgent(pool: UpstreamPool, t: PeerTarget): HttpsAgent {
-  const tls = pool.tls;
+function tunnelAgent(inner: PoolInternals, t: PeerTarget): HttpsAgent {
+  const tls = inner.tls;
   return new HttpsAgent({ ...tls, servername: tls.servername ?? (isIP(t.hostname) === 0 ? t.hostname : undefined) });
 }
 
@@ -210,6 +211,7 @@ interface Pending {
 export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): ProxyUpgradeHandler {
   if (!(pool instanceof UpstreamPool)) throw new InvalidOptionError('pool', 'an UpstreamPool from createPool()', pool);
   if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'an object', options);
+  const inner = internals(pool);
   const policy: ForwardingPolicy = {
     trust: compileTrust(options.trustProxy, 'trustProxy'),
     xForwarded: options.xForwarded ?? true,
@@ -273,10 +275,10 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Proxy
   const handler = function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     if (screenUpgrade(req, socket, head)) return;
     const ex = exchange(req);
-    let peer: ReturnType<UpstreamPool['select']>;
+    let peer: Peer | undefined;
     try {
       resolveClient(ex, policy.trust);
-      peer = pool.select(pool.selection(req, ex));
+      peer = inner.select(inner.selection(req, ex));
     } catch {
       // A throwing trustProxy or hash key function: an event listener must not throw.
       refuseUpgrade(socket, 500, 'Internal Server Error');
@@ -302,7 +304,7 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Proxy
       if (finished) return;
       finished = true;
       if (timer !== undefined) clearTimeout(timer);
-      pool.finish(peer, failed ? 'failed' : 'ok', { header: headerTime, response: performance.now() - started, inflightDone: false }, failed ? undefined : status);
+      inner.finish(peer, failed ? 'failed' : 'ok', { header: headerTime, response: performance.now() - started, inflightDone: false }, failed ? undefined : status);
     };
     // The slot taken by select() is given back when the client's connection closes, however it ends.
     socket.once('close', finish);
@@ -379,7 +381,7 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Proxy
       // `expect: ''` overrides a client's `Expect: 100-continue`, with which Node's ClientRequest sends
       // the head at once; the Host header sent upstream is the one Node takes the SNI name from.
       const early = { expect: '', host: headerValue(headers, 'host') ?? t.authority };
-      proxy.ws(req, socket, head, { target, agent: t.protocol === 'https:' ? tunnelAgent(pool, t) : undefined, headers: early }, fail);
+      proxy.ws(req, socket, head, { target, agent: t.protocol === 'https:' ? tunnelAgent(inner, t) : undefined, headers: early }, fail);
     } catch (err) {
       abort(err);
     }

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { createPool, type MethodOption, type ServerOptions, type UpstreamPool } from '../../src/pool/index.ts';
 import type { Peer } from '../../src/pool/peer.ts';
 import { clock, finishOk, fixture, pick, selection, sequence, serversOf, type FixtureServer, type HashGroup, type IpGroup } from './support.ts';
+import { internals } from '../../src/pool/internal.ts';
 
 type TestContext = { after(fn: () => void): void };
 const hash = fixture<{ groups: HashGroup[] }>('hash.json');
@@ -52,16 +53,16 @@ for (const [method, name] of [[plain, 'plain'], [consistent, 'consistent']] as c
 
   test(`hash ${name}: one server -> round robin path (the key does not matter; full -> undefined)`, (t) => {
     const p = make(t, method, letters(1, [{ maxConns: 1 }]));
-    const a = p.select(selection(p, { url: '/?k=x' }))!;
+    const a = internals(p).select(selection(p, { url: '/?k=x' }))!;
     assert.equal(a.id, 'a');
-    assert.equal(p.select(selection(p, { url: '/?k=y' })), undefined);
+    assert.equal(internals(p).select(selection(p, { url: '/?k=y' })), undefined);
     finishOk(p, a);
   });
 
   test(`hash ${name}: when no server can take the request, 20 rehashes then round robin, then undefined`, (t) => {
     const p = make(t, method, letters(3, [{ down: true }, { down: true }, { drain: true }]));
     const sel = selection(p, { url: '/?k=any' });
-    assert.equal(p.select(sel), undefined);
+    assert.equal(internals(p).select(sel), undefined);
     assert.equal(sel.tries, 21);
   });
 }
@@ -77,7 +78,7 @@ for (const [from, down, method] of [['h3', 'h3down', plain], ['c3', 'c3down', co
     let held: Peer | undefined;
     for (const r of group(hash.groups, from).results) {
       if (r.addr !== B2) continue;
-      held = full.select(selection(full, { url: `/?k=${r.key}` }));
+      held = internals(full).select(selection(full, { url: `/?k=${r.key}` }));
       break;
     }
     assert.equal(held?.name, B2);
@@ -85,9 +86,9 @@ for (const [from, down, method] of [['h3', 'h3down', plain], ['c3', 'c3down', co
     finishOk(full, held!);
     // failed: maxFails 1 after one failure, for failTimeout
     const failed = make(t, method, serversOf(g.servers), c.now);
-    const peer = failed.select(selection(failed, { url: `/?k=${keys[0]!.key}` }))!;
+    const peer = internals(failed).select(selection(failed, { url: `/?k=${keys[0]!.key}` }))!;
     assert.equal(peer.name, B2);
-    failed.finish(peer, 'failed', { header: -1, response: 1, inflightDone: false }, undefined);
+    internals(failed).finish(peer, 'failed', { header: -1, response: 1, inflightDone: false }, undefined);
     assert.deepEqual(keys.map((r) => ({ key: r.key, addr: pick(failed, { url: `/?k=${r.key}` }) })), keys);
     c.advance(10_001);
     assert.equal(pick(failed, { url: `/?k=${keys[0]!.key}` }), B2, 'back after failTimeout');
@@ -98,10 +99,10 @@ for (const [from, down, method] of [['h3', 'h3down', plain], ['c3', 'c3down', co
     const p = make(t, method, serversOf(group(hash.groups, from).servers).map((s) => ({ ...s, maxFails: 0 })));
     for (const r of movedKeys(from, down)) {
       const sel = selection(p, { url: `/?k=${r.key}` });
-      const first = p.select(sel)!;
+      const first = internals(p).select(sel)!;
       assert.equal(first.name, B2);
-      p.finish(first, 'failed', { header: 5, response: 5, inflightDone: false }, 502);
-      const second = p.select(sel)!;
+      internals(p).finish(first, 'failed', { header: 5, response: 5, inflightDone: false }, 502);
+      const second = internals(p).select(sel)!;
       assert.equal(second.name, r.addr, r.key);
       finishOk(p, second);
     }
@@ -127,7 +128,7 @@ test('consistent hash: servers with the same url share their points and take tur
   const key = group(hash.groups, 'c2').results.find((r) => r.addr === '127.0.0.1:18181')!.key;
   const ids: string[] = [];
   for (let i = 0; i < 6; i++) {
-    const peer = p.select(selection(p, { url: `/?k=${key}` }))!;
+    const peer = internals(p).select(selection(p, { url: `/?k=${key}` }))!;
     ids.push(peer.id);
     finishOk(p, peer);
   }
@@ -138,7 +139,7 @@ test('consistent hash hashes the url authority as written: an explicit :80 and a
   const keys = group(hash.groups, 'c3').results.map((r) => r.key);
   const map = (urls: string[]): string[] => {
     const p = make(t, consistent, urls.map((url) => ({ url })));
-    return keys.map((k) => String(p.servers.findIndex((s) => s.id === p.select(selection(p, { url: `/?k=${k}` }))?.id)));
+    return keys.map((k) => String(p.servers.findIndex((s) => s.id === internals(p).select(selection(p, { url: `/?k=${k}` }))?.id)));
   };
   const base = map(['http://127.0.0.2:80', 'http://127.0.0.3:80', 'http://127.0.0.4:80']);
   assert.notDeepEqual(map(['http://127.0.0.2', 'http://127.0.0.3', 'http://127.0.0.4']), base);
@@ -169,10 +170,10 @@ test('ip_hash: a retry within the request continues the hash as past a down serv
   for (const r of a.results) {
     if (r.addr !== B2) continue;
     const sel = selection(p, { clientAddress: r.address });
-    const first = p.select(sel)!;
+    const first = internals(p).select(sel)!;
     assert.equal(first.name, B2);
-    p.finish(first, 'failed', { header: -1, response: 1, inflightDone: false }, undefined);
-    const second = p.select(sel)!;
+    internals(p).finish(first, 'failed', { header: -1, response: 1, inflightDone: false }, undefined);
+    const second = internals(p).select(sel)!;
     assert.equal(second.name, b.results.find((x) => x.address === r.address)!.addr, r.address);
     finishOk(p, second);
     n++;
@@ -191,5 +192,5 @@ test('ip_hash: fewer than two servers -> round robin; the client address comes f
   assert.equal(sel.req?.socket.remoteAddress, r.address);
   sel.ex!.clientAddress = r.address;
   (sel.req!.socket as { remoteAddress: string }).remoteAddress = '127.0.0.1';
-  assert.equal(p.select(sel)?.name, r.addr);
+  assert.equal(internals(p).select(sel)?.name, r.addr);
 });

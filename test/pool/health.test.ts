@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { createPool, type ServerOptions, type UpstreamPool } from '../../src/pool/index.ts';
 import type { AttemptOutcome } from '../../src/pool/peer.ts';
 import { clock, finishOk, replay, selection, type Clock, type SequenceGroup } from './support.ts';
+import { internals } from '../../src/pool/internal.ts';
 
 type TestContext = { after(fn: () => void): void };
 
@@ -24,13 +25,13 @@ function pool(t: TestContext, c: Clock, ...list: Array<Partial<ServerOptions>>):
 /** Sends requests until one is given server `id` and ends it with `outcome`; false if it is never chosen. */
 function attemptOn(p: UpstreamPool, id: string, outcome: AttemptOutcome): boolean {
   for (let i = 0; i < 20; i++) {
-    const peer = p.select(selection(p));
+    const peer = internals(p).select(selection(p));
     if (peer === undefined) return false;
     if (peer.id !== id) {
       finishOk(p, peer);
       continue;
     }
-    p.finish(peer, outcome, { header: outcome === 'failed' ? -1 : 5, response: 5, inflightDone: false }, outcome === 'failed' ? undefined : 200);
+    internals(p).finish(peer, outcome, { header: outcome === 'failed' ? -1 : 5, response: 5, inflightDone: false }, outcome === 'failed' ? undefined : 200);
     return true;
   }
   return false;
@@ -70,7 +71,7 @@ for (const delay of [0, 200]) {
     const p = pool(t, c, { maxFails: 3, failTimeout: '10s' }, { maxFails: 3, failTimeout: '10s' });
     const balanced = { a: 0, b: 0 };
     for (let i = 0; i < 30; i++) {
-      const peer = p.select(selection(p))!;
+      const peer = internals(p).select(selection(p))!;
       balanced[peer.id as 'a' | 'b']++;
       finishOk(p, peer);
     }
@@ -80,9 +81,9 @@ for (const delay of [0, 200]) {
     for (let i = 0; i < 30; i++) {
       const sel = selection(p);
       for (;;) {
-        const peer = p.select(sel)!;
+        const peer = internals(p).select(sel)!;
         if (peer.id === 'a' && count++ % 3 === 0) {
-          p.finish(peer, 'failed', { header: -1, response: 1, inflightDone: false }, undefined);
+          internals(p).finish(peer, 'failed', { header: -1, response: 1, inflightDone: false }, undefined);
           continue;
         }
         answered[peer.id as 'a' | 'b']++;
@@ -157,12 +158,12 @@ test('a single-server pool is never unavailable (its failures are forgotten)', (
   const c = clock();
   const p = pool(t, c, { maxFails: 1, failTimeout: '1h' });
   for (let i = 0; i < 5; i++) {
-    const peer = p.select(selection(p));
+    const peer = internals(p).select(selection(p));
     assert.equal(peer?.id, 'a', `request ${i + 1}`);
-    p.finish(peer!, 'failed', { header: -1, response: 1, inflightDone: false }, undefined);
+    internals(p).finish(peer!, 'failed', { header: -1, response: 1, inflightDone: false }, undefined);
   }
   assert.equal(state(p, 'a'), 'up');
-  assert.equal(p.maxTries(), 1);
+  assert.equal(internals(p).maxTries(), 1);
 });
 
 test('a single server with a backup is not "single": it can become unavailable', (t) => {
@@ -170,7 +171,7 @@ test('a single server with a backup is not "single": it can become unavailable',
   const p = pool(t, c, { maxFails: 1 }, { backup: true });
   assert.ok(attemptOn(p, 'a', 'failed'));
   assert.equal(state(p, 'a'), 'unavail');
-  assert.equal(p.select(selection(p))?.id, 'b');
+  assert.equal(internals(p).select(selection(p))?.id, 'b');
 });
 
 test('maxFails 0 disables accounting: never unavailable, effective weight untouched', (t) => {
@@ -179,10 +180,10 @@ test('maxFails 0 disables accounting: never unavailable, effective weight untouc
   for (let i = 0; i < 6; i++) assert.ok(attemptOn(p, 'a', 'failed'), `failure ${i + 1}`);
   assert.equal(state(p, 'a'), 'up');
   assert.equal(p.stats().servers[0]!.unavail, 0);
-  let peer = p.select(selection(p))!;
+  let peer = internals(p).select(selection(p))!;
   while (peer.id !== 'a') {
     finishOk(p, peer);
-    peer = p.select(selection(p))!;
+    peer = internals(p).select(selection(p))!;
   }
   assert.equal(peer.effectiveWeight, 4);
   finishOk(p, peer);

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { createPool, type ServerOptions, type UpstreamPool } from '../../src/pool/index.ts';
 import type { Peer } from '../../src/pool/peer.ts';
 import { finishOk, selection, sequence } from './support.ts';
+import { internals } from '../../src/pool/internal.ts';
 
 type TestContext = { after(fn: () => void): void };
 
@@ -21,7 +22,7 @@ function pool(t: TestContext, ...list: Array<Partial<ServerOptions>>): UpstreamP
 /** Starts attempts that stay in flight; returns them. */
 function hold(p: UpstreamPool, n: number): Peer[] {
   const out: Peer[] = [];
-  for (let i = 0; i < n; i++) out.push(p.select(selection(p))!);
+  for (let i = 0; i < n; i++) out.push(internals(p).select(selection(p))!);
   return out;
 }
 
@@ -55,7 +56,7 @@ test('least-conn: one in flight on each of weights 1 and 2 -> new requests go to
   assert.deepEqual(held.map((x) => x.id), ['b', 'a']);
   assert.deepEqual(sequence(p, 4), ['b', 'b', 'b', 'b']);
   // b now holds 2 (2/2 = 1/1): a tie, settled by SWRR among the tied servers
-  held.push(p.select(selection(p))!);
+  held.push(internals(p).select(selection(p))!);
   assert.equal(held[2]!.id, 'b');
   const tied = sequence(p, 3);
   assert.deepEqual(tied, ['a', 'b', 'b']);
@@ -68,10 +69,10 @@ test('least-conn compares conns/weight by cross-multiplying', (t) => {
   // idle tie -> a; b (0 < 1/3); a (1/3 < 1/2)
   assert.deepEqual(held.map((x) => x.id), ['a', 'b', 'a']);
   // a: 2/3, b: 1/2 -> b (1*3 < 2*2)
-  held.push(p.select(selection(p))!);
+  held.push(internals(p).select(selection(p))!);
   assert.equal(held[3]!.id, 'b');
   // a: 2/3, b: 2/2 -> a (2*2 < 2*3)
-  held.push(p.select(selection(p))!);
+  held.push(internals(p).select(selection(p))!);
   assert.equal(held[4]!.id, 'a');
   for (const x of held) finishOk(p, x);
 });
@@ -79,25 +80,25 @@ test('least-conn compares conns/weight by cross-multiplying', (t) => {
 test('least-conn: a tried server is skipped by the same request, a full one by all', (t) => {
   const p = pool(t, {}, { maxConns: 1 }, {});
   const sel = selection(p);
-  const first = p.select(sel)!;
+  const first = internals(p).select(sel)!;
   assert.equal(first.id, 'a');
-  p.finish(first, 'next', { header: 1, response: 1, inflightDone: false }, 404);
-  const second = p.select(sel)!;
+  internals(p).finish(first, 'next', { header: 1, response: 1, inflightDone: false }, 404);
+  const second = internals(p).select(sel)!;
   assert.equal(second.id, 'b');
   // b is now full (in flight), a was tried by this request: c
-  assert.equal(p.select(sel)?.id, 'c');
-  assert.equal(p.select(sel), undefined);
-  assert.notEqual(p.select(selection(p))?.id, 'b', 'b is full for everyone');
+  assert.equal(internals(p).select(sel)?.id, 'c');
+  assert.equal(internals(p).select(sel), undefined);
+  assert.notEqual(internals(p).select(selection(p))?.id, 'b', 'b is full for everyone');
 });
 
 test('least-conn backup fall-over: backups only when no primary can take the request, least-conn among them', (t) => {
   const p = pool(t, { maxConns: 1 }, { down: true }, { backup: true }, { backup: true, weight: 2 });
-  const a = p.select(selection(p))!;
+  const a = internals(p).select(selection(p))!;
   assert.equal(a.id, 'a');
   assert.deepEqual(sequence(p, 3), ['d', 'c', 'd'], 'a full, b down: SWRR among idle backups');
-  const d = p.select(selection(p))!;
+  const d = internals(p).select(selection(p))!;
   assert.equal(d.id, 'd');
-  assert.equal(p.select(selection(p))?.id, 'c', 'd has 1 in flight (1/2), c none');
+  assert.equal(internals(p).select(selection(p))?.id, 'c', 'd has 1 in flight (1/2), c none');
   finishOk(p, a);
   assert.deepEqual(sequence(p, 2), ['a', 'a'], 'primary back: backups idle again');
   finishOk(p, d);
@@ -105,9 +106,9 @@ test('least-conn backup fall-over: backups only when no primary can take the req
 
 test('least-conn with a single server takes the round-robin path (full -> undefined)', (t) => {
   const p = pool(t, { maxConns: 1 });
-  const a = p.select(selection(p))!;
+  const a = internals(p).select(selection(p))!;
   assert.equal(a.id, 'a');
-  assert.equal(p.select(selection(p)), undefined);
+  assert.equal(internals(p).select(selection(p)), undefined);
   finishOk(p, a);
-  assert.equal(p.select(selection(p))?.id, 'a');
+  assert.equal(internals(p).select(selection(p))?.id, 'a');
 });

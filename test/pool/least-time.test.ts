@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { createPool, type ServerOptions, type UpstreamPool } from '../../src/pool/index.ts';
 import type { Peer } from '../../src/pool/peer.ts';
 import { clock, selection, type Clock } from './support.ts';
+import { internals } from '../../src/pool/internal.ts';
 
 type TestContext = { after(fn: () => void): void };
 
@@ -22,15 +23,15 @@ function pool(t: TestContext, c: Clock, method: { measure?: 'header' | 'last-byt
 
 /** An attempt that got its header after `header` ms and its last byte after `response` ms, as balance() reports it. */
 function complete(p: UpstreamPool, peer: Peer, header: number, response = header): void {
-  const inflightDone = p.header(peer, header);
-  p.finish(peer, 'ok', { header, response, inflightDone }, 200);
+  const inflightDone = internals(p).header(peer, header);
+  internals(p).finish(peer, 'ok', { header, response, inflightDone }, 200);
 }
 
 /** n requests, each completing with the times `times(peer)` gives (the clock, if given, moves on by them). */
 function run(p: UpstreamPool, n: number, times: (id: string) => [number, number], c?: Clock): string {
   let out = '';
   for (let i = 0; i < n; i++) {
-    const peer = p.select(selection(p))!;
+    const peer = internals(p).select(selection(p))!;
     out += peer.id;
     const [header, response] = times(peer.id);
     c?.advance(response);
@@ -72,9 +73,9 @@ test('least-time: eta = time x (1 + active): a slower idle server beats a faster
   const c = clock();
   const p = pool(t, c, {}, {}, {});
   assert.equal(run(p, 2, (id) => (id === 'a' ? [100, 100] : [150, 150])), 'ab');
-  const held = p.select(selection(p))!; // a: 120 < 160
+  const held = internals(p).select(selection(p))!; // a: 120 < 160
   assert.equal(held.id, 'a');
-  const next = p.select(selection(p))!; // a: 120 x 2 = 240 > b: 160
+  const next = internals(p).select(selection(p))!; // a: 120 x 2 = 240 > b: 160
   assert.equal(next.id, 'b');
   complete(p, next, 150);
   complete(p, held, 100);
@@ -107,9 +108,9 @@ for (const inflight of [true, false]) {
     const c = clock();
     const p = pool(t, c, { inflight }, {}, {});
     assert.equal(run(p, 2, () => [100, 100]), 'ab');
-    const old = p.select(selection(p))!;
+    const old = internals(p).select(selection(p))!;
     c.advance(3000);
-    const young = p.select(selection(p))!;
+    const young = internals(p).select(selection(p))!;
     assert.notEqual(young.id, old.id);
     c.advance(1);
     const picks = run(p, 4, () => [100, 100], c);
@@ -123,10 +124,10 @@ for (const inflight of [true, false]) {
 test('least-time inflight ages the in-flight requests of backups too when it falls over to them', (t) => {
   const c = clock();
   const p = pool(t, c, { inflight: true }, { down: true }, { backup: true }, { backup: true });
-  const old = p.select(selection(p))!;
+  const old = internals(p).select(selection(p))!;
   assert.equal(old.id, 'b');
   c.advance(3000);
-  const young = p.select(selection(p))!;
+  const young = internals(p).select(selection(p))!;
   assert.equal(young.id, 'c');
   c.advance(1);
   assert.equal(run(p, 3, () => [100, 100], c), 'ccc');
@@ -134,7 +135,7 @@ test('least-time inflight ages the in-flight requests of backups too when it fal
   complete(p, young, 1);
 });
 
-test('least-time: pool.header() ends in-flight accounting only for "header inflight"', (t) => {
+test('least-time: internals(pool).header() ends in-flight accounting only for "header inflight"', (t) => {
   const rows: Array<[measure: 'header' | 'last-byte', inflight: boolean, ends: boolean]> = [
     ['header', true, true],
     ['header', false, false],
@@ -143,9 +144,9 @@ test('least-time: pool.header() ends in-flight accounting only for "header infli
   ];
   for (const [measure, inflight, ends] of rows) {
     const p = pool(t, clock(), { measure, inflight }, {}, {});
-    const peer = p.select(selection(p))!;
-    assert.equal(p.header(peer, 10), ends, `${measure} inflight=${inflight}`);
-    p.finish(peer, 'ok', { header: 10, response: 20, inflightDone: ends }, 200);
+    const peer = internals(p).select(selection(p))!;
+    assert.equal(internals(p).header(peer, 10), ends, `${measure} inflight=${inflight}`);
+    internals(p).finish(peer, 'ok', { header: 10, response: 20, inflightDone: ends }, 200);
     assert.equal(p.stats().servers[0]!.headerTime, 10);
     assert.equal(p.stats().servers[0]!.responseTime, 20);
   }
@@ -155,12 +156,12 @@ test('least-time: only successful attempts with a header update the averages (ng
   const p = pool(t, clock(), {}, { maxFails: 0 }, { maxFails: 0 });
   const at = (): number => p.stats().servers[0]!.headerTime;
   const attempt = (outcome: 'ok' | 'failed' | 'next', header: number): void => {
-    let peer = p.select(selection(p))!;
+    let peer = internals(p).select(selection(p))!;
     while (peer.id !== 'a') {
       complete(p, peer, 10_000);
-      peer = p.select(selection(p))!;
+      peer = internals(p).select(selection(p))!;
     }
-    p.finish(peer, outcome, { header, response: header, inflightDone: false }, outcome === 'ok' ? 200 : 502);
+    internals(p).finish(peer, outcome, { header, response: header, inflightDone: false }, outcome === 'ok' ? 200 : 502);
   };
   attempt('ok', 200);
   assert.equal(at(), 200, 'first value taken as is');
@@ -177,7 +178,7 @@ test('least-time: only successful attempts with a header update the averages (ng
 test('least-time backup: used only when no primary can take the request', (t) => {
   const c = clock();
   const p = pool(t, c, {}, { maxConns: 1 }, { backup: true });
-  const a = p.select(selection(p))!;
+  const a = internals(p).select(selection(p))!;
   assert.equal(a.id, 'a');
   assert.equal(run(p, 2, () => [100, 100]), 'bb');
   complete(p, a, 5000);

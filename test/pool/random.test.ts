@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { createPool, type ServerOptions, type UpstreamPool } from '../../src/pool/index.ts';
 import type { Peer } from '../../src/pool/peer.ts';
 import { finishOk, selection, sequence } from './support.ts';
+import { internals } from '../../src/pool/internal.ts';
 
 type TestContext = { after(fn: () => void): void };
 
@@ -50,7 +51,7 @@ test('random: down, draining and full servers are never chosen; the others keep 
   // fill e
   let e: Peer | undefined;
   while (e === undefined) {
-    const peer = p.select(selection(p))!;
+    const peer = internals(p).select(selection(p))!;
     if (peer.id === 'e') e = peer;
     else finishOk(p, peer);
   }
@@ -71,7 +72,7 @@ test('random-two avoids a loaded server (upstream_random.t): never chosen while 
   const p = pool(t, 'random-two', {}, {}, {});
   let busy: Peer | undefined;
   while (busy === undefined) {
-    const peer = p.select(selection(p))!;
+    const peer = internals(p).select(selection(p))!;
     if (peer.id === 'a') busy = peer;
     else finishOk(p, peer);
   }
@@ -87,7 +88,7 @@ test('random-two compares load per unit of weight: 1 in flight on weight 2 beats
   const held: Peer[] = [];
   while (held.length < 2 || held[0]!.id === held[1]!.id) {
     for (const x of held.splice(0)) finishOk(p, x);
-    held.push(p.select(selection(p))!, p.select(selection(p))!);
+    held.push(internals(p).select(selection(p))!, internals(p).select(selection(p))!);
   }
   // a: 1/1, b: 1/2 -> b strictly less loaded; with two servers every draw pair is {a, b}
   assert.deepEqual(counts(sequence(p, 200)), { b: 200 });
@@ -100,9 +101,9 @@ for (const method of ['random', 'random-two'] as const) {
       const p = pool(t, method, {}, {}, {});
       const sel = selection(p);
       const got: string[] = [];
-      for (let peer = p.select(sel); peer !== undefined; peer = p.select(sel)) {
+      for (let peer = internals(p).select(sel); peer !== undefined; peer = internals(p).select(sel)) {
         got.push(peer.id);
-        p.finish(peer, 'next', { header: 1, response: 1, inflightDone: false }, 404);
+        internals(p).finish(peer, 'next', { header: 1, response: 1, inflightDone: false }, 404);
       }
       assert.deepEqual([...got].sort(), ['a', 'b', 'c'], got.join(''));
     }
@@ -112,12 +113,12 @@ for (const method of ['random', 'random-two'] as const) {
     const p = pool(t, method, { maxConns: 1 }, { maxConns: 1 }, { maxConns: 2, weight: 2 });
     const held: Peer[] = [];
     for (let i = 0; i < 4; i++) {
-      const peer = p.select(selection(p));
+      const peer = internals(p).select(selection(p));
       assert.ok(peer !== undefined, `attempt ${i + 1}`);
       held.push(peer);
     }
     assert.deepEqual(held.map((x) => x.id).sort(), ['a', 'b', 'c', 'c']);
-    assert.equal(p.select(selection(p)), undefined);
+    assert.equal(internals(p).select(selection(p)), undefined);
     for (const x of held) finishOk(p, x);
   });
 }
@@ -125,7 +126,7 @@ for (const method of ['random', 'random-two'] as const) {
 test('random-two falls back to round robin after 20 draws without two eligible servers', (t) => {
   const p = pool(t, 'random-two', {}, { down: true, weight: 50 }, { drain: true, weight: 50 });
   const sel = selection(p);
-  const peer = p.select(sel);
+  const peer = internals(p).select(sel);
   assert.equal(peer?.id, 'a');
   assert.equal(sel.tries, 21, 'gave up drawing after 20 retries');
   finishOk(p, peer!);
@@ -136,14 +137,14 @@ test('random falls back to round robin after 20 draws of ineligible servers', (t
   // a is (almost) never drawn (weight 1 of 10^9 + 1): the draws hit b (down) until the retries run out
   const p = pool(t, 'random', {}, { down: true, weight: 1_000_000_000 });
   const sel = selection(p);
-  assert.equal(p.select(sel)?.id, 'a');
+  assert.equal(internals(p).select(sel)?.id, 'a');
   assert.equal(sel.tries, 21);
 });
 
 test('random with one server takes the round-robin path', (t) => {
   const p = pool(t, 'random', { maxConns: 1 });
-  const a = p.select(selection(p))!;
+  const a = internals(p).select(selection(p))!;
   assert.equal(a.id, 'a');
-  assert.equal(p.select(selection(p)), undefined);
+  assert.equal(internals(p).select(selection(p)), undefined);
   finishOk(p, a);
 });

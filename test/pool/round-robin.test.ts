@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createPool, type MethodOption, type ServerOptions, type UpstreamPool } from '../../src/pool/index.ts';
 import { clock, finishOk, selection, sequence } from './support.ts';
+import { internals } from '../../src/pool/internal.ts';
 
 type TestContext = { after(fn: () => void): void };
 
@@ -48,35 +49,35 @@ test('least-conn ties (every server idle) fall to the same SWRR order; least-tim
 
 test('a server at maxConns is skipped until its request ends; all full -> undefined (no live upstreams)', (t) => {
   const p = pool(t, servers({ maxConns: 1 }, { maxConns: 2 }));
-  const held = [p.select(selection(p))!, p.select(selection(p))!, p.select(selection(p))!];
+  const held = [internals(p).select(selection(p))!, internals(p).select(selection(p))!, internals(p).select(selection(p))!];
   assert.deepEqual(held.map((x) => x.id), ['a', 'b', 'b']);
-  assert.equal(p.select(selection(p)), undefined);
+  assert.equal(internals(p).select(selection(p)), undefined);
   finishOk(p, held[1]!);
-  assert.equal(p.select(selection(p))?.id, 'b');
-  assert.equal(p.select(selection(p)), undefined);
+  assert.equal(internals(p).select(selection(p))?.id, 'b');
+  assert.equal(internals(p).select(selection(p)), undefined);
   for (const peer of [held[0]!, held[2]!]) finishOk(p, peer);
 });
 
 test('maxConns counts attempts in flight, not weight', (t) => {
   const p = pool(t, servers({ weight: 10, maxConns: 1 }, {}));
-  const first = p.select(selection(p))!;
+  const first = internals(p).select(selection(p))!;
   assert.equal(first.id, 'a');
   assert.deepEqual(sequence(p, 4), ['b', 'b', 'b', 'b']);
   finishOk(p, first);
-  assert.equal(p.select(selection(p))?.id, 'a');
+  assert.equal(internals(p).select(selection(p))?.id, 'a');
 });
 
 test('one request never gets the same server twice; after every primary, the backups; then undefined', (t) => {
   const p = pool(t, servers({}, { weight: 3 }, { backup: true }, { backup: true }));
   const sel = selection(p);
   const got: string[] = [];
-  for (let peer = p.select(sel); peer !== undefined; peer = p.select(sel)) {
+  for (let peer = internals(p).select(sel); peer !== undefined; peer = internals(p).select(sel)) {
     got.push(peer.id);
-    p.finish(peer, 'next', { header: 5, response: 5, inflightDone: false }, 404);
+    internals(p).finish(peer, 'next', { header: 5, response: 5, inflightDone: false }, 404);
   }
   assert.deepEqual(got, ['b', 'a', 'c', 'd']);
   assert.equal(sel.backup, true);
-  assert.equal(p.maxTries(), 4);
+  assert.equal(internals(p).maxTries(), 4);
 });
 
 test('backup is used only when every primary is unavailable (down, failed, full)', (t) => {
@@ -85,19 +86,19 @@ test('backup is used only when every primary is unavailable (down, failed, full)
   assert.deepEqual(sequence(p, 4), ['a', 'b', 'a', 'b']);
   p.update('a', { down: true });
   assert.deepEqual(sequence(p, 2), ['b', 'b'], 'one primary left: no backup');
-  const held = p.select(selection(p))!;
+  const held = internals(p).select(selection(p))!;
   assert.equal(held.id, 'b');
   assert.deepEqual(sequence(p, 2), ['c', 'c'], 'a down, b full -> backup');
   finishOk(p, held);
   p.update('a', { down: false });
   // a fails once (maxFails 1): unavailable for failTimeout; b is still there
   const sel = selection(p);
-  let peer = p.select(sel)!;
+  let peer = internals(p).select(sel)!;
   while (peer.id !== 'a') {
     finishOk(p, peer);
-    peer = p.select(selection(p))!;
+    peer = internals(p).select(selection(p))!;
   }
-  p.finish(peer, 'failed', { header: -1, response: 1, inflightDone: false }, undefined);
+  internals(p).finish(peer, 'failed', { header: -1, response: 1, inflightDone: false }, undefined);
   assert.deepEqual(sequence(p, 3), ['b', 'b', 'b']);
   c.advance(10_001);
   assert.ok(sequence(p, 3).includes('a'), 'a is back after failTimeout');
@@ -105,23 +106,23 @@ test('backup is used only when every primary is unavailable (down, failed, full)
 
 test('the single-server pool: its only server is chosen until down, drained or full', (t) => {
   const p = pool(t, servers({ maxConns: 1 }));
-  const held = p.select(selection(p))!;
+  const held = internals(p).select(selection(p))!;
   assert.equal(held.id, 'a');
-  assert.equal(p.select(selection(p)), undefined, 'full');
+  assert.equal(internals(p).select(selection(p)), undefined, 'full');
   finishOk(p, held);
   p.update('a', { drain: true });
-  assert.equal(p.select(selection(p)), undefined, 'draining');
+  assert.equal(internals(p).select(selection(p)), undefined, 'draining');
   p.update('a', { drain: false, down: true });
-  assert.equal(p.select(selection(p)), undefined, 'down');
-  assert.equal(p.maxTries(), 1);
+  assert.equal(internals(p).select(selection(p)), undefined, 'down');
+  assert.equal(internals(p).maxTries(), 1);
 });
 
 test('maxTries is nginx peer.tries: servers neither down nor draining, backups included; 1 for a single server', (t) => {
-  assert.equal(pool(t, servers({}, {}, {})).maxTries(), 3);
-  assert.equal(pool(t, servers({}, { down: true }, { backup: true })).maxTries(), 2);
-  assert.equal(pool(t, servers({}, { drain: true }, {})).maxTries(), 2);
-  assert.equal(pool(t, servers({})).maxTries(), 1);
-  assert.equal(pool(t, servers({}, { backup: true })).maxTries(), 2);
+  assert.equal(internals(pool(t, servers({}, {}, {}))).maxTries(), 3);
+  assert.equal(internals(pool(t, servers({}, { down: true }, { backup: true }))).maxTries(), 2);
+  assert.equal(internals(pool(t, servers({}, { drain: true }, {}))).maxTries(), 2);
+  assert.equal(internals(pool(t, servers({}))).maxTries(), 1);
+  assert.equal(internals(pool(t, servers({}, { backup: true }))).maxTries(), 2);
 });
 
 test('effective weight: a failure lowers it by weight/maxFails (integer, floor 0); each SWRR pass gives back 1', (t) => {
@@ -140,21 +141,21 @@ test('effective weight: a failure lowers it by weight/maxFails (integer, floor 0
     const c = clock();
     // b is down so that a is chosen every time and nothing else moves the weights
     const p = pool(t, servers({ weight, maxFails }, { down: true }), 'round-robin', c.now);
-    let peer = p.select(selection(p))!;
+    let peer = internals(p).select(selection(p))!;
     for (let i = 0; i < failures; i++) {
       assert.equal(peer.id, 'a');
-      p.finish(peer, 'failed', { header: -1, response: 1, inflightDone: false }, undefined);
+      internals(p).finish(peer, 'failed', { header: -1, response: 1, inflightDone: false }, undefined);
       c.advance(60_001); // past failTimeout: a can be chosen again
-      if (i < failures - 1) peer = p.select(selection(p))!;
+      if (i < failures - 1) peer = internals(p).select(selection(p))!;
     }
     assert.equal(peer.effectiveWeight, effective, `weight ${weight} maxFails ${maxFails} after ${failures} failures`);
     // recovery: +1 per pass where a is considered, up to its weight
     for (let e = effective; e < weight; e++) {
-      const again = p.select(selection(p))!;
+      const again = internals(p).select(selection(p))!;
       assert.equal(again.effectiveWeight, e + 1);
       finishOk(p, again);
     }
-    const last = p.select(selection(p))!;
+    const last = internals(p).select(selection(p))!;
     assert.equal(last.effectiveWeight, weight);
     finishOk(p, last);
   }
@@ -164,10 +165,10 @@ test('a failure shifts the SWRR share away from the failed server until its effe
   // nginx 1.22 gives the same sequence for this setup (fixtures/sequences.json "phweight")
   const p = pool(t, servers({ weight: 10, maxFails: 2 }, {}));
   const sel = selection(p);
-  const first = p.select(sel)!;
+  const first = internals(p).select(sel)!;
   assert.equal(first.id, 'a');
-  p.finish(first, 'failed', { header: 5, response: 5, inflightDone: false }, 500);
-  const retry = p.select(sel)!;
+  internals(p).finish(first, 'failed', { header: 5, response: 5, inflightDone: false }, 500);
+  const retry = internals(p).select(sel)!;
   assert.equal(retry.id, 'b');
   finishOk(p, retry);
   const after = sequence(p, 22).join('');

@@ -6,6 +6,7 @@ import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { createPool, InvalidOptionError, ServerNotFoundError, type MethodOption, type ServerInfo, type StateChange, type UpstreamPool } from '../../src/index.ts';
 import type { Peer } from '../../src/pool/peer.ts';
 import { clock, finishOk, selection, sequence, type Clock } from './support.ts';
+import { internals } from '../../src/pool/internal.ts';
 
 type TestContext = { after(fn: () => void): void };
 
@@ -30,7 +31,7 @@ const FAILED = { header: -1, response: 1, inflightDone: false };
 test('add while requests are in flight: the new server takes its SWRR turn at once; "add" carries its settings', (t) => {
   const p = make(t, clock());
   const events = record(p);
-  const held = p.select(selection(p))!;
+  const held = internals(p).select(selection(p))!;
   assert.equal(held.id, 'a');
   const info = p.add({ url: url(3), id: 'c', weight: 1, maxConns: 7 });
   // nginx's SID without a route: md5 of "127.0.0.1:19703"
@@ -47,7 +48,7 @@ test('remove while an attempt is in flight: it finishes normally, the server is 
   const c = clock();
   const p = make(t, c, 'round-robin', 3);
   const events = record(p);
-  const held = p.select(selection(p))!;
+  const held = internals(p).select(selection(p))!;
   assert.equal(held.id, 'a');
   const removed = p.remove('a');
   assert.equal(removed.id, 'a');
@@ -56,7 +57,7 @@ test('remove while an attempt is in flight: it finishes normally, the server is 
   assert.deepEqual(p.servers.map((s) => s.id), ['b', 'c']);
   assert.equal(p.get('a'), undefined);
   assert.deepEqual(sequence(p, 4), ['b', 'c', 'b', 'c']);
-  p.finish(held, 'failed', FAILED, undefined); // a failure on a removed server changes nothing any more
+  internals(p).finish(held, 'failed', FAILED, undefined); // a failure on a removed server changes nothing any more
   assert.equal(p.stats().zombies, 0);
   assert.deepEqual(events.length, 1, 'no state event for a removed server');
   assert.deepEqual(p.stats().servers.map((s) => [s.id, s.active, s.state]), [['b', 0, 'up'], ['c', 0, 'up']]);
@@ -67,13 +68,13 @@ for (const method of ['least-conn', 'least-time', 'random', 'random-two', 'ip-ha
   test(`${name}: remove and add with attempts in flight keep the balancer consistent`, (t) => {
     const p = make(t, clock(), method, 3);
     const held: Peer[] = [];
-    for (let i = 0; i < 3; i++) held.push(p.select(selection(p, { url: `/${i}`, clientAddress: `10.0.${i}.1` }))!);
+    for (let i = 0; i < 3; i++) held.push(internals(p).select(selection(p, { url: `/${i}`, clientAddress: `10.0.${i}.1` }))!);
     const gone = held[0]!.id;
     p.remove(gone);
     p.add({ url: url(9), id: 'z' });
     const seen = new Set<string>();
     for (let i = 0; i < 200; i++) {
-      const peer = p.select(selection(p, { url: `/k${i}`, clientAddress: `10.${i}.0.1` }))!;
+      const peer = internals(p).select(selection(p, { url: `/k${i}`, clientAddress: `10.${i}.0.1` }))!;
       assert.notEqual(peer.id, gone);
       seen.add(peer.id);
       finishOk(p, peer);
@@ -89,7 +90,7 @@ test('update: weight, down, drain at run time; "update" carries the new settings
   const c = clock();
   const p = make(t, c, 'round-robin', 3);
   const events = record(p);
-  const held = p.select(selection(p))!;
+  const held = internals(p).select(selection(p))!;
   assert.equal(held.id, 'a');
   const info = p.update('a', { weight: 3, maxConns: 5, failTimeout: '30s', route: 'r1' });
   assert.deepEqual(info, { id: 'a', url: url(1), weight: 3, maxConns: 5, maxFails: 1, failTimeout: 30_000, backup: false, down: false, drain: false, route: 'r1', sid: 'r1', slowStart: 0 });
@@ -123,8 +124,8 @@ test('state events follow passive health: up -> unavail on the failure, unavail 
   const c = clock();
   const p = make(t, c);
   const events = record(p);
-  const a = p.select(selection(p))!;
-  p.finish(a, 'failed', FAILED, undefined);
+  const a = internals(p).select(selection(p))!;
+  internals(p).finish(a, 'failed', FAILED, undefined);
   assert.deepEqual(events, [['state', { pool: 'rt', id: 'a', server: url(1), from: 'up', to: 'unavail' }]]);
   c.advance(5000);
   p.stats();
@@ -161,10 +162,10 @@ test('stats(): state, active, requests, responses by class and code, fails, unav
   });
   t.after(() => p.close());
   const on = (status: number | 'failed'): void => {
-    const peer = p.select(selection(p))!;
+    const peer = internals(p).select(selection(p))!;
     assert.equal(peer.id, 'a');
-    if (status === 'failed') p.finish(peer, 'failed', FAILED, undefined);
-    else p.finish(peer, 'ok', { header: 40, response: 60, inflightDone: false }, status);
+    if (status === 'failed') internals(p).finish(peer, 'failed', FAILED, undefined);
+    else internals(p).finish(peer, 'ok', { header: 40, response: 60, inflightDone: false }, status);
   };
   on(200);
   c.advance(1000);
@@ -173,7 +174,7 @@ test('stats(): state, active, requests, responses by class and code, fails, unav
   on(404);
   on(503);
   on('failed');
-  const inflight = p.select(selection(p))!;
+  const inflight = internals(p).select(selection(p))!;
   c.advance(1000);
   on('failed'); // second failure within failTimeout: unavailable
   const t0 = c.t;
@@ -253,8 +254,8 @@ test('no credentials in servers, get(), stats(), events or ids when a url has us
   for (const name of ['state', 'add', 'remove', 'update'] as const) p.on(name, (e: unknown) => events.push(e));
   const ids = p.servers.map((s) => s.id);
   assert.deepEqual(ids, ['http://127.0.0.1:19701/app', 'https://127.0.0.1:19702']);
-  const peer = p.select(selection(p))!;
-  p.finish(peer, 'failed', FAILED, undefined);
+  const peer = internals(p).select(selection(p))!;
+  internals(p).finish(peer, 'failed', FAILED, undefined);
   const added = p.add({ url: 'http://root:hunter2@127.0.0.1:19703' });
   p.update(ids[1]!, { drain: true });
   p.remove(added.id);

@@ -9,6 +9,7 @@ import type { Peer } from '../../src/pool/peer.ts';
 import { balance, chain, healthCheck, InvalidOptionError, type HealthClock } from '../../src/index.ts';
 import { fetchText, gateway, upstream } from '../helpers.ts';
 import { clock, finishOk, selection, sequence, type Clock } from './support.ts';
+import { internals } from '../../src/pool/internal.ts';
 
 function poolOf(t: TestContext, c: Clock, servers: Array<Partial<ServerOptions>>, method?: MethodOption): UpstreamPool {
   const p = createPool({
@@ -21,14 +22,14 @@ function poolOf(t: TestContext, c: Clock, servers: Array<Partial<ServerOptions>>
   return p;
 }
 
-const peerOf = (p: UpstreamPool, id: string): Peer => p.healthPeers().find((x) => x.id === id)!;
+const peerOf = (p: UpstreamPool, id: string): Peer => internals(p).peers().find((x) => x.id === id)!;
 
 /** Takes server `id` out as an active check does, then (at the current clock time) lets it back in. */
 function unhealthyThenBack(p: UpstreamPool, id: string): void {
-  const check = p.healthCheckId();
-  p.healthMark(peerOf(p, id), check, true, false);
+  const check = internals(p).healthCheckId();
+  internals(p).healthMark(peerOf(p, id), check, true, false);
   assert.equal(p.stats().servers.find((s) => s.id === id)!.state, 'unhealthy');
-  p.healthMark(peerOf(p, id), check, false, false);
+  internals(p).healthMark(peerOf(p, id), check, false, false);
   assert.equal(p.stats().servers.find((s) => s.id === id)!.state, 'up');
 }
 
@@ -105,7 +106,7 @@ test('least-conn honours the ramp: with requests held open, the returning server
   const t0 = c.t;
   const hold = (n: number): Peer[] => {
     const held: Peer[] = [];
-    for (let i = 0; i < n; i++) held.push(p.select(selection(p))!);
+    for (let i = 0; i < n; i++) held.push(internals(p).select(selection(p))!);
     return held;
   };
   const release = (held: Peer[]): void => {
@@ -136,9 +137,9 @@ test('passive failure: unavailable through maxFails, the first successful reques
   const a = peerOf(p, 'a');
   let failedOnce = false;
   for (let i = 0; i < 4 && !failedOnce; i++) {
-    const peer = p.select(selection(p))!;
+    const peer = internals(p).select(selection(p))!;
     if (peer.id === 'a') {
-      p.finish(peer, 'failed', { header: -1, response: 1, inflightDone: false }, undefined);
+      internals(p).finish(peer, 'failed', { header: -1, response: 1, inflightDone: false }, undefined);
       failedOnce = true;
     } else finishOk(p, peer);
   }
@@ -152,7 +153,7 @@ test('passive failure: unavailable through maxFails, the first successful reques
   // the failure, has grown back enough for smooth round robin to pick it; it succeeds.
   let probe: Peer | undefined;
   for (let i = 0; i < 20 && probe === undefined; i++) {
-    const peer = p.select(selection(p))!;
+    const peer = internals(p).select(selection(p))!;
     if (peer.id === 'a') probe = peer;
     else finishOk(p, peer);
   }
@@ -236,10 +237,10 @@ test('a single-server pool ignores slowStart: back from unhealthy or unavailable
   unhealthyThenBack(p, 'a');
   assert.equal(a.weightAt(c.t), 4, 'no ramp after unhealthy');
   assert.deepEqual(sequence(p, 5), ['a', 'a', 'a', 'a', 'a']);
-  const peer = p.select(selection(p))!;
-  p.finish(peer, 'failed', { header: -1, response: 1, inflightDone: false }, undefined);
+  const peer = internals(p).select(selection(p))!;
+  internals(p).finish(peer, 'failed', { header: -1, response: 1, inflightDone: false }, undefined);
   assert.equal(p.stats().servers[0]!.state, 'up', 'a single server is never unavailable');
-  finishOk(p, p.select(selection(p))!);
+  finishOk(p, internals(p).select(selection(p))!);
   assert.equal(a.weightAt(c.t), 4, 'no ramp after a failure');
   assert.deepEqual(sequence(p, 3), ['a', 'a', 'a']);
 });

@@ -7,6 +7,7 @@ import { exchange } from '../../src/core/exchange.ts';
 import type { ServerOptions, UpstreamPool } from '../../src/pool/index.ts';
 import type { Peer } from '../../src/pool/peer.ts';
 import type { Selection } from '../../src/pool/methods/types.ts';
+import { internals } from '../../src/pool/internal.ts';
 
 /** Reads `test/pool/fixtures/<name>` (written by fixtures/generate.sh from real nginx). */
 export function fixture<T>(name: string): T {
@@ -73,19 +74,19 @@ export function selection(pool: UpstreamPool, init: { url?: string; headers?: Re
   const req = fakeRequest({ url: init.url, headers: init.headers, remoteAddress: init.clientAddress });
   const ex = exchange(req);
   if (init.clientAddress !== undefined) ex.clientAddress = init.clientAddress;
-  return pool.selection(req, ex);
+  return internals(pool).selection(req, ex);
 }
 
 const OK = { header: 5, response: 10, inflightDone: false };
 
 /** Ends an attempt successfully (state 0 in nginx). */
 export function finishOk(pool: UpstreamPool, peer: Peer, status = 200): void {
-  pool.finish(peer, 'ok', OK, status);
+  internals(pool).finish(peer, 'ok', OK, status);
 }
 
 /** One request's first choice, finished at once: the peer's name, or undefined. */
 export function pick(pool: UpstreamPool, init: Parameters<typeof selection>[1] = {}): string | undefined {
-  const peer = pool.select(selection(pool, init));
+  const peer = internals(pool).select(selection(pool, init));
   if (peer === undefined) return undefined;
   finishOk(pool, peer);
   return peer.name;
@@ -95,7 +96,7 @@ export function pick(pool: UpstreamPool, init: Parameters<typeof selection>[1] =
 export function sequence(pool: UpstreamPool, n: number, by: 'id' | 'name' = 'id'): string[] {
   const out: string[] = [];
   for (let i = 0; i < n; i++) {
-    const peer = pool.select(selection(pool));
+    const peer = internals(pool).select(selection(pool));
     if (peer === undefined) {
       out.push('-');
       continue;
@@ -155,7 +156,7 @@ export function replay(pool: UpstreamPool, group: SequenceGroup, dead: readonly 
       c.advance(step.ms);
       out.push({ op: 'sleep', ms: step.ms });
     } else if (step.op === 'hang') {
-      const peer = pool.select(selection(pool, { url: '/hang' }));
+      const peer = internals(pool).select(selection(pool, { url: '/hang' }));
       if (peer === undefined) throw new Error('hang: no server');
       hung.push(peer);
       out.push({ op: 'hang', addr: peer.name });
@@ -171,11 +172,11 @@ export function replay(pool: UpstreamPool, group: SequenceGroup, dead: readonly 
 
 function request(pool: UpstreamPool, next: Set<string>, answer: (peer: Peer) => number | 'error'): StepResult {
   const sel = selection(pool);
-  let tries = pool.maxTries();
+  let tries = internals(pool).maxTries();
   const addrs: string[] = [];
   const statuses: number[] = [];
   for (;;) {
-    const peer = pool.select(sel);
+    const peer = internals(pool).select(sel);
     if (peer === undefined) {
       addrs.push(pool.name);
       statuses.push(502);
@@ -184,7 +185,7 @@ function request(pool: UpstreamPool, next: Set<string>, answer: (peer: Peer) => 
     addrs.push(peer.name);
     const a = answer(peer);
     if (a === 'error') {
-      pool.finish(peer, 'failed', { header: -1, response: 1, inflightDone: false }, undefined);
+      internals(pool).finish(peer, 'failed', { header: -1, response: 1, inflightDone: false }, undefined);
       statuses.push(502);
       tries--;
       if (tries > 0 && next.has('error')) continue;
@@ -192,11 +193,11 @@ function request(pool: UpstreamPool, next: Set<string>, answer: (peer: Peer) => 
     }
     statuses.push(a);
     if (a !== 200 && tries > 1 && next.has(`http_${a}`)) {
-      pool.finish(peer, a === 403 || a === 404 ? 'next' : 'failed', OK, a);
+      internals(pool).finish(peer, a === 403 || a === 404 ? 'next' : 'failed', OK, a);
       tries--;
       continue;
     }
-    pool.finish(peer, 'ok', OK, a);
+    internals(pool).finish(peer, 'ok', OK, a);
     return { op: 'get', addrs, statuses, status: a };
   }
 }

@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import { createPool, type MethodOption } from '../../src/index.ts';
 import { finishOk, selection } from '../pool/support.ts';
 import { named, poolOf, sidOf, stickyGateway } from './support.ts';
+import { internals } from '../../src/pool/internal.ts';
 
 const METHODS: Array<[string, MethodOption]> = [
   ['round-robin', 'round-robin'],
@@ -88,7 +89,7 @@ function run(plan: Array<number | undefined>): number[] {
     return plan.map((st) => {
       const sel = selection(pool);
       if (st !== undefined) sel.ex!.hint = pool.get(ids[st]!)!.sid;
-      const peer = pool.select(sel);
+      const peer = internals(pool).select(sel);
       assert.ok(peer !== undefined);
       finishOk(pool, peer);
       return ids.indexOf(peer.id);

@@ -1,7 +1,10 @@
+import type { IncomingMessage } from 'node:http';
 import { crc32 } from 'node:zlib';
+import { InvalidOptionError } from '../../core/errors.ts';
+import { compileTemplate } from '../../core/variables.ts';
 import type { Peer } from '../peer.ts';
-import { roundRobin } from './round-robin.ts';
-import type { Balancer, PeerSet, Selection } from './types.ts';
+import { roundRobin, smoothStep } from './round-robin.ts';
+import { booleanParameter, HASHED_CAPABILITIES, type Balancer, type MethodDefinition, type PeerSet, type Selection } from './types.ts';
 
 /** Computes the hash key of a request (a compiled variables template or the user's function). @internal */
 export type KeyFunction = (sel: Selection) => string;
@@ -98,19 +101,8 @@ export function createConsistentHash(key: KeyFunction): Balancer {
       if (first) sel.hash = findPoint(crc32(k) >>> 0);
       for (;;) {
         const server = points[sel.hash % points.length]!.server;
-        let best: Peer | undefined;
-        let total = 0;
-        for (const peer of peers.primary) {
-          if (peer.target.server !== server || sel.tried.has(peer) || !peer.usable(sel.now)) continue;
-          peer.currentWeight += peer.effectiveWeight;
-          total += peer.effectiveWeight;
-          if (peer.effectiveWeight < peer.weight) peer.effectiveWeight++;
-          if (best === undefined || peer.currentWeight > best.currentWeight) best = peer;
-        }
-        if (best !== undefined) {
-          best.currentWeight -= total;
-          return best;
-        }
+        const best = smoothStep(peers.primary, sel, (peer) => peer.target.server === server);
+        if (best !== undefined) return best;
         sel.hash++;
         if (++sel.tries > 20) return roundRobin(peers, sel);
       }
@@ -183,3 +175,36 @@ export function createIpHash(address: (sel: Selection) => string): Balancer {
     },
   };
 }
+
+/** The `key` parameter of `hash`: a variables template, or the user's function of the request. */
+function compileKey(key: unknown, option: string): KeyFunction {
+  if (typeof key === 'function') {
+    const fn = key as (req: IncomingMessage) => string;
+    return (sel) => (sel.req === undefined ? '' : String(fn(sel.req) ?? ''));
+  }
+  if (typeof key !== 'string' || key === '') throw new InvalidOptionError(option, 'a non-empty variables template such as "$request_uri", or a function', key);
+  const template = compileTemplate(key, option);
+  return (sel) => (sel.ex === undefined ? '' : template(sel.ex));
+}
+
+/** Parameters of `hash`. */
+interface HashParams {
+  key: KeyFunction;
+  consistent: boolean;
+}
+
+/** The registry's entry for `hash` (nginx `hash key [consistent]`). */
+export const HASH: MethodDefinition<HashParams> = {
+  name: 'hash',
+  parameters: { key: compileKey, consistent: booleanParameter },
+  capabilities: () => HASHED_CAPABILITIES,
+  create: (p) => (p.consistent ? createConsistentHash(p.key) : createHash(p.key)),
+};
+
+/** The registry's entry for `ip-hash` (nginx `ip_hash`): the client address as the exchange record has it. */
+export const IP_HASH: MethodDefinition<Record<never, never>> = {
+  name: 'ip-hash',
+  parameters: {},
+  capabilities: () => HASHED_CAPABILITIES,
+  create: () => createIpHash((sel) => sel.ex?.clientAddress ?? sel.req?.socket?.remoteAddress ?? ''),
+};

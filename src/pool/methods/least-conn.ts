@@ -1,5 +1,5 @@
 import { leastBy, roundRobin, withBackup } from './round-robin.ts';
-import type { Balancer } from './types.ts';
+import { FULL_CAPABILITIES, type Balancer, type MethodDefinition } from './types.ts';
 
 /**
  * `least-conn`: the server with the fewest active connections relative to its
@@ -13,3 +13,11 @@ export function createLeastConn(): Balancer {
     },
   };
 }
+
+/** The registry's entry for `least-conn`. */
+export const LEAST_CONN: MethodDefinition<Record<never, never>> = {
+  name: 'least-conn',
+  parameters: {},
+  capabilities: () => FULL_CAPABILITIES,
+  create: createLeastConn,
+};

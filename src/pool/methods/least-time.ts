@@ -1,6 +1,7 @@
+import { InvalidOptionError } from '../../core/errors.ts';
 import { movingAverage, type Peer } from '../peer.ts';
 import { leastBy, roundRobin, withBackup } from './round-robin.ts';
-import type { Balancer } from './types.ts';
+import { booleanParameter, FULL_CAPABILITIES, type Balancer, type MethodDefinition } from './types.ts';
 
 /** What least_time measures: time to the response header, or to its last byte. */
 export type LeastTimeMeasure = 'header' | 'last-byte';
@@ -9,7 +10,10 @@ export type LeastTimeMeasure = 'header' | 'last-byte';
  * `least-time`: the lowest estimated time to serve, `avg time × (1 + active)`
  * per unit of weight, with nginx's 20 ms clustering, 5 s cap, and halving of a
  * peer's time once per `failTimeout` so slow peers get another chance.
- * With `inflight`, the age of requests still in flight counts too.
+ * With `inflight`, the age of requests still in flight counts too. The averages it reads are the
+ * pool's (`headerTime`, `responseTime` of stats()); with `header` and `inflight` the pool takes the
+ * header time as the header arrives (capability `headerTime: 'header'`), when in-flight accounting
+ * of the attempt ends.
  */
 export function createLeastTime(measure: LeastTimeMeasure, inflight: boolean): Balancer {
   const eta = (peer: Peer, now: number): number => {
@@ -54,16 +58,31 @@ export function createLeastTime(measure: LeastTimeMeasure, inflight: boolean): B
       peer.inflightReqs++;
     },
     header(peer, headerTime, now) {
-      if (!(inflight && measure === 'header')) return false;
-      peer.avgHeaderTime = movingAverage(peer.avgHeaderTime, headerTime);
-      inflightDone(peer, headerTime, now);
-      return true;
+      if (inflight && measure === 'header') inflightDone(peer, headerTime, now);
     },
-    finished(peer, outcome, timings, now) {
+    finished(peer, _outcome, timings, now) {
       if (inflight && !timings.inflightDone && peer.inflightReqs > 0) inflightDone(peer, timings.response, now);
-      if (outcome !== 'ok' || timings.header < 0) return;
-      peer.avgResponseTime = movingAverage(peer.avgResponseTime, timings.response);
-      if (!(inflight && measure === 'header')) peer.avgHeaderTime = movingAverage(peer.avgHeaderTime, timings.header);
     },
   };
 }
+
+/** Parameters of `least-time`. */
+interface LeastTimeParams {
+  measure: LeastTimeMeasure;
+  inflight: boolean;
+}
+
+/** The registry's entry for `least-time` (nginx `least_time header | last_byte [inflight]`). */
+export const LEAST_TIME: MethodDefinition<LeastTimeParams> = {
+  name: 'least-time',
+  parameters: {
+    measure(value, option) {
+      const measure = value ?? 'header';
+      if (measure !== 'header' && measure !== 'last-byte' && measure !== 'last_byte') throw new InvalidOptionError(option, '"header" or "last-byte"', measure);
+      return measure === 'header' ? 'header' : 'last-byte';
+    },
+    inflight: booleanParameter,
+  },
+  capabilities: (p) => ({ ...FULL_CAPABILITIES, headerTime: p.inflight && p.measure === 'header' ? 'header' : 'end' }),
+  create: (p) => createLeastTime(p.measure, p.inflight),
+};

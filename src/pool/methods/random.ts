@@ -1,6 +1,6 @@
 import type { Peer } from '../peer.ts';
 import { roundRobin } from './round-robin.ts';
-import type { Balancer, PeerSet } from './types.ts';
+import { booleanParameter, HASHED_CAPABILITIES, type Balancer, type MethodDefinition, type PeerSet } from './types.ts';
 
 /**
  * `random` and `random-two`: a weighted random server (nginx `random`); with
@@ -48,3 +48,18 @@ export function createRandom(two: boolean, random: () => number = Math.random): 
     },
   };
 }
+
+/** Parameters of `random`. */
+interface RandomParams {
+  two: boolean;
+}
+
+/** The registry's entry for `random` and `random-two` (nginx `random [two least_conn]`). */
+export const RANDOM: MethodDefinition<RandomParams> = {
+  name: 'random',
+  aliases: { 'random-two': { two: true } },
+  parameters: { two: booleanParameter },
+  capabilities: () => HASHED_CAPABILITIES,
+  label: (p) => (p.two ? 'random-two' : 'random'),
+  create: (p) => createRandom(p.two),
+};

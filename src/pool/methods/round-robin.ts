@@ -1,20 +1,21 @@
 import type { Peer } from '../peer.ts';
-import type { Balancer, PeerSet, Selection } from './types.ts';
+import { FULL_CAPABILITIES, type Balancer, type MethodDefinition, type PeerSet, type Selection } from './types.ts';
 
 /**
- * nginx's smooth weighted round robin over one list: each eligible peer gains
- * its effective weight, the largest current weight wins (the earliest listed on
- * ties) and pays the total back. Effective weights recover by one per pass.
- * With `chosen` (a sticky request's server), the pass runs as usual but
+ * One step of nginx's smooth weighted round robin, the one copy every method uses: each peer of
+ * `list` (from index `from` on) that may take this attempt (not tried yet, usable) and that `also`
+ * accepts gains its effective weight (capped by slow start, see Peer.weightAt); the largest
+ * current weight wins (the earliest listed on ties) and pays the total back; effective weights
+ * recover by one per step. With `chosen` (a sticky request's server), the step runs as usual but
  * `chosen` pays the total, whether it took part or not (a draining server).
  */
-export function smoothWeighted(list: readonly Peer[], sel: Selection, chosen?: Peer): Peer | undefined {
+export function smoothStep(list: readonly Peer[], sel: Selection, also?: (peer: Peer) => boolean, from = 0, chosen?: Peer): Peer | undefined {
   const now = sel.now;
   let best: Peer | undefined;
   let total = 0;
-  for (const peer of list) {
-    if (sel.tried.has(peer) || !peer.usable(now)) continue;
-    // Slow start caps what a returning server adds (see Peer.weightAt).
+  for (let i = from; i < list.length; i++) {
+    const peer = list[i]!;
+    if ((also !== undefined && !also(peer)) || sel.tried.has(peer) || !peer.usable(now)) continue;
     const ew = now < peer.rampEnd ? Math.min(peer.effectiveWeight, peer.weightAt(now)) : peer.effectiveWeight;
     peer.currentWeight += ew;
     total += ew;
@@ -37,17 +38,40 @@ export function roundRobin(peers: PeerSet, sel: Selection): Peer | undefined {
     return only.down || only.drain || only.checking() || only.unhealthy() || only.full() ? undefined : only;
   }
   if (!sel.backup) {
-    const best = smoothWeighted(peers.primary, sel);
+    const best = smoothStep(peers.primary, sel);
     if (best !== undefined || peers.backup.length === 0) return best;
     sel.backup = true;
   }
-  return smoothWeighted(peers.backup, sel);
+  return smoothStep(peers.backup, sel);
+}
+
+/**
+ * A sticky-bound request under round robin (nginx's `get_rr_peer_by_sid`): it still takes its
+ * share of the weights, so unbound requests keep the configured proportions; once the bound server
+ * is a whole round ahead it is chosen without touching them.
+ */
+function boundRoundRobin(peers: PeerSet, sel: Selection, found: Peer): Peer {
+  if (peers.single) return found;
+  const list = sel.backup ? peers.backup : peers.primary;
+  let totalWeight = 0;
+  if (sel.backup) for (const p of list) totalWeight += p.weight;
+  else totalWeight = peers.totalWeight;
+  if (found.currentWeight <= -(totalWeight - found.weight)) return found;
+  return smoothStep(list, sel, undefined, 0, found)!;
 }
 
 /** `round-robin`: nginx's default method. */
 export function createRoundRobin(): Balancer {
-  return { select: roundRobin };
+  return { select: roundRobin, bound: boundRoundRobin };
 }
+
+/** The registry's entry for `round-robin`. */
+export const ROUND_ROBIN: MethodDefinition<Record<never, never>> = {
+  name: 'round-robin',
+  parameters: {},
+  capabilities: () => FULL_CAPABILITIES,
+  create: createRoundRobin,
+};
 
 /**
  * Shared by least_conn and least_time: among the eligible peers of `list`, the
@@ -77,23 +101,10 @@ export function leastBy(list: readonly Peer[], sel: Selection, metric: (peer: Pe
       many = true;
     }
   }
-  if (best === undefined) return undefined;
-  if (many) {
-    let total = 0;
-    for (let i = first; i < list.length; i++) {
-      const peer = list[i]!;
-      if (sel.tried.has(peer) || !peer.usable(now)) continue;
-      const w = now < peer.rampEnd ? Math.max(peer.weightAt(now), 1e-6) : peer.weight;
-      if (metric(peer) * bestWeight !== bestMetric * w) continue;
-      const ew = now < peer.rampEnd ? Math.min(peer.effectiveWeight, peer.weightAt(now)) : peer.effectiveWeight;
-      peer.currentWeight += ew;
-      total += ew;
-      if (peer.effectiveWeight < peer.weight) peer.effectiveWeight++;
-      if (peer.currentWeight > best.currentWeight) best = peer;
-    }
-    best.currentWeight -= total;
-  }
-  return best;
+  if (best === undefined || !many) return best;
+  // Ties: smooth weighted round robin among the tied peers, from the first minimum on.
+  const tied = (peer: Peer): boolean => metric(peer) * bestWeight === bestMetric * (now < peer.rampEnd ? Math.max(peer.weightAt(now), 1e-6) : peer.weight);
+  return smoothStep(list, sel, tied, first);
 }
 
 /** Runs `pick` on the primaries, then (once they are exhausted) on the backups. */
