@@ -8,7 +8,9 @@ import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest,
 import { chain, type Middleware } from '../core/chain.ts';
 import { InvalidOptionError } from '../core/errors.ts';
 import { exchange } from '../core/exchange.ts';
+import { kBalance } from '../balance/index.ts';
 import { refuseUpgrade, screenUpgrade, type UpgradeHandler } from '../proxy/upgrade.ts';
+import { kSticky } from '../sticky/index.ts';
 
 /** Options of the {@link switchyard} Fastify plugin. */
 export interface SwitchyardPluginOptions {
@@ -99,14 +101,14 @@ export const switchyard: FastifyPluginAsync<SwitchyardPluginOptions> = async fun
   fastify.route({ method: methods, url: '/*', handler });
 
   if (options.websocket !== false) {
-    // balance()'s upgrade handler, wrapped by the middleware before it that bind upgrades too
-    // (sticky()'s wrapUpgrade), in the order of `use`.
-    type Upgrading = Middleware & { upgrade?: UpgradeHandler; wrapUpgrade?: (listener: UpgradeHandler) => UpgradeHandler };
-    const at = list.findIndex((m) => typeof (m as Upgrading).upgrade === 'function');
-    let upgradeHandler = at === -1 ? undefined : (list[at] as Upgrading).upgrade!;
+    // balance()'s upgrade handler, wrapped by the sticky() middleware before it that bind upgrades
+    // too (its wrapUpgrade), in the order of `use`; both found by their brands, not by property names.
+    type Branded = Middleware & { [kBalance]?: UpgradeHandler; [kSticky]?: (listener: UpgradeHandler) => UpgradeHandler };
+    const at = list.findIndex((m) => typeof (m as Branded)[kBalance] === 'function');
+    let upgradeHandler = at === -1 ? undefined : (list[at] as Branded)[kBalance]!;
     if (upgradeHandler !== undefined) {
       for (let i = at - 1; i >= 0; i--) {
-        const wrap = (list[i] as Upgrading).wrapUpgrade;
+        const wrap = (list[i] as Branded)[kSticky];
         if (typeof wrap === 'function') upgradeHandler = wrap(upgradeHandler);
       }
     }

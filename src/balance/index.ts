@@ -96,6 +96,13 @@ export interface BalanceMiddleware extends Middleware {
   readonly pool: UpstreamPool;
 }
 
+/**
+ * The brand of balance()'s middleware: its WebSocket upgrade handler, under a symbol only this
+ * package knows, so the Fastify plugin finds the balancer by what it is, not by a property name
+ * another function may carry too. @internal
+ */
+export const kBalance: unique symbol = Symbol('switchyard.balance');
+
 const CONDITIONS = new Set<string>(['error', 'timeout', 'invalid_header', 'http_500', 'http_502', 'http_503', 'http_504', 'http_403', 'http_404', 'http_429', 'non_idempotent', 'off']);
 const STATUS_CONDITIONS = new Map<number, NextUpstreamCondition>([
   [500, 'http_500'],
@@ -218,6 +225,7 @@ export function balance(pool: UpstreamPool, options: BalanceOptions = {}): Balan
     headerTimeout: o.timeouts.header,
     idleTimeout: o.timeouts.idle,
   });
+  Object.defineProperty(handler, kBalance, { value: ws });
   return Object.assign(handler, { upgrade: ws, pool });
 }
 

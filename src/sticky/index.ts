@@ -275,6 +275,12 @@ function setCookieValue(response: IncomingMessage, name: string): string | undef
 }
 
 /**
+ * The brand of sticky()'s middleware: its `wrapUpgrade`, under a symbol only this package knows, so
+ * the Fastify plugin finds it by what it is, not by a property name another function may carry. @internal
+ */
+export const kSticky: unique symbol = Symbol('switchyard.sticky');
+
+/**
  * nginx's `sticky` directive for a pool: binds a client's requests to one server (cookie, route or
  * learn mode) by setting the request's hint, which every balancing method tries first. A hint naming
  * a server that is down, unavailable, full or unknown is ignored and the request balanced (and, in
@@ -577,6 +583,7 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
     };
 
   Object.defineProperty(handler, 'tracked', { get: () => seen.size + issued.size, enumerable: true });
+  Object.defineProperty(handler, kSticky, { value: upgradeWith });
   return Object.assign(handler, {
     pool,
     store,
