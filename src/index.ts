@@ -58,7 +58,7 @@ export type { TrustProxy } from './proxy/trust.ts';
 export { chain, respondWithError, statusOf } from './core/chain.ts';
 export type { ChainOptions, Middleware, Next } from './core/chain.ts';
 export { exchange } from './core/exchange.ts';
-export type { Captures, Exchange, ExchangeServer, ResponseHook } from './core/exchange.ts';
+export type { Captures, ConnectionFacts, Exchange, ExchangeServer, ResponseHook } from './core/exchange.ts';
 export { compileTemplate } from './core/variables.ts';
 export type { Template } from './core/variables.ts';
 export { parseDuration } from './core/duration.ts';

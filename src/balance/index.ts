@@ -423,9 +423,10 @@ function relay(
     request.destroy();
     onUpstreamBroken();
   });
-  // Detached (a cache's background update): the client's connection is not this response's.
+  // Detached (a cache's background update): the client's connection is not this response's, and
+  // its finished state is the client's answer's, not this response's (the cache's stand-in takes it).
   if (!ex.detached) res.once('close', onClientClose);
-  if (res.headersSent || res.destroyed) {
+  if (!ex.detached && (res.headersSent || res.destroyed)) {
     response.resume();
     finish();
     return;

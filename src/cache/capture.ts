@@ -7,13 +7,14 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Next } from '../core/chain.ts';
-import type { Exchange } from '../core/exchange.ts';
+import type { ConnectionFacts, Exchange } from '../core/exchange.ts';
 import { responseFinished } from '../core/http2.ts';
 import type { CacheEntry } from '../store/index.ts';
 import type { CacheContext } from './decide.ts';
+import { DetachedResponse } from './detached.ts';
 import { mergeHeaders, metaOf, saveEntry, type Meta } from './entry.ts';
 import { toldAsKeyed, type Origin } from './forwarding.ts';
-import { intercept, type ConnectionFacts, type HeadDecision, type InterceptHooks } from './intercept.ts';
+import { intercept, type HeadDecision, type InterceptHooks } from './intercept.ts';
 import type { Fill } from './lock.ts';
 import type { CacheStatus } from './options.ts';
 import { freshness, type Freshness } from './policy.ts';
@@ -143,11 +144,13 @@ export class Capture implements InterceptHooks {
   static start(ctx: CacheContext, req: IncomingMessage, res: ServerResponse, next: Next, ex: Exchange, base: string, plan: FetchPlan): void {
     const capture = new Capture(ctx, req, res, ex, base, plan);
     setStatus(ex, plan.status, base);
-    const interception = intercept(res, capture, req);
     if (plan.detached !== undefined) {
+      // The client has its answer: the rest of the chain writes to a stand-in, which feeds the capture.
       ex.detached = true;
-      interception.detach(plan.detached);
+      ex.clientConnection = plan.detached;
+      DetachedResponse.attach(req, res, capture, plan.detached);
     } else {
+      intercept(res, capture);
       res.once('finish', capture.#onFinish);
       res.once('close', capture.#onClose);
     }

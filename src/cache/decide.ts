@@ -12,7 +12,7 @@ import type { CacheEntry, CacheStore } from '../store/index.ts';
 import { Capture, type FetchPlan } from './capture.ts';
 import { lookupEntry, metaOf, servableNow, sharedAllowed } from './entry.ts';
 import { hasBody, resolveOrigin, type Origin } from './forwarding.ts';
-import { connectionFacts } from './intercept.ts';
+import { connectionFacts } from './detached.ts';
 import { fastKey, keyOf, requestKey } from './key.ts';
 import { waitUntil, type FillTable, type UseCounter } from './lock.ts';
 import type { CacheSettings, CacheStatus } from './options.ts';

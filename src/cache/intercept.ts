@@ -1,8 +1,8 @@
 // Watching a response as the rest of the chain writes it, whatever writes it (balance(), a local
 // handler, a framework's error handler): the cache sees the status and headers before they leave,
 // may add its status header, may answer with a stale entry instead, and sees every body byte.
-import type { IncomingMessage, OutgoingHttpHeader, OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import { Socket } from 'node:net';
+// (A background update, whose client has its answer already, writes to a DetachedResponse instead.)
+import type { OutgoingHttpHeader, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 
 /** What the cache decides when the handler's response begins. */
 export type HeadDecision =
@@ -19,54 +19,29 @@ export interface InterceptHooks {
   data(chunk: Buffer): void;
   /** The handler ended its response. */
   end(): void;
-  /** The handler destroyed the response while detached (its output is incomplete). */
+  /** The handler destroyed a background update's response (its output is incomplete). */
   abort(): void;
-}
-
-/** What the handler may read of the client's connection once detached (the client's address for X-Forwarded-For). */
-export type ConnectionFacts = Readonly<Record<(typeof CONNECTION_FACTS)[number], unknown>>;
-
-const CONNECTION_FACTS = ['remoteAddress', 'remotePort', 'remoteFamily', 'localAddress', 'localPort'] as const;
-
-/**
- * Reads the request's connection facts now: an HTTP/2 request's socket is out of reach once its
- * stream is closed, which is when a background update starts.
- */
-export function connectionFacts(req: IncomingMessage): ConnectionFacts {
-  const real = req.socket as Socket | undefined;
-  const out: Record<string, unknown> = {};
-  for (const key of CONNECTION_FACTS) out[key] = real?.[key];
-  return out as ConnectionFacts;
-}
-
-/** The response's own methods, for the cache to answer with. */
-export interface Interception {
-  /**
-   * Switches to capture-only: the client has its answer, the handler's output only feeds the cache.
-   * The handler sees `facts` (read while the response was going) as the request's connection.
-   */
-  detach(facts: ConnectionFacts): void;
-  /** Whether the handler's response began. */
-  readonly started: boolean;
 }
 
 type Callback = (err?: Error | null) => void;
 
-function toBuffer(chunk: unknown, encoding: unknown): Buffer {
+/** A chunk as `write` and `end` take it, as bytes. */
+export function toBuffer(chunk: unknown, encoding: unknown): Buffer {
   if (Buffer.isBuffer(chunk)) return chunk;
   if (typeof chunk === 'string') return Buffer.from(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8');
   if (chunk instanceof Uint8Array) return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
   return Buffer.alloc(0);
 }
 
-function pushHeader(out: string[], name: string, value: OutgoingHttpHeader | undefined): void {
+/** Adds a header's value (or each of its values) to a flat name/value list. */
+export function pushHeader(out: string[], name: string, value: OutgoingHttpHeader | undefined): void {
   if (value === undefined) return;
   if (Array.isArray(value)) for (const v of value) out.push(name, String(v));
   else out.push(name, String(value));
 }
 
 /** Flattens the `headers` argument of writeHead (object, flat array or array of pairs). */
-function flatten(headers: unknown): string[] {
+export function flatten(headers: unknown): string[] {
   const out: string[] = [];
   if (headers === undefined || headers === null) return out;
   if (Array.isArray(headers)) {
@@ -98,7 +73,7 @@ function withHeader(headers: unknown, name: string, value: string): unknown {
  * compression middleware does). Node's implicit headers (`write`/`end` without `writeHead`) come
  * through the same path.
  */
-export function intercept(res: ServerResponse, hooks: InterceptHooks, request: IncomingMessage): Interception {
+export function intercept(res: ServerResponse, hooks: InterceptHooks): void {
   // The methods as they are now: a wrapper an earlier middleware installed (on-headers,
   // compression) keeps working.
   const realWriteHead = res.writeHead;
@@ -106,10 +81,7 @@ export function intercept(res: ServerResponse, hooks: InterceptHooks, request: I
   const realEnd = res.end;
   let started = false;
   let pass = true;
-  let detached = false;
   let ended = false;
-  // The handler's own headers once detached (the real ones went out with the cache's answer).
-  const shadow = new Map<string, { name: string; value: OutgoingHttpHeader }>();
 
   const own = res as unknown as Record<string, unknown>;
 
@@ -122,11 +94,7 @@ export function intercept(res: ServerResponse, hooks: InterceptHooks, request: I
     const reason = typeof reasonOrHeaders === 'string' ? reasonOrHeaders : undefined;
     let headers = reason === undefined ? reasonOrHeaders : maybeHeaders;
     const all: string[] = [];
-    if (detached) {
-      for (const { name, value } of shadow.values()) pushHeader(all, name, value);
-    } else {
-      for (const name of res.getHeaderNames()) pushHeader(all, name, res.getHeader(name));
-    }
+    for (const name of res.getHeaderNames()) pushHeader(all, name, res.getHeader(name));
     const given = flatten(headers);
     if (given.length > 0) {
       // writeHead's headers replace setHeader()'s of the same name.
@@ -138,7 +106,7 @@ export function intercept(res: ServerResponse, hooks: InterceptHooks, request: I
       all.push(...kept, ...given);
     }
     const decision = hooks.head(status, all);
-    if (detached || !decision.pass) {
+    if (!decision.pass) {
       pass = false;
       return res;
     }
@@ -183,57 +151,4 @@ export function intercept(res: ServerResponse, hooks: InterceptHooks, request: I
   own.writeHead = writeHead;
   own.write = write;
   own.end = end;
-
-  return {
-    get started() {
-      return started;
-    },
-    detach(facts: ConnectionFacts): void {
-      detached = true;
-      // The client's socket carries its next request by now: nothing the handler does may touch it.
-      // (The request is passed in: `res.req` is not there on node:http2's compatibility response.)
-      const spare = new Socket();
-      for (const key of CONNECTION_FACTS) Object.defineProperty(spare, key, { configurable: true, value: facts[key] });
-      Object.defineProperty(request, 'socket', { configurable: true, writable: true, value: spare });
-      Object.defineProperty(request, 'connection', { configurable: true, writable: true, value: spare });
-      pass = false;
-      started = false;
-      ended = false;
-      // The handler must see a response it can still write: its own header store and state.
-      own.setHeader = (name: string, value: OutgoingHttpHeader) => {
-        shadow.set(name.toLowerCase(), { name, value });
-        return res;
-      };
-      own.appendHeader = (name: string, value: OutgoingHttpHeader) => {
-        const old = shadow.get(name.toLowerCase());
-        const values = old === undefined ? [] : Array.isArray(old.value) ? old.value : [old.value];
-        shadow.set(name.toLowerCase(), { name, value: [...values.map(String), ...(Array.isArray(value) ? value.map(String) : [String(value)])] });
-        return res;
-      };
-      own.getHeader = (name: string) => shadow.get(name.toLowerCase())?.value;
-      own.getHeaders = () => {
-        const out: OutgoingHttpHeaders = Object.create(null) as OutgoingHttpHeaders;
-        for (const [k, { value }] of shadow) out[k] = value;
-        return out;
-      };
-      own.getHeaderNames = () => [...shadow.keys()];
-      own.hasHeader = (name: string) => shadow.has(name.toLowerCase());
-      own.removeHeader = (name: string) => {
-        shadow.delete(name.toLowerCase());
-      };
-      own.flushHeaders = () => begin();
-      let destroyed = false;
-      own.destroy = () => {
-        if (!destroyed) {
-          destroyed = true;
-          hooks.abort();
-        }
-        return res;
-      };
-      Object.defineProperty(res, 'destroyed', { configurable: true, get: () => destroyed });
-      Object.defineProperty(res, 'headersSent', { configurable: true, get: () => started });
-      Object.defineProperty(res, 'writableEnded', { configurable: true, get: () => ended });
-      Object.defineProperty(res, 'finished', { configurable: true, get: () => ended });
-    },
-  };
 }

@@ -11,6 +11,15 @@ export interface ExchangeServer {
   readonly sid: string;
 }
 
+/** A client connection's addresses and ports, as they were read from its socket. */
+export interface ConnectionFacts {
+  readonly remoteAddress: string | undefined;
+  readonly remotePort: number | undefined;
+  readonly remoteFamily: string | undefined;
+  readonly localAddress: string | undefined;
+  readonly localPort: number | undefined;
+}
+
 /**
  * Called by balance() with the upstream response about to be relayed and a list (flat name/value
  * pairs) the hook may add headers to (sticky() adds its cookie); they are sent after the upstream's.
@@ -71,6 +80,12 @@ export interface Exchange {
    * (cache()'s background update): balance() then ignores the client's connection closing.
    */
   detached: boolean;
+  /**
+   * The client's connection as it was while its answer was going, for a request that goes on after
+   * that answer (cache()'s background update), when the request's own socket is closed or carries
+   * the client's next request: balance() takes the client's address from it.
+   */
+  clientConnection: ConnectionFacts | undefined;
   /** Cache status of the request (`HIT`, `MISS`, ...), set by cache(). */
   cacheStatus: string | undefined;
   /** A sticky hint: the session id (`sid`) of the server a session is bound to, set by sticky(). */
@@ -201,6 +216,7 @@ function createExchange(req: IncomingMessage): Exchange {
     server: undefined,
     upstreamFailure: undefined,
     detached: false,
+    clientConnection: undefined,
     cacheStatus: (req as IncomingMessage & { [kEarlyCacheStatus]?: string })[kEarlyCacheStatus],
     hint: undefined,
     responseHooks: undefined,

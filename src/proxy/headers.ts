@@ -39,6 +39,14 @@ export function isForwardingHeader(name: string): boolean {
   return name.startsWith('x-forwarded-') || FORWARDING.has(name);
 }
 
+/**
+ * The address of the peer that sent `ex`'s request: its socket's, or, for a request that goes on
+ * after the client got its answer (cache()'s background update), the one its connection had.
+ */
+function peerAddress(ex: Exchange): string {
+  return ex.clientConnection?.remoteAddress ?? ex.req.socket?.remoteAddress ?? '';
+}
+
 /** Names listed in a Connection header, lowercased. */
 function connectionTokens(raw: readonly string[]): Set<string> | undefined {
   let tokens: Set<string> | undefined;
@@ -72,7 +80,7 @@ export interface ForwardingPolicy {
  */
 export function resolveClient(ex: Exchange, trust: TrustTest): void {
   const req = ex.req;
-  const peer = req.socket?.remoteAddress ?? '';
+  const peer = peerAddress(ex);
   if (!trust(peer)) {
     ex.clientAddress = plainAddress(peer);
     return;
@@ -143,7 +151,7 @@ export function upstreamRequestHeaders(ex: Exchange, policy: ForwardingPolicy, a
     for (const name of drop) if (!sentByClient(req, name)) drop.delete(name);
     if (drop.size === 0) drop = undefined;
   }
-  const trusted = policy.trust(req.socket?.remoteAddress ?? '');
+  const trusted = policy.trust(peerAddress(ex));
   const changes = ex.upstreamHeaderChanges;
   const out: string[] = [];
   for (const name in headers) {
@@ -164,7 +172,7 @@ export function upstreamRequestHeaders(ex: Exchange, policy: ForwardingPolicy, a
   const clientHost = requestHost(req) ?? '';
   const host = policy.host === 'upstream' ? authority : policy.host === 'client' ? clientHost || authority : policy.host;
   out.push('host', host);
-  const peer = plainAddress(req.socket?.remoteAddress ?? '');
+  const peer = plainAddress(peerAddress(ex));
   if (policy.xForwarded) {
     const prior = trusted ? listHeader(req, 'x-forwarded-for') : [];
     prior.push(peer);

@@ -2,12 +2,13 @@
 // headers of one user replayed to another, a purge undone by a fill in flight, middleware wrappers
 // skipped, a background update cutting the client's next request, sticky cookies blocking caching.
 import { strict as assert } from 'node:assert';
-import { Agent, request, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import express from 'express';
 import { balance, cache, chain, createPool, sticky } from '../../src/index.ts';
 import { fetchText, gateway, listen, upstream } from '../helpers.ts';
+import { keepAliveClient } from './support.ts';
 
 type Next = (err?: unknown) => void;
 
@@ -117,21 +118,7 @@ test("a background update whose handler fails after its headers does not cut the
     if (!res.headersSent) res.status(500).end();
   });
   const up = await listen(t, (await import('node:http')).createServer(app));
-  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
-  t.after(() => agent.destroy());
-  const sockets = new Set<unknown>();
-  const get = (path: string): Promise<string> =>
-    new Promise((resolve) => {
-      const req = request(`${up.url}${path}`, { agent }, (res) => {
-        let body = '';
-        res.on('data', (c: Buffer) => (body += c));
-        res.on('end', () => resolve(`${res.statusCode} ${String(res.headers['x-cache-status'])} ${body}`));
-        res.on('error', (err) => resolve(`ERR ${err.message}`));
-      });
-      req.on('socket', (s) => sockets.add(s));
-      req.on('error', (err) => resolve(`ERR ${err.message}`));
-      req.end();
-    });
+  const { get, sockets } = keepAliveClient(t, up.url);
   assert.equal(await get('/x'), '200 MISS v1');
   await sleep(250);
   assert.equal(await get('/x'), '200 STALE v1');
