@@ -37,6 +37,15 @@ function isFact(name: string): boolean {
   return isForwardingHeader(name) && !ADDRESS_HEADERS.has(name) && name !== 'x-forwarded-proto' && name !== 'x-forwarded-host';
 }
 
+/**
+ * True when the request carries a forwarding header the key could depend on (one a middleware set, or
+ * any from a trusted peer): the fast HIT path then steps aside for the general one, which keys it.
+ */
+export function mayHaveFacts(req: IncomingMessage): boolean {
+  for (const name in req.headers) if (isFact(name)) return true;
+  return false;
+}
+
 /** True when the client sent a header of that name (else a middleware set it). `name` is lowercase. */
 function fromClient(req: IncomingMessage, name: string): boolean {
   const raw = req.rawHeaders;

@@ -8,7 +8,7 @@
 import type { IncomingMessage } from 'node:http';
 import { InvalidOptionError } from '../core/errors.ts';
 import { hasExchange, requestHost, upstreamTarget, type Exchange } from '../core/exchange.ts';
-import { factsSuffix, hasBody, keyHost, originKey, validHost, type Origin } from './forwarding.ts';
+import { factsSuffix, hasBody, keyHost, mayHaveFacts, originKey, validHost, type Origin } from './forwarding.ts';
 import type { CacheSettings } from './options.ts';
 
 /** Store keys: the user's key with `%` and LF escaped, so the cache's own suffixes cannot be forged. */
@@ -59,7 +59,7 @@ export function fastKey(settings: CacheSettings, req: IncomingMessage): string |
   const target = typeof original === 'string' ? original : req.url;
   if (target === undefined || target.charCodeAt(0) !== 47 /* '/' */) return undefined;
   const host = requestHost(req);
-  if (!validHost(host) || (!settings.cacheBodies && hasBody(req)) || settings.trust(req.socket?.remoteAddress ?? '')) return undefined;
+  if (!validHost(host) || (!settings.cacheBodies && hasBody(req)) || settings.trust(req.socket?.remoteAddress ?? '') || mayHaveFacts(req)) return undefined;
   const scheme = (req.socket as { encrypted?: boolean } | null)?.encrypted === true ? 'https' : 'http';
   // The default key as keyOf() makes it: the same origin, target and escaping.
   return escapeKey(originKey(scheme, keyHost(host, req), target));

@@ -274,3 +274,22 @@ test('an unkeyed forwarding header (X-Forwarded-Server) stops storing only when 
   const plain = await get(`${local.url}/p`);
   assert.deepEqual([forged.cs, plain.cs, plain.body], ['MISS', 'MISS', 'server=undefined']);
 });
+
+test('fast-path HITs step aside for a forwarding header a middleware sets on some requests only', async (t) => {
+  const up = await upstream(t, 'origin', told);
+  const pool = createPool({ servers: [{ url: up.url }] });
+  t.after(() => pool.close());
+  // Sets X-Forwarded-Prefix on req.headers without touching the exchange record.
+  const mount = (req: IncomingMessage, _res: ServerResponse, next: (err?: unknown) => void): void => {
+    if (req.headers['x-mounted'] === '1') req.headers['x-forwarded-prefix'] = '/mounted';
+    next();
+  };
+  const gw = await listen(t, createServer(chain(mount, cache(), balance(pool))));
+  const plain = await get(`${gw.url}/p`, { headers: { host: 'a.example' } });
+  const again = await get(`${gw.url}/p`, { headers: { host: 'a.example' } });
+  assert.deepEqual([plain.cs, again.cs], ['MISS', 'HIT']);
+  const mounted = await get(`${gw.url}/p`, { headers: { host: 'a.example', 'x-mounted': '1' } });
+  assert.deepEqual([mounted.cs, mounted.body], ['MISS', 'proto=http host=a.example prefix=/mounted'], 'not the entry stored without the prefix');
+  assert.equal((await get(`${gw.url}/p`, { headers: { host: 'a.example', 'x-mounted': '1' } })).cs, 'HIT');
+  assert.equal((await get(`${gw.url}/p`, { headers: { host: 'a.example' } })).body, 'proto=http host=a.example prefix=undefined');
+});
