@@ -1,7 +1,10 @@
-// Test helpers: real servers on port 0, closed by the test's `after` hook.
+// Test helpers shared by every folder of test/: real servers on port 0 closed by the test's `after`
+// hook, one-request clients, a pool closed with the test (poolOf), a bounded wait (until) and a fake
+// clock (clock). Use these rather than a local copy; a folder's support.ts holds only what is its own.
 import { createServer, request, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import type { TestContext } from 'node:test';
+import { createPool, type PoolOptions, type ServerOptions, type UpstreamPool } from '../src/index.ts';
 
 export interface Upstream {
   url: string;
@@ -129,4 +132,70 @@ export function reachable(host: string, port: number): Promise<boolean> {
     });
     socket.once('error', () => resolve(false));
   });
+}
+
+/**
+ * Waits until `cond` holds (it may be async), checking every `every` ms, and throws an error naming
+ * `what` once `ms` have passed without it. Resolves `true`, so `assert.ok(await until(...))` reads
+ * as well as `await until(...)`. The checks keep the event loop alive: a test waiting here is never
+ * cancelled by the runner for want of anything to do.
+ */
+export async function until(cond: () => boolean | Promise<boolean>, ms = 5000, what = 'condition', every = 10): Promise<true> {
+  const end = performance.now() + ms;
+  for (;;) {
+    if (await cond()) return true;
+    if (performance.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise<void>((resolve) => setTimeout(resolve, every));
+  }
+}
+
+/** A fake clock for the `now` options (pool, cache, store): time moves only with `advance`. */
+export interface Clock {
+  /** The current time, in ms. */
+  t: number;
+  now: () => number;
+  advance(ms: number): void;
+}
+
+/** A {@link Clock} starting at `start` (by default far from 0, as a real clock is). */
+export function clock(start = 1_700_000_000_000): Clock {
+  const c: Clock = {
+    t: start,
+    now: () => c.t,
+    advance(ms) {
+      c.t += ms;
+    },
+  };
+  return c;
+}
+
+/**
+ * The servers of {@link poolOf}: URLs or server options, in order; or ids mapped to a URL or to
+ * anything with a `url` (an {@link Upstream}, an adapter test's backend), which become server ids.
+ */
+export type PoolServers = ReadonlyArray<string | ServerOptions> | Readonly<Record<string, string | { readonly url: string }>>;
+
+/** Options of {@link poolOf}: the pool's own, and settings added to its servers. */
+export interface PoolOfOptions extends Omit<PoolOptions, 'servers'> {
+  /** Settings added to every server (`{ down: true }`). */
+  each?: Partial<ServerOptions>;
+  /** Settings added to the server with this id (`{ b: { backup: true } }`). */
+  extra?: Readonly<Record<string, Partial<ServerOptions>>>;
+}
+
+/**
+ * A pool over `servers`, closed when the test ends.
+ * @example poolOf(t, [a.url, b.url]); poolOf(t, { a, b }, { method: 'least-conn', extra: { b: { weight: 2 } } })
+ */
+export function poolOf(t: TestContext, servers: PoolServers, options: PoolOfOptions = {}): UpstreamPool {
+  const { each, extra, ...poolOptions } = options;
+  const listed: ServerOptions[] = Array.isArray(servers)
+    ? (servers as ReadonlyArray<string | ServerOptions>).map((s) => (typeof s === 'string' ? { url: s } : { ...s }))
+    : Object.entries(servers as Record<string, string | { url: string }>).map(([id, s]) => ({ id, url: typeof s === 'string' ? s : s.url }));
+  const pool = createPool({
+    ...poolOptions,
+    servers: listed.map((s) => ({ ...each, ...s, ...(s.id === undefined ? undefined : extra?.[s.id]) })),
+  });
+  t.after(() => pool.close());
+  return pool;
 }

@@ -75,15 +75,8 @@ export function resumeRedis(child: ChildProcess): void {
   if (child.exitCode === null && child.signalCode === null) child.kill('SIGCONT');
 }
 
-/** Polls `check` every 50 ms until it is true or `ms` have passed; resolves whether it became true. */
-export async function until(check: () => boolean | Promise<boolean>, ms: number): Promise<boolean> {
-  const end = performance.now() + ms;
-  for (;;) {
-    if (await check()) return true;
-    if (performance.now() > end) return false;
-    await sleep(50);
-  }
-}
+// The shared wait (it throws once `ms` have passed), re-exported for the tests that take it from here.
+export { until } from './helpers.ts';
 
 /**
  * A `@keyv/redis` store built as the README recommends: node-redis's offline queue off, so nothing

@@ -231,14 +231,8 @@ export async function rawUpstream(t: TestContext, onConnection: (socket: Socket,
   return state;
 }
 
-/** Waits until `cond()` is true, checking on each turn of the event loop, up to `ms`. */
-export async function until(cond: () => boolean, ms = 2000, what = 'condition'): Promise<void> {
-  const end = performance.now() + ms;
-  while (!cond()) {
-    if (performance.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise<void>((resolve) => setTimeout(resolve, 5));
-  }
-}
+// The shared wait, re-exported for the tests that take it from here (test/proxy, test/cache/flow).
+export { until } from '../helpers.ts';
 
 /** Resolves after `ms`. */
 export function delay(ms: number): Promise<void> {

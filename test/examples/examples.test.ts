@@ -54,6 +54,19 @@ async function start(t: TestContext, name: string): Promise<Started> {
   return { child, url, stderr: () => stderr, exited };
 }
 
+/** Sends SIGTERM and waits for the example to exit, at most `ms`: one that does not has something left open. */
+async function stop(ex: Started, ms = 10_000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  ex.child.kill('SIGTERM');
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(resolve, ms, 'timeout');
+  });
+  const ended = await Promise.race([ex.exited, timeout]);
+  clearTimeout(timer);
+  assert.notEqual(ended, 'timeout', `the example did not end by itself within ${ms / 1000} s of SIGTERM: something stays open`);
+  return ended as { code: number | null; signal: NodeJS.Signals | null };
+}
+
 /** Opens a WebSocket, collects `count` messages (sending `send` after the first), closes it. */
 async function wsMessages(url: string, send: string, count: number): Promise<string[]> {
   const ws = new WebSocket(url);
@@ -131,11 +144,7 @@ async function exercise(t: TestContext, name: string): Promise<void> {
   assert.deepEqual(first, [`${server}: welcome to /chat?room=lobby`, `${server}: hi`]);
   assert.deepEqual(second, [`${server}: welcome to /chat?room=lobby`, `${server}: again`]);
 
-  ex.child.kill('SIGTERM');
-  const timeout = new Promise<'timeout'>((resolve) => setTimeout(resolve, 10_000, 'timeout').unref());
-  const ended = await Promise.race([ex.exited, timeout]);
-  assert.notEqual(ended, 'timeout', 'the example did not end by itself within 10 s of SIGTERM: something stays open');
-  assert.deepEqual(ended, { code: 0, signal: null });
+  assert.deepEqual(await stop(ex), { code: 0, signal: null });
   assert.equal(ex.stderr(), '');
 }
 
@@ -185,8 +194,7 @@ test('the demo gateway (npm start) balances, rewrites, reports stats and stops c
   const rebound = await fetchText(`${demo.url}/switchyard/api/9/http/upstreams/demo/servers/blue`, { method: 'PATCH', headers: { host: 'attacker.example', 'content-type': 'application/json' }, body: '{"down":true}' });
   assert.equal(rebound.status, 403);
   assert.equal((JSON.parse((await fetchText(`${demo.url}/switchyard/api/9/http/upstreams/demo/servers/blue`)).body) as { down: boolean }).down, false);
-  demo.child.kill('SIGTERM');
-  const { code } = await demo.exited;
+  const { code } = await stop(demo);
   assert.equal(code, 0);
   assert.equal(demo.stderr(), '');
 });
@@ -210,9 +218,9 @@ test('the demo microcaches /slow: 200 concurrent clients for 3 s reach its upstr
   const statuses = new Map<string, number>();
   let responses = 0;
   let highest = 0;
-  const until = performance.now() + 3000;
+  const deadline = performance.now() + 3000;
   const client = async (): Promise<void> => {
-    while (performance.now() < until) {
+    while (performance.now() < deadline) {
       const r = await get();
       assert.equal(r.status, 200);
       responses++;
@@ -231,8 +239,7 @@ test('the demo microcaches /slow: 200 concurrent clients for 3 s reach its upstr
   assert.equal(stats.miss.responses, 1);
   assert.ok(stats.hit.responses > 0);
   agent.destroy();
-  demo.child.kill('SIGTERM');
-  const { code } = await demo.exited;
+  const { code } = await stop(demo);
   assert.equal(code, 0);
   assert.equal(demo.stderr(), '');
 });
@@ -271,6 +278,5 @@ test("the demo's index names every path its \"Try\" list uses", async (t) => {
     const named = path.replace(/\/(blue|green|red)$/, '/:id');
     assert.ok(listing.includes(` ${named}`), `the index names ${named}`);
   }
-  demo.child.kill('SIGTERM');
-  await demo.exited;
+  await stop(demo);
 });

@@ -9,18 +9,12 @@ import { createHash } from 'node:crypto';
 import http, { type IncomingMessage } from 'node:http';
 import http2 from 'node:http2';
 import https from 'node:https';
-import { balance, chain, createPool, healthCheck, respondWithError, type BalanceOptions, type UpstreamPool } from '../../src/index.ts';
-import { deadPort, listen, upstream, type Upstream } from '../helpers.ts';
-import { cancelAfterFirstChunk, connectionHeaders, h2Connect, h2Gateway, h2Request, KINDS, pseudoHeaders, testCerts, tickingUpstream, until, type H2Gateway, type H2Kind } from './support.ts';
+import { balance, chain, healthCheck, respondWithError, type BalanceOptions, type UpstreamPool } from '../../src/index.ts';
+import { deadPort, listen, poolOf, until, upstream, type Upstream } from '../helpers.ts';
+import { cancelAfterFirstChunk, connectionHeaders, h2Connect, h2Gateway, h2Request, KINDS, pseudoHeaders, testCerts, tickingUpstream, type H2Gateway, type H2Kind } from './support.ts';
 import type { TestContext } from 'node:test';
 
 const T = { timeout: 20_000 };
-
-function poolOf(t: TestContext, urls: string[], extra: { down?: boolean } = {}): UpstreamPool {
-  const pool = createPool({ servers: urls.map((url) => ({ url, ...extra })) });
-  t.after(() => pool.close());
-  return pool;
-}
 
 async function proxyGateway(t: TestContext, kind: H2Kind, pool: UpstreamPool, options: BalanceOptions = {}): Promise<H2Gateway> {
   return h2Gateway(t, kind, chain(balance(pool, options)));
@@ -185,7 +179,7 @@ for (const kind of KINDS) {
     assert.equal(r.status, 500);
     assert.equal(r.text, 'broken');
 
-    const none = await proxyGateway(t, kind, poolOf(t, [up.url], { down: true }));
+    const none = await proxyGateway(t, kind, poolOf(t, [up.url], { each: { down: true } }));
     const r2 = await h2Request(h2Connect(t, none.url), { ':path': '/' });
     assert.equal(r2.status, 503);
 
@@ -200,7 +194,7 @@ for (const kind of KINDS) {
       res.setHeader('keep-alive', 'timeout=5');
       next();
     };
-    const gw = await h2Gateway(t, kind, chain(careless, balance(poolOf(t, [up.url], { down: true }))));
+    const gw = await h2Gateway(t, kind, chain(careless, balance(poolOf(t, [up.url], { each: { down: true } }))));
     const r = await h2Request(h2Connect(t, gw.url), { ':path': '/' });
     assert.equal(r.status, 503);
     assert.equal(r.text, '503 Service Unavailable\n');

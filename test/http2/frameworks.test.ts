@@ -7,12 +7,12 @@ import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
 import Fastify from 'fastify';
 import Koa from 'koa';
-import { balance, cache, createPool, monitor, rewrite, sticky, type UpstreamPool } from '../../src/index.ts';
+import { balance, cache, monitor, rewrite, sticky, type UpstreamPool } from '../../src/index.ts';
 import { switchyard } from '../../src/adapters/fastify.ts';
 import { koa } from '../../src/adapters/koa.ts';
-import { upstream, type Upstream } from '../helpers.ts';
+import { poolOf, until, upstream, type Upstream } from '../helpers.ts';
 import { logCapture } from '../adapters/common.ts';
-import { cancelAfterFirstChunk, connectionHeaders, h2Connect, h2Gateway, h2Request, KINDS, pseudoHeaders, testCerts, tickingUpstream, until, type H2Kind } from './support.ts';
+import { cancelAfterFirstChunk, connectionHeaders, h2Connect, h2Gateway, h2Request, KINDS, pseudoHeaders, testCerts, tickingUpstream, type H2Kind } from './support.ts';
 
 const T = { timeout: 20_000 };
 
@@ -31,9 +31,7 @@ async function stack(t: TestContext): Promise<Stack> {
       res.end(req.method === 'POST' ? `${name}:${body.length}` : name);
     });
   }
-  const pool = createPool({ name: 'backend', servers: Object.entries(ups).map(([id, u]) => ({ id, url: u.url })) });
-  t.after(() => pool.close());
-  return { ups, pool };
+  return { ups, pool: poolOf(t, ups, { name: 'backend' }) };
 }
 
 // forceCloseConnections: Node 22's http2 server.close() waits for open sessions (Node 24 closes
@@ -132,8 +130,7 @@ for (const kind of KINDS) {
       }
       res.end(`${req.headers['transfer-encoding'] ?? req.headers['content-length']}:${body.length}`);
     });
-    const pool = createPool({ name: 'backend', servers: [{ id: 'u', url: up.url }] });
-    t.after(() => pool.close());
+    const pool = poolOf(t, { u: up.url }, { name: 'backend' });
     const f = await fastifyApp(t, kind, pool);
     const session = h2Connect(t, f.url);
     const broken = await h2Request(session, { ':path': '/api/fail' });
@@ -151,8 +148,7 @@ for (const kind of KINDS) {
 
   test(`Fastify http2 (${kind}): a client that resets its stream mid-response aborts the upstream request`, T, async (t) => {
     const up = await tickingUpstream(t);
-    const pool = createPool({ name: 'backend', servers: [{ id: 'u', url: up.url }] });
-    t.after(() => pool.close());
+    const pool = poolOf(t, { u: up.url }, { name: 'backend' });
     const f = await fastifyApp(t, kind, pool);
     const session = h2Connect(t, f.url);
     await cancelAfterFirstChunk(session, '/api/stream');

@@ -7,19 +7,12 @@ import assert from 'node:assert/strict';
 import http, { type IncomingMessage } from 'node:http';
 import http2 from 'node:http2';
 import https from 'node:https';
-import type { TestContext } from 'node:test';
-import { balance, cache, chain, createPool, monitor, rewrite, sticky, type CacheOptions, type Middleware, type RewriteRule, type UpstreamPool } from '../../src/index.ts';
-import { listen, upstream } from '../helpers.ts';
-import { cancelAfterFirstChunk, connectionHeaders, h2Connect, h2Gateway, h2Request, KINDS, testCerts, until, type H2Kind } from './support.ts';
+import { balance, cache, chain, monitor, rewrite, sticky, type CacheOptions, type Middleware, type RewriteRule } from '../../src/index.ts';
+import { listen, poolOf, until, upstream } from '../helpers.ts';
+import { cancelAfterFirstChunk, connectionHeaders, h2Connect, h2Gateway, h2Request, KINDS, testCerts, type H2Kind } from './support.ts';
 
 const T = { timeout: 20_000 };
 const START = Date.UTC(2026, 0, 1);
-
-function poolOf(t: TestContext, urls: string[]): UpstreamPool {
-  const pool = createPool({ servers: urls.map((url, i) => ({ url, id: String.fromCharCode(97 + i) })) });
-  t.after(() => pool.close());
-  return pool;
-}
 
 /** A middleware that sets response headers HTTP/2 forbids, as a careless app or hook might. */
 const careless: Middleware = (_req, res, next) => {
@@ -54,7 +47,7 @@ for (const kind of KINDS) {
       res.writeHead(200, { 'cache-control': 'max-age=60', connection: 'keep-alive', 'keep-alive': 'timeout=5', 'content-type': 'text/plain' });
       res.end(`v${n}`);
     });
-    const pool = poolOf(t, [up.url]);
+    const pool = poolOf(t, { a: up.url });
     const gw = await h2Gateway(t, kind, chain(cache(), balance(pool)));
     const session = h2Connect(t, gw.url);
     const first = await h2Request(session, { ':path': '/c?x=1' });
@@ -88,7 +81,7 @@ for (const kind of KINDS) {
       res.writeHead(200, { 'cache-control': 'max-age=60' });
       res.end('body');
     });
-    const pool = poolOf(t, [up.url]);
+    const pool = poolOf(t, { a: up.url });
     const gw = await h2Gateway(t, kind, chain(careless, cache(), balance(pool)));
     const session = h2Connect(t, gw.url);
     const miss = await h2Request(session, { ':path': '/' });
@@ -120,7 +113,7 @@ for (const kind of KINDS) {
       res.once('close', () => clearInterval(timer));
     });
     const up = await listen(t, server);
-    const pool = poolOf(t, [up.url]);
+    const pool = poolOf(t, { a: up.url });
     const gw = await h2Gateway(t, kind, chain(cache(), balance(pool)));
     const session = h2Connect(t, gw.url);
     await cancelAfterFirstChunk(session, '/slow');
@@ -139,7 +132,7 @@ for (const kind of KINDS) {
       res.writeHead(200, { 'content-type': 'text/plain' });
       res.end(`v${version}`);
     });
-    const pool = poolOf(t, [up.url]);
+    const pool = poolOf(t, { a: up.url });
     const options: CacheOptions = { valid: '1s', lock: true, useStale: ['updating'], backgroundUpdate: true, now: () => c.t };
     const gw = await h2Gateway(t, kind, chain(cache(options), balance(pool)));
     const session = h2Connect(t, gw.url);
@@ -202,7 +195,7 @@ for (const kind of KINDS) {
     const a = await upstream(t, 'a');
     const b = await upstream(t, 'b');
     const c = await upstream(t, 'c');
-    const pool = poolOf(t, [a.url, b.url, c.url]);
+    const pool = poolOf(t, { a, b, c });
     const gw = await h2Gateway(t, kind, chain(sticky(pool, { cookie: { path: '/' } }), balance(pool)));
     const session = h2Connect(t, gw.url);
     const first = await h2Request(session, { ':path': '/' });
@@ -225,8 +218,7 @@ for (const kind of KINDS) {
 
   test(`${kind}: monitor() API, metrics and dashboard served to an HTTP/2 client, with allowedHosts read from :authority`, T, async (t) => {
     const a = await upstream(t, 'a');
-    const pool = createPool({ name: 'backend', servers: [{ url: a.url, id: 'a' }] });
-    t.after(() => pool.close());
+    const pool = poolOf(t, { a }, { name: 'backend' });
     const m = monitor({ pools: [pool], prefix: '/status', allowedHosts: ['gw.example'] });
     t.after(() => m.close());
     const gw = await h2Gateway(t, kind, chain(careless, m, balance(pool)));
@@ -259,8 +251,7 @@ for (const kind of KINDS) {
 
   test(`${kind}: monitor() answers a write body over maxBodySize 413 to an HTTP/2 client and ends only that stream`, T, async (t) => {
     const a = await upstream(t, 'a');
-    const pool = createPool({ name: 'backend', servers: [{ url: a.url, id: 'a' }] });
-    t.after(() => pool.close());
+    const pool = poolOf(t, { a }, { name: 'backend' });
     const m = monitor({ pools: [pool], prefix: '/status', write: () => true, maxBodySize: 64 });
     t.after(() => m.close());
     const gw = await h2Gateway(t, kind, chain(m, balance(pool)));

@@ -194,12 +194,3 @@ export async function tickingUpstream(t: TestContext): Promise<TickingUpstream> 
   const up = await listen(t, server);
   return { url: up.url, closed: () => closed };
 }
-
-/** Polls `cond` until true, failing after `ms`. */
-export async function until(cond: () => boolean, ms = 5000, what = 'condition'): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
