@@ -31,6 +31,8 @@ export interface Backend {
   streamed: Streamed[];
   /** WebSocket connections: the request target each one arrived with. */
   sockets: string[];
+  /** `/drip` responses that closed before their end (they never end by themselves). */
+  dripsClosed(): number;
   close(): Promise<void>;
 }
 
@@ -38,6 +40,7 @@ export interface Backend {
  * A real upstream on port 0, closed in `t.after`:
  * - `/stream...` echoes the request body as it arrives (full duplex) and records its sha256;
  * - `/hang...` reads the request and never answers;
+ * - `/drip...` answers 200 and a line every 20 ms, never ending, until the connection closes;
  * - anything else answers JSON `{ name, method, url, headers, body }`;
  * - WebSocket upgrades echo every message back prefixed with the backend's name.
  */
@@ -45,8 +48,19 @@ export async function backend(t: TestContext, name: string): Promise<Backend> {
   const seen: Seen[] = [];
   const streamed: Streamed[] = [];
   const sockets: string[] = [];
+  let dripsClosed = 0;
   const server = createServer((req, res) => {
     const url = req.url ?? '';
+    if (url.includes('/drip')) {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'text/plain', 'x-upstream': name });
+      const timer = setInterval(() => res.write('drip\n'), 20);
+      res.once('close', () => {
+        clearInterval(timer);
+        dripsClosed++;
+      });
+      return;
+    }
     if (url.includes('/stream')) {
       const hash = createHash('sha256');
       let bytes = 0;
@@ -87,7 +101,7 @@ export async function backend(t: TestContext, name: string): Promise<Backend> {
     await up.close();
   };
   t.after(close);
-  return { name, url: up.url, seen, streamed, sockets, close };
+  return { name, url: up.url, seen, streamed, sockets, dripsClosed: () => dripsClosed, close };
 }
 
 /** The JSON a backend answers with. */
