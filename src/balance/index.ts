@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { parseDuration, type Duration } from '../core/duration.ts';
+import type { Duration } from '../core/duration.ts';
 import {
   BadGatewayError,
   BadRequestError,
@@ -8,18 +8,19 @@ import {
   NoServerAvailableError,
   type SwitchyardError,
 } from '../core/errors.ts';
+import { durationOption, enumOption, integerOption, objectOption, stringListOption } from '../core/options.ts';
 import { Cancellation } from '../core/cancel.ts';
 import { channels, type UpstreamEndOutcome, type UpstreamErrorFailure, type UpstreamServerRef } from '../core/diagnostics.ts';
 import { exchange, upstreamTarget, type Exchange } from '../core/exchange.ts';
 import { responseFinished, writeHead } from '../core/http2.ts';
 import type { Middleware, Next } from '../core/chain.ts';
-import { UpstreamPool } from '../pool/index.ts';
+import { poolOption, type UpstreamPool } from '../pool/index.ts';
 import { internals, type PoolInternals } from '../pool/internal.ts';
 import type { Peer } from '../pool/peer.ts';
 import { requestBody, type RequestBody } from '../proxy/body.ts';
-import { attempt, type AttemptBytes, type AttemptFailure, type AttemptResult, type AttemptTimeouts } from '../proxy/forward.ts';
-import { clientResponseHeaders, resolveClient, upstreamRequestHeaders, type ForwardingPolicy } from '../proxy/headers.ts';
-import { compileTrust, type TrustProxy } from '../proxy/trust.ts';
+import { attempt, attemptTimeouts, TIMEOUT_OPTIONS, type AttemptBytes, type AttemptFailure, type AttemptResult, type AttemptTimeouts } from '../proxy/forward.ts';
+import { clientResponseHeaders, FORWARDING_OPTIONS, forwardingPolicy, resolveClient, upstreamRequestHeaders, type ForwardingPolicy } from '../proxy/headers.ts';
+import type { TrustProxy } from '../proxy/trust.ts';
 import { upgrade, type ProxyUpgradeHandler } from '../proxy/upgrade.ts';
 
 /** Conditions under which a request moves on to the next server (nginx `proxy_next_upstream`). */
@@ -39,12 +40,7 @@ export type NextUpstreamCondition =
 
 /** Default next-upstream conditions (nginx `proxy_next_upstream error timeout`). */
 export const DEFAULT_NEXT_UPSTREAM: readonly NextUpstreamCondition[] = Object.freeze(['error', 'timeout']);
-/** Default connect timeout (nginx `proxy_connect_timeout 60s`). */
-export const DEFAULT_CONNECT_TIMEOUT = '60s';
-/** Default time allowed for the response header (nginx `proxy_read_timeout 60s`). */
-export const DEFAULT_HEADER_TIMEOUT = '60s';
-/** Default idle time between two reads or writes (nginx `proxy_read_timeout` / `proxy_send_timeout` 60s). */
-export const DEFAULT_IDLE_TIMEOUT = '60s';
+export { DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT } from '../proxy/forward.ts';
 /** Default bytes of a streamed request body kept to replay it on the next server: 64 KiB. */
 export const DEFAULT_RETRY_BODY_LIMIT = 64 * 1024;
 /** Default status when no server can take a request: 503. */
@@ -103,7 +99,7 @@ export interface BalanceMiddleware extends Middleware {
  */
 export const kBalance: unique symbol = Symbol('switchyard.balance');
 
-const CONDITIONS = new Set<string>(['error', 'timeout', 'invalid_header', 'http_500', 'http_502', 'http_503', 'http_504', 'http_403', 'http_404', 'http_429', 'non_idempotent', 'off']);
+const CONDITIONS: readonly NextUpstreamCondition[] = ['error', 'timeout', 'invalid_header', 'http_500', 'http_502', 'http_503', 'http_504', 'http_403', 'http_404', 'http_429', 'non_idempotent', 'off'];
 const STATUS_CONDITIONS = new Map<number, NextUpstreamCondition>([
   [500, 'http_500'],
   [502, 'http_502'],
@@ -114,10 +110,8 @@ const STATUS_CONDITIONS = new Map<number, NextUpstreamCondition>([
   [429, 'http_429'],
 ]);
 const NON_IDEMPOTENT = new Set(['POST', 'LOCK', 'PATCH']);
-const OPTION_NAMES = new Set([
-  'nextUpstream', 'tries', 'nextUpstreamTimeout', 'connectTimeout', 'headerTimeout', 'idleTimeout',
-  'trustProxy', 'xForwarded', 'forwarded', 'host', 'retryBodyLimit', 'noServerStatus',
-]);
+/** The keys of {@link BalanceOptions}. */
+const BALANCE_OPTIONS = ['nextUpstream', 'tries', 'nextUpstreamTimeout', ...TIMEOUT_OPTIONS, ...FORWARDING_OPTIONS, 'retryBodyLimit', 'noServerStatus'] as const satisfies ReadonlyArray<keyof BalanceOptions>;
 
 interface Resolved {
   next: ReadonlySet<NextUpstreamCondition>;
@@ -130,40 +124,19 @@ interface Resolved {
 }
 
 function resolve(options: BalanceOptions): Resolved {
-  if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'an object', options);
-  for (const key of Object.keys(options)) if (!OPTION_NAMES.has(key)) throw new InvalidOptionError(key, `one of ${[...OPTION_NAMES].join(', ')}`, key);
-  const list = options.nextUpstream ?? DEFAULT_NEXT_UPSTREAM;
-  if (!Array.isArray(list)) throw new InvalidOptionError('nextUpstream', 'an array of conditions such as ["error", "timeout", "http_502"]', list);
-  for (const [i, c] of list.entries()) if (!CONDITIONS.has(c)) throw new InvalidOptionError(`nextUpstream[${i}]`, `one of ${[...CONDITIONS].join(', ')}`, c);
+  objectOption(options, '', BALANCE_OPTIONS);
+  const list = stringListOption(options.nextUpstream, 'nextUpstream', DEFAULT_NEXT_UPSTREAM, 'an array of conditions such as ["error", "timeout", "http_502"]', (c, path) => {
+    enumOption(c, path, CONDITIONS, 'off');
+  }) as readonly NextUpstreamCondition[];
   if (list.includes('off') && list.length > 1) throw new InvalidOptionError('nextUpstream', '"off" alone', list);
-  const tries = options.tries ?? 0;
-  if (!Number.isInteger(tries) || tries < 0) throw new InvalidOptionError('tries', 'an integer >= 0', tries);
-  for (const b of ['xForwarded', 'forwarded'] as const) {
-    if (options[b] !== undefined && typeof options[b] !== 'boolean') throw new InvalidOptionError(b, 'a boolean', options[b]);
-  }
-  const host = options.host ?? 'upstream';
-  if (typeof host !== 'string' || host === '' || /[\r\n\0]/.test(host)) throw new InvalidOptionError('host', '"upstream", "client" or a host value', host);
-  const replayLimit = options.retryBodyLimit ?? DEFAULT_RETRY_BODY_LIMIT;
-  if (!Number.isInteger(replayLimit) || replayLimit < 0) throw new InvalidOptionError('retryBodyLimit', 'an integer >= 0', replayLimit);
-  const noServerStatus = options.noServerStatus ?? DEFAULT_NO_SERVER_STATUS;
-  if (noServerStatus !== 502 && noServerStatus !== 503) throw new InvalidOptionError('noServerStatus', '502 or 503', noServerStatus);
   return Object.freeze({
     next: new Set(list.includes('off') ? [] : list),
-    tries,
-    budget: parseDuration(options.nextUpstreamTimeout ?? 0, 'nextUpstreamTimeout'),
-    timeouts: {
-      connect: parseDuration(options.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT, 'connectTimeout'),
-      header: parseDuration(options.headerTimeout ?? DEFAULT_HEADER_TIMEOUT, 'headerTimeout'),
-      idle: parseDuration(options.idleTimeout ?? DEFAULT_IDLE_TIMEOUT, 'idleTimeout'),
-    },
-    policy: {
-      trust: compileTrust(options.trustProxy, 'trustProxy'),
-      xForwarded: options.xForwarded ?? true,
-      forwarded: options.forwarded ?? true,
-      host,
-    },
-    replayLimit,
-    noServerStatus,
+    tries: integerOption(options.tries, 'tries', 0),
+    budget: durationOption(options.nextUpstreamTimeout, 'nextUpstreamTimeout', 0),
+    timeouts: attemptTimeouts(options),
+    policy: forwardingPolicy(options),
+    replayLimit: integerOption(options.retryBodyLimit, 'retryBodyLimit', DEFAULT_RETRY_BODY_LIMIT),
+    noServerStatus: enumOption(options.noServerStatus, 'noServerStatus', [502, 503], DEFAULT_NO_SERVER_STATUS),
   });
 }
 
@@ -190,7 +163,7 @@ function failureError(failure: AttemptFailure, cause: Error, pool: string): Swit
  * ```
  */
 export function balance(pool: UpstreamPool, options: BalanceOptions = {}): BalanceMiddleware {
-  if (!(pool instanceof UpstreamPool)) throw new InvalidOptionError('pool', 'an UpstreamPool from createPool()', pool);
+  poolOption(pool);
   const o = resolve(options);
   const inner = internals(pool);
   const handler = function balance(req: IncomingMessage, res: ServerResponse, next: Next): void {

@@ -5,6 +5,7 @@
 // built from those values, and a response to a request that was told otherwise is not stored.
 import type { IncomingMessage } from 'node:http';
 import { requestHost, type Exchange } from '../core/exchange.ts';
+import { validHost } from '../core/http.ts';
 import { http2HasBody } from '../core/http2.ts';
 import { isForwardingHeader, resolveClient, upstreamRequestHeaders, type ForwardingPolicy } from '../proxy/headers.ts';
 import type { TrustTest } from '../proxy/trust.ts';
@@ -53,25 +54,8 @@ function fromClient(req: IncomingMessage, name: string): boolean {
   return false;
 }
 
-/**
- * nginx's test of a Host header (`ngx_http_validate_host`): a host name or address with an optional
- * port, no `/`, `\`, NUL or control characters, no empty label or `..`. An absent Host is fine.
- */
-export function validHost(host: string | undefined): boolean {
-  if (host === undefined) return true;
-  // Hosts repeat: the verdicts of the last few hundred are kept.
-  const known = hostVerdicts.get(host);
-  if (known !== undefined) return known;
-  let ok: boolean;
-  if (host === '' || host.length > 255) ok = false;
-  else if (host.startsWith('[')) ok = /^\[[0-9A-Fa-f:.]+\](?::\d{1,5})?$/.test(host);
-  else ok = /^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?(?::\d{1,5})?$/.test(host);
-  if (hostVerdicts.size >= 512) hostVerdicts.clear();
-  hostVerdicts.set(host, ok);
-  return ok;
-}
-
-const hostVerdicts = new Map<string, boolean>();
+// nginx's test of a Host header lives in core/http.ts; re-exported for this folder's imports.
+export { validHost };
 
 /** The host part of a key: the Host header lowercase with its port, else the local address. */
 export function keyHost(host: string | undefined, req: IncomingMessage): string {

@@ -5,6 +5,8 @@
  * @module
  */
 
+import { STATUS_CODES as STATUS_TEXT } from 'node:http';
+
 /** Options accepted by every switchyard error constructor. */
 export interface SwitchyardErrorOptions {
   /** The underlying error, if any. */
@@ -87,31 +89,32 @@ export class NoServerAvailableError extends SwitchyardError {
 }
 
 /**
- * The gateway answers with the status nginx uses when the retries ran out on an
- * HTTP error it was told to retry (for example 500 or 503 under `nextUpstream`)
- * but no upstream response could be passed on.
+ * The client's request cannot be proxied as sent: a malformed target, an invalid Host header, a
+ * rewritten URI with a `..` segment. Status 400.
  * @example
  * ```ts
- * if (err.code === 'SWY_ERR_UPSTREAM_STATUS') console.log(err.statusCode);
+ * if (err instanceof BadRequestError) res.statusCode = 400;
  * ```
  */
-export class UpstreamStatusError extends SwitchyardError {
-  constructor(statusCode: number, options?: SwitchyardErrorOptions) {
-    super('SWY_ERR_UPSTREAM_STATUS', statusCode, `Upstream answered ${statusCode}`, options);
+export class BadRequestError extends SwitchyardError {
+  constructor(message = 'Bad Request', options?: SwitchyardErrorOptions) {
+    super('SWY_ERR_BAD_REQUEST', 400, message, options);
   }
 }
 
 /**
- * The client's request cannot be proxied as sent (malformed target, a body
- * already consumed by a parser and not available as `req.body`). Status 400 or 500.
+ * A body parser before balance() consumed the request body and left no `req.body` switchyard can
+ * send again (a Buffer, a string, or JSON / urlencoded data): the request fails at once rather than
+ * hang waiting for a body that will never come. Status 500: the gateway is set up wrong, the client
+ * did nothing wrong.
  * @example
  * ```ts
- * if (err.code === 'SWY_ERR_BAD_REQUEST') res.statusCode = 400;
+ * if (err.code === 'SWY_ERR_BODY_CONSUMED') console.error('mount balance() before the body parser');
  * ```
  */
-export class BadRequestError extends SwitchyardError {
-  constructor(message: string, statusCode = 400, code = 'SWY_ERR_BAD_REQUEST', options?: SwitchyardErrorOptions) {
-    super(code, statusCode, message, options);
+export class BodyConsumedError extends SwitchyardError {
+  constructor(message = 'The request body was consumed by a body parser before switchyard could forward it', options?: SwitchyardErrorOptions) {
+    super('SWY_ERR_BODY_CONSUMED', 500, message, options);
   }
 }
 
@@ -150,10 +153,61 @@ export class InvalidOptionError extends TypeError {
   readonly statusCode = 400;
   /** Path of the offending option, such as `servers[1].weight`. */
   readonly option: string;
-  constructor(option: string, expected: string, received?: unknown) {
-    super(`Invalid option "${option}": expected ${expected}${received === undefined ? '' : `, received ${describe(received)}`}`);
+  /**
+   * @param option The option's path.
+   * @param expected What the option takes, for the message: `Invalid option "<option>": expected <expected>, received <received>`.
+   * @param received The value given, described in the message (cut short, never more than 80 characters of it).
+   * @param message The whole message instead, when "expected" does not say it (an unknown option).
+   */
+  constructor(option: string, expected: string, received?: unknown, message?: string) {
+    super(message ?? `Invalid option "${option}": expected ${expected}${received === undefined ? '' : `, received ${describe(received)}`}`);
     this.name = 'InvalidOptionError';
     this.option = option;
+  }
+}
+
+/**
+ * A `rewrite` rule made the URI change more than ten times, or `last` rules sent the request from
+ * location to location without end (nginx's "rewrite or internal redirection cycle"). Status 500.
+ * @example
+ * ```ts
+ * if (err instanceof RewriteCycleError) console.error('rewrite rules loop on', req.url);
+ * ```
+ */
+export class RewriteCycleError extends SwitchyardError {
+  constructor(message = 'rewrite or internal redirection cycle', options?: SwitchyardErrorOptions) {
+    super('SWY_ERR_REWRITE_CYCLE', 500, message, options);
+  }
+}
+
+/**
+ * A `rewrite` rule left an empty URI (nginx answers 500, as here). Status 500.
+ * @example
+ * ```ts
+ * if (err.code === 'SWY_ERR_REWRITE_EMPTY') console.error('a rewrite rule produced an empty URI');
+ * ```
+ */
+export class RewriteEmptyError extends SwitchyardError {
+  constructor(message = 'rewrite produced an empty URI', options?: SwitchyardErrorOptions) {
+    super('SWY_ERR_REWRITE_EMPTY', 500, message, options);
+  }
+}
+
+/**
+ * A `return` rule with an error status and neither text nor url (`{ return: 403 }`, nginx
+ * `return 403;`): handed to the framework's error handling with that status, so the application's
+ * own error pages answer it.
+ * @example
+ * ```ts
+ * app.use((err, req, res, next) => {
+ *   if (err instanceof ReturnStatusError && err.statusCode === 403) res.status(403).send('Forbidden here');
+ *   else next(err);
+ * });
+ * ```
+ */
+export class ReturnStatusError extends SwitchyardError {
+  constructor(statusCode: number, message = STATUS_TEXT[statusCode] ?? `Status ${statusCode}`, options?: SwitchyardErrorOptions) {
+    super('SWY_ERR_RETURN', statusCode, message, options);
   }
 }
 

@@ -12,11 +12,6 @@ import { constants, Http2ServerResponse } from 'node:http2';
  */
 const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'http2-settings', 'te']);
 
-/** True when `req` came over HTTP/2. @internal */
-export function isHttp2(req: IncomingMessage): boolean {
-  return req.httpVersionMajor === 2;
-}
-
 /** True when `res` answers an HTTP/2 client (node:http2's compatibility response). @internal */
 export function isHttp2Response(res: ServerResponse): boolean {
   return (res as unknown) instanceof Http2ServerResponse;

@@ -1,6 +1,6 @@
-import type { IncomingMessage } from 'node:http';
 import { requestHost, type Exchange } from './exchange.ts';
 import { InvalidOptionError } from './errors.ts';
+import { hostName, hostOf } from './http.ts';
 
 /** A compiled template: evaluates nginx variables against a request's exchange record. */
 export type Template = (ex: Exchange) => string;
@@ -84,30 +84,14 @@ function headerValue(ex: Exchange, header: string): string {
   return v;
 }
 
-/** `$host`: a trusted proxy's X-Forwarded-Host when one was resolved (cache()'s `trustProxy`), else the request's. */
-function host(ex: Exchange): string {
-  return ex.forwardedHost !== undefined ? hostName(ex.forwardedHost) : hostOf(ex.req);
-}
-
 /**
- * nginx's `$host` of a request: the name of its host ({@link requestHost}: HTTP/2's `:authority`, else
- * the Host header), lowercase, without the port; else the local address.
+ * `$host`: a trusted proxy's X-Forwarded-Host when one was resolved (cache()'s `trustProxy`), else
+ * the request's ({@link hostOf}: lowercase, no port, no trailing dot), else the local address (nginx:
+ * the server's name).
  */
-export function hostOf(req: IncomingMessage): string {
-  const h = requestHost(req);
-  if (typeof h !== 'string' || h === '') return req.socket?.localAddress ?? '';
-  return hostName(h);
-}
-
-/** A `host[:port]` value's name, lowercase, without the port. */
-function hostName(h: string): string {
-  const lower = h.toLowerCase();
-  if (lower.startsWith('[')) {
-    const end = lower.indexOf(']');
-    return end === -1 ? lower : lower.slice(0, end + 1);
-  }
-  const colon = lower.indexOf(':');
-  return colon === -1 ? lower : lower.slice(0, colon);
+function host(ex: Exchange): string {
+  if (ex.forwardedHost !== undefined) return hostName(ex.forwardedHost);
+  return hostOf(ex.req) || (ex.req.socket?.localAddress ?? '');
 }
 
 const FIXED: Record<string, Getter> = {

@@ -2,10 +2,11 @@ import { EventEmitter } from 'node:events';
 import { request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { isIP } from 'node:net';
-import { parseDuration, type Duration } from '../core/duration.ts';
+import type { Duration } from '../core/duration.ts';
 import { InvalidOptionError } from '../core/errors.ts';
+import { booleanOption, durationOption, integerOption, objectOption, randomOption, stringOption } from '../core/options.ts';
 import { TOKEN } from '../core/http.ts';
-import { UpstreamPool, type ServerInfo } from '../pool/index.ts';
+import { poolOption, type ServerInfo, type UpstreamPool } from '../pool/index.ts';
 import { internals } from '../pool/internal.ts';
 import type { Peer } from '../pool/peer.ts';
 import { compileMatch, type MatchOptions } from './match.ts';
@@ -95,9 +96,14 @@ export interface HealthCheck extends EventEmitter<HealthCheckEvents> {
 }
 
 /** Default of {@link HealthCheckOptions.interval} (NGINX Plus: 5s). */
-export const DEFAULT_HEALTH_INTERVAL = 5000;
+export const DEFAULT_HEALTH_INTERVAL = '5s';
 /** Default of {@link HealthCheckOptions.timeout}. */
-export const DEFAULT_HEALTH_TIMEOUT = 5000;
+export const DEFAULT_HEALTH_TIMEOUT = '5s';
+/** Default of {@link HealthCheckOptions.name}. */
+export const DEFAULT_HEALTH_NAME = 'health';
+
+/** The keys of {@link HealthCheckOptions}. */
+const HEALTH_OPTIONS = ['uri', 'interval', 'jitter', 'fails', 'passes', 'timeout', 'port', 'method', 'headers', 'match', 'mandatory', 'persistent', 'name', 'clock', 'random'] as const satisfies ReadonlyArray<keyof HealthCheckOptions>;
 /** Most body bytes a probe reads (NGINX Plus: 256k). */
 export const MAX_PROBE_BODY = 256 * 1024;
 
@@ -116,12 +122,6 @@ const realClock: HealthClock = {
   },
 };
 
-
-function count(value: unknown, option: string, fallback: number): number {
-  const v = value ?? fallback;
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) throw new InvalidOptionError(option, 'a positive integer', v);
-  return v;
-}
 
 interface ServerCheck {
   peer: Peer;
@@ -152,22 +152,16 @@ interface ServerCheck {
  * ```
  */
 export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}): HealthCheck {
-  if (!(pool instanceof UpstreamPool)) throw new InvalidOptionError('pool', 'an UpstreamPool from createPool()', pool);
-  if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'an object', options);
-  const uri = options.uri ?? '/';
-  if (typeof uri !== 'string' || !uri.startsWith('/') || /[\s\u0000-\u001f\u007f]/.test(uri)) throw new InvalidOptionError('uri', 'a path starting with "/" without spaces or control characters', uri);
-  const interval = parseDuration(options.interval ?? DEFAULT_HEALTH_INTERVAL, 'interval');
-  if (interval <= 0) throw new InvalidOptionError('interval', 'a positive duration', options.interval);
-  const jitter = parseDuration(options.jitter ?? 0, 'jitter');
-  if (jitter < 0) throw new InvalidOptionError('jitter', 'a non-negative duration', options.jitter);
-  const fails = count(options.fails, 'fails', 1);
-  const passes = count(options.passes, 'passes', 1);
-  const timeout = parseDuration(options.timeout ?? DEFAULT_HEALTH_TIMEOUT, 'timeout');
-  if (timeout <= 0) throw new InvalidOptionError('timeout', 'a positive duration', options.timeout);
-  const port = options.port;
-  if (port !== undefined && (!Number.isInteger(port) || port < 1 || port > 65535)) throw new InvalidOptionError('port', 'a port from 1 to 65535', port);
-  const method = (options.method ?? 'GET').toUpperCase();
-  if (!TOKEN.test(method)) throw new InvalidOptionError('method', 'an HTTP method', options.method);
+  poolOption(pool);
+  objectOption(options, '', HEALTH_OPTIONS);
+  const uri = stringOption(options.uri, 'uri', '/', { pattern: /^\/[^\s\u0000-\u001f\u007f]*$/, expected: 'a path starting with "/" without spaces or control characters' });
+  const interval = durationOption(options.interval, 'interval', DEFAULT_HEALTH_INTERVAL, true);
+  const jitter = durationOption(options.jitter, 'jitter', 0);
+  const fails = integerOption(options.fails, 'fails', 1, { min: 1 });
+  const passes = integerOption(options.passes, 'passes', 1, { min: 1 });
+  const timeout = durationOption(options.timeout, 'timeout', DEFAULT_HEALTH_TIMEOUT, true);
+  const port = integerOption(options.port, 'port', 0, { min: 1, max: 65535 }) || undefined;
+  const method = stringOption(options.method, 'method', 'GET', { pattern: TOKEN, expected: 'an HTTP method' }).toUpperCase();
   const headers: Record<string, string> = {};
   if (options.headers !== undefined) {
     if (options.headers === null || typeof options.headers !== 'object') throw new InvalidOptionError('headers', 'an object of header names to values', options.headers);
@@ -178,18 +172,14 @@ export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}
     }
   }
   const match = compileMatch(options.match);
-  const mandatory = options.mandatory ?? false;
-  if (typeof mandatory !== 'boolean') throw new InvalidOptionError('mandatory', 'a boolean', mandatory);
-  const persistent = options.persistent ?? false;
-  if (typeof persistent !== 'boolean') throw new InvalidOptionError('persistent', 'a boolean', persistent);
-  const name = options.name ?? 'health';
-  if (typeof name !== 'string' || name === '') throw new InvalidOptionError('name', 'a non-empty string', name);
+  const mandatory = booleanOption(options.mandatory, 'mandatory', false);
+  const persistent = booleanOption(options.persistent, 'persistent', false);
+  const name = stringOption(options.name, 'name', DEFAULT_HEALTH_NAME, { nonEmpty: true });
   const clock = options.clock ?? realClock;
   if (typeof clock !== 'object' || clock === null || typeof clock.now !== 'function' || typeof clock.setTimeout !== 'function' || typeof clock.clearTimeout !== 'function') {
     throw new InvalidOptionError('clock', 'an object with now, setTimeout and clearTimeout', clock);
   }
-  const random = options.random ?? Math.random;
-  if (typeof random !== 'function') throw new InvalidOptionError('random', 'a function returning [0, 1)', random);
+  const random = randomOption(options.random);
 
   const inner = internals(pool);
   const id = inner.healthCheckId();

@@ -2,6 +2,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { InvalidOptionError } from '../core/errors.ts';
 import { TOKEN } from '../core/http.ts';
+import { objectOption } from '../core/options.ts';
 
 /**
  * A header condition: a string (equals), a RegExp (matches), `true` (present), `false` (absent),
@@ -142,7 +143,7 @@ function fromCondition(name: string, c: HeaderCondition, path: string): HeaderTe
     return { name, describe: `${name} ~ ${c}`, test: (v) => v !== undefined && re.test(v) };
   }
   if (typeof c === 'object' && c !== null) {
-    const o = c as Record<string, unknown>;
+    const o = objectOption(c, path, ['equals', 'notEquals', 'matches', 'notMatches']);
     if (typeof o.equals === 'string') return fromCondition(name, o.equals, path);
     if (typeof o.notEquals === 'string') {
       const value = o.notEquals;
@@ -167,23 +168,24 @@ function compileBody(spec: MatchOptions['body'], path: string): ((body: string) 
     if (m === null) throw new InvalidOptionError(path, `nginx's '~ "regex"' or '!~ "regex"'`, spec);
     negate = m[1] === '!~';
     re = regex(unquote(m[2]!), path);
-  } else if (typeof spec === 'object' && spec !== null && (spec as { matches?: unknown }).matches instanceof RegExp) {
-    re = (spec as { matches: RegExp }).matches;
-  } else if (typeof spec === 'object' && spec !== null && (spec as { notMatches?: unknown }).notMatches instanceof RegExp) {
-    re = (spec as { notMatches: RegExp }).notMatches;
-    negate = true;
   } else {
-    throw new InvalidOptionError(path, 'a RegExp, { matches }, { notMatches }, or an nginx body condition', spec);
+    const o = typeof spec === 'object' && spec !== null ? objectOption(spec, path, ['matches', 'notMatches']) : {};
+    if (o.matches instanceof RegExp) re = o.matches;
+    else if (o.notMatches instanceof RegExp) {
+      re = o.notMatches;
+      negate = true;
+    } else throw new InvalidOptionError(path, 'a RegExp, { matches }, { notMatches }, or an nginx body condition', spec);
   }
   const plain = new RegExp(re.source, re.flags.replace(/[gy]/g, ''));
   return (body) => plain.test(body) !== negate;
 }
 
+/** The keys of {@link MatchOptions}. */
+const MATCH_OPTIONS = ['status', 'headers', 'body'] as const satisfies ReadonlyArray<keyof MatchOptions>;
+
 /** Compiles a `match` option, throwing {@link InvalidOptionError} naming the field. */
 export function compileMatch(match: MatchOptions | undefined, path = 'match'): CompiledMatch {
-  if (match !== undefined && (match === null || typeof match !== 'object')) throw new InvalidOptionError(path, 'an object with status, headers or body', match);
-  const m = match ?? {};
-  for (const key of Object.keys(m)) if (key !== 'status' && key !== 'headers' && key !== 'body') throw new InvalidOptionError(`${path}.${key}`, 'one of status, headers, body', key);
+  const m = objectOption(match, path, MATCH_OPTIONS, 'an object with status, headers or body', true) as MatchOptions;
   const status = compileStatus(m.status, `${path}.status`);
   const headers: HeaderTest[] = [];
   if (m.headers !== undefined) {

@@ -81,10 +81,66 @@ export function upstreamJson(pool: UpstreamPool) {
   };
 }
 
-/** A cache as `GET /api/9/http/caches/{name}` shows it. */
-export function cacheJson(cache: CacheMiddleware) {
-  const s = cache.stats();
-  return { ...s, ...(s.max_size === undefined ? { max_size: undefined } : {}) };
+/** One cache status's counters as NGINX Plus names them. */
+export interface CacheCounterJson {
+  responses: number;
+  bytes: number;
+}
+
+/** The counters of a status that goes upstream, with what was written to the cache. */
+export interface CacheWriteCounterJson extends CacheCounterJson {
+  responses_written: number;
+  bytes_written: number;
+}
+
+/** A cache as `GET /api/9/http/caches/{name}` shows it (NGINX Plus's names), and as `/metrics` reads it. */
+export interface CacheJson {
+  size: number;
+  max_size?: number;
+  cold: boolean;
+  hit: CacheCounterJson;
+  stale: CacheCounterJson;
+  updating: CacheCounterJson;
+  revalidated: CacheCounterJson;
+  miss: CacheWriteCounterJson;
+  expired: CacheWriteCounterJson;
+  bypass: CacheWriteCounterJson;
+}
+
+/** The cache statuses counted without writes, and those that write, in the API's order. */
+export const CACHE_READ_STATUSES = ['hit', 'stale', 'updating', 'revalidated'] as const;
+export const CACHE_WRITE_STATUSES = ['miss', 'expired', 'bypass'] as const;
+
+/**
+ * A cache's statistics under NGINX Plus's snake_case names: the one place the monitor maps
+ * `cache.stats()` to them. It reads switchyard's camelCase names (`maxSize`, `responsesWritten`,
+ * `bytesWritten`, as `pool.stats()` has them) and, until cache() reports those, the snake_case ones.
+ */
+export function cacheJson(cache: CacheMiddleware): CacheJson {
+  const s = cache.stats() as unknown as Readonly<Record<string, unknown>>;
+  const count = (o: Readonly<Record<string, unknown>> | undefined, camel: string, snake: string): number => {
+    const v = o?.[camel] ?? o?.[snake];
+    return typeof v === 'number' ? v : 0;
+  };
+  const counter = (status: string): Readonly<Record<string, unknown>> | undefined => s[status] as Readonly<Record<string, unknown>> | undefined;
+  const maxSize = s.maxSize ?? s.max_size;
+  const out: Partial<CacheJson> = { size: count(s, 'size', 'size') };
+  if (typeof maxSize === 'number') out.max_size = maxSize;
+  out.cold = s.cold === true;
+  for (const status of CACHE_READ_STATUSES) {
+    const c = counter(status);
+    out[status] = { responses: count(c, 'responses', 'responses'), bytes: count(c, 'bytes', 'bytes') };
+  }
+  for (const status of CACHE_WRITE_STATUSES) {
+    const c = counter(status);
+    out[status] = {
+      responses: count(c, 'responses', 'responses'),
+      bytes: count(c, 'bytes', 'bytes'),
+      responses_written: count(c, 'responsesWritten', 'responses_written'),
+      bytes_written: count(c, 'bytesWritten', 'bytes_written'),
+    };
+  }
+  return out as CacheJson;
 }
 
 /** switchyard's own name for the address, beside NGINX Plus's `server`: the server's url. */

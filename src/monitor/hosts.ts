@@ -4,6 +4,7 @@
 // and `localhost` cannot be rebound.
 import { isIP } from 'node:net';
 import { InvalidOptionError } from '../core/errors.ts';
+import { hostName, validHost } from '../core/http.ts';
 
 /** Host names always allowed besides IP literals (browsers never ask DNS for `localhost`). */
 const ALWAYS_ALLOWED = ['localhost'];
@@ -29,7 +30,7 @@ export function hostAllowed(allowed: readonly string[] | true | undefined): (hos
     } else exact.add(name);
   });
   return (host) => {
-    const name = hostName(host);
+    const name = nameOf(host);
     if (name === undefined) return false;
     if (isIP(name) !== 0 || exact.has(name)) return true;
     for (const s of suffixes) if (name.endsWith(s)) return true;
@@ -37,14 +38,11 @@ export function hostAllowed(allowed: readonly string[] | true | undefined): (hos
   };
 }
 
-/** The name in a Host header, lowercase, without port or IPv6 brackets; undefined when malformed or absent. */
-function hostName(host: string | undefined): string | undefined {
-  if (host === undefined || host === '') return undefined;
-  const lower = host.toLowerCase();
-  if (lower.startsWith('[')) {
-    const m = /^\[([0-9a-f:.]+)\](?::\d{1,5})?$/.exec(lower);
-    return m !== null && isIP(m[1]!) === 6 ? m[1] : undefined;
-  }
-  const m = /^([^:]+)(?::\d{1,5})?$/.exec(lower);
-  return m?.[1];
+/** The name in a Host header ({@link hostName}: lowercase, no port, no trailing dot), without IPv6 brackets; undefined when malformed or absent. */
+function nameOf(host: string | undefined): string | undefined {
+  if (host === undefined || !validHost(host)) return undefined;
+  const name = hostName(host);
+  if (!name.startsWith('[')) return name;
+  const inside = name.slice(1, -1);
+  return isIP(inside) === 6 ? inside : undefined;
 }

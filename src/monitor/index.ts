@@ -7,6 +7,7 @@ import type { Middleware, Next } from '../core/chain.ts';
 import { requestHost } from '../core/exchange.ts';
 import { closeHttp2Stream, isHttp2Response, writeHead } from '../core/http2.ts';
 import { InvalidOptionError, ServerNotFoundError } from '../core/errors.ts';
+import { booleanOption, functionOption, integerOption, nowOption, objectOption, stringOption } from '../core/options.ts';
 import type { HealthCheck } from '../health/index.ts';
 import { UpstreamPool } from '../pool/index.ts';
 import { ApiError, apiErrorOf, cacheJson, serverConf, serverFromBody, updateFromBody, upstreamJson } from './api.ts';
@@ -59,6 +60,12 @@ export interface MonitorOptions {
   now?: () => number;
 }
 
+/** Default of {@link MonitorOptions.maxBodySize}: 64 KiB. */
+export const DEFAULT_MAX_BODY_SIZE = 64 * 1024;
+
+/** The keys of {@link MonitorOptions}. */
+const MONITOR_OPTIONS = ['pools', 'caches', 'healthChecks', 'write', 'allowedHosts', 'prefix', 'server', 'dashboard', 'maxBodySize', 'now'] as const satisfies ReadonlyArray<keyof MonitorOptions>;
+
 /** The middleware returned by {@link monitor}. */
 export interface MonitorMiddleware extends Middleware {
   /** Stops counting the server's connections and requests. */
@@ -110,20 +117,21 @@ function named<T extends { name: string }>(value: readonly T[] | Readonly<Record
  * ```
  */
 export function monitor(options: MonitorOptions): MonitorMiddleware {
-  if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'an object with pools', options);
+  objectOption(options, '', MONITOR_OPTIONS, 'an object with pools');
   if (options.pools === undefined) throw new InvalidOptionError('pools', 'pools to monitor (an array or an object by name)', options.pools);
   const pools = named(options.pools, 'pools', (v) => v instanceof UpstreamPool);
   const caches = named(options.caches, 'caches', (v) => typeof v === 'function' && typeof (v as CacheMiddleware).stats === 'function');
-  const write = options.write ?? (() => false);
-  if (typeof write !== 'function') throw new InvalidOptionError('write', 'a predicate (req) => boolean', write);
+  const write = functionOption<(req: IncomingMessage) => boolean>(options.write, 'write', 'a predicate (req) => boolean', () => false);
   const allowedHost = hostAllowed(options.allowedHosts);
-  const prefix = (options.prefix ?? '').replace(/\/+$/, '');
-  if (typeof options.prefix === 'string' && options.prefix !== '' && !options.prefix.startsWith('/')) throw new InvalidOptionError('prefix', 'a path starting with "/"', options.prefix);
-  const dashboard = options.dashboard ?? true;
-  const maxBody = options.maxBodySize ?? 65536;
-  if (!Number.isSafeInteger(maxBody) || maxBody < 1) throw new InvalidOptionError('maxBodySize', 'a positive integer of bytes', maxBody);
-  const now = options.now ?? Date.now;
+  const prefix = stringOption(options.prefix, 'prefix', '', { pattern: /^(?:\/.*)?$/s, expected: 'a path starting with "/"' }).replace(/\/+$/, '');
+  const dashboard = booleanOption(options.dashboard, 'dashboard', true);
+  const maxBody = integerOption(options.maxBodySize, 'maxBodySize', DEFAULT_MAX_BODY_SIZE, { min: 1 });
+  const now = nowOption(options.now);
   const healthChecks = options.healthChecks ?? [];
+  if (!Array.isArray(healthChecks)) throw new InvalidOptionError('healthChecks', 'an array of healthCheck() results', healthChecks);
+  healthChecks.forEach((h: unknown, i) => {
+    if (h === null || typeof h !== 'object' || typeof (h as HealthCheck).name !== 'string') throw new InvalidOptionError(`healthChecks[${i}]`, 'a healthCheck() result', h);
+  });
 
   const counters: GatewayCounters = { connectionsAccepted: 0, connectionsActive: 0, requestsTotal: 0, requestsCurrent: 0, startedAt: now() };
   const server = options.server;

@@ -2,6 +2,9 @@
 import type { CacheMiddleware } from '../cache/index.ts';
 import type { UpstreamPool } from '../pool/index.ts';
 import { RESPONSE_TIME_BUCKETS, type ServerState } from '../pool/peer.ts';
+import { CACHE_READ_STATUSES, CACHE_WRITE_STATUSES, cacheJson } from './api.ts';
+
+const CACHE_STATUSES = [...CACHE_READ_STATUSES, ...CACHE_WRITE_STATUSES] as const;
 
 /** The content type Prometheus expects for the text format. */
 export const PROMETHEUS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
@@ -97,18 +100,18 @@ export function prometheus(gateway: GatewayCounters, pools: ReadonlyMap<string, 
     w.sample(`${hist}_count`, labels, s.responseTimeHist.count);
   }
 
-  const cacheStats = [...caches].map(([name, c]) => ({ name, s: c.stats() }));
+  const cacheStats = [...caches].map(([name, c]) => ({ name, s: cacheJson(c) }));
   w.family('switchyard_cache_responses_total', 'counter', 'Responses by cache status.');
   for (const { name, s } of cacheStats) {
-    for (const status of ['hit', 'stale', 'updating', 'revalidated', 'miss', 'expired', 'bypass'] as const) w.sample('switchyard_cache_responses_total', { cache: name, status }, s[status].responses);
+    for (const status of CACHE_STATUSES) w.sample('switchyard_cache_responses_total', { cache: name, status }, s[status].responses);
   }
   w.family('switchyard_cache_bytes_total', 'counter', 'Body bytes sent by cache status.');
   for (const { name, s } of cacheStats) {
-    for (const status of ['hit', 'stale', 'updating', 'revalidated', 'miss', 'expired', 'bypass'] as const) w.sample('switchyard_cache_bytes_total', { cache: name, status }, s[status].bytes);
+    for (const status of CACHE_STATUSES) w.sample('switchyard_cache_bytes_total', { cache: name, status }, s[status].bytes);
   }
   w.family('switchyard_cache_written_responses_total', 'counter', 'Responses stored in the cache.');
   for (const { name, s } of cacheStats) {
-    for (const status of ['miss', 'expired', 'bypass'] as const) w.sample('switchyard_cache_written_responses_total', { cache: name, status }, s[status].responses_written);
+    for (const status of CACHE_WRITE_STATUSES) w.sample('switchyard_cache_written_responses_total', { cache: name, status }, s[status].responses_written);
   }
   w.family('switchyard_cache_size_bytes', 'gauge', 'Bytes held by an in-memory cache store.');
   for (const { name, s } of cacheStats) w.sample('switchyard_cache_size_bytes', { cache: name }, s.size);

@@ -3,8 +3,8 @@
 // pool's `servers`, `get()` and events), a Peer's configuration, and the NGINX Plus API names and
 // error codes monitor() reads and writes them with. A compile-time check below keeps it, the
 // ServerOptions, ServerUpdate and ServerInfo interfaces and the Peer naming the same fields.
-import { parseDuration, type Duration } from '../core/duration.ts';
 import { InvalidOptionError } from '../core/errors.ts';
+import { booleanOption, durationOption, integerOption, objectOption } from '../core/options.ts';
 import type { ServerInfo, ServerOptions, ServerUpdate } from './index.ts';
 import type { MethodCapabilities } from './methods/types.ts';
 import type { Peer, PeerTarget } from './peer.ts';
@@ -124,8 +124,9 @@ export type FieldTableMatches = [
   Holds<Same<FieldName | 'sid', keyof ServerInfo>>,
 ];
 
-const FIELDS_BY_NAME: ReadonlyMap<string, ServerField> = new Map(SERVER_FIELDS.map((f) => [f.name, f]));
+const FIELD_NAMES: readonly string[] = SERVER_FIELDS.map((f) => f.name);
 const UPDATABLE: readonly ServerField[] = SERVER_FIELDS.filter((f) => f.update);
+const UPDATABLE_NAMES: readonly string[] = UPDATABLE.map((f) => f.name);
 
 /** The method a server is checked against: what it allows. @internal */
 export interface FieldContext {
@@ -139,11 +140,7 @@ export interface FieldContext {
  * @internal
  */
 export function resolveServer(server: unknown, path: string, ctx: FieldContext, taken: (id: string) => boolean): { config: ServerConfig; target: PeerTarget } {
-  if (server === null || typeof server !== 'object') throw new InvalidOptionError(path, 'an object with a url', server);
-  const given = server as Record<string, unknown>;
-  for (const key of Object.keys(given)) {
-    if (!FIELDS_BY_NAME.has(key)) throw new InvalidOptionError(`${path}.${key}`, `one of the server fields (${[...FIELDS_BY_NAME.keys()].join(', ')})`, key);
-  }
+  const given = objectOption(server, path, FIELD_NAMES, 'an object with a url');
   const target = parseTarget(given.url, `${path}.url`);
   const config: Record<string, unknown> = {};
   for (const field of SERVER_FIELDS) {
@@ -158,11 +155,12 @@ export function resolveServer(server: unknown, path: string, ctx: FieldContext, 
 
 /** Validates update()'s changes (InvalidOptionError naming `changes.<field>`): the fields given. @internal */
 export function resolveUpdate(changes: unknown, ctx: FieldContext): Partial<ServerConfig> {
-  if (changes === null || typeof changes !== 'object') throw new InvalidOptionError('changes', 'an object', changes);
-  const given = changes as Record<string, unknown>;
-  for (const key of Object.keys(given)) {
-    if (FIELDS_BY_NAME.get(key)?.update !== true) throw new InvalidOptionError(`changes.${key}`, `one of ${UPDATABLE.map((f) => f.name).join(', ')}`, key);
+  if (changes === null || typeof changes !== 'object' || Array.isArray(changes)) throw new InvalidOptionError('changes', 'an object', changes);
+  for (const key of Object.keys(changes)) {
+    // A field fixed for the server's life is named as such, not as a misspelling.
+    if (FIELD_NAMES.includes(key) && !UPDATABLE_NAMES.includes(key)) throw new InvalidOptionError(`changes.${key}`, `one of ${UPDATABLE_NAMES.join(', ')} (${key} is fixed when the server is added)`, key);
   }
+  const given = objectOption(changes, 'changes', UPDATABLE_NAMES);
   const out: Record<string, unknown> = {};
   for (const field of UPDATABLE) {
     if (given[field.name] !== undefined) out[field.name] = resolveField(field, given[field.name], `changes.${field.name}`, ctx);
@@ -195,14 +193,13 @@ function resolveField(field: ServerField, value: unknown, option: string, ctx: F
   let resolved: number | string | boolean;
   switch (field.kind) {
     case 'integer':
-      resolved = intOption(value, option, field.min ?? 0, field.default as number);
+      resolved = integerOption(value, option, field.default as number, { min: field.min ?? 0 });
       break;
     case 'duration':
-      resolved = parseDuration((value ?? field.default) as Duration, option);
+      resolved = durationOption(value, option, field.default as number | string);
       break;
     case 'boolean':
-      if (value !== undefined && typeof value !== 'boolean') throw new InvalidOptionError(option, 'a boolean', value);
-      resolved = value ?? (field.default as boolean);
+      resolved = booleanOption(value, option, field.default as boolean);
       break;
     case 'route':
       resolved = value === undefined ? (field.default as string) : routeOption(value, option);
@@ -214,15 +211,6 @@ function resolveField(field: ServerField, value: unknown, option: string, ctx: F
     throw new InvalidOptionError(option, field.needs.refusal(ctx.method), value);
   }
   return resolved;
-}
-
-/** An integer option of at least `min`; `fallback` when absent. @internal */
-export function intOption(value: unknown, option: string, min: number, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
-    throw new InvalidOptionError(option, `an integer >= ${min}`, value);
-  }
-  return value;
 }
 
 function routeOption(value: unknown, option: string): string {

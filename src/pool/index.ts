@@ -4,9 +4,10 @@ import { Agent as HttpsAgent, type AgentOptions as HttpsAgentOptions } from 'nod
 import type { Cancellation } from '../core/cancel.ts';
 import { channels } from '../core/diagnostics.ts';
 import type { Exchange } from '../core/exchange.ts';
-import { parseDuration, type Duration } from '../core/duration.ts';
+import type { Duration } from '../core/duration.ts';
 import { InvalidOptionError, ServerNotFoundError } from '../core/errors.ts';
-import { applyUpdate, intOption, resolveServer, resolveUpdate, serverInfo, type FieldContext } from './fields.ts';
+import { booleanOption, durationOption, instanceOption, integerOption, nowOption, objectOption, randomOption, stringOption } from '../core/options.ts';
+import { applyUpdate, resolveServer, resolveUpdate, serverInfo, type FieldContext } from './fields.ts';
 import { kPool, type PoolInternals } from './internal.ts';
 import { resolveMethod, type MethodOption } from './methods/index.ts';
 import type { AttemptTimings, Balancer, MethodCapabilities, PeerSet, Selection } from './methods/types.ts';
@@ -107,6 +108,11 @@ export interface PoolOptions {
   /** Clock in ms, injectable for tests. @default Date.now */
   now?: () => number;
   /**
+   * Random numbers in [0, 1) for the `random` and `random-two` methods, injectable for tests (a
+   * seeded generator makes their choices repeatable). @default Math.random
+   */
+  random?: () => number;
+  /**
    * Requests that find no server able to take them (all at `maxConns`, say) wait
    * here, first in first out, for one to free up (NGINX Plus `queue N timeout=T`).
    * Past `size` waiting requests or after `timeout`, the request fails as when no
@@ -125,6 +131,15 @@ export interface QueueOptions {
 
 /** Default longest wait in the pool's queue (NGINX Plus `queue … timeout=60s`). */
 export const DEFAULT_QUEUE_TIMEOUT = '60s';
+/** Default pool name (nginx's upstream name in stats and errors). */
+export const DEFAULT_POOL_NAME = 'upstream';
+
+/** The keys of {@link PoolOptions}. */
+const POOL_OPTIONS = ['name', 'method', 'servers', 'agent', 'tls', 'now', 'random', 'queue'] as const satisfies ReadonlyArray<keyof PoolOptions>;
+/** The keys of {@link QueueOptions}. */
+const QUEUE_OPTIONS = ['size', 'timeout'] as const satisfies ReadonlyArray<keyof QueueOptions>;
+/** The keys of {@link AgentSettings}, and of the `{ http, https }` form of {@link PoolOptions.agent}. */
+const AGENT_OPTIONS = ['keepAlive', 'maxFreeSockets', 'maxSockets', 'keepAliveTimeout', 'http', 'https'] as const;
 
 /** The wait queue's statistics (NGINX Plus `queue`). */
 export interface QueueStats {
@@ -208,17 +223,13 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
   /** @internal Use {@link createPool}. */
   constructor(options: PoolOptions) {
     super();
-    if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'an object', options);
-    const name = options.name ?? 'upstream';
-    if (typeof name !== 'string' || name === '') throw new InvalidOptionError('name', 'a non-empty string', name);
-    this.name = name;
+    objectOption(options, '', POOL_OPTIONS, 'an object with servers');
+    this.name = stringOption(options.name, 'name', DEFAULT_POOL_NAME, { nonEmpty: true });
     const method = resolveMethod(options.method);
     this.method = method.name;
     this.#capabilities = method.capabilities;
-    this.#balancer = method.create();
-    const now = options.now ?? Date.now;
-    if (typeof now !== 'function') throw new InvalidOptionError('now', 'a function returning milliseconds', now);
-    this.#now = now;
+    this.#now = nowOption(options.now);
+    this.#balancer = method.create({ random: randomOption(options.random) });
     if (!Array.isArray(options.servers) || options.servers.length === 0) {
       throw new InvalidOptionError('servers', 'a non-empty array of { url }', options.servers);
     }
@@ -230,11 +241,10 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
       if (ids.has(p.id)) throw new InvalidOptionError(`servers[${i}].id`, 'an id not used by another server', p.id);
       ids.add(p.id);
     }
-    const q = options.queue as Record<string, unknown> | undefined;
-    if (q !== undefined && (q === null || typeof q !== 'object')) throw new InvalidOptionError('queue', 'an object { size, timeout }', q);
-    this.#queueSize = q === undefined ? 0 : intOption(q.size, 'queue.size', 1, 0);
-    if (q !== undefined && q.size === undefined) throw new InvalidOptionError('queue.size', 'an integer >= 1', undefined);
-    this.#queueTimeout = parseDuration((q?.timeout as Duration | undefined) ?? DEFAULT_QUEUE_TIMEOUT, 'queue.timeout');
+    const q = objectOption(options.queue, 'queue', QUEUE_OPTIONS, 'an object { size, timeout }', true);
+    if (options.queue !== undefined && q.size === undefined) throw new InvalidOptionError('queue.size', 'an integer >= 1', undefined);
+    this.#queueSize = integerOption(q.size, 'queue.size', 0, { min: 1 });
+    this.#queueTimeout = durationOption(q.timeout, 'queue.timeout', DEFAULT_QUEUE_TIMEOUT);
     const agents = this.#makeAgents(options);
     this.#httpAgent = agents.http;
     this.#httpsAgent = agents.https;
@@ -248,19 +258,18 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
   }
 
   #makeAgents(options: PoolOptions): { http: HttpAgent; https: HttpsAgent; own: boolean } {
-    const a = options.agent as Record<string, unknown> | undefined;
-    if (a !== undefined && (a === null || typeof a !== 'object')) throw new InvalidOptionError('agent', 'agent settings or { http, https } agents', a);
-    if (a !== undefined && (a.http instanceof HttpAgent || a.https instanceof HttpsAgent)) {
-      return { http: (a.http as HttpAgent) ?? new HttpAgent(), https: (a.https as HttpsAgent) ?? new HttpsAgent(options.tls), own: false };
+    const tls = options.tls;
+    if (tls !== undefined && (tls === null || typeof tls !== 'object' || Array.isArray(tls))) throw new InvalidOptionError('tls', 'an object of TLS options (ca, servername, rejectUnauthorized...)', tls);
+    const a = objectOption(options.agent, 'agent', AGENT_OPTIONS, 'agent settings or { http, https } agents', true);
+    if (a.http instanceof HttpAgent || a.https instanceof HttpsAgent) {
+      return { http: (a.http as HttpAgent) ?? new HttpAgent(), https: (a.https as HttpsAgent) ?? new HttpsAgent(tls), own: false };
     }
-    const s = (a ?? {}) as AgentSettings;
-    if (s.keepAlive !== undefined && typeof s.keepAlive !== 'boolean') throw new InvalidOptionError('agent.keepAlive', 'a boolean', s.keepAlive);
-    const maxFreeSockets = intOption(s.maxFreeSockets, 'agent.maxFreeSockets', 0, DEFAULT_KEEPALIVE);
-    const maxSockets = s.maxSockets === undefined || s.maxSockets === Infinity ? Infinity : intOption(s.maxSockets, 'agent.maxSockets', 1, 0);
-    const timeout = parseDuration(s.keepAliveTimeout ?? DEFAULT_KEEPALIVE_TIMEOUT, 'agent.keepAliveTimeout');
-    const keepAlive = s.keepAlive ?? true;
+    const maxFreeSockets = integerOption(a.maxFreeSockets, 'agent.maxFreeSockets', DEFAULT_KEEPALIVE);
+    const maxSockets = a.maxSockets === Infinity ? Infinity : integerOption(a.maxSockets, 'agent.maxSockets', Infinity, { min: 1 });
+    const timeout = durationOption(a.keepAliveTimeout, 'agent.keepAliveTimeout', DEFAULT_KEEPALIVE_TIMEOUT);
+    const keepAlive = booleanOption(a.keepAlive, 'agent.keepAlive', true);
     const common = { keepAlive: keepAlive && maxFreeSockets > 0, maxFreeSockets: Math.max(1, maxFreeSockets), maxSockets, timeout, scheduling: 'lifo' as const };
-    return { http: new HttpAgent(common), https: new HttpsAgent({ ...options.tls, ...common }), own: true };
+    return { http: new HttpAgent(common), https: new HttpsAgent({ ...tls, ...common }), own: true };
   }
 
   /** What the server fields are checked against: the method and what it allows. */
@@ -699,4 +708,12 @@ function countResponse(peer: Peer, status: number): void {
  */
 export function createPool(options: PoolOptions): UpstreamPool {
   return new UpstreamPool(options);
+}
+
+/**
+ * The pool a factory is given (balance(), sticky(), healthCheck(), upgrade()): an UpstreamPool, or
+ * an InvalidOptionError naming `path`. @internal
+ */
+export function poolOption(value: unknown, path = 'pool'): UpstreamPool {
+  return instanceOption(value, path, UpstreamPool, 'an UpstreamPool from createPool()');
 }

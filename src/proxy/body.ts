@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import type { ClientRequest } from 'node:http';
-import { BadRequestError, UnsupportedTransferCodingError } from '../core/errors.ts';
+import { BodyConsumedError, UnsupportedTransferCodingError } from '../core/errors.ts';
 import type { Exchange } from '../core/exchange.ts';
 import { http2HasBody } from '../core/http2.ts';
 
@@ -89,10 +89,8 @@ function serialize(body: unknown, req: IncomingMessage, parsed: boolean): Buffer
       return Buffer.from(params.toString());
     }
   }
-  throw new BadRequestError(
+  throw new BodyConsumedError(
     'The request body was consumed by a body parser before switchyard could forward it, and no re-sendable req.body was left (a Buffer, a string, or JSON / urlencoded data)',
-    500,
-    'SWY_ERR_BODY_CONSUMED',
   );
 }
 

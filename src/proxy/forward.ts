@@ -2,6 +2,8 @@ import http, { type ClientRequest, type IncomingMessage, type OutgoingHttpHeader
 import https from 'node:https';
 import type { Socket } from 'node:net';
 import type { Cancellation } from '../core/cancel.ts';
+import type { Duration } from '../core/duration.ts';
+import { durationOption } from '../core/options.ts';
 import type { Peer } from '../pool/peer.ts';
 import type { PoolInternals } from '../pool/internal.ts';
 import type { RequestBody } from './body.ts';
@@ -11,6 +13,25 @@ export interface AttemptTimeouts {
   connect: number;
   header: number;
   idle: number;
+}
+
+/** Default connect timeout (nginx `proxy_connect_timeout 60s`). */
+export const DEFAULT_CONNECT_TIMEOUT = '60s';
+/** Default time allowed for the response header (nginx `proxy_read_timeout 60s`). */
+export const DEFAULT_HEADER_TIMEOUT = '60s';
+/** Default idle time between two reads or writes (nginx `proxy_read_timeout` / `proxy_send_timeout` 60s). */
+export const DEFAULT_IDLE_TIMEOUT = '60s';
+
+/** The timeout options balance() and upgrade() share, as they are named there. @internal */
+export const TIMEOUT_OPTIONS = ['connectTimeout', 'headerTimeout', 'idleTimeout'] as const;
+
+/** Validates the timeout options (InvalidOptionError naming the option); absent ones take nginx's 60 s. @internal */
+export function attemptTimeouts(options: { connectTimeout?: Duration; headerTimeout?: Duration; idleTimeout?: Duration }): AttemptTimeouts {
+  return {
+    connect: durationOption(options.connectTimeout, 'connectTimeout', DEFAULT_CONNECT_TIMEOUT),
+    header: durationOption(options.headerTimeout, 'headerTimeout', DEFAULT_HEADER_TIMEOUT),
+    idle: durationOption(options.idleTimeout, 'idleTimeout', DEFAULT_IDLE_TIMEOUT),
+  };
 }
 
 /** How an attempt ended before a response could be used. @internal */

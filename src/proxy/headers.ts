@@ -1,7 +1,8 @@
 import type { IncomingMessage } from 'node:http';
 import { requestHost, type Exchange } from '../core/exchange.ts';
-import { forwardedAddress, plainAddress, type TrustTest } from './trust.ts';
 import { TOKEN } from '../core/http.ts';
+import { booleanOption, stringOption } from '../core/options.ts';
+import { compileTrust, forwardedAddress, plainAddress, type TrustProxy, type TrustTest } from './trust.ts';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1 and the legacy ones), never forwarded in either direction. */
 const HOP_BY_HOP = new Set([
@@ -68,6 +69,27 @@ export interface ForwardingPolicy {
   forwarded: boolean;
   /** 'upstream' (nginx `$proxy_host`), 'client' (the request's Host) or a fixed value. */
   host: string;
+}
+
+/** The forwarding options balance() and upgrade() share, as they are named there. @internal */
+export const FORWARDING_OPTIONS = ['trustProxy', 'xForwarded', 'forwarded', 'host'] as const;
+
+/** The forwarding options as a factory takes them. @internal */
+export interface ForwardingOptions {
+  trustProxy?: TrustProxy;
+  xForwarded?: boolean;
+  forwarded?: boolean;
+  host?: string;
+}
+
+/** Validates and compiles the forwarding options (InvalidOptionError naming the option). @internal */
+export function forwardingPolicy(options: ForwardingOptions): ForwardingPolicy {
+  return {
+    trust: compileTrust(options.trustProxy, 'trustProxy'),
+    xForwarded: booleanOption(options.xForwarded, 'xForwarded', true),
+    forwarded: booleanOption(options.forwarded, 'forwarded', true),
+    host: stringOption(options.host, 'host', 'upstream', { pattern: /^[^\r\n\0]+$/, expected: '"upstream", "client" or a host value' }),
+  };
 }
 
 /**

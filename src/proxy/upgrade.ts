@@ -5,14 +5,16 @@ import type { Duplex } from 'node:stream';
 import { Server as TlsServer } from 'node:tls';
 import { createProxyServer, type ProxyServer } from 'http-proxy-3';
 import { channels, type UpstreamErrorFailure } from '../core/diagnostics.ts';
-import { parseDuration, type Duration } from '../core/duration.ts';
-import { GatewayTimeoutError, InvalidOptionError, NoServerAvailableError } from '../core/errors.ts';
+import type { Duration } from '../core/duration.ts';
+import { GatewayTimeoutError, NoServerAvailableError } from '../core/errors.ts';
+import { objectOption } from '../core/options.ts';
 import { exchange, upstreamTarget, type Exchange } from '../core/exchange.ts';
-import { UpstreamPool } from '../pool/index.ts';
+import { poolOption, type UpstreamPool } from '../pool/index.ts';
 import { internals, type PoolInternals } from '../pool/internal.ts';
 import type { Peer, PeerTarget } from '../pool/peer.ts';
-import { resolveClient, upstreamRequestHeaders, type ForwardingPolicy } from './headers.ts';
-import { compileTrust, type TrustProxy } from './trust.ts';
+import { attemptTimeouts, TIMEOUT_OPTIONS } from './forward.ts';
+import { FORWARDING_OPTIONS, forwardingPolicy, resolveClient, upstreamRequestHeaders } from './headers.ts';
+import type { TrustProxy } from './trust.ts';
 
 /** Options of {@link upgrade}; the same meaning as in balance(). */
 export interface UpgradeOptions {
@@ -35,6 +37,9 @@ export interface UpgradeOptions {
    */
   idleTimeout?: Duration;
 }
+
+/** The keys of {@link UpgradeOptions}. */
+const UPGRADE_OPTIONS = [...FORWARDING_OPTIONS, ...TIMEOUT_OPTIONS] as const satisfies ReadonlyArray<keyof UpgradeOptions>;
 
 /** A handler for a server's `upgrade` event. */
 export type UpgradeHandler = (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
@@ -209,18 +214,11 @@ interface Pending {
  * ```
  */
 export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): ProxyUpgradeHandler {
-  if (!(pool instanceof UpstreamPool)) throw new InvalidOptionError('pool', 'an UpstreamPool from createPool()', pool);
-  if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'an object', options);
+  poolOption(pool);
+  objectOption(options, '', UPGRADE_OPTIONS);
   const inner = internals(pool);
-  const policy: ForwardingPolicy = {
-    trust: compileTrust(options.trustProxy, 'trustProxy'),
-    xForwarded: options.xForwarded ?? true,
-    forwarded: options.forwarded ?? true,
-    host: options.host ?? 'upstream',
-  };
-  const connectTimeout = parseDuration(options.connectTimeout ?? '60s', 'connectTimeout');
-  const headerTimeout = parseDuration(options.headerTimeout ?? '60s', 'headerTimeout');
-  const idleTimeout = parseDuration(options.idleTimeout ?? '60s', 'idleTimeout');
+  const policy = forwardingPolicy(options);
+  const { connect: connectTimeout, header: headerTimeout, idle: idleTimeout } = attemptTimeouts(options);
   const proxy: ProxyServer = createProxyServer({ ws: true, xfwd: false, ignorePath: true, prependPath: true, connectTimeout });
   // http-proxy-3 closes, without a word, every upgrade that is not a GET to `websocket`; which
   // upgrades are tunneled is decided by shouldUpgrade(), before the request gets here.

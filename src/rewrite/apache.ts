@@ -1,7 +1,8 @@
 import type { IncomingMessage } from 'node:http';
 import { InvalidOptionError } from '../core/errors.ts';
+import { enumOption, objectOption, stringListOption } from '../core/options.ts';
 import { normalizePath, requestHost, type Exchange } from '../core/exchange.ts';
-import { hostOf } from './conditions.ts';
+import { hostOf } from '../core/http.ts';
 import type { RewriteRule } from './index.ts';
 
 /** Options of {@link fromApache}. */
@@ -10,7 +11,7 @@ export interface FromApacheOptions {
    * Where the rules would stand: `'server'` (httpd.conf, virtual host: patterns see `/path`) or
    * `'directory'` (a `.htaccess` at the document root: patterns see `path` without the leading
    * slash, relative substitutions get the `RewriteBase`, and a changed URI runs the rules again).
-   * @default DEFAULT_APACHE_CONTEXT
+   * @default 'server'
    */
   context?: 'server' | 'directory';
   /**
@@ -23,6 +24,9 @@ export interface FromApacheOptions {
 
 /** Default of {@link FromApacheOptions.context}. */
 export const DEFAULT_APACHE_CONTEXT = 'server';
+
+/** The keys of {@link FromApacheOptions}. */
+const APACHE_OPTIONS = ['context', 'ignore'] as const satisfies ReadonlyArray<keyof FromApacheOptions>;
 
 /** Variables that carry a rule's computed target to the rewrite or return it runs. */
 const TARGET = 'swy_apache_target';
@@ -82,13 +86,9 @@ type Expand = (ex: Exchange, refs: Backrefs) => string;
  */
 export function fromApache(text: string, options: FromApacheOptions = {}): RewriteRule[] {
   if (typeof text !== 'string') throw new InvalidOptionError('text', 'Apache configuration text', text);
-  if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'an object', options);
-  for (const key of Object.keys(options)) if (key !== 'context' && key !== 'ignore') throw new InvalidOptionError(key, 'context or ignore', key);
-  const context = options.context ?? DEFAULT_APACHE_CONTEXT;
-  if (context !== 'server' && context !== 'directory') throw new InvalidOptionError('context', '"server" or "directory"', context);
-  const ignoreList = options.ignore ?? [];
-  if (!Array.isArray(ignoreList) || ignoreList.some((d) => typeof d !== 'string')) throw new InvalidOptionError('ignore', 'an array of directive names', ignoreList);
-  const ignore = new Set(ignoreList.map((d) => d.toLowerCase()));
+  objectOption(options, '', APACHE_OPTIONS);
+  const context = enumOption(options.context, 'context', ['server', 'directory'], DEFAULT_APACHE_CONTEXT);
+  const ignore = new Set(stringListOption(options.ignore, 'ignore', [], 'an array of directive names').map((d) => d.toLowerCase()));
   const directory = context === 'directory';
 
   let engine = true;
@@ -355,7 +355,7 @@ function sameServer(url: string, ex: Exchange): string | undefined {
   const hostHeader = requestHost(ex.req) ?? '';
   const portMatch = /:([0-9]+)$/.exec(hostHeader.startsWith('[') ? hostHeader.slice(hostHeader.indexOf(']') + 1) : hostHeader);
   const reqPort = portMatch === null ? (ex.scheme === 'https' ? 443 : 80) : Number(portMatch[1]);
-  if (m[2]!.toLowerCase() !== hostOf(ex) || urlPort !== reqPort) return undefined;
+  if (m[2]!.toLowerCase() !== hostOf(ex.req) || urlPort !== reqPort) return undefined;
   return m[4] === '' ? '/' : m[4];
 }
 

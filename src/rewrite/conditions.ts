@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http';
-import { requestHost, type Exchange } from '../core/exchange.ts';
+import type { Exchange } from '../core/exchange.ts';
+import { hostOf } from '../core/http.ts';
 import { InvalidOptionError } from '../core/errors.ts';
 import { compileTemplate, type Template } from '../core/variables.ts';
 
@@ -111,7 +112,7 @@ export interface HostMatch {
 export function compileHost(names: string | readonly string[], where: string): Test {
   const matcher = hostMatcher(names, where);
   return (ex) => {
-    const m = matcher(hostOf(ex));
+    const m = matcher(hostOf(ex.req));
     if (m === undefined) return false;
     if (m.captures !== undefined) ex.captures = m.captures;
     return true;
@@ -154,14 +155,3 @@ export function hostMatcher(names: string | readonly string[], where: string): (
   };
 }
 
-/** The request's host ({@link requestHost}: HTTP/2's `:authority`, else Host) as nginx's `$host`: lowercased, without port. @internal */
-export function hostOf(ex: Exchange): string {
-  const h = requestHost(ex.req);
-  if (typeof h !== 'string') return '';
-  const lower = h.toLowerCase();
-  if (lower.startsWith('[')) return lower.slice(0, lower.indexOf(']') + 1);
-  const colon = lower.indexOf(':');
-  const name = colon === -1 ? lower : lower.slice(0, colon);
-  // nginx drops a trailing dot: `example.org.` is `example.org`.
-  return name.endsWith('.') ? name.slice(0, -1) : name;
-}

@@ -2,11 +2,13 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { STATUS_CODES } from 'node:http';
 import { compile as compilePath, match as matchPath } from 'path-to-regexp';
 import type { Middleware, Next } from '../core/chain.ts';
-import { BadRequestError, InvalidOptionError, SwitchyardError } from '../core/errors.ts';
+import { BadRequestError, InvalidOptionError, ReturnStatusError, RewriteCycleError, RewriteEmptyError, type SwitchyardError } from '../core/errors.ts';
+import { booleanOption, objectOption, unknownOption } from '../core/options.ts';
 import { encodePath, exchange, requestHost, type Exchange } from '../core/exchange.ts';
+import { hostOf, validHost } from '../core/http.ts';
 import { closeHttp2Stream, isHttp2Response, writeHead } from '../core/http2.ts';
 import { compileTemplate, type Template } from '../core/variables.ts';
-import { captures, compileCondition, compileRegex, hostMatcher, hostOf, type Condition, type HostMatch } from './conditions.ts';
+import { captures, compileCondition, compileRegex, hostMatcher, type Condition, type HostMatch } from './conditions.ts';
 
 export type { Condition, ConditionOperator } from './conditions.ts';
 
@@ -41,6 +43,9 @@ export interface RewriteOptions {
   /** Make relative redirect targets absolute with the request's scheme and Host (nginx `absolute_redirect`). @default true */
   absoluteRedirect?: boolean;
 }
+
+/** The keys of {@link RewriteOptions}. */
+const REWRITE_OPTIONS = ['setUrl', 'absoluteRedirect'] as const satisfies ReadonlyArray<keyof RewriteOptions>;
 
 /** Result of running a list of rules. */
 type Outcome = 'next' | 'last' | 'break' | Reply;
@@ -107,10 +112,9 @@ const MAX_CYCLES = 10;
  */
 export function rewrite(rules: readonly RewriteRule[], options: RewriteOptions = {}): Middleware {
   if (!Array.isArray(rules)) throw new InvalidOptionError('rules', 'an array of rules', rules);
-  if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'an object', options);
-  for (const key of Object.keys(options)) if (key !== 'setUrl' && key !== 'absoluteRedirect') throw new InvalidOptionError(key, 'setUrl or absoluteRedirect', key);
-  const o: Resolved = { absoluteRedirect: options.absoluteRedirect ?? true };
-  const setUrl = options.setUrl ?? false;
+  objectOption(options, '', REWRITE_OPTIONS);
+  const o: Resolved = { absoluteRedirect: booleanOption(options.absoluteRedirect, 'absoluteRedirect', true) };
+  const setUrl = booleanOption(options.setUrl, 'setUrl', false);
   const servers = compileServers(rules);
   return function rewrite(req: IncomingMessage, res: ServerResponse, next: Next): void {
     const ex = exchange(req);
@@ -127,7 +131,7 @@ export function rewrite(rules: readonly RewriteRule[], options: RewriteOptions =
     const argsBefore = ex.args;
     const outcome = run(server, ex, { o, changed: false });
     if (outcome === 'cycle') {
-      next(new SwitchyardError('SWY_ERR_REWRITE_CYCLE', 500, 'rewrite or internal redirection cycle'));
+      next(new RewriteCycleError());
       return;
     }
     if (typeof outcome === 'object') {
@@ -188,7 +192,7 @@ function respond(req: IncomingMessage, res: ServerResponse, next: Next, reply: R
     return;
   }
   if (reply.location === undefined && reply.text === undefined && reply.status >= 400) {
-    next(new SwitchyardError('SWY_ERR_RETURN', reply.status, STATUS_CODES[reply.status] ?? `Status ${reply.status}`));
+    next(new ReturnStatusError(reply.status));
     return;
   }
   const body = reply.text ?? (reply.location !== undefined ? `${reply.status} ${STATUS_CODES[reply.status] ?? ''}\n` : '');
@@ -269,7 +273,7 @@ function findLocation(locations: readonly Location[], ex: Exchange): Location | 
  */
 function chooseServer(servers: readonly Server[], ex: Exchange): Server | undefined {
   if (servers.length === 1 && servers[0]!.match === undefined) return servers[0];
-  const host = hostOf(ex);
+  const host = hostOf(ex.req);
   let best: Server | undefined;
   let bestMatch: HostMatch | undefined;
   for (const s of servers) {
@@ -342,7 +346,7 @@ function compileStep(rule: RewriteRule, where: string): Step {
 }
 
 function only(keys: readonly string[], allowed: readonly string[], where: string): void {
-  for (const k of keys) if (!allowed.includes(k)) throw new InvalidOptionError(`${where}.${k}`, `one of ${allowed.join(', ')}`, k);
+  for (const k of keys) if (!allowed.includes(k)) throw unknownOption(`${where}.${k}`, k, allowed, where);
 }
 
 const ABSOLUTE = /^(?:https?:\/\/|\$scheme)/;
@@ -379,7 +383,7 @@ function replaceStep(test: (ex: Exchange) => boolean, r: Replacement): Step {
       return { status, location: redirectUrl(url, ex, st.o) };
     }
     // nginx answers 500 to a rewrite that leaves an empty URI.
-    if (result.path === '') return { status: 500, error: new SwitchyardError('SWY_ERR_REWRITE_EMPTY', 500, 'rewrite produced an empty URI') };
+    if (result.path === '') return { status: 500, error: new RewriteEmptyError() };
     // A capture or variable that brings a `..` segment would let the upstream climb out of
     // the replacement's prefix (nginx sends it as is): answer 400 instead.
     if (DOT_DOT.test(result.path)) return { status: 400, error: new BadRequestError('Rewritten URI has a ".." segment') };
@@ -566,7 +570,7 @@ function redirectUrl(target: string, ex: Exchange, o: Resolved): string {
   // absolute mode keeps them as a path on this host, as nginx does.
   if (!o.absoluteRedirect) return clean.replace(/^[/\\]+/, '/');
   const named = requestHost(ex.req);
-  const host = named !== undefined && /^[A-Za-z0-9.:[\]-]+$/.test(named) ? named : (ex.req.socket?.localAddress ?? 'localhost');
+  const host = named !== undefined && validHost(named) ? named : (ex.req.socket?.localAddress ?? 'localhost');
   return `${ex.scheme}://${host}${clean}`;
 }
 

@@ -1,4 +1,5 @@
 import { InvalidOptionError } from '../core/errors.ts';
+import { objectOption, stringListOption } from '../core/options.ts';
 import { compileRegex, type Condition, type ConditionOperator } from './conditions.ts';
 import type { RewriteFlag, RewriteRule } from './index.ts';
 
@@ -7,13 +8,16 @@ export interface FromNginxOptions {
   /**
    * Directives to skip (with their blocks) instead of failing, such as `['listen', 'root']`.
    * Everything outside the rewrite module fails by default, so nothing is dropped silently.
-   * @default DEFAULT_NGINX_IGNORE (none)
+   * @default [] (none)
    */
   ignore?: readonly string[];
 }
 
 /** Directives {@link fromNginx} skips unless told otherwise: none. */
 export const DEFAULT_NGINX_IGNORE: readonly string[] = Object.freeze([]);
+
+/** The keys of {@link FromNginxOptions}. */
+const NGINX_OPTIONS = ['ignore'] as const satisfies ReadonlyArray<keyof FromNginxOptions>;
 
 interface Token {
   text: string;
@@ -61,11 +65,8 @@ const STEP_DIRECTIVES = 'rewrite, return, if, set, break';
  */
 export function fromNginx(text: string, options: FromNginxOptions = {}): RewriteRule[] {
   if (typeof text !== 'string') throw new InvalidOptionError('text', 'nginx configuration text', text);
-  if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'an object', options);
-  for (const key of Object.keys(options)) if (key !== 'ignore') throw new InvalidOptionError(key, 'ignore', key);
-  const ignoreList = options.ignore ?? DEFAULT_NGINX_IGNORE;
-  if (!Array.isArray(ignoreList) || ignoreList.some((d) => typeof d !== 'string')) throw new InvalidOptionError('ignore', 'an array of directive names', ignoreList);
-  const ignore = new Set(ignoreList);
+  objectOption(options, '', NGINX_OPTIONS);
+  const ignore = new Set(stringListOption(options.ignore, 'ignore', DEFAULT_NGINX_IGNORE, 'an array of directive names'));
   const statements = parse(tokenize(text), ignore).filter((s) => !ignore.has(s.name));
   const servers = statements.filter((s) => s.name === 'server');
   if (servers.length > 0) {

@@ -4,10 +4,11 @@ import { resolveStore, type CacheStore, type MemoryStoreOptions, type StoreBreak
 import type { Middleware, Next } from '../core/chain.ts';
 import { parseDuration, type Duration } from '../core/duration.ts';
 import { InvalidOptionError, ServerNotFoundError } from '../core/errors.ts';
+import { booleanOption, durationOption, integerOption, nowOption, objectOption, stringOption } from '../core/options.ts';
 import { TOKEN } from '../core/http.ts';
 import { exchange, type Exchange, type ResponseHook } from '../core/exchange.ts';
 import { args, compileTemplate, cookies, hasVariables, type Template } from '../core/variables.ts';
-import { UpstreamPool } from '../pool/index.ts';
+import { poolOption, type UpstreamPool } from '../pool/index.ts';
 import { refuseUpgrade, screenUpgrade, type UpgradeHandler } from '../proxy/upgrade.ts';
 
 /** Options of the cookie mode (nginx `sticky cookie`). */
@@ -111,7 +112,7 @@ export interface StickyOptions {
    * Most clients remembered for {@link StickyMiddleware.sessions} in cookie and route modes, the
    * least recently seen dropped first (cookie mode remembers as many again that were given a
    * cookie and have not come back with it). Each costs a few hundred bytes at most.
-   * @default DEFAULT_MAX_SESSIONS (10000)
+   * @default 10000
    */
   maxSessions?: number;
   /** Clock in milliseconds, for tests. @default Date.now */
@@ -155,7 +156,7 @@ export interface StickyMiddleware extends Middleware {
 /** Default of {@link StickyCookieOptions.name}. */
 export const DEFAULT_STICKY_COOKIE = 'srv_id';
 /** Default of {@link StickyLearnOptions.timeout} and {@link StickyOptions.sessionTimeout} (nginx: 10m). */
-export const DEFAULT_SESSION_TIMEOUT = 600_000;
+export const DEFAULT_SESSION_TIMEOUT = '10m';
 /** Default of {@link StickyLearnOptions.namespace}. */
 export const DEFAULT_LEARN_NAMESPACE = 'switchyard-sticky';
 /** Default of {@link StickyLearnOptions.memory} (its `inactive` is the learn mode's `timeout`). */
@@ -171,6 +172,15 @@ const MAX_EXPIRES = 'Thu, 31-Dec-37 23:55:55 GMT';
 const MAX_AGE_MAX = 315_360_000;
 /** Default of {@link StickyOptions.maxSessions}. */
 export const DEFAULT_MAX_SESSIONS = 10_000;
+
+/** The keys of {@link StickyOptions}. */
+const STICKY_OPTIONS = ['cookie', 'route', 'learn', 'sessionTimeout', 'maxSessions', 'now'] as const satisfies ReadonlyArray<keyof StickyOptions>;
+/** The keys of {@link StickyCookieOptions}. */
+const COOKIE_OPTIONS = ['name', 'expires', 'domain', 'path', 'httpOnly', 'secure', 'sameSite', 'secret'] as const satisfies ReadonlyArray<keyof StickyCookieOptions>;
+/** The keys of {@link StickyLearnOptions}. */
+const LEARN_OPTIONS = ['create', 'lookup', 'timeout', 'store', 'memory', 'namespace', 'storeTimeout', 'storeBreaker'] as const satisfies ReadonlyArray<keyof StickyLearnOptions>;
+/** The keys of a `{ cookie }`, `{ query }` or `{ header }` source. */
+const SOURCE_OPTIONS = ['cookie', 'query', 'header', 'pattern'] as const;
 /** Longest client key kept (address and user agent, or a route's source value). */
 const CLIENT_KEY_LIMIT = 200;
 const HASH_CACHE_LIMIT = 10_000;
@@ -217,8 +227,7 @@ function compileSource(source: RouteSource, option: string): CompiledSource {
     const t = compileTemplate(source, option);
     return { route: (_req, ex) => t(ex), raw: undefined };
   }
-  if (typeof source !== 'object' || source === null) throw new InvalidOptionError(option, 'a template, { cookie }, { query }, { header } or a function', source);
-  const s = source as Record<string, unknown>;
+  const s = objectOption(source, option, SOURCE_OPTIONS, 'a template, { cookie }, { query }, { header } or a function');
   const pattern = s.pattern as RegExp | undefined;
   let get: ((ex: Exchange) => string | undefined) | undefined;
   if (typeof s.cookie === 'string' && s.cookie !== '') {
@@ -295,15 +304,13 @@ export const kSticky: unique symbol = Symbol('switchyard.sticky');
  * ```
  */
 export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddleware {
-  if (!(pool instanceof UpstreamPool)) throw new InvalidOptionError('pool', 'an UpstreamPool from createPool()', pool);
-  if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'an object with cookie, route or learn', options);
+  poolOption(pool);
+  objectOption(options, '', STICKY_OPTIONS, 'an object with cookie, route or learn');
   const modes = (['cookie', 'route', 'learn'] as const).filter((m) => options[m] !== undefined);
   if (modes.length !== 1) throw new InvalidOptionError('options', 'exactly one of cookie, route or learn', modes.length === 0 ? options : modes.join(' and '));
-  const now = options.now ?? Date.now;
-  if (typeof now !== 'function') throw new InvalidOptionError('now', 'a function returning milliseconds', now);
-  const sessionTimeout = parseDuration(options.sessionTimeout ?? DEFAULT_SESSION_TIMEOUT, 'sessionTimeout');
-  const maxSessions = options.maxSessions ?? DEFAULT_MAX_SESSIONS;
-  if (!Number.isSafeInteger(maxSessions) || maxSessions < 1) throw new InvalidOptionError('maxSessions', 'a positive integer', maxSessions);
+  const now = nowOption(options.now);
+  const sessionTimeout = durationOption(options.sessionTimeout, 'sessionTimeout', DEFAULT_SESSION_TIMEOUT);
+  const maxSessions = integerOption(options.maxSessions, 'maxSessions', DEFAULT_MAX_SESSIONS, { min: 1 });
 
   // Clients counted by sessions() (cookie and route modes), and in cookie mode those given a
   // cookie that have not come back with it yet.
@@ -323,10 +330,8 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
   const countSeen = async (sid: string): Promise<number> => seen.count(sid, now());
 
   if (options.cookie !== undefined) {
-    const c = options.cookie === true ? {} : options.cookie;
-    if (c === null || typeof c !== 'object') throw new InvalidOptionError('cookie', 'an object or true', c);
-    const name = c.name ?? DEFAULT_STICKY_COOKIE;
-    if (typeof name !== 'string' || !TOKEN.test(name)) throw new InvalidOptionError('cookie.name', 'a cookie name (token characters)', name);
+    const c = (options.cookie === true ? {} : objectOption(options.cookie, 'cookie', COOKIE_OPTIONS, 'an object or true')) as StickyCookieOptions;
+    const name = stringOption(c.name, 'cookie.name', DEFAULT_STICKY_COOKIE, { pattern: TOKEN, expected: 'a cookie name (token characters)' });
     let expires = '';
     if (c.expires === 'max') expires = `; expires=${MAX_EXPIRES}; max-age=${MAX_AGE_MAX}`;
     const lifetime = c.expires === undefined || c.expires === 'max' ? 0 : parseDuration(c.expires, 'cookie.expires');
@@ -337,10 +342,8 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
       domain = compileTemplate(c.domain, 'cookie.domain');
     }
     if (c.path !== undefined && (typeof c.path !== 'string' || !PATH.test(c.path))) throw new InvalidOptionError('cookie.path', 'a path starting with "/" without ";", spaces or control characters', c.path);
-    const httpOnly = c.httpOnly ?? false;
-    if (typeof httpOnly !== 'boolean') throw new InvalidOptionError('cookie.httpOnly', 'a boolean', httpOnly);
-    const secure = c.secure ?? false;
-    if (typeof secure !== 'boolean') throw new InvalidOptionError('cookie.secure', 'a boolean', secure);
+    const httpOnly = booleanOption(c.httpOnly, 'cookie.httpOnly', false);
+    const secure = booleanOption(c.secure, 'cookie.secure', false);
     let sameSite: Template | undefined;
     if (c.sameSite !== undefined) {
       if (typeof c.sameSite !== 'string') throw new InvalidOptionError('cookie.sameSite', '"strict", "lax", "none" or nginx variables', c.sameSite);
@@ -436,8 +439,7 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
     };
     sessions = countSeen;
   } else {
-    const l = options.learn!;
-    if (l === null || typeof l !== 'object') throw new InvalidOptionError('learn', 'an object with create and lookup', l);
+    const l = objectOption(options.learn, 'learn', LEARN_OPTIONS, 'an object with create and lookup') as unknown as StickyLearnOptions;
     const creates = list(l.create, 'learn.create').map((s, i): ((response: IncomingMessage, ex: Exchange) => string | undefined) => {
       const option = Array.isArray(l.create) ? `learn.create[${i}]` : 'learn.create';
       if (typeof s === 'function') return s;
@@ -457,8 +459,7 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
       if (typeof s === 'object' && s !== null && 'cookie' in s && typeof s.cookie !== 'string') throw new InvalidOptionError(`${option}.cookie`, 'a cookie name', s.cookie);
       return compileRoute(s as RouteSource, option);
     });
-    const timeout = parseDuration(l.timeout ?? DEFAULT_SESSION_TIMEOUT, 'learn.timeout');
-    if (timeout <= 0) throw new InvalidOptionError('learn.timeout', 'a positive duration', l.timeout);
+    const timeout = durationOption(l.timeout, 'learn.timeout', DEFAULT_SESSION_TIMEOUT, true);
     const sessionStore = resolveStore(l.store, {
       option: 'learn.store',
       memory: l.memory,

@@ -152,7 +152,7 @@ test('invalid match options throw InvalidOptionError naming the field', () => {
     [{ headers: [42] }, 'match.headers[0]'],
     [{ headers: 'Host' }, 'match.headers'],
     [{ headers: { 'X-A': 42 } }, 'match.headers.X-A'],
-    [{ headers: { 'X-A': { other: 'v' } } }, 'match.headers.X-A'],
+    [{ headers: { 'X-A': { other: 'v' } } }, 'match.headers.X-A.other'],
     [{ body: 'ok' }, 'match.body'],
     [{ body: '~ "("' }, 'match.body'],
     [{ body: 42 }, 'match.body'],

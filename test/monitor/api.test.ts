@@ -6,7 +6,8 @@ import { Agent, createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
 import express from 'express';
-import { balance, chain, createPool, healthCheck, monitor, RESPONSE_TIME_BUCKETS } from '../../src/index.ts';
+import { balance, chain, createPool, healthCheck, monitor } from '../../src/index.ts';
+import { RESPONSE_TIME_BUCKETS } from '../../src/pool/peer.ts';
 import { fetchText, listen, upstream } from '../helpers.ts';
 import { call, getJson, startMonitorGateway, tally, traffic, whoAnswers, type MonitorGateway } from './support.ts';
 

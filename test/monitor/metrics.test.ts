@@ -2,7 +2,8 @@
 // against the JSON API, pool.stats() and cache.stats() after live traffic through balance() and cache().
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { healthCheck, PROMETHEUS_CONTENT_TYPE, STATE_NUMBERS } from '../../src/index.ts';
+import { healthCheck } from '../../src/index.ts';
+import { PROMETHEUS_CONTENT_TYPE, STATE_NUMBERS } from '../../src/monitor/prometheus.ts';
 import { upstream } from '../helpers.ts';
 import { call, getJson, startMonitorGateway, traffic, type MonitorGateway } from './support.ts';
 

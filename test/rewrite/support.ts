@@ -3,7 +3,8 @@
 // read the URI and args the upstream would get without running an upstream.
 import { createServer } from 'node:http';
 import type { TestContext } from 'node:test';
-import { chain, exchange, rewrite, statusOf, type RewriteOptions, type RewriteRule } from '../../src/index.ts';
+import { chain, exchange, rewrite, type RewriteOptions, type RewriteRule } from '../../src/index.ts';
+import { statusOf } from '../../src/core/chain.ts';
 import { fetchText, listen, type Reply } from '../helpers.ts';
 
 /** What the echo handler answers: the exchange record's view after the rules ran. */

@@ -3,12 +3,13 @@
 // file and its entry here: a row of METHODS, and its form in MethodOption (what users write).
 import type { IncomingMessage } from 'node:http';
 import { InvalidOptionError } from '../../core/errors.ts';
+import { nearest, objectOption } from '../../core/options.ts';
 import { HASH, IP_HASH } from './hash.ts';
 import { LEAST_CONN } from './least-conn.ts';
 import { LEAST_TIME } from './least-time.ts';
 import { RANDOM } from './random.ts';
 import { ROUND_ROBIN } from './round-robin.ts';
-import type { Balancer, MethodCapabilities, MethodDefinition } from './types.ts';
+import type { Balancer, MethodCapabilities, MethodDefinition, MethodEnvironment } from './types.ts';
 
 /** A balancing method and its parameters. Kebab-case names; nginx's (`least_conn`) are accepted too. */
 export type MethodOption =
@@ -49,7 +50,7 @@ export const DEFAULT_METHOD = 'round-robin';
 export interface ResolvedMethod {
   readonly name: string;
   readonly capabilities: MethodCapabilities;
-  create(): Balancer;
+  create(env: MethodEnvironment): Balancer;
 }
 
 /** Every name the registry answers to, aliases included. @internal */
@@ -59,7 +60,8 @@ export function methodNames(): string[] {
 
 /**
  * Finds the method an option names and validates its parameters (InvalidOptionError naming
- * `method` or `method.<parameter>`). @internal
+ * `method`, `method.name` or `method.<parameter>`; an unknown parameter is named with the nearest
+ * known one). @internal
  */
 export function resolveMethod(option: MethodOption | undefined): ResolvedMethod {
   const spec = option ?? DEFAULT_METHOD;
@@ -67,14 +69,17 @@ export function resolveMethod(option: MethodOption | undefined): ResolvedMethod 
   if (typeof raw !== 'string') throw new InvalidOptionError('method', 'a method name or { name, ... }', spec);
   const name = raw.replace(/_/g, '-');
   const definition = METHODS.find((m) => m.name === name || Object.hasOwn(m.aliases ?? {}, name));
-  if (definition === undefined) throw new InvalidOptionError('method', `one of ${methodNames().join(', ')}`, raw);
-  const given = (typeof spec === 'object' ? spec : {}) as Record<string, unknown>;
+  if (definition === undefined) {
+    const near = nearest(name, methodNames());
+    throw new InvalidOptionError('method', `one of ${methodNames().join(', ')}${near === undefined ? '' : ` (did you mean "${near}"?)`}`, raw);
+  }
+  const given = typeof spec === 'object' ? objectOption(spec, 'method', ['name', ...Object.keys(definition.parameters)]) : {};
   const params: Record<string, unknown> = {};
   for (const [key, check] of Object.entries(definition.parameters)) params[key] = check(given[key], `method.${key}`);
   if (name !== definition.name) Object.assign(params, definition.aliases![name]);
   return Object.freeze({
     name: definition.label?.(params) ?? definition.name,
     capabilities: definition.capabilities(params),
-    create: () => definition.create(params),
+    create: (env: MethodEnvironment) => definition.create(params, env),
   });
 }

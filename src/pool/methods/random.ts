@@ -7,7 +7,7 @@ import { booleanParameter, HASHED_CAPABILITIES, type Balancer, type MethodDefini
  * two choices, two distinct eligible servers are drawn and the second is used
  * unless it is strictly more loaded per unit of weight (nginx `random two least_conn`).
  */
-export function createRandom(two: boolean, random: () => number = Math.random): Balancer {
+export function createRandom(two: boolean, random: () => number): Balancer {
   let ranges: number[] = [];
   let list: readonly Peer[] = [];
   let total = 0;
@@ -61,5 +61,5 @@ export const RANDOM: MethodDefinition<RandomParams> = {
   parameters: { two: booleanParameter },
   capabilities: () => HASHED_CAPABILITIES,
   label: (p) => (p.two ? 'random-two' : 'random'),
-  create: (p) => createRandom(p.two),
+  create: (p, env) => createRandom(p.two, env.random),
 };

@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http';
-import { InvalidOptionError } from '../../core/errors.ts';
+import { booleanOption } from '../../core/options.ts';
 import type { Exchange } from '../../core/exchange.ts';
 import type { Peer } from '../peer.ts';
 
@@ -100,7 +100,13 @@ export interface MethodDefinition<P extends object = Record<string, unknown>> {
   /** The name the pool reports (`stats().method`). @default the definition's `name` */
   label?(params: P): string;
   /** A balancer for one pool. */
-  create(params: P): Balancer;
+  create(params: P, env: MethodEnvironment): Balancer;
+}
+
+/** What a pool gives its method's balancer besides the parameters. @internal */
+export interface MethodEnvironment {
+  /** The pool's random numbers in [0, 1) (its `random` option). */
+  readonly random: () => number;
 }
 
 /** The capabilities of most methods: everything allowed, header times taken when an attempt ends. @internal */
@@ -111,7 +117,5 @@ export const HASHED_CAPABILITIES: MethodCapabilities = Object.freeze({ backup: f
 
 /** A method parameter that is a boolean, false when absent. @internal */
 export function booleanParameter(value: unknown, option: string): boolean {
-  if (value === undefined) return false;
-  if (typeof value !== 'boolean') throw new InvalidOptionError(option, 'a boolean', value);
-  return value;
+  return booleanOption(value, option, false);
 }
