@@ -2,6 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Exchange } from '../core/exchange.ts';
 import { hostOf } from '../core/http.ts';
 import { InvalidOptionError } from '../core/errors.ts';
+import { objectOption } from '../core/options.ts';
 import { compileTemplate, type Template } from '../core/variables.ts';
 
 /**
@@ -29,8 +30,11 @@ export function compileCondition(cond: Condition, where: string): Test {
   if (typeof cond === 'function') return (ex) => cond(ex.req, ex) === true;
   if (typeof cond === 'string') return compileText(cond, where);
   if (cond !== null && typeof cond === 'object') {
-    if ('host' in cond) return compileHost(cond.host, `${where}.host`);
-    if ('var' in cond) return compileParts(cond.var, cond.op, cond.value, where);
+    if ('host' in cond) return compileHost(objectOption(cond, where, ['host']).host as string | readonly string[], `${where}.host`);
+    if ('var' in cond) {
+      objectOption(cond, where, ['var', 'op', 'value']);
+      return compileParts(cond.var, cond.op, cond.value, where);
+    }
   }
   throw new InvalidOptionError(where, 'a condition: nginx if syntax, { var, op, value }, { host }, or a function', cond);
 }

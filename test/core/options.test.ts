@@ -61,6 +61,8 @@ const MISSPELLED: Row[] = [
   ['upgrade', (pool) => upgrade(pool, { idelTimeout: '1s' } as never), 'idelTimeout', 'idleTimeout'],
   ['rewrite', () => rewrite([], { setURL: true } as never), 'setURL', 'setUrl'],
   ['rewrite rule', () => rewrite([{ rewrite: '^/a', replacment: '/b' } as never]), 'rules[0].replacment', 'rules[0].replacement'],
+  ['rewrite if', () => rewrite([{ if: { var: '$http_x', opp: '=', value: '1' }, then: [{ return: 403 }] } as never]), 'rules[0].if.opp', 'rules[0].if.op'],
+  ['rewrite location', () => rewrite([{ location: '/a/', rules: [{ return: 301, ulr: '/b' }] } as never]), 'rules[0].rules[0].ulr', 'rules[0].rules[0].url'],
   ['fromNginx', () => fromNginx('', { ignor: ['listen'] } as never), 'ignor', 'ignore'],
   ['fromApache', () => fromApache('', { contxt: 'server' } as never), 'contxt', 'context'],
   ['sticky', (pool) => sticky(pool, { cookie: true, sessionTimout: '1m' } as never), 'sessionTimout', 'sessionTimeout'],
