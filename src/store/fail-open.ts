@@ -10,7 +10,7 @@ import { channels } from '../core/diagnostics.ts';
 import { parseDuration, type Duration } from '../core/duration.ts';
 import { CacheStoreError, InvalidOptionError, type CacheStoreOperation } from '../core/errors.ts';
 import { CircuitBreaker, TRIPPED, type StoreBreakerOptions, type StoreBreakerState } from './breaker.ts';
-import { deleteByPrefix, isKeyv, isStoreAdapter, keyvFor, namespaceValues, redisConnection, storageKey } from './keyv.ts';
+import { deleteByPrefix, isKeyv, isStoreAdapter, keyvFor, namespaceValues, redisConnection, storageKey, type RedisConnection } from './keyv.ts';
 import { createMemoryStore, isMemoryStore, type MemoryStore, type MemoryStoreOptions } from './memory.ts';
 import { decode, encode, heldEntry, validEntry, type CacheEntry } from './record.ts';
 
@@ -72,6 +72,8 @@ const TIMED_OUT: unique symbol = Symbol('timed out');
 const SKIPPED = Object.freeze({ ok: false as const });
 /** Longest {@link CacheStore.disconnect} waits for operations in flight on a Redis client. */
 const DISCONNECT_WAIT = 1000;
+/** How often an operation waiting for a Redis client's first connection looks whether it is ready. */
+const CONNECT_POLL = 10;
 
 /** Resolves once `promise` settles or `ms` have passed, whichever comes first (a timer that keeps the process up meanwhile). */
 function settleWithin(promise: Promise<unknown>, ms: number): Promise<void> {
@@ -104,10 +106,13 @@ function storeTtl(ttlMs: number): number | undefined {
  * it in the background, after `probeDelay`, then twice as long after each failed probe (at most
  * `maxProbeDelay`); the first probe that succeeds closes the breaker (`'storeUp'`).
  *
- * A Redis client (`@keyv/redis`) that is connecting or reconnecting is not sent anything: the
- * operation fails at once instead of waiting in node-redis's offline queue, which would replay it
- * (stale sessions and entries) once Redis is back. Create the client with `disableOfflineQueue: true`
- * all the same, for anything else that uses it.
+ * A Redis client (`@keyv/redis`) is sent nothing until it is ready. While its first connection is
+ * under way (a store just created: the first operations open it), operations wait for it, each within
+ * its `timeout`; the wait ends as soon as the connection fails. A client that is reconnecting (it was
+ * connected, or its first connection failed) is a store known to be down: the operation fails at once
+ * instead of waiting in node-redis's offline queue, which would replay it (stale sessions and entries)
+ * once Redis is back. Create the client with `disableOfflineQueue: true` all the same, for anything
+ * else that uses it.
  *
  * Entries are stored as `{ v: 1, status, headers, body: base64, storedAt, meta }` so they survive any
  * keyv serializer (JSON included) and can be checked on the way back.
@@ -144,6 +149,14 @@ export class CacheStore extends EventEmitter<CacheStoreEvents> {
   readonly #redis: boolean;
   /** Errors the store reported so far: an operation during which one came did not succeed. */
   #storeErrors = 0;
+  /**
+   * Whether the Redis client's first connection has ended: it was ready once, or it failed (an
+   * error, or not ready within `timeout`). Until then operations wait for it; afterwards a client
+   * that is not ready is a store known to be down, and operations fail at once.
+   */
+  #firstConnectionOver = false;
+  /** The wait for the Redis client's first connection, shared by the operations issued meanwhile. */
+  #firstConnection: Promise<void> | undefined;
   #closed = false;
   /** Store operations in flight, for disconnect() to let them finish. */
   readonly #inflight = new Set<Promise<unknown>>();
@@ -177,6 +190,8 @@ export class CacheStore extends EventEmitter<CacheStoreEvents> {
     // by the operation; the rest are reported as operation 'store' on the next turn of the loop.
     this.#onKeyvError = (error: unknown) => {
       this.#storeErrors++;
+      // Whatever the store reports, a Redis client's first connection is over (failed, if it was never ready).
+      this.#firstConnectionOver = true;
       setImmediate(() => {
         if (typeof error === 'object' && error !== null && this.#claimed.has(error)) return;
         const failure = new CacheStoreError('store', 'error', undefined, `Cache store reported an error: ${message(error)}`, error);
@@ -367,8 +382,8 @@ export class CacheStore extends EventEmitter<CacheStoreEvents> {
 
   /**
    * One store operation, fail open: skipped at once while the breaker is open, failed at once while
-   * a Redis client is not connected, else raced against `timeout`. Failures are reported and
-   * counted by the breaker.
+   * a Redis client known to be down reconnects, else raced against `timeout` (a Redis client's first
+   * connection included). Failures are reported and counted by the breaker.
    */
   async #run<T>(operation: CacheStoreOperation, key: string | undefined, fn: () => Promise<T>): Promise<{ ok: true; value: T } | { ok: false }> {
     // Marked down, or disconnected (an operation must not open the connection again).
@@ -388,49 +403,83 @@ export class CacheStore extends EventEmitter<CacheStoreEvents> {
    * never rejects, reports nothing.
    */
   async #attempt<T>(operation: CacheStoreOperation, key: string | undefined, fn: () => Promise<T>, untripped = false): Promise<{ ok: true; value: T; storeError: boolean } | { ok: false; error: CacheStoreError }> {
-    if (this.#redis) {
-      // Sent to a client that is (re)connecting, the command would wait in its offline queue.
-      const connection = redisConnection(this.keyv.store);
-      if (connection !== undefined && connection.isOpen && !connection.isReady) {
-        return { ok: false, error: new CacheStoreError(operation, 'error', key, `Cache store ${operation} failed: the Redis client is not connected`) };
-      }
-    }
-    const errorsBefore = this.#storeErrors;
     let timer: NodeJS.Timeout | undefined;
-    let pending: Promise<T>;
-    try {
-      pending = Promise.resolve(fn());
-    } catch (error) {
-      return { ok: false, error: this.#failure(operation, key, error) };
-    }
-    // A late rejection of an operation that already timed out must not become an unhandled rejection.
-    const settled = pending.then(
-      () => undefined,
-      (error: unknown) => {
-        if (typeof error === 'object' && error !== null) this.#claimed.add(error);
-      },
-    );
-    this.#inflight.add(settled);
-    void settled.then(() => this.#inflight.delete(settled));
     const deadline = new Promise<typeof TIMED_OUT>((resolve) => {
       timer = setTimeout(resolve, this.timeout, TIMED_OUT);
       // A store that hangs must not keep the process up, but disconnect() must settle all the same.
       if (operation !== 'disconnect') timer.unref();
     });
+    const abandon = (value: unknown) => {
+      if (value === TRIPPED) return { ok: false as const, error: new CacheStoreError(operation, 'error', key, `Cache store ${operation} abandoned: the store was marked down meanwhile`) };
+      if (value === TIMED_OUT) return { ok: false as const, error: new CacheStoreError(operation, 'timeout', key, `Cache store ${operation} timed out after ${this.timeout}ms`) };
+      return undefined;
+    };
+    const racers: Array<Promise<typeof TIMED_OUT | typeof TRIPPED>> = untripped ? [deadline] : [deadline, this.#breaker.tripped];
     try {
-      const value = await Promise.race(untripped ? [pending, deadline] : [pending, deadline, this.#breaker.tripped]);
-      if (value === TRIPPED) {
-        return { ok: false, error: new CacheStoreError(operation, 'error', key, `Cache store ${operation} abandoned: the store was marked down meanwhile`) };
+      const connection = this.#redis ? redisConnection(this.keyv.store) : undefined;
+      if (connection !== undefined) {
+        if (connection.isReady) this.#firstConnectionOver = true;
+        else if (connection.isOpen) {
+          // A client that is opening its first connection: wait for it (within the deadline).
+          if (!this.#firstConnectionOver) {
+            const abandoned = abandon(await Promise.race([this.#awaitFirstConnection(connection), ...racers]));
+            if (abandoned !== undefined) return abandoned;
+          }
+          // A client known to be down, reconnecting: sent to it, the command would wait in its offline queue.
+          if (!connection.isReady) {
+            return { ok: false, error: new CacheStoreError(operation, 'error', key, `Cache store ${operation} failed: the Redis client is not connected`) };
+          }
+        }
       }
-      if (value === TIMED_OUT) {
-        return { ok: false, error: new CacheStoreError(operation, 'timeout', key, `Cache store ${operation} timed out after ${this.timeout}ms`) };
+      const errorsBefore = this.#storeErrors;
+      let pending: Promise<T>;
+      try {
+        pending = Promise.resolve(fn());
+      } catch (error) {
+        return { ok: false, error: this.#failure(operation, key, error) };
       }
-      return { ok: true, value, storeError: this.#storeErrors !== errorsBefore };
+      // A late rejection of an operation that already timed out must not become an unhandled rejection.
+      const settled = pending.then(
+        () => undefined,
+        (error: unknown) => {
+          if (typeof error === 'object' && error !== null) this.#claimed.add(error);
+        },
+      );
+      this.#inflight.add(settled);
+      void settled.then(() => this.#inflight.delete(settled));
+      const value = await Promise.race([pending, ...racers]);
+      const abandoned = abandon(value);
+      if (abandoned !== undefined) return abandoned;
+      // Answered by a Redis client: it has been connected.
+      if (connection !== undefined) this.#firstConnectionOver = true;
+      return { ok: true, value: value as T, storeError: this.#storeErrors !== errorsBefore };
     } catch (error) {
       return { ok: false, error: this.#failure(operation, key, error) };
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /**
+   * Resolves once the Redis client's first connection is over: the client is ready, its connection
+   * failed or was closed, the store was disconnected, or `timeout` has passed (a connection that
+   * slow counts as failed). Looks every {@link CONNECT_POLL} ms (node-redis's clients and sentinels
+   * do not all emit `'ready'`); one wait for all the operations issued meanwhile.
+   */
+  #awaitFirstConnection(connection: RedisConnection): Promise<void> {
+    this.#firstConnection ??= new Promise<void>((resolve) => {
+      const started = performance.now();
+      const look = (): void => {
+        if (connection.isReady || !connection.isOpen || this.#firstConnectionOver || this.#closed || performance.now() - started >= this.timeout) {
+          this.#firstConnectionOver = true;
+          resolve();
+          return;
+        }
+        setTimeout(look, CONNECT_POLL).unref();
+      };
+      look();
+    });
+    return this.#firstConnection;
   }
 
   #failure(operation: CacheStoreOperation, key: string | undefined, error: unknown): CacheStoreError {

@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import KeyvRedis from '@keyv/redis';
 import { balance, chain, type BalanceOptions, createPool, InvalidOptionError, sticky, type CacheStoreError, type StickyLearnOptions, type StickyMiddleware, type StickyOptions, type UpstreamPool } from '../../src/index.ts';
 import { deadPort as freePort, fetchText, gateway, upstream } from '../helpers.ts';
-import { redisAvailability, redisStore, REDIS_URL, startRedis, stopRedis, until, type RedisAdmin } from '../redis.ts';
+import { pauseRedis, redisAvailability, redisStore, REDIS_URL, resumeRedis, startRedis, stopRedis, until, type RedisAdmin } from '../redis.ts';
 
 const RUN = `swy-sticky-learn-${randomUUID()}`;
 
@@ -356,6 +356,33 @@ describe('sticky learn: a session store shared through Redis', () => {
     await learnOn(gb.url, 'backend2', 'shared-3');
     assert.ok(await until(async () => (await a.st.sessions('backend2')) === 2, 3000));
     assert.deepEqual(await many(a.url, 3, 'shared-3'), ['backend2', 'backend2', 'backend2']);
+  });
+});
+
+describe('sticky learn: a gateway whose Redis client is still connecting', () => {
+  it('sessions learned before its first connection is up are stored, not lost, and followed', async (t) => {
+    const skip = skipPrivate();
+    if (skip) return t.skip(skip);
+    const port = await freePort();
+    const redis = await startRedis(port);
+    t.after(async () => {
+      resumeRedis(redis);
+      await stopRedis(redis);
+    });
+    const b = await backends(t);
+    const gw = await gatewayFor(t, b, { ...COOKIE_LEARN, store: redisStore(`redis://127.0.0.1:${port}`), namespace: `${RUN}-connecting`, storeTimeout: '5s' });
+    const errors: CacheStoreError[] = [];
+    gw.st.store!.on('storeError', (err) => errors.push(err));
+    // Frozen, Redis takes the connection but answers nothing: the client stays connecting while
+    // the first two sessions are learned (the first write opens the connection).
+    pauseRedis(redis);
+    await learnOn(gw.url, 'backend2', 'early-1');
+    await learnOn(gw.url, 'backend1', 'early-2');
+    resumeRedis(redis);
+    assert.ok(await until(async () => (await gw.st.sessions('backend2')) === 1 && (await gw.st.sessions('backend1')) === 1, 5000), 'both sessions stored');
+    assert.deepEqual(await many(gw.url, 3, 'early-1'), ['backend2', 'backend2', 'backend2']);
+    assert.deepEqual(await many(gw.url, 3, 'early-2'), ['backend1', 'backend1', 'backend1']);
+    assert.deepEqual(errors.map((e) => e.message), []);
   });
 });
 
