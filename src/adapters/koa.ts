@@ -8,9 +8,16 @@ import { exchange } from '../core/exchange.ts';
 
 /** The part of Koa's context the adapter uses; Koa's own `Context` fits it. */
 export interface KoaContextLike {
+  /** The Node request the middleware proxies. */
   req: IncomingMessage;
+  /** The Node response the middleware writes. */
   res: ServerResponse;
-  request: { body?: unknown };
+  /** Koa's request; only its body is read. */
+  request: {
+    /** The body a Koa body parser left; re-sent upstream when set. */
+    body?: unknown;
+  };
+  /** Koa's flag for answering itself; false while switchyard answers, restored when it hands on. */
   respond?: boolean;
 }
 

@@ -58,9 +58,11 @@ export interface RequestStartMessage {
  * ```
  */
 export interface UpstreamAttemptMessage {
+  /** The request's exchange record. */
   readonly ex: Exchange;
   /** The pool's name. */
   readonly pool: string;
+  /** The server the attempt goes to. */
   readonly server: UpstreamServerRef;
   /** 1 for the request's first attempt, then 2, 3... (a retry on a fresh connection after a kept-alive one was closed counts). */
   readonly attempt: number;
@@ -78,9 +80,13 @@ export interface UpstreamAttemptMessage {
 
 /** `switchyard:upstream:header`: the server's response header arrived. */
 export interface UpstreamHeaderMessage {
+  /** The request's exchange record. */
   readonly ex: Exchange;
+  /** The pool's name. */
   readonly pool: string;
+  /** The server that answered. */
   readonly server: UpstreamServerRef;
+  /** The attempt's number: 1 for the request's first, then 2, 3... */
   readonly attempt: number;
   /** The response status. */
   readonly status: number;
@@ -112,11 +118,17 @@ export type UpstreamEndOutcome = 'complete' | 'next' | 'aborted';
  * ```
  */
 export interface UpstreamEndMessage {
+  /** The request's exchange record. */
   readonly ex: Exchange;
+  /** The pool's name. */
   readonly pool: string;
+  /** The server of the attempt. */
   readonly server: UpstreamServerRef;
+  /** The attempt's number: 1 for the request's first, then 2, 3... */
   readonly attempt: number;
+  /** The response status. */
   readonly status: number;
+  /** How the attempt ended. */
   readonly outcome: UpstreamEndOutcome;
   /** Bytes the attempt wrote to the upstream connection (request line, headers, body). */
   readonly bytesSent: number;
@@ -135,12 +147,15 @@ export type UpstreamErrorFailure = 'error' | 'timeout' | 'invalid_header' | 'no_
 
 /** `switchyard:upstream:error`: an attempt failed without a usable response, or no server could take the request. */
 export interface UpstreamErrorMessage {
+  /** The request's exchange record. */
   readonly ex: Exchange;
+  /** The pool's name. */
   readonly pool: string;
   /** The server of the failed attempt; undefined for `no_server`. */
   readonly server: UpstreamServerRef | undefined;
   /** The failed attempt's number; for `no_server`, the attempt that found no server. */
   readonly attempt: number;
+  /** Why it failed. */
   readonly failure: UpstreamErrorFailure;
   /** What went wrong: the socket's or parser's error, a timeout, or the error the request fails with for `no_server`. */
   readonly error: Error;
@@ -153,9 +168,11 @@ export interface UpstreamErrorMessage {
  * `MISS`, `EXPIRED`, `STALE`, `UPDATING`, `REVALIDATED`, `BYPASS`...).
  */
 export interface CacheStatusMessage {
+  /** The client's request. */
   readonly req: IncomingMessage;
   /** The exchange record; undefined for a HIT answered before one was made. */
   readonly ex: Exchange | undefined;
+  /** The cache status, as nginx's `$upstream_cache_status` names it. */
   readonly status: string;
   /** The cache key, when one was computed. */
   readonly key: string | undefined;
@@ -165,7 +182,9 @@ export interface CacheStatusMessage {
 export interface StoreErrorMessage {
   /** The store's name (its namespace). */
   readonly store: string;
+  /** The store operation that failed. */
   readonly operation: CacheStoreOperation;
+  /** The store's error; the original error, if any, is its `cause`. */
   readonly error: CacheStoreError;
 }
 
@@ -177,13 +196,17 @@ export interface PoolStateMessage {
   readonly id: string;
   /** The server's url. */
   readonly server: string;
+  /** The state before. */
   readonly from: ServerState;
+  /** The state now. */
   readonly to: ServerState;
 }
 
 /** `switchyard:pool:change`: a server was added, removed or updated at run time. */
 export interface PoolChangeMessage {
+  /** The pool's name. */
   readonly pool: string;
+  /** What was done to the server. */
   readonly action: 'add' | 'remove' | 'update';
   /** The server's id. */
   readonly id: string;

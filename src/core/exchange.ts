@@ -13,10 +13,15 @@ export interface ExchangeServer {
 
 /** A client connection's addresses and ports, as they were read from its socket. */
 export interface ConnectionFacts {
+  /** The client's address. */
   readonly remoteAddress: string | undefined;
+  /** The client's port. */
   readonly remotePort: number | undefined;
+  /** The client address's family, `'IPv4'` or `'IPv6'`. */
   readonly remoteFamily: string | undefined;
+  /** The address the connection came in on. */
   readonly localAddress: string | undefined;
+  /** The port the connection came in on. */
   readonly localPort: number | undefined;
 }
 
@@ -127,7 +132,10 @@ export interface Exchange {
 }
 
 /** Regex captures: `$0`…`$9` by index, named groups in `named`. */
-export type Captures = ReadonlyArray<string | undefined> & { readonly named?: Readonly<Record<string, string | undefined>> };
+export type Captures = ReadonlyArray<string | undefined> & {
+  /** The named groups' values by name, when the regex has named groups. */
+  readonly named?: Readonly<Record<string, string | undefined>>;
+};
 
 const kExchange = Symbol.for('switchyard.exchange');
 

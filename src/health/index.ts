@@ -15,8 +15,11 @@ export type { HeaderCondition, MatchOptions } from './match.ts';
 
 /** Timers the checks run on: the real ones by default; tests give their own to run without sleeping. */
 export interface HealthClock {
+  /** The time in milliseconds. */
   now(): number;
+  /** Runs `fn` once after `ms` milliseconds and returns a handle for {@link HealthClock.clearTimeout}. */
   setTimeout(fn: () => void, ms: number): unknown;
+  /** Cancels a timer {@link HealthClock.setTimeout} returned. */
   clearTimeout(handle: unknown): void;
 }
 
@@ -58,6 +61,7 @@ export interface HealthCheckOptions {
 export interface ProbeResult {
   /** The server's id. */
   id: string;
+  /** Whether the probe passed: a response arrived in time and met `match`. */
   passed: boolean;
   /** The response status, when one arrived. */
   status: number | undefined;

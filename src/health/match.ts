@@ -12,10 +12,22 @@ export type HeaderCondition =
   | string
   | RegExp
   | boolean
-  | { readonly equals: string }
-  | { readonly notEquals: string }
-  | { readonly matches: RegExp }
-  | { readonly notMatches: RegExp };
+  | {
+      /** The header is present with exactly this value. */
+      readonly equals: string;
+    }
+  | {
+      /** The header is absent or has another value. */
+      readonly notEquals: string;
+    }
+  | {
+      /** The header is present and its value matches. */
+      readonly matches: RegExp;
+    }
+  | {
+      /** The header is absent or its value does not match. */
+      readonly notMatches: RegExp;
+    };
 
 /** Options of a health check's `match` (NGINX Plus `match { status …; header …; body …; }`); all must pass. */
 export interface MatchOptions {
@@ -35,7 +47,17 @@ export interface MatchOptions {
    * A condition on the first 256 KiB of the body: a RegExp (matches), `{ matches }`,
    * `{ notMatches }`, or nginx's `'~ "regex"'` / `'!~ "regex"'`.
    */
-  body?: RegExp | string | { readonly matches: RegExp } | { readonly notMatches: RegExp };
+  body?:
+    | RegExp
+    | string
+    | {
+        /** The body matches. */
+        readonly matches: RegExp;
+      }
+    | {
+        /** The body does not match. */
+        readonly notMatches: RegExp;
+      };
 }
 
 /** A compiled match: which parts it needs, and the test. */

@@ -65,15 +65,25 @@ export type ServerUpdate = Partial<Pick<ServerOptions, 'weight' | 'maxConns' | '
 
 /** A server's configuration as the pool holds it (durations in ms, no credentials). */
 export interface ServerInfo {
+  /** The server's id. */
   id: string;
+  /** The server's url, without credentials. */
   url: string;
+  /** Share of requests relative to the others. */
   weight: number;
+  /** Maximum simultaneous requests; 0 is unlimited. */
   maxConns: number;
+  /** Failures within `failTimeout` that make the server unavailable; 0 disables accounting. */
   maxFails: number;
+  /** The failure window and the unavailability period, in milliseconds. */
   failTimeout: number;
+  /** Used only when every primary server is unavailable. */
   backup: boolean;
+  /** Permanently unavailable. */
   down: boolean;
+  /** Gets only requests bound to it by sticky(). */
   drain: boolean;
+  /** Session route for sticky(); empty when none was given. */
   route: string;
   /** The session id sticky() binds to: `route`, else the hex MD5 of `host:port` (nginx's SID). */
   sid: string;
@@ -102,7 +112,14 @@ export interface PoolOptions {
   /** The servers, in order: order matters to round robin and hash as in nginx. */
   servers: ServerOptions[];
   /** Upstream connection reuse, or your own agents. @default { keepAlive: true, maxFreeSockets: 32, keepAliveTimeout: '60s' } */
-  agent?: AgentSettings | { http?: HttpAgent; https?: HttpsAgent };
+  agent?:
+    | AgentSettings
+    | {
+        /** Agent for `http://` servers; the pool does not close it. @default a new `http.Agent()` */
+        http?: HttpAgent;
+        /** Agent for `https://` servers; the pool does not close it. @default a new `https.Agent(tls)` */
+        https?: HttpsAgent;
+      };
   /** TLS options for `https://` servers (`ca`, `rejectUnauthorized`, `servername`...). @default {} */
   tls?: HttpsAgentOptions;
   /** Clock in ms, injectable for tests. @default Date.now */
@@ -145,6 +162,7 @@ const AGENT_OPTIONS = ['keepAlive', 'maxFreeSockets', 'maxSockets', 'keepAliveTi
 export interface QueueStats {
   /** Requests waiting now. */
   size: number;
+  /** Most requests waiting at once: the queue's `size` option. */
   maxSize: number;
   /** Requests refused because the queue was full, or that waited past the timeout. */
   overflows: number;
@@ -152,8 +170,11 @@ export interface QueueStats {
 
 /** Pool-wide statistics. */
 export interface PoolStats {
+  /** The pool's name. */
   name: string;
+  /** The balancing method's name (`random-two` for random with `two`). */
   method: string;
+  /** Every server's statistics, in the pool's order. */
   servers: ServerStats[];
   /** Removed servers that still have requests in flight. */
   zombies: number;
@@ -170,10 +191,15 @@ interface Waiter {
 
 /** A server state change, as emitted by the pool's `state` event. */
 export interface StateChange {
+  /** The pool's name. */
   pool: string;
+  /** The server's id. */
   id: string;
+  /** The server's url, without credentials. */
   server: string;
+  /** The state before. */
   from: ServerState;
+  /** The state now. */
   to: ServerState;
 }
 

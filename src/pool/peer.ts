@@ -6,13 +6,19 @@ export type ServerState = 'up' | 'draining' | 'down' | 'unavail' | 'checking' | 
 
 /** Response counters by status class, with per-code counts (NGINX Plus `responses`). */
 export interface ResponseCounters {
+  /** Informational responses (100–199). */
   '1xx': number;
+  /** Successful responses (200–299). */
   '2xx': number;
+  /** Redirects (300–399). */
   '3xx': number;
+  /** Client error responses (400–499). */
   '4xx': number;
+  /** Server error responses (500–599). */
   '5xx': number;
   /** Count per status code, such as `{ "200": 12, "502": 1 }`. */
   codes: Record<string, number>;
+  /** Every response counted, whatever its status. */
   total: number;
 }
 
@@ -43,22 +49,31 @@ export interface HealthCheckStats {
 
 /** Live statistics of one server, as NGINX Plus's API reports a peer. */
 export interface ServerStats {
+  /** The server's id. */
   id: string;
   /** The server url without credentials. */
   server: string;
   /** `host:port`, as nginx's `$upstream_addr`. */
   name: string;
+  /** Used only when every primary server is unavailable. */
   backup: boolean;
+  /** Share of requests relative to the others. */
   weight: number;
+  /** The server's state now. */
   state: ServerState;
   /** Requests in flight. */
   active: number;
+  /** Maximum simultaneous requests; 0 is unlimited. */
   maxConns: number;
+  /** Failures within `failTimeout` that make the server unavailable; 0 disables accounting. */
   maxFails: number;
+  /** The failure window and the unavailability period, in milliseconds. */
   failTimeout: number;
+  /** Session route for sticky(); empty when none was given. */
   route: string;
   /** Attempts sent to the server. */
   requests: number;
+  /** Responses received, by status. */
   responses: ResponseCounters;
   /** Request bytes sent to the server. */
   sent: number;

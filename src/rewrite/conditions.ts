@@ -13,8 +13,18 @@ import { compileTemplate, type Template } from '../core/variables.ts';
  */
 export type Condition =
   | string
-  | { var: string; op?: ConditionOperator; value?: string }
-  | { host: string | readonly string[] }
+  | {
+      /** The variable tested, such as `'$request_method'`. */
+      var: string;
+      /** The operator; without one, the test is true unless the variable is empty or `'0'`. */
+      op?: ConditionOperator;
+      /** What the variable is compared with: a string with variables for `=` and `!=`, a regex for the others. */
+      value?: string;
+    }
+  | {
+      /** Server names the request's host may match, as nginx `server_name`: exact, wildcards (`*.example.org`, `.example.org`, `www.example.*`) or `~` regexes. */
+      host: string | readonly string[];
+    }
   | ((req: IncomingMessage, ex: Exchange) => boolean);
 
 /** Operators of nginx's `if`. */

@@ -27,14 +27,58 @@ export type RewriteFlag = 'last' | 'break' | 'redirect' | 'permanent';
  * - `{ server: ['example.org', '*.example.org'], rules: [...] }`: rules for a host (nginx `server_name`)
  */
 export type RewriteRule =
-  | { rewrite: string | RegExp; replacement: string; flag?: RewriteFlag }
-  | { from: string; to: string; flag?: RewriteFlag }
-  | { return: number; text?: string; url?: string }
-  | { if: Condition; then: RewriteRule[] }
-  | { set: string; value: string }
-  | { break: true }
-  | { location: string; rules: RewriteRule[] }
-  | { server: string | readonly string[]; rules: RewriteRule[] };
+  | {
+      /** The regex the URI must match (nginx `rewrite`'s first argument). */
+      rewrite: string | RegExp;
+      /** The new URI, with `$1`… captures and variables; an absolute url, or a trailing `?` to drop the arguments, as nginx. */
+      replacement: string;
+      /** What happens after a match. @default none: go on with the next rule */
+      flag?: RewriteFlag;
+    }
+  | {
+      /** A path-to-regexp pattern the decoded URI must match, such as `'/old/:id'`. */
+      from: string;
+      /** The new target with the pattern's parameters: a path or an absolute url, such as `'/new/:id'`. */
+      to: string;
+      /** What happens after a match. @default none: go on with the next rule */
+      flag?: RewriteFlag;
+    }
+  | {
+      /** The status to answer with; 444 closes the connection without an answer. */
+      return: number;
+      /** The response body with variables; with a redirect status, the redirect url. */
+      text?: string;
+      /** The redirect url with variables; only with 301, 302, 303, 307 or 308. */
+      url?: string;
+    }
+  | {
+      /** The condition the rules run on. */
+      if: Condition;
+      /** The rules run when the condition holds. */
+      then: RewriteRule[];
+    }
+  | {
+      /** The variable set, such as `'$route'`. */
+      set: string;
+      /** Its value, with variables. */
+      value: string;
+    }
+  | {
+      /** Stop running rewrite rules (nginx `break`). */
+      break: true;
+    }
+  | {
+      /** The location, in nginx syntax: a prefix (`'/api/'`), `'= /'`, `'^~ /img/'`, `'~ regex'` or `'~* regex'`. */
+      location: string;
+      /** The rules run once the location is chosen; no location or server blocks among them. */
+      rules: RewriteRule[];
+    }
+  | {
+      /** Server names the request's host may match, as nginx `server_name`. */
+      server: string | readonly string[];
+      /** The rules for those hosts, locations included. */
+      rules: RewriteRule[];
+    };
 
 /** Options of {@link rewrite}. */
 export interface RewriteOptions {

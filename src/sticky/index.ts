@@ -46,22 +46,51 @@ export interface StickyCookieOptions {
  */
 export type RouteSource =
   | string
-  | { readonly cookie: string; readonly pattern?: RegExp }
-  | { readonly query: string; readonly pattern?: RegExp }
-  | { readonly header: string; readonly pattern?: RegExp }
+  | {
+      /** The request cookie that holds the route. */
+      readonly cookie: string;
+      /** A regular expression with a named group `route` that takes the route out of the value. @default none: the whole value */
+      readonly pattern?: RegExp;
+    }
+  | {
+      /** The query argument that holds the route. */
+      readonly query: string;
+      /** A regular expression with a named group `route` that takes the route out of the value. @default none: the whole value */
+      readonly pattern?: RegExp;
+    }
+  | {
+      /** The request header that holds the route. */
+      readonly header: string;
+      /** A regular expression with a named group `route` that takes the route out of the value. @default none: the whole value */
+      readonly pattern?: RegExp;
+    }
   | ((req: IncomingMessage, ex: Exchange) => string | undefined);
 
 /** Where a learned session id comes from in the upstream's response. */
 export type LearnCreateSource =
-  /** A cookie the upstream sets (nginx `create=$upstream_cookie_NAME`). */
-  | { readonly cookie: string }
-  /** A response header (nginx `create=$upstream_http_NAME`). */
-  | { readonly header: string }
+  | {
+      /** A cookie the upstream sets (nginx `create=$upstream_cookie_NAME`). */
+      readonly cookie: string;
+    }
+  | {
+      /** A response header (nginx `create=$upstream_http_NAME`). */
+      readonly header: string;
+    }
   /** A function of the upstream response. */
   | ((response: IncomingMessage, ex: Exchange) => string | undefined);
 
 /** Where a learned session id comes from in the client's request. */
-export type LearnLookupSource = { readonly cookie: string } | { readonly header: string } | string | ((req: IncomingMessage, ex: Exchange) => string | undefined);
+export type LearnLookupSource =
+  | {
+      /** A request cookie (nginx `lookup=$cookie_NAME`). */
+      readonly cookie: string;
+    }
+  | {
+      /** A request header (nginx `lookup=$http_NAME`). */
+      readonly header: string;
+    }
+  | string
+  | ((req: IncomingMessage, ex: Exchange) => string | undefined);
 
 /** Options of the learn mode (nginx `sticky learn`). */
 export interface StickyLearnOptions {

@@ -19,8 +19,12 @@ export type MethodOption =
   | 'ip-hash'
   | 'random'
   | 'random-two'
-  | { name: 'round-robin' | 'least-conn' | 'ip-hash' }
   | {
+      /** The method, written as an object. */
+      name: 'round-robin' | 'least-conn' | 'ip-hash';
+    }
+  | {
+      /** Least time: the lowest estimated time to serve, average time × (1 + active connections), per unit of weight. */
       name: 'least-time';
       /** Time to the response header or to the last byte. @default 'header' */
       measure?: 'header' | 'last-byte';
@@ -28,6 +32,7 @@ export type MethodOption =
       inflight?: boolean;
     }
   | {
+      /** Generic hash: the server is chosen by a hash of the key. */
       name: 'hash';
       /** nginx variables template (`'$request_uri'`, `'$cookie_user'`) or a function of the request. */
       key: string | ((req: IncomingMessage) => string);
@@ -35,6 +40,7 @@ export type MethodOption =
       consistent?: boolean;
     }
   | {
+      /** Random: a server drawn at random by weight. */
       name: 'random';
       /** Draw two servers and use the less loaded one. @default false */
       two?: boolean;
