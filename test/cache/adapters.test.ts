@@ -11,15 +11,10 @@ import Koa from 'koa';
 import { balance, cache, createPool, type CacheOptions, type UpstreamPool } from '../../src/index.ts';
 import { switchyard } from '../../src/adapters/fastify.ts';
 import { koa } from '../../src/adapters/koa.ts';
-import { fetchText, listen, upstream, type Upstream } from '../helpers.ts';
+import { clock, fetchText, listen, upstream, type Upstream } from '../helpers.ts';
 import { logCapture } from '../adapters/common.ts';
 
 const T = { timeout: 10_000 };
-
-function clock(): { now: () => number; advance(ms: number): void } {
-  let t = Date.UTC(2026, 0, 1);
-  return { now: () => t, advance: (ms) => void (t += ms) };
-}
 
 const status = (r: { headers: IncomingMessage['headers'] }): string | undefined => r.headers['x-cache-status'] as string | undefined;
 
@@ -109,7 +104,7 @@ for (const [name, build] of [
   });
 
   test(`${name}: a 502 after expiry is served STALE via useStale ['error'] through the framework's error handling`, T, async (t) => {
-    const c = clock();
+    const c = clock(Date.UTC(2026, 0, 1));
     const up = await origin(t);
     const pool = createPool({ servers: [{ url: up.url }] });
     t.after(() => pool.close());

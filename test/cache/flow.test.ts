@@ -9,23 +9,12 @@ import { createServer, request, type IncomingMessage, type ServerResponse } from
 import type { TestContext } from 'node:test';
 import express from 'express';
 import { balance, cache, CacheStore, chain, createMemoryStore, createPool, type BalanceOptions, type CacheOptions, type UpstreamPool } from '../../src/index.ts';
-import { abortAfterFirstChunk, deadPort, fetchText, listen, upstream, type Upstream } from '../helpers.ts';
-import { delay, rawUpstream, tryFetch, until } from '../balance/support.ts';
+import { abortAfterFirstChunk, clock, deadPort, fetchText, listen, until, upstream, type Upstream } from '../helpers.ts';
+import { delay, rawUpstream, tryFetch } from '../balance/support.ts';
 
 const T = { timeout: 10_000 };
+/** The fake clock's start (cache({ now })): 2026-01-01T00:00:00Z. */
 const START = Date.UTC(2026, 0, 1);
-
-/** A fake clock for cache({ now }). */
-function clock(): { now: () => number; t: number; advance(ms: number): void } {
-  const c = {
-    t: START,
-    now: () => c.t,
-    advance(ms: number) {
-      c.t += ms;
-    },
-  };
-  return c;
-}
 
 interface Gw {
   url: string;
@@ -82,7 +71,7 @@ async function scripted(t: TestContext, init: Partial<Script> = {}): Promise<Ups
 // 1. useStale ------------------------------------------------------------------------------------
 
 test('useStale error: upstream down after expiry → STALE, STALE with the old body', T, async (t) => {
-  const c = clock();
+  const c = clock(START);
   const up = await scripted(t);
   const g = await gw(t, [up.url], { valid: '1m', useStale: ['error', 'timeout'], now: c.now });
   const r1 = await fetchText(`${g.url}/a`);
@@ -99,7 +88,7 @@ test('useStale error: upstream down after expiry → STALE, STALE with the old b
 });
 
 test('useStale error: a pool server pointing at a closed port → STALE from an entry stored earlier', T, async (t) => {
-  const c = clock();
+  const c = clock(START);
   const up = await scripted(t);
   const dead = await deadPort();
   // Two gateways sharing one store and key: one reaches the live upstream, the other a closed port.
@@ -119,7 +108,7 @@ test('useStale error: a pool server pointing at a closed port → STALE from an 
 });
 
 test('useStale timeout: a hanging upstream past headerTimeout → STALE with the old body', T, async (t) => {
-  const c = clock();
+  const c = clock(START);
   const up = await scripted(t);
   const g = await gw(t, [up.url], { valid: '1m', useStale: ['timeout'], now: c.now }, { headerTimeout: 100 });
   assert.equal(status(await fetchText(`${g.url}/t`)), 'MISS');
@@ -132,7 +121,7 @@ test('useStale timeout: a hanging upstream past headerTimeout → STALE with the
 });
 
 test('useStale error only: a timeout is not covered → 504 reaches the client', T, async (t) => {
-  const c = clock();
+  const c = clock(START);
   const up = await scripted(t);
   const g = await gw(t, [up.url], { valid: '1m', useStale: ['error'], now: c.now }, { headerTimeout: 100 });
   assert.equal(status(await fetchText(`${g.url}/t`)), 'MISS');
@@ -145,7 +134,7 @@ test('useStale error only: a timeout is not covered → 504 reaches the client',
 
 for (const code of [500, 503, 404, 429, 403]) {
   test(`useStale http_${code}: stale served only when listed`, T, async (t) => {
-    const c = clock();
+    const c = clock(START);
     const up = await scripted(t);
     const listed = await gw(t, [up.url], { valid: '1m', useStale: [`http_${code}` as 'http_500'], now: c.now });
     const other = await gw(t, [up.url], { valid: '1m', useStale: ['error', 'timeout', code === 500 ? 'http_503' : 'http_500'], now: c.now });
@@ -166,7 +155,7 @@ for (const code of [500, 503, 404, 429, 403]) {
 }
 
 test('without useStale the upstream error reaches the client (502)', T, async (t) => {
-  const c = clock();
+  const c = clock(START);
   const up = await scripted(t);
   const g = await gw(t, [up.url], { valid: '1m', now: c.now });
   assert.equal(status(await fetchText(`${g.url}/a`)), 'MISS');
@@ -178,7 +167,7 @@ test('without useStale the upstream error reaches the client (502)', T, async (t
 });
 
 test('Cache-Control stale-if-error=60 serves STALE on a 502 without useStale', T, async (t) => {
-  const c = clock();
+  const c = clock(START);
   const up = await scripted(t, { headers: { 'cache-control': 'max-age=1, stale-if-error=60' } });
   const g = await gw(t, [up.url], { now: c.now });
   assert.equal(status(await fetchText(`${g.url}/e`)), 'MISS');
@@ -196,7 +185,7 @@ test('Cache-Control stale-if-error=60 serves STALE on a 502 without useStale', T
 });
 
 test('stale-if-error never serves a stale 5xx entry', T, async (t) => {
-  const c = clock();
+  const c = clock(START);
   const up = await scripted(t, { status: 500, body: 'stored 500', headers: { 'cache-control': 'max-age=1, stale-if-error=60' } });
   const g = await gw(t, [up.url], { valid: { '500': '1s' }, now: c.now });
   const first = await fetchText(`${g.url}/e`);
@@ -272,7 +261,7 @@ test('lockAge 100ms (lockTimeout 5s): a second concurrent request goes upstream 
 // 3. useStale updating ------------------------------------------------------------------------------
 
 async function updatingFlow(t: TestContext, opts: CacheOptions, headers: Record<string, string>, advance: number): Promise<void> {
-  const c = clock();
+  const c = clock(START);
   const up = await scripted(t, { headers });
   const g = await gw(t, [up.url], { ...opts, now: c.now });
   assert.equal(status(await fetchText(`${g.url}/u`)), 'MISS');
@@ -304,7 +293,7 @@ test('stale-while-revalidate=60 enables UPDATING without useStale', T, async (t)
 });
 
 test('without updating or stale-while-revalidate, concurrent requests on an expired entry go upstream', T, async (t) => {
-  const c = clock();
+  const c = clock(START);
   const up = await scripted(t);
   const g = await gw(t, [up.url], { valid: '1m', now: c.now });
   assert.equal(status(await fetchText(`${g.url}/u`)), 'MISS');
@@ -346,14 +335,14 @@ async function microFlow(url: string, up: Upstream & { script: Script }, c: Retu
 }
 
 test('microcache: backgroundUpdate → STALE at once, UPDATING meanwhile, then HIT with the new body', T, async (t) => {
-  const c = clock();
+  const c = clock(START);
   const up = await scripted(t);
   const g = await gw(t, [up.url], { ...MICRO, now: c.now });
   await microFlow(g.url, up, c);
 });
 
 test('microcache background update works through Express (app.use(cache, balance))', T, async (t) => {
-  const c = clock();
+  const c = clock(START);
   const up = await scripted(t);
   const pool = createPool({ servers: [{ url: up.url }] });
   t.after(() => pool.close());
@@ -367,7 +356,7 @@ test('microcache background update works through Express (app.use(cache, balance
 // 5. revalidate -------------------------------------------------------------------------------------
 
 test('revalidate with ETag: after expiry REVALIDATED (upstream saw If-None-Match), then HIT', T, async (t) => {
-  const c = clock();
+  const c = clock(START);
   const up = await upstream(t, 'etag', (req, res) => {
     if (req.headers['if-none-match'] === '"e1"') {
       res.writeHead(304, { etag: '"e1"' });
@@ -392,7 +381,7 @@ test('revalidate with ETag: after expiry REVALIDATED (upstream saw If-None-Match
 });
 
 test('revalidate with Last-Modified: upstream sees If-Modified-Since, REVALIDATED then HIT', T, async (t) => {
-  const c = clock();
+  const c = clock(START);
   const lm = new Date(START - 86_400_000).toUTCString();
   const up = await upstream(t, 'lm', (req, res) => {
     if (req.headers['if-modified-since'] === lm) {
@@ -414,7 +403,7 @@ test('revalidate with Last-Modified: upstream sees If-Modified-Since, REVALIDATE
 });
 
 test('revalidate: the upstream answers 200 with new content → EXPIRED and the new body, then HIT', T, async (t) => {
-  const c = clock();
+  const c = clock(START);
   let version = 1;
   const up = await upstream(t, 'changing', (req, res) => {
     const tag = `"e${version}"`;
@@ -440,7 +429,7 @@ test('revalidate: the upstream answers 200 with new content → EXPIRED and the 
 });
 
 test('without revalidate the upstream never sees conditional headers', T, async (t) => {
-  const c = clock();
+  const c = clock(START);
   const lm = new Date(START - 86_400_000).toUTCString();
   const up = await scripted(t, { headers: { etag: '"x"', 'last-modified': lm } });
   const g = await gw(t, [up.url], { valid: '1m', now: c.now });

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { describe, it, type TestContext } from 'node:test';
 import { balance, cache, chain, createPool, InvalidOptionError, type CacheMiddleware, type CacheOptions } from '../../src/index.ts';
-import { fetchText, gateway, upstream, type Reply, type Upstream } from '../helpers.ts';
+import { fetchText, gateway, until, upstream, type Reply, type Upstream } from '../helpers.ts';
 
 /** A fake clock start: 2026-01-01T00:00:00Z. */
 const T0 = Date.UTC(2026, 0, 1);
@@ -55,15 +55,6 @@ async function statuses(r: Rig, path: string, n: number, headers?: Record<string
   const out: string[] = [];
   for (let i = 0; i < n; i++) out.push(`${(await r.get(path, { headers })).cs}(${r.hits})`);
   return out;
-}
-
-/** Waits until `cond()` holds (stats and store writes settle after the response). */
-async function until(cond: () => boolean, what: string): Promise<void> {
-  const end = performance.now() + 2000;
-  while (!cond()) {
-    if (performance.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise<void>((resolve) => setTimeout(resolve, 5));
-  }
 }
 
 /** An origin answering `status` with `headers` and body "body-<n>". */
@@ -445,18 +436,18 @@ describe('cache(): stats', { timeout: TEST_TIMEOUT }, () => {
     clock += 1500;
     assert.deepEqual(await statuses(r, '/s', 1), ['EXPIRED(2)']);
     assert.deepEqual(await statuses(r, '/s?nocache=1', 1), ['BYPASS(3)']);
-    await until(() => r.mw.stats().bypass.responses_written === 1, 'the bypass write');
+    await until(() => r.mw.stats().bypass.responsesWritten === 1, 2000, 'the bypass write');
     const s = r.mw.stats();
     assert.deepEqual(s.hit, { responses: 2, bytes: 10 });
-    assert.deepEqual(s.miss, { responses: 1, bytes: 5, responses_written: 1, bytes_written: 5 });
-    assert.deepEqual(s.expired, { responses: 1, bytes: 5, responses_written: 1, bytes_written: 5 });
-    assert.deepEqual(s.bypass, { responses: 1, bytes: 5, responses_written: 1, bytes_written: 5 });
+    assert.deepEqual(s.miss, { responses: 1, bytes: 5, responsesWritten: 1, bytesWritten: 5 });
+    assert.deepEqual(s.expired, { responses: 1, bytes: 5, responsesWritten: 1, bytesWritten: 5 });
+    assert.deepEqual(s.bypass, { responses: 1, bytes: 5, responsesWritten: 1, bytesWritten: 5 });
     assert.deepEqual(s.stale, { responses: 0, bytes: 0 });
     assert.deepEqual(s.updating, { responses: 0, bytes: 0 });
     assert.deepEqual(s.revalidated, { responses: 0, bytes: 0 });
     assert.equal(s.cold, false);
     assert.ok(s.size > 0, `size ${s.size}`);
-    assert.equal(typeof s.max_size, 'number');
+    assert.equal(typeof s.maxSize, 'number');
     r.mw.resetStats();
     const z = r.mw.stats();
     assert.deepEqual(
@@ -466,9 +457,9 @@ describe('cache(): stats', { timeout: TEST_TIMEOUT }, () => {
         stale: { responses: 0, bytes: 0 },
         updating: { responses: 0, bytes: 0 },
         revalidated: { responses: 0, bytes: 0 },
-        miss: { responses: 0, bytes: 0, responses_written: 0, bytes_written: 0 },
-        expired: { responses: 0, bytes: 0, responses_written: 0, bytes_written: 0 },
-        bypass: { responses: 0, bytes: 0, responses_written: 0, bytes_written: 0 },
+        miss: { responses: 0, bytes: 0, responsesWritten: 0, bytesWritten: 0 },
+        expired: { responses: 0, bytes: 0, responsesWritten: 0, bytesWritten: 0 },
+        bypass: { responses: 0, bytes: 0, responsesWritten: 0, bytesWritten: 0 },
       },
     );
     assert.ok(z.size > 0, 'resetStats does not empty the store');

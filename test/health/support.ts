@@ -1,4 +1,5 @@
-// Helpers for the healthCheck() tests: a manual HealthClock and upstreams whose behaviour can be switched.
+// Helpers for the healthCheck() tests: a manual HealthClock and upstreams whose behaviour can be switched
+// (the bounded wait `until` is test/helpers.ts's).
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, type Server as NetServer, type AddressInfo } from 'node:net';
 import type { TestContext } from 'node:test';
@@ -8,16 +9,6 @@ const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve)
 
 /** Waits for `ms` real milliseconds (timer unref'd). */
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Polls `cond` until true or `ms` real milliseconds pass; returns the last value. */
-export async function until(cond: () => boolean | Promise<boolean>, ms = 3000): Promise<boolean> {
-  const end = Date.now() + ms;
-  for (;;) {
-    if (await cond()) return true;
-    if (Date.now() > end) return false;
-    await sleep(5);
-  }
-}
 
 interface ManualTimer {
   id: number;

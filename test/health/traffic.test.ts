@@ -6,8 +6,8 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type ServerResponse } from 'node:http';
 import { once } from 'node:events';
-import { balance, chain, createPool, healthCheck, sticky, type HealthCheck, type HealthCheckOptions, type ProbeResult, type ServerOptions, type UpstreamPool } from '../../src/index.ts';
-import { fetchText, gateway, type Reply } from '../helpers.ts';
+import { balance, chain, healthCheck, sticky, type HealthCheck, type HealthCheckOptions, type ProbeResult, type UpstreamPool } from '../../src/index.ts';
+import { fetchText, gateway, poolOf, type Reply } from '../helpers.ts';
 
 type Mode = 'ok' | 'status' | 'header' | 'body' | 'hang' | 'refused';
 
@@ -112,12 +112,6 @@ async function backends(t: TestContext, names: readonly string[]): Promise<Recor
   return out;
 }
 
-function poolOf(t: TestContext, bs: Record<string, Backend>, extra: Record<string, Partial<ServerOptions>> = {}): UpstreamPool {
-  const pool = createPool({ name: 'hc', servers: Object.values(bs).map((b) => ({ id: b.name, url: b.url, ...extra[b.name] })) });
-  t.after(() => pool.close());
-  return pool;
-}
-
 /** A check driven by `check()` (the interval is too long to fire during a test) unless options say otherwise. */
 function checkOf(t: TestContext, pool: UpstreamPool, options: HealthCheckOptions = {}): HealthCheck {
   const hc = healthCheck(pool, { uri: HEALTH, interval: '1h', timeout: '300ms', match: MATCH, ...options });
@@ -168,7 +162,7 @@ function next(hc: HealthCheck, name: 'healthy' | 'unhealthy' | 'probe', id: stri
 
 test('an unhealthy server gets no requests while the others share them, and gets them again once it passes (real 50 ms interval)', async (t) => {
   const bs = await backends(t, ['a', 'b', 'c']);
-  const pool = poolOf(t, bs);
+  const pool = poolOf(t, bs, { name: 'hc' });
   const hc = checkOf(t, pool, { interval: '50ms' });
   await hc.ready;
   const url = await plainGateway(t, pool);
@@ -206,7 +200,7 @@ const KINDS: Array<{ mode: Exclude<Mode, 'ok'>; reason: RegExp }> = [
 for (const { mode, reason } of KINDS) {
   test(`failure kind "${mode}" takes the server out of rotation, passing again brings it back`, async (t) => {
     const bs = await backends(t, ['a', 'b', 'c']);
-    const pool = poolOf(t, bs);
+    const pool = poolOf(t, bs, { name: 'hc' });
     const hc = checkOf(t, pool);
     const probes: ProbeResult[] = [];
     hc.on('probe', (r) => probes.push(r));
@@ -236,7 +230,7 @@ for (const { mode, reason } of KINDS) {
 
 test('sticky-bound requests avoid an unhealthy server (rebalanced, new cookie) and reach it again after it recovers', async (t) => {
   const bs = await backends(t, ['a', 'b', 'c']);
-  const pool = poolOf(t, bs);
+  const pool = poolOf(t, bs, { name: 'hc' });
   const hc = checkOf(t, pool);
   await hc.ready;
   const mw = sticky(pool, { cookie: true });
@@ -268,7 +262,7 @@ test('sticky-bound requests avoid an unhealthy server (rebalanced, new cookie) a
 
 test('mandatory: a server added at run time is `checking` and gets nothing until its first probe passes', async (t) => {
   const bs = await backends(t, ['a', 'b', 'c']);
-  const pool = poolOf(t, { a: bs.a!, b: bs.b! });
+  const pool = poolOf(t, { a: bs.a!, b: bs.b! }, { name: 'hc' });
   const hc = checkOf(t, pool, { mandatory: true, timeout: '5s' });
   await hc.ready;
   const url = await plainGateway(t, pool);
@@ -295,7 +289,7 @@ test('mandatory: a server added at run time is `checking` and gets nothing until
 
 test('mandatory: a server added at run time whose first probe fails never gets traffic', async (t) => {
   const bs = await backends(t, ['a', 'b', 'c']);
-  const pool = poolOf(t, { a: bs.a!, b: bs.b! });
+  const pool = poolOf(t, { a: bs.a!, b: bs.b! }, { name: 'hc' });
   const hc = checkOf(t, pool, { mandatory: true });
   await hc.ready;
   const url = await plainGateway(t, pool);
@@ -315,7 +309,7 @@ test('mandatory: a server added at run time whose first probe fails never gets t
 
 test('every server unhealthy: balance() answers 503 (no server available)', async (t) => {
   const bs = await backends(t, ['a', 'b']);
-  const pool = poolOf(t, bs);
+  const pool = poolOf(t, bs, { name: 'hc' });
   const hc = checkOf(t, pool);
   await hc.ready;
   const url = await plainGateway(t, pool);
@@ -335,7 +329,7 @@ test('every server unhealthy: balance() answers 503 (no server available)', asyn
 
 test('a single-server pool whose only server is unhealthy answers 503 (not sent to it anyway)', async (t) => {
   const bs = await backends(t, ['a']);
-  const pool = poolOf(t, bs);
+  const pool = poolOf(t, bs, { name: 'hc' });
   const hc = checkOf(t, pool);
   await hc.ready;
   const url = await plainGateway(t, pool);

@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { balance, cache, chain, createPool, monitor, type CacheMiddleware, type UpstreamPool } from '../../src/index.ts';
-import { fetchText, listen, upstream } from '../helpers.ts';
+import { fetchText, listen, until, upstream } from '../helpers.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const HAVE_BROWSER = existsSync(CHROMIUM);
@@ -21,15 +21,6 @@ const IDS = ['a', 'b', 'c'] as const;
 
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Polls `check` until it is true or `ms` have passed. */
-async function until(check: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await delay(25);
-  }
 }
 
 interface Gw {

@@ -4,7 +4,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createPool, type MethodOption, type ServerOptions, type UpstreamPool } from '../../src/pool/index.ts';
 import type { Peer } from '../../src/pool/peer.ts';
-import { clock, finishOk, fixture, pick, selection, sequence, serversOf, type FixtureServer, type HashGroup, type IpGroup } from './support.ts';
+import { clock } from '../helpers.ts';
+import { finishOk, fixture, pick, selection, sequence, serversOf, type FixtureServer, type HashGroup, type IpGroup } from './support.ts';
 import { internals } from '../../src/pool/internal.ts';
 
 type TestContext = { after(fn: () => void): void };

@@ -4,7 +4,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createPool, type ServerOptions, type UpstreamPool } from '../../src/pool/index.ts';
 import type { AttemptOutcome } from '../../src/pool/peer.ts';
-import { clock, finishOk, replay, selection, type Clock, type SequenceGroup } from './support.ts';
+import { clock, type Clock } from '../helpers.ts';
+import { finishOk, replay, selection, type SequenceGroup } from './support.ts';
 import { internals } from '../../src/pool/internal.ts';
 
 type TestContext = { after(fn: () => void): void };

@@ -5,7 +5,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createPool, type ServerOptions, type UpstreamPool } from '../../src/pool/index.ts';
 import type { Peer } from '../../src/pool/peer.ts';
-import { clock, selection, type Clock } from './support.ts';
+import { clock, type Clock } from '../helpers.ts';
+import { selection } from './support.ts';
 import { internals } from '../../src/pool/internal.ts';
 
 type TestContext = { after(fn: () => void): void };

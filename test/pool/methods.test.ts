@@ -11,8 +11,7 @@ import { createPool, type MethodOption, type UpstreamPool } from '../../src/pool
 import { internals } from '../../src/pool/internal.ts';
 import { METHODS, methodNames, resolveMethod } from '../../src/pool/methods/index.ts';
 import { backend, wsEcho } from '../adapters/common.ts';
-import { listen } from '../helpers.ts';
-import { until } from '../balance/support.ts';
+import { listen, until } from '../helpers.ts';
 
 const A = 'http://127.0.0.1:19901';
 const B = 'http://127.0.0.1:19902';

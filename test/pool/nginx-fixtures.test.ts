@@ -4,7 +4,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createPool, type UpstreamPool } from '../../src/pool/index.ts';
-import { clock, fixture, pick, replay, serversOf, type FixtureServer, type HashGroup, type IpGroup, type SequenceGroup } from './support.ts';
+import { clock } from '../helpers.ts';
+import { fixture, pick, replay, serversOf, type FixtureServer, type HashGroup, type IpGroup, type SequenceGroup } from './support.ts';
 
 const hash = fixture<{ nginx: string; key: string; groups: HashGroup[] }>('hash.json');
 const ipHash = fixture<{ nginx: string; groups: IpGroup[] }>('ip-hash.json');

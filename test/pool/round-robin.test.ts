@@ -3,7 +3,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createPool, type MethodOption, type ServerOptions, type UpstreamPool } from '../../src/pool/index.ts';
-import { clock, finishOk, selection, sequence } from './support.ts';
+import { clock } from '../helpers.ts';
+import { finishOk, selection, sequence } from './support.ts';
 import { internals } from '../../src/pool/internal.ts';
 
 type TestContext = { after(fn: () => void): void };

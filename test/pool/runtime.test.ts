@@ -5,7 +5,8 @@ import { createHash } from 'node:crypto';
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { createPool, InvalidOptionError, ServerNotFoundError, type MethodOption, type ServerInfo, type StateChange, type UpstreamPool } from '../../src/index.ts';
 import type { Peer } from '../../src/pool/peer.ts';
-import { clock, finishOk, selection, sequence, type Clock } from './support.ts';
+import { clock, type Clock } from '../helpers.ts';
+import { finishOk, selection, sequence } from './support.ts';
 import { internals } from '../../src/pool/internal.ts';
 
 type TestContext = { after(fn: () => void): void };

@@ -4,22 +4,17 @@
 // pool clock, plus one end-to-end run through balance() with real upstreams.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { createPool, type MethodOption, type ServerOptions, type UpstreamPool } from '../../src/pool/index.ts';
+import { type MethodOption, type ServerOptions, type UpstreamPool } from '../../src/pool/index.ts';
 import type { Peer } from '../../src/pool/peer.ts';
 import { balance, chain, healthCheck, InvalidOptionError, type HealthClock } from '../../src/index.ts';
-import { fetchText, gateway, upstream } from '../helpers.ts';
-import { clock, finishOk, selection, sequence, type Clock } from './support.ts';
+import { clock, fetchText, gateway, poolOf, upstream, type Clock } from '../helpers.ts';
+import { finishOk, selection, sequence } from './support.ts';
 import { internals } from '../../src/pool/internal.ts';
 
-function poolOf(t: TestContext, c: Clock, servers: Array<Partial<ServerOptions>>, method?: MethodOption): UpstreamPool {
-  const p = createPool({
-    name: 'ss',
-    method,
-    servers: servers.map((o, i) => ({ url: `http://127.0.0.1:${19501 + i}`, id: String.fromCharCode(97 + i), ...o })),
-    now: c.now,
-  });
-  t.after(() => p.close());
-  return p;
+/** Pool "ss" on clock `c` over servers a, b, … (ports nothing listens on) with the settings in `servers`. */
+function rampPool(t: TestContext, c: Clock, servers: Array<Partial<ServerOptions>>, method?: MethodOption): UpstreamPool {
+  const listed = servers.map((o, i) => ({ url: `http://127.0.0.1:${19501 + i}`, id: String.fromCharCode(97 + i), ...o }));
+  return poolOf(t, listed, { name: 'ss', method, now: c.now });
 }
 
 const peerOf = (p: UpstreamPool, id: string): Peer => internals(p).peers().find((x) => x.id === id)!;
@@ -37,7 +32,7 @@ const share = (ids: readonly string[], id: string): number => ids.filter((x) => 
 
 test('ramp shape: weight 4, slowStart 10s coming back from unhealthy weighs 0, 1, 2, 4 at 0, 2.5, 5, 10 s', (t) => {
   const c = clock();
-  const p = poolOf(t, c, [{ weight: 4, slowStart: '10s' }, { weight: 4 }]);
+  const p = rampPool(t, c, [{ weight: 4, slowStart: '10s' }, { weight: 4 }]);
   const a = peerOf(p, 'a');
   assert.equal(a.weightAt(c.t), 4, 'no ramp before it ever went away');
   unhealthyThenBack(p, 'a');
@@ -58,8 +53,7 @@ test('ramp shape through healthCheck() with a fake HealthClock: the ramp starts 
     res.end();
   });
   const c = clock();
-  const p = createPool({ name: 'ss', servers: [{ id: 'a', url: up.url, weight: 4, slowStart: '10s' }, { id: 'b', url: 'http://127.0.0.1:19599', weight: 4 }], now: c.now });
-  t.after(() => p.close());
+  const p = poolOf(t, [{ id: 'a', url: up.url, weight: 4, slowStart: '10s' }, { id: 'b', url: 'http://127.0.0.1:19599', weight: 4 }], { name: 'ss', now: c.now });
   // Timers never fire: the test drives every probe with check().
   const fake: HealthClock = { now: c.now, setTimeout: () => ({}), clearTimeout: () => undefined };
   const hc = healthCheck(p, { clock: fake });
@@ -83,7 +77,7 @@ test('ramp shape through healthCheck() with a fake HealthClock: the ramp starts 
 
 test('round robin: the returning server\'s share follows the ramp (windows of 1000 selections at 1, 5, 9, 11 s)', (t) => {
   const c = clock();
-  const p = poolOf(t, c, [{ weight: 4, slowStart: '10s' }, { weight: 4 }]);
+  const p = rampPool(t, c, [{ weight: 4, slowStart: '10s' }, { weight: 4 }]);
   unhealthyThenBack(p, 'a');
   const t0 = c.t;
   assert.equal(share(sequence(p, 200), 'a'), 0, 'at t=0 its weight is 0: no request');
@@ -101,7 +95,7 @@ test('round robin: the returning server\'s share follows the ramp (windows of 10
 
 test('least-conn honours the ramp: with requests held open, the returning server takes conns in proportion to its ramped weight', (t) => {
   const c = clock();
-  const p = poolOf(t, c, [{ weight: 4, slowStart: '10s' }, { weight: 4 }], 'least-conn');
+  const p = rampPool(t, c, [{ weight: 4, slowStart: '10s' }, { weight: 4 }], 'least-conn');
   unhealthyThenBack(p, 'a');
   const t0 = c.t;
   const hold = (n: number): Peer[] => {
@@ -133,7 +127,7 @@ test('least-conn honours the ramp: with requests held open, the returning server
 
 test('passive failure: unavailable through maxFails, the first successful request after failTimeout starts the ramp', (t) => {
   const c = clock();
-  const p = poolOf(t, c, [{ weight: 4, slowStart: '10s', maxFails: 1, failTimeout: '10s' }, { weight: 4 }]);
+  const p = rampPool(t, c, [{ weight: 4, slowStart: '10s', maxFails: 1, failTimeout: '10s' }, { weight: 4 }]);
   const a = peerOf(p, 'a');
   let failedOnce = false;
   for (let i = 0; i < 4 && !failedOnce; i++) {
@@ -190,9 +184,9 @@ for (const { label, method } of REFUSING) {
       assert.match(err.message, new RegExp(option.replace(/[[\].]/g, '\\$&')));
       return true;
     };
-    assert.throws(() => poolOf(t, c, [{ slowStart: '10s' }, {}], method), refused('servers[0].slowStart'));
-    assert.throws(() => poolOf(t, c, [{}, { slowStart: 5000 }], method), refused('servers[1].slowStart'));
-    const p = poolOf(t, c, [{}, {}], method);
+    assert.throws(() => rampPool(t, c, [{ slowStart: '10s' }, {}], method), refused('servers[0].slowStart'));
+    assert.throws(() => rampPool(t, c, [{}, { slowStart: 5000 }], method), refused('servers[1].slowStart'));
+    const p = rampPool(t, c, [{}, {}], method);
     assert.throws(() => p.add({ url: 'http://127.0.0.1:19599', id: 'z', slowStart: '1s' }), refused('server.slowStart'));
     assert.equal(p.get('z'), undefined, 'the refused server was not added');
     assert.throws(() => p.update('a', { slowStart: '1s' }), refused('changes.slowStart'));
@@ -205,7 +199,7 @@ for (const { label, method } of REFUSING) {
 for (const method of ['round-robin', 'least-conn', 'least-time'] as const) {
   test(`slowStart is accepted with method ${method} (createPool, add, update)`, (t) => {
     const c = clock();
-    const p = poolOf(t, c, [{ slowStart: '10s' }, {}], method);
+    const p = rampPool(t, c, [{ slowStart: '10s' }, {}], method);
     assert.equal(p.get('a')!.slowStart, 10_000);
     assert.equal(p.add({ url: 'http://127.0.0.1:19599', id: 'z', slowStart: '2s' }).slowStart, 2000);
     assert.equal(p.update('b', { slowStart: '30s' }).slowStart, 30_000);
@@ -215,7 +209,7 @@ for (const method of ['round-robin', 'least-conn', 'least-time'] as const) {
 
 test('slowStart 0 means no ramp: a server coming back takes its full share at once', (t) => {
   const c = clock();
-  const p = poolOf(t, c, [{ weight: 4, slowStart: 0 }, { weight: 4 }]);
+  const p = rampPool(t, c, [{ weight: 4, slowStart: 0 }, { weight: 4 }]);
   unhealthyThenBack(p, 'a');
   assert.equal(peerOf(p, 'a').weightAt(c.t), 4);
   assert.equal(share(sequence(p, 1000), 'a'), 0.5);
@@ -223,7 +217,7 @@ test('slowStart 0 means no ramp: a server coming back takes its full share at on
 
 test('slowStart set by update() applies to the next return', (t) => {
   const c = clock();
-  const p = poolOf(t, c, [{ weight: 4 }, { weight: 4 }]);
+  const p = rampPool(t, c, [{ weight: 4 }, { weight: 4 }]);
   p.update('a', { slowStart: '10s' });
   unhealthyThenBack(p, 'a');
   assert.equal(peerOf(p, 'a').weightAt(c.t), 0);
@@ -232,7 +226,7 @@ test('slowStart set by update() applies to the next return', (t) => {
 
 test('a single-server pool ignores slowStart: back from unhealthy or unavailable, it takes every request at once', (t) => {
   const c = clock();
-  const p = poolOf(t, c, [{ weight: 4, slowStart: '10s', maxFails: 1 }]);
+  const p = rampPool(t, c, [{ weight: 4, slowStart: '10s', maxFails: 1 }]);
   const a = peerOf(p, 'a');
   unhealthyThenBack(p, 'a');
   assert.equal(a.weightAt(c.t), 4, 'no ramp after unhealthy');
@@ -252,8 +246,7 @@ test('end to end: a server healthy again with slowStart 1s gets a smaller share 
     res.end('a');
   });
   const b = await upstream(t, 'b');
-  const p = createPool({ name: 'e2e', servers: [{ id: 'a', url: a.url, slowStart: '1s' }, { id: 'b', url: b.url }] });
-  t.after(() => p.close());
+  const p = poolOf(t, { a, b }, { name: 'e2e', extra: { a: { slowStart: '1s' } } });
   const hc = healthCheck(p, { uri: '/health', interval: '1h' });
   t.after(() => hc.stop());
   await hc.ready;
@@ -290,8 +283,7 @@ test('end to end: a server healthy again with slowStart 1s gets a smaller share 
 test('mandatory + slowStart: a server added at run time warms up after its first passing probe (NGINX Plus)', async (t) => {
   const up = await upstream(t, 'a');
   const c = clock();
-  const p = createPool({ name: 'warm', servers: [{ id: 'b', url: 'http://127.0.0.1:19598', weight: 4 }], now: c.now });
-  t.after(() => p.close());
+  const p = poolOf(t, { b: 'http://127.0.0.1:19598' }, { name: 'warm', now: c.now, each: { weight: 4 } });
   const fake: HealthClock = { now: c.now, setTimeout: () => ({}), clearTimeout: () => undefined };
   const hc = healthCheck(p, { clock: fake, mandatory: true, persistent: true });
   t.after(() => hc.stop());

@@ -1,4 +1,4 @@
-// Shared by the pool tests: fixtures, an injectable clock, fake requests, and a replay of nginx's
+// Shared by the pool tests: fixtures, fake requests, and a replay of nginx's
 // request loop (peer.tries, proxy_next_upstream, passive health) on top of pool.select/finish.
 // No side effects on import: bare `node --test` also loads this file.
 import { readFileSync } from 'node:fs';
@@ -8,6 +8,7 @@ import type { ServerOptions, UpstreamPool } from '../../src/pool/index.ts';
 import type { Peer } from '../../src/pool/peer.ts';
 import type { Selection } from '../../src/pool/methods/types.ts';
 import { internals } from '../../src/pool/internal.ts';
+import type { Clock } from '../helpers.ts';
 
 /** Reads `test/pool/fixtures/<name>` (written by fixtures/generate.sh from real nginx). */
 export function fixture<T>(name: string): T {
@@ -38,24 +39,6 @@ export function serversOf(list: readonly FixtureServer[]): ServerOptions[] {
     if (s.failTimeout !== undefined) o.failTimeout = `${s.failTimeout}s`;
     return o;
   });
-}
-
-/** A clock for the pool's `now` option; starts far from 0 as a real clock does. */
-export interface Clock {
-  t: number;
-  now: () => number;
-  advance(ms: number): void;
-}
-
-export function clock(start = 1_700_000_000_000): Clock {
-  const c: Clock = {
-    t: start,
-    now: () => c.t,
-    advance(ms) {
-      c.t += ms;
-    },
-  };
-  return c;
 }
 
 /** The smallest IncomingMessage-like object exchange() and the variables facility read. */

@@ -4,8 +4,8 @@ import { strict as assert } from 'node:assert';
 import { createHash, createHmac } from 'node:crypto';
 import { test, type TestContext } from 'node:test';
 import { createPool, InvalidOptionError, sticky, type StickyCookieOptions, type StickyOptions, type UpstreamPool } from '../../src/index.ts';
-import { deadPort, upstream, type Upstream } from '../helpers.ts';
-import { cookieValue, named, poolOf, setCookies, sidOf, stickyGateway, type StickyGateway } from './support.ts';
+import { deadPort, poolOf, upstream, type Upstream } from '../helpers.ts';
+import { cookieValue, named, setCookies, sidOf, stickyGateway, type StickyGateway } from './support.ts';
 
 const NOW = Date.UTC(2026, 10, 27, 16, 9, 15);
 const fixed = (): number => NOW;
@@ -126,7 +126,7 @@ test('SID is the lowercase hex MD5 of host:port (value verified against nginx); 
 
 test('the cookie value is the route when servers have route=', async (t) => {
   const ups = await named(t, ['a', 'b']);
-  const pool = poolOf(t, ups, { a: { route: 'ra' }, b: { route: 'rb' } });
+  const pool = poolOf(t, ups, { extra: { a: { route: 'ra' }, b: { route: 'rb' } } });
   const gw = await stickyGateway(t, pool, { cookie: true });
   const r1 = await gw.get();
   const r2 = await gw.get();
@@ -184,7 +184,7 @@ for (const [name, make] of BAD) {
 
 test('a 32-char route binds; a 300-char value is ignored', async (t) => {
   const ups = await named(t, ['a', 'b']);
-  const pool = poolOf(t, ups, { b: { route: 'r'.repeat(32) } });
+  const pool = poolOf(t, ups, { extra: { b: { route: 'r'.repeat(32) } } });
   const gw = await stickyGateway(t, pool, { cookie: true });
   assert.deepEqual(await bodies(gw, 3, { cookie: `srv_id=${'r'.repeat(32)}` }), ['b', 'b', 'b']);
   await assertRebalanced(gw, pool, `srv_id=${'r'.repeat(300)}`, 'b');
@@ -209,7 +209,7 @@ test('bound server answering 502 with nextUpstream http_502: moved, re-cookied, 
       res.end('c-broken');
     }),
   };
-  const pool = poolOf(t, ups, { c: { maxFails: 1, failTimeout: '60s' } });
+  const pool = poolOf(t, ups, { extra: { c: { maxFails: 1, failTimeout: '60s' } } });
   const gw = await stickyGateway(t, pool, { cookie: true }, { nextUpstream: ['error', 'timeout', 'http_502'] });
   const cookie = `srv_id=${sidOf(pool, 'c')}`;
   const first = await gw.get('/', { cookie });
@@ -249,7 +249,7 @@ test('a cookie naming a full server (maxConns 1, one request held) is rebalanced
     }),
   };
   t.after(() => release());
-  const pool = poolOf(t, ups, { c: { maxConns: 1 } });
+  const pool = poolOf(t, ups, { extra: { c: { maxConns: 1 } } });
   const gw = await stickyGateway(t, pool, { cookie: true });
   const cookie = `srv_id=${sidOf(pool, 'c')}`;
   const hold = gw.get('/hold', { cookie });

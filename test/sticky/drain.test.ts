@@ -3,7 +3,8 @@
 import { strict as assert } from 'node:assert';
 import { test } from 'node:test';
 import { ServerNotFoundError, type StateChange } from '../../src/index.ts';
-import { named, poolOf, sidOf, stickyGateway } from './support.ts';
+import { poolOf } from '../helpers.ts';
+import { named, sidOf, stickyGateway } from './support.ts';
 
 test('cookie mode {a, b drain, c}: new requests a c a c a c, b-bound requests b b b; stats and state event', async (t) => {
   const ups = await named(t, ['a', 'b', 'c']);
@@ -134,7 +135,7 @@ test("sessions('unknown') rejects with ServerNotFoundError", async (t) => {
 
 test('route mode: sessions() counts bound routes per server', async (t) => {
   const ups = await named(t, ['a', 'b']);
-  const pool = poolOf(t, ups, { a: { route: 'ra' }, b: { route: 'rb' } });
+  const pool = poolOf(t, ups, { extra: { a: { route: 'ra' }, b: { route: 'rb' } } });
   const gw = await stickyGateway(t, pool, { route: { cookie: 'JSESSIONID', pattern: /\.(?<route>\w+)$/ } });
   for (const s of ['s1.rb', 's2.rb', 's1.rb', 's3.ra']) await gw.get('/', { cookie: `JSESSIONID=${s}` });
   assert.equal(await gw.mw.sessions('b'), 2);
@@ -143,7 +144,7 @@ test('route mode: sessions() counts bound routes per server', async (t) => {
 
 test('sessions() accepts the server url or route as well as its id (as documented)', async (t) => {
   const ups = await named(t, ['a', 'b']);
-  const pool = poolOf(t, ups, { b: { route: 'rb' } });
+  const pool = poolOf(t, ups, { extra: { b: { route: 'rb' } } });
   const gw = await stickyGateway(t, pool, { cookie: true });
   for (const ua of ['u1', 'u2', 'u1', 'u2']) await gw.get('/', { cookie: 'srv_id=rb', 'user-agent': ua });
   assert.equal(await gw.mw.sessions('b'), 2);

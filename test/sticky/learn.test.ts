@@ -8,8 +8,8 @@ import { after, describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import KeyvRedis from '@keyv/redis';
 import { balance, chain, type BalanceOptions, createPool, InvalidOptionError, sticky, type CacheStoreError, type StickyLearnOptions, type StickyMiddleware, type StickyOptions, type UpstreamPool } from '../../src/index.ts';
-import { deadPort as freePort, fetchText, gateway, upstream } from '../helpers.ts';
-import { pauseRedis, redisAvailability, redisStore, REDIS_URL, resumeRedis, startRedis, stopRedis, until, type RedisAdmin } from '../redis.ts';
+import { deadPort as freePort, fetchText, gateway, poolOf, until, upstream, type Upstream } from '../helpers.ts';
+import { pauseRedis, redisAvailability, redisStore, REDIS_URL, resumeRedis, startRedis, stopRedis, type RedisAdmin } from '../redis.ts';
 
 const RUN = `swy-sticky-learn-${randomUUID()}`;
 
@@ -37,20 +37,13 @@ function backendHandler(name: string) {
   };
 }
 
-interface Backends {
-  urls: string[];
-}
+/** The two upstreams, by server id. */
+type Backends = Record<'backend1' | 'backend2', Upstream>;
 
 async function backends(t: TestContext): Promise<Backends> {
-  const b1 = await upstream(t, 'backend1', backendHandler('backend1'));
-  const b2 = await upstream(t, 'backend2', backendHandler('backend2'));
-  return { urls: [b1.url, b2.url] };
-}
-
-function poolOf(t: TestContext, b: Backends): UpstreamPool {
-  const pool = createPool({ servers: [{ id: 'backend1', url: b.urls[0]! }, { id: 'backend2', url: b.urls[1]! }] });
-  t.after(() => pool.close());
-  return pool;
+  const backend1 = await upstream(t, 'backend1', backendHandler('backend1'));
+  const backend2 = await upstream(t, 'backend2', backendHandler('backend2'));
+  return { backend1, backend2 };
 }
 
 interface Gw {

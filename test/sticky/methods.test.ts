@@ -5,7 +5,8 @@ import { strict as assert } from 'node:assert';
 import { test } from 'node:test';
 import { createPool, type MethodOption } from '../../src/index.ts';
 import { finishOk, selection } from '../pool/support.ts';
-import { named, poolOf, sidOf, stickyGateway } from './support.ts';
+import { poolOf } from '../helpers.ts';
+import { named, sidOf, stickyGateway } from './support.ts';
 import { internals } from '../../src/pool/internal.ts';
 
 const METHODS: Array<[string, MethodOption]> = [
@@ -22,7 +23,7 @@ const METHODS: Array<[string, MethodOption]> = [
 for (const [name, method] of METHODS) {
   test(`${name}: cookie-bound requests all go to c while it is up; unbound ones follow the method`, async (t) => {
     const ups = await named(t, ['a', 'b', 'c', 'd']);
-    const pool = poolOf(t, ups, {}, { method });
+    const pool = poolOf(t, ups, { method });
     const gw = await stickyGateway(t, pool, { cookie: true });
     const cookie = `srv_id=${sidOf(pool, 'c')}`;
     const unbound: Record<string, string> = {};
@@ -45,7 +46,7 @@ for (const [name, method] of METHODS) {
       for (const path of ['/k1', '/k7', '/k33']) assert.equal((await gw.get(path)).body, unbound[path]);
     }
     if (name === 'round-robin') {
-      const fresh = poolOf(t, ups, {}, { method });
+      const fresh = poolOf(t, ups, { method });
       const g2 = await stickyGateway(t, fresh, { cookie: true });
       const seq: string[] = [];
       for (let i = 0; i < 8; i++) seq.push((await g2.get()).body);

@@ -4,8 +4,8 @@ import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
 import { test, type TestContext } from 'node:test';
 import { createPool, exchange, InvalidOptionError, sticky, type RouteSource, type ServerOptions } from '../../src/index.ts';
-import type { Upstream } from '../helpers.ts';
-import { named, poolOf, setCookies, stickyGateway, type StickyGateway } from './support.ts';
+import { poolOf, type Upstream } from '../helpers.ts';
+import { named, setCookies, stickyGateway, type StickyGateway } from './support.ts';
 
 const SOURCES: RouteSource[] = [{ cookie: 'route' }, { query: 'route' }];
 
@@ -13,7 +13,7 @@ async function routed(t: TestContext, route: RouteSource | RouteSource[] = SOURC
   const ups = await named(t, Object.keys(routes));
   const extra: Record<string, Partial<ServerOptions>> = {};
   for (const [id, r] of Object.entries(routes)) if (r !== '') extra[id] = { route: r };
-  const pool = poolOf(t, ups, extra);
+  const pool = poolOf(t, ups, { extra });
   const gw = await stickyGateway(t, pool, { route });
   return { ups, gw };
 }

@@ -1,7 +1,8 @@
-// Shared by the sticky() tests: named upstreams, a sticky gateway, cookie helpers.
+// Shared by the sticky() tests: named upstreams, a sticky gateway, cookie helpers (pools: poolOf of
+// test/helpers.ts, ids = names).
 // No side effects on import.
 import type { TestContext } from 'node:test';
-import { balance, chain, createPool, sticky, type BalanceOptions, type PoolOptions, type ServerOptions, type StickyMiddleware, type StickyOptions, type UpstreamPool } from '../../src/index.ts';
+import { balance, chain, sticky, type BalanceOptions, type StickyMiddleware, type StickyOptions, type UpstreamPool } from '../../src/index.ts';
 import { fetchText, gateway, upstream, type Reply, type Upstream } from '../helpers.ts';
 
 /** Upstreams answering with their own name, by name. */
@@ -9,14 +10,6 @@ export async function named(t: TestContext, names: readonly string[]): Promise<R
   const out: Record<string, Upstream> = {};
   for (const n of names) out[n] = await upstream(t, n);
   return out;
-}
-
-/** A pool of the given upstreams with ids = names (extra per-server options by name). */
-export function poolOf(t: TestContext, ups: Record<string, Upstream>, extra: Record<string, Partial<ServerOptions>> = {}, options: Omit<PoolOptions, 'servers'> = {}): UpstreamPool {
-  const servers: ServerOptions[] = Object.entries(ups).map(([id, u]) => ({ id, url: u.url, ...extra[id] }));
-  const pool = createPool({ ...options, servers });
-  t.after(() => pool.close());
-  return pool;
 }
 
 export interface StickyGateway {
