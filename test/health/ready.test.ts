@@ -1,45 +1,17 @@
 // healthCheck().ready in a standalone program (issue 12): the probes run on unref'd timers, so
 // `ready` itself keeps the process alive while it is pending, and nothing does once it settles.
-// Each test runs test/health/ready-toplevel.fixture.ts in a child `node` process.
+// Each test runs test/health/ready-toplevel.fixture.ts in a child `node` process (test/support/child.ts).
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { runNode, type ChildOutcome } from '../support/child.ts';
 
 const FIXTURE = fileURLToPath(new URL('./ready-toplevel.fixture.ts', import.meta.url));
 /** Longest a child may run: far more than it needs on a loaded machine; past it, it is killed and the test fails. */
 const LIMIT_MS = 30_000;
 
-interface Outcome {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-  killed: boolean;
-}
-
-function runFixture(t: TestContext, mode: 'close' | 'leave'): Promise<Outcome> {
-  const child = spawn(process.execPath, [FIXTURE, mode], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let killed = false;
-  const limit = setTimeout(() => {
-    killed = true;
-    child.kill('SIGKILL');
-  }, LIMIT_MS);
-  t.after(() => {
-    clearTimeout(limit);
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
-  child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-  return new Promise((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      clearTimeout(limit);
-      resolve({ code, signal, stdout, stderr, killed });
-    });
-  });
+function runFixture(t: TestContext, mode: 'close' | 'leave'): Promise<ChildOutcome> {
+  return runNode(t, [FIXTURE, mode], { limitMs: LIMIT_MS });
 }
 
 test('await hc.ready at the top level of a module waits for the first probe (no "unsettled top-level await"), then the program ends by itself', async (t) => {

@@ -7,8 +7,8 @@ import { createServer, request, type IncomingMessage, type Server } from 'node:h
 import type { Socket } from 'node:net';
 import express from 'express';
 import { balance, BadRequestError, chain, createPool, exchange, respondWithError, SwitchyardError, UnsupportedTransferCodingError } from '../../src/index.ts';
-import { deadPort, fetchText, listen } from '../helpers.ts';
-import { complete, gatewayFor, rawUpstream, RawClient, tryFetch, until, TEST_TIMEOUT } from '../balance/support.ts';
+import { deadPort, fetchText, listen, until } from '../helpers.ts';
+import { complete, gatewayFor, rawUpstream, RawClient, tryFetch, TEST_TIMEOUT } from '../balance/support.ts';
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 

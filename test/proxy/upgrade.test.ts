@@ -4,8 +4,8 @@ import assert from 'node:assert/strict';
 import { Agent, createServer, type IncomingMessage } from 'node:http';
 import { WebSocket, WebSocketServer } from 'ws';
 import { balance, chain, createPool } from '../../src/index.ts';
-import { deadPort, listen, upstream } from '../helpers.ts';
-import { delay, gatewayFor, RawClient, until, TEST_TIMEOUT } from '../balance/support.ts';
+import { deadPort, listen, until, upstream } from '../helpers.ts';
+import { delay, gatewayFor, RawClient, TEST_TIMEOUT } from '../balance/support.ts';
 import { exchangeMessages, H2C, refusedUpgrade, send, upgradeStatus, upstreamErrors } from './upgrade-support.ts';
 
 /** A ws echo upstream that records the upgrade requests it accepted. */

@@ -10,8 +10,8 @@ import { Agent as HttpsAgent, createServer as createHttpsServer, type ServerOpti
 import type { TLSSocket } from 'node:tls';
 import { WebSocketServer } from 'ws';
 import { createPool, healthCheck, type PoolOptions, type UpstreamPool } from '../../src/index.ts';
-import { fetchText, listen } from '../helpers.ts';
-import { gatewayFor, RawClient, until } from '../balance/support.ts';
+import { fetchText, listen, until } from '../helpers.ts';
+import { gatewayFor, RawClient } from '../balance/support.ts';
 import { createTestCa, NO_OPENSSL, type TestCa } from '../support/tls.ts';
 import { exchangeMessages, upstreamErrors } from './upgrade-support.ts';
 
