@@ -54,9 +54,6 @@ function fromClient(req: IncomingMessage, name: string): boolean {
   return false;
 }
 
-// nginx's test of a Host header lives in core/http.ts; re-exported for this folder's imports.
-export { validHost };
-
 /** The host part of a key: the Host header lowercase with its port, else the local address. */
 export function keyHost(host: string | undefined, req: IncomingMessage): string {
   if (host !== undefined && host !== '') return host.toLowerCase();

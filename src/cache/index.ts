@@ -7,6 +7,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Middleware, Next } from '../core/chain.ts';
+import { stringOption } from '../core/options.ts';
 import { DEFAULT_NAMESPACE, resolveStore, type CacheStore } from '../store/index.ts';
 import { decide, fastHit, type CacheContext } from './decide.ts';
 import { FillTable, UseCounter } from './lock.ts';
@@ -68,7 +69,7 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
     option: 'store',
     memory: options.memory,
     now: options.now,
-    namespace: options.namespace ?? DEFAULT_NAMESPACE,
+    namespace: stringOption(options.namespace, 'namespace', DEFAULT_NAMESPACE, { nonEmpty: true }),
     timeout: options.storeTimeout,
     breaker: options.storeBreaker,
   });

@@ -8,7 +8,8 @@
 import type { IncomingMessage } from 'node:http';
 import { InvalidOptionError } from '../core/errors.ts';
 import { hasExchange, requestHost, upstreamTarget, type Exchange } from '../core/exchange.ts';
-import { factsSuffix, hasBody, keyHost, mayHaveFacts, originKey, validHost, type Origin } from './forwarding.ts';
+import { validHost } from '../core/http.ts';
+import { factsSuffix, hasBody, keyHost, mayHaveFacts, originKey, type Origin } from './forwarding.ts';
 import type { CacheSettings } from './options.ts';
 
 /** Store keys: the user's key with `%` and LF escaped, so the cache's own suffixes cannot be forged. */

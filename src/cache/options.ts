@@ -5,10 +5,11 @@
  */
 import type { IncomingMessage } from 'node:http';
 import type { NextUpstreamCondition } from '../balance/index.ts';
-import { parseDuration, type Duration } from '../core/duration.ts';
+import type { Duration } from '../core/duration.ts';
 import { InvalidOptionError } from '../core/errors.ts';
 import type { Exchange } from '../core/exchange.ts';
 import { TOKEN } from '../core/http.ts';
+import { booleanOption, durationOption, enumOption, integerOption, nowOption, objectOption, stringListOption, stringOption } from '../core/options.ts';
 import { compileTemplate } from '../core/variables.ts';
 import { isForwardingHeader } from '../proxy/headers.ts';
 import { compileTrust, type TrustProxy, type TrustTest } from '../proxy/trust.ts';
@@ -152,13 +153,27 @@ export const DEFAULT_CACHE_BODIES = false;
 /** Default of {@link CacheOptions.statusHeader}. */
 export const DEFAULT_STATUS_HEADER = 'X-Cache-Status';
 /** Default of {@link CacheOptions.lockTimeout} (nginx: 5s). */
-export const DEFAULT_LOCK_TIMEOUT = 5000;
+export const DEFAULT_LOCK_TIMEOUT = '5s';
 /** Default of {@link CacheOptions.lockAge} (nginx: 5s). */
-export const DEFAULT_LOCK_AGE = 5000;
+export const DEFAULT_LOCK_AGE = '5s';
 /** Default of {@link CacheOptions.maxEntrySize}. */
 export const DEFAULT_MAX_ENTRY_SIZE = 1024 * 1024;
 
-const USE_STALE = new Set<UseStaleCondition>(['error', 'timeout', 'invalid_header', 'updating', 'http_500', 'http_502', 'http_503', 'http_504', 'http_403', 'http_404', 'http_429']);
+const USE_STALE: readonly UseStaleCondition[] = ['error', 'timeout', 'invalid_header', 'updating', 'http_500', 'http_502', 'http_503', 'http_504', 'http_403', 'http_404', 'http_429'];
+
+/** Every key of {@link CacheOptions}: any other is refused, naming the nearest of these. */
+const CACHE_OPTIONS = [
+  'name', 'store', 'memory', 'namespace', 'storeTimeout', 'storeBreaker', 'key', 'trustProxy', 'cacheBodies', 'methods', 'convertHead', 'minUses',
+  'bypass', 'noCache', 'statusHeader', 'useStale', 'backgroundUpdate', 'lock', 'lockTimeout', 'lockAge', 'revalidate', 'maxEntrySize',
+  'staleRetention', 'purge', 'unkeyedHeaders', 'now', 'valid', 'ignoreHeaders', 'authorized',
+] as const satisfies ReadonlyArray<keyof CacheOptions>;
+
+/** Refuses `value` (at `path`) unless it is a token such as an HTTP method or header name. */
+function token(expected: string): (value: string, path: string) => void {
+  return (value, path) => {
+    if (!TOKEN.test(value)) throw new InvalidOptionError(path, expected, value);
+  };
+}
 
 /** A compiled {@link RequestSwitch}. */
 export type Check = (req: IncomingMessage, ex: Exchange) => boolean;
@@ -177,17 +192,6 @@ function compileSwitch(value: RequestSwitch | undefined, option: string): Check 
   });
 }
 
-function flag(value: unknown, option: string, fallback: boolean): boolean {
-  const v = value ?? fallback;
-  if (typeof v !== 'boolean') throw new InvalidOptionError(option, 'a boolean', v);
-  return v;
-}
-
-function duration(value: Duration | undefined, option: string, fallback: Duration): number {
-  const ms = parseDuration(value ?? fallback, option);
-  if (ms < 0) throw new InvalidOptionError(option, 'a non-negative duration', value);
-  return ms;
-}
 
 /** A user's `key` option compiled: the request's key before the cache's own suffixes. */
 export type KeyFunction = (req: IncomingMessage, ex: Exchange) => string;
@@ -229,23 +233,14 @@ export interface CacheSettings {
  * defaults. The store options are resolved apart (`resolveStore`).
  */
 export function resolveCacheOptions(options: CacheOptions): CacheSettings {
-  if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'an object', options);
-  const name = options.name ?? 'cache';
-  if (typeof name !== 'string' || name === '') throw new InvalidOptionError('name', 'a non-empty string', name);
-  const now = options.now ?? Date.now;
-  if (typeof now !== 'function') throw new InvalidOptionError('now', 'a function returning milliseconds', now);
+  objectOption(options, '', CACHE_OPTIONS);
+  const name = stringOption(options.name, 'name', 'cache', { nonEmpty: true });
+  const now = nowOption(options.now);
   const policy = compilePolicy({ valid: options.valid, ignoreHeaders: options.ignoreHeaders, authorized: options.authorized });
-  const methods = new Set(['GET', 'HEAD']);
-  if (options.methods !== undefined) {
-    if (!Array.isArray(options.methods)) throw new InvalidOptionError('methods', 'an array of HTTP methods', options.methods);
-    options.methods.forEach((m: unknown, i: number) => {
-      if (typeof m !== 'string' || !TOKEN.test(m)) throw new InvalidOptionError(`methods[${i}]`, 'an HTTP method name', m);
-      methods.add(m.toUpperCase());
-    });
-  }
-  const convertHead = flag(options.convertHead, 'convertHead', true);
-  const minUses = options.minUses ?? 1;
-  if (!Number.isSafeInteger(minUses) || minUses < 1) throw new InvalidOptionError('minUses', 'a positive integer', minUses);
+  const methodList = stringListOption(options.methods, 'methods', [], 'an array of HTTP methods', token('an HTTP method name'));
+  const methods = new Set(['GET', 'HEAD', ...methodList.map((m) => m.toUpperCase())]);
+  const convertHead = booleanOption(options.convertHead, 'convertHead', true);
+  const minUses = integerOption(options.minUses, 'minUses', 1, { min: 1 });
   const bypass = compileSwitch(options.bypass, 'bypass');
   const noCache = compileSwitch(options.noCache, 'noCache');
   const purgeSwitch = compileSwitch(options.purge, 'purge');
@@ -254,31 +249,19 @@ export function resolveCacheOptions(options: CacheOptions): CacheSettings {
     throw new InvalidOptionError('statusHeader', 'a header name or false', statusOption);
   }
   const statusHeader = statusOption === false ? undefined : statusOption;
-  const useStale = new Set<string>();
-  if (options.useStale !== undefined) {
-    if (!Array.isArray(options.useStale)) throw new InvalidOptionError('useStale', 'an array of conditions', options.useStale);
-    options.useStale.forEach((c: unknown, i: number) => {
-      if (!USE_STALE.has(c as UseStaleCondition)) throw new InvalidOptionError(`useStale[${i}]`, [...USE_STALE].join(', '), c);
-      useStale.add(c as string);
-    });
-  }
-  const backgroundUpdate = flag(options.backgroundUpdate, 'backgroundUpdate', false);
-  const lock = flag(options.lock, 'lock', false);
-  const lockTimeout = duration(options.lockTimeout, 'lockTimeout', DEFAULT_LOCK_TIMEOUT);
-  const lockAge = duration(options.lockAge, 'lockAge', DEFAULT_LOCK_AGE);
-  const revalidate = flag(options.revalidate, 'revalidate', false);
-  const maxEntrySize = options.maxEntrySize ?? DEFAULT_MAX_ENTRY_SIZE;
-  if (!Number.isSafeInteger(maxEntrySize) || maxEntrySize < 0) throw new InvalidOptionError('maxEntrySize', 'a non-negative integer of bytes', maxEntrySize);
-  const retention = duration(options.staleRetention, 'staleRetention', DEFAULT_INACTIVE);
+  const useStale = new Set<string>(
+    stringListOption(options.useStale, 'useStale', [], 'an array of conditions', (c, path) => enumOption(c, path, USE_STALE, 'error')),
+  );
+  const backgroundUpdate = booleanOption(options.backgroundUpdate, 'backgroundUpdate', false);
+  const lock = booleanOption(options.lock, 'lock', false);
+  const lockTimeout = durationOption(options.lockTimeout, 'lockTimeout', DEFAULT_LOCK_TIMEOUT);
+  const lockAge = durationOption(options.lockAge, 'lockAge', DEFAULT_LOCK_AGE);
+  const revalidate = booleanOption(options.revalidate, 'revalidate', false);
+  const maxEntrySize = integerOption(options.maxEntrySize, 'maxEntrySize', DEFAULT_MAX_ENTRY_SIZE);
+  const retention = durationOption(options.staleRetention, 'staleRetention', DEFAULT_INACTIVE);
   const trust = compileTrust(options.trustProxy ?? DEFAULT_CACHE_TRUST_PROXY, 'trustProxy');
-  const cacheBodies = flag(options.cacheBodies, 'cacheBodies', DEFAULT_CACHE_BODIES);
-  const unkeyedOption = options.unkeyedHeaders ?? DEFAULT_UNKEYED_HEADERS;
-  if (!Array.isArray(unkeyedOption)) throw new InvalidOptionError('unkeyedHeaders', 'an array of header names', unkeyedOption);
-  const unkeyed = unkeyedOption.map((h: unknown, i: number) => {
-    if (typeof h !== 'string' || !TOKEN.test(h)) throw new InvalidOptionError(`unkeyedHeaders[${i}]`, 'a header name', h);
-    return h.toLowerCase();
-  });
-  // balance() passes forwarding headers on only from trusted proxies: those are judged once it has.
+  const cacheBodies = booleanOption(options.cacheBodies, 'cacheBodies', DEFAULT_CACHE_BODIES);
+  const unkeyed = stringListOption(options.unkeyedHeaders, 'unkeyedHeaders', DEFAULT_UNKEYED_HEADERS, 'an array of header names', token('a header name')).map((h) => h.toLowerCase());
   const unkeyedForwarding = unkeyed.filter((h) => isForwardingHeader(h));
   const unkeyedOthers = unkeyed.filter((h) => !isForwardingHeader(h));
 

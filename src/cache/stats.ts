@@ -24,30 +24,44 @@ export function setEarlyHit(req: IncomingMessage): void {
 
 /** Responses and bytes for one cache status (NGINX Plus cache counters). */
 export interface CacheCounter {
+  /** Responses answered with this status. */
   responses: number;
+  /** Body bytes sent with this status. */
   bytes: number;
 }
 
 /** A counter for statuses that go upstream: also what was written to the cache. */
 export interface CacheWriteCounter extends CacheCounter {
-  responses_written: number;
-  bytes_written: number;
+  /** Responses of this status stored in the cache (NGINX Plus `responses_written`). */
+  responsesWritten: number;
+  /** Body bytes of this status stored in the cache (NGINX Plus `bytes_written`). */
+  bytesWritten: number;
 }
 
-/** Statistics of one cache, shaped as NGINX Plus's `/api/9/http/caches/{name}`. */
+/**
+ * Statistics of one cache, NGINX Plus's `/api/9/http/caches/{name}` in camelCase (monitor() serves
+ * them under NGINX Plus's names: `max_size`, `responses_written`, `bytes_written`).
+ */
 export interface CacheStats {
   /** Bytes held (the in-memory store's count; 0 for external stores, which keep their own). */
   size: number;
-  /** The in-memory store's `maxBytes` (undefined for external stores). */
-  max_size: number | undefined;
+  /** The in-memory store's `maxBytes` (undefined for external stores); NGINX Plus `max_size`. */
+  maxSize: number | undefined;
   /** Always false: there is no loader. */
   cold: boolean;
+  /** Responses answered from a fresh entry. */
   hit: CacheCounter;
+  /** Responses answered from an expired entry (`useStale`). */
   stale: CacheCounter;
+  /** Responses answered from an expired entry while another request updates it. */
   updating: CacheCounter;
+  /** Responses answered from an entry the upstream confirmed with 304 (`revalidate`). */
   revalidated: CacheCounter;
+  /** Responses fetched because nothing was cached. */
   miss: CacheWriteCounter;
+  /** Responses fetched because the entry had expired. */
   expired: CacheWriteCounter;
+  /** Responses fetched past the cache (`bypass`, a body, an unkeyed header, ...). */
   bypass: CacheWriteCounter;
 }
 
@@ -55,8 +69,8 @@ const COUNTER = { MISS: 'miss', BYPASS: 'bypass', EXPIRED: 'expired', STALE: 'st
 
 function zero(): CacheStats {
   const c = (): CacheCounter => ({ responses: 0, bytes: 0 });
-  const w = (): CacheWriteCounter => ({ responses: 0, bytes: 0, responses_written: 0, bytes_written: 0 });
-  return { size: 0, max_size: undefined, cold: false, hit: c(), stale: c(), updating: c(), revalidated: c(), miss: w(), expired: w(), bypass: w() };
+  const w = (): CacheWriteCounter => ({ responses: 0, bytes: 0, responsesWritten: 0, bytesWritten: 0 });
+  return { size: 0, maxSize: undefined, cold: false, hit: c(), stale: c(), updating: c(), revalidated: c(), miss: w(), expired: w(), bypass: w() };
 }
 
 /** The counters of one cache. */
@@ -74,15 +88,15 @@ export class CacheCounters {
   written(status: CacheStatus, bytes: number): void {
     if (status !== 'MISS' && status !== 'EXPIRED' && status !== 'BYPASS') return;
     const c = this.#counters[COUNTER[status]];
-    c.responses_written++;
-    c.bytes_written += bytes;
+    c.responsesWritten++;
+    c.bytesWritten += bytes;
   }
 
   /** A copy of the counters, with the memory store's size (0 and undefined for other stores). */
   snapshot(store: CacheStore): CacheStats {
     const s = structuredClone(this.#counters);
     s.size = store.memory?.bytes ?? 0;
-    s.max_size = store.memory === undefined ? undefined : (store.memory.opts as { maxBytes: number }).maxBytes;
+    s.maxSize = store.memory === undefined ? undefined : (store.memory.opts as { maxBytes: number }).maxBytes;
     return s;
   }
 

@@ -113,32 +113,18 @@ export const CACHE_WRITE_STATUSES = ['miss', 'expired', 'bypass'] as const;
 
 /**
  * A cache's statistics under NGINX Plus's snake_case names: the one place the monitor maps
- * `cache.stats()` to them. It reads switchyard's camelCase names (`maxSize`, `responsesWritten`,
- * `bytesWritten`, as `pool.stats()` has them) and, until cache() reports those, the snake_case ones.
+ * `cache.stats()` to them, from switchyard's camelCase names (`maxSize`, `responsesWritten`,
+ * `bytesWritten`, as `pool.stats()` has them); `max_size` is left out when there is none.
  */
 export function cacheJson(cache: CacheMiddleware): CacheJson {
-  const s = cache.stats() as unknown as Readonly<Record<string, unknown>>;
-  const count = (o: Readonly<Record<string, unknown>> | undefined, camel: string, snake: string): number => {
-    const v = o?.[camel] ?? o?.[snake];
-    return typeof v === 'number' ? v : 0;
-  };
-  const counter = (status: string): Readonly<Record<string, unknown>> | undefined => s[status] as Readonly<Record<string, unknown>> | undefined;
-  const maxSize = s.maxSize ?? s.max_size;
-  const out: Partial<CacheJson> = { size: count(s, 'size', 'size') };
-  if (typeof maxSize === 'number') out.max_size = maxSize;
-  out.cold = s.cold === true;
-  for (const status of CACHE_READ_STATUSES) {
-    const c = counter(status);
-    out[status] = { responses: count(c, 'responses', 'responses'), bytes: count(c, 'bytes', 'bytes') };
-  }
+  const s = cache.stats();
+  const out: Partial<CacheJson> = { size: s.size };
+  if (s.maxSize !== undefined) out.max_size = s.maxSize;
+  out.cold = s.cold;
+  for (const status of CACHE_READ_STATUSES) out[status] = { responses: s[status].responses, bytes: s[status].bytes };
   for (const status of CACHE_WRITE_STATUSES) {
-    const c = counter(status);
-    out[status] = {
-      responses: count(c, 'responses', 'responses'),
-      bytes: count(c, 'bytes', 'bytes'),
-      responses_written: count(c, 'responsesWritten', 'responses_written'),
-      bytes_written: count(c, 'bytesWritten', 'bytes_written'),
-    };
+    const c = s[status];
+    out[status] = { responses: c.responses, bytes: c.bytes, responses_written: c.responsesWritten, bytes_written: c.bytesWritten };
   }
   return out as CacheJson;
 }

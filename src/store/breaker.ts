@@ -3,16 +3,19 @@
  * skipped at once, and probed in the background, one probe at a time, until it answers.
  * @module
  */
-import { parseDuration, type Duration } from '../core/duration.ts';
+import type { Duration } from '../core/duration.ts';
 import { InvalidOptionError } from '../core/errors.ts';
-import { positiveInteger } from './memory.ts';
+import { durationOption, integerOption, objectOption } from '../core/options.ts';
 
 /** Default {@link StoreBreakerOptions.failures}: 3 failures in a row mark a store down. */
 export const DEFAULT_BREAKER_FAILURES = 3;
 /** Default {@link StoreBreakerOptions.probeDelay}: 500 ms before the first probe of a store marked down. */
-export const DEFAULT_PROBE_DELAY = 500;
+export const DEFAULT_PROBE_DELAY = '500ms';
 /** Default {@link StoreBreakerOptions.maxProbeDelay}: at most 10 s between probes. */
-export const DEFAULT_MAX_PROBE_DELAY = 10_000;
+export const DEFAULT_MAX_PROBE_DELAY = '10s';
+
+/** Every key of {@link StoreBreakerOptions}. */
+const BREAKER_OPTIONS = ['failures', 'probeDelay', 'maxProbeDelay'] as const satisfies ReadonlyArray<keyof StoreBreakerOptions>;
 
 /**
  * The circuit breaker of {@link CacheStore}: a store that keeps failing is marked down and skipped
@@ -59,12 +62,12 @@ export interface BreakerHooks<E> {
 
 function resolveBreaker(options: StoreBreakerOptions | false | undefined): BreakerSettings | undefined {
   if (options === false) return undefined;
-  const o = options ?? {};
-  if (o === null || typeof o !== 'object') throw new InvalidOptionError('breaker', 'an object or false', o);
-  const failures = positiveInteger(o.failures, 'breaker.failures', DEFAULT_BREAKER_FAILURES);
-  const probeDelay = parseDuration(o.probeDelay ?? DEFAULT_PROBE_DELAY, 'breaker.probeDelay');
-  if (probeDelay <= 0) throw new InvalidOptionError('breaker.probeDelay', 'a positive duration', o.probeDelay);
-  const maxProbeDelay = parseDuration(o.maxProbeDelay ?? Math.max(DEFAULT_MAX_PROBE_DELAY, probeDelay), 'breaker.maxProbeDelay');
+  const o = objectOption(options, 'breaker', BREAKER_OPTIONS, 'an object or false', true) as StoreBreakerOptions;
+  const failures = integerOption(o.failures, 'breaker.failures', DEFAULT_BREAKER_FAILURES, { min: 1 });
+  const probeDelay = durationOption(o.probeDelay, 'breaker.probeDelay', DEFAULT_PROBE_DELAY, true);
+  const maxProbeDelay = o.maxProbeDelay === undefined
+    ? Math.max(durationOption(undefined, 'breaker.maxProbeDelay', DEFAULT_MAX_PROBE_DELAY), probeDelay)
+    : durationOption(o.maxProbeDelay, 'breaker.maxProbeDelay', DEFAULT_MAX_PROBE_DELAY);
   if (maxProbeDelay < probeDelay) throw new InvalidOptionError('breaker.maxProbeDelay', `a duration of at least probeDelay (${probeDelay} ms)`, o.maxProbeDelay);
   return Object.freeze({ failures, probeDelay, maxProbeDelay });
 }

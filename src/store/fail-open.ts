@@ -7,15 +7,16 @@
 import { EventEmitter } from 'node:events';
 import type { Keyv, KeyvStoreAdapter } from 'keyv';
 import { channels } from '../core/diagnostics.ts';
-import { parseDuration, type Duration } from '../core/duration.ts';
+import type { Duration } from '../core/duration.ts';
 import { CacheStoreError, InvalidOptionError, type CacheStoreOperation } from '../core/errors.ts';
+import { durationOption, objectOption, stringOption } from '../core/options.ts';
 import { CircuitBreaker, TRIPPED, type StoreBreakerOptions, type StoreBreakerState } from './breaker.ts';
 import { deleteByPrefix, isKeyv, isStoreAdapter, keyvFor, namespaceValues, redisConnection, storageKey, type RedisConnection } from './keyv.ts';
 import { createMemoryStore, isMemoryStore, type MemoryStore, type MemoryStoreOptions } from './memory.ts';
 import { decode, encode, heldEntry, validEntry, type CacheEntry } from './record.ts';
 
-/** Default {@link CacheStoreOptions.timeout}: 1000 ms per store operation. */
-export const DEFAULT_STORE_TIMEOUT = 1000;
+/** Default {@link CacheStoreOptions.timeout}: a second per store operation. */
+export const DEFAULT_STORE_TIMEOUT = '1s';
 /** Default {@link CacheStoreOptions.namespace} of the Keyv that {@link CacheStore} creates itself. */
 export const DEFAULT_NAMESPACE = 'switchyard';
 
@@ -54,7 +55,7 @@ export interface CacheStoreOptions {
   /**
    * Longest a store operation may take before it counts as failed (a miss for `get`). Also the
    * longest {@link CacheStore.disconnect} waits for operations in flight (at most a second).
-   * @default DEFAULT_STORE_TIMEOUT (1000 ms)
+   * @default DEFAULT_STORE_TIMEOUT ('1s')
    */
   timeout?: Duration;
   /**
@@ -64,6 +65,9 @@ export interface CacheStoreOptions {
    */
   breaker?: StoreBreakerOptions | false;
 }
+
+/** Every key of {@link CacheStoreOptions}. */
+const CACHE_STORE_OPTIONS = ['store', 'memory', 'namespace', 'timeout', 'breaker'] as const satisfies ReadonlyArray<keyof CacheStoreOptions>;
 
 /** The key a probe reads (a miss is an answer as good as a hit). */
 const PROBE_KEY = '\u0000switchyard-probe';
@@ -163,9 +167,8 @@ export class CacheStore extends EventEmitter<CacheStoreEvents> {
 
   constructor(options: CacheStoreOptions = {}) {
     super();
-    if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'an object', options);
-    this.timeout = parseDuration(options.timeout ?? DEFAULT_STORE_TIMEOUT, 'timeout');
-    if (this.timeout <= 0) throw new InvalidOptionError('timeout', 'a positive duration', options.timeout);
+    objectOption(options, '', CACHE_STORE_OPTIONS);
+    this.timeout = durationOption(options.timeout, 'timeout', DEFAULT_STORE_TIMEOUT, true);
     this.#breaker = new CircuitBreaker<CacheStoreError>(options.breaker, {
       probe: async () => {
         const result = await this.#attempt('get', PROBE_KEY, () => this.keyv.get(PROBE_KEY), true);
@@ -174,8 +177,7 @@ export class CacheStore extends EventEmitter<CacheStoreEvents> {
       down: (error) => this.#emitSafely('storeDown', error),
       up: () => this.#emitSafely('storeUp'),
     });
-    const namespace = options.namespace ?? DEFAULT_NAMESPACE;
-    if (typeof namespace !== 'string' || namespace === '') throw new InvalidOptionError('namespace', 'a non-empty string', namespace);
+    const namespace = stringOption(options.namespace, 'namespace', DEFAULT_NAMESPACE, { nonEmpty: true });
     const store = options.store ?? createMemoryStore(options.memory ?? {});
     this.memory = undefined;
     if (isKeyv(store)) {

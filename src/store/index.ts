@@ -10,7 +10,8 @@ import { InvalidOptionError } from '../core/errors.ts';
 import type { StoreBreakerOptions } from './breaker.ts';
 import { CacheStore } from './fail-open.ts';
 import { isKeyv, isStoreAdapter } from './keyv.ts';
-import { createMemoryStore, type MemoryStoreOptions } from './memory.ts';
+import { objectOption } from '../core/options.ts';
+import { createMemoryStore, MEMORY_STORE_OPTIONS, type MemoryStoreOptions } from './memory.ts';
 
 export { CacheStore, DEFAULT_NAMESPACE, DEFAULT_STORE_TIMEOUT, type CacheStoreEvents, type CacheStoreOptions } from './fail-open.ts';
 export { CacheStoreError } from '../core/errors.ts';
@@ -61,7 +62,8 @@ export function resolveStore(store: StoreOption | undefined, settings: StoreSett
   if (store !== undefined && !isKeyv(store) && !isStoreAdapter(store)) {
     throw new InvalidOptionError(settings.option, 'a CacheStore, a Keyv instance or a keyv storage adapter (get, set, delete, clear)', store);
   }
-  const memory = settings.memory ?? {};
+  // The memory bounds sit beside the store option: `memory` beside `store`, `learn.memory` beside `learn.store`.
+  const memory = objectOption(settings.memory, settings.option.replace(/store$/, 'memory'), MEMORY_STORE_OPTIONS, 'an object', true) as MemoryStoreOptions;
   const withClock = settings.now !== undefined && memory.now === undefined ? { now: settings.now } : {};
   return new CacheStore({
     store: store ?? createMemoryStore({ ...settings.memoryDefaults, ...memory, ...withClock }),

@@ -7,8 +7,8 @@
 import { EventEmitter } from 'node:events';
 import { Buffer } from 'node:buffer';
 import type { KeyvStoreAdapter } from 'keyv';
-import { parseDuration, type Duration } from '../core/duration.ts';
-import { InvalidOptionError } from '../core/errors.ts';
+import type { Duration } from '../core/duration.ts';
+import { durationOption, integerOption, nowOption, objectOption } from '../core/options.ts';
 
 /** Default {@link MemoryStoreOptions.maxEntries}: 10 000 entries. */
 export const DEFAULT_MAX_ENTRIES = 10_000;
@@ -24,6 +24,9 @@ export const UNKNOWN_VALUE_SIZE = 1024;
  */
 export const ENTRY_OVERHEAD = 160;
 
+/** Every key of {@link MemoryStoreOptions}: any other is refused, naming the nearest of these. */
+export const MEMORY_STORE_OPTIONS = ['maxEntries', 'maxBytes', 'inactive', 'now'] as const satisfies ReadonlyArray<keyof MemoryStoreOptions>;
+
 /** The dialect {@link createMemoryStore}'s stores declare in `opts`, by which they are recognized. */
 const MEMORY_DIALECT = 'switchyard-memory';
 
@@ -36,7 +39,7 @@ export interface MemoryStoreOptions {
   maxEntries?: number;
   /**
    * Most memory kept, in bytes: what the entries take in the V8 heap and in Buffers, as the store
-   * estimates it (key and value by {@link estimateSize}, plus {@link ENTRY_OVERHEAD} per entry;
+   * estimates it (key and value by `estimateSize`, plus `ENTRY_OVERHEAD` per entry;
    * within 25% of the measured heap for small and large cache entries). The least recently used
    * go first. A single entry larger than this is not stored.
    * @default DEFAULT_MAX_BYTES (64 MiB)
@@ -189,13 +192,6 @@ export function ownMemory(body: Buffer): Buffer {
   return copy;
 }
 
-/** `value`, or `fallback` when undefined, checked to be a positive safe integer (else an {@link InvalidOptionError} naming `option`). */
-export function positiveInteger(value: unknown, option: string, fallback: number): number {
-  const v = value ?? fallback;
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) throw new InvalidOptionError(option, 'a positive integer', v);
-  return v;
-}
-
 /**
  * Creates a bounded in-memory keyv store: the default store of `CacheStore`, `cache()` and
  * `sticky()`'s learn mode, also usable with a plain `new Keyv({ store })`.
@@ -206,14 +202,11 @@ export function positiveInteger(value: unknown, option: string, fallback: number
  * ```
  */
 export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore {
-  if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'an object', options);
-  const maxEntries = positiveInteger(options.maxEntries, 'maxEntries', DEFAULT_MAX_ENTRIES);
-  const maxBytes = positiveInteger(options.maxBytes, 'maxBytes', DEFAULT_MAX_BYTES);
-  const inactive = parseDuration(options.inactive ?? DEFAULT_INACTIVE, 'inactive');
-  if (inactive <= 0) throw new InvalidOptionError('inactive', 'a positive duration', options.inactive);
-  const now = options.now ?? Date.now;
-  if (typeof now !== 'function') throw new InvalidOptionError('now', 'a function returning milliseconds', now);
-
+  objectOption(options, '', MEMORY_STORE_OPTIONS);
+  const maxEntries = integerOption(options.maxEntries, 'maxEntries', DEFAULT_MAX_ENTRIES, { min: 1 });
+  const maxBytes = integerOption(options.maxBytes, 'maxBytes', DEFAULT_MAX_BYTES, { min: 1 });
+  const inactive = durationOption(options.inactive, 'inactive', DEFAULT_INACTIVE, true);
+  const now = nowOption(options.now);
   // Lookup by key; LRU order in a doubly linked list through the slots (head: least recently used),
   // so a read relinks two pointers instead of reinserting into the Map.
   const slots = new Map<string, Slot>();

@@ -5,6 +5,9 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   balance,
+  cache,
+  CacheStore,
+  createMemoryStore,
   createPool,
   fromApache,
   fromNginx,
@@ -74,6 +77,13 @@ const MISSPELLED: Row[] = [
   ['healthCheck match header', (pool) => healthCheck(pool, { match: { headers: { 'X-A': { eqals: 'b' } } } } as never), 'match.headers.X-A.eqals', 'match.headers.X-A.equals'],
   ['healthCheck match body', (pool) => healthCheck(pool, { match: { body: { matchs: /ok/ } } } as never), 'match.body.matchs', 'match.body.matches'],
   ['monitor', (pool) => monitor({ pools: [pool], dashbord: false } as never), 'dashbord', 'dashboard'],
+  ['cache', () => cache({ lockTimout: '1s' } as never), 'lockTimout', 'lockTimeout'],
+  ['cache (policy option)', () => cache({ vaild: '1m' } as never), 'vaild', 'valid'],
+  ['cache memory', () => cache({ memory: { maxEntris: 10 } } as never), 'memory.maxEntris', 'memory.maxEntries'],
+  ['cache storeBreaker', () => cache({ storeBreaker: { probDelay: '1s' } } as never), 'breaker.probDelay', 'breaker.probeDelay'],
+  ['sticky learn memory', (pool) => sticky(pool, { learn: { create: { cookie: 's' }, lookup: { cookie: 's' }, memory: { inactve: '1m' } } } as never), 'learn.memory.inactve', 'learn.memory.inactive'],
+  ['createMemoryStore', () => createMemoryStore({ maxByte: 1024 } as never), 'maxByte', 'maxBytes'],
+  ['CacheStore', () => new CacheStore({ timout: '1s' } as never), 'timout', 'timeout'],
 ];
 
 for (const [factory, call, option, suggestion] of MISSPELLED) {

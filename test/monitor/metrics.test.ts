@@ -356,7 +356,7 @@ test('/metrics: cache counters match cache.stats()', async (t) => {
     assert.equal(one(e, 'switchyard_cache_bytes_total', { cache: 'pages', status }), stats[status].bytes, `${status} bytes`);
   }
   for (const status of ['miss', 'expired', 'bypass'] as const) {
-    assert.equal(one(e, 'switchyard_cache_written_responses_total', { cache: 'pages', status }), stats[status].responses_written);
+    assert.equal(one(e, 'switchyard_cache_written_responses_total', { cache: 'pages', status }), stats[status].responsesWritten);
   }
   assert.equal(one(e, 'switchyard_cache_written_responses_total', { cache: 'pages', status: 'miss' }), 2);
   assert.equal(one(e, 'switchyard_cache_size_bytes', { cache: 'pages' }), stats.size);
