@@ -2,17 +2,15 @@
 // upstreams on port 0, on a manual clock (no real intervals are slept).
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { createPool, UpstreamPool, type StateChange } from '../../src/pool/index.ts';
+import { type UpstreamPool, type StateChange } from '../../src/pool/index.ts';
 import { healthCheck, MAX_PROBE_BODY, type HealthCheck, type HealthCheckOptions } from '../../src/health/index.ts';
 import { InvalidOptionError } from '../../src/core/errors.ts';
-import { deadPort, until } from '../helpers.ts';
+import { deadPort, poolOf, until } from '../helpers.ts';
 import { pick } from '../pool/support.ts';
 import { ManualClock, fail, garbage, nextProbe, ok, probes, sleep, switchable } from './support.ts';
 
 function makePool(t: TestContext, clock: ManualClock, servers: Array<{ url: string; id: string }>): UpstreamPool {
-  const pool = createPool({ name: 'hc', servers, now: clock.now });
-  t.after(() => pool.close());
-  return pool;
+  return poolOf(t, servers, { name: 'hc', now: clock.now });
 }
 
 function check(t: TestContext, pool: UpstreamPool, clock: ManualClock, options: HealthCheckOptions = {}): HealthCheck {

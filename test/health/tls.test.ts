@@ -5,8 +5,8 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { Agent as HttpsAgent, type AgentOptions } from 'node:https';
-import { balance, chain, createPool, healthCheck, type PoolOptions, type ProbeResult, type UpstreamPool } from '../../src/index.ts';
-import { fetchText, gateway } from '../helpers.ts';
+import { balance, chain, healthCheck, type ProbeResult, type UpstreamPool } from '../../src/index.ts';
+import { fetchText, gateway, poolOf, type PoolOfOptions } from '../helpers.ts';
 import { createTestCa, NO_OPENSSL, tlsUpstream, type TestCa } from '../support/tls.ts';
 import { probes } from './support.ts';
 
@@ -15,10 +15,8 @@ let authority: TestCa | undefined;
 /** The test CA, made once for the file (only when a test runs: none is made when openssl is missing). */
 const ca = (): TestCa => (authority ??= createTestCa());
 
-function makePool(t: TestContext, url: string, options: Partial<PoolOptions>): UpstreamPool {
-  const pool = createPool({ name: 'tls', servers: [{ url, id: 'a' }], ...options });
-  t.after(() => pool.close());
-  return pool;
+function makePool(t: TestContext, url: string, options: PoolOfOptions): UpstreamPool {
+  return poolOf(t, { a: url }, { name: 'tls', ...options });
 }
 
 /** Runs a health check until its first probe of every server is done; returns those probes. */

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:http';
 import os from 'node:os';
+import { setTimeout as delay } from 'node:timers/promises';
 import path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { balance, cache, chain, createPool, monitor, type CacheMiddleware, type UpstreamPool } from '../../src/index.ts';
@@ -18,10 +19,6 @@ const REQUIRED = Boolean(process.env.CI) || Boolean(process.env.REQUIRE_BROWSER)
 const SKIP: string | false = !HAVE_BROWSER && !REQUIRED ? `${CHROMIUM} not found: install Debian's chromium (set CI or REQUIRE_BROWSER to make this a failure)` : false;
 const T = { timeout: 30_000, skip: SKIP };
 const IDS = ['a', 'b', 'c'] as const;
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 interface Gw {
   url: string;

@@ -1,26 +1,18 @@
 // Passive health: max_fails / fail_timeout exactly as nginx (nginx-semantics.md 3.3 and 3.4), with the
 // pool's injected clock instead of sleeping. More timelines recorded from nginx: fixtures/sequences.json.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { createPool, type ServerOptions, type UpstreamPool } from '../../src/pool/index.ts';
+import { type ServerOptions, type UpstreamPool } from '../../src/pool/index.ts';
 import type { AttemptOutcome } from '../../src/pool/peer.ts';
-import { clock, type Clock } from '../helpers.ts';
-import { finishOk, replay, selection, type SequenceGroup } from './support.ts';
+import { clock, poolOf, type Clock } from '../helpers.ts';
+import { finishOk, lettered, replay, selection, type SequenceGroup } from './support.ts';
 import { internals } from '../../src/pool/internal.ts';
-
-type TestContext = { after(fn: () => void): void };
 
 const DEAD = '127.0.0.1:18099';
 const OK = '127.0.0.1:18082';
 
 function pool(t: TestContext, c: Clock, ...list: Array<Partial<ServerOptions>>): UpstreamPool {
-  const p = createPool({
-    name: 'ph',
-    servers: list.map((o, i) => ({ url: `http://127.0.0.1:${19401 + i}`, id: String.fromCharCode(97 + i), ...o })),
-    now: c.now,
-  });
-  t.after(() => p.close());
-  return p;
+  return poolOf(t, lettered(19401, list), { name: 'ph', now: c.now });
 }
 
 /** Sends requests until one is given server `id` and ends it with `outcome`; false if it is never chosen. */
@@ -44,12 +36,8 @@ const state = (p: UpstreamPool, id: string): string => p.stats().servers.find((s
 function timeline(t: TestContext, servers: SequenceGroup['servers'], steps: SequenceGroup['steps']): string[][] {
   const c = clock();
   const group: SequenceGroup = { name: 'tl', method: 'round-robin', servers, steps, results: [] };
-  const p = createPool({
-    name: 'tl',
-    servers: servers.map((s) => ({ url: `http://${s.server}`, maxFails: s.maxFails, failTimeout: s.failTimeout === undefined ? undefined : `${s.failTimeout}s` })),
-    now: c.now,
-  });
-  t.after(() => p.close());
+  const listed = servers.map((s) => ({ url: `http://${s.server}`, maxFails: s.maxFails, failTimeout: s.failTimeout === undefined ? undefined : `${s.failTimeout}s` }));
+  const p = poolOf(t, listed, { name: 'tl', now: c.now });
   return replay(p, group, [DEAD], c).flatMap((r) => (r.op === 'get' ? [r.addrs.map((a) => (a === DEAD ? 'dead' : 'ok'))] : []));
 }
 

@@ -1,22 +1,15 @@
 // least_conn: fewest active attempts per unit of weight, ties by SWRR among the tied (nginx-semantics.md 2.2,
 // nginx-tests upstream_least_conn.t; the in-flight cases are also recorded from nginx in fixtures/sequences.json).
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { createPool, type ServerOptions, type UpstreamPool } from '../../src/pool/index.ts';
+import { type ServerOptions, type UpstreamPool } from '../../src/pool/index.ts';
 import type { Peer } from '../../src/pool/peer.ts';
-import { finishOk, selection, sequence } from './support.ts';
+import { poolOf } from '../helpers.ts';
+import { finishOk, lettered, selection, sequence } from './support.ts';
 import { internals } from '../../src/pool/internal.ts';
 
-type TestContext = { after(fn: () => void): void };
-
 function pool(t: TestContext, ...list: Array<Partial<ServerOptions>>): UpstreamPool {
-  const p = createPool({
-    name: 'lc',
-    method: 'least-conn',
-    servers: list.map((o, i) => ({ url: `http://127.0.0.1:${19101 + i}`, id: String.fromCharCode(97 + i), ...o })),
-  });
-  t.after(() => p.close());
-  return p;
+  return poolOf(t, lettered(19101, list), { name: 'lc', method: 'least-conn' });
 }
 
 /** Starts attempts that stay in flight; returns them. */

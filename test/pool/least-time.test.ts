@@ -1,25 +1,16 @@
 // least_time header | last_byte [inflight] (nginx-semantics.md 2.3, nginx-tests upstream_least_time.t):
 // eta = clustered average time x (1 + active), per unit of weight; the average halves once per
 // fail_timeout (+1 s) a server was not re-checked; with inflight, old requests in flight count.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { createPool, type ServerOptions, type UpstreamPool } from '../../src/pool/index.ts';
+import { type ServerOptions, type UpstreamPool } from '../../src/pool/index.ts';
 import type { Peer } from '../../src/pool/peer.ts';
-import { clock, type Clock } from '../helpers.ts';
-import { selection } from './support.ts';
+import { clock, poolOf, type Clock } from '../helpers.ts';
+import { lettered, selection } from './support.ts';
 import { internals } from '../../src/pool/internal.ts';
 
-type TestContext = { after(fn: () => void): void };
-
 function pool(t: TestContext, c: Clock, method: { measure?: 'header' | 'last-byte'; inflight?: boolean }, ...list: Array<Partial<ServerOptions>>): UpstreamPool {
-  const p = createPool({
-    name: 'lt',
-    method: { name: 'least-time', ...method },
-    servers: list.map((o, i) => ({ url: `http://127.0.0.1:${19201 + i}`, id: String.fromCharCode(97 + i), ...o })),
-    now: c.now,
-  });
-  t.after(() => p.close());
-  return p;
+  return poolOf(t, lettered(19201, list), { name: 'lt', method: { name: 'least-time', ...method }, now: c.now });
 }
 
 /** An attempt that got its header after `header` ms and its last byte after `response` ms, as balance() reports it. */

@@ -11,7 +11,7 @@ import { createPool, type MethodOption, type UpstreamPool } from '../../src/pool
 import { internals } from '../../src/pool/internal.ts';
 import { METHODS, methodNames, resolveMethod } from '../../src/pool/methods/index.ts';
 import { backend, wsEcho } from '../adapters/common.ts';
-import { listen, until } from '../helpers.ts';
+import { listen, poolOf, until } from '../helpers.ts';
 
 const A = 'http://127.0.0.1:19901';
 const B = 'http://127.0.0.1:19902';
@@ -32,9 +32,7 @@ const VARIANTS: MethodOption[] = [
 ];
 
 function pool(t: TestContext, method: MethodOption, extra: object = {}): UpstreamPool {
-  const p = createPool({ method, servers: [{ url: A, id: 'a' }, { url: B, id: 'b', ...extra }] });
-  t.after(() => p.close());
-  return p;
+  return poolOf(t, { a: A, b: B }, { method, extra: { b: extra } });
 }
 
 test('every registered name and alias makes a pool, in kebab case and nginx\'s snake case, and stats() reports it', (t) => {

@@ -2,14 +2,13 @@
 // The pool's `random` option feeds the draws: scripted draws check each choice exactly, and a
 // seeded generator checks the shares over many requests (the same numbers on every run, so the
 // bounds are a sanity check that cannot flake, not a statistical test).
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { createPool, InvalidOptionError, type ServerOptions, type UpstreamPool } from '../../src/index.ts';
 import type { Peer } from '../../src/pool/peer.ts';
-import { finishOk, selection, sequence } from './support.ts';
+import { poolOf } from '../helpers.ts';
+import { finishOk, lettered, selection, sequence } from './support.ts';
 import { internals } from '../../src/pool/internal.ts';
-
-type TestContext = { after(fn: () => void): void };
 
 /** Draws given one by one, in a loop; `set` replaces them and starts over. */
 interface Script {
@@ -57,14 +56,7 @@ function seeded(seed: number): () => number {
 }
 
 function pool(t: TestContext, method: 'random' | 'random-two' | 'round-robin', random: () => number, ...list: Array<Partial<ServerOptions>>): UpstreamPool {
-  const p = createPool({
-    name: 'rnd',
-    method,
-    random,
-    servers: list.map((o, i) => ({ url: `http://127.0.0.1:${19301 + i}`, id: String.fromCharCode(97 + i), ...o })),
-  });
-  t.after(() => p.close());
-  return p;
+  return poolOf(t, lettered(19301, list), { name: 'rnd', method, random });
 }
 
 function counts(ids: string[]): Record<string, number> {

@@ -1,13 +1,11 @@
 // Smooth weighted round robin (nginx's default method), backups, down / drain / max_conns.
 // Expected sequences: nginx-semantics.md 2.1 (verified against nginx 1.22; also in fixtures/sequences.json).
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { createPool, type MethodOption, type ServerOptions, type UpstreamPool } from '../../src/pool/index.ts';
-import { clock } from '../helpers.ts';
+import { type MethodOption, type ServerOptions, type UpstreamPool } from '../../src/pool/index.ts';
+import { clock, poolOf } from '../helpers.ts';
 import { finishOk, selection, sequence } from './support.ts';
 import { internals } from '../../src/pool/internal.ts';
-
-type TestContext = { after(fn: () => void): void };
 
 /** Servers a, b, c... on distinct ports with the given extra options. */
 function servers(...list: Array<Partial<ServerOptions>>): ServerOptions[] {
@@ -15,9 +13,7 @@ function servers(...list: Array<Partial<ServerOptions>>): ServerOptions[] {
 }
 
 function pool(t: TestContext, list: ServerOptions[], method: MethodOption = 'round-robin', now?: () => number): UpstreamPool {
-  const p = createPool({ name: 'rr', method, servers: list, now });
-  t.after(() => p.close());
-  return p;
+  return poolOf(t, list, { name: 'rr', method, now });
 }
 
 const SWRR: Array<[string, Array<Partial<ServerOptions>>, string]> = [

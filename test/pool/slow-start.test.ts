@@ -8,13 +8,12 @@ import { type MethodOption, type ServerOptions, type UpstreamPool } from '../../
 import type { Peer } from '../../src/pool/peer.ts';
 import { balance, chain, healthCheck, InvalidOptionError, type HealthClock } from '../../src/index.ts';
 import { clock, fetchText, gateway, poolOf, upstream, type Clock } from '../helpers.ts';
-import { finishOk, selection, sequence } from './support.ts';
+import { finishOk, lettered, selection, sequence } from './support.ts';
 import { internals } from '../../src/pool/internal.ts';
 
 /** Pool "ss" on clock `c` over servers a, b, … (ports nothing listens on) with the settings in `servers`. */
 function rampPool(t: TestContext, c: Clock, servers: Array<Partial<ServerOptions>>, method?: MethodOption): UpstreamPool {
-  const listed = servers.map((o, i) => ({ url: `http://127.0.0.1:${19501 + i}`, id: String.fromCharCode(97 + i), ...o }));
-  return poolOf(t, listed, { name: 'ss', method, now: c.now });
+  return poolOf(t, lettered(19501, servers), { name: 'ss', method, now: c.now });
 }
 
 const peerOf = (p: UpstreamPool, id: string): Peer => internals(p).peers().find((x) => x.id === id)!;

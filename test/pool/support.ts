@@ -41,6 +41,11 @@ export function serversOf(list: readonly FixtureServer[]): ServerOptions[] {
   });
 }
 
+/** Servers a, b, c, … at 127.0.0.1 ports from `firstPort` on (nothing listens there), with the settings in `list`. */
+export function lettered(firstPort: number, list: ReadonlyArray<Partial<ServerOptions>>): ServerOptions[] {
+  return list.map((o, i) => ({ url: `http://127.0.0.1:${firstPort + i}`, id: String.fromCharCode(97 + i), ...o }));
+}
+
 /** The smallest IncomingMessage-like object exchange() and the variables facility read. */
 export function fakeRequest(init: { url?: string; headers?: Record<string, string>; remoteAddress?: string } = {}): IncomingMessage {
   return {

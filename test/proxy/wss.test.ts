@@ -9,8 +9,8 @@ import type { Server as HttpServer } from 'node:http';
 import { Agent as HttpsAgent, createServer as createHttpsServer, type ServerOptions } from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import { WebSocketServer } from 'ws';
-import { createPool, healthCheck, type PoolOptions, type UpstreamPool } from '../../src/index.ts';
-import { fetchText, listen, until } from '../helpers.ts';
+import { healthCheck, type UpstreamPool } from '../../src/index.ts';
+import { fetchText, listen, poolOf, until, type PoolOfOptions } from '../helpers.ts';
 import { gatewayFor, RawClient } from '../balance/support.ts';
 import { createTestCa, NO_OPENSSL, type TestCa } from '../support/tls.ts';
 import { exchangeMessages, upstreamErrors } from './upgrade-support.ts';
@@ -65,10 +65,8 @@ async function wssUpstream(t: TestContext, options: ServerOptions, name = 'a') {
   return { url: `https://127.0.0.1:${up.port}`, port: up.port, requests, upgrades };
 }
 
-function makePool(t: TestContext, url: string, options: Partial<PoolOptions>): UpstreamPool {
-  const pool = createPool({ name: 'wss', servers: [{ url, id: 'a' }], ...options });
-  t.after(() => pool.close());
-  return pool;
+function makePool(t: TestContext, url: string, options: PoolOfOptions): UpstreamPool {
+  return poolOf(t, { a: url }, { name: 'wss', ...options });
 }
 
 const UPGRADE = 'GET /chat HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n';
