@@ -7,7 +7,6 @@ import assert from 'node:assert/strict';
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { fileURLToPath } from 'node:url';
 import {
-  createPool,
   DIAGNOSTICS_CHANNELS,
   NoServerAvailableError,
   type PoolChangeMessage,
@@ -19,7 +18,7 @@ import {
   type UpstreamHeaderMessage,
 } from '../../src/index.ts';
 import { complete, gatewayFor, tryFetch, TEST_TIMEOUT } from '../balance/support.ts';
-import { deadPort, upstream } from '../helpers.ts';
+import { deadPort, poolOf, upstream } from '../helpers.ts';
 import { runNode, type ChildOutcome } from '../support/child.ts';
 
 interface Seen {
@@ -74,8 +73,7 @@ test('every channel is declared once, under the switchyard: prefix', () => {
 
 test('a proxied request publishes request:start, upstream:attempt, upstream:header and upstream:end with its exchange, server and timings', { timeout: TEST_TIMEOUT }, async (t) => {
   const up = await upstream(t, 'one');
-  const pool = createPool({ name: 'dc-ok', servers: [{ url: up.url, id: 'one' }] });
-  t.after(() => pool.close());
+  const pool = poolOf(t, { one: up }, { name: 'dc-ok' });
   const gw = await gatewayFor(t, pool);
   const seen = listen(t, 'dc-ok');
   const r = complete(await tryFetch(`${gw.url}/items/7?x=1`, { headers: { 'x-request-id': 'r1' } }));
@@ -111,8 +109,7 @@ test('a proxied request publishes request:start, upstream:attempt, upstream:head
 test('a refused connection retried on the next server: upstream:error with retry, then the second attempt; the failed server\'s state change', { timeout: TEST_TIMEOUT }, async (t) => {
   const up = await upstream(t, 'live');
   const dead = await deadPort();
-  const pool = createPool({ name: 'dc-retry', servers: [{ url: `http://127.0.0.1:${dead}`, id: 'dead' }, { url: up.url, id: 'live' }] });
-  t.after(() => pool.close());
+  const pool = poolOf(t, { dead: `http://127.0.0.1:${dead}`, live: up }, { name: 'dc-retry' });
   const gw = await gatewayFor(t, pool);
   const seen = listen(t, 'dc-retry');
   assert.equal(complete(await tryFetch(`${gw.url}/r`)).status, 200);
@@ -139,8 +136,7 @@ test('a refused connection retried on the next server: upstream:error with retry
 
 test('a failure that is not retried: upstream:error with retry false; then "no live upstreams" (no_server) once the only server is down', { timeout: TEST_TIMEOUT }, async (t) => {
   const dead = await deadPort();
-  const pool = createPool({ name: 'dc-fail', servers: [{ url: `http://127.0.0.1:${dead}`, id: 'dead' }] });
-  t.after(() => pool.close());
+  const pool = poolOf(t, { dead: `http://127.0.0.1:${dead}` }, { name: 'dc-fail' });
   const gw = await gatewayFor(t, pool);
   const seen = listen(t, 'dc-fail');
   assert.equal(complete(await tryFetch(`${gw.url}/a`)).status, 502);
@@ -171,8 +167,7 @@ test('a status moved on to the next server (nextUpstream http_502): upstream:end
     res.end('bad');
   });
   const good = await upstream(t, 'good');
-  const pool = createPool({ name: 'dc-next', servers: [{ url: bad.url, id: 'bad' }, { url: good.url, id: 'good' }] });
-  t.after(() => pool.close());
+  const pool = poolOf(t, { bad, good }, { name: 'dc-next' });
   const gw = await gatewayFor(t, pool, { nextUpstream: ['error', 'timeout', 'http_502'] });
   const seen = listen(t, 'dc-next');
   assert.equal(complete(await tryFetch(`${gw.url}/n`)).status, 200);
@@ -192,8 +187,7 @@ test('a status moved on to the next server (nextUpstream http_502): upstream:end
 
 test('a subscriber of upstream:attempt may add request headers (a tracer\'s traceparent)', { timeout: TEST_TIMEOUT }, async (t) => {
   const up = await upstream(t, 'one');
-  const pool = createPool({ name: 'dc-inject', servers: [{ url: up.url }] });
-  t.after(() => pool.close());
+  const pool = poolOf(t, [up.url], { name: 'dc-inject' });
   const gw = await gatewayFor(t, pool);
   const onAttempt = (m: unknown): void => {
     const a = m as UpstreamAttemptMessage;
@@ -206,8 +200,7 @@ test('a subscriber of upstream:attempt may add request headers (a tracer\'s trac
 });
 
 test('pool:change for servers added, updated and removed at run time', (t) => {
-  const pool = createPool({ name: 'dc-pool', servers: [{ url: 'http://127.0.0.1:1', id: 'a' }] });
-  t.after(() => pool.close());
+  const pool = poolOf(t, { a: 'http://127.0.0.1:1' }, { name: 'dc-pool' });
   const seen = listen(t, 'dc-pool');
   pool.add({ url: 'http://127.0.0.1:2', id: 'b' });
   pool.update('b', { weight: 3 });
