@@ -60,7 +60,7 @@ export interface Reply {
 }
 
 /** One HTTP request on a fresh connection. */
-export function fetchText(url: string, init: { method?: string; headers?: Record<string, string>; body?: string | Buffer } = {}): Promise<Reply> {
+export function fetchText(url: string, init: { method?: string | undefined; headers?: Record<string, string> | undefined; body?: string | Buffer | undefined } = {}): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const req = request(url, { method: init.method ?? 'GET', headers: init.headers, agent: false }, (res) => {
       const chunks: Buffer[] = [];
@@ -178,9 +178,9 @@ export type PoolServers = ReadonlyArray<string | ServerOptions> | Readonly<Recor
 /** Options of {@link poolOf}: the pool's own, and settings added to its servers. */
 export interface PoolOfOptions extends Omit<PoolOptions, 'servers'> {
   /** Settings added to every server (`{ down: true }`). */
-  each?: Partial<ServerOptions>;
+  each?: Partial<ServerOptions> | undefined;
   /** Settings added to the server with this id (`{ b: { backup: true } }`). */
-  extra?: Readonly<Record<string, Partial<ServerOptions>>>;
+  extra?: Readonly<Record<string, Partial<ServerOptions>>> | undefined;
 }
 
 /**

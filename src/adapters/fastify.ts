@@ -17,7 +17,7 @@ export interface SwitchyardPluginOptions {
   /** The middleware to run, in order (rewrite, cache, sticky, balance...). */
   use: Middleware | Middleware[];
   /** HTTP methods the plugin's routes answer. @default all of Fastify's methods */
-  methods?: HTTPMethods[];
+  methods?: HTTPMethods[] | undefined;
   /**
    * Let Fastify parse the request bodies it has a parser for (JSON, text, and any
    * added with `addContentTypeParser`) before the middleware; parsed bodies are
@@ -25,9 +25,9 @@ export interface SwitchyardPluginOptions {
    * type is accepted and every body streams to the upstream untouched.
    * @default false
    */
-  parseBody?: boolean;
+  parseBody?: boolean | undefined;
   /** Proxy WebSocket upgrades under the prefix through the balance() middleware in `use` (bound by a sticky() before it). @default true */
-  websocket?: boolean;
+  websocket?: boolean | undefined;
   /** Fastify's route prefix, set through `register(plugin, { prefix })`. */
   prefix?: string;
 }

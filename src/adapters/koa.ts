@@ -15,10 +15,10 @@ export interface KoaContextLike {
   /** Koa's request; only its body is read. */
   request: {
     /** The body a Koa body parser left; re-sent upstream when set. */
-    body?: unknown;
+    body?: unknown | undefined;
   };
   /** Koa's flag for answering itself; false while switchyard answers, restored when it hands on. */
-  respond?: boolean;
+  respond?: boolean | undefined;
 }
 
 /** A Koa middleware as the adapter returns it. */

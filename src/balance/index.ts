@@ -55,33 +55,33 @@ export interface BalanceOptions {
    * that already reached a server), or `off`.
    * @default ['error', 'timeout']
    */
-  nextUpstream?: readonly NextUpstreamCondition[];
+  nextUpstream?: readonly NextUpstreamCondition[] | undefined;
   /** Attempts per request including the first; 0 is no limit but the number of servers (nginx `proxy_next_upstream_tries`). @default 0 */
-  tries?: number;
+  tries?: number | undefined;
   /** Time budget for retries from the first attempt; 0 is none (nginx `proxy_next_upstream_timeout`). @default 0 */
-  nextUpstreamTimeout?: Duration;
+  nextUpstreamTimeout?: Duration | undefined;
   /** Time to establish a connection (nginx `proxy_connect_timeout`). A timeout answers 504. @default '60s' */
-  connectTimeout?: Duration;
+  connectTimeout?: Duration | undefined;
   /** Time from the end of the request (its last body byte) to the response header (nginx `proxy_read_timeout`). A timeout answers 504. @default '60s' */
-  headerTimeout?: Duration;
+  headerTimeout?: Duration | undefined;
   /** Longest silence while sending the request or reading the response (nginx `proxy_read_timeout`). @default '60s' */
-  idleTimeout?: Duration;
+  idleTimeout?: Duration | undefined;
   /**
    * Proxies whose forwarding headers (`Forwarded`, `X-Forwarded-*`, `X-Real-IP` and the like) are
    * believed and passed upstream; from any other peer they are removed.
    * @default false
    */
-  trustProxy?: TrustProxy;
+  trustProxy?: TrustProxy | undefined;
   /** Set X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host upstream. @default true */
-  xForwarded?: boolean;
+  xForwarded?: boolean | undefined;
   /** Set the RFC 7239 Forwarded header upstream. @default true */
-  forwarded?: boolean;
+  forwarded?: boolean | undefined;
   /** Host header sent upstream: `'upstream'` (the server's host:port, nginx's `$proxy_host`), `'client'` (the request's), or a fixed value. @default 'upstream' */
-  host?: 'upstream' | 'client' | (string & {});
+  host?: 'upstream' | 'client' | (string & {}) | undefined;
   /** Bytes of a streamed request body kept so it can be replayed to the next server. @default 65536 */
-  retryBodyLimit?: number;
+  retryBodyLimit?: number | undefined;
   /** Status when no server can take the request at all (nginx answers 502). @default 503 */
-  noServerStatus?: 502 | 503;
+  noServerStatus?: 502 | 503 | undefined;
 }
 
 /** The middleware balance() returns; it also carries a WebSocket handler for the same pool. */

@@ -33,11 +33,11 @@ export interface FetchPlan {
   /** Whether the response must not be stored (`noCache`, an unkeyed header, `minUses` not reached, past the lock). */
   noStore: boolean;
   /** The fill this request holds for its key (lock, updating), released when it is over. */
-  fill?: Fill;
+  fill?: Fill | undefined;
   /** The expired entry, to revalidate or to serve stale. */
-  stale?: CacheEntry;
+  stale?: CacheEntry | undefined;
   /** A background update, with the client's connection as it was while its answer was going. */
-  detached?: ConnectionFacts;
+  detached?: ConnectionFacts | undefined;
 }
 
 /**

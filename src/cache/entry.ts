@@ -24,7 +24,7 @@ export interface Meta {
   /** `stale-if-error` window after `expiresAt`. */
   sie: number;
   /** The request headers the response varies on (lowercase), when it has `Vary`. */
-  vary?: string[];
+  vary?: string[] | undefined;
 }
 
 /** The freshness of an entry, or `undefined` when its `meta` has none (not one of the cache's). */

@@ -31,20 +31,20 @@ export type RequestSwitch = ((req: IncomingMessage, ex: Exchange) => boolean) | 
 /** Options of {@link cache}. Times are {@link Duration}s: milliseconds or nginx strings such as `'10s'`. */
 export interface CacheOptions extends CachePolicyOptions {
   /** Name of the cache in stats and in monitor() (nginx's `keys_zone` name). @default 'cache' */
-  name?: string;
+  name?: string | undefined;
   /**
    * Where entries live, in any of the forms `sticky()`'s learn store takes too ({@link StoreOption}):
    * a {@link CacheStore}, a `Keyv`, or a keyv storage adapter such as `new KeyvRedis(url)` (to share
    * one cache between gateway instances) or {@link createMemoryStore}'s store.
    * @default a bounded in-memory store (see `memory`)
    */
-  store?: StoreOption;
+  store?: StoreOption | undefined;
   /** Bounds of the default in-memory store: `maxEntries` (10000), `maxBytes` (64 MiB), `inactive` ('10m'). @default {} */
-  memory?: MemoryStoreOptions;
+  memory?: MemoryStoreOptions | undefined;
   /** Namespace for keys in a shared store. @default 'switchyard' */
-  namespace?: string;
+  namespace?: string | undefined;
   /** Longest a store operation may take before it counts as failed (the request then goes upstream). @default '1s' */
-  storeTimeout?: Duration;
+  storeTimeout?: Duration | undefined;
   /**
    * The store's circuit breaker: after `failures` (3) failures in a row the store is skipped at once
    * (requests go upstream, nothing waits for `storeTimeout`) and probed in the background, after
@@ -52,7 +52,7 @@ export interface CacheOptions extends CachePolicyOptions {
    * Ignored when `store` is a {@link CacheStore} (give it its own `breaker`).
    * @default {}
    */
-  storeBreaker?: StoreBreakerOptions | false;
+  storeBreaker?: StoreBreakerOptions | false | undefined;
   /**
    * The cache key: nginx variables (`'$scheme$host$uri$is_args$args'`) or a function. The default
    * is `scheme://host` followed by the request target exactly as it is sent upstream (rewrite()'s
@@ -63,7 +63,7 @@ export interface CacheOptions extends CachePolicyOptions {
    * together. Methods other than GET and HEAD get the method added to the key.
    * @default 'scheme://host:port' + upstream target
    */
-  key?: string | ((req: IncomingMessage, ex: Exchange) => string);
+  key?: (string | ((req: IncomingMessage, ex: Exchange) => string)) | undefined;
   /**
    * Proxies whose X-Forwarded-Proto, X-Forwarded-Host (and X-Forwarded-For, for `$remote_addr`) are
    * believed, with the same meaning as balance()'s option: give both the same value. From such a
@@ -73,7 +73,7 @@ export interface CacheOptions extends CachePolicyOptions {
    * another scheme, host or forwarding header than the key was built from.
    * @default false
    */
-  trustProxy?: TrustProxy;
+  trustProxy?: TrustProxy | undefined;
   /**
    * Requests with a body (Content-Length above 0, or Transfer-Encoding) bypass the cache (BYPASS:
    * neither answered from it nor stored), since the body may change the answer and is not in the key.
@@ -81,45 +81,45 @@ export interface CacheOptions extends CachePolicyOptions {
    * body parser put on the request, say), as nginx leaves to `proxy_cache_key`.
    * @default false
    */
-  cacheBodies?: boolean;
+  cacheBodies?: boolean | undefined;
   /** nginx `proxy_cache_methods`: GET and HEAD are always included. @default ['GET', 'HEAD'] */
-  methods?: readonly string[];
+  methods?: readonly string[] | undefined;
   /** nginx `proxy_cache_convert_head`: fetch HEAD as GET so the answer can be cached. @default true */
-  convertHead?: boolean;
+  convertHead?: boolean | undefined;
   /** nginx `proxy_cache_min_uses`: store after this many requests for the key. @default 1 */
-  minUses?: number;
+  minUses?: number | undefined;
   /** nginx `proxy_cache_bypass`: do not answer from the cache (the fresh response is still stored unless `noCache`). */
-  bypass?: RequestSwitch;
+  bypass?: RequestSwitch | undefined;
   /** nginx `proxy_no_cache`: do not store the response. */
-  noCache?: RequestSwitch;
+  noCache?: RequestSwitch | undefined;
   /** Response header carrying the cache status, or `false` for none. @default 'X-Cache-Status' */
-  statusHeader?: string | false;
+  statusHeader?: string | false | undefined;
   /** nginx `proxy_cache_use_stale`. @default [] */
-  useStale?: readonly UseStaleCondition[];
+  useStale?: readonly UseStaleCondition[] | undefined;
   /** nginx `proxy_cache_background_update`: answer STALE at once and update in the background. @default false */
-  backgroundUpdate?: boolean;
+  backgroundUpdate?: boolean | undefined;
   /** nginx `proxy_cache_lock`: one request populates a new entry, the others wait. @default false */
-  lock?: boolean;
+  lock?: boolean | undefined;
   /** nginx `proxy_cache_lock_timeout`: how long the others wait, then go upstream without storing. @default '5s' */
-  lockTimeout?: Duration;
+  lockTimeout?: Duration | undefined;
   /** nginx `proxy_cache_lock_age`: after this long one more request may go upstream to populate or update. @default '5s' */
-  lockAge?: Duration;
+  lockAge?: Duration | undefined;
   /** nginx `proxy_cache_revalidate`: revalidate expired entries with If-None-Match / If-Modified-Since. @default false */
-  revalidate?: boolean;
+  revalidate?: boolean | undefined;
   /** Largest body stored, in bytes; larger responses are delivered but not stored. @default 1 MiB */
-  maxEntrySize?: number;
+  maxEntrySize?: number | undefined;
   /**
    * How long an entry stays in the store after it expires, for STALE, UPDATING and revalidation
    * (nginx keeps expired files until `inactive` removes them).
    * @default '10m'
    */
-  staleRetention?: Duration;
+  staleRetention?: Duration | undefined;
   /**
    * NGINX Plus `proxy_cache_purge`: requests for which this is on purge their key (a key ending in
    * `*` purges by prefix) and get 204, or 404 when nothing was cached. Off unless set; guard it,
    * for example `(req) => req.method === 'PURGE' && isAdmin(req)`.
    */
-  purge?: RequestSwitch;
+  purge?: RequestSwitch | undefined;
   /**
    * Request headers that are not in the key but that some applications act on (URL, method or host
    * overrides). A request carrying one may be answered from the cache, but its response is never
@@ -130,9 +130,9 @@ export interface CacheOptions extends CachePolicyOptions {
    * Give `[]` to store such responses too (put the header in `key` when it matters).
    * @default DEFAULT_UNKEYED_HEADERS
    */
-  unkeyedHeaders?: readonly string[];
+  unkeyedHeaders?: readonly string[] | undefined;
   /** Clock in milliseconds, for tests (also given to the default memory store). @default Date.now */
-  now?: () => number;
+  now?: (() => number) | undefined;
 }
 
 /** Default of {@link CacheOptions.unkeyedHeaders}: URL, method and host overrides some frameworks honour. */

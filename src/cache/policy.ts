@@ -77,16 +77,16 @@ export interface FreshnessRequest {
 /** Options of {@link compilePolicy} and {@link freshness}. */
 export interface CachePolicyOptions {
   /** nginx `proxy_cache_valid`: TTLs by status when no header gave one. @default undefined (nothing is stored without caching headers) */
-  valid?: ValidOption;
+  valid?: ValidOption | undefined;
   /** nginx `proxy_ignore_headers`: response headers whose rule is disabled. Case-insensitive. @default [] */
-  ignoreHeaders?: readonly IgnorableHeader[];
+  ignoreHeaders?: readonly IgnorableHeader[] | undefined;
   /**
    * Store responses to requests with `Authorization` even without `public`, `s-maxage`
    * or `must-revalidate` (nginx's behaviour). When `Cache-Control` is in
    * `ignoreHeaders`, those directives are not seen either, so set this too.
    * @default false
    */
-  authorized?: boolean;
+  authorized?: boolean | undefined;
 }
 
 /** A compiled, frozen {@link CachePolicyOptions}, made by {@link compilePolicy}. */

@@ -21,7 +21,7 @@ export interface ChainOptions {
    * (nothing handled the request). The default answers the error's
    * `statusCode` (500 otherwise) or 404, with a short text body.
    */
-  final?: (err: unknown, req: IncomingMessage, res: ServerResponse) => void;
+  final?: ((err: unknown, req: IncomingMessage, res: ServerResponse) => void) | undefined;
 }
 
 /**

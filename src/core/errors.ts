@@ -10,7 +10,7 @@ import { STATUS_CODES as STATUS_TEXT } from 'node:http';
 /** Options accepted by every switchyard error constructor. */
 export interface SwitchyardErrorOptions {
   /** The underlying error, if any. */
-  cause?: unknown;
+  cause?: unknown | undefined;
 }
 
 /**

@@ -134,7 +134,7 @@ export interface Exchange {
 /** Regex captures: `$0`…`$9` by index, named groups in `named`. */
 export type Captures = ReadonlyArray<string | undefined> & {
   /** The named groups' values by name, when the regex has named groups. */
-  readonly named?: Readonly<Record<string, string | undefined>>;
+  readonly named?: Readonly<Record<string, string | undefined>> | undefined;
 };
 
 const kExchange = Symbol.for('switchyard.exchange');

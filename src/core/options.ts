@@ -90,9 +90,9 @@ function editDistance(a: string, b: string, limit: number): number {
 /** Bounds of {@link integerOption}. @internal */
 export interface IntegerBounds {
   /** The smallest value. @default 0 */
-  readonly min?: number;
+  readonly min?: number | undefined;
   /** The largest value. @default Number.MAX_SAFE_INTEGER */
-  readonly max?: number;
+  readonly max?: number | undefined;
 }
 
 /** A safe integer within `min`..`max`; `fallback` when absent. @internal */
@@ -160,11 +160,11 @@ export function oneOf(allowed: readonly (string | number)[]): string {
 /** What {@link stringOption} checks besides the type. @internal */
 export interface StringRules {
   /** Refuse `''`. @default false */
-  readonly nonEmpty?: boolean;
+  readonly nonEmpty?: boolean | undefined;
   /** A pattern the whole value must match. */
-  readonly pattern?: RegExp;
+  readonly pattern?: RegExp | undefined;
   /** What the option takes, for the message. @default 'a string' (or 'a non-empty string') */
-  readonly expected?: string;
+  readonly expected?: string | undefined;
 }
 
 /** A string; `fallback` when absent. @internal */

@@ -26,35 +26,35 @@ export interface HealthClock {
 /** Options of {@link healthCheck}, with NGINX Plus's defaults. Times are {@link Duration}s. */
 export interface HealthCheckOptions {
   /** Request path of the probe. @default '/' */
-  uri?: string;
+  uri?: string | undefined;
   /** Time between two probes of one server. @default '5s' */
-  interval?: Duration;
+  interval?: Duration | undefined;
   /** A random delay up to this, added to each interval. @default 0 */
-  jitter?: Duration;
+  jitter?: Duration | undefined;
   /** Consecutive failed probes that make a server unhealthy. @default 1 */
-  fails?: number;
+  fails?: number | undefined;
   /** Consecutive passed probes that make an unhealthy server healthy. @default 1 */
-  passes?: number;
+  passes?: number | undefined;
   /** Longest a probe may take, from connecting to the end of what it reads. @default '5s' */
-  timeout?: Duration;
+  timeout?: Duration | undefined;
   /** Port to probe. @default the server's */
-  port?: number;
+  port?: number | undefined;
   /** Probe method. @default 'GET' */
-  method?: string;
+  method?: string | undefined;
   /** Request headers of the probe; `Host` replaces the default (the server's `host:port`). @default {} */
-  headers?: Readonly<Record<string, string>>;
+  headers?: Readonly<Record<string, string>> | undefined;
   /** Conditions a response must meet. @default status 200-399 */
-  match?: MatchOptions;
+  match?: MatchOptions | undefined;
   /** Servers start `checking` and get no requests until their first probe passes (those added later too). @default false */
-  mandatory?: boolean;
+  mandatory?: boolean | undefined;
   /** With `mandatory`: servers that are up when the check starts are not held back (NGINX Plus after a reload). @default false */
-  persistent?: boolean;
+  persistent?: boolean | undefined;
   /** Name of this check in events and errors. @default 'health' */
-  name?: string;
+  name?: string | undefined;
   /** Timers and clock. @default the real ones (unref'd: checks never keep the process alive; only a pending {@link HealthCheck.ready} does) */
-  clock?: HealthClock;
+  clock?: HealthClock | undefined;
   /** Random numbers in [0, 1) for jitter. @default Math.random */
-  random?: () => number;
+  random?: (() => number) | undefined;
 }
 
 /** One probe's outcome. */

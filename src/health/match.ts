@@ -36,13 +36,13 @@ export interface MatchOptions {
    * `'301-303 307'`), a number, or a list of codes and `[low, high]` ranges.
    * @default '200-399'
    */
-  status?: string | number | ReadonlyArray<number | string | readonly [number, number]>;
+  status?: string | number | ReadonlyArray<number | string | readonly [number, number]> | undefined;
   /**
    * Header conditions: nginx lines (`'Content-Type = text/html'`, `'Content-Type != text/html'`,
    * `'Connection ~ close'`, `'Connection !~ close'`, `'Host'` present, `'! X-Accel-Redirect'` absent)
    * or an object of header name to {@link HeaderCondition}.
    */
-  headers?: readonly string[] | Readonly<Record<string, HeaderCondition>>;
+  headers?: readonly string[] | Readonly<Record<string, HeaderCondition>> | undefined;
   /**
    * A condition on the first 256 KiB of the body: a RegExp (matches), `{ matches }`,
    * `{ notMatches }`, or nginx's `'~ "regex"'` / `'!~ "regex"'`.
@@ -57,7 +57,8 @@ export interface MatchOptions {
     | {
         /** The body does not match. */
         readonly notMatches: RegExp;
-      };
+      }
+    | undefined;
 }
 
 /** A compiled match: which parts it needs, and the test. */

@@ -96,7 +96,7 @@ export interface CacheWriteCounterJson extends CacheCounterJson {
 /** A cache as `GET /api/9/http/caches/{name}` shows it (NGINX Plus's names), and as `/metrics` reads it. */
 export interface CacheJson {
   size: number;
-  max_size?: number;
+  max_size?: number | undefined;
   cold: boolean;
   hit: CacheCounterJson;
   stale: CacheCounterJson;

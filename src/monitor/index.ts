@@ -22,16 +22,16 @@ export interface MonitorOptions {
   /** The pools to show and manage, by name (an array uses each pool's `name`). */
   pools: readonly UpstreamPool[] | Readonly<Record<string, UpstreamPool>>;
   /** The caches to show, by name (an array uses each cache's `name`). @default none */
-  caches?: readonly CacheMiddleware[] | Readonly<Record<string, CacheMiddleware>>;
+  caches?: readonly CacheMiddleware[] | Readonly<Record<string, CacheMiddleware>> | undefined;
   /** Health checks, listed in the summary. @default none */
-  healthChecks?: readonly HealthCheck[];
+  healthChecks?: readonly HealthCheck[] | undefined;
   /**
    * Which requests may change anything (POST, PATCH, DELETE): the default refuses every write (405,
    * NGINX Plus's `api write=off`). Give a predicate that checks who is asking: a credential (a token,
    * your authentication) rather than the client's address alone.
    * @default () => false
    */
-  write?: (req: IncomingMessage) => boolean;
+  write?: ((req: IncomingMessage) => boolean) | undefined;
   /**
    * The host names the monitor answers to (the Host header, any port), besides IP literals and
    * `localhost`, which are always allowed; `.example.org` allows every name under example.org too.
@@ -42,22 +42,22 @@ export interface MonitorOptions {
    * not sensitive).
    * @default [] (IP literals and localhost only)
    */
-  allowedHosts?: readonly string[] | true;
+  allowedHosts?: readonly string[] | true | undefined;
   /**
    * Where the monitor is mounted when the framework does not strip it from `req.url` (node:http with
    * chain(), Koa): requests outside it go to `next()`. Express's `app.use('/status', monitor(...))`
    * strips it already.
    * @default '' (req.url as it comes)
    */
-  prefix?: string;
+  prefix?: string | undefined;
   /** The gateway's server, to count connections and requests (`/api/9/connections`, `/api/9/http/requests`). @default none */
-  server?: Server;
+  server?: Server | undefined;
   /** Serve the dashboard at `/dashboard`. @default true */
-  dashboard?: boolean;
+  dashboard?: boolean | undefined;
   /** Largest write body, in bytes. @default 65536 */
-  maxBodySize?: number;
+  maxBodySize?: number | undefined;
   /** Clock in milliseconds. @default Date.now */
-  now?: () => number;
+  now?: (() => number) | undefined;
 }
 
 /** Default of {@link MonitorOptions.maxBodySize}: 64 KiB. */

@@ -35,19 +35,19 @@ export interface ServerField {
   readonly name: keyof ServerConfig;
   readonly kind: FieldKind;
   /** The smallest value of an `integer` field. */
-  readonly min?: number;
+  readonly min?: number | undefined;
   /** The value when absent; undefined for `url` (required) and `id` (derived from the url). */
   readonly default: number | string | boolean | undefined;
   /** Whether update() (and the API's PATCH) may change it on an existing server. */
   readonly update: boolean;
   /** The balancing-method capability a value other than the default needs, and the refusal's text. */
-  readonly needs?: { readonly capability: 'backup' | 'slowStart'; readonly refusal: (method: string) => string };
+  readonly needs?: ({ readonly capability: 'backup' | 'slowStart'; readonly refusal: (method: string) => string }) | undefined;
   /** Its name in NGINX Plus's API (`GET`, `POST` and `PATCH …/http/upstreams/{name}/servers`). */
   readonly api: string;
   /** NGINX Plus's error code for a bad value of it. */
   readonly apiError: string;
   /** Brings the peer's derived state in line after update() changed the field. */
-  readonly changed?: (peer: Peer) => void;
+  readonly changed?: ((peer: Peer) => void) | undefined;
 }
 
 /** The server fields, in the order they are checked. @internal */

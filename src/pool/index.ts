@@ -35,29 +35,29 @@ export interface ServerOptions {
    */
   url: string;
   /** Stable id for run-time changes. @default the url (with `#2`, `#3`… for repeats) */
-  id?: string;
+  id?: string | undefined;
   /** Integer >= 1: share of requests relative to the others. @default 1 */
-  weight?: number;
+  weight?: number | undefined;
   /** Maximum simultaneous requests; 0 is unlimited. @default 0 */
-  maxConns?: number;
+  maxConns?: number | undefined;
   /** Failures within `failTimeout` that make the server unavailable; 0 disables accounting. @default 1 */
-  maxFails?: number;
+  maxFails?: number | undefined;
   /** The failure window and the unavailability period. @default '10s' */
-  failTimeout?: Duration;
+  failTimeout?: Duration | undefined;
   /** Used only when every primary server is unavailable. Not with hash, ip-hash or random. @default false */
-  backup?: boolean;
+  backup?: boolean | undefined;
   /** Permanently unavailable. @default false */
-  down?: boolean;
+  down?: boolean | undefined;
   /** Gets only requests bound to it by sticky(); no new ones. @default false */
-  drain?: boolean;
+  drain?: boolean | undefined;
   /** Session route for sticky(); at most 32 characters. @default none: the session id is then the MD5 of `host:port`, as nginx (see {@link ServerInfo.sid}) */
-  route?: string;
+  route?: string | undefined;
   /**
    * NGINX Plus `slow_start`: when the server becomes healthy again (healthCheck()) or available again
    * after passive failure, its weight rises linearly from zero to `weight` over this time. Not with
    * hash, ip-hash or random; ignored in a pool of one server, as nginx. @default 0 (off)
    */
-  slowStart?: Duration;
+  slowStart?: Duration | undefined;
 }
 
 /** Fields {@link UpstreamPool.update} can change at run time. */
@@ -94,21 +94,21 @@ export interface ServerInfo {
 /** Keep-alive agent settings of a pool. */
 export interface AgentSettings {
   /** Keep upstream connections open between requests. @default true */
-  keepAlive?: boolean;
+  keepAlive?: boolean | undefined;
   /** Idle connections kept per server. @default 32 */
-  maxFreeSockets?: number;
+  maxFreeSockets?: number | undefined;
   /** Maximum connections per server, in use or idle. @default Infinity */
-  maxSockets?: number;
+  maxSockets?: number | undefined;
   /** Idle connections are closed after this long. @default '60s' */
-  keepAliveTimeout?: Duration;
+  keepAliveTimeout?: Duration | undefined;
 }
 
 /** Options of {@link createPool}. */
 export interface PoolOptions {
   /** Name shown in stats and errors (nginx's upstream name). @default 'upstream' */
-  name?: string;
+  name?: string | undefined;
   /** Balancing method. @default 'round-robin' */
-  method?: MethodOption;
+  method?: MethodOption | undefined;
   /** The servers, in order: order matters to round robin and hash as in nginx. */
   servers: ServerOptions[];
   /** Upstream connection reuse, or your own agents. @default { keepAlive: true, maxFreeSockets: 32, keepAliveTimeout: '60s' } */
@@ -116,26 +116,26 @@ export interface PoolOptions {
     | AgentSettings
     | {
         /** Agent for `http://` servers; the pool does not close it. @default a new `http.Agent()` */
-        http?: HttpAgent;
+        http?: HttpAgent | undefined;
         /** Agent for `https://` servers; the pool does not close it. @default a new `https.Agent(tls)` */
-        https?: HttpsAgent;
+        https?: HttpsAgent | undefined;
       };
   /** TLS options for `https://` servers (`ca`, `rejectUnauthorized`, `servername`...). @default {} */
-  tls?: HttpsAgentOptions;
+  tls?: HttpsAgentOptions | undefined;
   /** Clock in ms, injectable for tests. @default Date.now */
-  now?: () => number;
+  now?: (() => number) | undefined;
   /**
    * Random numbers in [0, 1) for the `random` and `random-two` methods, injectable for tests (a
    * seeded generator makes their choices repeatable). @default Math.random
    */
-  random?: () => number;
+  random?: (() => number) | undefined;
   /**
    * Requests that find no server able to take them (all at `maxConns`, say) wait
    * here, first in first out, for one to free up (NGINX Plus `queue N timeout=T`).
    * Past `size` waiting requests or after `timeout`, the request fails as when no
    * server is available. @default none: such requests fail at once
    */
-  queue?: QueueOptions;
+  queue?: QueueOptions | undefined;
 }
 
 /** Options of the pool's wait queue. */
@@ -143,7 +143,7 @@ export interface QueueOptions {
   /** Most requests waiting at once. */
   size: number;
   /** Longest wait. @default '60s' */
-  timeout?: Duration;
+  timeout?: Duration | undefined;
 }
 
 /** Default longest wait in the pool's queue (NGINX Plus `queue … timeout=60s`). */

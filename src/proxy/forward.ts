@@ -26,7 +26,7 @@ export const DEFAULT_IDLE_TIMEOUT = '60s';
 export const TIMEOUT_OPTIONS = ['connectTimeout', 'headerTimeout', 'idleTimeout'] as const;
 
 /** Validates the timeout options (InvalidOptionError naming the option); absent ones take nginx's 60 s. @internal */
-export function attemptTimeouts(options: { connectTimeout?: Duration; headerTimeout?: Duration; idleTimeout?: Duration }): AttemptTimeouts {
+export function attemptTimeouts(options: { connectTimeout?: Duration | undefined; headerTimeout?: Duration | undefined; idleTimeout?: Duration | undefined }): AttemptTimeouts {
   return {
     connect: durationOption(options.connectTimeout, 'connectTimeout', DEFAULT_CONNECT_TIMEOUT),
     header: durationOption(options.headerTimeout, 'headerTimeout', DEFAULT_HEADER_TIMEOUT),

@@ -76,10 +76,10 @@ export const FORWARDING_OPTIONS = ['trustProxy', 'xForwarded', 'forwarded', 'hos
 
 /** The forwarding options as a factory takes them. @internal */
 export interface ForwardingOptions {
-  trustProxy?: TrustProxy;
-  xForwarded?: boolean;
-  forwarded?: boolean;
-  host?: string;
+  trustProxy?: TrustProxy | undefined;
+  xForwarded?: boolean | undefined;
+  forwarded?: boolean | undefined;
+  host?: string | undefined;
 }
 
 /** Validates and compiles the forwarding options (InvalidOptionError naming the option). @internal */

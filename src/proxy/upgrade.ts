@@ -19,23 +19,23 @@ import type { TrustProxy } from './trust.ts';
 /** Options of {@link upgrade}; the same meaning as in balance(). */
 export interface UpgradeOptions {
   /** @default false */
-  trustProxy?: TrustProxy;
+  trustProxy?: TrustProxy | undefined;
   /** @default true */
-  xForwarded?: boolean;
+  xForwarded?: boolean | undefined;
   /** @default true */
-  forwarded?: boolean;
+  forwarded?: boolean | undefined;
   /** @default 'upstream' */
-  host?: 'upstream' | 'client' | (string & {});
+  host?: 'upstream' | 'client' | (string & {}) | undefined;
   /** @default '60s' */
-  connectTimeout?: Duration;
+  connectTimeout?: Duration | undefined;
   /** Time for the upstream to answer the upgrade (101 or a refusal); 504 after it. @default '60s' */
-  headerTimeout?: Duration;
+  headerTimeout?: Duration | undefined;
   /**
    * Longest silence in both directions of an upgraded tunnel (nginx `proxy_read_timeout`): after it
    * both connections are closed and the server's slot is freed. 0 keeps silent tunnels open.
    * @default '60s'
    */
-  idleTimeout?: Duration;
+  idleTimeout?: Duration | undefined;
 }
 
 /** The keys of {@link UpgradeOptions}. */

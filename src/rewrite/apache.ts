@@ -13,13 +13,13 @@ export interface FromApacheOptions {
    * slash, relative substitutions get the `RewriteBase`, and a changed URI runs the rules again).
    * @default 'server'
    */
-  context?: 'server' | 'directory';
+  context?: 'server' | 'directory' | undefined;
   /**
    * Directives to skip instead of failing, such as `['Options']`. Everything else outside
    * mod_rewrite fails by default, so nothing is dropped silently.
    * @default [] (none)
    */
-  ignore?: readonly string[];
+  ignore?: readonly string[] | undefined;
 }
 
 /** Default of {@link FromApacheOptions.context}. */

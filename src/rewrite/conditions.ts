@@ -17,9 +17,9 @@ export type Condition =
       /** The variable tested, such as `'$request_method'`. */
       var: string;
       /** The operator; without one, the test is true unless the variable is empty or `'0'`. */
-      op?: ConditionOperator;
+      op?: ConditionOperator | undefined;
       /** What the variable is compared with: a string with variables for `=` and `!=`, a regex for the others. */
-      value?: string;
+      value?: string | undefined;
     }
   | {
       /** Server names the request's host may match, as nginx `server_name`: exact, wildcards (`*.example.org`, `.example.org`, `www.example.*`) or `~` regexes. */

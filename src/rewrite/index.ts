@@ -33,7 +33,7 @@ export type RewriteRule =
       /** The new URI, with `$1`… captures and variables; an absolute url, or a trailing `?` to drop the arguments, as nginx. */
       replacement: string;
       /** What happens after a match. @default none: go on with the next rule */
-      flag?: RewriteFlag;
+      flag?: RewriteFlag | undefined;
     }
   | {
       /** A path-to-regexp pattern the decoded URI must match, such as `'/old/:id'`. */
@@ -41,15 +41,15 @@ export type RewriteRule =
       /** The new target with the pattern's parameters: a path or an absolute url, such as `'/new/:id'`. */
       to: string;
       /** What happens after a match. @default none: go on with the next rule */
-      flag?: RewriteFlag;
+      flag?: RewriteFlag | undefined;
     }
   | {
       /** The status to answer with; 444 closes the connection without an answer. */
       return: number;
       /** The response body with variables; with a redirect status, the redirect url. */
-      text?: string;
+      text?: string | undefined;
       /** The redirect url with variables; only with 301, 302, 303, 307 or 308. */
-      url?: string;
+      url?: string | undefined;
     }
   | {
       /** The condition the rules run on. */
@@ -83,9 +83,9 @@ export type RewriteRule =
 /** Options of {@link rewrite}. */
 export interface RewriteOptions {
   /** Also write the rewritten target into `req.url` (for handlers that route on it). @default false */
-  setUrl?: boolean;
+  setUrl?: boolean | undefined;
   /** Make relative redirect targets absolute with the request's scheme and Host (nginx `absolute_redirect`). @default true */
-  absoluteRedirect?: boolean;
+  absoluteRedirect?: boolean | undefined;
 }
 
 /** The keys of {@link RewriteOptions}. */
@@ -96,11 +96,11 @@ type Outcome = 'next' | 'last' | 'break' | Reply;
 
 interface Reply {
   status: number;
-  location?: string;
-  text?: string;
-  close?: boolean;
+  location?: string | undefined;
+  text?: string | undefined;
+  close?: boolean | undefined;
   /** Handed to next() instead of answering. */
-  error?: SwitchyardError;
+  error?: SwitchyardError | undefined;
 }
 
 /** Per-request state of a run: the options, and whether a rewrite matched since the last location search (nginx `uri_changed`). */

@@ -10,7 +10,7 @@ export interface FromNginxOptions {
    * Everything outside the rewrite module fails by default, so nothing is dropped silently.
    * @default [] (none)
    */
-  ignore?: readonly string[];
+  ignore?: readonly string[] | undefined;
 }
 
 /** Directives {@link fromNginx} skips unless told otherwise: none. */

@@ -14,29 +14,29 @@ import { refuseUpgrade, screenUpgrade, type UpgradeHandler } from '../proxy/upgr
 /** Options of the cookie mode (nginx `sticky cookie`). */
 export interface StickyCookieOptions {
   /** Cookie name. @default 'srv_id' */
-  name?: string;
+  name?: string | undefined;
   /** Lifetime: a duration, or `'max'` (nginx: 31 Dec 2037, max-age 10 years). @default none: a session cookie */
-  expires?: Duration | 'max';
+  expires?: Duration | 'max' | undefined;
   /** `Domain` attribute; may contain nginx variables (`'.$host'`); omitted when it evaluates empty. @default none */
-  domain?: string;
+  domain?: string | undefined;
   /** `Path` attribute, literal. @default none */
-  path?: string;
+  path?: string | undefined;
   /** `HttpOnly`. @default false */
-  httpOnly?: boolean;
+  httpOnly?: boolean | undefined;
   /** `Secure`. @default false */
-  secure?: boolean;
+  secure?: boolean | undefined;
   /**
    * `SameSite`: `'strict'`, `'lax'`, `'none'` (needs `secure`), or nginx variables: a value that is
    * empty omits the attribute, anything but strict/lax/none becomes strict (as nginx).
    * @default none
    */
-  sameSite?: string;
+  sameSite?: string | undefined;
   /**
    * Signs the cookie with HMAC-SHA256 so its value cannot be guessed or forged: the cookie holds
    * `<server id>.<signature>`, and a cookie whose signature does not verify is ignored (rebalanced).
    * @default none: the value is the server id, as nginx
    */
-  secret?: string | Buffer;
+  secret?: string | Buffer | undefined;
 }
 
 /**
@@ -50,19 +50,19 @@ export type RouteSource =
       /** The request cookie that holds the route. */
       readonly cookie: string;
       /** A regular expression with a named group `route` that takes the route out of the value. @default none: the whole value */
-      readonly pattern?: RegExp;
+      readonly pattern?: RegExp | undefined;
     }
   | {
       /** The query argument that holds the route. */
       readonly query: string;
       /** A regular expression with a named group `route` that takes the route out of the value. @default none: the whole value */
-      readonly pattern?: RegExp;
+      readonly pattern?: RegExp | undefined;
     }
   | {
       /** The request header that holds the route. */
       readonly header: string;
       /** A regular expression with a named group `route` that takes the route out of the value. @default none: the whole value */
-      readonly pattern?: RegExp;
+      readonly pattern?: RegExp | undefined;
     }
   | ((req: IncomingMessage, ex: Exchange) => string | undefined);
 
@@ -99,20 +99,20 @@ export interface StickyLearnOptions {
   /** Sources of the session id in requests; the first non-empty wins. */
   lookup: LearnLookupSource | readonly LearnLookupSource[];
   /** A session unused for this long is forgotten. @default '10m' */
-  timeout?: Duration;
+  timeout?: Duration | undefined;
   /**
    * Where sessions live, in any of the forms `cache()`'s store takes too ({@link StoreOption}): a
    * {@link CacheStore}, a `Keyv`, or a keyv storage adapter such as `new KeyvRedis(url)` (to share
    * them between gateway instances) or {@link createMemoryStore}'s store.
    * @default a bounded in-memory store
    */
-  store?: StoreOption;
+  store?: StoreOption | undefined;
   /** Bounds of the default in-memory store. @default DEFAULT_LEARN_MEMORY ({ maxEntries: 100000 }, inactive: `timeout`) */
-  memory?: MemoryStoreOptions;
+  memory?: MemoryStoreOptions | undefined;
   /** Key prefix in a shared store. @default DEFAULT_LEARN_NAMESPACE ('switchyard-sticky') */
-  namespace?: string;
+  namespace?: string | undefined;
   /** A store operation slower than this counts as failed (the request is then balanced). @default '1s' */
-  storeTimeout?: Duration;
+  storeTimeout?: Duration | undefined;
   /**
    * The store's circuit breaker: after `failures` (3) failures in a row the store is skipped at once
    * (requests are balanced as if they had no session, nothing waits for `storeTimeout`) and probed
@@ -120,32 +120,32 @@ export interface StickyLearnOptions {
    * until it answers. `false` turns it off.
    * @default {}
    */
-  storeBreaker?: StoreBreakerOptions | false;
+  storeBreaker?: StoreBreakerOptions | false | undefined;
 }
 
 /** Options of {@link sticky}: exactly one of `cookie`, `route`, `learn`. */
 export interface StickyOptions {
   /** nginx `sticky cookie`: the gateway issues a cookie naming the server. `true` for the defaults. */
-  cookie?: StickyCookieOptions | true;
+  cookie?: StickyCookieOptions | true | undefined;
   /** nginx `sticky route`: the application issues routes; the first non-empty source wins. */
-  route?: RouteSource | readonly RouteSource[];
+  route?: RouteSource | readonly RouteSource[] | undefined;
   /** nginx `sticky learn`: sessions learned from the upstream's responses. */
-  learn?: StickyLearnOptions;
+  learn?: StickyLearnOptions | undefined;
   /**
    * How long a client stays counted in {@link StickyMiddleware.sessions} after its last bound request
    * (cookie and route modes; learn mode counts its stored sessions, which expire after `learn.timeout`).
    * @default '10m'
    */
-  sessionTimeout?: Duration;
+  sessionTimeout?: Duration | undefined;
   /**
    * Most clients remembered for {@link StickyMiddleware.sessions} in cookie and route modes, the
    * least recently seen dropped first (cookie mode remembers as many again that were given a
    * cookie and have not come back with it). Each costs a few hundred bytes at most.
    * @default 10000
    */
-  maxSessions?: number;
+  maxSessions?: number | undefined;
   /** Clock in milliseconds, for tests. @default Date.now */
-  now?: () => number;
+  now?: (() => number) | undefined;
 }
 
 /** The middleware returned by {@link sticky}. */

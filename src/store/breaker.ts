@@ -28,17 +28,17 @@ export interface StoreBreakerOptions {
    * errors the store reports on its own (a Redis client failing to reconnect). A success resets the count.
    * @default DEFAULT_BREAKER_FAILURES (3)
    */
-  failures?: number;
+  failures?: number | undefined;
   /**
    * Wait before the first probe of a store marked down; doubled after each failed probe.
    * @default DEFAULT_PROBE_DELAY ('500ms')
    */
-  probeDelay?: Duration;
+  probeDelay?: Duration | undefined;
   /**
    * Longest wait between two probes.
    * @default DEFAULT_MAX_PROBE_DELAY ('10s')
    */
-  maxProbeDelay?: Duration;
+  maxProbeDelay?: Duration | undefined;
 }
 
 /** The breaker's state: `'closed'` (the store is used), `'open'` (skipped), `'half-open'` (skipped, a probe in flight). */

@@ -41,29 +41,29 @@ export interface CacheStoreOptions {
    * `namespace` and `throwOnErrors: true`.
    * @default createMemoryStore(memory)
    */
-  store?: Keyv | KeyvStoreAdapter | Map<unknown, unknown>;
+  store?: Keyv | KeyvStoreAdapter | Map<unknown, unknown> | undefined;
   /**
    * Options of the default memory store (ignored when `store` is given).
    * @default {}
    */
-  memory?: MemoryStoreOptions;
+  memory?: MemoryStoreOptions | undefined;
   /**
    * Namespace of the Keyv the wrapper creates (ignored when `store` is a Keyv instance).
    * @default DEFAULT_NAMESPACE ('switchyard')
    */
-  namespace?: string;
+  namespace?: string | undefined;
   /**
    * Longest a store operation may take before it counts as failed (a miss for `get`). Also the
    * longest {@link CacheStore.disconnect} waits for operations in flight (at most a second).
    * @default DEFAULT_STORE_TIMEOUT ('1s')
    */
-  timeout?: Duration;
+  timeout?: Duration | undefined;
   /**
    * When a failing store is marked down and skipped, and how it is probed ({@link StoreBreakerOptions});
    * `false`: every operation goes to the store and may wait up to `timeout`.
    * @default {}
    */
-  breaker?: StoreBreakerOptions | false;
+  breaker?: StoreBreakerOptions | false | undefined;
 }
 
 /** Every key of {@link CacheStoreOptions}. */

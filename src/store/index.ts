@@ -35,7 +35,7 @@ export interface StoreSettings {
   /** Bounds of the default memory store, as the user gave them. */
   readonly memory: MemoryStoreOptions | undefined;
   /** The factory's own bounds of its default memory store, under the user's. */
-  readonly memoryDefaults?: MemoryStoreOptions;
+  readonly memoryDefaults?: MemoryStoreOptions | undefined;
   /** The factory's clock, given to the default memory store unless `memory.now` is set. */
   readonly now: (() => number) | undefined;
   /** Namespace of the Keyv put around an adapter. */

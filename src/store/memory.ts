@@ -36,7 +36,7 @@ export interface MemoryStoreOptions {
    * Most entries kept; the least recently used go first.
    * @default DEFAULT_MAX_ENTRIES (10000)
    */
-  maxEntries?: number;
+  maxEntries?: number | undefined;
   /**
    * Most memory kept, in bytes: what the entries take in the V8 heap and in Buffers, as the store
    * estimates it (key and value by `estimateSize`, plus `ENTRY_OVERHEAD` per entry;
@@ -44,17 +44,17 @@ export interface MemoryStoreOptions {
    * go first. A single entry larger than this is not stored.
    * @default DEFAULT_MAX_BYTES (64 MiB)
    */
-  maxBytes?: number;
+  maxBytes?: number | undefined;
   /**
    * nginx `inactive`: an entry neither read nor written for this long is dropped whatever its TTL.
    * @default DEFAULT_INACTIVE ('10m')
    */
-  inactive?: Duration;
+  inactive?: Duration | undefined;
   /**
    * Clock in milliseconds, for tests.
    * @default Date.now
    */
-  now?: () => number;
+  now?: (() => number) | undefined;
 }
 
 /**

@@ -19,7 +19,7 @@ export interface CacheEntry {
   /** When the entry was stored, in milliseconds since the epoch. */
   storedAt: number;
   /** Anything else the cache needs (validators, Vary data); must survive `JSON.stringify`. */
-  meta?: Record<string, unknown>;
+  meta?: Record<string, unknown> | undefined;
 }
 
 /** An entry as a store that serializes holds it. */
@@ -29,7 +29,7 @@ export interface StoredRecord {
   headers: string[];
   body: string;
   storedAt: number;
-  meta?: Record<string, unknown>;
+  meta?: Record<string, unknown> | undefined;
 }
 
 /** Throws an {@link InvalidOptionError} naming the field when `entry` is not a {@link CacheEntry}. */

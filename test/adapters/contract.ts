@@ -15,17 +15,17 @@ import { backend, echo, JSON_TEXT, JSON_VALUE, MiB, streamThrough, wsEcho } from
 export interface AppOptions {
   /** The pool balance() is built over (closed by the contract). */
   pool: UpstreamPool;
-  balance?: BalanceOptions;
+  balance?: BalanceOptions | undefined;
   /** Install the framework's body parser (JSON at least) in front of the proxy. @default false */
-  bodyParser?: boolean;
+  bodyParser?: boolean | undefined;
   /**
    * Install the app's own error handling, answering `{ handledBy, code, statusCode, name }` as JSON
    * with the error's status. When false, the framework's default error handling answers.
    * @default true
    */
-  errorHandler?: boolean;
+  errorHandler?: boolean | undefined;
   /** Response headers a middleware in front of the proxy sets, the framework's way (as cors does). */
-  presetHeaders?: Record<string, string>;
+  presetHeaders?: Record<string, string> | undefined;
 }
 
 /** A listening app built by an adapter's factory. */

@@ -12,10 +12,10 @@ import type { TestContext } from 'node:test';
 
 interface AppOptions {
   /** Middleware installed before the proxy, at the app's top level (body parsers). */
-  before?: RequestHandler[];
+  before?: RequestHandler[] | undefined;
   /** Install the error middleware that reports what it saw. @default true */
-  errorHandler?: boolean;
-  balance?: BalanceOptions;
+  errorHandler?: boolean | undefined;
+  balance?: BalanceOptions | undefined;
 }
 
 /** A listening Express app: `app.use('/api', balance(pool))`, WebSocket upgrades wired to the server. */

@@ -15,12 +15,12 @@ import { backend, echo, JSON_TEXT, JSON_VALUE, logCapture, sleep, wsEcho, wsRefu
 import { adapterContract } from './contract.ts';
 
 interface AppOptions extends Partial<Omit<SwitchyardPluginOptions, 'use'>> {
-  use?: Middleware | Middleware[];
-  balance?: BalanceOptions;
+  use?: Middleware | Middleware[] | undefined;
+  balance?: BalanceOptions | undefined;
   /** Install the error handler that reports what it saw. @default true */
-  errorHandler?: boolean;
+  errorHandler?: boolean | undefined;
   /** Called with the app before the plugin is registered (hooks, handlers, routes). */
-  setup?: (app: FastifyInstance) => void;
+  setup?: ((app: FastifyInstance) => void) | undefined;
 }
 
 interface App {

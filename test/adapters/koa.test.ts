@@ -14,16 +14,16 @@ import { adapterContract } from './contract.ts';
 
 interface AppOptions {
   /** Run @koa/bodyparser before the adapter. @default false */
-  bodyParser?: boolean;
+  bodyParser?: boolean | undefined;
   /** Install the try/catch middleware that reports what it caught. @default true */
-  catchErrors?: boolean;
-  balance?: BalanceOptions;
+  catchErrors?: boolean | undefined;
+  balance?: BalanceOptions | undefined;
   /** The switchyard middleware to adapt. @default [balance(pool)] */
-  use?: Middleware[];
+  use?: Middleware[] | undefined;
   /** Koa middleware before the adapter (after the body parser). */
-  before?: Koa.Middleware[];
+  before?: Koa.Middleware[] | undefined;
   /** Koa middleware after the adapter. */
-  after?: Koa.Middleware[];
+  after?: Koa.Middleware[] | undefined;
 }
 
 /** A listening Koa app: `app.use(koa(balance(pool)))`, WebSocket upgrades wired to the server. */

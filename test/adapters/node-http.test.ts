@@ -23,9 +23,9 @@ const jsonBody: Middleware = (req, _res, next) => {
 };
 
 interface GatewayOptions {
-  before?: Middleware[];
-  balance?: BalanceOptions;
-  chain?: ChainOptions;
+  before?: Middleware[] | undefined;
+  balance?: BalanceOptions | undefined;
+  chain?: ChainOptions | undefined;
 }
 
 /** A listening node:http gateway: `createServer(chain(...before, balance(pool)))`, upgrades wired. */

@@ -86,7 +86,7 @@ export interface RawReply {
 export function tryFetch(
   url: string,
   init: { method?: string; headers?: Record<string, string> | string[]; body?: string | Buffer; path?: string } = {},
-): Promise<RawReply | { error: Error; status?: number; received?: number }> {
+): Promise<RawReply | { error: Error; status?: number | undefined; received?: number | undefined }> {
   return new Promise((resolve) => {
     let status: number | undefined;
     let received = 0;

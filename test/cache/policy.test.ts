@@ -108,16 +108,16 @@ describe('compilePolicy', () => {
 
 interface Case {
   name: string;
-  status?: number;
+  status?: number | undefined;
   headers: HeadersInput;
-  request?: HeadersInput;
-  options?: CachePolicyOptions;
+  request?: HeadersInput | undefined;
+  options?: CachePolicyOptions | undefined;
   /** Expected TTL in seconds, or the reason it is not stored. */
   expect: number | NotStoredReason;
-  source?: TtlSource;
-  swr?: number;
-  sie?: number;
-  vary?: string[];
+  source?: TtlSource | undefined;
+  swr?: number | undefined;
+  sie?: number | undefined;
+  vary?: string[] | undefined;
 }
 
 const V1M: CachePolicyOptions = { valid: '1m' };

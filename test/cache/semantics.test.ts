@@ -21,7 +21,7 @@ interface Rig {
   /** Upstream requests so far. */
   readonly hits: number;
   /** One request through the gateway; `cs` is the X-Cache-Status header. */
-  get(path: string, init?: { method?: string; headers?: Record<string, string>; body?: string }): Promise<Reply & { cs: string | undefined }>;
+  get(path: string, init?: { method?: string | undefined; headers?: Record<string, string> | undefined; body?: string | undefined }): Promise<Reply & { cs: string | undefined }>;
 }
 
 /** Upstream (answering with `origin`, default 200 "body-<n>"), pool, cache and gateway. */

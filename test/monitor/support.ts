@@ -24,23 +24,23 @@ export type UpstreamHandler = (req: IncomingMessage, res: ServerResponse, body: 
 
 export interface MonitorGatewayOptions {
   /** Upstreams to start, by name; a handler or undefined (200 with the name). @default { a: undefined, b: undefined } */
-  upstreams?: Record<string, UpstreamHandler | undefined>;
+  upstreams?: Record<string, UpstreamHandler | undefined> | undefined;
   /** Dead servers (connection refused) added after the live ones, with ids `dead1`, `dead2`… @default 0 */
-  dead?: number;
+  dead?: number | undefined;
   /** Builds the pool's servers from the started upstreams (default: one per upstream, id = its name, then the dead ones). */
-  servers?: (ups: Record<string, Upstream>, dead: string[]) => ServerOptions[];
+  servers?: ((ups: Record<string, Upstream>, dead: string[]) => ServerOptions[]) | undefined;
   /** Extra pool options (name defaults to 'backend'). */
-  pool?: Partial<PoolOptions>;
+  pool?: Partial<PoolOptions> | undefined;
   /** Put a cache() between monitor() and balance(): true for defaults, or its options. @default none */
-  cache?: boolean | CacheOptions;
+  cache?: boolean | CacheOptions | undefined;
   /** monitor() write predicate. @default none (writes refused) */
-  write?: (req: IncomingMessage) => boolean;
+  write?: ((req: IncomingMessage) => boolean) | undefined;
   /** More monitor() options (pools/caches/prefix/server/write are set by the helper unless given here). */
-  monitor?: Partial<MonitorOptions>;
+  monitor?: Partial<MonitorOptions> | undefined;
   /** balance() options. */
-  balance?: BalanceOptions;
+  balance?: BalanceOptions | undefined;
   /** Mount prefix. @default '/status' */
-  prefix?: string;
+  prefix?: string | undefined;
 }
 
 export interface MonitorGateway {

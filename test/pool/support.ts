@@ -18,13 +18,13 @@ export function fixture<T>(name: string): T {
 /** A server as a fixture describes it: nginx's `server` line. failTimeout in seconds. */
 export interface FixtureServer {
   server: string;
-  weight?: number;
-  down?: boolean;
-  backup?: boolean;
-  maxConns?: number;
-  maxFails?: number;
-  failTimeout?: number;
-  behaviour?: 'ok' | 's500' | 's404' | 's500first';
+  weight?: number | undefined;
+  down?: boolean | undefined;
+  backup?: boolean | undefined;
+  maxConns?: number | undefined;
+  maxFails?: number | undefined;
+  failTimeout?: number | undefined;
+  behaviour?: 'ok' | 's500' | 's404' | 's500first' | undefined;
 }
 
 /** The pool's servers for a fixture group: the same `host:port` text as nginx's `server` lines. */
@@ -47,7 +47,7 @@ export function lettered(firstPort: number, list: ReadonlyArray<Partial<ServerOp
 }
 
 /** The smallest IncomingMessage-like object exchange() and the variables facility read. */
-export function fakeRequest(init: { url?: string; headers?: Record<string, string>; remoteAddress?: string } = {}): IncomingMessage {
+export function fakeRequest(init: { url?: string | undefined; headers?: Record<string, string> | undefined; remoteAddress?: string | undefined } = {}): IncomingMessage {
   return {
     url: init.url ?? '/',
     method: 'GET',
@@ -110,7 +110,7 @@ export type StepResult =
 export interface SequenceGroup {
   name: string;
   method: 'round-robin' | 'least-conn' | 'hash';
-  next?: string[];
+  next?: string[] | undefined;
   servers: FixtureServer[];
   steps: Step[];
   results: StepResult[];
@@ -203,5 +203,5 @@ export interface IpGroup {
   name: string;
   servers: FixtureServer[];
   results: Array<{ address: string; addr: string }>;
-  mapped?: Array<{ address: string; addr: string }>;
+  mapped?: Array<{ address: string; addr: string }> | undefined;
 }

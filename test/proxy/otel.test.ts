@@ -18,9 +18,9 @@ interface Span {
   kind: number;
   traceId: string;
   spanId: string;
-  parentSpanId?: string;
-  port?: number;
-  path?: string;
+  parentSpanId?: string | undefined;
+  port?: number | undefined;
+  path?: string | undefined;
 }
 interface Result {
   gatewayPort: number;

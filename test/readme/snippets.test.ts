@@ -67,7 +67,7 @@ interface Block {
 }
 
 interface Directive {
-  skip?: string;
+  skip?: string | undefined;
   preludes: string[];
   run: boolean;
 }

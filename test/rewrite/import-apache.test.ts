@@ -22,10 +22,10 @@ before(async () => {
 after(() => server.close());
 
 interface Expect {
-  status?: number;
-  location?: string;
-  uri?: string;
-  args?: string;
+  status?: number | undefined;
+  location?: string | undefined;
+  uri?: string | undefined;
+  args?: string | undefined;
 }
 
 async function check(text: string, options: FromApacheOptions | undefined, requests: Array<[string, Expect, Record<string, string>?]>): Promise<void> {

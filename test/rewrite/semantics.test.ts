@@ -10,18 +10,18 @@ import { rewriteGateway } from './support.ts';
 interface Case {
   name: string;
   rules: RewriteRule[];
-  options?: RewriteOptions;
+  options?: RewriteOptions | undefined;
   path: string;
-  headers?: Record<string, string>;
+  headers?: Record<string, string> | undefined;
   /** The rules handed on with this URI and args... */
-  uri?: string;
-  args?: string;
+  uri?: string | undefined;
+  args?: string | undefined;
   /** ...or answered with this status (and Location / body). */
-  status?: number;
-  location?: string;
-  body?: string;
+  status?: number | undefined;
+  location?: string | undefined;
+  body?: string | undefined;
   /** An error code handed to next(). */
-  code?: string;
+  code?: string | undefined;
 }
 
 /** `{{host}}` in an expected Location stands for the gateway's `127.0.0.1:port`. */

@@ -36,7 +36,7 @@ export interface IssueOptions {
   /** Host names and IP addresses it is valid for (subjectAltName); the first is also its CN. */
   names: string[];
   /** A client certificate (for mutual TLS) instead of a server certificate. @default false */
-  client?: boolean;
+  client?: boolean | undefined;
 }
 
 /** A private certificate authority: trust `ca` and it signs certificates with `issue()`. */

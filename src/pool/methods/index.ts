@@ -27,9 +27,9 @@ export type MethodOption =
       /** Least time: the lowest estimated time to serve, average time × (1 + active connections), per unit of weight. */
       name: 'least-time';
       /** Time to the response header or to the last byte. @default 'header' */
-      measure?: 'header' | 'last-byte';
+      measure?: 'header' | 'last-byte' | undefined;
       /** Count the age of requests still in flight. @default false */
-      inflight?: boolean;
+      inflight?: boolean | undefined;
     }
   | {
       /** Generic hash: the server is chosen by a hash of the key. */
@@ -37,13 +37,13 @@ export type MethodOption =
       /** nginx variables template (`'$request_uri'`, `'$cookie_user'`) or a function of the request. */
       key: string | ((req: IncomingMessage) => string);
       /** Ketama consistent hashing: adding or removing a server moves only its keys. @default false */
-      consistent?: boolean;
+      consistent?: boolean | undefined;
     }
   | {
       /** Random: a server drawn at random by weight. */
       name: 'random';
       /** Draw two servers and use the less loaded one. @default false */
-      two?: boolean;
+      two?: boolean | undefined;
     };
 
 /** Every balancing method, in the order error messages list them. @internal */

@@ -89,7 +89,7 @@ export interface MethodDefinition<P extends object = Record<string, unknown>> {
   /** The kebab-case name (`least-conn`); nginx's spelling (`least_conn`) is accepted too. */
   readonly name: string;
   /** Other names, each with the parameters it implies: `random-two` is `random` with `two: true`. */
-  readonly aliases?: Readonly<Record<string, Partial<P>>>;
+  readonly aliases?: Readonly<Record<string, Partial<P>>> | undefined;
   /**
    * The parameters of the `{ name, ... }` form, checked in this order: each takes the given value
    * (undefined when absent) and returns it resolved, or throws an InvalidOptionError naming `option`.
