@@ -89,11 +89,12 @@ async function target(kind: Kind, upstream: string, urls: number): Promise<void>
     let storeErrors = 0;
     mw.store.on('storeError', () => storeErrors++);
     const m = mw;
-    cleanup = () => (cleaned ??= (async () => {
-      const purged = await m.purge('*');
-      await m.close();
-      return { purged, storeErrors, stats: m.stats() };
-    })());
+    cleanup = () =>
+      (cleaned ??= (async () => {
+        const purged = await m.purge('*');
+        await m.close();
+        return { purged, storeErrors, stats: m.stats() };
+      })());
     process.on('message', (msg: TargetMessage) => {
       if (msg?.type === 'stats') process.send?.({ type: 'stats', storeErrors, hit: m.stats().hit.responses, miss: m.stats().miss.responses });
     });
@@ -206,9 +207,16 @@ function placement(pin: string): { proxy: string | undefined; upstream: string |
   const n = availableParallelism();
   const can = n >= 2 && process.platform === 'linux' && hasCommand('taskset', ['-V']);
   if (pin === 'on' && !can) throw new Error('--pin on needs Linux, taskset and at least 2 CPUs');
-  if (pin === 'off' || !can) return { proxy: undefined, upstream: undefined, load: undefined, description: 'not pinned: the OS schedules all processes on all CPUs' };
-  if (n === 2) return { proxy: '1', upstream: '0', load: '0', description: 'targets on CPU 1; upstream and load generator share CPU 0 (taskset); redis-server unpinned' };
-  return { proxy: '1', upstream: '2', load: n >= 4 ? '0,3' : '0', description: `targets on CPU 1, upstream on CPU 2, load generator on CPU ${n >= 4 ? '0,3' : '0'} (taskset); redis-server unpinned` };
+  if (pin === 'off' || !can)
+    return { proxy: undefined, upstream: undefined, load: undefined, description: 'not pinned: the OS schedules all processes on all CPUs' };
+  if (n === 2)
+    return { proxy: '1', upstream: '0', load: '0', description: 'targets on CPU 1; upstream and load generator share CPU 0 (taskset); redis-server unpinned' };
+  return {
+    proxy: '1',
+    upstream: '2',
+    load: n >= 4 ? '0,3' : '0',
+    description: `targets on CPU 1, upstream on CPU 2, load generator on CPU ${n >= 4 ? '0,3' : '0'} (taskset); redis-server unpinned`,
+  };
 }
 
 const live = new Set<ChildProcess>();
@@ -343,13 +351,29 @@ async function main(): Promise<void> {
     connections: Number(values.connections),
     urls: Number(values.urls),
   };
-  if (!(o.duration >= 1 && o.duration <= 60 && Number.isInteger(o.rounds) && o.rounds >= 1 && o.rounds <= 20 && o.warmup >= 0 && o.warmup <= 30 && o.connections >= 2 && o.urls >= 1 && o.urls <= 1000)) {
+  if (
+    !(
+      o.duration >= 1 &&
+      o.duration <= 60 &&
+      Number.isInteger(o.rounds) &&
+      o.rounds >= 1 &&
+      o.rounds <= 20 &&
+      o.warmup >= 0 &&
+      o.warmup <= 30 &&
+      o.connections >= 2 &&
+      o.urls >= 1 &&
+      o.urls <= 1000
+    )
+  ) {
     throw new Error('bad --duration (1..60), --rounds (1..20), --warmup (0..30), --connections (>= 2) or --urls (1..1000)');
   }
   const tool = values.tool;
   if (tool !== 'auto' && tool !== 'wrk' && tool !== 'autocannon') throw new Error(`--tool must be auto, wrk or autocannon, got "${tool}"`);
   if (values.pin !== 'auto' && values.pin !== 'on' && values.pin !== 'off') throw new Error(`--pin must be auto, on or off, got "${values.pin}"`);
-  const wanted = values.targets.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const wanted = values.targets
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
   for (const w of wanted) if (!KINDS.includes(w as Kind)) throw new Error(`unknown target "${w}"; targets: ${KINDS.join(', ')}`);
   const place = placement(values.pin);
   const urlPaths = paths(o.urls);
@@ -434,7 +458,12 @@ async function main(): Promise<void> {
         const r = await load.run(port, o.connections, o.duration);
         const c1 = cpuSeconds(child.pid);
         const up = await upstreamRequests(upstream.child);
-        const s: Sample = { ...r, round, cpu: c0 === undefined || c1 === undefined || r.requests === 0 ? undefined : ((c1 - c0) / r.requests) * 1e6, upstream: up };
+        const s: Sample = {
+          ...r,
+          round,
+          cpu: c0 === undefined || c1 === undefined || r.requests === 0 ? undefined : ((c1 - c0) / r.requests) * 1e6,
+          upstream: up,
+        };
         samples.get(k)!.push(s);
         console.log(
           `[${round}/${o.rounds}] ${k.padEnd(24)} ${int.format(s.rps).padStart(7)} req/s  p99 ${s.p99.toFixed(2)} ms  cpu ${s.cpu?.toFixed(1) ?? '–'} µs/req  errors ${s.errors}  upstream requests ${up}`,
@@ -443,7 +472,8 @@ async function main(): Promise<void> {
       if (!values.paired) continue;
       const pairList: Array<[Kind, Kind]> = [];
       if (kinds.includes('map-baseline') && kinds.includes('switchyard-cache-memory')) pairList.push(['map-baseline', 'switchyard-cache-memory']);
-      if (kinds.includes('switchyard-cache-memory') && kinds.includes('switchyard-cache-redis')) pairList.push(['switchyard-cache-memory', 'switchyard-cache-redis']);
+      if (kinds.includes('switchyard-cache-memory') && kinds.includes('switchyard-cache-redis'))
+        pairList.push(['switchyard-cache-memory', 'switchyard-cache-redis']);
       for (const [a, b] of pairList) {
         const half = Math.ceil(o.connections / 2);
         const pa = procs.get(a)!;
@@ -475,8 +505,16 @@ async function main(): Promise<void> {
     const redis = procs.get('switchyard-cache-redis');
     if (redis !== undefined && redis.child.exitCode === null && redis.child.signalCode === null) {
       try {
-        const { result } = await ask<{ type: string; result: { purged?: number; storeErrors?: number; error?: string } }>(redis.child, { type: 'cleanup' }, 'cleaned', 15_000);
-        const note = result.error !== undefined ? `Redis cleanup failed: ${result.error}` : `Redis namespace purged (${result.purged} keys) and client closed; store errors during the run: ${result.storeErrors}`;
+        const { result } = await ask<{ type: string; result: { purged?: number; storeErrors?: number; error?: string } }>(
+          redis.child,
+          { type: 'cleanup' },
+          'cleaned',
+          15_000,
+        );
+        const note =
+          result.error !== undefined
+            ? `Redis cleanup failed: ${result.error}`
+            : `Redis namespace purged (${result.purged} keys) and client closed; store errors during the run: ${result.storeErrors}`;
         notes.push(note);
         console.log(note);
       } catch (err) {
@@ -521,7 +559,9 @@ async function main(): Promise<void> {
       k === 'map-baseline' ? 'n/a' : int.format(ss.reduce((a, s) => a + s.upstream, 0)),
     ]);
   }
-  const ratioRows: string[][] = [['Ratio', 'Req/s, same round: median (range)', 'Paired: throughput on the same CPU, median (range)', 'Paired CPU µs/req (median-ratio round)']];
+  const ratioRows: string[][] = [
+    ['Ratio', 'Req/s, same round: median (range)', 'Paired: throughput on the same CPU, median (range)', 'Paired CPU µs/req (median-ratio round)'],
+  ];
   for (const [num, den, label, target] of [
     ['switchyard-cache-memory', 'map-baseline', 'B/A memory cache vs Map', ' (target >= 0.8)'],
     ['switchyard-cache-redis', 'switchyard-cache-memory', 'C/B Redis cache vs memory cache', ''],

@@ -42,7 +42,9 @@ export async function benchRules() {
   type Rule = Parameters<typeof rewrite>[0][number];
   const rules: Rule[] = [];
   for (let i = 0; i < 100; i++) {
-    rules.push(i % 2 === 0 ? { rewrite: `^/legacy${i}/(.*)$`, replacement: `/v${i}/$1`, flag: 'break' } : { from: `/old${i}/:id`, to: `/new${i}/:id`, flag: 'break' });
+    rules.push(
+      i % 2 === 0 ? { rewrite: `^/legacy${i}/(.*)$`, replacement: `/v${i}/$1`, flag: 'break' } : { from: `/old${i}/:id`, to: `/new${i}/:id`, flag: 'break' },
+    );
   }
   rules.push({ rewrite: '^/api/(.*)$', replacement: '/v2/$1', flag: 'break' });
   return rewrite(rules);
@@ -108,7 +110,7 @@ const SUBJECT_LABEL: Record<Subject, string> = {
   rewrite: 'chain(rewrite(101 rules), balance(pool))',
   sticky: 'chain(sticky(pool, { cookie }), balance(pool))',
   learn: 'chain(sticky(pool, { learn }), balance(pool))',
-  aa: 'chain(balance(pool)), a second copy (A/A: the method\'s own bias)',
+  aa: "chain(balance(pool)), a second copy (A/A: the method's own bias)",
 };
 let LABEL: Record<Kind, string> = { none: 'chain(balance(pool))', subject: SUBJECT_LABEL.rewrite };
 const PATH = '/api/items/42?x=1';
@@ -278,7 +280,9 @@ async function measurePaired(o: Options, gen: LoadGenerator): Promise<void> {
     console.log(
       `ratio ${o.subject}/none (CPU per request): ${ratio.toFixed(3)} (range ${Math.min(...ratios).toFixed(3)}–${Math.max(...ratios).toFixed(3)}) => ${((ratio - 1) * 100).toFixed(1)}% more CPU per request, ${((1 - 1 / ratio) * 100).toFixed(1)}% lower CPU-bound throughput; errors ${rounds.reduce((a, x) => a + x.errors, 0)}`,
     );
-    console.log(`pooled over all rounds (total CPU / total requests): none ${pooledCpu('none').toFixed(1)} µs/req, ${o.subject} ${pooledCpu('subject').toFixed(1)} µs/req, ratio ${pooled.toFixed(3)} (${((pooled - 1) * 100).toFixed(1)}% more CPU per request)`);
+    console.log(
+      `pooled over all rounds (total CPU / total requests): none ${pooledCpu('none').toFixed(1)} µs/req, ${o.subject} ${pooledCpu('subject').toFixed(1)} µs/req, ratio ${pooled.toFixed(3)} (${((pooled - 1) * 100).toFixed(1)}% more CPU per request)`,
+    );
   } finally {
     await Promise.all(children.map((c) => stop(c)));
   }

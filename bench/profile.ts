@@ -103,7 +103,10 @@ const pct = (x: number, of: number): string => `${((x / of) * 100).toFixed(1).pa
 
 function print(title: string, map: Map<string, number>, n: number, filter: (k: string) => boolean = () => true): void {
   console.log(`\n${title}`);
-  const rows = [...map].filter(([k]) => filter(k)).sort((a, b) => b[1] - a[1]).slice(0, n);
+  const rows = [...map]
+    .filter(([k]) => filter(k))
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, n);
   for (const [k, v] of rows) console.log(`  ${pct(v, busy)}  ${(v / 1000).toFixed(0).padStart(7)} ms  ${k}`);
 }
 

@@ -112,7 +112,10 @@ function options(argv: string[]): Options {
     process.exit(0);
   }
   const env = process.env;
-  const names = (values.targets ?? env.BENCH_TARGETS ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const names = (values.targets ?? env.BENCH_TARGETS ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
   for (const n of names) if (!TARGETS.some((t) => t.name === n)) throw new Error(`unknown target "${n}"; targets: ${TARGETS.map((t) => t.name).join(', ')}`);
   const tool = values.tool ?? env.BENCH_TOOL ?? 'auto';
   if (tool !== 'auto' && tool !== 'wrk' && tool !== 'autocannon') throw new Error(`--tool must be auto, wrk or autocannon, got "${tool}"`);
@@ -150,9 +153,15 @@ function placement(pin: Options['pin']): Placement {
   const n = availableParallelism();
   const can = n >= 2 && process.platform === 'linux' && hasCommand('taskset', ['-V']);
   if (pin === 'on' && !can) throw new Error('--pin on needs Linux, taskset and at least 2 CPUs');
-  if (pin === 'off' || !can) return { proxy: undefined, upstream: undefined, load: undefined, description: 'not pinned: the OS schedules all processes on all CPUs' };
+  if (pin === 'off' || !can)
+    return { proxy: undefined, upstream: undefined, load: undefined, description: 'not pinned: the OS schedules all processes on all CPUs' };
   if (n === 2) return { proxy: '1', upstream: '0', load: '0', description: 'proxy on CPU 1; upstream and load generator share CPU 0 (taskset)' };
-  return { proxy: '1', upstream: '2', load: n >= 4 ? '0,3' : '0', description: `proxy on CPU 1, upstream on CPU 2, load generator on CPU ${n >= 4 ? '0,3' : '0'} (taskset)` };
+  return {
+    proxy: '1',
+    upstream: '2',
+    load: n >= 4 ? '0,3' : '0',
+    description: `proxy on CPU 1, upstream on CPU 2, load generator on CPU ${n >= 4 ? '0,3' : '0'} (taskset)`,
+  };
 }
 
 // ---- processes -----------------------------------------------------------
@@ -280,7 +289,15 @@ async function startTarget(t: Target, upstreamUrl: string, place: Placement, o: 
   return { child, port, cleanup: () => {} };
 }
 
-async function measure(t: Target, o: Options, gen: LoadGenerator, upstream: ChildProcess, upstreamUrl: string, place: Placement, round: number): Promise<Sample> {
+async function measure(
+  t: Target,
+  o: Options,
+  gen: LoadGenerator,
+  upstream: ChildProcess,
+  upstreamUrl: string,
+  place: Placement,
+  round: number,
+): Promise<Sample> {
   const { child, port, cleanup } = await startTarget(t, upstreamUrl, place, o);
   try {
     const url = `http://127.0.0.1:${port}/`;
@@ -290,9 +307,21 @@ async function measure(t: Target, o: Options, gen: LoadGenerator, upstream: Chil
     await upstreamStats(upstream);
     const profiling = o.cpuProf && t.name !== 'nginx';
     if (profiling) await command(child, { type: 'profile-start' });
-    const before = { proxy: cpuSeconds(child.pid), upstream: cpuSeconds(upstream.pid), self: selfAndReapedSeconds(), all: machineBusySeconds(), at: performance.now() };
+    const before = {
+      proxy: cpuSeconds(child.pid),
+      upstream: cpuSeconds(upstream.pid),
+      self: selfAndReapedSeconds(),
+      all: machineBusySeconds(),
+      at: performance.now(),
+    };
     const result = await gen.run({ ...load, duration: o.duration });
-    const after = { proxy: cpuSeconds(child.pid), upstream: cpuSeconds(upstream.pid), self: selfAndReapedSeconds(), all: machineBusySeconds(), at: performance.now() };
+    const after = {
+      proxy: cpuSeconds(child.pid),
+      upstream: cpuSeconds(upstream.pid),
+      self: selfAndReapedSeconds(),
+      all: machineBusySeconds(),
+      at: performance.now(),
+    };
     let profile: string | undefined;
     if (profiling) {
       profile = resolve(dirname(o.out), 'profiles', `${t.name}.cpuprofile`);
@@ -334,11 +363,16 @@ async function measurePaired(t: Target, o: Options, gen: LoadGenerator, upstream
     started.push(await startTarget(TARGETS.find((x) => x.name === BASELINE)!, upstreamUrl, place, o));
     started.push(await startTarget(t, upstreamUrl, place, o));
     const [base, target] = started as [(typeof started)[0], (typeof started)[0]];
-    const loads = [base, target].map((p) => ({ url: `http://127.0.0.1:${p.port}/`, connections: Math.max(1, Math.ceil(o.connections / 2)), threads: o.threads, cpus: place.load }));
+    const loads = [base, target].map((p) => ({
+      url: `http://127.0.0.1:${p.port}/`,
+      connections: Math.max(1, Math.ceil(o.connections / 2)),
+      threads: o.threads,
+      cpus: place.load,
+    }));
     for (const [i, p] of [base, target].entries()) await verify(loads[i]!.url, BODY_BYTES, p.child);
     if (o.warmup > 0) await Promise.all(loads.map((l) => gen.run({ ...l, duration: o.warmup })));
     const c0 = [cpuSeconds(base.child.pid), cpuSeconds(target.child.pid)];
-    const [rb, rt] = await Promise.all(loads.map((l) => gen.run({ ...l, duration: o.duration }))) as [LoadResult, LoadResult];
+    const [rb, rt] = (await Promise.all(loads.map((l) => gen.run({ ...l, duration: o.duration })))) as [LoadResult, LoadResult];
     const c1 = [cpuSeconds(base.child.pid), cpuSeconds(target.child.pid)];
     if (c0.some((c) => c === undefined) || c1.some((c) => c === undefined)) throw new Error('CPU time is not readable here (/proc)');
     return {
@@ -480,7 +514,11 @@ async function main(): Promise<void> {
 
   const software: Array<[string, string]> = [
     ['Load generator', gen.tool === 'wrk' ? `wrk ${gen.version} (${o.threads} thread${o.threads === 1 ? '' : 's'})` : `autocannon ${gen.version}`],
-    ['Peers', ['express', 'fastify', 'http-proxy-middleware', '@fastify/http-proxy'].map((p) => `${p} ${versionOf(p)}`).join(', ') + `, nginx ${nginx ?? 'not installed'}`],
+    [
+      'Peers',
+      ['express', 'fastify', 'http-proxy-middleware', '@fastify/http-proxy'].map((p) => `${p} ${versionOf(p)}`).join(', ') +
+        `, nginx ${nginx ?? 'not installed'}`,
+    ],
     ['CPU placement', place.description],
     [
       'Load',
@@ -494,7 +532,8 @@ async function main(): Promise<void> {
   console.log('switchyard proxy benchmark');
   for (const [k, v] of desc) console.log(`  ${`${k}:`.padEnd(16)} ${v}`);
   const idle = await backgroundLoad(1000);
-  if (idle !== undefined && idle > 0.1) console.log(`  warning: other processes are using ${(idle * 100).toFixed(0)}% of the machine's CPU; figures will be noisy`);
+  if (idle !== undefined && idle > 0.1)
+    console.log(`  warning: other processes are using ${(idle * 100).toFixed(0)}% of the machine's CPU; figures will be noisy`);
   const perTarget = o.warmup + o.duration + 2;
   const runs = o.targets.length + (o.paired ? o.targets.filter((t) => t.name !== BASELINE).length : 0);
   console.log(`  about ${Math.ceil((runs * o.rounds * perTarget) / 60)} min\n`);
@@ -537,7 +576,9 @@ async function main(): Promise<void> {
         try {
           const p = await measurePaired(t, o, gen, upstreamUrl, place);
           row.pairs.push(p);
-          console.log(`cpu ${p.cpu.toFixed(1)} µs/req vs bare ${p.baseCpu.toFixed(1)} µs/req (${(p.cpu / p.baseCpu).toFixed(2)}x)  req/s ${int.format(p.rps)} vs ${int.format(p.baseRps)}  errors ${p.errors}`);
+          console.log(
+            `cpu ${p.cpu.toFixed(1)} µs/req vs bare ${p.baseCpu.toFixed(1)} µs/req (${(p.cpu / p.baseCpu).toFixed(2)}x)  req/s ${int.format(p.rps)} vs ${int.format(p.baseRps)}  errors ${p.errors}`,
+          );
         } catch (err) {
           row.pairError = `failed: ${(err as Error).message.split('\n')[0]}`;
           console.log(row.pairError);
@@ -562,7 +603,7 @@ async function main(): Promise<void> {
     '',
     md,
     '',
-    'Ratios are to the bare Node proxy measured in the same round (the median of the rounds\' ratios): above 1x is more requests per second, or a higher p99 latency.',
+    "Ratios are to the bare Node proxy measured in the same round (the median of the rounds' ratios): above 1x is more requests per second, or a higher p99 latency.",
     '"Proxy CPU µs/req" is the CPU time (user + system, all threads) the proxy process used per request.',
     '"New upstream conns" counts connections the upstream accepted during the measured seconds (0: all reused).',
     '"Other load" is the largest share of the machine\'s CPU that processes outside the benchmark used while a target was measured; above a few percent, the figures are disturbed: run again on a quiet machine.',

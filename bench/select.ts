@@ -49,7 +49,11 @@ if (values.help === true) {
   --inflight <a,b>    requests kept in flight while selecting        default 0,50`);
   process.exit(0);
 }
-const list = (text: string | undefined, fallback: string): string[] => (text ?? fallback).split(',').map((s) => s.trim()).filter((s) => s !== '');
+const list = (text: string | undefined, fallback: string): string[] =>
+  (text ?? fallback)
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
 const time = Number(values.time ?? 300);
 const repeat = Number(values.repeat ?? 3);
 const sizes = list(values.sizes, '3,100,1000').map(Number);
@@ -137,11 +141,15 @@ function runCase(name: string, servers: number, inflight: number): number {
 }
 
 function runOnce(name: string, servers: number, inflight: number): number {
-  const out = execFileSync(process.execPath, [fileURLToPath(import.meta.url), '--time', String(time), '--case', `${name.replace(' ', '-')},${servers},${inflight}`], {
-    encoding: 'utf8',
-    timeout: 60_000 + time * 10,
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const out = execFileSync(
+    process.execPath,
+    [fileURLToPath(import.meta.url), '--time', String(time), '--case', `${name.replace(' ', '-')},${servers},${inflight}`],
+    {
+      encoding: 'utf8',
+      timeout: 60_000 + time * 10,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
   return (JSON.parse(out) as { ns: number }).ns;
 }
 
@@ -160,7 +168,9 @@ function markdown(rows: string[][]): string {
 
 console.log('switchyard server-selection micro-benchmark');
 for (const [k, v] of machine()) console.log(`  ${`${k}:`.padEnd(12)} ${v}`);
-console.log(`  one operation = pool.selection() + pool.select() + pool.finish(); median of ~5 ms batches over ${time} ms, fastest of ${repeat} processes per case\n`);
+console.log(
+  `  one operation = pool.selection() + pool.select() + pool.finish(); median of ~5 ms batches over ${time} ms, fastest of ${repeat} processes per case\n`,
+);
 
 for (const inflight of inflights) {
   const rows = [['Method', ...sizes.map((n) => `${n.toLocaleString('en-US')} server${n === 1 ? '' : 's'}`)]];

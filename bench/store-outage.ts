@@ -70,15 +70,6 @@ function get(url: string, headers: Record<string, string> = {}): Promise<number>
   });
 }
 
-async function until(check: () => boolean, ms: number): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) return false;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return true;
-}
-
 // ---- gateway -------------------------------------------------------------------
 
 interface Gateway {
@@ -175,7 +166,9 @@ async function main(): Promise<void> {
       const before = gw.storeErrors();
       const result = await generator.run({ url: `${gw.url}/page`, connections, duration, threads: 1, cpus: undefined, headers: { cookie: `sid=${SESSION}` } });
       phases.push({ name, result, storeErrors: gw.storeErrors() - before });
-      process.stderr.write(`${name}: ${Math.round(result.rps)} req/s, p50 ${result.p50.toFixed(2)} ms, p99 ${result.p99.toFixed(2)} ms, errors ${result.errors}\n`);
+      process.stderr.write(
+        `${name}: ${Math.round(result.rps)} req/s, p50 ${result.p50.toFixed(2)} ms, p99 ${result.p99.toFixed(2)} ms, errors ${result.errors}\n`,
+      );
     };
     const learn = async (gw: Gateway): Promise<void> => {
       if ((await get(`${gw.url}/login`)) !== 200) throw new Error('login failed');
@@ -213,7 +206,9 @@ async function main(): Promise<void> {
     const of = (name: string): Phase[] => phases.filter((p) => p.name === name);
     const p99 = (name: string): number => median(of(name).map((p) => p.result.p99));
     const base = p99('memory');
-    const tripped = tripTimes.every((ms) => Number.isFinite(ms)) ? `both breakers open ${tripTimes.join(', ')} ms after the kill` : `breakers NOT open within 5 s in some rounds (${tripTimes.join(', ')})`;
+    const tripped = tripTimes.every((ms) => Number.isFinite(ms))
+      ? `both breakers open ${tripTimes.join(', ')} ms after the kill`
+      : `breakers NOT open within 5 s in some rounds (${tripTimes.join(', ')})`;
     const lines = [
       '# Store outage: p99 of cache() + sticky learn + balance()',
       '',
@@ -234,7 +229,9 @@ async function main(): Promise<void> {
     const report = `${lines.join('\n')}\n`;
     process.stdout.write(report);
     if (values.out !== undefined) writeFileSync(values.out, report);
-    process.stdout.write(`\np99 ratio redis-down / memory: ${(p99('redis-down') / base).toFixed(2)}x (target: within 2x); redis-up / memory: ${(p99('redis-up') / base).toFixed(2)}x\n`);
+    process.stdout.write(
+      `\np99 ratio redis-down / memory: ${(p99('redis-down') / base).toFixed(2)}x (target: within 2x); redis-up / memory: ${(p99('redis-up') / base).toFixed(2)}x\n`,
+    );
   } finally {
     for (const gw of gateways) await gw.close().catch(() => undefined);
     for (const child of children) await stop(child, 2000);

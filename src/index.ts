@@ -25,7 +25,21 @@ export type {
 
 export { balance } from './balance/index.ts';
 export type { BalanceMiddleware, BalanceOptions, NextUpstreamCondition } from './balance/index.ts';
-export { DIAGNOSTICS_CHANNELS, type CacheStatusMessage, type PoolChangeMessage, type PoolStateMessage, type RequestStartMessage, type StoreErrorMessage, type UpstreamAttemptMessage, type UpstreamEndMessage, type UpstreamEndOutcome, type UpstreamErrorFailure, type UpstreamErrorMessage, type UpstreamHeaderMessage, type UpstreamServerRef } from './core/diagnostics.ts';
+export {
+  DIAGNOSTICS_CHANNELS,
+  type CacheStatusMessage,
+  type PoolChangeMessage,
+  type PoolStateMessage,
+  type RequestStartMessage,
+  type StoreErrorMessage,
+  type UpstreamAttemptMessage,
+  type UpstreamEndMessage,
+  type UpstreamEndOutcome,
+  type UpstreamErrorFailure,
+  type UpstreamErrorMessage,
+  type UpstreamHeaderMessage,
+  type UpstreamServerRef,
+} from './core/diagnostics.ts';
 export { rewrite } from './rewrite/index.ts';
 export type { Condition, ConditionOperator, RewriteFlag, RewriteOptions, RewriteRule } from './rewrite/index.ts';
 export { fromNginx } from './rewrite/nginx.ts';
@@ -33,12 +47,38 @@ export type { FromNginxOptions } from './rewrite/nginx.ts';
 export { fromApache } from './rewrite/apache.ts';
 export type { FromApacheOptions } from './rewrite/apache.ts';
 export { cache } from './cache/index.ts';
-export type { CacheCounter, CacheMiddleware, CacheOptions, CacheStats, CacheStatus, CacheWriteCounter, RequestSwitch, UseStaleCondition } from './cache/index.ts';
+export type {
+  CacheCounter,
+  CacheMiddleware,
+  CacheOptions,
+  CacheStats,
+  CacheStatus,
+  CacheWriteCounter,
+  RequestSwitch,
+  UseStaleCondition,
+} from './cache/index.ts';
 export { CacheStore, createMemoryStore } from './store/index.ts';
-export type { CacheEntry, CacheStoreEvents, CacheStoreOptions, MemoryStore, MemoryStoreOptions, StoreBreakerOptions, StoreBreakerState, StoreOption } from './store/index.ts';
+export type {
+  CacheEntry,
+  CacheStoreEvents,
+  CacheStoreOptions,
+  MemoryStore,
+  MemoryStoreOptions,
+  StoreBreakerOptions,
+  StoreBreakerState,
+  StoreOption,
+} from './store/index.ts';
 export type { IgnorableHeader, ValidCodes, ValidOption, ValidRule } from './cache/policy.ts';
 export { sticky } from './sticky/index.ts';
-export type { LearnCreateSource, LearnLookupSource, RouteSource, StickyCookieOptions, StickyLearnOptions, StickyMiddleware, StickyOptions } from './sticky/index.ts';
+export type {
+  LearnCreateSource,
+  LearnLookupSource,
+  RouteSource,
+  StickyCookieOptions,
+  StickyLearnOptions,
+  StickyMiddleware,
+  StickyOptions,
+} from './sticky/index.ts';
 export { healthCheck } from './health/index.ts';
 export type { HeaderCondition, HealthCheck, HealthCheckEvents, HealthCheckOptions, HealthClock, MatchOptions, ProbeResult } from './health/index.ts';
 export { monitor } from './monitor/index.ts';

@@ -60,7 +60,10 @@ export interface Reply {
 }
 
 /** One HTTP request on a fresh connection. */
-export function fetchText(url: string, init: { method?: string | undefined; headers?: Record<string, string> | undefined; body?: string | Buffer | undefined } = {}): Promise<Reply> {
+export function fetchText(
+  url: string,
+  init: { method?: string | undefined; headers?: Record<string, string> | undefined; body?: string | Buffer | undefined } = {},
+): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const req = request(url, { method: init.method ?? 'GET', headers: init.headers, agent: false }, (res) => {
       const chunks: Buffer[] = [];

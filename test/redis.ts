@@ -131,9 +131,11 @@ export async function privateRedis(t: TestContext): Promise<PrivateRedis> {
 export function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
   return new Promise((resolve) => {
     const timer = setTimeout(resolve, ms, false);
-    void promise.then(
-      () => resolve(true),
-      () => resolve(true),
-    ).finally(() => clearTimeout(timer));
+    void promise
+      .then(
+        () => resolve(true),
+        () => resolve(true),
+      )
+      .finally(() => clearTimeout(timer));
   });
 }

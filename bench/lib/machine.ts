@@ -43,8 +43,19 @@ function packageVersion(path: string): string {
 
 function gitRevision(): string {
   try {
-    const rev = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8', cwd: here, stdio: ['ignore', 'pipe', 'ignore'], timeout: 5000 }).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src'], { encoding: 'utf8', cwd: here, stdio: ['ignore', 'pipe', 'ignore'], timeout: 5000 }).trim() !== '';
+    const rev = execFileSync('git', ['rev-parse', '--short', 'HEAD'], {
+      encoding: 'utf8',
+      cwd: here,
+      stdio: ['ignore', 'pipe', 'ignore'],
+      timeout: 5000,
+    }).trim();
+    const dirty =
+      execFileSync('git', ['status', '--porcelain', '--', 'src'], {
+        encoding: 'utf8',
+        cwd: here,
+        stdio: ['ignore', 'pipe', 'ignore'],
+        timeout: 5000,
+      }).trim() !== '';
     return ` (git ${rev}${dirty ? ', src modified' : ''})`;
   } catch {
     return '';

@@ -51,6 +51,8 @@ http {
 export function startNginx(cpus: string | undefined, listen: number, upstream: URL, keepalive: number): { child: ChildProcess; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), 'switchyard-bench-nginx-'));
   writeFileSync(join(dir, 'nginx.conf'), nginxConfig(dir, listen, upstream, keepalive));
-  const child = spawnPinned(cpus, 'nginx', ['-p', dir, '-e', join(dir, 'error.log'), '-c', join(dir, 'nginx.conf')], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = spawnPinned(cpus, 'nginx', ['-p', dir, '-e', join(dir, 'error.log'), '-c', join(dir, 'nginx.conf')], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
   return { child, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }

@@ -70,12 +70,15 @@ app.setErrorHandler((err, _request, reply) => {
   if (err instanceof SwitchyardError) return reply.code(err.statusCode).send({ error: err.code, message: err.message });
   return reply.send(err);
 });
-app.get('/', async () => `switchyard fastify example
+app.get(
+  '/',
+  async () => `switchyard fastify example
   GET|POST /api/...     balanced over ${upstreams.map((u) => u.name).join(', ')} (least-conn, retries on 502/503)
   ws://.../chat?room=x  WebSocket, one room per server (consistent hash of $arg_room)
   GET /static/...       cached for 10 minutes (X-Cache-Status: MISS, then HIT)
   GET /app/...          sticky sessions over alpha and beta (srv_id cookie)
-`);
+`,
+);
 
 // Retries: a failed connection, a timeout, a 502 or a 503 moves the request on to the next server.
 // parseBody: Fastify parses JSON and text (re-sent upstream); other bodies stream through.

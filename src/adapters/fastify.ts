@@ -53,7 +53,8 @@ const ALL_METHODS: HTTPMethods[] = ['DELETE', 'GET', 'HEAD', 'PATCH', 'POST', 'P
 export const switchyard: FastifyPluginAsync<SwitchyardPluginOptions> = async function switchyard(fastify: FastifyInstance, options: SwitchyardPluginOptions) {
   if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'an object with use', options);
   const list = Array.isArray(options.use) ? options.use : [options.use];
-  if (list.length === 0 || list.some((m) => typeof m !== 'function')) throw new InvalidOptionError('use', 'a middleware function or a non-empty array of them', options.use);
+  if (list.length === 0 || list.some((m) => typeof m !== 'function'))
+    throw new InvalidOptionError('use', 'a middleware function or a non-empty array of them', options.use);
   const methods = options.methods ?? ALL_METHODS;
   if (!Array.isArray(methods) || methods.length === 0) throw new InvalidOptionError('methods', 'a non-empty array of HTTP methods', methods);
   if (options.parseBody !== undefined && typeof options.parseBody !== 'boolean') throw new InvalidOptionError('parseBody', 'a boolean', options.parseBody);
@@ -93,7 +94,10 @@ export const switchyard: FastifyPluginAsync<SwitchyardPluginOptions> = async fun
           // Settle once the not-found handler has answered, which can be after async
           // hooks: settling earlier makes Fastify send an empty 200 in its place.
           reply.callNotFound();
-          reply.then(() => resolve(), () => resolve());
+          reply.then(
+            () => resolve(),
+            () => resolve(),
+          );
         }
       });
     });

@@ -1,13 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duration } from '../core/duration.ts';
-import {
-  BadGatewayError,
-  BadRequestError,
-  GatewayTimeoutError,
-  InvalidOptionError,
-  NoServerAvailableError,
-  type SwitchyardError,
-} from '../core/errors.ts';
+import { BadGatewayError, BadRequestError, GatewayTimeoutError, InvalidOptionError, NoServerAvailableError, type SwitchyardError } from '../core/errors.ts';
 import { durationOption, enumOption, integerOption, objectOption, stringListOption } from '../core/options.ts';
 import { Cancellation } from '../core/cancel.ts';
 import { channels, type UpstreamEndOutcome, type UpstreamErrorFailure, type UpstreamServerRef } from '../core/diagnostics.ts';
@@ -18,7 +11,15 @@ import { poolOption, type UpstreamPool } from '../pool/index.ts';
 import { internals, type PoolInternals } from '../pool/internal.ts';
 import type { Peer } from '../pool/peer.ts';
 import { requestBody, type RequestBody } from '../proxy/body.ts';
-import { attempt, attemptTimeouts, TIMEOUT_OPTIONS, type AttemptBytes, type AttemptFailure, type AttemptResult, type AttemptTimeouts } from '../proxy/forward.ts';
+import {
+  attempt,
+  attemptTimeouts,
+  TIMEOUT_OPTIONS,
+  type AttemptBytes,
+  type AttemptFailure,
+  type AttemptResult,
+  type AttemptTimeouts,
+} from '../proxy/forward.ts';
 import { clientResponseHeaders, FORWARDING_OPTIONS, forwardingPolicy, resolveClient, upstreamRequestHeaders, type ForwardingPolicy } from '../proxy/headers.ts';
 import type { TrustProxy } from '../proxy/trust.ts';
 import { upgrade, type ProxyUpgradeHandler } from '../proxy/upgrade.ts';
@@ -76,7 +77,11 @@ export interface BalanceOptions {
   xForwarded?: boolean | undefined;
   /** Set the RFC 7239 Forwarded header upstream. @default true */
   forwarded?: boolean | undefined;
-  /** Host header sent upstream: `'upstream'` (the server's host:port, nginx's `$proxy_host`), `'client'` (the request's), or a fixed value. @default 'upstream' */
+  /**
+   * Host header sent upstream: `'upstream'` (the server's host:port, nginx's `$proxy_host`), `'client'`
+   * (the request's), or a fixed value.
+   * @default 'upstream'
+   */
   host?: 'upstream' | 'client' | (string & {}) | undefined;
   /** Bytes of a streamed request body kept so it can be replayed to the next server. @default 65536 */
   retryBodyLimit?: number | undefined;
@@ -99,7 +104,20 @@ export interface BalanceMiddleware extends Middleware {
  */
 export const kBalance: unique symbol = Symbol('switchyard.balance');
 
-const CONDITIONS: readonly NextUpstreamCondition[] = ['error', 'timeout', 'invalid_header', 'http_500', 'http_502', 'http_503', 'http_504', 'http_403', 'http_404', 'http_429', 'non_idempotent', 'off'];
+const CONDITIONS: readonly NextUpstreamCondition[] = [
+  'error',
+  'timeout',
+  'invalid_header',
+  'http_500',
+  'http_502',
+  'http_503',
+  'http_504',
+  'http_403',
+  'http_404',
+  'http_429',
+  'non_idempotent',
+  'off',
+];
 const STATUS_CONDITIONS = new Map<number, NextUpstreamCondition>([
   [500, 'http_500'],
   [502, 'http_502'],
@@ -111,7 +129,15 @@ const STATUS_CONDITIONS = new Map<number, NextUpstreamCondition>([
 ]);
 const NON_IDEMPOTENT = new Set(['POST', 'LOCK', 'PATCH']);
 /** The keys of {@link BalanceOptions}. */
-const BALANCE_OPTIONS = ['nextUpstream', 'tries', 'nextUpstreamTimeout', ...TIMEOUT_OPTIONS, ...FORWARDING_OPTIONS, 'retryBodyLimit', 'noServerStatus'] as const satisfies ReadonlyArray<keyof BalanceOptions>;
+const BALANCE_OPTIONS = [
+  'nextUpstream',
+  'tries',
+  'nextUpstreamTimeout',
+  ...TIMEOUT_OPTIONS,
+  ...FORWARDING_OPTIONS,
+  'retryBodyLimit',
+  'noServerStatus',
+] as const satisfies ReadonlyArray<keyof BalanceOptions>;
 
 interface Resolved {
   next: ReadonlySet<NextUpstreamCondition>;
@@ -125,9 +151,15 @@ interface Resolved {
 
 function resolve(options: BalanceOptions): Resolved {
   objectOption(options, '', BALANCE_OPTIONS);
-  const list = stringListOption(options.nextUpstream, 'nextUpstream', DEFAULT_NEXT_UPSTREAM, 'an array of conditions such as ["error", "timeout", "http_502"]', (c, path) => {
-    enumOption(c, path, CONDITIONS, 'off');
-  }) as readonly NextUpstreamCondition[];
+  const list = stringListOption(
+    options.nextUpstream,
+    'nextUpstream',
+    DEFAULT_NEXT_UPSTREAM,
+    'an array of conditions such as ["error", "timeout", "http_502"]',
+    (c, path) => {
+      enumOption(c, path, CONDITIONS, 'off');
+    },
+  ) as readonly NextUpstreamCondition[];
   if (list.includes('off') && list.length > 1) throw new InvalidOptionError('nextUpstream', '"off" alone', list);
   return Object.freeze({
     next: new Set(list.includes('off') ? [] : list),
@@ -250,7 +282,8 @@ async function proxy(pool: UpstreamPool, inner: PoolInternals, o: Resolved, ex: 
       const headers = upstreamRequestHeaders(ex, o.policy, peer.target.authority, body.framing, peer.target.auth);
       // What the upstream is told: cache() checks its key against it before storing the answer.
       ex.upstreamRequestHeaders = headers;
-      if (channels.upstreamAttempt.hasSubscribers) channels.upstreamAttempt.publish({ ex, pool: pool.name, server: serverRef(peer), attempt: attempts, method, path, headers });
+      if (channels.upstreamAttempt.hasSubscribers)
+        channels.upstreamAttempt.publish({ ex, pool: pool.name, server: serverRef(peer), attempt: attempts, method, path, headers });
       result = await attempt(inner, peer, method, path, headers, body, o.timeouts, gone);
     } catch (err) {
       // Not the server's doing (node:http refused the request as built): release it and fail the request.
@@ -293,7 +326,8 @@ async function proxy(pool: UpstreamPool, inner: PoolInternals, o: Resolved, ex: 
     const { response, request, headerTime } = result;
     const status = response.statusCode ?? 502;
     const inflightDone = inner.header(peer, headerTime);
-    if (channels.upstreamHeader.hasSubscribers) channels.upstreamHeader.publish({ ex, pool: pool.name, server: serverRef(peer), attempt: attempts, status, headerTime, response });
+    if (channels.upstreamHeader.hasSubscribers)
+      channels.upstreamHeader.publish({ ex, pool: pool.name, server: serverRef(peer), attempt: attempts, status, headerTime, response });
     const condition = STATUS_CONDITIONS.get(status);
     if (condition !== undefined && tries > 0 && canRetry(o, condition, tries, deadline, method, true, body)) {
       body.detach();
@@ -301,7 +335,12 @@ async function proxy(pool: UpstreamPool, inner: PoolInternals, o: Resolved, ex: 
       if (!request.writableEnded) request.destroy();
       else response.resume();
       count(inner, peer, result.bytes);
-      inner.finish(peer, status === 403 || status === 404 ? 'next' : 'failed', { header: headerTime, response: performance.now() - started, inflightDone }, status);
+      inner.finish(
+        peer,
+        status === 403 || status === 404 ? 'next' : 'failed',
+        { header: headerTime, response: performance.now() - started, inflightDone },
+        status,
+      );
       if (channels.upstreamEnd.hasSubscribers) publishEnd(ex, pool, peer, attempts, status, 'next', result.bytes, started);
       ex.upstreamStatus.push(status);
       continue;
@@ -316,11 +355,28 @@ function serverRef(peer: Peer): UpstreamServerRef {
   return { id: peer.id, name: peer.name };
 }
 
-function publishError(ex: Exchange, pool: UpstreamPool, peer: Peer | undefined, attempt: number, failure: UpstreamErrorFailure, error: Error, retry: boolean): void {
+function publishError(
+  ex: Exchange,
+  pool: UpstreamPool,
+  peer: Peer | undefined,
+  attempt: number,
+  failure: UpstreamErrorFailure,
+  error: Error,
+  retry: boolean,
+): void {
   channels.upstreamError.publish({ ex, pool: pool.name, server: peer === undefined ? undefined : serverRef(peer), attempt, failure, error, retry });
 }
 
-function publishEnd(ex: Exchange, pool: UpstreamPool, peer: Peer, attempt: number, status: number, outcome: UpstreamEndOutcome, bytes: AttemptBytes, started: number): void {
+function publishEnd(
+  ex: Exchange,
+  pool: UpstreamPool,
+  peer: Peer,
+  attempt: number,
+  status: number,
+  outcome: UpstreamEndOutcome,
+  bytes: AttemptBytes,
+  started: number,
+): void {
   channels.upstreamEnd.publish({
     ex,
     pool: pool.name,
@@ -373,7 +429,8 @@ function relay(
     if (!request.writableEnded) request.destroy();
     count(inner, peer, result.bytes);
     inner.finish(peer, 'ok', { header: headerTime, response: performance.now() - started, inflightDone }, response.statusCode ?? 0);
-    if (channels.upstreamEnd.hasSubscribers) publishEnd(ex, pool, peer, attempt, response.statusCode ?? 0, response.complete ? 'complete' : 'aborted', result.bytes, started);
+    if (channels.upstreamEnd.hasSubscribers)
+      publishEnd(ex, pool, peer, attempt, response.statusCode ?? 0, response.complete ? 'complete' : 'aborted', result.bytes, started);
   };
   const onClientClose = (): void => {
     if (!response.complete) {

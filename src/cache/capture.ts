@@ -48,7 +48,9 @@ function upstreamHeaders(all: string[], preset: readonly string[] | undefined, a
   if ((preset === undefined || preset.length === 0) && (added === undefined || added.length === 0)) return all;
   const skip = new Set(preset);
   const extra = new Map<string, number>();
-  if (added !== undefined) for (let i = 0; i < added.length; i += 2) extra.set(`${added[i]!.toLowerCase()}\n${added[i + 1]}`, (extra.get(`${added[i]!.toLowerCase()}\n${added[i + 1]}`) ?? 0) + 1);
+  if (added !== undefined)
+    for (let i = 0; i < added.length; i += 2)
+      extra.set(`${added[i]!.toLowerCase()}\n${added[i + 1]}`, (extra.get(`${added[i]!.toLowerCase()}\n${added[i + 1]}`) ?? 0) + 1);
   const out: string[] = [];
   for (let i = 0; i < all.length; i += 2) {
     const name = all[i]!.toLowerCase();
@@ -75,7 +77,10 @@ function planUpstream(ctx: CacheContext, req: IncomingMessage, ex: Exchange, sta
   for (const name of CLIENT_CONDITIONALS) if (req.headers[name] !== undefined) (changes ??= new Map()).set(name, null);
   let revalidating = false;
   if (revalidate && stale !== undefined && (stale.status === 200 || stale.status === 206)) {
-    for (const [header, validator] of [['etag', 'if-none-match'], ['last-modified', 'if-modified-since']] as const) {
+    for (const [header, validator] of [
+      ['etag', 'if-none-match'],
+      ['last-modified', 'if-modified-since'],
+    ] as const) {
       const value = entryHeader(stale.headers, header);
       if (value === undefined) continue;
       changes ??= new Map();

@@ -7,7 +7,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { IncomingMessage, OutgoingHttpHeader, OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import { Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import type { ConnectionFacts } from '../core/exchange.ts';
 import { flatten, pushHeader, toBuffer, type InterceptHooks } from './intercept.ts';
 
@@ -19,7 +19,13 @@ type Callback = (err?: Error | null) => void;
  */
 export function connectionFacts(req: IncomingMessage): ConnectionFacts {
   const real = req.socket as Socket | undefined;
-  return { remoteAddress: real?.remoteAddress, remotePort: real?.remotePort, remoteFamily: real?.remoteFamily, localAddress: real?.localAddress, localPort: real?.localPort };
+  return {
+    remoteAddress: real?.remoteAddress,
+    remotePort: real?.remotePort,
+    remoteFamily: real?.remoteFamily,
+    localAddress: real?.localAddress,
+    localPort: real?.localPort,
+  };
 }
 
 /**
@@ -92,7 +98,20 @@ class DetachedSocket extends EventEmitter implements ConnectionFacts {
 }
 
 /** The response methods the rest of the chain may call, which a detached response takes over. */
-const TAKEN_OVER = ['writeHead', 'write', 'end', 'flushHeaders', 'setHeader', 'appendHeader', 'getHeader', 'getHeaders', 'getHeaderNames', 'hasHeader', 'removeHeader', 'destroy'] as const;
+const TAKEN_OVER = [
+  'writeHead',
+  'write',
+  'end',
+  'flushHeaders',
+  'setHeader',
+  'appendHeader',
+  'getHeader',
+  'getHeaders',
+  'getHeaderNames',
+  'hasHeader',
+  'removeHeader',
+  'destroy',
+] as const;
 
 /**
  * The stand-in for the client's response during a background update: a header store of its own,

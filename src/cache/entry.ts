@@ -13,7 +13,16 @@ import { expectedForwarding, listValue } from './forwarding.ts';
 import { headerValues, type Freshness } from './policy.ts';
 
 /** Not kept in an entry: per-connection or per-response framing, and cookies (never shared). */
-export const NOT_STORED: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length', 'set-cookie', 'proxy-connection', 'trailer', 'upgrade']);
+export const NOT_STORED: ReadonlySet<string> = new Set([
+  'connection',
+  'keep-alive',
+  'transfer-encoding',
+  'content-length',
+  'set-cookie',
+  'proxy-connection',
+  'trailer',
+  'upgrade',
+]);
 
 /** An entry's freshness, kept in its `meta`. Times in milliseconds. */
 export interface Meta {
@@ -31,7 +40,12 @@ export interface Meta {
 export function metaOf(entry: CacheEntry): Meta | undefined {
   const m = entry.meta as Partial<Meta> | undefined;
   if (m === undefined || typeof m.expiresAt !== 'number') return undefined;
-  return { expiresAt: m.expiresAt, swr: typeof m.swr === 'number' ? m.swr : 0, sie: typeof m.sie === 'number' ? m.sie : 0, ...(Array.isArray(m.vary) ? { vary: m.vary.map(String) } : {}) };
+  return {
+    expiresAt: m.expiresAt,
+    swr: typeof m.swr === 'number' ? m.swr : 0,
+    sie: typeof m.sie === 'number' ? m.sie : 0,
+    ...(Array.isArray(m.vary) ? { vary: m.vary.map(String) } : {}),
+  };
 }
 
 /** Whether a shared cache may answer a request with `Authorization` from `entry` (RFC 9111 §3.5). */
@@ -85,7 +99,16 @@ export interface SaveSettings {
 }
 
 /** Stores a complete response under `base` (and its Vary variant); resolves whether the store took it. */
-export async function saveEntry(store: CacheStore, settings: SaveSettings, base: string, ex: Exchange, status: number, headers: readonly string[], body: Buffer, f: Freshness): Promise<boolean> {
+export async function saveEntry(
+  store: CacheStore,
+  settings: SaveSettings,
+  base: string,
+  ex: Exchange,
+  status: number,
+  headers: readonly string[],
+  body: Buffer,
+  f: Freshness,
+): Promise<boolean> {
   const statusHeader = settings.statusHeader?.toLowerCase();
   const kept: string[] = [];
   for (let i = 0; i < headers.length; i += 2) {
@@ -100,7 +123,13 @@ export async function saveEntry(store: CacheStore, settings: SaveSettings, base:
     meta.vary = [...f.vary];
     // Forwarding headers vary by what balance() sent upstream, not by what the client sent.
     const sent = ex.upstreamRequestHeaders;
-    const marker: CacheEntry = { status: 204, headers: [], body: Buffer.alloc(0), storedAt: t, meta: { expiresAt: f.expiresAt, swr: 0, sie: 0, vary: [...f.vary], variants: true, sent: sent !== undefined } };
+    const marker: CacheEntry = {
+      status: 204,
+      headers: [],
+      body: Buffer.alloc(0),
+      storedAt: t,
+      meta: { expiresAt: f.expiresAt, swr: 0, sie: 0, vary: [...f.vary], variants: true, sent: sent !== undefined },
+    };
     await store.set(base, marker, ttl);
     key = variantKey(base, f.vary, ex.req, sent);
   }

@@ -122,7 +122,16 @@ export function resolveOrigin(ex: Exchange, trust: TrustTest): Origin | undefine
     // From anyone else balance() drops the client's own (and sets Forwarded itself).
     if (!trusted && (name === 'forwarded' || fromClient(req, name))) continue;
     const text = Array.isArray(value) ? value.join(', ') : value;
-    (facts ??= []).push(name === 'forwarded' ? [name, forwardedParams(text).map(([k, v]) => `${k}=${v}`).join(';')] : [name, text]);
+    (facts ??= []).push(
+      name === 'forwarded'
+        ? [
+            name,
+            forwardedParams(text)
+              .map(([k, v]) => `${k}=${v}`)
+              .join(';'),
+          ]
+        : [name, text],
+    );
   }
   facts?.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
   return { scheme: ex.scheme, host: keyHost(host, req), trusted, facts: facts ?? NO_FACTS };

@@ -15,7 +15,15 @@ import { resolveCacheOptions, type CacheOptions } from './options.ts';
 import { Purger } from './purge.ts';
 import { CacheCounters, type CacheStats } from './stats.ts';
 
-export { DEFAULT_CACHE_BODIES, DEFAULT_CACHE_TRUST_PROXY, DEFAULT_LOCK_AGE, DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_ENTRY_SIZE, DEFAULT_STATUS_HEADER, DEFAULT_UNKEYED_HEADERS } from './options.ts';
+export {
+  DEFAULT_CACHE_BODIES,
+  DEFAULT_CACHE_TRUST_PROXY,
+  DEFAULT_LOCK_AGE,
+  DEFAULT_LOCK_TIMEOUT,
+  DEFAULT_MAX_ENTRY_SIZE,
+  DEFAULT_STATUS_HEADER,
+  DEFAULT_UNKEYED_HEADERS,
+} from './options.ts';
 export type { CacheOptions, CacheStatus, RequestSwitch, UseStaleCondition } from './options.ts';
 export type { CacheCounter, CacheStats, CacheWriteCounter } from './stats.ts';
 

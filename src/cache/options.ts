@@ -159,13 +159,51 @@ export const DEFAULT_LOCK_AGE = '5s';
 /** Default of {@link CacheOptions.maxEntrySize}. */
 export const DEFAULT_MAX_ENTRY_SIZE = 1024 * 1024;
 
-const USE_STALE: readonly UseStaleCondition[] = ['error', 'timeout', 'invalid_header', 'updating', 'http_500', 'http_502', 'http_503', 'http_504', 'http_403', 'http_404', 'http_429'];
+const USE_STALE: readonly UseStaleCondition[] = [
+  'error',
+  'timeout',
+  'invalid_header',
+  'updating',
+  'http_500',
+  'http_502',
+  'http_503',
+  'http_504',
+  'http_403',
+  'http_404',
+  'http_429',
+];
 
 /** Every key of {@link CacheOptions}: any other is refused, naming the nearest of these. */
 const CACHE_OPTIONS = [
-  'name', 'store', 'memory', 'namespace', 'storeTimeout', 'storeBreaker', 'key', 'trustProxy', 'cacheBodies', 'methods', 'convertHead', 'minUses',
-  'bypass', 'noCache', 'statusHeader', 'useStale', 'backgroundUpdate', 'lock', 'lockTimeout', 'lockAge', 'revalidate', 'maxEntrySize',
-  'staleRetention', 'purge', 'unkeyedHeaders', 'now', 'valid', 'ignoreHeaders', 'authorized',
+  'name',
+  'store',
+  'memory',
+  'namespace',
+  'storeTimeout',
+  'storeBreaker',
+  'key',
+  'trustProxy',
+  'cacheBodies',
+  'methods',
+  'convertHead',
+  'minUses',
+  'bypass',
+  'noCache',
+  'statusHeader',
+  'useStale',
+  'backgroundUpdate',
+  'lock',
+  'lockTimeout',
+  'lockAge',
+  'revalidate',
+  'maxEntrySize',
+  'staleRetention',
+  'purge',
+  'unkeyedHeaders',
+  'now',
+  'valid',
+  'ignoreHeaders',
+  'authorized',
 ] as const satisfies ReadonlyArray<keyof CacheOptions>;
 
 /** Refuses `value` (at `path`) unless it is a token such as an HTTP method or header name. */
@@ -186,12 +224,12 @@ function compileSwitch(value: RequestSwitch | undefined, option: string): Check 
     throw new InvalidOptionError(option, 'a predicate (req, ex) => boolean, or strings with nginx variables', value);
   }
   const templates = list.map((t, i) => compileTemplate(t, `${option}[${i}]`));
-  return (_req, ex) => templates.some((t) => {
-    const v = t(ex);
-    return v !== '' && v !== '0';
-  });
+  return (_req, ex) =>
+    templates.some((t) => {
+      const v = t(ex);
+      return v !== '' && v !== '0';
+    });
 }
-
 
 /** A user's `key` option compiled: the request's key before the cache's own suffixes. */
 export type KeyFunction = (req: IncomingMessage, ex: Exchange) => string;
@@ -261,7 +299,9 @@ export function resolveCacheOptions(options: CacheOptions): CacheSettings {
   const retention = durationOption(options.staleRetention, 'staleRetention', DEFAULT_INACTIVE);
   const trust = compileTrust(options.trustProxy ?? DEFAULT_CACHE_TRUST_PROXY, 'trustProxy');
   const cacheBodies = booleanOption(options.cacheBodies, 'cacheBodies', DEFAULT_CACHE_BODIES);
-  const unkeyed = stringListOption(options.unkeyedHeaders, 'unkeyedHeaders', DEFAULT_UNKEYED_HEADERS, 'an array of header names', token('a header name')).map((h) => h.toLowerCase());
+  const unkeyed = stringListOption(options.unkeyedHeaders, 'unkeyedHeaders', DEFAULT_UNKEYED_HEADERS, 'an array of header names', token('a header name')).map(
+    (h) => h.toLowerCase(),
+  );
   const unkeyedForwarding = unkeyed.filter((h) => isForwardingHeader(h));
   const unkeyedOthers = unkeyed.filter((h) => !isForwardingHeader(h));
 

@@ -41,10 +41,7 @@ export type ValidCodes = number | readonly number[] | 'any';
  * A time of `0` matches but stores nothing, so `[[404, 0], ['any', '1m']]` caches
  * everything but 404.
  */
-export type ValidOption =
-  | Duration
-  | Readonly<Record<string, Duration>>
-  | ReadonlyArray<readonly [ValidCodes, Duration]>;
+export type ValidOption = Duration | Readonly<Record<string, Duration>> | ReadonlyArray<readonly [ValidCodes, Duration]>;
 
 /** One compiled `valid` entry. */
 export interface ValidRule {
@@ -380,7 +377,10 @@ export function freshness(
     const values = headerValues(headers, 'vary');
     if (values.length > 0) {
       const text = values.join(', ');
-      const names = text.split(',').map((v) => v.trim().toLowerCase()).filter((v) => v !== '');
+      const names = text
+        .split(',')
+        .map((v) => v.trim().toLowerCase())
+        .filter((v) => v !== '');
       if (names.includes('*')) return notStored('vary-star', now);
       if (Buffer.byteLength(text) > MAX_VARY_LENGTH) return notStored('vary-too-long', now);
       if (names.length > 0) vary = Object.freeze(names);
@@ -484,7 +484,9 @@ export function parseHttpDate(text: string): number | undefined {
   }
   const month = MONTHS.indexOf(parts[1].toLowerCase());
   const day = Number(parts[0].trim());
-  const hour = Number(parts[3]), minute = Number(parts[4]), second = Number(parts[5]);
+  const hour = Number(parts[3]),
+    minute = Number(parts[4]),
+    second = Number(parts[5]);
   if (month < 0 || day < 1 || hour > 23 || minute > 59 || second > 60) return undefined;
   const ms = Date.UTC(parts[2], month, day, hour, minute, second);
   if (new Date(ms).getUTCDate() !== day && second !== 60) return undefined;

@@ -134,7 +134,14 @@ const NOT_FOR_304 = new Set(['content-length', 'content-range', 'accept-ranges',
  */
 export function serveEntry(res: ServerResponse, method: string, entry: CacheEntry, c: Conditionals, statusHeader: string | undefined, status: string): number {
   // The common case (a HIT without conditions): the header list is built once per entry.
-  if (status === 'HIT' && c['if-none-match'] === undefined && c['if-modified-since'] === undefined && c.range === undefined && c['if-match'] === undefined && c['if-unmodified-since'] === undefined) {
+  if (
+    status === 'HIT' &&
+    c['if-none-match'] === undefined &&
+    c['if-modified-since'] === undefined &&
+    c.range === undefined &&
+    c['if-match'] === undefined &&
+    c['if-unmodified-since'] === undefined
+  ) {
     let wire = hitHeaders.get(entry);
     if (wire === undefined || wire.statusHeader !== statusHeader) {
       const list = entry.headers.slice();

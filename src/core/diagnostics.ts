@@ -275,7 +275,18 @@ if (debug.enabled) {
   });
   channels.upstreamEnd.subscribe((m) => {
     const { ex, pool, server, attempt, status, outcome, bytesSent, bytesReceived, responseTime } = m as UpstreamEndMessage;
-    debug('pool %s: %s attempt %d: %s %d %s, %d bytes sent, %d received, %sms', pool, target(ex), attempt, server.id, status, outcome, bytesSent, bytesReceived, ms(responseTime));
+    debug(
+      'pool %s: %s attempt %d: %s %d %s, %d bytes sent, %d received, %sms',
+      pool,
+      target(ex),
+      attempt,
+      server.id,
+      status,
+      outcome,
+      bytesSent,
+      bytesReceived,
+      ms(responseTime),
+    );
   });
   channels.upstreamError.subscribe((m) => {
     const { ex, pool, server, attempt, failure, error, retry } = m as UpstreamErrorMessage;

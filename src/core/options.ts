@@ -179,7 +179,13 @@ export function stringOption(value: unknown, path: string, fallback: string | un
 }
 
 /** An array of strings, each checked by `item` when given (which throws naming `path[i]`); `fallback` when absent. @internal */
-export function stringListOption(value: unknown, path: string, fallback: readonly string[], expected: string, item?: (entry: string, path: string) => void): readonly string[] {
+export function stringListOption(
+  value: unknown,
+  path: string,
+  fallback: readonly string[],
+  expected: string,
+  item?: (entry: string, path: string) => void,
+): readonly string[] {
   if (value === undefined) return fallback;
   if (!Array.isArray(value)) throw new InvalidOptionError(path, expected, value);
   value.forEach((entry: unknown, i) => {

@@ -107,7 +107,23 @@ export const DEFAULT_HEALTH_TIMEOUT = '5s';
 export const DEFAULT_HEALTH_NAME = 'health';
 
 /** The keys of {@link HealthCheckOptions}. */
-const HEALTH_OPTIONS = ['uri', 'interval', 'jitter', 'fails', 'passes', 'timeout', 'port', 'method', 'headers', 'match', 'mandatory', 'persistent', 'name', 'clock', 'random'] as const satisfies ReadonlyArray<keyof HealthCheckOptions>;
+const HEALTH_OPTIONS = [
+  'uri',
+  'interval',
+  'jitter',
+  'fails',
+  'passes',
+  'timeout',
+  'port',
+  'method',
+  'headers',
+  'match',
+  'mandatory',
+  'persistent',
+  'name',
+  'clock',
+  'random',
+] as const satisfies ReadonlyArray<keyof HealthCheckOptions>;
 /** Most body bytes a probe reads (NGINX Plus: 256k). */
 export const MAX_PROBE_BODY = 256 * 1024;
 
@@ -125,7 +141,6 @@ const realClock: HealthClock = {
     clearTimeout(handle as NodeJS.Timeout);
   },
 };
-
 
 interface ServerCheck {
   peer: Peer;
@@ -158,7 +173,10 @@ interface ServerCheck {
 export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}): HealthCheck {
   poolOption(pool);
   objectOption(options, '', HEALTH_OPTIONS);
-  const uri = stringOption(options.uri, 'uri', '/', { pattern: /^\/[^\s\u0000-\u001f\u007f]*$/, expected: 'a path starting with "/" without spaces or control characters' });
+  const uri = stringOption(options.uri, 'uri', '/', {
+    pattern: /^\/[^\s\u0000-\u001f\u007f]*$/,
+    expected: 'a path starting with "/" without spaces or control characters',
+  });
   const interval = durationOption(options.interval, 'interval', DEFAULT_HEALTH_INTERVAL, true);
   const jitter = durationOption(options.jitter, 'jitter', 0);
   const fails = integerOption(options.fails, 'fails', 1, { min: 1 });
@@ -168,10 +186,12 @@ export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}
   const method = stringOption(options.method, 'method', 'GET', { pattern: TOKEN, expected: 'an HTTP method' }).toUpperCase();
   const headers: Record<string, string> = {};
   if (options.headers !== undefined) {
-    if (options.headers === null || typeof options.headers !== 'object') throw new InvalidOptionError('headers', 'an object of header names to values', options.headers);
+    if (options.headers === null || typeof options.headers !== 'object')
+      throw new InvalidOptionError('headers', 'an object of header names to values', options.headers);
     for (const [name, value] of Object.entries(options.headers)) {
       if (!TOKEN.test(name)) throw new InvalidOptionError(`headers.${name}`, 'a header name', name);
-      if (typeof value !== 'string' || /[\r\n\u0000]/.test(value)) throw new InvalidOptionError(`headers.${name}`, 'a header value without CR, LF or NUL', value);
+      if (typeof value !== 'string' || /[\r\n\u0000]/.test(value))
+        throw new InvalidOptionError(`headers.${name}`, 'a header value without CR, LF or NUL', value);
       headers[name.toLowerCase()] = value;
     }
   }
@@ -180,7 +200,13 @@ export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}
   const persistent = booleanOption(options.persistent, 'persistent', false);
   const name = stringOption(options.name, 'name', DEFAULT_HEALTH_NAME, { nonEmpty: true });
   const clock = options.clock ?? realClock;
-  if (typeof clock !== 'object' || clock === null || typeof clock.now !== 'function' || typeof clock.setTimeout !== 'function' || typeof clock.clearTimeout !== 'function') {
+  if (
+    typeof clock !== 'object' ||
+    clock === null ||
+    typeof clock.now !== 'function' ||
+    typeof clock.setTimeout !== 'function' ||
+    typeof clock.clearTimeout !== 'function'
+  ) {
     throw new InvalidOptionError('clock', 'an object with now, setTimeout and clearTimeout', clock);
   }
   const random = randomOption(options.random);
@@ -194,7 +220,17 @@ export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}
   const mark = (s: ServerCheck): void => inner.healthMark(s.peer, id, !s.healthy, s.pending);
 
   const track = (peer: Peer, gate: boolean): ServerCheck => {
-    const s: ServerCheck = { peer, timer: undefined, probe: undefined, running: undefined, passesInARow: 0, failsInARow: 0, healthy: true, pending: gate, first: undefined };
+    const s: ServerCheck = {
+      peer,
+      timer: undefined,
+      probe: undefined,
+      running: undefined,
+      passesInARow: 0,
+      failsInARow: 0,
+      healthy: true,
+      pending: gate,
+      first: undefined,
+    };
     servers.set(peer.id, s);
     if (gate) mark(s);
     return s;
@@ -281,7 +317,8 @@ export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}
       };
       timer = clock.setTimeout(() => done(false, res?.statusCode, 'timeout'), timeout);
       const requestHeaders: Record<string, string> = { host: target.authority, 'user-agent': 'switchyard-health-check', connection: 'close', ...headers };
-      if (target.auth !== undefined && requestHeaders.authorization === undefined) requestHeaders.authorization = `Basic ${Buffer.from(target.auth).toString('base64')}`;
+      if (target.auth !== undefined && requestHeaders.authorization === undefined)
+        requestHeaders.authorization = `Basic ${Buffer.from(target.auth).toString('base64')}`;
       // A connection of its own (agent: false): a probe tests connecting, and never waits behind requests for a socket.
       const requestOptions = { host: target.hostname, port: port ?? target.port, method, path: uri, headers: requestHeaders, agent: false as const };
       try {

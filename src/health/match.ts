@@ -72,7 +72,6 @@ export interface CompiledMatch {
 type StatusTest = (status: number) => boolean;
 type HeaderTest = { name: string; describe: string; test: (value: string | undefined) => boolean };
 
-
 function code(value: unknown, path: string): number {
   const n = typeof value === 'string' && /^\d{3}$/.test(value) ? Number(value) : value;
   if (typeof n !== 'number' || !Number.isInteger(n) || n < 100 || n > 599) throw new InvalidOptionError(path, 'a status code from 100 to 599', value);
@@ -155,7 +154,11 @@ function fromLine(line: unknown, path: string): HeaderTest {
   }
   const name = headerName(m[1], path);
   const value = unquote(m[3]!);
-  return fromCondition(name, m[2] === '=' ? value : m[2] === '!=' ? { notEquals: value } : m[2] === '~' ? regex(value, path) : { notMatches: regex(value, path) }, path);
+  return fromCondition(
+    name,
+    m[2] === '=' ? value : m[2] === '!=' ? { notEquals: value } : m[2] === '~' ? regex(value, path) : { notMatches: regex(value, path) },
+    path,
+  );
 }
 
 function fromCondition(name: string, c: HeaderCondition, path: string): HeaderTest {
@@ -214,7 +217,8 @@ export function compileMatch(match: MatchOptions | undefined, path = 'match'): C
   if (m.headers !== undefined) {
     if (Array.isArray(m.headers)) m.headers.forEach((line: unknown, i: number) => headers.push(fromLine(line, `${path}.headers[${i}]`)));
     else if (typeof m.headers === 'object' && m.headers !== null) {
-      for (const [name, c] of Object.entries(m.headers as Record<string, HeaderCondition>)) headers.push(fromCondition(headerName(name, `${path}.headers`), c, `${path}.headers.${name}`));
+      for (const [name, c] of Object.entries(m.headers as Record<string, HeaderCondition>))
+        headers.push(fromCondition(headerName(name, `${path}.headers`), c, `${path}.headers.${name}`));
     } else throw new InvalidOptionError(`${path}.headers`, 'a list of nginx header conditions or an object of conditions', m.headers);
   }
   const body = compileBody(m.body, `${path}.body`);

@@ -59,7 +59,12 @@ export function peerJson(s: ServerStats) {
     received: s.received,
     fails: s.fails,
     unavail: s.unavail,
-    health_checks: { checks: s.healthChecks.checks, fails: s.healthChecks.fails, unhealthy: s.healthChecks.unhealthy, ...(s.healthChecks.lastPassed === undefined ? {} : { last_passed: s.healthChecks.lastPassed }) },
+    health_checks: {
+      checks: s.healthChecks.checks,
+      fails: s.healthChecks.fails,
+      unhealthy: s.healthChecks.unhealthy,
+      ...(s.healthChecks.lastPassed === undefined ? {} : { last_passed: s.healthChecks.lastPassed }),
+    },
     downtime: s.downtime,
     ...(s.downstart === undefined ? {} : { downstart: s.downstart }),
     ...(s.selected === undefined ? {} : { selected: s.selected }),
@@ -160,7 +165,8 @@ function checkType(name: string, field: ServerField, value: unknown): void {
     }
     if (ms < 0 || ms > MAX_DURATION) throw new ApiError(400, field.apiError, `invalid "${name}" value: ${value} is out of range (at most a day)`);
   }
-  if (kind === 'integer' && (value as number) < (field.min ?? 0)) throw new ApiError(400, field.apiError, `invalid "${name}" value: ${String(value)} is out of range`);
+  if (kind === 'integer' && (value as number) < (field.min ?? 0))
+    throw new ApiError(400, field.apiError, `invalid "${name}" value: ${String(value)} is out of range`);
 }
 
 function expected(field: ServerField): string {
@@ -173,7 +179,8 @@ function expected(field: ServerField): string {
 function plainObject(body: unknown): Record<string, unknown> {
   if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new ApiError(400, 'UpstreamConfFormatError', 'the body must be a JSON object');
   for (const [k, v] of Object.entries(body)) {
-    if (v !== null && typeof v === 'object') throw new ApiError(400, 'UpstreamConfFormatError', `invalid "${k}" value: nested objects and lists are not accepted`);
+    if (v !== null && typeof v === 'object')
+      throw new ApiError(400, 'UpstreamConfFormatError', `invalid "${k}" value: nested objects and lists are not accepted`);
   }
   return body as Record<string, unknown>;
 }
@@ -186,7 +193,8 @@ export function serverFromBody(body: unknown): ServerOptions {
     const field = API_FIELDS.get(name);
     if (field === undefined) throw new ApiError(400, 'UpstreamConfFormatError', `unknown parameter "${name}"`);
     checkType(name, field, value);
-    if (field.kind === 'url' && out[field.name] !== undefined) throw new ApiError(400, 'UpstreamConfFormatError', `give "${field.api}" or "${URL_FIELD}", not both`);
+    if (field.kind === 'url' && out[field.name] !== undefined)
+      throw new ApiError(400, 'UpstreamConfFormatError', `give "${field.api}" or "${URL_FIELD}", not both`);
     out[field.name] = field.kind === 'url' ? urlOf(value as string) : value;
   }
   if (out.url === undefined) throw new ApiError(400, 'UpstreamConfFormatError', 'missing "server"');

@@ -119,14 +119,16 @@ export const DASHBOARD_JS = String.raw`'use strict';
     if (names.length === 0) root.appendChild(el('p', { className: 'empty', text: 'No upstreams.' }));
     names.forEach(function (name) {
       var u = upstreams[name];
-      var head = ['Server', 'State', 'Weight', 'Active', 'Req/s', 'Requests', '1xx / 2xx / 3xx / 4xx / 5xx', 'Fails', 'Unavail', 'Health checks', 'Response ms'];
+      var head = ['Server', 'State', 'Weight', 'Active', 'Req/s', 'Requests', '1xx / 2xx / 3xx / 4xx / 5xx'];
+      head.push('Fails', 'Unavail', 'Health checks', 'Response ms');
       if (canWrite) head.push('');
       var rows = u.peers.map(function (p) {
         var key = name + '\u0000' + p.id;
         var before = previous[key];
         var rate = before === undefined || elapsed <= 0 ? 0 : Math.max(0, (p.requests - before) / elapsed);
         previous[key] = p.requests;
-        var hc = p.health_checks.checks === 0 ? '-' : p.health_checks.checks + ' / ' + p.health_checks.fails + ' failed' + (p.health_checks.last_passed === false ? ', last failed' : '');
+        var checks = p.health_checks;
+        var hc = checks.checks === 0 ? '-' : checks.checks + ' / ' + checks.fails + ' failed' + (checks.last_passed === false ? ', last failed' : '');
         var cells = [
           el('td', { text: p.id, title: p.server }),
           el('td', {}, [el('span', { className: 'state state-' + p.state, 'data-state': p.state, text: p.state })]),
@@ -156,7 +158,8 @@ export const DASHBOARD_JS = String.raw`'use strict';
       var list = series[name] || (series[name] = []);
       list.push(rate);
       if (list.length > HISTORY) list.shift();
-      root.appendChild(el('h3', { text: name + ' (' + u.peers.length + ' servers, ' + u.keepalive + ' idle connections' + (u.zombies ? ', ' + u.zombies + ' removed in flight' : '') + ')' }));
+      var zombies = u.zombies ? ', ' + u.zombies + ' removed in flight' : '';
+      root.appendChild(el('h3', { text: name + ' (' + u.peers.length + ' servers, ' + u.keepalive + ' idle connections' + zombies + ')' }));
       root.appendChild(el('table', { 'data-upstream': name }, [
         el('thead', {}, [el('tr', {}, head.map(function (h) { return el('th', { text: h }); }))]),
         el('tbody', {}, rows)
@@ -227,7 +230,8 @@ export const DASHBOARD_JS = String.raw`'use strict';
       var elapsed = last === 0 ? 0 : (now - last) / 1000;
       last = now;
       canWrite = r[0].write === true;
-      document.getElementById('summary').textContent = 'version ' + r[0].version + ', up ' + r[0].uptime + ' s, ' + r[3].total + ' requests' + (canWrite ? ', changes allowed' : ', read-only');
+      var mode = canWrite ? ', changes allowed' : ', read-only';
+      document.getElementById('summary').textContent = 'version ' + r[0].version + ', up ' + r[0].uptime + ' s, ' + r[3].total + ' requests' + mode;
       renderUpstreams(r[1], elapsed);
       renderChart();
       renderCaches(r[2]);

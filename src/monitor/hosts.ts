@@ -23,7 +23,8 @@ export function hostAllowed(allowed: readonly string[] | true | undefined): (hos
   const suffixes: string[] = [];
   (allowed ?? []).forEach((entry: unknown, i) => {
     const name = typeof entry === 'string' ? entry.toLowerCase() : '';
-    if (!NAME.test(name) && isIP(name) === 0) throw new InvalidOptionError(`allowedHosts[${i}]`, 'a host name without port, such as "gateway.example.org" or ".example.org"', entry);
+    if (!NAME.test(name) && isIP(name) === 0)
+      throw new InvalidOptionError(`allowedHosts[${i}]`, 'a host name without port, such as "gateway.example.org" or ".example.org"', entry);
     if (name.startsWith('.')) {
       exact.add(name.slice(1));
       suffixes.push(name);

@@ -64,7 +64,18 @@ export interface MonitorOptions {
 export const DEFAULT_MAX_BODY_SIZE = 64 * 1024;
 
 /** The keys of {@link MonitorOptions}. */
-const MONITOR_OPTIONS = ['pools', 'caches', 'healthChecks', 'write', 'allowedHosts', 'prefix', 'server', 'dashboard', 'maxBodySize', 'now'] as const satisfies ReadonlyArray<keyof MonitorOptions>;
+const MONITOR_OPTIONS = [
+  'pools',
+  'caches',
+  'healthChecks',
+  'write',
+  'allowedHosts',
+  'prefix',
+  'server',
+  'dashboard',
+  'maxBodySize',
+  'now',
+] as const satisfies ReadonlyArray<keyof MonitorOptions>;
 
 /** The middleware returned by {@link monitor}. */
 export interface MonitorMiddleware extends Middleware {
@@ -77,12 +88,21 @@ const VERSION = (require('../../package.json') as { version: string }).version;
 const API_VERSION = 9;
 const HREF = 'https://nginx.org/en/docs/http/ngx_http_api_module.html';
 
-function named<T extends { name: string }>(value: readonly T[] | Readonly<Record<string, T>> | undefined, option: string, check: (v: unknown) => boolean): Map<string, T> {
+function named<T extends { name: string }>(
+  value: readonly T[] | Readonly<Record<string, T>> | undefined,
+  option: string,
+  check: (v: unknown) => boolean,
+): Map<string, T> {
   const out = new Map<string, T>();
   if (value === undefined) return out;
   const entries: Array<[string, T]> = Array.isArray(value) ? value.map((v: T) => [v?.name, v] as [string, T]) : Object.entries(value as Record<string, T>);
   entries.forEach(([name, v], i) => {
-    if (!check(v)) throw new InvalidOptionError(Array.isArray(value) ? `${option}[${i}]` : `${option}.${name}`, option === 'pools' ? 'an UpstreamPool' : 'a cache() middleware', v);
+    if (!check(v))
+      throw new InvalidOptionError(
+        Array.isArray(value) ? `${option}[${i}]` : `${option}.${name}`,
+        option === 'pools' ? 'an UpstreamPool' : 'a cache() middleware',
+        v,
+      );
     if (out.has(name)) throw new InvalidOptionError(`${option}.${name}`, 'names used once', name);
     out.set(name, v);
   });
@@ -130,7 +150,8 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
   const healthChecks = options.healthChecks ?? [];
   if (!Array.isArray(healthChecks)) throw new InvalidOptionError('healthChecks', 'an array of healthCheck() results', healthChecks);
   healthChecks.forEach((h: unknown, i) => {
-    if (h === null || typeof h !== 'object' || typeof (h as HealthCheck).name !== 'string') throw new InvalidOptionError(`healthChecks[${i}]`, 'a healthCheck() result', h);
+    if (h === null || typeof h !== 'object' || typeof (h as HealthCheck).name !== 'string')
+      throw new InvalidOptionError(`healthChecks[${i}]`, 'a healthCheck() result', h);
   });
 
   const counters: GatewayCounters = { connectionsAccepted: 0, connectionsActive: 0, requestsTotal: 0, requestsCurrent: 0, startedAt: now() };
@@ -146,14 +167,19 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
     res.once('close', () => counters.requestsCurrent--);
   };
   if (server !== undefined) {
-    if (typeof server !== 'object' || typeof (server as Server).on !== 'function') throw new InvalidOptionError('server', 'the gateway\'s http.Server', server);
+    if (typeof server !== 'object' || typeof (server as Server).on !== 'function') throw new InvalidOptionError('server', "the gateway's http.Server", server);
     server.on('connection', onConnection);
     server.on('request', onRequest);
   }
 
   const send = (res: ServerResponse, status: number, body: unknown): void => {
     const text = body === undefined ? '' : `${JSON.stringify(body)}\n`;
-    writeHead(res, status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' });
+    writeHead(res, status, {
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(text),
+      'cache-control': 'no-store',
+      'x-content-type-options': 'nosniff',
+    });
     res.end(text);
   };
   const fail = (res: ServerResponse, err: ApiError): void => {
@@ -170,7 +196,10 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
 
   const readJson = (req: IncomingMessage): Promise<unknown> =>
     new Promise((resolve, reject) => {
-      const type = String(req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+      const type = String(req.headers['content-type'] ?? '')
+        .split(';')[0]!
+        .trim()
+        .toLowerCase();
       if (type !== 'application/json') {
         reject(new ApiError(415, 'JsonError', 'the body must be JSON, sent with Content-Type: application/json'));
         req.resume();
@@ -234,13 +263,16 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
 
   async function route(req: IncomingMessage, res: ServerResponse, path: string): Promise<boolean> {
     const method = req.method ?? 'GET';
-    const parts = path.split('/').filter((p) => p !== '').map((p) => {
-      try {
-        return decodeURIComponent(p);
-      } catch {
-        throw new ApiError(400, 'BadRequest', 'malformed path');
-      }
-    });
+    const parts = path
+      .split('/')
+      .filter((p) => p !== '')
+      .map((p) => {
+        try {
+          return decodeURIComponent(p);
+        } catch {
+          throw new ApiError(400, 'BadRequest', 'malformed path');
+        }
+      });
     if (parts.length === 0) return false;
     if (parts[0] === 'metrics' && parts.length === 1) {
       if (method !== 'GET' && method !== 'HEAD') throw new ApiError(405, 'MethodNotSupported', 'method not supported');
@@ -252,7 +284,14 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
     if (parts[0] === 'dashboard' && dashboard && parts.length <= 2) {
       if (method !== 'GET' && method !== 'HEAD') throw new ApiError(405, 'MethodNotSupported', 'method not supported');
       const file = parts[1] ?? '';
-      const asset = file === '' ? [DASHBOARD_HTML, 'text/html; charset=utf-8'] : file === 'dashboard.js' ? [DASHBOARD_JS, 'text/javascript; charset=utf-8'] : file === 'dashboard.css' ? [DASHBOARD_CSS, 'text/css; charset=utf-8'] : undefined;
+      const asset =
+        file === ''
+          ? [DASHBOARD_HTML, 'text/html; charset=utf-8']
+          : file === 'dashboard.js'
+            ? [DASHBOARD_JS, 'text/javascript; charset=utf-8']
+            : file === 'dashboard.css'
+              ? [DASHBOARD_CSS, 'text/css; charset=utf-8']
+              : undefined;
       if (asset === undefined) return false;
       // `/dashboard` without the slash: the page's relative links need the directory form.
       if (file === '' && !path.endsWith('/')) {
@@ -266,7 +305,9 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
         'cache-control': 'no-cache',
         'x-content-type-options': 'nosniff',
         'x-frame-options': 'DENY',
-        'content-security-policy': "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        'content-security-policy':
+          "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; " +
+          "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
       });
       res.end(method === 'HEAD' ? undefined : asset[0]);
       return true;
@@ -285,10 +326,26 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
     const [a, b, c, d, e] = rest;
     if (a === undefined) return reply(res, method, ['nginx', 'connections', 'http', 'switchyard']);
     if (a === 'nginx' && b === undefined) {
-      return reply(res, method, { version: VERSION, build: 'switchyard', address: req.socket.localAddress ?? '', generation: 0, load_timestamp: new Date(counters.startedAt).toISOString(), timestamp: new Date(now()).toISOString(), pid: process.pid, ppid: process.ppid });
+      return reply(res, method, {
+        version: VERSION,
+        build: 'switchyard',
+        address: req.socket.localAddress ?? '',
+        generation: 0,
+        load_timestamp: new Date(counters.startedAt).toISOString(),
+        timestamp: new Date(now()).toISOString(),
+        pid: process.pid,
+        ppid: process.ppid,
+      });
     }
     if (a === 'switchyard' && b === undefined) {
-      return reply(res, method, { version: VERSION, uptime: Math.floor((now() - counters.startedAt) / 1000), write: write(req), upstreams: [...pools.keys()], caches: [...caches.keys()], health_checks: healthChecks.map((h) => h.name) });
+      return reply(res, method, {
+        version: VERSION,
+        uptime: Math.floor((now() - counters.startedAt) / 1000),
+        write: write(req),
+        upstreams: [...pools.keys()],
+        caches: [...caches.keys()],
+        health_checks: healthChecks.map((h) => h.name),
+      });
     }
     if (a === 'connections' && b === undefined) {
       if (method === 'DELETE') {
@@ -387,7 +444,10 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
     // An HTTP/2 request names its host in :authority.
     const host = requestHost(req);
     if (!allowedHost(host)) {
-      fail(res, new ApiError(403, 'HostNotAllowed', `host not allowed: ${JSON.stringify(host ?? '')} (list the names the monitor is reached by in allowedHosts)`));
+      fail(
+        res,
+        new ApiError(403, 'HostNotAllowed', `host not allowed: ${JSON.stringify(host ?? '')} (list the names the monitor is reached by in allowedHosts)`),
+      );
       return;
     }
     route(req, res, path).then(

@@ -44,7 +44,12 @@ class Writer {
 }
 
 /** Renders every metric; families are grouped, as the format requires. */
-export function prometheus(gateway: GatewayCounters, pools: ReadonlyMap<string, UpstreamPool>, caches: ReadonlyMap<string, CacheMiddleware>, now: number): string {
+export function prometheus(
+  gateway: GatewayCounters,
+  pools: ReadonlyMap<string, UpstreamPool>,
+  caches: ReadonlyMap<string, CacheMiddleware>,
+  now: number,
+): string {
   const w = new Writer();
   w.family('switchyard_up', 'gauge', 'Always 1 while the gateway answers.');
   w.sample('switchyard_up', {}, 1);
@@ -60,7 +65,13 @@ export function prometheus(gateway: GatewayCounters, pools: ReadonlyMap<string, 
   w.sample('switchyard_http_requests_current', {}, gateway.requestsCurrent);
 
   const servers = [...pools].flatMap(([upstream, pool]) => pool.stats().servers.map((s) => ({ upstream, s })));
-  const per = <T>(name: string, type: 'counter' | 'gauge', help: string, value: (s: (typeof servers)[number]['s']) => T, extra?: (v: T) => Array<[Record<string, string>, number]>): void => {
+  const per = <T>(
+    name: string,
+    type: 'counter' | 'gauge',
+    help: string,
+    value: (s: (typeof servers)[number]['s']) => T,
+    extra?: (v: T) => Array<[Record<string, string>, number]>,
+  ): void => {
     w.family(name, type, help);
     for (const { upstream, s } of servers) {
       const labels = { upstream, server: s.name, id: s.id };
@@ -69,12 +80,21 @@ export function prometheus(gateway: GatewayCounters, pools: ReadonlyMap<string, 
       else for (const [more, n] of extra(v)) w.sample(name, { ...labels, ...more }, n);
     }
   };
-  per('switchyard_upstream_server_state', 'gauge', 'Server state: 1 up, 2 draining, 3 down, 4 unavail, 5 checking, 6 unhealthy.', (s) => STATE_NUMBERS[s.state]);
+  per(
+    'switchyard_upstream_server_state',
+    'gauge',
+    'Server state: 1 up, 2 draining, 3 down, 4 unavail, 5 checking, 6 unhealthy.',
+    (s) => STATE_NUMBERS[s.state],
+  );
   per('switchyard_upstream_server_active', 'gauge', 'Requests in flight to the server.', (s) => s.active);
   per('switchyard_upstream_server_weight', 'gauge', 'Configured weight.', (s) => s.weight);
   per('switchyard_upstream_server_requests_total', 'counter', 'Attempts sent to the server.', (s) => s.requests);
-  per('switchyard_upstream_server_responses_total', 'counter', 'Responses from the server by status class.', (s) => s.responses, (r) =>
-    (['1xx', '2xx', '3xx', '4xx', '5xx'] as const).map((c) => [{ code: c }, r[c]] as [Record<string, string>, number]),
+  per(
+    'switchyard_upstream_server_responses_total',
+    'counter',
+    'Responses from the server by status class.',
+    (s) => s.responses,
+    (r) => (['1xx', '2xx', '3xx', '4xx', '5xx'] as const).map((c) => [{ code: c }, r[c]] as [Record<string, string>, number]),
   );
   per('switchyard_upstream_server_sent_bytes_total', 'counter', 'Request bytes sent to the server.', (s) => s.sent);
   per('switchyard_upstream_server_received_bytes_total', 'counter', 'Response bytes received from the server.', (s) => s.received);

@@ -41,7 +41,7 @@ export interface ServerField {
   /** Whether update() (and the API's PATCH) may change it on an existing server. */
   readonly update: boolean;
   /** The balancing-method capability a value other than the default needs, and the refusal's text. */
-  readonly needs?: ({ readonly capability: 'backup' | 'slowStart'; readonly refusal: (method: string) => string }) | undefined;
+  readonly needs?: { readonly capability: 'backup' | 'slowStart'; readonly refusal: (method: string) => string } | undefined;
   /** Its name in NGINX Plus's API (`GET`, `POST` and `PATCH …/http/upstreams/{name}/servers`). */
   readonly api: string;
   /** NGINX Plus's error code for a bad value of it. */
@@ -158,7 +158,8 @@ export function resolveUpdate(changes: unknown, ctx: FieldContext): Partial<Serv
   if (changes === null || typeof changes !== 'object' || Array.isArray(changes)) throw new InvalidOptionError('changes', 'an object', changes);
   for (const key of Object.keys(changes)) {
     // A field fixed for the server's life is named as such, not as a misspelling.
-    if (FIELD_NAMES.includes(key) && !UPDATABLE_NAMES.includes(key)) throw new InvalidOptionError(`changes.${key}`, `one of ${UPDATABLE_NAMES.join(', ')} (${key} is fixed when the server is added)`, key);
+    if (FIELD_NAMES.includes(key) && !UPDATABLE_NAMES.includes(key))
+      throw new InvalidOptionError(`changes.${key}`, `one of ${UPDATABLE_NAMES.join(', ')} (${key} is fixed when the server is added)`, key);
   }
   const given = objectOption(changes, 'changes', UPDATABLE_NAMES);
   const out: Record<string, unknown> = {};

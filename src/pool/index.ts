@@ -285,7 +285,8 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
 
   #makeAgents(options: PoolOptions): { http: HttpAgent; https: HttpsAgent; own: boolean } {
     const tls = options.tls;
-    if (tls !== undefined && (tls === null || typeof tls !== 'object' || Array.isArray(tls))) throw new InvalidOptionError('tls', 'an object of TLS options (ca, servername, rejectUnauthorized...)', tls);
+    if (tls !== undefined && (tls === null || typeof tls !== 'object' || Array.isArray(tls)))
+      throw new InvalidOptionError('tls', 'an object of TLS options (ca, servername, rejectUnauthorized...)', tls);
     const a = objectOption(options.agent, 'agent', AGENT_OPTIONS, 'agent settings or { http, https } agents', true);
     if (a.http instanceof HttpAgent || a.https instanceof HttpsAgent) {
       return { http: (a.http as HttpAgent) ?? new HttpAgent(), https: (a.https as HttpsAgent) ?? new HttpsAgent(tls), own: false };
@@ -294,7 +295,13 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     const maxSockets = a.maxSockets === Infinity ? Infinity : integerOption(a.maxSockets, 'agent.maxSockets', Infinity, { min: 1 });
     const timeout = durationOption(a.keepAliveTimeout, 'agent.keepAliveTimeout', DEFAULT_KEEPALIVE_TIMEOUT);
     const keepAlive = booleanOption(a.keepAlive, 'agent.keepAlive', true);
-    const common = { keepAlive: keepAlive && maxFreeSockets > 0, maxFreeSockets: Math.max(1, maxFreeSockets), maxSockets, timeout, scheduling: 'lifo' as const };
+    const common = {
+      keepAlive: keepAlive && maxFreeSockets > 0,
+      maxFreeSockets: Math.max(1, maxFreeSockets),
+      maxSockets,
+      timeout,
+      scheduling: 'lifo' as const,
+    };
     return { http: new HttpAgent(common), https: new HttpsAgent({ ...tls, ...common }), own: true };
   }
 
@@ -379,7 +386,8 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     if (peer.conns > 0) this.#zombies.add(peer);
     this.#rebuild();
     const result = serverInfo(peer);
-    if (channels.poolChange.hasSubscribers) channels.poolChange.publish({ pool: this.name, action: 'remove', id: peer.id, server: peer.url, changes: undefined });
+    if (channels.poolChange.hasSubscribers)
+      channels.poolChange.publish({ pool: this.name, action: 'remove', id: peer.id, server: peer.url, changes: undefined });
     this.emit('remove', result);
     return result;
   }
@@ -399,7 +407,8 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     applyUpdate(peer, resolved);
     this.#rebuild();
     const result = serverInfo(peer);
-    if (channels.poolChange.hasSubscribers) channels.poolChange.publish({ pool: this.name, action: 'update', id: peer.id, server: peer.url, changes: { ...changes } });
+    if (channels.poolChange.hasSubscribers)
+      channels.poolChange.publish({ pool: this.name, action: 'update', id: peer.id, server: peer.url, changes: { ...changes } });
     this.emit('update', result);
     this.#observe(peer, this.#now());
     this.#serveQueue();
@@ -511,7 +520,17 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
   #internals(): PoolInternals {
     const pool = this;
     return Object.freeze({
-      selection: (req: IncomingMessage | undefined, ex: Exchange | undefined): Selection => ({ tried: new Set(), backup: false, now: 0, req, ex, hash: 0, rehash: 0, tries: 0, key: undefined }),
+      selection: (req: IncomingMessage | undefined, ex: Exchange | undefined): Selection => ({
+        tried: new Set(),
+        backup: false,
+        now: 0,
+        req,
+        ex,
+        hash: 0,
+        rehash: 0,
+        tries: 0,
+        key: undefined,
+      }),
       maxTries: () => this.#tries,
       select: (sel: Selection) => this.#select(sel),
       get queueing(): boolean {
@@ -569,7 +588,8 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
         break;
       }
     }
-    if (found === undefined || sel.tried.has(found) || found.down || found.checking() || found.unhealthy() || found.failed(now) || found.full()) return undefined;
+    if (found === undefined || sel.tried.has(found) || found.down || found.checking() || found.unhealthy() || found.failed(now) || found.full())
+      return undefined;
     return this.#balancer.bound?.(this.#set, sel, found) ?? found;
   }
 
@@ -692,7 +712,20 @@ function initialState(peer: Peer, now: number): void {
 }
 
 /** Settings of an https.Agent about its pool of connections, not about TLS. */
-const AGENT_ONLY = ['keepAlive', 'keepAliveMsecs', 'agentKeepAliveTimeoutBuffer', 'maxSockets', 'maxTotalSockets', 'maxFreeSockets', 'maxCachedSessions', 'scheduling', 'timeout', 'proxyEnv', 'defaultPort', 'path'] as const;
+const AGENT_ONLY = [
+  'keepAlive',
+  'keepAliveMsecs',
+  'agentKeepAliveTimeoutBuffer',
+  'maxSockets',
+  'maxTotalSockets',
+  'maxFreeSockets',
+  'maxCachedSessions',
+  'scheduling',
+  'timeout',
+  'proxyEnv',
+  'defaultPort',
+  'path',
+] as const;
 
 /** An https agent's options less those about its pool of connections: what a connection of its own needs. */
 function tlsSettings(agent: HttpsAgent): Readonly<HttpsAgentOptions> {

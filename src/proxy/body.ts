@@ -90,7 +90,8 @@ function serialize(body: unknown, req: IncomingMessage, parsed: boolean): Buffer
     }
   }
   throw new BodyConsumedError(
-    'The request body was consumed by a body parser before switchyard could forward it, and no re-sendable req.body was left (a Buffer, a string, or JSON / urlencoded data)',
+    'The request body was consumed by a body parser before switchyard could forward it, ' +
+      'and no re-sendable req.body was left (a Buffer, a string, or JSON / urlencoded data)',
   );
 }
 

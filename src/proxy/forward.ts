@@ -26,7 +26,11 @@ export const DEFAULT_IDLE_TIMEOUT = '60s';
 export const TIMEOUT_OPTIONS = ['connectTimeout', 'headerTimeout', 'idleTimeout'] as const;
 
 /** Validates the timeout options (InvalidOptionError naming the option); absent ones take nginx's 60 s. @internal */
-export function attemptTimeouts(options: { connectTimeout?: Duration | undefined; headerTimeout?: Duration | undefined; idleTimeout?: Duration | undefined }): AttemptTimeouts {
+export function attemptTimeouts(options: {
+  connectTimeout?: Duration | undefined;
+  headerTimeout?: Duration | undefined;
+  idleTimeout?: Duration | undefined;
+}): AttemptTimeouts {
   return {
     connect: durationOption(options.connectTimeout, 'connectTimeout', DEFAULT_CONNECT_TIMEOUT),
     header: durationOption(options.headerTimeout, 'headerTimeout', DEFAULT_HEADER_TIMEOUT),
@@ -75,12 +79,14 @@ function guardWrites(socket: GuardedSocket): void {
   if (kOnWriteError in socket) return;
   socket[kOnWriteError] = undefined;
   type Callback = (err?: Error | null) => void;
-  const guard = (cb: Callback): Callback => (err) => {
-    const handler = socket[kOnWriteError];
-    if (err == null || handler === undefined) return cb(err);
-    handler(err);
-    cb();
-  };
+  const guard =
+    (cb: Callback): Callback =>
+    (err) => {
+      const handler = socket[kOnWriteError];
+      if (err == null || handler === undefined) return cb(err);
+      handler(err);
+      cb();
+    };
   const write = socket._write;
   socket._write = function (chunk, encoding, cb) {
     write.call(this, chunk, encoding, guard(cb));

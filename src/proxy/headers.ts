@@ -144,7 +144,10 @@ function listHeader(req: IncomingMessage, name: string): string[] {
   const v = req.headers[name];
   if (v === undefined) return [];
   const text = Array.isArray(v) ? v.join(',') : v;
-  return text.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  return text
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
 }
 
 function forwardedNode(value: string): string {
@@ -160,7 +163,13 @@ function forwardedNode(value: string): string {
  * request's own); plus Host, X-Forwarded-*, Forwarded and framing set by the gateway.
  * @internal
  */
-export function upstreamRequestHeaders(ex: Exchange, policy: ForwardingPolicy, authority: string, framing: readonly string[], auth: string | undefined): string[] {
+export function upstreamRequestHeaders(
+  ex: Exchange,
+  policy: ForwardingPolicy,
+  authority: string,
+  framing: readonly string[],
+  auth: string | undefined,
+): string[] {
   const req = ex.req;
   // From req.headers rather than rawHeaders, so headers a middleware set or
   // removed before balance() (an auth layer's X-User, say) are what goes upstream.

@@ -181,7 +181,15 @@ function headerValue(pairs: readonly string[], name: string): string | undefined
 /** Publishes on `switchyard:upstream:error` (NODE_DEBUG=switchyard prints it): an upgrade makes one attempt, never retried. */
 function publishError(ex: Exchange, pool: UpstreamPool, peer: Peer | undefined, failure: UpstreamErrorFailure, error: Error): void {
   if (!channels.upstreamError.hasSubscribers) return;
-  channels.upstreamError.publish({ ex, pool: pool.name, server: peer === undefined ? undefined : { id: peer.id, name: peer.name }, attempt: 1, failure, error, retry: false });
+  channels.upstreamError.publish({
+    ex,
+    pool: pool.name,
+    server: peer === undefined ? undefined : { id: peer.id, name: peer.name },
+    attempt: 1,
+    failure,
+    error,
+    retry: false,
+  });
 }
 
 /** What one proxied upgrade needs once http-proxy-3 has created its upstream request. */
@@ -302,7 +310,12 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Proxy
       if (finished) return;
       finished = true;
       if (timer !== undefined) clearTimeout(timer);
-      inner.finish(peer, failed ? 'failed' : 'ok', { header: headerTime, response: performance.now() - started, inflightDone: false }, failed ? undefined : status);
+      inner.finish(
+        peer,
+        failed ? 'failed' : 'ok',
+        { header: headerTime, response: performance.now() - started, inflightDone: false },
+        failed ? undefined : status,
+      );
     };
     // The slot taken by select() is given back when the client's connection closes, however it ends.
     socket.once('close', finish);

@@ -226,7 +226,8 @@ function parseCond(args: readonly string[], line: number, directory: boolean): C
   let pattern = args[2]!;
   const negate = pattern.startsWith('!');
   if (negate) pattern = pattern.slice(1);
-  if (/^(?:-[a-zA-Z]+|<=?|>=?)/.test(pattern) || pattern === 'expr') fail(line, `a regex or =string as the CondPattern ("${pattern}" comparisons and file tests are not supported)`);
+  if (/^(?:-[a-zA-Z]+|<=?|>=?)/.test(pattern) || pattern === 'expr')
+    fail(line, `a regex or =string as the CondPattern ("${pattern}" comparisons and file tests are not supported)`);
   const read = compileExpansion(args[1]!, line, directory);
   const flags = parseFlags(args[3], line, COND_FLAGS);
   const nocase = flags.has('nc');
@@ -263,7 +264,8 @@ function parseRule(args: readonly string[], line: number, conds: readonly Cond[]
   const absolute = /^https?:\/\//i.test(substitution);
   const expand = keep ? undefined : compileExpansion(substitution, line, directory);
   const dynamic = /^(?:%\{|[$%][0-9])/.test(substitution);
-  if (!keep && !absolute && !dynamic && !substitution.startsWith('/') && !directory && flags.status === undefined) fail(line, `a substitution starting with "/" or http(s):// in server context, or "-", received "${substitution}"`);
+  if (!keep && !absolute && !dynamic && !substitution.startsWith('/') && !directory && flags.status === undefined)
+    fail(line, `a substitution starting with "/" or http(s):// in server context, or "-", received "${substitution}"`);
   const base = baseOf();
   const matches = (ex: Exchange): Backrefs | undefined => {
     const subject = directory ? ex.uri.slice(1) : ex.uri;
@@ -326,7 +328,16 @@ function ruleFlags(raw: Map<string, string | undefined>, line: number): Flags {
   if (raw.has('f') && raw.has('g')) fail(line, 'either F or G, not both');
   if (status !== undefined && redirect !== undefined) fail(line, `either ${raw.has('f') ? 'F' : 'G'} or R, not both`);
   if (raw.has('qsa') && raw.has('qsd')) fail(line, 'either QSA or QSD, not both');
-  return { last: raw.has('l'), end: raw.has('end'), redirect, nocase: raw.has('nc'), qsa: raw.has('qsa'), qsd: raw.has('qsd'), status, noescape: raw.has('ne') };
+  return {
+    last: raw.has('l'),
+    end: raw.has('end'),
+    redirect,
+    nocase: raw.has('nc'),
+    qsa: raw.has('qsa'),
+    qsd: raw.has('qsd'),
+    status,
+    noescape: raw.has('ne'),
+  };
 }
 
 /** Apache's loop over conditions: `[OR]` chains one condition to the next, the rest are ANDed. */
@@ -443,6 +454,7 @@ function serverVariable(name: string, line: number, directory: boolean): Expand 
   // In a directory, each pass after an internal rewrite is a new request for the new URI.
   if (directory && name.toUpperCase() === 'REQUEST_URI') return (ex) => ex.uri;
   const fixed = VARIABLES[name.toUpperCase()];
-  if (fixed === undefined) fail(line, `a supported variable (${[...Object.keys(HEADERS), 'HTTP:Header', ...Object.keys(VARIABLES)].join(', ')}), received "%{${name}}"`);
+  if (fixed === undefined)
+    fail(line, `a supported variable (${[...Object.keys(HEADERS), 'HTTP:Header', ...Object.keys(VARIABLES)].join(', ')}), received "%{${name}}"`);
   return fixed;
 }

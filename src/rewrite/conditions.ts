@@ -22,7 +22,10 @@ export type Condition =
       value?: string | undefined;
     }
   | {
-      /** Server names the request's host may match, as nginx `server_name`: exact, wildcards (`*.example.org`, `.example.org`, `www.example.*`) or `~` regexes. */
+      /**
+       * Server names the request's host may match, as nginx `server_name`: exact, wildcards
+       * (`*.example.org`, `.example.org`, `www.example.*`) or `~` regexes.
+       */
       host: string | readonly string[];
     }
   | ((req: IncomingMessage, ex: Exchange) => boolean);
@@ -149,7 +152,8 @@ export function hostMatcher(names: string | readonly string[], where: string): (
     else if (name.startsWith('*.')) leading.push({ suffix: name.slice(1), bare: undefined });
     else if (name.startsWith('.')) leading.push({ suffix: name, bare: name.slice(1) });
     else if (name.endsWith('.*')) trailing.push(name.slice(0, -1));
-    else if (name.includes('*')) throw new InvalidOptionError(`${where}[${i}]`, 'a wildcard only at the start ("*.example.org") or the end ("www.example.*")', raw);
+    else if (name.includes('*'))
+      throw new InvalidOptionError(`${where}[${i}]`, 'a wildcard only at the start ("*.example.org") or the end ("www.example.*")', raw);
     else exact.add(name);
   }
   return (host) => {
@@ -168,4 +172,3 @@ export function hostMatcher(names: string | readonly string[], where: string): (
     return undefined;
   };
 }
-

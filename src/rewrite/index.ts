@@ -274,7 +274,8 @@ function compileBlock(rules: readonly RewriteRule[], where: string, match: Serve
 
 function compileLocation(rule: { location: string; rules: RewriteRule[] }, where: string): Location {
   const spec = rule.location;
-  if (typeof spec !== 'string' || spec.trim() === '') throw new InvalidOptionError(`${where}.location`, 'a location such as "/api/", "= /", "^~ /img/", "~ \\.php$" or "~* \\.jpg$"', spec);
+  if (typeof spec !== 'string' || spec.trim() === '')
+    throw new InvalidOptionError(`${where}.location`, 'a location such as "/api/", "= /", "^~ /img/", "~ \\.php$" or "~* \\.jpg$"', spec);
   const m = /^(=|\^~|~\*|~)\s+(.+)$/s.exec(spec.trim());
   const kind = (m?.[1] ?? 'prefix') as Location['kind'];
   const path = m?.[2] ?? spec.trim();
@@ -372,7 +373,8 @@ function compileStep(rule: RewriteRule, where: string): Step {
   if (has('set')) {
     only(keys, ['set', 'value'], where);
     const r = rule as { set: string; value: string };
-    if (typeof r.set !== 'string' || !/^\$[A-Za-z_][A-Za-z0-9_]*$/.test(r.set)) throw new InvalidOptionError(`${where}.set`, 'a variable name such as "$route"', r.set);
+    if (typeof r.set !== 'string' || !/^\$[A-Za-z_][A-Za-z0-9_]*$/.test(r.set))
+      throw new InvalidOptionError(`${where}.set`, 'a variable name such as "$route"', r.set);
     const name = r.set.slice(1);
     const value = compileTemplate(r.value, `${where}.value`);
     return (ex) => {
@@ -549,7 +551,10 @@ function withCaptures(ex: Exchange, escape: (value: string) => string, produce: 
   const saved = ex.captures;
   if (saved === undefined) return produce(ex);
   const named = saved.named === undefined ? undefined : Object.fromEntries(Object.entries(saved.named).map(([k, v]) => [k, v === undefined ? v : escape(v)]));
-  ex.captures = Object.assign(saved.map((c) => (c === undefined ? c : escape(c))), named === undefined ? {} : { named });
+  ex.captures = Object.assign(
+    saved.map((c) => (c === undefined ? c : escape(c))),
+    named === undefined ? {} : { named },
+  );
   try {
     return produce(ex);
   } finally {
@@ -620,7 +625,8 @@ function redirectUrl(target: string, ex: Exchange, o: Resolved): string {
 
 function returnStep(rule: { return: number; text?: string; url?: string }, where: string): Step {
   const status = rule.return;
-  if (!Number.isInteger(status) || status < 100 || status > 999) throw new InvalidOptionError(`${where}.return`, 'an HTTP status code (444 closes the connection)', status);
+  if (!Number.isInteger(status) || status < 100 || status > 999)
+    throw new InvalidOptionError(`${where}.return`, 'an HTTP status code (444 closes the connection)', status);
   if (rule.text !== undefined && rule.url !== undefined) throw new InvalidOptionError(where, 'either text or url, not both', rule);
   if (status === 444) return () => ({ status, close: true });
   if (rule.url !== undefined) {

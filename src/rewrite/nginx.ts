@@ -195,7 +195,8 @@ function parse(tokens: readonly Token[], ignore: ReadonlySet<string>): Statement
           list.push({ name: t.text, line: t.line, args, block: undefined });
           break;
         } else if (a.kind === '{') {
-          if (!BLOCKS.has(t.text) && !ignore.has(t.text)) fail(a.line, `";" ending the "${t.text}" directive, received "{" (it takes no block; quote arguments that contain "{" or "}")`);
+          if (!BLOCKS.has(t.text) && !ignore.has(t.text))
+            fail(a.line, `";" ending the "${t.text}" directive, received "{" (it takes no block; quote arguments that contain "{" or "}")`);
           list.push({ name: t.text, line: t.line, args, block: block(a) });
           break;
         } else fail(a.line, `";" ending the "${t.text}" directive, received "}"`);
@@ -221,7 +222,8 @@ function convertServer(s: Statement, ignore: ReadonlySet<string>): { names: stri
       if (st.args.length === 0) fail(st.line, 'at least one name after "server_name"');
       for (const a of st.args) {
         if (a.text.startsWith('~')) checkRegex(a.text.slice(1), true, st);
-        else if (a.text.includes('*') && !a.text.startsWith('*.') && !a.text.endsWith('.*')) fail(st.line, `a server name with "*" only as "*.name" or "name.*", received "${a.text}"`);
+        else if (a.text.includes('*') && !a.text.startsWith('*.') && !a.text.endsWith('.*'))
+          fail(st.line, `a server name with "*" only as "*.name" or "name.*", received "${a.text}"`);
         names.push(a.text);
       }
     } else body.push(st);
@@ -259,9 +261,11 @@ function convertBlock(statements: readonly Statement[], level: Level, ignore: Re
   const rules: RewriteRule[] = [];
   for (const st of statements) {
     if (ignore.has(st.name)) continue;
-    if (st.name !== 'if' && st.name !== 'location' && st.name !== 'server' && st.block !== undefined) fail(st.line, `";" after "${st.name}" (it takes no block)`);
+    if (st.name !== 'if' && st.name !== 'location' && st.name !== 'server' && st.block !== undefined)
+      fail(st.line, `";" after "${st.name}" (it takes no block)`);
     const arity = (min: number, max: number): void => {
-      if (st.args.length < min || st.args.length > max) fail(st.line, `${min === max ? min : `${min} to ${max}`} argument${max === 1 ? '' : 's'} for "${st.name}", received ${st.args.length}`);
+      if (st.args.length < min || st.args.length > max)
+        fail(st.line, `${min === max ? min : `${min} to ${max}`} argument${max === 1 ? '' : 's'} for "${st.name}", received ${st.args.length}`);
     };
     switch (st.name) {
       case 'rewrite': {
@@ -316,7 +320,11 @@ function convertBlock(statements: readonly Statement[], level: Level, ignore: Re
         fail(st.line, '"server_name" only directly in a server block');
         break;
       default:
-        fail(st.line, `a rewrite-module directive (${STEP_DIRECTIVES}${level === 'top' || level === 'server' ? ', location' : ''}${level === 'top' ? ', server' : ''}); "${st.name}" is not supported (options.ignore skips it)`);
+        fail(
+          st.line,
+          `a rewrite-module directive (${STEP_DIRECTIVES}${level === 'top' || level === 'server' ? ', location' : ''}${level === 'top' ? ', server' : ''}); ` +
+            `"${st.name}" is not supported (options.ignore skips it)`,
+        );
     }
   }
   return rules;
@@ -325,7 +333,8 @@ function convertBlock(statements: readonly Statement[], level: Level, ignore: Re
 function convertReturn(st: Statement): RewriteRule {
   const [first, second] = st.args.map((a) => a.text) as [string, string | undefined];
   if (!/^[0-9]+$/.test(first)) {
-    if (second !== undefined || !/^(?:https?:\/\/|\$scheme)/.test(first)) fail(st.line, `a status code, or a URL starting with http://, https:// or $scheme, for "return"; received "${first}"`);
+    if (second !== undefined || !/^(?:https?:\/\/|\$scheme)/.test(first))
+      fail(st.line, `a status code, or a URL starting with http://, https:// or $scheme, for "return"; received "${first}"`);
     return { return: 302, url: first };
   }
   const code = Number(first);
@@ -346,7 +355,8 @@ function convertCondition(st: Statement): Condition {
   if (parts.length === 0) fail(st.line, 'a condition inside "if ()"');
   const variable = parts[0]!;
   if (/^!?-[fdex]$/.test(variable)) fail(st.line, `a variable test ("${variable}" file checks are not supported)`);
-  if (!VARIABLE.test(variable) && !/^\$\{[A-Za-z_][A-Za-z0-9_]*\}$/.test(variable)) fail(st.line, `a variable such as $http_host at the start of the condition, received "${variable}"`);
+  if (!VARIABLE.test(variable) && !/^\$\{[A-Za-z_][A-Za-z0-9_]*\}$/.test(variable))
+    fail(st.line, `a variable such as $http_host at the start of the condition, received "${variable}"`);
   if (parts.length === 1) return { var: variable };
   if (parts.length !== 3) fail(st.line, `"$var", "$var = value", "$var != value" or "$var ~ regex" as the condition, received ${parts.length} parts`);
   const op = parts[1]!;

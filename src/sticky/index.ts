@@ -205,9 +205,13 @@ export const DEFAULT_MAX_SESSIONS = 10_000;
 /** The keys of {@link StickyOptions}. */
 const STICKY_OPTIONS = ['cookie', 'route', 'learn', 'sessionTimeout', 'maxSessions', 'now'] as const satisfies ReadonlyArray<keyof StickyOptions>;
 /** The keys of {@link StickyCookieOptions}. */
-const COOKIE_OPTIONS = ['name', 'expires', 'domain', 'path', 'httpOnly', 'secure', 'sameSite', 'secret'] as const satisfies ReadonlyArray<keyof StickyCookieOptions>;
+const COOKIE_OPTIONS = ['name', 'expires', 'domain', 'path', 'httpOnly', 'secure', 'sameSite', 'secret'] as const satisfies ReadonlyArray<
+  keyof StickyCookieOptions
+>;
 /** The keys of {@link StickyLearnOptions}. */
-const LEARN_OPTIONS = ['create', 'lookup', 'timeout', 'store', 'memory', 'namespace', 'storeTimeout', 'storeBreaker'] as const satisfies ReadonlyArray<keyof StickyLearnOptions>;
+const LEARN_OPTIONS = ['create', 'lookup', 'timeout', 'store', 'memory', 'namespace', 'storeTimeout', 'storeBreaker'] as const satisfies ReadonlyArray<
+  keyof StickyLearnOptions
+>;
 /** The keys of a `{ cookie }`, `{ query }` or `{ header }` source. */
 const SOURCE_OPTIONS = ['cookie', 'query', 'header', 'pattern'] as const;
 /** Longest client key kept (address and user agent, or a route's source value). */
@@ -220,7 +224,8 @@ const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', '
 export function cookieDate(ms: number): string {
   const d = new Date(ms);
   const p = (n: number): string => String(n).padStart(2, '0');
-  return `${DAYS[d.getUTCDay()]}, ${p(d.getUTCDate())}-${MONTHS[d.getUTCMonth()]}-${p(d.getUTCFullYear() % 100)} ${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())} GMT`;
+  const date = `${p(d.getUTCDate())}-${MONTHS[d.getUTCMonth()]}-${p(d.getUTCFullYear() % 100)}`;
+  return `${DAYS[d.getUTCDay()]}, ${date} ${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())} GMT`;
 }
 
 type Extract = (req: IncomingMessage, ex: Exchange) => string | undefined;
@@ -364,13 +369,16 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
     let expires = '';
     if (c.expires === 'max') expires = `; expires=${MAX_EXPIRES}; max-age=${MAX_AGE_MAX}`;
     const lifetime = c.expires === undefined || c.expires === 'max' ? 0 : parseDuration(c.expires, 'cookie.expires');
-    if (c.expires !== undefined && c.expires !== 'max' && lifetime <= 0) throw new InvalidOptionError('cookie.expires', 'a positive duration or "max"', c.expires);
+    if (c.expires !== undefined && c.expires !== 'max' && lifetime <= 0)
+      throw new InvalidOptionError('cookie.expires', 'a positive duration or "max"', c.expires);
     let domain: Template | undefined;
     if (c.domain !== undefined) {
-      if (typeof c.domain !== 'string' || (!hasVariables(c.domain) && !DOMAIN.test(c.domain))) throw new InvalidOptionError('cookie.domain', 'a domain name such as ".example.com" (or nginx variables)', c.domain);
+      if (typeof c.domain !== 'string' || (!hasVariables(c.domain) && !DOMAIN.test(c.domain)))
+        throw new InvalidOptionError('cookie.domain', 'a domain name such as ".example.com" (or nginx variables)', c.domain);
       domain = compileTemplate(c.domain, 'cookie.domain');
     }
-    if (c.path !== undefined && (typeof c.path !== 'string' || !PATH.test(c.path))) throw new InvalidOptionError('cookie.path', 'a path starting with "/" without ";", spaces or control characters', c.path);
+    if (c.path !== undefined && (typeof c.path !== 'string' || !PATH.test(c.path)))
+      throw new InvalidOptionError('cookie.path', 'a path starting with "/" without ";", spaces or control characters', c.path);
     const httpOnly = booleanOption(c.httpOnly, 'cookie.httpOnly', false);
     const secure = booleanOption(c.secure, 'cookie.secure', false);
     let sameSite: Template | undefined;
@@ -378,7 +386,8 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
       if (typeof c.sameSite !== 'string') throw new InvalidOptionError('cookie.sameSite', '"strict", "lax", "none" or nginx variables', c.sameSite);
       if (!hasVariables(c.sameSite)) {
         const v = c.sameSite.toLowerCase();
-        if (v !== 'strict' && v !== 'lax' && v !== 'none') throw new InvalidOptionError('cookie.sameSite', '"strict", "lax", "none" or nginx variables', c.sameSite);
+        if (v !== 'strict' && v !== 'lax' && v !== 'none')
+          throw new InvalidOptionError('cookie.sameSite', '"strict", "lax", "none" or nginx variables', c.sameSite);
         if (v === 'none' && !secure) throw new InvalidOptionError('cookie.sameSite', '"none" only with secure: true (browsers drop it otherwise)', c.sameSite);
       }
       sameSite = compileTemplate(c.sameSite, 'cookie.sameSite');
@@ -485,7 +494,8 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
     });
     const lookups = list(l.lookup, 'learn.lookup').map((s, i): Extract => {
       const option = Array.isArray(l.lookup) ? `learn.lookup[${i}]` : 'learn.lookup';
-      if (typeof s === 'object' && s !== null && 'cookie' in s && typeof s.cookie !== 'string') throw new InvalidOptionError(`${option}.cookie`, 'a cookie name', s.cookie);
+      if (typeof s === 'object' && s !== null && 'cookie' in s && typeof s.cookie !== 'string')
+        throw new InvalidOptionError(`${option}.cookie`, 'a cookie name', s.cookie);
       return compileRoute(s as RouteSource, option);
     });
     const timeout = durationOption(l.timeout, 'learn.timeout', DEFAULT_SESSION_TIMEOUT, true);
@@ -680,4 +690,3 @@ class ClientTable {
     return n;
   }
 }
-

@@ -65,10 +65,12 @@ function resolveBreaker(options: StoreBreakerOptions | false | undefined): Break
   const o = objectOption(options, 'breaker', BREAKER_OPTIONS, 'an object or false', true) as StoreBreakerOptions;
   const failures = integerOption(o.failures, 'breaker.failures', DEFAULT_BREAKER_FAILURES, { min: 1 });
   const probeDelay = durationOption(o.probeDelay, 'breaker.probeDelay', DEFAULT_PROBE_DELAY, true);
-  const maxProbeDelay = o.maxProbeDelay === undefined
-    ? Math.max(durationOption(undefined, 'breaker.maxProbeDelay', DEFAULT_MAX_PROBE_DELAY), probeDelay)
-    : durationOption(o.maxProbeDelay, 'breaker.maxProbeDelay', DEFAULT_MAX_PROBE_DELAY);
-  if (maxProbeDelay < probeDelay) throw new InvalidOptionError('breaker.maxProbeDelay', `a duration of at least probeDelay (${probeDelay} ms)`, o.maxProbeDelay);
+  const maxProbeDelay =
+    o.maxProbeDelay === undefined
+      ? Math.max(durationOption(undefined, 'breaker.maxProbeDelay', DEFAULT_MAX_PROBE_DELAY), probeDelay)
+      : durationOption(o.maxProbeDelay, 'breaker.maxProbeDelay', DEFAULT_MAX_PROBE_DELAY);
+  if (maxProbeDelay < probeDelay)
+    throw new InvalidOptionError('breaker.maxProbeDelay', `a duration of at least probeDelay (${probeDelay} ms)`, o.maxProbeDelay);
   return Object.freeze({ failures, probeDelay, maxProbeDelay });
 }
 

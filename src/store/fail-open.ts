@@ -404,7 +404,12 @@ export class CacheStore extends EventEmitter<CacheStoreEvents> {
    * Runs `fn` against the store within `timeout` (and, unless `untripped`, until the breaker opens);
    * never rejects, reports nothing.
    */
-  async #attempt<T>(operation: CacheStoreOperation, key: string | undefined, fn: () => Promise<T>, untripped = false): Promise<{ ok: true; value: T; storeError: boolean } | { ok: false; error: CacheStoreError }> {
+  async #attempt<T>(
+    operation: CacheStoreOperation,
+    key: string | undefined,
+    fn: () => Promise<T>,
+    untripped = false,
+  ): Promise<{ ok: true; value: T; storeError: boolean } | { ok: false; error: CacheStoreError }> {
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<typeof TIMED_OUT>((resolve) => {
       timer = setTimeout(resolve, this.timeout, TIMED_OUT);
@@ -412,8 +417,13 @@ export class CacheStore extends EventEmitter<CacheStoreEvents> {
       if (operation !== 'disconnect') timer.unref();
     });
     const abandon = (value: unknown) => {
-      if (value === TRIPPED) return { ok: false as const, error: new CacheStoreError(operation, 'error', key, `Cache store ${operation} abandoned: the store was marked down meanwhile`) };
-      if (value === TIMED_OUT) return { ok: false as const, error: new CacheStoreError(operation, 'timeout', key, `Cache store ${operation} timed out after ${this.timeout}ms`) };
+      if (value === TRIPPED)
+        return {
+          ok: false as const,
+          error: new CacheStoreError(operation, 'error', key, `Cache store ${operation} abandoned: the store was marked down meanwhile`),
+        };
+      if (value === TIMED_OUT)
+        return { ok: false as const, error: new CacheStoreError(operation, 'timeout', key, `Cache store ${operation} timed out after ${this.timeout}ms`) };
       return undefined;
     };
     const racers: Array<Promise<typeof TIMED_OUT | typeof TRIPPED>> = untripped ? [deadline] : [deadline, this.#breaker.tripped];

@@ -17,7 +17,17 @@ export { CacheStore, DEFAULT_NAMESPACE, DEFAULT_STORE_TIMEOUT, type CacheStoreEv
 export { CacheStoreError } from '../core/errors.ts';
 export type { CacheStoreFailure, CacheStoreOperation } from '../core/errors.ts';
 export { DEFAULT_BREAKER_FAILURES, DEFAULT_MAX_PROBE_DELAY, DEFAULT_PROBE_DELAY, type StoreBreakerOptions, type StoreBreakerState } from './breaker.ts';
-export { createMemoryStore, estimateSize, DEFAULT_INACTIVE, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, ENTRY_OVERHEAD, UNKNOWN_VALUE_SIZE, type MemoryStore, type MemoryStoreOptions } from './memory.ts';
+export {
+  createMemoryStore,
+  estimateSize,
+  DEFAULT_INACTIVE,
+  DEFAULT_MAX_BYTES,
+  DEFAULT_MAX_ENTRIES,
+  ENTRY_OVERHEAD,
+  UNKNOWN_VALUE_SIZE,
+  type MemoryStore,
+  type MemoryStoreOptions,
+} from './memory.ts';
 export type { CacheEntry } from './record.ts';
 
 /**
@@ -54,7 +64,14 @@ export interface StoreSettings {
  * `settings.option` for anything else.
  * @example
  * ```ts
- * const store = resolveStore(options.store, { option: 'store', memory: options.memory, now: options.now, namespace: options.namespace ?? 'switchyard', timeout: options.storeTimeout, breaker: options.storeBreaker });
+ * const store = resolveStore(options.store, {
+ *   option: 'store',
+ *   memory: options.memory,
+ *   now: options.now,
+ *   namespace: options.namespace ?? 'switchyard',
+ *   timeout: options.storeTimeout,
+ *   breaker: options.storeBreaker,
+ * });
  * ```
  */
 export function resolveStore(store: StoreOption | undefined, settings: StoreSettings): CacheStore {

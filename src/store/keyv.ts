@@ -73,7 +73,8 @@ function isRedisAdapter(store: unknown): store is RedisLikeAdapter {
 export function redisConnection(store: unknown): RedisConnection | undefined {
   if (!isRedisAdapter(store)) return undefined;
   const c = (store as { client?: Partial<RedisConnection> | null }).client;
-  if (typeof c !== 'object' || c === null || typeof c.isOpen !== 'boolean' || typeof c.isReady !== 'boolean' || typeof c.destroy !== 'function') return undefined;
+  if (typeof c !== 'object' || c === null || typeof c.isOpen !== 'boolean' || typeof c.isReady !== 'boolean' || typeof c.destroy !== 'function')
+    return undefined;
   return c as RedisConnection;
 }
 

@@ -259,6 +259,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
   const store = {
     opts: Object.freeze({ dialect: MEMORY_DIALECT, maxEntries, maxBytes, inactive }),
     namespace: undefined as string | undefined,
+    // biome-ignore lint/suspicious/noExplicitAny: the signature keyv's store adapter interface declares
     on(event: string, listener: (...args: any[]) => void) {
       emitter.on(event, listener);
       return store;

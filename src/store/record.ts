@@ -35,12 +35,14 @@ export interface StoredRecord {
 /** Throws an {@link InvalidOptionError} naming the field when `entry` is not a {@link CacheEntry}. */
 export function validEntry(entry: CacheEntry): void {
   if (entry === null || typeof entry !== 'object') throw new InvalidOptionError('entry', 'an object', entry);
-  if (!Number.isInteger(entry.status) || entry.status < 100 || entry.status > 999) throw new InvalidOptionError('entry.status', 'an HTTP status code', entry.status);
+  if (!Number.isInteger(entry.status) || entry.status < 100 || entry.status > 999)
+    throw new InvalidOptionError('entry.status', 'an HTTP status code', entry.status);
   if (!Array.isArray(entry.headers) || entry.headers.length % 2 !== 0 || !entry.headers.every((h) => typeof h === 'string')) {
     throw new InvalidOptionError('entry.headers', 'a flat array of name/value strings', entry.headers);
   }
   if (!Buffer.isBuffer(entry.body)) throw new InvalidOptionError('entry.body', 'a Buffer', entry.body);
-  if (typeof entry.storedAt !== 'number' || !Number.isFinite(entry.storedAt)) throw new InvalidOptionError('entry.storedAt', 'a finite number of milliseconds', entry.storedAt);
+  if (typeof entry.storedAt !== 'number' || !Number.isFinite(entry.storedAt))
+    throw new InvalidOptionError('entry.storedAt', 'a finite number of milliseconds', entry.storedAt);
   if (entry.meta !== undefined && (entry.meta === null || typeof entry.meta !== 'object' || Array.isArray(entry.meta))) {
     throw new InvalidOptionError('entry.meta', 'a plain object', entry.meta);
   }
@@ -51,7 +53,12 @@ export function validEntry(entry: CacheEntry): void {
  * headers copied, its body in memory of its own.
  */
 export function heldEntry(entry: CacheEntry): CacheEntry {
-  const held: CacheEntry = { status: entry.status, headers: Object.freeze(entry.headers.slice()) as string[], body: ownMemory(entry.body), storedAt: entry.storedAt };
+  const held: CacheEntry = {
+    status: entry.status,
+    headers: Object.freeze(entry.headers.slice()) as string[],
+    body: ownMemory(entry.body),
+    storedAt: entry.storedAt,
+  };
   if (entry.meta !== undefined) held.meta = Object.freeze({ ...entry.meta });
   return Object.freeze(held);
 }

@@ -89,7 +89,7 @@ export function adapterContract(adapter: Adapter): void {
       assert.deepEqual(app.problems(), []);
     });
 
-    test('headers a middleware set before the proxy (as cors does) reach the proxied response; the upstream\'s win', T, async (t) => {
+    test("headers a middleware set before the proxy (as cors does) reach the proxied response; the upstream's win", T, async (t) => {
       const a = await backend(t, 'a');
       const app = await adapter.start(t, {
         pool: poolOf(t, [a.url]),
@@ -106,37 +106,45 @@ export function adapterContract(adapter: Adapter): void {
     for (const bodyParser of [false, true]) {
       const mode = bodyParser ? 'with a body parser' : 'without a body parser';
 
-      test(`POST JSON ${mode} reaches the upstream with a correct length; a chunked PUT ${bodyParser ? 'is re-sent with a length' : 'stays chunked'}; a GET has no body`, T, async (t) => {
-        const a = await backend(t, 'a');
-        const app = await adapter.start(t, { pool: poolOf(t, [a.url]), bodyParser });
-        const r = await fetchText(`${app.url}${app.prefix}/users`, { method: 'POST', headers: JSON_HEADERS, body: JSON_TEXT });
-        assert.equal(r.status, 200);
-        const seen = a.seen[0]!;
-        assert.equal(seen.method, 'POST');
-        assert.deepEqual(JSON.parse(seen.body), JSON_VALUE);
-        if (!bodyParser) assert.equal(seen.body, JSON_TEXT, 'the exact bytes');
-        assert.equal(seen.headers['content-length'], String(Buffer.byteLength(seen.body)));
-        assert.equal(seen.headers['content-type'], 'application/json');
-        assert.equal(seen.headers['transfer-encoding'], undefined);
+      test(
+        `POST JSON ${mode} reaches the upstream with a correct length; a chunked PUT ${bodyParser ? 'is re-sent with a length' : 'stays chunked'}; a GET has no body`,
+        T,
+        async (t) => {
+          const a = await backend(t, 'a');
+          const app = await adapter.start(t, { pool: poolOf(t, [a.url]), bodyParser });
+          const r = await fetchText(`${app.url}${app.prefix}/users`, { method: 'POST', headers: JSON_HEADERS, body: JSON_TEXT });
+          assert.equal(r.status, 200);
+          const seen = a.seen[0]!;
+          assert.equal(seen.method, 'POST');
+          assert.deepEqual(JSON.parse(seen.body), JSON_VALUE);
+          if (!bodyParser) assert.equal(seen.body, JSON_TEXT, 'the exact bytes');
+          assert.equal(seen.headers['content-length'], String(Buffer.byteLength(seen.body)));
+          assert.equal(seen.headers['content-type'], 'application/json');
+          assert.equal(seen.headers['transfer-encoding'], undefined);
 
-        const chunked = await fetchText(`${app.url}${app.prefix}/users`, { method: 'PUT', headers: { ...JSON_HEADERS, 'transfer-encoding': 'chunked' }, body: JSON_TEXT });
-        assert.equal(chunked.status, 200);
-        const put = a.seen[1]!;
-        assert.deepEqual(JSON.parse(put.body), JSON_VALUE);
-        if (bodyParser) {
-          assert.equal(put.headers['content-length'], String(Buffer.byteLength(put.body)));
-          assert.equal(put.headers['transfer-encoding'], undefined);
-        } else {
-          assert.equal(put.body, JSON_TEXT);
-          assert.equal(put.headers['transfer-encoding'], 'chunked');
-        }
+          const chunked = await fetchText(`${app.url}${app.prefix}/users`, {
+            method: 'PUT',
+            headers: { ...JSON_HEADERS, 'transfer-encoding': 'chunked' },
+            body: JSON_TEXT,
+          });
+          assert.equal(chunked.status, 200);
+          const put = a.seen[1]!;
+          assert.deepEqual(JSON.parse(put.body), JSON_VALUE);
+          if (bodyParser) {
+            assert.equal(put.headers['content-length'], String(Buffer.byteLength(put.body)));
+            assert.equal(put.headers['transfer-encoding'], undefined);
+          } else {
+            assert.equal(put.body, JSON_TEXT);
+            assert.equal(put.headers['transfer-encoding'], 'chunked');
+          }
 
-        // A GET after the parser (Koa's sets ctx.request.body = {}) still has no body upstream.
-        assert.equal((await fetchText(`${app.url}${app.prefix}/get`)).status, 200);
-        assert.equal(a.seen[2]!.body, '');
-        assert.equal(a.seen[2]!.headers['content-length'], undefined);
-        assert.deepEqual(app.problems(), []);
-      });
+          // A GET after the parser (Koa's sets ctx.request.body = {}) still has no body upstream.
+          assert.equal((await fetchText(`${app.url}${app.prefix}/get`)).status, 200);
+          assert.equal(a.seen[2]!.body, '');
+          assert.equal(a.seen[2]!.headers['content-length'], undefined);
+          assert.deepEqual(app.problems(), []);
+        },
+      );
 
       test(`a 16 MiB body streams both ways intact, ${mode}`, T, async (t) => {
         const a = await backend(t, 'a');
@@ -161,7 +169,14 @@ export function adapterContract(adapter: Adapter): void {
         assert.equal(a.seen.length, 1);
         assert.deepEqual(JSON.parse(a.seen[0]!.body), JSON_VALUE);
         if (!bodyParser) assert.equal(a.seen[0]!.body, JSON_TEXT);
-        assert.deepEqual(pool.stats().servers.map((s) => [s.requests, s.fails]), [[1, 1], [1, 0]], 'one failed attempt on the dead server, then one on a');
+        assert.deepEqual(
+          pool.stats().servers.map((s) => [s.requests, s.fails]),
+          [
+            [1, 1],
+            [1, 0],
+          ],
+          'one failed attempt on the dead server, then one on a',
+        );
         assert.deepEqual(app.problems(), []);
       });
 
@@ -188,14 +203,14 @@ export function adapterContract(adapter: Adapter): void {
       assert.deepEqual(app.problems(), []);
     });
 
-    test('connection refused reaches the framework\'s error handling as 502 SWY_ERR_BAD_GATEWAY', T, async (t) => {
+    test("connection refused reaches the framework's error handling as 502 SWY_ERR_BAD_GATEWAY", T, async (t) => {
       const app = await adapter.start(t, { pool: poolOf(t, [await refused()]) });
       const r = await fetchText(`${app.url}${app.prefix}/x`);
       assert.equal(r.status, 502);
       assert.deepEqual(JSON.parse(r.body), { handledBy: adapter.handledBy, code: 'SWY_ERR_BAD_GATEWAY', statusCode: 502, name: 'BadGatewayError' });
     });
 
-    test('a header timeout reaches the framework\'s error handling as 504 SWY_ERR_GATEWAY_TIMEOUT', T, async (t) => {
+    test("a header timeout reaches the framework's error handling as 504 SWY_ERR_GATEWAY_TIMEOUT", T, async (t) => {
       const a = await backend(t, 'a');
       const app = await adapter.start(t, { pool: poolOf(t, [a.url]), balance: { headerTimeout: 200 } });
       const started = performance.now();
@@ -206,7 +221,7 @@ export function adapterContract(adapter: Adapter): void {
       assert.ok(elapsed >= 190 && elapsed < 3000, `answered after ${elapsed} ms`);
     });
 
-    test('the framework\'s default error handling answers the error\'s status', T, async (t) => {
+    test("the framework's default error handling answers the error's status", T, async (t) => {
       const app = await adapter.start(t, { pool: poolOf(t, [await refused()]), errorHandler: false });
       const r = await fetchText(`${app.url}${app.prefix}/x`);
       assert.equal(r.status, 502);

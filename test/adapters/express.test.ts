@@ -64,15 +64,29 @@ test('the upstream gets the full request target, mount path included (nginx prox
   const gw = await app(t, createPool({ servers: [{ url: a.url }] }), { before: [express.json()] });
   await fetchText(`${gw.url}/api/v1/users?id=7`);
   await fetchText(`${gw.url}/api/v1/users`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
-  assert.deepEqual(a.seen.map((s) => s.url), ['/api/v1/users?id=7', '/api/v1/users']);
+  assert.deepEqual(
+    a.seen.map((s) => s.url),
+    ['/api/v1/users?id=7', '/api/v1/users'],
+  );
 });
 
 test('POST urlencoded after express.urlencoded() and text after express.text() are re-sent', async (t) => {
   const a = await backend(t, 'a');
   const gw = await app(t, createPool({ servers: [{ url: a.url }] }), { before: [express.urlencoded({ extended: false }), express.text()] });
-  const form = await fetchText(`${gw.url}/api/form`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'a=1&b=two+words&a=3' });
+  const form = await fetchText(`${gw.url}/api/form`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: 'a=1&b=two+words&a=3',
+  });
   assert.equal(form.status, 200);
-  assert.deepEqual([...new URLSearchParams(a.seen[0]!.body)], [['a', '1'], ['a', '3'], ['b', 'two words']]);
+  assert.deepEqual(
+    [...new URLSearchParams(a.seen[0]!.body)],
+    [
+      ['a', '1'],
+      ['a', '3'],
+      ['b', 'two words'],
+    ],
+  );
   const text = await fetchText(`${gw.url}/api/text`, { method: 'PUT', headers: { 'content-type': 'text/plain' }, body: 'plain text, kept as is' });
   assert.equal(text.status, 200);
   assert.equal(a.seen[1]!.body, 'plain text, kept as is');

@@ -25,10 +25,12 @@ async function app(t: TestContext, use: Middleware[]): Promise<string> {
 /** A pass-through middleware carrying look-alike properties; records whether any was used. */
 function impostor(props: Array<'upgrade' | 'wrapUpgrade'>): { mw: Middleware; used: string[] } {
   const used: string[] = [];
-  const refuse = (what: string) => (_req: IncomingMessage, socket: Duplex): void => {
-    used.push(what);
-    socket.end('HTTP/1.1 418 I\'m a teapot\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
-  };
+  const refuse =
+    (what: string) =>
+    (_req: IncomingMessage, socket: Duplex): void => {
+      used.push(what);
+      socket.end("HTTP/1.1 418 I'm a teapot\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    };
   const extra: Record<string, unknown> = {};
   if (props.includes('upgrade')) extra.upgrade = refuse('upgrade');
   if (props.includes('wrapUpgrade')) extra.wrapUpgrade = () => refuse('wrapUpgrade');
@@ -60,7 +62,12 @@ test('a middleware with a `wrapUpgrade` property before balance() does not wrap 
 test('sticky() before balance() still binds upgrades through the plugin (found by its brand)', async (t) => {
   const a = await backend(t, 'a');
   const b = await backend(t, 'b');
-  const pool = createPool({ servers: [{ url: a.url, route: 'ra' }, { url: b.url, route: 'rb' }] });
+  const pool = createPool({
+    servers: [
+      { url: a.url, route: 'ra' },
+      { url: b.url, route: 'rb' },
+    ],
+  });
   t.after(() => pool.close());
   const st = sticky(pool, { route: ['$arg_route'] });
   t.after(() => st.close());

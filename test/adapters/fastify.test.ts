@@ -104,7 +104,7 @@ test('Fastify hooks see the proxied exchange; the bare prefix is proxied; one lo
   assert.deepEqual(gw.loud(), []);
 });
 
-test('headers set on the reply by Fastify hooks (as @fastify/cors does) stay on Fastify\'s own answers too', async (t) => {
+test("headers set on the reply by Fastify hooks (as @fastify/cors does) stay on Fastify's own answers too", async (t) => {
   const a = await backend(t, 'a');
   const gw = await app(t, createPool({ servers: [{ url: a.url }] }), {
     setup: (app) => {
@@ -162,7 +162,10 @@ test('parseBody: true re-sends every JSON value as JSON, primitives included', a
     const r = await fetchText(`${gw.url}/api/v`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: text });
     assert.equal(r.status, 200, text);
   }
-  assert.deepEqual(a.seen.map((s) => s.body), values);
+  assert.deepEqual(
+    a.seen.map((s) => s.body),
+    values,
+  );
 });
 
 test('parseBody: false accepts any content type, or none, and streams it', async (t) => {
@@ -178,7 +181,10 @@ test('parseBody: false accepts any content type, or none, and streams it', async
     const r = await fetchText(`${gw.url}/api/upload`, { method: 'POST', headers, body });
     assert.equal(r.status, 200, `${JSON.stringify(headers)}: ${r.body}`);
   }
-  assert.deepEqual(a.seen.map((s) => [s.headers['content-type'], s.body]), cases.map(([h, b]) => [h['content-type'], b]));
+  assert.deepEqual(
+    a.seen.map((s) => [s.headers['content-type'], s.body]),
+    cases.map(([h, b]) => [h['content-type'], b]),
+  );
   assert.deepEqual(gw.loud(), []);
 });
 
@@ -188,7 +194,7 @@ test('WebSocket upgrades under the prefix are proxied by the plugin, others left
     setup: (app) => {
       // Another upgrade listener (as @fastify/websocket would be) that owns everything outside /api.
       app.server.on('upgrade', (req: IncomingMessage, socket: Duplex) => {
-        if (!/^\/api(\/|\?|$)/.test(req.url ?? '')) socket.end('HTTP/1.1 418 I\'m a teapot\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
+        if (!/^\/api(\/|\?|$)/.test(req.url ?? '')) socket.end("HTTP/1.1 418 I'm a teapot\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
       });
     },
   });
@@ -241,7 +247,7 @@ test('websocket: false leaves upgrades alone', async (t) => {
   assert.deepEqual(a.sockets, []);
 });
 
-test('requests the chain does not answer go to Fastify\'s not-found handler, after async hooks too', async (t) => {
+test("requests the chain does not answer go to Fastify's not-found handler, after async hooks too", async (t) => {
   const a = await backend(t, 'a');
   const pool = createPool({ servers: [{ url: a.url }] });
   const proxy = balance(pool);
@@ -272,7 +278,7 @@ test('requests the chain does not answer go to Fastify\'s not-found handler, aft
   assert.deepEqual(gw.loud(), []);
 });
 
-test('Fastify\'s default not-found handler answers 404 for requests the chain hands on', async (t) => {
+test("Fastify's default not-found handler answers 404 for requests the chain hands on", async (t) => {
   const gw = await app(t, undefined, { use: (_req, _res, next) => next() });
   const r = await fetchText(`${gw.url}/api/nothing`);
   assert.equal(r.status, 404);
@@ -284,5 +290,8 @@ test('methods limits what the plugin answers', async (t) => {
   const gw = await app(t, createPool({ servers: [{ url: a.url }] }), { methods: ['GET', 'HEAD'] });
   assert.equal((await fetchText(`${gw.url}/api/x`)).status, 200);
   assert.equal((await fetchText(`${gw.url}/api/x`, { method: 'DELETE' })).status, 404);
-  assert.deepEqual(a.seen.map((s) => s.method), ['GET']);
+  assert.deepEqual(
+    a.seen.map((s) => s.method),
+    ['GET'],
+  );
 });

@@ -27,7 +27,11 @@ interface AppOptions {
 }
 
 /** A listening Koa app: `app.use(koa(balance(pool)))`, WebSocket upgrades wired to the server. */
-async function app(t: TestContext, pool: UpstreamPool | undefined, options: AppOptions = {}): Promise<{ app: Koa; url: string; ws: string; proxy: BalanceMiddleware | undefined; errors: unknown[] }> {
+async function app(
+  t: TestContext,
+  pool: UpstreamPool | undefined,
+  options: AppOptions = {},
+): Promise<{ app: Koa; url: string; ws: string; proxy: BalanceMiddleware | undefined; errors: unknown[] }> {
   if (pool !== undefined) t.after(() => pool.close());
   const proxy = pool === undefined ? undefined : balance(pool, options.balance);
   const app = new Koa();
@@ -98,9 +102,19 @@ test('a form after @koa/bodyparser is re-sent upstream', async (t) => {
   const a = await backend(t, 'a');
   const gw = await app(t, createPool({ servers: [{ url: a.url }] }), { bodyParser: true });
   // JSON and a GET after the parser are in the adapter contract.
-  const form = await fetchText(`${gw.url}/api/form`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'a=1&b=two+words' });
+  const form = await fetchText(`${gw.url}/api/form`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: 'a=1&b=two+words',
+  });
   assert.equal(form.status, 200);
-  assert.deepEqual([...new URLSearchParams(a.seen[0]!.body)], [['a', '1'], ['b', 'two words']]);
+  assert.deepEqual(
+    [...new URLSearchParams(a.seen[0]!.body)],
+    [
+      ['a', '1'],
+      ['b', 'two words'],
+    ],
+  );
   assert.equal(a.seen[0]!.headers['content-length'], String(Buffer.byteLength(a.seen[0]!.body)));
 });
 
@@ -138,7 +152,7 @@ test('the Koa middleware after the adapter runs when switchyard hands on, and an
   assert.equal(a.seen.length, 1);
 });
 
-test('a chain handing on to nothing ends in Koa\'s 404', async (t) => {
+test("a chain handing on to nothing ends in Koa's 404", async (t) => {
   const gw = await app(t, undefined, { use: [(_req, _res, next) => next()] });
   const r = await fetchText(`${gw.url}/nothing`);
   assert.equal(r.status, 404);

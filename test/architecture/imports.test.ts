@@ -66,13 +66,18 @@ function importsOf(file: string, text: string): ImportRef[] {
   const add = (node: ts.Node, literal: ts.Expression | undefined, typeOnly: boolean): void => {
     if (literal === undefined || !ts.isStringLiteralLike(literal)) return;
     const specifier = literal.text;
-    const target = specifier.startsWith('.') ? relative(ROOT, resolve(dirname(join(ROOT, file)), specifier)).split('\\').join('/') : undefined;
+    const target = specifier.startsWith('.')
+      ? relative(ROOT, resolve(dirname(join(ROOT, file)), specifier))
+          .split('\\')
+          .join('/')
+      : undefined;
     found.push({ file, specifier, target, typeOnly, line: source.getLineAndCharacterOfPosition(node.getStart(source)).line + 1 });
   };
   const visit = (node: ts.Node): void => {
     if (ts.isImportDeclaration(node)) add(node, node.moduleSpecifier, node.importClause?.isTypeOnly === true);
     else if (ts.isExportDeclaration(node)) add(node, node.moduleSpecifier, node.isTypeOnly);
-    else if (ts.isImportEqualsDeclaration(node) && ts.isExternalModuleReference(node.moduleReference)) add(node, node.moduleReference.expression, node.isTypeOnly);
+    else if (ts.isImportEqualsDeclaration(node) && ts.isExternalModuleReference(node.moduleReference))
+      add(node, node.moduleReference.expression, node.isTypeOnly);
     else if (ts.isImportTypeNode(node) && ts.isLiteralTypeNode(node.argument)) add(node, node.argument.literal, true);
     else if (ts.isCallExpression(node) && node.expression.kind === ts.SyntaxKind.ImportKeyword) add(node, node.arguments[0], false);
     ts.forEachChild(node, visit);
@@ -115,7 +120,10 @@ function layerViolation(ref: ImportRef): string | undefined {
     : `${from} may not import ${to}: both are in the ${layer.name} layer`;
 }
 
-const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { dependencies?: Record<string, string>; peerDependencies?: Record<string, string> };
+const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {
+  dependencies?: Record<string, string>;
+  peerDependencies?: Record<string, string>;
+};
 const BUILTINS = new Set(builtinModules.filter((m) => !m.startsWith('_')));
 
 function packageName(specifier: string): string {
@@ -186,7 +194,9 @@ test('src/ imports only Node builtins (node:), its dependencies, and a framework
 });
 
 test('every folder of src/ has its row in the layer table', () => {
-  const folders = readdirSync(SRC, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name);
+  const folders = readdirSync(SRC, { withFileTypes: true })
+    .filter((e) => e.isDirectory())
+    .map((e) => e.name);
   const missing = folders.filter((f) => layerOf(f) === -1);
   assert.deepEqual(missing, [], `src/${missing.join('/, src/')}/ must be placed in LAYERS (test/architecture/imports.test.ts) and in ARCHITECTURE.md`);
   const listed = LAYERS.flatMap((l) => l.folders).filter((f) => f !== 'index');

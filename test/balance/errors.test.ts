@@ -129,9 +129,12 @@ test('options are validated when balance() is called, naming the option', { time
         JSON.stringify(options),
       );
     }
-    assert.throws(() => balance({} as never), (err: unknown) => err instanceof InvalidOptionError && err.option === 'pool');
+    assert.throws(
+      () => balance({} as never),
+      (err: unknown) => err instanceof InvalidOptionError && err.option === 'pool',
+    );
     const frozen = Object.freeze({ nextUpstream: Object.freeze(['error', 'http_502'] as const), tries: 0 });
-    assert.doesNotThrow(() => balance(pool, frozen as BalanceOptions), 'the caller\'s options are only read');
+    assert.doesNotThrow(() => balance(pool, frozen as BalanceOptions), "the caller's options are only read");
   } finally {
     pool.close();
   }

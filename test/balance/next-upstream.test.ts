@@ -9,11 +9,13 @@ import { complete, gatewayFor, rawUpstream, tryFetch, TEST_TIMEOUT } from './sup
 const host = (url: string): string => url.slice('http://'.length);
 
 /** An upstream answering `status` with its name as the body and an x-upstream header. */
-const answering = (status: number) => (_req: IncomingMessage, res: ServerResponse): void => {
-  res.statusCode = status;
-  res.setHeader('x-upstream', 'bad');
-  res.end(`status ${status}`);
-};
+const answering =
+  (status: number) =>
+  (_req: IncomingMessage, res: ServerResponse): void => {
+    res.statusCode = status;
+    res.setHeader('x-upstream', 'bad');
+    res.end(`status ${status}`);
+  };
 
 test('a refused connection moves on to the next server by default; $upstream_status is 502, 200', { timeout: TEST_TIMEOUT }, async (t) => {
   const port = await deadPort();
@@ -113,7 +115,10 @@ test('tries: 3 servers all 404 under http_404 with tries 2 make 2 attempts, $ups
   assert.equal(r.status, 404);
   await gw.settled(1);
   assert.deepEqual(gw.log[0]!.status, [404, 404]);
-  assert.equal(ups.reduce((n, u) => n + u.seen.length, 0), 2);
+  assert.equal(
+    ups.reduce((n, u) => n + u.seen.length, 0),
+    2,
+  );
 });
 
 test('tries 0: 3 servers all 404 under http_404 are each tried once, $upstream_status 404, 404, 404', { timeout: TEST_TIMEOUT }, async (t) => {
@@ -260,7 +265,7 @@ test('a POST to a refused port is retried: the request never reached a server', 
   assert.equal(ok.seen[0]!.body, 'hello');
 });
 
-test('the last attempt\'s error response goes to the client unchanged, status, headers and body', { timeout: TEST_TIMEOUT }, async (t) => {
+test("the last attempt's error response goes to the client unchanged, status, headers and body", { timeout: TEST_TIMEOUT }, async (t) => {
   const a = await upstream(t, 'a', (_req, res) => {
     res.writeHead(503, { 'x-from': 'a', 'retry-after': '1' });
     res.end('a is busy');
@@ -346,7 +351,13 @@ test('no live upstreams after attempts: 502, $upstream_addr ends with the pool n
   // With two usable servers and the second at max conns, the retry finds none.
   const c = await upstream(t, 'c', answering(500));
   const hold = await upstream(t, 'hold', () => undefined);
-  const pool2 = createPool({ name: 'busy', servers: [{ url: c.url, maxFails: 0 }, { url: hold.url, maxConns: 1 }] });
+  const pool2 = createPool({
+    name: 'busy',
+    servers: [
+      { url: c.url, maxFails: 0 },
+      { url: hold.url, maxConns: 1 },
+    ],
+  });
   t.after(() => pool2.close());
   const gw2 = await gatewayFor(t, pool2, { nextUpstream: ['error', 'timeout', 'http_500'], headerTimeout: 5000 });
   const pending = tryFetch(gw2.url); // c (500, retried) then hold, which never answers
@@ -363,7 +374,13 @@ test('no live upstreams after attempts: 502, $upstream_addr ends with the pool n
 
 test('no server at all: 503 NoServerAvailableError by default, 502 with noServerStatus: 502', { timeout: TEST_TIMEOUT }, async (t) => {
   const a = await upstream(t, 'a');
-  const pool = createPool({ name: 'off', servers: [{ url: a.url, down: true }, { url: 'http://127.0.0.1:1', down: true }] });
+  const pool = createPool({
+    name: 'off',
+    servers: [
+      { url: a.url, down: true },
+      { url: 'http://127.0.0.1:1', down: true },
+    ],
+  });
   t.after(() => pool.close());
   const gw = await gatewayFor(t, pool);
   const r = await fetchText(gw.url);
@@ -385,7 +402,9 @@ test('no server at all: 503 NoServerAvailableError by default, 502 with noServer
   assert.equal(a.seen.length, 0);
 });
 
-test('reference 3.4 timeline: both 500, http_500, s1 maxFails=2 failTimeout=3s: the last attempt\'s 500 is not counted', { timeout: TEST_TIMEOUT }, async (t) => {
+test("reference 3.4 timeline: both 500, http_500, s1 maxFails=2 failTimeout=3s: the last attempt's 500 is not counted", {
+  timeout: TEST_TIMEOUT,
+}, async (t) => {
   const s1 = await upstream(t, 's1', answering(500));
   const s2 = await upstream(t, 's2', answering(500));
   const pool = createPool({ name: 'mf', servers: [{ url: s1.url, maxFails: 2, failTimeout: '3s' }, { url: s2.url }] });
@@ -401,7 +420,7 @@ test('reference 3.4 timeline: both 500, http_500, s1 maxFails=2 failTimeout=3s: 
   assert.deepEqual(gw.log[0]!.status, [500, 500]);
   let st = pool.stats().servers;
   assert.equal(st[0]!.fails, 1, 's1: the retried 500 counts');
-  assert.equal(st[1]!.fails, 0, 's2: the last attempt\'s 500 is a success for max_fails');
+  assert.equal(st[1]!.fails, 0, "s2: the last attempt's 500 is a success for max_fails");
   assert.equal(st[1]!.state, 'up');
 
   const r2 = await fetchText(gw.url);
@@ -444,7 +463,10 @@ test('passive health: a failed server is skipped within failTimeout and stats co
   const gw = await gatewayFor(t, pool);
   for (let i = 0; i < 4; i++) assert.equal((await fetchText(gw.url)).status, 200);
   await gw.settled(4);
-  assert.deepEqual(gw.log.map((s) => s.addr.length), [2, 1, 1, 1]);
+  assert.deepEqual(
+    gw.log.map((s) => s.addr.length),
+    [2, 1, 1, 1],
+  );
   const [dead, live] = pool.stats().servers;
   assert.equal(dead!.fails, 1);
   assert.equal(dead!.unavail, 1);
@@ -502,7 +524,10 @@ test('single server: one attempt, and a failure never makes it unavailable', { t
 test('two servers with the same url get distinct default ids (nginx allows equal server lines)', () => {
   const pool = createPool({ servers: [{ url: 'http://127.0.0.1:9' }, { url: 'http://127.0.0.1:9' }] });
   try {
-    assert.deepEqual(pool.servers.map((s) => s.id), ['http://127.0.0.1:9', 'http://127.0.0.1:9#2']);
+    assert.deepEqual(
+      pool.servers.map((s) => s.id),
+      ['http://127.0.0.1:9', 'http://127.0.0.1:9#2'],
+    );
   } finally {
     pool.close();
   }

@@ -30,7 +30,10 @@ test('without a queue, a request that finds the only server full fails at once w
 test('queued requests wait, first come first served, and maxConns is never exceeded', async (t) => {
   const { gw, pool, most } = await slowPool(t, 60, { size: 5, timeout: '5s' });
   const replies = await Promise.all(Array.from({ length: 4 }, () => fetchText(gw.url)));
-  assert.deepEqual(replies.map((r) => r.status), [200, 200, 200, 200]);
+  assert.deepEqual(
+    replies.map((r) => r.status),
+    [200, 200, 200, 200],
+  );
   assert.equal(most(), 1);
   assert.deepEqual(pool.stats().queue, { size: 0, maxSize: 5, overflows: 0 });
 });

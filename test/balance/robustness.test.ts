@@ -22,7 +22,7 @@ test('client aborts mid-response: the upstream request is destroyed and active r
   await until(() => upstreamClosed, 2000, 'the upstream request to be destroyed');
   await until(() => pool.stats().servers.every((s) => s.active === 0), 2000, 'active to return to 0');
   const s = pool.stats().servers[0]!;
-  assert.equal(s.fails, 0, 'a client abort is not the server\'s failure');
+  assert.equal(s.fails, 0, "a client abort is not the server's failure");
   assert.equal(s.state, 'up');
 });
 
@@ -177,7 +177,7 @@ for (const method of ['GET', 'PUT']) {
     for (const s of gw.log) assert.equal(s.addr.length, 1, 'the stale connection is not a separate attempt');
     assert.ok(connections >= 3);
     for (const s of pool.stats().servers) {
-      assert.equal(s.fails, 0, 'a stale connection is not the server\'s failure');
+      assert.equal(s.fails, 0, "a stale connection is not the server's failure");
       assert.equal(s.active, 0);
     }
   });
@@ -185,7 +185,10 @@ for (const method of ['GET', 'PUT']) {
 
 test('a POST on a kept-alive connection the upstream closed is not re-sent unless non_idempotent is listed (nginx)', { timeout: TEST_TIMEOUT }, async (t) => {
   const up = await staleUpstream(t);
-  for (const [nextUpstream, second] of [[['error', 'timeout'], 502], [['error', 'timeout', 'non_idempotent'], 200]] as const) {
+  for (const [nextUpstream, second] of [
+    [['error', 'timeout'], 502],
+    [['error', 'timeout', 'non_idempotent'], 200],
+  ] as const) {
     const pool = createPool({ servers: [{ url: up.url }] });
     t.after(() => pool.close());
     const gw = await gatewayFor(t, pool, { nextUpstream: [...nextUpstream] });
@@ -194,7 +197,7 @@ test('a POST on a kept-alive connection the upstream closed is not re-sent unles
   }
 });
 
-test('parallel requests: every server\'s active count returns to 0 and responses are counted by code', { timeout: TEST_TIMEOUT }, async (t) => {
+test("parallel requests: every server's active count returns to 0 and responses are counted by code", { timeout: TEST_TIMEOUT }, async (t) => {
   const a = await upstream(t, 'a', (_req, res) => setTimeout(() => res.end('a'), 20));
   const b = await upstream(t, 'b', (_req, res) => {
     res.statusCode = 404;

@@ -90,7 +90,12 @@ export function tryFetch(
   return new Promise((resolve) => {
     let status: number | undefined;
     let received = 0;
-    const options = { method: init.method ?? 'GET', headers: init.headers as Record<string, string>, agent: false, ...(init.path === undefined ? {} : { path: init.path }) };
+    const options = {
+      method: init.method ?? 'GET',
+      headers: init.headers as Record<string, string>,
+      agent: false,
+      ...(init.path === undefined ? {} : { path: init.path }),
+    };
     const req = request(url, options, (res) => {
       status = res.statusCode;
       const chunks: Buffer[] = [];
@@ -209,7 +214,10 @@ function parseResponse(buf: Buffer): { length: number; response: { status: numbe
  * A raw TCP upstream: `onConnection` gets each socket as it is accepted and
  * writes whatever bytes it wants. Closed in `t.after`.
  */
-export async function rawUpstream(t: TestContext, onConnection: (socket: Socket, data: Buffer[]) => void): Promise<{ url: string; port: number; connections: number }> {
+export async function rawUpstream(
+  t: TestContext,
+  onConnection: (socket: Socket, data: Buffer[]) => void,
+): Promise<{ url: string; port: number; connections: number }> {
   const sockets = new Set<Socket>();
   const state = { url: '', port: 0, connections: 0 };
   const server = createNetServer((socket) => {

@@ -42,7 +42,7 @@ test("a background update through balance() redefines nothing on the client's re
   const fresh = await fetchText(`${gw.url}/p`);
   assert.deepEqual([fresh.headers['x-cache-status'], fresh.body], ['HIT', 'v2']);
   const updated = responses[1]!;
-  assert.deepEqual(accessorsOf(updated), [], 'no accessor defined on the client\'s response');
+  assert.deepEqual(accessorsOf(updated), [], "no accessor defined on the client's response");
   assert.equal(updated.headersSent, true, 'it still says what happened: the client got its answer');
   assert.equal(updated.writableEnded, true);
 });

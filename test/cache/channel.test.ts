@@ -27,7 +27,10 @@ test('every cache status is published on switchyard:cache:status (MISS with its 
   assert.equal((await fetchText(`${gw.url}/page?x=1`)).body, 'cached');
   await fetchText(`${gw.url}/page?x=1`, { method: 'GET', headers: { 'content-type': 'text/plain', 'content-length': '3' }, body: 'fat' });
 
-  assert.deepEqual(seen.map((m) => m.status), ['MISS', 'HIT', 'BYPASS']);
+  assert.deepEqual(
+    seen.map((m) => m.status),
+    ['MISS', 'HIT', 'BYPASS'],
+  );
   assert.equal(seen[0]!.key, `http://127.0.0.1:${gw.port}/page?x=1`, 'the MISS carries its key');
   assert.equal(seen[0]!.ex?.cacheStatus, 'MISS');
   assert.equal(seen[1]!.ex, undefined, 'the fast-path HIT is published before any exchange record is made');

@@ -8,7 +8,17 @@ import { createHash } from 'node:crypto';
 import { createServer, request, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { TestContext } from 'node:test';
 import express from 'express';
-import { balance, cache, CacheStore, chain, createMemoryStore, createPool, type BalanceOptions, type CacheOptions, type UpstreamPool } from '../../src/index.ts';
+import {
+  balance,
+  cache,
+  CacheStore,
+  chain,
+  createMemoryStore,
+  createPool,
+  type BalanceOptions,
+  type CacheOptions,
+  type UpstreamPool,
+} from '../../src/index.ts';
 import { abortAfterFirstChunk, clock, deadPort, fetchText, listen, until, upstream, type Upstream } from '../helpers.ts';
 import { delay, rawUpstream, tryFetch } from '../balance/support.ts';
 
@@ -447,7 +457,9 @@ test('without revalidate the upstream never sees conditional headers', T, async 
 test("clients' own If-None-Match, If-Modified-Since and Range are not forwarded upstream on a MISS", T, async (t) => {
   const up = await scripted(t, { body: 'hello world', headers: { etag: '"x"' } });
   const g = await gw(t, [up.url], { valid: '1m' });
-  const r = await fetchText(`${g.url}/c`, { headers: { 'if-none-match': '"x"', 'if-modified-since': new Date().toUTCString(), range: 'bytes=0-1', 'if-range': '"x"' } });
+  const r = await fetchText(`${g.url}/c`, {
+    headers: { 'if-none-match': '"x"', 'if-modified-since': new Date().toUTCString(), range: 'bytes=0-1', 'if-range': '"x"' },
+  });
   assert.equal(status(r), 'MISS');
   assert.equal(up.seen.length, 1);
   const h = up.seen[0]!.headers;
@@ -689,4 +701,3 @@ test('Express routes using res.send and res.json behind app.use(cache()) → HIT
   assert.equal(calls, 2);
   assert.match((await fetchText(`${g.url}/json`)).headers['content-type'] as string, /application\/json/);
 });
-

@@ -19,7 +19,12 @@ interface Site {
 }
 
 /** An upstream answering with `handler`, behind `cache(copts)` and `balance(pool, bopts)`, on plain HTTP and on TLS. */
-async function site(t: TestContext, handler: (req: IncomingMessage, res: ServerResponse, body: string) => void, copts: CacheOptions = {}, bopts: BalanceOptions = {}): Promise<Site> {
+async function site(
+  t: TestContext,
+  handler: (req: IncomingMessage, res: ServerResponse, body: string) => void,
+  copts: CacheOptions = {},
+  bopts: BalanceOptions = {},
+): Promise<Site> {
   const up = await upstream(t, 'origin', handler);
   const pool = createPool({ servers: [{ url: up.url }] });
   t.after(() => pool.close());
@@ -48,7 +53,12 @@ function get(url: string, init: { method?: string; headers?: Record<string, stri
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () =>
-        resolve({ status: res.statusCode ?? 0, cs: res.headers['x-cache-status'] as string | undefined, location: res.headers.location, body: Buffer.concat(chunks).toString() }),
+        resolve({
+          status: res.statusCode ?? 0,
+          cs: res.headers['x-cache-status'] as string | undefined,
+          location: res.headers.location,
+          body: Buffer.concat(chunks).toString(),
+        }),
       );
       res.on('error', reject);
     });
@@ -62,7 +72,9 @@ const cached = { 'cache-control': 'max-age=60' };
 /** Answers with what the upstream was told about the request's origin. */
 function told(req: IncomingMessage, res: ServerResponse): void {
   res.writeHead(200, cached);
-  res.end(`proto=${String(req.headers['x-forwarded-proto'])} host=${String(req.headers['x-forwarded-host'])} prefix=${String(req.headers['x-forwarded-prefix'])}`);
+  res.end(
+    `proto=${String(req.headers['x-forwarded-proto'])} host=${String(req.headers['x-forwarded-host'])} prefix=${String(req.headers['x-forwarded-prefix'])}`,
+  );
 }
 
 /** An application that sends http to https, as most do behind a TLS-terminating proxy. */
@@ -89,9 +101,10 @@ test('behind trustProxy, the 301 an http client got is not served to https clien
   assert.equal(await s.mw.purge('https://shop.example/account'), 1);
 });
 
-test('behind a Host-rewriting trusted proxy, one tenant never gets another tenant\'s page (the key follows the trusted X-Forwarded-Host)', async (t) => {
+test("behind a Host-rewriting trusted proxy, one tenant never gets another tenant's page (the key follows the trusted X-Forwarded-Host)", async (t) => {
   const s = await site(t, told, { trustProxy: 'loopback' }, { trustProxy: 'loopback' });
-  const proxy = (tenant: string): Promise<Got> => get(`${s.url}/home`, { headers: { host: 'internal.example', 'x-forwarded-host': tenant, 'x-forwarded-proto': 'https' } });
+  const proxy = (tenant: string): Promise<Got> =>
+    get(`${s.url}/home`, { headers: { host: 'internal.example', 'x-forwarded-host': tenant, 'x-forwarded-proto': 'https' } });
   const a = await proxy('a.example');
   const b = await proxy('b.example');
   assert.deepEqual([a.cs, a.body], ['MISS', 'proto=https host=a.example prefix=undefined']);
@@ -150,11 +163,15 @@ test('a Host with a port is its own key: one request with Host site.example:6666
   assert.equal(await s.mw.purge('http://site.example:6666/links'), 1);
 });
 
-test('Vary: X-Forwarded-Host keys variants by the host the upstream was told, not by the client\'s header', async (t) => {
-  const s = await site(t, (req, res) => {
-    res.writeHead(200, { ...cached, vary: 'X-Forwarded-Host' });
-    res.end(`links to ${String(req.headers['x-forwarded-host'])}`);
-  }, { key: '$uri' });
+test("Vary: X-Forwarded-Host keys variants by the host the upstream was told, not by the client's header", async (t) => {
+  const s = await site(
+    t,
+    (req, res) => {
+      res.writeHead(200, { ...cached, vary: 'X-Forwarded-Host' });
+      res.end(`links to ${String(req.headers['x-forwarded-host'])}`);
+    },
+    { key: '$uri' },
+  );
   // No X-Forwarded-Host from either client: the upstream was told each one's Host.
   const attack = await get(`${s.url}/v`, { headers: { host: 'evil.example' } });
   assert.deepEqual([attack.cs, attack.body], ['MISS', 'links to evil.example']);
@@ -166,7 +183,7 @@ test('Vary: X-Forwarded-Host keys variants by the host the upstream was told, no
   assert.equal(s.up.seen.length, 2);
 });
 
-test('Vary: X-Forwarded-For keys variants by the address the upstream was told, so one client\'s page is not another\'s', async (t) => {
+test("Vary: X-Forwarded-For keys variants by the address the upstream was told, so one client's page is not another's", async (t) => {
   const s = await site(t, (req, res) => {
     res.writeHead(200, { ...cached, vary: 'X-Forwarded-For' });
     res.end(`hello ${String(req.headers['x-forwarded-for'])}`);
@@ -181,7 +198,7 @@ test('Vary: X-Forwarded-For keys variants by the address the upstream was told, 
 });
 
 test('a GET with a body (fat GET) bypasses the cache: its answer is not stored under the body-less key', async (t) => {
-  const s = await site(t, (req, res, body) => {
+  const s = await site(t, (_req, res, body) => {
     res.writeHead(200, cached);
     res.end(`query=${body || 'none'}`);
   });
@@ -198,18 +215,26 @@ test('a GET with a body (fat GET) bypasses the cache: its answer is not stored u
 });
 
 test('cacheBodies: true caches requests with a body, for keys that account for it', async (t) => {
-  const s = await site(t, (_req, res, body) => {
-    res.writeHead(200, cached);
-    res.end(`got ${body}`);
-  }, { cacheBodies: true, methods: ['POST'], key: (req) => `rpc:${String(req.headers['x-body-hash'])}` });
+  const s = await site(
+    t,
+    (_req, res, body) => {
+      res.writeHead(200, cached);
+      res.end(`got ${body}`);
+    },
+    { cacheBodies: true, methods: ['POST'], key: (req) => `rpc:${String(req.headers['x-body-hash'])}` },
+  );
   const first = await get(`${s.url}/rpc`, { method: 'POST', headers: { 'x-body-hash': '1' }, body: 'one' });
   const second = await get(`${s.url}/rpc`, { method: 'POST', headers: { 'x-body-hash': '1' }, body: 'one' });
   assert.deepEqual([first.cs, second.cs, second.body], ['MISS', 'HIT', 'got one']);
   // Without the option, a POST cacheable by `methods` still bypasses when it has a body.
-  const off = await site(t, (_req, res, body) => {
-    res.writeHead(200, cached);
-    res.end(`got ${body}`);
-  }, { methods: ['POST'] });
+  const off = await site(
+    t,
+    (_req, res, body) => {
+      res.writeHead(200, cached);
+      res.end(`got ${body}`);
+    },
+    { methods: ['POST'] },
+  );
   assert.equal((await get(`${off.url}/rpc`, { method: 'POST', body: 'one' })).cs, 'BYPASS');
   assert.equal((await get(`${off.url}/rpc`, { method: 'POST', body: 'one' })).cs, 'BYPASS');
 });
@@ -266,10 +291,15 @@ test('an unkeyed forwarding header (X-Forwarded-Server) stops storing only when 
   assert.equal((await get(`${s.url}/p`, { headers: { host: 'a.example', 'x-forwarded-server': 'evil' } })).cs, 'MISS');
   assert.equal((await get(`${s.url}/p`, { headers: { host: 'a.example' } })).cs, 'HIT');
   // A local handler sees it as sent: its answer is not stored.
-  const local = await listen(t, createServer(chain(cache(), (req: IncomingMessage, res: ServerResponse) => {
-    res.writeHead(200, cached);
-    res.end(`server=${String(req.headers['x-forwarded-server'])}`);
-  })));
+  const local = await listen(
+    t,
+    createServer(
+      chain(cache(), (req: IncomingMessage, res: ServerResponse) => {
+        res.writeHead(200, cached);
+        res.end(`server=${String(req.headers['x-forwarded-server'])}`);
+      }),
+    ),
+  );
   const forged = await get(`${local.url}/p`, { headers: { 'x-forwarded-server': 'evil' } });
   const plain = await get(`${local.url}/p`);
   assert.deepEqual([forged.cs, plain.cs, plain.body], ['MISS', 'MISS', 'server=undefined']);

@@ -27,14 +27,44 @@ const date = (offsetSeconds: number): string => new Date(Math.floor(NOW / 1000) 
 
 describe('compileValid', () => {
   const cases: { name: string; valid: ValidOption; expect: Record<number, number | undefined> }[] = [
-    { name: 'time alone covers 200, 301, 302 (matrix: valid 1m)', valid: '1m', expect: { 200: 60_000, 301: 60_000, 302: 60_000, 404: undefined, 500: undefined } },
+    {
+      name: 'time alone covers 200, 301, 302 (matrix: valid 1m)',
+      valid: '1m',
+      expect: { 200: 60_000, 301: 60_000, 302: 60_000, 404: undefined, 500: undefined },
+    },
     { name: 'number of ms alone', valid: 1500, expect: { 200: 1500, 204: undefined } },
     { name: 'object with any as fallback', valid: { 200: '10m', 404: '1m', any: '5s' }, expect: { 200: 600_000, 404: 60_000, 500: 5000, 301: 5000 } },
     { name: 'object: any written first still comes after codes', valid: { any: '5s', 200: '10m' }, expect: { 200: 600_000, 503: 5000 } },
-    { name: 'object key with several codes', valid: { '301 302': '1h', '404,410': '1m' }, expect: { 301: 3_600_000, 302: 3_600_000, 410: 60_000, 200: undefined } },
-    { name: 'array: first matching entry wins', valid: [[[200, 301], '10m'], [200, '1s'], [404, '1m']], expect: { 200: 600_000, 301: 600_000, 404: 60_000, 302: undefined } },
-    { name: 'array: any first wins over later codes (config order)', valid: [['any', '10s'], [404, '1m']], expect: { 404: 10_000, 200: 10_000 } },
-    { name: 'array: 0 excludes a code before any', valid: [[404, 0], ['any', '1m']], expect: { 404: 0, 200: 60_000 } },
+    {
+      name: 'object key with several codes',
+      valid: { '301 302': '1h', '404,410': '1m' },
+      expect: { 301: 3_600_000, 302: 3_600_000, 410: 60_000, 200: undefined },
+    },
+    {
+      name: 'array: first matching entry wins',
+      valid: [
+        [[200, 301], '10m'],
+        [200, '1s'],
+        [404, '1m'],
+      ],
+      expect: { 200: 600_000, 301: 600_000, 404: 60_000, 302: undefined },
+    },
+    {
+      name: 'array: any first wins over later codes (config order)',
+      valid: [
+        ['any', '10s'],
+        [404, '1m'],
+      ],
+      expect: { 404: 10_000, 200: 10_000 },
+    },
+    {
+      name: 'array: 0 excludes a code before any',
+      valid: [
+        [404, 0],
+        ['any', '1m'],
+      ],
+      expect: { 404: 0, 200: 60_000 },
+    },
     { name: 'valid any 10s (matrix: 404 cached)', valid: [['any', '10s']], expect: { 404: 10_000, 500: 10_000 } },
   ];
   for (const c of cases) {
@@ -57,7 +87,13 @@ describe('compileValid', () => {
     { valid: [], option: 'valid' },
     { valid: {}, option: 'valid' },
     { valid: [[200]], option: 'valid[0]' },
-    { valid: [[200, '1m'], ['all', '1m']], option: 'valid[1][0]' },
+    {
+      valid: [
+        [200, '1m'],
+        ['all', '1m'],
+      ],
+      option: 'valid[1][0]',
+    },
     { valid: [[[], '1m']], option: 'valid[0][0]' },
     { valid: [[[200, 99], '1m']], option: 'valid[0][0][1]' },
     { valid: [[600, '1m']], option: 'valid[0][0]' },
@@ -70,12 +106,15 @@ describe('compileValid', () => {
   ];
   for (const c of invalid) {
     it(`rejects ${JSON.stringify(c.valid)} naming ${c.option}`, () => {
-      assert.throws(() => compileValid(c.valid as ValidOption), (err: unknown) => {
-        assert.ok(err instanceof InvalidOptionError);
-        assert.equal(err.code, 'SWY_ERR_INVALID_OPTION');
-        assert.equal(err.option, c.option);
-        return true;
-      });
+      assert.throws(
+        () => compileValid(c.valid as ValidOption),
+        (err: unknown) => {
+          assert.ok(err instanceof InvalidOptionError);
+          assert.equal(err.code, 'SWY_ERR_INVALID_OPTION');
+          assert.equal(err.option, c.option);
+          return true;
+        },
+      );
     });
   }
 });
@@ -90,7 +129,10 @@ describe('compilePolicy', () => {
       [{ valid: { 200: '1x' } }, 'valid.200'],
     ];
     for (const [options, option] of bad) {
-      assert.throws(() => compilePolicy(options), (err: unknown) => err instanceof InvalidOptionError && err.option === option);
+      assert.throws(
+        () => compilePolicy(options),
+        (err: unknown) => err instanceof InvalidOptionError && err.option === option,
+      );
     }
   });
 
@@ -177,12 +219,29 @@ const CASES: Case[] = [
   { name: 'stale-while-revalidate sets both windows', headers: { 'cache-control': 'max-age=5, stale-while-revalidate=10' }, expect: 5, swr: 10, sie: 10 },
   { name: 'stale-if-error sets the error window', headers: { 'cache-control': 'max-age=5, stale-if-error=20' }, expect: 5, swr: 0, sie: 20 },
   { name: 'both extensions', headers: { 'cache-control': 'stale-if-error=20, max-age=5, stale-while-revalidate=10' }, expect: 5, swr: 10, sie: 20 },
-  { name: 'windows kept when X-Accel-Expires sets the TTL', headers: { 'x-accel-expires': '3', 'cache-control': 'max-age=5, stale-while-revalidate=10' }, expect: 3, swr: 10, sie: 10 },
+  {
+    name: 'windows kept when X-Accel-Expires sets the TTL',
+    headers: { 'x-accel-expires': '3', 'cache-control': 'max-age=5, stale-while-revalidate=10' },
+    expect: 3,
+    swr: 10,
+    sie: 10,
+  },
   { name: 'windows with a TTL from valid', options: V1M, headers: { 'cache-control': 'stale-if-error=7' }, expect: 60, sie: 7 },
-  { name: 'unparsable stale-while-revalidate not stored', options: V1M, headers: { 'cache-control': 'stale-while-revalidate=x' }, expect: 'cache-control-invalid' },
+  {
+    name: 'unparsable stale-while-revalidate not stored',
+    options: V1M,
+    headers: { 'cache-control': 'stale-while-revalidate=x' },
+    expect: 'cache-control-invalid',
+  },
 
   // Vary (proxy_cache_vary.t)
-  { name: 'Vary whitespace-normalized, order kept', options: V1M, headers: { vary: ' Accept-Encoding ,X-B,  x-a ' }, expect: 60, vary: ['accept-encoding', 'x-b', 'x-a'] },
+  {
+    name: 'Vary whitespace-normalized, order kept',
+    options: V1M,
+    headers: { vary: ' Accept-Encoding ,X-B,  x-a ' },
+    expect: 60,
+    vary: ['accept-encoding', 'x-b', 'x-a'],
+  },
   { name: 'Vary lines joined (raw)', options: V1M, headers: ['Vary', 'X-A', 'Vary', 'X-B, X-C'], expect: 60, vary: ['x-a', 'x-b', 'x-c'] },
   { name: 'Vary lines joined (array)', options: V1M, headers: { vary: ['X-A', 'X-B'] }, expect: 60, vary: ['x-a', 'x-b'] },
   { name: 'Vary with * among names', options: V1M, headers: { vary: 'X-A, *' }, expect: 'vary-star' },
@@ -193,23 +252,67 @@ const CASES: Case[] = [
   // Set-Cookie and ignoreHeaders (proxy_ignore_headers)
   { name: 'Set-Cookie beats X-Accel-Expires', headers: { 'x-accel-expires': '60', 'set-cookie': 'a=1' }, expect: 'set-cookie' },
   { name: 'ignore Set-Cookie', options: { valid: '1m', ignoreHeaders: ['Set-Cookie'] }, headers: { 'set-cookie': ['a=1', 'b=2'] }, expect: 60 },
-  { name: 'ignore X-Accel-Expires', options: { ignoreHeaders: ['X-Accel-Expires'] }, headers: { 'x-accel-expires': '60', 'cache-control': 'max-age=5' }, expect: 5, source: 'cache-control' },
-  { name: 'ignore X-Accel-Expires: 0 no longer refuses', options: { valid: '1m', ignoreHeaders: ['X-Accel-Expires'] }, headers: { 'x-accel-expires': '0' }, expect: 60 },
-  { name: 'ignore Cache-Control', options: { valid: '1m', ignoreHeaders: ['Cache-Control'] }, headers: { 'cache-control': 'no-store, stale-if-error=9' }, expect: 60, sie: 0 },
-  { name: 'ignore Cache-Control falls to Expires', options: { ignoreHeaders: ['Cache-Control'] }, headers: { 'cache-control': 'max-age=5', expires: date(10) }, expect: 9.75, source: 'expires' },
+  {
+    name: 'ignore X-Accel-Expires',
+    options: { ignoreHeaders: ['X-Accel-Expires'] },
+    headers: { 'x-accel-expires': '60', 'cache-control': 'max-age=5' },
+    expect: 5,
+    source: 'cache-control',
+  },
+  {
+    name: 'ignore X-Accel-Expires: 0 no longer refuses',
+    options: { valid: '1m', ignoreHeaders: ['X-Accel-Expires'] },
+    headers: { 'x-accel-expires': '0' },
+    expect: 60,
+  },
+  {
+    name: 'ignore Cache-Control',
+    options: { valid: '1m', ignoreHeaders: ['Cache-Control'] },
+    headers: { 'cache-control': 'no-store, stale-if-error=9' },
+    expect: 60,
+    sie: 0,
+  },
+  {
+    name: 'ignore Cache-Control falls to Expires',
+    options: { ignoreHeaders: ['Cache-Control'] },
+    headers: { 'cache-control': 'max-age=5', expires: date(10) },
+    expect: 9.75,
+    source: 'expires',
+  },
   { name: 'ignore Expires', options: { valid: '1m', ignoreHeaders: ['Expires'] }, headers: { expires: date(-10) }, expect: 60 },
   { name: 'ignore Vary', options: { valid: '1m', ignoreHeaders: ['Vary'] }, headers: { vary: '*' }, expect: 60, vary: [] },
-  { name: 'ignore Cache-Control and Expires: valid only', options: { ignoreHeaders: ['Cache-Control', 'Expires'] }, headers: { 'cache-control': 'max-age=5', expires: date(10) }, expect: 'no-ttl' },
+  {
+    name: 'ignore Cache-Control and Expires: valid only',
+    options: { ignoreHeaders: ['Cache-Control', 'Expires'] },
+    headers: { 'cache-control': 'max-age=5', expires: date(10) },
+    expect: 'no-ttl',
+  },
 
   // Authorization (RFC 9111 §3.5; nginx does not check)
   { name: 'Authorization without public: not stored', options: V1M, request: { authorization: 'Bearer x' }, headers: {}, expect: 'authorization' },
-  { name: 'Authorization with max-age only: not stored', request: { authorization: 'Bearer x' }, headers: { 'cache-control': 'max-age=60' }, expect: 'authorization' },
+  {
+    name: 'Authorization with max-age only: not stored',
+    request: { authorization: 'Bearer x' },
+    headers: { 'cache-control': 'max-age=60' },
+    expect: 'authorization',
+  },
   { name: 'Authorization with public', options: V1M, request: { authorization: 'Bearer x' }, headers: { 'cache-control': 'public' }, expect: 60 },
   { name: 'Authorization with s-maxage', request: { authorization: 'Bearer x' }, headers: { 'cache-control': 's-maxage=30' }, expect: 30 },
-  { name: 'Authorization with must-revalidate', request: { authorization: 'Bearer x' }, headers: { 'cache-control': 'max-age=30, must-revalidate' }, expect: 30 },
+  {
+    name: 'Authorization with must-revalidate',
+    request: { authorization: 'Bearer x' },
+    headers: { 'cache-control': 'max-age=30, must-revalidate' },
+    expect: 30,
+  },
   { name: 'Authorization from raw request headers', options: V1M, request: ['Authorization', 'Basic eA=='], headers: {}, expect: 'authorization' },
   { name: 'authorized: true stores as nginx', options: { valid: '1m', authorized: true }, request: { authorization: 'Bearer x' }, headers: {}, expect: 60 },
-  { name: 'Authorization with CC ignored: public unseen', options: { valid: '1m', ignoreHeaders: ['Cache-Control'] }, request: { authorization: 'x' }, headers: { 'cache-control': 'public' }, expect: 'authorization' },
+  {
+    name: 'Authorization with CC ignored: public unseen',
+    options: { valid: '1m', ignoreHeaders: ['Cache-Control'] },
+    request: { authorization: 'x' },
+    headers: { 'cache-control': 'public' },
+    expect: 'authorization',
+  },
 ];
 
 describe('freshness', () => {

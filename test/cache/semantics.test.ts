@@ -21,7 +21,10 @@ interface Rig {
   /** Upstream requests so far. */
   readonly hits: number;
   /** One request through the gateway; `cs` is the X-Cache-Status header. */
-  get(path: string, init?: { method?: string | undefined; headers?: Record<string, string> | undefined; body?: string | undefined }): Promise<Reply & { cs: string | undefined }>;
+  get(
+    path: string,
+    init?: { method?: string | undefined; headers?: Record<string, string> | undefined; body?: string | undefined },
+  ): Promise<Reply & { cs: string | undefined }>;
 }
 
 /** Upstream (answering with `origin`, default 200 "body-<n>"), pool, cache and gateway. */
@@ -221,7 +224,10 @@ describe('cache(): methods', { timeout: TEST_TIMEOUT }, () => {
     const head = await r.get('/h', { method: 'HEAD' });
     assert.equal(head.cs, 'MISS');
     assert.equal(head.body, '');
-    assert.deepEqual(r.up.seen.map((s) => s.method), ['GET']);
+    assert.deepEqual(
+      r.up.seen.map((s) => s.method),
+      ['GET'],
+    );
     const get = await r.get('/h');
     assert.equal(get.cs, 'HIT');
     assert.equal(get.body, 'GET 1');
@@ -232,7 +238,10 @@ describe('cache(): methods', { timeout: TEST_TIMEOUT }, () => {
     const r = await rig(t, { valid: '1m', convertHead: false }, echoMethod);
     const head = await r.get('/h', { method: 'HEAD' });
     assert.equal(head.cs, 'MISS');
-    assert.deepEqual(r.up.seen.map((s) => s.method), ['HEAD']);
+    assert.deepEqual(
+      r.up.seen.map((s) => s.method),
+      ['HEAD'],
+    );
   });
 });
 

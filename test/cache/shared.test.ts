@@ -217,7 +217,9 @@ describe('a Redis store that is down (cache() and sticky learn on it)', () => {
     t.after(() => pool.close());
     // KeyvRedis as most users create it: node-redis's offline queue is on.
     const c = cache({ store: new KeyvRedis(redisUrl), namespace: `${RUN}-c`, ...extra });
-    const st = sticky(pool, { learn: { create: { cookie: 'sid' }, lookup: { cookie: 'sid' }, store: new KeyvRedis(redisUrl), namespace: `${RUN}-s`, ...extra } });
+    const st = sticky(pool, {
+      learn: { create: { cookie: 'sid' }, lookup: { cookie: 'sid' }, store: new KeyvRedis(redisUrl), namespace: `${RUN}-s`, ...extra },
+    });
     t.after(() => c.close());
     t.after(() => st.close());
     const gw = await gateway(t, chain(c, st, balance(pool)));
@@ -338,7 +340,10 @@ describe('cache.close() with Redis unreachable', () => {
     redis.resume();
     // Redis, answering again, sees no connection but the admin's.
     const admin = await redis.admin();
-    const connected = async (): Promise<number> => String(await admin.sendCommand(['CLIENT', 'LIST'])).trim().split('\n').length;
+    const connected = async (): Promise<number> =>
+      String(await admin.sendCommand(['CLIENT', 'LIST']))
+        .trim()
+        .split('\n').length;
     assert.ok(await until(async () => (await connected()) === 1, 3000), `${await connected()} connections`);
   });
 });

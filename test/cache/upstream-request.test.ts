@@ -38,7 +38,7 @@ async function setup(t: TestContext) {
   return { up, pool, advance: (ms: number) => (clock += ms), now: () => clock };
 }
 
-test('a middleware between cache() and balance() sees the client\'s method and headers; the upstream gets GET, without them', async (t) => {
+test("a middleware between cache() and balance() sees the client's method and headers; the upstream gets GET, without them", async (t) => {
   const { up, pool, now } = await setup(t);
   const seen: Seen[] = [];
   const gw = await gateway(t, chain(cache({ revalidate: true, now }), spy(seen), balance(pool)));
@@ -55,7 +55,7 @@ test('a middleware between cache() and balance() sees the client\'s method and h
   assert.deepEqual([hit.headers['x-cache-status'], hit.body], ['HIT', 'body']);
 });
 
-test('revalidation: the middleware sees the client\'s validators, the upstream gets the stored entry\'s', async (t) => {
+test("revalidation: the middleware sees the client's validators, the upstream gets the stored entry's", async (t) => {
   const { up, pool, now, advance } = await setup(t);
   const seen: Seen[] = [];
   const gw = await gateway(t, chain(cache({ revalidate: true, now }), spy(seen), balance(pool)));
@@ -68,7 +68,7 @@ test('revalidation: the middleware sees the client\'s validators, the upstream g
   assert.equal(up.seen[1]!.headers['if-modified-since'], 'Mon, 01 Jan 2024 00:00:00 GMT');
 });
 
-test('a local handler behind cache() sees the client\'s method and conditional headers', async (t) => {
+test("a local handler behind cache() sees the client's method and conditional headers", async (t) => {
   const seen: Seen[] = [];
   const handler = (req: IncomingMessage, res: ServerResponse): void => {
     seen.push(seenOf(req));

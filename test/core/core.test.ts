@@ -33,7 +33,11 @@ test('durations: numbers are ms, strings take nginx units and combine, bare numb
   ];
   for (const [input, ms] of table) assert.equal(parseDuration(input, 'x'), ms, String(input));
   for (const bad of [-1, Number.NaN, Infinity, '', '10 parsecs', 's', '1s2', '-5s']) {
-    assert.throws(() => parseDuration(bad, 'failTimeout'), (e: unknown) => e instanceof InvalidOptionError && e.option === 'failTimeout' && e.code === 'SWY_ERR_INVALID_OPTION', String(bad));
+    assert.throws(
+      () => parseDuration(bad, 'failTimeout'),
+      (e: unknown) => e instanceof InvalidOptionError && e.option === 'failTimeout' && e.code === 'SWY_ERR_INVALID_OPTION',
+      String(bad),
+    );
   }
 });
 
@@ -72,7 +76,13 @@ test('absolute-form targets keep only path and query', () => {
 });
 
 function fakeRequest(url: string, headers: Record<string, string>): IncomingMessage {
-  return { url, method: 'GET', headers, httpVersion: '1.1', socket: { remoteAddress: '10.1.2.3', remotePort: 5555, localAddress: '127.0.0.1', localPort: 80 } } as unknown as IncomingMessage;
+  return {
+    url,
+    method: 'GET',
+    headers,
+    httpVersion: '1.1',
+    socket: { remoteAddress: '10.1.2.3', remotePort: 5555, localAddress: '127.0.0.1', localPort: 80 },
+  } as unknown as IncomingMessage;
 }
 
 test('nginx variables: the shared template facility', () => {

@@ -20,7 +20,13 @@ await new Promise<void>((resolve) => probe.close(() => resolve()));
 
 const pools: Record<string, UpstreamPool> = {
   ok: createPool({ name: 'dbg', servers: [{ url: live, id: 'live' }] }),
-  retry: createPool({ name: 'retry', servers: [{ url: dead, id: 'dead' }, { url: live, id: 'live' }] }),
+  retry: createPool({
+    name: 'retry',
+    servers: [
+      { url: dead, id: 'dead' },
+      { url: live, id: 'live' },
+    ],
+  }),
   none: createPool({ name: 'none', servers: [{ url: live, id: 'off', down: true }] }),
 };
 const handlers = Object.fromEntries(Object.entries(pools).map(([path, pool]) => [path, balance(pool)]));

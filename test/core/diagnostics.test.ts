@@ -71,7 +71,9 @@ test('every channel is declared once, under the switchyard: prefix', () => {
   ]);
 });
 
-test('a proxied request publishes request:start, upstream:attempt, upstream:header and upstream:end with its exchange, server and timings', { timeout: TEST_TIMEOUT }, async (t) => {
+test('a proxied request publishes request:start, upstream:attempt, upstream:header and upstream:end with its exchange, server and timings', {
+  timeout: TEST_TIMEOUT,
+}, async (t) => {
   const up = await upstream(t, 'one');
   const pool = poolOf(t, { one: up }, { name: 'dc-ok' });
   const gw = await gatewayFor(t, pool);
@@ -106,7 +108,9 @@ test('a proxied request publishes request:start, upstream:attempt, upstream:head
   assert.deepEqual(seen.error, []);
 });
 
-test('a refused connection retried on the next server: upstream:error with retry, then the second attempt; the failed server\'s state change', { timeout: TEST_TIMEOUT }, async (t) => {
+test("a refused connection retried on the next server: upstream:error with retry, then the second attempt; the failed server's state change", {
+  timeout: TEST_TIMEOUT,
+}, async (t) => {
   const up = await upstream(t, 'live');
   const dead = await deadPort();
   const pool = poolOf(t, { dead: `http://127.0.0.1:${dead}`, live: up }, { name: 'dc-retry' });
@@ -134,7 +138,9 @@ test('a refused connection retried on the next server: upstream:error with retry
   assert.equal(seen.end[0]!.server.id, 'live');
 });
 
-test('a failure that is not retried: upstream:error with retry false; then "no live upstreams" (no_server) once the only server is down', { timeout: TEST_TIMEOUT }, async (t) => {
+test('a failure that is not retried: upstream:error with retry false; then "no live upstreams" (no_server) once the only server is down', {
+  timeout: TEST_TIMEOUT,
+}, async (t) => {
   const dead = await deadPort();
   const pool = poolOf(t, { dead: `http://127.0.0.1:${dead}` }, { name: 'dc-fail' });
   const gw = await gatewayFor(t, pool);
@@ -161,7 +167,9 @@ test('a failure that is not retried: upstream:error with retry false; then "no l
   assert.deepEqual(seen.order.slice(-2), ['start', 'error'], 'no attempt was made');
 });
 
-test('a status moved on to the next server (nextUpstream http_502): upstream:end with outcome "next", then the next attempt', { timeout: TEST_TIMEOUT }, async (t) => {
+test('a status moved on to the next server (nextUpstream http_502): upstream:end with outcome "next", then the next attempt', {
+  timeout: TEST_TIMEOUT,
+}, async (t) => {
   const bad = await upstream(t, 'bad', (_req, res) => {
     res.statusCode = 502;
     res.end('bad');
@@ -185,7 +193,7 @@ test('a status moved on to the next server (nextUpstream http_502): upstream:end
   );
 });
 
-test('a subscriber of upstream:attempt may add request headers (a tracer\'s traceparent)', { timeout: TEST_TIMEOUT }, async (t) => {
+test("a subscriber of upstream:attempt may add request headers (a tracer's traceparent)", { timeout: TEST_TIMEOUT }, async (t) => {
   const up = await upstream(t, 'one');
   const pool = poolOf(t, [up.url], { name: 'dc-inject' });
   const gw = await gatewayFor(t, pool);
@@ -225,12 +233,14 @@ async function runDebugFixture(t: TestContext, nodeDebug: string | undefined): P
   return r;
 }
 
-test('NODE_DEBUG=switchyard prints a line to stderr for each event of a success, a retried failure and a request with no server', { timeout: 2 * LIMIT_MS }, async (t) => {
+test('NODE_DEBUG=switchyard prints a line to stderr for each event of a success, a retried failure and a request with no server', {
+  timeout: 2 * LIMIT_MS,
+}, async (t) => {
   const r = await runDebugFixture(t, 'switchyard');
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout, 'statuses 200 200 503\n');
   const lines = r.stderr.split('\n').filter((l) => l !== '');
-  for (const l of lines) assert.match(l, /^SWITCHYARD \d+: /, 'every line is debuglog\'s');
+  for (const l of lines) assert.match(l, /^SWITCHYARD \d+: /, "every line is debuglog's");
   const text = lines.map((l) => l.replace(/^SWITCHYARD \d+: /, '')).join('\n');
   // Success.
   assert.match(text, /^pool dbg: GET \/ok from 127\.0\.0\.1$/m);

@@ -57,13 +57,18 @@ function readmeTable(): Map<string, string[]> {
     const cells = line.split('|').map((c) => c.trim());
     const name = /^`(\w+)`$/.exec(cells[1]!)?.[1];
     assert.ok(name !== undefined, `row ${line}`);
-    rows.set(name, [...cells[2]!.matchAll(/`(SWY_ERR_[A-Z_]+)`/g)].map((m) => m[1]!));
+    rows.set(
+      name,
+      [...cells[2]!.matchAll(/`(SWY_ERR_[A-Z_]+)`/g)].map((m) => m[1]!),
+    );
   }
   return rows;
 }
 
 function sources(dir: string): string[] {
-  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? sources(join(dir, e.name)) : e.name.endsWith('.ts') ? [join(dir, e.name)] : []));
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? sources(join(dir, e.name)) : e.name.endsWith('.ts') ? [join(dir, e.name)] : [],
+  );
 }
 
 test('every error class of core/errors.ts is exported from the package root', () => {
@@ -81,7 +86,10 @@ test('every error class has a stable SWY_ERR_* code of its own, an HTTP statusCo
     assert.equal(err.name, name);
     assert.match(String(err.code), /^SWY_ERR_[A-Z_]+$/, name);
     assert.equal(instance(name, type).code, err.code, `${name}: the same code every time`);
-    assert.ok(Number.isInteger(err.statusCode) && (err.statusCode as number) >= 400 && (err.statusCode as number) <= 599, `${name}: statusCode ${String(err.statusCode)}`);
+    assert.ok(
+      Number.isInteger(err.statusCode) && (err.statusCode as number) >= 400 && (err.statusCode as number) <= 599,
+      `${name}: statusCode ${String(err.statusCode)}`,
+    );
     if (err instanceof api.SwitchyardError) assert.equal(err.status, err.statusCode, `${name}: status is statusCode`);
     const other = codes.get(String(err.code));
     assert.equal(other, undefined, `${name} and ${other} share ${String(err.code)}`);
@@ -89,7 +97,7 @@ test('every error class has a stable SWY_ERR_* code of its own, an HTTP statusCo
   }
 });
 
-test('the errors with a status of their own: 500 for a consumed body and the rewrite failures, the rule\'s for return', () => {
+test("the errors with a status of their own: 500 for a consumed body and the rewrite failures, the rule's for return", () => {
   assert.equal(new api.BodyConsumedError().statusCode, 500);
   assert.equal(new api.BadRequestError().statusCode, 400);
   assert.equal(new api.RewriteCycleError().statusCode, 500);
@@ -100,7 +108,7 @@ test('the errors with a status of their own: 500 for a consumed body and the rew
   assert.equal(new api.InvalidOptionError('x', 'y').statusCode, 400);
 });
 
-test('the README\'s errors table lists every error class with its code, and nothing else', () => {
+test("the README's errors table lists every error class with its code, and nothing else", () => {
   const table = readmeTable();
   const classes = errorClasses(errors);
   for (const [name, type] of classes) {

@@ -25,12 +25,12 @@ test('hostName: lowercase, no port, no trailing dot; IPv6 keeps its brackets', (
   assert.equal(hostOf({ headers: { host: 'A.example.:1' }, httpVersionMajor: 1 } as unknown as IncomingMessage), 'a.example');
 });
 
-test('validHost: nginx\'s Host check', () => {
+test("validHost: nginx's Host check", () => {
   for (const ok of [undefined, 'example.org', 'example.org.', 'a-b_c.example:8080', '[::1]:443', '127.0.0.1']) assert.equal(validHost(ok), true, String(ok));
   for (const bad of ['', 'a..b', '.example', 'a/b', 'a\\b', 'ex ample', '[::1', 'a:b:c', 'x'.repeat(256)]) assert.equal(validHost(bad), false, bad);
 });
 
-test('$host and rewrite\'s server names agree: a Host with a trailing dot and a port is the bare name (Example.ORG.:8080 is example.org)', async (t) => {
+test("$host and rewrite's server names agree: a Host with a trailing dot and a port is the bare name (Example.ORG.:8080 is example.org)", async (t) => {
   const gw = await listen(
     t,
     createServer(
@@ -50,7 +50,17 @@ test('$host and rewrite\'s server names agree: a Host with a trailing dot and a 
 });
 
 test('a request without Host matches the server name "" and its $host is the local address', async (t) => {
-  const gw = await listen(t, createServer(chain(rewrite([{ server: '', rules: [{ return: 200, text: 'host=$host' }] }, { server: 'example.org', rules: [{ return: 204 }] }]))));
+  const gw = await listen(
+    t,
+    createServer(
+      chain(
+        rewrite([
+          { server: '', rules: [{ return: 200, text: 'host=$host' }] },
+          { server: 'example.org', rules: [{ return: 204 }] },
+        ]),
+      ),
+    ),
+  );
   const client = await RawClient.open(t, gw.port);
   client.write('GET / HTTP/1.0\r\n\r\n');
   const r = await client.response();
@@ -68,7 +78,7 @@ test('rewrite makes a redirect absolute with a valid Host only (else the local a
   assert.equal(bad.headers.get('location'), 'http://127.0.0.1/next');
 });
 
-test('monitor\'s allowedHosts reads the Host the same way: a listed name with a trailing dot and a port is allowed, a malformed Host is not', async (t) => {
+test("monitor's allowedHosts reads the Host the same way: a listed name with a trailing dot and a port is allowed, a malformed Host is not", async (t) => {
   const pool = createPool({ servers: [{ url: 'http://127.0.0.1:19801' }] });
   t.after(() => pool.close());
   const mon = monitor({ pools: [pool], allowedHosts: ['gateway.example'] });

@@ -54,10 +54,20 @@ const MISSPELLED: Row[] = [
   ['createPool', () => createPool({ metod: 'round-robin', servers: [{ url: URL_A }] } as never), 'metod', 'method'],
   ['createPool', () => createPool({ servers: [{ url: URL_A }], radnom: Math.random } as never), 'radnom', 'random'],
   ['createPool server', () => createPool({ servers: [{ url: URL_A, wieght: 2 }] } as never), 'servers[0].wieght', 'servers[0].weight'],
-  ['createPool server (nginx spelling)', () => createPool({ servers: [{ url: URL_A }, { url: URL_A, max_fails: 2 }] } as never), 'servers[1].max_fails', 'servers[1].maxFails'],
+  [
+    'createPool server (nginx spelling)',
+    () => createPool({ servers: [{ url: URL_A }, { url: URL_A, max_fails: 2 }] } as never),
+    'servers[1].max_fails',
+    'servers[1].maxFails',
+  ],
   ['createPool queue', () => createPool({ servers: [{ url: URL_A }], queue: { size: 1, timout: '1s' } } as never), 'queue.timout', 'queue.timeout'],
   ['createPool agent', () => createPool({ servers: [{ url: URL_A }], agent: { keepAlve: false } } as never), 'agent.keepAlve', 'agent.keepAlive'],
-  ['createPool method', () => createPool({ method: { name: 'hash', key: '$uri', consistant: true }, servers: [{ url: URL_A }] } as never), 'method.consistant', 'method.consistent'],
+  [
+    'createPool method',
+    () => createPool({ method: { name: 'hash', key: '$uri', consistant: true }, servers: [{ url: URL_A }] } as never),
+    'method.consistant',
+    'method.consistent',
+  ],
   ['pool.add', (pool) => pool.add({ url: 'http://127.0.0.1:19702', drian: true } as never), 'server.drian', 'server.drain'],
   ['pool.update', (pool) => pool.update('a', { wieght: 2 } as never), 'changes.wieght', 'changes.weight'],
   ['balance', (pool) => balance(pool, { nextUpstrem: ['error'] } as never), 'nextUpstrem', 'nextUpstream'],
@@ -71,17 +81,32 @@ const MISSPELLED: Row[] = [
   ['sticky', (pool) => sticky(pool, { cookie: true, sessionTimout: '1m' } as never), 'sessionTimout', 'sessionTimeout'],
   ['sticky cookie', (pool) => sticky(pool, { cookie: { nmae: 'srv' } } as never), 'cookie.nmae', 'cookie.name'],
   ['sticky route source', (pool) => sticky(pool, { route: { cokie: 'route' } } as never), 'route.cokie', 'route.cookie'],
-  ['sticky learn', (pool) => sticky(pool, { learn: { create: { cookie: 's' }, lookup: { cookie: 's' }, timeuot: '1m' } } as never), 'learn.timeuot', 'learn.timeout'],
+  [
+    'sticky learn',
+    (pool) => sticky(pool, { learn: { create: { cookie: 's' }, lookup: { cookie: 's' }, timeuot: '1m' } } as never),
+    'learn.timeuot',
+    'learn.timeout',
+  ],
   ['healthCheck', (pool) => healthCheck(pool, { intreval: '1s' } as never), 'intreval', 'interval'],
   ['healthCheck match', (pool) => healthCheck(pool, { match: { stauts: 200 } } as never), 'match.stauts', 'match.status'],
-  ['healthCheck match header', (pool) => healthCheck(pool, { match: { headers: { 'X-A': { eqals: 'b' } } } } as never), 'match.headers.X-A.eqals', 'match.headers.X-A.equals'],
+  [
+    'healthCheck match header',
+    (pool) => healthCheck(pool, { match: { headers: { 'X-A': { eqals: 'b' } } } } as never),
+    'match.headers.X-A.eqals',
+    'match.headers.X-A.equals',
+  ],
   ['healthCheck match body', (pool) => healthCheck(pool, { match: { body: { matchs: /ok/ } } } as never), 'match.body.matchs', 'match.body.matches'],
   ['monitor', (pool) => monitor({ pools: [pool], dashbord: false } as never), 'dashbord', 'dashboard'],
   ['cache', () => cache({ lockTimout: '1s' } as never), 'lockTimout', 'lockTimeout'],
   ['cache (policy option)', () => cache({ vaild: '1m' } as never), 'vaild', 'valid'],
   ['cache memory', () => cache({ memory: { maxEntris: 10 } } as never), 'memory.maxEntris', 'memory.maxEntries'],
   ['cache storeBreaker', () => cache({ storeBreaker: { probDelay: '1s' } } as never), 'breaker.probDelay', 'breaker.probeDelay'],
-  ['sticky learn memory', (pool) => sticky(pool, { learn: { create: { cookie: 's' }, lookup: { cookie: 's' }, memory: { inactve: '1m' } } } as never), 'learn.memory.inactve', 'learn.memory.inactive'],
+  [
+    'sticky learn memory',
+    (pool) => sticky(pool, { learn: { create: { cookie: 's' }, lookup: { cookie: 's' }, memory: { inactve: '1m' } } } as never),
+    'learn.memory.inactve',
+    'learn.memory.inactive',
+  ],
   ['createMemoryStore', () => createMemoryStore({ maxByte: 1024 } as never), 'maxByte', 'maxBytes'],
   ['CacheStore', () => new CacheStore({ timout: '1s' } as never), 'timout', 'timeout'],
 ];
@@ -106,7 +131,10 @@ for (const [factory, call, option, suggestion] of MISSPELLED) {
 test('an unknown option with no near name lists the known ones', () => {
   assert.throws(
     () => createPool({ servers: [{ url: URL_A }], zzzzzz: 1 } as never),
-    (err: unknown) => err instanceof InvalidOptionError && err.option === 'zzzzzz' && err.message === 'unknown option "zzzzzz" (known options: name, method, servers, agent, tls, now, random, queue)',
+    (err: unknown) =>
+      err instanceof InvalidOptionError &&
+      err.option === 'zzzzzz' &&
+      err.message === 'unknown option "zzzzzz" (known options: name, method, servers, agent, tls, now, random, queue)',
   );
 });
 
@@ -117,7 +145,7 @@ test('a misspelled method name is refused with the nearest one', () => {
   );
 });
 
-test('pool.update names a field fixed for the server\'s life as such, not as a misspelling', (t) => {
+test("pool.update names a field fixed for the server's life as such, not as a misspelling", (t) => {
   const pool = testPool(t);
   assert.throws(
     () => pool.update('a', { backup: true } as never),
@@ -150,7 +178,11 @@ test('objectOption: refuses null, arrays and non-objects naming the path (option
     [undefined, 'queue', false, 'queue'],
   ];
   for (const [value, path, optional, option] of cases) {
-    assert.throws(() => objectOption(value, path, ['a'], 'an object', optional), (err: unknown) => err instanceof InvalidOptionError && err.option === option, String(value));
+    assert.throws(
+      () => objectOption(value, path, ['a'], 'an object', optional),
+      (err: unknown) => err instanceof InvalidOptionError && err.option === option,
+      String(value),
+    );
   }
   assert.deepEqual(objectOption(undefined, 'queue', ['a'], 'an object', true), {});
   const given = { a: 1 };
@@ -162,7 +194,11 @@ test('integerOption: safe integers within bounds, the fallback when absent (0 is
   assert.equal(integerOption(0, 'n', 7), 0);
   assert.equal(integerOption(65535, 'port', 0, { min: 1, max: 65535 }), 65535);
   for (const bad of [-1, 1.5, '2', Number.NaN, Infinity, 2 ** 53, null]) {
-    assert.throws(() => integerOption(bad, 'n', 0), (err: unknown) => err instanceof InvalidOptionError && err.option === 'n' && err.message.includes('an integer >= 0'), String(bad));
+    assert.throws(
+      () => integerOption(bad, 'n', 0),
+      (err: unknown) => err instanceof InvalidOptionError && err.option === 'n' && err.message.includes('an integer >= 0'),
+      String(bad),
+    );
   }
   assert.throws(() => integerOption(0, 'port', 1, { min: 1, max: 65535 }), /an integer from 1 to 65535/);
   assert.throws(() => integerOption(65536, 'port', 1, { min: 1, max: 65535 }), /an integer from 1 to 65535/);
@@ -171,7 +207,10 @@ test('integerOption: safe integers within bounds, the fallback when absent (0 is
 test('booleanOption, stringOption, enumOption, stringListOption: types checked, fallbacks with ?? (false and "" are honoured)', () => {
   assert.equal(booleanOption(false, 'b', true), false);
   assert.equal(booleanOption(undefined, 'b', true), true);
-  assert.throws(() => booleanOption('yes', 'b', true), (err: unknown) => err instanceof InvalidOptionError && err.option === 'b');
+  assert.throws(
+    () => booleanOption('yes', 'b', true),
+    (err: unknown) => err instanceof InvalidOptionError && err.option === 'b',
+  );
   assert.equal(stringOption('', 's', 'x'), '');
   assert.equal(stringOption(undefined, 's', 'x'), 'x');
   assert.throws(() => stringOption('', 's', 'x', { nonEmpty: true }), /a non-empty string/);
@@ -183,8 +222,14 @@ test('booleanOption, stringOption, enumOption, stringListOption: types checked, 
   const list = stringListOption(['x', 'y'], 'l', [], 'a list');
   assert.deepEqual(list, ['x', 'y']);
   assert.ok(Object.isFrozen(list));
-  assert.throws(() => stringListOption(['x', 3], 'l', [], 'a list'), (err: unknown) => err instanceof InvalidOptionError && err.option === 'l[1]');
-  assert.throws(() => stringListOption('x', 'l', [], 'a list'), (err: unknown) => err instanceof InvalidOptionError && err.option === 'l');
+  assert.throws(
+    () => stringListOption(['x', 3], 'l', [], 'a list'),
+    (err: unknown) => err instanceof InvalidOptionError && err.option === 'l[1]',
+  );
+  assert.throws(
+    () => stringListOption('x', 'l', [], 'a list'),
+    (err: unknown) => err instanceof InvalidOptionError && err.option === 'l',
+  );
 });
 
 test('durationOption: nginx strings and milliseconds, defaults written as nginx writes them, positive when asked', () => {
@@ -192,8 +237,14 @@ test('durationOption: nginx strings and milliseconds, defaults written as nginx 
   assert.equal(durationOption('1m30s', 'd', '10s'), 90_000);
   assert.equal(durationOption(250, 'd', '10s'), 250);
   assert.equal(durationOption(0, 'd', '10s'), 0);
-  assert.throws(() => durationOption(0, 'interval', '5s', true), (err: unknown) => err instanceof InvalidOptionError && err.option === 'interval' && err.message.includes('a positive duration'));
-  assert.throws(() => durationOption('soon', 'd', '10s'), (err: unknown) => err instanceof InvalidOptionError && err.option === 'd');
+  assert.throws(
+    () => durationOption(0, 'interval', '5s', true),
+    (err: unknown) => err instanceof InvalidOptionError && err.option === 'interval' && err.message.includes('a positive duration'),
+  );
+  assert.throws(
+    () => durationOption('soon', 'd', '10s'),
+    (err: unknown) => err instanceof InvalidOptionError && err.option === 'd',
+  );
 });
 
 test('nowOption and randomOption: functions, Date.now and Math.random by default', () => {
@@ -201,11 +252,17 @@ test('nowOption and randomOption: functions, Date.now and Math.random by default
   assert.equal(randomOption(undefined), Math.random);
   const fixed = (): number => 42;
   assert.equal(nowOption(fixed), fixed);
-  assert.throws(() => nowOption(5), (err: unknown) => err instanceof InvalidOptionError && err.option === 'now');
-  assert.throws(() => randomOption(0.5), (err: unknown) => err instanceof InvalidOptionError && err.option === 'random');
+  assert.throws(
+    () => nowOption(5),
+    (err: unknown) => err instanceof InvalidOptionError && err.option === 'now',
+  );
+  assert.throws(
+    () => randomOption(0.5),
+    (err: unknown) => err instanceof InvalidOptionError && err.option === 'random',
+  );
 });
 
-test('factories validate values they used to take unchecked: upgrade\'s forwarding options, monitor\'s dashboard and prefix, the pool\'s tls', (t) => {
+test("factories validate values they used to take unchecked: upgrade's forwarding options, monitor's dashboard and prefix, the pool's tls", (t) => {
   const pool = testPool(t);
   const cases: Array<[() => unknown, string]> = [
     [() => upgrade(pool, { xForwarded: 'no' as never }), 'xForwarded'],
@@ -217,6 +274,10 @@ test('factories validate values they used to take unchecked: upgrade\'s forwardi
     [() => createPool({ servers: [{ url: URL_A }], tls: 'insecure' as never }), 'tls'],
   ];
   for (const [call, option] of cases) {
-    assert.throws(() => dispose(call()), (err: unknown) => err instanceof InvalidOptionError && err.option === option, option);
+    assert.throws(
+      () => dispose(call()),
+      (err: unknown) => err instanceof InvalidOptionError && err.option === option,
+      option,
+    );
   }
 });

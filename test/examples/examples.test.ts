@@ -32,7 +32,9 @@ async function start(t: TestContext, name: string): Promise<Started> {
   let stderr = '';
   child.stdout!.setEncoding('utf8').on('data', (s: string) => (stdout += s));
   child.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
   t.after(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   });
@@ -175,23 +177,37 @@ test('the demo gateway (npm start) balances, rewrites, reports stats and stops c
   assert.equal(moved.status, 301);
   assert.match(moved.headers.location ?? '', /\/new\/a\/b$/);
   const stats = JSON.parse((await fetchText(`${demo.url}/switchyard/stats`)).body) as { servers: Array<{ id: string; requests: number }> };
-  assert.deepEqual(stats.servers.map((s) => s.id), ['blue', 'green', 'red']);
+  assert.deepEqual(
+    stats.servers.map((s) => s.id),
+    ['blue', 'green', 'red'],
+  );
   assert.ok(stats.servers.reduce((n, s) => n + s.requests, 0) >= 6);
   // The monitor: the dashboard, the NGINX Plus-shaped API and Prometheus metrics.
   const page = await fetchText(`${demo.url}/switchyard/dashboard/`);
   assert.equal(page.status, 200);
   assert.match(page.body, /switchyard dashboard/);
   const api = JSON.parse((await fetchText(`${demo.url}/switchyard/api/9/http/upstreams/demo`)).body) as { peers: Array<{ id: string; state: string }> };
-  assert.deepEqual(api.peers.map((p) => p.id), ['blue', 'green', 'red']);
+  assert.deepEqual(
+    api.peers.map((p) => p.id),
+    ['blue', 'green', 'red'],
+  );
   const metrics = await fetchText(`${demo.url}/switchyard/metrics`);
   assert.match(metrics.headers['content-type'] ?? '', /^text\/plain; version=0\.0\.4/);
   assert.match(metrics.body, /switchyard_upstream_server_requests_total\{upstream="demo",server="127\.0\.0\.1:\d+",id="blue"\} \d+/);
   // Changes are allowed from this machine: drain green through the API, and it is draining.
-  const drained = await fetchText(`${demo.url}/switchyard/api/9/http/upstreams/demo/servers/green`, { method: 'PATCH', headers: { 'content-type': 'application/json' }, body: '{"drain":true}' });
+  const drained = await fetchText(`${demo.url}/switchyard/api/9/http/upstreams/demo/servers/green`, {
+    method: 'PATCH',
+    headers: { 'content-type': 'application/json' },
+    body: '{"drain":true}',
+  });
   assert.equal(drained.status, 200);
   assert.equal((JSON.parse(drained.body) as { drain: boolean }).drain, true);
   // ...but not from a page that rebound its own name to this machine (DNS rebinding): 403.
-  const rebound = await fetchText(`${demo.url}/switchyard/api/9/http/upstreams/demo/servers/blue`, { method: 'PATCH', headers: { host: 'attacker.example', 'content-type': 'application/json' }, body: '{"down":true}' });
+  const rebound = await fetchText(`${demo.url}/switchyard/api/9/http/upstreams/demo/servers/blue`, {
+    method: 'PATCH',
+    headers: { host: 'attacker.example', 'content-type': 'application/json' },
+    body: '{"down":true}',
+  });
   assert.equal(rebound.status, 403);
   assert.equal((JSON.parse((await fetchText(`${demo.url}/switchyard/api/9/http/upstreams/demo/servers/blue`)).body) as { down: boolean }).down, false);
   const { code } = await stop(demo);
@@ -209,7 +225,13 @@ test('the demo microcaches /slow: 200 concurrent clients for 3 s reach its upstr
       const req = request(`${demo.url}/slow`, { agent }, (res) => {
         let body = '';
         res.setEncoding('utf8').on('data', (c: string) => (body += c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, cache: String(res.headers['x-cache-status']), generated: (JSON.parse(body) as { generated: number }).generated }));
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            cache: String(res.headers['x-cache-status']),
+            generated: (JSON.parse(body) as { generated: number }).generated,
+          }),
+        );
         res.on('error', reject);
       });
       req.on('error', reject);
@@ -249,7 +271,11 @@ test('the demo on a busy port says so and how to pick another, without a stack t
   await new Promise<void>((resolve) => blocker.listen(0, resolve));
   t.after(() => blocker.close());
   const port = (blocker.address() as AddressInfo).port;
-  const child = spawn(process.execPath, ['examples/demo/server.ts'], { cwd: root, env: { ...process.env, PORT: String(port), NODE_OPTIONS: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['examples/demo/server.ts'], {
+    cwd: root,
+    env: { ...process.env, PORT: String(port), NODE_OPTIONS: '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   t.after(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   });
@@ -267,7 +293,7 @@ test('the demo on a busy port says so and how to pick another, without a stack t
   assert.equal(stderr.trim(), `switchyard demo: port ${port} is already in use. Pick another one: PORT=9000 npm start`);
 });
 
-test("the demo's index names every path its \"Try\" list uses", async (t) => {
+test('the demo\'s index names every path its "Try" list uses', async (t) => {
   const demo = await start(t, 'demo');
   const index = (await fetchText(`${demo.url}/`)).body;
   const [listing, tries] = index.split('\nTry:\n') as [string, string];

@@ -58,7 +58,8 @@ after(() => {
 const CRLF = '\r\n';
 
 /** Mostly `valid`, sometimes `hostile`: most requests differ from a valid one in one or two places. */
-const mostly = <T>(valid: fc.Arbitrary<T>, hostile: fc.Arbitrary<T>): fc.Arbitrary<T> => fc.oneof({ arbitrary: valid, weight: 4 }, { arbitrary: hostile, weight: 1 });
+const mostly = <T>(valid: fc.Arbitrary<T>, hostile: fc.Arbitrary<T>): fc.Arbitrary<T> =>
+  fc.oneof({ arbitrary: valid, weight: 4 }, { arbitrary: hostile, weight: 1 });
 
 /** Replaces one character of `base` with `byte`. */
 const oneByte = (bases: string[]): fc.Arbitrary<string> =>
@@ -68,8 +69,39 @@ const oneByte = (bases: string[]): fc.Arbitrary<string> =>
   });
 
 const segment = fc.constantFrom(
-  '', 'a', 'old', 'r', 'api', 'c', 'ws', '..', '.', '..;', '.;x', '%', '%zz', '%2e%2e', '%2f', '%00', '%5c', '%c3%a9',
-  '#', '#x', '?', '?a=1&b', '?a=%zz', ';p', '@', ':', '[', ']', '\\', '\u00e9', '\u007f', '*', 'a'.repeat(300),
+  '',
+  'a',
+  'old',
+  'r',
+  'api',
+  'c',
+  'ws',
+  '..',
+  '.',
+  '..;',
+  '.;x',
+  '%',
+  '%zz',
+  '%2e%2e',
+  '%2f',
+  '%00',
+  '%5c',
+  '%c3%a9',
+  '#',
+  '#x',
+  '?',
+  '?a=1&b',
+  '?a=%zz',
+  ';p',
+  '@',
+  ':',
+  '[',
+  ']',
+  '\\',
+  '\u00e9',
+  '\u007f',
+  '*',
+  'a'.repeat(300),
 );
 const originForm = fc.array(segment, { maxLength: 6 }).map((parts) => `/${parts.join('/')}`);
 const authority = fc.constantFrom('x', 'gw', 'x:a', '[', '[::1', '[::1]:80', 'x:99999', 'a@b', '', ':80', '127.0.0.1:1', '\u00e9', 'x:-1');
@@ -85,7 +117,10 @@ const target = mostly(
     oneByte(['http://gw/api/ws', '/api/ws?a=1', '/c/x', 'ws://gw:80/api/ws']),
   ),
 );
-const method = mostly(fc.constantFrom('GET', 'GET', 'GET', 'POST', 'HEAD', 'PUT', 'DELETE', 'OPTIONS'), fc.constantFrom('PATCH', 'PRI', 'CONNECT', 'TRACE', 'PROPFIND', 'get', 'G\u0000T', ''));
+const method = mostly(
+  fc.constantFrom('GET', 'GET', 'GET', 'POST', 'HEAD', 'PUT', 'DELETE', 'OPTIONS'),
+  fc.constantFrom('PATCH', 'PRI', 'CONNECT', 'TRACE', 'PROPFIND', 'get', 'G\u0000T', ''),
+);
 const version = mostly(fc.constant('HTTP/1.1'), fc.constantFrom('HTTP/1.0', 'HTTP/2.0', 'HTTP/1.2', 'HTTP/1', 'HTTP/0.9', 'http/1.1', ''));
 
 type Header = [string, string];
@@ -93,7 +128,10 @@ const host = mostly(
   fc.constant<Header[]>([['Host', 'gw']]),
   fc.constantFrom<Header[]>(
     [],
-    [['Host', 'gw'], ['Host', 'other']],
+    [
+      ['Host', 'gw'],
+      ['Host', 'other'],
+    ],
     [['Host', '']],
     [['Host', 'a b']],
     [['Host', '[::1']],
@@ -103,10 +141,16 @@ const host = mostly(
     [['Host', 'a/b']],
     [['Host', 'a@b']],
     [['Host', 'x'.repeat(300)]],
-    [['host', 'gw'], ['HOST', 'gw']],
+    [
+      ['host', 'gw'],
+      ['HOST', 'gw'],
+    ],
   ),
 );
-const KEY: Header[] = [['Sec-WebSocket-Version', '13'], ['Sec-WebSocket-Key', 'dGhlIHNhbXBsZSBub25jZQ==']];
+const KEY: Header[] = [
+  ['Sec-WebSocket-Version', '13'],
+  ['Sec-WebSocket-Key', 'dGhlIHNhbXBsZSBub25jZQ=='],
+];
 /** What the request asks to upgrade to, as a client would send it; then hostile mixes of Upgrade and Connection. */
 const upgrade = mostly(
   fc.constantFrom<Header[]>(
@@ -114,13 +158,32 @@ const upgrade = mostly(
     [],
     [['Connection', 'Upgrade'], ['Upgrade', 'websocket'], ...KEY],
     [['Connection', 'keep-alive, Upgrade'], ['Upgrade', 'WebSocket'], ...KEY],
-    [['Connection', 'Upgrade, HTTP2-Settings'], ['Upgrade', 'h2c'], ['HTTP2-Settings', 'AAMAAABkAAQAAP__']],
-    [['Connection', 'Upgrade'], ['Upgrade', 'echo/1']],
+    [
+      ['Connection', 'Upgrade, HTTP2-Settings'],
+      ['Upgrade', 'h2c'],
+      ['HTTP2-Settings', 'AAMAAABkAAQAAP__'],
+    ],
+    [
+      ['Connection', 'Upgrade'],
+      ['Upgrade', 'echo/1'],
+    ],
   ),
   fc
     .tuple(
       fc.constantFrom('websocket', 'WebSocket', 'h2c', 'H2C', '', 'websocket, h2c', 'echo/1', ',', 'h2', 'websocket/13', 'x'.repeat(200)),
-      fc.constantFrom('Upgrade', 'upgrade', 'Upgrade, keep-alive', 'keep-alive', 'close', 'Upgrade, HTTP2-Settings', 'x-secret, Upgrade', 'TE, Upgrade', '', 'Upgrade, close', 'host, Upgrade'),
+      fc.constantFrom(
+        'Upgrade',
+        'upgrade',
+        'Upgrade, keep-alive',
+        'keep-alive',
+        'close',
+        'Upgrade, HTTP2-Settings',
+        'x-secret, Upgrade',
+        'TE, Upgrade',
+        '',
+        'Upgrade, close',
+        'host, Upgrade',
+      ),
       fc.boolean(),
     )
     .map(([protocol, tokens, key]): Header[] => [['Connection', tokens], ['Upgrade', protocol], ...(key ? KEY : [])]),
@@ -156,7 +219,22 @@ const extra = fc.array(
 /** How the body is framed, including contradictions and lies. */
 const framing = mostly(
   fc.constantFrom('none', 'none', 'length', 'chunked'),
-  fc.constantFrom('length-short', 'length-long', 'chunked+length', 'gzip-chunked', 'chunked-gzip', 'identity', 'length-dup', 'length-list', 'length-negative', 'length-junk', 'length-huge', 'chunked-bad', 'chunked-unended', 'none+body'),
+  fc.constantFrom(
+    'length-short',
+    'length-long',
+    'chunked+length',
+    'gzip-chunked',
+    'chunked-gzip',
+    'identity',
+    'length-dup',
+    'length-list',
+    'length-negative',
+    'length-junk',
+    'length-huge',
+    'chunked-bad',
+    'chunked-unended',
+    'none+body',
+  ),
 );
 const body = fc.uint8Array({ maxLength: 64 }).map((a) => Buffer.from(a).toString('latin1'));
 const lineEnd = fc.oneof({ arbitrary: fc.constant(CRLF), weight: 20 }, { arbitrary: fc.constant('\n'), weight: 1 });
@@ -170,7 +248,18 @@ interface Sent {
 }
 
 const rawRequest: fc.Arbitrary<Sent> = fc
-  .record({ method, target, version, host, upgrade, extra, framing, body, eol: lineEnd, end: fc.oneof({ arbitrary: fc.constant(false), weight: 9 }, { arbitrary: fc.constant(true), weight: 1 }) })
+  .record({
+    method,
+    target,
+    version,
+    host,
+    upgrade,
+    extra,
+    framing,
+    body,
+    eol: lineEnd,
+    end: fc.oneof({ arbitrary: fc.constant(false), weight: 9 }, { arbitrary: fc.constant(true), weight: 1 }),
+  })
   .map((r) => {
     const headers: Header[] = [...r.host, ...r.upgrade, ...r.extra];
     let payload = '';
@@ -252,7 +341,11 @@ async function upstream(t: TestContext, name: string): Promise<string> {
     req.resume();
     req.on('end', () => {
       const text = `${name} ${req.method} ${req.url}`;
-      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(text), ...((req.url ?? '').startsWith('/c/') ? { 'cache-control': 'max-age=60' } : {}) });
+      res.writeHead(200, {
+        'content-type': 'text/plain',
+        'content-length': Buffer.byteLength(text),
+        ...((req.url ?? '').startsWith('/c/') ? { 'cache-control': 'max-age=60' } : {}),
+      });
       res.end(text);
     });
     req.on('error', () => undefined);

@@ -5,7 +5,8 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { compileMatch, type MatchOptions } from '../../src/health/match.ts';
 import { InvalidOptionError } from '../../src/core/errors.ts';
 
-const passes = (m: MatchOptions | undefined, status: number, headers: IncomingHttpHeaders = {}, body = ''): boolean => compileMatch(m).test(status, headers, body) === undefined;
+const passes = (m: MatchOptions | undefined, status: number, headers: IncomingHttpHeaders = {}, body = ''): boolean =>
+  compileMatch(m).test(status, headers, body) === undefined;
 
 test('status forms: each passes exactly its codes', () => {
   const table: Array<[MatchOptions['status'], number[], number[]]> = [
@@ -18,8 +19,16 @@ test('status forms: each passes exactly its codes', () => {
     ['301-303 307', [301, 302, 303, 307], [300, 304, 306, 308, 200]],
     ['! 301 302', [200, 303], [301, 302]],
     [204, [204], [200, 205]],
-    [[200, [300, 302], '404'], [200, 300, 301, 302, 404], [201, 299, 303, 403, 405]],
-    [['500-502', 204], [500, 501, 502, 204], [503, 200]],
+    [
+      [200, [300, 302], '404'],
+      [200, 300, 301, 302, 404],
+      [201, 299, 303, 403, 405],
+    ],
+    [
+      ['500-502', 204],
+      [500, 501, 502, 204],
+      [503, 200],
+    ],
   ];
   for (const [status, good, bad] of table) {
     for (const s of good) assert.equal(passes({ status }, s), true, `${JSON.stringify(status)} should pass ${s}`);
@@ -100,7 +109,11 @@ test('header object form: string, RegExp, true, false, equals, notEquals, matche
   ];
   for (const [headers, h, expected] of table) {
     const m = compileMatch({ headers });
-    assert.equal(m.test(200, h, '') === undefined, expected, `${JSON.stringify(headers, (_k, v) => (v instanceof RegExp ? String(v) : v))} with ${JSON.stringify(h)}`);
+    assert.equal(
+      m.test(200, h, '') === undefined,
+      expected,
+      `${JSON.stringify(headers, (_k, v) => (v instanceof RegExp ? String(v) : v))} with ${JSON.stringify(h)}`,
+    );
     // A global RegExp must not keep state between probes.
     assert.equal(m.test(200, h, '') === undefined, expected, 'second probe gives the same answer');
   }

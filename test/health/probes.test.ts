@@ -2,12 +2,12 @@
 // upstreams on port 0, on a manual clock (no real intervals are slept).
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { type UpstreamPool, type StateChange } from '../../src/pool/index.ts';
+import type { UpstreamPool, StateChange } from '../../src/pool/index.ts';
 import { healthCheck, MAX_PROBE_BODY, type HealthCheck, type HealthCheckOptions } from '../../src/health/index.ts';
 import { InvalidOptionError } from '../../src/core/errors.ts';
 import { deadPort, poolOf, until } from '../helpers.ts';
 import { pick } from '../pool/support.ts';
-import { ManualClock, fail, garbage, nextProbe, ok, probes, sleep, switchable } from './support.ts';
+import { ManualClock, fail, garbage, ok, probes, sleep, switchable } from './support.ts';
 
 function makePool(t: TestContext, clock: ManualClock, servers: Array<{ url: string; id: string }>): UpstreamPool {
   return poolOf(t, servers, { name: 'hc', now: clock.now });
@@ -455,7 +455,11 @@ test('a server removed during its probe: the probe is aborted, ready resolves', 
   await withTimeout(hc.ready, 2000, 'ready');
   await noConnections(b);
   await sleep(20);
-  assert.deepEqual(got.map((r) => r.id), ['a'], 'no probe result for the removed server');
+  assert.deepEqual(
+    got.map((r) => r.id),
+    ['a'],
+    'no probe result for the removed server',
+  );
 });
 
 test('ready resolves when a server is removed before its first probe, and when stopped first', async (t) => {
@@ -503,10 +507,13 @@ test('stop(): clears every timer, aborts a running probe, lifts the hold', async
   await sleep(20);
   assert.equal(clock.pending, 0, 'no timer left (schedules and probe timeouts)');
   assert.equal(state(pool, 'bad'), 'up', 'the unhealthy server is up again');
-  assert.deepEqual(changes.filter((c) => c[0] === 'bad'), [
-    ['bad', 'up', 'unhealthy'],
-    ['bad', 'unhealthy', 'up'],
-  ]);
+  assert.deepEqual(
+    changes.filter((c) => c[0] === 'bad'),
+    [
+      ['bad', 'up', 'unhealthy'],
+      ['bad', 'unhealthy', 'up'],
+    ],
+  );
   await noConnections(hang);
   assert.equal(got.length, 2, 'the aborted probe is not reported');
   // Nothing runs after stop.
@@ -548,8 +555,14 @@ test('invalid options throw InvalidOptionError naming the option', async (t) => 
       `${JSON.stringify(options)} should name ${option}`,
     );
   }
-  assert.throws(() => healthCheck({} as never), (err: unknown) => err instanceof InvalidOptionError && err.option === 'pool');
-  assert.throws(() => healthCheck(pool, 5 as never), (err: unknown) => err instanceof InvalidOptionError && err.option === 'options');
+  assert.throws(
+    () => healthCheck({} as never),
+    (err: unknown) => err instanceof InvalidOptionError && err.option === 'pool',
+  );
+  assert.throws(
+    () => healthCheck(pool, 5 as never),
+    (err: unknown) => err instanceof InvalidOptionError && err.option === 'options',
+  );
   assert.equal(clock.pending, 0, 'a rejected check leaves no timer');
   assert.equal(pool.listenerCount('add'), 0, 'nor listeners');
 });
@@ -557,7 +570,10 @@ test('invalid options throw InvalidOptionError naming the option', async (t) => 
 async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   try {
-    return await Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} did not settle within ${ms} ms`)), ms)))]);
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} did not settle within ${ms} ms`)), ms))),
+    ]);
   } finally {
     clearTimeout(timer);
   }

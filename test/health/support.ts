@@ -223,7 +223,9 @@ export async function switchable(t: TestContext | undefined, mode: Switchable['m
 }
 
 /** A raw TCP server answering every connection with bytes that are not HTTP. */
-export async function garbage(t: TestContext | undefined): Promise<{ url: string; port: number; server: NetServer; accepted: number; connections(): Promise<number>; close(): Promise<void> }> {
+export async function garbage(
+  t: TestContext | undefined,
+): Promise<{ url: string; port: number; server: NetServer; accepted: number; connections(): Promise<number>; close(): Promise<void> }> {
   const out = { accepted: 0 } as { url: string; port: number; server: NetServer; accepted: number; connections(): Promise<number>; close(): Promise<void> };
   const sockets = new Set<import('node:net').Socket>();
   const server = createNetServer((socket) => {

@@ -30,13 +30,19 @@ async function firstProbes(t: TestContext, pool: UpstreamPool): Promise<ProbeRes
 
 const state = (pool: UpstreamPool): string => pool.stats().servers[0]!.state;
 
-test('https probes keep the pool\'s tls.servername: a server on 127.0.0.1 with a certificate for a name stays healthy, and balance() reaches it', { skip: NO_OPENSSL }, async (t) => {
+test("https probes keep the pool's tls.servername: a server on 127.0.0.1 with a certificate for a name stays healthy, and balance() reaches it", {
+  skip: NO_OPENSSL,
+}, async (t) => {
   const up = await tlsUpstream(t, 'a', ca().issue({ names: [NAME] }));
   const pool = makePool(t, up.url, { tls: { ca: ca().ca, servername: NAME } });
   const [probe] = await firstProbes(t, pool);
   assert.deepEqual(probe, { id: 'a', passed: true, status: 200, reason: undefined, healthy: true });
   assert.equal(state(pool), 'up');
-  assert.deepEqual(up.seen.map((r) => r.servername), [NAME], 'the probe sent SNI upstream.test');
+  assert.deepEqual(
+    up.seen.map((r) => r.servername),
+    [NAME],
+    'the probe sent SNI upstream.test',
+  );
   // the same CA and name carry a proxied request
   const gw = await gateway(t, chain(balance(pool)));
   const r = await fetchText(`${gw.url}/through`);
@@ -56,7 +62,7 @@ test('https probes with a tls.servername the certificate does not name fail veri
   assert.equal(up.seen.length, 0);
 });
 
-test('https probes trust only the pool\'s ca: a certificate from another CA fails', { skip: NO_OPENSSL }, async (t) => {
+test("https probes trust only the pool's ca: a certificate from another CA fails", { skip: NO_OPENSSL }, async (t) => {
   const up = await tlsUpstream(t, 'a', createTestCa('another CA').issue({ names: [NAME] }));
   const pool = makePool(t, up.url, { tls: { ca: ca().ca, servername: NAME } });
   const [probe] = await firstProbes(t, pool);
@@ -71,7 +77,11 @@ test('https probes of a server given by IP address send no SNI and verify the ad
   const [probe] = await firstProbes(t, pool);
   assert.equal(probe?.passed, true, probe?.reason);
   assert.equal(state(pool), 'up');
-  assert.deepEqual(up.seen.map((r) => r.servername), [undefined], 'no SNI for an IP literal');
+  assert.deepEqual(
+    up.seen.map((r) => r.servername),
+    [undefined],
+    'no SNI for an IP literal',
+  );
 });
 
 test('https probes of a server given by host name send it as SNI (localhost)', { skip: NO_OPENSSL }, async (t) => {
@@ -79,17 +89,23 @@ test('https probes of a server given by host name send it as SNI (localhost)', {
   const pool = makePool(t, `https://localhost:${up.port}`, { tls: { ca: ca().ca } });
   const [probe] = await firstProbes(t, pool);
   assert.equal(probe?.passed, true, probe?.reason);
-  assert.deepEqual(up.seen.map((r) => r.servername), ['localhost']);
+  assert.deepEqual(
+    up.seen.map((r) => r.servername),
+    ['localhost'],
+  );
 });
 
-test('https probes present the pool\'s client certificate (tls.cert, tls.key) to a server that requires one', { skip: NO_OPENSSL }, async (t) => {
+test("https probes present the pool's client certificate (tls.cert, tls.key) to a server that requires one", { skip: NO_OPENSSL }, async (t) => {
   const server = { ...ca().issue({ names: [NAME] }), ca: ca().ca, requestCert: true, rejectUnauthorized: true };
   const up = await tlsUpstream(t, 'a', server);
   const client = ca().issue({ names: ['gateway.test'], client: true });
   const withCert = makePool(t, up.url, { tls: { ca: ca().ca, servername: NAME, ...client } });
   const [passed] = await firstProbes(t, withCert);
   assert.equal(passed?.passed, true, passed?.reason);
-  assert.deepEqual(up.seen.map((r) => r.authorized), [true]);
+  assert.deepEqual(
+    up.seen.map((r) => r.authorized),
+    [true],
+  );
   // the server does refuse a client without one
   const without = makePool(t, up.url, { tls: { ca: ca().ca, servername: NAME } });
   const [refused] = await firstProbes(t, without);
@@ -98,7 +114,7 @@ test('https probes present the pool\'s client certificate (tls.cert, tls.key) to
   assert.equal(up.seen.length, 1);
 });
 
-test('https probes use the TLS settings of the user\'s own https agent (pool option agent.https), as proxied requests do', { skip: NO_OPENSSL }, async (t) => {
+test("https probes use the TLS settings of the user's own https agent (pool option agent.https), as proxied requests do", { skip: NO_OPENSSL }, async (t) => {
   const up = await tlsUpstream(t, 'a', ca().issue({ names: [NAME] }));
   const settings: AgentOptions = { ca: ca().ca, servername: NAME, keepAlive: true };
   const agent = new HttpsAgent(settings);
@@ -110,5 +126,8 @@ test('https probes use the TLS settings of the user\'s own https agent (pool opt
   const gw = await gateway(t, chain(balance(pool)));
   const r = await fetchText(`${gw.url}/through`);
   assert.equal(r.status, 200);
-  assert.deepEqual(up.seen.map((s) => s.servername), [NAME, NAME]);
+  assert.deepEqual(
+    up.seen.map((s) => s.servername),
+    [NAME, NAME],
+  );
 });

@@ -11,7 +11,19 @@ import http2 from 'node:http2';
 import https from 'node:https';
 import { balance, chain, healthCheck, respondWithError, type BalanceOptions, type UpstreamPool } from '../../src/index.ts';
 import { deadPort, listen, poolOf, until, upstream, type Upstream } from '../helpers.ts';
-import { cancelAfterFirstChunk, connectionHeaders, h2Connect, h2Gateway, h2Request, KINDS, pseudoHeaders, testCerts, tickingUpstream, type H2Gateway, type H2Kind } from './support.ts';
+import {
+  cancelAfterFirstChunk,
+  connectionHeaders,
+  h2Connect,
+  h2Gateway,
+  h2Request,
+  KINDS,
+  pseudoHeaders,
+  testCerts,
+  tickingUpstream,
+  type H2Gateway,
+  type H2Kind,
+} from './support.ts';
 import type { TestContext } from 'node:test';
 
 const T = { timeout: 20_000 };
@@ -23,25 +35,29 @@ async function proxyGateway(t: TestContext, kind: H2Kind, pool: UpstreamPool, op
 for (const kind of KINDS) {
   const scheme = kind === 'secure' ? 'https' : 'http';
 
-  test(`${kind}: an HTTP/2 request reaches an HTTP/1.1 upstream without pseudo-headers, with the upstream's Host and :authority as X-Forwarded-Host and Forwarded host`, T, async (t) => {
-    const up = await upstream(t, 'a');
-    const pool = poolOf(t, [up.url]);
-    const gw = await proxyGateway(t, kind, pool);
-    const session = h2Connect(t, gw.url);
-    const r = await h2Request(session, { ':path': '/p/q?x=1', 'x-user': 'u1', cookie: 'a=1' });
-    assert.equal(r.status, 200);
-    assert.equal(r.text, 'a');
-    assert.equal(up.seen.length, 1);
-    const seen = up.seen[0]!;
-    assert.equal(seen.url, '/p/q?x=1');
-    assert.deepEqual(pseudoHeaders(seen.headers), []);
-    assert.equal(seen.headers.host, `127.0.0.1:${up.port}`);
-    assert.equal(seen.headers['x-forwarded-host'], `127.0.0.1:${gw.port}`);
-    assert.equal(seen.headers['x-forwarded-proto'], scheme);
-    assert.equal(seen.headers.forwarded, `for=127.0.0.1;host="127.0.0.1:${gw.port}";proto=${scheme}`);
-    assert.equal(seen.headers['x-user'], 'u1');
-    assert.equal(seen.headers.cookie, 'a=1');
-  });
+  test(
+    `${kind}: an HTTP/2 request reaches an HTTP/1.1 upstream without pseudo-headers, with the upstream's Host and :authority as X-Forwarded-Host and Forwarded host`,
+    T,
+    async (t) => {
+      const up = await upstream(t, 'a');
+      const pool = poolOf(t, [up.url]);
+      const gw = await proxyGateway(t, kind, pool);
+      const session = h2Connect(t, gw.url);
+      const r = await h2Request(session, { ':path': '/p/q?x=1', 'x-user': 'u1', cookie: 'a=1' });
+      assert.equal(r.status, 200);
+      assert.equal(r.text, 'a');
+      assert.equal(up.seen.length, 1);
+      const seen = up.seen[0]!;
+      assert.equal(seen.url, '/p/q?x=1');
+      assert.deepEqual(pseudoHeaders(seen.headers), []);
+      assert.equal(seen.headers.host, `127.0.0.1:${up.port}`);
+      assert.equal(seen.headers['x-forwarded-host'], `127.0.0.1:${gw.port}`);
+      assert.equal(seen.headers['x-forwarded-proto'], scheme);
+      assert.equal(seen.headers.forwarded, `for=127.0.0.1;host="127.0.0.1:${gw.port}";proto=${scheme}`);
+      assert.equal(seen.headers['x-user'], 'u1');
+      assert.equal(seen.headers.cookie, 'a=1');
+    },
+  );
 
   test(`${kind}: host 'client' sends :authority upstream as Host`, T, async (t) => {
     const up = await upstream(t, 'a');
@@ -218,7 +234,7 @@ for (const kind of KINDS) {
   test(`${kind}: a client that resets its stream before the response header aborts the upstream request`, T, async (t) => {
     let upstreamClosed = 0;
     let arrived = 0;
-    const server = http.createServer((req, res) => {
+    const server = http.createServer((_req, res) => {
       arrived++;
       res.once('close', () => upstreamClosed++);
     });

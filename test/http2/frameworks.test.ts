@@ -12,7 +12,18 @@ import { switchyard } from '../../src/adapters/fastify.ts';
 import { koa } from '../../src/adapters/koa.ts';
 import { poolOf, until, upstream, type Upstream } from '../helpers.ts';
 import { logCapture } from '../adapters/common.ts';
-import { cancelAfterFirstChunk, connectionHeaders, h2Connect, h2Gateway, h2Request, KINDS, pseudoHeaders, testCerts, tickingUpstream, type H2Kind } from './support.ts';
+import {
+  cancelAfterFirstChunk,
+  connectionHeaders,
+  h2Connect,
+  h2Gateway,
+  h2Request,
+  KINDS,
+  pseudoHeaders,
+  testCerts,
+  tickingUpstream,
+  type H2Kind,
+} from './support.ts';
 
 const T = { timeout: 20_000 };
 
@@ -47,7 +58,12 @@ async function fastifyApp(t: TestContext, kind: H2Kind, pool: UpstreamPool): Pro
   const log = logCapture();
   const app: H2Fastify =
     kind === 'secure'
-      ? (Fastify({ http2: true, forceCloseConnections: true, https: { allowHTTP1: true, ...testCerts().server }, logger: { level: 'info', stream: log.stream } }) as unknown as H2Fastify)
+      ? (Fastify({
+          http2: true,
+          forceCloseConnections: true,
+          https: { allowHTTP1: true, ...testCerts().server },
+          logger: { level: 'info', stream: log.stream },
+        }) as unknown as H2Fastify)
       : h2cFastify(log.stream);
   t.after(() => app.close());
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, _request, reply) => {
@@ -136,7 +152,11 @@ for (const kind of KINDS) {
     const broken = await h2Request(session, { ':path': '/api/fail' });
     assert.equal(broken.status, 500);
     assert.equal(broken.text, 'broken');
-    const upload = await h2Request(session, { ':path': '/api/up', ':method': 'POST', 'content-type': 'application/octet-stream' }, ['a'.repeat(1000), 'b'.repeat(1000), 'c'.repeat(1000)]);
+    const upload = await h2Request(session, { ':path': '/api/up', ':method': 'POST', 'content-type': 'application/octet-stream' }, [
+      'a'.repeat(1000),
+      'b'.repeat(1000),
+      'c'.repeat(1000),
+    ]);
     assert.equal(upload.status, 200);
     assert.equal(upload.text, 'chunked:3000');
     pool.update('u', { down: true });

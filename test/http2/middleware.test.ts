@@ -9,7 +9,7 @@ import http2 from 'node:http2';
 import https from 'node:https';
 import { balance, cache, chain, monitor, rewrite, sticky, type CacheOptions, type Middleware, type RewriteRule } from '../../src/index.ts';
 import { listen, poolOf, until, upstream } from '../helpers.ts';
-import { cancelAfterFirstChunk, connectionHeaders, h2Connect, h2Gateway, h2Request, KINDS, testCerts, type H2Kind } from './support.ts';
+import { cancelAfterFirstChunk, connectionHeaders, h2Connect, h2Gateway, h2Request, KINDS, testCerts } from './support.ts';
 
 const T = { timeout: 20_000 };
 const START = Date.UTC(2026, 0, 1);
@@ -98,7 +98,7 @@ for (const kind of KINDS) {
     let n = 0;
     const timers = new Set<NodeJS.Timeout>();
     t.after(() => timers.forEach(clearInterval));
-    const server = http.createServer((req, res) => {
+    const server = http.createServer((_req, res) => {
       n++;
       res.writeHead(200, { 'cache-control': 'max-age=60', 'content-type': 'text/plain' });
       if (n > 1) return res.end('whole');
@@ -260,7 +260,11 @@ for (const kind of KINDS) {
     const session = h2Connect(t, gw.url);
     const path = '/status/api/9/http/upstreams/backend/servers/a';
     const big = JSON.stringify({ route: 'r', pad: 'x'.repeat(500) });
-    const declared = await h2Request(session, { ':path': path, ':method': 'PATCH', 'content-type': 'application/json', 'content-length': String(big.length) }, big);
+    const declared = await h2Request(
+      session,
+      { ':path': path, ':method': 'PATCH', 'content-type': 'application/json', 'content-length': String(big.length) },
+      big,
+    );
     assert.equal(declared.status, 413);
     assert.match(declared.text, /BodyReadError/);
     // Streamed without a length, and longer than a flow-control window: the answer comes, the upload stops.

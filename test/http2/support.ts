@@ -2,7 +2,14 @@
 // private CA, and cleartext h2c), node:http2 clients, and a request helper. Everything listens on
 // 127.0.0.1 port 0 and is closed by the test's `after` hook, sessions included, so a file exits by
 // itself.
-import http2, { type ClientHttp2Session, type ClientHttp2Stream, type Http2Server, type Http2SecureServer, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
+import http2, {
+  type ClientHttp2Session,
+  type ClientHttp2Stream,
+  type Http2Server,
+  type Http2SecureServer,
+  type IncomingHttpHeaders,
+  type OutgoingHttpHeaders,
+} from 'node:http2';
 import http, { type IncomingMessage, type RequestListener, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { TestContext } from 'node:test';
@@ -106,7 +113,12 @@ export interface H2Reply {
  * string or buffer, or chunks written one after the other with a pause, streamed without a
  * Content-Length). Rejects on a stream error or after `timeout` ms.
  */
-export function h2Request(session: ClientHttp2Session, headers: OutgoingHttpHeaders = {}, body?: string | Buffer | Array<string | Buffer>, timeout = 10_000): Promise<H2Reply> {
+export function h2Request(
+  session: ClientHttp2Session,
+  headers: OutgoingHttpHeaders = {},
+  body?: string | Buffer | Array<string | Buffer>,
+  timeout = 10_000,
+): Promise<H2Reply> {
   return new Promise((resolve, reject) => {
     const stream = session.request({ ':path': '/', ...headers }, { endStream: body === undefined });
     const timer = setTimeout(() => {
@@ -144,7 +156,9 @@ async function writeSlowly(stream: ClientHttp2Stream, chunks: Array<string | Buf
 
 /** Header names HTTP/2 forbids (RFC 9113 §8.2.2) found among `headers`. */
 export function connectionHeaders(headers: IncomingHttpHeaders): string[] {
-  return Object.keys(headers).filter((n) => ['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'http2-settings', 'te'].includes(n));
+  return Object.keys(headers).filter((n) =>
+    ['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'http2-settings', 'te'].includes(n),
+  );
 }
 
 /** Pseudo-headers among what an upstream received. */

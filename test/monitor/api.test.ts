@@ -3,7 +3,6 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { Agent, createServer, request } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
 import express from 'express';
 import { balance, chain, createPool, healthCheck, monitor } from '../../src/index.ts';
@@ -19,7 +18,12 @@ const admin = { 'x-admin': 'yes' };
 const byAdmin = (req: { headers: Record<string, unknown> }): boolean => req.headers['x-admin'] === 'yes';
 
 /** Asserts NGINX Plus's error body and returns it. */
-function assertApiError(r: { status: number; headers: Record<string, unknown>; body: any; text: string }, status: number, code?: string, mention?: string): void {
+function assertApiError(
+  r: { status: number; headers: Record<string, unknown>; body: any; text: string },
+  status: number,
+  code?: string,
+  mention?: string,
+): void {
   assert.equal(r.status, status, `status ${r.status} body ${r.text}`);
   assert.match(String(r.headers['content-type']), /^application\/json/);
   assert.deepEqual(Object.keys(r.body).sort(), ['error', 'href', 'request_id']);
@@ -33,7 +37,7 @@ function assertApiError(r: { status: number; headers: Record<string, unknown>; b
   assert.equal(r.body.href, HREF);
 }
 
-const peer = (gw: MonitorGateway, json: any, id: string): any => {
+const peer = (_gw: MonitorGateway, json: any, id: string): any => {
   const p = json.peers.find((x: any) => x.id === id);
   assert.ok(p, `peer ${id} in ${JSON.stringify(json.peers.map((x: any) => x.id))}`);
   return p;
@@ -90,9 +94,15 @@ test('GET /api/9/http/upstreams/{name}: every peer field follows live traffic (2
   assert.equal(typeof u.keepalive, 'number');
   assert.ok(u.keepalive >= 1, `idle keep-alive connections after traffic: ${u.keepalive}`);
   assert.equal('queue' in u, false, 'no queue without the queue option');
-  assert.deepEqual(u.peers.map((p: any) => p.id), ['a', 'b', 'dead1']);
+  assert.deepEqual(
+    u.peers.map((p: any) => p.id),
+    ['a', 'b', 'dead1'],
+  );
   // the collection shows the same upstream
-  assert.deepEqual(all.body.backend.peers.map((p: any) => [p.id, p.requests]), u.peers.map((p: any) => [p.id, p.requests]));
+  assert.deepEqual(
+    all.body.backend.peers.map((p: any) => [p.id, p.requests]),
+    u.peers.map((p: any) => [p.id, p.requests]),
+  );
 
   const a = peer(gw, u, 'a');
   const b = peer(gw, u, 'b');
@@ -107,7 +117,10 @@ test('GET /api/9/http/upstreams/{name}: every peer field follows live traffic (2
   assert.equal(a.requests, gw.upstreams.a!.seen.length);
   assert.equal(b.requests, gw.upstreams.b!.seen.length);
 
-  for (const [p, up] of [[a, gw.upstreams.a!], [b, gw.upstreams.b!]] as const) {
+  for (const [p, up] of [
+    [a, gw.upstreams.a!],
+    [b, gw.upstreams.b!],
+  ] as const) {
     assert.equal(p.server, hostPort(up.url));
     assert.equal(p.name, hostPort(up.url));
     assert.equal(p.backup, false);
@@ -132,7 +145,10 @@ test('GET /api/9/http/upstreams/{name}: every peer field follows live traffic (2
     assert.equal(typeof h.sum, 'number');
     assert.deepEqual(Object.keys(h.buckets), [...RESPONSE_TIME_BUCKETS.map(String), 'inf']);
     assert.deepEqual(Object.keys(h.buckets), ['5', '10', '25', '50', '75', '100', '250', '500', '750', '1000', '2500', '5000', '7500', '10000', 'inf']);
-    assert.equal(Object.values(h.buckets as Record<string, number>).reduce((x, y) => x + y, 0), h.count);
+    assert.equal(
+      Object.values(h.buckets as Record<string, number>).reduce((x, y) => x + y, 0),
+      h.count,
+    );
   }
   assert.deepEqual(a.responses, { '1xx': 0, '2xx': twoHundreds, '3xx': 0, '4xx': 0, '5xx': 0, codes: { '200': twoHundreds }, total: twoHundreds });
   assert.deepEqual(b.responses, { '1xx': 0, '2xx': 0, '3xx': 0, '4xx': 0, '5xx': fiveHundreds, codes: { '500': fiveHundreds }, total: fiveHundreds });
@@ -204,10 +220,7 @@ test('GET …/servers lists NGINX Plus server objects; credentials in a server u
   const b = await upstream(t, 'b');
   const gw = await startMonitorGateway(t, {
     upstreams: {},
-    servers: () => [
-      { url: a.url, id: 'a', weight: 2, maxConns: 5, maxFails: 3, route: 'ra' },
-      { url: `http://sekretuser:hunter2pw@127.0.0.1:${b.port}` },
-    ],
+    servers: () => [{ url: a.url, id: 'a', weight: 2, maxConns: 5, maxFails: 3, route: 'ra' }, { url: `http://sekretuser:hunter2pw@127.0.0.1:${b.port}` }],
     write: () => true,
   });
   await traffic(gw.url, 4);
@@ -219,8 +232,32 @@ test('GET …/servers lists NGINX Plus server objects; credentials in a server u
   assert.equal(list.body.length, 2);
   const [sa, sb] = list.body;
   assert.deepEqual(
-    { id: sa.id, server: sa.server, weight: sa.weight, max_conns: sa.max_conns, max_fails: sa.max_fails, fail_timeout: sa.fail_timeout, slow_start: sa.slow_start, route: sa.route, backup: sa.backup, down: sa.down, drain: sa.drain },
-    { id: 'a', server: hostPort(a.url), weight: 2, max_conns: 5, max_fails: 3, fail_timeout: '10s', slow_start: '0s', route: 'ra', backup: false, down: false, drain: false },
+    {
+      id: sa.id,
+      server: sa.server,
+      weight: sa.weight,
+      max_conns: sa.max_conns,
+      max_fails: sa.max_fails,
+      fail_timeout: sa.fail_timeout,
+      slow_start: sa.slow_start,
+      route: sa.route,
+      backup: sa.backup,
+      down: sa.down,
+      drain: sa.drain,
+    },
+    {
+      id: 'a',
+      server: hostPort(a.url),
+      weight: 2,
+      max_conns: 5,
+      max_fails: 3,
+      fail_timeout: '10s',
+      slow_start: '0s',
+      route: 'ra',
+      backup: false,
+      down: false,
+      drain: false,
+    },
   );
   assert.equal(sb.server, `127.0.0.1:${b.port}`);
   assert.equal(sb.weight, 1);
@@ -247,7 +284,8 @@ test('GET …/servers lists NGINX Plus server objects; credentials in a server u
     (await call(`${gw.api}/nginx`)).text,
     (await call(`${gw.metrics}`)).text,
     (await call(`${gw.api}/http/upstreams/backend/servers/${encodeURIComponent(sb.id)}`, { method: 'PATCH', json: { weight: 2 } })).text,
-    (await call(`${gw.api}/http/upstreams/backend/servers`, { method: 'POST', json: { url: `http://sekretuser:hunter2pw@127.0.0.1:${a.port}/x`, id: 'c' } })).text,
+    (await call(`${gw.api}/http/upstreams/backend/servers`, { method: 'POST', json: { url: `http://sekretuser:hunter2pw@127.0.0.1:${a.port}/x`, id: 'c' } }))
+      .text,
     (await call(`${gw.api}/http/upstreams/backend/servers/c`, { method: 'DELETE' })).text,
   ];
   for (const text of outputs) {
@@ -317,16 +355,25 @@ test('POST …/servers adds a server (201 with it) that gets traffic; DELETE rem
   assert.equal(added.body.down, false);
   assert.equal(typeof added.body.id, 'string');
   const id = added.body.id as string;
-  assert.deepEqual(gw.pool.servers.map((s) => s.id), ['a', 'b', id]);
+  assert.deepEqual(
+    gw.pool.servers.map((s) => s.id),
+    ['a', 'b', id],
+  );
   assert.deepEqual(tally(await whoAnswers(gw.url, 8)), { a: 2, b: 2, c: 4 });
   assert.equal(c.seen.length, 4);
   const list = await getJson(`${gw.api}/http/upstreams/backend/servers`);
-  assert.deepEqual(list.map((s: any) => s.id), ['a', 'b', id]);
+  assert.deepEqual(
+    list.map((s: any) => s.id),
+    ['a', 'b', id],
+  );
 
   const removed = await call(`${gw.api}/http/upstreams/backend/servers/${encodeURIComponent(id)}`, { method: 'DELETE' });
   assert.equal(removed.status, 200, removed.text);
   assert.ok(Array.isArray(removed.body));
-  assert.deepEqual(removed.body.map((s: any) => s.id), ['a', 'b']);
+  assert.deepEqual(
+    removed.body.map((s: any) => s.id),
+    ['a', 'b'],
+  );
   assert.deepEqual(removed.body[0], (await getJson(`${gw.api}/http/upstreams/backend/servers`))[0]);
   await traffic(gw.url, 6);
   assert.equal(c.seen.length, 4, 'no more traffic to the removed server');
@@ -339,7 +386,10 @@ test('DELETE /http/upstreams/{name} resets the statistics (204); DELETE /http/ca
   await traffic(gw.url, 3, '/one');
   await traffic(gw.url, 2, '/two');
   const before = await getJson(`${gw.api}/http/upstreams/backend`);
-  assert.equal(before.peers.reduce((n: number, p: any) => n + p.requests, 0), 2);
+  assert.equal(
+    before.peers.reduce((n: number, p: any) => n + p.requests, 0),
+    2,
+  );
   const cacheBefore = await getJson(`${gw.api}/http/caches/pages`);
   assert.equal(cacheBefore.miss.responses, 2);
   assert.equal(cacheBefore.hit.responses, 3);
@@ -358,7 +408,10 @@ test('DELETE /http/upstreams/{name} resets the statistics (204); DELETE /http/ca
     assert.equal(p.response_time_hist.count, 0);
   }
   // servers and their settings stay
-  assert.deepEqual(after.peers.map((p: any) => p.id), ['a', 'b']);
+  assert.deepEqual(
+    after.peers.map((p: any) => p.id),
+    ['a', 'b'],
+  );
 
   const cacheReset = await call(`${gw.api}/http/caches/pages`, { method: 'DELETE' });
   assert.equal(cacheReset.status, 204);
@@ -371,7 +424,7 @@ test('DELETE /http/upstreams/{name} resets the statistics (204); DELETE /http/ca
   assertApiError(await call(`${gw.api}/http/caches/nope`), 404);
 });
 
-test('writes are refused by default: 405 MethodDisabled with NGINX Plus\'s error body, and nothing changes', async (t) => {
+test("writes are refused by default: 405 MethodDisabled with NGINX Plus's error body, and nothing changes", async (t) => {
   const gw = await startMonitorGateway(t);
   await traffic(gw.url, 2);
   const patch = await call(`${gw.api}/http/upstreams/backend/servers/a`, { method: 'PATCH', json: { down: true } });
@@ -381,7 +434,10 @@ test('writes are refused by default: 405 MethodDisabled with NGINX Plus\'s error
   assertApiError(await call(`${gw.api}/http/upstreams/backend`, { method: 'DELETE' }), 405, 'MethodDisabled');
   assertApiError(await call(`${gw.api}/connections`, { method: 'DELETE' }), 405, 'MethodDisabled');
   assert.equal(gw.pool.get('a')!.down, false);
-  assert.deepEqual(gw.pool.servers.map((s) => s.id), ['a', 'b']);
+  assert.deepEqual(
+    gw.pool.servers.map((s) => s.id),
+    ['a', 'b'],
+  );
   assert.equal(gw.pool.stats().servers[0]!.requests, 1);
   assert.deepEqual(tally(await whoAnswers(gw.url, 2)), { a: 1, b: 1 });
   const sy = await getJson(`${gw.api}/switchyard`);
@@ -391,7 +447,11 @@ test('writes are refused by default: 405 MethodDisabled with NGINX Plus\'s error
 test('write: (req) => predicate: only the requests it accepts can write; /switchyard shows it', async (t) => {
   const gw = await startMonitorGateway(t, { write: byAdmin as never });
   assertApiError(await call(`${gw.api}/http/upstreams/backend/servers/a`, { method: 'PATCH', json: { down: true } }), 405, 'MethodDisabled');
-  assertApiError(await call(`${gw.api}/http/upstreams/backend/servers/a`, { method: 'PATCH', headers: { 'x-admin': 'no' }, json: { down: true } }), 405, 'MethodDisabled');
+  assertApiError(
+    await call(`${gw.api}/http/upstreams/backend/servers/a`, { method: 'PATCH', headers: { 'x-admin': 'no' }, json: { down: true } }),
+    405,
+    'MethodDisabled',
+  );
   assert.equal(gw.pool.get('a')!.down, false);
   const ok = await call(`${gw.api}/http/upstreams/backend/servers/a`, { method: 'PATCH', headers: admin, json: { down: true } });
   assert.equal(ok.status, 200, ok.text);
@@ -423,9 +483,15 @@ test('writes need Content-Type application/json: form-encoded, text/plain or non
   assertApiError(await call(url, { method: 'PATCH', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'down=true' }), 415);
   assertApiError(await call(url, { method: 'PATCH', headers: { 'content-type': 'text/plain' }, body: '{"down":true}' }), 415);
   assertApiError(await call(url, { method: 'PATCH', body: '{"down":true}' }), 415);
-  assertApiError(await call(`${gw.api}/http/upstreams/backend/servers`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: '{"server":"127.0.0.1:9"}' }), 415);
+  assertApiError(
+    await call(`${gw.api}/http/upstreams/backend/servers`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: '{"server":"127.0.0.1:9"}' }),
+    415,
+  );
   assert.equal(gw.pool.get('a')!.down, false);
-  assert.deepEqual(gw.pool.servers.map((s) => s.id), ['a', 'b']);
+  assert.deepEqual(
+    gw.pool.servers.map((s) => s.id),
+    ['a', 'b'],
+  );
   // with a charset parameter it is JSON
   const ok = await call(url, { method: 'PATCH', headers: { 'content-type': 'application/json; charset=utf-8' }, body: '{"weight":2}' });
   assert.equal(ok.status, 200, ok.text);
@@ -465,7 +531,10 @@ test('bad write bodies are 400s naming the field, with NGINX Plus codes; state u
   assert.equal(info.maxFails, 1);
   assert.equal(info.maxConns, 0);
   assert.equal(info.route, '');
-  assert.deepEqual(gw.pool.servers.map((s) => s.id), ['a', 'b']);
+  assert.deepEqual(
+    gw.pool.servers.map((s) => s.id),
+    ['a', 'b'],
+  );
 });
 
 test('a write body over maxBodySize → 413', async (t) => {
@@ -504,10 +573,16 @@ test('unknown upstream 404 UpstreamNotFound, unknown server 404 UpstreamServerNo
   assertApiError(await call(`${gw.api}/http/upstreams/backend/servers/zz`, { method: 'DELETE' }), 404, 'UpstreamServerNotFound');
   const dup = await call(`${gw.api}/http/upstreams/backend/servers`, { method: 'POST', json: { server: hostPort(h1.url), id: 'a' } });
   assertApiError(dup, 409, 'EntryExists');
-  assert.deepEqual(gw.pool.servers.map((s) => s.id), ['a', 'b']);
+  assert.deepEqual(
+    gw.pool.servers.map((s) => s.id),
+    ['a', 'b'],
+  );
   const backup = await call(`${g2.url}/api/9/http/upstreams/hashed/servers`, { method: 'POST', json: { server: '127.0.0.1:9', backup: true } });
   assertApiError(backup, 400, 'UpstreamNoBackup');
-  assert.deepEqual(hashPool.servers.map((s) => s.id), ['h1']);
+  assert.deepEqual(
+    hashPool.servers.map((s) => s.id),
+    ['h1'],
+  );
   // a backup on round robin is fine
   const rr = await call(`${g2.url}/api/9/http/upstreams/backend/servers`, { method: 'POST', json: { server: '127.0.0.1:9', backup: true, id: 'spare' } });
   assert.equal(rr.status, 201, rr.text);
@@ -519,7 +594,10 @@ test('server ids that are urls work URL-encoded in the path', async (t) => {
   const a = await upstream(t, 'a');
   const b = await upstream(t, 'b');
   const gw = await startMonitorGateway(t, { upstreams: {}, servers: () => [{ url: a.url }, { url: b.url }], write: () => true });
-  assert.deepEqual(gw.pool.servers.map((s) => s.id), [a.url, b.url]);
+  assert.deepEqual(
+    gw.pool.servers.map((s) => s.id),
+    [a.url, b.url],
+  );
   const path = `${gw.api}/http/upstreams/backend/servers/${encodeURIComponent(a.url)}`;
   const got = await call(path);
   assert.equal(got.status, 200, got.text);
@@ -530,7 +608,10 @@ test('server ids that are urls work URL-encoded in the path', async (t) => {
   assert.deepEqual(tally(await whoAnswers(gw.url, 3)), { b: 3 });
   const removed = await call(path, { method: 'DELETE' });
   assert.equal(removed.status, 200, removed.text);
-  assert.deepEqual(removed.body.map((s: any) => s.id), [b.url]);
+  assert.deepEqual(
+    removed.body.map((s: any) => s.id),
+    [b.url],
+  );
 });
 
 test('mounting: Express app.use("/status", monitor()) without prefix; other paths reach the proxy', async (t) => {
@@ -547,7 +628,10 @@ test('mounting: Express app.use("/status", monitor()) without prefix; other path
   assert.deepEqual(api.body, [9]);
   const u = await call(`${g.url}/status/api/9/http/upstreams/backend`);
   assert.equal(u.status, 200);
-  assert.deepEqual(u.body.peers.map((p: any) => p.id), ['a']);
+  assert.deepEqual(
+    u.body.peers.map((p: any) => p.id),
+    ['a'],
+  );
   assert.equal((await call(`${g.url}/status/metrics`)).status, 200);
   const proxied = await fetchText(`${g.url}/hello`);
   assert.equal(proxied.body, 'a');
@@ -573,7 +657,7 @@ test('mounting: prefix in a plain chain(); requests outside it go on to the prox
   assert.equal((await fetchText(`${g2.url}/opsx`)).body, 'a');
 });
 
-test('/api/9/nginx, /connections and /http/requests count the gateway\'s real connections and requests', async (t) => {
+test("/api/9/nginx, /connections and /http/requests count the gateway's real connections and requests", async (t) => {
   const gw = await startMonitorGateway(t, { upstreams: { a: undefined } });
   const nginx = await getJson(`${gw.api}/nginx`);
   assert.equal(nginx.version, VERSION);
@@ -624,5 +708,11 @@ test('methods an endpoint does not support are 405 MethodNotSupported even when 
   assertApiError(await call(`${gw.api}/http/upstreams/backend/servers/a`, { method: 'POST', json: { server: '127.0.0.1:9' } }), 405, 'MethodNotSupported');
   assertApiError(await call(`${gw.api}/http/upstreams/backend/servers/a`, { method: 'PUT', json: { down: true } }), 405, 'MethodNotSupported');
   assertApiError(await call(gw.metrics, { method: 'POST', json: {} }), 405);
-  assert.deepEqual(gw.pool.servers.map((s) => [s.id, s.down]), [['a', false], ['b', false]]);
+  assert.deepEqual(
+    gw.pool.servers.map((s) => [s.id, s.down]),
+    [
+      ['a', false],
+      ['b', false],
+    ],
+  );
 });

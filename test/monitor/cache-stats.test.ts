@@ -39,7 +39,7 @@ const CAMEL_NAMES = {
   bypass: { ...counter(7), responsesWritten: 0, bytesWritten: 0 },
 };
 
-test('cacheJson: camelCase statistics (maxSize, responsesWritten, bytesWritten) come out under NGINX Plus\'s names', () => {
+test("cacheJson: camelCase statistics (maxSize, responsesWritten, bytesWritten) come out under NGINX Plus's names", () => {
   assert.deepEqual(JSON.parse(JSON.stringify(cacheJson(reporting(CAMEL_NAMES)))), NGINX_NAMES);
 });
 
@@ -49,7 +49,7 @@ test('cacheJson: max_size is left out when the store has none (an external store
   assert.deepEqual(JSON.parse(JSON.stringify(cacheJson(reporting(external)))), { ...withoutMax, size: 0 });
 });
 
-test('cache.stats() reports camelCase names, and the monitor NGINX Plus\'s', async (t) => {
+test("cache.stats() reports camelCase names, and the monitor NGINX Plus's", async (t) => {
   const mw = cache({ valid: '1m' });
   t.after(() => mw.close());
   const s = mw.stats();

@@ -16,7 +16,8 @@ import { fetchText, listen, until, upstream } from '../helpers.ts';
 const CHROMIUM = '/usr/bin/chromium';
 const HAVE_BROWSER = existsSync(CHROMIUM);
 const REQUIRED = Boolean(process.env.CI) || Boolean(process.env.REQUIRE_BROWSER);
-const SKIP: string | false = !HAVE_BROWSER && !REQUIRED ? `${CHROMIUM} not found: install Debian's chromium (set CI or REQUIRE_BROWSER to make this a failure)` : false;
+const SKIP: string | false =
+  !HAVE_BROWSER && !REQUIRED ? `${CHROMIUM} not found: install Debian's chromium (set CI or REQUIRE_BROWSER to make this a failure)` : false;
 const T = { timeout: 30_000, skip: SKIP };
 const IDS = ['a', 'b', 'c'] as const;
 
@@ -234,7 +235,10 @@ test('with writes refused (the default), the page offers no buttons and a PATCH 
   // The refused PATCH is the only error the page saw (Chromium also logs it to the console).
   const others = nonCsp(problems).filter((p) => !p.includes('405'));
   assert.deepEqual(others, []);
-  assert.ok(problems.list.some((p) => p.startsWith('response 405: PATCH')), `the 405 was seen: ${problems.list.join('; ')}`);
+  assert.ok(
+    problems.list.some((p) => p.startsWith('response 405: PATCH')),
+    `the 405 was seen: ${problems.list.join('; ')}`,
+  );
 });
 
 test('a screenshot of the live dashboard is written to the temp dir', T, async (t) => {

@@ -12,7 +12,13 @@ import { listen, upstream } from '../helpers.ts';
 import { call, startMonitorGateway } from './support.ts';
 
 test('writes work behind a body parser that already read the request (express.json())', async (t) => {
-  const pool = createPool({ name: 'app', servers: [{ url: 'http://127.0.0.1:9', id: 'a' }, { url: 'http://127.0.0.1:10', id: 'b' }] });
+  const pool = createPool({
+    name: 'app',
+    servers: [
+      { url: 'http://127.0.0.1:9', id: 'a' },
+      { url: 'http://127.0.0.1:10', id: 'b' },
+    ],
+  });
   t.after(() => pool.close());
   const app = express();
   app.use(express.json());
@@ -26,7 +32,11 @@ test('writes work behind a body parser that already read the request (express.js
   text.use(express.text({ type: '*/*' }));
   text.use('/status', monitor({ pools: [pool], write: () => true }));
   const gw2 = await listen(t, createServer(text));
-  const bad = await call(`${gw2.url}/status/api/9/http/upstreams/app/servers/b`, { method: 'PATCH', headers: { 'content-type': 'application/json' }, body: '{"drain":true}' });
+  const bad = await call(`${gw2.url}/status/api/9/http/upstreams/app/servers/b`, {
+    method: 'PATCH',
+    headers: { 'content-type': 'application/json' },
+    body: '{"drain":true}',
+  });
   assert.equal(bad.status, 400);
   assert.equal(pool.get('b')!.drain, false);
 });
@@ -71,7 +81,12 @@ test('a health check listener that throws does not stop the checks (and the proc
     res.end();
   });
   const other = await upstream(t, 'b');
-  const pool = createPool({ servers: [{ url: up.url, id: 'a' }, { url: other.url, id: 'b' }] });
+  const pool = createPool({
+    servers: [
+      { url: up.url, id: 'a' },
+      { url: other.url, id: 'b' },
+    ],
+  });
   t.after(() => pool.close());
   const hc = healthCheck(pool, { interval: '50ms' });
   t.after(() => hc.stop());
@@ -120,7 +135,14 @@ test('DNS rebinding: a request with a Host the operator did not allow can neithe
     assert.equal(typeof r.body.request_id, 'string');
     assert.equal(r.body.href, 'https://nginx.org/en/docs/http/ngx_http_api_module.html');
   }
-  assert.deepEqual(g.pool.servers.map((s) => [s.id, s.down]), [['a', false], ['b', false]], 'nothing changed');
+  assert.deepEqual(
+    g.pool.servers.map((s) => [s.id, s.down]),
+    [
+      ['a', false],
+      ['b', false],
+    ],
+    'nothing changed',
+  );
   // IP literals and localhost, with any port, are the operator's own.
   for (const host of [`127.0.0.1:${g.port}`, '127.0.0.1', `localhost:${g.port}`, 'LOCALHOST', `[::1]:${g.port}`]) {
     const r = await call(`${servers}/a`, { method: 'PATCH', headers: { host }, json: { weight: 2 } });
@@ -140,7 +162,15 @@ test('allowedHosts: the names listed (and under a .domain) are allowed, others a
     const r = await call(a, { method: 'PATCH', headers: { host }, json: { weight: 3 } });
     assert.equal(r.status, 200, `${host}: ${r.text}`);
   }
-  for (const host of ['attacker.example', 'gateway.internal.attacker.example', 'evilops.example', 'internal', 'gateway.internal:80:80', '[::1', 'gateway.internal:port']) {
+  for (const host of [
+    'attacker.example',
+    'gateway.internal.attacker.example',
+    'evilops.example',
+    'internal',
+    'gateway.internal:80:80',
+    '[::1',
+    'gateway.internal:port',
+  ]) {
     const r = await call(a, { method: 'PATCH', headers: { host }, json: { weight: 4 } });
     assert.equal(r.status, 403, `${JSON.stringify(host)}: ${r.text}`);
   }
@@ -167,6 +197,10 @@ test('allowedHosts is validated when monitor() is called', () => {
     [['http://gateway.internal'], 'allowedHosts[0]'],
     [false, 'allowedHosts'],
   ] as const) {
-    assert.throws(() => monitor({ pools: [pool], allowedHosts: value as never }), (e: unknown) => e instanceof InvalidOptionError && e.option === option, JSON.stringify(value));
+    assert.throws(
+      () => monitor({ pools: [pool], allowedHosts: value as never }),
+      (e: unknown) => e instanceof InvalidOptionError && e.option === option,
+      JSON.stringify(value),
+    );
   }
 });

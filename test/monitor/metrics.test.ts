@@ -148,7 +148,10 @@ function parseExposition(text: string): Exposition {
     const value = parseValue(parts[0]!, n);
     const family = familyOf(name, labels, n);
     enter(family, n);
-    const key = `${name}{${Object.keys(labels).sort().map((k) => `${k}=${JSON.stringify(labels[k])}`).join(',')}}`;
+    const key = `${name}{${Object.keys(labels)
+      .sort()
+      .map((k) => `${k}=${JSON.stringify(labels[k])}`)
+      .join(',')}}`;
     if (series.has(key)) throw new Error(`line ${n}: duplicate series ${key}`);
     series.add(key);
     const s = { name, labels, value, family };

@@ -71,14 +71,24 @@ export async function startMonitorGateway(t: TestContext, options: MonitorGatewa
   for (const [name, handler] of Object.entries(options.upstreams ?? { a: undefined, b: undefined })) ups[name] = await upstream(t, name, handler);
   const dead: string[] = [];
   for (let i = 0; i < (options.dead ?? 0); i++) dead.push(`http://127.0.0.1:${await deadPort()}`);
-  const servers = options.servers?.(ups, dead) ?? [...Object.entries(ups).map(([id, u]) => ({ id, url: u.url })), ...dead.map((url, i) => ({ id: `dead${i + 1}`, url }))];
+  const servers = options.servers?.(ups, dead) ?? [
+    ...Object.entries(ups).map(([id, u]) => ({ id, url: u.url })),
+    ...dead.map((url, i) => ({ id: `dead${i + 1}`, url })),
+  ];
   const pool = createPool({ name: 'backend', ...options.pool, servers });
   t.after(() => pool.close());
   const c = options.cache === undefined || options.cache === false ? undefined : cacheMiddleware(options.cache === true ? {} : options.cache);
   if (c !== undefined) t.after(() => c.close());
   const server = createServer();
   const prefix = options.prefix ?? '/status';
-  const mon = monitor({ pools: [pool], ...(c === undefined ? {} : { caches: [c] }), prefix, server, ...(options.write === undefined ? {} : { write: options.write }), ...options.monitor });
+  const mon = monitor({
+    pools: [pool],
+    ...(c === undefined ? {} : { caches: [c] }),
+    prefix,
+    server,
+    ...(options.write === undefined ? {} : { write: options.write }),
+    ...options.monitor,
+  });
   t.after(() => mon.close());
   const stack = c === undefined ? chain(mon, balance(pool, options.balance)) : chain(mon, c, balance(pool, options.balance));
   server.on('request', stack);
@@ -90,7 +100,20 @@ export async function startMonitorGateway(t: TestContext, options: MonitorGatewa
   const port = (server.address() as AddressInfo).port;
   const url = `http://127.0.0.1:${port}`;
   const status = `${url}${prefix}`;
-  return { url, status, api: `${status}/api/9`, metrics: `${status}/metrics`, dashboard: `${status}/dashboard/`, port, server, pool, cache: c, mon, upstreams: ups, dead };
+  return {
+    url,
+    status,
+    api: `${status}/api/9`,
+    metrics: `${status}/metrics`,
+    dashboard: `${status}/dashboard/`,
+    port,
+    server,
+    pool,
+    cache: c,
+    mon,
+    upstreams: ups,
+    dead,
+  };
 }
 
 export interface JsonReply<T = any> {
@@ -106,7 +129,10 @@ export interface JsonReply<T = any> {
  * One request on a fresh connection; the body is parsed as JSON when there is one. An object
  * `json` is sent with Content-Type application/json unless `headers` gives another.
  */
-export function call<T = any>(url: string, init: { method?: string; headers?: Record<string, string>; json?: unknown; body?: string | Buffer } = {}): Promise<JsonReply<T>> {
+export function call<T = any>(
+  url: string,
+  init: { method?: string; headers?: Record<string, string>; json?: unknown; body?: string | Buffer } = {},
+): Promise<JsonReply<T>> {
   const headers: Record<string, string> = { ...init.headers };
   let body = init.body;
   if (init.json !== undefined) {

@@ -59,7 +59,18 @@ test('CommonJS require("switchyard-proxy"), "switchyard-proxy/fastify" and "swit
 test('ESM import("switchyard-proxy") by name gives the named exports from dist/', async () => {
   assertBuilt();
   const main = await import('switchyard-proxy');
-  for (const name of ['createPool', 'balance', 'chain', 'upgrade', 'exchange', 'parseDuration', 'SwitchyardError', 'BadGatewayError', 'GatewayTimeoutError', 'NoServerAvailableError']) {
+  for (const name of [
+    'createPool',
+    'balance',
+    'chain',
+    'upgrade',
+    'exchange',
+    'parseDuration',
+    'SwitchyardError',
+    'BadGatewayError',
+    'GatewayTimeoutError',
+    'NoServerAvailableError',
+  ]) {
     assert.equal(typeof (main as Record<string, unknown>)[name], 'function', name);
   }
   assert.equal('default' in main, false, 'named exports only');

@@ -21,13 +21,31 @@ function samples(field: ServerField, url: string): [Sample, Sample] {
   const kinds: Record<FieldKind, () => [Sample, Sample]> = {
     integer: () => {
       const a = (field.min ?? 0) + 2;
-      return [{ given: a, info: a, api: a }, { given: a + 1, info: a + 1, api: a + 1 }];
+      return [
+        { given: a, info: a, api: a },
+        { given: a + 1, info: a + 1, api: a + 1 },
+      ];
     },
-    duration: () => [{ given: '1500ms', info: 1500, api: '1500ms' }, { given: '3s', info: 3000, api: '3s' }],
-    boolean: () => [{ given: true, info: true, api: true }, { given: false, info: false, api: false }],
-    route: () => [{ given: 'r1', info: 'r1', api: 'r1' }, { given: 'r2', info: 'r2', api: 'r2' }],
-    id: () => [{ given: 'x', info: 'x', api: 'x' }, { given: 'x2', info: 'x2', api: 'x2' }],
-    url: () => [{ given: url, info: url, api: new URL(url).host }, { given: url, info: url, api: new URL(url).host }],
+    duration: () => [
+      { given: '1500ms', info: 1500, api: '1500ms' },
+      { given: '3s', info: 3000, api: '3s' },
+    ],
+    boolean: () => [
+      { given: true, info: true, api: true },
+      { given: false, info: false, api: false },
+    ],
+    route: () => [
+      { given: 'r1', info: 'r1', api: 'r1' },
+      { given: 'r2', info: 'r2', api: 'r2' },
+    ],
+    id: () => [
+      { given: 'x', info: 'x', api: 'x' },
+      { given: 'x2', info: 'x2', api: 'x2' },
+    ],
+    url: () => [
+      { given: url, info: url, api: new URL(url).host },
+      { given: url, info: url, api: new URL(url).host },
+    ],
   };
   return kinds[field.kind]();
 }
@@ -40,7 +58,10 @@ for (const field of SERVER_FIELDS) {
       servers: (ups) => {
         url = ups.a!.url;
         const [first] = samples(field, url);
-        return [{ url, id: 'x', [field.name]: first.given }, { url: ups.b!.url, id: 'plain' }];
+        return [
+          { url, id: 'x', [field.name]: first.given },
+          { url: ups.b!.url, id: 'plain' },
+        ];
       },
       write: () => true,
     });
@@ -52,7 +73,8 @@ for (const field of SERVER_FIELDS) {
     assert.deepEqual(Object.keys(gw.pool.get(id)!).sort(), [...SERVER_FIELDS.map((f) => f.name), 'sid'].sort(), 'info() shows the table');
     // the default, where the field was not given
     const plain = gw.pool.get('plain')!;
-    if (field.default !== undefined) assert.deepEqual(plain[field.name], field.kind === 'duration' ? parseDuration(field.default as string | number, field.name) : field.default);
+    if (field.default !== undefined)
+      assert.deepEqual(plain[field.name], field.kind === 'duration' ? parseDuration(field.default as string | number, field.name) : field.default);
 
     // monitor GET (one server, and the list)
     const one = await call(`${gw.api}/http/upstreams/backend/servers/${encodeURIComponent(id)}`);
@@ -60,7 +82,10 @@ for (const field of SERVER_FIELDS) {
     assert.deepEqual(one.body[field.api], first.api);
     if (field.kind === 'url') assert.equal(one.body.url, url);
     const list = await call(`${gw.api}/http/upstreams/backend/servers`);
-    assert.deepEqual(list.body.find((s: { id: string }) => s.id === id), one.body);
+    assert.deepEqual(
+      list.body.find((s: { id: string }) => s.id === id),
+      one.body,
+    );
 
     // PATCH: updatable fields change; the others are immutable (400), the value kept
     const patched = await call(`${gw.api}/http/upstreams/backend/servers/${encodeURIComponent(id)}`, { method: 'PATCH', json: { [field.api]: second.api } });

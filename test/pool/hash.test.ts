@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { createPool, type MethodOption, type ServerOptions, type UpstreamPool } from '../../src/pool/index.ts';
 import type { Peer } from '../../src/pool/peer.ts';
 import { clock } from '../helpers.ts';
-import { finishOk, fixture, pick, selection, sequence, serversOf, type FixtureServer, type HashGroup, type IpGroup } from './support.ts';
+import { finishOk, fixture, pick, selection, sequence, serversOf, type HashGroup, type IpGroup } from './support.ts';
 import { internals } from '../../src/pool/internal.ts';
 
 type TestContext = { after(fn: () => void): void };
@@ -35,7 +35,10 @@ function movedKeys(from: string, down: string): Array<{ key: string; addr: strin
   return a.results.filter((r) => r.addr === B2).map((r) => ({ key: r.key, addr: b.results.find((x) => x.key === r.key)!.addr }));
 }
 
-for (const [method, name] of [[plain, 'plain'], [consistent, 'consistent']] as const) {
+for (const [method, name] of [
+  [plain, 'plain'],
+  [consistent, 'consistent'],
+] as const) {
   test(`hash ${name}: one key always goes to the same server (upstream_hash.t: 10/10)`, (t) => {
     const p = make(t, method, letters(3));
     const got = Array.from({ length: 10 }, () => pick(p, { url: '/?k=stable-key' }));
@@ -68,14 +71,21 @@ for (const [method, name] of [[plain, 'plain'], [consistent, 'consistent']] as c
   });
 }
 
-for (const [from, down, method] of [['h3', 'h3down', plain], ['c3', 'c3down', consistent]] as const) {
+for (const [from, down, method] of [
+  ['h3', 'h3down', plain],
+  ['c3', 'c3down', consistent],
+] as const) {
   test(`hash ${from}: a full or failed server is passed over exactly like a down one (nginx ${down})`, (t) => {
     const keys = movedKeys(from, down);
     assert.ok(keys.length > 5);
     const c = clock();
     const g = group(hash.groups, from);
     // full: maxConns 1 with one attempt in flight
-    const full = make(t, method, serversOf(g.servers).map((s) => (s.url === B2_ID ? { ...s, maxConns: 1 } : s)));
+    const full = make(
+      t,
+      method,
+      serversOf(g.servers).map((s) => (s.url === B2_ID ? { ...s, maxConns: 1 } : s)),
+    );
     let held: Peer | undefined;
     for (const r of group(hash.groups, from).results) {
       if (r.addr !== B2) continue;
@@ -83,21 +93,31 @@ for (const [from, down, method] of [['h3', 'h3down', plain], ['c3', 'c3down', co
       break;
     }
     assert.equal(held?.name, B2);
-    assert.deepEqual(keys.map((r) => ({ key: r.key, addr: pick(full, { url: `/?k=${r.key}` }) })), keys);
+    assert.deepEqual(
+      keys.map((r) => ({ key: r.key, addr: pick(full, { url: `/?k=${r.key}` }) })),
+      keys,
+    );
     finishOk(full, held!);
     // failed: maxFails 1 after one failure, for failTimeout
     const failed = make(t, method, serversOf(g.servers), c.now);
     const peer = internals(failed).select(selection(failed, { url: `/?k=${keys[0]!.key}` }))!;
     assert.equal(peer.name, B2);
     internals(failed).finish(peer, 'failed', { header: -1, response: 1, inflightDone: false }, undefined);
-    assert.deepEqual(keys.map((r) => ({ key: r.key, addr: pick(failed, { url: `/?k=${r.key}` }) })), keys);
+    assert.deepEqual(
+      keys.map((r) => ({ key: r.key, addr: pick(failed, { url: `/?k=${r.key}` }) })),
+      keys,
+    );
     c.advance(10_001);
     assert.equal(pick(failed, { url: `/?k=${keys[0]!.key}` }), B2, 'back after failTimeout');
   });
 
   test(`hash ${from}: a retry within the request continues the hash as nginx does past a down server (${down})`, (t) => {
     // maxFails 0: the failed attempt does not take the server out for the next keys
-    const p = make(t, method, serversOf(group(hash.groups, from).servers).map((s) => ({ ...s, maxFails: 0 })));
+    const p = make(
+      t,
+      method,
+      serversOf(group(hash.groups, from).servers).map((s) => ({ ...s, maxFails: 0 })),
+    );
     for (const r of movedKeys(from, down)) {
       const sel = selection(p, { url: `/?k=${r.key}` });
       const first = internals(p).select(sel)!;
@@ -113,10 +133,17 @@ for (const [from, down, method] of [['h3', 'h3down', plain], ['c3', 'c3down', co
 test('hash: changing a weight at run time remaps like a pool built with that weight (nginx hw)', (t) => {
   const hw = group(hash.groups, 'hw');
   const cw = group(hash.groups, 'cw');
-  for (const [g, from] of [[hw, 'h3'], [cw, 'c3']] as const) {
+  for (const [g, from] of [
+    [hw, 'h3'],
+    [cw, 'c3'],
+  ] as const) {
     const p = make(t, { name: 'hash', key: '$arg_k', consistent: g.consistent }, serversOf(group(hash.groups, from).servers));
     p.update(B2_ID, { weight: 2 });
-    assert.deepEqual(g.results.map((r) => ({ key: r.key, addr: pick(p, { url: `/?k=${r.key}` }) })), g.results, g.name);
+    assert.deepEqual(
+      g.results.map((r) => ({ key: r.key, addr: pick(p, { url: `/?k=${r.key}` }) })),
+      g.results,
+      g.name,
+    );
   }
 });
 
@@ -139,16 +166,27 @@ test('consistent hash: servers with the same url share their points and take tur
 test('consistent hash hashes the url authority as written: an explicit :80 and a different case place other points', (t) => {
   const keys = group(hash.groups, 'c3').results.map((r) => r.key);
   const map = (urls: string[]): string[] => {
-    const p = make(t, consistent, urls.map((url) => ({ url })));
+    const p = make(
+      t,
+      consistent,
+      urls.map((url) => ({ url })),
+    );
     return keys.map((k) => String(p.servers.findIndex((s) => s.id === internals(p).select(selection(p, { url: `/?k=${k}` }))?.id)));
   };
   const base = map(['http://127.0.0.2:80', 'http://127.0.0.3:80', 'http://127.0.0.4:80']);
   assert.notDeepEqual(map(['http://127.0.0.2', 'http://127.0.0.3', 'http://127.0.0.4']), base);
-  assert.deepEqual(map(['http://user:pw@127.0.0.2:80', 'http://127.0.0.3:80/prefix', 'https://127.0.0.4:80']), base, 'credentials, path and scheme are not part of it');
-  assert.notDeepEqual(map(['http://Host-A:8080', 'http://host-b:8080', 'http://host-c:8080']), map(['http://host-a:8080', 'http://host-b:8080', 'http://host-c:8080']));
+  assert.deepEqual(
+    map(['http://user:pw@127.0.0.2:80', 'http://127.0.0.3:80/prefix', 'https://127.0.0.4:80']),
+    base,
+    'credentials, path and scheme are not part of it',
+  );
+  assert.notDeepEqual(
+    map(['http://Host-A:8080', 'http://host-b:8080', 'http://host-c:8080']),
+    map(['http://host-a:8080', 'http://host-b:8080', 'http://host-c:8080']),
+  );
 });
 
-test('ip_hash: unparsable or unix-socket client addresses hash as nginx\'s pseudo address 0.0.0', (t) => {
+test("ip_hash: unparsable or unix-socket client addresses hash as nginx's pseudo address 0.0.0", (t) => {
   const g = group(ipHash.groups, 'ip5');
   const p = make(t, 'ip-hash', serversOf(g.servers));
   const zero = g.results.find((r) => r.address === '0.0.0.0')!.addr;
@@ -166,7 +204,11 @@ test('ip_hash: IPv6 text forms of one address hash alike (compressed, zone id)',
 test('ip_hash: a retry within the request continues the hash as past a down server (nginx ip3 vs ip3down)', (t) => {
   const a = group(ipHash.groups, 'ip3');
   const b = group(ipHash.groups, 'ip3down');
-  const p = make(t, 'ip-hash', serversOf(a.servers).map((s) => ({ ...s, maxFails: 0 })));
+  const p = make(
+    t,
+    'ip-hash',
+    serversOf(a.servers).map((s) => ({ ...s, maxFails: 0 })),
+  );
   let n = 0;
   for (const r of a.results) {
     if (r.addr !== B2) continue;

@@ -2,7 +2,7 @@
 // pool's injected clock instead of sleeping. More timelines recorded from nginx: fixtures/sequences.json.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { type ServerOptions, type UpstreamPool } from '../../src/pool/index.ts';
+import type { ServerOptions, UpstreamPool } from '../../src/pool/index.ts';
 import type { AttemptOutcome } from '../../src/pool/peer.ts';
 import { clock, poolOf, type Clock } from '../helpers.ts';
 import { finishOk, lettered, replay, selection, type SequenceGroup } from './support.ts';
@@ -36,22 +36,42 @@ const state = (p: UpstreamPool, id: string): string => p.stats().servers.find((s
 function timeline(t: TestContext, servers: SequenceGroup['servers'], steps: SequenceGroup['steps']): string[][] {
   const c = clock();
   const group: SequenceGroup = { name: 'tl', method: 'round-robin', servers, steps, results: [] };
-  const listed = servers.map((s) => ({ url: `http://${s.server}`, maxFails: s.maxFails, failTimeout: s.failTimeout === undefined ? undefined : `${s.failTimeout}s` }));
+  const listed = servers.map((s) => ({
+    url: `http://${s.server}`,
+    maxFails: s.maxFails,
+    failTimeout: s.failTimeout === undefined ? undefined : `${s.failTimeout}s`,
+  }));
   const p = poolOf(t, listed, { name: 'tl', now: c.now });
   return replay(p, group, [DEAD], c).flatMap((r) => (r.op === 'get' ? [r.addrs.map((a) => (a === DEAD ? 'dead' : 'ok'))] : []));
 }
 
 test('verified timeline (reference 3.4): dead max_fails=2 fail_timeout=2s + ok, 8 requests, then after 2.2 s one failing probe', (t) => {
-  const got = timeline(t, [{ server: DEAD, maxFails: 2, failTimeout: 2 }, { server: OK }], [{ op: 'get', n: 8 }, { op: 'sleep', ms: 2200 }, { op: 'get', n: 4 }]);
-  assert.deepEqual(got, [
-    ['dead', 'ok'], ['ok'], ['dead', 'ok'], ['ok'], ['ok'], ['ok'], ['ok'], ['ok'],
-    ['ok'], ['dead', 'ok'], ['ok'], ['ok'],
-  ]);
+  const got = timeline(
+    t,
+    [{ server: DEAD, maxFails: 2, failTimeout: 2 }, { server: OK }],
+    [
+      { op: 'get', n: 8 },
+      { op: 'sleep', ms: 2200 },
+      { op: 'get', n: 4 },
+    ],
+  );
+  assert.deepEqual(got, [['dead', 'ok'], ['ok'], ['dead', 'ok'], ['ok'], ['ok'], ['ok'], ['ok'], ['ok'], ['ok'], ['dead', 'ok'], ['ok'], ['ok']]);
 });
 
 test('verified timeline: max_fails=3 fail_timeout=30s -> three failing attempts interleaved with RR, then never again', (t) => {
-  const got = timeline(t, [{ server: DEAD, maxFails: 3, failTimeout: 30 }, { server: OK }], [{ op: 'get', n: 10 }, { op: 'sleep', ms: 29_000 }, { op: 'get', n: 4 }]);
-  assert.deepEqual(got.map((r) => r.join('+')), ['dead+ok', 'ok', 'dead+ok', 'ok', 'dead+ok', 'ok', 'ok', 'ok', 'ok', 'ok', 'ok', 'ok', 'ok', 'ok']);
+  const got = timeline(
+    t,
+    [{ server: DEAD, maxFails: 3, failTimeout: 30 }, { server: OK }],
+    [
+      { op: 'get', n: 10 },
+      { op: 'sleep', ms: 29_000 },
+      { op: 'get', n: 4 },
+    ],
+  );
+  assert.deepEqual(
+    got.map((r) => r.join('+')),
+    ['dead+ok', 'ok', 'dead+ok', 'ok', 'dead+ok', 'ok', 'ok', 'ok', 'ok', 'ok', 'ok', 'ok', 'ok', 'ok'],
+  );
 });
 
 for (const delay of [0, 200]) {
@@ -86,11 +106,50 @@ for (const delay of [0, 200]) {
 }
 
 const ACCUMULATE: Array<[name: string, events: Array<[at: number, outcome: AttemptOutcome]>, available: boolean]> = [
-  ['two failures 9 s apart', [[0, 'failed'], [9000, 'failed']], false],
-  ['a success in between does not reset (no re-check yet)', [[0, 'failed'], [5000, 'ok'], [9000, 'failed']], false],
-  ['failures further apart than failTimeout still add up', [[0, 'failed'], [11_000, 'failed']], false],
-  ['a success after a re-check (selected > failTimeout after the failure) resets', [[0, 'failed'], [11_000, 'ok'], [12_000, 'failed']], true],
-  ['a "next" outcome (403/404) is not a failure', [[0, 'failed'], [1000, 'next'], [2000, 'next'], [3000, 'next']], true],
+  [
+    'two failures 9 s apart',
+    [
+      [0, 'failed'],
+      [9000, 'failed'],
+    ],
+    false,
+  ],
+  [
+    'a success in between does not reset (no re-check yet)',
+    [
+      [0, 'failed'],
+      [5000, 'ok'],
+      [9000, 'failed'],
+    ],
+    false,
+  ],
+  [
+    'failures further apart than failTimeout still add up',
+    [
+      [0, 'failed'],
+      [11_000, 'failed'],
+    ],
+    false,
+  ],
+  [
+    'a success after a re-check (selected > failTimeout after the failure) resets',
+    [
+      [0, 'failed'],
+      [11_000, 'ok'],
+      [12_000, 'failed'],
+    ],
+    true,
+  ],
+  [
+    'a "next" outcome (403/404) is not a failure',
+    [
+      [0, 'failed'],
+      [1000, 'next'],
+      [2000, 'next'],
+      [3000, 'next'],
+    ],
+    true,
+  ],
   ['one failure of two allowed', [[0, 'failed']], true],
 ];
 for (const [name, events, available] of ACCUMULATE) {

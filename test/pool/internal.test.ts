@@ -13,8 +13,22 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
 /** Every member the pool's internals have, and the names they had as public members before. */
 const INTERNAL_NAMES = [
-  'selection', 'select', 'wait', 'finish', 'header', 'transferred', 'agentFor', 'maxTries', 'queueing', 'tls',
-  'peers', 'healthPeers', 'healthCheckId', 'healthProbe', 'healthMark', 'now',
+  'selection',
+  'select',
+  'wait',
+  'finish',
+  'header',
+  'transferred',
+  'agentFor',
+  'maxTries',
+  'queueing',
+  'tls',
+  'peers',
+  'healthPeers',
+  'healthCheckId',
+  'healthProbe',
+  'healthMark',
+  'now',
 ];
 
 /** The public members of UpstreamPool (what the README documents), besides EventEmitter's. */
@@ -22,14 +36,25 @@ const PUBLIC_MEMBERS = ['name', 'method', 'servers', 'get', 'add', 'remove', 'up
 
 /** The declaration tsc builds for src/pool/index.ts with the project's options (what `npm run build` puts in dist/). */
 function emittedDeclaration(): string {
-  const parsed = ts.getParsedCommandLineOfConfigFile(`${ROOT}tsconfig.json`, {}, {
-    ...ts.sys,
-    onUnRecoverableConfigFileDiagnostic: (d) => {
-      throw new Error(ts.flattenDiagnosticMessageText(d.messageText, '\n'));
+  const parsed = ts.getParsedCommandLineOfConfigFile(
+    `${ROOT}tsconfig.json`,
+    {},
+    {
+      ...ts.sys,
+      onUnRecoverableConfigFileDiagnostic: (d) => {
+        throw new Error(ts.flattenDiagnosticMessageText(d.messageText, '\n'));
+      },
     },
-  });
+  );
   assert.ok(parsed !== undefined);
-  const program = ts.createProgram([`${ROOT}src/pool/index.ts`], { ...parsed.options, declaration: true, emitDeclarationOnly: true, sourceMap: false, declarationMap: false, noEmit: false });
+  const program = ts.createProgram([`${ROOT}src/pool/index.ts`], {
+    ...parsed.options,
+    declaration: true,
+    emitDeclarationOnly: true,
+    sourceMap: false,
+    declarationMap: false,
+    noEmit: false,
+  });
   let text: string | undefined;
   // Written to memory only: nothing lands in dist/.
   program.emit(undefined, (fileName, data) => {
@@ -72,7 +97,8 @@ function memberNames(body: string): string[] {
 function assertNoInternals(dts: string, where: string): void {
   const members = memberNames(classBody(dts));
   for (const name of INTERNAL_NAMES) assert.ok(!members.includes(name), `${where}: UpstreamPool declares no "${name}" (members: ${members.join(', ')})`);
-  for (const name of members) assert.ok(['#private', 'constructor', ...PUBLIC_MEMBERS].includes(name), `${where}: "${name}" is a public member the README documents`);
+  for (const name of members)
+    assert.ok(['#private', 'constructor', ...PUBLIC_MEMBERS].includes(name), `${where}: "${name}" is a public member the README documents`);
   assert.doesNotMatch(dts, /\bPeer\b|\bSelection\b|AttemptTimings|internal\.ts|kPool/, `${where}: no internal type or module is referenced`);
 }
 
@@ -89,7 +115,11 @@ test('dist/pool/index.d.ts, when built from the current sources, has no internal
     t.skip('dist/ is not built (npm run build)');
     return;
   }
-  const newest = Math.max(...readdirSync(`${ROOT}src/pool`, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.ts')).map((f) => statSync(`${ROOT}src/pool/${f}`).mtimeMs));
+  const newest = Math.max(
+    ...readdirSync(`${ROOT}src/pool`, { recursive: true, encoding: 'utf8' })
+      .filter((f) => f.endsWith('.ts'))
+      .map((f) => statSync(`${ROOT}src/pool/${f}`).mtimeMs),
+  );
   if (built < newest) {
     t.skip('dist/ is older than src/pool (npm run build; npm test builds first)');
     return;

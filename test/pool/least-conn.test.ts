@@ -2,7 +2,7 @@
 // nginx-tests upstream_least_conn.t; the in-flight cases are also recorded from nginx in fixtures/sequences.json).
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { type ServerOptions, type UpstreamPool } from '../../src/pool/index.ts';
+import type { ServerOptions, UpstreamPool } from '../../src/pool/index.ts';
 import type { Peer } from '../../src/pool/peer.ts';
 import { poolOf } from '../helpers.ts';
 import { finishOk, lettered, selection, sequence } from './support.ts';
@@ -36,7 +36,10 @@ for (const [name, list, expected] of IDLE) {
 test('least-conn: two requests hanging on one server, the next ten go to the other (upstream_least_conn.t)', (t) => {
   const p = pool(t, {}, {});
   const held = hold(p, 4); // a, b (a is busier), b (tie: SWRR), a (fewer)
-  assert.deepEqual(held.map((x) => x.id), ['a', 'b', 'b', 'a']);
+  assert.deepEqual(
+    held.map((x) => x.id),
+    ['a', 'b', 'b', 'a'],
+  );
   for (const x of held.filter((x) => x.id === 'b')) finishOk(p, x);
   assert.deepEqual(sequence(p, 10), Array(10).fill('b'));
   for (const x of held.filter((x) => x.id === 'a')) finishOk(p, x);
@@ -46,7 +49,10 @@ test('least-conn: two requests hanging on one server, the next ten go to the oth
 test('least-conn: one in flight on each of weights 1 and 2 -> new requests go to the weight-2 server (1/2 < 1/1)', (t) => {
   const p = pool(t, {}, { weight: 2 });
   const held = hold(p, 2);
-  assert.deepEqual(held.map((x) => x.id), ['b', 'a']);
+  assert.deepEqual(
+    held.map((x) => x.id),
+    ['b', 'a'],
+  );
   assert.deepEqual(sequence(p, 4), ['b', 'b', 'b', 'b']);
   // b now holds 2 (2/2 = 1/1): a tie, settled by SWRR among the tied servers
   held.push(internals(p).select(selection(p))!);
@@ -60,7 +66,10 @@ test('least-conn compares conns/weight by cross-multiplying', (t) => {
   const p = pool(t, { weight: 3 }, { weight: 2 });
   const held = hold(p, 3);
   // idle tie -> a; b (0 < 1/3); a (1/3 < 1/2)
-  assert.deepEqual(held.map((x) => x.id), ['a', 'b', 'a']);
+  assert.deepEqual(
+    held.map((x) => x.id),
+    ['a', 'b', 'a'],
+  );
   // a: 2/3, b: 1/2 -> b (1*3 < 2*2)
   held.push(internals(p).select(selection(p))!);
   assert.equal(held[3]!.id, 'b');

@@ -3,13 +3,18 @@
 // fail_timeout (+1 s) a server was not re-checked; with inflight, old requests in flight count.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { type ServerOptions, type UpstreamPool } from '../../src/pool/index.ts';
+import type { ServerOptions, UpstreamPool } from '../../src/pool/index.ts';
 import type { Peer } from '../../src/pool/peer.ts';
 import { clock, poolOf, type Clock } from '../helpers.ts';
 import { lettered, selection } from './support.ts';
 import { internals } from '../../src/pool/internal.ts';
 
-function pool(t: TestContext, c: Clock, method: { measure?: 'header' | 'last-byte'; inflight?: boolean }, ...list: Array<Partial<ServerOptions>>): UpstreamPool {
+function pool(
+  t: TestContext,
+  c: Clock,
+  method: { measure?: 'header' | 'last-byte'; inflight?: boolean },
+  ...list: Array<Partial<ServerOptions>>
+): UpstreamPool {
   return poolOf(t, lettered(19201, list), { name: 'lt', method: { name: 'least-time', ...method }, now: c.now });
 }
 
@@ -36,12 +41,18 @@ for (const measure of ['header', 'last-byte'] as const) {
   test(`least-time ${measure}: equal times -> round robin (upstream_least_time.t "equal response time": 5/5)`, (t) => {
     const p = pool(t, clock(), { measure }, {}, {});
     // first: idle tie (SWRR a); b has no time yet (eta 20 < 120); then equal clustered times tie, SWRR decides
-    assert.equal(run(p, 10, () => [100, 200]), 'abbabababa');
+    assert.equal(
+      run(p, 10, () => [100, 200]),
+      'abbabababa',
+    );
   });
 
   test(`least-time ${measure}: the server with the lower average wins`, (t) => {
     const p = pool(t, clock(), { measure }, {}, {});
-    assert.equal(run(p, 12, (id) => (id === 'a' ? [300, 400] : [100, 150])), 'abbbbbbbbbbb');
+    assert.equal(
+      run(p, 12, (id) => (id === 'a' ? [300, 400] : [100, 150])),
+      'abbbbbbbbbbb',
+    );
   });
 }
 
@@ -53,18 +64,30 @@ test('least-time header vs last-byte: the measure decides which average counts',
 
 test('least-time: averages within one 20 ms cluster tie (round robin), a cluster apart do not', (t) => {
   // 101 and 119 both round up to 120; 119 and 121 fall in clusters 120 and 140
-  assert.equal(run(pool(t, clock(), {}, {}, {}), 6, (id) => (id === 'a' ? [101, 101] : [119, 119])), 'abbaba');
-  assert.equal(run(pool(t, clock(), {}, {}, {}), 6, (id) => (id === 'a' ? [119, 119] : [121, 121])), 'abaaaa');
+  assert.equal(
+    run(pool(t, clock(), {}, {}, {}), 6, (id) => (id === 'a' ? [101, 101] : [119, 119])),
+    'abbaba',
+  );
+  assert.equal(
+    run(pool(t, clock(), {}, {}, {}), 6, (id) => (id === 'a' ? [119, 119] : [121, 121])),
+    'abaaaa',
+  );
 });
 
 test('least-time: times above 5 s count as 5 s, so such servers share by active count (least-conn)', (t) => {
-  assert.equal(run(pool(t, clock(), {}, {}, {}), 6, (id) => (id === 'a' ? [6000, 6000] : [9000, 9000])), 'abbaba');
+  assert.equal(
+    run(pool(t, clock(), {}, {}, {}), 6, (id) => (id === 'a' ? [6000, 6000] : [9000, 9000])),
+    'abbaba',
+  );
 });
 
 test('least-time: eta = time x (1 + active): a slower idle server beats a faster busy one', (t) => {
   const c = clock();
   const p = pool(t, c, {}, {}, {});
-  assert.equal(run(p, 2, (id) => (id === 'a' ? [100, 100] : [150, 150])), 'ab');
+  assert.equal(
+    run(p, 2, (id) => (id === 'a' ? [100, 100] : [150, 150])),
+    'ab',
+  );
   const held = internals(p).select(selection(p))!; // a: 120 < 160
   assert.equal(held.id, 'a');
   const next = internals(p).select(selection(p))!; // a: 120 x 2 = 240 > b: 160
@@ -85,13 +108,25 @@ for (const [delta, second] of DECAY) {
   test(`least-time decay: a slow server not checked for ${delta / 1000} s (failTimeout 10 s) -> ${second}`, (t) => {
     const c = clock();
     const p = pool(t, c, {}, { failTimeout: '10s' }, { failTimeout: '10s' });
-    assert.equal(run(p, 2, (id) => (id === 'a' ? [1000, 1000] : [100, 100])), 'ab');
+    assert.equal(
+      run(p, 2, (id) => (id === 'a' ? [1000, 1000] : [100, 100])),
+      'ab',
+    );
     c.advance(delta);
     // b serves first and is re-checked (no decay for it any more); then a's halved time competes
-    assert.equal(run(p, 1, () => [100, 100]), 'b');
-    assert.equal(run(p, 1, (id) => (id === 'a' ? [1000, 1000] : [100, 100])), second);
+    assert.equal(
+      run(p, 1, () => [100, 100]),
+      'b',
+    );
+    assert.equal(
+      run(p, 1, (id) => (id === 'a' ? [1000, 1000] : [100, 100])),
+      second,
+    );
     // a probe re-checks a: its full time counts again
-    assert.equal(run(p, 3, (id) => (id === 'a' ? [1000, 1000] : [100, 100])), 'bbb');
+    assert.equal(
+      run(p, 3, (id) => (id === 'a' ? [1000, 1000] : [100, 100])),
+      'bbb',
+    );
   });
 }
 
@@ -99,7 +134,10 @@ for (const inflight of [true, false]) {
   test(`least-time inflight=${inflight}: a server whose request has been in flight for 3 s ${inflight ? 'gets no new ones' : 'still shares by active count'}`, (t) => {
     const c = clock();
     const p = pool(t, c, { inflight }, {}, {});
-    assert.equal(run(p, 2, () => [100, 100]), 'ab');
+    assert.equal(
+      run(p, 2, () => [100, 100]),
+      'ab',
+    );
     const old = internals(p).select(selection(p))!;
     c.advance(3000);
     const young = internals(p).select(selection(p))!;
@@ -122,7 +160,10 @@ test('least-time inflight ages the in-flight requests of backups too when it fal
   const young = internals(p).select(selection(p))!;
   assert.equal(young.id, 'c');
   c.advance(1);
-  assert.equal(run(p, 3, () => [100, 100], c), 'ccc');
+  assert.equal(
+    run(p, 3, () => [100, 100], c),
+    'ccc',
+  );
   complete(p, old, 3001);
   complete(p, young, 1);
 });
@@ -172,7 +213,14 @@ test('least-time backup: used only when no primary can take the request', (t) =>
   const p = pool(t, c, {}, { maxConns: 1 }, { backup: true });
   const a = internals(p).select(selection(p))!;
   assert.equal(a.id, 'a');
-  assert.equal(run(p, 2, () => [100, 100]), 'bb');
+  assert.equal(
+    run(p, 2, () => [100, 100]),
+    'bb',
+  );
   complete(p, a, 5000);
-  assert.equal(run(p, 2, () => [100, 100]), 'aa', 'a is slower but the backup is only for when no primary can serve');
+  assert.equal(
+    run(p, 2, () => [100, 100]),
+    'aa',
+    'a is slower but the backup is only for when no primary can serve',
+  );
 });

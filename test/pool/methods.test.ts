@@ -35,7 +35,7 @@ function pool(t: TestContext, method: MethodOption, extra: object = {}): Upstrea
   return poolOf(t, { a: A, b: B }, { method, extra: { b: extra } });
 }
 
-test('every registered name and alias makes a pool, in kebab case and nginx\'s snake case, and stats() reports it', (t) => {
+test("every registered name and alias makes a pool, in kebab case and nginx's snake case, and stats() reports it", (t) => {
   assert.deepEqual(methodNames(), ['round-robin', 'least-conn', 'least-time', 'hash', 'ip-hash', 'random', 'random-two']);
   for (const name of methodNames()) {
     assert.equal(pool(t, optionFor(name)).stats().method, name);
@@ -49,7 +49,11 @@ test('each declared parameter is checked at createPool, naming method.<parameter
   for (const definition of METHODS) {
     for (const param of Object.keys(definition.parameters)) {
       const option = { ...(optionFor(definition.name) as object), [param]: 42 } as unknown as MethodOption;
-      assert.throws(() => createPool({ method: option, servers: [{ url: A }] }), { code: 'SWY_ERR_INVALID_OPTION', option: `method.${param}` }, `${definition.name}.${param}`);
+      assert.throws(
+        () => createPool({ method: option, servers: [{ url: A }] }),
+        { code: 'SWY_ERR_INVALID_OPTION', option: `method.${param}` },
+        `${definition.name}.${param}`,
+      );
     }
   }
 });

@@ -5,12 +5,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createPool, type UpstreamPool } from '../../src/pool/index.ts';
 import { clock } from '../helpers.ts';
-import { fixture, pick, replay, serversOf, type FixtureServer, type HashGroup, type IpGroup, type SequenceGroup } from './support.ts';
+import { fixture, pick, replay, serversOf, type HashGroup, type IpGroup, type SequenceGroup } from './support.ts';
 
 const hash = fixture<{ nginx: string; key: string; groups: HashGroup[] }>('hash.json');
 const ipHash = fixture<{ nginx: string; groups: IpGroup[] }>('ip-hash.json');
 const sequences = fixture<{ nginx: string; dead: string[]; groups: SequenceGroup[] }>('sequences.json');
-const memcached = fixture<{ perl: string; groups: Array<{ group: string; client: string; dead: string[]; results: Array<{ key: string; addr: string }> }> }>('memcached.json');
+const memcached = fixture<{ perl: string; groups: Array<{ group: string; client: string; dead: string[]; results: Array<{ key: string; addr: string }> }> }>(
+  'memcached.json',
+);
 
 const hashGroup = (name: string): HashGroup => {
   const g = hash.groups.find((x) => x.name === name);
@@ -42,7 +44,13 @@ for (const g of hash.groups) {
   const desc = g.servers.map((s) => `${s.server}${s.weight ? ` weight=${s.weight}` : ''}${s.down ? ' down' : ''}`).join(', ');
   test(`hash $arg_k${g.consistent ? ' consistent' : ''} [${g.name}: ${desc}] maps ${g.results.length} keys as nginx`, (t) => {
     const pool = hashPool(t, g);
-    assert.deepEqual(mapKeys(pool, g.results.map((r) => r.key)), g.results);
+    assert.deepEqual(
+      mapKeys(
+        pool,
+        g.results.map((r) => r.key),
+      ),
+      g.results,
+    );
   });
 }
 
@@ -55,7 +63,14 @@ test('hash with a key function maps like the template ($arg_k)', (t) => {
       servers: serversOf(g.servers),
     });
     t.after(() => pool.close());
-    assert.deepEqual(mapKeys(pool, g.results.map((r) => r.key)), g.results, name);
+    assert.deepEqual(
+      mapKeys(
+        pool,
+        g.results.map((r) => r.key),
+      ),
+      g.results,
+      name,
+    );
   }
 });
 
@@ -90,12 +105,21 @@ for (const [from, to, how] of [
     if (how === 'remove') pool.remove(id);
     else pool.update(id, { down: true });
     const g = hashGroup(to);
-    assert.deepEqual(mapKeys(pool, g.results.map((r) => r.key)), g.results);
+    assert.deepEqual(
+      mapKeys(
+        pool,
+        g.results.map((r) => r.key),
+      ),
+      g.results,
+    );
   });
 }
 
 test('hash: a down server keeps its slot, so keys of the other servers keep their mapping (nginx h3 vs h3down, c3 vs c3down)', () => {
-  for (const [up, down] of [['h3', 'h3down'], ['c3', 'c3down']] as const) {
+  for (const [up, down] of [
+    ['h3', 'h3down'],
+    ['c3', 'c3down'],
+  ] as const) {
     const a = hashGroup(up);
     const b = hashGroup(down);
     let kept = 0;
@@ -114,7 +138,13 @@ for (const g of memcached.groups) {
   test(`hash ${g.group} maps like Perl ${g.client}${g.dead.length > 0 ? ` (dead ${g.dead.join(', ')} = down)` : ''}`, (t) => {
     const hg = hashGroup(g.group);
     const pool = hashPool(t, hg);
-    assert.deepEqual(mapKeys(pool, g.results.map((r) => r.key)), g.results);
+    assert.deepEqual(
+      mapKeys(
+        pool,
+        g.results.map((r) => r.key),
+      ),
+      g.results,
+    );
     // and the recorded nginx mapping agrees with the Perl client for the same keys
     for (const r of g.results) assert.equal(hg.results.find((x) => x.key === r.key)!.addr, r.addr, r.key);
   });
@@ -169,7 +199,10 @@ test('ip_hash: a down server keeps its slot (nginx ip3 vs ip3down)', () => {
 
 for (const g of sequences.groups) {
   const desc = g.servers
-    .map((s) => `${s.server}${s.weight ? ` w=${s.weight}` : ''}${s.down ? ' down' : ''}${s.backup ? ' backup' : ''}${s.maxConns ? ` max_conns=${s.maxConns}` : ''}${s.maxFails !== undefined ? ` max_fails=${s.maxFails}` : ''}${s.failTimeout !== undefined ? ` fail_timeout=${s.failTimeout}s` : ''}${s.behaviour ? ` (${s.behaviour})` : ''}`)
+    .map(
+      (s) =>
+        `${s.server}${s.weight ? ` w=${s.weight}` : ''}${s.down ? ' down' : ''}${s.backup ? ' backup' : ''}${s.maxConns ? ` max_conns=${s.maxConns}` : ''}${s.maxFails !== undefined ? ` max_fails=${s.maxFails}` : ''}${s.failTimeout !== undefined ? ` fail_timeout=${s.failTimeout}s` : ''}${s.behaviour ? ` (${s.behaviour})` : ''}`,
+    )
     .join(', ');
   test(`${g.method} sequence [${g.name}: ${desc}] matches nginx's $upstream_addr and $upstream_status`, (t) => {
     const c = clock();

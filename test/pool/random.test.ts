@@ -130,7 +130,7 @@ test('random-two, every server idle: the second of two distinct draws is used', 
   }
 });
 
-test('random-two, every server idle: a gets 3/4 of 6000 seeded requests with weights 1:3 (nginx\'s algorithm, not a 1:3 share)', (t) => {
+test("random-two, every server idle: a gets 3/4 of 6000 seeded requests with weights 1:3 (nginx's algorithm, not a 1:3 share)", (t) => {
   // a is chosen exactly when the first draw was b: P = 3/4
   const c = counts(sequence(pool(t, 'random-two', seeded(3), {}, { weight: 3 }), 6000));
   near(c.a, 6000, 3 / 4, 'a');

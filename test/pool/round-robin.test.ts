@@ -2,7 +2,7 @@
 // Expected sequences: nginx-semantics.md 2.1 (verified against nginx 1.22; also in fixtures/sequences.json).
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { type MethodOption, type ServerOptions, type UpstreamPool } from '../../src/pool/index.ts';
+import type { MethodOption, ServerOptions, UpstreamPool } from '../../src/pool/index.ts';
 import { clock, poolOf } from '../helpers.ts';
 import { finishOk, selection, sequence } from './support.ts';
 import { internals } from '../../src/pool/internal.ts';
@@ -47,7 +47,10 @@ test('least-conn ties (every server idle) fall to the same SWRR order; least-tim
 test('a server at maxConns is skipped until its request ends; all full -> undefined (no live upstreams)', (t) => {
   const p = pool(t, servers({ maxConns: 1 }, { maxConns: 2 }));
   const held = [internals(p).select(selection(p))!, internals(p).select(selection(p))!, internals(p).select(selection(p))!];
-  assert.deepEqual(held.map((x) => x.id), ['a', 'b', 'b']);
+  assert.deepEqual(
+    held.map((x) => x.id),
+    ['a', 'b', 'b'],
+  );
   assert.equal(internals(p).select(selection(p)), undefined);
   finishOk(p, held[1]!);
   assert.equal(internals(p).select(selection(p))?.id, 'b');

@@ -3,7 +3,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
-import { createPool, InvalidOptionError, ServerNotFoundError, type MethodOption, type ServerInfo, type StateChange, type UpstreamPool } from '../../src/index.ts';
+import {
+  createPool,
+  InvalidOptionError,
+  ServerNotFoundError,
+  type MethodOption,
+  type ServerInfo,
+  type StateChange,
+  type UpstreamPool,
+} from '../../src/index.ts';
 import type { Peer } from '../../src/pool/peer.ts';
 import { clock, type Clock } from '../helpers.ts';
 import { finishOk, selection, sequence } from './support.ts';
@@ -15,7 +23,12 @@ const md5hex = (text: string): string => createHash('md5').update(text).digest('
 const url = (i: number): string => `http://127.0.0.1:${19700 + i}`;
 
 function make(t: TestContext, c: Clock, method: MethodOption = 'round-robin', n = 2): UpstreamPool {
-  const p = createPool({ name: 'rt', method, servers: Array.from({ length: n }, (_, i) => ({ url: url(i + 1), id: String.fromCharCode(97 + i) })), now: c.now });
+  const p = createPool({
+    name: 'rt',
+    method,
+    servers: Array.from({ length: n }, (_, i) => ({ url: url(i + 1), id: String.fromCharCode(97 + i) })),
+    now: c.now,
+  });
   t.after(() => p.close());
   return p;
 }
@@ -36,7 +49,20 @@ test('add while requests are in flight: the new server takes its SWRR turn at on
   assert.equal(held.id, 'a');
   const info = p.add({ url: url(3), id: 'c', weight: 1, maxConns: 7 });
   // nginx's SID without a route: md5 of "127.0.0.1:19703"
-  const expected: ServerInfo = { id: 'c', url: url(3), weight: 1, maxConns: 7, maxFails: 1, failTimeout: 10_000, backup: false, down: false, drain: false, route: '', sid: md5hex('127.0.0.1:19703'), slowStart: 0 };
+  const expected: ServerInfo = {
+    id: 'c',
+    url: url(3),
+    weight: 1,
+    maxConns: 7,
+    maxFails: 1,
+    failTimeout: 10_000,
+    backup: false,
+    down: false,
+    drain: false,
+    route: '',
+    sid: md5hex('127.0.0.1:19703'),
+    slowStart: 0,
+  };
   assert.deepEqual(info, expected);
   assert.deepEqual(p.get('c'), expected);
   assert.deepEqual(events, [['add', expected]]);
@@ -55,16 +81,33 @@ test('remove while an attempt is in flight: it finishes normally, the server is 
   assert.equal(removed.id, 'a');
   assert.deepEqual(events, [['remove', removed]]);
   assert.equal(p.stats().zombies, 1);
-  assert.deepEqual(p.servers.map((s) => s.id), ['b', 'c']);
+  assert.deepEqual(
+    p.servers.map((s) => s.id),
+    ['b', 'c'],
+  );
   assert.equal(p.get('a'), undefined);
   assert.deepEqual(sequence(p, 4), ['b', 'c', 'b', 'c']);
   internals(p).finish(held, 'failed', FAILED, undefined); // a failure on a removed server changes nothing any more
   assert.equal(p.stats().zombies, 0);
   assert.deepEqual(events.length, 1, 'no state event for a removed server');
-  assert.deepEqual(p.stats().servers.map((s) => [s.id, s.active, s.state]), [['b', 0, 'up'], ['c', 0, 'up']]);
+  assert.deepEqual(
+    p.stats().servers.map((s) => [s.id, s.active, s.state]),
+    [
+      ['b', 0, 'up'],
+      ['c', 0, 'up'],
+    ],
+  );
 });
 
-for (const method of ['least-conn', 'least-time', 'random', 'random-two', 'ip-hash', { name: 'hash', key: '$uri' }, { name: 'hash', key: '$uri', consistent: true }] as MethodOption[]) {
+for (const method of [
+  'least-conn',
+  'least-time',
+  'random',
+  'random-two',
+  'ip-hash',
+  { name: 'hash', key: '$uri' },
+  { name: 'hash', key: '$uri', consistent: true },
+] as MethodOption[]) {
   const name = typeof method === 'string' ? method : `hash${'consistent' in method && method.consistent ? ' consistent' : ''}`;
   test(`${name}: remove and add with attempts in flight keep the balancer consistent`, (t) => {
     const p = make(t, clock(), method, 3);
@@ -94,17 +137,28 @@ test('update: weight, down, drain at run time; "update" carries the new settings
   const held = internals(p).select(selection(p))!;
   assert.equal(held.id, 'a');
   const info = p.update('a', { weight: 3, maxConns: 5, failTimeout: '30s', route: 'r1' });
-  assert.deepEqual(info, { id: 'a', url: url(1), weight: 3, maxConns: 5, maxFails: 1, failTimeout: 30_000, backup: false, down: false, drain: false, route: 'r1', sid: 'r1', slowStart: 0 });
+  assert.deepEqual(info, {
+    id: 'a',
+    url: url(1),
+    weight: 3,
+    maxConns: 5,
+    maxFails: 1,
+    failTimeout: 30_000,
+    backup: false,
+    down: false,
+    drain: false,
+    route: 'r1',
+    sid: 'r1',
+    slowStart: 0,
+  });
   assert.deepEqual(events, [['update', info]]);
   assert.deepEqual(sequence(p, 5), [...'abaca'], 'SWRR with the new weight, a starting afresh');
   p.update('b', { down: true });
   p.update('c', { drain: true });
-  assert.deepEqual(events.slice(1).map(([name, e]) => (name === 'state' ? `${(e as StateChange).id}:${(e as StateChange).from}->${(e as StateChange).to}` : name)), [
-    'update',
-    'b:up->down',
-    'update',
-    'c:up->draining',
-  ]);
+  assert.deepEqual(
+    events.slice(1).map(([name, e]) => (name === 'state' ? `${(e as StateChange).id}:${(e as StateChange).from}->${(e as StateChange).to}` : name)),
+    ['update', 'b:up->down', 'update', 'c:up->draining'],
+  );
   const change = events.find(([name]) => name === 'state')![1] as StateChange;
   assert.deepEqual(change, { pool: 'rt', id: 'b', server: url(2), from: 'up', to: 'down' });
   assert.deepEqual(sequence(p, 3), ['a', 'a', 'a']);
@@ -115,10 +169,19 @@ test('update: weight, down, drain at run time; "update" carries the new settings
 
 test('update or remove an unknown id: ServerNotFoundError; removing the last server: InvalidOptionError', (t) => {
   const p = make(t, clock(), 'round-robin', 1);
-  assert.throws(() => p.update('nope', { weight: 2 }), (err: unknown) => err instanceof ServerNotFoundError && err.code === 'SWY_ERR_SERVER_NOT_FOUND' && err.statusCode === 404);
+  assert.throws(
+    () => p.update('nope', { weight: 2 }),
+    (err: unknown) => err instanceof ServerNotFoundError && err.code === 'SWY_ERR_SERVER_NOT_FOUND' && err.statusCode === 404,
+  );
   assert.throws(() => p.remove('nope'), ServerNotFoundError);
-  assert.throws(() => p.remove('a'), (err: unknown) => err instanceof InvalidOptionError && err.option === 'id');
-  assert.deepEqual(p.servers.map((s) => s.id), ['a']);
+  assert.throws(
+    () => p.remove('a'),
+    (err: unknown) => err instanceof InvalidOptionError && err.option === 'id',
+  );
+  assert.deepEqual(
+    p.servers.map((s) => s.id),
+    ['a'],
+  );
 });
 
 test('state events follow passive health: up -> unavail on the failure, unavail -> up once failTimeout has passed', (t) => {
@@ -215,10 +278,17 @@ test('stats(): state, active, requests, responses by class and code, fails, unav
     },
   );
   assert.equal(a!.responseTimeHist.count, 5);
-  assert.equal(Object.values(a!.responseTimeHist.buckets).reduce((x, y) => x + y, 0), 5);
+  assert.equal(
+    Object.values(a!.responseTimeHist.buckets).reduce((x, y) => x + y, 0),
+    5,
+  );
   assert.deepEqual(a!.responses, { '1xx': 0, '2xx': 2, '3xx': 1, '4xx': 1, '5xx': 1, codes: { '200': 2, '304': 1, '404': 1, '503': 1 }, total: 5 });
   assert.deepEqual([b!.state, b!.backup, b!.requests, b!.selected], ['up', true, 0, undefined]);
-  assert.deepEqual([cc!.state, cc!.downtime, cc!.downstart], ['down', c.t - Date.UTC(2026, 0, 1), new Date(Date.UTC(2026, 0, 1)).toISOString()], 'down since the pool was created');
+  assert.deepEqual(
+    [cc!.state, cc!.downtime, cc!.downstart],
+    ['down', c.t - Date.UTC(2026, 0, 1), new Date(Date.UTC(2026, 0, 1)).toISOString()],
+    'down since the pool was created',
+  );
   assert.deepEqual([d!.state, d!.downtime, d!.route], ['draining', 0, 'dd']);
   // recovery: downtime stops growing, downstart clears
   c.advance(6001);
@@ -241,9 +311,15 @@ test('a server configured down or draining starts in that state: no state event 
   const p = createPool({ servers: [{ url: url(1) }, { url: url(2), down: true }, { url: url(3), drain: true }], now: c.now });
   t.after(() => p.close());
   p.on('state', (e) => events.push(e));
-  assert.deepEqual(p.stats().servers.map((s) => s.state), ['up', 'down', 'draining']);
+  assert.deepEqual(
+    p.stats().servers.map((s) => s.state),
+    ['up', 'down', 'draining'],
+  );
   p.add({ url: url(4), down: true });
-  assert.deepEqual(p.stats().servers.map((s) => s.state), ['up', 'down', 'draining', 'down']);
+  assert.deepEqual(
+    p.stats().servers.map((s) => s.state),
+    ['up', 'down', 'draining', 'down'],
+  );
   assert.deepEqual(events, []);
 });
 

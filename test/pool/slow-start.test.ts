@@ -4,7 +4,7 @@
 // pool clock, plus one end-to-end run through balance() with real upstreams.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { type MethodOption, type ServerOptions, type UpstreamPool } from '../../src/pool/index.ts';
+import type { MethodOption, ServerOptions, UpstreamPool } from '../../src/pool/index.ts';
 import type { Peer } from '../../src/pool/peer.ts';
 import { balance, chain, healthCheck, InvalidOptionError, type HealthClock } from '../../src/index.ts';
 import { clock, fetchText, gateway, poolOf, upstream, type Clock } from '../helpers.ts';
@@ -16,7 +16,10 @@ function rampPool(t: TestContext, c: Clock, servers: Array<Partial<ServerOptions
   return poolOf(t, lettered(19501, servers), { name: 'ss', method, now: c.now });
 }
 
-const peerOf = (p: UpstreamPool, id: string): Peer => internals(p).peers().find((x) => x.id === id)!;
+const peerOf = (p: UpstreamPool, id: string): Peer =>
+  internals(p)
+    .peers()
+    .find((x) => x.id === id)!;
 
 /** Takes server `id` out as an active check does, then (at the current clock time) lets it back in. */
 function unhealthyThenBack(p: UpstreamPool, id: string): void {
@@ -47,12 +50,19 @@ test('ramp shape: weight 4, slowStart 10s coming back from unhealthy weighs 0, 1
 
 test('ramp shape through healthCheck() with a fake HealthClock: the ramp starts when the server passes again', async (t) => {
   let healthy = true;
-  const up = await upstream(t, 'a', (req, res) => {
+  const up = await upstream(t, 'a', (_req, res) => {
     res.statusCode = healthy ? 200 : 503;
     res.end();
   });
   const c = clock();
-  const p = poolOf(t, [{ id: 'a', url: up.url, weight: 4, slowStart: '10s' }, { id: 'b', url: 'http://127.0.0.1:19599', weight: 4 }], { name: 'ss', now: c.now });
+  const p = poolOf(
+    t,
+    [
+      { id: 'a', url: up.url, weight: 4, slowStart: '10s' },
+      { id: 'b', url: 'http://127.0.0.1:19599', weight: 4 },
+    ],
+    { name: 'ss', now: c.now },
+  );
   // Timers never fire: the test drives every probe with check().
   const fake: HealthClock = { now: c.now, setTimeout: () => ({}), clearTimeout: () => undefined };
   const hc = healthCheck(p, { clock: fake });
@@ -74,7 +84,7 @@ test('ramp shape through healthCheck() with a fake HealthClock: the ramp starts 
   assert.equal(a.weightAt(t0 + 10_000), 4);
 });
 
-test('round robin: the returning server\'s share follows the ramp (windows of 1000 selections at 1, 5, 9, 11 s)', (t) => {
+test("round robin: the returning server's share follows the ramp (windows of 1000 selections at 1, 5, 9, 11 s)", (t) => {
   const c = clock();
   const p = rampPool(t, c, [{ weight: 4, slowStart: '10s' }, { weight: 4 }]);
   unhealthyThenBack(p, 'a');
@@ -177,12 +187,14 @@ const REFUSING: Array<{ label: string; method: MethodOption }> = [
 for (const { label, method } of REFUSING) {
   test(`slowStart is refused with method ${label} (createPool, add, update), naming the field`, (t) => {
     const c = clock();
-    const refused = (option: string) => (err: unknown): boolean => {
-      assert.ok(err instanceof InvalidOptionError, String(err));
-      assert.equal(err.option, option);
-      assert.match(err.message, new RegExp(option.replace(/[[\].]/g, '\\$&')));
-      return true;
-    };
+    const refused =
+      (option: string) =>
+      (err: unknown): boolean => {
+        assert.ok(err instanceof InvalidOptionError, String(err));
+        assert.equal(err.option, option);
+        assert.match(err.message, new RegExp(option.replace(/[[\].]/g, '\\$&')));
+        return true;
+      };
     assert.throws(() => rampPool(t, c, [{ slowStart: '10s' }, {}], method), refused('servers[0].slowStart'));
     assert.throws(() => rampPool(t, c, [{}, { slowStart: 5000 }], method), refused('servers[1].slowStart'));
     const p = rampPool(t, c, [{}, {}], method);

@@ -47,7 +47,9 @@ export function lettered(firstPort: number, list: ReadonlyArray<Partial<ServerOp
 }
 
 /** The smallest IncomingMessage-like object exchange() and the variables facility read. */
-export function fakeRequest(init: { url?: string | undefined; headers?: Record<string, string> | undefined; remoteAddress?: string | undefined } = {}): IncomingMessage {
+export function fakeRequest(
+  init: { url?: string | undefined; headers?: Record<string, string> | undefined; remoteAddress?: string | undefined } = {},
+): IncomingMessage {
   return {
     url: init.url ?? '/',
     method: 'GET',
@@ -95,11 +97,7 @@ export function sequence(pool: UpstreamPool, n: number, by: 'id' | 'name' = 'id'
   return out;
 }
 
-export type Step =
-  | { op: 'get'; n?: number }
-  | { op: 'hang' }
-  | { op: 'release' }
-  | { op: 'sleep'; ms: number };
+export type Step = { op: 'get'; n?: number } | { op: 'hang' } | { op: 'release' } | { op: 'sleep'; ms: number };
 
 export type StepResult =
   | { op: 'get'; addrs: string[]; statuses: number[]; status: number }

@@ -30,7 +30,16 @@ const INVALID: Array<[name: string, options: unknown, option: string]> = [
   ['unix socket url (not supported)', { servers: [{ url: 'unix:/tmp/app.sock' }] }, 'servers[0].url'],
   ['url with a query', { servers: [{ url: `${A}/?x=1` }] }, 'servers[0].url'],
   ['url not a string', { servers: [{ url: 19601 }] }, 'servers[0].url'],
-  ['duplicate id', { servers: [{ url: A, id: 'x' }, { url: B, id: 'x' }] }, 'servers[1].id'],
+  [
+    'duplicate id',
+    {
+      servers: [
+        { url: A, id: 'x' },
+        { url: B, id: 'x' },
+      ],
+    },
+    'servers[1].id',
+  ],
   ['empty id', { servers: [{ url: A, id: '' }] }, 'servers[0].id'],
   ['empty servers', { servers: [] }, 'servers'],
   ['no servers', {}, 'servers'],
@@ -50,7 +59,11 @@ const INVALID: Array<[name: string, options: unknown, option: string]> = [
   ['now not a function', { now: 5, servers: [{ url: A }] }, 'now'],
   ['options not an object', null, 'options'],
   ['backup with hash', { method: { name: 'hash', key: '$uri' }, servers: [{ url: A }, { url: B, backup: true }] }, 'servers[1].backup'],
-  ['backup with consistent hash', { method: { name: 'hash', key: '$uri', consistent: true }, servers: [{ url: A, backup: true }, { url: B }] }, 'servers[0].backup'],
+  [
+    'backup with consistent hash',
+    { method: { name: 'hash', key: '$uri', consistent: true }, servers: [{ url: A, backup: true }, { url: B }] },
+    'servers[0].backup',
+  ],
   ['backup with ip-hash', { method: 'ip-hash', servers: [{ url: A }, { url: B, backup: true }] }, 'servers[1].backup'],
   ['backup with ip_hash (nginx spelling)', { method: 'ip_hash', servers: [{ url: A }, { url: B, backup: true }] }, 'servers[1].backup'],
   ['backup with random', { method: 'random', servers: [{ url: A }, { url: B, backup: true }] }, 'servers[1].backup'],
@@ -78,7 +91,15 @@ const VALID: Array<[name: string, options: PoolOptions]> = [
   ['backup with least-conn', { method: 'least-conn', servers: [{ url: A }, { url: B, backup: true }] }],
   ['backup with least_time (nginx spelling)', { method: 'least_time' as 'least-time', servers: [{ url: A }, { url: B, backup: true }] }],
   ['route of exactly 32 characters', { servers: [{ url: A, route: 'r'.repeat(32) }] }],
-  ['weight, maxConns, maxFails 0 and failTimeout forms', { servers: [{ url: A, weight: 100, maxConns: 0, maxFails: 0, failTimeout: 0 }, { url: B, failTimeout: '1m30s' }] }],
+  [
+    'weight, maxConns, maxFails 0 and failTimeout forms',
+    {
+      servers: [
+        { url: A, weight: 100, maxConns: 0, maxFails: 0, failTimeout: 0 },
+        { url: B, failTimeout: '1m30s' },
+      ],
+    },
+  ],
   ['the same url twice (nginx allows it)', { servers: [{ url: A }, { url: A }] }],
   ['https and an IPv6 host with a path prefix', { servers: [{ url: 'https://[::1]:8443/app' }] }],
 ];
@@ -88,20 +109,46 @@ for (const [name, options] of VALID) {
   });
 }
 
-test('defaults are nginx\'s: weight 1, maxConns 0, maxFails 1, failTimeout 10 s, ids from the url (#2 for repeats)', () => {
+test("defaults are nginx's: weight 1, maxConns 0, maxFails 1, failTimeout 10 s, ids from the url (#2 for repeats)", () => {
   const pool = createPool({ servers: [{ url: A }, { url: `${A}/` }, { url: 'HTTP://LOCALHOST:80/api/' }] });
   assert.deepEqual(pool.servers, [
     // sid: nginx's md5 of "host:port" (the values printed by `printf 127.0.0.1:19601 | md5sum`)
     { id: A, url: A, weight: 1, maxConns: 0, maxFails: 1, failTimeout: 10_000, backup: false, down: false, drain: false, route: '', sid: SID_A, slowStart: 0 },
-    { id: `${A}#2`, url: A, weight: 1, maxConns: 0, maxFails: 1, failTimeout: 10_000, backup: false, down: false, drain: false, route: '', sid: SID_A, slowStart: 0 },
-    { id: 'http://localhost/api', url: 'http://localhost/api', weight: 1, maxConns: 0, maxFails: 1, failTimeout: 10_000, backup: false, down: false, drain: false, route: '', sid: SID_LOCALHOST, slowStart: 0 },
+    {
+      id: `${A}#2`,
+      url: A,
+      weight: 1,
+      maxConns: 0,
+      maxFails: 1,
+      failTimeout: 10_000,
+      backup: false,
+      down: false,
+      drain: false,
+      route: '',
+      sid: SID_A,
+      slowStart: 0,
+    },
+    {
+      id: 'http://localhost/api',
+      url: 'http://localhost/api',
+      weight: 1,
+      maxConns: 0,
+      maxFails: 1,
+      failTimeout: 10_000,
+      backup: false,
+      down: false,
+      drain: false,
+      route: '',
+      sid: SID_LOCALHOST,
+      slowStart: 0,
+    },
   ]);
   assert.equal(pool.method, 'round-robin');
   assert.equal(pool.name, 'upstream');
   pool.close();
 });
 
-test('createPool neither mutates nor needs to mutate the caller\'s options (frozen input works)', () => {
+test("createPool neither mutates nor needs to mutate the caller's options (frozen input works)", () => {
   const options = Object.freeze({
     name: 'frozen',
     method: Object.freeze({ name: 'hash' as const, key: '$uri', consistent: true }),
@@ -116,7 +163,12 @@ test('createPool neither mutates nor needs to mutate the caller\'s options (froz
 });
 
 test('nginx spellings of method names are accepted: least_conn, ip_hash, least_time', () => {
-  for (const [m, name] of [['least_conn', 'least-conn'], ['ip_hash', 'ip-hash'], ['least_time', 'least-time'], ['random-two', 'random-two']] as const) {
+  for (const [m, name] of [
+    ['least_conn', 'least-conn'],
+    ['ip_hash', 'ip-hash'],
+    ['least_time', 'least-time'],
+    ['random-two', 'random-two'],
+  ] as const) {
     const pool = createPool({ method: m as PoolOptions['method'], servers: [{ url: A }] });
     assert.equal(pool.method, name);
     pool.close();
@@ -127,14 +179,21 @@ test('an invalid url with credentials is reported without them', () => {
   for (const url of ['ftp://user:s3cret@127.0.0.1', 'http://user:s3cret@', 'http://user:p@ss:s3cret@host?x=1']) {
     assert.throws(
       () => createPool({ servers: [{ url }] }),
-      (err: unknown) => err instanceof InvalidOptionError && err.option === 'servers[0].url' && !err.message.includes('s3cret') && !err.message.includes('user:'),
+      (err: unknown) =>
+        err instanceof InvalidOptionError && err.option === 'servers[0].url' && !err.message.includes('s3cret') && !err.message.includes('user:'),
       url,
     );
   }
 });
 
 test('run-time changes are validated the same way, naming the field', () => {
-  const pool = createPool({ method: 'ip-hash', servers: [{ url: A, id: 'a' }, { url: B, id: 'b' }] });
+  const pool = createPool({
+    method: 'ip-hash',
+    servers: [
+      { url: A, id: 'a' },
+      { url: B, id: 'b' },
+    ],
+  });
   const cases: Array<[() => unknown, string]> = [
     [() => pool.update('a', { weight: 0 }), 'changes.weight'],
     [() => pool.update('a', { failTimeout: 'later' }), 'changes.failTimeout'],
@@ -149,6 +208,13 @@ test('run-time changes are validated the same way, naming the field', () => {
   for (const [fn, option] of cases) {
     assert.throws(fn, (err: unknown) => err instanceof InvalidOptionError && err.option === option, option);
   }
-  assert.deepEqual(pool.servers.map((s) => [s.id, s.weight]), [['a', 1], ['b', 1]], 'nothing changed');
+  assert.deepEqual(
+    pool.servers.map((s) => [s.id, s.weight]),
+    [
+      ['a', 1],
+      ['b', 1],
+    ],
+    'nothing changed',
+  );
   pool.close();
 });

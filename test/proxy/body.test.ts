@@ -6,7 +6,16 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createServer, request, type IncomingMessage, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import express from 'express';
-import { balance, BadRequestError, chain, createPool, exchange, respondWithError, SwitchyardError, UnsupportedTransferCodingError } from '../../src/index.ts';
+import {
+  balance,
+  type BadRequestError,
+  chain,
+  createPool,
+  exchange,
+  respondWithError,
+  SwitchyardError,
+  UnsupportedTransferCodingError,
+} from '../../src/index.ts';
 import { deadPort, fetchText, listen, until } from '../helpers.ts';
 import { complete, gatewayFor, rawUpstream, RawClient, tryFetch, TEST_TIMEOUT } from '../balance/support.ts';
 
@@ -222,7 +231,9 @@ test('retryBodyLimit 0: a sent body is never replayed, an empty one is', { timeo
 });
 
 for (const method of ['DELETE', 'OPTIONS', 'GET']) {
-  test(`framing: a ${method} with a chunked body and no Content-Length is one upstream request, and the next request on that connection parses`, { timeout: TEST_TIMEOUT }, async (t) => {
+  test(`framing: a ${method} with a chunked body and no Content-Length is one upstream request, and the next request on that connection parses`, {
+    timeout: TEST_TIMEOUT,
+  }, async (t) => {
     const up = await recordingUpstream(t);
     const pool = createPool({ servers: [{ url: up.url }] });
     t.after(() => pool.close());
@@ -307,11 +318,14 @@ test('express.urlencoded() consumed the body: the parsed form is re-sent', { tim
   const gw = await listen(t, createServer(app));
   const r = await fetchText(gw.url, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'a=1&b=x+y&b=z' });
   assert.equal(r.status, 200);
-  assert.deepEqual([...new URLSearchParams(up.requests[0]!.body.toString())], [
-    ['a', '1'],
-    ['b', 'x y'],
-    ['b', 'z'],
-  ]);
+  assert.deepEqual(
+    [...new URLSearchParams(up.requests[0]!.body.toString())],
+    [
+      ['a', '1'],
+      ['b', 'x y'],
+      ['b', 'z'],
+    ],
+  );
 });
 
 test('a body consumed with no usable req.body fails fast: 500 SWY_ERR_BODY_CONSUMED, never a hang', { timeout: TEST_TIMEOUT }, async (t) => {
@@ -397,11 +411,19 @@ async function refusesUploads(t: TestContext, answer: string) {
 
 test('an upload refused early (413 or 401 with Connection: close, then a reset) is relayed and is not a server failure', { timeout: 20_000 }, async (t) => {
   const upload = randomBytes(1024 * 1024);
-  for (const [status, reason] of [[413, 'Payload Too Large'], [401, 'Unauthorized']] as const) {
+  for (const [status, reason] of [
+    [413, 'Payload Too Large'],
+    [401, 'Unauthorized'],
+  ] as const) {
     const answer = `HTTP/1.1 ${status} ${reason}\r\nContent-Type: text/plain\r\nX-Refused: yes\r\nContent-Length: 7\r\nConnection: close\r\n\r\nrefused`;
     const a = await refusesUploads(t, answer);
     const b = await refusesUploads(t, answer);
-    const pool = createPool({ servers: [{ url: a.url, maxFails: 1 }, { url: b.url, maxFails: 1 }] });
+    const pool = createPool({
+      servers: [
+        { url: a.url, maxFails: 1 },
+        { url: b.url, maxFails: 1 },
+      ],
+    });
     t.after(() => pool.close());
     const gw = await gatewayFor(t, pool);
     // Two uploads per server: before the fix the first two took both servers out.
@@ -412,7 +434,11 @@ test('an upload refused early (413 or 401 with Connection: close, then a reset) 
       assert.equal(r.body.toString(), 'refused');
     }
     await gw.settled(4);
-    assert.deepEqual(gw.log.map((s) => s.status), [[status], [status], [status], [status]], 'one attempt each, no retry');
+    assert.deepEqual(
+      gw.log.map((s) => s.status),
+      [[status], [status], [status], [status]],
+      'one attempt each, no retry',
+    );
     for (const s of pool.stats().servers) {
       assert.equal(s.fails, 0, `${s.id}: an early answer is not a failure`);
       assert.equal(s.state, 'up');
@@ -427,7 +453,12 @@ test('an upload refused early (413 or 401 with Connection: close, then a reset) 
 test('an upload refused early whose answer is cut by the reset: the status goes to the client, the server is not failed', { timeout: 20_000 }, async (t) => {
   // Content-Length promises 100 bytes; 9 come before the reset.
   const up = await refusesUploads(t, 'HTTP/1.1 413 Payload Too Large\r\nContent-Length: 100\r\nConnection: close\r\n\r\ntoo large');
-  const pool = createPool({ servers: [{ url: up.url, maxFails: 1 }, { url: up.url + '/b', maxFails: 1 }] });
+  const pool = createPool({
+    servers: [
+      { url: up.url, maxFails: 1 },
+      { url: up.url + '/b', maxFails: 1 },
+    ],
+  });
   t.after(() => pool.close());
   const gw = await gatewayFor(t, pool);
   const r = await tryFetch(gw.url, { method: 'PUT', body: randomBytes(1024 * 1024) });
@@ -439,7 +470,9 @@ test('an upload refused early whose answer is cut by the reset: the status goes 
   for (const s of pool.stats().servers) assert.equal(s.fails, 0);
 });
 
-test('a request body in a transfer coding other than chunked alone is refused with 501 UnsupportedTransferCodingError, never forwarded', { timeout: TEST_TIMEOUT }, async (t) => {
+test('a request body in a transfer coding other than chunked alone is refused with 501 UnsupportedTransferCodingError, never forwarded', {
+  timeout: TEST_TIMEOUT,
+}, async (t) => {
   const up = await recordingUpstream(t);
   const pool = createPool({ servers: [{ url: up.url }] });
   t.after(() => pool.close());
@@ -471,9 +504,14 @@ test('a request body in a transfer coding other than chunked alone is refused wi
   assert.equal(up.requests[0]!.headers['transfer-encoding'], 'chunked');
 });
 
-test('an upload cut short by the upstream leaves the client\'s keep-alive connection usable: the rest of its body is read and dropped', { timeout: 20_000 }, async (t) => {
+test("an upload cut short by the upstream leaves the client's keep-alive connection usable: the rest of its body is read and dropped", {
+  timeout: 20_000,
+}, async (t) => {
   // First an upstream that resets without answering (502, a failure), then one that refuses early (413, not a failure).
-  for (const [answer, status] of [['', 502], ['HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n', 413]] as const) {
+  for (const [answer, status] of [
+    ['', 502],
+    ['HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n', 413],
+  ] as const) {
     const up = await refusesUploads(t, answer);
     const pool = createPool({ servers: [{ url: up.url }] });
     t.after(() => pool.close());
@@ -488,13 +526,21 @@ test('an upload cut short by the upstream leaves the client\'s keep-alive connec
     assert.equal(next.status, 200, 'the request after the upload parses on the same connection');
     assert.equal(next.body, 'ok');
     await gw.settled(2);
-    assert.deepEqual(gw.log.map((s) => s.status), [[status], [200]]);
+    assert.deepEqual(
+      gw.log.map((s) => s.status),
+      [[status], [200]],
+    );
   }
 });
 
 test('an upload reset without any answer is still a failure: 502, counted for passive health', { timeout: TEST_TIMEOUT }, async (t) => {
   const up = await refusesUploads(t, '');
-  const pool = createPool({ servers: [{ url: up.url, maxFails: 1 }, { url: up.url + '/b', maxFails: 1 }] });
+  const pool = createPool({
+    servers: [
+      { url: up.url, maxFails: 1 },
+      { url: up.url + '/b', maxFails: 1 },
+    ],
+  });
   t.after(() => pool.close());
   const gw = await gatewayFor(t, pool);
   const r = complete(await tryFetch(gw.url, { method: 'POST', body: randomBytes(1024 * 1024) }));

@@ -81,7 +81,7 @@ test('hop-by-hop response headers and those named in Connection are not passed t
   assert.equal(r.headers.connection, 'close'); // the gateway's own, for this client connection
 });
 
-test('X-Forwarded-For/-Proto/-Host and Forwarded are set; a client\'s own are replaced when it is not trusted', { timeout: TEST_TIMEOUT }, async (t) => {
+test("X-Forwarded-For/-Proto/-Host and Forwarded are set; a client's own are replaced when it is not trusted", { timeout: TEST_TIMEOUT }, async (t) => {
   const up = await mirror(t);
   const pool = createPool({ servers: [{ url: up.url }] });
   t.after(() => pool.close());
@@ -109,7 +109,7 @@ test('X-Forwarded-For/-Proto/-Host and Forwarded are set; a client\'s own are re
   }
 });
 
-test('a trusted proxy\'s X-Forwarded-For is appended to, its proto and host believed, and the client address resolved', { timeout: TEST_TIMEOUT }, async (t) => {
+test("a trusted proxy's X-Forwarded-For is appended to, its proto and host believed, and the client address resolved", { timeout: TEST_TIMEOUT }, async (t) => {
   const up = await mirror(t);
   const pool = createPool({ servers: [{ url: up.url }] });
   t.after(() => pool.close());
@@ -134,12 +134,14 @@ test('a trusted proxy\'s X-Forwarded-For is appended to, its proto and host beli
   assert.equal(gw.log[0]!.client, '203.0.113.9', 'realip: the first untrusted address from the right');
 });
 
-test('xForwarded: false and forwarded: false send none of those headers, not even the client\'s', { timeout: TEST_TIMEOUT }, async (t) => {
+test("xForwarded: false and forwarded: false send none of those headers, not even the client's", { timeout: TEST_TIMEOUT }, async (t) => {
   const up = await mirror(t);
   const pool = createPool({ servers: [{ url: up.url }] });
   t.after(() => pool.close());
   const gw = await gatewayFor(t, pool, { xForwarded: false, forwarded: false });
-  const r = complete(await tryFetch(gw.url, { headers: { 'x-forwarded-for': '203.0.113.9', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'e', forwarded: 'for=x' } }));
+  const r = complete(
+    await tryFetch(gw.url, { headers: { 'x-forwarded-for': '203.0.113.9', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'e', forwarded: 'for=x' } }),
+  );
   const h = JSON.parse(r.body.toString()).headers as Record<string, string>;
   for (const name of ['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded']) assert.equal(h[name], undefined, name);
 });
@@ -176,7 +178,7 @@ test('a server url path prefix is joined to the request path, query kept', { tim
   }
 });
 
-test('credentials in a server url become Basic authorization and replace the client\'s', { timeout: TEST_TIMEOUT }, async (t) => {
+test("credentials in a server url become Basic authorization and replace the client's", { timeout: TEST_TIMEOUT }, async (t) => {
   const up = await mirror(t);
   const pool = createPool({ servers: [{ url: `http://user:p%40ss@127.0.0.1:${up.port}` }] });
   t.after(() => pool.close());
@@ -289,7 +291,7 @@ test('headers a middleware sets or removes on req.headers before balance() are w
   assert.equal(seen.headers['x-keep'], 'yes');
 });
 
-test('a client\'s Connection header cannot strip a header a middleware added', { timeout: TEST_TIMEOUT }, async (t) => {
+test("a client's Connection header cannot strip a header a middleware added", { timeout: TEST_TIMEOUT }, async (t) => {
   const url = await mirrorBehind(t, (req, _res, next) => {
     req.headers['x-user-role'] = 'guest';
     next();
@@ -334,7 +336,9 @@ const OTHER_FORWARDING: Record<string, string> = {
   'x-url-scheme': 'https',
 };
 
-test('no forwarding header from an untrusted client reaches the upstream: the whole X-Forwarded-* family, X-Real-IP and the like', { timeout: TEST_TIMEOUT }, async (t) => {
+test('no forwarding header from an untrusted client reaches the upstream: the whole X-Forwarded-* family, X-Real-IP and the like', {
+  timeout: TEST_TIMEOUT,
+}, async (t) => {
   const up = await mirror(t);
   const pool = createPool({ servers: [{ url: up.url }] });
   t.after(() => pool.close());
@@ -347,7 +351,7 @@ test('no forwarding header from an untrusted client reaches the upstream: the wh
   }
 });
 
-test('a trusted proxy\'s forwarding headers pass to the upstream', { timeout: TEST_TIMEOUT }, async (t) => {
+test("a trusted proxy's forwarding headers pass to the upstream", { timeout: TEST_TIMEOUT }, async (t) => {
   const up = await mirror(t);
   const pool = createPool({ servers: [{ url: up.url }] });
   t.after(() => pool.close());
@@ -368,10 +372,10 @@ test('a forwarding header a middleware sets before balance() is kept, even when 
   const h = (JSON.parse(r.body) as { headers: Record<string, string> }).headers;
   assert.equal(h['x-forwarded-prefix'], '/api');
   assert.equal(h['x-real-ip'], '127.0.0.1');
-  assert.equal(h['x-forwarded-ssl'], undefined, 'the client\'s own is still dropped');
+  assert.equal(h['x-forwarded-ssl'], undefined, "the client's own is still dropped");
 });
 
-test('a client\'s Connection header cannot strip a header a middleware replaced, only one left as the client sent it', { timeout: TEST_TIMEOUT }, async (t) => {
+test("a client's Connection header cannot strip a header a middleware replaced, only one left as the client sent it", { timeout: TEST_TIMEOUT }, async (t) => {
   const url = await mirrorBehind(t, (req, _res, next) => {
     // An auth layer: the role is the server's verdict, whatever the client claimed.
     req.headers['x-user-role'] = 'guest';
@@ -388,12 +392,12 @@ test('a client\'s Connection header cannot strip a header a middleware replaced,
   const r = await c.response();
   assert.equal(r.status, 200);
   const h = (JSON.parse(r.body) as { headers: Record<string, string> }).headers;
-  assert.equal(h['x-user-role'], 'guest', 'the middleware\'s value survives the client\'s Connection header');
-  assert.equal(h['x-twice'], undefined, 'a repeated header left as sent is the client\'s to drop');
+  assert.equal(h['x-user-role'], 'guest', "the middleware's value survives the client's Connection header");
+  assert.equal(h['x-twice'], undefined, "a repeated header left as sent is the client's to drop");
   assert.equal(h['x-once'], undefined);
 });
 
-test('express: a header an auth middleware replaced survives the client\'s Connection header', { timeout: TEST_TIMEOUT }, async (t) => {
+test("express: a header an auth middleware replaced survives the client's Connection header", { timeout: TEST_TIMEOUT }, async (t) => {
   const up = await mirror(t);
   const pool = createPool({ servers: [{ url: up.url }] });
   t.after(() => pool.close());
@@ -437,7 +441,9 @@ test('trusted X-Forwarded-For: an entry that is not an IP address ends the walk 
   }
 });
 
-test('repeated request fields go upstream as separate lines in order (Cookie as one line), and fields named like Object members (constructor, toString, __proto__) are plain headers', { timeout: TEST_TIMEOUT }, async (t) => {
+test('repeated request fields go upstream as separate lines in order (Cookie as one line), and fields named like Object members (constructor, toString, __proto__) are plain headers', {
+  timeout: TEST_TIMEOUT,
+}, async (t) => {
   const up = await mirror(t);
   const pool = createPool({ servers: [{ url: up.url }] });
   t.after(() => pool.close());

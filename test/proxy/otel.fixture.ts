@@ -61,7 +61,9 @@ const tag = (req: IncomingMessage, _res: ServerResponse, next: () => void): void
   next();
 };
 const gateway = http.createServer(
-  chain(tag, (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void) => (req.url?.startsWith('/retry') ? retrying(req, res, next) : direct(req, res, next))),
+  chain(tag, (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void) =>
+    req.url?.startsWith('/retry') ? retrying(req, res, next) : direct(req, res, next),
+  ),
 );
 await new Promise<void>((resolve) => gateway.listen(0, '127.0.0.1', resolve));
 const gatewayPort = (gateway.address() as AddressInfo).port;

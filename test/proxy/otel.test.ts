@@ -77,9 +77,9 @@ function check(r: Result): void {
   assert.ok(server !== undefined, `a root server span for /plain: ${JSON.stringify(r.spans)}`);
   const client = r.spans.find((s) => s.kind === CLIENT && s.spanId === parentId);
   assert.ok(client !== undefined, `the client span named by traceparent: ${JSON.stringify(r.spans)}`);
-  assert.equal(client.traceId, server.traceId, 'the upstream call is in the incoming request\'s trace');
+  assert.equal(client.traceId, server.traceId, "the upstream call is in the incoming request's trace");
   assert.equal(client.traceId, traceId);
-  assert.equal(client.parentSpanId, server.spanId, 'the upstream call is a child of the incoming request\'s span');
+  assert.equal(client.parentSpanId, server.spanId, "the upstream call is a child of the incoming request's span");
   assert.equal(client.port, r.upstreamPort);
 
   // A retried request: one client span per attempt (the refused one too), both children of its server span.

@@ -47,7 +47,9 @@ test('WebSocket echo through balance(pool).upgrade, balanced round robin, text a
   }
 });
 
-test('the upgrade request carries the gateway\'s Host and X-Forwarded headers; hop-by-hop ones named in Connection are dropped', { timeout: TEST_TIMEOUT }, async (t) => {
+test("the upgrade request carries the gateway's Host and X-Forwarded headers; hop-by-hop ones named in Connection are dropped", {
+  timeout: TEST_TIMEOUT,
+}, async (t) => {
   const a = await echoUpstream(t, 'a');
   const pool = createPool({ servers: [{ url: `${a.url}/ws-base` }] });
   t.after(() => pool.close());
@@ -84,7 +86,7 @@ test('the upgrade request carries the gateway\'s Host and X-Forwarded headers; h
   assert.equal(a.upgrades[0]!.rawHeaders.filter((x) => x.toLowerCase() === 'host').length, 1);
 });
 
-test('an upgrade with Expect: 100-continue is proxied with the gateway\'s headers, not the client\'s', { timeout: TEST_TIMEOUT }, async (t) => {
+test("an upgrade with Expect: 100-continue is proxied with the gateway's headers, not the client's", { timeout: TEST_TIMEOUT }, async (t) => {
   const a = await echoUpstream(t, 'a');
   const pool = createPool({ servers: [{ url: a.url }] });
   t.after(() => pool.close());
@@ -182,7 +184,9 @@ test('an upgrade with a path that climbs above the root is answered 400 and neve
   t.after(() => pool.close());
   const gw = await gatewayFor(t, pool);
   const c = await RawClient.open(t, gw.port);
-  c.write('GET /a/../../etc/passwd HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+  c.write(
+    'GET /a/../../etc/passwd HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+  );
   const res = await c.response();
   assert.equal(res.status, 400);
   assert.equal(upgrades, 0);
@@ -198,13 +202,17 @@ test('an upstream that accepts an upgrade and never answers gets 504 after heade
   t.after(() => pool.close());
   const gw = await gatewayFor(t, pool, { headerTimeout: 150 });
   const c = await RawClient.open(t, gw.port);
-  c.write('GET /ws HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+  c.write(
+    'GET /ws HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+  );
   const res = await c.response();
   assert.equal(res.status, 504);
   await until(() => pool.stats().servers[0]!.active === 0);
 });
 
-test('upgrade failures are published on switchyard:upstream:error: a refused connection, no answer within headerTimeout, no server', { timeout: TEST_TIMEOUT }, async (t) => {
+test('upgrade failures are published on switchyard:upstream:error: a refused connection, no answer within headerTimeout, no server', {
+  timeout: TEST_TIMEOUT,
+}, async (t) => {
   const errors = upstreamErrors(t);
   const held: import('node:stream').Duplex[] = [];
   t.after(() => held.forEach((s) => s.destroy()));
@@ -220,7 +228,9 @@ test('upgrade failures are published on switchyard:upstream:error: a refused con
   const none = createPool({ name: 'up-none', servers: [{ url: up.url, down: true }] });
   t.after(() => none.close());
   assert.equal((await refusedUpgrade(`ws://127.0.0.1:${(await gatewayFor(t, none)).port}/c`)).status, 503);
-  const mine = errors.filter((m) => m.pool.startsWith('up-')).map((m) => ({ pool: m.pool, server: m.server?.id, url: m.ex.req.url, failure: m.failure, code: (m.error as NodeJS.ErrnoException).code, retry: m.retry }));
+  const mine = errors
+    .filter((m) => m.pool.startsWith('up-'))
+    .map((m) => ({ pool: m.pool, server: m.server?.id, url: m.ex.req.url, failure: m.failure, code: (m.error as NodeJS.ErrnoException).code, retry: m.retry }));
   assert.deepEqual(mine, [
     { pool: 'up-dead', server: 'd', url: '/a', failure: 'error', code: 'ECONNREFUSED', retry: false },
     { pool: 'up-silent', server: 's', url: '/b', failure: 'timeout', code: 'SWY_ERR_GATEWAY_TIMEOUT', retry: false },
@@ -228,7 +238,9 @@ test('upgrade failures are published on switchyard:upstream:error: a refused con
   ]);
 });
 
-test('hostile upgrade targets (*, http://x:a/, http://[/, one-byte variations) are answered 400 and the process keeps running', { timeout: 20_000 }, async (t) => {
+test('hostile upgrade targets (*, http://x:a/, http://[/, one-byte variations) are answered 400 and the process keeps running', {
+  timeout: 20_000,
+}, async (t) => {
   const a = await echoUpstream(t, 'a');
   const pool = createPool({ servers: [{ url: a.url }] });
   t.after(() => pool.close());
@@ -261,7 +273,9 @@ for (const wiring of ['the upgrade handler hands it back to the server', 'should
     const pool = createPool({ servers: [{ url: up.url }] });
     t.after(() => pool.close());
     const proxy = balance(pool);
-    const server = wiring.startsWith('should') ? createServer({ shouldUpgradeCallback: proxy.upgrade.shouldUpgrade }, chain(proxy)) : createServer(chain(proxy));
+    const server = wiring.startsWith('should')
+      ? createServer({ shouldUpgradeCallback: proxy.upgrade.shouldUpgrade }, chain(proxy))
+      : createServer(chain(proxy));
     server.on('upgrade', proxy.upgrade);
     const gw = await listen(t, server);
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });

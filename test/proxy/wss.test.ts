@@ -69,7 +69,8 @@ function makePool(t: TestContext, url: string, options: PoolOfOptions): Upstream
   return poolOf(t, { a: url }, { name: 'wss', ...options });
 }
 
-const UPGRADE = 'GET /chat HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n';
+const UPGRADE =
+  'GET /chat HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n';
 
 /** Sends an upgrade request on a raw connection: the gateway's status, once it closed the connection. */
 async function refusedAndClosed(t: TestContext, port: number): Promise<number> {
@@ -80,7 +81,10 @@ async function refusedAndClosed(t: TestContext, port: number): Promise<number> {
   return status;
 }
 
-test('an https upstream with a private CA and tls.servername: health checks, a plain HTTP request and a WebSocket through a plain http gateway', { skip: NO_OPENSSL, timeout: TIMEOUT }, async (t) => {
+test('an https upstream with a private CA and tls.servername: health checks, a plain HTTP request and a WebSocket through a plain http gateway', {
+  skip: NO_OPENSSL,
+  timeout: TIMEOUT,
+}, async (t) => {
   const up = await wssUpstream(t, ca().issue({ names: [NAME] }));
   const pool = makePool(t, up.url, { tls: { ca: ca().ca, servername: NAME } });
   const hc = healthCheck(pool, { interval: '1h', timeout: '10s' });
@@ -103,7 +107,10 @@ test('an https upstream with a private CA and tls.servername: health checks, a p
   assert.equal(s.fails, 0);
 });
 
-test('a WebSocket upgrade with a tls.servername the certificate does not name is answered 502, closed, and published', { skip: NO_OPENSSL, timeout: TIMEOUT }, async (t) => {
+test('a WebSocket upgrade with a tls.servername the certificate does not name is answered 502, closed, and published', {
+  skip: NO_OPENSSL,
+  timeout: TIMEOUT,
+}, async (t) => {
   const up = await wssUpstream(t, ca().issue({ names: [NAME] }));
   const pool = makePool(t, up.url, { tls: { ca: ca().ca, servername: 'other.test' } });
   const errors = upstreamErrors(t);
@@ -120,7 +127,10 @@ test('a WebSocket upgrade with a tls.servername the certificate does not name is
   assert.equal(mine[0]!.ex.req.url, '/chat');
 });
 
-test('a WebSocket upgrade to an https upstream whose CA the pool does not trust is answered 502 and closed', { skip: NO_OPENSSL, timeout: TIMEOUT }, async (t) => {
+test('a WebSocket upgrade to an https upstream whose CA the pool does not trust is answered 502 and closed', {
+  skip: NO_OPENSSL,
+  timeout: TIMEOUT,
+}, async (t) => {
   const up = await wssUpstream(t, ca().issue({ names: [NAME] }));
   // no tls.ca: the system's CAs, which never signed the test certificate
   const pool = makePool(t, up.url, { tls: { servername: NAME } });
@@ -132,7 +142,10 @@ test('a WebSocket upgrade to an https upstream whose CA the pool does not trust 
   assert.equal((mine[0]?.error as NodeJS.ErrnoException | undefined)?.code, 'UNABLE_TO_VERIFY_LEAF_SIGNATURE');
 });
 
-test('a WebSocket upgrade to a server given by IP address with no tls.servername sends no SNI, not even the client\'s Host name', { skip: NO_OPENSSL, timeout: TIMEOUT }, async (t) => {
+test("a WebSocket upgrade to a server given by IP address with no tls.servername sends no SNI, not even the client's Host name", {
+  skip: NO_OPENSSL,
+  timeout: TIMEOUT,
+}, async (t) => {
   const up = await wssUpstream(t, ca().issue({ names: ['127.0.0.1'] }));
   const pool = makePool(t, up.url, { tls: { ca: ca().ca } });
   const gw = await gatewayFor(t, pool);
@@ -145,10 +158,16 @@ test('a WebSocket upgrade to a server given by host name sends that name as SNI 
   const pool = makePool(t, `https://localhost:${up.port}`, { tls: { ca: ca().ca } });
   const gw = await gatewayFor(t, pool);
   assert.deepEqual(await exchangeMessages(`ws://127.0.0.1:${gw.port}/chat`, ['x']), ['a:x']);
-  assert.deepEqual(up.upgrades.map((u) => u.servername), ['localhost']);
+  assert.deepEqual(
+    up.upgrades.map((u) => u.servername),
+    ['localhost'],
+  );
 });
 
-test('a WebSocket upgrade presents the pool\'s client certificate (tls.cert, tls.key) to a server that requires one', { skip: NO_OPENSSL, timeout: TIMEOUT }, async (t) => {
+test("a WebSocket upgrade presents the pool's client certificate (tls.cert, tls.key) to a server that requires one", {
+  skip: NO_OPENSSL,
+  timeout: TIMEOUT,
+}, async (t) => {
   const up = await wssUpstream(t, { ...ca().issue({ names: [NAME] }), ca: ca().ca, requestCert: true, rejectUnauthorized: true });
   const client = ca().issue({ names: ['gateway.test'], client: true });
   const withCert = makePool(t, up.url, { tls: { ca: ca().ca, servername: NAME, ...client } });
@@ -162,17 +181,23 @@ test('a WebSocket upgrade presents the pool\'s client certificate (tls.cert, tls
   assert.equal(up.upgrades.length, 1);
 });
 
-test('a WebSocket upgrade uses the TLS settings of the user\'s own https agent (pool option agent.https)', { skip: NO_OPENSSL, timeout: TIMEOUT }, async (t) => {
+test("a WebSocket upgrade uses the TLS settings of the user's own https agent (pool option agent.https)", { skip: NO_OPENSSL, timeout: TIMEOUT }, async (t) => {
   const up = await wssUpstream(t, ca().issue({ names: [NAME] }));
   const agent = new HttpsAgent({ ca: ca().ca, servername: NAME, keepAlive: true });
   t.after(() => agent.destroy());
   const pool = makePool(t, up.url, { agent: { https: agent } });
   const gw = await gatewayFor(t, pool);
   assert.deepEqual(await exchangeMessages(`ws://127.0.0.1:${gw.port}/chat`, ['x']), ['a:x']);
-  assert.deepEqual(up.upgrades.map((u) => u.servername), [NAME]);
+  assert.deepEqual(
+    up.upgrades.map((u) => u.servername),
+    [NAME],
+  );
 });
 
-test('a WebSocket upgrade honours tls.rejectUnauthorized: false (a certificate from an unknown CA is accepted)', { skip: NO_OPENSSL, timeout: TIMEOUT }, async (t) => {
+test('a WebSocket upgrade honours tls.rejectUnauthorized: false (a certificate from an unknown CA is accepted)', {
+  skip: NO_OPENSSL,
+  timeout: TIMEOUT,
+}, async (t) => {
   const up = await wssUpstream(t, createTestCa('another CA').issue({ names: [NAME] }));
   const pool = makePool(t, up.url, { tls: { rejectUnauthorized: false, servername: NAME } });
   const gw = await gatewayFor(t, pool);

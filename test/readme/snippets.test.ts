@@ -26,7 +26,11 @@ const root = fileURLToPath(new URL('../../', import.meta.url));
 const readmePath = join(root, 'README.md');
 /** Fewer checked snippets than this means the extraction broke (today there are more). */
 const MIN_CHECKED = 12;
-const CHECKED_LANGUAGES = new Map([['ts', '.ts'], ['typescript', '.ts'], ['js', '.js']]);
+const CHECKED_LANGUAGES = new Map([
+  ['ts', '.ts'],
+  ['typescript', '.ts'],
+  ['js', '.js'],
+]);
 
 /**
  * Declarations for fragments, by name. They declare values only (no imports), so a fragment's
@@ -140,7 +144,10 @@ function locate(diagnostic: ts.Diagnostic, files: SnippetFile[]): string {
   const { line } = diagnostic.file.getLineAndCharacterOfPosition(diagnostic.start);
   const file = files.find((f) => f.path === diagnostic.file!.fileName);
   if (file === undefined) return `${diagnostic.file.fileName}:${line + 1}: TS${diagnostic.code}: ${message}`;
-  const where = line < file.offset ? `README.md:${file.block.line} (prelude ${file.block.directive.preludes.join(',')})` : `README.md:${file.block.line + 1 + line - file.offset}`;
+  const where =
+    line < file.offset
+      ? `README.md:${file.block.line} (prelude ${file.block.directive.preludes.join(',')})`
+      : `README.md:${file.block.line + 1 + line - file.offset}`;
   return `${where}: TS${diagnostic.code}: ${message}\n    ${diagnostic.file.text.split('\n')[line]!.trim()}`;
 }
 
@@ -205,7 +212,11 @@ test('every TypeScript and JavaScript snippet in README.md type-checks under str
   // resolves by name to its types (an option it does not have is an error), and .js is checked.
   const canaries = [
     { name: 'implicit-any.ts', code: 'export const handler = (err, req) => [err, req];', expect: 7006 },
-    { name: 'misspelt-option.ts', code: "import { createPool } from 'switchyard-proxy';\nexport const p = createPool({ servers: [], methd: 'least-conn' });", expect: 2561 },
+    {
+      name: 'misspelt-option.ts',
+      code: "import { createPool } from 'switchyard-proxy';\nexport const p = createPool({ servers: [], methd: 'least-conn' });",
+      expect: 2561,
+    },
     { name: 'misspelt-express.ts', code: "import express from 'express';\nexpress().lisen(0);\nexport {};", expect: 2551 },
     { name: 'js-checked.js', code: "import { balance } from 'switchyard-proxy';\nexport const b = balance(null, { tries: 'x' });", expect: 2345 },
   ];
@@ -214,12 +225,18 @@ test('every TypeScript and JavaScript snippet in README.md type-checks under str
   const diagnostics = typeCheck([...files.map((f) => f.path), ...canaries.map((c) => join(dir, c.name))]);
   for (const c of canaries) {
     const codes = diagnostics.filter((d) => d.file?.fileName.endsWith(`/${c.name}`)).map((d) => d.code);
-    assert.ok(codes.includes(c.expect), `canary ${c.name} should fail with TS${c.expect}, got ${codes.length === 0 ? 'no error' : codes.map((n) => `TS${n}`).join(', ')}: the snippet check is not checking`);
+    assert.ok(
+      codes.includes(c.expect),
+      `canary ${c.name} should fail with TS${c.expect}, got ${codes.length === 0 ? 'no error' : codes.map((n) => `TS${n}`).join(', ')}: the snippet check is not checking`,
+    );
   }
   const errors = diagnostics.filter((d) => !canaries.some((c) => d.file?.fileName.endsWith(`/${c.name}`)));
-  if (errors.length > 0) assert.fail(`README snippets that do not type-check (fix the README, or the package):\n${errors.map((d) => locate(d, files)).join('\n')}`);
+  if (errors.length > 0)
+    assert.fail(`README snippets that do not type-check (fix the README, or the package):\n${errors.map((d) => locate(d, files)).join('\n')}`);
 
-  t.diagnostic(`${checked.length} README snippets type-checked${skipped.length > 0 ? `, ${skipped.length} skipped: ${skipped.map((b) => `README.md:${b.line} (${b.directive.skip})`).join('; ')}` : ''}`);
+  t.diagnostic(
+    `${checked.length} README snippets type-checked${skipped.length > 0 ? `, ${skipped.length} skipped: ${skipped.map((b) => `README.md:${b.line} (${b.directive.skip})`).join('; ')}` : ''}`,
+  );
   assert.ok(checked.length >= MIN_CHECKED, `only ${checked.length} snippets found in README.md, expected at least ${MIN_CHECKED}: is the extraction broken?`);
 });
 
@@ -258,6 +275,7 @@ for (const block of blocks.filter((b) => b.directive.run)) {
     let first = lines.length;
     while (first > 0 && lines[first - 1]!.startsWith('// ')) first--;
     const expected = lines.slice(first).map((l) => l.slice(3));
-    if (expected.length > 0) assert.deepEqual(timesIgnored(stdout).trimEnd().split('\n'), expected.map(timesIgnored), 'stdout is what the snippet\'s closing comments say');
+    if (expected.length > 0)
+      assert.deepEqual(timesIgnored(stdout).trimEnd().split('\n'), expected.map(timesIgnored), "stdout is what the snippet's closing comments say");
   });
 }

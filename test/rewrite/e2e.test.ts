@@ -77,7 +77,10 @@ for (const [name, framework] of Object.entries(FRAMEWORKS)) {
     const r = await fetchText(`${s.url}/api/old/42?x=1`);
     assert.equal(r.status, 200);
     assert.equal(r.body, 'up');
-    assert.deepEqual(s.up.seen.map((x) => x.url), ['/api/new/42?x=1']);
+    assert.deepEqual(
+      s.up.seen.map((x) => x.url),
+      ['/api/new/42?x=1'],
+    );
     assert.deepEqual(s.urls, ['/api/old/42?x=1']);
   });
 
@@ -85,13 +88,19 @@ for (const [name, framework] of Object.entries(FRAMEWORKS)) {
     const s = await setup(t, framework);
     await fetchText(`${s.url}/api/args/a%20b?q=1`);
     await fetchText(`${s.url}/api/drop/c?q=1`);
-    assert.deepEqual(s.up.seen.map((x) => x.url), ['/api/final/a%20b?v=2&q=1', '/api/dropped/c']);
+    assert.deepEqual(
+      s.up.seen.map((x) => x.url),
+      ['/api/final/a%20b?v=2&q=1', '/api/dropped/c'],
+    );
   });
 
   test(`${name}: unmatched requests pass through as sent`, async (t) => {
     const s = await setup(t, framework);
     await fetchText(`${s.url}/api/other/%41?z`);
-    assert.deepEqual(s.up.seen.map((x) => x.url), ['/api/other/%41?z']);
+    assert.deepEqual(
+      s.up.seen.map((x) => x.url),
+      ['/api/other/%41?z'],
+    );
   });
 
   test(`${name}: a redirect is answered by the gateway, no upstream hit`, async (t) => {

@@ -63,40 +63,184 @@ describe('fromApache: the example.org pair', () => {
 describe('fromApache: rules', () => {
   const cases: Array<{ name: string; text: string; options?: FromApacheOptions; requests: Array<[string, Expect, Record<string, string>?]> }> = [
     { name: 'without L the next rule sees the result', text: 'RewriteRule ^/a$ /b\nRewriteRule ^/b$ /c', requests: [['/a', { uri: '/c' }]] },
-    { name: 'L stops', text: 'RewriteRule ^/a$ /b [L]\nRewriteRule ^/b$ /c', requests: [['/a', { uri: '/b' }], ['/b', { uri: '/c' }]] },
-    { name: 'back-references', text: 'RewriteRule ^/u/([a-z]+)/([0-9]+)$ /user.php/$2/$1 [L]', requests: [['/u/ann/7', { uri: '/user.php/7/ann' }], ['/u/Ann/7', { uri: '/u/Ann/7' }]] },
+    {
+      name: 'L stops',
+      text: 'RewriteRule ^/a$ /b [L]\nRewriteRule ^/b$ /c',
+      requests: [
+        ['/a', { uri: '/b' }],
+        ['/b', { uri: '/c' }],
+      ],
+    },
+    {
+      name: 'back-references',
+      text: 'RewriteRule ^/u/([a-z]+)/([0-9]+)$ /user.php/$2/$1 [L]',
+      requests: [
+        ['/u/ann/7', { uri: '/user.php/7/ann' }],
+        ['/u/Ann/7', { uri: '/u/Ann/7' }],
+      ],
+    },
     { name: 'NC on the rule', text: 'RewriteRule ^/old$ /new [NC,L]', requests: [['/OLD', { uri: '/new' }]] },
     { name: 'query kept without ?', text: 'RewriteRule ^/a$ /b', requests: [['/a?x=1', { uri: '/b', args: 'x=1' }]] },
-    { name: 'query replaced with ?new', text: 'RewriteRule ^/a$ /b?y=2', requests: [['/a?x=1', { uri: '/b', args: 'y=2' }], ['/a', { uri: '/b', args: 'y=2' }]] },
+    {
+      name: 'query replaced with ?new',
+      text: 'RewriteRule ^/a$ /b?y=2',
+      requests: [
+        ['/a?x=1', { uri: '/b', args: 'y=2' }],
+        ['/a', { uri: '/b', args: 'y=2' }],
+      ],
+    },
     { name: 'query dropped with a trailing ?', text: 'RewriteRule ^/a$ /b?', requests: [['/a?x=1', { uri: '/b', args: '' }]] },
-    { name: 'QSA appends the original query', text: 'RewriteRule ^/a$ /b?y=2 [QSA]', requests: [['/a?x=1', { uri: '/b', args: 'y=2&x=1' }], ['/a', { uri: '/b', args: 'y=2' }]] },
+    {
+      name: 'QSA appends the original query',
+      text: 'RewriteRule ^/a$ /b?y=2 [QSA]',
+      requests: [
+        ['/a?x=1', { uri: '/b', args: 'y=2&x=1' }],
+        ['/a', { uri: '/b', args: 'y=2' }],
+      ],
+    },
     { name: 'QSA with a trailing ? keeps the query', text: 'RewriteRule ^/a$ /b? [QSA]', requests: [['/a?x=1', { uri: '/b', args: 'x=1' }]] },
     { name: 'QSD drops the query', text: 'RewriteRule ^/a$ /b [QSD]', requests: [['/a?x=1', { uri: '/b', args: '' }]] },
     { name: 'redirect keeps the query', text: 'RewriteRule ^/a$ /b [R]', requests: [['/a?x=1', { status: 302, location: `http://example.org/b?x=1` }]] },
-    { name: 'redirect codes', text: 'RewriteRule ^/a /b [R=301]\nRewriteRule ^/c /d [R=307,L]\nRewriteRule ^/e /f [R=permanent]\nRewriteRule ^/g /h [redirect=seeother]', requests: [['/a', { status: 301, location: 'http://example.org/b' }], ['/c', { status: 307 }], ['/e', { status: 301 }], ['/g', { status: 303, location: 'http://example.org/h' }]] },
-    { name: 'redirect escapes unless NE', text: 'RewriteRule ^/a(.*)$ /b$1#top [R]\nRewriteRule ^/c$ /d#top [R,NE]', requests: [['/a%20x', { status: 302, location: 'http://example.org/b%20x%23top' }], ['/c', { status: 302, location: 'http://example.org/d#top' }]] },
-    { name: 'an absolute URL to another host redirects even without R', text: 'RewriteRule ^/go$ https://other.example/x?y=1', requests: [['/go?z=2', { status: 302, location: 'https://other.example/x?y=1' }]] },
-    { name: 'F and G', text: 'RewriteRule \\.bak$ - [F]\nRewriteRule ^/old - [G]', requests: [['/x.bak', { status: 403 }], ['/old/a', { status: 410 }], ['/ok', { uri: '/ok' }]] },
-    { name: '- with L stops without a change', text: 'RewriteRule ^/static/ - [L]\nRewriteRule ^(.*)$ /index.php$1', requests: [['/static/a?v=1', { uri: '/static/a', args: 'v=1' }], ['/p', { uri: '/index.php/p' }]] },
-    { name: 'a negated pattern', text: 'RewriteRule !^/api/ /app [L]', requests: [['/x', { uri: '/app' }], ['/api/x', { uri: '/api/x' }]] },
-    { name: 'conditions are ANDed', text: 'RewriteCond %{REQUEST_METHOD} =POST\nRewriteCond %{QUERY_STRING} (^|&)debug=1\nRewriteRule ^ /debug [L]', requests: [['/a?debug=1', { uri: '/a', args: 'debug=1' }]] },
+    {
+      name: 'redirect codes',
+      text: 'RewriteRule ^/a /b [R=301]\nRewriteRule ^/c /d [R=307,L]\nRewriteRule ^/e /f [R=permanent]\nRewriteRule ^/g /h [redirect=seeother]',
+      requests: [
+        ['/a', { status: 301, location: 'http://example.org/b' }],
+        ['/c', { status: 307 }],
+        ['/e', { status: 301 }],
+        ['/g', { status: 303, location: 'http://example.org/h' }],
+      ],
+    },
+    {
+      name: 'redirect escapes unless NE',
+      text: 'RewriteRule ^/a(.*)$ /b$1#top [R]\nRewriteRule ^/c$ /d#top [R,NE]',
+      requests: [
+        ['/a%20x', { status: 302, location: 'http://example.org/b%20x%23top' }],
+        ['/c', { status: 302, location: 'http://example.org/d#top' }],
+      ],
+    },
+    {
+      name: 'an absolute URL to another host redirects even without R',
+      text: 'RewriteRule ^/go$ https://other.example/x?y=1',
+      requests: [['/go?z=2', { status: 302, location: 'https://other.example/x?y=1' }]],
+    },
+    {
+      name: 'F and G',
+      text: 'RewriteRule \\.bak$ - [F]\nRewriteRule ^/old - [G]',
+      requests: [
+        ['/x.bak', { status: 403 }],
+        ['/old/a', { status: 410 }],
+        ['/ok', { uri: '/ok' }],
+      ],
+    },
+    {
+      name: '- with L stops without a change',
+      text: 'RewriteRule ^/static/ - [L]\nRewriteRule ^(.*)$ /index.php$1',
+      requests: [
+        ['/static/a?v=1', { uri: '/static/a', args: 'v=1' }],
+        ['/p', { uri: '/index.php/p' }],
+      ],
+    },
+    {
+      name: 'a negated pattern',
+      text: 'RewriteRule !^/api/ /app [L]',
+      requests: [
+        ['/x', { uri: '/app' }],
+        ['/api/x', { uri: '/api/x' }],
+      ],
+    },
+    {
+      name: 'conditions are ANDed',
+      text: 'RewriteCond %{REQUEST_METHOD} =POST\nRewriteCond %{QUERY_STRING} (^|&)debug=1\nRewriteRule ^ /debug [L]',
+      requests: [['/a?debug=1', { uri: '/a', args: 'debug=1' }]],
+    },
     {
       name: 'OR chains conditions, the rest are ANDed',
       text: 'RewriteCond %{HTTP:X-A} =1 [OR]\nRewriteCond %{HTTP:X-B} =1\nRewriteCond %{HTTPS} off\nRewriteRule ^/$ /hit [L]',
-      requests: [['/', { uri: '/hit' }, { 'x-a': '1' }], ['/', { uri: '/hit' }, { 'x-b': '1' }], ['/', { uri: '/' }], ['/', { uri: '/' }, { 'x-c': '1' }]],
+      requests: [
+        ['/', { uri: '/hit' }, { 'x-a': '1' }],
+        ['/', { uri: '/hit' }, { 'x-b': '1' }],
+        ['/', { uri: '/' }],
+        ['/', { uri: '/' }, { 'x-c': '1' }],
+      ],
     },
-    { name: 'negated conditions and NC', text: 'RewriteCond %{HTTP_HOST} !^www\\. [NC]\nRewriteRule ^(.*)$ http://www.%{HTTP_HOST}$1 [R=301,L]', requests: [['/p', { status: 301, location: 'http://www.example.org/p' }], ['/p', { uri: '/p' }, { host: 'WWW.example.org' }]] },
-    { name: '%N from the last matched condition', text: 'RewriteCond %{HTTP_HOST} ^([a-z]+)\\.example\\.org$\nRewriteCond %{QUERY_STRING} ^id=([0-9]+)$\nRewriteRule ^/item$ /items/%1 [L]', requests: [['/item?id=42', { uri: '/items/42', args: 'id=42' }, { host: 'shop.example.org' }], ['/item?id=x', { uri: '/item', args: 'id=x' }, { host: 'shop.example.org' }]] },
-    { name: '$N in a TestString', text: 'RewriteCond $1 !^(index\\.php|robots\\.txt)\nRewriteRule ^/(.*)$ /index.php/$1 [L]', requests: [['/robots.txt', { uri: '/robots.txt' }], ['/a/b', { uri: '/index.php/a/b' }]] },
-    { name: 'REQUEST_URI and THE_REQUEST', text: 'RewriteCond %{THE_REQUEST} \\s/+index\\.php[\\s?]\nRewriteRule ^ %{REQUEST_URI}x [L]', requests: [['/index.php?a=1', { uri: '/index.phpx', args: 'a=1' }], ['/other', { uri: '/other' }]] },
+    {
+      name: 'negated conditions and NC',
+      text: 'RewriteCond %{HTTP_HOST} !^www\\. [NC]\nRewriteRule ^(.*)$ http://www.%{HTTP_HOST}$1 [R=301,L]',
+      requests: [
+        ['/p', { status: 301, location: 'http://www.example.org/p' }],
+        ['/p', { uri: '/p' }, { host: 'WWW.example.org' }],
+      ],
+    },
+    {
+      name: '%N from the last matched condition',
+      text: 'RewriteCond %{HTTP_HOST} ^([a-z]+)\\.example\\.org$\nRewriteCond %{QUERY_STRING} ^id=([0-9]+)$\nRewriteRule ^/item$ /items/%1 [L]',
+      requests: [
+        ['/item?id=42', { uri: '/items/42', args: 'id=42' }, { host: 'shop.example.org' }],
+        ['/item?id=x', { uri: '/item', args: 'id=x' }, { host: 'shop.example.org' }],
+      ],
+    },
+    {
+      name: '$N in a TestString',
+      text: 'RewriteCond $1 !^(index\\.php|robots\\.txt)\nRewriteRule ^/(.*)$ /index.php/$1 [L]',
+      requests: [
+        ['/robots.txt', { uri: '/robots.txt' }],
+        ['/a/b', { uri: '/index.php/a/b' }],
+      ],
+    },
+    {
+      name: 'REQUEST_URI and THE_REQUEST',
+      text: 'RewriteCond %{THE_REQUEST} \\s/+index\\.php[\\s?]\nRewriteRule ^ %{REQUEST_URI}x [L]',
+      requests: [
+        ['/index.php?a=1', { uri: '/index.phpx', args: 'a=1' }],
+        ['/other', { uri: '/other' }],
+      ],
+    },
     { name: 'RewriteEngine Off disables everything', text: 'RewriteEngine On\nRewriteRule ^ /x\nRewriteEngine Off', requests: [['/a', { uri: '/a' }]] },
-    { name: '<IfModule mod_rewrite.c>, comments, continuation lines', text: '<IfModule mod_rewrite.c>\n  # comment\n  RewriteEngine on\n  RewriteRule ^/a$ \\\n    /b [L]\n</IfModule>', requests: [['/a', { uri: '/b' }]] },
+    {
+      name: '<IfModule mod_rewrite.c>, comments, continuation lines',
+      text: '<IfModule mod_rewrite.c>\n  # comment\n  RewriteEngine on\n  RewriteRule ^/a$ \\\n    /b [L]\n</IfModule>',
+      requests: [['/a', { uri: '/b' }]],
+    },
     { name: 'ignored directives', text: 'Options +FollowSymLinks\nRewriteRule ^/a$ /b', options: { ignore: ['options'] }, requests: [['/a', { uri: '/b' }]] },
-    { name: 'quoted arguments', text: 'RewriteCond %{HTTP_USER_AGENT} "Some Bot"\nRewriteRule ^ - [F]', requests: [['/', { status: 403 }, { 'user-agent': 'x Some Bot/1' }], ['/', { uri: '/' }]] },
-    { name: 'directory context: no leading slash, relative substitutions get the base', text: 'RewriteRule ^old/(.*)$ new/$1 [L]', options: { context: 'directory' }, requests: [['/old/a?q=1', { uri: '/new/a', args: 'q=1' }], ['/x/old/a', { uri: '/x/old/a' }]] },
-    { name: 'directory context: RewriteBase', text: 'RewriteBase /app\nRewriteRule ^a$ b [L]\nRewriteRule ^c$ /d [R=301]', options: { context: 'directory' }, requests: [['/a', { uri: '/app/b' }], ['/c', { status: 301, location: 'http://example.org/d' }]] },
-    { name: 'directory context: a changed URI runs the rules again (front controller)', text: 'RewriteCond %{REQUEST_URI} !^/index\\.php\nRewriteRule ^(.*)$ index.php?route=$1 [L,QSA]', options: { context: 'directory' }, requests: [['/a/b?x=1', { uri: '/index.php', args: 'route=a/b&x=1' }]] },
-    { name: 'directory context: a rule that keeps changing the URI ends in 500', text: 'RewriteRule ^(.*)$ x$1', options: { context: 'directory' }, requests: [['/a', { status: 500 }]] },
+    {
+      name: 'quoted arguments',
+      text: 'RewriteCond %{HTTP_USER_AGENT} "Some Bot"\nRewriteRule ^ - [F]',
+      requests: [
+        ['/', { status: 403 }, { 'user-agent': 'x Some Bot/1' }],
+        ['/', { uri: '/' }],
+      ],
+    },
+    {
+      name: 'directory context: no leading slash, relative substitutions get the base',
+      text: 'RewriteRule ^old/(.*)$ new/$1 [L]',
+      options: { context: 'directory' },
+      requests: [
+        ['/old/a?q=1', { uri: '/new/a', args: 'q=1' }],
+        ['/x/old/a', { uri: '/x/old/a' }],
+      ],
+    },
+    {
+      name: 'directory context: RewriteBase',
+      text: 'RewriteBase /app\nRewriteRule ^a$ b [L]\nRewriteRule ^c$ /d [R=301]',
+      options: { context: 'directory' },
+      requests: [
+        ['/a', { uri: '/app/b' }],
+        ['/c', { status: 301, location: 'http://example.org/d' }],
+      ],
+    },
+    {
+      name: 'directory context: a changed URI runs the rules again (front controller)',
+      text: 'RewriteCond %{REQUEST_URI} !^/index\\.php\nRewriteRule ^(.*)$ index.php?route=$1 [L,QSA]',
+      options: { context: 'directory' },
+      requests: [['/a/b?x=1', { uri: '/index.php', args: 'route=a/b&x=1' }]],
+    },
+    {
+      name: 'directory context: a rule that keeps changing the URI ends in 500',
+      text: 'RewriteRule ^(.*)$ x$1',
+      options: { context: 'directory' },
+      requests: [['/a', { status: 500 }]],
+    },
   ];
   for (const c of cases) it(c.name, () => check(c.text, c.options, c.requests));
 });

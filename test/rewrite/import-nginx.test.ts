@@ -32,10 +32,42 @@ describe('fromNginx: parsing', () => {
         { return: 403 },
       ],
     },
-    { name: 'flags', text: 'rewrite ^/a /b; rewrite ^/c /d break; rewrite ^/e /f redirect; rewrite ^/g /h permanent;', rules: [{ rewrite: '^/a', replacement: '/b' }, { rewrite: '^/c', replacement: '/d', flag: 'break' }, { rewrite: '^/e', replacement: '/f', flag: 'redirect' }, { rewrite: '^/g', replacement: '/h', flag: 'permanent' }] },
-    { name: 'a quoted regex with braces, multi-line', text: 'rewrite\n  "^/x/([0-9]{3})$"\n  /y/$1?\n  last;', rules: [{ rewrite: '^/x/([0-9]{3})$', replacement: '/y/$1?', flag: 'last' }] },
-    { name: 'quotes and escapes', text: `return 200 "say \\"hi\\";\\n"; return 200 'it\\'s'; set $a "b c"; set $b \${host}x;`, rules: [{ return: 200, text: 'say "hi";\n' }, { return: 200, text: "it's" }, { set: '$a', value: 'b c' }, { set: '$b', value: '${host}x' }] },
-    { name: 'return forms', text: 'return 301 https://$host$request_uri; return https://example.com/; return 302 /rel; return 404 "gone"; return 444;', rules: [{ return: 301, url: 'https://$host$request_uri' }, { return: 302, url: 'https://example.com/' }, { return: 302, url: '/rel' }, { return: 404, text: 'gone' }, { return: 444 }] },
+    {
+      name: 'flags',
+      text: 'rewrite ^/a /b; rewrite ^/c /d break; rewrite ^/e /f redirect; rewrite ^/g /h permanent;',
+      rules: [
+        { rewrite: '^/a', replacement: '/b' },
+        { rewrite: '^/c', replacement: '/d', flag: 'break' },
+        { rewrite: '^/e', replacement: '/f', flag: 'redirect' },
+        { rewrite: '^/g', replacement: '/h', flag: 'permanent' },
+      ],
+    },
+    {
+      name: 'a quoted regex with braces, multi-line',
+      text: 'rewrite\n  "^/x/([0-9]{3})$"\n  /y/$1?\n  last;',
+      rules: [{ rewrite: '^/x/([0-9]{3})$', replacement: '/y/$1?', flag: 'last' }],
+    },
+    {
+      name: 'quotes and escapes',
+      text: `return 200 "say \\"hi\\";\\n"; return 200 'it\\'s'; set $a "b c"; set $b \${host}x;`,
+      rules: [
+        { return: 200, text: 'say "hi";\n' },
+        { return: 200, text: "it's" },
+        { set: '$a', value: 'b c' },
+        { set: '$b', value: '${host}x' },
+      ],
+    },
+    {
+      name: 'return forms',
+      text: 'return 301 https://$host$request_uri; return https://example.com/; return 302 /rel; return 404 "gone"; return 444;',
+      rules: [
+        { return: 301, url: 'https://$host$request_uri' },
+        { return: 302, url: 'https://example.com/' },
+        { return: 302, url: '/rel' },
+        { return: 404, text: 'gone' },
+        { return: 444 },
+      ],
+    },
     {
       name: 'if conditions',
       text: 'if ($http_x_debug) { break; } if ($request_method = POST) { return 405; } if ( $arg_a != "" ) { set $x 1; } if ($http_host ~* "^www\\.(.+)$") { return 301 https://$1$request_uri; } if ($uri !~ \\.php$) { return 404; } if ($http_user_agent ~ "Foo Bar") { return 403; } if ($a !~* b) { return 400; }',
@@ -60,9 +92,29 @@ describe('fromNginx: parsing', () => {
         { location: '/api/', rules: [{ if: { var: '$arg_v', op: '=', value: '1' }, then: [{ rewrite: '^/api/(.*)', replacement: '/v1/$1', flag: 'break' }] }] },
       ],
     },
-    { name: 'one server block', text: 'server {\n  server_name example.org;\n  return 301 http://www.example.org$request_uri;\n}', rules: [{ server: ['example.org'], rules: [{ return: 301, url: 'http://www.example.org$request_uri' }] }] },
-    { name: 'server with a location', text: 'server { server_name a b; server_name c; set $x 1; location /p { return 204; } }', rules: [{ server: ['a', 'b', 'c'], rules: [{ set: '$x', value: '1' }, { location: '/p', rules: [{ return: 204 }] }] }] },
-    { name: 'an ignored directive is skipped with its block', text: 'server { listen 80; server_name a; location / { proxy_pass http://u; limit_except GET { deny all; } return 204; } }', rules: [{ server: ['a'], rules: [{ location: '/', rules: [{ return: 204 }] }] }] },
+    {
+      name: 'one server block',
+      text: 'server {\n  server_name example.org;\n  return 301 http://www.example.org$request_uri;\n}',
+      rules: [{ server: ['example.org'], rules: [{ return: 301, url: 'http://www.example.org$request_uri' }] }],
+    },
+    {
+      name: 'server with a location',
+      text: 'server { server_name a b; server_name c; set $x 1; location /p { return 204; } }',
+      rules: [
+        {
+          server: ['a', 'b', 'c'],
+          rules: [
+            { set: '$x', value: '1' },
+            { location: '/p', rules: [{ return: 204 }] },
+          ],
+        },
+      ],
+    },
+    {
+      name: 'an ignored directive is skipped with its block',
+      text: 'server { listen 80; server_name a; location / { proxy_pass http://u; limit_except GET { deny all; } return 204; } }',
+      rules: [{ server: ['a'], rules: [{ location: '/', rules: [{ return: 204 }] }] }],
+    },
     { name: 'empty text', text: '  # nothing\n', rules: [] },
   ];
   const ignore = ['listen', 'proxy_pass', 'limit_except'];
@@ -75,7 +127,9 @@ describe('fromNginx: parsing', () => {
   }
 
   it('orders several servers the way nginx picks them', () => {
-    const rules = fromNginx('server { server_name ~^(?<sub>.+)\\.example\\.net$ *.example.org; return 200 a; } server { server_name .example.org mail.*; return 200 b; } server { server_name *.www.example.org www.example.org; return 200 c; }');
+    const rules = fromNginx(
+      'server { server_name ~^(?<sub>.+)\\.example\\.net$ *.example.org; return 200 a; } server { server_name .example.org mail.*; return 200 b; } server { server_name *.www.example.org www.example.org; return 200 c; }',
+    );
     const a = [{ return: 200, text: 'a' }];
     const b = [{ return: 200, text: 'b' }];
     const c = [{ return: 200, text: 'c' }];
@@ -149,11 +203,14 @@ describe('fromNginx: errors name the line', () => {
 
 describe('fromNginx: end to end through rewrite()', () => {
   it('the download rules map media and audio, and answer 403 otherwise', async (t) => {
-    const url = await serve(t, fromNginx(`
+    const url = await serve(
+      t,
+      fromNginx(`
       rewrite ^(/download/.*)/media/(\\w+)\\.?.*$ $1/mp3/$2.mp3 last;
       rewrite ^(/download/.*)/audio/(\\w+)\\.?.*$ $1/mp3/$2.ra  last;
       return  403;
-    `));
+    `),
+    );
     for (const [path, uri] of [
       ['/download/cdn-west/media/file1', '/download/cdn-west/mp3/file1.mp3'],
       ['/download/cdn-west/media/file1.flv', '/download/cdn-west/mp3/file1.mp3'],
@@ -178,19 +235,25 @@ describe('fromNginx: end to end through rewrite()', () => {
   });
 
   it('several servers: the exact name wins over an earlier wildcard, as in nginx', async (t) => {
-    const url = await serve(t, fromNginx('server { server_name *.example.org; return 200 wildcard; } server { server_name www.example.org; return 200 exact; }'));
+    const url = await serve(
+      t,
+      fromNginx('server { server_name *.example.org; return 200 wildcard; } server { server_name www.example.org; return 200 exact; }'),
+    );
     assert.equal((await fetchText(`${url}/`, { headers: { host: 'www.example.org' } })).body, 'exact');
     assert.equal((await fetchText(`${url}/`, { headers: { host: 'a.example.org' } })).body, 'wildcard');
   });
 
   it('if, set and a location work together', async (t) => {
-    const url = await serve(t, fromNginx(`
+    const url = await serve(
+      t,
+      fromNginx(`
       if ($http_x_version = "2") { set $v v2; }
       location /api/ {
         rewrite ^/api/(.*)$ /internal/$v/$1?from=api last;
       }
       location /internal/ { break; }
-    `));
+    `),
+    );
     const r = await fetchText(`${url}/api/users?id=7`, { headers: { 'x-version': '2' } });
     assert.deepEqual(JSON.parse(r.body), { uri: '/internal/v2/users', args: 'from=api&id=7' });
   });

@@ -112,7 +112,10 @@ for (const [kind, rules] of Object.entries({
 })) {
   test(`${kind}: encoded dots, slashes and backslashes stay inside the prefix`, async (t) => {
     const { send } = await proxied(t, rules);
-    const targets = kind === 'regex capture mid-segment' ? ['/pub/x-..', '/pub/x-../secret', '/pub/x-%2e%2e/secret', '/pub/x-..%2fsecret', '/pub/x-..%5c..%5csecret', '/pub/x-.%2e'] : TRAVERSALS;
+    const targets =
+      kind === 'regex capture mid-segment'
+        ? ['/pub/x-..', '/pub/x-../secret', '/pub/x-%2e%2e/secret', '/pub/x-..%2fsecret', '/pub/x-..%5c..%5csecret', '/pub/x-.%2e']
+        : TRAVERSALS;
     for (const target of targets) {
       const r = await send(target);
       if (r.upstream === undefined) {
@@ -163,7 +166,7 @@ test('a decoded ? or # in the path does not become a query or fragment upstream'
 
 // ---- linear time ----
 
-test('path-to-regexp rules finish on a 100k-character path', async (t) => {
+test('path-to-regexp rules finish on a 100k-character path', async (_t) => {
   const rules: RewriteRule[] = [
     { from: '/a/:x-:y-:z', to: '/b/:x' },
     { from: '/a/*rest/end', to: '/b/*rest' },
@@ -189,7 +192,11 @@ test('path-to-regexp rules finish on a 100k-character path', async (t) => {
 
 test('a capture cannot add query arguments or a fragment: it is percent-encoded in the args', async (t) => {
   const { send, up } = await proxied(t, [{ rewrite: '^/s/(.*)$', replacement: '/search?q=$1', flag: 'last' }]);
-  for (const [target, q] of [['/s/a%26admin%3Dtrue', 'a%26admin%3Dtrue'], ['/s/a%23b', 'a%23b'], ['/s/a%20b', 'a%20b']] as const) {
+  for (const [target, q] of [
+    ['/s/a%26admin%3Dtrue', 'a%26admin%3Dtrue'],
+    ['/s/a%23b', 'a%23b'],
+    ['/s/a%20b', 'a%20b'],
+  ] as const) {
     const r = await send(target);
     assert.equal(r.status, 200, target);
     assert.equal(r.upstream, `/search?q=${q}`, target);
@@ -252,7 +259,17 @@ test('a ..; or .; path parameter segment is refused (400): Tomcat and Jetty read
     { location: '/app/', rules: [] },
     { location: '/', rules: [{ return: 403 }] },
   ]);
-  for (const target of ['/app/..;/admin', '/app/..;x/admin', '/app/%2e%2e;/admin', '/app/..%3b/admin', '/app/.;/..;/admin', '/app/.;x/a', '/..;/', '/..;foo/', '/app/..;']) {
+  for (const target of [
+    '/app/..;/admin',
+    '/app/..;x/admin',
+    '/app/%2e%2e;/admin',
+    '/app/..%3b/admin',
+    '/app/.;/..;/admin',
+    '/app/.;x/a',
+    '/..;/',
+    '/..;foo/',
+    '/app/..;',
+  ]) {
     const r = await send(target);
     assert.equal(r.status, 400, target);
     assert.equal(r.upstream, undefined, target);
@@ -269,7 +286,13 @@ test('a ..; or .; path parameter segment is refused (400): Tomcat and Jetty read
 test('$uri and header variables in rewritten arguments are percent-encoded: the upstream gets a valid target', { timeout: 30_000 }, async (t) => {
   const { send, up } = await proxied(t, [
     { location: '/h/', rules: [{ rewrite: '^', replacement: '/x?ua=$http_x_v&n=1', flag: 'break' }] },
-    { location: '/s/', rules: [{ set: '$v', value: '$uri' }, { rewrite: '^', replacement: '/x?v=$v', flag: 'break' }] },
+    {
+      location: '/s/',
+      rules: [
+        { set: '$v', value: '$uri' },
+        { rewrite: '^', replacement: '/x?v=$v', flag: 'break' },
+      ],
+    },
     { location: '/', rules: [{ rewrite: '^', replacement: '/x?u=$uri', flag: 'break' }] },
   ]);
   const query = (): URLSearchParams => new URL(`http://x${up.seen.at(-1)!.url}`).searchParams;

@@ -50,14 +50,26 @@ table('flags', [
   {
     // nginx 1.22: two chained flagless rewrites, then return in the same location.
     name: 'flagless rewrites go on with the next rule',
-    rules: [{ location: '/flagless/', rules: [{ rewrite: '^/flagless/(.*)$', replacement: '/f2/$1' }, { rewrite: '^/f2/(.*)$', replacement: '/f3/$1' }, { return: 200, text: 'fl uri=$uri' }] }],
+    rules: [
+      {
+        location: '/flagless/',
+        rules: [
+          { rewrite: '^/flagless/(.*)$', replacement: '/f2/$1' },
+          { rewrite: '^/f2/(.*)$', replacement: '/f3/$1' },
+          { return: 200, text: 'fl uri=$uri' },
+        ],
+      },
+    ],
     path: '/flagless/z',
     status: 200,
     body: 'fl uri=/f3/z',
   },
   {
     name: 'a flagless rewrite at the top level: later rules see the new URI',
-    rules: [{ rewrite: '^/a/(.*)$', replacement: '/b/$1' }, { rewrite: '^/b/(.*)$', replacement: '/c/$1' }],
+    rules: [
+      { rewrite: '^/a/(.*)$', replacement: '/b/$1' },
+      { rewrite: '^/b/(.*)$', replacement: '/c/$1' },
+    ],
     path: '/a/x',
     uri: '/c/x',
     args: '',
@@ -75,7 +87,13 @@ table('flags', [
   {
     name: 'flagless in a location: the location search is repeated after the block',
     rules: [
-      { location: '/old/', rules: [{ rewrite: '^/old/(.*)$', replacement: '/new/$1' }, { set: '$seen', value: 'old' }] },
+      {
+        location: '/old/',
+        rules: [
+          { rewrite: '^/old/(.*)$', replacement: '/new/$1' },
+          { set: '$seen', value: 'old' },
+        ],
+      },
       { location: '/new/', rules: [{ return: 200, text: 'new uri=$uri seen=$seen' }] },
     ],
     path: '/old/p',
@@ -85,7 +103,15 @@ table('flags', [
   {
     // nginx 1.22: "/d/" with rewrite "^/d/(x{0,9})$" /d/$1x last: 10 changes answer 200.
     name: '10 URI changes are allowed',
-    rules: [{ location: '/d/', rules: [{ rewrite: '^/d/(x{0,9})$', replacement: '/d/$1x', flag: 'last' }, { return: 200, text: 'd uri=$uri' }] }],
+    rules: [
+      {
+        location: '/d/',
+        rules: [
+          { rewrite: '^/d/(x{0,9})$', replacement: '/d/$1x', flag: 'last' },
+          { return: 200, text: 'd uri=$uri' },
+        ],
+      },
+    ],
     path: '/d/',
     status: 200,
     body: 'd uri=/d/xxxxxxxxxx',
@@ -93,7 +119,15 @@ table('flags', [
   {
     // nginx 1.22: the 11th change is "rewrite or internal redirection cycle" -> 500.
     name: 'the 11th URI change is a cycle: 500',
-    rules: [{ location: '/e/', rules: [{ rewrite: '^/e/(x{0,10})$', replacement: '/e/$1x', flag: 'last' }, { return: 200, text: 'e uri=$uri' }] }],
+    rules: [
+      {
+        location: '/e/',
+        rules: [
+          { rewrite: '^/e/(x{0,10})$', replacement: '/e/$1x', flag: 'last' },
+          { return: 200, text: 'e uri=$uri' },
+        ],
+      },
+    ],
     path: '/e/',
     status: 500,
     code: 'SWY_ERR_REWRITE_CYCLE',
@@ -139,31 +173,120 @@ table('flags', [
   {
     // nginx 1.22: server-level `rewrite ... break` ends the server rules only; the location runs.
     name: 'break among server-level rules still lets the location run',
-    rules: [{ rewrite: '^/sb/(.*)$', replacement: '/loc/$1', flag: 'break' }, { location: '/loc/', rules: [{ return: 200, text: 'loc uri=$uri args=$args' }] }],
+    rules: [
+      { rewrite: '^/sb/(.*)$', replacement: '/loc/$1', flag: 'break' },
+      { location: '/loc/', rules: [{ return: 200, text: 'loc uri=$uri args=$args' }] },
+    ],
     path: '/sb/a?q=1',
     status: 200,
     body: 'loc uri=/loc/a args=q=1',
   },
-  { name: 'redirect: 302, made absolute', rules: [{ rewrite: '^/rel/(.*)$', replacement: '/new/$1', flag: 'redirect' }], path: '/rel/a?q=1', status: 302, location: 'http://{{host}}/new/a?q=1' },
-  { name: 'permanent: 301', rules: [{ rewrite: '^/p/(.*)$', replacement: '/n/$1', flag: 'permanent' }], path: '/p/a', status: 301, location: 'http://{{host}}/n/a' },
-  { name: 'http:// replacement: implicit 302', rules: [{ rewrite: '^/(.*)$', replacement: 'http://example.com/$1' }], path: '/x', status: 302, location: 'http://example.com/x' },
-  { name: 'https:// replacement with last is still a 302', rules: [{ rewrite: '^/(.*)$', replacement: 'https://example.com/$1', flag: 'last' }], path: '/x', status: 302, location: 'https://example.com/x' },
-  { name: 'https:// replacement with permanent: 301', rules: [{ rewrite: '^/(.*)$', replacement: 'https://example.com/$1', flag: 'permanent' }], path: '/x', status: 301, location: 'https://example.com/x' },
-  { name: '$scheme replacement redirects', rules: [{ rewrite: '^/(.*)$', replacement: '$scheme://example.com/$1' }], path: '/x', status: 302, location: 'http://example.com/x' },
-  { name: 'absoluteRedirect: false keeps the Location relative', rules: [{ rewrite: '^/rel/(.*)$', replacement: '/new/$1', flag: 'redirect' }], options: { absoluteRedirect: false }, path: '/rel/a', status: 302, location: '/new/a' },
-  { name: 'a relative redirect uses the Host header', rules: [{ rewrite: '^/(.*)$', replacement: '/n/$1', flag: 'redirect' }], path: '/a', headers: { host: 'Example.org:8080' }, status: 302, location: 'http://Example.org:8080/n/a' },
+  {
+    name: 'redirect: 302, made absolute',
+    rules: [{ rewrite: '^/rel/(.*)$', replacement: '/new/$1', flag: 'redirect' }],
+    path: '/rel/a?q=1',
+    status: 302,
+    location: 'http://{{host}}/new/a?q=1',
+  },
+  {
+    name: 'permanent: 301',
+    rules: [{ rewrite: '^/p/(.*)$', replacement: '/n/$1', flag: 'permanent' }],
+    path: '/p/a',
+    status: 301,
+    location: 'http://{{host}}/n/a',
+  },
+  {
+    name: 'http:// replacement: implicit 302',
+    rules: [{ rewrite: '^/(.*)$', replacement: 'http://example.com/$1' }],
+    path: '/x',
+    status: 302,
+    location: 'http://example.com/x',
+  },
+  {
+    name: 'https:// replacement with last is still a 302',
+    rules: [{ rewrite: '^/(.*)$', replacement: 'https://example.com/$1', flag: 'last' }],
+    path: '/x',
+    status: 302,
+    location: 'https://example.com/x',
+  },
+  {
+    name: 'https:// replacement with permanent: 301',
+    rules: [{ rewrite: '^/(.*)$', replacement: 'https://example.com/$1', flag: 'permanent' }],
+    path: '/x',
+    status: 301,
+    location: 'https://example.com/x',
+  },
+  {
+    name: '$scheme replacement redirects',
+    rules: [{ rewrite: '^/(.*)$', replacement: '$scheme://example.com/$1' }],
+    path: '/x',
+    status: 302,
+    location: 'http://example.com/x',
+  },
+  {
+    name: 'absoluteRedirect: false keeps the Location relative',
+    rules: [{ rewrite: '^/rel/(.*)$', replacement: '/new/$1', flag: 'redirect' }],
+    options: { absoluteRedirect: false },
+    path: '/rel/a',
+    status: 302,
+    location: '/new/a',
+  },
+  {
+    name: 'a relative redirect uses the Host header',
+    rules: [{ rewrite: '^/(.*)$', replacement: '/n/$1', flag: 'redirect' }],
+    path: '/a',
+    headers: { host: 'Example.org:8080' },
+    status: 302,
+    location: 'http://Example.org:8080/n/a',
+  },
 ]);
 
 table('args', [
   // nginx-tests rewrite.t
-  { name: 'no ? in the replacement: args kept (rewrite.t "/")', rules: [{ rewrite: '^', replacement: 'http://example.com/' }], path: '/?a=b', status: 302, location: 'http://example.com/?a=b' },
-  { name: '?new: original appended after & (rewrite.t "/add")', rules: [{ rewrite: '^', replacement: 'http://example.com/?c=d' }], path: '/add?a=b', status: 302, location: 'http://example.com/?c=d&a=b' },
-  { name: 'trailing ?: args dropped (rewrite.t "/no")', rules: [{ rewrite: '^', replacement: 'http://example.com/?c=d?' }], path: '/no?a=b', status: 302, location: 'http://example.com/?c=d' },
+  {
+    name: 'no ? in the replacement: args kept (rewrite.t "/")',
+    rules: [{ rewrite: '^', replacement: 'http://example.com/' }],
+    path: '/?a=b',
+    status: 302,
+    location: 'http://example.com/?a=b',
+  },
+  {
+    name: '?new: original appended after & (rewrite.t "/add")',
+    rules: [{ rewrite: '^', replacement: 'http://example.com/?c=d' }],
+    path: '/add?a=b',
+    status: 302,
+    location: 'http://example.com/?c=d&a=b',
+  },
+  {
+    name: 'trailing ?: args dropped (rewrite.t "/no")',
+    rules: [{ rewrite: '^', replacement: 'http://example.com/?c=d?' }],
+    path: '/no?a=b',
+    status: 302,
+    location: 'http://example.com/?c=d',
+  },
   // nginx 1.22
-  { name: 'internal: ?x=1 then the original', rules: [{ rewrite: '^/args/(.*)$', replacement: '/final/$1?x=1', flag: 'last' }], path: '/args/a?q=1', uri: '/final/a', args: 'x=1&q=1' },
-  { name: 'internal: trailing ? empties the args', rules: [{ rewrite: '^/args/(.*)$', replacement: '/final/$1?', flag: 'last' }], path: '/args/a?q=1', uri: '/final/a', args: '' },
+  {
+    name: 'internal: ?x=1 then the original',
+    rules: [{ rewrite: '^/args/(.*)$', replacement: '/final/$1?x=1', flag: 'last' }],
+    path: '/args/a?q=1',
+    uri: '/final/a',
+    args: 'x=1&q=1',
+  },
+  {
+    name: 'internal: trailing ? empties the args',
+    rules: [{ rewrite: '^/args/(.*)$', replacement: '/final/$1?', flag: 'last' }],
+    path: '/args/a?q=1',
+    uri: '/final/a',
+    args: '',
+  },
   { name: 'internal: no ?, args kept', rules: [{ rewrite: '^/args/(.*)$', replacement: '/final/$1' }], path: '/args/a?q=1', uri: '/final/a', args: 'q=1' },
-  { name: 'internal: ?x=1 without original args', rules: [{ rewrite: '^/args/(.*)$', replacement: '/final/$1?x=1' }], path: '/args/a', uri: '/final/a', args: 'x=1' },
+  {
+    name: 'internal: ?x=1 without original args',
+    rules: [{ rewrite: '^/args/(.*)$', replacement: '/final/$1?x=1' }],
+    path: '/args/a',
+    uri: '/final/a',
+    args: 'x=1',
+  },
   {
     // nginx 1.22: `rewrite ^ https://example.com$request_uri;` on /absrw/p?q=1.
     name: 'the $request_uri gotcha: args doubled',
@@ -172,7 +295,13 @@ table('args', [
     status: 302,
     location: 'https://example.com/absrw/p?q=1?q=1',
   },
-  { name: 'the $request_uri gotcha avoided with a trailing ?', rules: [{ rewrite: '^', replacement: 'https://example.com$request_uri?' }], path: '/absrw/p?q=1', status: 302, location: 'https://example.com/absrw/p?q=1' },
+  {
+    name: 'the $request_uri gotcha avoided with a trailing ?',
+    rules: [{ rewrite: '^', replacement: 'https://example.com$request_uri?' }],
+    path: '/absrw/p?q=1',
+    status: 302,
+    location: 'https://example.com/absrw/p?q=1',
+  },
   {
     // nginx 1.22: /q/a%3Fb?c=1 through `rewrite ^/q/(.*)$ /s/$1 break` -> uri=/s/a?b args=c=1.
     name: 'a ? decoded from the path stays in the path',
@@ -191,7 +320,10 @@ table('args', [
   },
   {
     name: 'args changed by a rewrite are what $arg_ reads next',
-    rules: [{ rewrite: '^/a$', replacement: '/a?x=1?' }, { if: '$arg_x', then: [{ return: 200, text: 'x=$arg_x' }] }],
+    rules: [
+      { rewrite: '^/a$', replacement: '/a?x=1?' },
+      { if: '$arg_x', then: [{ return: 200, text: 'x=$arg_x' }] },
+    ],
     path: '/a?x=0',
     status: 200,
     body: 'x=1',
@@ -200,8 +332,21 @@ table('args', [
 
 table('return', [
   { name: 'return 200 text with variables', rules: [{ return: 200, text: 'uri=$uri args=$args' }], path: '/a/b?c=d', status: 200, body: 'uri=/a/b args=c=d' },
-  { name: 'return 301 /elsewhere is made absolute (nginx 1.22)', rules: [{ return: 301, url: '/elsewhere' }], path: '/x', status: 301, location: 'http://{{host}}/elsewhere' },
-  { name: 'return 302 URL with variables', rules: [{ return: 302, url: 'https://$host$request_uri' }], path: '/p?q=1', headers: { host: 'Example.org' }, status: 302, location: 'https://example.org/p?q=1' },
+  {
+    name: 'return 301 /elsewhere is made absolute (nginx 1.22)',
+    rules: [{ return: 301, url: '/elsewhere' }],
+    path: '/x',
+    status: 301,
+    location: 'http://{{host}}/elsewhere',
+  },
+  {
+    name: 'return 302 URL with variables',
+    rules: [{ return: 302, url: 'https://$host$request_uri' }],
+    path: '/p?q=1',
+    headers: { host: 'Example.org' },
+    status: 302,
+    location: 'https://example.org/p?q=1',
+  },
   { name: 'return 307 keeps the code', rules: [{ return: 307, url: 'https://example.com/' }], path: '/', status: 307, location: 'https://example.com/' },
   { name: 'return 302 "text": Location text (rewrite.t)', rules: [{ return: 302, text: 'text' }], path: '/', status: 302, location: 'text' },
   { name: 'return 306 passes through (rewrite.t)', rules: [{ return: 306 }], path: '/', status: 306 },
@@ -235,18 +380,65 @@ table('if and set', [
   { name: '$arg_c with c=0 is false', rules: [{ if: '$arg_c', then: [{ return: 204 }] }], path: '/?c=0', uri: '/' },
   { name: '$arg_c with c=1 is true', rules: [{ if: '$arg_c', then: [{ return: 204 }] }], path: '/?c=1', status: 204 },
   { name: 'an empty variable is false', rules: [{ if: '$arg_c', then: [{ return: 204 }] }], path: '/?c=', uri: '/' },
-  { name: '= compares', rules: [{ if: '$request_method = POST', then: [{ return: 405 }] }, { if: '$request_method = GET', then: [{ return: 200, text: 'get' }] }], path: '/', status: 200, body: 'get' },
+  {
+    name: '= compares',
+    rules: [
+      { if: '$request_method = POST', then: [{ return: 405 }] },
+      { if: '$request_method = GET', then: [{ return: 200, text: 'get' }] },
+    ],
+    path: '/',
+    status: 200,
+    body: 'get',
+  },
   { name: '!= compares', rules: [{ if: '$arg_a != x', then: [{ return: 200, text: 'not x' }] }], path: '/?a=y', status: 200, body: 'not x' },
   { name: '!= is false when equal', rules: [{ if: '$arg_a != x', then: [{ return: 200, text: 'not x' }] }], path: '/?a=x', uri: '/' },
-  { name: '= with a quoted value: $arg_ is not decoded', rules: [{ if: '$arg_a = "a b"', then: [{ return: 200, text: 'yes' }] }], path: '/?a=a b'.replace(' ', '%20'), uri: '/' },
-  { name: '~ is case-sensitive', rules: [{ if: '$http_user_agent ~ foo', then: [{ return: 200, text: 'yes' }] }], path: '/', headers: { 'user-agent': 'FooD' }, uri: '/' },
-  { name: '~* is caseless (rewrite_if.t FooD)', rules: [{ if: '$http_user_agent ~* foo', then: [{ return: 200, text: 'yes' }] }], path: '/', headers: { 'user-agent': 'FooD' }, status: 200, body: 'yes' },
+  {
+    name: '= with a quoted value: $arg_ is not decoded',
+    rules: [{ if: '$arg_a = "a b"', then: [{ return: 200, text: 'yes' }] }],
+    path: '/?a=a b'.replace(' ', '%20'),
+    uri: '/',
+  },
+  {
+    name: '~ is case-sensitive',
+    rules: [{ if: '$http_user_agent ~ foo', then: [{ return: 200, text: 'yes' }] }],
+    path: '/',
+    headers: { 'user-agent': 'FooD' },
+    uri: '/',
+  },
+  {
+    name: '~* is caseless (rewrite_if.t FooD)',
+    rules: [{ if: '$http_user_agent ~* foo', then: [{ return: 200, text: 'yes' }] }],
+    path: '/',
+    headers: { 'user-agent': 'FooD' },
+    status: 200,
+    body: 'yes',
+  },
   { name: '!~ negates', rules: [{ if: '$uri !~ ^/api/', then: [{ return: 200, text: 'not api' }] }], path: '/web', status: 200, body: 'not api' },
   { name: '!~ is false on a match', rules: [{ if: '$uri !~ ^/api/', then: [{ return: 200, text: 'not api' }] }], path: '/api/x', uri: '/api/x' },
   { name: '!~* negates caselessly', rules: [{ if: '$uri !~* ^/API/', then: [{ return: 200, text: 'not api' }] }], path: '/api/x', uri: '/api/x' },
-  { name: 'object form { var, op, value }', rules: [{ if: { var: '$arg_v', op: '~', value: '^[0-9]+$' }, then: [{ return: 200, text: 'num' }] }], path: '/?v=42', status: 200, body: 'num' },
-  { name: 'function form', rules: [{ if: (req) => req.headers['x-flag'] === 'on', then: [{ return: 200, text: 'fn' }] }], path: '/', headers: { 'x-flag': 'on' }, status: 200, body: 'fn' },
-  { name: 'host form', rules: [{ if: { host: ['*.example.org'] }, then: [{ return: 200, text: 'sub' }] }], path: '/', headers: { host: 'a.example.org' }, status: 200, body: 'sub' },
+  {
+    name: 'object form { var, op, value }',
+    rules: [{ if: { var: '$arg_v', op: '~', value: '^[0-9]+$' }, then: [{ return: 200, text: 'num' }] }],
+    path: '/?v=42',
+    status: 200,
+    body: 'num',
+  },
+  {
+    name: 'function form',
+    rules: [{ if: (req) => req.headers['x-flag'] === 'on', then: [{ return: 200, text: 'fn' }] }],
+    path: '/',
+    headers: { 'x-flag': 'on' },
+    status: 200,
+    body: 'fn',
+  },
+  {
+    name: 'host form',
+    rules: [{ if: { host: ['*.example.org'] }, then: [{ return: 200, text: 'sub' }] }],
+    path: '/',
+    headers: { host: 'a.example.org' },
+    status: 200,
+    body: 'sub',
+  },
   {
     name: 'captures from an if regex feed a following rewrite',
     rules: [{ if: '$http_x_version ~ ^v([0-9]+)$', then: [{ rewrite: '^/api/(.*)$', replacement: '/api/v$1/$1' }] }],
@@ -265,21 +457,66 @@ table('if and set', [
   },
   {
     name: 'captures from an if regex, kept through set, feed a rewrite',
-    rules: [{ if: '$http_x_version ~ ^v([0-9]+)$', then: [{ set: '$ver', value: '$1' }, { rewrite: '^/api/(.*)$', replacement: '/api/v$ver/$1' }] }],
+    rules: [
+      {
+        if: '$http_x_version ~ ^v([0-9]+)$',
+        then: [
+          { set: '$ver', value: '$1' },
+          { rewrite: '^/api/(.*)$', replacement: '/api/v$ver/$1' },
+        ],
+      },
+    ],
     path: '/api/users',
     headers: { 'x-version': 'v2' },
     uri: '/api/v2/users',
   },
-  { name: 'set then used in a rewrite', rules: [{ set: '$prefix', value: '/$arg_tenant' }, { rewrite: '^(.*)$', replacement: '$prefix$1' }], path: '/x?tenant=acme', uri: '/acme/x', args: 'tenant=acme' },
-  { name: 'set reads its own earlier value', rules: [{ set: '$who', value: 'a' }, { set: '$who', value: '${who}b' }, { return: 200, text: '$who' }], path: '/', status: 200, body: 'ab' },
+  {
+    name: 'set then used in a rewrite',
+    rules: [
+      { set: '$prefix', value: '/$arg_tenant' },
+      { rewrite: '^(.*)$', replacement: '$prefix$1' },
+    ],
+    path: '/x?tenant=acme',
+    uri: '/acme/x',
+    args: 'tenant=acme',
+  },
+  {
+    name: 'set reads its own earlier value',
+    rules: [
+      { set: '$who', value: 'a' },
+      { set: '$who', value: '${who}b' },
+      { return: 200, text: '$who' },
+    ],
+    path: '/',
+    status: 200,
+    body: 'ab',
+  },
   { name: 'break inside if stops the outer rules too', rules: [{ if: '$arg_stop', then: [{ break: true }] }, { return: 410 }], path: '/?stop=1', uri: '/' },
 ]);
 
 table('named captures', [
   { name: '(?<name>) in a rewrite', rules: [{ rewrite: '^/u/(?<user>[^/]+)$', replacement: '/users/$user' }], path: '/u/ann', uri: '/users/ann' },
-  { name: '(?P<name>) in a rewrite (PCRE syntax)', rules: [{ rewrite: '^/u/(?P<user>[^/]+)$', replacement: '/users/${user}/x' }], path: '/u/bob', uri: '/users/bob/x' },
-  { name: 'named captures from a location regex', rules: [{ location: '~ ^/i/(?<id>\\d+)$', rules: [{ return: 200, text: 'id=$id' }] }], path: '/i/42', status: 200, body: 'id=42' },
-  { name: 'named captures from an if', rules: [{ if: '$host ~ ^(?P<sub>[^.]+)\\.example\\.org$', then: [{ return: 200, text: 'sub=$sub' }] }], path: '/', headers: { host: 'shop.example.org' }, status: 200, body: 'sub=shop' },
+  {
+    name: '(?P<name>) in a rewrite (PCRE syntax)',
+    rules: [{ rewrite: '^/u/(?P<user>[^/]+)$', replacement: '/users/${user}/x' }],
+    path: '/u/bob',
+    uri: '/users/bob/x',
+  },
+  {
+    name: 'named captures from a location regex',
+    rules: [{ location: '~ ^/i/(?<id>\\d+)$', rules: [{ return: 200, text: 'id=$id' }] }],
+    path: '/i/42',
+    status: 200,
+    body: 'id=42',
+  },
+  {
+    name: 'named captures from an if',
+    rules: [{ if: '$host ~ ^(?P<sub>[^.]+)\\.example\\.org$', then: [{ return: 200, text: 'sub=$sub' }] }],
+    path: '/',
+    headers: { host: 'shop.example.org' },
+    status: 200,
+    body: 'sub=shop',
+  },
 ]);
 
 // nginx-tests http_location.t: locations `= /`, `/`, `^~ /images/`, `~* \.gif$`, `~ ^/casefull/`... (first regex wins).
@@ -307,12 +544,22 @@ table('locations', [
   { name: 'the longest ^~ prefix is used', rules: LOCATIONS, path: '/images/deeper/plain.gif', status: 200, body: 'wins only by length' },
   {
     name: 'a longer plain prefix under a ^~ one: regexes are tried',
-    rules: [{ location: '^~ /a/', rules: [{ return: 200, text: '^~ /a/' }] }, { location: '/a/b/', rules: [{ return: 200, text: '/a/b/' }] }, { location: '~ x$', rules: [{ return: 200, text: 'regex' }] }],
+    rules: [
+      { location: '^~ /a/', rules: [{ return: 200, text: '^~ /a/' }] },
+      { location: '/a/b/', rules: [{ return: 200, text: '/a/b/' }] },
+      { location: '~ x$', rules: [{ return: 200, text: 'regex' }] },
+    ],
     path: '/a/b/x',
     status: 200,
     body: 'regex',
   },
-  { name: 'no location matches: the request passes untouched', rules: [{ location: '/only/', rules: [{ return: 403 }] }], path: '/other?a=1', uri: '/other', args: 'a=1' },
+  {
+    name: 'no location matches: the request passes untouched',
+    rules: [{ location: '/only/', rules: [{ return: 403 }] }],
+    path: '/other?a=1',
+    uri: '/other',
+    args: 'a=1',
+  },
   { name: 'matching uses the normalized URI', rules: LOCATIONS, path: '/x/../images//t.gif', status: 200, body: 'images' },
 ]);
 
@@ -329,7 +576,14 @@ const SERVERS: RewriteRule[] = [
   { server: ['other.test', 'Mixed.Test'], rules: [{ return: 200, text: 'list' }] },
 ];
 table('server blocks', [
-  { name: 'exact beats an earlier leading wildcard', rules: SERVERS, path: '/', headers: { host: 'www.example.org' }, status: 200, body: 'exact www.example.org' },
+  {
+    name: 'exact beats an earlier leading wildcard',
+    rules: SERVERS,
+    path: '/',
+    headers: { host: 'www.example.org' },
+    status: 200,
+    body: 'exact www.example.org',
+  },
   { name: 'leading wildcard', rules: SERVERS, path: '/', headers: { host: 'a.example.org' }, status: 200, body: 'leading *.example.org' },
   { name: 'the longest leading wildcard', rules: SERVERS, path: '/', headers: { host: 'a.deep.example.org' }, status: 200, body: 'leading *.deep.example.org' },
   { name: 'trailing wildcard beats an earlier regex', rules: SERVERS, path: '/', headers: { host: 'www.example.com' }, status: 200, body: 'dot .example.com' },
@@ -338,7 +592,14 @@ table('server blocks', [
   { name: 'regex with a named capture', rules: SERVERS, path: '/', headers: { host: 'foo.example.net' }, status: 200, body: 'regex sub=foo' },
   { name: '.example.com matches the bare name', rules: SERVERS, path: '/', headers: { host: 'example.com' }, status: 200, body: 'dot .example.com' },
   { name: '.example.com matches subdomains', rules: SERVERS, path: '/', headers: { host: 'a.b.example.com' }, status: 200, body: 'dot .example.com' },
-  { name: 'names are caseless, port ignored', rules: SERVERS, path: '/', headers: { host: 'WWW.Example.ORG:8080' }, status: 200, body: 'exact www.example.org' },
+  {
+    name: 'names are caseless, port ignored',
+    rules: SERVERS,
+    path: '/',
+    headers: { host: 'WWW.Example.ORG:8080' },
+    status: 200,
+    body: 'exact www.example.org',
+  },
   { name: 'a trailing dot is ignored', rules: SERVERS, path: '/', headers: { host: 'www.example.org.' }, status: 200, body: 'exact www.example.org' },
   { name: 'a list of names, caseless', rules: SERVERS, path: '/', headers: { host: 'mixed.test' }, status: 200, body: 'list' },
   { name: 'no block matches: untouched', rules: SERVERS, path: '/x', headers: { host: 'unknown.test' }, uri: '/x' },
@@ -366,7 +627,15 @@ table('server blocks', [
   },
   {
     name: 'a server block has locations of its own',
-    rules: [{ server: 'api.test', rules: [{ rewrite: '^/v1/(.*)$', replacement: '/$1', flag: 'last' }, { location: '/users', rules: [{ return: 200, text: 'users $uri' }] }] }],
+    rules: [
+      {
+        server: 'api.test',
+        rules: [
+          { rewrite: '^/v1/(.*)$', replacement: '/$1', flag: 'last' },
+          { location: '/users', rules: [{ return: 200, text: 'users $uri' }] },
+        ],
+      },
+    ],
     path: '/v1/users/7',
     headers: { host: 'api.test' },
     status: 200,
@@ -381,11 +650,44 @@ table('path-to-regexp rules', [
   { name: 'args in to: new then original', rules: [{ from: '/old/:id', to: '/new/:id?v=2' }], path: '/old/1?x=1', uri: '/new/1', args: 'v=2&x=1' },
   { name: 'trailing ? drops args', rules: [{ from: '/old/:id', to: '/new/:id?' }], path: '/old/1?x=1', uri: '/new/1', args: '' },
   { name: 'a decoded ? in a parameter stays in the path', rules: [{ from: '/old/:id', to: '/new/:id' }], path: '/old/a%3Fb?x=1', uri: '/new/a?b', args: 'x=1' },
-  { name: 'redirect flag: 302 absolute', rules: [{ from: '/old/:id', to: '/new/:id', flag: 'redirect' }], path: '/old/7?x=1', status: 302, location: 'http://{{host}}/new/7?x=1' },
-  { name: 'permanent flag: 301', rules: [{ from: '/old/:id', to: '/new/:id', flag: 'permanent' }], path: '/old/7', status: 301, location: 'http://{{host}}/new/7' },
-  { name: 'an absolute to redirects', rules: [{ from: '/old/:id', to: 'https://example.com/new/:id' }], path: '/old/7', status: 302, location: 'https://example.com/new/7' },
-  { name: 'a wildcard into a redirect', rules: [{ from: '/files/*path', to: 'https://cdn.example.com/*path', flag: 'permanent' }], path: '/files/a/b%20c.txt', status: 301, location: 'https://cdn.example.com/a/b%20c.txt' },
-  { name: 'last with locations', rules: [{ location: '/old/', rules: [{ from: '/old/:id', to: '/new/:id', flag: 'last' }] }, { location: '/new/', rules: [{ return: 200, text: 'n $uri' }] }], path: '/old/9', status: 200, body: 'n /new/9' },
+  {
+    name: 'redirect flag: 302 absolute',
+    rules: [{ from: '/old/:id', to: '/new/:id', flag: 'redirect' }],
+    path: '/old/7?x=1',
+    status: 302,
+    location: 'http://{{host}}/new/7?x=1',
+  },
+  {
+    name: 'permanent flag: 301',
+    rules: [{ from: '/old/:id', to: '/new/:id', flag: 'permanent' }],
+    path: '/old/7',
+    status: 301,
+    location: 'http://{{host}}/new/7',
+  },
+  {
+    name: 'an absolute to redirects',
+    rules: [{ from: '/old/:id', to: 'https://example.com/new/:id' }],
+    path: '/old/7',
+    status: 302,
+    location: 'https://example.com/new/7',
+  },
+  {
+    name: 'a wildcard into a redirect',
+    rules: [{ from: '/files/*path', to: 'https://cdn.example.com/*path', flag: 'permanent' }],
+    path: '/files/a/b%20c.txt',
+    status: 301,
+    location: 'https://cdn.example.com/a/b%20c.txt',
+  },
+  {
+    name: 'last with locations',
+    rules: [
+      { location: '/old/', rules: [{ from: '/old/:id', to: '/new/:id', flag: 'last' }] },
+      { location: '/new/', rules: [{ return: 200, text: 'n $uri' }] },
+    ],
+    path: '/old/9',
+    status: 200,
+    body: 'n /new/9',
+  },
 ]);
 
 test('setUrl: true writes the rewritten target into req.url', async (t) => {
@@ -462,7 +764,10 @@ for (const c of INVALID) {
 }
 
 test('the factory does not write into the rules', () => {
-  const rules: RewriteRule[] = [{ rewrite: '^/a$', replacement: '/b?', flag: 'last' }, { location: '/x', rules: [{ return: 403 }] }];
+  const rules: RewriteRule[] = [
+    { rewrite: '^/a$', replacement: '/b?', flag: 'last' },
+    { location: '/x', rules: [{ return: 403 }] },
+  ];
   const copy = structuredClone(rules);
   rewrite(rules);
   assert.deepEqual(rules, copy);

@@ -10,7 +10,11 @@ import { cookieValue, named, setCookies, sidOf, stickyGateway, type StickyGatewa
 const NOW = Date.UTC(2026, 10, 27, 16, 9, 15);
 const fixed = (): number => NOW;
 
-async function abc(t: TestContext, cookie: StickyCookieOptions | true = true, extra: Partial<StickyOptions> = {}): Promise<{ ups: Record<string, Upstream>; pool: UpstreamPool; gw: StickyGateway }> {
+async function abc(
+  t: TestContext,
+  cookie: StickyCookieOptions | true = true,
+  extra: Partial<StickyOptions> = {},
+): Promise<{ ups: Record<string, Upstream>; pool: UpstreamPool; gw: StickyGateway }> {
   const ups = await named(t, ['a', 'b', 'c']);
   const pool = poolOf(t, ups);
   const gw = await stickyGateway(t, pool, { cookie, now: fixed, ...extra });
@@ -28,7 +32,9 @@ test('Set-Cookie has nginx format and attribute order (all attributes, fixed clo
   const { pool, gw } = await abc(t, { expires: '1h', domain: '.example.com', httpOnly: true, secure: true, sameSite: 'lax', path: '/' });
   const r = await gw.get();
   assert.equal(r.status, 200);
-  assert.deepEqual(setCookies(r), [`srv_id=${sidOf(pool, r.body)}; expires=Fri, 27-Nov-26 17:09:15 GMT; max-age=3600; domain=.example.com; httponly; secure; samesite=lax; path=/`]);
+  assert.deepEqual(setCookies(r), [
+    `srv_id=${sidOf(pool, r.body)}; expires=Fri, 27-Nov-26 17:09:15 GMT; max-age=3600; domain=.example.com; httponly; secure; samesite=lax; path=/`,
+  ]);
 });
 
 test("expires: 'max' gives nginx's fixed date and ten-year max-age", async (t) => {
@@ -161,7 +167,10 @@ async function assertRebalanced(gw: StickyGateway, pool: UpstreamPool, cookie: s
     assert.equal(cookieValue(r), sidOf(pool, r.body), 'the new server gets its cookie');
     got.push(r.body);
   }
-  assert.ok(got.some((b) => b !== bound), `balanced, not bound to ${bound}: ${got.join(' ')}`);
+  assert.ok(
+    got.some((b) => b !== bound),
+    `balanced, not bound to ${bound}: ${got.join(' ')}`,
+  );
 }
 
 const BAD: Array<[string, (sid: string) => string]> = [
@@ -224,7 +233,13 @@ test('bound server answering 502 with nextUpstream http_502: moved, re-cookied, 
 test('bound server on a dead port: next-upstream moves the request and the cookie names the new server', async (t) => {
   const ups = await named(t, ['a', 'b']);
   const dead = await deadPort();
-  const pool = createPool({ servers: [{ id: 'a', url: ups.a!.url }, { id: 'x', url: `http://127.0.0.1:${dead}` }, { id: 'b', url: ups.b!.url }] });
+  const pool = createPool({
+    servers: [
+      { id: 'a', url: ups.a!.url },
+      { id: 'x', url: `http://127.0.0.1:${dead}` },
+      { id: 'b', url: ups.b!.url },
+    ],
+  });
   t.after(() => pool.close());
   const gw = await stickyGateway(t, pool, { cookie: true }, { nextUpstream: ['error', 'timeout'] });
   const cookie = `srv_id=${sidOf(pool, 'x')}`;
@@ -316,7 +331,10 @@ test('secret: tampered signature, forged unsigned sid, or another secret → reb
       assert.equal(cookieValue(r), signed(sidOf(pool, r.body), SECRET), `new signed cookie for ${value}`);
       got.push(r.body);
     }
-    assert.ok(got.some((b) => b !== 'c'), `${value} must not bind: ${got.join(' ')}`);
+    assert.ok(
+      got.some((b) => b !== 'c'),
+      `${value} must not bind: ${got.join(' ')}`,
+    );
   }
 });
 
@@ -324,7 +342,10 @@ test('secret shorter than 16 bytes → InvalidOptionError cookie.secret', async 
   const pool = createPool({ servers: [{ url: 'http://127.0.0.1:1' }] });
   t.after(() => pool.close());
   for (const secret of ['short', '', Buffer.alloc(15)]) {
-    assert.throws(() => sticky(pool, { cookie: { secret } }), (e: unknown) => e instanceof InvalidOptionError && e.option === 'cookie.secret');
+    assert.throws(
+      () => sticky(pool, { cookie: { secret } }),
+      (e: unknown) => e instanceof InvalidOptionError && e.option === 'cookie.secret',
+    );
   }
   assert.doesNotThrow(() => sticky(pool, { cookie: { secret: Buffer.alloc(16, 1) } }));
 });
@@ -346,13 +367,19 @@ for (const [name, opts, option] of INVALID) {
   test(`sticky() rejects ${name}: InvalidOptionError naming "${option}"`, (t) => {
     const pool = createPool({ servers: [{ url: 'http://127.0.0.1:1' }] });
     t.after(() => pool.close());
-    assert.throws(() => sticky(pool, opts as StickyOptions), (e: unknown) => e instanceof InvalidOptionError && e.option === option);
+    assert.throws(
+      () => sticky(pool, opts as StickyOptions),
+      (e: unknown) => e instanceof InvalidOptionError && e.option === option,
+    );
   });
 }
 
 test('sticky() rejects a pool that is not an UpstreamPool', () => {
   for (const pool of [undefined, {}, { servers: [] }]) {
-    assert.throws(() => sticky(pool as unknown as UpstreamPool, { cookie: true }), (e: unknown) => e instanceof InvalidOptionError && e.option === 'pool');
+    assert.throws(
+      () => sticky(pool as unknown as UpstreamPool, { cookie: true }),
+      (e: unknown) => e instanceof InvalidOptionError && e.option === 'pool',
+    );
   }
 });
 

@@ -13,7 +13,10 @@ test('cookie mode {a, b drain, c}: new requests a c a c a c, b-bound requests b 
   const events: StateChange[] = [];
   pool.on('state', (e: StateChange) => events.push(e));
   pool.update('b', { drain: true });
-  assert.ok(events.some((e) => e.id === 'b' && e.from === 'up' && e.to === 'draining'), JSON.stringify(events));
+  assert.ok(
+    events.some((e) => e.id === 'b' && e.from === 'up' && e.to === 'draining'),
+    JSON.stringify(events),
+  );
   assert.equal(pool.stats().servers.find((s) => s.id === 'b')!.state, 'draining');
   const fresh: string[] = [];
   for (let i = 0; i < 6; i++) fresh.push((await gw.get()).body);

@@ -7,7 +7,19 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { after, describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import KeyvRedis from '@keyv/redis';
-import { balance, chain, type BalanceOptions, createPool, InvalidOptionError, sticky, type CacheStoreError, type StickyLearnOptions, type StickyMiddleware, type StickyOptions, type UpstreamPool } from '../../src/index.ts';
+import {
+  balance,
+  chain,
+  type BalanceOptions,
+  createPool,
+  InvalidOptionError,
+  sticky,
+  type CacheStoreError,
+  type StickyLearnOptions,
+  type StickyMiddleware,
+  type StickyOptions,
+  type UpstreamPool,
+} from '../../src/index.ts';
 import { deadPort as freePort, fetchText, gateway, poolOf, until, upstream, type Upstream } from '../helpers.ts';
 import { pauseRedis, redisAvailability, redisStore, REDIS_URL, resumeRedis, startRedis, stopRedis, type RedisAdmin } from '../redis.ts';
 
@@ -52,7 +64,13 @@ interface Gw {
   pool: UpstreamPool;
 }
 
-async function gatewayFor(t: TestContext, b: Backends, learn: StickyLearnOptions, extra: Omit<StickyOptions, 'learn'> = {}, balancing: BalanceOptions = {}): Promise<Gw> {
+async function gatewayFor(
+  t: TestContext,
+  b: Backends,
+  learn: StickyLearnOptions,
+  extra: Omit<StickyOptions, 'learn'> = {},
+  balancing: BalanceOptions = {},
+): Promise<Gw> {
   const pool = poolOf(t, b);
   const st = sticky(pool, { ...extra, learn });
   t.after(() => st.close());
@@ -163,9 +181,10 @@ describe('sticky learn: TST upstream_sticky_learn.t', () => {
     for (let i = 0; i < 4; i++) assert.equal((await fetchText(`${gw.url}/`, { headers: { 'x-session': 'h-two' } })).body, other);
   });
 
-  it('client-initiated sessions (create from the request\'s cookie, nginx create=$cookie_sid) bind to the first server that served them', async (t) => {
+  it("client-initiated sessions (create from the request's cookie, nginx create=$cookie_sid) bind to the first server that served them", async (t) => {
     const b = await backends(t);
-    const fromRequest = (_res: IncomingMessage, ex: { req: IncomingMessage }): string | undefined => /(?:^|;\s*)sid=([^;]*)/.exec(ex.req.headers.cookie ?? '')?.[1];
+    const fromRequest = (_res: IncomingMessage, ex: { req: IncomingMessage }): string | undefined =>
+      /(?:^|;\s*)sid=([^;]*)/.exec(ex.req.headers.cookie ?? '')?.[1];
     const gw = await gatewayFor(t, b, { create: fromRequest, lookup: { cookie: 'sid' } });
     const first = await get(gw.url, '/', 'client-a');
     const second = await get(gw.url, '/', 'client-b');
@@ -375,7 +394,10 @@ describe('sticky learn: a gateway whose Redis client is still connecting', () =>
     assert.ok(await until(async () => (await gw.st.sessions('backend2')) === 1 && (await gw.st.sessions('backend1')) === 1, 5000), 'both sessions stored');
     assert.deepEqual(await many(gw.url, 3, 'early-1'), ['backend2', 'backend2', 'backend2']);
     assert.deepEqual(await many(gw.url, 3, 'early-2'), ['backend1', 'backend1', 'backend1']);
-    assert.deepEqual(errors.map((e) => e.message), []);
+    assert.deepEqual(
+      errors.map((e) => e.message),
+      [],
+    );
   });
 });
 

@@ -108,13 +108,23 @@ const PLANS: Array<[string, Array<number | undefined>]> = [
 ];
 
 test('reference implementation: weights 1,2,3,4 unbound give d c b d a c d b c d', () => {
-  assert.deepEqual(reference([1, 2, 3, 4], Array<undefined>(10).fill(undefined)).map((i) => 'abcd'[i]).join(' '), 'd c b d a c d b c d');
+  assert.deepEqual(
+    reference([1, 2, 3, 4], Array<undefined>(10).fill(undefined))
+      .map((i) => 'abcd'[i])
+      .join(' '),
+    'd c b d a c d b c d',
+  );
 });
 
 for (const [name, plan] of PLANS) {
   test(`round robin weight accounting with sticky requests (weights 1,2,3,4): ${name}`, () => {
     const got = run(plan);
-    assert.deepEqual(got.map((i) => 'abcd'[i]).join(''), reference([1, 2, 3, 4], plan).map((i) => 'abcd'[i]).join(''));
+    assert.deepEqual(
+      got.map((i) => 'abcd'[i]).join(''),
+      reference([1, 2, 3, 4], plan)
+        .map((i) => 'abcd'[i])
+        .join(''),
+    );
     plan.forEach((st, i) => {
       if (st !== undefined) assert.equal(got[i], st, `bound request ${i}`);
     });

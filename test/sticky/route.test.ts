@@ -9,7 +9,11 @@ import { named, setCookies, stickyGateway, type StickyGateway } from './support.
 
 const SOURCES: RouteSource[] = [{ cookie: 'route' }, { query: 'route' }];
 
-async function routed(t: TestContext, route: RouteSource | RouteSource[] = SOURCES, routes: Record<string, string> = { a: 'a', b: 'b', c: 'c' }): Promise<{ ups: Record<string, Upstream>; gw: StickyGateway }> {
+async function routed(
+  t: TestContext,
+  route: RouteSource | RouteSource[] = SOURCES,
+  routes: Record<string, string> = { a: 'a', b: 'b', c: 'c' },
+): Promise<{ ups: Record<string, Upstream>; gw: StickyGateway }> {
   const ups = await named(t, Object.keys(routes));
   const extra: Record<string, Partial<ServerOptions>> = {};
   for (const [id, r] of Object.entries(routes)) if (r !== '') extra[id] = { route: r };
@@ -88,10 +92,22 @@ test('pattern: JSESSIONID=abc.node2 → the server with route node2; no match �
 test('a pattern without a named group "route" → InvalidOptionError at sticky() time', (t) => {
   const pool = createPool({ servers: [{ url: 'http://127.0.0.1:1' }] });
   t.after(() => pool.close());
-  assert.throws(() => sticky(pool, { route: { cookie: 'JSESSIONID', pattern: /\.(\w+)$/ } }), (e: unknown) => e instanceof InvalidOptionError && e.option === 'route.pattern');
-  assert.throws(() => sticky(pool, { route: [{ query: 'r' }, { header: 'x', pattern: /(?<id>\w+)/ }] }), (e: unknown) => e instanceof InvalidOptionError && e.option === 'route[1].pattern');
-  assert.throws(() => sticky(pool, { route: [] }), (e: unknown) => e instanceof InvalidOptionError && e.option === 'route');
-  assert.throws(() => sticky(pool, { route: { cookie: '' } as RouteSource }), (e: unknown) => e instanceof InvalidOptionError && e.option === 'route');
+  assert.throws(
+    () => sticky(pool, { route: { cookie: 'JSESSIONID', pattern: /\.(\w+)$/ } }),
+    (e: unknown) => e instanceof InvalidOptionError && e.option === 'route.pattern',
+  );
+  assert.throws(
+    () => sticky(pool, { route: [{ query: 'r' }, { header: 'x', pattern: /(?<id>\w+)/ }] }),
+    (e: unknown) => e instanceof InvalidOptionError && e.option === 'route[1].pattern',
+  );
+  assert.throws(
+    () => sticky(pool, { route: [] }),
+    (e: unknown) => e instanceof InvalidOptionError && e.option === 'route',
+  );
+  assert.throws(
+    () => sticky(pool, { route: { cookie: '' } as RouteSource }),
+    (e: unknown) => e instanceof InvalidOptionError && e.option === 'route',
+  );
 });
 
 test('servers without route get the MD5 SID; that value selects them', async (t) => {

@@ -9,7 +9,12 @@ import { fetchText, gateway, upstream, type Reply } from '../helpers.ts';
 test('route mode: a route naming no server is not counted; a bound request counts once its server answered', async (t) => {
   const a = await upstream(t, 'a');
   const b = await upstream(t, 'b');
-  const pool = createPool({ servers: [{ url: a.url, id: 'a', route: 'ra' }, { url: b.url, id: 'b', route: 'rb' }] });
+  const pool = createPool({
+    servers: [
+      { url: a.url, id: 'a', route: 'ra' },
+      { url: b.url, id: 'b', route: 'rb' },
+    ],
+  });
   t.after(() => pool.close());
   const st = sticky(pool, { route: { query: 'route' } });
   const gw = await gateway(t, chain(st, balance(pool)));
@@ -26,7 +31,12 @@ test('route mode: a route naming no server is not counted; a bound request count
 
 test('cookie mode: a 16 KB user agent is counted like any other client, on a bounded key', async (t) => {
   const a = await upstream(t, 'a');
-  const pool = createPool({ servers: [{ url: a.url, id: 'a' }, { url: 'http://127.0.0.1:9', id: 'dead', down: true }] });
+  const pool = createPool({
+    servers: [
+      { url: a.url, id: 'a' },
+      { url: 'http://127.0.0.1:9', id: 'dead', down: true },
+    ],
+  });
   t.after(() => pool.close());
   const st = sticky(pool, { cookie: true });
   const gw = await gateway(t, chain(st, balance(pool)));
@@ -70,7 +80,12 @@ async function flood(t: TestContext, url: string, n: number, parallel: number, h
 test('cookie mode: rotating user agents with a forged cookie stay within maxSessions and are no sessions; a client back with its cookie is one, until sessionTimeout', async (t) => {
   const a = await upstream(t, 'a');
   const b = await upstream(t, 'b');
-  const pool = createPool({ servers: [{ url: a.url, id: 'a' }, { url: b.url, id: 'b' }] });
+  const pool = createPool({
+    servers: [
+      { url: a.url, id: 'a' },
+      { url: b.url, id: 'b' },
+    ],
+  });
   t.after(() => pool.close());
   let now = 1_800_000_000_000;
   const st = sticky(pool, { cookie: true, maxSessions: 200, sessionTimeout: '10m', now: () => now });
@@ -78,7 +93,10 @@ test('cookie mode: rotating user agents with a forged cookie stay within maxSess
   const cookie = `srv_id=${pool.get('b')!.sid}`;
   pool.update('b', { drain: true });
   const replies = await flood(t, gw.url, 2000, 16, (i) => ({ cookie, 'user-agent': `bot/${i} ${'x'.repeat(150)}` }));
-  assert.ok(replies.every((r) => r.status === 200 && r.body === 'b'), 'a draining server keeps its bound requests');
+  assert.ok(
+    replies.every((r) => r.status === 200 && r.body === 'b'),
+    'a draining server keeps its bound requests',
+  );
   assert.ok(st.tracked <= 400, `${st.tracked} clients remembered (maxSessions 200)`);
   assert.equal(await st.sessions('b'), 0, 'no client came back with the cookie it was given');
 
@@ -113,7 +131,8 @@ test('cookie mode: clients that do come back are bounded by maxSessions, the lea
 test('maxSessions is validated', () => {
   const pool = createPool({ servers: [{ url: 'http://127.0.0.1:9' }] });
   try {
-    for (const bad of [0, -1, 1.5, '10']) assert.throws(() => sticky(pool, { cookie: true, maxSessions: bad as number }), { code: 'SWY_ERR_INVALID_OPTION', option: 'maxSessions' });
+    for (const bad of [0, -1, 1.5, '10'])
+      assert.throws(() => sticky(pool, { cookie: true, maxSessions: bad as number }), { code: 'SWY_ERR_INVALID_OPTION', option: 'maxSessions' });
     assert.equal(sticky(pool, { learn: { create: { cookie: 's' }, lookup: { cookie: 's' } } }).tracked, 0);
   } finally {
     pool.close();

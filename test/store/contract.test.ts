@@ -5,7 +5,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { describe, it, before } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Keyv } from 'keyv';
-import KeyvRedis from '@keyv/redis';
+import type KeyvRedis from '@keyv/redis';
 import { CacheStore, createMemoryStore, resolveStore, type StoreOption, type StoreSettings } from '../../src/store/index.ts';
 import { InvalidOptionError } from '../../src/core/errors.ts';
 import { redisAvailability, redisStore } from '../redis.ts';
@@ -33,7 +33,9 @@ function storeContract(name: string, create: () => Promise<ContractSubject>, ski
       errors = collect(s.cache);
     };
     const opts = { skip: false as string | false };
-    before(() => { opts.skip = skip(); });
+    before(() => {
+      opts.skip = skip();
+    });
     const test = (title: string, fn: () => Promise<void>): void => {
       it(title, async (t) => {
         if (opts.skip !== false) return t.skip(opts.skip);
@@ -147,14 +149,37 @@ function inMemory(make: (now: () => number) => StoreOption | undefined): () => P
     let t = 1_000_000;
     const now = (): number => t;
     const cache = resolveStore(make(now), settings(`contract-${randomUUID().slice(0, 8)}`, now));
-    return { cache, shortTtl: 1000, advance: async (ms) => { t += ms; }, cleanup: () => cache.disconnect() };
+    return {
+      cache,
+      shortTtl: 1000,
+      advance: async (ms) => {
+        t += ms;
+      },
+      cleanup: () => cache.disconnect(),
+    };
   };
 }
 
-storeContract('memory (no store given)', inMemory(() => undefined), () => false);
-storeContract('memory store (createMemoryStore as the adapter)', inMemory((now) => createMemoryStore({ now })), () => false);
-storeContract('a Keyv instance over the memory store', inMemory((now) => new Keyv({ store: createMemoryStore({ now }), namespace: 'user-keyv' })), () => false);
-storeContract('a CacheStore (memory)', inMemory((now) => new CacheStore({ memory: { now } })), () => false);
+storeContract(
+  'memory (no store given)',
+  inMemory(() => undefined),
+  () => false,
+);
+storeContract(
+  'memory store (createMemoryStore as the adapter)',
+  inMemory((now) => createMemoryStore({ now })),
+  () => false,
+);
+storeContract(
+  'a Keyv instance over the memory store',
+  inMemory((now) => new Keyv({ store: createMemoryStore({ now }), namespace: 'user-keyv' })),
+  () => false,
+);
+storeContract(
+  'a CacheStore (memory)',
+  inMemory((now) => new CacheStore({ memory: { now } })),
+  () => false,
+);
 
 const redisSkip = redisAvailability().shared;
 const RUN = `swy-test-${randomUUID()}`;
@@ -176,9 +201,21 @@ function onRedis(make: (namespace: string) => StoreOption): () => Promise<Contra
   };
 }
 
-storeContract('redis (KeyvRedis adapter)', onRedis(() => redisStore()), redisSkip);
-storeContract('redis (user Keyv instance)', onRedis((namespace) => new Keyv({ store: redisStore(), namespace, throwOnErrors: true })), redisSkip);
-storeContract('redis (a CacheStore)', onRedis((namespace) => new CacheStore({ store: redisStore(), namespace, timeout: 5000 })), redisSkip);
+storeContract(
+  'redis (KeyvRedis adapter)',
+  onRedis(() => redisStore()),
+  redisSkip,
+);
+storeContract(
+  'redis (user Keyv instance)',
+  onRedis((namespace) => new Keyv({ store: redisStore(), namespace, throwOnErrors: true })),
+  redisSkip,
+);
+storeContract(
+  'redis (a CacheStore)',
+  onRedis((namespace) => new CacheStore({ store: redisStore(), namespace, timeout: 5000 })),
+  redisSkip,
+);
 
 describe('redis namespaces', () => {
   it('deletePrefix("") purges only its own namespace and leaves nothing behind', async (t) => {
@@ -186,7 +223,11 @@ describe('redis namespaces', () => {
     if (skip !== false) return t.skip(skip);
     const a = new CacheStore({ store: redisStore(), namespace: `${RUN}-a` });
     const b = new CacheStore({ store: redisStore(), namespace: `${RUN}-b` });
-    t.after(async () => { await b.deletePrefix(''); await a.disconnect(); await b.disconnect(); });
+    t.after(async () => {
+      await b.deletePrefix('');
+      await a.disconnect();
+      await b.disconnect();
+    });
     await a.set('k', entry('a'), 60_000);
     await b.set('k', entry('b'), 60_000);
     assert.equal(await a.deletePrefix(''), 1);

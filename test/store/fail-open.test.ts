@@ -61,12 +61,20 @@ function flakyStore() {
       return store;
     },
   };
-  return { store: store as unknown as KeyvStoreAdapter, setMode: (m: Mode) => { mode = m; }, calls };
+  return {
+    store: store as unknown as KeyvStoreAdapter,
+    setMode: (m: Mode) => {
+      mode = m;
+    },
+    calls,
+  };
 }
 
 describe('fail open', () => {
   const unhandled: unknown[] = [];
-  const onUnhandled = (reason: unknown): void => { unhandled.push(reason); };
+  const onUnhandled = (reason: unknown): void => {
+    unhandled.push(reason);
+  };
   before(() => process.on('unhandledRejection', onUnhandled));
   after(() => {
     process.off('unhandledRejection', onUnhandled);
@@ -84,7 +92,14 @@ describe('fail open', () => {
       assert.equal(await cache.set('k2', entry(), 60_000), false);
       assert.equal(await cache.delete('k'), false);
       await sleep(5); // let deferred keyv 'error' forwards run: they must not duplicate
-      assert.deepEqual(errors.map((e) => [e.operation, e.reason]), [['get', 'error'], ['set', 'error'], ['delete', 'error']]);
+      assert.deepEqual(
+        errors.map((e) => [e.operation, e.reason]),
+        [
+          ['get', 'error'],
+          ['set', 'error'],
+          ['delete', 'error'],
+        ],
+      );
       for (const e of errors) {
         assert.ok(e instanceof CacheStoreError);
         assert.equal(e.code, 'SWY_ERR_CACHE_STORE');
@@ -108,7 +123,14 @@ describe('fail open', () => {
     assert.equal(await cache.set('k', entry(), 1000), false);
     assert.equal(await cache.delete('k'), false);
     assert.ok(Date.now() - started < 1000);
-    assert.deepEqual(errors.map((e) => [e.operation, e.reason]), [['get', 'timeout'], ['set', 'timeout'], ['delete', 'timeout']]);
+    assert.deepEqual(
+      errors.map((e) => [e.operation, e.reason]),
+      [
+        ['get', 'timeout'],
+        ['set', 'timeout'],
+        ['delete', 'timeout'],
+      ],
+    );
     setMode('ok');
     assert.equal(await cache.set('k', entry('x'), 1000), true);
     assert.equal((await cache.get('k'))?.body.toString(), 'x');
@@ -153,7 +175,7 @@ describe('fail open', () => {
     await sleep(5);
   });
 
-  it('failures are published on the switchyard:store:error diagnostics channel, with the store\'s namespace', async () => {
+  it("failures are published on the switchyard:store:error diagnostics channel, with the store's namespace", async () => {
     const { store, setMode } = flakyStore();
     const cache = new CacheStore({ store, namespace: 'diag', breaker: false });
     const messages: Array<{ store: string; operation: string; error: CacheStoreError }> = [];
@@ -176,7 +198,9 @@ describe('fail open', () => {
   it('a throwing storeError listener does not break the cache', async () => {
     const { store, setMode } = flakyStore();
     const cache = new CacheStore({ store });
-    cache.on('storeError', () => { throw new Error('listener bug'); });
+    cache.on('storeError', () => {
+      throw new Error('listener bug');
+    });
     setMode('reject');
     assert.equal(await cache.get('k'), undefined);
   });
@@ -293,9 +317,15 @@ describe('circuit breaker', () => {
     assert.ok(probes.length >= 2 && probes.length <= 8, `${probes.length} probes`);
     // Each probe waits for the previous one (a hanging probe times out after 100 ms) and then the delay.
     const gaps = probes.slice(1).map((at, i) => at - probes[i]!);
-    assert.ok(gaps.every((g) => g >= 100 + 40 - 5), `gaps ${gaps.map(Math.round).join(', ')}`);
+    assert.ok(
+      gaps.every((g) => g >= 100 + 40 - 5),
+      `gaps ${gaps.map(Math.round).join(', ')}`,
+    );
     // At most the probe's timeout and maxProbeDelay (plus its jitter), with room for a busy machine.
-    assert.ok(gaps.every((g) => g <= 100 + 160 * 1.1 + 1000), `bounded backoff: gaps ${gaps.map(Math.round).join(', ')}`);
+    assert.ok(
+      gaps.every((g) => g <= 100 + 160 * 1.1 + 1000),
+      `bounded backoff: gaps ${gaps.map(Math.round).join(', ')}`,
+    );
     setMode('ok');
     await nextEvent(cache, 'storeUp', 3000);
     assert.equal(cache.breakerState, 'closed');

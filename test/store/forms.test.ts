@@ -89,7 +89,12 @@ describe("sticky()'s learn mode: every store form", () => {
       if (skipped(t, form)) return;
       const a = await upstream(t, 'a', sessionHandler('a'));
       const b = await upstream(t, 'b', sessionHandler('b'));
-      const pool = createPool({ servers: [{ id: 'a', url: a.url }, { id: 'b', url: b.url }] });
+      const pool = createPool({
+        servers: [
+          { id: 'a', url: a.url },
+          { id: 'b', url: b.url },
+        ],
+      });
       t.after(() => pool.close());
       const namespace = `${RUN}-${randomUUID().slice(0, 8)}`;
       const given = form.make(namespace);
@@ -116,7 +121,10 @@ describe("sticky()'s learn mode: every store form", () => {
   it('anything else is refused when sticky() is called, naming the option', () => {
     const pool = createPool({ servers: [{ url: 'http://127.0.0.1:1' }] });
     try {
-      assert.throws(() => sticky(pool, { learn: { create: { cookie: 'sid' }, lookup: { cookie: 'sid' }, store: {} as never } }), { code: 'SWY_ERR_INVALID_OPTION', option: 'learn.store' });
+      assert.throws(() => sticky(pool, { learn: { create: { cookie: 'sid' }, lookup: { cookie: 'sid' }, store: {} as never } }), {
+        code: 'SWY_ERR_INVALID_OPTION',
+        option: 'learn.store',
+      });
     } finally {
       pool.close();
     }

@@ -34,22 +34,32 @@ for (let i = 0; i < count; i++) {
   }
   // cache(): a key built from scheme, host and target; the upstream's headers; the captured body.
   const headers = [
-    own('Content-Type'), own('text/html; charset=utf-8'),
-    own('Cache-Control'), own('public, max-age=60'),
-    own('Date'), own(new Date(started + i).toUTCString()),
-    own('ETag'), own(`W/"${i.toString(16)}-5f3a9c"`),
-    own('Last-Modified'), own(new Date(started - i).toUTCString()),
-    own('Vary'), own('Accept-Encoding'),
+    own('Content-Type'),
+    own('text/html; charset=utf-8'),
+    own('Cache-Control'),
+    own('public, max-age=60'),
+    own('Date'),
+    own(new Date(started + i).toUTCString()),
+    own('ETag'),
+    own(`W/"${i.toString(16)}-5f3a9c"`),
+    own('Last-Modified'),
+    own(new Date(started - i).toUTCString()),
+    own('Vary'),
+    own('Accept-Encoding'),
   ];
   const body = Buffer.from(Buffer.allocUnsafe(bodyBytes).fill(i & 0xff));
   keep.length = 0;
-  await store.set(`http://` + `shop.example.com:8080` + `/catalog/item?id=${i}&view=full`, {
-    status: 200,
-    headers,
-    body,
-    storedAt: started + i,
-    meta: { expiresAt: started + 60_000 + i, swr: 0, sie: 0 },
-  }, 60_000);
+  await store.set(
+    `http://` + `shop.example.com:8080` + `/catalog/item?id=${i}&view=full`,
+    {
+      status: 200,
+      headers,
+      body,
+      storedAt: started + i,
+      meta: { expiresAt: started + 60_000 + i, swr: 0, sie: 0 },
+    },
+    60_000,
+  );
 }
 const after = await used();
 process.stdout.write(`${JSON.stringify({ kind, measured: (after - before) / count, counted: store.memory!.bytes / count })}\n`);

@@ -25,11 +25,14 @@ describe('storageKey(): the key Keyv stores a key under', () => {
     ['the default namespace', () => new Keyv()],
     ['an empty namespace', () => new Keyv({ namespace: '' })],
     ['useKeyPrefix: false', () => new Keyv({ namespace: 'ns', useKeyPrefix: false })],
-    ['a namespace set after creation', () => {
-      const k = new Keyv();
-      k.namespace = 'later';
-      return k;
-    }],
+    [
+      'a namespace set after creation',
+      () => {
+        const k = new Keyv();
+        k.namespace = 'later';
+        return k;
+      },
+    ],
   ];
   for (const [what, make] of cases) {
     it(`agrees with the keys Keyv writes, with ${what}`, async () => {

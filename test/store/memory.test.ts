@@ -66,7 +66,10 @@ describe('createMemoryStore', () => {
     const cyclic: Record<string, unknown> = { shared, again: shared };
     cyclic.self = cyclic;
     assert.equal(estimateSize(cyclic), 24 + 3 * 8 + 2 * 120, 'an object counted once (a string is counted where it is held)');
-    assert.equal(estimateSize(() => 1), UNKNOWN_VALUE_SIZE);
+    assert.equal(
+      estimateSize(() => 1),
+      UNKNOWN_VALUE_SIZE,
+    );
     assert.equal(estimateSize(null), 0);
   });
 
@@ -82,13 +85,20 @@ describe('createMemoryStore', () => {
 
   // maxBytes used to count keys and values by their serialized length: small entries took about
   // 3.5 times what was counted. The store's count must now be the memory measured, within 25%.
-  for (const [kind, count] of [['small', 20_000], ['large', 2000], ['session', 20_000]] as const) {
+  for (const [kind, count] of [
+    ['small', 20_000],
+    ['large', 2000],
+    ['session', 20_000],
+  ] as const) {
     it(`counts what ${kind} entries take in memory (heap and Buffers), within 25%`, async () => {
       const probe = fileURLToPath(new URL('./heap-probe.ts', import.meta.url));
       const { stdout } = await execFileAsync(process.execPath, ['--expose-gc', probe, kind, String(count)], { timeout: 60_000 });
       const { measured, counted } = JSON.parse(stdout) as { measured: number; counted: number };
       const ratio = counted / measured;
-      assert.ok(ratio > 0.75 && ratio < 1.25, `${kind}: counted ${counted.toFixed(0)} bytes per entry, measured ${measured.toFixed(0)} (ratio ${ratio.toFixed(2)})`);
+      assert.ok(
+        ratio > 0.75 && ratio < 1.25,
+        `${kind}: counted ${counted.toFixed(0)} bytes per entry, measured ${measured.toFixed(0)} (ratio ${ratio.toFixed(2)})`,
+      );
     });
   }
 
@@ -173,4 +183,3 @@ describe('createMemoryStore', () => {
     assert.equal(await keyv.get('a'), undefined);
   });
 });
-

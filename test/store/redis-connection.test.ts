@@ -15,7 +15,11 @@ const RUN = `swy-connection-${randomUUID()}`;
 const redis = redisAvailability();
 
 /** A store over a new `@keyv/redis` client for `url` (offline queue off), disconnected when the test ends. */
-function storeFor(t: TestContext, url: string, options: Omit<CacheStoreOptions, 'store'>): { store: CacheStore; errors: CacheStoreError[]; client: { isOpen: boolean; isReady: boolean } } {
+function storeFor(
+  t: TestContext,
+  url: string,
+  options: Omit<CacheStoreOptions, 'store'>,
+): { store: CacheStore; errors: CacheStoreError[]; client: { isOpen: boolean; isReady: boolean } } {
   const adapter = redisStore(url);
   const store = new CacheStore({ store: adapter, namespace: `${RUN}-${randomUUID()}`, ...options });
   t.after(() => store.disconnect());
@@ -48,7 +52,7 @@ async function connectingStore(t: TestContext, options: Omit<CacheStoreOptions, 
 }
 
 describe("a Redis client's first connection", () => {
-  it('operations issued while a new client is still connecting wait for the connection and reach Redis (a gateway\'s first sessions are not lost)', async (t) => {
+  it("operations issued while a new client is still connecting wait for the connection and reach Redis (a gateway's first sessions are not lost)", async (t) => {
     const skip = redis.private();
     if (skip) return t.skip(skip);
     const { store, errors, redis: r, opener: first } = await connectingStore(t, { timeout: '5s' });
@@ -60,7 +64,11 @@ describe("a Redis client's first connection", () => {
     assert.equal(await first, true, 'the first write is stored');
     assert.equal(await second, true, 'the write issued while connecting is stored');
     assert.equal(await read, undefined);
-    assert.deepEqual(errors.map((e) => e.message), [], 'no failure reported');
+    assert.deepEqual(
+      errors.map((e) => e.message),
+      [],
+      'no failure reported',
+    );
     assert.equal(store.breakerState, 'closed');
     assert.deepEqual((await store.texts()).sort(), ['one', 'two']);
   });
@@ -73,7 +81,10 @@ describe("a Redis client's first connection", () => {
     assert.equal(waited.value, false);
     assert.ok(waited.ms >= 500, `waited for the connection, up to the timeout (${Math.round(waited.ms)} ms)`);
     assert.ok(waited.ms < 4000, `no longer than the timeout, give or take a busy machine (${Math.round(waited.ms)} ms)`);
-    assert.ok(errors.some((e) => e.operation === 'set' && e.reason === 'timeout'), 'reported as a timeout');
+    assert.ok(
+      errors.some((e) => e.operation === 'set' && e.reason === 'timeout'),
+      'reported as a timeout',
+    );
 
     // A first connection slower than the timeout is a store known to be down.
     const skipped = await timed(store.setText('skipped', 'x', 60_000));
@@ -117,7 +128,10 @@ describe('a Redis client that was connected and lost its connection', () => {
       assert.ok(value === false || value === undefined || (Array.isArray(value) && value.length === 0), `a failure answer (${String(value)})`);
       assert.ok(ms < 1000, `at once, not after the 5 s timeout (${Math.round(ms)} ms)`);
     }
-    assert.ok(errors.some((e) => /not connected/.test(e.message)), 'reported as not connected');
+    assert.ok(
+      errors.some((e) => /not connected/.test(e.message)),
+      'reported as not connected',
+    );
 
     await r.start();
     assert.ok(await until(() => client.isReady, 10_000), 'the client reconnects');

@@ -65,8 +65,23 @@ const NEW_KEY = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-
 /** Makes a private CA (P-256, valid for a day). Throws when `openssl` is missing (see {@link NO_OPENSSL}). */
 export function createTestCa(name = 'switchyard test CA'): TestCa {
   const root = inTempDir((dir) => {
-    openssl(dir, ['req', '-x509', ...NEW_KEY, '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '1', '-subj', `/CN=${name}`,
-      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
+    openssl(dir, [
+      'req',
+      '-x509',
+      ...NEW_KEY,
+      '-keyout',
+      'ca.key',
+      '-out',
+      'ca.crt',
+      '-days',
+      '1',
+      '-subj',
+      `/CN=${name}`,
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-addext',
+      'keyUsage=critical,keyCertSign,cRLSign',
+    ]);
     return { key: readFileSync(join(dir, 'ca.key'), 'utf8'), cert: readFileSync(join(dir, 'ca.crt'), 'utf8') };
   });
   let serial = 0;
@@ -80,10 +95,29 @@ export function createTestCa(name = 'switchyard test CA'): TestCa {
       return inTempDir((dir) => {
         writeFileSync(join(dir, 'ca.key'), root.key, { mode: 0o600 });
         writeFileSync(join(dir, 'ca.crt'), root.cert);
-        writeFileSync(join(dir, 'ext.cnf'), `basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=${usage}\nsubjectAltName=${san}\n`);
+        writeFileSync(
+          join(dir, 'ext.cnf'),
+          `basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=${usage}\nsubjectAltName=${san}\n`,
+        );
         openssl(dir, ['req', '-new', ...NEW_KEY, '-keyout', 'leaf.key', '-out', 'leaf.csr', '-subj', `/CN=${names[0]}`]);
-        openssl(dir, ['x509', '-req', '-in', 'leaf.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-set_serial', String(Date.now() * 1000 + ++serial),
-          '-days', '1', '-extfile', 'ext.cnf', '-out', 'leaf.crt']);
+        openssl(dir, [
+          'x509',
+          '-req',
+          '-in',
+          'leaf.csr',
+          '-CA',
+          'ca.crt',
+          '-CAkey',
+          'ca.key',
+          '-set_serial',
+          String(Date.now() * 1000 + ++serial),
+          '-days',
+          '1',
+          '-extfile',
+          'ext.cnf',
+          '-out',
+          'leaf.crt',
+        ]);
         return { key: readFileSync(join(dir, 'leaf.key'), 'utf8'), cert: readFileSync(join(dir, 'leaf.crt'), 'utf8') };
       });
     },
@@ -114,7 +148,12 @@ export async function tlsUpstream(
   const server = createServer(options, (req, res) => {
     const socket = req.socket as TLSSocket;
     const sni = socket.servername;
-    seen.push({ method: req.method ?? '', url: req.url ?? '', servername: typeof sni === 'string' && sni !== '' ? sni : undefined, authorized: socket.authorized });
+    seen.push({
+      method: req.method ?? '',
+      url: req.url ?? '',
+      servername: typeof sni === 'string' && sni !== '' ? sni : undefined,
+      authorized: socket.authorized,
+    });
     req.resume();
     if (handler !== undefined) return handler(req, res);
     res.setHeader('x-upstream', name);
