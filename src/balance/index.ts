@@ -23,6 +23,7 @@ import {
 import { clientResponseHeaders, FORWARDING_OPTIONS, forwardingPolicy, resolveClient, upstreamRequestHeaders, type ForwardingPolicy } from '../proxy/headers.ts';
 import type { TrustProxy } from '../proxy/trust.ts';
 import { upgrade, type ProxyUpgradeHandler } from '../proxy/upgrade.ts';
+import { UPSTREAM_FAILURE_CONDITIONS } from '../core/http.ts';
 
 /** Conditions under which a request moves on to the next server (nginx `proxy_next_upstream`). */
 export type NextUpstreamCondition =
@@ -104,20 +105,7 @@ export interface BalanceMiddleware extends Middleware {
  */
 export const kBalance: unique symbol = Symbol('switchyard.balance');
 
-const CONDITIONS: readonly NextUpstreamCondition[] = [
-  'error',
-  'timeout',
-  'invalid_header',
-  'http_500',
-  'http_502',
-  'http_503',
-  'http_504',
-  'http_403',
-  'http_404',
-  'http_429',
-  'non_idempotent',
-  'off',
-];
+const CONDITIONS: readonly NextUpstreamCondition[] = [...UPSTREAM_FAILURE_CONDITIONS, 'non_idempotent', 'off'];
 const STATUS_CONDITIONS = new Map<number, NextUpstreamCondition>([
   [500, 'http_500'],
   [502, 'http_502'],

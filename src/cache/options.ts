@@ -8,7 +8,7 @@ import type { NextUpstreamCondition } from '../balance/index.ts';
 import type { Duration } from '../core/duration.ts';
 import { InvalidOptionError } from '../core/errors.ts';
 import type { Exchange } from '../core/exchange.ts';
-import { TOKEN } from '../core/http.ts';
+import { TOKEN, UPSTREAM_FAILURE_CONDITIONS } from '../core/http.ts';
 import { booleanOption, durationOption, enumOption, integerOption, nowOption, objectOption, stringListOption, stringOption } from '../core/options.ts';
 import { compileTemplate } from '../core/variables.ts';
 import { isForwardingHeader } from '../proxy/headers.ts';
@@ -159,19 +159,7 @@ export const DEFAULT_LOCK_AGE = '5s';
 /** Default of {@link CacheOptions.maxEntrySize}. */
 export const DEFAULT_MAX_ENTRY_SIZE = 1024 * 1024;
 
-const USE_STALE: readonly UseStaleCondition[] = [
-  'error',
-  'timeout',
-  'invalid_header',
-  'updating',
-  'http_500',
-  'http_502',
-  'http_503',
-  'http_504',
-  'http_403',
-  'http_404',
-  'http_429',
-];
+const USE_STALE: readonly UseStaleCondition[] = [...UPSTREAM_FAILURE_CONDITIONS, 'updating'];
 
 /** Every key of {@link CacheOptions}: any other is refused, naming the nearest of these. */
 const CACHE_OPTIONS = [

@@ -2,6 +2,24 @@
 import type { IncomingMessage } from 'node:http';
 import { requestHost } from './exchange.ts';
 
+/**
+ * The conditions nginx's `proxy_next_upstream` and `proxy_cache_use_stale` share: a failed attempt
+ * and the upstream statuses that may move on (or serve stale).
+ * @internal
+ */
+export const UPSTREAM_FAILURE_CONDITIONS = Object.freeze([
+  'error',
+  'timeout',
+  'invalid_header',
+  'http_500',
+  'http_502',
+  'http_503',
+  'http_504',
+  'http_403',
+  'http_404',
+  'http_429',
+] as const);
+
 /** RFC 9110 `token`: header names, methods, cookie names. */
 export const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
