@@ -19,7 +19,6 @@ import type { IncomingMessage } from 'node:http';
 import { debuglog } from 'node:util';
 import type { CacheStoreError, CacheStoreOperation } from './errors.ts';
 import type { Exchange } from './exchange.ts';
-import type { ServerState } from '../pool/peer.ts';
 
 /** A pool's server as upstream messages name it. */
 export interface UpstreamServerRef {
@@ -187,6 +186,9 @@ export interface StoreErrorMessage {
   /** The store's error; the original error, if any, is its `cause`. */
   readonly error: CacheStoreError;
 }
+
+/** A server's state as the monitoring API names it (NGINX Plus `state`). */
+export type ServerState = 'up' | 'draining' | 'down' | 'unavail' | 'checking' | 'unhealthy';
 
 /** `switchyard:pool:state`: a server's state changed (the same object as the pool's `state` event). */
 export interface PoolStateMessage {

@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
 import type { FixedName, ServerConfig } from './fields.ts';
 
-/** A server's state as the monitoring API names it (NGINX Plus `state`). */
-export type ServerState = 'up' | 'draining' | 'down' | 'unavail' | 'checking' | 'unhealthy';
+import type { ServerState } from '../core/diagnostics.ts';
+
+export type { ServerState };
 
 /** Response counters by status class, with per-code counts (NGINX Plus `responses`). */
 export interface ResponseCounters {
