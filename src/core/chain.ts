@@ -3,6 +3,7 @@ import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import { STATUS_CODES } from 'node:http';
 import { InvalidOptionError } from './errors.ts';
 import { writeHead } from './http2.ts';
+import { objectOption } from './options.ts';
 
 /** The continuation a middleware calls: with nothing to hand on, with an error to fail the request. */
 export type Next = (err?: unknown) => void;
@@ -24,6 +25,9 @@ export interface ChainOptions {
   final?: ((err: unknown, req: IncomingMessage, res: ServerResponse) => void) | undefined;
 }
 
+/** The keys of {@link ChainOptions}. */
+const CHAIN_OPTIONS = ['final'] as const satisfies ReadonlyArray<keyof ChainOptions>;
+
 /**
  * Composes middleware into one request listener for `node:http` (or into one
  * middleware, since the listener also takes a `next`). Errors and unhandled
@@ -42,7 +46,8 @@ export interface ChainOptions {
  */
 export function chain(...args: Array<Middleware | ChainOptions>): RequestListener & Middleware & ((req: Http2ServerRequest, res: Http2ServerResponse) => void) {
   const last = args[args.length - 1];
-  const options: ChainOptions = typeof last === 'object' && last !== null ? (args.pop() as ChainOptions) : {};
+  const options: ChainOptions =
+    typeof last === 'object' && last !== null ? (objectOption(args.pop(), '', CHAIN_OPTIONS, 'an object with final') as ChainOptions) : {};
   const stack = args as Middleware[];
   for (const [i, fn] of stack.entries()) if (typeof fn !== 'function') throw new InvalidOptionError(`middleware[${i}]`, 'a function (req, res, next)', fn);
   const final = options.final ?? respondWithError;

@@ -214,6 +214,10 @@ const LEARN_OPTIONS = ['create', 'lookup', 'timeout', 'store', 'memory', 'namesp
 >;
 /** The keys of a `{ cookie }`, `{ query }` or `{ header }` source. */
 const SOURCE_OPTIONS = ['cookie', 'query', 'header', 'pattern'] as const;
+/** The keys of a learn mode `{ cookie }` or `{ header }` create source. */
+const CREATE_SOURCE_OPTIONS = ['cookie', 'header'] as const;
+/** What a learn mode create source takes, for the messages. */
+const CREATE_SOURCE = '{ cookie }, { header } or a function of the upstream response';
 /** Longest client key kept (address and user agent, or a route's source value). */
 const CLIENT_KEY_LIMIT = 200;
 const HASH_CACHE_LIMIT = 10_000;
@@ -481,16 +485,16 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
     const creates = list(l.create, 'learn.create').map((s, i): ((response: IncomingMessage, ex: Exchange) => string | undefined) => {
       const option = Array.isArray(l.create) ? `learn.create[${i}]` : 'learn.create';
       if (typeof s === 'function') return s;
-      const o = s as Record<string, unknown>;
-      if (typeof o === 'object' && o !== null && typeof o.cookie === 'string' && TOKEN.test(o.cookie)) {
+      const o = objectOption(s, option, CREATE_SOURCE_OPTIONS, CREATE_SOURCE);
+      if (typeof o.cookie === 'string' && TOKEN.test(o.cookie)) {
         const name = o.cookie;
         return (response) => setCookieValue(response, name);
       }
-      if (typeof o === 'object' && o !== null && typeof o.header === 'string' && TOKEN.test(o.header)) {
+      if (typeof o.header === 'string' && TOKEN.test(o.header)) {
         const name = o.header.toLowerCase();
         return (response) => headerOf(response, name);
       }
-      throw new InvalidOptionError(option, '{ cookie }, { header } or a function of the upstream response', s);
+      throw new InvalidOptionError(option, CREATE_SOURCE, s);
     });
     const lookups = list(l.lookup, 'learn.lookup').map((s, i): Extract => {
       const option = Array.isArray(l.lookup) ? `learn.lookup[${i}]` : 'learn.lookup';

@@ -7,6 +7,7 @@ import {
   balance,
   cache,
   CacheStore,
+  chain,
   createMemoryStore,
   createPool,
   fromApache,
@@ -87,6 +88,25 @@ const MISSPELLED: Row[] = [
     'learn.timeuot',
     'learn.timeout',
   ],
+  [
+    'sticky learn create',
+    (pool) => sticky(pool, { learn: { create: { cookie: 's', hedaer: 'x' }, lookup: { cookie: 's' } } } as never),
+    'learn.create.hedaer',
+    'learn.create.header',
+  ],
+  [
+    'sticky learn create (in a list)',
+    (pool) => sticky(pool, { learn: { create: [{ header: 'x-s' }, { cookie: 'x', hedaer: 'y' }], lookup: { cookie: 's' } } } as never),
+    'learn.create[1].hedaer',
+    'learn.create[1].header',
+  ],
+  [
+    'sticky learn lookup',
+    (pool) => sticky(pool, { learn: { create: { cookie: 's' }, lookup: [{ cookie: 's' }, { coookie: 't' }] } } as never),
+    'learn.lookup[1].coookie',
+    'learn.lookup[1].cookie',
+  ],
+  ['chain', () => chain(() => {}, { fnial: () => {} } as never), 'fnial', 'final'],
   ['healthCheck', (pool) => healthCheck(pool, { intreval: '1s' } as never), 'intreval', 'interval'],
   ['healthCheck match', (pool) => healthCheck(pool, { match: { stauts: 200 } } as never), 'match.stauts', 'match.status'],
   [
@@ -135,6 +155,13 @@ test('an unknown option with no near name lists the known ones', () => {
       err instanceof InvalidOptionError &&
       err.option === 'zzzzzz' &&
       err.message === 'unknown option "zzzzzz" (known options: name, method, servers, agent, tls, now, random, queue)',
+  );
+});
+
+test('chain refuses an unknown option with no near name, listing the known ones', () => {
+  assert.throws(
+    () => chain(() => {}, { onEror: () => {} } as never),
+    (err: unknown) => err instanceof InvalidOptionError && err.option === 'onEror' && err.message === 'unknown option "onEror" (known options: final)',
   );
 });
 

@@ -465,7 +465,8 @@ describe('sticky learn: options', () => {
     assert.throws(bad({ ...COOKIE_LEARN, timeout: 0 }), option('learn.timeout'));
     assert.throws(bad({ create: { cookie: 'a b' }, lookup: { cookie: 'sid' } }), option('learn.create'));
     assert.throws(bad({ create: { header: 'bad header' }, lookup: { cookie: 'sid' } }), option('learn.create'));
-    assert.throws(bad({ create: [{ cookie: 'sid' }, { nope: 1 }], lookup: { cookie: 'sid' } }), option('learn.create[1]'));
+    assert.throws(bad({ create: [{ cookie: 'sid' }, { nope: 1 }], lookup: { cookie: 'sid' } }), option('learn.create[1].nope'));
+    assert.throws(bad({ create: [{ cookie: 'sid' }, 'sid'], lookup: { cookie: 'sid' } }), option('learn.create[1]'));
     assert.throws(bad({ create: { cookie: 'sid' }, lookup: { cookie: 5 } }), option('learn.lookup.cookie'));
     // A valid configuration is accepted.
     const ok = sticky(pool, { learn: { ...COOKIE_LEARN, timeout: '1s' } });
