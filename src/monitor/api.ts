@@ -185,13 +185,22 @@ function plainObject(body: unknown): Record<string, unknown> {
   return body as Record<string, unknown>;
 }
 
-/** The server options of a `POST …/servers` body, or an {@link ApiError} naming the field. */
-export function serverFromBody(body: unknown): ServerOptions {
-  const o = plainObject(body);
-  const out: Record<string, unknown> = {};
-  for (const [name, value] of Object.entries(o)) {
+/**
+ * The fields of a server body (a plain object), in order, each with what it maps to: an
+ * {@link ApiError} for one this API does not know, when the iteration reaches it.
+ */
+function* fieldsOf(body: unknown): Generator<[name: string, field: ServerField, value: unknown]> {
+  for (const [name, value] of Object.entries(plainObject(body))) {
     const field = API_FIELDS.get(name);
     if (field === undefined) throw new ApiError(400, 'UpstreamConfFormatError', `unknown parameter "${name}"`);
+    yield [name, field, value];
+  }
+}
+
+/** The server options of a `POST …/servers` body, or an {@link ApiError} naming the field. */
+export function serverFromBody(body: unknown): ServerOptions {
+  const out: Record<string, unknown> = {};
+  for (const [name, field, value] of fieldsOf(body)) {
     checkType(name, field, value);
     if (field.kind === 'url' && out[field.name] !== undefined)
       throw new ApiError(400, 'UpstreamConfFormatError', `give "${field.api}" or "${URL_FIELD}", not both`);
@@ -208,11 +217,8 @@ function urlOf(address: string): string {
 
 /** The changes of a `PATCH …/servers/{id}` body, or an {@link ApiError} naming the field. */
 export function updateFromBody(body: unknown): ServerUpdate {
-  const o = plainObject(body);
   const out: Record<string, unknown> = {};
-  for (const [name, value] of Object.entries(o)) {
-    const field = API_FIELDS.get(name);
-    if (field === undefined) throw new ApiError(400, 'UpstreamConfFormatError', `unknown parameter "${name}"`);
+  for (const [name, field, value] of fieldsOf(body)) {
     if (!field.update) throw new ApiError(400, 'UpstreamServerImmutable', `"${name}" cannot be changed on an existing server`);
     checkType(name, field, value);
     out[field.name] = value;

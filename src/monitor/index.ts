@@ -348,36 +348,29 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
       });
     }
     if (a === 'connections' && b === undefined) {
-      if (method === 'DELETE') {
+      const reset = (): void => {
         counters.connectionsAccepted = counters.connectionsActive;
-        writeHead(res, 204);
-        res.end();
-        return true;
-      }
-      return reply(res, method, { accepted: counters.connectionsAccepted, dropped: 0, active: counters.connectionsActive, idle: 0 });
+      };
+      return resetOrReply(res, method, reset, () => ({ accepted: counters.connectionsAccepted, dropped: 0, active: counters.connectionsActive, idle: 0 }));
     }
     if (a !== 'http') return false;
     if (b === undefined) return reply(res, method, ['requests', 'upstreams', 'caches']);
     if (b === 'requests' && c === undefined) {
-      if (method === 'DELETE') {
+      const reset = (): void => {
         counters.requestsTotal = counters.requestsCurrent;
-        writeHead(res, 204);
-        res.end();
-        return true;
-      }
-      return reply(res, method, { total: counters.requestsTotal, current: counters.requestsCurrent });
+      };
+      return resetOrReply(res, method, reset, () => ({ total: counters.requestsTotal, current: counters.requestsCurrent }));
     }
     if (b === 'caches') {
       if (c === undefined) return reply(res, method, Object.fromEntries([...caches].map(([name, cache]) => [name, cacheJson(cache)])));
       const cache = caches.get(c);
       if (cache === undefined || d !== undefined) throw new ApiError(404, 'CacheNotFound', `cache not found: "${c}"`);
-      if (method === 'DELETE') {
-        cache.resetStats();
-        writeHead(res, 204);
-        res.end();
-        return true;
-      }
-      return reply(res, method, cacheJson(cache));
+      return resetOrReply(
+        res,
+        method,
+        () => cache.resetStats(),
+        () => cacheJson(cache),
+      );
     }
     if (b !== 'upstreams') return false;
     if (c === undefined) {
@@ -386,14 +379,12 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
     }
     const p = pool(c);
     if (d === undefined) {
-      if (method === 'DELETE') {
-        p.resetStats();
-        writeHead(res, 204);
-        res.end();
-        return true;
-      }
-      if (isWrite) throw new ApiError(405, 'MethodNotSupported', 'method not supported');
-      return reply(res, method, upstreamJson(p));
+      return resetOrReply(
+        res,
+        method,
+        () => p.resetStats(),
+        () => upstreamJson(p),
+      );
     }
     if (d !== 'servers' || rest.length > 5) return false;
     if (e === undefined) {
@@ -427,6 +418,15 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
   const reply = (res: ServerResponse, method: string, body: unknown): true => {
     if (method !== 'GET' && method !== 'HEAD') throw new ApiError(405, 'MethodNotSupported', 'method not supported');
     send(res, 200, body);
+    return true;
+  };
+
+  /** A statistics endpoint: DELETE resets (204, as NGINX Plus), GET and HEAD read, anything else is a 405. */
+  const resetOrReply = (res: ServerResponse, method: string, reset: () => void, body: () => unknown): true => {
+    if (method !== 'DELETE') return reply(res, method, body());
+    reset();
+    writeHead(res, 204);
+    res.end();
     return true;
   };
 
