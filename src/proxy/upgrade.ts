@@ -134,10 +134,40 @@ function handBack(req: IncomingMessage, socket: Duplex, head: Buffer): boolean {
   const raw = req.rawHeaders;
   for (let i = 0; i < raw.length; i += 2) if (raw[i]!.toLowerCase() !== 'upgrade') lines.push(`${raw[i]}: ${raw[i + 1]}`);
   lines.push('', '');
-  socket.unshift(Buffer.concat([Buffer.from(lines.join('\r\n'), 'latin1'), head]));
-  // An https server parses HTTP on its TLS connections, which it announces as `secureConnection`.
-  server.emit(server instanceof TlsServer ? 'secureConnection' : 'connection', socket);
+  const data = Buffer.concat([Buffer.from(lines.join('\r\n'), 'latin1'), head]);
+  afterResponses(socket, (paused) => {
+    if (socket.destroyed || !socket.writable) return;
+    socket.unshift(data);
+    // An https server parses HTTP on its TLS connections, which it announces as `secureConnection`.
+    server.emit(server instanceof TlsServer ? 'secureConnection' : 'connection', socket);
+    if (paused) socket.resume();
+  });
   return true;
+}
+
+/**
+ * Runs `then` once no response to an earlier request on the connection is being written. Node emits
+ * `upgrade` for a request pipelined behind others (two h2c requests in one packet, say) while their
+ * responses are still to come; a connection handed back then gets a new parser whose response is
+ * never written behind the pending one, and the client waits for it forever. The socket is paused
+ * meanwhile (nothing reads it between two parsers); `then` is told so, to resume it.
+ */
+function afterResponses(socket: Duplex, then: (paused: boolean) => void, paused = false): void {
+  const pending = (socket as Duplex & { _httpMessage?: Duplex | null })._httpMessage;
+  if (pending == null || pending.destroyed) {
+    then(paused);
+    return;
+  }
+  if (!paused) socket.pause();
+  let done = false;
+  const next = (): void => {
+    if (done) return;
+    done = true;
+    // Node's own 'finish' listener has run by now: it detached this response and attached the next queued one.
+    afterResponses(socket, then, true);
+  };
+  pending.once('finish', next);
+  pending.once('close', next);
 }
 
 /**

@@ -295,6 +295,37 @@ for (const wiring of ['the upgrade handler hands it back to the server', 'should
   });
 }
 
+test('h2c requests pipelined behind others on one connection are all answered, in order, when handed back to the server', {
+  timeout: TEST_TIMEOUT,
+}, async (t) => {
+  // The first answer is the slowest: later hand-backs must wait for it, not get a response that is never written.
+  const up = await upstream(t, 'plain', (req, res, body) => setTimeout(() => res.end(`${req.url} ${body}`), req.url === '/1' ? 200 : 0));
+  const pool = createPool({ servers: [{ url: up.url }] });
+  t.after(() => pool.close());
+  const proxy = balance(pool);
+  const server = createServer(chain(proxy));
+  server.on('upgrade', proxy.upgrade);
+  const gw = await listen(t, server);
+  const h2c = 'Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n';
+  const c = await RawClient.open(t, gw.port);
+  c.write(
+    'GET /0 HTTP/1.1\r\nHost: gw\r\n\r\n' +
+      `GET /1 HTTP/1.1\r\nHost: gw\r\n${h2c}\r\n` +
+      `POST /2 HTTP/1.1\r\nHost: gw\r\n${h2c}Content-Length: 4\r\n\r\nbody` +
+      `GET /3 HTTP/1.1\r\nHost: gw\r\n${h2c}\r\n` +
+      'GET /4 HTTP/1.1\r\nHost: gw\r\n\r\n',
+  );
+  const timer = setTimeout(() => c.socket.destroy(), 3000);
+  t.after(() => clearTimeout(timer));
+  const bodies: string[] = [];
+  for (let i = 0; i < 5; i++) {
+    const r = await c.response();
+    assert.equal(r.status, 200);
+    bodies.push(r.body);
+  }
+  assert.deepEqual(bodies, ['/0 ', '/1 ', '/2 body', '/3 ', '/4 ']);
+});
+
 test('shouldUpgrade: which upgrades are tunneled and which are answered as ordinary HTTP', () => {
   const pool = createPool({ servers: [{ url: 'http://127.0.0.1:1' }] });
   const { shouldUpgrade } = balance(pool).upgrade;
