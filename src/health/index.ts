@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { isIP } from 'node:net';
+import { unrefClock } from '../core/clock.ts';
 import type { Duration } from '../core/duration.ts';
 import { InvalidOptionError } from '../core/errors.ts';
 import { booleanOption, durationOption, integerOption, objectOption, randomOption, stringOption } from '../core/options.ts';
@@ -130,17 +131,7 @@ export const MAX_PROBE_BODY = 256 * 1024;
 /** Period of the timer that keeps the process alive while `ready` is pending (it never fires in practice). */
 const HOLD_MS = 2 ** 31 - 1;
 
-const realClock: HealthClock = {
-  now: Date.now,
-  setTimeout(fn, ms) {
-    const t = setTimeout(fn, ms);
-    t.unref();
-    return t;
-  },
-  clearTimeout(handle) {
-    clearTimeout(handle as NodeJS.Timeout);
-  },
-};
+const realClock: HealthClock = unrefClock;
 
 interface ServerCheck {
   peer: Peer;

@@ -22,6 +22,7 @@ const SRC = join(ROOT, 'src');
  */
 const LAYERS: ReadonlyArray<{ name: string; folders: readonly string[] }> = [
   { name: 'core', folders: ['core'] },
+  { name: 'sync', folders: ['sync'] },
   { name: 'state', folders: ['store', 'pool'] },
   { name: 'proxy', folders: ['proxy'] },
   { name: 'factories', folders: ['rewrite', 'cache', 'sticky', 'balance', 'health', 'monitor'] },

@@ -1,0 +1,279 @@
+// What the cluster-wide state (issue 14) needs from its engine, and an in-process engine for tests.
+// The Redis transport (later) maps each operation to one command or Lua script: `version` to
+// INCR (raised to a floor), `put` to a compare-version HSET plus PUBLISH, `snapshot` to HGETALL,
+// `acquire` / `renew` / `release` to SET NX PX and compare-and-set scripts.
+
+/**
+ * One versioned record of a scope (a server of a pool, later other kinds of state): what
+ * {@link Transport.put} stores and publishes, {@link Transport.subscribe} delivers and
+ * {@link Transport.snapshot} returns.
+ *
+ * @example
+ * ```ts
+ * const entry: VersionedEntry = { key: '10.0.0.1:80', version: 7, origin: 'gw-1', value: '{"weight":2}' };
+ * ```
+ */
+export interface VersionedEntry {
+  /** What the record is about, unique in its scope. */
+  readonly key: string;
+  /** Assigned by {@link Transport.version}; a higher one wins, whatever the host clocks say. */
+  readonly version: number;
+  /** The instance that wrote it (so an instance recognises its own echoes). */
+  readonly origin: string;
+  /** The record, serialized (JSON): what crosses the transport is always a string. */
+  readonly value: string;
+}
+
+/**
+ * The operations the sync logic runs on a shared engine. Every operation rejects while the
+ * transport is disconnected (fail fast: nothing is queued and replayed later).
+ *
+ * @example
+ * ```ts
+ * const version = await transport.version('pool:api', 0);
+ * await transport.put('pool:api', { key: 'a:80', version, origin: 'gw-1', value: '{}' });
+ * ```
+ */
+export interface Transport {
+  /** Whether operations can reach the engine now. */
+  readonly connected: boolean;
+  /** Calls `listener` on every connection change; returns the function that stops it. */
+  onConnection(listener: (connected: boolean) => void): () => void;
+  /**
+   * The next version of `scope`: one more than the last one handed out, and above `floor`
+   * (an engine that lost its data must not hand out versions the instances already know).
+   */
+  version(scope: string, floor: number): Promise<number>;
+  /**
+   * Stores `entry` in `scope` unless the stored one for its key has the same or a higher version,
+   * and when stored, publishes it to every subscriber of `scope`, the writer included.
+   * Resolves with whether it was stored.
+   */
+  put(scope: string, entry: VersionedEntry): Promise<boolean>;
+  /** Calls `handler` with every entry published in `scope` from now on; returns the function that stops it. */
+  subscribe(scope: string, handler: (entry: VersionedEntry) => void): () => void;
+  /** Every entry stored in `scope` (tombstones included). */
+  snapshot(scope: string): Promise<VersionedEntry[]>;
+  /** Takes `key` for `holder` for `ttlMs` if nobody holds it (or `holder` already does); resolves with whether `holder` holds it. */
+  acquire(key: string, holder: string, ttlMs: number): Promise<boolean>;
+  /** Extends `holder`'s hold on `key` by `ttlMs`; resolves `false` when `holder` no longer holds it. */
+  renew(key: string, holder: string, ttlMs: number): Promise<boolean>;
+  /** Lets go of `key` if `holder` holds it. */
+  release(key: string, holder: string): Promise<void>;
+}
+
+/** The clock a {@link MemoryHub} measures lease lifetimes with. */
+export interface HubClock {
+  now(): number;
+}
+
+/** What a {@link MemoryHub} holds: the engine's data. */
+interface HubData {
+  counters: Map<string, number>;
+  scopes: Map<string, Map<string, VersionedEntry>>;
+  leases: Map<string, { holder: string; until: number }>;
+}
+
+const emptyData = (): HubData => ({ counters: new Map(), scopes: new Map(), leases: new Map() });
+
+/**
+ * An in-process engine shared by several {@link MemoryTransport}s (one per simulated instance),
+ * for tests: it can go down and come back with or without its data, and hold published messages
+ * back to deliver them late or out of order.
+ *
+ * @example
+ * ```ts
+ * const hub = new MemoryHub();
+ * const a = hub.connect(), b = hub.connect();
+ * hub.down();
+ * hub.up({ keepData: false }); // like a Redis restarted empty
+ * ```
+ */
+export class MemoryHub {
+  #data: HubData = emptyData();
+  readonly #clients = new Set<MemoryTransport>();
+  readonly #clock: HubClock;
+  #held: Array<() => void> | undefined;
+
+  /** @param clock - measures lease lifetimes. @default `{ now: Date.now }` */
+  constructor(clock: HubClock = { now: Date.now }) {
+    this.#clock = clock;
+  }
+
+  /** A new client of this engine, connected. */
+  connect(): MemoryTransport {
+    const client = new MemoryTransport(this);
+    this.#clients.add(client);
+    return client;
+  }
+
+  /** Simulates an outage of the engine: every client disconnects. */
+  down(): void {
+    for (const client of this.#clients) client.disconnect();
+  }
+
+  /** Ends an outage: the engine comes back with its data, or empty (`keepData: false`), and every client reconnects. */
+  up(options: { keepData?: boolean } = {}): void {
+    if (options.keepData === false) this.#data = emptyData();
+    for (const client of this.#clients) client.reconnect();
+  }
+
+  /** From now on, published messages wait in a queue until {@link MemoryHub.release}. */
+  hold(): void {
+    this.#held ??= [];
+  }
+
+  /**
+   * Delivers the messages held since {@link MemoryHub.hold}, in the order `order` gives
+   * (publication order by default; `(q) => q.reverse()` reorders them), and stops holding.
+   */
+  release(order: <T>(queue: T[]) => T[] = (q) => q): void {
+    const queue = this.#held ?? [];
+    this.#held = undefined;
+    for (const deliver of order(queue)) deliver();
+  }
+
+  /** @internal the operations of {@link MemoryTransport}, run on the engine's data. */
+  version(scope: string, floor: number): number {
+    const next = Math.max(this.#data.counters.get(scope) ?? 0, floor) + 1;
+    this.#data.counters.set(scope, next);
+    return next;
+  }
+
+  /** @internal */
+  put(scope: string, entry: VersionedEntry): boolean {
+    let entries = this.#data.scopes.get(scope);
+    if (entries === undefined) {
+      entries = new Map();
+      this.#data.scopes.set(scope, entries);
+    }
+    const stored = entries.get(entry.key);
+    if (stored !== undefined && stored.version >= entry.version) return false;
+    const copy = { ...entry };
+    entries.set(entry.key, copy);
+    for (const client of this.#clients) {
+      const deliver = (): void => client.deliver(scope, { ...copy });
+      if (this.#held) this.#held.push(deliver);
+      else queueMicrotask(deliver);
+    }
+    return true;
+  }
+
+  /** @internal */
+  snapshot(scope: string): VersionedEntry[] {
+    return [...(this.#data.scopes.get(scope)?.values() ?? [])].map((e) => ({ ...e }));
+  }
+
+  /** @internal */
+  lease(op: 'acquire' | 'renew' | 'release', key: string, holder: string, ttlMs: number): boolean {
+    const now = this.#clock.now();
+    const lease = this.#data.leases.get(key);
+    const live = lease !== undefined && lease.until > now;
+    const mine = live && lease.holder === holder;
+    if (op === 'release') {
+      if (mine) this.#data.leases.delete(key);
+      return mine;
+    }
+    if (op === 'renew' ? !mine : live && !mine) return false;
+    this.#data.leases.set(key, { holder, until: now + ttlMs });
+    return true;
+  }
+}
+
+/** The error every operation of a disconnected {@link MemoryTransport} rejects with. */
+const disconnected = (): Error => new Error('switchyard sync: the transport is disconnected');
+
+/**
+ * One instance's connection to a {@link MemoryHub}: the {@link Transport} the sync logic is
+ * tested on. Operations settle asynchronously, as over a network; published entries arrive in a
+ * later microtask (or when the hub releases them). A disconnected client rejects every operation
+ * and misses what is published meanwhile, as a Redis subscriber does.
+ *
+ * @example
+ * ```ts
+ * const t = new MemoryHub().connect();
+ * t.disconnect(); // this instance alone loses the engine
+ * t.reconnect();
+ * ```
+ */
+export class MemoryTransport implements Transport {
+  readonly #hub: MemoryHub;
+  #connected = true;
+  readonly #listeners = new Set<(connected: boolean) => void>();
+  readonly #handlers = new Map<string, Set<(entry: VersionedEntry) => void>>();
+
+  /** Use {@link MemoryHub.connect}. */
+  constructor(hub: MemoryHub) {
+    this.#hub = hub;
+  }
+
+  get connected(): boolean {
+    return this.#connected;
+  }
+
+  /** Loses the engine (listeners hear `false`). */
+  disconnect(): void {
+    if (!this.#connected) return;
+    this.#connected = false;
+    for (const listener of [...this.#listeners]) listener(false);
+  }
+
+  /** Reaches the engine again (listeners hear `true`). */
+  reconnect(): void {
+    if (this.#connected) return;
+    this.#connected = true;
+    for (const listener of [...this.#listeners]) listener(true);
+  }
+
+  /** @internal called by the hub. */
+  deliver(scope: string, entry: VersionedEntry): void {
+    if (!this.#connected) return;
+    for (const handler of [...(this.#handlers.get(scope) ?? [])]) handler(entry);
+  }
+
+  onConnection(listener: (connected: boolean) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  subscribe(scope: string, handler: (entry: VersionedEntry) => void): () => void {
+    let handlers = this.#handlers.get(scope);
+    if (handlers === undefined) {
+      handlers = new Set();
+      this.#handlers.set(scope, handlers);
+    }
+    handlers.add(handler);
+    return () => handlers.delete(handler);
+  }
+
+  /** Runs `op` on the hub after a tick, as a network round trip would, or rejects when disconnected. */
+  async #call<T>(op: () => T): Promise<T> {
+    await Promise.resolve();
+    if (!this.#connected) throw disconnected();
+    return op();
+  }
+
+  version(scope: string, floor: number): Promise<number> {
+    return this.#call(() => this.#hub.version(scope, floor));
+  }
+
+  put(scope: string, entry: VersionedEntry): Promise<boolean> {
+    return this.#call(() => this.#hub.put(scope, entry));
+  }
+
+  snapshot(scope: string): Promise<VersionedEntry[]> {
+    return this.#call(() => this.#hub.snapshot(scope));
+  }
+
+  acquire(key: string, holder: string, ttlMs: number): Promise<boolean> {
+    return this.#call(() => this.#hub.lease('acquire', key, holder, ttlMs));
+  }
+
+  renew(key: string, holder: string, ttlMs: number): Promise<boolean> {
+    return this.#call(() => this.#hub.lease('renew', key, holder, ttlMs));
+  }
+
+  async release(key: string, holder: string): Promise<void> {
+    await this.#call(() => this.#hub.lease('release', key, holder, 0));
+  }
+}
