@@ -29,6 +29,19 @@ export function connectionFacts(req: IncomingMessage): ConnectionFacts {
 }
 
 /**
+ * Gives a class methods that do nothing: those named in `chaining` return the object they are called
+ * on, those in `others` nothing.
+ */
+function doNothing(target: { prototype: object }, chaining: readonly string[], others: readonly string[] = []): void {
+  const self = function (this: unknown): unknown {
+    return this;
+  };
+  const nothing = (): void => {};
+  for (const name of chaining) Object.defineProperty(target.prototype, name, { value: self, writable: true, configurable: true });
+  for (const name of others) Object.defineProperty(target.prototype, name, { value: nothing, writable: true, configurable: true });
+}
+
+/**
  * A socket that is no one's connection, showing the client's addresses and ports as they were: what
  * a background update's request reads as its socket, so that nothing the handler does to it
  * (Express destroys `req.socket` on an error after the headers) reaches the client's connection,
@@ -63,39 +76,10 @@ class DetachedSocket extends EventEmitter implements ConnectionFacts {
     }
     return this;
   }
-
-  end(): this {
-    return this;
-  }
-
-  setTimeout(): this {
-    return this;
-  }
-
-  setNoDelay(): this {
-    return this;
-  }
-
-  setKeepAlive(): this {
-    return this;
-  }
-
-  ref(): this {
-    return this;
-  }
-
-  unref(): this {
-    return this;
-  }
-
-  pause(): this {
-    return this;
-  }
-
-  resume(): this {
-    return this;
-  }
 }
+
+// A socket's methods that do nothing on a detached one but return it.
+doNothing(DetachedSocket, ['end', 'setTimeout', 'setNoDelay', 'setKeepAlive', 'ref', 'unref', 'pause', 'resume']);
 
 /** The response methods the rest of the chain may call, which a detached response takes over. */
 const TAKEN_OVER = [
@@ -287,18 +271,10 @@ export class DetachedResponse extends EventEmitter {
     return this;
   }
 
-  // Node's response methods that matter to no one once detached.
-  setTimeout(): this {
-    return this;
-  }
-
-  cork(): void {}
-
-  uncork(): void {}
-
-  addTrailers(): void {}
-
   #begin(): void {
     if (!this.#started) this.writeHead(this.#status());
   }
 }
+
+// Node's response methods that matter to no one once detached.
+doNothing(DetachedResponse, ['setTimeout'], ['cork', 'uncork', 'addTrailers']);

@@ -42,33 +42,44 @@ export class SwitchyardError extends Error {
   }
 }
 
+/** A class made by {@link fixedError}: `new X(message?, options?)`, with the statics of any error class. */
+interface FixedErrorClass extends Omit<typeof SwitchyardError, 'prototype'> {
+  new (message?: string, options?: SwitchyardErrorOptions): SwitchyardError;
+  prototype: SwitchyardError;
+}
+
+/**
+ * The base of an error class whose code and status are fixed: its constructor takes the message
+ * (`defaultMessage` when none is given) and the options.
+ */
+function fixedError(code: string, statusCode: number, defaultMessage: string): FixedErrorClass {
+  return class extends SwitchyardError {
+    constructor(message = defaultMessage, options?: SwitchyardErrorOptions) {
+      super(code, statusCode, message, options);
+    }
+  };
+}
+
 /**
  * An upstream could not be reached or answered with something unusable
- * (nginx: `error`, `invalid_header`, no live upstreams after attempts). Status 502.
+ * (nginx: `error`, `invalid_header`, no live upstreams after attempts). Status 502; default
+ * message `Bad Gateway`.
  * @example
  * ```ts
  * if (err.code === 'SWY_ERR_BAD_GATEWAY') console.log('upstream failed', err.cause);
  * ```
  */
-export class BadGatewayError extends SwitchyardError {
-  constructor(message = 'Bad Gateway', options?: SwitchyardErrorOptions) {
-    super('SWY_ERR_BAD_GATEWAY', 502, message, options);
-  }
-}
+export class BadGatewayError extends fixedError('SWY_ERR_BAD_GATEWAY', 502, 'Bad Gateway') {}
 
 /**
  * The upstream timed out while connecting, sending the request or reading the
- * response header (nginx: `timeout`). Status 504.
+ * response header (nginx: `timeout`). Status 504; default message `Gateway Timeout`.
  * @example
  * ```ts
  * if (err instanceof GatewayTimeoutError) res.setHeader('Retry-After', '5');
  * ```
  */
-export class GatewayTimeoutError extends SwitchyardError {
-  constructor(message = 'Gateway Timeout', options?: SwitchyardErrorOptions) {
-    super('SWY_ERR_GATEWAY_TIMEOUT', 504, message, options);
-  }
-}
+export class GatewayTimeoutError extends fixedError('SWY_ERR_GATEWAY_TIMEOUT', 504, 'Gateway Timeout') {}
 
 /**
  * No server of the pool could take the request: all down, unavailable, draining
@@ -90,33 +101,30 @@ export class NoServerAvailableError extends SwitchyardError {
 
 /**
  * The client's request cannot be proxied as sent: a malformed target, an invalid Host header, a
- * rewritten URI with a `..` segment. Status 400.
+ * rewritten URI with a `..` segment. Status 400; default message `Bad Request`.
  * @example
  * ```ts
  * if (err instanceof BadRequestError) res.statusCode = 400;
  * ```
  */
-export class BadRequestError extends SwitchyardError {
-  constructor(message = 'Bad Request', options?: SwitchyardErrorOptions) {
-    super('SWY_ERR_BAD_REQUEST', 400, message, options);
-  }
-}
+export class BadRequestError extends fixedError('SWY_ERR_BAD_REQUEST', 400, 'Bad Request') {}
 
 /**
  * A body parser before balance() consumed the request body and left no `req.body` switchyard can
  * send again (a Buffer, a string, or JSON / urlencoded data): the request fails at once rather than
  * hang waiting for a body that will never come. Status 500: the gateway is set up wrong, the client
- * did nothing wrong.
+ * did nothing wrong. Default message `The request body was consumed by a body parser before
+ * switchyard could forward it`.
  * @example
  * ```ts
  * if (err.code === 'SWY_ERR_BODY_CONSUMED') console.error('mount balance() before the body parser');
  * ```
  */
-export class BodyConsumedError extends SwitchyardError {
-  constructor(message = 'The request body was consumed by a body parser before switchyard could forward it', options?: SwitchyardErrorOptions) {
-    super('SWY_ERR_BODY_CONSUMED', 500, message, options);
-  }
-}
+export class BodyConsumedError extends fixedError(
+  'SWY_ERR_BODY_CONSUMED',
+  500,
+  'The request body was consumed by a body parser before switchyard could forward it',
+) {}
 
 /**
  * The request's body comes in a transfer coding switchyard does not forward:
@@ -168,30 +176,24 @@ export class InvalidOptionError extends TypeError {
 
 /**
  * A `rewrite` rule made the URI change more than ten times, or `last` rules sent the request from
- * location to location without end (nginx's "rewrite or internal redirection cycle"). Status 500.
+ * location to location without end (nginx's "rewrite or internal redirection cycle"). Status 500;
+ * default message `rewrite or internal redirection cycle`.
  * @example
  * ```ts
  * if (err instanceof RewriteCycleError) console.error('rewrite rules loop on', req.url);
  * ```
  */
-export class RewriteCycleError extends SwitchyardError {
-  constructor(message = 'rewrite or internal redirection cycle', options?: SwitchyardErrorOptions) {
-    super('SWY_ERR_REWRITE_CYCLE', 500, message, options);
-  }
-}
+export class RewriteCycleError extends fixedError('SWY_ERR_REWRITE_CYCLE', 500, 'rewrite or internal redirection cycle') {}
 
 /**
- * A `rewrite` rule left an empty URI (nginx answers 500, as here). Status 500.
+ * A `rewrite` rule left an empty URI (nginx answers 500, as here). Status 500; default message
+ * `rewrite produced an empty URI`.
  * @example
  * ```ts
  * if (err.code === 'SWY_ERR_REWRITE_EMPTY') console.error('a rewrite rule produced an empty URI');
  * ```
  */
-export class RewriteEmptyError extends SwitchyardError {
-  constructor(message = 'rewrite produced an empty URI', options?: SwitchyardErrorOptions) {
-    super('SWY_ERR_REWRITE_EMPTY', 500, message, options);
-  }
-}
+export class RewriteEmptyError extends fixedError('SWY_ERR_REWRITE_EMPTY', 500, 'rewrite produced an empty URI') {}
 
 /**
  * A `return` rule with an error status and neither text nor url (`{ return: 403 }`, nginx

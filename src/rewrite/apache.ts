@@ -416,14 +416,8 @@ function compileExpansion(text: string, line: number, directory: boolean): Expan
   };
 }
 
-const HEADERS: Record<string, string> = {
-  HTTP_HOST: 'host',
-  HTTP_USER_AGENT: 'user-agent',
-  HTTP_REFERER: 'referer',
-  HTTP_COOKIE: 'cookie',
-  HTTP_ACCEPT: 'accept',
-  HTTP_FORWARDED: 'forwarded',
-};
+/** The request headers with a variable of their own, by the variable's name: `%{HTTP_USER_AGENT}` is User-Agent. */
+const HEADERS = new Map(['host', 'user-agent', 'referer', 'cookie', 'accept', 'forwarded'].map((h) => [`HTTP_${h.toUpperCase().replaceAll('-', '_')}`, h]));
 
 const VARIABLES: Record<string, Expand> = {
   // The URI the request came with: a server-context pass does not change it.
@@ -441,7 +435,7 @@ const VARIABLES: Record<string, Expand> = {
 };
 
 function serverVariable(name: string, line: number, directory: boolean): Expand {
-  const header = name.toUpperCase().startsWith('HTTP:') ? name.slice(5).toLowerCase() : HEADERS[name.toUpperCase()];
+  const header = name.toUpperCase().startsWith('HTTP:') ? name.slice(5).toLowerCase() : HEADERS.get(name.toUpperCase());
   if (header !== undefined) {
     if (!/^[a-z0-9!#$%&'*+.^_`|~-]+$/.test(header)) fail(line, `a header name in %{HTTP:...}, received "${name}"`);
     // An HTTP/2 request's Host is its :authority.
@@ -455,6 +449,6 @@ function serverVariable(name: string, line: number, directory: boolean): Expand 
   if (directory && name.toUpperCase() === 'REQUEST_URI') return (ex) => ex.uri;
   const fixed = VARIABLES[name.toUpperCase()];
   if (fixed === undefined)
-    fail(line, `a supported variable (${[...Object.keys(HEADERS), 'HTTP:Header', ...Object.keys(VARIABLES)].join(', ')}), received "%{${name}}"`);
+    fail(line, `a supported variable (${[...HEADERS.keys(), 'HTTP:Header', ...Object.keys(VARIABLES)].join(', ')}), received "%{${name}}"`);
   return fixed;
 }

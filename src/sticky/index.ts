@@ -66,31 +66,28 @@ export type RouteSource =
     }
   | ((req: IncomingMessage, ex: Exchange) => string | undefined);
 
-/** Where a learned session id comes from in the upstream's response. */
+/**
+ * Where a learned session id comes from in the upstream's response: a cookie the upstream sets
+ * (`{ cookie }`, nginx `create=$upstream_cookie_NAME`), a response header (`{ header }`, nginx
+ * `create=$upstream_http_NAME`), or a function of the upstream response.
+ */
 export type LearnCreateSource =
   | {
-      /** A cookie the upstream sets (nginx `create=$upstream_cookie_NAME`). */
+      /** The cookie's name. */
       readonly cookie: string;
     }
   | {
-      /** A response header (nginx `create=$upstream_http_NAME`). */
+      /** The header's name. */
       readonly header: string;
     }
-  /** A function of the upstream response. */
-  | ((response: IncomingMessage, ex: Exchange) => string | undefined);
+  | ((message: IncomingMessage, ex: Exchange) => string | undefined);
 
-/** Where a learned session id comes from in the client's request. */
-export type LearnLookupSource =
-  | {
-      /** A request cookie (nginx `lookup=$cookie_NAME`). */
-      readonly cookie: string;
-    }
-  | {
-      /** A request header (nginx `lookup=$http_NAME`). */
-      readonly header: string;
-    }
-  | string
-  | ((req: IncomingMessage, ex: Exchange) => string | undefined);
+/**
+ * Where a learned session id comes from in the client's request: the forms of
+ * {@link LearnCreateSource} read from the request (a request cookie, nginx `lookup=$cookie_NAME`; a
+ * request header, nginx `lookup=$http_NAME`; a function of the request), or nginx variables.
+ */
+export type LearnLookupSource = LearnCreateSource | string;
 
 /** Options of the learn mode (nginx `sticky learn`). */
 export interface StickyLearnOptions {

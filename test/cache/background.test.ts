@@ -81,3 +81,40 @@ test("Express's own error handling in a failing background update leaves the cli
   assert.equal(await get('/x'), '200 STALE v1');
   assert.ok(await until(() => calls === 3, 5000), 'a new background update');
 });
+
+test("a background update's handler may call the socket's connection methods: each does nothing and returns the stand-in socket", async (t: TestContext) => {
+  let clock = 1_000_000;
+  let calls = 0;
+  const chained: boolean[] = [];
+  const handler: Middleware = (req, res) => {
+    calls++;
+    if (calls === 2) {
+      // What servers and frameworks do to a connection; on the client's it would pause, end or re-time it.
+      const socket = req.socket;
+      const steps = [
+        () => socket.setTimeout(1),
+        () => socket.setNoDelay(true),
+        () => socket.setKeepAlive(true, 1000),
+        () => socket.ref(),
+        () => socket.unref(),
+        () => socket.pause(),
+        () => socket.resume(),
+        () => socket.pause(),
+        () => socket.end(),
+      ];
+      for (const step of steps) chained.push(step() === socket);
+    }
+    res.writeHead(200, { 'cache-control': 'max-age=1', 'content-type': 'text/plain' });
+    res.end(`v${calls}`);
+  };
+  const gw = await gateway(t, chain(cache({ useStale: ['updating'], backgroundUpdate: true, now: () => clock }), handler));
+  const { get, sockets } = keepAliveClient(t, gw.url);
+  assert.equal(await get('/s'), '200 MISS v1');
+  clock += 5000;
+  assert.equal(await get('/s'), '200 STALE v1');
+  assert.ok(await until(() => calls === 2, 5000), 'the background update ran');
+  assert.deepEqual(chained, [true, true, true, true, true, true, true, true, true], 'every call returned the socket');
+  // The client's connection was neither paused nor ended: it carries the next requests, which see the update.
+  assert.ok(await until(async () => (await get('/s')) === '200 HIT v2', 5000), 'the update is stored');
+  assert.equal(sockets.size, 1, 'one keep-alive connection all along');
+});

@@ -108,6 +108,30 @@ test("the errors with a status of their own: 500 for a consumed body and the rew
   assert.equal(new api.InvalidOptionError('x', 'y').statusCode, 400);
 });
 
+test('the errors of a fixed code and status: their code, status, default message, a message and cause given, instanceof', () => {
+  const cause = new Error('ECONNREFUSED');
+  const table: Array<[new (message?: string, options?: api.SwitchyardErrorOptions) => api.SwitchyardError, string, number, string]> = [
+    [api.BadGatewayError, 'SWY_ERR_BAD_GATEWAY', 502, 'Bad Gateway'],
+    [api.GatewayTimeoutError, 'SWY_ERR_GATEWAY_TIMEOUT', 504, 'Gateway Timeout'],
+    [api.BadRequestError, 'SWY_ERR_BAD_REQUEST', 400, 'Bad Request'],
+    [api.BodyConsumedError, 'SWY_ERR_BODY_CONSUMED', 500, 'The request body was consumed by a body parser before switchyard could forward it'],
+    [api.RewriteCycleError, 'SWY_ERR_REWRITE_CYCLE', 500, 'rewrite or internal redirection cycle'],
+    [api.RewriteEmptyError, 'SWY_ERR_REWRITE_EMPTY', 500, 'rewrite produced an empty URI'],
+  ];
+  for (const [type, code, status, message] of table) {
+    const plain = new type();
+    assert.ok(plain instanceof type && plain instanceof api.SwitchyardError && plain instanceof Error, type.name);
+    assert.deepEqual([plain.name, plain.code, plain.statusCode, plain.status, plain.message, plain.expose], [type.name, code, status, status, message, true]);
+    assert.equal(Object.hasOwn(plain, 'cause'), false, `${type.name}: no cause unless given`);
+    const given = new type('upstream said no', { cause });
+    assert.deepEqual([given.message, given.cause, given.code], ['upstream said no', cause, code]);
+    assert.match(String(given.stack), new RegExp(`^${type.name}: upstream said no`));
+  }
+  // Each class its own: one is not an instance of another.
+  assert.equal(new api.BadGatewayError() instanceof api.GatewayTimeoutError, false);
+  assert.equal(new api.RewriteCycleError() instanceof api.RewriteEmptyError, false);
+});
+
 test("the README's errors table lists every error class with its code, and nothing else", () => {
   const table = readmeTable();
   const classes = errorClasses(errors);

@@ -212,6 +212,11 @@ describe('fromApache: rules', () => {
       ],
     },
     {
+      name: 'the HTTP_* variables read their headers (any case)',
+      text: 'RewriteRule ^/v$ /%{HTTP_HOST}/%{HTTP_USER_AGENT}/%{HTTP_REFERER}/%{HTTP_COOKIE}/%{HTTP_ACCEPT}/%{http_forwarded} [L]',
+      requests: [['/v', { uri: '/example.org/ua/ref/c/acc/fwd' }, { 'user-agent': 'ua', referer: 'ref', cookie: 'c', accept: 'acc', forwarded: 'fwd' }]],
+    },
+    {
       name: 'directory context: no leading slash, relative substitutions get the base',
       text: 'RewriteRule ^old/(.*)$ new/$1 [L]',
       options: { context: 'directory' },
@@ -262,6 +267,12 @@ describe('fromApache: errors name the line', () => {
     { text: 'RewriteRule ^/a ${map:x}', line: 1, message: /RewriteMap/ },
     { text: 'RewriteCond %{REQUEST_FILENAME} !-f\nRewriteRule ^ /index.php', line: 1, message: /file tests are not supported/ },
     { text: 'RewriteCond %{SERVER_ADMIN} x\nRewriteRule ^ /i', line: 1, message: /supported variable.*SERVER_ADMIN/ },
+    {
+      text: 'RewriteRule ^ /%{HTTP_X_TOKEN}',
+      line: 1,
+      message:
+        /supported variable \(HTTP_HOST, HTTP_USER_AGENT, HTTP_REFERER, HTTP_COOKIE, HTTP_ACCEPT, HTTP_FORWARDED, HTTP:Header, REQUEST_URI, .*HTTP_X_TOKEN/,
+    },
     { text: 'RewriteCond %{HTTP_HOST} x [NC,L]', line: 1, message: /supported flags/ },
     { text: 'RewriteCond %{HTTP_HOST} x\n\n', line: 1, message: /RewriteRule after RewriteCond/ },
     { text: 'RewriteCond %{HTTP_HOST x\nRewriteRule ^ /i', line: 1, message: /"\}" closing/ },
