@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
@@ -5,12 +6,13 @@ import { isIP } from 'node:net';
 import { unrefClock } from '../core/clock.ts';
 import type { Duration } from '../core/duration.ts';
 import { InvalidOptionError } from '../core/errors.ts';
-import { booleanOption, durationOption, integerOption, objectOption, randomOption, stringOption } from '../core/options.ts';
+import { booleanOption, durationOption, enumOption, integerOption, objectOption, randomOption, stringOption } from '../core/options.ts';
 import { TOKEN } from '../core/http.ts';
 import { poolOption, type ServerInfo, type UpstreamPool } from '../pool/index.ts';
 import { internals } from '../pool/internal.ts';
 import type { Peer } from '../pool/peer.ts';
 import { compileMatch, type MatchOptions } from './match.ts';
+import { HEALTH_SCOPES, type HealthScope, SharedProbes, type SharedVerdict } from './shared.ts';
 
 export type { HeaderCondition, MatchOptions } from './match.ts';
 
@@ -56,6 +58,34 @@ export interface HealthCheckOptions {
   clock?: HealthClock | undefined;
   /** Random numbers in [0, 1) for jitter. @default Math.random */
   random?: (() => number) | undefined;
+  /**
+   * With a pool that has `sync` (several instances of one gateway): which instances share one
+   * prober per server, chosen by a lease; the prober publishes each result and every instance of
+   * the scope applies it (state, events and counters), a new instance at once from the stored
+   * results. `'host'`: one prober per machine (the sync handle's host name); `'cluster'`: one for
+   * all instances; `'each'`: every instance probes for itself, as without sync. A prober that dies
+   * is replaced within two intervals (its lease lasts 3/4 of an interval and is tried every quarter
+   * interval); while Redis is away every instance probes for itself, and goes back to the lease
+   * when it returns. Ignored without `sync`.
+   * @default 'host'
+   * @example
+   * ```ts
+   * const pool = createPool({ name: 'api', servers: [{ url: 'http://10.0.0.1:8080' }], sync: { redis: 'redis://127.0.0.1:6379' } });
+   * healthCheck(pool, { uri: '/healthz', interval: '1s', shared: 'cluster' }); // one probe a second per server, whatever the instance count
+   * ```
+   */
+  shared?: 'host' | 'cluster' | 'each' | undefined;
+  /**
+   * The name instances share this check under (with the pool's name): instances whose checks have
+   * the same key share probers and results. Letters, digits, `.`, `_` and `-`, at most 100.
+   * @default a digest of the check's settings (name, uri, port, method, headers, match, interval,
+   * timeout, fails, passes, mandatory): identical configurations match, different ones never mix
+   * @example
+   * ```ts
+   * healthCheck(pool, { uri: '/healthz', sharedKey: 'api-healthz-v2' });
+   * ```
+   */
+  sharedKey?: string | undefined;
 }
 
 /** One probe's outcome. */
@@ -70,6 +100,8 @@ export interface ProbeResult {
   reason: string | undefined;
   /** The server's health after this probe. */
   healthy: boolean;
+  /** The instance that ran the probe, for a result another instance published (`shared`); absent for this instance's own probes. */
+  from?: string;
 }
 
 /** Events of a {@link HealthCheck}. The pool's `state` event reports every change of state too. */
@@ -94,9 +126,12 @@ export interface HealthCheck extends EventEmitter<HealthCheckEvents> {
    * a module; once settled, the checks never keep the process alive.
    */
   readonly ready: Promise<void>;
-  /** Probes every server now (outside the schedule, never overlapping a running probe); settles when done. */
+  /**
+   * Probes every server now (outside the schedule, never overlapping a running probe); settles when
+   * done. With `shared`, the servers another instance probes are left to it.
+   */
   check(): Promise<void>;
-  /** Stops: clears every timer, aborts running probes, and lifts what this check held servers out for. */
+  /** Stops: clears every timer, aborts running probes, gives back its leases (`shared`), and lifts what this check held servers out for. */
   stop(): void;
 }
 
@@ -106,6 +141,8 @@ export const DEFAULT_HEALTH_INTERVAL = '5s';
 export const DEFAULT_HEALTH_TIMEOUT = '5s';
 /** Default of {@link HealthCheckOptions.name}. */
 export const DEFAULT_HEALTH_NAME = 'health';
+/** Default of {@link HealthCheckOptions.shared}: one prober per server per machine. */
+export const DEFAULT_HEALTH_SHARED: 'host' | 'cluster' | 'each' = 'host';
 
 /** The keys of {@link HealthCheckOptions}. */
 const HEALTH_OPTIONS = [
@@ -124,6 +161,8 @@ const HEALTH_OPTIONS = [
   'name',
   'clock',
   'random',
+  'shared',
+  'sharedKey',
 ] as const satisfies ReadonlyArray<keyof HealthCheckOptions>;
 /** Most body bytes a probe reads (NGINX Plus: 256k). */
 export const MAX_PROBE_BODY = 256 * 1024;
@@ -142,6 +181,8 @@ interface ServerCheck {
   failsInARow: number;
   healthy: boolean;
   pending: boolean;
+  /** When the last result came in (this instance's probe or a shared one), by the check's clock. */
+  lastAt: number | undefined;
   /** Settles the server's part of `ready` (first probe done, server removed, or check stopped). */
   first: (() => void) | undefined;
 }
@@ -150,7 +191,8 @@ interface ServerCheck {
  * NGINX Plus `health_check` for a pool: probes every server on its own schedule and takes the
  * ones that fail out of rotation (`unhealthy`, sticky-bound requests included) until they pass
  * again; with `mandatory`, servers start `checking`. Several checks on one pool: failing any makes
- * a server unhealthy. A server coming back ramps up over its `slowStart`.
+ * a server unhealthy. A server coming back ramps up over its `slowStart`. On a pool with `sync`, one
+ * instance per host probes each server and the others apply its results (option `shared`).
  * @example
  * ```ts
  * import { createPool, healthCheck, balance } from 'switchyard-proxy';
@@ -201,12 +243,20 @@ export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}
     throw new InvalidOptionError('clock', 'an object with now, setTimeout and clearTimeout', clock);
   }
   const random = randomOption(options.random);
+  const scope = enumOption<HealthScope>(options.shared, 'shared', HEALTH_SCOPES, DEFAULT_HEALTH_SHARED);
+  const sharedKey = stringOption(options.sharedKey, 'sharedKey', undefined, {
+    pattern: /^[A-Za-z0-9._-]{1,100}$/,
+    expected: 'letters, digits, ".", "_" and "-" (at most 100)',
+  });
 
   const inner = internals(pool);
   const id = inner.healthCheckId();
   const emitter = new EventEmitter<HealthCheckEvents>();
   const servers = new Map<string, ServerCheck>();
   let stopped = false;
+  let sharing: SharedProbes | undefined;
+  // With sharing, a server is probed here only while this instance holds its lease (or the engine is away).
+  const probing = (s: ServerCheck): boolean => sharing === undefined || sharing.probes(s.peer.id);
 
   const mark = (s: ServerCheck): void => inner.healthMark(s.peer, id, !s.healthy, s.pending);
 
@@ -220,12 +270,17 @@ export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}
       failsInARow: 0,
       healthy: true,
       pending: gate,
+      lastAt: undefined,
       first: undefined,
     };
     servers.set(peer.id, s);
     if (gate) mark(s);
+    sharing?.add(peer.id);
     return s;
   };
+
+  /** Delay to a server's next probe: an interval after its last result, now if none came. */
+  const due = (s: ServerCheck): number => (s.lastAt === undefined ? 0 : Math.max(0, s.lastAt + interval - clock.now()));
 
   const schedule = (s: ServerCheck, delay: number): void => {
     if (stopped || servers.get(s.peer.id) !== s) return;
@@ -233,6 +288,11 @@ export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}
     const extra = jitter > 0 ? Math.floor(random() * jitter) : 0;
     s.timer = clock.setTimeout(() => {
       s.timer = undefined;
+      // Another instance probes it: look again an interval later (a lease taken reschedules at once).
+      if (!probing(s)) {
+        schedule(s, interval);
+        return;
+      }
       // Whatever a listener does, the next probe is scheduled.
       run(s)
         .catch(() => undefined)
@@ -245,7 +305,8 @@ export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}
     if (s.running !== undefined) return s.running;
     s.running = probe(s).then((result) => {
       s.running = undefined;
-      if (stopped || servers.get(s.peer.id) !== s) return;
+      // A result that came back after another instance took the server over is its to give.
+      if (stopped || servers.get(s.peer.id) !== s || !probing(s)) return;
       record(s, result);
     });
     return s.running;
@@ -270,6 +331,23 @@ export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}
         s.healthy = false;
       } else if (s.healthy && s.failsInARow >= fails) s.healthy = false;
     }
+    s.lastAt = clock.now();
+    commit(s, was, wasPending, { id: s.peer.id, passed: r.passed, status: r.status, reason: r.reason, healthy: s.healthy });
+    sharing?.publish(s.peer.id, {
+      url: s.peer.url,
+      passed: r.passed,
+      status: r.status,
+      reason: r.reason,
+      healthy: s.healthy,
+      pending: s.pending,
+      passesInARow: s.passesInARow,
+      failsInARow: s.failsInARow,
+      at: s.lastAt,
+    });
+  };
+
+  /** A server's new state is set: the pool's mark, then the events (`result` for a probe here or one another instance published). */
+  const commit = (s: ServerCheck, was: boolean, wasPending: boolean, result: ProbeResult | undefined): void => {
     s.first?.();
     s.first = undefined;
     const now = s.healthy && !s.pending;
@@ -284,10 +362,36 @@ export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}
       }
     };
     safely(() => mark(s));
-    safely(() => emitter.emit('probe', { id: s.peer.id, passed: r.passed, status: r.status, reason: r.reason, healthy: s.healthy }));
+    if (result !== undefined) safely(() => emitter.emit('probe', result));
     if (now && !was) safely(() => emitter.emit('healthy', s.peer.id));
     // Up before, or a mandatory first probe that failed: either way the server is now unhealthy.
     if (!now && (was || wasPending)) safely(() => emitter.emit('unhealthy', s.peer.id));
+  };
+
+  /**
+   * What the prober of a server said (`live`: a probe just published, counted here as one; else a
+   * stored result read at the start or after an outage, state only): applied as if probed here.
+   */
+  const heard = (serverId: string, v: SharedVerdict, from: string, live: boolean): boolean => {
+    const s = servers.get(serverId);
+    if (s === undefined || stopped || v.url !== s.peer.url) return false;
+    const was = s.healthy && !s.pending;
+    const wasPending = s.pending;
+    if (live) inner.healthProbe(s.peer, v.passed);
+    s.healthy = v.healthy;
+    s.pending = v.pending;
+    s.passesInARow = v.passesInARow;
+    s.failsInARow = v.failsInARow;
+    s.lastAt = live ? clock.now() : Math.min(clock.now(), v.at);
+    commit(s, was, wasPending, live ? { id: serverId, passed: v.passed, status: v.status, reason: v.reason, healthy: v.healthy, from } : undefined);
+    return true;
+  };
+
+  /** A lease taken or lost, the engine lost or back: a server this instance now probes gets its probe when due. */
+  const changed = (serverId?: string): void => {
+    if (stopped) return;
+    const affected = serverId === undefined ? [...servers.values()] : [servers.get(serverId)];
+    for (const s of affected) if (s !== undefined && s.running === undefined && probing(s)) schedule(s, due(s));
   };
 
   const probe = (s: ServerCheck): Promise<{ passed: boolean; status: number | undefined; reason: string | undefined }> =>
@@ -368,9 +472,26 @@ export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}
     if (s.timer !== undefined) clock.clearTimeout(s.timer);
     s.probe?.destroy();
     s.first?.();
+    sharing?.remove(info.id);
   };
   pool.on('add', onAdd);
   pool.on('remove', onRemove);
+
+  const syncHandle = inner.sync();
+  if (syncHandle !== undefined && scope !== 'each') {
+    const settings = [name, uri, port ?? null, method, Object.entries(headers).sort(), options.match ?? null, interval, timeout, fails, passes, mandatory];
+    const key = sharedKey ?? settingsKey(settings);
+    sharing = new SharedProbes({
+      handle: syncHandle,
+      scope,
+      key: `${pool.name}:${key}`,
+      interval,
+      staleAfter: 2 * (interval + jitter + timeout) + interval,
+      clock,
+      heard,
+      changed,
+    });
+  }
 
   const first: Array<Promise<void>> = [];
   for (const peer of inner.peers()) {
@@ -394,7 +515,7 @@ export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}
     name,
     ready,
     async check(): Promise<void> {
-      await Promise.all([...servers.values()].map((s) => run(s)));
+      await Promise.all([...servers.values()].filter(probing).map((s) => run(s)));
     },
     stop(): void {
       if (stopped) return;
@@ -402,6 +523,7 @@ export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}
       release();
       pool.off('add', onAdd);
       pool.off('remove', onRemove);
+      void sharing?.stop();
       for (const s of servers.values()) {
         if (s.timer !== undefined) clock.clearTimeout(s.timer);
         s.probe?.destroy();
@@ -414,4 +536,10 @@ export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}
     },
   });
   return handle as HealthCheck;
+}
+
+/** The default {@link HealthCheckOptions.sharedKey}: a digest of the settings that decide a check's verdicts. */
+function settingsKey(settings: unknown): string {
+  const text = JSON.stringify(settings, (_key, value: unknown) => (value instanceof RegExp ? `/${value.source}/${value.flags}` : value));
+  return createHash('sha256').update(text).digest('hex').slice(0, 16);
 }
