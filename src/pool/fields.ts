@@ -126,7 +126,8 @@ export type FieldTableMatches = [
 
 const FIELD_NAMES: readonly string[] = SERVER_FIELDS.map((f) => f.name);
 const UPDATABLE: readonly ServerField[] = SERVER_FIELDS.filter((f) => f.update);
-const UPDATABLE_NAMES: readonly string[] = UPDATABLE.map((f) => f.name);
+/** The names of the fields update() may change. @internal */
+export const UPDATABLE_NAMES: readonly string[] = UPDATABLE.map((f) => f.name);
 
 /** The method a server is checked against: what it allows. @internal */
 export interface FieldContext {

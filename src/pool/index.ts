@@ -9,6 +9,8 @@ import { InvalidOptionError, ServerNotFoundError } from '../core/errors.ts';
 import { booleanOption, durationOption, instanceOption, integerOption, nowOption, objectOption, randomOption, stringOption } from '../core/options.ts';
 import { applyUpdate, resolveServer, resolveUpdate, serverInfo, type FieldContext } from './fields.ts';
 import { kPool, type PoolInternals } from './internal.ts';
+import { PoolSync } from './sync.ts';
+import { type SyncHandle, type SyncOptions, syncOption } from '../sync/index.ts';
 import { resolveMethod, type MethodOption } from './methods/index.ts';
 import type { AttemptTimings, Balancer, MethodCapabilities, PeerSet, Selection } from './methods/types.ts';
 import { emptyResponses, histogramOf, movingAverage, Peer, recordResponseTime, type AttemptOutcome, type ServerState, type ServerStats } from './peer.ts';
@@ -136,6 +138,13 @@ export interface PoolOptions {
    * server is available. @default none: such requests fail at once
    */
   queue?: QueueOptions | undefined;
+  /**
+   * Share this pool's run-time configuration, passive health and statistics with every instance of
+   * the gateway (see the README's "Running several instances"): a handle from {@link sync}, or sync
+   * options (`{ redis: 'redis://127.0.0.1:6379' }`) for a connection the pool makes and closes with
+   * itself. Instances share a pool by its `name`. @default none: everything stays in this process
+   */
+  sync?: SyncHandle | SyncOptions | undefined;
 }
 
 /** Options of the pool's wait queue. */
@@ -152,7 +161,7 @@ export const DEFAULT_QUEUE_TIMEOUT = '60s';
 export const DEFAULT_POOL_NAME = 'upstream';
 
 /** The keys of {@link PoolOptions}. */
-const POOL_OPTIONS = ['name', 'method', 'servers', 'agent', 'tls', 'now', 'random', 'queue'] as const satisfies ReadonlyArray<keyof PoolOptions>;
+const POOL_OPTIONS = ['name', 'method', 'servers', 'agent', 'tls', 'now', 'random', 'queue', 'sync'] as const satisfies ReadonlyArray<keyof PoolOptions>;
 /** The keys of {@link QueueOptions}. */
 const QUEUE_OPTIONS = ['size', 'timeout'] as const satisfies ReadonlyArray<keyof QueueOptions>;
 /** The keys of {@link AgentSettings}, and of the `{ http, https }` form of {@link PoolOptions.agent}. */
@@ -245,6 +254,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
   #waiters: Waiter[] = [];
   #overflows = 0;
   #nextCheckId = 1;
+  #sync: PoolSync | undefined;
 
   /** @internal Use {@link createPool}. */
   constructor(options: PoolOptions) {
@@ -281,6 +291,16 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     for (const p of peers) initialState(p, start);
     this.#rebuild();
     Object.defineProperty(this, kPool, { value: this.#internals() });
+    const shared = syncOption(options.sync);
+    if (shared !== undefined) {
+      this.#sync = new PoolSync(this, shared.handle, shared.owned, {
+        add: (server) => this.#add(server),
+        update: (id, changes) => this.#update(this.#find(id), changes),
+        remove: (id) => this.#remove(this.#find(id)),
+        failed: (id) => this.#sharedFailure(id),
+        peer: (id) => this.#peers.find((p) => p.id === id),
+      });
+    }
   }
 
   #makeAgents(options: PoolOptions): { http: HttpAgent; https: HttpsAgent; own: boolean } {
@@ -357,6 +377,12 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
    * ```
    */
   add(server: ServerOptions): ServerInfo {
+    const result = this.#add(server);
+    this.#sync?.added(result.id);
+    return result;
+  }
+
+  #add(server: ServerOptions): ServerInfo {
     const peer = this.#makePeer(server, 'server', []);
     if (this.#peers.some((p) => p.id === peer.id)) throw new InvalidOptionError('server.id', 'an id not used by another server', peer.id);
     initialState(peer, this.#now());
@@ -379,7 +405,13 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
    * ```
    */
   remove(id: string): ServerInfo {
-    const peer = this.#find(id);
+    const result = this.#remove(this.#find(id));
+    this.#sync?.removed(result.id);
+    return result;
+  }
+
+  #remove(peer: Peer): ServerInfo {
+    const id = peer.id;
     if (this.#peers.length === 1) throw new InvalidOptionError('id', 'a server other than the last one (a pool cannot be empty)', id);
     this.#peers = this.#peers.filter((p) => p !== peer);
     peer.removed = true;
@@ -402,7 +434,12 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
    * ```
    */
   update(id: string, changes: ServerUpdate): ServerInfo {
-    const peer = this.#find(id);
+    const result = this.#update(this.#find(id), changes);
+    this.#sync?.updated(result.id, changes);
+    return result;
+  }
+
+  #update(peer: Peer, changes: ServerUpdate): ServerInfo {
     const resolved = resolveUpdate(changes, this.#fieldContext);
     applyUpdate(peer, resolved);
     this.#rebuild();
@@ -507,6 +544,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#sync?.close();
     for (const w of this.#waiters.splice(0)) w.done(undefined);
     if (this.#ownAgents) {
       this.#httpAgent.destroy();
@@ -554,6 +592,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
       },
       healthMark: (peer: Peer, checkId: number, failing: boolean, pending: boolean) => this.#healthMark(peer, checkId, failing, pending),
       now: () => this.#now(),
+      sync: () => this.#sync?.handle,
     });
   }
 
@@ -675,6 +714,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
         peer.effectiveWeight -= Math.floor(peer.weight / peer.maxFails);
         // The change to 'unavail' is published by #observe below.
         if (peer.fails >= peer.maxFails) peer.unavail++;
+        this.#sync?.failure(peer, peer.fails >= peer.maxFails);
       }
       if (peer.effectiveWeight < 0) peer.effectiveWeight = 0;
     } else if (peer.accessed < peer.checked) {
@@ -684,6 +724,23 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     }
     this.#observe(peer, now);
     this.#serveQueue();
+  }
+
+  /**
+   * Other instances' failures took the server to `maxFails` (shared passive health): it is
+   * unavailable here too for `failTimeout`, as if the failures had happened here.
+   */
+  #sharedFailure(id: string): void {
+    const peer = this.#peers.find((p) => p.id === id);
+    if (peer === undefined || peer.maxFails === 0 || this.#set.single) return;
+    const now = this.#now();
+    if (peer.failed(now)) return;
+    peer.fails = peer.maxFails;
+    peer.accessed = now;
+    peer.checked = now;
+    peer.effectiveWeight = 0;
+    peer.unavail++;
+    this.#observe(peer, now);
   }
 
   /** What check `checkId` says of a server (see PoolInternals.healthMark). */

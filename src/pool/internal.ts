@@ -5,6 +5,7 @@ import type { Agent as HttpAgent, IncomingMessage } from 'node:http';
 import type { AgentOptions as HttpsAgentOptions } from 'node:https';
 import type { Cancellation } from '../core/cancel.ts';
 import type { Exchange } from '../core/exchange.ts';
+import type { SyncHandle } from '../sync/index.ts';
 import type { UpstreamPool } from './index.ts';
 import type { AttemptTimings, Selection } from './methods/types.ts';
 import type { AttemptOutcome, Peer } from './peer.ts';
@@ -62,6 +63,8 @@ export interface PoolInternals {
   healthMark(peer: Peer, checkId: number, failing: boolean, pending: boolean): void;
   /** The pool clock. */
   now(): number;
+  /** The pool's cluster-wide state handle, when it has one (healthCheck(), cache(), sticky() and monitor() share through it). */
+  sync(): SyncHandle | undefined;
 }
 
 /** The internals of a pool. @internal */

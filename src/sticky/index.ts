@@ -1,6 +1,6 @@
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { resolveStore, type CacheStore, type MemoryStoreOptions, type StoreBreakerOptions, type StoreOption } from '../store/index.ts';
+import { resolveStore, sharedRedisAdapter, type CacheStore, type MemoryStoreOptions, type StoreBreakerOptions, type StoreOption } from '../store/index.ts';
 import type { Middleware, Next } from '../core/chain.ts';
 import { parseDuration, type Duration } from '../core/duration.ts';
 import { InvalidOptionError, ServerNotFoundError } from '../core/errors.ts';
@@ -9,6 +9,8 @@ import { TOKEN } from '../core/http.ts';
 import { exchange, type Exchange, type ResponseHook } from '../core/exchange.ts';
 import { args, compileTemplate, cookies, hasVariables, type Template } from '../core/variables.ts';
 import { poolOption, type UpstreamPool } from '../pool/index.ts';
+import { internals } from '../pool/internal.ts';
+import { syncInternals } from '../sync/index.ts';
 import { refuseUpgrade, screenUpgrade, type UpgradeHandler } from '../proxy/upgrade.ts';
 
 /** Options of the cookie mode (nginx `sticky cookie`). */
@@ -101,12 +103,13 @@ export interface StickyLearnOptions {
    * Where sessions live, in any of the forms `cache()`'s store takes too ({@link StoreOption}): a
    * {@link CacheStore}, a `Keyv`, or a keyv storage adapter such as `new KeyvRedis(url)` (to share
    * them between gateway instances) or {@link createMemoryStore}'s store.
-   * @default a bounded in-memory store
+   * @default the Redis of the pool's `sync` when it has one (sessions shared by every instance, under
+   * `<namespace>:sticky:<pool>`), else a bounded in-memory store
    */
   store?: StoreOption | undefined;
   /** Bounds of the default in-memory store. @default DEFAULT_LEARN_MEMORY ({ maxEntries: 100000 }, inactive: `timeout`) */
   memory?: MemoryStoreOptions | undefined;
-  /** Key prefix in a shared store. @default DEFAULT_LEARN_NAMESPACE ('switchyard-sticky') */
+  /** Key prefix in a shared store. @default DEFAULT_LEARN_NAMESPACE ('switchyard-sticky'); `<sync namespace>:sticky:<pool>` in the pool's sync Redis */
   namespace?: string | undefined;
   /** A store operation slower than this counts as failed (the request is then balanced). @default '1s' */
   storeTimeout?: Duration | undefined;
@@ -500,12 +503,16 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
       return compileRoute(s as RouteSource, option);
     });
     const timeout = durationOption(l.timeout, 'learn.timeout', DEFAULT_SESSION_TIMEOUT, true);
-    const sessionStore = resolveStore(l.store, {
+    // A pool shared through sync() keeps its learned sessions in the same Redis, unless a store is given.
+    const handle = l.store === undefined ? internals(pool).sync() : undefined;
+    const shared = handle === undefined ? undefined : syncInternals(handle);
+    const sharedStore = shared?.redis === undefined ? undefined : sharedRedisAdapter(shared.redis);
+    const sessionStore = resolveStore(l.store ?? sharedStore, {
       option: 'learn.store',
       memory: l.memory,
       memoryDefaults: { ...DEFAULT_LEARN_MEMORY, inactive: timeout },
       now: options.now,
-      namespace: l.namespace ?? DEFAULT_LEARN_NAMESPACE,
+      namespace: l.namespace ?? (shared?.redis === undefined ? DEFAULT_LEARN_NAMESPACE : `${shared.namespace}:sticky:${pool.name}`),
       timeout: l.storeTimeout,
       breaker: l.storeBreaker,
     });

@@ -10,6 +10,7 @@ import { InvalidOptionError } from '../core/errors.ts';
 import type { StoreBreakerOptions } from './breaker.ts';
 import { CacheStore } from './fail-open.ts';
 import { isKeyv, isStoreAdapter } from './keyv.ts';
+export { sharedRedisAdapter } from './keyv.ts';
 import { objectOption } from '../core/options.ts';
 import { createMemoryStore, MEMORY_STORE_OPTIONS, type MemoryStoreOptions } from './memory.ts';
 
@@ -28,7 +29,7 @@ export {
   type MemoryStore,
   type MemoryStoreOptions,
 } from './memory.ts';
-export type { CacheEntry } from './record.ts';
+export { decode as decodeEntry, encode as encodeEntry, type CacheEntry, type StoredRecord } from './record.ts';
 
 /**
  * The store forms `cache()` and `sticky()`'s learn mode accept: switchyard's own {@link CacheStore}

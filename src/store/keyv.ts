@@ -6,6 +6,7 @@
  * test/store/keyv.test.ts fails when what it assumes no longer holds.
  * @module
  */
+import KeyvRedis from '@keyv/redis';
 import { Keyv, type KeyvStoreAdapter } from 'keyv';
 import { isMemoryStore } from './memory.ts';
 
@@ -139,4 +140,14 @@ export async function namespaceValues(keyv: Keyv): Promise<unknown[]> {
   if (keyv.iterator === undefined) throw new Error('This keyv store cannot list its keys');
   for await (const [, value] of keyv.iterator(keyv.namespace) as AsyncIterable<[string, unknown]>) out.push(value);
   return out;
+}
+
+/**
+ * A `@keyv/redis` adapter on the Redis a sync handle uses (sticky's learned sessions shared by
+ * default): its own connection, without an offline queue (a command sent while Redis is away fails
+ * at once rather than waits). For a client the user built, a duplicate of it, closed with the store.
+ */
+export function sharedRedisAdapter(redis: string | { client: { duplicate(overrides?: { disableOfflineQueue?: boolean }): unknown } }): KeyvStoreAdapter {
+  if (typeof redis === 'string') return new KeyvRedis({ url: redis, disableOfflineQueue: true }) as unknown as KeyvStoreAdapter;
+  return new KeyvRedis(redis.client.duplicate({ disableOfflineQueue: true }) as never) as unknown as KeyvStoreAdapter;
 }

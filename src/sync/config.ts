@@ -22,7 +22,14 @@ export type ServerFields = Readonly<Record<string, unknown>>;
  */
 export type ServerChange =
   | { readonly op: 'add'; readonly key: string; readonly fields: ServerFields }
-  | { readonly op: 'update'; readonly key: string; readonly fields: ServerFields }
+  | {
+      readonly op: 'update';
+      readonly key: string;
+      /** The fields changed. */
+      readonly fields: ServerFields;
+      /** The whole server as this instance knows it, for a server no record holds yet (one of the static list). */
+      readonly base?: ServerFields | undefined;
+    }
   | { readonly op: 'remove'; readonly key: string };
 
 /** What the transport stores for a server: its whole field set, or a tombstone. */
@@ -43,11 +50,16 @@ export interface ConfigReplicaOptions {
   apply: (key: string, fields: ServerFields | undefined) => void;
 }
 
-/** A change applied to a record: the record it becomes. An update of an absent or removed server changes nothing. */
+/**
+ * A change applied to a record: the record it becomes. An update merges its fields into the
+ * record (so updates of different fields made at once on two instances both hold); an update of a
+ * server no record holds starts from its `base`, and one of a removed server changes nothing.
+ */
 function applyChange(record: ServerRecord | undefined, change: ServerChange): ServerRecord | undefined {
   if (change.op === 'add') return { removed: false, fields: { ...change.fields } };
   if (change.op === 'remove') return { removed: true };
-  if (record === undefined || record.removed) return record;
+  if (record === undefined) return change.base === undefined ? undefined : { removed: false, fields: { ...change.base, ...change.fields } };
+  if (record.removed) return record;
   return { removed: false, fields: { ...record.fields, ...change.fields } };
 }
 
@@ -85,7 +97,7 @@ export class ConfigReplica {
   readonly #base = new Map<string, { version: number; record: ServerRecord }>();
   /** Local changes not stored yet, in the order they were made. */
   readonly #pending: ServerChange[] = [];
-  /** What `apply` was last told per key (JSON of the fields, or `undefined` for absent). */
+  /** What `apply` was last told per key (JSON of the fields, or '' for absent). */
   readonly #shown = new Map<string, string>();
   #maxVersion = 0;
   #stops: Array<() => void> = [];
@@ -205,10 +217,10 @@ export class ConfigReplica {
   #show(key: string): void {
     const record = this.#visible(key);
     const fields = record === undefined || record.removed ? undefined : record.fields;
-    const json = fields === undefined ? undefined : JSON.stringify(fields);
+    // '' for absent: a key `apply` was never told of (a server of the static list) is told of its removal too.
+    const json = fields === undefined ? '' : JSON.stringify(fields);
     if (json === this.#shown.get(key)) return;
-    if (json === undefined) this.#shown.delete(key);
-    else this.#shown.set(key, json);
+    this.#shown.set(key, json);
     this.#apply(key, fields);
   }
 
