@@ -2,9 +2,11 @@
 // when unreachable, a failure with REQUIRE_REDIS=1), and private redis-server processes that a
 // test can stop and restart.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { before, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import KeyvRedis from '@keyv/redis';
+import { createClient } from '@redis/client';
 import { deadPort, reachable } from './helpers.ts';
 
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -138,4 +140,21 @@ export function settlesWithin(promise: Promise<unknown>, ms: number): Promise<bo
       )
       .finally(() => clearTimeout(timer));
   });
+}
+
+/**
+ * A namespace of its own for a test on the shared Redis (`<prefix>-<uuid>`), whose keys are
+ * deleted when the test ends (SCAN MATCH `<namespace>:*` and DEL; never a FLUSH).
+ */
+export async function testNamespace(t: TestContext, prefix: string, url: string = REDIS_URL): Promise<string> {
+  const namespace = `${prefix}-${randomUUID()}`;
+  const admin = createClient({ url });
+  await admin.connect();
+  t.after(async () => {
+    const keys: string[] = [];
+    for await (const key of admin.scanIterator({ MATCH: `${namespace}:*`, COUNT: 100 })) keys.push(...(Array.isArray(key) ? key : [key]));
+    if (keys.length > 0) await admin.del(keys);
+    admin.destroy();
+  });
+  return namespace;
 }

@@ -2,9 +2,9 @@
 // writes to upstream servers.
 import { formatDuration, parseDuration } from '../core/duration.ts';
 import { SERVER_FIELDS, type ServerField } from '../pool/fields.ts';
-import type { ServerInfo, ServerOptions, ServerUpdate, UpstreamPool } from '../pool/index.ts';
+import type { PoolStats, ServerInfo, ServerOptions, ServerUpdate, UpstreamPool } from '../pool/index.ts';
 import type { ServerStats } from '../pool/peer.ts';
-import type { CacheMiddleware } from '../cache/index.ts';
+import type { CacheMiddleware, CacheStats } from '../cache/index.ts';
 
 /** An API error: the status, NGINX Plus's error code, and the text. */
 export class ApiError extends Error {
@@ -76,12 +76,16 @@ export function peerJson(s: ServerStats) {
 
 /** An upstream as `GET /api/9/http/upstreams/{name}` shows it. */
 export function upstreamJson(pool: UpstreamPool) {
-  const stats = pool.stats();
+  return upstreamJsonOf(pool.stats());
+}
+
+/** A pool's statistics (of this process, of another instance, or the totals) as `GET /api/9/http/upstreams/{name}` shows them. */
+export function upstreamJsonOf(stats: PoolStats) {
   return {
     peers: stats.servers.map(peerJson),
     keepalive: stats.keepalive,
     zombies: stats.zombies,
-    zone: pool.name,
+    zone: stats.name,
     ...(stats.queue === undefined ? {} : { queue: { size: stats.queue.size, max_size: stats.queue.maxSize, overflows: stats.queue.overflows } }),
   };
 }
@@ -122,7 +126,11 @@ export const CACHE_WRITE_STATUSES = ['miss', 'expired', 'bypass'] as const;
  * `bytesWritten`, as `pool.stats()` has them); `max_size` is left out when there is none.
  */
 export function cacheJson(cache: CacheMiddleware): CacheJson {
-  const s = cache.stats();
+  return cacheJsonOf(cache.stats());
+}
+
+/** {@link cacheJson} of a cache's statistics (of this process, of another instance, or the totals). */
+export function cacheJsonOf(s: CacheStats): CacheJson {
   const out: Partial<CacheJson> = { size: s.size };
   if (s.maxSize !== undefined) out.max_size = s.maxSize;
   out.cold = s.cold;

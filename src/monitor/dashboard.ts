@@ -1,6 +1,7 @@
 // The live dashboard: one page, one stylesheet, one script, served by monitor() with no build
 // step. The script polls the JSON API every second and redraws; with writes allowed it shows
-// drain / down / up buttons that PATCH the server.
+// drain / down / up buttons that PATCH the server. With sync, the figures are the totals over the
+// live instances, and a table lists each instance.
 
 /** The page (`<mount>/dashboard/`). */
 export const DASHBOARD_HTML = `<!doctype html>
@@ -31,6 +32,10 @@ export const DASHBOARD_HTML = `<!doctype html>
   <section>
     <h2>Caches</h2>
     <div id="caches"></div>
+  </section>
+  <section id="instances-section" hidden>
+    <h2>Instances</h2>
+    <div id="instances"></div>
   </section>
 </main>
 <script src="dashboard.js"></script>
@@ -221,20 +226,49 @@ export const DASHBOARD_JS = String.raw`'use strict';
       el('tbody', {}, rows)
     ]));
   }
+  function renderInstances(summary, instances) {
+    var section = document.getElementById('instances-section');
+    section.hidden = typeof summary.instances !== 'number';
+    if (section.hidden) return;
+    var root = document.getElementById('instances');
+    root.textContent = '';
+    var rows = Object.keys(instances).map(function (name) {
+      var i = instances[name];
+      var upstream = 0;
+      Object.keys(i.upstreams).forEach(function (u) {
+        i.upstreams[u].peers.forEach(function (p) { upstream += p.requests; });
+      });
+      return el('tr', { 'data-instance': name }, [
+        el('td', { text: name + (i.self ? ' (this one)' : '') }),
+        el('td', { text: i.host }),
+        el('td', { text: String(i.pid) }),
+        el('td', { text: (i.age / 1000).toFixed(1) + ' s' }),
+        el('td', { text: i.requests ? String(i.requests.total) : '-' }),
+        el('td', { text: String(upstream) })
+      ]);
+    });
+    var head = ['Instance', 'Host', 'PID', 'Last report', 'Requests', 'Upstream requests'];
+    root.appendChild(el('table', {}, [
+      el('thead', {}, [el('tr', {}, head.map(function (h) { return el('th', { text: h }); }))]),
+      el('tbody', {}, rows)
+    ]));
+  }
   var last = 0;
   function refresh() {
     if (busy) return Promise.resolve();
     busy = true;
-    return Promise.all([get('switchyard'), get('http/upstreams'), get('http/caches'), get('http/requests')]).then(function (r) {
+    return Promise.all([get('switchyard'), get('http/upstreams'), get('http/caches'), get('http/requests'), get('switchyard/instances')]).then(function (r) {
       var now = Date.now();
       var elapsed = last === 0 ? 0 : (now - last) / 1000;
       last = now;
       canWrite = r[0].write === true;
       var mode = canWrite ? ', changes allowed' : ', read-only';
-      document.getElementById('summary').textContent = 'version ' + r[0].version + ', up ' + r[0].uptime + ' s, ' + r[3].total + ' requests' + mode;
+      var cluster = typeof r[0].instances === 'number' ? ', ' + r[0].instances + (r[0].instances === 1 ? ' instance' : ' instances') : '';
+      document.getElementById('summary').textContent = 'version ' + r[0].version + ', up ' + r[0].uptime + ' s, ' + r[3].total + ' requests' + cluster + mode;
       renderUpstreams(r[1], elapsed);
       renderChart();
       renderCaches(r[2]);
+      renderInstances(r[0], r[4]);
       setStatus('updated ' + new Date(now).toLocaleTimeString(), false);
     }).catch(function (err) {
       setStatus('cannot reach the API: ' + err.message, true);

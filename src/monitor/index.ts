@@ -10,10 +10,13 @@ import { InvalidOptionError, ServerNotFoundError } from '../core/errors.ts';
 import { booleanOption, functionOption, integerOption, nowOption, objectOption, stringOption } from '../core/options.ts';
 import type { HealthCheck } from '../health/index.ts';
 import { UpstreamPool } from '../pool/index.ts';
-import { ApiError, apiErrorOf, cacheJson, serverConf, serverFromBody, updateFromBody, upstreamJson } from './api.ts';
+import { internals } from '../pool/internal.ts';
+import { isSyncHandle, type SyncHandle } from '../sync/index.ts';
+import { ApiError, apiErrorOf, cacheJson, cacheJsonOf, serverConf, serverFromBody, updateFromBody, upstreamJsonOf } from './api.ts';
+import { cacheTotals, ClusterView, gatewayTotals, type GatewayFigures, type InstanceFigures, poolTotals, type ResetTarget } from './cluster.ts';
 import { DASHBOARD_CSS, DASHBOARD_HTML, DASHBOARD_JS } from './dashboard.ts';
 import { hostAllowed } from './hosts.ts';
-import { prometheus, PROMETHEUS_CONTENT_TYPE, type GatewayCounters } from './prometheus.ts';
+import { type MetricsInstance, prometheus, PROMETHEUS_CONTENT_TYPE } from './prometheus.ts';
 
 export { STATE_NUMBERS, PROMETHEUS_CONTENT_TYPE } from './prometheus.ts';
 
@@ -58,6 +61,16 @@ export interface MonitorOptions {
   maxBodySize?: number | undefined;
   /** Clock in milliseconds. @default Date.now */
   now?: (() => number) | undefined;
+  /**
+   * Answer for every live instance of the gateway, not this process alone: a handle from `sync()`.
+   * The statistics endpoints, the dashboard and `/metrics` then read every instance's last report
+   * (published each `statsInterval`), so they answer the same from any instance: the API with the
+   * totals, `/api/9/switchyard/instances` with each instance's own figures, `/metrics` with each
+   * instance's series labelled `instance`. A DELETE that resets statistics resets them on every
+   * instance. `false`: this process alone, even when a pool has a handle.
+   * @default the handle of the first pool that has one; none (this process alone) otherwise
+   */
+  sync?: SyncHandle | false | undefined;
 }
 
 /** Default of {@link MonitorOptions.maxBodySize}: 64 KiB. */
@@ -75,11 +88,12 @@ const MONITOR_OPTIONS = [
   'dashboard',
   'maxBodySize',
   'now',
+  'sync',
 ] as const satisfies ReadonlyArray<keyof MonitorOptions>;
 
 /** The middleware returned by {@link monitor}. */
 export interface MonitorMiddleware extends Middleware {
-  /** Stops counting the server's connections and requests. */
+  /** Stops counting the server's connections and requests, and publishing and reading statistics through `sync`. */
   close(): void;
 }
 
@@ -154,7 +168,7 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
       throw new InvalidOptionError(`healthChecks[${i}]`, 'a healthCheck() result', h);
   });
 
-  const counters: GatewayCounters = { connectionsAccepted: 0, connectionsActive: 0, requestsTotal: 0, requestsCurrent: 0, startedAt: now() };
+  const counters = { connectionsAccepted: 0, connectionsActive: 0, requestsTotal: 0, requestsCurrent: 0, startedAt: now() };
   const server = options.server;
   const onConnection = (socket: Socket): void => {
     counters.connectionsAccepted++;
@@ -168,9 +182,98 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
   };
   if (server !== undefined) {
     if (typeof server !== 'object' || typeof (server as Server).on !== 'function') throw new InvalidOptionError('server', "the gateway's http.Server", server);
+  }
+  let handle: SyncHandle | undefined;
+  if (options.sync !== false && options.sync !== undefined) {
+    if (!isSyncHandle(options.sync)) throw new InvalidOptionError('sync', 'a handle from sync(), or false', options.sync);
+    handle = options.sync;
+  } else if (options.sync === undefined) {
+    for (const p of pools.values()) handle ??= internals(p).sync();
+  }
+  if (server !== undefined) {
     server.on('connection', onConnection);
     server.on('request', onRequest);
   }
+
+  const gateway = (): GatewayFigures => ({
+    connectionsAccepted: counters.connectionsAccepted,
+    connectionsActive: counters.connectionsActive,
+    requestsTotal: counters.requestsTotal,
+    requestsCurrent: counters.requestsCurrent,
+    uptime: Math.max(0, (now() - counters.startedAt) / 1000),
+  });
+  const resetCounters = (target: ResetTarget): void => {
+    if (target.kind === 'connections') counters.connectionsAccepted = counters.connectionsActive;
+    else if (target.kind === 'requests') counters.requestsTotal = counters.requestsCurrent;
+    else {
+      const { kind, name } = target;
+      const all: ReadonlyArray<UpstreamPool | CacheMiddleware> = kind === 'upstream' ? [...pools.values()] : [...caches.values()];
+      for (const x of new Set(all)) if (x.name === name) x.resetStats();
+    }
+  };
+  const view = new ClusterView({ pools, caches, gateway, reset: resetCounters }, handle);
+  /** Resets here (`here`, or what `target` names), and on every instance when the monitor has a handle. */
+  const reset = (target: ResetTarget, here = (): void => resetCounters(target)): void => {
+    here();
+    view.reset(target);
+  };
+  /** A pool's statistics: this process's, or with sync the totals over the live instances. */
+  const poolStats = (p: UpstreamPool, all: () => InstanceFigures[]) => (view.shared ? poolTotals(p.stats(), all()) : p.stats());
+  const cacheStats = (c: CacheMiddleware, all: () => InstanceFigures[]) => (view.shared ? cacheTotals(c.name, c.stats(), all()) : c.stats());
+  const gatewayStats = (all: () => InstanceFigures[]) => (view.shared ? gatewayTotals(all()) : counters);
+  /** One instance as `/api/9/switchyard/instances` shows it. */
+  const instanceJson = (f: InstanceFigures) => ({
+    host: f.host,
+    pid: f.pid,
+    self: f.self,
+    age: f.age,
+    ...(f.gateway === undefined
+      ? {}
+      : {
+          connections: { accepted: f.gateway.connectionsAccepted, active: f.gateway.connectionsActive },
+          requests: { total: f.gateway.requestsTotal, current: f.gateway.requestsCurrent },
+        }),
+    upstreams: Object.fromEntries(
+      [...pools].flatMap(([name, p]) => {
+        const stats = f.pools.get(p.name);
+        return stats === undefined ? [] : [[name, upstreamJsonOf(stats)]];
+      }),
+    ),
+    caches: Object.fromEntries(
+      [...caches].flatMap(([name, c]) => {
+        const stats = f.caches.get(c.name);
+        return stats === undefined ? [] : [[name, cacheJsonOf(stats)]];
+      }),
+    ),
+  });
+  /** What /metrics shows: this process, or with sync every live instance. */
+  const metrics = (): string => {
+    if (!view.shared) {
+      const local: MetricsInstance = {
+        label: undefined,
+        gateway: gateway(),
+        pools: [...pools].map(([name, p]) => [name, p.stats()] as const),
+        caches: [...caches].map(([name, c]) => [name, cacheJson(c)] as const),
+      };
+      return prometheus([local]);
+    }
+    const all = view.instances();
+    return prometheus(
+      all.map((f) => ({
+        label: f.name,
+        gateway: f.gateway,
+        pools: [...pools].flatMap(([name, p]) => {
+          const stats = f.pools.get(p.name);
+          return stats === undefined ? [] : [[name, stats] as const];
+        }),
+        caches: [...caches].flatMap(([name, c]) => {
+          const stats = f.caches.get(c.name);
+          return stats === undefined ? [] : [[name, cacheJsonOf(stats)] as const];
+        }),
+      })),
+      all.length,
+    );
+  };
 
   const send = (res: ServerResponse, status: number, body: unknown): void => {
     const text = body === undefined ? '' : `${JSON.stringify(body)}\n`;
@@ -274,9 +377,12 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
         }
       });
     if (parts.length === 0) return false;
+    let read: InstanceFigures[] | undefined;
+    /** The live instances' figures, read once per request. */
+    const all = (): InstanceFigures[] => (read ??= view.instances());
     if (parts[0] === 'metrics' && parts.length === 1) {
       if (method !== 'GET' && method !== 'HEAD') throw new ApiError(405, 'MethodNotSupported', 'method not supported');
-      const text = prometheus(counters, pools, caches, now());
+      const text = metrics();
       writeHead(res, 200, { 'content-type': PROMETHEUS_CONTENT_TYPE, 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
       res.end(method === 'HEAD' ? undefined : text);
       return true;
@@ -337,53 +443,63 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
         ppid: process.ppid,
       });
     }
-    if (a === 'switchyard' && b === undefined) {
-      return reply(res, method, {
-        version: VERSION,
-        uptime: Math.floor((now() - counters.startedAt) / 1000),
-        write: write(req),
-        upstreams: [...pools.keys()],
-        caches: [...caches.keys()],
-        health_checks: healthChecks.map((h) => h.name),
-      });
+    if (a === 'switchyard') {
+      if (b === undefined) {
+        return reply(res, method, {
+          version: VERSION,
+          uptime: Math.floor((now() - counters.startedAt) / 1000),
+          write: write(req),
+          upstreams: [...pools.keys()],
+          caches: [...caches.keys()],
+          health_checks: healthChecks.map((h) => h.name),
+          ...(view.shared ? { instance: view.instance, instances: all().length } : {}),
+        });
+      }
+      if (b !== 'instances' || d !== undefined) return false;
+      if (c === undefined) return reply(res, method, Object.fromEntries(all().map((f) => [f.name, instanceJson(f)])));
+      const one = all().find((f) => f.name === c);
+      if (one === undefined) throw new ApiError(404, 'InstanceNotFound', `instance not found: "${c}"`);
+      return reply(res, method, instanceJson(one));
     }
-    if (a === 'connections' && b === undefined) {
-      const reset = (): void => {
-        counters.connectionsAccepted = counters.connectionsActive;
-      };
-      return resetOrReply(res, method, reset, () => ({ accepted: counters.connectionsAccepted, dropped: 0, active: counters.connectionsActive, idle: 0 }));
+    // The gateway's own counters: `/connections` and `/http/requests`.
+    const counted = a === 'connections' && b === undefined ? 'connections' : a === 'http' && b === 'requests' && c === undefined ? 'requests' : undefined;
+    if (counted !== undefined) {
+      return resetOrReply(
+        res,
+        method,
+        () => reset({ kind: counted }),
+        () => {
+          const g = gatewayStats(all);
+          if (counted === 'requests') return { total: g.requestsTotal, current: g.requestsCurrent };
+          return { accepted: g.connectionsAccepted, dropped: 0, active: g.connectionsActive, idle: 0 };
+        },
+      );
     }
     if (a !== 'http') return false;
     if (b === undefined) return reply(res, method, ['requests', 'upstreams', 'caches']);
-    if (b === 'requests' && c === undefined) {
-      const reset = (): void => {
-        counters.requestsTotal = counters.requestsCurrent;
-      };
-      return resetOrReply(res, method, reset, () => ({ total: counters.requestsTotal, current: counters.requestsCurrent }));
-    }
     if (b === 'caches') {
-      if (c === undefined) return reply(res, method, Object.fromEntries([...caches].map(([name, cache]) => [name, cacheJson(cache)])));
+      if (c === undefined) return reply(res, method, Object.fromEntries([...caches].map(([name, cache]) => [name, cacheJsonOf(cacheStats(cache, all))])));
       const cache = caches.get(c);
       if (cache === undefined || d !== undefined) throw new ApiError(404, 'CacheNotFound', `cache not found: "${c}"`);
       return resetOrReply(
         res,
         method,
-        () => cache.resetStats(),
-        () => cacheJson(cache),
+        () => reset({ kind: 'cache', name: cache.name }, () => cache.resetStats()),
+        () => cacheJsonOf(cacheStats(cache, all)),
       );
     }
     if (b !== 'upstreams') return false;
     if (c === undefined) {
       if (isWrite) throw new ApiError(405, 'MethodNotSupported', 'method not supported');
-      return reply(res, method, Object.fromEntries([...pools].map(([name, p]) => [name, upstreamJson(p)])));
+      return reply(res, method, Object.fromEntries([...pools].map(([name, p]) => [name, upstreamJsonOf(poolStats(p, all))])));
     }
     const p = pool(c);
     if (d === undefined) {
       return resetOrReply(
         res,
         method,
-        () => p.resetStats(),
-        () => upstreamJson(p),
+        () => reset({ kind: 'upstream', name: p.name }, () => p.resetStats()),
+        () => upstreamJsonOf(poolStats(p, all)),
       );
     }
     if (d !== 'servers' || rest.length > 5) return false;
@@ -468,6 +584,7 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
     close(): void {
       server?.off('connection', onConnection);
       server?.off('request', onRequest);
+      view.close();
     },
   }) as MonitorMiddleware;
 }

@@ -1,8 +1,10 @@
-// The Prometheus text exposition format (version 0.0.4) of the gateway, its pools and caches.
-import type { CacheMiddleware } from '../cache/index.ts';
-import type { UpstreamPool } from '../pool/index.ts';
-import { RESPONSE_TIME_BUCKETS, type ServerState } from '../pool/peer.ts';
-import { CACHE_READ_STATUSES, CACHE_WRITE_STATUSES, cacheJson } from './api.ts';
+// The Prometheus text exposition format (version 0.0.4) of the gateway, its pools and caches: of
+// this process, or with sync of every live instance, each instance's series labelled `instance`
+// (never summed here: a sum would go down when an instance leaves, which Prometheus reads as a reset).
+import type { PoolStats } from '../pool/index.ts';
+import { RESPONSE_TIME_BUCKETS, type ServerState, type ServerStats } from '../pool/peer.ts';
+import { CACHE_READ_STATUSES, CACHE_WRITE_STATUSES, type CacheJson } from './api.ts';
+import type { GatewayFigures } from './cluster.ts';
 
 const CACHE_STATUSES = [...CACHE_READ_STATUSES, ...CACHE_WRITE_STATUSES] as const;
 
@@ -11,15 +13,6 @@ export const PROMETHEUS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8
 
 /** Numbers of the server states, in NGINX Plus's order (as the nginx Prometheus exporter maps them). */
 export const STATE_NUMBERS: Readonly<Record<ServerState, number>> = Object.freeze({ up: 1, draining: 2, down: 3, unavail: 4, checking: 5, unhealthy: 6 });
-
-/** What the gateway itself counted. */
-export interface GatewayCounters {
-  connectionsAccepted: number;
-  connectionsActive: number;
-  requestsTotal: number;
-  requestsCurrent: number;
-  startedAt: number;
-}
 
 function escapeLabel(value: string): string {
   return value.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
@@ -43,38 +36,58 @@ class Writer {
   }
 }
 
-/** Renders every metric; families are grouped, as the format requires. */
-export function prometheus(
-  gateway: GatewayCounters,
-  pools: ReadonlyMap<string, UpstreamPool>,
-  caches: ReadonlyMap<string, CacheMiddleware>,
-  now: number,
-): string {
+/**
+ * What /metrics shows of one instance: without sync, this process (no `instance` label); with
+ * sync, each live instance, its series labelled with its name.
+ */
+export interface MetricsInstance {
+  /** The `instance` label; undefined for none. */
+  label: string | undefined;
+  /** Its gateway counters; undefined when it runs no monitor. */
+  gateway: GatewayFigures | undefined;
+  /** Its statistics of each pool, by the monitor's name for the pool. */
+  pools: ReadonlyArray<readonly [upstream: string, stats: PoolStats]>;
+  /** Its statistics of each cache, by the monitor's name for the cache. */
+  caches: ReadonlyArray<readonly [cache: string, stats: CacheJson]>;
+}
+
+/**
+ * Renders every metric; families are grouped, as the format requires, and within a family the
+ * instances follow each other in the order given. `live` (with sync) adds `switchyard_instances`.
+ */
+export function prometheus(instances: readonly MetricsInstance[], live?: number): string {
   const w = new Writer();
+  const own = (i: MetricsInstance, labels: Record<string, string> = {}): Record<string, string> =>
+    i.label === undefined ? labels : { ...labels, instance: i.label };
+  const gateways = instances.flatMap((i) => (i.gateway === undefined ? [] : [{ i, g: i.gateway }]));
+  const gateway = (name: string, type: 'counter' | 'gauge', help: string, value: (g: GatewayFigures) => number): void => {
+    w.family(name, type, help);
+    for (const { i, g } of gateways) w.sample(name, own(i), value(g));
+  };
   w.family('switchyard_up', 'gauge', 'Always 1 while the gateway answers.');
   w.sample('switchyard_up', {}, 1);
-  w.family('switchyard_uptime_seconds', 'gauge', 'Seconds since the monitor started.');
-  w.sample('switchyard_uptime_seconds', {}, Math.max(0, (now - gateway.startedAt) / 1000));
-  w.family('switchyard_connections_accepted_total', 'counter', 'Client connections accepted.');
-  w.sample('switchyard_connections_accepted_total', {}, gateway.connectionsAccepted);
-  w.family('switchyard_connections_active', 'gauge', 'Client connections open now.');
-  w.sample('switchyard_connections_active', {}, gateway.connectionsActive);
-  w.family('switchyard_http_requests_total', 'counter', 'Client requests received.');
-  w.sample('switchyard_http_requests_total', {}, gateway.requestsTotal);
-  w.family('switchyard_http_requests_current', 'gauge', 'Client requests in progress.');
-  w.sample('switchyard_http_requests_current', {}, gateway.requestsCurrent);
+  if (live !== undefined) {
+    w.family('switchyard_instances', 'gauge', 'Live instances of the gateway (those heard from within three statistics intervals).');
+    w.sample('switchyard_instances', {}, live);
+  }
+  gateway('switchyard_uptime_seconds', 'gauge', 'Seconds since the monitor started.', (g) => g.uptime);
+  gateway('switchyard_connections_accepted_total', 'counter', 'Client connections accepted.', (g) => g.connectionsAccepted);
+  gateway('switchyard_connections_active', 'gauge', 'Client connections open now.', (g) => g.connectionsActive);
+  gateway('switchyard_http_requests_total', 'counter', 'Client requests received.', (g) => g.requestsTotal);
+  gateway('switchyard_http_requests_current', 'gauge', 'Client requests in progress.', (g) => g.requestsCurrent);
 
-  const servers = [...pools].flatMap(([upstream, pool]) => pool.stats().servers.map((s) => ({ upstream, s })));
+  const servers = instances.flatMap((i) =>
+    i.pools.flatMap(([upstream, pool]) => pool.servers.map((s) => ({ labels: own(i, { upstream, server: s.name, id: s.id }), s }))),
+  );
   const per = <T>(
     name: string,
     type: 'counter' | 'gauge',
     help: string,
-    value: (s: (typeof servers)[number]['s']) => T,
+    value: (s: ServerStats) => T,
     extra?: (v: T) => Array<[Record<string, string>, number]>,
   ): void => {
     w.family(name, type, help);
-    for (const { upstream, s } of servers) {
-      const labels = { upstream, server: s.name, id: s.id };
+    for (const { labels, s } of servers) {
       const v = value(s);
       if (extra === undefined) w.sample(name, labels, v as number);
       else for (const [more, n] of extra(v)) w.sample(name, { ...labels, ...more }, n);
@@ -108,8 +121,7 @@ export function prometheus(
 
   const hist = 'switchyard_upstream_server_response_time_seconds';
   w.family(hist, 'histogram', 'Time to the last byte of responses.');
-  for (const { upstream, s } of servers) {
-    const labels = { upstream, server: s.name, id: s.id };
+  for (const { labels, s } of servers) {
     let cumulative = 0;
     for (const bound of RESPONSE_TIME_BUCKETS) {
       cumulative += s.responseTimeHist.buckets[String(bound)] ?? 0;
@@ -120,20 +132,20 @@ export function prometheus(
     w.sample(`${hist}_count`, labels, s.responseTimeHist.count);
   }
 
-  const cacheStats = [...caches].map(([name, c]) => ({ name, s: cacheJson(c) }));
+  const cacheStats = instances.flatMap((i) => i.caches.map(([name, s]) => ({ labels: own(i, { cache: name }), s })));
   w.family('switchyard_cache_responses_total', 'counter', 'Responses by cache status.');
-  for (const { name, s } of cacheStats) {
-    for (const status of CACHE_STATUSES) w.sample('switchyard_cache_responses_total', { cache: name, status }, s[status].responses);
+  for (const { labels, s } of cacheStats) {
+    for (const status of CACHE_STATUSES) w.sample('switchyard_cache_responses_total', { ...labels, status }, s[status].responses);
   }
   w.family('switchyard_cache_bytes_total', 'counter', 'Body bytes sent by cache status.');
-  for (const { name, s } of cacheStats) {
-    for (const status of CACHE_STATUSES) w.sample('switchyard_cache_bytes_total', { cache: name, status }, s[status].bytes);
+  for (const { labels, s } of cacheStats) {
+    for (const status of CACHE_STATUSES) w.sample('switchyard_cache_bytes_total', { ...labels, status }, s[status].bytes);
   }
   w.family('switchyard_cache_written_responses_total', 'counter', 'Responses stored in the cache.');
-  for (const { name, s } of cacheStats) {
-    for (const status of CACHE_WRITE_STATUSES) w.sample('switchyard_cache_written_responses_total', { cache: name, status }, s[status].responses_written);
+  for (const { labels, s } of cacheStats) {
+    for (const status of CACHE_WRITE_STATUSES) w.sample('switchyard_cache_written_responses_total', { ...labels, status }, s[status].responses_written);
   }
   w.family('switchyard_cache_size_bytes', 'gauge', 'Bytes held by an in-memory cache store.');
-  for (const { name, s } of cacheStats) w.sample('switchyard_cache_size_bytes', { cache: name }, s.size);
+  for (const { labels, s } of cacheStats) w.sample('switchyard_cache_size_bytes', labels, s.size);
   return w.text();
 }

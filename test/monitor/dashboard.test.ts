@@ -11,6 +11,8 @@ import { setTimeout as delay } from 'node:timers/promises';
 import path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { balance, cache, chain, createPool, monitor, type CacheMiddleware, type UpstreamPool } from '../../src/index.ts';
+import { SyncHandle } from '../../src/sync/index.ts';
+import { MemoryHub } from '../../src/sync/transport.ts';
 import { fetchText, listen, until, upstream } from '../helpers.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -257,5 +259,36 @@ test('a screenshot of the live dashboard is written to the temp dir', T, async (
   const size = statSync(file).size;
   assert.ok(size > 10 * 1024, `the screenshot is larger than 10 KB (${size} bytes)`);
   assert.deepEqual([...readFileSync(file).subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], 'a PNG signature');
+  assert.deepEqual(nonCsp(problems), []);
+});
+
+test('with sync, the page shows the totals over the instances, their number and a row per instance', T, async (t) => {
+  const hub = new MemoryHub();
+  const up = await upstream(t, 'a');
+  const urls: string[] = [];
+  const pools: UpstreamPool[] = [];
+  for (const name of ['gw0', 'gw1']) {
+    const handle = new SyncHandle({ transport: hub.connect(), owned: false, namespace: 't', instance: name, statsInterval: 100 });
+    t.after(() => handle.close());
+    const pool = createPool({ name: 'backend', servers: [{ id: 'a', url: up.url }], sync: handle });
+    t.after(() => pool.close());
+    pools.push(pool);
+    const server = createServer();
+    const mon = monitor({ pools: [pool], prefix: '/status', server });
+    t.after(() => mon.close());
+    server.on('request', chain(mon, balance(pool)));
+    urls.push((await listen(t, server)).url);
+  }
+  for (let i = 0; i < 3; i++) await fetchText(`${urls[0]}/x`);
+  for (let i = 0; i < 2; i++) await fetchText(`${urls[1]}/x`);
+  const { page, problems } = await browserPage(t);
+  await page.goto(`${urls[1]}/status/dashboard/`);
+  const cell = page.locator('table[data-upstream="backend"] tr[data-server="a"] td:nth-child(6)');
+  await until(async () => (await cell.textContent({ timeout: 2500 })) === '5', 5000, 'the requests of a over both instances (5)');
+  assert.match((await page.locator('#summary').textContent()) ?? '', /, 2 instances, read-only$/);
+  assert.equal(await page.locator('#instances tr[data-instance]').count(), 2);
+  assert.equal(await page.locator('#instances tr[data-instance="gw0"] td:nth-child(6)').textContent(), '3');
+  assert.match((await page.locator('#instances tr[data-instance="gw1"] td:first-child').textContent()) ?? '', /this one/);
+  assert.equal(pools[1]!.stats().servers[0]!.requests, 2, 'the instance serving the page counted only its own');
   assert.deepEqual(nonCsp(problems), []);
 });

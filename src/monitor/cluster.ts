@@ -1,0 +1,493 @@
+// The monitor's view of the gateway's instances (issue 14): every live instance's figures, read from
+// the statistics board of a sync handle, and how they add up to the totals the API, the dashboard
+// and /metrics answer with. Without a handle the view is this process alone.
+//
+// Every instance answers from the same data: the other instances' last reports, and for this one
+// the report it last published as the others heard it (its echo on the board's channel), not its
+// figures of this instant. So a scrape or a GET gives the same numbers whichever instance takes it,
+// and an instance's counters never go back between two reads served by two instances.
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import type { CacheCounter, CacheMiddleware, CacheStats, CacheWriteCounter } from '../cache/index.ts';
+import type { PoolStats, UpstreamPool } from '../pool/index.ts';
+import { RESPONSE_TIME_BUCKETS, type ResponseCounters, type ServerState, type ServerStats } from '../pool/peer.ts';
+import { type InstanceReport, type SyncHandle, type SyncInternals, syncInternals } from '../sync/index.ts';
+
+/** What a monitor counts of its gateway's server, as its instance's `monitor` section carries it. */
+export interface GatewayFigures {
+  connectionsAccepted: number;
+  connectionsActive: number;
+  requestsTotal: number;
+  requestsCurrent: number;
+  /** Seconds since the monitor started, when the figures were read. */
+  uptime: number;
+}
+
+/** One instance's figures, as the monitor reads them. */
+export interface InstanceFigures {
+  /** The instance's name (the sync handle's `instance`), or `<host>:<pid>` without sync. */
+  readonly name: string;
+  readonly host: string;
+  readonly pid: number;
+  /** Whether it is the instance answering. */
+  readonly self: boolean;
+  /** Milliseconds since the report these figures come from was heard; 0 when read on the spot. */
+  readonly age: number;
+  /** What its monitor counted of its server; undefined when it runs no monitor with sync. */
+  readonly gateway: GatewayFigures | undefined;
+  /** Its statistics of the pools this monitor shows, by pool name (those it has). */
+  readonly pools: ReadonlyMap<string, PoolStats>;
+  /** Its statistics of the caches this monitor shows, by cache name (those it has). */
+  readonly caches: ReadonlyMap<string, CacheStats>;
+}
+
+/** A reset the API was asked for, as it is broadcast to the other instances' monitors. */
+export type ResetTarget = { kind: 'upstream'; name: string } | { kind: 'cache'; name: string } | { kind: 'connections' } | { kind: 'requests' };
+
+/** What a {@link ClusterView} reads and resets. */
+export interface ClusterSources {
+  pools: ReadonlyMap<string, UpstreamPool>;
+  caches: ReadonlyMap<string, CacheMiddleware>;
+  /** This monitor's gateway counters now. */
+  gateway(): GatewayFigures;
+  /** Resets what `target` names here (a reset another instance's monitor was asked for). */
+  reset(target: ResetTarget): void;
+}
+
+/** The board section a monitor publishes its gateway counters under. */
+export const MONITOR_SECTION = 'monitor';
+/** The channel resets are broadcast on. */
+const RESET_CHANNEL = 'monitor:reset';
+/** The channel the statistics board publishes reports on (src/sync/index.ts). */
+const STATS_CHANNEL = 'stats';
+
+/** The name of this process when there is no sync handle. */
+const LOCAL_NAME = `${hostname()}:${process.pid}`;
+
+/** The instances of a gateway as one monitor sees them. */
+export class ClusterView {
+  /** Whether the view spans the instances of a sync handle. */
+  readonly shared: boolean;
+  /** This instance's name. */
+  readonly instance: string;
+  readonly #sources: ClusterSources;
+  readonly #sync: SyncInternals | undefined;
+  readonly #id = randomUUID();
+  /** When each instance's last report was heard, by instance name. */
+  readonly #heard = new Map<string, number>();
+  /** This instance's last published report, as the others heard it. */
+  #echo: { at: number; report: InstanceReport } | undefined;
+  #closed = false;
+  readonly #stops: Array<() => void> = [];
+
+  constructor(sources: ClusterSources, handle: SyncHandle | undefined) {
+    this.#sources = sources;
+    this.shared = handle !== undefined;
+    if (handle === undefined) {
+      this.instance = LOCAL_NAME;
+      return;
+    }
+    const shared = syncInternals(handle);
+    this.#sync = shared;
+    this.instance = shared.instance;
+    const board = shared.board;
+    this.#stops.push(
+      shared.transport.listen(STATS_CHANNEL, (message) => this.#heardReport(message)),
+      shared.transport.listen(RESET_CHANNEL, (message) => this.#heardReset(message)),
+      shared.transport.onConnection((up) => {
+        this.#echo = undefined;
+        if (up) this.publish();
+      }),
+    );
+    // What this instance does not publish yet (a pool without this handle, a cache without sync),
+    // the monitor publishes: every instance then sees every pool and cache this one shows.
+    const own = board.reports().get(shared.instance)?.sections ?? {};
+    for (const pool of new Set(sources.pools.values())) {
+      if (!(`pool:${pool.name}` in own)) this.#stops.push(board.provide(`pool:${pool.name}`, () => pool.stats()));
+    }
+    for (const cache of new Set(sources.caches.values())) {
+      if (!(`cache:${cache.name}` in own)) this.#stops.push(board.provide(`cache:${cache.name}`, () => cache.stats()));
+    }
+    this.#stops.push(board.provide(MONITOR_SECTION, () => sources.gateway()));
+    shared.onClose(() => this.close());
+    this.publish();
+  }
+
+  /** Publishes this instance's report now (after a reset, and when the engine comes back). */
+  publish(): void {
+    if (this.#sync === undefined || this.#closed) return;
+    this.#sync.board.publish().catch(() => {});
+  }
+
+  /**
+   * Every live instance's figures, in the order of their names (the same list from any instance).
+   * While the engine is away, this instance alone, read on the spot: the others' last reports
+   * would be older than what they answer for themselves meanwhile.
+   */
+  instances(): InstanceFigures[] {
+    const sync = this.#sync;
+    if (sync === undefined || this.#closed || !sync.transport.connected) return [this.#local()];
+    const now = sync.clock.now();
+    const echo = this.#echo;
+    const out: InstanceFigures[] = [];
+    for (const [name, fresh] of sync.board.reports()) {
+      if (name === sync.instance) {
+        out.push(this.#figures(echo?.report ?? fresh, true, echo === undefined ? 0 : Math.max(0, now - echo.at)));
+      } else {
+        out.push(this.#figures(fresh, false, Math.max(0, now - (this.#heard.get(name) ?? now))));
+      }
+    }
+    for (const name of this.#heard.keys()) if (!out.some((f) => f.name === name)) this.#heard.delete(name);
+    return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  /**
+   * Asks the other instances' monitors to reset what `target` names (the caller resets its own),
+   * and publishes this instance's figures, so the totals show the reset soon. Sends nothing
+   * without a handle or while the engine is away: the reset then stays here.
+   */
+  reset(target: ResetTarget): void {
+    const sync = this.#sync;
+    if (sync === undefined || this.#closed) return;
+    // Figures read on the spot until the next echo: not the report published before the reset.
+    this.#echo = undefined;
+    if (sync.transport.connected) sync.transport.broadcast(RESET_CHANNEL, JSON.stringify({ origin: this.#id, ...target })).catch(() => {});
+    this.publish();
+  }
+
+  /** Stops publishing and listening; the view is this process alone from then on. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#echo = undefined;
+    for (const stop of this.#stops.splice(0)) stop();
+  }
+
+  #heardReport(message: string): void {
+    const sync = this.#sync;
+    if (sync === undefined) return;
+    const report = parse(message);
+    const name = (report as { instance?: unknown } | null)?.instance;
+    if (typeof name !== 'string') return;
+    const at = sync.clock.now();
+    if (name !== sync.instance) {
+      this.#heard.set(name, at);
+      return;
+    }
+    const r = report as Partial<InstanceReport>;
+    if (typeof r.host !== 'string' || typeof r.pid !== 'number' || !isRecord(r.sections)) return;
+    this.#echo = { at, report: { instance: name, host: r.host, pid: r.pid, sections: r.sections } };
+  }
+
+  #heardReset(message: string): void {
+    const m = parse(message);
+    if (!isRecord(m) || m.origin === this.#id) return;
+    const kind = m.kind;
+    if (kind === 'connections' || kind === 'requests') this.#sources.reset({ kind });
+    else if (kind === 'upstream' && typeof m.name === 'string') this.#sources.reset({ kind, name: m.name });
+    else if (kind === 'cache' && typeof m.name === 'string') this.#sources.reset({ kind, name: m.name });
+    else return;
+    this.#echo = undefined;
+    this.publish();
+  }
+
+  /** This process's figures, read now. */
+  #local(): InstanceFigures {
+    const pools = new Map<string, PoolStats>();
+    for (const pool of this.#sources.pools.values()) pools.set(pool.name, pool.stats());
+    const caches = new Map<string, CacheStats>();
+    for (const cache of this.#sources.caches.values()) caches.set(cache.name, cache.stats());
+    const host = this.#sync?.host ?? hostname();
+    return { name: this.instance, host, pid: process.pid, self: true, age: 0, gateway: this.#sources.gateway(), pools, caches };
+  }
+
+  /** The figures of a report: the sections of the pools and caches this monitor shows, checked. */
+  #figures(report: InstanceReport, self: boolean, age: number): InstanceFigures {
+    const sections = report.sections;
+    const pools = new Map<string, PoolStats>();
+    for (const pool of this.#sources.pools.values()) {
+      const stats = poolStatsOf(sections[`pool:${pool.name}`]);
+      if (stats !== undefined) pools.set(pool.name, stats);
+    }
+    const caches = new Map<string, CacheStats>();
+    for (const cache of this.#sources.caches.values()) {
+      const stats = cacheStatsOf(sections[`cache:${cache.name}`]);
+      if (stats !== undefined) caches.set(cache.name, stats);
+    }
+    return {
+      name: report.instance,
+      host: report.host.slice(0, 255),
+      pid: report.pid,
+      self,
+      age,
+      gateway: gatewayOf(sections[MONITOR_SECTION]),
+      pools,
+      caches,
+    };
+  }
+}
+
+// ---- the totals ----
+
+const sumOf = <T>(parts: readonly T[], read: (part: T) => number): number => parts.reduce((n, p) => n + read(p), 0);
+const maxOf = <T>(parts: readonly T[], read: (part: T) => number): number => parts.reduce((n, p) => Math.max(n, read(p)), 0);
+
+/**
+ * A server's statistics over the instances: this instance's configuration view (`id`, `weight`,
+ * `state`, ...: configuration is replicated), and the instances' figures merged. Summed: what each
+ * instance does on its own (`active`, `requests`, `responses`, `sent`, `received`, `fails`, the
+ * probes of `healthChecks` and the histogram). The largest: what every instance sees of the same
+ * event, as passive and active health are shared (`unavail`, `downtime`, `healthChecks.unhealthy`),
+ * which a sum would count once per instance. Weighted by requests: `headerTime`, `responseTime`.
+ * The latest: `selected`. `healthChecks.lastPassed`: of the instance that probed the most.
+ */
+export function mergeServer(local: ServerStats, parts: readonly ServerStats[]): ServerStats {
+  const requests = sumOf(parts, (s) => s.requests);
+  const average = (read: (s: ServerStats) => number): number =>
+    requests === 0 ? read(local) : Math.round(parts.reduce((n, s) => n + read(s) * s.requests, 0) / requests);
+  const codes: Record<string, number> = {};
+  for (const s of parts) for (const [code, n] of Object.entries(s.responses.codes)) codes[code] = (codes[code] ?? 0) + n;
+  const responses: ResponseCounters = {
+    '1xx': sumOf(parts, (s) => s.responses['1xx']),
+    '2xx': sumOf(parts, (s) => s.responses['2xx']),
+    '3xx': sumOf(parts, (s) => s.responses['3xx']),
+    '4xx': sumOf(parts, (s) => s.responses['4xx']),
+    '5xx': sumOf(parts, (s) => s.responses['5xx']),
+    codes,
+    total: sumOf(parts, (s) => s.responses.total),
+  };
+  const buckets: Record<string, number> = {};
+  for (const key of BUCKET_KEYS) buckets[key] = sumOf(parts, (s) => s.responseTimeHist.buckets[key] ?? 0);
+  let selected: string | undefined;
+  for (const s of parts) if (s.selected !== undefined && (selected === undefined || Date.parse(s.selected) > Date.parse(selected))) selected = s.selected;
+  const prober = parts.reduce<ServerStats>((best, s) => (s.healthChecks.checks > best.healthChecks.checks ? s : best), local);
+  return {
+    ...local,
+    active: sumOf(parts, (s) => s.active),
+    requests,
+    responses,
+    sent: sumOf(parts, (s) => s.sent),
+    received: sumOf(parts, (s) => s.received),
+    fails: sumOf(parts, (s) => s.fails),
+    unavail: maxOf(parts, (s) => s.unavail),
+    downtime: maxOf(parts, (s) => s.downtime),
+    selected,
+    headerTime: average((s) => s.headerTime),
+    responseTime: average((s) => s.responseTime),
+    healthChecks: {
+      checks: sumOf(parts, (s) => s.healthChecks.checks),
+      fails: sumOf(parts, (s) => s.healthChecks.fails),
+      unhealthy: maxOf(parts, (s) => s.healthChecks.unhealthy),
+      lastPassed: prober.healthChecks.lastPassed,
+    },
+    responseTimeHist: {
+      count: sumOf(parts, (s) => s.responseTimeHist.count),
+      sum: sumOf(parts, (s) => s.responseTimeHist.sum),
+      buckets,
+    },
+  };
+}
+
+/**
+ * A pool's statistics over the instances: this instance's servers, in its order, each merged with
+ * the same server (by id) of every instance ({@link mergeServer}); a server only other instances
+ * have (a change still on its way) is left out. Idle connections, zombies, the queue's size and
+ * overflows are summed; the queue's limit is this instance's.
+ */
+export function poolTotals(local: PoolStats, figures: readonly InstanceFigures[]): PoolStats {
+  const parts = figures.flatMap((f) => {
+    const stats = f.pools.get(local.name);
+    return stats === undefined ? [] : [stats];
+  });
+  const queues = parts.flatMap((p) => (p.queue === undefined ? [] : [p.queue]));
+  return {
+    ...local,
+    servers: local.servers.map((s) =>
+      mergeServer(
+        s,
+        parts.flatMap((p) => p.servers.filter((other) => other.id === s.id)),
+      ),
+    ),
+    zombies: sumOf(parts, (p) => p.zombies),
+    keepalive: sumOf(parts, (p) => p.keepalive),
+    queue:
+      local.queue === undefined
+        ? undefined
+        : { size: sumOf(queues, (q) => q.size), maxSize: local.queue.maxSize, overflows: sumOf(queues, (q) => q.overflows) },
+  };
+}
+
+const CACHE_STATUSES = ['hit', 'stale', 'updating', 'revalidated', 'miss', 'expired', 'bypass'] as const;
+const CACHE_WRITES = ['miss', 'expired', 'bypass'] as const;
+
+/** A cache's statistics over the instances: every counter and the size summed; `maxSize` and `cold` this instance's. */
+export function cacheTotals(name: string, local: CacheStats, figures: readonly InstanceFigures[]): CacheStats {
+  const parts = figures.flatMap((f) => {
+    const stats = f.caches.get(name);
+    return stats === undefined ? [] : [stats];
+  });
+  const read = (status: (typeof CACHE_STATUSES)[number]): CacheCounter => ({
+    responses: sumOf(parts, (c) => c[status].responses),
+    bytes: sumOf(parts, (c) => c[status].bytes),
+  });
+  const written = (status: (typeof CACHE_WRITES)[number]): CacheWriteCounter => ({
+    ...read(status),
+    responsesWritten: sumOf(parts, (c) => c[status].responsesWritten),
+    bytesWritten: sumOf(parts, (c) => c[status].bytesWritten),
+  });
+  return {
+    size: sumOf(parts, (c) => c.size),
+    maxSize: local.maxSize,
+    cold: local.cold,
+    hit: read('hit'),
+    stale: read('stale'),
+    updating: read('updating'),
+    revalidated: read('revalidated'),
+    miss: written('miss'),
+    expired: written('expired'),
+    bypass: written('bypass'),
+  };
+}
+
+/** The gateway counters over the instances that run a monitor: each summed. */
+export function gatewayTotals(figures: readonly InstanceFigures[]): Omit<GatewayFigures, 'uptime'> {
+  const parts = figures.flatMap((f) => (f.gateway === undefined ? [] : [f.gateway]));
+  return {
+    connectionsAccepted: sumOf(parts, (g) => g.connectionsAccepted),
+    connectionsActive: sumOf(parts, (g) => g.connectionsActive),
+    requestsTotal: sumOf(parts, (g) => g.requestsTotal),
+    requestsCurrent: sumOf(parts, (g) => g.requestsCurrent),
+  };
+}
+
+// ---- reading what other instances published (checked: anyone who can write the namespace can publish) ----
+
+const BUCKET_KEYS = [...RESPONSE_TIME_BUCKETS.map(String), 'inf'];
+const STATES: readonly ServerState[] = ['up', 'draining', 'down', 'unavail', 'checking', 'unhealthy'];
+
+/** A message's JSON, or undefined when it is not JSON. */
+function parse(message: string): unknown {
+  try {
+    return JSON.parse(message);
+  } catch {
+    return undefined;
+  }
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}
+
+/** A count: a finite number not below 0, else 0. */
+function count(value: unknown): number {
+  return typeof value === 'number' && Number.isFinite(value) && value >= 0 ? value : 0;
+}
+
+function text(value: unknown, max = 2048): string {
+  return typeof value === 'string' ? value.slice(0, max) : '';
+}
+
+function time(value: unknown): string | undefined {
+  return typeof value === 'string' && value.length <= 64 && !Number.isNaN(Date.parse(value)) ? value : undefined;
+}
+
+function responsesOf(value: unknown): ResponseCounters {
+  const r = isRecord(value) ? value : {};
+  const codes: Record<string, number> = {};
+  if (isRecord(r.codes)) for (const [code, n] of Object.entries(r.codes)) if (/^[1-5]\d\d$/.test(code)) codes[code] = count(n);
+  return {
+    '1xx': count(r['1xx']),
+    '2xx': count(r['2xx']),
+    '3xx': count(r['3xx']),
+    '4xx': count(r['4xx']),
+    '5xx': count(r['5xx']),
+    codes,
+    total: count(r.total),
+  };
+}
+
+/** A server's statistics as another instance published them, or undefined when they are not. */
+export function serverStatsOf(value: unknown): ServerStats | undefined {
+  if (!isRecord(value) || typeof value.id !== 'string') return undefined;
+  const hc = isRecord(value.healthChecks) ? value.healthChecks : {};
+  const hist = isRecord(value.responseTimeHist) ? value.responseTimeHist : {};
+  const histBuckets = isRecord(hist.buckets) ? hist.buckets : {};
+  const buckets: Record<string, number> = {};
+  for (const key of BUCKET_KEYS) buckets[key] = count(histBuckets[key]);
+  return {
+    id: text(value.id),
+    server: text(value.server),
+    name: text(value.name),
+    backup: value.backup === true,
+    weight: count(value.weight),
+    state: STATES.includes(value.state as ServerState) ? (value.state as ServerState) : 'up',
+    active: count(value.active),
+    maxConns: count(value.maxConns),
+    maxFails: count(value.maxFails),
+    failTimeout: count(value.failTimeout),
+    route: text(value.route),
+    requests: count(value.requests),
+    responses: responsesOf(value.responses),
+    sent: count(value.sent),
+    received: count(value.received),
+    fails: count(value.fails),
+    unavail: count(value.unavail),
+    downtime: count(value.downtime),
+    downstart: time(value.downstart),
+    selected: time(value.selected),
+    headerTime: count(value.headerTime),
+    responseTime: count(value.responseTime),
+    healthChecks: {
+      checks: count(hc.checks),
+      fails: count(hc.fails),
+      unhealthy: count(hc.unhealthy),
+      lastPassed: typeof hc.lastPassed === 'boolean' ? hc.lastPassed : undefined,
+    },
+    responseTimeHist: { count: count(hist.count), sum: count(hist.sum), buckets },
+  };
+}
+
+/** A pool's statistics as an instance published them, or undefined. */
+export function poolStatsOf(value: unknown): PoolStats | undefined {
+  if (!isRecord(value) || !Array.isArray(value.servers)) return undefined;
+  const q = value.queue;
+  return {
+    name: text(value.name),
+    method: text(value.method),
+    servers: value.servers.flatMap((s) => serverStatsOf(s) ?? []),
+    zombies: count(value.zombies),
+    keepalive: count(value.keepalive),
+    queue: isRecord(q) ? { size: count(q.size), maxSize: count(q.maxSize), overflows: count(q.overflows) } : undefined,
+  };
+}
+
+/** A cache's statistics as an instance published them (`cache.stats()`), or undefined. */
+export function cacheStatsOf(value: unknown): CacheStats | undefined {
+  if (!isRecord(value)) return undefined;
+  const counter = (c: unknown) => (isRecord(c) ? c : {});
+  const out: Record<string, unknown> = {
+    size: count(value.size),
+    maxSize: typeof value.maxSize === 'number' ? count(value.maxSize) : undefined,
+    cold: value.cold === true,
+  };
+  for (const status of CACHE_STATUSES) {
+    const c = counter(value[status]);
+    out[status] = { responses: count(c.responses), bytes: count(c.bytes) };
+  }
+  for (const status of CACHE_WRITES) {
+    const c = counter(value[status]);
+    out[status] = { ...(out[status] as object), responsesWritten: count(c.responsesWritten), bytesWritten: count(c.bytesWritten) };
+  }
+  return out as unknown as CacheStats;
+}
+
+function gatewayOf(value: unknown): GatewayFigures | undefined {
+  if (!isRecord(value)) return undefined;
+  return {
+    connectionsAccepted: count(value.connectionsAccepted),
+    connectionsActive: count(value.connectionsActive),
+    requestsTotal: count(value.requestsTotal),
+    requestsCurrent: count(value.requestsCurrent),
+    uptime: count(value.uptime),
+  };
+}
