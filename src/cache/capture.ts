@@ -6,13 +6,14 @@
  * @module
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { performance } from 'node:perf_hooks';
 import type { Next } from '../core/chain.ts';
 import type { ConnectionFacts, Exchange } from '../core/exchange.ts';
 import { responseFinished } from '../core/http2.ts';
 import type { CacheEntry } from '../store/index.ts';
 import type { CacheContext } from './decide.ts';
 import { DetachedResponse } from './detached.ts';
-import { mergeHeaders, metaOf, saveEntry, type Meta } from './entry.ts';
+import { mergeHeaders, metaOf, saveEntry, type Meta, type Written } from './entry.ts';
 import { toldAsKeyed, type Origin } from './forwarding.ts';
 import { intercept, type HeadDecision, type InterceptHooks } from './intercept.ts';
 import type { Fill } from './lock.ts';
@@ -20,6 +21,7 @@ import type { CacheStatus } from './options.ts';
 import { freshness, type Freshness } from './policy.ts';
 import { CLIENT_CONDITIONALS, conditionalsOf, entryHeader, serveEntry, type Conditionals } from './serve.ts';
 import { setStatus } from './stats.ts';
+import type { ClusterLock } from './sync.ts';
 
 // Conditions a `stale-if-error` window covers (nginx sets the error window's flags for these).
 const ERROR_WINDOW = new Set<string>(['error', 'timeout', 'invalid_header', 'http_500', 'http_502', 'http_503', 'http_504']);
@@ -34,6 +36,10 @@ export interface FetchPlan {
   noStore: boolean;
   /** The fill this request holds for its key (lock, updating), released when it is over. */
   fill?: Fill | undefined;
+  /** The cluster lock it holds for its key (`sync`), given back when it is over. */
+  lock?: ClusterLock | undefined;
+  /** `minUses` counted across instances: whether the response may be stored, known once the count comes back. */
+  allowed?: Promise<boolean> | undefined;
   /** The expired entry, to revalidate or to serve stale. */
   stale?: CacheEntry | undefined;
   /** A background update, with the client's connection as it was while its answer was going. */
@@ -117,6 +123,8 @@ export class Capture implements InterceptHooks {
   readonly #preset: readonly string[] | undefined;
   /** The purges when the request went upstream: a purge since then may have been of what it fetches. */
   readonly #generation: number;
+  /** When it went upstream, on the monotonic clock (other instances judge the entry's age against their purges). */
+  readonly #began = performance.now();
   /** Body chunks copied so far; `undefined` when the response is not to be stored. */
   #chunks: Buffer[] | undefined;
   #captured = 0;
@@ -284,21 +292,34 @@ export class Capture implements InterceptHooks {
     this.#chunks = undefined;
     const length = entryHeader(this.#headers, 'content-length');
     if (length !== undefined && Number(length) !== body.length) return this.#settle();
-    // A purge since this request went upstream: what it fetched may be what was purged.
-    if (ctx.purger.generation !== this.#generation) return this.#settle();
-    saveEntry(ctx.store, ctx.settings, this.#base, this.#ex, this.#status, this.#headers, body, verdict).then(
-      (ok) => {
-        if (ok) ctx.stats.written(this.#plan.status, body.length);
-        this.#settle();
-      },
-      () => this.#settle(),
-    );
+    void this.#save(body, verdict);
   }
 
-  /** Done: the key is free for the next fill. */
-  #settle(): void {
+  /** Stores the complete response unless `minUses` (counted across instances) or a purge since it went upstream says no. */
+  async #save(body: Buffer, verdict: Freshness): Promise<void> {
+    const ctx = this.#ctx;
+    let written: Written[] | undefined;
+    try {
+      if (this.#plan.allowed !== undefined && !(await this.#plan.allowed)) return;
+      // A purge since this request went upstream (made here or heard from another instance): what it fetched may be what was purged.
+      if (!ctx.purger.mayStore(this.#base, this.#generation)) return;
+      const list: Written[] = [];
+      if (await saveEntry(ctx.store, ctx.settings, this.#base, this.#ex, this.#status, this.#headers, body, verdict, list)) {
+        ctx.stats.written(this.#plan.status, body.length);
+        written = list;
+      }
+    } catch {
+      // The store failed open; nothing more to do.
+    } finally {
+      this.#settle(written);
+    }
+  }
+
+  /** Done: the key is free for the next fill, here and (`sync`) in the cluster, whose instances hear what was `written`. */
+  #settle(written?: Written[]): void {
     if (this.#settled) return;
     this.#settled = true;
     this.#plan.fill?.release();
+    this.#ctx.cluster?.finished(this.#base, this.#plan.lock, written, performance.now() - this.#began);
   }
 }

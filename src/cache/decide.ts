@@ -19,6 +19,7 @@ import type { CacheSettings, CacheStatus } from './options.ts';
 import { answerPurge, type Purger } from './purge.ts';
 import { serveEntry, type Conditionals } from './serve.ts';
 import { setEarlyHit, setStatus, type CacheCounters } from './stats.ts';
+import type { CacheCluster } from './sync.ts';
 
 /** One cache: its settings, its store, and what it keeps per process. */
 export interface CacheContext {
@@ -30,6 +31,8 @@ export interface CacheContext {
   /** Requests per key (min uses). */
   readonly uses: UseCounter;
   readonly purger: Purger;
+  /** The cache's part of the cluster-wide state (option `sync`): locks, use counts, purges and fills shared. */
+  readonly cluster: CacheCluster | undefined;
 }
 
 /** How many times a request that waited on the lock looks the entry up again before going upstream itself. */
@@ -143,6 +146,8 @@ class CacheRequest {
   readonly #base: string;
   /** What the key was built from. */
   readonly #origin: Origin;
+  /** Whether the response may be stored as far as `minUses` goes, counted on the first lookup. */
+  #allowed: boolean | Promise<boolean> = true;
 
   constructor(ctx: CacheContext, req: IncomingMessage, res: ServerResponse, next: Next, ex: Exchange, base: string, origin: Origin) {
     this.#ctx = ctx;
@@ -161,11 +166,12 @@ class CacheRequest {
 
   /**
    * Looks the key up: a fresh entry is a HIT; an expired one is UPDATING while another request
-   * updates it, STALE with a background update, else EXPIRED (fetched, maybe revalidated); none is
-   * a MISS, after `minUses` counting and waiting on the lock. `round`: lookups after waiting.
+   * updates it (here, or in another instance with `sync`), STALE with a background update, else
+   * EXPIRED (fetched, maybe revalidated); none is a MISS, after `minUses` counting and waiting on
+   * the lock. `round`: lookups after waiting.
    */
   async respond(round: number): Promise<void> {
-    const { settings, store, fills } = this.#ctx;
+    const { settings, store, fills, cluster } = this.#ctx;
     const req = this.#req;
     const base = this.#base;
     let entry = await lookupEntry(store, base, this.#ex, settings.trust);
@@ -185,27 +191,58 @@ class CacheRequest {
         answer(this.#ctx, req, this.#res, this.#ex, entry, 'UPDATING');
         return;
       }
-      if (settings.backgroundUpdate && canServeUpdating) {
-        const fill = fills.claim(base);
+      if (!canServeUpdating) {
+        this.fetch({ status: 'EXPIRED', noStore, fill: fills.claim(base), stale: entry });
+        return;
+      }
+      // One update at a time per key, across the instances with `sync`.
+      const fill = fills.claim(base);
+      const lock = cluster?.active ? await cluster.take(base, fill) : undefined;
+      if (lock === 'busy') {
+        answer(this.#ctx, req, this.#res, this.#ex, entry, 'UPDATING');
+        return;
+      }
+      if (settings.backgroundUpdate) {
         const facts = connectionFacts(req);
         answer(this.#ctx, req, this.#res, this.#ex, entry, 'STALE');
         // The update runs once the client's response is over, so no event of it reaches the handler.
         const stale = entry;
-        this.#res.once('close', () => this.fetch({ status: 'EXPIRED', noStore, detached: facts, fill, stale }));
+        this.#res.once('close', () => this.fetch({ status: 'EXPIRED', noStore, detached: facts, fill, lock, stale }));
         return;
       }
-      this.fetch({ status: 'EXPIRED', noStore, fill: fills.claim(base), stale: entry });
+      this.fetch({ status: 'EXPIRED', noStore, fill, lock, stale: entry });
       return;
     }
-    // Not found: count the use (nginx min_uses), then maybe wait for another request populating it.
-    const allowed = this.#ctx.uses.use(base);
+    // Not found: count the use (nginx min_uses) once, then maybe wait for another request populating it.
+    if (round === 0) this.#allowed = this.#use();
+    const allowed = this.#allowed;
+    const counted = typeof allowed === 'boolean' ? { noStore: noStore || !allowed } : { noStore, allowed };
     if (!settings.lock) {
-      this.fetch({ status: 'MISS', noStore: noStore || !allowed });
+      this.fetch({ status: 'MISS', ...counted });
       return;
     }
     const started = settings.now();
     let current = fills.get(base);
-    while (current !== undefined) {
+    for (;;) {
+      if (current === undefined) {
+        // Nobody here fills the key: this request does, unless (`sync`) another instance does.
+        const fill = fills.claim(base);
+        const lock = cluster?.active ? await cluster.take(base, fill) : undefined;
+        if (lock !== 'busy') {
+          // A fill elsewhere may have ended just before the lock was free: its entry is served.
+          const found = lock === undefined ? undefined : await lookupEntry(store, base, this.#ex, settings.trust);
+          if (found !== undefined && servableNow(found, req, settings.now())) {
+            fill.release();
+            cluster?.finished(base, lock, undefined, 0);
+            answer(this.#ctx, req, this.#res, this.#ex, found, 'HIT');
+            return;
+          }
+          this.fetch({ status: 'MISS', ...counted, fill, lock });
+          return;
+        }
+        // `fill` now stands for the other instance's fill: wait for it as for one of this instance.
+        current = fill;
+      }
       const waitFor = Math.min(started + settings.lockTimeout, current.since + settings.lockAge) - settings.now();
       if (waitFor > 0 && (await waitUntil(current.done, waitFor))) {
         if (round < LOCK_ROUNDS) return this.respond(round + 1);
@@ -216,9 +253,23 @@ class CacheRequest {
         this.fetch({ status: 'MISS', noStore: true });
         return;
       }
-      if (settings.now() >= current.since + settings.lockAge) break;
-      current = fills.get(base);
+      // Past the lock age one more request may go upstream: this one, when the cluster lets it.
+      current = settings.now() >= current.since + settings.lockAge ? undefined : fills.get(base);
     }
-    this.fetch({ status: 'MISS', noStore: noStore || !allowed, fill: fills.claim(base) });
+    this.fetch({ status: 'MISS', ...counted, fill: fills.claim(base) });
+  }
+
+  /**
+   * Counts this request for `minUses`: whether its response may be stored, or (`sync`) the answer of
+   * the count across instances to come. Counted here too, which answers when the engine cannot.
+   */
+  #use(): boolean | Promise<boolean> {
+    const { settings, uses, cluster } = this.#ctx;
+    const here = uses.use(this.#base);
+    if (settings.minUses <= 1 || cluster === undefined || !cluster.active) return here;
+    return cluster.count(this.#base).then(
+      (n) => n >= settings.minUses,
+      () => here,
+    );
   }
 }

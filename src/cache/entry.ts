@@ -98,7 +98,13 @@ export interface SaveSettings {
   readonly retention: number;
 }
 
-/** Stores a complete response under `base` (and its Vary variant); resolves whether the store took it. */
+/** A store write of a fill: the store key, the entry and its TTL in milliseconds (what other instances' memory stores take too). */
+export type Written = readonly [key: string, entry: CacheEntry, ttl: number];
+
+/**
+ * Stores a complete response under `base` (and its Vary variant); resolves whether the store took
+ * it. Each write is added to `written` when given.
+ */
 export async function saveEntry(
   store: CacheStore,
   settings: SaveSettings,
@@ -108,6 +114,7 @@ export async function saveEntry(
   headers: readonly string[],
   body: Buffer,
   f: Freshness,
+  written?: Written[],
 ): Promise<boolean> {
   const statusHeader = settings.statusHeader?.toLowerCase();
   const kept: string[] = [];
@@ -119,6 +126,7 @@ export async function saveEntry(
   const meta: Meta = { expiresAt: f.expiresAt, swr: f.staleWhileRevalidate, sie: f.staleIfError };
   const ttl = Math.max(1, f.expiresAt - t) + Math.max(settings.retention, f.staleWhileRevalidate, f.staleIfError);
   let key = base;
+  const markers: Written[] = [];
   if (f.vary.length > 0) {
     meta.vary = [...f.vary];
     // Forwarding headers vary by what balance() sent upstream, not by what the client sent.
@@ -130,10 +138,13 @@ export async function saveEntry(
       storedAt: t,
       meta: { expiresAt: f.expiresAt, swr: 0, sie: 0, vary: [...f.vary], variants: true, sent: sent !== undefined },
     };
-    await store.set(base, marker, ttl);
+    if (await store.set(base, marker, ttl)) markers.push([base, marker, ttl]);
     key = variantKey(base, f.vary, ex.req, sent);
   }
-  return store.set(key, { status, headers: kept, body, storedAt: t, meta: meta as unknown as Record<string, unknown> }, ttl);
+  const entry: CacheEntry = { status, headers: kept, body, storedAt: t, meta: meta as unknown as Record<string, unknown> };
+  const stored = await store.set(key, entry, ttl);
+  if (stored) written?.push(...markers, [key, entry, ttl]);
+  return stored;
 }
 
 /** The stored headers updated by a 304's (RFC 9111 §4.3.4), framing headers excepted. */

@@ -1,8 +1,8 @@
 /**
  * `cache()`: nginx's `proxy_cache` as a middleware. The request's way through it is in decide.ts
  * (keys in key.ts), a response's capture in capture.ts, the entry format in entry.ts, the lock and
- * min-uses tables in lock.ts, statistics in stats.ts and purging in purge.ts; its store is one of
- * src/store/.
+ * min-uses tables in lock.ts, statistics in stats.ts, purging in purge.ts and what it shares with
+ * other instances (option `sync`) in sync.ts; its store is one of src/store/.
  * @module
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -14,6 +14,7 @@ import { FillTable, UseCounter } from './lock.ts';
 import { resolveCacheOptions, type CacheOptions } from './options.ts';
 import { Purger } from './purge.ts';
 import { CacheCounters, type CacheStats } from './stats.ts';
+import { CacheCluster } from './sync.ts';
 
 export {
   DEFAULT_CACHE_BODIES,
@@ -36,7 +37,9 @@ export interface CacheMiddleware extends Middleware {
   /**
    * Removes the entry of `key` (as the `key` option computes it, before the method is added),
    * every method's and every Vary variant's; a key ending in `*` removes every entry whose key
-   * starts with the rest. Resolves how many store keys were removed.
+   * starts with the rest. Resolves how many store keys were removed. With `sync`, every instance
+   * removes the entries from its memory store (a shared store is purged once), and a response
+   * fetched before the purge, here or elsewhere, is not stored after it.
    */
   purge(key: string): Promise<number>;
   /** A snapshot of the counters. */
@@ -46,7 +49,8 @@ export interface CacheMiddleware extends Middleware {
   /**
    * Disconnects the store (closes a Redis client): store operations in flight get up to
    * `storeTimeout` (at most a second) to finish, then the client is closed whether Redis answers
-   * or not. Never rejects.
+   * or not. With `sync`, the cache stops taking part in the cluster (its statistics leave the
+   * board); the sync handle stays open. Never rejects.
    */
   close(): Promise<void>;
 }
@@ -81,14 +85,22 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
     timeout: options.storeTimeout,
     breaker: options.storeBreaker,
   });
-  const ctx: CacheContext = {
-    settings,
-    store,
-    stats: new CacheCounters(),
-    fills: new FillTable(settings.now),
-    uses: new UseCounter(settings.minUses),
-    purger: new Purger(store),
-  };
+  const stats = new CacheCounters();
+  const fills = new FillTable(settings.now);
+  const purger = new Purger(store);
+  const cluster =
+    settings.sync === undefined
+      ? undefined
+      : new CacheCluster(settings.sync, {
+          name: settings.name,
+          store,
+          fills,
+          purger,
+          lockAge: settings.lockAge,
+          usesWindow: Math.max(1, settings.retention),
+          stats: () => stats.snapshot(store),
+        });
+  const ctx: CacheContext = { settings, store, stats, fills, uses: new UseCounter(settings.minUses), purger, cluster };
   // HITs answered before anything needs the request's exchange record: only with the default key
   // and nothing that must see every request (a purge or bypass switch).
   const fastPath = settings.key === undefined && settings.purge === undefined && settings.bypass === undefined;
@@ -103,6 +115,9 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
     purge: (key: string): Promise<number> => ctx.purger.purge(key),
     stats: (): CacheStats => ctx.stats.snapshot(store),
     resetStats: (): void => ctx.stats.reset(),
-    close: (): Promise<void> => store.disconnect(),
+    close: (): Promise<void> => {
+      cluster?.close();
+      return store.disconnect();
+    },
   }) as CacheMiddleware;
 }

@@ -14,7 +14,9 @@ import { compileTemplate } from '../core/variables.ts';
 import { isForwardingHeader } from '../proxy/headers.ts';
 import { compileTrust, type TrustProxy, type TrustTest } from '../proxy/trust.ts';
 import { DEFAULT_INACTIVE, type MemoryStoreOptions, type StoreBreakerOptions, type StoreOption } from '../store/index.ts';
+import type { SyncHandle } from '../sync/index.ts';
 import { compilePolicy, type CachePolicy, type CachePolicyOptions } from './policy.ts';
+import { syncHandleOption } from './sync.ts';
 
 /** Cache status of a request, as nginx's `$upstream_cache_status`. */
 export type CacheStatus = 'MISS' | 'BYPASS' | 'EXPIRED' | 'STALE' | 'UPDATING' | 'REVALIDATED' | 'HIT';
@@ -133,6 +135,31 @@ export interface CacheOptions extends CachePolicyOptions {
   unkeyedHeaders?: readonly string[] | undefined;
   /** Clock in milliseconds, for tests (also given to the default memory store). @default Date.now */
   now?: (() => number) | undefined;
+  /**
+   * Makes the instances of a gateway act as one cache (a handle from `sync()`; caches share what
+   * they do by `name`, so give the same cache the same name on every instance):
+   * - `lock` and `lockAge` hold across instances: one request in the cluster fills a key, the others
+   *   (on any instance) wait for it, up to `lockTimeout`, and serve what it stored;
+   * - `updating` and `backgroundUpdate`: one update per key in the cluster, the others answer UPDATING;
+   * - `minUses` counts the requests of every instance (a shared counter, for `staleRetention`);
+   * - `purge()` and purge requests reach every instance's memory store (a shared store is purged
+   *   once), and a response fetched before a purge, on any instance, is not stored after it;
+   * - with the default memory store, an entry one instance stores is sent to the others' memory
+   *   stores (so those that waited for it serve it);
+   * - the cache's statistics go to the board `monitor()` sums, as section `cache:<name>`.
+   *
+   * When Redis cannot be reached every instance carries on alone at once: the lock is per process
+   * again and nothing waits for Redis. Only locking waits on Redis while it answers (one command
+   * on a miss or an expired entry with `lock` or `updating`). Purges made while an instance is cut
+   * off from Redis do not reach its memory store later.
+   * @default undefined (everything per process)
+   * @example
+   * ```ts
+   * const shared = sync({ redis: 'redis://127.0.0.1:6379', namespace: 'shop' });
+   * app.use(cache({ name: 'pages', valid: '1m', lock: true, minUses: 2, sync: shared }), balance(pool));
+   * ```
+   */
+  sync?: SyncHandle | undefined;
 }
 
 /** Default of {@link CacheOptions.unkeyedHeaders}: URL, method and host overrides some frameworks honour. */
@@ -189,6 +216,7 @@ const CACHE_OPTIONS = [
   'purge',
   'unkeyedHeaders',
   'now',
+  'sync',
   'valid',
   'ignoreHeaders',
   'authorized',
@@ -252,6 +280,8 @@ export interface CacheSettings {
   readonly unkeyedOthers: readonly string[];
   /** The user's `key`, compiled; `undefined` for the default key. */
   readonly key: KeyFunction | undefined;
+  /** The cluster-wide state the cache takes part in (option `sync`). */
+  readonly sync: SyncHandle | undefined;
 }
 
 /**
@@ -291,6 +321,7 @@ export function resolveCacheOptions(options: CacheOptions): CacheSettings {
     (h) => h.toLowerCase(),
   );
   const unkeyedForwarding = unkeyed.filter((h) => isForwardingHeader(h));
+  const sync = syncHandleOption(options.sync);
   const unkeyedOthers = unkeyed.filter((h) => !isForwardingHeader(h));
 
   let key: KeyFunction | undefined;
@@ -325,5 +356,6 @@ export function resolveCacheOptions(options: CacheOptions): CacheSettings {
     unkeyedForwarding,
     unkeyedOthers,
     key,
+    sync,
   });
 }
