@@ -61,7 +61,7 @@ export interface HealthCheckOptions {
   /**
    * With a pool that has `sync` (several instances of one gateway): which instances share one
    * prober per server, chosen by a lease; the prober publishes each result and every instance of
-   * the scope applies it (state, events and counters), a new instance at once from the stored
+   * the scope applies it (state and events; the probe counters count the probes each instance sent), a new instance at once from the stored
    * results. `'host'`: one prober per machine (the sync handle's host name); `'cluster'`: one for
    * all instances; `'each'`: every instance probes for itself, as without sync. A prober that dies
    * is replaced within two intervals (its lease lasts 3/4 of an interval and is tried every quarter
@@ -369,15 +369,16 @@ export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}
   };
 
   /**
-   * What the prober of a server said (`live`: a probe just published, counted here as one; else a
-   * stored result read at the start or after an outage, state only): applied as if probed here.
+   * What the prober of a server said (`live`: a probe just published; else a stored result read at
+   * the start or after an outage): its state applied as if probed here. The probe counters stay the
+   * prober's (each instance counts the probes it sent), so the monitor's totals over the instances
+   * count every probe once.
    */
   const heard = (serverId: string, v: SharedVerdict, from: string, live: boolean): boolean => {
     const s = servers.get(serverId);
     if (s === undefined || stopped || v.url !== s.peer.url) return false;
     const was = s.healthy && !s.pending;
     const wasPending = s.pending;
-    if (live) inner.healthProbe(s.peer, v.passed);
     s.healthy = v.healthy;
     s.pending = v.pending;
     s.passesInARow = v.passesInARow;
