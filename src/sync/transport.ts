@@ -1,7 +1,8 @@
 // What the cluster-wide state (issue 14) needs from its engine, and an in-process engine for tests.
-// The Redis transport (later) maps each operation to one command or Lua script: `version` to
+// The Redis transport (redis.ts) maps each operation to one command or Lua script: `version` to
 // INCR (raised to a floor), `put` to a compare-version HSET plus PUBLISH, `snapshot` to HGETALL,
-// `acquire` / `renew` / `release` to SET NX PX and compare-and-set scripts.
+// `acquire` / `renew` / `release` to SET NX PX and compare-and-set scripts, `broadcast` to
+// PUBLISH, `increment` to INCRBY with an expiry set on creation, `remove` to DEL.
 
 /**
  * One versioned record of a scope (a server of a pool, later other kinds of state): what
@@ -60,21 +61,47 @@ export interface Transport {
   renew(key: string, holder: string, ttlMs: number): Promise<boolean>;
   /** Lets go of `key` if `holder` holds it. */
   release(key: string, holder: string): Promise<void>;
+  /** Sends `message` to every listener of `channel` on every instance, this one's included; nothing is stored. Rejects while disconnected. */
+  broadcast(channel: string, message: string): Promise<void>;
+  /** Calls `handler` with every message broadcast on `channel` from now on; returns the function that stops it. */
+  listen(channel: string, handler: (message: string) => void): () => void;
+  /**
+   * Adds `by` to the counter `key` and resolves with its new value; a counter created by this call
+   * expires `ttlMs` after (later increments do not extend it). `by` is a safe integer and `ttlMs`
+   * positive, or it rejects with a RangeError.
+   */
+  increment(key: string, by: number, ttlMs: number): Promise<number>;
+  /** Deletes a counter. */
+  remove(key: string): Promise<void>;
 }
 
-/** The clock a {@link MemoryHub} measures lease lifetimes with. */
+/**
+ * Checks the arguments of {@link Transport.increment}, the same way on every engine: `by` a safe
+ * integer (Redis counts in integers), `ttlMs` a positive finite number. Throws a RangeError.
+ * @internal
+ */
+export function checkIncrement(by: number, ttlMs: number): void {
+  if (!Number.isSafeInteger(by)) throw new RangeError(`switchyard sync: a counter is incremented by a safe integer, not ${String(by)}`);
+  if (typeof ttlMs !== 'number' || !Number.isFinite(ttlMs) || ttlMs <= 0)
+    throw new RangeError(`switchyard sync: a counter's lifetime is a positive number of milliseconds, not ${String(ttlMs)}`);
+}
+
+/** The clock a {@link MemoryHub} measures lease and counter lifetimes with. */
 export interface HubClock {
   now(): number;
 }
 
 /** What a {@link MemoryHub} holds: the engine's data. */
 interface HubData {
+  /** The version counters of the scopes. */
   counters: Map<string, number>;
   scopes: Map<string, Map<string, VersionedEntry>>;
   leases: Map<string, { holder: string; until: number }>;
+  /** The counters of {@link Transport.increment}, each with the time it expires at. */
+  tallies: Map<string, { value: number; until: number }>;
 }
 
-const emptyData = (): HubData => ({ counters: new Map(), scopes: new Map(), leases: new Map() });
+const emptyData = (): HubData => ({ counters: new Map(), scopes: new Map(), leases: new Map(), tallies: new Map() });
 
 /**
  * An in-process engine shared by several {@link MemoryTransport}s (one per simulated instance),
@@ -95,7 +122,7 @@ export class MemoryHub {
   readonly #clock: HubClock;
   #held: Array<() => void> | undefined;
 
-  /** @param clock - measures lease lifetimes. @default `{ now: Date.now }` */
+  /** @param clock - measures lease and counter lifetimes. @default `{ now: Date.now }` */
   constructor(clock: HubClock = { now: Date.now }) {
     this.#clock = clock;
   }
@@ -118,7 +145,7 @@ export class MemoryHub {
     for (const client of this.#clients) client.reconnect();
   }
 
-  /** From now on, published messages wait in a queue until {@link MemoryHub.release}. */
+  /** From now on, published entries and broadcast messages wait in a queue until {@link MemoryHub.release}. */
   hold(): void {
     this.#held ??= [];
   }
@@ -151,12 +178,33 @@ export class MemoryHub {
     if (stored !== undefined && stored.version >= entry.version) return false;
     const copy = { ...entry };
     entries.set(entry.key, copy);
-    for (const client of this.#clients) {
-      const deliver = (): void => client.deliver(scope, { ...copy });
-      if (this.#held) this.#held.push(deliver);
-      else queueMicrotask(deliver);
-    }
+    for (const client of this.#clients) this.#send(() => client.deliver(scope, { ...copy }));
     return true;
+  }
+
+  /** Delivers in a later microtask, or queues while the hub holds messages back. */
+  #send(deliver: () => void): void {
+    if (this.#held) this.#held.push(deliver);
+    else queueMicrotask(deliver);
+  }
+
+  /** @internal */
+  broadcast(channel: string, message: string): void {
+    for (const client of this.#clients) this.#send(() => client.hear(channel, message));
+  }
+
+  /** @internal */
+  increment(key: string, by: number, ttlMs: number): number {
+    const now = this.#clock.now();
+    const tally = this.#data.tallies.get(key);
+    if (tally !== undefined && tally.until > now) return (tally.value += by);
+    this.#data.tallies.set(key, { value: by, until: now + ttlMs });
+    return by;
+  }
+
+  /** @internal */
+  remove(key: string): void {
+    this.#data.tallies.delete(key);
   }
 
   /** @internal */
@@ -201,6 +249,7 @@ export class MemoryTransport implements Transport {
   #connected = true;
   readonly #listeners = new Set<(connected: boolean) => void>();
   readonly #handlers = new Map<string, Set<(entry: VersionedEntry) => void>>();
+  readonly #channels = new Map<string, Set<(message: string) => void>>();
 
   /** Use {@link MemoryHub.connect}. */
   constructor(hub: MemoryHub) {
@@ -231,19 +280,23 @@ export class MemoryTransport implements Transport {
     for (const handler of [...(this.#handlers.get(scope) ?? [])]) handler(entry);
   }
 
+  /** @internal called by the hub. */
+  hear(channel: string, message: string): void {
+    if (!this.#connected) return;
+    for (const handler of [...(this.#channels.get(channel) ?? [])]) handler(message);
+  }
+
   onConnection(listener: (connected: boolean) => void): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
   }
 
   subscribe(scope: string, handler: (entry: VersionedEntry) => void): () => void {
-    let handlers = this.#handlers.get(scope);
-    if (handlers === undefined) {
-      handlers = new Set();
-      this.#handlers.set(scope, handlers);
-    }
-    handlers.add(handler);
-    return () => handlers.delete(handler);
+    return join(this.#handlers, scope, handler);
+  }
+
+  listen(channel: string, handler: (message: string) => void): () => void {
+    return join(this.#channels, channel, handler);
   }
 
   /** Runs `op` on the hub after a tick, as a network round trip would, or rejects when disconnected. */
@@ -276,4 +329,31 @@ export class MemoryTransport implements Transport {
   async release(key: string, holder: string): Promise<void> {
     await this.#call(() => this.#hub.lease('release', key, holder, 0));
   }
+
+  broadcast(channel: string, message: string): Promise<void> {
+    return this.#call(() => this.#hub.broadcast(channel, message));
+  }
+
+  async increment(key: string, by: number, ttlMs: number): Promise<number> {
+    checkIncrement(by, ttlMs);
+    return this.#call(() => this.#hub.increment(key, by, ttlMs));
+  }
+
+  remove(key: string): Promise<void> {
+    return this.#call(() => this.#hub.remove(key));
+  }
+}
+
+/** Adds `handler` to the set of `name` in `map`; returns the function that takes it out (and drops an emptied set). */
+function join<T>(map: Map<string, Set<(value: T) => void>>, name: string, handler: (value: T) => void): () => void {
+  let handlers = map.get(name);
+  if (handlers === undefined) {
+    handlers = new Set();
+    map.set(name, handlers);
+  }
+  handlers.add(handler);
+  return () => {
+    handlers.delete(handler);
+    if (handlers.size === 0 && map.get(name) === handlers) map.delete(name);
+  };
 }

@@ -149,6 +149,10 @@ test('a renewal that never answers ends the hold at the TTL', async () => {
     acquire: (key, holder, ttl) => inner.acquire(key, holder, ttl),
     renew: (key, holder, ttl) => (hang ? new Promise<boolean>(() => {}) : inner.renew(key, holder, ttl)),
     release: (key, holder) => inner.release(key, holder),
+    broadcast: (channel, message) => inner.broadcast(channel, message),
+    listen: (channel, handler) => inner.listen(channel, handler),
+    increment: (key, by, ttl) => inner.increment(key, by, ttl),
+    remove: (key) => inner.remove(key),
   };
   const a = make('a', transport);
   a.lease.start();

@@ -1,12 +1,16 @@
 // The transport contract: what the sync logic relies on from any Transport, run on the in-memory
-// engine and on RedisTransport against a private redis-server (so outages can be real ones).
+// engine, on RedisTransport against a private redis-server (so outages can be real ones), and on
+// RedisTransport given a node-redis client the user built. Each Redis client reaches the server
+// through its own TCP relay, so one instance alone can lose the engine while the others keep it.
 import { strict as assert } from 'node:assert';
 import { randomUUID } from 'node:crypto';
+import { createServer, connect, type Socket } from 'node:net';
 import { describe, it, before, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { InvalidOptionError } from '../../src/core/errors.ts';
+import { createClient } from '@redis/client';
 import { RedisTransport } from '../../src/sync/redis.ts';
-import { MemoryHub, type Transport, type VersionedEntry } from '../../src/sync/transport.ts';
+import { MemoryHub, type MemoryTransport, type Transport, type VersionedEntry } from '../../src/sync/transport.ts';
+import { clock } from '../helpers.ts';
 import { privateRedis, redisAvailability, settlesWithin, until } from '../redis.ts';
 
 interface Engine {
@@ -18,6 +22,11 @@ interface Engine {
   up(): Promise<void>;
   /** Whether `down('freeze')` keeps connections up (so operations reject by timeout, not at once). */
   freezeKeepsConnections: boolean;
+  /** `client` alone loses the engine (the other clients keep it), until {@link Engine.mend}. */
+  cut(client: Transport): Promise<void>;
+  mend(client: Transport): Promise<void>;
+  /** Waits for subscriptions just made to reach the engine (a SUBSCRIBE round trip on Redis). */
+  settle(): Promise<void>;
 }
 
 const entry = (key: string, version: number, origin = 'a', value = '{}'): VersionedEntry => ({ key, version, origin, value });
@@ -53,7 +62,7 @@ function transportContract(name: string, create: (t: TestContext) => Promise<Eng
       const stop = b.subscribe(scope, (x) => got.push(x));
       const mine: VersionedEntry[] = [];
       a.subscribe(scope, (x) => mine.push(x));
-      if (name !== 'memory') await sleep(100); // the SUBSCRIBE round trip
+      await e.settle();
       assert.equal(await a.put(scope, entry('s1', 5, 'a', '{"w":1}')), true);
       await until(() => got.length === 1 && mine.length === 1, 5000, 'delivery');
       assert.deepEqual(got[0], entry('s1', 5, 'a', '{"w":1}'));
@@ -74,10 +83,16 @@ function transportContract(name: string, create: (t: TestContext) => Promise<Eng
       assert.deepEqual(await a.snapshot(scope), [entry('k', versions[2] as number, String(versions[2]))]);
     });
 
-    test('snapshot returns every entry, and after the engine returns the client reconnects by itself', async (e, scope) => {
+    test('snapshot returns every entry, and after the engine returns the client reconnects by itself, its subscriptions and listeners too', async (e, scope) => {
       const a = await e.client();
       const seen: boolean[] = [];
       a.onConnection((up) => seen.push(up));
+      // a subscription and a listener made before the outage
+      const got: VersionedEntry[] = [];
+      a.subscribe(scope, (x) => got.push(x));
+      const heard: string[] = [];
+      a.listen(`ch-${scope}`, (m) => heard.push(m));
+      await e.settle();
       await a.put(scope, entry('x', 1));
       await a.put(scope, entry('y', 2, 'b', '{"removed":true}'));
       assert.deepEqual(byKey(await a.snapshot(scope)), [entry('x', 1), entry('y', 2, 'b', '{"removed":true}')]);
@@ -88,14 +103,15 @@ function transportContract(name: string, create: (t: TestContext) => Promise<Eng
       await until(() => a.connected, 10_000, 'reconnect');
       assert.deepEqual(seen.slice(0, 2), [false, true]);
       assert.deepEqual(await a.snapshot(scope), [], 'the engine came back empty');
+      got.length = 0;
       await a.put(scope, entry('z', 3));
       assert.deepEqual(await a.snapshot(scope), [entry('z', 3)]);
-      // subscriptions made before the outage still deliver
-      const got: VersionedEntry[] = [];
-      a.subscribe(scope, (x) => got.push(x));
-      if (name !== 'memory') await sleep(100);
-      await a.put(scope, entry('z', 4));
+      // the subscription and the listener made before the outage still deliver
       await until(() => got.length === 1, 5000, 'delivery after reconnect');
+      assert.deepEqual(got, [entry('z', 3)]);
+      await a.broadcast(`ch-${scope}`, 'after');
+      await until(() => heard.length === 1, 5000, 'broadcast after reconnect');
+      assert.deepEqual(heard, ['after']);
     });
 
     test('lease exclusivity, renewal by the holder only, release, and takeover after expiry', async (e, scope) => {
@@ -128,6 +144,9 @@ function transportContract(name: string, create: (t: TestContext) => Promise<Eng
         () => a.acquire('l', 'A', 300),
         () => a.renew('l', 'A', 300),
         () => a.release('l', 'A'),
+        () => a.broadcast(scope, 'lost'),
+        () => a.increment(`c-${scope}`, 1, 60_000),
+        () => a.remove(`c-${scope}`),
       ];
       for (const op of ops) {
         const p = op();
@@ -137,6 +156,7 @@ function transportContract(name: string, create: (t: TestContext) => Promise<Eng
       await e.up();
       await until(() => a.connected, 10_000, 'reconnect');
       assert.deepEqual(await a.snapshot(scope), [], 'the put made while down was not replayed');
+      assert.equal(await a.increment(`c-${scope}`, 1, 60_000), 1, 'nor the increment');
     });
 
     test('every operation rejects while the engine is frozen, and works again once it thaws', async (e, scope) => {
@@ -147,6 +167,9 @@ function transportContract(name: string, create: (t: TestContext) => Promise<Eng
         () => a.put(scope, entry('k', 1)),
         () => a.snapshot(scope),
         () => a.acquire('l', 'A', 300),
+        () => a.broadcast(scope, 'lost'),
+        () => a.increment(`c-${scope}`, 1, 60_000),
+        () => a.remove(`c-${scope}`),
       ];
       const results = ops.map((op) => op());
       for (const p of results) {
@@ -166,6 +189,145 @@ function transportContract(name: string, create: (t: TestContext) => Promise<Eng
         100,
       );
     });
+
+    test('broadcast reaches every listener of the channel, the sender included, in order; a stopped listener hears nothing', async (e, scope) => {
+      const a = await e.client();
+      const b = await e.client();
+      const channel = `ch-${scope}`;
+      const heardA: string[] = [];
+      const heardB: string[] = [];
+      const heardB2: string[] = [];
+      const other: string[] = [];
+      a.listen(channel, (m) => heardA.push(m));
+      const stop = b.listen(channel, (m) => heardB.push(m));
+      b.listen(channel, (m) => heardB2.push(m));
+      a.listen(`${channel}-other`, (m) => other.push(m));
+      await e.settle();
+      assert.equal(await a.broadcast(channel, 'one'), undefined);
+      await until(() => heardA.length === 1 && heardB.length === 1 && heardB2.length === 1, 5000, 'delivery to every listener');
+      assert.deepEqual([heardA, heardB, heardB2], [['one'], ['one'], ['one']]);
+      stop();
+      for (let i = 0; i < 10; i++) await b.broadcast(channel, `m${i}`);
+      const sent = Array.from({ length: 10 }, (_, i) => `m${i}`);
+      await until(() => heardA.length === 11 && heardB2.length === 11, 5000, 'delivery of ten more');
+      assert.deepEqual(heardA, ['one', ...sent], 'in the order sent');
+      assert.deepEqual(heardB2, ['one', ...sent]);
+      await sleep(50);
+      assert.deepEqual(heardB, ['one'], 'a stopped listener hears nothing');
+      assert.deepEqual(other, [], 'another channel hears nothing');
+      // nothing is stored: a listener that starts now hears only what follows
+      const late: string[] = [];
+      b.listen(channel, (m) => late.push(m));
+      await e.settle();
+      await a.broadcast(channel, 'later');
+      await until(() => late.length === 1, 5000, 'the late listener');
+      assert.deepEqual(late, ['later']);
+    });
+
+    test('a channel and a scope of the same name are apart: a put reaches no listener, a broadcast no subscriber', async (e, scope) => {
+      const a = await e.client();
+      const entries: VersionedEntry[] = [];
+      const messages: string[] = [];
+      a.subscribe(scope, (x) => entries.push(x));
+      a.listen(scope, (m) => messages.push(m));
+      await e.settle();
+      await a.broadcast(scope, JSON.stringify({ key: 'k', version: 9, origin: 'a', value: '{}' }));
+      await a.put(scope, entry('k', 1));
+      await until(() => entries.length === 1 && messages.length === 1, 5000, 'both deliveries');
+      await sleep(50);
+      assert.deepEqual(entries, [entry('k', 1)]);
+      assert.deepEqual(messages, ['{"key":"k","version":9,"origin":"a","value":"{}"}']);
+      assert.deepEqual(await a.snapshot(scope), [entry('k', 1)], 'the broadcast stored nothing');
+    });
+
+    test('a client cut off from the engine misses the broadcasts sent meanwhile, and hears again once back', async (e, scope) => {
+      const a = await e.client();
+      const b = await e.client();
+      const channel = `ch-${scope}`;
+      const heardA: string[] = [];
+      const heardB: string[] = [];
+      a.listen(channel, (m) => heardA.push(m));
+      b.listen(channel, (m) => heardB.push(m));
+      await e.settle();
+      await e.cut(a);
+      await until(() => !a.connected, 5000, 'a disconnected');
+      const own = a.broadcast(channel, 'from a');
+      assert.equal(await settlesWithin(own, 200), true, 'rejects at once');
+      await assert.rejects(own);
+      await b.broadcast(channel, 'missed');
+      await until(() => heardB.includes('missed'), 5000, 'b hears it');
+      await e.mend(a);
+      await until(() => a.connected, 10_000, 'a reconnects');
+      let n = 0;
+      await until(
+        async () => {
+          await b.broadcast(channel, `after ${++n}`);
+          await sleep(20);
+          return heardA.length > 0;
+        },
+        10_000,
+        'a hears again',
+        50,
+      );
+      assert.ok(
+        heardA.every((m) => m.startsWith('after ')),
+        `a heard only what was sent once it was back: ${heardA.join(', ')}`,
+      );
+      assert.ok(!heardB.includes('from a'));
+    });
+
+    test('increment resolves with the new value; remove deletes the counter; bad arguments reject', async (e, scope) => {
+      const a = await e.client();
+      const b = await e.client();
+      const key = `counter-${scope}`;
+      assert.equal(await a.increment(key, 1, 60_000), 1);
+      assert.equal(await b.increment(key, 2, 60_000), 3);
+      assert.equal(await a.increment(key, -1, 60_000), 2);
+      assert.equal(await b.increment(key, 0, 60_000), 2);
+      assert.equal(await a.increment(`${key}-other`, 5, 60_000), 5, 'counters are apart');
+      assert.equal(await a.increment(scope, 7, 60_000), 7, 'and apart from the versions of a scope of the same name');
+      assert.equal(await a.version(scope, 0), 1);
+      await a.remove(key);
+      assert.equal(await b.increment(key, 1, 60_000), 1, 'a removed counter starts again');
+      await a.remove(`never-${scope}`);
+      for (const [by, ttl] of [
+        [1.5, 1000],
+        [Number.NaN, 1000],
+        [2 ** 53, 1000],
+        [1, 0],
+        [1, -5],
+        [1, Number.POSITIVE_INFINITY],
+        [1, Number.NaN],
+      ] as const) {
+        await assert.rejects(a.increment(key, by, ttl), RangeError, `increment(${by}, ${ttl})`);
+      }
+      assert.equal(await a.increment(key, 0, 60_000), 1, 'a rejected increment changed nothing');
+    });
+
+    test('a counter expires its ttl after its creation, and later increments do not extend it', async (e, scope) => {
+      const a = await e.client();
+      const b = await e.client();
+      const key = `counter-${scope}`;
+      const created = performance.now();
+      assert.equal(await a.increment(key, 1, 400), 1);
+      assert.equal(await b.increment(key, 1, 60_000), 2, 'a later increment: its ttl is not applied');
+      assert.equal(await a.increment(key, 1, 60_000), 3);
+      await until(async () => (await b.increment(key, 0, 60_000)) === 0, 5000, 'the counter expired', 50);
+      assert.ok(performance.now() - created >= 350, 'not before its ttl');
+      assert.equal(await a.increment(key, 4, 60_000), 4, 'the counter made again by the probe');
+    });
+
+    test('concurrent increments from two clients add up exactly, each value handed out once', async (e, scope) => {
+      const a = await e.client();
+      const b = await e.client();
+      const key = `counter-${scope}`;
+      const values = await Promise.all(Array.from({ length: 200 }, (_, i) => (i % 2 === 0 ? a : b).increment(key, 1, 60_000)));
+      assert.deepEqual(
+        [...values].sort((x, y) => x - y),
+        Array.from({ length: 200 }, (_, i) => i + 1),
+      );
+      assert.equal(await a.increment(key, 0, 60_000), 200);
+    });
   });
 }
 
@@ -178,89 +340,152 @@ transportContract(
       down: async () => hub.down(),
       up: async () => hub.up({ keepData: false }),
       freezeKeepsConnections: false,
+      cut: async (client) => (client as MemoryTransport).disconnect(),
+      mend: async (client) => (client as MemoryTransport).reconnect(),
+      settle: async () => {},
     };
   },
   () => false,
 );
 
-const redis = redisAvailability();
-transportContract(
-  'redis (private server)',
-  async (t) => {
-    const server = await privateRedis(t);
-    let frozen = false;
-    const namespace = `test-${randomUUID()}`;
-    return {
-      async client() {
-        const transport = new RedisTransport({ url: server.url, namespace, timeout: 500, maxReconnectDelay: 200 });
-        t.after(() => transport.close());
-        await transport.connect();
-        await until(() => transport.connected, 5000, 'connected');
-        return transport;
-      },
-      async down(how) {
-        if (how === 'freeze') {
-          frozen = true;
-          server.pause();
-        } else await server.stop();
-      },
-      async up() {
-        if (frozen) {
-          frozen = false;
-          server.resume();
-        } else await server.start();
-      },
-      freezeKeepsConnections: true,
+/** A TCP relay to a local port that can be cut (every connection through it dropped, new ones refused) and mended. */
+interface Relay {
+  port: number;
+  cut(): void;
+  mend(): void;
+}
+
+async function relay(t: TestContext, target: number): Promise<Relay> {
+  let open = true;
+  const sockets = new Set<Socket>();
+  const server = createServer((down) => {
+    if (!open) return down.destroy();
+    const up = connect(target, '127.0.0.1');
+    const end = (): void => {
+      down.destroy();
+      up.destroy();
+      sockets.delete(down);
+      sockets.delete(up);
     };
-  },
-  redis.private,
-);
-
-describe('RedisTransport options', () => {
-  it('rejects bad options at construction with InvalidOptionError', () => {
-    assert.throws(() => new RedisTransport({ url: 'http://x' }), InvalidOptionError);
-    assert.throws(() => new RedisTransport({ url: 'redis://127.0.0.1:1', timeout: 0 }), InvalidOptionError);
-    assert.throws(() => new RedisTransport({ url: 'redis://127.0.0.1:1', namespace: '' }), InvalidOptionError);
+    sockets.add(down).add(up);
+    for (const socket of [down, up]) socket.on('error', end).on('close', end);
+    down.pipe(up).pipe(down);
   });
-});
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const cut = (): void => {
+    open = false;
+    for (const socket of sockets) socket.destroy();
+  };
+  t.after(() => {
+    cut();
+    server.close();
+  });
+  return {
+    port: (server.address() as { port: number }).port,
+    cut,
+    mend() {
+      open = true;
+    },
+  };
+}
 
-describe('RedisTransport reads Redis as hostile', () => {
-  it('ignores malformed stored records and published messages', async (t) => {
-    const skip = redis.private();
-    if (skip !== false) return t.skip(skip);
-    const server = await privateRedis(t);
-    const transport = new RedisTransport({ url: server.url, namespace: 'ns', timeout: 500 });
-    t.after(() => transport.close());
-    await transport.connect();
-    await until(() => transport.connected, 5000, 'connected');
-    const admin = await server.admin();
-    const got: VersionedEntry[] = [];
-    transport.subscribe('s', (x) => got.push(x));
-    await sleep(100);
-    await admin.sendCommand([
-      'HSET',
-      'ns:scope:s',
-      'bad1',
-      'not json',
-      'bad2',
-      '{"version":"7","origin":"a","value":"{}"}',
-      'bad3',
-      'null',
-      'good',
-      '{"version":3,"origin":"a","value":"{}"}',
-    ]);
-    await admin.sendCommand(['SET', 'ns:version:s', 'garbage']);
-    assert.deepEqual(await transport.snapshot('s'), [entry('good', 3)]);
-    assert.equal(await transport.version('s', 0), 1, 'a non-numeric counter counts as 0');
-    assert.equal(await transport.put('s', entry('bad1', 1)), true, 'a malformed record is overwritten');
-    for (const message of ['{', '[]', '{"key":1,"version":1,"origin":"a","value":"{}"}', '{"key":"k","version":-1,"origin":"a","value":"{}"}']) {
-      await admin.sendCommand(['PUBLISH', 'ns:channel:s', message]);
-    }
-    await admin.sendCommand(['PUBLISH', 'ns:channel:s', '{"key":"ok","version":9,"origin":"a","value":"{}"}']);
-    await until(() => got.some((x) => x.key === 'ok'), 5000, 'the good message');
-    assert.deepEqual(
-      got.map((x) => x.key),
-      ['bad1', 'ok'],
-    );
+/** A node-redis client as a user builds one: no offline queue, quick reconnection. */
+const userClient = (url: string, extra: { RESP?: 3 } = {}) =>
+  createClient({
+    url,
+    disableOfflineQueue: true,
+    socket: { connectTimeout: 500, reconnectStrategy: (retries: number) => Math.min(50 * 2 ** retries, 200) },
+    ...extra,
+  });
+
+const redis = redisAvailability();
+for (const form of ['url', 'client'] as const) {
+  transportContract(
+    form === 'url' ? 'redis (private server)' : 'redis (private server, a client the user built)',
+    async (t) => {
+      const server = await privateRedis(t);
+      let frozen = false;
+      const namespace = `test-${randomUUID()}`;
+      const relays = new Map<Transport, Relay>();
+      return {
+        async client() {
+          const r = await relay(t, server.port);
+          const url = `redis://127.0.0.1:${r.port}`;
+          let transport: RedisTransport;
+          if (form === 'url') transport = new RedisTransport({ url, namespace, timeout: 500, maxReconnectDelay: 200 });
+          else {
+            const client = userClient(url);
+            client.on('error', () => {});
+            transport = new RedisTransport({ client, namespace, timeout: 500 });
+            t.after(() => client.destroy());
+          }
+          t.after(() => transport.close());
+          relays.set(transport, r);
+          await transport.connect();
+          await until(() => transport.connected, 5000, 'connected');
+          return transport;
+        },
+        async down(how) {
+          if (how === 'freeze') {
+            frozen = true;
+            server.pause();
+          } else await server.stop();
+        },
+        async up() {
+          if (frozen) {
+            frozen = false;
+            server.resume();
+          } else await server.start();
+        },
+        freezeKeepsConnections: true,
+        cut: async (client) => relays.get(client)?.cut(),
+        mend: async (client) => relays.get(client)?.mend(),
+        settle: () => sleep(100),
+      };
+    },
+    redis.private,
+  );
+}
+
+describe('MemoryHub', () => {
+  it('measures counters on its clock: a counter lives ttl from its creation, whatever increments follow', async () => {
+    const c = clock();
+    const hub = new MemoryHub(c);
+    const a = hub.connect();
+    assert.equal(await a.increment('k', 2, 1000), 2);
+    c.advance(999);
+    assert.equal(await a.increment('k', 1, 60_000), 3);
+    c.advance(1);
+    assert.equal(await a.increment('k', 1, 1000), 1, 'expired at its ttl, made again');
+    hub.down();
+    hub.up({ keepData: false });
+    assert.equal(await a.increment('k', 1, 1000), 1, 'an engine back empty has no counters');
+  });
+
+  it('holds broadcasts with published entries, releases them in the order asked, and drops them for a client disconnected by then', async () => {
+    const hub = new MemoryHub();
+    const a = hub.connect();
+    const b = hub.connect();
+    const heard: string[] = [];
+    const heardB: string[] = [];
+    const entries: string[] = [];
+    a.listen('ch', (m) => heard.push(m));
+    b.listen('ch', (m) => heardB.push(m));
+    a.subscribe('s', (x) => entries.push(x.key));
+    hub.hold();
+    await a.broadcast('ch', 'one');
+    await a.put('s', entry('k', 1));
+    await a.broadcast('ch', 'two');
+    await sleep(10);
+    assert.deepEqual([heard, heardB, entries], [[], [], []], 'nothing delivered while held');
+    b.disconnect();
+    hub.release((queue) => queue.reverse());
+    assert.deepEqual(heard, ['two', 'one']);
+    assert.deepEqual(entries, ['k']);
+    assert.deepEqual(heardB, [], 'b was disconnected when they arrived');
+    b.reconnect();
+    await a.broadcast('ch', 'three');
+    await sleep(0);
+    assert.deepEqual([heard, heardB], [['two', 'one', 'three'], ['three']]);
   });
 });
