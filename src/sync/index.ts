@@ -39,7 +39,8 @@ export const DEFAULT_SYNC_TIMEOUT: Duration = '1s';
 export interface SyncOptions {
   /**
    * Where the shared state lives: a `redis://` or `rediss://` URL, or `{ client }`, a node-redis
-   * client you built (Redis Cluster, Sentinel, your own TLS or ACL settings). A client you give is
+   * client you made with `createClient()` (your own TLS, ACL or RESP settings; Redis Cluster and
+   * Sentinel clients are refused for now). A client you give is
    * not closed by {@link SyncHandle.close}.
    */
   redis: string | { client: RedisClientLike };
