@@ -5,16 +5,14 @@
  * The cache may answer with its stale entry instead (REVALIDATED on a 304, STALE on a failure).
  * @module
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
-import type { Next } from '../core/chain.ts';
-import type { ConnectionFacts, Exchange } from '../core/exchange.ts';
+import type { ConnectionFacts } from '../core/exchange.ts';
 import { responseFinished } from '../core/http2.ts';
 import type { CacheEntry } from '../store/index.ts';
-import type { CacheContext } from './decide.ts';
+import type { CacheCall } from './decide.ts';
 import { DetachedResponse } from './detached.ts';
 import { mergeHeaders, metaOf, saveEntry, type Meta, type Written } from './entry.ts';
-import { toldAsKeyed, type Origin } from './forwarding.ts';
+import { toldAsKeyed } from './forwarding.ts';
 import { intercept, type HeadDecision, type InterceptHooks } from './intercept.ts';
 import type { Fill } from './lock.ts';
 import type { CacheStatus } from './options.ts';
@@ -30,8 +28,6 @@ const ERROR_WINDOW = new Set<string>(['error', 'timeout', 'invalid_header', 'htt
 export interface FetchPlan {
   /** MISS, EXPIRED or BYPASS. */
   status: CacheStatus;
-  /** What the key was built from: the response is stored only if the upstream was told the same. */
-  origin: Origin;
   /** Whether the response must not be stored (`noCache`, an unkeyed header, `minUses` not reached, past the lock). */
   noStore: boolean;
   /** The fill this request holds for its key (lock, updating), released when it is over. */
@@ -77,7 +73,7 @@ function upstreamHeaders(all: string[], preset: readonly string[] | undefined, a
  * conditional and range headers (the cache answers those), with the stale entry's validators when
  * it revalidates, and as GET for a HEAD (`convertHead`). Returns whether it revalidates.
  */
-function planUpstream(ctx: CacheContext, req: IncomingMessage, ex: Exchange, stale: CacheEntry | undefined): boolean {
+function planUpstream({ ctx, req, ex }: CacheCall, stale: CacheEntry | undefined): boolean {
   const { revalidate, convertHead } = ctx.settings;
   let changes = ex.upstreamHeaderChanges;
   for (const name of CLIENT_CONDITIONALS) if (req.headers[name] !== undefined) (changes ??= new Map()).set(name, null);
@@ -106,11 +102,8 @@ function planUpstream(ctx: CacheContext, req: IncomingMessage, ex: Exchange, sta
  * storing. Created by {@link Capture.start}, which hands the request on.
  */
 export class Capture implements InterceptHooks {
-  readonly #ctx: CacheContext;
-  readonly #req: IncomingMessage;
-  readonly #res: ServerResponse;
-  readonly #ex: Exchange;
-  readonly #base: string;
+  /** The request, as the cache decided to send it on. */
+  readonly #call: CacheCall;
   readonly #plan: FetchPlan;
   /** The client's conditionals, for answering it from the stale entry. */
   readonly #client: Conditionals;
@@ -138,24 +131,21 @@ export class Capture implements InterceptHooks {
   /** The status the client's answer ends up with (REVALIDATED or STALE when the cache answered instead). */
   #served: CacheStatus;
 
-  private constructor(ctx: CacheContext, req: IncomingMessage, res: ServerResponse, ex: Exchange, base: string, plan: FetchPlan) {
-    this.#ctx = ctx;
-    this.#req = req;
-    this.#res = res;
-    this.#ex = ex;
-    this.#base = base;
+  private constructor(call: CacheCall, plan: FetchPlan) {
+    this.#call = call;
     this.#plan = plan;
-    this.#client = conditionalsOf(req.headers);
+    this.#client = conditionalsOf(call.req.headers);
     this.#staleMeta = plan.stale === undefined ? undefined : metaOf(plan.stale);
-    this.#revalidating = planUpstream(ctx, req, ex, plan.stale);
-    this.#preset = plan.detached ? undefined : res.getHeaderNames();
-    this.#generation = ctx.purger.generation;
+    this.#revalidating = planUpstream(call, plan.stale);
+    this.#preset = plan.detached ? undefined : call.res.getHeaderNames();
+    this.#generation = call.ctx.purger.generation;
     this.#served = plan.status;
   }
 
-  /** Sends the request on down the chain (`next`) with its response captured as `plan` says. */
-  static start(ctx: CacheContext, req: IncomingMessage, res: ServerResponse, next: Next, ex: Exchange, base: string, plan: FetchPlan): void {
-    const capture = new Capture(ctx, req, res, ex, base, plan);
+  /** Sends the request on down the chain (`call.next`) with its response captured as `plan` says. */
+  static start(call: CacheCall, plan: FetchPlan): void {
+    const { req, res, next, ex, base } = call;
+    const capture = new Capture(call, plan);
     setStatus(ex, plan.status, base);
     if (plan.detached !== undefined) {
       // The client has its answer: the rest of the chain writes to a stand-in, which feeds the capture.
@@ -171,24 +161,24 @@ export class Capture implements InterceptHooks {
   }
 
   readonly #onClose = (): void => {
-    this.#res.off('finish', this.#onFinish);
-    this.#finish(responseFinished(this.#res));
+    this.#call.res.off('finish', this.#onFinish);
+    this.#finish(responseFinished(this.#call.res));
   };
 
   readonly #onFinish = (): void => {
-    this.#res.off('close', this.#onClose);
+    this.#call.res.off('close', this.#onClose);
     // node:http2's compatibility response emits 'finish' when its stream closes, also when the
     // client reset it mid-response.
-    this.#finish(responseFinished(this.#res));
+    this.#finish(responseFinished(this.#call.res));
   };
 
   /** The handler's status and headers: answer from the stale entry, or let them through (and maybe store). */
   head(status: number, all: string[]): HeadDecision {
-    const settings = this.#ctx.settings;
-    const req = this.#req;
+    const { ctx, req, ex } = this.#call;
+    const settings = ctx.settings;
     const plan = this.#plan;
     const stale = plan.stale;
-    const headers = upstreamHeaders(all, this.#preset, this.#ex.addedHeaders);
+    const headers = upstreamHeaders(all, this.#preset, ex.addedHeaders);
     // Revalidation answered "not modified": the entry is current again.
     if (this.#revalidating && status === 304 && stale !== undefined) {
       const merged = mergeHeaders(stale.headers, headers);
@@ -225,7 +215,7 @@ export class Capture implements InterceptHooks {
     this.#sent += chunk.length;
     if (this.#chunks === undefined || chunk.length === 0) return;
     this.#captured += chunk.length;
-    if (this.#captured > this.#ctx.settings.maxEntrySize) {
+    if (this.#captured > this.#call.ctx.settings.maxEntrySize) {
       this.#chunks = undefined;
       return;
     }
@@ -247,40 +237,41 @@ export class Capture implements InterceptHooks {
   /** The client gets the stale entry (`status` REVALIDATED or STALE) instead of the handler's response. */
   #serveStale(status: CacheStatus, entry: CacheEntry): void {
     this.#served = status;
-    setStatus(this.#ex, status, this.#base);
+    const { ctx, req, res, ex, base } = this.#call;
+    setStatus(ex, status, base);
     if (this.#plan.detached) return;
-    this.#sent = serveEntry(this.#res, this.#req.method ?? 'GET', entry, this.#client, this.#ctx.settings.statusHeader, status);
+    this.#sent = serveEntry(res, req.method ?? 'GET', entry, this.#client, ctx.settings.statusHeader, status);
   }
 
   /** nginx `proxy_cache_use_stale` and the `stale-if-error` window, for a response with `status` or a failure. */
   #shouldServeStale(status: number, stale: CacheEntry): boolean {
     const meta = this.#staleMeta;
     if (meta === undefined) return false;
-    const ex = this.#ex;
+    const { ctx, ex } = this.#call;
     const condition = ex.upstreamFailure !== undefined && ex.server === undefined ? ex.upstreamFailure : `http_${status}`;
-    if (this.#ctx.settings.useStale.has(condition)) return true;
+    if (ctx.settings.useStale.has(condition)) return true;
     // stale-if-error / stale-while-revalidate windows; never a stale 5xx (nginx 1.19.3+).
-    return ERROR_WINDOW.has(condition) && this.#ctx.settings.now() < meta.expiresAt + meta.sie && stale.status < 500;
+    return ERROR_WINDOW.has(condition) && ctx.settings.now() < meta.expiresAt + meta.sie && stale.status < 500;
   }
 
   /**
-   * Whether the answer may be stored under a key built from the plan's origin, judged once the
+   * Whether the answer may be stored under a key built from the request's origin, judged once the
    * request went upstream: balance() told the upstream what the key has (its forwarding headers
    * included), or, with another handler, which sees the client's headers as they are, no unkeyed
    * forwarding header came with the request.
    */
   #storable(): boolean {
-    const origin = this.#plan.origin;
-    if (this.#ex.upstreamRequestHeaders !== undefined) return toldAsKeyed(this.#ex, origin);
-    const headers = this.#req.headers;
-    for (const h of this.#ctx.settings.unkeyedForwarding) if (headers[h] !== undefined && !origin.facts.some((f) => f[0] === h)) return false;
+    const { ctx, req, ex, origin } = this.#call;
+    if (ex.upstreamRequestHeaders !== undefined) return toldAsKeyed(ex, origin);
+    const headers = req.headers;
+    for (const h of ctx.settings.unkeyedForwarding) if (headers[h] !== undefined && !origin.facts.some((f) => f[0] === h)) return false;
     return true;
   }
 
   /** The response is over (`complete`, or cut short): counted, and stored when it may be. */
   #finish(complete: boolean): void {
     if (this.#settled) return;
-    const ctx = this.#ctx;
+    const ctx = this.#call.ctx;
     if (!this.#counted && !this.#plan.detached) {
       this.#counted = true;
       ctx.stats.count(this.#served, this.#sent);
@@ -297,14 +288,14 @@ export class Capture implements InterceptHooks {
 
   /** Stores the complete response unless `minUses` (counted across instances) or a purge since it went upstream says no. */
   async #save(body: Buffer, verdict: Freshness): Promise<void> {
-    const ctx = this.#ctx;
+    const { ctx, ex, base } = this.#call;
     let written: Written[] | undefined;
     try {
       if (this.#plan.allowed !== undefined && !(await this.#plan.allowed)) return;
       // A purge since this request went upstream (made here or heard from another instance): what it fetched may be what was purged.
-      if (!ctx.purger.mayStore(this.#base, this.#generation)) return;
+      if (!ctx.purger.mayStore(base, this.#generation)) return;
       const list: Written[] = [];
-      if (await saveEntry(ctx.store, ctx.settings, this.#base, this.#ex, this.#status, this.#headers, body, verdict, list)) {
+      if (await saveEntry(ctx.store, ctx.settings, base, ex, this.#status, this.#headers, body, verdict, list)) {
         ctx.stats.written(this.#plan.status, body.length);
         written = list;
       }
@@ -320,6 +311,7 @@ export class Capture implements InterceptHooks {
     if (this.#settled) return;
     this.#settled = true;
     this.#plan.fill?.release();
-    this.#ctx.cluster?.finished(this.#base, this.#plan.lock, written, performance.now() - this.#began);
+    const { ctx, base } = this.#call;
+    ctx.cluster?.finished(base, this.#plan.lock, written, performance.now() - this.#began);
   }
 }

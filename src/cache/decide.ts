@@ -9,7 +9,7 @@ import type { Next } from '../core/chain.ts';
 import { BadRequestError } from '../core/errors.ts';
 import { exchange, type Exchange } from '../core/exchange.ts';
 import type { CacheEntry, CacheStore } from '../store/index.ts';
-import { Capture, type FetchPlan } from './capture.ts';
+import { Capture } from './capture.ts';
 import { lookupEntry, metaOf, servableNow, sharedAllowed } from './entry.ts';
 import { hasBody, resolveOrigin, type Origin } from './forwarding.ts';
 import { connectionFacts } from './detached.ts';
@@ -35,11 +35,27 @@ export interface CacheContext {
   readonly cluster: CacheCluster | undefined;
 }
 
+/**
+ * One request on its way through a cache, from its key on: what answering it, or sending it on down
+ * the chain and capturing its response, takes. Made once by {@link decide}, handed to the capture.
+ */
+export interface CacheCall {
+  readonly ctx: CacheContext;
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly next: Next;
+  readonly ex: Exchange;
+  /** The request's store key. */
+  readonly base: string;
+  /** What the key was built from: a response is stored only if the upstream was told the same. */
+  readonly origin: Origin;
+}
+
 /** How many times a request that waited on the lock looks the entry up again before going upstream itself. */
 const LOCK_ROUNDS = 3;
 
 /** Answers the request with `entry` (honouring its conditionals, range and HEAD) and counts it. */
-function answer(ctx: CacheContext, req: IncomingMessage, res: ServerResponse, ex: Exchange, entry: CacheEntry, status: CacheStatus): void {
+function answer({ ctx, req, res, ex }: CacheCall, entry: CacheEntry, status: CacheStatus): void {
   setStatus(ex, status);
   // The request's headers serve as its conditionals (Node joins repeated ones into one string).
   ctx.stats.count(status, serveEntry(res, req.method ?? 'GET', entry, req.headers as Conditionals, ctx.settings.statusHeader, status));
@@ -116,160 +132,128 @@ export function decide(ctx: CacheContext, req: IncomingMessage, res: ServerRespo
     next(err);
     return;
   }
-  const request = new CacheRequest(ctx, req, res, next, ex, base, origin);
+  const call: CacheCall = { ctx, req, res, next, ex, base, origin };
   if (skipLookup) {
-    request.fetch({ status: 'BYPASS', noStore: withBody || refuseStore(settings, req, ex) });
+    Capture.start(call, { status: 'BYPASS', noStore: withBody || refuseStore(settings, req, ex) });
     return;
   }
   // Entries held in this process: a fresh one is answered without a promise.
   if (ctx.store.memory !== undefined) {
     const entry = ctx.store.getSync(base);
     if (entry !== undefined && servableNow(entry, req, settings.now())) {
-      answer(ctx, req, res, ex, entry, 'HIT');
+      answer(call, entry, 'HIT');
       return;
     }
   }
-  request.respond(0).catch((err: unknown) => {
+  respond(call, 0).catch((err: unknown) => {
     if (res.headersSent) res.destroy();
     else next(err);
   });
 }
 
-/** A request the cache looks up in its store: what it finds decides how it is answered. */
-class CacheRequest {
-  readonly #ctx: CacheContext;
-  readonly #req: IncomingMessage;
-  readonly #res: ServerResponse;
-  readonly #next: Next;
-  readonly #ex: Exchange;
-  /** The request's store key. */
-  readonly #base: string;
-  /** What the key was built from. */
-  readonly #origin: Origin;
-  /** Whether the response may be stored as far as `minUses` goes, counted on the first lookup. */
-  #allowed: boolean | Promise<boolean> = true;
-
-  constructor(ctx: CacheContext, req: IncomingMessage, res: ServerResponse, next: Next, ex: Exchange, base: string, origin: Origin) {
-    this.#ctx = ctx;
-    this.#req = req;
-    this.#res = res;
-    this.#next = next;
-    this.#ex = ex;
-    this.#base = base;
-    this.#origin = origin;
+/**
+ * Looks the key up: a fresh entry is a HIT; an expired one is UPDATING while another request
+ * updates it (here, or in another instance with `sync`), STALE with a background update, else
+ * EXPIRED (fetched, maybe revalidated); none is a MISS, after `minUses` counting and waiting on
+ * the lock. `round`: lookups after waiting; `counted`: the `minUses` count of the first round.
+ */
+async function respond(call: CacheCall, round: number, counted?: boolean | Promise<boolean>): Promise<void> {
+  const { ctx, req, res, ex, base } = call;
+  const { settings, store, fills, cluster } = ctx;
+  let entry = await lookupEntry(store, base, ex, settings.trust);
+  if (entry !== undefined && req.headers.authorization !== undefined && !sharedAllowed(entry)) entry = undefined;
+  const meta = entry === undefined ? undefined : metaOf(entry);
+  const t = settings.now();
+  const noStore = refuseStore(settings, req, ex);
+  if (entry !== undefined && meta !== undefined) {
+    if (t < meta.expiresAt) {
+      answer(call, entry, 'HIT');
+      return;
+    }
+    const swr = t < meta.expiresAt + meta.swr;
+    const current = fills.get(base);
+    const canServeUpdating = settings.useStale.has('updating') || swr;
+    if (current !== undefined && t - current.since < settings.lockAge && canServeUpdating) {
+      answer(call, entry, 'UPDATING');
+      return;
+    }
+    if (!canServeUpdating) {
+      Capture.start(call, { status: 'EXPIRED', noStore, fill: fills.claim(base), stale: entry });
+      return;
+    }
+    // One update at a time per key, across the instances with `sync`.
+    const fill = fills.claim(base);
+    const lock = cluster?.active ? await cluster.take(base, fill) : undefined;
+    if (lock === 'busy') {
+      answer(call, entry, 'UPDATING');
+      return;
+    }
+    if (settings.backgroundUpdate) {
+      const facts = connectionFacts(req);
+      answer(call, entry, 'STALE');
+      // The update runs once the client's response is over, so no event of it reaches the handler.
+      const stale = entry;
+      res.once('close', () => Capture.start(call, { status: 'EXPIRED', noStore, detached: facts, fill, lock, stale }));
+      return;
+    }
+    Capture.start(call, { status: 'EXPIRED', noStore, fill, lock, stale: entry });
+    return;
   }
-
-  /** Sends the request on down the chain with its response captured. */
-  fetch(plan: Omit<FetchPlan, 'origin'>): void {
-    Capture.start(this.#ctx, this.#req, this.#res, this.#next, this.#ex, this.#base, { ...plan, origin: this.#origin });
+  // Not found: count the use (nginx min_uses) once, then maybe wait for another request populating it.
+  const allowed = counted ?? use(call);
+  const storing = typeof allowed === 'boolean' ? { noStore: noStore || !allowed } : { noStore, allowed };
+  if (!settings.lock) {
+    Capture.start(call, { status: 'MISS', ...storing });
+    return;
   }
-
-  /**
-   * Looks the key up: a fresh entry is a HIT; an expired one is UPDATING while another request
-   * updates it (here, or in another instance with `sync`), STALE with a background update, else
-   * EXPIRED (fetched, maybe revalidated); none is a MISS, after `minUses` counting and waiting on
-   * the lock. `round`: lookups after waiting.
-   */
-  async respond(round: number): Promise<void> {
-    const { settings, store, fills, cluster } = this.#ctx;
-    const req = this.#req;
-    const base = this.#base;
-    let entry = await lookupEntry(store, base, this.#ex, settings.trust);
-    if (entry !== undefined && req.headers.authorization !== undefined && !sharedAllowed(entry)) entry = undefined;
-    const meta = entry === undefined ? undefined : metaOf(entry);
-    const t = settings.now();
-    const noStore = refuseStore(settings, req, this.#ex);
-    if (entry !== undefined && meta !== undefined) {
-      if (t < meta.expiresAt) {
-        answer(this.#ctx, req, this.#res, this.#ex, entry, 'HIT');
-        return;
-      }
-      const swr = t < meta.expiresAt + meta.swr;
-      const current = fills.get(base);
-      const canServeUpdating = settings.useStale.has('updating') || swr;
-      if (current !== undefined && t - current.since < settings.lockAge && canServeUpdating) {
-        answer(this.#ctx, req, this.#res, this.#ex, entry, 'UPDATING');
-        return;
-      }
-      if (!canServeUpdating) {
-        this.fetch({ status: 'EXPIRED', noStore, fill: fills.claim(base), stale: entry });
-        return;
-      }
-      // One update at a time per key, across the instances with `sync`.
+  const started = settings.now();
+  let current = fills.get(base);
+  for (;;) {
+    if (current === undefined) {
+      // Nobody here fills the key: this request does, unless (`sync`) another instance does.
       const fill = fills.claim(base);
       const lock = cluster?.active ? await cluster.take(base, fill) : undefined;
-      if (lock === 'busy') {
-        answer(this.#ctx, req, this.#res, this.#ex, entry, 'UPDATING');
-        return;
-      }
-      if (settings.backgroundUpdate) {
-        const facts = connectionFacts(req);
-        answer(this.#ctx, req, this.#res, this.#ex, entry, 'STALE');
-        // The update runs once the client's response is over, so no event of it reaches the handler.
-        const stale = entry;
-        this.#res.once('close', () => this.fetch({ status: 'EXPIRED', noStore, detached: facts, fill, lock, stale }));
-        return;
-      }
-      this.fetch({ status: 'EXPIRED', noStore, fill, lock, stale: entry });
-      return;
-    }
-    // Not found: count the use (nginx min_uses) once, then maybe wait for another request populating it.
-    if (round === 0) this.#allowed = this.#use();
-    const allowed = this.#allowed;
-    const counted = typeof allowed === 'boolean' ? { noStore: noStore || !allowed } : { noStore, allowed };
-    if (!settings.lock) {
-      this.fetch({ status: 'MISS', ...counted });
-      return;
-    }
-    const started = settings.now();
-    let current = fills.get(base);
-    for (;;) {
-      if (current === undefined) {
-        // Nobody here fills the key: this request does, unless (`sync`) another instance does.
-        const fill = fills.claim(base);
-        const lock = cluster?.active ? await cluster.take(base, fill) : undefined;
-        if (lock !== 'busy') {
-          // A fill elsewhere may have ended just before the lock was free: its entry is served.
-          const found = lock === undefined ? undefined : await lookupEntry(store, base, this.#ex, settings.trust);
-          if (found !== undefined && servableNow(found, req, settings.now())) {
-            fill.release();
-            cluster?.finished(base, lock, undefined, 0);
-            answer(this.#ctx, req, this.#res, this.#ex, found, 'HIT');
-            return;
-          }
-          this.fetch({ status: 'MISS', ...counted, fill, lock });
+      if (lock !== 'busy') {
+        // A fill elsewhere may have ended just before the lock was free: its entry is served.
+        const found = lock === undefined ? undefined : await lookupEntry(store, base, ex, settings.trust);
+        if (found !== undefined && servableNow(found, req, settings.now())) {
+          fill.release();
+          cluster?.finished(base, lock, undefined, 0);
+          answer(call, found, 'HIT');
           return;
         }
-        // `fill` now stands for the other instance's fill: wait for it as for one of this instance.
-        current = fill;
-      }
-      const waitFor = Math.min(started + settings.lockTimeout, current.since + settings.lockAge) - settings.now();
-      if (waitFor > 0 && (await waitUntil(current.done, waitFor))) {
-        if (round < LOCK_ROUNDS) return this.respond(round + 1);
-        break;
-      }
-      if (settings.now() >= started + settings.lockTimeout) {
-        // nginx: past the lock timeout the request goes upstream and its response is not cached.
-        this.fetch({ status: 'MISS', noStore: true });
+        Capture.start(call, { status: 'MISS', ...storing, fill, lock });
         return;
       }
-      // Past the lock age one more request may go upstream: this one, when the cluster lets it.
-      current = settings.now() >= current.since + settings.lockAge ? undefined : fills.get(base);
+      // `fill` now stands for the other instance's fill: wait for it as for one of this instance.
+      current = fill;
     }
-    this.fetch({ status: 'MISS', ...counted, fill: fills.claim(base) });
+    const waitFor = Math.min(started + settings.lockTimeout, current.since + settings.lockAge) - settings.now();
+    if (waitFor > 0 && (await waitUntil(current.done, waitFor))) {
+      if (round < LOCK_ROUNDS) return respond(call, round + 1, allowed);
+      break;
+    }
+    if (settings.now() >= started + settings.lockTimeout) {
+      // nginx: past the lock timeout the request goes upstream and its response is not cached.
+      Capture.start(call, { status: 'MISS', noStore: true });
+      return;
+    }
+    // Past the lock age one more request may go upstream: this one, when the cluster lets it.
+    current = settings.now() >= current.since + settings.lockAge ? undefined : fills.get(base);
   }
+  Capture.start(call, { status: 'MISS', ...storing, fill: fills.claim(base) });
+}
 
-  /**
-   * Counts this request for `minUses`: whether its response may be stored, or (`sync`) the answer of
-   * the count across instances to come. Counted here too, which answers when the engine cannot.
-   */
-  #use(): boolean | Promise<boolean> {
-    const { settings, uses, cluster } = this.#ctx;
-    const here = uses.use(this.#base);
-    if (settings.minUses <= 1 || cluster === undefined || !cluster.active) return here;
-    return cluster.count(this.#base).then(
-      (n) => n >= settings.minUses,
-      () => here,
-    );
-  }
+/**
+ * Counts the request for `minUses`: whether its response may be stored, or (`sync`) the answer of
+ * the count across instances to come. Counted here too, which answers when the engine cannot.
+ */
+function use({ ctx, base }: CacheCall): boolean | Promise<boolean> {
+  const { settings, uses, cluster } = ctx;
+  const here = uses.use(base);
+  if (settings.minUses <= 1 || cluster === undefined || !cluster.active) return here;
+  return cluster.count(base).then(
+    (n) => n >= settings.minUses,
+    () => here,
+  );
 }
