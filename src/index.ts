@@ -19,12 +19,13 @@ export type {
   ServerOptions,
   ServerState,
   ServerStats,
+  ServerEvent,
   ServerUpdate,
   StateChange,
 } from './pool/index.ts';
 
 export { sync, SyncHandle, DEFAULT_STATS_INTERVAL, DEFAULT_SYNC_NAMESPACE, DEFAULT_SYNC_TIMEOUT } from './sync/index.ts';
-export type { InstanceReport, SyncEvents, SyncOptions } from './sync/index.ts';
+export type { InstanceReport, RedisClientLike, SyncEvents, SyncOptions } from './sync/index.ts';
 
 export { balance } from './balance/index.ts';
 export type { BalanceMiddleware, BalanceOptions, NextUpstreamCondition } from './balance/index.ts';

@@ -212,16 +212,19 @@ export interface StateChange {
   to: ServerState;
 }
 
+/** The arguments of the pool's `add`, `remove` and `update` events: the server's settings. */
+export type ServerEvent = [server: ServerInfo];
+
 /** Events of {@link UpstreamPool}. */
 export interface PoolEvents {
   /** A server changed state (up, unavail, down, draining...). */
   state: [change: StateChange];
-  /** A server was added at run time. */
-  add: [server: ServerInfo];
+  /** A server was added at run time (here, or on another instance through `sync`). */
+  add: ServerEvent;
   /** A server was removed at run time. */
-  remove: [server: ServerInfo];
+  remove: ServerEvent;
   /** A server's settings changed at run time. */
-  update: [server: ServerInfo];
+  update: ServerEvent;
 }
 
 /**
@@ -255,6 +258,17 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
   #overflows = 0;
   #nextCheckId = 1;
   #sync: PoolSync | undefined;
+  /**
+   * Settles once the pool holds the run-time configuration its instances share (with `sync`: the
+   * changes Redis keeps, read at start; at once when Redis cannot be reached, or without `sync`).
+   * Await it before serving to start with the shared list rather than the static one. Never rejects.
+   * @example
+   * ```ts
+   * const pool = createPool({ name: 'api', servers: [{ url: 'http://10.0.0.1:8080' }], sync: { redis: 'redis://127.0.0.1:6379' } });
+   * await pool.ready;
+   * ```
+   */
+  readonly ready: Promise<void>;
 
   /** @internal Use {@link createPool}. */
   constructor(options: PoolOptions) {
@@ -301,6 +315,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
         peer: (id) => this.#peers.find((p) => p.id === id),
       });
     }
+    this.ready = this.#sync?.ready() ?? Promise.resolve();
   }
 
   #makeAgents(options: PoolOptions): { http: HttpAgent; https: HttpsAgent; own: boolean } {

@@ -71,9 +71,12 @@ export class PoolSync {
     this.#replica.start().catch(() => {});
   }
 
-  /** Settles once the replica has read the shared list and pushed what it had to push (or the engine is away). */
-  settled(): Promise<void> {
-    return this.#replica.settled();
+  /** Settles once the handle's first connection attempt is over and the replica has read the shared list (or the engine is away). */
+  ready(): Promise<void> {
+    return this.handle.ready.then(
+      () => this.#replica.settled(),
+      () => {},
+    );
   }
 
   added(id: string): void {

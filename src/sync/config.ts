@@ -90,9 +90,8 @@ function parse(entry: VersionedEntry): ServerRecord | undefined {
 export class ConfigReplica {
   /** This instance's name in the records it writes. */
   readonly origin: string;
-  readonly #transport: Transport;
-  readonly #scope: string;
-  readonly #apply: ConfigReplicaOptions['apply'];
+  /** The transport, the scope and `apply`, as given. */
+  readonly #o: ConfigReplicaOptions;
   /** Records confirmed by the transport (or read from it), tombstones included. */
   readonly #base = new Map<string, { version: number; record: ServerRecord }>();
   /** Local changes not stored yet, in the order they were made. */
@@ -106,17 +105,15 @@ export class ConfigReplica {
   #closed = false;
 
   constructor(options: ConfigReplicaOptions) {
-    this.#transport = options.transport;
-    this.#scope = options.scope;
+    this.#o = options;
     this.origin = options.origin ?? randomUUID();
-    this.#apply = options.apply;
   }
 
   /** Subscribes to the scope and follows the connection; settles once the first synchronisation is done (at once when disconnected). */
   start(): Promise<void> {
     this.#stops.push(
-      this.#transport.subscribe(this.#scope, (entry) => this.remote(entry)),
-      this.#transport.onConnection((up) => {
+      this.#o.transport.subscribe(this.#o.scope, (entry) => this.remote(entry)),
+      this.#o.transport.onConnection((up) => {
         this.#connections++;
         if (up) this.#schedule();
         else this.#synced = false;
@@ -221,12 +218,12 @@ export class ConfigReplica {
     const json = fields === undefined ? '' : JSON.stringify(fields);
     if (json === this.#shown.get(key)) return;
     this.#shown.set(key, json);
-    this.#apply(key, fields);
+    this.#o.apply(key, fields);
   }
 
   /** Starts a synchronisation run unless one is under way (a run that ends re-checks for new work). */
   #schedule(): void {
-    if (this.#running || this.#closed || !this.#transport.connected) return;
+    if (this.#running || this.#closed || !this.#o.transport.connected) return;
     this.#running = true;
     const connections = this.#connections;
     this.#work = this.#sync().then((ok) => {
@@ -239,19 +236,19 @@ export class ConfigReplica {
 
   /** Reads the snapshot on (re)connection, stores back what the engine lost, then pushes the pending changes in order. */
   async #sync(): Promise<boolean> {
-    const t = this.#transport;
+    const t = this.#o.transport;
     try {
       if (!this.#synced) {
-        const missing = this.snapshot(await t.snapshot(this.#scope));
-        for (const entry of missing) await t.put(this.#scope, entry);
+        const missing = this.snapshot(await t.snapshot(this.#o.scope));
+        for (const entry of missing) await t.put(this.#o.scope, entry);
         this.#synced = true;
       }
       while (this.#pending.length > 0 && !this.#closed) {
         const change = this.#pending[0] as ServerChange;
-        const version = await t.version(this.#scope, this.#maxVersion);
+        const version = await t.version(this.#o.scope, this.#maxVersion);
         this.#maxVersion = Math.max(this.#maxVersion, version);
         const record = applyChange(this.#base.get(change.key)?.record, change);
-        if (record !== undefined && (await t.put(this.#scope, this.#entry(change.key, version, record)))) {
+        if (record !== undefined && (await t.put(this.#o.scope, this.#entry(change.key, version, record)))) {
           const held = this.#base.get(change.key);
           if (held === undefined || held.version < version) this.#base.set(change.key, { version, record });
         }

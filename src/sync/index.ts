@@ -43,7 +43,12 @@ export interface SyncOptions {
    * Sentinel clients are refused for now). A client you give is
    * not closed by {@link SyncHandle.close}.
    */
-  redis: string | { client: RedisClientLike };
+  redis:
+    | string
+    | {
+        /** The client: connected by the handle if it is not yet, never closed by it. */
+        client: RedisClientLike;
+      };
   /**
    * Prefix of every key and channel: instances that share a namespace act as one gateway; other
    * gateways can share the same Redis under other namespaces. @default 'switchyard'

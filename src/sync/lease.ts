@@ -54,10 +54,9 @@ export class Lease {
   readonly holder: string;
   /** The TTL in milliseconds. */
   readonly ttl: number;
-  readonly #transport: Transport;
-  readonly #key: string;
+  /** The transport, the key and `onChange`, as given. */
+  readonly #o: LeaseOptions;
   readonly #clock: LeaseClock;
-  readonly #onChange: ((held: boolean) => void) | undefined;
   /** Until when the lease is held (by the clock), or `undefined` when it is not. */
   #until: number | undefined;
   #timer: unknown;
@@ -66,12 +65,10 @@ export class Lease {
 
   /** @throws InvalidOptionError when `ttl` is not a positive duration. */
   constructor(options: LeaseOptions) {
-    this.#transport = options.transport;
-    this.#key = options.key;
+    this.#o = options;
     this.holder = options.holder ?? randomUUID();
     this.ttl = durationOption(options.ttl, 'ttl', DEFAULT_LEASE_TTL, true);
     this.#clock = options.clock ?? unrefClock;
-    this.#onChange = options.onChange;
   }
 
   /** Whether this instance holds the key now. */
@@ -94,13 +91,13 @@ export class Lease {
     this.#timer = undefined;
     if (this.#until === undefined) return;
     this.#set(undefined);
-    await this.#transport.release(this.#key, this.holder).catch(() => {});
+    await this.#o.transport.release(this.#o.key, this.holder).catch(() => {});
   }
 
   #set(until: number | undefined): void {
     const was = this.#until !== undefined;
     this.#until = until;
-    if (was !== (until !== undefined)) this.#onChange?.(until !== undefined);
+    if (was !== (until !== undefined)) this.#o.onChange?.(until !== undefined);
   }
 
   #tick(): void {
@@ -112,7 +109,7 @@ export class Lease {
     this.#busy = true;
     const sent = this.#clock.now();
     const holding = this.#until !== undefined;
-    const op = holding ? this.#transport.renew(this.#key, this.holder, this.ttl) : this.#transport.acquire(this.#key, this.holder, this.ttl);
+    const op = holding ? this.#o.transport.renew(this.#o.key, this.holder, this.ttl) : this.#o.transport.acquire(this.#o.key, this.holder, this.ttl);
     op.then(
       (ok) => this.#settle(ok, sent, holding),
       () => this.#settle(false, sent, holding),
@@ -123,7 +120,7 @@ export class Lease {
     this.#busy = false;
     if (this.#stopped) {
       // Taken after stop() was called: give it back.
-      if (ok && !holding) this.#transport.release(this.#key, this.holder).catch(() => {});
+      if (ok && !holding) this.#o.transport.release(this.#o.key, this.holder).catch(() => {});
       return;
     }
     // A renewal answered after the hold lapsed locally does not revive it: take the key afresh next tick.

@@ -14,7 +14,7 @@ import { objectOption } from '../core/options.ts';
 import { checkIncrement, type Transport, type VersionedEntry } from './transport.ts';
 
 /**
- * What a {@link RedisTransport} uses of a node-redis client: the standalone client
+ * What switchyard's Redis transport uses of a node-redis client: the standalone client
  * `createClient()` returns fits, whatever its modules, RESP version or type mapping. A Redis
  * Cluster or Sentinel client (`createCluster()`, `createSentinel()`) does not: its commands take
  * other arguments, and it has no single connection state.
@@ -23,7 +23,7 @@ import { checkIncrement, type Transport, type VersionedEntry } from './transport
  * ```ts
  * import { createClient } from '@redis/client';
  * const client: RedisClientLike = createClient({ url: 'rediss://cache.internal:6380', disableOfflineQueue: true });
- * const transport = new RedisTransport({ client });
+ * const shared = sync({ redis: { client } });
  * ```
  */
 export interface RedisClientLike {
@@ -31,13 +31,19 @@ export interface RedisClientLike {
   readonly isOpen: boolean;
   /** Whether commands can be sent now. */
   readonly isReady: boolean;
+  /** Opens the connection. */
   connect(): Promise<unknown>;
   /** A new client with the same options (and `overrides`), not connected. */
   duplicate(overrides?: { disableOfflineQueue?: boolean }): RedisClientLike;
+  /** Sends one command. */
   sendCommand(args: string[], options?: { abortSignal?: AbortSignal; typeMapping?: TypeMapping }): Promise<unknown>;
+  /** Subscribes `listener` to a channel. */
   subscribe(channel: string, listener: (message: string, channel: string) => void): Promise<unknown>;
+  /** Takes `listener` off a channel. */
   unsubscribe(channel: string, listener: (message: string, channel: string) => void): Promise<unknown>;
+  /** Adds a listener of a client event (`ready`, `end`, `error`...). */
   on(event: string, listener: (...args: unknown[]) => void): unknown;
+  /** Removes a listener added with `on`. */
   off(event: string, listener: (...args: unknown[]) => void): unknown;
   /** Closes the connection at once, rejecting what is pending. */
   destroy(): void;
