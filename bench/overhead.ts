@@ -30,8 +30,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadGenerator, type LoadGenerator, type LoadResult } from './lib/load.ts';
 import { machine } from './lib/machine.ts';
-import { availableParallelism } from 'node:os';
-import { cpuSeconds, hasCommand, spawnPinned, stop, waitMessage } from './lib/proc.ts';
+import { cpuSeconds, pairedPlacement, spawnPinned, stop, waitMessage } from './lib/proc.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const self = fileURLToPath(import.meta.url);
@@ -116,14 +115,7 @@ let LABEL: Record<Kind, string> = { none: 'chain(balance(pool))', subject: SUBJE
 const PATH = '/api/items/42?x=1';
 
 /** Where the gateways, the upstream and the load generator run (undefined: unpinned). */
-function placement(pin: string): { proxy: string | undefined; other: string | undefined; description: string } {
-  const n = availableParallelism();
-  const can = n >= 2 && process.platform === 'linux' && hasCommand('taskset', ['-V']);
-  if (pin === 'on' && !can) throw new Error('--pin on needs Linux, taskset and at least 2 CPUs');
-  if (pin === 'off' || !can) return { proxy: undefined, other: undefined, description: 'not pinned' };
-  const other = n === 2 ? '0' : `0,2-${n - 1}`;
-  return { proxy: '1', other, description: `both gateways on CPU 1; upstream and load generator on CPU ${other} (taskset)` };
-}
+const placement = (pin: string) => pairedPlacement(pin, 'both gateways');
 
 interface Options {
   duration: number;

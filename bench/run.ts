@@ -7,6 +7,7 @@
 //                     [--tool auto|wrk|autocannon] [--threads 1] [--rounds 1] [--pin auto|on|off]
 //                     [--keepalive n] [--busy-retries 2] [--paired] [--cpu-prof] [--out file]
 //   node bench/run.ts --select ...   runs the server-selection micro-benchmark (bench/select.ts)
+//   node bench/run.ts --sync ...     runs what sync costs: CPU per request on vs off, p99 through a Redis outage (bench/sync.ts)
 //   node bench/run.ts --help
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -62,7 +63,9 @@ const USAGE = `usage: node bench/run.ts [options]          (npm run bench -- [op
   --cpu-prof          profile each Node target's measured seconds into bench/results/profiles/
                       (the profiler slows the target; summarize with node bench/profile.ts <file>)
   --out <file>        markdown report                      default bench/results/latest.md
-  --select            run the server-selection micro-benchmark instead (bench/select.ts)`;
+  --select            run the server-selection micro-benchmark instead (bench/select.ts)
+  --sync              run what sync costs instead (bench/sync.ts): CPU per request with sync on
+                      vs off, p99 through a Redis outage`;
 
 interface Options {
   duration: number;
@@ -501,8 +504,12 @@ const BUSY = 0.1;
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
-  if (argv.includes('--select')) {
-    const child = spawn(process.execPath, [resolve(here, 'select.ts'), ...argv.filter((a) => a !== '--select')], { stdio: 'inherit' });
+  for (const [flag, file] of [
+    ['--select', 'select.ts'],
+    ['--sync', 'sync.ts'],
+  ] as const) {
+    if (!argv.includes(flag)) continue;
+    const child = spawn(process.execPath, [resolve(here, file), ...argv.filter((a) => a !== flag)], { stdio: 'inherit' });
     child.once('exit', (code) => process.exit(code ?? 1));
     return;
   }

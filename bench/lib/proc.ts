@@ -2,6 +2,7 @@
 // readiness, bounded waits, and CPU time read from /proc (Linux).
 import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 
 /** True when `cmd` can be executed (found on PATH). */
 export function hasCommand(cmd: string, args: string[] = ['--version']): boolean {
@@ -154,4 +155,18 @@ export function selfAndReapedSeconds(): number | undefined {
   const f = statFields(process.pid);
   if (f === undefined) return undefined;
   return (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / ticksPerSecond();
+}
+
+/**
+ * Where paired gateways, the upstream and the load generator run (undefined: unpinned): `what`
+ * (the gateways) on CPU 1, everything else on the other CPUs, with taskset. `pin`: `auto` pins when
+ * it can, `on` must, `off` does not.
+ */
+export function pairedPlacement(pin: string, what: string): { proxy: string | undefined; other: string | undefined; description: string } {
+  const n = availableParallelism();
+  const can = n >= 2 && process.platform === 'linux' && hasCommand('taskset', ['-V']);
+  if (pin === 'on' && !can) throw new Error('--pin on needs Linux, taskset and at least 2 CPUs');
+  if (pin === 'off' || !can) return { proxy: undefined, other: undefined, description: 'not pinned' };
+  const other = n === 2 ? '0' : `0,2-${n - 1}`;
+  return { proxy: '1', other, description: `${what} on CPU 1; upstream and load generator on CPU ${other} (taskset)` };
 }
