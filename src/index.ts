@@ -15,14 +15,9 @@ export type {
   ResponseCounters,
   ResponseTimeHistogram,
   HealthCheckStats,
-  ServerInfo,
-  ServerOptions,
-  ServerState,
-  ServerStats,
-  ServerEvent,
-  ServerUpdate,
   StateChange,
 } from './pool/index.ts';
+export type { ServerEvent, ServerInfo, ServerOptions, ServerState, ServerStats, ServerUpdate } from './pool/index.ts';
 
 export { sync, SyncHandle, DEFAULT_STATS_INTERVAL, DEFAULT_SYNC_NAMESPACE, DEFAULT_SYNC_TIMEOUT } from './sync/index.ts';
 export type { InstanceReport, RedisClientLike, SyncEvents, SyncOptions } from './sync/index.ts';
