@@ -35,6 +35,9 @@ export type ServerChange =
 /** What the transport stores for a server: its whole field set, or a tombstone. */
 export type ServerRecord = { readonly removed: false; readonly fields: ServerFields } | { readonly removed: true };
 
+/** How long a replica waits before it tries again after a push failed on a connection that stayed up, in ms. */
+const DEFAULT_RETRY_DELAY = 500;
+
 /** Options of a {@link ConfigReplica}. */
 export interface ConfigReplicaOptions {
   /** The engine shared with the other instances. */
@@ -48,6 +51,8 @@ export interface ConfigReplicaOptions {
    * removed. The pool implements it with its own add / update / remove (without publishing again).
    */
   apply: (key: string, fields: ServerFields | undefined) => void;
+  /** After a push failed while the transport stayed connected (a command timed out), try again after this many ms. @default 500 */
+  retryDelay?: number | undefined;
 }
 
 /**
@@ -126,6 +131,8 @@ export class ConfigReplica {
   /** Stops following the transport. Pending changes stay unsent. */
   close(): void {
     this.#closed = true;
+    clearTimeout(this.#retry);
+    this.#retry = undefined;
     for (const stop of this.#stops) stop();
     this.#stops = [];
   }
@@ -230,9 +237,25 @@ export class ConfigReplica {
       this.#running = false;
       // Changes made meanwhile, or a connection lost and regained during the run: go again
       // (not after a failure on an unchanged connection, which would only fail again at once).
-      if ((ok || connections !== this.#connections) && (!this.#synced || this.#pending.length > 0)) this.#schedule();
+      if (this.#closed || (this.#synced && this.#pending.length === 0)) return;
+      if (ok || connections !== this.#connections) this.#schedule();
+      // A failure on a connection that stayed up (commands timing out: Redis frozen, overloaded):
+      // nothing will reconnect to wake the replica, so it tries again after a while.
+      else this.#retryLater();
     });
   }
+
+  /** Tries again after `retryDelay` (one timer at a time, unref'd). */
+  #retryLater(): void {
+    if (this.#retry !== undefined) return;
+    this.#retry = setTimeout(() => {
+      this.#retry = undefined;
+      this.#schedule();
+    }, this.#o.retryDelay ?? DEFAULT_RETRY_DELAY);
+    this.#retry.unref();
+  }
+
+  #retry: NodeJS.Timeout | undefined;
 
   /** Reads the snapshot on (re)connection, stores back what the engine lost, then pushes the pending changes in order. */
   async #sync(): Promise<boolean> {

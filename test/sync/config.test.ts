@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ConfigReplica, type ServerFields } from '../../src/sync/config.ts';
-import { MemoryHub, type MemoryTransport, type VersionedEntry } from '../../src/sync/transport.ts';
+import { MemoryHub, type MemoryTransport, type Transport, type VersionedEntry } from '../../src/sync/transport.ts';
 
 const SCOPE = 'test:pool:api';
 
@@ -235,4 +235,40 @@ test('an outage in the middle of pushing loses nothing, whenever it starts and e
       b.replica.close();
     }
   }
+});
+
+test('a push that fails while the transport stays connected (Redis frozen: commands time out) is tried again, with no new change or reconnection', async () => {
+  const hub = new MemoryHub();
+  const b = await instance(hub, 'b');
+  const inner = hub.connect();
+  let failing = 2;
+  // The same engine, but its first two puts time out while the connection stays up.
+  const flaky: Transport = {
+    get connected() {
+      return inner.connected;
+    },
+    onConnection: (listener) => inner.onConnection(listener),
+    version: (scope, floor) => inner.version(scope, floor),
+    put: async (scope, e) => {
+      if (failing-- > 0) throw new Error('command timed out');
+      return inner.put(scope, e);
+    },
+    subscribe: (scope, handler) => inner.subscribe(scope, handler),
+    snapshot: (scope) => inner.snapshot(scope),
+    acquire: (key, holder, ttl) => inner.acquire(key, holder, ttl),
+    renew: (key, holder, ttl) => inner.renew(key, holder, ttl),
+    release: (key, holder) => inner.release(key, holder),
+    broadcast: (channel, message) => inner.broadcast(channel, message),
+    listen: (channel, handler) => inner.listen(channel, handler),
+    increment: (key, by, ttl) => inner.increment(key, by, ttl),
+    remove: (key) => inner.remove(key),
+  };
+  const replica = new ConfigReplica({ transport: flaky, scope: SCOPE, origin: 'a', apply() {}, retryDelay: 20 });
+  await replica.start();
+  replica.local({ op: 'add', key: 's9', fields: { weight: 4 } });
+  const end = Date.now() + 2000;
+  while (!b.servers.has('s9') && Date.now() < end) await new Promise((resolve) => setTimeout(resolve, 10));
+  replica.close();
+  assert.deepEqual(b.servers.get('s9'), { weight: 4 }, 'the change reached the other instance after two failed pushes');
+  assert.equal(failing, -1, 'the third push went through');
 });
