@@ -154,7 +154,7 @@ test('an unknown option with no near name lists the known ones', () => {
     (err: unknown) =>
       err instanceof InvalidOptionError &&
       err.option === 'zzzzzz' &&
-      err.message === 'unknown option "zzzzzz" (known options: name, method, servers, agent, tls, now, random, queue)',
+      err.message === 'unknown option "zzzzzz" (known options: name, method, servers, agent, tls, now, random, queue, sync)',
   );
 });
 
