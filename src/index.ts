@@ -20,7 +20,7 @@ export type {
 export type { ServerEvent, ServerInfo, ServerOptions, ServerState, ServerStats, ServerUpdate } from './pool/index.ts';
 
 export { sync, SyncHandle, DEFAULT_STATS_INTERVAL, DEFAULT_SYNC_NAMESPACE, DEFAULT_SYNC_TIMEOUT } from './sync/index.ts';
-export type { InstanceReport, RedisClientLike, SyncEvents, SyncOptions } from './sync/index.ts';
+export type { InstanceReport, RedisClientLike, RedisClusterLike, RedisSentinelLike, SyncEvents, SyncOptions } from './sync/index.ts';
 
 export { balance } from './balance/index.ts';
 export type { BalanceMiddleware, BalanceOptions, NextUpstreamCondition } from './balance/index.ts';

@@ -12,14 +12,14 @@ import { InvalidOptionError } from '../core/errors.ts';
 import { durationOption, objectOption, stringOption } from '../core/options.ts';
 import { ConfigReplica, type ConfigReplicaOptions } from './config.ts';
 import { Lease } from './lease.ts';
-import { type RedisClientLike, RedisTransport } from './redis.ts';
+import { type RedisClientLike, type RedisClusterLike, type RedisSentinelLike, RedisTransport } from './redis.ts';
 import type { Transport } from './transport.ts';
 
 export type { ServerChange, ServerFields } from './config.ts';
 export { ConfigReplica } from './config.ts';
 export { Lease } from './lease.ts';
 export type { Transport, VersionedEntry } from './transport.ts';
-export type { RedisClientLike } from './redis.ts';
+export type { RedisClientLike, RedisClusterLike, RedisSentinelLike } from './redis.ts';
 
 /** Default {@link SyncOptions.namespace}. */
 export const DEFAULT_SYNC_NAMESPACE = 'switchyard';
@@ -39,15 +39,18 @@ export const DEFAULT_SYNC_TIMEOUT: Duration = '1s';
 export interface SyncOptions {
   /**
    * Where the shared state lives: a `redis://` or `rediss://` URL, or `{ client }`, a node-redis
-   * client you made with `createClient()` (your own TLS, ACL or RESP settings; Redis Cluster and
-   * Sentinel clients are refused for now). A client you give is
-   * not closed by {@link SyncHandle.close}.
+   * client you made: with `createClient()` (your own TLS, ACL or RESP settings), `createCluster()`
+   * for Redis Cluster (each scope's keys share a hash slot) or `createSentinel()` for a master
+   * watched by sentinels. Build it without an offline queue (`disableOfflineQueue: true`: in a
+   * Cluster client's `defaults`, a Sentinel client's `nodeClientOptions`). A client you give is
+   * not closed by {@link SyncHandle.close}. With a Sentinel client, sticky's learned sessions are not
+   * shared by default (give `learn` a store).
    */
   redis:
     | string
     | {
         /** The client: connected by the handle if it is not yet, never closed by it. */
-        client: RedisClientLike;
+        client: RedisClientLike | RedisClusterLike | RedisSentinelLike;
       };
   /**
    * Prefix of every key and channel: instances that share a namespace act as one gateway; other
@@ -110,7 +113,7 @@ export interface SyncInternals {
   /** Calls `fn` when the handle closes (before the transport does). */
   onClose(fn: () => void | Promise<void>): void;
   /** Where the engine is, for a store that shares data through the same Redis (sticky's learned sessions); `undefined` on another engine. */
-  readonly redis: string | { client: RedisClientLike } | undefined;
+  readonly redis: string | { client: RedisClientLike | RedisClusterLike } | undefined;
 }
 
 const kSync = Symbol('switchyard.sync');
@@ -134,7 +137,7 @@ export interface SyncSetup {
   statsInterval?: Duration | undefined;
   clock?: TimerClock | undefined;
   /** Where the engine is, when it is Redis. */
-  redis?: string | { client: RedisClientLike } | undefined;
+  redis?: string | { client: RedisClientLike | RedisClusterLike } | undefined;
 }
 
 /**
@@ -237,14 +240,16 @@ export function sync(options: SyncOptions): SyncHandle {
   const instance = o.instance === undefined ? undefined : stringOption(o.instance, 'instance', '', { nonEmpty: true });
   const redis = o.redis;
   let transport: RedisTransport;
-  let engine: string | { client: RedisClientLike };
+  let engine: string | { client: RedisClientLike | RedisClusterLike } | undefined;
   if (typeof redis === 'string') {
     transport = new RedisTransport({ url: redis, namespace, timeout });
     engine = redis;
   } else if (redis !== null && typeof redis === 'object' && !Array.isArray(redis) && 'client' in redis) {
     objectOption(redis, 'redis', ['client'], 'a redis:// URL or { client }');
-    engine = { client: (redis as { client: RedisClientLike }).client };
-    transport = new RedisTransport({ client: engine.client, namespace, timeout });
+    const client = (redis as { client: RedisClientLike | RedisClusterLike | RedisSentinelLike }).client;
+    transport = new RedisTransport({ client, namespace, timeout });
+    // sticky's shared sessions run on a duplicate of the client, which a Sentinel client cannot make
+    engine = transport.kind === 'sentinel' ? undefined : { client: client as RedisClientLike | RedisClusterLike };
   } else {
     throw new InvalidOptionError('redis', 'a redis:// or rediss:// URL, or { client } (a node-redis client)', redis);
   }

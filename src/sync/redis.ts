@@ -1,53 +1,33 @@
 // The Redis engine of the cluster-wide state (issue 14): the Transport interface on node-redis.
-// Two connections (commands; subscriptions), no offline queue, a short command timeout, and
-// reconnection with backoff. `version`, `put` and `increment` are Lua scripts so each is one atomic
-// step; leases are SET NX PX plus compare-and-renew / compare-and-delete scripts. Scope entries and
-// broadcast messages arrive on distinct channel name spaces (`<ns>:channel:<scope>`,
-// `<ns>:broadcast:<channel>`) and are routed by exact channel name. Everything read back from Redis
-// is treated as hostile: malformed records and messages are ignored.
-// The commands may also run on a node-redis client the user built (`client`): the transport then
-// subscribes on a duplicate of it, which it closes, and never closes the user's client.
-import { createClient, RESP_TYPES, type TypeMapping } from '@redis/client';
+// No offline queue, a short command timeout, and reconnection with backoff. `version`, `put` and
+// `increment` are Lua scripts so each is one atomic step; leases are SET NX PX plus compare-and-renew /
+// compare-and-delete scripts. Scope entries and broadcast messages arrive on distinct channel name
+// spaces (`<ns>:channel:<scope>`, `<ns>:broadcast:<channel>`) and are routed by exact channel name.
+// Everything read back from Redis is treated as hostile: malformed records and messages are ignored.
+// It runs on a standalone Redis (from a URL, or a `createClient()` client the user built), on a Redis
+// Cluster (`createCluster()`) or on a master watched by sentinels (`createSentinel()`): how each is
+// reached, and when each counts as connected, is in redis-clients.ts. A client the user built is
+// never closed by the transport.
+import { RESP_TYPES, type TypeMapping } from '@redis/client';
 import { createHash } from 'node:crypto';
 import { InvalidOptionError } from '../core/errors.ts';
 import { objectOption } from '../core/options.ts';
+import {
+  type ClientKind,
+  clientKind,
+  clusterEngine,
+  type Engine,
+  type EngineHooks,
+  type RedisClientLike,
+  type RedisClusterLike,
+  type RedisSentinelLike,
+  sentinelEngine,
+  StandaloneEngine,
+  timed,
+} from './redis-clients.ts';
 import { checkIncrement, type Transport, type VersionedEntry } from './transport.ts';
 
-/**
- * What switchyard's Redis transport uses of a node-redis client: the standalone client
- * `createClient()` returns fits, whatever its modules, RESP version or type mapping. A Redis
- * Cluster or Sentinel client (`createCluster()`, `createSentinel()`) does not: its commands take
- * other arguments, and it has no single connection state.
- *
- * @example
- * ```ts
- * import { createClient } from '@redis/client';
- * const client: RedisClientLike = createClient({ url: 'rediss://cache.internal:6380', disableOfflineQueue: true });
- * const shared = sync({ redis: { client } });
- * ```
- */
-export interface RedisClientLike {
-  /** Whether the socket is open (connected, or reconnecting). */
-  readonly isOpen: boolean;
-  /** Whether commands can be sent now. */
-  readonly isReady: boolean;
-  /** Opens the connection. */
-  connect(): Promise<unknown>;
-  /** A new client with the same options (and `overrides`), not connected. */
-  duplicate(overrides?: { disableOfflineQueue?: boolean }): RedisClientLike;
-  /** Sends one command. */
-  sendCommand(args: string[], options?: { abortSignal?: AbortSignal; typeMapping?: TypeMapping }): Promise<unknown>;
-  /** Subscribes `listener` to a channel. */
-  subscribe(channel: string, listener: (message: string, channel: string) => void): Promise<unknown>;
-  /** Takes `listener` off a channel. */
-  unsubscribe(channel: string, listener: (message: string, channel: string) => void): Promise<unknown>;
-  /** Adds a listener of a client event (`ready`, `end`, `error`...). */
-  on(event: string, listener: (...args: unknown[]) => void): unknown;
-  /** Removes a listener added with `on`. */
-  off(event: string, listener: (...args: unknown[]) => void): unknown;
-  /** Closes the connection at once, rejecting what is pending. */
-  destroy(): void;
-}
+export type { RedisClientLike, RedisClusterLike, RedisSentinelLike } from './redis-clients.ts';
 
 /**
  * Options of a {@link RedisTransport}: where Redis is, as `url` or as a `client`; exactly one of them.
@@ -61,12 +41,15 @@ export interface RedisTransportOptions {
   /** Where Redis is, e.g. `'redis://127.0.0.1:6379'`: the transport makes its two connections, and closes them. */
   url?: string | undefined;
   /**
-   * A node-redis client you built (your own TLS, ACL or RESP settings), used for the commands: the
-   * transport connects it if it is not open yet, subscribes on a duplicate of it (which it closes), applies
-   * its own command timeout, and never closes the client itself. Give it `disableOfflineQueue: true`, as
-   * the transport does with the clients it makes.
+   * A node-redis client you built: a standalone one from `createClient()` (your own TLS, ACL or RESP
+   * settings), a Redis Cluster one from `createCluster()` or a Sentinel one from `createSentinel()`.
+   * The transport connects it if it is not open yet, applies its own command timeout, and never closes
+   * it. A standalone client's subscriptions go through a duplicate of it (which the transport closes);
+   * a Cluster or Sentinel client's through its own pub/sub connection (the transport unsubscribes on
+   * close). Build it without an offline queue (`disableOfflineQueue: true`; a Cluster client's
+   * `defaults`, a Sentinel client's `nodeClientOptions`), as the transport does with the clients it makes.
    */
-  client?: RedisClientLike | undefined;
+  client?: RedisClientLike | RedisClusterLike | RedisSentinelLike | undefined;
   /** Prefix of every key and channel, so several clusters can share one Redis. @default `'switchyard'` */
   namespace?: string | undefined;
   /** How long a command may take before it rejects, in milliseconds. @default `1000` */
@@ -148,26 +131,25 @@ function positive(option: string, value: number | undefined, fallback: number): 
   return value;
 }
 
+/** A client the user gave, with its kind. */
+type GivenClient =
+  | { kind: 'client'; client: RedisClientLike }
+  | { kind: 'cluster'; client: RedisClusterLike }
+  | { kind: 'sentinel'; client: RedisSentinelLike };
+
 /** The options of a RedisTransport, checked: `url` or `client`, exactly one. */
-function checkOptions(options: RedisTransportOptions): { url: string; client?: undefined } | { url?: undefined; client: RedisClientLike } {
+function checkOptions(options: RedisTransportOptions): { url: string; given?: undefined } | { url?: undefined; given: GivenClient } {
   const o = objectOption(options, '', OPTIONS, 'an object { url } or { client }');
   if (o.url !== undefined && o.client !== undefined)
     throw new InvalidOptionError('client', '', o.client, 'Invalid option "client": give either "url" or "client", not both');
-  if (o.client !== undefined) return { client: clientOption(o.client) };
+  if (o.client !== undefined) {
+    const kind = clientKind(o.client);
+    if (kind === undefined) throw new InvalidOptionError('client', 'a node-redis client from createClient(), createCluster() or createSentinel()', o.client);
+    return { given: { kind, client: o.client } as GivenClient };
+  }
   if (typeof o.url !== 'string' || !/^rediss?:\/\//.test(o.url))
     throw new InvalidOptionError('url', 'a redis:// or rediss:// URL (or a node-redis client as "client")', o.url);
   return { url: o.url };
-}
-
-const CLIENT_METHODS = ['connect', 'duplicate', 'sendCommand', 'subscribe', 'unsubscribe', 'on', 'off', 'destroy'] as const;
-
-/** A node-redis standalone client, told apart from a Cluster client (no `isReady`) and a Sentinel one (no `duplicate`). */
-function clientOption(value: unknown): RedisClientLike {
-  const c = value as Record<string, unknown> | null;
-  const fits = typeof c === 'object' && c !== null && typeof c.isReady === 'boolean' && typeof c.isOpen === 'boolean';
-  if (!fits || CLIENT_METHODS.some((method) => typeof c[method] !== 'function'))
-    throw new InvalidOptionError('client', 'a node-redis client from createClient() (Cluster and Sentinel clients are not supported)', value);
-  return value as RedisClientLike;
 }
 
 /** How replies are read, whatever the client's own type mapping: strings as strings, RESP3 maps as flat arrays (as RESP2 sends them). */
@@ -177,9 +159,6 @@ const TYPE_MAPPING = {
   [RESP_TYPES.NUMBER]: Number,
   [RESP_TYPES.MAP]: Array,
 } as TypeMapping;
-
-/** The client events the connection state follows. */
-const STATE_EVENTS = ['ready', 'end', 'reconnecting', 'error'] as const;
 
 /**
  * Calls every handler with `value()`. A handler that throws neither stops the others nor reaches
@@ -199,10 +178,10 @@ function dispatch<T>(handlers: ReadonlySet<(value: T) => void>, value: () => T):
 }
 
 /**
- * The {@link Transport} on Redis (node-redis). Call {@link RedisTransport.connect} once and
- * {@link RedisTransport.close} at the end. While either connection is down, every operation
- * rejects at once and nothing published meanwhile is delivered; node-redis reconnects with
- * backoff and resubscribes.
+ * The {@link Transport} on Redis (node-redis): a standalone server, a Redis Cluster or a master
+ * watched by sentinels. Call {@link RedisTransport.connect} once and {@link RedisTransport.close} at
+ * the end. While a connection is down, every operation rejects at once and nothing published
+ * meanwhile is delivered; node-redis reconnects with backoff and resubscribes.
  *
  * @example
  * ```ts
@@ -212,12 +191,10 @@ function dispatch<T>(handlers: ReadonlySet<(value: T) => void>, value: () => T):
  * ```
  */
 export class RedisTransport implements Transport {
-  readonly #prefix: string;
+  /** What the transport runs on: a URL (`'url'`) or the kind of client the user gave. */
+  readonly kind: 'url' | ClientKind;
   readonly #timeout: number;
-  readonly #commands: RedisClientLike;
-  readonly #subscriber: RedisClientLike;
-  /** Whether the transport made the commands connection (from `url`), and so closes it. */
-  readonly #ownsCommands: boolean;
+  readonly #engine: Engine;
   readonly #listeners = new Set<(connected: boolean) => void>();
   /** Handlers of scope entries, by the Redis channel they arrive on (`<ns>:channel:<scope>`). */
   readonly #entryHandlers = new Map<string, Set<(entry: VersionedEntry) => void>>();
@@ -227,45 +204,36 @@ export class RedisTransport implements Transport {
   readonly #active = new Set<string>();
   /** Redis channels left that node-redis may still hold (their UNSUBSCRIBE could not go out): retried on reconnection. */
   readonly #stale = new Set<string>();
-  /** The first connection attempts {@link RedisTransport.connect} waits for, settled by `close()` too. */
-  readonly #opening = new Set<() => void>();
-  readonly #onState = (): void => this.#update();
   #connected = false;
   #closed = false;
 
   /** @throws InvalidOptionError on an invalid option. */
   constructor(options: RedisTransportOptions) {
-    const { url, client } = checkOptions(options);
+    const { url, given } = checkOptions(options);
     const namespace = options.namespace ?? 'switchyard';
     if (typeof namespace !== 'string' || namespace === '') throw new InvalidOptionError('namespace', 'a non-empty string', namespace);
-    this.#prefix = namespace;
     this.#timeout = positive('timeout', options.timeout, 1000);
-    if (client !== undefined) {
-      if (options.maxReconnectDelay !== undefined)
-        throw new InvalidOptionError(
-          'maxReconnectDelay',
-          '',
-          options.maxReconnectDelay,
-          'Invalid option "maxReconnectDelay": with "client", the client reconnects as it was built to',
-        );
-      this.#commands = client;
-      this.#ownsCommands = false;
-      this.#subscriber = client.duplicate({ disableOfflineQueue: true });
-    } else {
-      const maxDelay = positive('maxReconnectDelay', options.maxReconnectDelay, 2000);
-      this.#commands = createClient({
-        url,
-        disableOfflineQueue: true,
-        socket: {
-          connectTimeout: this.#timeout,
-          reconnectStrategy: (retries: number) => Math.min(50 * 2 ** Math.min(retries, 16), maxDelay) * (0.5 + Math.random() / 2),
-        },
-      });
-      this.#ownsCommands = true;
-      this.#subscriber = this.#commands.duplicate();
+    const hooks: EngineHooks = { changed: () => this.#update(), resubscribe: () => this.#resubscribe() };
+    if (given === undefined) {
+      const maxReconnectDelay = positive('maxReconnectDelay', options.maxReconnectDelay, 2000);
+      this.kind = 'url';
+      this.#engine = new StandaloneEngine(namespace, { url, timeout: this.#timeout, maxReconnectDelay }, hooks);
+      return;
     }
-    for (const client of [this.#commands, this.#subscriber]) for (const event of STATE_EVENTS) client.on(event, this.#onState);
-    this.#subscriber.on('ready', () => this.#resubscribe());
+    if (options.maxReconnectDelay !== undefined)
+      throw new InvalidOptionError(
+        'maxReconnectDelay',
+        '',
+        options.maxReconnectDelay,
+        'Invalid option "maxReconnectDelay": with "client", the client reconnects as it was built to',
+      );
+    this.kind = given.kind;
+    this.#engine =
+      given.kind === 'cluster'
+        ? clusterEngine(namespace, given.client, this.#timeout, hooks)
+        : given.kind === 'sentinel'
+          ? sentinelEngine(namespace, given.client, this.#timeout, hooks)
+          : new StandaloneEngine(namespace, { client: given.client }, hooks);
   }
 
   get connected(): boolean {
@@ -274,41 +242,24 @@ export class RedisTransport implements Transport {
 
   /**
    * Opens the connections (a `client` already open is left as it is); settles once the first
-   * attempt of each ends, connected or not: reconnection goes on.
+   * attempt ends, connected or not: reconnection goes on.
    */
   async connect(): Promise<void> {
     if (this.#closed) return;
-    await Promise.all([this.#open(this.#commands), this.#open(this.#subscriber)]);
+    await this.#engine.open();
     this.#update();
-  }
-
-  /** Opens `client` unless it is open, and resolves once it is ready or an attempt failed (or the transport closed). */
-  #open(client: RedisClientLike): Promise<void> {
-    if (client.isReady) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = (): void => {
-        for (const event of ['ready', 'error', 'end']) client.off(event, done);
-        this.#opening.delete(done);
-        resolve();
-      };
-      this.#opening.add(done);
-      for (const event of ['ready', 'error', 'end']) client.on(event, done);
-      if (!client.isOpen) client.connect().then(done, done);
-    });
   }
 
   /** Closes the connections the transport made (not a `client` it was given), at once; the transport stays disconnected. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    if (!this.#ownsCommands) for (const event of STATE_EVENTS) this.#commands.off(event, this.#onState);
-    for (const done of [...this.#opening]) done();
-    for (const client of this.#ownsCommands ? [this.#commands, this.#subscriber] : [this.#subscriber]) if (client.isOpen) client.destroy();
+    this.#engine.close();
     this.#update();
   }
 
   #update(): void {
-    const up = !this.#closed && this.#commands.isReady && this.#subscriber.isReady;
+    const up = !this.#closed && this.#engine.up;
     if (up === this.#connected) return;
     this.#connected = up;
     for (const listener of [...this.#listeners]) listener(up);
@@ -320,7 +271,7 @@ export class RedisTransport implements Transport {
   }
 
   #key(kind: 'version' | 'scope' | 'channel' | 'lease' | 'broadcast' | 'counter', name: string): string {
-    return `${this.#prefix}:${kind}:${name}`;
+    return this.#engine.key(kind, name);
   }
 
   /** Routes what arrives on the subscriber connection by its exact channel name; drops it while disconnected (as a missed message). */
@@ -339,29 +290,31 @@ export class RedisTransport implements Transport {
     return this.#entryHandlers.has(channel) || this.#messageHandlers.has(channel);
   }
 
-  /** On (re)connection: subscribes what never went through, and leaves what is no longer wanted. */
-  #resubscribe(): void {
+  /** On (re)connection: leaves what is no longer wanted, and subscribes what never went through; resolves with whether every wanted channel is subscribed. */
+  async #resubscribe(): Promise<boolean> {
     for (const channel of [...this.#stale]) if (!this.#wanted(channel)) this.#unsubscribe(channel);
-    for (const channel of [...this.#entryHandlers.keys(), ...this.#messageHandlers.keys()]) this.#subscribe(channel);
+    const wanted = [...this.#entryHandlers.keys(), ...this.#messageHandlers.keys()];
+    await Promise.all(wanted.map((channel) => this.#subscribe(channel)));
+    return wanted.every((channel) => this.#active.has(channel) || !this.#wanted(channel));
   }
 
-  #subscribe(channel: string): void {
+  #subscribe(channel: string): Promise<void> {
     this.#stale.delete(channel);
     // node-redis keeps a subscription across reconnections; only one that never went through is retried.
-    if (!this.#subscriber.isReady || this.#active.has(channel)) return;
-    this.#subscriber.subscribe(channel, this.#onMessage).then(
+    if (!this.#engine.canSubscribe || this.#active.has(channel)) return Promise.resolve();
+    return this.#engine.subscribe(channel, this.#onMessage).then(
       () => {
         if (this.#wanted(channel)) this.#active.add(channel);
       },
-      () => {},
+      (err: unknown) => this.#engine.failed(err),
     );
   }
 
   #unsubscribe(channel: string): void {
     this.#active.delete(channel);
     this.#stale.add(channel);
-    if (!this.#subscriber.isReady) return;
-    this.#subscriber.unsubscribe(channel, this.#onMessage).then(
+    if (!this.#engine.canSubscribe) return;
+    this.#engine.unsubscribe(channel, this.#onMessage).then(
       () => {
         if (!this.#wanted(channel)) this.#stale.delete(channel);
       },
@@ -375,7 +328,7 @@ export class RedisTransport implements Transport {
     if (handlers === undefined) {
       handlers = new Set();
       map.set(channel, handlers);
-      this.#subscribe(channel);
+      void this.#subscribe(channel);
     }
     handlers.add(handler);
     return () => {
@@ -394,40 +347,33 @@ export class RedisTransport implements Transport {
     return this.#join(this.#messageHandlers, this.#key('broadcast', channel), handler);
   }
 
-  /** Sends one command, rejecting at once while disconnected and after the command timeout. */
-  async #send(args: string[]): Promise<unknown> {
-    if (!this.#connected || !this.#commands.isReady) throw disconnected();
-    // The timeout is ours: node-redis's own does not reject a command already written to a frozen server.
-    const abort = new AbortController();
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        abort.abort();
-        reject(new Error(`switchyard sync: Redis did not answer within ${this.#timeout} ms`));
-      }, this.#timeout);
-    });
-    const reply = this.#commands.sendCommand(args, { abortSignal: abort.signal, typeMapping: TYPE_MAPPING });
-    reply.catch(() => {});
+  /** Sends one command about `firstKey` (the key, or the channel, it names first), rejecting at once while disconnected and after the command timeout. */
+  async #send(firstKey: string, args: string[]): Promise<unknown> {
+    if (!this.#connected || !this.#engine.up) throw disconnected();
     try {
-      return await Promise.race([reply, timedOut]);
-    } finally {
-      clearTimeout(timer);
+      return await timed(this.#timeout, (abortSignal) => this.#engine.send(firstKey, args, { abortSignal, typeMapping: TYPE_MAPPING }));
+    } catch (err) {
+      this.#engine.failed(err);
+      throw err;
     }
   }
 
-  /** Runs a script by its SHA1, loading it with EVAL when Redis does not know it yet. */
-  async #script(name: keyof typeof SCRIPTS, keys: string[], args: string[]): Promise<unknown> {
-    const tail = [String(keys.length), ...keys, ...args];
+  /**
+   * Runs a script on its one key by the script's SHA1, loading it with EVAL when Redis does not know
+   * it yet (on a cluster, each master has its own script cache: both go to the master of `key`).
+   */
+  async #script(name: keyof typeof SCRIPTS, key: string, args: string[]): Promise<unknown> {
+    const tail = ['1', key, ...args];
     try {
-      return await this.#send(['EVALSHA', SHAS[name], ...tail]);
+      return await this.#send(key, ['EVALSHA', SHAS[name], ...tail]);
     } catch (err) {
       if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
-      return this.#send(['EVAL', SCRIPTS[name], ...tail]);
+      return this.#send(key, ['EVAL', SCRIPTS[name], ...tail]);
     }
   }
 
   async version(scope: string, floor: number): Promise<number> {
-    const reply = Number(await this.#script('version', [this.#key('version', scope)], [String(Math.max(0, Math.floor(floor) || 0))]));
+    const reply = Number(await this.#script('version', this.#key('version', scope), [String(Math.max(0, Math.floor(floor) || 0))]));
     if (!Number.isSafeInteger(reply) || reply < 1) throw new Error('switchyard sync: Redis returned an invalid version');
     return reply;
   }
@@ -435,14 +381,15 @@ export class RedisTransport implements Transport {
   async put(scope: string, entry: VersionedEntry): Promise<boolean> {
     const stored = JSON.stringify({ version: entry.version, origin: entry.origin, value: entry.value });
     const message = JSON.stringify({ key: entry.key, version: entry.version, origin: entry.origin, value: entry.value });
-    const reply = await this.#script('put', [this.#key('scope', scope)], [entry.key, String(entry.version), stored, message, this.#key('channel', scope)]);
+    const reply = await this.#script('put', this.#key('scope', scope), [entry.key, String(entry.version), stored, message, this.#key('channel', scope)]);
     return Number(reply) === 1;
   }
 
   async snapshot(scope: string): Promise<VersionedEntry[]> {
     let reply: unknown;
     try {
-      reply = await this.#send(['HGETALL', this.#key('scope', scope)]);
+      const key = this.#key('scope', scope);
+      reply = await this.#send(key, ['HGETALL', key]);
     } catch (err) {
       // A key of another type is garbage, as a malformed record is: nothing stored (the next put replaces it).
       if (err instanceof Error && err.message.startsWith('WRONGTYPE')) return [];
@@ -463,33 +410,36 @@ export class RedisTransport implements Transport {
 
   async acquire(key: string, holder: string, ttlMs: number): Promise<boolean> {
     const ttl = String(Math.max(1, Math.ceil(ttlMs)));
-    const taken = await this.#send(['SET', this.#key('lease', key), holder, 'NX', 'PX', ttl]);
+    const name = this.#key('lease', key);
+    const taken = await this.#send(name, ['SET', name, holder, 'NX', 'PX', ttl]);
     if (taken === 'OK') return true;
     return this.renew(key, holder, ttlMs);
   }
 
   async renew(key: string, holder: string, ttlMs: number): Promise<boolean> {
     const ttl = String(Math.max(1, Math.ceil(ttlMs)));
-    return Number(await this.#script('renew', [this.#key('lease', key)], [holder, ttl])) === 1;
+    return Number(await this.#script('renew', this.#key('lease', key), [holder, ttl])) === 1;
   }
 
   async release(key: string, holder: string): Promise<void> {
-    await this.#script('release', [this.#key('lease', key)], [holder]);
+    await this.#script('release', this.#key('lease', key), [holder]);
   }
 
   async broadcast(channel: string, message: string): Promise<void> {
-    await this.#send(['PUBLISH', this.#key('broadcast', channel), message]);
+    const name = this.#key('broadcast', channel);
+    await this.#send(name, ['PUBLISH', name, message]);
   }
 
   async increment(key: string, by: number, ttlMs: number): Promise<number> {
     checkIncrement(by, ttlMs);
     const ttl = String(Math.max(1, Math.ceil(ttlMs)));
-    const reply = Number(await this.#script('increment', [this.#key('counter', key)], [String(by), ttl]));
+    const reply = Number(await this.#script('increment', this.#key('counter', key), [String(by), ttl]));
     if (!Number.isSafeInteger(reply)) throw new Error('switchyard sync: Redis returned an invalid counter');
     return reply;
   }
 
   async remove(key: string): Promise<void> {
-    await this.#send(['DEL', this.#key('counter', key)]);
+    const name = this.#key('counter', key);
+    await this.#send(name, ['DEL', name]);
   }
 }
