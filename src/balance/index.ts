@@ -9,17 +9,10 @@ import { responseFinished, writeHead } from '../core/http2.ts';
 import type { Middleware, Next } from '../core/chain.ts';
 import { poolOption, type UpstreamPool } from '../pool/index.ts';
 import { internals, type PoolInternals } from '../pool/internal.ts';
+import type { Selection } from '../pool/methods/types.ts';
 import type { Peer } from '../pool/peer.ts';
 import { requestBody, type RequestBody } from '../proxy/body.ts';
-import {
-  attempt,
-  attemptTimeouts,
-  TIMEOUT_OPTIONS,
-  type AttemptBytes,
-  type AttemptFailure,
-  type AttemptResult,
-  type AttemptTimeouts,
-} from '../proxy/forward.ts';
+import { Attempt, attemptTimeouts, TIMEOUT_OPTIONS, type AttemptFailure, type AttemptTimeouts } from '../proxy/forward.ts';
 import { clientResponseHeaders, FORWARDING_OPTIONS, forwardingPolicy, resolveClient, upstreamRequestHeaders, type ForwardingPolicy } from '../proxy/headers.ts';
 import type { TrustProxy } from '../proxy/trust.ts';
 import { upgrade, type ProxyUpgradeHandler } from '../proxy/upgrade.ts';
@@ -188,7 +181,7 @@ export function balance(pool: UpstreamPool, options: BalanceOptions = {}): Balan
   const inner = internals(pool);
   const handler = function balance(req: IncomingMessage, res: ServerResponse, next: Next): void {
     const ex = exchange(req);
-    resolveClient(ex, o.policy.trust);
+    const trusted = resolveClient(ex, o.policy.trust);
     if (channels.requestStart.hasSubscribers) channels.requestStart.publish({ req, ex, pool: pool.name });
     if (!ex.uriValid) {
       next(new BadRequestError('Malformed request target'));
@@ -201,7 +194,7 @@ export function balance(pool: UpstreamPool, options: BalanceOptions = {}): Balan
       next(err as Error);
       return;
     }
-    proxy(pool, inner, o, ex, res, body, next).catch((err: unknown) => {
+    new Forwarding(pool, inner, o, ex, res, body, next, trusted).run().catch((err: unknown) => {
       // Something threw on the request path (a user's hash key function, say):
       // it goes to the framework like any request error, never to the process.
       body.dispose();
@@ -222,120 +215,195 @@ export function balance(pool: UpstreamPool, options: BalanceOptions = {}): Balan
   return Object.assign(handler, { upgrade: ws, pool });
 }
 
-async function proxy(pool: UpstreamPool, inner: PoolInternals, o: Resolved, ex: Exchange, res: ServerResponse, body: RequestBody, next: Next): Promise<void> {
-  const req = ex.req;
-  // A middleware before balance() may send another method than the client's (cache(): HEAD as GET).
-  const method = ex.upstreamMethod ?? req.method ?? 'GET';
-  const sel = inner.selection(req, ex);
-  const gone = new Cancellation();
-  const onClose = (): void => {
-    if (!responseFinished(res) && !ex.detached) gone.abort();
+/**
+ * One request's way through balance(): the attempts (nginx's `proxy_next_upstream` loop), then the
+ * relay of the answer. One instance per request holds what the attempts share.
+ */
+class Forwarding {
+  readonly pool: UpstreamPool;
+  readonly inner: PoolInternals;
+  readonly o: Resolved;
+  readonly ex: Exchange;
+  readonly res: ServerResponse;
+  readonly body: RequestBody;
+  readonly next: Next;
+  /** The peer is a trusted proxy (resolved once, in balance()). */
+  readonly trusted: boolean;
+  /** A middleware before balance() may send another method than the client's (cache(): HEAD as GET). */
+  readonly method: string;
+  readonly sel: Selection;
+  readonly gone = new Cancellation();
+  /** The attempt in flight. */
+  current: Attempt | undefined;
+  readonly onClose = (): void => {
+    if (responseFinished(this.res) || this.ex.detached) return;
+    this.gone.abort();
+    this.current?.cancel();
   };
-  res.once('close', onClose);
-  let tries = inner.maxTries();
-  if (o.tries > 0 && tries > o.tries) tries = o.tries;
-  const deadline = o.budget > 0 ? performance.now() + o.budget : Infinity;
-  const target = upstreamTarget(ex);
-  let attempts = 0;
-  let reuseRetried = false;
 
-  const giveUp = (err: Error): void => {
-    body.dispose();
-    res.off('close', onClose);
-    if (gone.aborted) return;
-    if (res.headersSent) res.destroy(err);
-    else next(err);
-  };
+  constructor(pool: UpstreamPool, inner: PoolInternals, o: Resolved, ex: Exchange, res: ServerResponse, body: RequestBody, next: Next, trusted: boolean) {
+    this.pool = pool;
+    this.inner = inner;
+    this.o = o;
+    this.ex = ex;
+    this.res = res;
+    this.body = body;
+    this.next = next;
+    this.trusted = trusted;
+    this.method = ex.upstreamMethod ?? ex.req.method ?? 'GET';
+    this.sel = inner.selection(ex.req, ex);
+  }
 
-  for (;;) {
-    if (gone.aborted) return giveUp(new BadGatewayError('client closed the request'));
-    let peer = inner.select(sel);
-    // NGINX Plus `queue`: a request that finds no server free waits for one.
-    if (peer === undefined && attempts === 0 && inner.queueing) peer = await inner.wait(sel, gone);
-    if (peer === undefined) {
-      // nginx logs the group name in $upstream_addr and 502 in $upstream_status for "no live upstreams".
-      const err = attempts === 0 ? new NoServerAvailableError(pool.name, o.noServerStatus) : new BadGatewayError(`No live upstreams in pool "${pool.name}"`);
-      ex.upstreamAddr.push(pool.name);
-      ex.upstreamStatus.push(err.statusCode);
-      ex.upstreamFailure = 'error';
-      if (channels.upstreamError.hasSubscribers) publishError(ex, pool, undefined, attempts + 1, 'no_server', err, false);
-      return giveUp(err);
-    }
-    attempts++;
-    ex.upstreamAddr.push(peer.name);
-    const path = peer.target.prefix === '' ? target : target === '*' ? peer.target.prefix : peer.target.prefix + target;
-    const started = performance.now();
-    let result: AttemptResult;
-    try {
-      const headers = upstreamRequestHeaders(ex, o.policy, peer.target.authority, body.framing, peer.target.auth);
+  #giveUp(err: Error): void {
+    this.body.dispose();
+    this.res.off('close', this.onClose);
+    if (this.gone.aborted) return;
+    if (this.res.headersSent) this.res.destroy(err);
+    else this.next(err);
+  }
+
+  async run(): Promise<void> {
+    const { pool, inner, o, ex, body, sel, gone, method } = this;
+    this.res.once('close', this.onClose);
+    let tries = inner.maxTries();
+    if (o.tries > 0 && tries > o.tries) tries = o.tries;
+    const deadline = o.budget > 0 ? performance.now() + o.budget : Infinity;
+    const target = upstreamTarget(ex);
+    let attempts = 0;
+    let reuseRetried = false;
+
+    for (;;) {
+      if (gone.aborted) return this.#giveUp(new BadGatewayError('client closed the request'));
+      let peer = inner.select(sel);
+      // NGINX Plus `queue`: a request that finds no server free waits for one.
+      if (peer === undefined && attempts === 0 && inner.queueing) peer = await inner.wait(sel, gone);
+      if (peer === undefined) {
+        // nginx logs the group name in $upstream_addr and 502 in $upstream_status for "no live upstreams".
+        const err = attempts === 0 ? new NoServerAvailableError(pool.name, o.noServerStatus) : new BadGatewayError(`No live upstreams in pool "${pool.name}"`);
+        ex.upstreamAddr.push(pool.name);
+        ex.upstreamStatus.push(err.statusCode);
+        ex.upstreamFailure = 'error';
+        if (channels.upstreamError.hasSubscribers) publishError(ex, pool, undefined, attempts + 1, 'no_server', err, false);
+        return this.#giveUp(err);
+      }
+      attempts++;
+      ex.upstreamAddr.push(peer.name);
+      const path = peer.target.prefix === '' ? target : target === '*' ? peer.target.prefix : peer.target.prefix + target;
+      const route = inner.agentFor(peer);
+      const a = new Attempt(peer, body, o.timeouts, route.http2);
+      this.current = a;
+      const headers = upstreamRequestHeaders(ex, o.policy, peer.target.authority, body.framing, peer.target.auth, this.trusted);
       // What the upstream is told: cache() checks its key against it before storing the answer.
       ex.upstreamRequestHeaders = headers;
       if (channels.upstreamAttempt.hasSubscribers)
         channels.upstreamAttempt.publish({ ex, pool: pool.name, server: serverRef(peer), attempt: attempts, method, path, headers });
-      result = await attempt(inner, peer, method, path, headers, body, o.timeouts, gone);
-    } catch (err) {
-      // Not the server's doing (node:http refused the request as built): release it and fail the request.
-      inner.finish(peer, 'ok', { header: -1, response: performance.now() - started, inflightDone: false }, undefined);
-      if (channels.upstreamError.hasSubscribers) publishError(ex, pool, peer, attempts, 'error', err as Error, false);
-      res.off('close', onClose);
-      throw err;
-    }
-    tries--;
-
-    if (result.kind === 'failure') {
-      count(inner, peer, result.bytes);
-      if (gone.aborted) {
-        inner.finish(peer, 'ok', { header: -1, response: performance.now() - started, inflightDone: false }, undefined);
-        if (channels.upstreamError.hasSubscribers) publishError(ex, pool, peer, attempts, result.failure, result.cause, false);
-        return giveUp(result.cause);
+      await a.run(route, method, path, headers);
+      if (a.refused) {
+        // Not the server's doing (undici refused the request as built: a header a middleware set): release it and fail the request.
+        this.current = undefined;
+        inner.finish(peer, 'ok', { header: -1, response: performance.now() - a.started, inflightDone: false }, undefined);
+        if (channels.upstreamError.hasSubscribers) publishError(ex, pool, peer, attempts, 'error', a.cause!, false);
+        this.res.off('close', this.onClose);
+        throw a.cause;
       }
-      const timings = { header: -1, response: performance.now() - started, inflightDone: false };
-      // A kept-alive connection the server closed under us: not the server's fault; try
-      // again on a new one, unless that would re-send a POST, PATCH or LOCK (as nginx).
-      const resendable = !result.sent || (body.replayable && (!NON_IDEMPOTENT.has(method) || o.next.has('non_idempotent')));
-      if (result.reused && result.failure === 'error' && !reuseRetried && resendable) {
-        reuseRetried = true;
-        inner.finish(peer, 'next', timings, undefined);
-        if (channels.upstreamError.hasSubscribers) publishError(ex, pool, peer, attempts, result.failure, result.cause, true);
-        sel.tried.delete(peer);
-        tries++;
-        ex.upstreamAddr.pop();
+      tries--;
+
+      if (a.failure !== undefined) {
+        this.current = undefined;
+        const cause = a.cause!;
+        count(inner, peer, a);
+        if (gone.aborted) {
+          inner.finish(peer, 'ok', { header: -1, response: performance.now() - a.started, inflightDone: false }, undefined);
+          if (channels.upstreamError.hasSubscribers) publishError(ex, pool, peer, attempts, a.failure, cause, false);
+          return this.#giveUp(cause);
+        }
+        const timings = { header: -1, response: performance.now() - a.started, inflightDone: false };
+        // A kept-alive connection the server closed under us: not the server's fault; try
+        // again on a new one, unless that would re-send a POST, PATCH or LOCK (as nginx).
+        const resendable = !a.sent || (body.replayable && (!NON_IDEMPOTENT.has(method) || o.next.has('non_idempotent')));
+        if (a.reused && a.failure === 'error' && !reuseRetried && resendable) {
+          reuseRetried = true;
+          inner.finish(peer, 'next', timings, undefined);
+          if (channels.upstreamError.hasSubscribers) publishError(ex, pool, peer, attempts, a.failure, cause, true);
+          sel.tried.delete(peer);
+          tries++;
+          ex.upstreamAddr.pop();
+          continue;
+        }
+        inner.finish(peer, 'failed', timings, undefined);
+        ex.upstreamStatus.push(a.failure === 'timeout' ? 504 : 502);
+        const retry = canRetry(o, a.failure, tries, deadline, method, a.sent, body);
+        if (channels.upstreamError.hasSubscribers) publishError(ex, pool, peer, attempts, a.failure, cause, retry);
+        if (retry) continue;
+        ex.upstreamFailure = a.failure;
+        return this.#giveUp(failureError(a.failure, cause, pool.name));
+      }
+
+      const status = a.status;
+      const inflightDone = inner.header(peer, a.headerTime);
+      if (channels.upstreamHeader.hasSubscribers)
+        channels.upstreamHeader.publish({
+          ex,
+          pool: pool.name,
+          server: serverRef(peer),
+          attempt: attempts,
+          status,
+          headerTime: a.headerTime,
+          response: a.message(),
+        });
+      const condition = STATUS_CONDITIONS.get(status);
+      if (condition !== undefined && tries > 0 && canRetry(o, condition, tries, deadline, method, true, body)) {
+        this.current = undefined;
+        a.discard();
+        count(inner, peer, a);
+        inner.finish(
+          peer,
+          status === 403 || status === 404 ? 'next' : 'failed',
+          { header: a.headerTime, response: performance.now() - a.started, inflightDone },
+          status,
+        );
+        if (channels.upstreamEnd.hasSubscribers) publishEnd(ex, pool, peer, attempts, status, 'next', a);
+        ex.upstreamStatus.push(status);
         continue;
       }
-      inner.finish(peer, 'failed', timings, undefined);
-      ex.upstreamStatus.push(result.failure === 'timeout' ? 504 : 502);
-      const retry = canRetry(o, result.failure, tries, deadline, method, result.sent, body);
-      if (channels.upstreamError.hasSubscribers) publishError(ex, pool, peer, attempts, result.failure, result.cause, retry);
-      if (retry) continue;
-      ex.upstreamFailure = result.failure;
-      return giveUp(failureError(result.failure, result.cause, pool.name));
-    }
-
-    const { response, request, headerTime } = result;
-    const status = response.statusCode ?? 502;
-    const inflightDone = inner.header(peer, headerTime);
-    if (channels.upstreamHeader.hasSubscribers)
-      channels.upstreamHeader.publish({ ex, pool: pool.name, server: serverRef(peer), attempt: attempts, status, headerTime, response });
-    const condition = STATUS_CONDITIONS.get(status);
-    if (condition !== undefined && tries > 0 && canRetry(o, condition, tries, deadline, method, true, body)) {
-      body.detach();
-      // A request cut short by the answer cannot leave its connection reusable.
-      if (!request.writableEnded) request.destroy();
-      else response.resume();
-      count(inner, peer, result.bytes);
-      inner.finish(
-        peer,
-        status === 403 || status === 404 ? 'next' : 'failed',
-        { header: headerTime, response: performance.now() - started, inflightDone },
-        status,
-      );
-      if (channels.upstreamEnd.hasSubscribers) publishEnd(ex, pool, peer, attempts, status, 'next', result.bytes, started);
       ex.upstreamStatus.push(status);
-      continue;
+      ex.server = { id: peer.id, name: peer.name, sid: peer.sid };
+      return this.#relay(a, inflightDone, attempts);
     }
-    ex.upstreamStatus.push(status);
-    ex.server = { id: peer.id, name: peer.name, sid: peer.sid };
-    return relay(pool, inner, peer, res, result, body, started, inflightDone, onClose, ex, attempts);
+  }
+
+  #relay(a: Attempt, inflightDone: boolean, attempt: number): void {
+    const { pool, inner, ex, res, body } = this;
+    const peer = a.peer;
+    const done = (complete: boolean): void => {
+      this.current = undefined;
+      res.off('close', this.onClose);
+      body.dispose();
+      count(inner, peer, a);
+      inner.finish(peer, 'ok', { header: a.headerTime, response: performance.now() - a.started, inflightDone }, a.status);
+      if (channels.upstreamEnd.hasSubscribers) publishEnd(ex, pool, peer, attempt, a.status, complete ? 'complete' : 'aborted', a);
+    };
+    // Detached (a cache's background update): the client's connection is not this response's, and
+    // its finished state is the client's answer's, not this response's (the cache's stand-in takes it).
+    if (!ex.detached && (res.headersSent || res.destroyed)) {
+      this.current = undefined;
+      a.discard();
+      done(false);
+      return;
+    }
+    const headers = clientResponseHeaders(a.rawHeaders());
+    if (ex.responseHooks !== undefined) {
+      const added: string[] = [];
+      const message = a.message();
+      for (const hook of ex.responseHooks) hook(ex, message, added);
+      if (added.length > 0) {
+        ex.addedHeaders = added;
+        for (const h of added) headers.push(h);
+      }
+    }
+    // To an HTTP/2 client without the connection-specific fields it may not carry.
+    writeHead(res, a.status, headers);
+    a.relay(res, done);
   }
 }
 
@@ -355,16 +423,7 @@ function publishError(
   channels.upstreamError.publish({ ex, pool: pool.name, server: peer === undefined ? undefined : serverRef(peer), attempt, failure, error, retry });
 }
 
-function publishEnd(
-  ex: Exchange,
-  pool: UpstreamPool,
-  peer: Peer,
-  attempt: number,
-  status: number,
-  outcome: UpstreamEndOutcome,
-  bytes: AttemptBytes,
-  started: number,
-): void {
+function publishEnd(ex: Exchange, pool: UpstreamPool, peer: Peer, attempt: number, status: number, outcome: UpstreamEndOutcome, a: Attempt): void {
   channels.upstreamEnd.publish({
     ex,
     pool: pool.name,
@@ -372,15 +431,15 @@ function publishEnd(
     attempt,
     status,
     outcome,
-    bytesSent: bytes.sent(),
-    bytesReceived: bytes.received(),
-    responseTime: performance.now() - started,
+    bytesSent: a.bytesSent(),
+    bytesReceived: a.bytesReceived(),
+    responseTime: performance.now() - a.started,
   });
 }
 
 /** Adds an attempt's bytes to the server's `sent` and `received` counters. */
-function count(inner: PoolInternals, peer: Peer, bytes: AttemptBytes): void {
-  inner.transferred(peer, bytes.sent(), bytes.received());
+function count(inner: PoolInternals, peer: Peer, a: Attempt): void {
+  inner.transferred(peer, a.bytesSent(), a.bytesReceived());
 }
 
 function canRetry(o: Resolved, condition: NextUpstreamCondition, tries: number, deadline: number, method: string, sent: boolean, body: RequestBody): boolean {
@@ -389,76 +448,4 @@ function canRetry(o: Resolved, condition: NextUpstreamCondition, tries: number, 
   if (sent && NON_IDEMPOTENT.has(method) && !o.next.has('non_idempotent')) return false;
   if (sent && !body.replayable) return false;
   return true;
-}
-
-function relay(
-  pool: UpstreamPool,
-  inner: PoolInternals,
-  peer: Peer,
-  res: ServerResponse,
-  result: Extract<AttemptResult, { kind: 'response' }>,
-  body: RequestBody,
-  started: number,
-  inflightDone: boolean,
-  onClose: () => void,
-  ex: Exchange,
-  attempt: number,
-): void {
-  const { response, request, headerTime } = result;
-  let done = false;
-  const finish = (): void => {
-    if (done) return;
-    done = true;
-    res.off('close', onClose);
-    res.off('close', onClientClose);
-    body.dispose();
-    // The server answered before the whole request body was sent (an early 413, say):
-    // the rest will never come, so the connection cannot be kept.
-    if (!request.writableEnded) request.destroy();
-    count(inner, peer, result.bytes);
-    inner.finish(peer, 'ok', { header: headerTime, response: performance.now() - started, inflightDone }, response.statusCode ?? 0);
-    if (channels.upstreamEnd.hasSubscribers)
-      publishEnd(ex, pool, peer, attempt, response.statusCode ?? 0, response.complete ? 'complete' : 'aborted', result.bytes, started);
-  };
-  const onClientClose = (): void => {
-    if (!response.complete) {
-      request.destroy();
-      response.destroy();
-    }
-    finish();
-  };
-  const onUpstreamBroken = (): void => {
-    // Headers are gone: the client can only learn of it by a cut connection.
-    res.destroy();
-    finish();
-  };
-  response.once('end', finish);
-  response.on('error', onUpstreamBroken);
-  response.once('close', () => {
-    if (!response.complete) onUpstreamBroken();
-  });
-  request.once('timeout', () => {
-    request.destroy();
-    onUpstreamBroken();
-  });
-  // Detached (a cache's background update): the client's connection is not this response's, and
-  // its finished state is the client's answer's, not this response's (the cache's stand-in takes it).
-  if (!ex.detached) res.once('close', onClientClose);
-  if (!ex.detached && (res.headersSent || res.destroyed)) {
-    response.resume();
-    finish();
-    return;
-  }
-  const headers = clientResponseHeaders(response.rawHeaders, response.headers.connection);
-  if (ex.responseHooks !== undefined) {
-    const added: string[] = [];
-    for (const hook of ex.responseHooks) hook(ex, response, added);
-    if (added.length > 0) {
-      ex.addedHeaders = added;
-      for (const h of added) headers.push(h);
-    }
-  }
-  // To an HTTP/2 client without the connection-specific fields it may not carry.
-  writeHead(res, response.statusCode ?? 502, headers);
-  response.pipe(res);
 }

@@ -1,12 +1,14 @@
 import { EventEmitter } from 'node:events';
 import { Agent as HttpAgent, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, type AgentOptions as HttpsAgentOptions } from 'node:https';
+import type { Dispatcher } from 'undici';
 import type { Cancellation } from '../core/cancel.ts';
 import { channels } from '../core/diagnostics.ts';
 import type { Exchange } from '../core/exchange.ts';
 import type { Duration } from '../core/duration.ts';
 import { InvalidOptionError, ServerNotFoundError } from '../core/errors.ts';
 import { booleanOption, durationOption, instanceOption, integerOption, nowOption, objectOption, randomOption, stringOption } from '../core/options.ts';
+import { plainAgent, tlsSettings, UpstreamConnections } from './connections.ts';
 import { applyUpdate, resolveServer, resolveUpdate, serverInfo, type FieldContext } from './fields.ts';
 import { kPool, type PoolInternals } from './internal.ts';
 import { PoolSync } from './sync.ts';
@@ -93,15 +95,19 @@ export interface ServerInfo {
   slowStart: number;
 }
 
-/** Keep-alive agent settings of a pool. */
+/** Keep-alive settings of a pool's upstream connections. */
 export interface AgentSettings {
   /** Keep upstream connections open between requests. @default true */
   keepAlive?: boolean | undefined;
-  /** Idle connections kept per server. @default 32 */
+  /** Idle connections kept per server (nginx `keepalive`); one more that becomes idle is closed. 0: none (as keepAlive false). @default 32 */
   maxFreeSockets?: number | undefined;
-  /** Maximum connections per server, in use or idle. @default Infinity */
+  /** Maximum connections per server, in use or idle; requests beyond wait for one. @default Infinity */
   maxSockets?: number | undefined;
-  /** Idle connections are closed after this long. @default '60s' */
+  /**
+   * Idle connections are closed after this long, or sooner when the server's `Keep-Alive: timeout=N`
+   * header says so (undici closes them a moment before the server would). 0: only the server closes them.
+   * @default '60s'
+   */
   keepAliveTimeout?: Duration | undefined;
 }
 
@@ -113,16 +119,34 @@ export interface PoolOptions {
   method?: MethodOption | undefined;
   /** The servers, in order: order matters to round robin and hash as in nginx. */
   servers: ServerOptions[];
-  /** Upstream connection reuse, or your own agents. @default { keepAlive: true, maxFreeSockets: 32, keepAliveTimeout: '60s' } */
+  /**
+   * Upstream connection reuse: keep-alive settings; or an undici `Dispatcher` of your own
+   * (`{ dispatcher }`: an `Agent`, a `ProxyAgent`, one with interceptors...), which then makes every
+   * connection (the pool neither configures nor closes it, and cannot count the bytes of each attempt
+   * on its connection, nor retry a kept-alive connection the server closed); or node:http agents
+   * (`{ http, https }`), whose settings the pool reads (keep-alive, `maxSockets`, `maxFreeSockets`,
+   * `timeout`, and the https agent's TLS options): requests go through undici, not through the
+   * agents, so an agent that makes its connections otherwise (a proxy agent) is refused.
+   * @default { keepAlive: true, maxFreeSockets: 32, keepAliveTimeout: '60s' }
+   */
   agent?:
     | AgentSettings
     | {
-        /** Agent for `http://` servers; the pool does not close it. @default a new `http.Agent()` */
+        /** An undici Dispatcher every upstream request goes through; the pool does not close it. */
+        dispatcher: Dispatcher;
+      }
+    | {
+        /** Settings for `http://` servers, read from this agent. @default those of a new `http.Agent()` */
         http?: HttpAgent | undefined;
-        /** Agent for `https://` servers; the pool does not close it. @default a new `https.Agent(tls)` */
+        /** Settings and TLS options for `https://` servers, read from this agent. @default those of a new `https.Agent(tls)` */
         https?: HttpsAgent | undefined;
       };
-  /** TLS options for `https://` servers (`ca`, `rejectUnauthorized`, `servername`...). @default {} */
+  /**
+   * TLS options for `https://` servers (`ca`, `cert`, `key`, `rejectUnauthorized`, `servername`...),
+   * for proxied requests, health probes and WebSocket tunnels alike. SNI is `servername`, else the
+   * server's host name; a server given by IP address gets none.
+   * @default {}
+   */
   tls?: HttpsAgentOptions | undefined;
   /** Clock in ms, injectable for tests. @default Date.now */
   now?: (() => number) | undefined;
@@ -165,7 +189,7 @@ const POOL_OPTIONS = ['name', 'method', 'servers', 'agent', 'tls', 'now', 'rando
 /** The keys of {@link QueueOptions}. */
 const QUEUE_OPTIONS = ['size', 'timeout'] as const satisfies ReadonlyArray<keyof QueueOptions>;
 /** The keys of {@link AgentSettings}, and of the `{ http, https }` form of {@link PoolOptions.agent}. */
-const AGENT_OPTIONS = ['keepAlive', 'maxFreeSockets', 'maxSockets', 'keepAliveTimeout', 'http', 'https'] as const;
+const AGENT_OPTIONS = ['keepAlive', 'maxFreeSockets', 'maxSockets', 'keepAliveTimeout', 'http', 'https', 'dispatcher'] as const;
 
 /** The wait queue's statistics (NGINX Plus `queue`). */
 export interface QueueStats {
@@ -245,9 +269,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
   #set: PeerSet = { primary: [], backup: [], single: false, totalWeight: 0 };
   #zombies = new Set<Peer>();
   #now: () => number;
-  #httpAgent: HttpAgent;
-  #httpsAgent: HttpsAgent;
-  #ownAgents: boolean;
+  #connections: UpstreamConnections;
   #tls: Readonly<HttpsAgentOptions>;
   #closed = false;
   /** nginx `peer.tries`, recomputed whenever the server list or a server's down/drain changes. */
@@ -295,11 +317,8 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     if (options.queue !== undefined && q.size === undefined) throw new InvalidOptionError('queue.size', 'an integer >= 1', undefined);
     this.#queueSize = integerOption(q.size, 'queue.size', 0, { min: 1 });
     this.#queueTimeout = durationOption(q.timeout, 'queue.timeout', DEFAULT_QUEUE_TIMEOUT);
-    const agents = this.#makeAgents(options);
-    this.#httpAgent = agents.http;
-    this.#httpsAgent = agents.https;
-    this.#ownAgents = agents.own;
-    this.#tls = tlsSettings(agents.https);
+    this.#connections = this.#makeConnections(options);
+    this.#tls = this.#connections.settings?.tls ?? tlsSettings(options.tls ?? {});
     this.#peers = peers;
     const start = this.#now();
     for (const p of peers) initialState(p, start);
@@ -318,26 +337,35 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     this.ready = this.#sync?.ready() ?? Promise.resolve();
   }
 
-  #makeAgents(options: PoolOptions): { http: HttpAgent; https: HttpsAgent; own: boolean } {
+  #makeConnections(options: PoolOptions): UpstreamConnections {
     const tls = options.tls;
     if (tls !== undefined && (tls === null || typeof tls !== 'object' || Array.isArray(tls)))
       throw new InvalidOptionError('tls', 'an object of TLS options (ca, servername, rejectUnauthorized...)', tls);
-    const a = objectOption(options.agent, 'agent', AGENT_OPTIONS, 'agent settings or { http, https } agents', true);
+    const a = objectOption(options.agent, 'agent', AGENT_OPTIONS, 'agent settings, { dispatcher } or { http, https } agents', true);
+    if (a.dispatcher !== undefined) {
+      const d = a.dispatcher as Partial<Dispatcher> | null;
+      if (d === null || typeof d !== 'object' || typeof d.dispatch !== 'function')
+        throw new InvalidOptionError('agent.dispatcher', 'an undici Dispatcher (an Agent, a Pool, a ProxyAgent...)', a.dispatcher);
+      return new UpstreamConnections({ keepAlive: true, maxFree: 0, maxSockets: Infinity, keepAliveTimeout: 0, tls: tlsSettings(tls ?? {}) }, d as Dispatcher);
+    }
     if (a.http instanceof HttpAgent || a.https instanceof HttpsAgent) {
-      return { http: (a.http as HttpAgent) ?? new HttpAgent(), https: (a.https as HttpsAgent) ?? new HttpsAgent(tls), own: false };
+      // The user's agents: their settings, read (requests go through undici).
+      const http = a.http === undefined ? new HttpAgent() : plainAgent(a.http as HttpAgent, 'agent.http', HttpAgent);
+      const https = a.https === undefined ? undefined : plainAgent(a.https as HttpsAgent, 'agent.https', HttpsAgent);
+      const o = (https ?? (http as unknown as { options: HttpsAgentOptions })).options as HttpsAgentOptions & { timeout?: number };
+      return new UpstreamConnections({
+        keepAlive: o.keepAlive === true,
+        maxFree: o.maxFreeSockets ?? 256,
+        maxSockets: o.maxSockets ?? Infinity,
+        keepAliveTimeout: o.timeout !== undefined && o.timeout > 0 ? o.timeout : durationOption(undefined, 'agent', DEFAULT_KEEPALIVE_TIMEOUT),
+        tls: tlsSettings(https === undefined ? (tls ?? {}) : https.options),
+      });
     }
     const maxFreeSockets = integerOption(a.maxFreeSockets, 'agent.maxFreeSockets', DEFAULT_KEEPALIVE);
     const maxSockets = a.maxSockets === Infinity ? Infinity : integerOption(a.maxSockets, 'agent.maxSockets', Infinity, { min: 1 });
-    const timeout = durationOption(a.keepAliveTimeout, 'agent.keepAliveTimeout', DEFAULT_KEEPALIVE_TIMEOUT);
-    const keepAlive = booleanOption(a.keepAlive, 'agent.keepAlive', true);
-    const common = {
-      keepAlive: keepAlive && maxFreeSockets > 0,
-      maxFreeSockets: Math.max(1, maxFreeSockets),
-      maxSockets,
-      timeout,
-      scheduling: 'lifo' as const,
-    };
-    return { http: new HttpAgent(common), https: new HttpsAgent({ ...tls, ...common }), own: true };
+    const keepAliveTimeout = durationOption(a.keepAliveTimeout, 'agent.keepAliveTimeout', DEFAULT_KEEPALIVE_TIMEOUT);
+    const keepAlive = booleanOption(a.keepAlive, 'agent.keepAlive', true) && maxFreeSockets > 0;
+    return new UpstreamConnections({ keepAlive, maxFree: maxFreeSockets, maxSockets, keepAliveTimeout, tls: tlsSettings(tls ?? {}) });
   }
 
   /** What the server fields are checked against: the method and what it allows. */
@@ -481,7 +509,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
       method: this.method,
       servers: this.#peers.map((p) => this.#serverStats(p, now)),
       zombies: this.#zombies.size,
-      keepalive: idleSockets(this.#httpAgent) + idleSockets(this.#httpsAgent),
+      keepalive: this.#connections.idle(),
       queue: this.#queueSize === 0 ? undefined : { size: this.#waiters.length, maxSize: this.#queueSize, overflows: this.#overflows },
     };
   }
@@ -555,16 +583,13 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     return to;
   }
 
-  /** Closes the pool's own keep-alive agents (idle upstream connections) and fails waiting requests. */
+  /** Closes the pool's own upstream connections (not a dispatcher given as `agent.dispatcher`) and fails waiting requests. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
     this.#sync?.close();
     for (const w of this.#waiters.splice(0)) w.done(undefined);
-    if (this.#ownAgents) {
-      this.#httpAgent.destroy();
-      this.#httpsAgent.destroy();
-    }
+    this.#connections.close();
   }
 
   // ---- the request path and the health checks: reached through internals(pool) (internal.ts) ----
@@ -596,7 +621,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
         peer.received += received;
       },
       finish: (peer: Peer, outcome: AttemptOutcome, timings: AttemptTimings, status: number | undefined) => this.#finish(peer, outcome, timings, status),
-      agentFor: (peer: Peer) => (peer.target.protocol === 'https:' ? this.#httpsAgent : this.#httpAgent),
+      agentFor: (peer: Peer) => this.#connections.routeFor(peer),
       tls: this.#tls,
       peers: () => this.#peers,
       healthCheckId: () => this.#nextCheckId++,
@@ -781,35 +806,6 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
 function initialState(peer: Peer, now: number): void {
   peer.lastState = peer.state(now);
   if (peer.lastState !== 'up' && peer.lastState !== 'draining') peer.downSince = now;
-}
-
-/** Settings of an https.Agent about its pool of connections, not about TLS. */
-const AGENT_ONLY = [
-  'keepAlive',
-  'keepAliveMsecs',
-  'agentKeepAliveTimeoutBuffer',
-  'maxSockets',
-  'maxTotalSockets',
-  'maxFreeSockets',
-  'maxCachedSessions',
-  'scheduling',
-  'timeout',
-  'proxyEnv',
-  'defaultPort',
-  'path',
-] as const;
-
-/** An https agent's options less those about its pool of connections: what a connection of its own needs. */
-function tlsSettings(agent: HttpsAgent): Readonly<HttpsAgentOptions> {
-  const settings: Record<string, unknown> = { ...agent.options };
-  for (const key of AGENT_ONLY) delete settings[key];
-  return Object.freeze(settings) as HttpsAgentOptions;
-}
-
-function idleSockets(agent: HttpAgent): number {
-  let n = 0;
-  for (const list of Object.values(agent.freeSockets)) n += list?.length ?? 0;
-  return n;
 }
 
 function countResponse(peer: Peer, status: number): void {

@@ -1,11 +1,12 @@
 // The pool's protocol with balance(), sticky(), healthCheck() and the proxy engine: reached through
 // a module-private symbol (undici's kDispatch pattern), never through public members, so it is not
 // in the published types and no user code can call it (and corrupt the counters) by accident.
-import type { Agent as HttpAgent, IncomingMessage } from 'node:http';
+import type { IncomingMessage } from 'node:http';
 import type { AgentOptions as HttpsAgentOptions } from 'node:https';
 import type { Cancellation } from '../core/cancel.ts';
 import type { Exchange } from '../core/exchange.ts';
 import type { SyncHandle } from '../sync/index.ts';
+import type { Route } from './connections.ts';
 import type { UpstreamPool } from './index.ts';
 import type { AttemptTimings, Selection } from './methods/types.ts';
 import type { AttemptOutcome, Peer } from './peer.ts';
@@ -40,13 +41,12 @@ export interface PoolInternals {
   transferred(peer: Peer, sent: number, received: number): void;
   /** An attempt ended: passive health (nginx's free_round_robin_peer) and statistics. */
   finish(peer: Peer, outcome: AttemptOutcome, timings: AttemptTimings, status: number | undefined): void;
-  /** The keep-alive agent for a server. */
-  agentFor(peer: Peer): HttpAgent;
+  /** Where attempts to a server go: the pool's undici dispatcher for it (or the user's), with the dispatch's origin and server name. */
+  agentFor(peer: Peer): Route;
   /**
-   * The TLS settings of connections to `https://` servers the pool's agent does not make (health
-   * probes, WebSocket tunnels): those of its https agent (the `tls` option, or the user's own
-   * `agent.https`), so they verify the same CA and name and present the same client certificate as
-   * proxied requests.
+   * The TLS settings of connections to `https://` servers the pool's dispatchers do not make (health
+   * probes, WebSocket tunnels): those of its own (the `tls` option, or the user's own `agent.https`),
+   * so they verify the same CA and name and present the same client certificate as proxied requests.
    */
   readonly tls: Readonly<HttpsAgentOptions>;
   /** The servers in order, as health checks see them. */

@@ -1,27 +1,30 @@
 import type { IncomingMessage } from 'node:http';
-import type { ClientRequest } from 'node:http';
+import { Readable } from 'node:stream';
 import { BodyConsumedError, UnsupportedTransferCodingError } from '../core/errors.ts';
 import type { Exchange } from '../core/exchange.ts';
 import { http2HasBody } from '../core/http2.ts';
 
 /**
  * The request body on its way upstream. It streams: nothing is read from the
- * client until an upstream connection is ready. Bytes already forwarded are
+ * client until an upstream connection is ready (undici reads an attempt's body
+ * once it writes the request on a connection). Bytes already forwarded are
  * kept (up to a limit) so the body can be replayed to the next server when an
  * attempt fails; past the limit the body is no longer replayable and, as with
  * nginx's unbuffered bodies, a request already sent is not retried.
  * @internal
  */
 export interface RequestBody {
-  /** Framing header pairs for the upstream request (`content-length` or `transfer-encoding`). */
+  /** Framing header pairs for the upstream request (`content-length` or `transfer-encoding`), last in its header list. */
   readonly framing: readonly string[];
+  /** True when {@link framing} is `transfer-encoding: chunked`, which undici writes itself (it is not dispatched). */
+  readonly chunked: boolean;
   /** True while every byte forwarded so far can be sent again. */
   readonly replayable: boolean;
   /** Bytes forwarded to the current attempt. */
   readonly sentBytes: number;
-  /** Starts (or restarts) sending the body to `sink`. */
-  attach(sink: ClientRequest): void;
-  /** Stops sending to the current sink (the attempt failed). */
+  /** The body of a new attempt, for undici's dispatch: none, the bytes, or a stream that reads from the client once undici reads it. */
+  source(): Buffer | Readable | null;
+  /** Stops sending to the current attempt (it failed, or its answer came early). */
   detach(): void;
   /** Releases listeners on the client request. */
   dispose(): void;
@@ -38,10 +41,11 @@ function hasBody(req: IncomingMessage): boolean {
 
 const NO_BODY: RequestBody = {
   framing: [],
+  chunked: false,
   replayable: true,
   sentBytes: 0,
-  attach(sink) {
-    sink.end();
+  source() {
+    return null;
   },
   detach() {},
   dispose() {},
@@ -98,18 +102,46 @@ function serialize(body: unknown, req: IncomingMessage, parsed: boolean): Buffer
 function fixedBody(buf: Buffer): RequestBody {
   return {
     framing: ['content-length', String(buf.length)],
+    chunked: false,
     replayable: true,
     sentBytes: buf.length,
-    attach(sink) {
-      sink.end(buf);
+    source() {
+      return buf.length === 0 ? null : buf;
     },
     detach() {},
     dispose() {},
   };
 }
 
+/** Buffered bytes of an attempt's body stream before the client is paused. */
+const ATTEMPT_BODY_BUFFER = 64 * 1024;
+
+/**
+ * One attempt's body: a stream undici reads when it writes the request. Its first read attaches it
+ * to the client's body (the bytes kept for a replay first, then the live ones); destroyed (the
+ * attempt failed, undici is done with it), it lets go of the client's body without touching it.
+ */
+class AttemptBody extends Readable {
+  readonly #owner: StreamBody;
+
+  constructor(owner: StreamBody) {
+    super({ highWaterMark: ATTEMPT_BODY_BUFFER });
+    this.#owner = owner;
+  }
+
+  override _read(): void {
+    this.#owner.pull(this);
+  }
+
+  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    this.#owner.release(this);
+    callback(err);
+  }
+}
+
 class StreamBody implements RequestBody {
   readonly framing: readonly string[];
+  readonly chunked: boolean;
   replayable = true;
   sentBytes = 0;
   #req: IncomingMessage;
@@ -117,7 +149,8 @@ class StreamBody implements RequestBody {
   #kept: Buffer[] = [];
   #keptBytes = 0;
   #ended = false;
-  #sink: ClientRequest | undefined;
+  /** The attempt's stream being fed, once undici started reading it. */
+  #sink: AttemptBody | undefined;
   #onData = (chunk: Buffer): void => {
     if (this.replayable) {
       if (this.#keptBytes + chunk.length <= this.#limit) {
@@ -132,16 +165,11 @@ class StreamBody implements RequestBody {
     const sink = this.#sink;
     if (sink === undefined) return;
     this.sentBytes += chunk.length;
-    if (!sink.write(chunk)) {
-      this.#req.pause();
-      sink.once('drain', () => {
-        if (this.#sink === sink) this.#req.resume();
-      });
-    }
+    if (!sink.push(chunk)) this.#req.pause();
   };
   #onEnd = (): void => {
     this.#ended = true;
-    this.#sink?.end();
+    this.#sink?.push(null);
   };
 
   constructor(req: IncomingMessage, limit: number) {
@@ -151,21 +179,40 @@ class StreamBody implements RequestBody {
     // Node's parser guarantees the body matches the framing it accepted; the
     // upstream gets the same length, or chunked when the client sent chunked,
     // whatever the method, so one client request is one upstream request.
-    this.framing = req.headers['transfer-encoding'] === undefined && cl !== undefined ? ['content-length', cl] : ['transfer-encoding', 'chunked'];
+    this.chunked = req.headers['transfer-encoding'] !== undefined || cl === undefined;
+    this.framing = this.chunked ? ['transfer-encoding', 'chunked'] : ['content-length', cl!];
     req.on('data', this.#onData);
     req.on('end', this.#onEnd);
     req.pause();
   }
 
-  attach(sink: ClientRequest): void {
+  source(): Readable {
+    this.detach();
+    return new AttemptBody(this);
+  }
+
+  /** undici reads `sink`: the first read attaches it (replaying what was kept), later ones resume the client. */
+  pull(sink: AttemptBody): void {
+    if (this.#sink === sink) {
+      if (!this.#ended) this.#req.resume();
+      return;
+    }
+    if (sink.destroyed) return;
     this.#sink = sink;
     this.sentBytes = 0;
     for (const chunk of this.#kept) {
       this.sentBytes += chunk.length;
-      sink.write(chunk);
+      sink.push(chunk);
     }
-    if (this.#ended) sink.end();
-    else this.#req.resume();
+    if (!this.#ended) this.#req.resume();
+    // Ended a moment later, not within this read: undici would take a body that ended as it first
+    // read it for one of known length, and send a chunked body with a Content-Length.
+    else queueMicrotask(() => sink.push(null));
+  }
+
+  /** `sink` is destroyed: it is no longer fed. */
+  release(sink: AttemptBody): void {
+    if (this.#sink === sink) this.detach();
   }
 
   detach(): void {

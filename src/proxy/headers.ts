@@ -97,15 +97,16 @@ export function forwardingPolicy(options: ForwardingOptions): ForwardingPolicy {
  * `real_ip_recursive on`): walking X-Forwarded-For from the right, trusted hops
  * are skipped; the first untrusted address is the client. An entry that is not
  * an IP address (optionally with a port, see {@link forwardedAddress}) stops the
- * walk: the client is then the last valid address seen.
+ * walk: the client is then the last valid address seen. Returns whether the
+ * peer is a trusted proxy (pass it on to {@link upstreamRequestHeaders}).
  * @internal
  */
-export function resolveClient(ex: Exchange, trust: TrustTest): void {
+export function resolveClient(ex: Exchange, trust: TrustTest): boolean {
   const req = ex.req;
   const peer = peerAddress(ex);
   if (!trust(peer)) {
     ex.clientAddress = plainAddress(peer);
-    return;
+    return false;
   }
   const chain = listHeader(req, 'x-forwarded-for');
   let client = plainAddress(peer);
@@ -121,6 +122,7 @@ export function resolveClient(ex: Exchange, trust: TrustTest): void {
   // The rightmost value is the one the nearest (trusted) proxy added.
   const proto = listHeader(req, 'x-forwarded-proto').at(-1)?.toLowerCase();
   if (proto === 'http' || proto === 'https') ex.scheme = proto;
+  return true;
 }
 
 /**
@@ -160,7 +162,9 @@ function forwardedNode(value: string): string {
  * Connection) and, unless the peer is a trusted proxy, minus the client's
  * forwarding headers ({@link isForwardingHeader}), with the exchange's
  * `upstreamHeaderChanges` applied (removed, or replaced and sent after the
- * request's own); plus Host, X-Forwarded-*, Forwarded and framing set by the gateway.
+ * request's own); plus Host, X-Forwarded-*, Forwarded and framing set by the gateway
+ * (framing last). A Cookie header given as several values goes as one line (RFC 6265 §5.4).
+ * `trusted`: whether the peer is a trusted proxy, as {@link resolveClient} found it.
  * @internal
  */
 export function upstreamRequestHeaders(
@@ -169,6 +173,7 @@ export function upstreamRequestHeaders(
   authority: string,
   framing: readonly string[],
   auth: string | undefined,
+  trusted: boolean = policy.trust(peerAddress(ex)),
 ): string[] {
   const req = ex.req;
   // From req.headers rather than rawHeaders, so headers a middleware set or
@@ -182,7 +187,6 @@ export function upstreamRequestHeaders(
     for (const name of drop) if (!sentByClient(req, name)) drop.delete(name);
     if (drop.size === 0) drop = undefined;
   }
-  const trusted = policy.trust(peerAddress(ex));
   const changes = ex.upstreamHeaderChanges;
   const out: string[] = [];
   for (const name in headers) {
@@ -195,8 +199,9 @@ export function upstreamRequestHeaders(
     // A forwarding header from an untrusted client is dropped; one a middleware set is kept.
     if (!trusted && isForwardingHeader(lower) && sentByClient(req, lower)) continue;
     if (auth !== undefined && lower === 'authorization') continue;
-    if (Array.isArray(value)) for (const v of value) out.push(lower, v);
-    else out.push(lower, String(value));
+    if (!Array.isArray(value)) out.push(lower, String(value));
+    else if (lower === 'cookie') out.push(lower, value.join('; '));
+    else for (const v of value) out.push(lower, v);
   }
   // A middleware's own values: neither the client's Connection header nor the trust rules apply.
   if (changes !== undefined) for (const [name, value] of changes) if (value !== null && !HOP_BY_HOP.has(name) && !REQUEST_OWN.has(name)) out.push(name, value);
@@ -227,18 +232,57 @@ export function upstreamRequestHeaders(
 
 /**
  * Filters the upstream response headers for the client: drops hop-by-hop
- * headers and those named in `connection` (the response's parsed Connection
- * header). Returns a flat list for `writeHead`.
+ * headers and those the response's Connection header names. Returns a flat
+ * list for `writeHead`.
  * @internal
  */
-export function clientResponseHeaders(raw: readonly string[], connection: string | undefined): string[] {
-  // The parsed Connection header (duplicates joined) spares a scan of the raw list.
-  const drop = connection === undefined ? undefined : connectionTokens(['connection', connection]);
+export function clientResponseHeaders(raw: readonly string[]): string[] {
+  let drop: Set<string> | undefined;
   const out: string[] = [];
   for (let i = 0; i < raw.length; i += 2) {
-    const lower = raw[i]!.toLowerCase();
-    if (HOP_BY_HOP.has(lower) || drop?.has(lower)) continue;
-    out.push(raw[i]!, raw[i + 1]!);
+    const name = raw[i]!;
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower)) {
+      if (lower === 'connection') for (const t of raw[i + 1]!.split(',')) (drop ??= new Set()).add(t.trim().toLowerCase());
+      continue;
+    }
+    out.push(name, raw[i + 1]!);
+  }
+  if (drop === undefined) return out;
+  const kept: string[] = [];
+  for (let i = 0; i < out.length; i += 2) if (!drop.has(out[i]!.toLowerCase())) kept.push(out[i]!, out[i + 1]!);
+  return kept;
+}
+
+function text(v: Buffer | string): string {
+  return typeof v === 'string' ? v : v.toString('latin1');
+}
+
+/** Fields a trailer section may not carry on to the client: framing, routing and the hop-by-hop ones. */
+const NOT_TRAILERS = new Set([...HOP_BY_HOP, 'content-length', 'host', 'content-type', 'content-encoding', 'content-range', 'set-cookie']);
+
+/**
+ * The upstream response's trailer fields (HTTP/1.1's `[name, value, ...]` list or HTTP/2's object)
+ * for `res.addTrailers()`, without those a trailer may not carry; undefined when none is left.
+ * @internal
+ */
+export function trailerFields(
+  trailers: readonly (Buffer | string)[] | Readonly<Record<string, string | string[]>>,
+): Record<string, string | string[]> | undefined {
+  let out: Record<string, string | string[]> | undefined;
+  const add = (name: string, value: string | string[]): void => {
+    const lower = name.toLowerCase();
+    if (lower.charCodeAt(0) === 58 /* ':' */ || NOT_TRAILERS.has(lower)) return;
+    out ??= {};
+    const prior = Object.hasOwn(out, lower) ? out[lower] : undefined;
+    const next = prior === undefined ? value : ([] as string[]).concat(prior, value);
+    Object.defineProperty(out, lower, { value: next, enumerable: true, writable: true, configurable: true });
+  };
+  if (Array.isArray(trailers)) {
+    const list = trailers as readonly (Buffer | string)[];
+    for (let i = 0; i + 1 < list.length; i += 2) add(text(list[i]!), text(list[i + 1]!));
+  } else {
+    for (const [name, value] of Object.entries(trailers)) if (value !== undefined) add(name, value);
   }
   return out;
 }

@@ -1,5 +1,7 @@
 // Run by test/proxy/otel.test.ts in a child `node` process: OpenTelemetry's HTTP instrumentation
-// patches node:http for the whole process, so it is registered here before anything loads http.
+// patches node:http for the whole process (the gateway's server spans), so it is registered here
+// before anything loads http; its undici instrumentation (switchyard's upstream calls go through
+// undici) listens on undici's diagnostics channels, whenever undici is loaded.
 // Usage: node otel.fixture.ts <esm|require|late>
 //   esm      the setup OpenTelemetry documents for ES modules: the import-in-the-middle loader hook
 //            (`@opentelemetry/instrumentation/hook.mjs`), then the SDK and the instrumentation
@@ -21,11 +23,12 @@ if (mode === 'esm') register('@opentelemetry/instrumentation/hook.mjs', import.m
 const { NodeTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } = await import('@opentelemetry/sdk-trace-node');
 const { registerInstrumentations } = await import('@opentelemetry/instrumentation');
 const { HttpInstrumentation } = await import('@opentelemetry/instrumentation-http');
+const { UndiciInstrumentation } = await import('@opentelemetry/instrumentation-undici');
 
 const exporter = new InMemorySpanExporter();
 const provider = new NodeTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
 provider.register();
-registerInstrumentations({ instrumentations: [new HttpInstrumentation()] });
+registerInstrumentations({ instrumentations: [new HttpInstrumentation(), new UndiciInstrumentation()] });
 if (mode !== 'esm') createRequire(import.meta.url)('node:http');
 
 const http = await import('node:http');

@@ -1,9 +1,12 @@
-// OpenTelemetry's standard Node HTTP instrumentation (what Sentry, Datadog and others build on) with
-// switchyard's upstream requests (issue 12). The instrumentation wraps http.request and copies
-// `options.headers` as an object to add `traceparent`: headers handed over as a flat list came out
-// as fields named `0`, `1`, ... and no Host, and every request got 400. The instrumentation patches
-// node:http for the whole process, so each test runs test/proxy/otel.fixture.ts in a child `node`
-// with the real SDK (in-memory span exporter) registered before http is loaded.
+// OpenTelemetry's standard Node instrumentations (what Sentry, Datadog and others build on) with
+// switchyard's upstream requests (issue 12, issue 15). The gateway's server spans come from the HTTP
+// instrumentation; the upstream calls, which go through undici, from the undici instrumentation
+// (undici's diagnostics channels), which adds `traceparent` to the request. Issue 12's bug (headers
+// handed to the http instrumentation as a flat list came out as fields named `0`, `1`, ... and no
+// Host) is guarded the same way: Host, duplicates and trace context must reach the upstream. The
+// HTTP instrumentation patches node:http for the whole process, so each test runs
+// test/proxy/otel.fixture.ts in a child `node` with the real SDK (in-memory span exporter)
+// registered before http is loaded.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
@@ -90,14 +93,14 @@ function check(r: Result): void {
   for (const a of attempts) assert.equal(a.traceId, retryServer.traceId);
 }
 
-test('OpenTelemetry http instrumentation, ESM loader hook: upstream gets Host, traceparent and its duplicate headers; the upstream call is a child span of the request', async (t) => {
+test('OpenTelemetry http and undici instrumentations, ESM loader hook: upstream gets Host, traceparent and its duplicate headers; the upstream call is a child span of the request', async (t) => {
   check(await runFixture(t, 'esm'));
 });
 
-test('OpenTelemetry http instrumentation patching node:http on require: upstream gets Host, traceparent and its duplicate headers; the upstream call is a child span of the request', async (t) => {
+test("OpenTelemetry http instrumentation patching node:http on require, and undici's instrumentation: upstream gets Host, traceparent and its duplicate headers; the upstream call is a child span of the request", async (t) => {
   check(await runFixture(t, 'require'));
 });
 
-test('OpenTelemetry http instrumentation registered after switchyard was loaded still sees its upstream requests', async (t) => {
+test('OpenTelemetry instrumentations registered after switchyard was loaded still see its upstream requests', async (t) => {
   check(await runFixture(t, 'late'));
 });
