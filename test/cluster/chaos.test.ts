@@ -160,8 +160,8 @@ async function startGateway(t: TestContext, name: string, env: Record<string, st
       } else if (m.type === 'reply') replies.get(m.id as number)?.(m);
     });
   });
-  const timeout = sleep(15_000, undefined, { ref: false }).then(() => {
-    throw new Error(`gateway ${name} not ready within 15 s`);
+  const timeout = sleep(60_000, undefined, { ref: false }).then(() => {
+    throw new Error(`gateway ${name} not ready within 60 s`);
   });
   const port = await Promise.race([ready, timeout]);
   return {

@@ -32,11 +32,11 @@ export interface Gateway {
 /**
  * Starts `node test/cluster/fixtures/gateway.ts` with the pool's static `servers`, synced in
  * `namespace` (or not, with `namespace: undefined`), and waits for its ready line. The child is
- * SIGKILLed when the test ends, and after 30 s whatever happens.
+ * SIGKILLed when the test ends, and after 120 s whatever happens (a loaded CI machine can take many seconds to start six processes).
  */
 export async function startGateway(t: TestContext, name: string, servers: ServerOptions[], namespace: string | undefined): Promise<Gateway> {
   const env = { NODE_OPTIONS: '', SERVERS: JSON.stringify(servers), POOL, REDIS_URL, NAMESPACE: namespace ?? '', SYNC: namespace === undefined ? '0' : '1' };
-  const started = startChild(t, GATEWAY, name, env, 30_000);
+  const started = startChild(t, GATEWAY, name, env, 120_000);
   const child = started.process;
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   let ended = false;
@@ -45,7 +45,7 @@ export async function startGateway(t: TestContext, name: string, servers: Server
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     await exited;
   };
-  await until(() => started.url !== undefined || ended, 15_000, `gateway ${name} ready`).catch((err: Error) => {
+  await until(() => started.url !== undefined || ended, 60_000, `gateway ${name} ready`).catch((err: Error) => {
     throw new Error(`${err.message}; its stderr: ${started.stderr}`);
   });
   if (started.url === undefined) throw new Error(`gateway ${name} exited before it was ready: ${started.stderr}`);

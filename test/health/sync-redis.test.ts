@@ -50,7 +50,7 @@ function startChild(t: TestContext, name: string, env: Record<string, string>): 
   });
   child.stderr.setEncoding('utf8').on('data', (s: string) => (out.stderr += s));
   // Never outlives the test, whatever happens.
-  const limit = setTimeout(() => child.kill('SIGKILL'), 30_000);
+  const limit = setTimeout(() => child.kill('SIGKILL'), 90_000);
   t.after(() => {
     clearTimeout(limit);
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
@@ -93,7 +93,7 @@ test('3 gateway processes on Redis: one probe per server per interval, and a SIG
   children.push(...['p0', 'p1', 'p2'].map((name) => startChild(t, name, env)));
   const failed = () => children.map((c) => `${c.name}: ${c.stderr}`).join('\n');
   const started = Date.now();
-  await until(() => children.every((c) => c.reports.some((r) => r.event === 'ready')), 15_000, `the 3 instances ready (${failed()})`);
+  await until(() => children.every((c) => c.reports.some((r) => r.event === 'ready')), 60_000, `the 3 instances ready (${failed()})`);
   t.diagnostic(`the 3 instances were ready in ${Date.now() - started} ms`);
 
   // Counted over 4 intervals: one probe per server per interval (without sharing: 3).

@@ -40,7 +40,7 @@ test('2 gateway processes on Redis: scrapes alternating between them read 18 eve
   const env = { REDIS_URL, NAMESPACE: namespace, UPSTREAM: up.url };
   const [p0, p1] = ['p0', 'p1'].map((name) => startGateway(t, FIXTURE, name, env)) as [GatewayChild, GatewayChild];
   const failed = (): string => [p0, p1].map((c) => `${c.name}: ${c.stderr}`).join('\n');
-  await until(() => p0.url !== undefined && p1.url !== undefined, 15_000, `both processes listening (${failed()})`);
+  await until(() => p0.url !== undefined && p1.url !== undefined, 60_000, `both processes listening (${failed()})`);
 
   await traffic(p0.url!, 12);
   await traffic(p1.url!, 6);
