@@ -227,7 +227,7 @@ export class UpstreamConnections {
     const t = peer.target;
     const host = t.hostname.includes(':') ? `[${t.hostname}]` : t.hostname;
     const origin = `${t.protocol}//${host}:${t.port}`;
-    const http2 = (peer as Partial<{ http2: boolean }>).http2 === true;
+    const http2 = peer.http2;
     const tls = this.settings?.tls ?? {};
     const servername = t.protocol === 'https:' ? (tls.servername ?? t.hostname) : undefined;
     if (this.#user !== undefined) return { dispatcher: this.#user, origin, servername, tracked: false, http2 };

@@ -104,6 +104,7 @@ export const SERVER_FIELDS = Object.freeze([
       peer.rampEnd = peer.rampStart + peer.slowStart;
     },
   },
+  { name: 'http2', kind: 'boolean', default: false, update: false, api: 'http2', apiError: 'UpstreamConfFormatError' },
 ] as const satisfies readonly ServerField[]);
 
 type Row = (typeof SERVER_FIELDS)[number];

@@ -62,6 +62,14 @@ export interface ServerOptions {
    * hash, ip-hash or random; ignored in a pool of one server, as nginx. @default 0 (off)
    */
   slowStart?: Duration | undefined;
+  /**
+   * Speak HTTP/2 to the server: over TLS (`https://`) negotiated by ALPN (a server that answers
+   * HTTP/1.1 instead is spoken to in HTTP/1.1), in clear text (`http://`, h2c) with prior knowledge.
+   * Requests share a connection (up to 100 at once); response trailers are passed on to the client
+   * (HTTP/2, or HTTP/1.1 with a chunked response), so gRPC services can be balanced.
+   * @default false (HTTP/1.1)
+   */
+  http2?: boolean | undefined;
 }
 
 /** Fields {@link UpstreamPool.update} can change at run time. */
@@ -93,6 +101,8 @@ export interface ServerInfo {
   sid: string;
   /** Slow start in milliseconds (0: off). */
   slowStart: number;
+  /** Requests go to the server over HTTP/2. */
+  http2: boolean;
 }
 
 /** Keep-alive settings of a pool's upstream connections. */

@@ -35,6 +35,7 @@ function recordOf(peer: Peer): Record<string, unknown> {
     drain: peer.drain,
     route: peer.route,
     slowStart: peer.slowStart,
+    http2: peer.http2,
   };
 }
 

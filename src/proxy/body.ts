@@ -22,8 +22,13 @@ export interface RequestBody {
   readonly replayable: boolean;
   /** Bytes forwarded to the current attempt. */
   readonly sentBytes: number;
-  /** The body of a new attempt, for undici's dispatch: none, the bytes, or a stream that reads from the client once undici reads it. */
-  source(): Buffer | Readable | null;
+  /**
+   * The body of a new attempt, for undici's dispatch: none, the bytes, or a source that reads from
+   * the client once undici reads it: a stream, or for an HTTP/2 upstream (`multiplexed`) an iterable
+   * of chunks (undici does not put a request whose body is a stream on a connection that carries
+   * others).
+   */
+  source(multiplexed: boolean): Buffer | Readable | Iterable<Promise<Buffer>> | null;
   /** Stops sending to the current attempt (it failed, or its answer came early). */
   detach(): void;
   /** Releases listeners on the client request. */
@@ -116,12 +121,78 @@ function fixedBody(buf: Buffer): RequestBody {
 /** Buffered bytes of an attempt's body stream before the client is paused. */
 const ATTEMPT_BODY_BUFFER = 64 * 1024;
 
+/** Where a streamed body's bytes go for one attempt: what both kinds of attempt body take. */
+interface BodySink {
+  /** A chunk, or null at the end; false when the client should wait (the sink holds enough). */
+  push(chunk: Buffer | null): boolean;
+  readonly destroyed: boolean;
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * One attempt's body for an HTTP/2 upstream: a (synchronous) iterable of promised chunks, which
+ * undici's `for await` reads one after the other. undici multiplexes a request with such a body
+ * (not one with a stream: it waits for the connection's other requests to end first). Its first
+ * read attaches it to the client's body as {@link AttemptBody}'s does; once detached (the attempt
+ * failed) it ends, so undici's loop over it does too.
+ */
+class PulledBody implements BodySink, Iterable<Promise<Buffer>> {
+  readonly #owner: StreamBody;
+  #chunks: Buffer[] = [];
+  #ended = false;
+  #waiting: ((chunk: Buffer) => void) | undefined;
+  destroyed = false;
+
+  constructor(owner: StreamBody) {
+    this.#owner = owner;
+  }
+
+  push(chunk: Buffer | null): boolean {
+    if (this.destroyed) return false;
+    if (chunk === null) this.#ended = true;
+    const waiting = this.#waiting;
+    if (waiting !== undefined) {
+      this.#waiting = undefined;
+      waiting(chunk ?? EMPTY);
+      return true;
+    }
+    if (chunk !== null) this.#chunks.push(chunk);
+    return false;
+  }
+
+  /** The attempt is over: undici's loop ends at its next read. */
+  end(): void {
+    this.destroyed = true;
+    this.#ended = true;
+    this.#chunks = [];
+    const waiting = this.#waiting;
+    this.#waiting = undefined;
+    waiting?.(EMPTY);
+  }
+
+  [Symbol.iterator](): Iterator<Promise<Buffer>> {
+    return {
+      next: (): IteratorResult<Promise<Buffer>> => {
+        const chunk = this.#chunks.shift();
+        if (chunk !== undefined) return { done: false, value: Promise.resolve(chunk) };
+        if (this.#ended) return { done: true, value: undefined };
+        const value = new Promise<Buffer>((resolve) => {
+          this.#waiting = resolve;
+        });
+        this.#owner.pull(this);
+        return { done: false, value };
+      },
+    };
+  }
+}
+
 /**
  * One attempt's body: a stream undici reads when it writes the request. Its first read attaches it
  * to the client's body (the bytes kept for a replay first, then the live ones); destroyed (the
  * attempt failed, undici is done with it), it lets go of the client's body without touching it.
  */
-class AttemptBody extends Readable {
+class AttemptBody extends Readable implements BodySink {
   readonly #owner: StreamBody;
 
   constructor(owner: StreamBody) {
@@ -149,8 +220,8 @@ class StreamBody implements RequestBody {
   #kept: Buffer[] = [];
   #keptBytes = 0;
   #ended = false;
-  /** The attempt's stream being fed, once undici started reading it. */
-  #sink: AttemptBody | undefined;
+  /** The attempt's body being fed, once undici started reading it. */
+  #sink: BodySink | undefined;
   #onData = (chunk: Buffer): void => {
     if (this.replayable) {
       if (this.#keptBytes + chunk.length <= this.#limit) {
@@ -186,13 +257,13 @@ class StreamBody implements RequestBody {
     req.pause();
   }
 
-  source(): Readable {
+  source(multiplexed: boolean): Readable | Iterable<Promise<Buffer>> {
     this.detach();
-    return new AttemptBody(this);
+    return multiplexed ? new PulledBody(this) : new AttemptBody(this);
   }
 
   /** undici reads `sink`: the first read attaches it (replaying what was kept), later ones resume the client. */
-  pull(sink: AttemptBody): void {
+  pull(sink: BodySink): void {
     if (this.#sink === sink) {
       if (!this.#ended) this.#req.resume();
       return;
@@ -211,17 +282,19 @@ class StreamBody implements RequestBody {
   }
 
   /** `sink` is destroyed: it is no longer fed. */
-  release(sink: AttemptBody): void {
+  release(sink: BodySink): void {
     if (this.#sink === sink) this.detach();
   }
 
   detach(): void {
+    const sink = this.#sink;
     this.#sink = undefined;
+    if (sink instanceof PulledBody) sink.end();
     if (!this.#ended) this.#req.pause();
   }
 
   dispose(): void {
-    this.#sink = undefined;
+    this.detach();
     this.#req.off('data', this.#onData);
     this.#req.off('end', this.#onEnd);
     this.#kept = [];

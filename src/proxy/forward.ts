@@ -157,18 +157,20 @@ export class Attempt implements SlotAware, WriteErrorOwner {
    * (`status`) or it failed (`failure`, `cause`). Never rejects.
    */
   run(route: Route, method: string, path: string, headers: string[]): Promise<Attempt> {
-    const body = this.#body.source();
+    const body = this.#body.source(route.http2);
     // undici writes chunked framing itself and refuses it in the list: it is the list's last pair.
     let list = this.#body.chunked ? headers.slice(0, headers.length - 2) : headers;
     // As nginx's grpc_pass: an HTTP/2 upstream is told the gateway takes trailers (gRPC needs them).
     if (route.http2) list = [...list, 'te', 'trailers'];
-    if (!route.tracked) this.#sentBytes = headerBytes(method, path, list);
+    if (!route.tracked || route.http2) this.#sentBytes = headerBytes(method, path, list);
     const options: Dispatcher.DispatchOptions = {
       origin: route.origin,
       path,
       method: method as Dispatcher.HttpMethod,
       headers: list,
-      body: body as Readable | Buffer | null,
+      body: body as unknown as Readable | Buffer | null,
+      // undici's own retry rule; balance() has its own (nginx's). Set, it lets an HTTP/2 connection carry a POST beside others.
+      idempotent: true,
       // Keep the connection whatever the method and body (undici would close it after a HEAD or a
       // GET with a body); without keep-alive, the pool's dispatcher says `Connection: close` anyway.
       reset: false,
@@ -204,8 +206,7 @@ export class Attempt implements SlotAware, WriteErrorOwner {
     this.#arm(this.#timeouts.idle);
   }
 
-  onBodySent(chunk: Buffer | string): void {
-    if (this.#conn === undefined) this.#sentBytes += chunk.length;
+  onBodySent(): void {
     if (this.#phase === SENDING && this.#writeError === undefined) this.#timer?.refresh();
   }
 
@@ -391,9 +392,13 @@ export class Attempt implements SlotAware, WriteErrorOwner {
     done?.(false);
   }
 
-  /** Request bytes it sent to the server (the connection's counter when known; its earlier traffic excluded). */
+  /**
+   * Request bytes it sent to the server: the connection's counter when it is the attempt's alone
+   * (its earlier traffic excluded), else the header's size and the body bytes handed to undici.
+   */
   bytesSent(): number {
-    if (this.#conn === undefined || this.#bytesFinal) return this.#sentBytes;
+    if (this.#bytesFinal) return this.#sentBytes;
+    if (this.#conn === undefined) return this.#sentBytes + (this.sent ? this.#body.sentBytes : 0);
     return Math.max(0, this.#conn.socket.bytesWritten - this.#written0);
   }
 
@@ -511,12 +516,11 @@ export class Attempt implements SlotAware, WriteErrorOwner {
 
   /** The connection is no longer this attempt's; its byte counts are final. */
   #release(reusable: boolean): void {
-    const conn = this.#conn;
-    if (conn === undefined || this.#bytesFinal) return;
+    if (this.#bytesFinal) return;
     this.#sentBytes = this.bytesSent();
     this.#receivedBytes = this.bytesReceived();
     this.#bytesFinal = true;
-    conn.release(this, reusable && this.#requestSent && this.#writeError === undefined);
+    this.#conn?.release(this, reusable && this.#requestSent && this.#writeError === undefined);
   }
 }
 

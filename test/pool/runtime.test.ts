@@ -62,6 +62,7 @@ test('add while requests are in flight: the new server takes its SWRR turn at on
     route: '',
     sid: md5hex('127.0.0.1:19703'),
     slowStart: 0,
+    http2: false,
   };
   assert.deepEqual(info, expected);
   assert.deepEqual(p.get('c'), expected);
@@ -150,6 +151,7 @@ test('update: weight, down, drain at run time; "update" carries the new settings
     route: 'r1',
     sid: 'r1',
     slowStart: 0,
+    http2: false,
   });
   assert.deepEqual(events, [['update', info]]);
   assert.deepEqual(sequence(p, 5), [...'abaca'], 'SWRR with the new weight, a starting afresh');

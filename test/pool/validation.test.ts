@@ -113,7 +113,21 @@ test("defaults are nginx's: weight 1, maxConns 0, maxFails 1, failTimeout 10 s, 
   const pool = createPool({ servers: [{ url: A }, { url: `${A}/` }, { url: 'HTTP://LOCALHOST:80/api/' }] });
   assert.deepEqual(pool.servers, [
     // sid: nginx's md5 of "host:port" (the values printed by `printf 127.0.0.1:19601 | md5sum`)
-    { id: A, url: A, weight: 1, maxConns: 0, maxFails: 1, failTimeout: 10_000, backup: false, down: false, drain: false, route: '', sid: SID_A, slowStart: 0 },
+    {
+      id: A,
+      url: A,
+      weight: 1,
+      maxConns: 0,
+      maxFails: 1,
+      failTimeout: 10_000,
+      backup: false,
+      down: false,
+      drain: false,
+      route: '',
+      sid: SID_A,
+      slowStart: 0,
+      http2: false,
+    },
     {
       id: `${A}#2`,
       url: A,
@@ -127,6 +141,7 @@ test("defaults are nginx's: weight 1, maxConns 0, maxFails 1, failTimeout 10 s, 
       route: '',
       sid: SID_A,
       slowStart: 0,
+      http2: false,
     },
     {
       id: 'http://localhost/api',
@@ -141,6 +156,7 @@ test("defaults are nginx's: weight 1, maxConns 0, maxFails 1, failTimeout 10 s, 
       route: '',
       sid: SID_LOCALHOST,
       slowStart: 0,
+      http2: false,
     },
   ]);
   assert.equal(pool.method, 'round-robin');
