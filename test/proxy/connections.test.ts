@@ -67,20 +67,18 @@ test('agent.dispatcher: every upstream request goes through the user’s undici 
 }, async (t) => {
   const up = await countingUpstream(t);
   const origins: string[] = [];
-  const agent = new UndiciAgent().compose(
-    (dispatch: Dispatcher['dispatch']) =>
-      (options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean => {
-        origins.push(String(options.origin));
-        return dispatch(options, handler);
-      },
-  );
-  t.after(() => agent.close());
+  const base = new UndiciAgent();
+  const agent = base.compose((dispatch: Dispatcher['dispatch']) => (options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean => {
+    origins.push(String(options.origin));
+    return dispatch(options, handler);
+  });
+  t.after(() => base.close());
   const pool = createPool({ servers: [{ url: up.url }], agent: { dispatcher: agent } });
   const gw = await gatewayFor(t, pool);
   for (let i = 0; i < 3; i++) assert.equal((await fetchText(gw.url)).body, 'ok');
   assert.deepEqual(origins, [up.url, up.url, up.url]);
   pool.close();
-  assert.equal(agent.closed, false, 'the user’s dispatcher is the user’s to close');
+  assert.equal(base.closed, false, 'the user’s dispatcher is the user’s to close');
   await until(() => pool.stats().servers[0]!.active === 0, 1000, 'active 0');
   assert.ok(pool.stats().servers[0]!.sent > 0, 'bytes are estimated when the connection is not the pool’s');
 });
