@@ -288,8 +288,9 @@ class Forwarding {
       }
       attempts++;
       ex.upstreamAddr.push(peer.name);
-      const path = peer.target.prefix === '' ? target : target === '*' ? peer.target.prefix : peer.target.prefix + target;
       const route = inner.agentFor(peer);
+      // `OPTIONS *`: undici sends no asterisk-form, so it goes in absolute form with an empty path, its equivalent (RFC 9112 §3.2.4).
+      const path = target !== '*' ? peer.target.prefix + target : peer.target.prefix === '' ? route.origin : peer.target.prefix;
       const a = new Attempt(peer, body, o.timeouts, route.http2);
       this.current = a;
       const headers = upstreamRequestHeaders(ex, o.policy, peer.target.authority, body.framing, peer.target.auth, this.trusted);

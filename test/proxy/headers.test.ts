@@ -489,3 +489,19 @@ test('repeated request fields go upstream as separate lines in order (Cookie as 
   assert.deepEqual(values('__proto__'), ['p']);
   assert.deepEqual(values('host'), [`127.0.0.1:${up.port}`]);
 });
+
+test('OPTIONS * reaches the upstream as OPTIONS for the server itself (absolute form with an empty path, RFC 9112 §3.2.4)', {
+  timeout: TEST_TIMEOUT,
+}, async (t) => {
+  const up = await upstream(t, 'options', (req: IncomingMessage, res: ServerResponse) => res.end(JSON.stringify({ method: req.method, url: req.url })));
+  const pool = createPool({ servers: [{ url: up.url }] });
+  t.after(() => pool.close());
+  const gw = await gatewayFor(t, pool);
+  const c = await RawClient.open(t, gw.port);
+  c.write('OPTIONS * HTTP/1.1\r\nHost: gw\r\n\r\n');
+  const r = await c.response();
+  assert.equal(r.status, 200);
+  const seen = JSON.parse(r.body) as { method: string; url: string };
+  assert.equal(seen.method, 'OPTIONS');
+  assert.equal(seen.url, `http://127.0.0.1:${up.port}`);
+});
