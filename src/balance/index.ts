@@ -264,7 +264,8 @@ class Forwarding {
 
   async run(): Promise<void> {
     const { pool, inner, o, ex, body, sel, gone, method } = this;
-    this.res.once('close', this.onClose);
+    // on, not once (no wrapper to make): it is taken off when the request is over.
+    this.res.on('close', this.onClose);
     let tries = inner.maxTries();
     if (o.tries > 0 && tries > o.tries) tries = o.tries;
     const deadline = o.budget > 0 ? performance.now() + o.budget : Infinity;
@@ -392,7 +393,7 @@ class Forwarding {
       done(false);
       return;
     }
-    const headers = clientResponseHeaders(a.rawHeaders());
+    const headers = clientResponseHeaders(a.rawHeaderList());
     if (ex.responseHooks !== undefined) {
       const added: string[] = [];
       const message = a.message();

@@ -119,14 +119,20 @@ export interface SlotAware {
  */
 function guardWrites(socket: Socket, connection: Connection): void {
   type Callback = (err?: Error | null) => void;
-  const guard =
-    (cb: Callback): Callback =>
-    (err) => {
+  // Node hands every write the same callback (the stream's onwrite): its guarded form is made once.
+  let plain: Callback | undefined;
+  let guarded: Callback | undefined;
+  const guard = (cb: Callback): Callback => {
+    if (cb === plain) return guarded!;
+    plain = cb;
+    guarded = (err) => {
       const owner = connection.owner;
       if (err == null || owner === undefined) return cb(err);
       owner.onWriteError(err);
       cb();
     };
+    return guarded;
+  };
   const write = socket._write;
   socket._write = function (chunk, encoding, cb) {
     write.call(this, chunk, encoding, guard(cb));

@@ -163,7 +163,8 @@ export class Attempt implements SlotAware, WriteErrorOwner {
     // As nginx's grpc_pass: an HTTP/2 upstream is told the gateway takes trailers (gRPC needs them).
     if (route.http2) list = [...list, 'te', 'trailers'];
     if (!route.tracked || route.http2) this.#sentBytes = headerBytes(method, path, list);
-    const options: Dispatcher.DispatchOptions = {
+    // `servername` is undici's Request option (not in its published DispatchOptions type).
+    const options = {
       origin: route.origin,
       path,
       method: method as Dispatcher.HttpMethod,
@@ -176,8 +177,8 @@ export class Attempt implements SlotAware, WriteErrorOwner {
       reset: false,
       headersTimeout: 0,
       bodyTimeout: 0,
-      ...(route.servername === undefined ? {} : { servername: route.servername }),
-    };
+      servername: route.servername,
+    } as Dispatcher.DispatchOptions;
     return new Promise<Attempt>((resolve) => {
       this.#settle = resolve;
       this.#arm(this.#timeouts.connect);
@@ -301,6 +302,11 @@ export class Attempt implements SlotAware, WriteErrorOwner {
   }
 
   // ---- what balance() does with it ----
+
+  /** The response header as the server wrote it: `[name, value, ...]`, Buffers (HTTP/1.1, HTTP/2) or strings. */
+  rawHeaderList(): readonly (Buffer | string)[] {
+    return this.#headerStrings ?? this.#rawHeaders;
+  }
 
   /** The response header as `[name, value, ...]` strings, as the server wrote them. */
   rawHeaders(): string[] {

@@ -230,23 +230,29 @@ export function upstreamRequestHeaders(
   return out;
 }
 
+/** The lengths of the hop-by-hop names: a name of another length is passed on without lowercasing it. */
+const HOP_BY_HOP_LENGTHS = new Set([...HOP_BY_HOP].map((n) => n.length));
+
 /**
  * Filters the upstream response headers for the client: drops hop-by-hop
- * headers and those the response's Connection header names. Returns a flat
- * list for `writeHead`.
+ * headers and those the response's Connection header names. Takes the list as
+ * undici gives it (Buffers) or as strings; returns a flat string list for
+ * `writeHead`, names as the server wrote them.
  * @internal
  */
-export function clientResponseHeaders(raw: readonly string[]): string[] {
+export function clientResponseHeaders(raw: readonly (Buffer | string)[]): string[] {
   let drop: Set<string> | undefined;
   const out: string[] = [];
   for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!;
-    const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower)) {
-      if (lower === 'connection') for (const t of raw[i + 1]!.split(',')) (drop ??= new Set()).add(t.trim().toLowerCase());
-      continue;
+    const name = text(raw[i]!);
+    if (HOP_BY_HOP_LENGTHS.has(name.length)) {
+      const lower = name.toLowerCase();
+      if (HOP_BY_HOP.has(lower)) {
+        if (lower === 'connection') for (const t of text(raw[i + 1]!).split(',')) (drop ??= new Set()).add(t.trim().toLowerCase());
+        continue;
+      }
     }
-    out.push(name, raw[i + 1]!);
+    out.push(name, text(raw[i + 1]!));
   }
   if (drop === undefined) return out;
   const kept: string[] = [];

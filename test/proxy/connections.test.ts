@@ -10,6 +10,11 @@ import { Agent as UndiciAgent, type Dispatcher } from 'undici';
 import { createPool, InvalidOptionError } from '../../src/index.ts';
 import { fetchText, listen, until } from '../helpers.ts';
 import { gatewayFor, TEST_TIMEOUT } from '../balance/support.ts';
+import { createTestCa, NO_OPENSSL, tlsUpstream, type TestCa } from '../support/tls.ts';
+
+let authority: TestCa | undefined;
+/** The test CA, made once for the file (only when a test needs it). */
+const ca = (): TestCa => (authority ??= createTestCa());
 
 /** An upstream that answers after `delay` ms and counts the connections it accepted and those still open. */
 async function countingUpstream(t: Parameters<typeof listen>[0], delay = 0) {
@@ -107,4 +112,32 @@ test('node:http agents are read as settings: keepAlive false opens a connection 
     () => createPool({ servers: [{ url: up.url }], agent: { dispatcher: {} as Dispatcher } }),
     (err: unknown) => err instanceof InvalidOptionError && err.option === 'agent.dispatcher',
   );
+});
+
+test('TLS of proxied requests: the pool’s CA and client certificate; SNI the host name, none for an IP address (not even the Host sent upstream), tls.servername when given', {
+  skip: NO_OPENSSL,
+  timeout: 20_000,
+}, async (t) => {
+  const server = ca().issue({ names: ['127.0.0.1', 'localhost', 'upstream.test'] });
+  const up = await tlsUpstream(t, 'a', { ...server, ca: ca().ca, requestCert: true, rejectUnauthorized: false });
+  const client = ca().issue({ names: ['gateway.test'], client: true });
+  const cases: Array<[string, Parameters<typeof createPool>[0]['tls'], string | undefined, string]> = [
+    [up.url, { ca: ca().ca, ...client }, undefined, 'client'],
+    [`https://localhost:${up.port}`, { ca: ca().ca, ...client }, 'localhost', 'upstream'],
+    [up.url, { ca: ca().ca, ...client, servername: 'upstream.test' }, 'upstream.test', 'upstream'],
+  ];
+  for (const [url, tls, sni, host] of cases) {
+    const pool = createPool({ servers: [{ url }], tls });
+    t.after(() => pool.close());
+    const gw = await gatewayFor(t, pool, { host });
+    const r = await fetchText(gw.url, { headers: { host: 'gateway.example' } });
+    assert.equal(r.status, 200, url);
+    const seen = up.seen.at(-1)!;
+    assert.equal(seen.servername, sni, `SNI for ${url} (${JSON.stringify(tls?.servername)})`);
+    assert.equal(seen.authorized, true, 'the pool’s client certificate was presented');
+  }
+  // Without the pool's CA the handshake fails: 502.
+  const untrusting = createPool({ servers: [{ url: up.url }] });
+  t.after(() => untrusting.close());
+  assert.equal((await fetchText((await gatewayFor(t, untrusting)).url)).status, 502);
 });
