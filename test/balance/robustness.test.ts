@@ -262,3 +262,16 @@ test('HEAD: the header is passed on without a body, and the upstream connection 
   assert.equal((await fetchText(gw.url)).body, '0123456789');
   assert.equal(connections, 1);
 });
+
+test('an interim response (103 Early Hints) from the upstream is skipped: the final response is relayed', { timeout: TEST_TIMEOUT }, async (t) => {
+  const raw = await rawUpstream(t, (s) =>
+    s.once('data', () => s.end('HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal')),
+  );
+  const pool = createPool({ servers: [{ url: raw.url }] });
+  t.after(() => pool.close());
+  const gw = await gatewayFor(t, pool);
+  const r = await fetchText(gw.url);
+  assert.equal(r.status, 200);
+  assert.equal(r.body, 'final');
+  assert.equal(r.headers.link, undefined, "the interim response's fields are not the final one's");
+});
