@@ -12,7 +12,7 @@ import { internals, type PoolInternals } from '../pool/internal.ts';
 import type { Selection } from '../pool/methods/types.ts';
 import type { Peer } from '../pool/peer.ts';
 import { requestBody, type RequestBody } from '../proxy/body.ts';
-import { Attempt, attemptTimeouts, TIMEOUT_OPTIONS, type AttemptFailure, type AttemptTimeouts } from '../proxy/forward.ts';
+import { Attempt, attemptTimeouts, TIMEOUT_OPTIONS, type AttemptFailure, type AttemptListener, type AttemptTimeouts } from '../proxy/forward.ts';
 import { clientResponseHeaders, FORWARDING_OPTIONS, forwardingPolicy, resolveClient, upstreamRequestHeaders, type ForwardingPolicy } from '../proxy/headers.ts';
 import type { TrustProxy } from '../proxy/trust.ts';
 import { upgrade, type ProxyUpgradeHandler } from '../proxy/upgrade.ts';
@@ -194,13 +194,7 @@ export function balance(pool: UpstreamPool, options: BalanceOptions = {}): Balan
       next(err as Error);
       return;
     }
-    new Forwarding(pool, inner, o, ex, res, body, next, trusted).run().catch((err: unknown) => {
-      // Something threw on the request path (a user's hash key function, say):
-      // it goes to the framework like any request error, never to the process.
-      body.dispose();
-      if (res.headersSent || res.destroyed) res.destroy();
-      else next(err ?? new Error('balance() failed'));
-    });
+    new Forwarding(pool, inner, o, ex, res, body, next, trusted).start();
   };
   const ws = upgrade(pool, {
     trustProxy: options.trustProxy,
@@ -217,9 +211,11 @@ export function balance(pool: UpstreamPool, options: BalanceOptions = {}): Balan
 
 /**
  * One request's way through balance(): the attempts (nginx's `proxy_next_upstream` loop), then the
- * relay of the answer. One instance per request holds what the attempts share.
+ * relay of the answer. One instance per request holds what the attempts share; each attempt reports
+ * back to it ({@link AttemptListener}), and it decides at once what comes next, so that a response
+ * is relayed as its header is parsed.
  */
-class Forwarding {
+class Forwarding implements AttemptListener {
   readonly pool: UpstreamPool;
   readonly inner: PoolInternals;
   readonly o: Resolved;
@@ -235,6 +231,16 @@ class Forwarding {
   readonly gone = new Cancellation();
   /** The attempt in flight. */
   current: Attempt | undefined;
+  /** Attempts left (nginx `proxy_next_upstream_tries`, and the servers there are). */
+  tries = 0;
+  /** When retries stop (nginx `proxy_next_upstream_timeout`), performance.now() time. */
+  deadline = Infinity;
+  /** Attempts made. */
+  attempts = 0;
+  /** A kept-alive connection the server had closed was retried once already. */
+  reuseRetried = false;
+  /** The attempt has a header only (`inflightDone` is the pool's answer to it, for finish()). */
+  inflightDone = false;
   readonly onClose = (): void => {
     if (responseFinished(this.res) || this.ex.detached) return;
     this.gone.abort();
@@ -254,6 +260,16 @@ class Forwarding {
     this.sel = inner.selection(ex.req, ex);
   }
 
+  start(): void {
+    // on, not once (no wrapper to make): it is taken off when the request is over.
+    this.res.on('close', this.onClose);
+    let tries = this.inner.maxTries();
+    if (this.o.tries > 0 && tries > this.o.tries) tries = this.o.tries;
+    this.tries = tries;
+    if (this.o.budget > 0) this.deadline = performance.now() + this.o.budget;
+    this.#attemptNext();
+  }
+
   #giveUp(err: Error): void {
     this.body.dispose();
     this.res.off('close', this.onClose);
@@ -262,135 +278,169 @@ class Forwarding {
     else this.next(err);
   }
 
-  async run(): Promise<void> {
-    const { pool, inner, o, ex, body, sel, gone, method } = this;
-    // on, not once (no wrapper to make): it is taken off when the request is over.
-    this.res.on('close', this.onClose);
-    let tries = inner.maxTries();
-    if (o.tries > 0 && tries > o.tries) tries = o.tries;
-    const deadline = o.budget > 0 ? performance.now() + o.budget : Infinity;
-    const target = upstreamTarget(ex);
-    let attempts = 0;
-    let reuseRetried = false;
+  /**
+   * Something threw on the request path (a user's hash key function or response hook, say): it goes
+   * to the framework like any request error, never to the process.
+   */
+  #crash(err: unknown): void {
+    this.current = undefined;
+    this.body.dispose();
+    this.res.off('close', this.onClose);
+    if (this.res.headersSent || this.res.destroyed) this.res.destroy();
+    else this.next(err ?? new Error('balance() failed'));
+  }
 
-    for (;;) {
-      if (gone.aborted) return this.#giveUp(new BadGatewayError('client closed the request'));
-      let peer = inner.select(sel);
+  /** The next attempt, a moment later: called from an attempt's report, inside undici's callbacks. */
+  #later(): void {
+    queueMicrotask(() => this.#attemptNext());
+  }
+
+  #attemptNext(): void {
+    try {
+      if (this.gone.aborted) return this.#giveUp(new BadGatewayError('client closed the request'));
+      const peer = this.inner.select(this.sel);
       // NGINX Plus `queue`: a request that finds no server free waits for one.
-      if (peer === undefined && attempts === 0 && inner.queueing) peer = await inner.wait(sel, gone);
-      if (peer === undefined) {
-        // nginx logs the group name in $upstream_addr and 502 in $upstream_status for "no live upstreams".
-        const err = attempts === 0 ? new NoServerAvailableError(pool.name, o.noServerStatus) : new BadGatewayError(`No live upstreams in pool "${pool.name}"`);
-        ex.upstreamAddr.push(pool.name);
-        ex.upstreamStatus.push(err.statusCode);
-        ex.upstreamFailure = 'error';
-        if (channels.upstreamError.hasSubscribers) publishError(ex, pool, undefined, attempts + 1, 'no_server', err, false);
-        return this.#giveUp(err);
-      }
-      attempts++;
-      ex.upstreamAddr.push(peer.name);
-      const route = inner.agentFor(peer);
-      // `OPTIONS *`: undici sends no asterisk-form, so it goes in absolute form with an empty path, its equivalent (RFC 9112 §3.2.4).
-      const path = target !== '*' ? peer.target.prefix + target : peer.target.prefix === '' ? route.origin : peer.target.prefix;
-      const a = new Attempt(peer, body, o.timeouts, route.http2);
-      this.current = a;
-      const headers = upstreamRequestHeaders(ex, o.policy, peer.target.authority, body.framing, peer.target.auth, this.trusted);
-      // What the upstream is told: cache() checks its key against it before storing the answer.
-      ex.upstreamRequestHeaders = headers;
-      if (channels.upstreamAttempt.hasSubscribers)
-        channels.upstreamAttempt.publish({ ex, pool: pool.name, server: serverRef(peer), attempt: attempts, method, path, headers });
-      await a.run(route, method, path, headers);
-      if (a.refused) {
-        // Not the server's doing (undici refused the request as built: a header a middleware set): release it and fail the request.
-        this.current = undefined;
-        inner.finish(peer, 'ok', { header: -1, response: performance.now() - a.started, inflightDone: false }, undefined);
-        if (channels.upstreamError.hasSubscribers) publishError(ex, pool, peer, attempts, 'error', a.cause!, false);
-        this.res.off('close', this.onClose);
-        throw a.cause;
-      }
-      tries--;
-
-      if (a.failure !== undefined) {
-        this.current = undefined;
-        const cause = a.cause!;
-        count(inner, peer, a);
-        if (gone.aborted) {
-          inner.finish(peer, 'ok', { header: -1, response: performance.now() - a.started, inflightDone: false }, undefined);
-          if (channels.upstreamError.hasSubscribers) publishError(ex, pool, peer, attempts, a.failure, cause, false);
-          return this.#giveUp(cause);
-        }
-        const timings = { header: -1, response: performance.now() - a.started, inflightDone: false };
-        // A kept-alive connection the server closed under us: not the server's fault; try
-        // again on a new one, unless that would re-send a POST, PATCH or LOCK (as nginx).
-        const resendable = !a.sent || (body.replayable && (!NON_IDEMPOTENT.has(method) || o.next.has('non_idempotent')));
-        if (a.reused && a.failure === 'error' && !reuseRetried && resendable) {
-          reuseRetried = true;
-          inner.finish(peer, 'next', timings, undefined);
-          if (channels.upstreamError.hasSubscribers) publishError(ex, pool, peer, attempts, a.failure, cause, true);
-          sel.tried.delete(peer);
-          tries++;
-          ex.upstreamAddr.pop();
-          continue;
-        }
-        inner.finish(peer, 'failed', timings, undefined);
-        ex.upstreamStatus.push(a.failure === 'timeout' ? 504 : 502);
-        const retry = canRetry(o, a.failure, tries, deadline, method, a.sent, body);
-        if (channels.upstreamError.hasSubscribers) publishError(ex, pool, peer, attempts, a.failure, cause, retry);
-        if (retry) continue;
-        ex.upstreamFailure = a.failure;
-        return this.#giveUp(failureError(a.failure, cause, pool.name));
-      }
-
-      const status = a.status;
-      const inflightDone = inner.header(peer, a.headerTime);
-      if (channels.upstreamHeader.hasSubscribers)
-        channels.upstreamHeader.publish({
-          ex,
-          pool: pool.name,
-          server: serverRef(peer),
-          attempt: attempts,
-          status,
-          headerTime: a.headerTime,
-          response: a.message(),
-        });
-      const condition = STATUS_CONDITIONS.get(status);
-      if (condition !== undefined && tries > 0 && canRetry(o, condition, tries, deadline, method, true, body)) {
-        this.current = undefined;
-        a.discard();
-        count(inner, peer, a);
-        inner.finish(
-          peer,
-          status === 403 || status === 404 ? 'next' : 'failed',
-          { header: a.headerTime, response: performance.now() - a.started, inflightDone },
-          status,
+      if (peer === undefined && this.attempts === 0 && this.inner.queueing) {
+        this.inner.wait(this.sel, this.gone).then(
+          (p) => this.#attempt(p),
+          (err: unknown) => this.#crash(err),
         );
-        if (channels.upstreamEnd.hasSubscribers) publishEnd(ex, pool, peer, attempts, status, 'next', a);
-        ex.upstreamStatus.push(status);
-        continue;
+        return;
       }
-      ex.upstreamStatus.push(status);
-      ex.server = { id: peer.id, name: peer.name, sid: peer.sid };
-      return this.#relay(a, inflightDone, attempts);
+      this.#attempt(peer);
+    } catch (err) {
+      this.#crash(err);
     }
   }
 
-  #relay(a: Attempt, inflightDone: boolean, attempt: number): void {
-    const { pool, inner, ex, res, body } = this;
+  #attempt(peer: Peer | undefined): void {
+    try {
+      this.#send(peer);
+    } catch (err) {
+      this.#crash(err);
+    }
+  }
+
+  #send(peer: Peer | undefined): void {
+    const { pool, inner, o, ex, body, method } = this;
+    if (peer === undefined) {
+      // nginx logs the group name in $upstream_addr and 502 in $upstream_status for "no live upstreams".
+      const err =
+        this.attempts === 0 ? new NoServerAvailableError(pool.name, o.noServerStatus) : new BadGatewayError(`No live upstreams in pool "${pool.name}"`);
+      ex.upstreamAddr.push(pool.name);
+      ex.upstreamStatus.push(err.statusCode);
+      ex.upstreamFailure = 'error';
+      if (channels.upstreamError.hasSubscribers) publishError(ex, pool, undefined, this.attempts + 1, 'no_server', err, false);
+      return this.#giveUp(err);
+    }
+    this.attempts++;
+    ex.upstreamAddr.push(peer.name);
+    const target = upstreamTarget(ex);
+    const route = inner.agentFor(peer);
+    // `OPTIONS *`: undici sends no asterisk-form, so it goes in absolute form with an empty path, its equivalent (RFC 9112 §3.2.4).
+    const path = target !== '*' ? peer.target.prefix + target : peer.target.prefix === '' ? route.origin : peer.target.prefix;
+    const headers = upstreamRequestHeaders(ex, o.policy, peer.target.authority, body.framing, peer.target.auth, this.trusted);
+    // What the upstream is told: cache() checks its key against it before storing the answer.
+    ex.upstreamRequestHeaders = headers;
+    if (channels.upstreamAttempt.hasSubscribers)
+      channels.upstreamAttempt.publish({ ex, pool: pool.name, server: serverRef(peer), attempt: this.attempts, method, path, headers });
+    const a = new Attempt(peer, body, o.timeouts, route.http2, this);
+    this.current = a;
+    a.start(route, method, path, headers);
+  }
+
+  attemptFailed(a: Attempt): void {
+    const { pool, inner, o, ex, body, method, sel } = this;
     const peer = a.peer;
-    const done = (complete: boolean): void => {
+    const failure = a.failure!;
+    const cause = a.cause!;
+    this.current = undefined;
+    const timings = { header: -1, response: performance.now() - a.started, inflightDone: false };
+    if (a.refused) {
+      // Not the server's doing (undici refused the request as built: a header a middleware set): release it and fail the request.
+      inner.finish(peer, 'ok', timings, undefined);
+      if (channels.upstreamError.hasSubscribers) publishError(ex, pool, peer, this.attempts, 'error', cause, false);
+      return this.#crash(cause);
+    }
+    this.tries--;
+    count(inner, peer, a);
+    if (this.gone.aborted) {
+      inner.finish(peer, 'ok', timings, undefined);
+      if (channels.upstreamError.hasSubscribers) publishError(ex, pool, peer, this.attempts, failure, cause, false);
+      return this.#giveUp(cause);
+    }
+    // A kept-alive connection the server closed under us: not the server's fault; try
+    // again on a new one, unless that would re-send a POST, PATCH or LOCK (as nginx).
+    const resendable = !a.sent || (body.replayable && (!NON_IDEMPOTENT.has(method) || o.next.has('non_idempotent')));
+    if (a.reused && failure === 'error' && !this.reuseRetried && resendable) {
+      this.reuseRetried = true;
+      inner.finish(peer, 'next', timings, undefined);
+      if (channels.upstreamError.hasSubscribers) publishError(ex, pool, peer, this.attempts, failure, cause, true);
+      sel.tried.delete(peer);
+      this.tries++;
+      ex.upstreamAddr.pop();
+      return this.#later();
+    }
+    inner.finish(peer, 'failed', timings, undefined);
+    ex.upstreamStatus.push(failure === 'timeout' ? 504 : 502);
+    const retry = canRetry(o, failure, this.tries, this.deadline, method, a.sent, body);
+    if (channels.upstreamError.hasSubscribers) publishError(ex, pool, peer, this.attempts, failure, cause, retry);
+    if (retry) return this.#later();
+    ex.upstreamFailure = failure;
+    this.#giveUp(failureError(failure, cause, pool.name));
+  }
+
+  attemptResponded(a: Attempt): void {
+    try {
+      this.#responded(a);
+    } catch (err) {
+      // A response hook threw: the attempt is over, the error is the request's.
+      a.cancel();
+      this.inner.finish(a.peer, 'ok', { header: a.headerTime, response: performance.now() - a.started, inflightDone: this.inflightDone }, a.status);
+      this.#crash(err);
+    }
+  }
+
+  #responded(a: Attempt): void {
+    const { pool, inner, o, ex, res, body, method } = this;
+    const peer = a.peer;
+    const status = a.status;
+    this.tries--;
+    const inflightDone = inner.header(peer, a.headerTime);
+    this.inflightDone = inflightDone;
+    if (channels.upstreamHeader.hasSubscribers)
+      channels.upstreamHeader.publish({
+        ex,
+        pool: pool.name,
+        server: serverRef(peer),
+        attempt: this.attempts,
+        status,
+        headerTime: a.headerTime,
+        response: a.message(),
+      });
+    const condition = STATUS_CONDITIONS.get(status);
+    if (condition !== undefined && this.tries > 0 && canRetry(o, condition, this.tries, this.deadline, method, true, body)) {
       this.current = undefined;
-      res.off('close', this.onClose);
-      body.dispose();
+      a.discard();
       count(inner, peer, a);
-      inner.finish(peer, 'ok', { header: a.headerTime, response: performance.now() - a.started, inflightDone }, a.status);
-      if (channels.upstreamEnd.hasSubscribers) publishEnd(ex, pool, peer, attempt, a.status, complete ? 'complete' : 'aborted', a);
-    };
+      inner.finish(
+        peer,
+        status === 403 || status === 404 ? 'next' : 'failed',
+        { header: a.headerTime, response: performance.now() - a.started, inflightDone },
+        status,
+      );
+      if (channels.upstreamEnd.hasSubscribers) publishEnd(ex, pool, peer, this.attempts, status, 'next', a);
+      ex.upstreamStatus.push(status);
+      return this.#later();
+    }
+    ex.upstreamStatus.push(status);
+    ex.server = { id: peer.id, name: peer.name, sid: peer.sid };
     // Detached (a cache's background update): the client's connection is not this response's, and
     // its finished state is the client's answer's, not this response's (the cache's stand-in takes it).
     if (!ex.detached && (res.headersSent || res.destroyed)) {
       this.current = undefined;
       a.discard();
-      done(false);
+      this.relayEnded(a, false);
       return;
     }
     const headers = clientResponseHeaders(a.rawHeaderList());
@@ -404,8 +454,19 @@ class Forwarding {
       }
     }
     // To an HTTP/2 client without the connection-specific fields it may not carry.
-    writeHead(res, a.status, headers);
-    a.relay(res, done);
+    writeHead(res, status, headers);
+    a.relay(res);
+  }
+
+  relayEnded(a: Attempt, complete: boolean): void {
+    const { pool, inner, ex, body } = this;
+    const peer = a.peer;
+    this.current = undefined;
+    this.res.off('close', this.onClose);
+    body.dispose();
+    count(inner, peer, a);
+    inner.finish(peer, 'ok', { header: a.headerTime, response: performance.now() - a.started, inflightDone: this.inflightDone }, a.status);
+    if (channels.upstreamEnd.hasSubscribers) publishEnd(ex, pool, peer, this.attempts, a.status, complete ? 'complete' : 'aborted', a);
   }
 }
 

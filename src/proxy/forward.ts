@@ -82,11 +82,28 @@ const DISCARDING = 5;
 const DONE = 6;
 
 /**
+ * Who an attempt reports to (balance()'s request): each method is called once per attempt, from
+ * undici's callbacks or a timer, so what it starts next (another attempt) it starts a moment later.
+ * @internal
+ */
+export interface AttemptListener {
+  /** The attempt failed before a usable response (`failure`, `cause`; `refused` when undici refused the request as built). */
+  attemptFailed(attempt: Attempt): void;
+  /**
+   * The response header came (`status`): the listener relays it ({@link Attempt.relay}) or drops it
+   * ({@link Attempt.discard}) before it returns, so that the body is read straight on.
+   */
+  attemptResponded(attempt: Attempt): void;
+  /** A relayed response is over: `complete` when all of it went to the client. */
+  relayEnded(attempt: Attempt, complete: boolean): void;
+}
+
+/**
  * One attempt of a request to one server, sent through the server's undici dispatcher as a
  * Dispatcher handler (onConnect, onHeaders, onData, onComplete, onError). It waits for a
  * connection before undici reads the client's body (so a refused connection leaves the body
  * intact for the next server), times itself with one timer (connect, idle while sending, the
- * header, idle while reading), settles {@link Attempt.run}'s promise with the response header or a
+ * header, idle while reading), tells its {@link AttemptListener} of the response header or a
  * failure, and then relays the body to the client ({@link Attempt.relay}) or drops it
  * ({@link Attempt.discard}).
  * @internal
@@ -115,8 +132,8 @@ export class Attempt implements SlotAware, WriteErrorOwner {
   readonly #timeouts: AttemptTimeouts;
   readonly #body: RequestBody;
   readonly #http2: boolean;
+  readonly #listener: AttemptListener;
   #phase = CONNECTING;
-  #settle: ((attempt: Attempt) => void) | undefined;
   #timer: NodeJS.Timeout | undefined;
   #armed = 0;
   #abort: ((err?: Error) => void) | undefined;
@@ -126,7 +143,7 @@ export class Attempt implements SlotAware, WriteErrorOwner {
   #rawHeaders: Buffer[] | string[] = [];
   #headerStrings: string[] | undefined;
   #message: IncomingMessage | undefined;
-  /** Body chunks and the end that came while balance() decided (HTTP/2 streams are not paused). */
+  /** Body chunks and the end that came before balance() decided (with a listener that defers its decision). */
   #pending: Buffer[] | undefined;
   #ended = false;
   /** An HTTP/2 response expected to end with trailers: never paused (see HTTP2_BUFFER). */
@@ -135,7 +152,6 @@ export class Attempt implements SlotAware, WriteErrorOwner {
   #broken: Error | undefined;
   // relaying
   #res: ServerResponse | undefined;
-  #done: ((complete: boolean) => void) | undefined;
   #onDrain: (() => void) | undefined;
   // bytes: from the connection's counters when known, else counted here
   #conn: Connection | undefined;
@@ -145,18 +161,16 @@ export class Attempt implements SlotAware, WriteErrorOwner {
   #receivedBytes = 0;
   #bytesFinal = false;
 
-  constructor(peer: Peer, body: RequestBody, timeouts: AttemptTimeouts, http2: boolean) {
+  constructor(peer: Peer, body: RequestBody, timeouts: AttemptTimeouts, http2: boolean, listener: AttemptListener) {
     this.peer = peer;
     this.#body = body;
     this.#timeouts = timeouts;
     this.#http2 = http2;
+    this.#listener = listener;
   }
 
-  /**
-   * Dispatches the request on `route`; resolves with this attempt once the response header came
-   * (`status`) or it failed (`failure`, `cause`). Never rejects.
-   */
-  run(route: Route, method: string, path: string, headers: string[]): Promise<Attempt> {
+  /** Dispatches the request on `route`; the listener hears of the response header or the failure (maybe before this returns). */
+  start(route: Route, method: string, path: string, headers: string[]): void {
     const body = this.#body.source(route.http2);
     // undici writes chunked framing itself and refuses it in the list: it is the list's last pair.
     let list = this.#body.chunked ? headers.slice(0, headers.length - 2) : headers;
@@ -179,11 +193,8 @@ export class Attempt implements SlotAware, WriteErrorOwner {
       bodyTimeout: 0,
       servername: route.servername,
     } as Dispatcher.DispatchOptions;
-    return new Promise<Attempt>((resolve) => {
-      this.#settle = resolve;
-      this.#arm(this.#timeouts.connect);
-      route.dispatcher.dispatch(options, this as unknown as Dispatcher.DispatchHandler);
-    });
+    this.#arm(this.#timeouts.connect);
+    route.dispatcher.dispatch(options, this as unknown as Dispatcher.DispatchHandler);
   }
 
   // ---- the Dispatcher handler (undici's callbacks) ----
@@ -240,11 +251,17 @@ export class Attempt implements SlotAware, WriteErrorOwner {
     if (this.#conn === undefined) this.#receivedBytes += headerBytes('', '', rawHeaders);
     this.#phase = RESPONSE;
     this.#arm(this.#timeouts.idle);
-    const settle = this.#settle!;
-    this.#settle = undefined;
-    settle(this);
-    // The body waits for balance()'s decision; an HTTP/2 stream is never paused (see HTTP2_BUFFER).
-    return this.#http2;
+    this.#listener.attemptResponded(this);
+    switch (this.#phase) {
+      case RELAYING:
+      case DISCARDING:
+        return true;
+      case RESPONSE:
+        // Not decided yet: the body waits (an HTTP/2 stream is never paused, see HTTP2_BUFFER).
+        return this.#http2;
+      default:
+        return false;
+    }
   }
 
   onData(chunk: Buffer): boolean {
@@ -344,14 +361,13 @@ export class Attempt implements SlotAware, WriteErrorOwner {
 
   /**
    * Streams the response body to `res` (whose head balance() wrote), the trailers with it when
-   * `res` can carry them; calls `done` once, with true when the whole response was passed on, false
-   * when it broke off (the upstream failed or timed out: `res` is destroyed, the client sees a cut
-   * connection) or {@link cancel} stopped it.
+   * `res` can carry them; the listener's relayEnded() comes once, with true when the whole response
+   * was passed on, false when it broke off (the upstream failed or timed out: `res` is destroyed,
+   * the client sees a cut connection) or {@link cancel} stopped it.
    */
-  relay(res: ServerResponse, done: (complete: boolean) => void): void {
-    if (this.#phase !== RESPONSE) return done(false);
+  relay(res: ServerResponse): void {
+    if (this.#phase !== RESPONSE) return this.#listener.relayEnded(this, false);
     this.#res = res;
-    this.#done = done;
     this.#phase = RELAYING;
     const pending = this.#pending;
     this.#pending = undefined;
@@ -390,12 +406,12 @@ export class Attempt implements SlotAware, WriteErrorOwner {
       return;
     }
     if (this.#phase === DONE || this.#phase === DISCARDING) return;
-    const done = this.#done;
+    const relaying = this.#phase === RELAYING;
     this.#phase = DONE;
     this.#clearTimer();
     this.#abort?.(err);
     this.#release(false);
-    done?.(false);
+    if (relaying) this.#listener.relayEnded(this, false);
   }
 
   /**
@@ -469,7 +485,7 @@ export class Attempt implements SlotAware, WriteErrorOwner {
     }
   }
 
-  /** Fails the attempt before a response: settles run()'s promise with the failure. */
+  /** Fails the attempt before a response: tells the listener. */
   #fail(failure: AttemptFailure, cause: Error): void {
     const phase = this.#phase;
     if (phase > WAITING) return;
@@ -482,9 +498,7 @@ export class Attempt implements SlotAware, WriteErrorOwner {
     // A connect that hangs is ended, not left to the operating system's timeout.
     else if (failure === 'timeout') this.slot?.connecting?.destroy(cause);
     this.#release(false);
-    const settle = this.#settle;
-    this.#settle = undefined;
-    settle?.(this);
+    this.#listener.attemptFailed(this);
   }
 
   #drained(): void {
@@ -517,7 +531,7 @@ export class Attempt implements SlotAware, WriteErrorOwner {
       }
     }
     this.#release(complete);
-    if (phase === RELAYING) this.#done!(complete);
+    if (phase === RELAYING) this.#listener.relayEnded(this, complete);
   }
 
   /** The connection is no longer this attempt's; its byte counts are final. */
