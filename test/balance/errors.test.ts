@@ -9,9 +9,11 @@ import {
   balance,
   chain,
   createPool,
+  exchange,
   GatewayTimeoutError,
   InvalidOptionError,
   NoServerAvailableError,
+  respondWithError,
   SwitchyardError,
   type BalanceOptions,
 } from '../../src/index.ts';
@@ -177,4 +179,37 @@ test('an upstream status outside 100-999 is an invalid response: 502, and a fail
   const r = await fetchText(gw.url);
   assert.equal(r.status, 502);
   assert.equal(pool.stats().servers[0]!.active, 0);
+});
+
+test('a response hook that throws (a sticky learn create function, say) reaches next(err); the attempt ends and frees its server', {
+  timeout: TEST_TIMEOUT,
+}, async (t) => {
+  const up = await upstream(t, 'a');
+  const pool = createPool({ servers: [{ url: up.url }] });
+  t.after(() => pool.close());
+  let throwing = true;
+  const errors: unknown[] = [];
+  const hook = (req: import('node:http').IncomingMessage, _res: import('node:http').ServerResponse, next: (err?: unknown) => void): void => {
+    (exchange(req).responseHooks ??= []).push(() => {
+      if (throwing) throw new Error('hook failed');
+    });
+    next();
+  };
+  const gw = await listen(
+    t,
+    createServer(
+      chain(hook, balance(pool), {
+        final: (err, req, res) => {
+          errors.push(err);
+          respondWithError(err, req, res);
+        },
+      }),
+    ),
+  );
+  const r = await fetchText(gw.url);
+  assert.equal(r.status, 500);
+  assert.equal((errors[0] as Error).message, 'hook failed');
+  assert.equal(pool.stats().servers[0]!.active, 0);
+  throwing = false;
+  assert.equal((await fetchText(gw.url)).body, 'a');
 });
