@@ -26,11 +26,13 @@ import { createServer, get, type IncomingHttpHeaders } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadGenerator, parseWrk, type LoadResult } from './lib/load.ts';
 import { machine, versionOf } from './lib/machine.ts';
-import { cpuSeconds, hasCommand, run, spawnPinned, stop, waitMessage } from './lib/proc.ts';
+import { int, markdown, median } from './lib/report.ts';
+import { extractRevision } from './lib/revision.ts';
+import { cpuSeconds, hasCommand, run, runMain, spawnPinned, stop, waitMessage } from './lib/proc.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const self = fileURLToPath(import.meta.url);
@@ -38,12 +40,15 @@ const self = fileURLToPath(import.meta.url);
 const BODY_BYTES = 1024;
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
-type Kind = 'map-baseline' | 'switchyard-cache-memory' | 'switchyard-cache-redis';
+type Kind = 'map-baseline' | 'switchyard-cache-memory' | 'switchyard-cache-redis' | typeof COMPARED;
 const KINDS: Kind[] = ['map-baseline', 'switchyard-cache-memory', 'switchyard-cache-redis'];
+/** With --compare <rev>: the memory-store target on that revision's sources (B'), not a --targets name. */
+const COMPARED = 'switchyard-cache-memory@rev';
 const LABEL: Record<Kind, string> = {
   'map-baseline': 'node:http answering from a Map (no framework)',
   'switchyard-cache-memory': "switchyard chain(cache({ valid: '1h' }), balance(pool)), memory store",
   'switchyard-cache-redis': 'switchyard cache() with @keyv/redis store',
+  [COMPARED]: 'the same at another revision',
 };
 
 function paths(n: number): string[] {
@@ -76,7 +81,9 @@ async function target(kind: Kind, upstream: string, urls: number): Promise<void>
       res.end(e.body);
     });
   } else {
-    const { balance, cache, chain, createPool } = await import('../src/index.ts');
+    // switchyard's sources: this tree's, or (COMPARED) those of the revision --compare extracted.
+    const src = process.env.BENCH_SRC === undefined ? new URL('../src/', import.meta.url) : pathToFileURL(`${resolve(process.env.BENCH_SRC)}/`);
+    const { balance, cache, chain, createPool } = (await import(new URL('index.ts', src).href)) as typeof import('../src/index.ts');
     const pool = createPool({ servers: [{ url: upstream }], agent: { maxFreeSockets: 64 } });
     let mw;
     if (kind === 'switchyard-cache-redis') {
@@ -221,8 +228,8 @@ function placement(pin: string): { proxy: string | undefined; upstream: string |
 
 const live = new Set<ChildProcess>();
 
-function start(cpus: string | undefined, file: string, args: string[]): Promise<{ child: ChildProcess; port: number }> {
-  const child = spawnPinned(cpus, process.execPath, [file, ...args], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+function start(cpus: string | undefined, file: string, args: string[], env: Record<string, string> = {}): Promise<{ child: ChildProcess; port: number }> {
+  const child = spawnPinned(cpus, process.execPath, [file, ...args], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env: { ...process.env, ...env } });
   live.add(child);
   child.once('exit', () => live.delete(child));
   return waitMessage<{ type: string; port: number }>(child, 'ready', 20_000).then(({ port }) => ({ child, port }));
@@ -279,21 +286,6 @@ function redisReachable(url: string): Promise<string | undefined> {
   });
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-const int = new Intl.NumberFormat('en-US', { maximumFractionDigits: 0 });
-
-function markdown(cells: string[][], rightFrom = 1): string {
-  const widths = cells[0]!.map((_, i) => Math.max(...cells.map((r) => r[i]!.length)));
-  const line = (r: string[]): string => `| ${r.map((c, i) => (i >= rightFrom ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join(' | ')} |`;
-  const rule = `|${widths.map((w, i) => (i >= rightFrom ? `${'-'.repeat(w + 1)}:` : `${'-'.repeat(w + 2)}`)).join('|')}|`;
-  return [line(cells[0]!), rule, ...cells.slice(1).map(line)].join('\n');
-}
-
 /** "median (min–max)" of per-round ratios. */
 function ratioCell(xs: number[]): string {
   if (xs.length === 0) return '–';
@@ -332,6 +324,7 @@ async function main(): Promise<void> {
       pin: { type: 'string', default: process.env.BENCH_PIN ?? 'auto' },
       paired: { type: 'boolean', default: process.env.BENCH_PAIRED !== '0' },
       urls: { type: 'string', default: '16' },
+      compare: { type: 'string', default: process.env.BENCH_COMPARE },
       out: { type: 'string', default: resolve(here, 'results', 'cache.md') },
       help: { type: 'boolean', short: 'h' },
     },
@@ -339,7 +332,8 @@ async function main(): Promise<void> {
   if (values.help === true) {
     console.log(
       'usage: node bench/cache.ts [--duration 5] [--rounds 5] [--warmup 2] [--connections 50] [--targets a,b]\n' +
-        '                           [--tool auto|wrk|autocannon] [--pin auto|on|off] [--no-paired] [--urls 16] [--out file]\n' +
+        '                           [--tool auto|wrk|autocannon] [--pin auto|on|off] [--no-paired] [--urls 16] [--compare <rev>] [--out file]\n' +
+        '--compare <rev>: also run the memory-store target on the sources of git revision <rev>, paired with the Map as well\n' +
         `targets: ${KINDS.join(', ')}; REDIS_URL (default ${'redis://127.0.0.1:6379'}) for the Redis target`,
     );
     return;
@@ -382,6 +376,12 @@ async function main(): Promise<void> {
 
   const skipped = new Map<Kind, string>();
   let kinds = KINDS.filter((k) => wanted.includes(k));
+  const compared = values.compare === undefined || values.compare === '' ? undefined : extractRevision(values.compare);
+  if (compared !== undefined) {
+    if (!kinds.includes('switchyard-cache-memory')) throw new Error('--compare needs the switchyard-cache-memory target');
+    LABEL[COMPARED] = `${LABEL['switchyard-cache-memory']}, at ${compared.short}`;
+    kinds.splice(kinds.indexOf('switchyard-cache-memory') + 1, 0, COMPARED);
+  }
   if (kinds.includes('switchyard-cache-redis')) {
     const why = await redisReachable(REDIS_URL);
     if (why !== undefined) skipped.set('switchyard-cache-redis', `skipped: Redis unreachable at ${REDIS_URL} (${why}); set REDIS_URL`);
@@ -390,6 +390,7 @@ async function main(): Promise<void> {
   const desc = machine([
     ['Load generator', `${load.tool} ${load.version}${load.tool === 'wrk' ? ' (1 thread, Lua script over the URLs)' : ' (API, cycling over the URLs)'}`],
     ['Packages', `keyv ${versionOf('keyv')}, @keyv/redis ${versionOf('@keyv/redis')}, Redis ${REDIS_URL}`],
+    ...(compared === undefined ? [] : [['Compared with', `switchyard at ${compared.short} (git): ${COMPARED}`] as [string, string]]),
     ['CPU placement', place.description],
     [
       'Load',
@@ -410,7 +411,10 @@ async function main(): Promise<void> {
   try {
     upstream = await start(place.upstream, resolve(here, 'upstream.ts'), []);
     const upstreamUrl = `http://127.0.0.1:${upstream.port}`;
-    for (const k of kinds) procs.set(k, await start(place.proxy, self, ['--target', k, upstreamUrl, String(o.urls)]));
+    for (const k of kinds) {
+      const env: Record<string, string> = k === COMPARED && compared !== undefined ? { BENCH_SRC: compared.src } : {};
+      procs.set(k, await start(place.proxy, self, ['--target', k, upstreamUrl, String(o.urls)], env));
+    }
 
     // Warm every cache (one request per URL), then check that a second pass is all HITs.
     await upstreamRequests(upstream.child);
@@ -472,6 +476,7 @@ async function main(): Promise<void> {
       if (!values.paired) continue;
       const pairList: Array<[Kind, Kind]> = [];
       if (kinds.includes('map-baseline') && kinds.includes('switchyard-cache-memory')) pairList.push(['map-baseline', 'switchyard-cache-memory']);
+      if (kinds.includes('map-baseline') && kinds.includes(COMPARED)) pairList.push(['map-baseline', COMPARED]);
       if (kinds.includes('switchyard-cache-memory') && kinds.includes('switchyard-cache-redis'))
         pairList.push(['switchyard-cache-memory', 'switchyard-cache-redis']);
       for (const [a, b] of pairList) {
@@ -541,7 +546,8 @@ async function main(): Promise<void> {
   };
   const head = ['Target', 'Req/s (median)', 'Req/s range', 'p99 ms', 'CPU µs/req', 'Errors', 'Upstream requests while measured'];
   const rows: string[][] = [head];
-  for (const k of KINDS.filter((x) => wanted.includes(x))) {
+  const shown: Kind[] = [...KINDS, COMPARED];
+  for (const k of shown.filter((x) => wanted.includes(x) || (x === COMPARED && compared !== undefined))) {
     const ss = samples.get(k) ?? [];
     if (ss.length === 0) {
       rows.push([LABEL[k], skipped.get(k) ?? 'not run', '', '', '', '', '']);
@@ -560,18 +566,32 @@ async function main(): Promise<void> {
     ]);
   }
   const ratioRows: string[][] = [
-    ['Ratio', 'Req/s, same round: median (range)', 'Paired: throughput on the same CPU, median (range)', 'Paired CPU µs/req (median-ratio round)'],
+    [
+      'Ratio',
+      'Req/s, same round: median (range)',
+      'Paired: CPU per request, median (range)',
+      'Paired: throughput on the same CPU, median (range)',
+      'Paired CPU µs/req (median-ratio round)',
+    ],
   ];
   for (const [num, den, label, target] of [
-    ['switchyard-cache-memory', 'map-baseline', 'B/A memory cache vs Map', ' (target >= 0.8)'],
+    ['switchyard-cache-memory', 'map-baseline', 'B/A memory cache vs Map', ' (target: CPU <= 1.05)'],
+    [COMPARED, 'map-baseline', `B'/A memory cache at ${compared?.short} vs Map`, ''],
     ['switchyard-cache-redis', 'switchyard-cache-memory', 'C/B Redis cache vs memory cache', ''],
   ] as Array<[Kind, Kind, string, string]>) {
     const rr = roundRatios(num, den);
     const pp = pairs.filter((p) => p.a === den && p.b === num);
     const through = pp.map((p) => p.cpuA / p.cpuB);
+    const cpu = pp.map((p) => p.cpuB / p.cpuA);
     const mid = [...pp].sort((x, y) => x.cpuA / x.cpuB - y.cpuA / y.cpuB)[(pp.length - 1) >> 1];
     if (rr.length === 0 && pp.length === 0) continue;
-    ratioRows.push([`${label}${target}`, ratioCell(rr), ratioCell(through), mid === undefined ? '–' : `${mid.cpuB.toFixed(1)} vs ${mid.cpuA.toFixed(1)}`]);
+    ratioRows.push([
+      `${label}${target}`,
+      ratioCell(rr),
+      ratioCell(cpu),
+      ratioCell(through),
+      mid === undefined ? '–' : `${mid.cpuB.toFixed(1)} vs ${mid.cpuA.toFixed(1)}`,
+    ]);
   }
   const pairUpstream = pairs.reduce((a, p) => a + p.upstream, 0);
   const pairErrors = pairs.reduce((a, p) => a + p.errors, 0);
@@ -590,7 +610,7 @@ async function main(): Promise<void> {
     '',
     ratioMd,
     '',
-    'Req/s ratios are the median (and range) of each round\'s ratio. "Paired" ran both targets at the same moment on the same CPU, each under half the connections: the figure is the inverse ratio of their CPU time per request, the share of the denominator\'s throughput the numerator reaches on the same CPU.',
+    'Req/s ratios are the median (and range) of each round\'s ratio. "Paired" ran both targets at the same moment on the same CPU, each under half the connections: "CPU per request" is the ratio of their CPU time per request (the numerator\'s over the denominator\'s; lower is better), "throughput on the same CPU" its inverse, the share of the denominator\'s throughput the numerator reaches on the same CPU.',
     '"Upstream requests while measured" is 0 when every measured request was a cache HIT.',
     ...(pairs.length > 0 ? [`Paired rounds: errors ${pairErrors}, upstream requests ${pairUpstream}.`] : []),
     '',
@@ -608,13 +628,6 @@ if (process.argv[1] !== undefined && resolve(process.argv[1]) === self) {
   if (t !== -1) await target(process.argv[t + 1] as Kind, process.argv[t + 2]!, Number(process.argv[t + 3]));
   else if (a !== -1) await autocannonChild(process.argv[a + 1]!);
   else {
-    for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-      process.once(signal, () => void Promise.all([...live].map((c) => stop(c))).then(() => process.exit(130)));
-    }
-    await main().catch(async (err: unknown) => {
-      console.error((err as Error).message ?? err);
-      await Promise.all([...live].map((c) => stop(c)));
-      process.exit(1);
-    });
+    await runMain(main, live);
   }
 }

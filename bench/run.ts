@@ -1,13 +1,15 @@
 // switchyard's proxy benchmark: requests per second and p99 latency of
-// switchyard (node:http, Express, Fastify) against a bare Node proxy, its
-// peers (http-proxy-middleware, @fastify/http-proxy) and nginx, on loopback,
-// on this machine, in one run. See bench/README.md.
+// switchyard (node:http, Express, Fastify, Koa) against a bare Node proxy, a
+// bare undici proxy, its peers (http-proxy-3, http-proxy-middleware,
+// @fastify/http-proxy) and nginx, on loopback, on this machine, in one run.
+// See bench/README.md.
 //
 //   node bench/run.ts [--duration 10] [--warmup 3] [--connections 50] [--targets a,b]
 //                     [--tool auto|wrk|autocannon] [--threads 1] [--rounds 1] [--pin auto|on|off]
 //                     [--keepalive n] [--busy-retries 2] [--paired] [--cpu-prof] [--out file]
 //   node bench/run.ts --select ...   runs the server-selection micro-benchmark (bench/select.ts)
 //   node bench/run.ts --sync ...     runs what sync costs: CPU per request on vs off, p99 through a Redis outage (bench/sync.ts)
+//   node bench/run.ts --memory ...   runs peak RSS for large bodies and throughput at 5,000 connections (bench/memory.ts)
 //   node bench/run.ts --help
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -19,6 +21,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadGenerator, type LoadGenerator, type LoadResult, type Tool } from './lib/load.ts';
 import { machine, versionOf } from './lib/machine.ts';
+import { int, markdown, median } from './lib/report.ts';
+import { extractRevision, type Revision } from './lib/revision.ts';
 import { nginxVersion, startNginx } from './lib/nginx.ts';
 import { cpuSeconds, hasCommand, machineBusySeconds, selfAndReapedSeconds, spawnPinned, stop, waitMessage } from './lib/proc.ts';
 
@@ -27,18 +31,30 @@ const here = dirname(fileURLToPath(import.meta.url));
 interface Target {
   name: string;
   label: string;
+  /** With --compare: the bench/target.ts target this one runs, on `src` (another revision's sources). */
+  of?: string;
+  src?: string;
 }
 
 const BASELINE = 'node-baseline';
 const TARGETS: Target[] = [
   { name: BASELINE, label: 'bare Node proxy (http.request pipe, keep-alive agent)' },
+  { name: 'undici-baseline', label: 'bare undici proxy (node:http + undici Pool dispatch)' },
   { name: 'switchyard-node', label: 'switchyard, node:http `chain(balance(pool))`' },
   { name: 'switchyard-express', label: 'switchyard, Express `app.use(balance(pool))`' },
   { name: 'switchyard-fastify', label: 'switchyard, Fastify plugin' },
+  { name: 'switchyard-koa', label: 'switchyard, Koa `app.use(koa(balance(pool)))`' },
+  { name: 'http-proxy-3', label: 'http-proxy-3 `proxy.web()` on node:http' },
   { name: 'hpm-express', label: 'http-proxy-middleware on Express' },
   { name: 'fastify-http-proxy', label: '@fastify/http-proxy' },
   { name: 'nginx', label: 'nginx, 1 worker, upstream keepalive' },
 ];
+
+/**
+ * With --paired, these targets are also run side by side with their closest
+ * peer instead of the bare Node proxy (the issue's targets compare them directly).
+ */
+const PEER_PAIRS: Array<[target: string, peer: string]> = [['switchyard-fastify', 'fastify-http-proxy']];
 
 // ---- options -------------------------------------------------------------
 
@@ -58,14 +74,20 @@ const USAGE = `usage: node bench/run.ts [options]          (npm run bench -- [op
                       than 10% of the machine meanwhile; the quietest sample is kept
                                                            env BENCH_BUSY_RETRIES default 2
   --paired            also run each target side by side with the bare Node proxy, both on
-                      the proxy CPU, and compare CPU per request (robust on noisy machines)
+                      the proxy CPU, and compare CPU per request (robust on noisy machines);
+                      and switchyard-fastify side by side with @fastify/http-proxy
                                                            env BENCH_PAIRED=1
   --cpu-prof          profile each Node target's measured seconds into bench/results/profiles/
                       (the profiler slows the target; summarize with node bench/profile.ts <file>)
+  --compare <rev>     also run every switchyard target on the sources of git revision <rev>
+                      (extracted to a temporary directory), in the same rounds: old and new
+                      figures measured under the same load     env BENCH_COMPARE
   --out <file>        markdown report                      default bench/results/latest.md
   --select            run the server-selection micro-benchmark instead (bench/select.ts)
   --sync              run what sync costs instead (bench/sync.ts): CPU per request with sync on
-                      vs off, p99 through a Redis outage`;
+                      vs off, p99 through a Redis outage
+  --memory            run the memory and connections benchmark instead (bench/memory.ts): peak
+                      RSS through a 1 GB download and a 200 MB upload, req/s at 5,000 connections`;
 
 interface Options {
   duration: number;
@@ -80,6 +102,7 @@ interface Options {
   cpuProf: boolean;
   paired: boolean;
   busyRetries: number;
+  compare: string | undefined;
   out: string;
 }
 
@@ -106,6 +129,7 @@ function options(argv: string[]): Options {
       'cpu-prof': { type: 'boolean' },
       paired: { type: 'boolean' },
       'busy-retries': { type: 'string' },
+      compare: { type: 'string' },
       out: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -138,8 +162,20 @@ function options(argv: string[]): Options {
     cpuProf: values['cpu-prof'] === true,
     paired: values.paired === true || env.BENCH_PAIRED === '1',
     busyRetries: Math.floor(numberOption('busy-retries', values['busy-retries'] ?? env.BENCH_BUSY_RETRIES, 2, 0)),
+    compare: (values.compare ?? env.BENCH_COMPARE) || undefined,
     out: resolve(values.out ?? resolve(here, 'results', 'latest.md')),
   };
+}
+
+// ---- another revision ----------------------------------------------------
+
+/** Extracts revision `rev` and adds a twin of every switchyard target that runs on it, right after the target. */
+function compareWith(rev: string, o: Options): Revision {
+  const r = extractRevision(rev);
+  o.targets = o.targets.flatMap((t) =>
+    t.name.startsWith('switchyard-') ? [t, { name: `${t.name}@${r.short}`, label: `${t.label} at ${r.short}`, of: t.name, src: r.src }] : [t],
+  );
+  return r;
 }
 
 // ---- CPU placement -------------------------------------------------------
@@ -287,7 +323,9 @@ async function startTarget(t: Target, upstreamUrl: string, place: Placement, o: 
     track(child);
     return { child, port, cleanup };
   }
-  const child = forkPinned(place.proxy, resolve(here, 'target.ts'), [t.name, upstreamUrl], { BENCH_KEEPALIVE: String(o.keepalive) });
+  const env: Record<string, string> = { BENCH_KEEPALIVE: String(o.keepalive) };
+  if (t.src !== undefined) env.BENCH_SRC = t.src;
+  const child = forkPinned(place.proxy, resolve(here, 'target.ts'), [t.of ?? t.name, upstreamUrl], env);
   const { port } = await waitMessage<{ type: 'ready'; port: number }>(child, 'ready', 20_000);
   return { child, port, cleanup: () => {} };
 }
@@ -356,14 +394,21 @@ interface Pair {
 }
 
 /**
- * Runs the target and the bare Node proxy at the same time, on the same CPU(s),
+ * Runs the target and the bare Node proxy (or `against`) at the same time, on the same CPU(s),
  * each under half the connections, and compares their CPU time per request. A
  * machine whose speed drifts (a shared VM) slows both alike, so the ratio holds.
  */
-async function measurePaired(t: Target, o: Options, gen: LoadGenerator, upstreamUrl: string, place: Placement): Promise<Pair> {
+async function measurePaired(
+  t: Target,
+  o: Options,
+  gen: LoadGenerator,
+  upstreamUrl: string,
+  place: Placement,
+  against: Target = TARGETS.find((x) => x.name === BASELINE)!,
+): Promise<Pair> {
   const started: Array<{ child: ChildProcess; port: number; cleanup: () => void }> = [];
   try {
-    started.push(await startTarget(TARGETS.find((x) => x.name === BASELINE)!, upstreamUrl, place, o));
+    started.push(await startTarget(against, upstreamUrl, place, o));
     started.push(await startTarget(t, upstreamUrl, place, o));
     const [base, target] = started as [(typeof started)[0], (typeof started)[0]];
     const loads = [base, target].map((p) => ({
@@ -399,17 +444,13 @@ interface Row {
   target: Target;
   samples: Sample[];
   pairs: Pair[];
+  /** Side by side with its peer (PEER_PAIRS), `baseCpu` being the peer's. */
+  peerPairs: Pair[];
+  peer?: Target;
   error?: string;
   pairError?: string;
+  peerError?: string;
 }
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-const int = new Intl.NumberFormat('en-US', { maximumFractionDigits: 0 });
 
 /**
  * The median over rounds of a target's figure divided by the baseline's of the
@@ -465,35 +506,65 @@ function table(rows: Row[], rounds: number): string[][] {
   return out;
 }
 
+/** "median (min–max)" of target/base CPU ratios, with the pair of the median round. */
+function pairSummary(pairs: Pair[]): { ratio: number; mid: Pair; range: string } {
+  // The round with the median ratio, so that a row's figures belong together.
+  const sorted = [...pairs].sort((a, b) => a.cpu / a.baseCpu - b.cpu / b.baseCpu);
+  const ratio = median(pairs.map((p) => p.cpu / p.baseCpu));
+  const range = pairs.length > 1 ? ` (${(sorted[0]!.cpu / sorted[0]!.baseCpu).toFixed(2)}–${(sorted.at(-1)!.cpu / sorted.at(-1)!.baseCpu).toFixed(2)})` : '';
+  return { ratio, mid: sorted[(sorted.length - 1) >> 1]!, range };
+}
+
 function pairedTable(rows: Row[]): string[][] {
-  const out = [['Target', 'CPU µs/req', 'Bare Node CPU µs/req, same seconds', 'CPU vs bare Node', 'Throughput vs bare Node (same CPU)', 'Errors']];
+  // The bare undici proxy's median ratio to the bare Node proxy: each target's ratio divided by it
+  // reads as "CPU vs the bare undici proxy" (a ratio of two pairs' medians, so less tight than either).
+  const undici = rows.find((r) => r.target.name === 'undici-baseline' && r.pairs.length > 0);
+  const undiciRatio = undici === undefined ? undefined : pairSummary(undici.pairs).ratio;
+  const head = ['Target', 'CPU µs/req', 'Bare Node CPU µs/req, same seconds', 'CPU vs bare Node', 'Throughput vs bare Node (same CPU)', 'Errors'];
+  if (undiciRatio !== undefined) head.splice(4, 0, 'CPU vs bare undici (derived)');
+  const out = [head];
   for (const r of rows) {
     if (r.target.name === BASELINE) continue;
     if (r.pairs.length === 0) {
-      out.push([r.target.label, r.pairError ?? r.error ?? 'not run', '', '', '', '']);
+      out.push([r.target.label, r.pairError ?? r.error ?? 'not run', ...Array<string>(head.length - 2).fill('')]);
       continue;
     }
-    // The round with the median ratio, so that a row's figures belong together.
-    const sorted = [...r.pairs].sort((a, b) => a.cpu / a.baseCpu - b.cpu / b.baseCpu);
-    const mid = sorted[(sorted.length - 1) >> 1]!;
-    const ratio = median(r.pairs.map((p) => p.cpu / p.baseCpu));
-    out.push([
+    const { ratio, mid, range } = pairSummary(r.pairs);
+    const cells = [
       r.target.label,
       mid.cpu.toFixed(1),
       mid.baseCpu.toFixed(1),
-      `${ratio.toFixed(2)}x${r.pairs.length > 1 ? ` (${(sorted[0]!.cpu / sorted[0]!.baseCpu).toFixed(2)}–${(sorted.at(-1)!.cpu / sorted.at(-1)!.baseCpu).toFixed(2)})` : ''}`,
+      `${ratio.toFixed(2)}x${range}`,
       `${(1 / ratio).toFixed(2)}x`,
       int.format(r.pairs.reduce((a, p) => a + p.errors, 0)),
-    ]);
+    ];
+    if (undiciRatio !== undefined) cells.splice(4, 0, `${(ratio / undiciRatio).toFixed(2)}x`);
+    out.push(cells);
   }
   return out;
 }
 
-function markdown(cells: string[][], rightFrom = 1): string {
-  const widths = cells[0]!.map((_, i) => Math.max(...cells.map((r) => r[i]!.length)));
-  const line = (r: string[]): string => `| ${r.map((c, i) => (i >= rightFrom ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join(' | ')} |`;
-  const rule = `|${widths.map((w, i) => (i >= rightFrom ? `${'-'.repeat(w + 1)}:` : `${'-'.repeat(w + 2)}`)).join('|')}|`;
-  return [line(cells[0]!), rule, ...cells.slice(1).map(line)].join('\n');
+/** Targets run side by side with their closest peer (PEER_PAIRS); undefined when none was. */
+function peerTable(rows: Row[]): string[][] | undefined {
+  const out = [['Target', 'Peer', 'CPU µs/req', 'Peer CPU µs/req, same seconds', 'CPU vs peer', 'Throughput vs peer (same CPU)', 'Errors']];
+  for (const r of rows) {
+    if (r.peer === undefined) continue;
+    if (r.peerPairs.length === 0) {
+      out.push([r.target.label, r.peer.label, r.peerError ?? r.error ?? 'not run', '', '', '', '']);
+      continue;
+    }
+    const { ratio, mid, range } = pairSummary(r.peerPairs);
+    out.push([
+      r.target.label,
+      r.peer.label,
+      mid.cpu.toFixed(1),
+      mid.baseCpu.toFixed(1),
+      `${ratio.toFixed(2)}x${range}`,
+      `${(1 / ratio).toFixed(2)}x`,
+      int.format(r.peerPairs.reduce((a, p) => a + p.errors, 0)),
+    ]);
+  }
+  return out.length > 1 ? out : undefined;
 }
 
 // ---- main ----------------------------------------------------------------
@@ -507,6 +578,7 @@ async function main(): Promise<void> {
   for (const [flag, file] of [
     ['--select', 'select.ts'],
     ['--sync', 'sync.ts'],
+    ['--memory', 'memory.ts'],
   ] as const) {
     if (!argv.includes(flag)) continue;
     const child = spawn(process.execPath, [resolve(here, file), ...argv.filter((a) => a !== flag)], { stdio: 'inherit' });
@@ -514,6 +586,7 @@ async function main(): Promise<void> {
     return;
   }
   const o = options(argv);
+  const compared = o.compare === undefined ? undefined : compareWith(o.compare, o);
   const gen = loadGenerator(o.tool);
   if (gen === undefined) throw new Error(o.tool === 'wrk' ? 'wrk is not installed' : 'neither wrk nor autocannon can run');
   const place = placement(o.pin);
@@ -523,9 +596,10 @@ async function main(): Promise<void> {
     ['Load generator', gen.tool === 'wrk' ? `wrk ${gen.version} (${o.threads} thread${o.threads === 1 ? '' : 's'})` : `autocannon ${gen.version}`],
     [
       'Peers',
-      ['express', 'fastify', 'http-proxy-middleware', '@fastify/http-proxy'].map((p) => `${p} ${versionOf(p)}`).join(', ') +
+      ['undici', 'express', 'fastify', 'koa', 'http-proxy-3', 'http-proxy-middleware', '@fastify/http-proxy'].map((p) => `${p} ${versionOf(p)}`).join(', ') +
         `, nginx ${nginx ?? 'not installed'}`,
     ],
+    ...(compared === undefined ? [] : [['Compared with', `switchyard at ${compared.short} (git), its targets marked @${compared.short}`] as [string, string]]),
     ['CPU placement', place.description],
     [
       'Load',
@@ -542,13 +616,21 @@ async function main(): Promise<void> {
   if (idle !== undefined && idle > 0.1)
     console.log(`  warning: other processes are using ${(idle * 100).toFixed(0)}% of the machine's CPU; figures will be noisy`);
   const perTarget = o.warmup + o.duration + 2;
-  const runs = o.targets.length + (o.paired ? o.targets.filter((t) => t.name !== BASELINE).length : 0);
+  const peerOf = (target: Target): Target | undefined => {
+    const name = PEER_PAIRS.find(([t, p]) => t === (target.of ?? target.name) && o.targets.some((x) => x.name === p))?.[1];
+    return TARGETS.find((x) => x.name === name);
+  };
+  const peerRuns = o.targets.filter((t) => peerOf(t) !== undefined).length;
+  const runs = o.targets.length + (o.paired ? o.targets.filter((t) => t.name !== BASELINE).length + peerRuns : 0);
   console.log(`  about ${Math.ceil((runs * o.rounds * perTarget) / 60)} min\n`);
 
   const upstream = forkPinned(place.upstream, resolve(here, 'upstream.ts'), []);
   const upstreamUrl = `http://127.0.0.1:${(await waitMessage<{ type: 'ready'; port: number }>(upstream, 'ready', 10_000)).port}`;
 
-  const rows: Row[] = o.targets.map((target) => ({ target, samples: [], pairs: [] }));
+  const rows: Row[] = o.targets.map((target) => {
+    const peer = peerOf(target);
+    return peer === undefined ? { target, samples: [], pairs: [], peerPairs: [] } : { target, samples: [], pairs: [], peerPairs: [], peer };
+  });
   try {
     for (let round = 1; round <= o.rounds; round++) {
       for (const row of rows) {
@@ -590,6 +672,18 @@ async function main(): Promise<void> {
           row.pairError = `failed: ${(err as Error).message.split('\n')[0]}`;
           console.log(row.pairError);
         }
+        if (row.peer === undefined) continue;
+        process.stdout.write(`${o.rounds > 1 ? `[${round}/${o.rounds}] ` : ''}${`${t.name} + ${row.peer.name}`.padEnd(20)} `);
+        try {
+          const p = await measurePaired(t, o, gen, upstreamUrl, place, row.peer);
+          row.peerPairs.push(p);
+          console.log(
+            `cpu ${p.cpu.toFixed(1)} µs/req vs ${row.peer.name} ${p.baseCpu.toFixed(1)} µs/req (${(p.cpu / p.baseCpu).toFixed(2)}x)  req/s ${int.format(p.rps)} vs ${int.format(p.baseRps)}  errors ${p.errors}`,
+          );
+        } catch (err) {
+          row.peerError = `failed: ${(err as Error).message.split('\n')[0]}`;
+          console.log(row.peerError);
+        }
       }
     }
   } finally {
@@ -601,6 +695,9 @@ async function main(): Promise<void> {
   console.log(`\n${md}\n`);
   const pairedMd = o.paired ? markdown(pairedTable(rows)) : undefined;
   if (pairedMd !== undefined) console.log(`Side by side with the bare Node proxy, on the same CPU at the same time:\n\n${pairedMd}\n`);
+  const peers = o.paired ? peerTable(rows) : undefined;
+  const peerMd = peers === undefined ? undefined : markdown(peers, 2);
+  if (peerMd !== undefined) console.log(`Side by side with its closest peer, on the same CPU at the same time:\n\n${peerMd}\n`);
   const report = [
     '# switchyard proxy benchmark',
     '',
@@ -623,6 +720,22 @@ async function main(): Promise<void> {
           'Each target ran at the same time as the bare Node proxy, both on the proxy CPU, each under half the connections; the ratio of their CPU time per request does not depend on how fast the machine was at that moment. With several rounds, the CPU figures are those of the round with the median ratio, and the ratio shows its range. "Throughput vs bare Node" is the inverse ratio: the share of the baseline\'s requests per second the target would serve on the same CPU.',
           '',
           pairedMd,
+          '',
+          ...(undefined === rows.find((r) => r.target.name === 'undici-baseline' && r.pairs.length > 0)
+            ? []
+            : [
+                '"CPU vs bare undici (derived)" divides a target\'s ratio by the bare undici proxy\'s ratio to the bare Node proxy: two pairs measured at different moments, so it is less tight than the measured ratios.',
+                '',
+              ]),
+        ]),
+    ...(peerMd === undefined
+      ? []
+      : [
+          '## Side by side with its closest peer',
+          '',
+          'The same method, with the peer in place of the bare Node proxy: both at the same time on the proxy CPU, each under half the connections.',
+          '',
+          peerMd,
           '',
         ]),
   ].join('\n');

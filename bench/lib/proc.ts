@@ -170,3 +170,19 @@ export function pairedPlacement(pin: string, what: string): { proxy: string | un
   const other = n === 2 ? '0' : `0,2-${n - 1}`;
   return { proxy: '1', other, description: `${what} on CPU 1; upstream and load generator on CPU ${other} (taskset)` };
 }
+
+/**
+ * Runs a benchmark's `main`: on SIGINT/SIGTERM or a failure, every process in `live` is stopped
+ * first; a failure's message is printed and the exit code is 1.
+ */
+export async function runMain(main: () => Promise<void>, live: Set<ChildProcess>): Promise<void> {
+  const stopAll = async (): Promise<void> => {
+    await Promise.all([...live].map((c) => stop(c)));
+  };
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void stopAll().then(() => process.exit(130)));
+  await main().catch(async (err: unknown) => {
+    console.error((err as Error).message ?? err);
+    await stopAll();
+    process.exit(1);
+  });
+}
