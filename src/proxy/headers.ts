@@ -152,8 +152,15 @@ function listHeader(req: IncomingMessage, name: string): string[] {
     .filter((s) => s !== '');
 }
 
+/** The last host forwardedNode() quoted, and its form: requests mostly come for one host. */
+let lastNode = '';
+let lastNodeForm = '';
+
 function forwardedNode(value: string): string {
-  return TOKEN.test(value) ? value : `"${value.replace(/["\\]/g, '\\$&')}"`;
+  if (value === lastNode) return lastNodeForm;
+  lastNode = value;
+  lastNodeForm = TOKEN.test(value) ? value : `"${value.replace(/["\\]/g, '\\$&')}"`;
+  return lastNodeForm;
 }
 
 /**
