@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { healthCheck } from '../../src/index.ts';
 import { PROMETHEUS_CONTENT_TYPE, STATE_NUMBERS } from '../../src/monitor/prometheus.ts';
-import { upstream } from '../helpers.ts';
+import { until, upstream } from '../helpers.ts';
 import { call, getJson, startMonitorGateway, traffic, type MonitorGateway } from './support.ts';
 
 // ---- a small strict parser of the text format, version 0.0.4 ----
@@ -310,6 +310,13 @@ test('/metrics: the response time histogram is cumulative and ends with le="+Inf
     },
   });
   await traffic(gw.url, 8);
+  // An attempt is recorded as its response ends, which may be just after the client has it.
+  const recorded = async (): Promise<number> =>
+    ((await getJson(`${gw.api}/http/upstreams/backend`)).peers as Array<{ response_time_hist: { count: number } }>).reduce(
+      (n, p) => n + p.response_time_hist.count,
+      0,
+    );
+  await until(async () => (await recorded()) === 8, 3000, 'the 8 attempts recorded');
   const e = await scrape(gw);
   const f: Family | undefined = e.families.get('switchyard_upstream_server_response_time_seconds');
   assert.ok(f !== undefined);
