@@ -520,18 +520,20 @@ export class Attempt implements SlotAware, WriteErrorOwner {
     this.#clearTimer();
     if (abort !== undefined) this.#abort?.(abort);
     this.complete = complete;
-    if (phase === RELAYING) {
-      const res = this.#res!;
-      if (this.#onDrain !== undefined) res.off('drain', this.#onDrain);
-      if (!complete) res.destroy();
-      else {
-        const trailers = this.#trailers === undefined ? undefined : trailerFields(this.#trailers);
-        if (trailers !== undefined && typeof res.addTrailers === 'function') addTrailers(res, trailers);
-        res.end();
-      }
-    }
     this.#release(complete);
-    if (phase === RELAYING) this.#listener.relayEnded(this, complete);
+    if (phase !== RELAYING) return;
+    const res = this.#res!;
+    if (this.#onDrain !== undefined) res.off('drain', this.#onDrain);
+    // The attempt is recorded (statistics, passive health, upstream:end) before the client's
+    // response ends: whoever reads the pool once the client has its answer sees it counted.
+    this.#listener.relayEnded(this, complete);
+    if (!complete) {
+      res.destroy();
+      return;
+    }
+    const trailers = this.#trailers === undefined ? undefined : trailerFields(this.#trailers);
+    if (trailers !== undefined && typeof res.addTrailers === 'function') addTrailers(res, trailers);
+    res.end();
   }
 
   /** The connection is no longer this attempt's; its byte counts are final. */
