@@ -1,12 +1,13 @@
 // Micro-benchmark of server selection: the cost of choosing a server with each
-// balancing method for pools of 3, 100 and 1,000 servers. One operation is what
+// balancing method for pools of 3, 100, 1,000 and 10,000 servers. One operation is what
 // balance() does around a request's first attempt, through the pool's internals:
 // selection(), select(), and finish() of a successful response. No sockets.
 // Each case runs in a fresh process, so the JIT sees one method, as in an app
 // with one pool (cases run in one process slow each other down by making the
-// shared code polymorphic).
+// shared code polymorphic). The tables give microseconds per operation, and how many times the
+// cost at 3 servers it is at 1,000 (issue 15: round robin, least-conn and least-time within 5x).
 //
-//   node bench/select.ts [--time 300] [--repeat 3] [--sizes 3,100,1000] [--methods round-robin,hash] [--inflight 0,50]
+//   node bench/select.ts [--time 300] [--repeat 3] [--sizes 3,100,1000,10000] [--methods round-robin,hash] [--inflight 0,50]
 //   npm run bench -- --select [same options]
 import { execFileSync } from 'node:child_process';
 import type { IncomingMessage } from 'node:http';
@@ -44,7 +45,7 @@ if (values.help === true) {
   console.log(`usage: node bench/select.ts [options]      (npm run bench -- --select [options])
   --time <ms>         measuring time per case and process           default 300
   --repeat <n>        processes per case; the fastest is reported   default 3
-  --sizes <a,b>       pool sizes                                     default 3,100,1000
+  --sizes <a,b>       pool sizes                                     default 3,100,1000,10000
   --methods <a,b>     methods (${METHODS.map(([n]) => n.replace(' ', '-')).join(', ')})
   --inflight <a,b>    requests kept in flight while selecting        default 0,50`);
   process.exit(0);
@@ -56,7 +57,7 @@ const list = (text: string | undefined, fallback: string): string[] =>
     .filter((s) => s !== '');
 const time = Number(values.time ?? 300);
 const repeat = Number(values.repeat ?? 3);
-const sizes = list(values.sizes, '3,100,1000').map(Number);
+const sizes = list(values.sizes, '3,100,1000,10000').map(Number);
 const inflights = list(values.inflight, '0,50').map(Number);
 const wanted = list(values.methods, METHODS.map(([n]) => n.replace(' ', '-')).join(','));
 const methods = METHODS.filter(([n]) => wanted.includes(n.replace(' ', '-')));
@@ -73,7 +74,13 @@ const exs = Array.from({ length: KEYS }, (_, i) => ({ clientAddress: `10.${(i >>
 const DONE = { header: 1, response: 1, inflightDone: false };
 let sink = 0;
 
-/** Nanoseconds per operation for one method, pool size and in-flight window. */
+/** CPU time of this thread, in ns. */
+function cpuNs(): number {
+  const u = process.threadCpuUsage();
+  return (u.user + u.system) * 1000;
+}
+
+/** Nanoseconds of CPU time per operation for one method, pool size and in-flight window. */
 function measure(method: MethodOption, servers: number, inflight: number): number {
   const pool = createPool({
     method,
@@ -100,28 +107,23 @@ function measure(method: MethodOption, servers: number, inflight: number): numbe
       }
     }
   };
-  // Calibrate a batch to about 5 ms, warm up, then take the median of batches.
-  let batch = 64;
-  for (;;) {
-    const t = process.hrtime.bigint();
-    run(batch);
-    const ns = Number(process.hrtime.bigint() - t);
-    if (ns > 5e6 || batch > 1 << 24) break;
-    batch *= 2;
-  }
-  const warmEnd = performance.now() + Math.min(200, time / 2);
-  while (performance.now() < warmEnd) run(batch);
-  const samples: number[] = [];
+  // Warm up until every server has been chosen a few times: a server's first choices pay one-off
+  // costs (its statistics objects take their first response code, its fields their first values)
+  // that an application pays once, and a pool of 10,000 servers takes a while to go round. Then
+  // measure: CPU time of this thread over the whole window, per operation (time the process spends
+  // waiting for a core on a busy machine is not the method's; the thread's CPU clock moves in steps
+  // of up to a few ms on Linux, too coarse to time small batches one by one).
+  const warmStart = performance.now();
+  const warmEnd = warmStart + Math.min(200, time / 2);
+  for (let ops = 0; performance.now() < warmEnd || (ops < 4 * servers && performance.now() < warmStart + 5000); ops += 256) run(256);
   const end = performance.now() + time;
-  while (performance.now() < end || samples.length < 5) {
-    const t = process.hrtime.bigint();
-    run(batch);
-    samples.push(Number(process.hrtime.bigint() - t) / batch);
-  }
+  const start = cpuNs();
+  let ops = 0;
+  for (; performance.now() < end; ops += 256) run(256);
+  const ns = (cpuNs() - start) / ops;
   for (const p of window) if (p !== undefined) inner.finish(p, 'ok', DONE, 200);
   pool.close();
-  samples.sort((a, b) => a - b);
-  return samples[samples.length >> 1]!;
+  return ns;
 }
 
 // A child process measures one case: --case <method>,<servers>,<inflight>.
@@ -153,10 +155,10 @@ function runOnce(name: string, servers: number, inflight: number): number {
   return (JSON.parse(out) as { ns: number }).ns;
 }
 
+/** Microseconds per operation, three significant digits. */
 function cell(ns: number): string {
-  const ops = 1e9 / ns;
-  const rate = ops >= 1e6 ? `${(ops / 1e6).toFixed(2)} M/s` : `${(ops / 1e3).toFixed(0)} k/s`;
-  return `${ns < 100 ? ns.toFixed(1) : ns.toFixed(0)} ns (${rate})`;
+  const us = ns / 1000;
+  return `${us < 10 ? us.toFixed(2) : us < 100 ? us.toFixed(1) : us.toFixed(0)} µs`;
 }
 
 function markdown(rows: string[][]): string {
@@ -169,14 +171,21 @@ function markdown(rows: string[][]): string {
 console.log('switchyard server-selection micro-benchmark');
 for (const [k, v] of machine()) console.log(`  ${`${k}:`.padEnd(12)} ${v}`);
 console.log(
-  `  one operation = pool.selection() + pool.select() + pool.finish(); median of ~5 ms batches over ${time} ms, fastest of ${repeat} processes per case\n`,
+  `  one operation = pool.selection() + pool.select() + pool.finish(), in µs of CPU time over ${time} ms after a warm-up in which every server is chosen, fastest of ${repeat} processes per case\n`,
 );
 
+// the growth the issue bounds: cost at 1,000 servers over cost at 3
+const ratio = sizes.includes(3) && sizes.includes(1000);
 for (const inflight of inflights) {
-  const rows = [['Method', ...sizes.map((n) => `${n.toLocaleString('en-US')} server${n === 1 ? '' : 's'}`)]];
+  const rows = [['Method', ...sizes.map((n) => `${n.toLocaleString('en-US')} server${n === 1 ? '' : 's'}`), ...(ratio ? ['1,000 / 3'] : [])]];
   for (const [name] of methods) {
     const row = [name];
-    for (const n of sizes) row.push(cell(runCase(name, n, inflight)));
+    const ns = new Map<number, number>();
+    for (const n of sizes) {
+      ns.set(n, runCase(name, n, inflight));
+      row.push(cell(ns.get(n)!));
+    }
+    if (ratio) row.push(`${(ns.get(1000)! / ns.get(3)!).toFixed(1)}x`);
     rows.push(row);
   }
   console.log(inflight === 0 ? 'Each request finishes before the next is placed:' : `${inflight} requests in flight (each operation finishes the oldest):`);

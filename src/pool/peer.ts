@@ -122,6 +122,16 @@ export interface PeerTarget {
   auth: string | undefined;
 }
 
+/**
+ * A balancing method's record of one server (methods/lanes.ts), told when the server's state changes
+ * where the method's hooks do not see it: a health check holds it out or lets it back (`held`), its
+ * failure count changes (failures shared by other instances included), a slow-start ramp begins.
+ * @internal
+ */
+export interface PeerWatch {
+  changed(): void;
+}
+
 /** A server's settings, as the server-field table (fields.ts) has them: those fixed for its life read-only. @internal */
 type PeerSettings = Readonly<Pick<ServerConfig, FixedName>> & Omit<ServerConfig, FixedName>;
 
@@ -144,9 +154,33 @@ export class Peer {
   rampStart = Number.NEGATIVE_INFINITY;
   /** When it ends (`rampStart + slowStart`): before that, {@link Peer.weightAt} is below `weight`. */
   rampEnd = Number.NEGATIVE_INFINITY;
-  /** How many health checks hold the server out (failing or pending): 0 when none. */
-  held = 0;
   removed = false;
+  /** The balancing method's record of this server, when its method keeps one (told of changes, see {@link PeerWatch}). */
+  watch: PeerWatch | undefined = undefined;
+  #held = 0;
+  #fails = 0;
+
+  /** How many health checks hold the server out (failing or pending): 0 when none. */
+  get held(): number {
+    return this.#held;
+  }
+
+  set held(n: number) {
+    if (n === this.#held) return;
+    this.#held = n;
+    this.watch?.changed();
+  }
+
+  /** Failures counted by passive health (nginx `fails`). */
+  get fails(): number {
+    return this.#fails;
+  }
+
+  set fails(n: number) {
+    if (n === this.#fails) return;
+    this.#fails = n;
+    this.watch?.changed();
+  }
 
   // active health checks: the checks (by id) that hold the server out
   readonly failingChecks = new Set<number>();
@@ -164,7 +198,6 @@ export class Peer {
   currentWeight = 0;
   effectiveWeight: number;
   conns = 0;
-  fails = 0;
   accessed = 0;
   checked = 0;
 
@@ -227,6 +260,7 @@ export class Peer {
     if (this.slowStart <= 0) return;
     this.rampStart = now;
     this.rampEnd = now + this.slowStart;
+    this.watch?.changed();
   }
 
   /**

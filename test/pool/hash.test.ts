@@ -163,6 +163,19 @@ test('consistent hash: servers with the same url share their points and take tur
   assert.deepEqual(ids, [...'yxyyxy']);
 });
 
+test('consistent hash: a point two servers share belongs to the one listed first, and is on the ring once (nginx sorts, then drops repeats)', (t) => {
+  // 10.0.0.217:80 and 10.0.0.230:80 both place a point at 4218070947 (crc32 collision); "key289"
+  // hashes just below it; the next distinct point on the ring of these three servers is 10.0.1.2:80's.
+  const servers = (order: string[]): ServerOptions[] => order.map((s) => ({ url: `http://${s}`, id: s }));
+  const first = (p: UpstreamPool): string => internals(p).select(selection(p, { url: '/?k=key289' }))!.id;
+  assert.equal(first(make(t, consistent, servers(['10.0.0.217:80', '10.0.0.230:80', '10.0.1.2:80']))), '10.0.0.217:80');
+  assert.equal(first(make(t, consistent, servers(['10.0.0.230:80', '10.0.0.217:80', '10.0.1.2:80']))), '10.0.0.230:80');
+  // the owner down: the next point is 10.0.1.2's, not the repeat owned by the other server
+  const down = servers(['10.0.0.217:80', '10.0.0.230:80', '10.0.1.2:80']);
+  down[0]!.down = true;
+  assert.equal(first(make(t, consistent, down)), '10.0.1.2:80');
+});
+
 test('consistent hash hashes the url authority as written: an explicit :80 and a different case place other points', (t) => {
   const keys = group(hash.groups, 'c3').results.map((r) => r.key);
   const map = (urls: string[]): string[] => {

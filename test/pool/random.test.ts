@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { createPool, InvalidOptionError, type ServerOptions, type UpstreamPool } from '../../src/index.ts';
 import type { Peer } from '../../src/pool/peer.ts';
 import { poolOf } from '../helpers.ts';
-import { finishOk, lettered, selection, sequence } from './support.ts';
+import { finishOk, lettered, seeded, selection, sequence } from './support.ts';
 import { internals } from '../../src/pool/internal.ts';
 
 /** Draws given one by one, in a loop; `set` replaces them and starts over. */
@@ -41,18 +41,6 @@ function unit(k: number, total: number): number {
 /** Every unit of `total`, in order: one draw per unit. */
 function everyUnit(total: number): number[] {
   return Array.from({ length: total }, (_, k) => unit(k, total));
-}
-
-/** mulberry32: a small seeded generator in [0, 1). */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function pool(t: TestContext, method: 'random' | 'random-two' | 'round-robin', random: () => number, ...list: Array<Partial<ServerOptions>>): UpstreamPool {

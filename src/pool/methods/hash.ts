@@ -9,13 +9,33 @@ import { booleanParameter, HASHED_CAPABILITIES, type Balancer, type MethodDefini
 /** Computes the hash key of a request (a compiled variables template or the user's function). @internal */
 export type KeyFunction = (sel: Selection) => string;
 
-function walkWeights(list: readonly Peer[], w: number): Peer {
-  let i = 0;
-  while (w >= list[i]!.weight) {
-    w -= list[i]!.weight;
-    i++;
+/**
+ * nginx's walk over weighted slots in configuration order (`w` minus each peer's weight until it is
+ * below the next one's) as a binary search over the running sums of the weights, made once per list.
+ */
+class WeightedSlots {
+  #list: readonly Peer[] = [];
+  /** ends[i]: sum of the weights of peers 0..i. */
+  #ends = new Float64Array(0);
+
+  /** The peer whose slot holds `w` (0 <= w < total weight) in `list`. */
+  find(list: readonly Peer[], w: number): Peer {
+    if (list !== this.#list) {
+      this.#list = list;
+      this.#ends = new Float64Array(list.length);
+      let sum = 0;
+      for (let i = 0; i < list.length; i++) this.#ends[i] = sum += list[i]!.weight;
+    }
+    const ends = this.#ends;
+    let lo = 0;
+    let hi = ends.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (ends[mid]! > w) hi = mid;
+      else lo = mid + 1;
+    }
+    return list[lo]!;
   }
-  return list[i]!;
 }
 
 function keyOf(sel: Selection, key: KeyFunction): string {
@@ -29,6 +49,7 @@ function keyOf(sel: Selection, key: KeyFunction): string {
  * accumulated, modulo the total weight over weighted slots in config order.
  */
 export function createHash(key: KeyFunction): Balancer {
+  const slots = new WeightedSlots();
   return {
     select(peers, sel) {
       const k = keyOf(sel, key);
@@ -37,7 +58,7 @@ export function createHash(key: KeyFunction): Balancer {
         const text = sel.rehash > 0 ? `${sel.rehash}${k}` : k;
         sel.hash += (crc32(text) >>> 16) & 0x7fff;
         sel.rehash++;
-        const peer = walkWeights(peers.primary, sel.hash % peers.totalWeight);
+        const peer = slots.find(peers.primary, sel.hash % peers.totalWeight);
         if (!sel.tried.has(peer) && peer.usable(sel.now)) return peer;
         if (++sel.tries > 20) return roundRobin(peers, sel);
       }
@@ -45,25 +66,41 @@ export function createHash(key: KeyFunction): Balancer {
   };
 }
 
-interface Point {
-  hash: number;
-  /** The `server` text of the peers this point belongs to. */
-  server: string;
-}
+/** Ring points sort by hash, then by server (its first peer's place in the list): 2^21 servers at most. */
+const GROUP_BITS = 2 ** 21;
 
 /**
  * `hash … consistent`: ketama as Cache::Memcached::Fast with 160 points per unit
  * of weight, each point `crc32(HOST \0 PORT ++ previous point, little-endian)`,
  * HOST and PORT cut from the url's authority as written (nginx's `server` text).
- * Removing a server moves only the keys that were on it.
+ * Removing a server moves only the keys that were on it. A key's point is found by binary search
+ * (nginx's ngx_http_upstream_find_chash_point), and the point's server by its index: SWRR runs
+ * among that server's peers only, as nginx's pass that skips every peer of another `server`.
  */
 export function createConsistentHash(key: KeyFunction): Balancer {
-  let points: Point[] = [];
+  /** The points' hashes, sorted and unique, and the server (index into `groups`) of each. */
+  let hashes = new Uint32Array(0);
+  let owners = new Uint32Array(0);
+  /** The primaries of each `server` text, in list order. */
+  let groups: Peer[][] = [];
   const le = Buffer.alloc(4);
   const rebuild = (peers: PeerSet): void => {
-    const all: Point[] = [];
+    const index = new Map<string, number>();
+    groups = [];
+    let count = 0;
+    for (const peer of peers.primary) count += 160 * peer.weight;
+    // hash × 2^21 + server: sorting the numbers sorts by hash, and equal hashes by the list (nginx keeps the first)
+    const all = new Float64Array(count);
+    let n = 0;
     for (const peer of peers.primary) {
       const server = peer.target.server;
+      let g = index.get(server);
+      if (g === undefined) {
+        g = groups.length;
+        index.set(server, g);
+        groups.push([]);
+      }
+      groups[g]!.push(peer);
       const colon = server.lastIndexOf(':');
       const hasPort = colon !== -1 && /^\d*$/.test(server.slice(colon + 1));
       const host = hasPort ? server.slice(0, colon) : server;
@@ -73,21 +110,31 @@ export function createConsistentHash(key: KeyFunction): Balancer {
       for (let j = 0; j < 160 * peer.weight; j++) {
         le.writeUInt32LE(prev >>> 0, 0);
         const h = crc32(le, base) >>> 0;
-        all.push({ hash: h, server });
+        all[n++] = h * GROUP_BITS + g;
         prev = h;
       }
     }
-    all.sort((a, b) => a.hash - b.hash);
-    const unique: Point[] = [];
-    for (const p of all) if (unique.length === 0 || unique[unique.length - 1]!.hash !== p.hash) unique.push(p);
-    points = unique;
+    all.sort();
+    hashes = new Uint32Array(count);
+    owners = new Uint32Array(count);
+    let unique = 0;
+    for (let i = 0; i < count; i++) {
+      const v = all[i]!;
+      const h = Math.floor(v / GROUP_BITS);
+      if (unique > 0 && hashes[unique - 1] === h) continue;
+      hashes[unique] = h;
+      owners[unique] = v - h * GROUP_BITS;
+      unique++;
+    }
+    hashes = hashes.subarray(0, unique);
+    owners = owners.subarray(0, unique);
   };
   const findPoint = (hash: number): number => {
     let lo = 0;
-    let hi = points.length;
+    let hi = hashes.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if (points[mid]!.hash < hash) lo = mid + 1;
+      if (hashes[mid]! < hash) lo = mid + 1;
       else hi = mid;
     }
     return lo;
@@ -97,11 +144,10 @@ export function createConsistentHash(key: KeyFunction): Balancer {
     select(peers, sel) {
       const first = sel.key === undefined;
       const k = keyOf(sel, key);
-      if (sel.tries > 20 || peers.primary.length < 2 || k === '' || points.length === 0) return roundRobin(peers, sel);
+      if (sel.tries > 20 || peers.primary.length < 2 || k === '' || hashes.length === 0) return roundRobin(peers, sel);
       if (first) sel.hash = findPoint(crc32(k) >>> 0);
       for (;;) {
-        const server = points[sel.hash % points.length]!.server;
-        const best = smoothStep(peers.primary, sel, (peer) => peer.target.server === server);
+        const best = smoothStep(groups[owners[sel.hash % hashes.length]!]!, sel);
         if (best !== undefined) return best;
         sel.hash++;
         if (++sel.tries > 20) return roundRobin(peers, sel);
@@ -154,6 +200,7 @@ function expandIPv6(address: string): number[] | undefined {
  * /24 shares a server; the whole IPv6 address). Down servers keep their slot.
  */
 export function createIpHash(address: (sel: Selection) => string): Balancer {
+  const slots = new WeightedSlots();
   return {
     select(peers, sel) {
       if (sel.tries > 20 || peers.primary.length < 2) return roundRobin(peers, sel);
@@ -165,7 +212,7 @@ export function createIpHash(address: (sel: Selection) => string): Balancer {
       let hash = sel.hash;
       for (;;) {
         for (const b of bytes) hash = (hash * 113 + b) % 6271;
-        const peer = walkWeights(peers.primary, hash % peers.totalWeight);
+        const peer = slots.find(peers.primary, hash % peers.totalWeight);
         if (!sel.tried.has(peer) && peer.usable(sel.now)) {
           sel.hash = hash;
           return peer;

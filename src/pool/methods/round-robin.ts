@@ -1,13 +1,16 @@
 import type { Peer } from '../peer.ts';
+import { Lanes, loadWeight, rampWeight, type LoadMeasure } from './lanes.ts';
 import { FULL_CAPABILITIES, type Balancer, type MethodDefinition, type PeerSet, type Selection } from './types.ts';
 
 /**
- * One step of nginx's smooth weighted round robin, the one copy every method uses: each peer of
- * `list` (from index `from` on) that may take this attempt (not tried yet, usable) and that `also`
- * accepts gains its effective weight (capped by slow start, see Peer.weightAt); the largest
- * current weight wins (the earliest listed on ties) and pays the total back; effective weights
- * recover by one per step. With `chosen` (a sticky request's server), the step runs as usual but
- * `chosen` pays the total, whether it took part or not (a draining server).
+ * One step of nginx's smooth weighted round robin as a pass over `list`, the form the hash methods
+ * use (their fall-back to round robin, consistent hash among the peers of one server) and the
+ * reference the lanes (lanes.ts) are tested against: each peer of `list` (from index `from` on) that
+ * may take this attempt (not tried yet, usable) and that `also` accepts gains its effective weight
+ * (capped by slow start, see {@link rampWeight}); the largest current weight wins (the earliest
+ * listed on ties) and pays the total back; effective weights recover by one per step. With `chosen`
+ * (a sticky request's server), the step runs as usual but `chosen` pays the total, whether it took
+ * part or not (a draining server).
  */
 export function smoothStep(list: readonly Peer[], sel: Selection, also?: (peer: Peer) => boolean, from = 0, chosen?: Peer): Peer | undefined {
   const now = sel.now;
@@ -16,7 +19,7 @@ export function smoothStep(list: readonly Peer[], sel: Selection, also?: (peer: 
   for (let i = from; i < list.length; i++) {
     const peer = list[i]!;
     if ((also !== undefined && !also(peer)) || sel.tried.has(peer) || !peer.usable(now)) continue;
-    const ew = now < peer.rampEnd ? Math.min(peer.effectiveWeight, peer.weightAt(now)) : peer.effectiveWeight;
+    const ew = now < peer.rampEnd ? Math.min(peer.effectiveWeight, rampWeight(peer, now)) : peer.effectiveWeight;
     peer.currentWeight += ew;
     total += ew;
     if (peer.effectiveWeight < peer.weight) peer.effectiveWeight++;
@@ -28,15 +31,18 @@ export function smoothStep(list: readonly Peer[], sel: Selection, also?: (peer: 
   return best;
 }
 
+/** The single-server rule: its only server unless down, draining, held out by a health check or full (never failed). */
+function only(peers: PeerSet): Peer | undefined {
+  const peer = peers.primary[0]!;
+  return peer.down || peer.drain || peer.checking() || peer.unhealthy() || peer.full() ? undefined : peer;
+}
+
 /**
- * The round-robin choice with the single-server rule and the fall-over to the
- * backup list; the other methods fall back to it as nginx's do.
+ * The round-robin choice as a pass over the servers, with the single-server rule and the fall-over
+ * to the backup list; the hash and random methods fall back to it as nginx's do.
  */
 export function roundRobin(peers: PeerSet, sel: Selection): Peer | undefined {
-  if (peers.single) {
-    const only = peers.primary[0]!;
-    return only.down || only.drain || only.checking() || only.unhealthy() || only.full() ? undefined : only;
-  }
+  if (peers.single) return only(peers);
   if (!sel.backup) {
     const best = smoothStep(peers.primary, sel);
     if (best !== undefined || peers.backup.length === 0) return best;
@@ -46,36 +52,8 @@ export function roundRobin(peers: PeerSet, sel: Selection): Peer | undefined {
 }
 
 /**
- * A sticky-bound request under round robin (nginx's `get_rr_peer_by_sid`): it still takes its
- * share of the weights, so unbound requests keep the configured proportions; once the bound server
- * is a whole round ahead it is chosen without touching them.
- */
-function boundRoundRobin(peers: PeerSet, sel: Selection, found: Peer): Peer {
-  if (peers.single) return found;
-  const list = sel.backup ? peers.backup : peers.primary;
-  let totalWeight = 0;
-  if (sel.backup) for (const p of list) totalWeight += p.weight;
-  else totalWeight = peers.totalWeight;
-  if (found.currentWeight <= -(totalWeight - found.weight)) return found;
-  return smoothStep(list, sel, undefined, 0, found)!;
-}
-
-/** `round-robin`: nginx's default method. */
-export function createRoundRobin(): Balancer {
-  return { select: roundRobin, bound: boundRoundRobin };
-}
-
-/** The registry's entry for `round-robin`. */
-export const ROUND_ROBIN: MethodDefinition<Record<never, never>> = {
-  name: 'round-robin',
-  parameters: {},
-  capabilities: () => FULL_CAPABILITIES,
-  create: createRoundRobin,
-};
-
-/**
- * Shared by least_conn and least_time: among the eligible peers of `list`, the
- * one minimizing `metric/weight` (cross-multiplied); ties go to smooth weighted
+ * Shared by least_conn and least_time as a pass over `list` (the reference of their lanes): among the
+ * eligible peers, the one minimizing `metric/weight` (cross-multiplied); ties go to smooth weighted
  * round robin among the tied peers from the first minimum on.
  */
 export function leastBy(list: readonly Peer[], sel: Selection, metric: (peer: Peer) => number): Peer | undefined {
@@ -90,7 +68,7 @@ export function leastBy(list: readonly Peer[], sel: Selection, metric: (peer: Pe
     if (sel.tried.has(peer) || !peer.usable(now)) continue;
     const m = metric(peer);
     // Weights as slow start has them now; a server at the very start of its ramp weighs almost nothing.
-    const w = now < peer.rampEnd ? Math.max(peer.weightAt(now), 1e-6) : peer.weight;
+    const w = loadWeight(peer, now);
     if (best === undefined || m * bestWeight < bestMetric * w) {
       best = peer;
       bestMetric = m;
@@ -103,7 +81,7 @@ export function leastBy(list: readonly Peer[], sel: Selection, metric: (peer: Pe
   }
   if (best === undefined || !many) return best;
   // Ties: smooth weighted round robin among the tied peers, from the first minimum on.
-  const tied = (peer: Peer): boolean => metric(peer) * bestWeight === bestMetric * (now < peer.rampEnd ? Math.max(peer.weightAt(now), 1e-6) : peer.weight);
+  const tied = (peer: Peer): boolean => metric(peer) * bestWeight === bestMetric * loadWeight(peer, now);
   return smoothStep(list, sel, tied, first);
 }
 
@@ -116,3 +94,102 @@ export function withBackup(peers: PeerSet, sel: Selection, pick: (list: readonly
   }
   return pick(peers.backup);
 }
+
+/**
+ * For the tests that compare the lanes with the passes above: while `scan` is true, the round-robin,
+ * least-conn and least-time balancers created make their choices by passes over every server. @internal
+ */
+export const reference = { scan: false };
+
+/**
+ * The primaries' and the backups' {@link Lanes} of one pool, remade when its lists change, and the
+ * choice with nginx's fall-over from the primaries to the backups. @internal
+ */
+export class LaneLists {
+  readonly #measure: LoadMeasure | undefined;
+  #set: PeerSet | undefined;
+  #primary: Lanes | undefined;
+  #backup: Lanes | undefined;
+  /** Sum of the backups' weights (the primaries' is the set's totalWeight). */
+  backupWeight = 0;
+
+  constructor(measure: LoadMeasure | undefined) {
+    this.#measure = measure;
+  }
+
+  rebuild(peers: PeerSet): void {
+    this.#set = peers;
+    if (this.#primary === undefined || this.#backup === undefined) {
+      this.#primary = new Lanes(peers.primary, this.#measure);
+      this.#backup = new Lanes(peers.backup, this.#measure);
+    } else {
+      this.#primary.reset(peers.primary);
+      this.#backup.reset(peers.backup);
+    }
+    this.backupWeight = 0;
+    for (const p of peers.backup) this.backupWeight += p.weight;
+  }
+
+  /** The lanes of the list in use (the backups after a fall-over). */
+  of(peers: PeerSet, backup: boolean): Lanes {
+    if (peers !== this.#set) this.rebuild(peers);
+    return backup ? this.#backup! : this.#primary!;
+  }
+
+  select(peers: PeerSet, sel: Selection): Peer | undefined {
+    if (!sel.backup) {
+      const best = this.of(peers, false).select(sel);
+      if (best !== undefined || peers.backup.length === 0) return best;
+      sel.backup = true;
+    }
+    return this.of(peers, true).select(sel);
+  }
+}
+
+/** `round-robin`: nginx's default method, its SWRR kept in lanes (lanes.ts). */
+export function createRoundRobin(): Balancer {
+  if (reference.scan) return { select: roundRobin, bound: (peers, sel, found) => boundScan(peers, sel, found) };
+  const lists = new LaneLists(undefined);
+  return {
+    select: (peers, sel) => (peers.single ? only(peers) : lists.select(peers, sel)),
+    rebuild: (peers) => lists.rebuild(peers),
+    /**
+     * A sticky-bound request (nginx's `get_rr_peer_by_sid`): it still takes its share of the
+     * weights, so unbound requests keep the configured proportions; once the bound server is a whole
+     * round ahead it is chosen without touching them.
+     */
+    bound(peers, sel, found) {
+      if (peers.single) return found;
+      const lanes = lists.of(peers, sel.backup);
+      const totalWeight = sel.backup ? lists.backupWeight : peers.totalWeight;
+      if (lanes.current(found) <= -(totalWeight - found.weight)) return found;
+      return lanes.select(sel, found)!;
+    },
+    // a server with maxConns leaves its lane when full and comes back when a request ends
+    chosen(peer) {
+      if (peer.maxConns !== 0) peer.watch?.changed();
+    },
+    finished(peer) {
+      if (peer.maxConns !== 0) peer.watch?.changed();
+    },
+  };
+}
+
+/** {@link createRoundRobin}'s `bound` as a pass over the servers (the reference). */
+function boundScan(peers: PeerSet, sel: Selection, found: Peer): Peer {
+  if (peers.single) return found;
+  const list = sel.backup ? peers.backup : peers.primary;
+  let totalWeight = 0;
+  if (sel.backup) for (const p of list) totalWeight += p.weight;
+  else totalWeight = peers.totalWeight;
+  if (found.currentWeight <= -(totalWeight - found.weight)) return found;
+  return smoothStep(list, sel, undefined, 0, found)!;
+}
+
+/** The registry's entry for `round-robin`. */
+export const ROUND_ROBIN: MethodDefinition<Record<never, never>> = {
+  name: 'round-robin',
+  parameters: {},
+  capabilities: () => FULL_CAPABILITIES,
+  create: createRoundRobin,
+};

@@ -1,0 +1,304 @@
+// The lanes (src/pool/methods/lanes.ts) make round robin, least-conn and least-time choose without a
+// pass over every server. They must choose exactly as the pass does (nginx's algorithm, kept in
+// round-robin.ts as the reference): random histories of requests, retries, requests held open,
+// failures, probes, sticky hints, health marks, slow start, run-time changes and time going by are
+// replayed on two pools alike, one with the lanes and one with the passes, and every choice and
+// every effective weight must match.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createPool, type MethodOption, type ServerOptions, type ServerUpdate, type UpstreamPool } from '../../src/pool/index.ts';
+import { internals } from '../../src/pool/internal.ts';
+import { reference } from '../../src/pool/methods/round-robin.ts';
+import type { AttemptOutcome, Peer } from '../../src/pool/peer.ts';
+import type { Selection } from '../../src/pool/methods/types.ts';
+import { SyncHandle } from '../../src/sync/index.ts';
+import { MemoryHub } from '../../src/sync/transport.ts';
+import { clock, until, type Clock } from '../helpers.ts';
+import { seeded, selection } from './support.ts';
+
+interface Options {
+  servers: number;
+  /** Most weight a server gets (1 for equal weights). */
+  weight: number;
+  slowStart: boolean;
+  backups: boolean;
+  limits: boolean;
+  steps: number;
+}
+
+/** A pair of pools, lanes and reference, driven alike. */
+class Twins {
+  readonly lanes: UpstreamPool;
+  readonly scan: UpstreamPool;
+  readonly c: Clock;
+  /** Requests in flight, with their header's time once it arrived. */
+  readonly held: Array<{ lanes: Peer; scan: Peer; header?: number; inflightDone?: boolean }> = [];
+  readonly log: string[] = [];
+  next = 0;
+
+  constructor(method: MethodOption, servers: ServerOptions[], c: Clock) {
+    this.c = c;
+    this.lanes = createPool({ name: 'lanes', method, servers, now: c.now });
+    reference.scan = true;
+    try {
+      this.scan = createPool({ name: 'scan', method, servers, now: c.now });
+    } finally {
+      reference.scan = false;
+    }
+  }
+
+  close(): void {
+    this.lanes.close();
+    this.scan.close();
+  }
+
+  /** One request: attempts until one is kept or ends well, or no server is left. */
+  request(r: () => number, hint: string | undefined): void {
+    const a = selection(this.lanes);
+    const b = selection(this.scan);
+    if (hint !== undefined) {
+      a.ex!.hint = hint;
+      b.ex!.hint = hint;
+    }
+    const tries = internals(this.lanes).maxTries();
+    for (let i = 0; i < tries; i++) {
+      const pa = this.select(a, b);
+      if (pa === undefined) return;
+      const pb = this.pick(this.scan, pa.id);
+      const x = r();
+      if (x < 0.3) {
+        this.held.push({ lanes: pa, scan: pb });
+        return;
+      }
+      if (x < 0.4) {
+        // its header arrives now, its end later (other requests are chosen meanwhile)
+        this.held.push({ lanes: pa, scan: pb, ...this.header(pa, pb, Math.floor(r() * 300)) });
+        return;
+      }
+      const outcome: AttemptOutcome = x < 0.75 ? 'ok' : x < 0.92 ? 'failed' : 'next';
+      this.finish(pa, pb, outcome, r);
+      if (outcome === 'ok' || r() < 0.3) return;
+    }
+  }
+
+  select(a: Selection, b: Selection): Peer | undefined {
+    const pa = internals(this.lanes).select(a);
+    const pb = internals(this.scan).select(b);
+    this.log.push(`select ${pa?.id ?? '-'}`);
+    assert.equal(pa?.id, pb?.id, `choice ${this.log.length}: lanes ${pa?.id}, scan ${pb?.id}\n${this.log.slice(-30).join('\n')}`);
+    return pa;
+  }
+
+  pick(pool: UpstreamPool, id: string): Peer {
+    return internals(pool)
+      .peers()
+      .find((p) => p.id === id)!;
+  }
+
+  header(pa: Peer, pb: Peer, header: number): { header: number; inflightDone: boolean } {
+    const da = internals(this.lanes).header(pa, header);
+    const db = internals(this.scan).header(pb, header);
+    assert.equal(da, db);
+    this.log.push(`header ${pa.id} ${header}`);
+    return { header, inflightDone: da };
+  }
+
+  /** Ends an attempt; its header arrives first unless `header` says when it did. */
+  finish(pa: Peer, pb: Peer, outcome: AttemptOutcome, r: () => number, arrived?: { header?: number; inflightDone?: boolean }): void {
+    const timings = { header: -1, response: 0, inflightDone: false };
+    if (arrived?.header !== undefined) {
+      timings.header = arrived.header;
+      timings.inflightDone = arrived.inflightDone ?? false;
+    } else if (r() >= 0.3) {
+      // whole and fractional milliseconds (performance.now() gives the latter)
+      Object.assign(timings, this.header(pa, pb, r() < 0.5 ? Math.floor(r() * 300) : r() * 300));
+    }
+    timings.response = Math.max(timings.header, 0) + Math.floor(r() * 200);
+    internals(this.lanes).finish(pa, outcome, { ...timings }, 200);
+    internals(this.scan).finish(pb, outcome, { ...timings }, 200);
+    this.log.push(`finish ${pa.id} ${outcome}`);
+  }
+
+  /** Both pools' servers are in the same state (what the lanes leave to nginx's arithmetic). */
+  same(): void {
+    const la = internals(this.lanes).peers();
+    const lb = internals(this.scan).peers();
+    assert.deepEqual(
+      la.map((p) => [p.id, p.effectiveWeight, p.conns, p.fails]),
+      lb.map((p) => [p.id, p.effectiveWeight, p.conns, p.fails]),
+    );
+  }
+
+  both(fn: (pool: UpstreamPool) => void): void {
+    fn(this.lanes);
+    fn(this.scan);
+  }
+}
+
+function history(method: MethodOption, seed: number, o: Options): void {
+  const r = seeded(seed);
+  const c = clock(1_700_000_000_000 + Math.floor(r() * 1000));
+  const int = (n: number): number => Math.floor(r() * n);
+  const server = (i: number): ServerOptions => {
+    const s: ServerOptions = { url: `http://10.0.${i >> 8}.${i & 255}:8080`, id: `s${i}` };
+    if (o.weight > 1) s.weight = 1 + int(o.weight);
+    if (o.limits && r() < 0.3) s.maxConns = 1 + int(3);
+    if (r() < 0.5) s.maxFails = int(4);
+    if (r() < 0.5) s.failTimeout = `${1 + int(5)}s`;
+    if (o.backups && r() < 0.2) s.backup = true;
+    if (o.slowStart && r() < 0.5) s.slowStart = `${1 + int(4)}s`;
+    if (r() < 0.05) s.down = true;
+    return s;
+  };
+  const servers = Array.from({ length: o.servers }, (_, i) => server(i));
+  if (servers.every((s) => s.backup === true)) servers[0]!.backup = false;
+  const twins = new Twins(method, servers, c);
+  let added = o.servers;
+  let checkId = 0;
+  const checks = new Map<string, number>();
+  try {
+    for (let step = 0; step < o.steps; step++) {
+      const x = r();
+      const ids = twins.lanes.servers.map((s) => s.id);
+      const id = ids[int(ids.length)]!;
+      if (x < 0.55) {
+        const info = twins.lanes.get(id)!;
+        twins.request(r, method === 'round-robin' && r() < 0.15 ? info.sid : undefined);
+      } else if (x < 0.7) {
+        const i = int(twins.held.length);
+        const h = twins.held.splice(i, 1)[0];
+        if (h !== undefined) twins.finish(h.lanes, h.scan, r() < 0.8 ? 'ok' : 'failed', r, h);
+      } else if (x < 0.85) {
+        const ms = r() < 0.8 ? int(400) : 1000 + int(12_000);
+        c.advance(ms);
+        twins.log.push(`advance ${ms}`);
+      } else if (x < 0.91) {
+        const change: ServerUpdate = {};
+        const y = r();
+        if (y < 0.3) change.weight = 1 + int(Math.max(o.weight, 3));
+        else if (y < 0.45) change.down = r() < 0.5;
+        else if (y < 0.6) change.drain = r() < 0.5;
+        else if (y < 0.75) change.maxConns = o.limits ? int(3) : 0;
+        else if (y < 0.85) change.maxFails = int(3);
+        else if (o.slowStart) change.slowStart = `${int(3)}s`;
+        twins.both((p) => p.update(id, change));
+        twins.log.push(`update ${id} ${JSON.stringify(change)}`);
+      } else if (x < 0.96) {
+        // an active health check holds a server out, or lets it back (slow start follows)
+        let check = checks.get(id);
+        const failing = check === undefined;
+        if (check === undefined) {
+          check = ++checkId;
+          checks.set(id, check);
+        } else {
+          checks.delete(id);
+        }
+        const mark = check;
+        const pending = failing && r() < 0.3;
+        twins.both((p) => internals(p).healthMark(twins.pick(p, id), mark, failing && !pending, pending));
+        twins.log.push(`health ${id} ${failing ? (pending ? 'pending' : 'failing') : 'passing'}`);
+      } else if (x < 0.98) {
+        const s = server(added++);
+        twins.both((p) => p.add(s));
+        twins.log.push(`add ${s.id}`);
+      } else if (ids.length > 2) {
+        twins.both((p) => p.remove(id));
+        checks.delete(id);
+        twins.log.push(`remove ${id}`);
+      }
+      twins.same();
+    }
+  } finally {
+    twins.close();
+  }
+}
+
+const METHODS: Array<[string, MethodOption]> = [
+  ['round-robin', 'round-robin'],
+  ['least-conn', 'least-conn'],
+  ['least-time header', 'least-time'],
+  ['least-time last-byte inflight', { name: 'least-time', measure: 'last-byte', inflight: true }],
+  ['least-time header inflight', { name: 'least-time', measure: 'header', inflight: true }],
+];
+
+const SHAPES: Array<[string, Options]> = [
+  ['equal weights', { servers: 8, weight: 1, slowStart: false, backups: false, limits: false, steps: 1500 }],
+  ['weights 1-5, backups, maxConns', { servers: 10, weight: 5, slowStart: false, backups: true, limits: true, steps: 1500 }],
+  ['weights 1-5, slow start, backups, maxConns', { servers: 10, weight: 5, slowStart: true, backups: true, limits: true, steps: 1500 }],
+  ['60 servers, weights 1-3, slow start', { servers: 60, weight: 3, slowStart: true, backups: true, limits: true, steps: 2000 }],
+];
+
+for (const [name, method] of METHODS) {
+  for (const [shape, options] of SHAPES) {
+    test(`lanes choose as nginx's pass over every server: ${name}, ${shape} (random histories)`, () => {
+      for (let seed = 1; seed <= 6; seed++) history(method, seed * 7919 + options.servers, options);
+    });
+  }
+}
+
+test('round robin over 1,000 servers of weight 1 in lanes is a rotation, as the pass over them', (t) => {
+  const servers = Array.from({ length: 1000 }, (_, i) => ({ url: `http://10.0.${i >> 8}.${i & 255}:8080`, id: `s${i}` }));
+  const p = createPool({ servers });
+  t.after(() => p.close());
+  for (let i = 0; i < 2500; i++) {
+    const peer = internals(p).select(selection(p))!;
+    assert.equal(peer.id, `s${i % 1000}`);
+    internals(p).finish(peer, 'ok', { header: 1, response: 1, inflightDone: false }, 200);
+  }
+});
+
+test('lanes learn of failures other instances shared (no hook of the method sees them): choices as the pass', async (t) => {
+  // three instances of one pool on the in-memory engine: i0 sees server a fail; i1 (lanes) and
+  // i2 (passes) only hear of it, and must then choose alike, without a
+  const hub = new MemoryHub();
+  const servers = ['a', 'b', 'c'].map((id, i) => ({ id, url: `http://127.0.0.1:${19801 + i}`, maxFails: 2, failTimeout: '30s' }));
+  const make = (i: number): UpstreamPool => {
+    const handle = new SyncHandle({ transport: hub.connect(), owned: false, namespace: 'lanes', instance: `i${i}` });
+    const pool = createPool({ name: 'api', servers, sync: handle });
+    t.after(() => {
+      pool.close();
+      handle.close();
+    });
+    return pool;
+  };
+  const [i0, i1] = [make(0), make(1)];
+  reference.scan = true;
+  let i2: UpstreamPool;
+  try {
+    i2 = make(2);
+  } finally {
+    reference.scan = false;
+  }
+  const settle = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 20));
+  await settle();
+  // the lanes place their servers at the first choice: make one on both before the news
+  assert.equal(pickSequence([i1, i2], 4), 'abca');
+  for (let failures = 0; failures < 2; ) {
+    const peer = internals(i0).select(selection(i0))!;
+    const failed = peer.id === 'a';
+    internals(i0).finish(peer, failed ? 'failed' : 'ok', { header: -1, response: 1, inflightDone: false }, undefined);
+    if (failed) failures++;
+    await settle();
+  }
+  await until(() => i1.stats().servers[0]!.state === 'unavail' && i2.stats().servers[0]!.state === 'unavail');
+  const seq = pickSequence([i1, i2], 12);
+  assert.doesNotMatch(seq, /a/);
+});
+
+/** `n` first choices on each pool, finished at once; the pools must agree on each. */
+function pickSequence(pools: UpstreamPool[], n: number): string {
+  let out = '';
+  for (let i = 0; i < n; i++) {
+    const ids = pools.map((p) => {
+      const peer = internals(p).select(selection(p))!;
+      internals(p).finish(peer, 'ok', { header: 1, response: 1, inflightDone: false }, 200);
+      return peer.id;
+    });
+    assert.ok(
+      ids.every((id) => id === ids[0]),
+      `choice ${i}: ${ids.join(' / ')}`,
+    );
+    out += ids[0];
+  }
+  return out;
+}
