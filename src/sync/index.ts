@@ -292,13 +292,17 @@ class Board implements StatsBoard {
   readonly #interval: number;
   readonly #clock: TimerClock;
   readonly #sections = new Map<string, () => unknown>();
-  readonly #heard = new Map<string, { at: number; report: InstanceReport }>();
+  /** The others' reports by instance name: the last valid one read, and the text heard since, read when reports() asks. */
+  readonly #heard = new Map<string, HeardReport>();
+  /** How this instance's own reports begin (the engine echoes them back). */
+  readonly #ownPrefix: string;
   #timer: unknown;
   #stop: () => void;
 
   constructor(transport: Transport, instance: string, host: string, interval: number, clock: TimerClock) {
     this.#transport = transport;
     this.#self = { instance, host, pid: process.pid };
+    this.#ownPrefix = `{"instance":${JSON.stringify(instance)},`;
     this.#interval = interval;
     this.#clock = clock;
     this.#stop = transport.listen('stats', (message) => this.#hear(message));
@@ -316,6 +320,7 @@ class Board implements StatsBoard {
     this.#timer = this.#clock.setTimeout(() => {
       this.#timer = undefined;
       this.publish().catch(() => {});
+      this.#forget();
       if (this.#sections.size > 0) this.#schedule();
     }, this.#interval);
   }
@@ -335,26 +340,58 @@ class Board implements StatsBoard {
     await this.#transport.broadcast('stats', JSON.stringify(this.#report()));
   }
 
+  /**
+   * A report heard. Every instance hears every report each interval, but the reports are read only
+   * when the monitor asks: a report that begins as a board writes it (`{"instance":"<name>",`) is kept
+   * as text under its name, and {@link Board.reports} reads the newest valid one; this instance's
+   * own, echoed back by the engine, is dropped unread. Any other message is read now.
+   */
   #hear(message: string): void {
-    let report: unknown;
-    try {
-      report = JSON.parse(message);
-    } catch {
+    if (message.startsWith(this.#ownPrefix)) return;
+    const now = this.#clock.now();
+    const name = nameOf(message);
+    if (name === undefined) {
+      const report = reportOf(message);
+      if (report !== undefined && report.instance !== this.#self.instance) {
+        const heard = this.#heard.get(report.instance);
+        if (heard === undefined) this.#heard.set(report.instance, { at: now, report, unread: [] });
+        else {
+          heard.at = now;
+          heard.report = report;
+          heard.unread.length = 0;
+        }
+      }
       return;
     }
-    if (report === null || typeof report !== 'object') return;
-    const r = report as Partial<InstanceReport>;
-    if (typeof r.instance !== 'string' || r.instance === this.#self.instance || r.instance.length > 200) return;
-    if (typeof r.host !== 'string' || typeof r.pid !== 'number' || r.sections === null || typeof r.sections !== 'object' || Array.isArray(r.sections)) return;
-    this.#heard.set(r.instance, { at: this.#clock.now(), report: { instance: r.instance, host: r.host, pid: r.pid, sections: r.sections } });
+    if (name === this.#self.instance) return;
+    const heard = this.#heard.get(name);
+    if (heard === undefined) this.#heard.set(name, { at: now, report: undefined, unread: [{ text: message, at: now }] });
+    else if (heard.unread.push({ text: message, at: now }) > MAX_UNREAD) heard.unread.shift();
+  }
+
+  /** Forgets the instances not heard from for three intervals, whether or not anyone reads the reports. */
+  #forget(): void {
+    const oldest = this.#clock.now() - 3 * this.#interval;
+    for (const [name, heard] of this.#heard) if ((heard.unread.at(-1)?.at ?? heard.at) < oldest) this.#heard.delete(name);
   }
 
   reports(): Map<string, InstanceReport> {
     const out = new Map<string, InstanceReport>([[this.#self.instance, this.#report()]]);
     const oldest = this.#clock.now() - 3 * this.#interval;
-    for (const [name, { at, report }] of this.#heard) {
-      if (at < oldest) this.#heard.delete(name);
-      else out.set(name, report);
+    for (const [name, heard] of this.#heard) {
+      // The newest text that is a report of this instance; the others (malformed, naming another) are ignored.
+      for (let i = heard.unread.length - 1; i >= 0; i--) {
+        const { text, at } = heard.unread[i] as { text: string; at: number };
+        const report = reportOf(text);
+        if (report !== undefined && report.instance === name) {
+          heard.report = report;
+          heard.at = at;
+          break;
+        }
+      }
+      heard.unread.length = 0;
+      if (heard.report === undefined || heard.at < oldest) this.#heard.delete(name);
+      else out.set(name, heard.report);
     }
     return out;
   }
@@ -365,4 +402,45 @@ class Board implements StatsBoard {
     this.#timer = undefined;
     this.#sections.clear();
   }
+}
+
+/** What the board keeps of another instance's reports. */
+interface HeardReport {
+  /** When `report` was heard. */
+  at: number;
+  /** The last valid report read. */
+  report: InstanceReport | undefined;
+  /** What was heard since under the instance's name, oldest first, not read yet (at most {@link MAX_UNREAD}). */
+  unread: Array<{ text: string; at: number }>;
+}
+
+/** The texts a board keeps unread per instance: its newest valid report survives this many malformed ones heard after it. */
+const MAX_UNREAD = 4;
+
+/** The instance name a report begins with when a board wrote it (`{"instance":"<name>",`); `undefined` for any other text. */
+function nameOf(message: string): string | undefined {
+  const quoted = /^\{"instance":("(?:[^"\\]|\\.){1,400}"),/.exec(message)?.[1];
+  if (quoted === undefined) return undefined;
+  try {
+    const name: unknown = JSON.parse(quoted);
+    return typeof name === 'string' && name.length <= 200 ? name : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The report a message holds, checked (the engine is shared: anything may arrive); `undefined` when it holds none. */
+function reportOf(message: string): InstanceReport | undefined {
+  let report: unknown;
+  try {
+    report = JSON.parse(message);
+  } catch {
+    return undefined;
+  }
+  if (report === null || typeof report !== 'object') return undefined;
+  const r = report as Partial<InstanceReport>;
+  if (typeof r.instance !== 'string' || r.instance.length > 200) return undefined;
+  if (typeof r.host !== 'string' || typeof r.pid !== 'number' || r.sections === null || typeof r.sections !== 'object' || Array.isArray(r.sections))
+    return undefined;
+  return { instance: r.instance, host: r.host, pid: r.pid, sections: r.sections };
 }
