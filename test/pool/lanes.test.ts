@@ -4,7 +4,7 @@
 // failures, probes, sticky hints, health marks, slow start, run-time changes and time going by are
 // replayed on two pools alike, one with the lanes and one with the passes, and every choice and
 // every effective weight must match.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { createPool, type MethodOption, type ServerOptions, type ServerUpdate, type UpstreamPool } from '../../src/pool/index.ts';
 import { internals } from '../../src/pool/internal.ts';
@@ -14,7 +14,7 @@ import type { Selection } from '../../src/pool/methods/types.ts';
 import { SyncHandle } from '../../src/sync/index.ts';
 import { MemoryHub } from '../../src/sync/transport.ts';
 import { clock, until, type Clock } from '../helpers.ts';
-import { seeded, selection } from './support.ts';
+import { lettered, seeded, selection } from './support.ts';
 
 interface Options {
   servers: number;
@@ -181,8 +181,16 @@ function history(method: MethodOption, seed: number, o: Options): void {
         else if (y < 0.75) change.maxConns = o.limits ? int(3) : 0;
         else if (y < 0.85) change.maxFails = int(3);
         else if (o.slowStart) change.slowStart = `${int(3)}s`;
+        const before = twins.lanes.get(id)!.weight;
         twins.both((p) => p.update(id, change));
         twins.log.push(`update ${id} ${JSON.stringify(change)}`);
+        if (change.weight !== undefined && change.weight !== before && r() < 0.3) {
+          // and back before the next choice: the round restarts all the same
+          twins.both((p) => p.update(id, { weight: before }));
+          twins.log.push(`update ${id} {"weight":${before}}`);
+        }
+        // a request bound to the server just changed looks at its state before any choice
+        if (method === 'round-robin' && r() < 0.3) twins.request(r, twins.lanes.get(id)!.sid);
       } else if (x < 0.96) {
         // an active health check holds a server out, or lets it back (slow start follows)
         let check = checks.get(id);
@@ -302,3 +310,29 @@ function pickSequence(pools: UpstreamPool[], n: number): string {
   }
   return out;
 }
+
+/** Round robin on a pair of pools, lanes and passes, with servers a (3), b (2), c (1). */
+function weighted(t: TestContext): Twins {
+  const servers = lettered(19821, [{ weight: 3 }, { weight: 2 }, { weight: 1 }]);
+  const twins = new Twins('round-robin', servers, clock());
+  t.after(() => twins.close());
+  return twins;
+}
+
+test('a weight changed and changed back before the next choice still restarts the round, as with the pass', (t) => {
+  const twins = weighted(t);
+  twins.request(() => 0.5, undefined); // a is chosen and pays the total: its current weight is -3
+  twins.both((p) => {
+    p.update('a', { weight: 5 });
+    p.update('a', { weight: 3 });
+  });
+  for (let i = 0; i < 12; i++) twins.request(() => 0.5, undefined);
+});
+
+test('a sticky request bound to a server whose weight just changed is weighed as by the pass', (t) => {
+  const twins = weighted(t);
+  twins.request(() => 0.5, undefined);
+  twins.both((p) => p.update('a', { weight: 4 }));
+  twins.request(() => 0.5, twins.lanes.get('a')!.sid);
+  for (let i = 0; i < 12; i++) twins.request(() => 0.5, undefined);
+});

@@ -269,6 +269,10 @@ export class Lanes {
         if (s.index < last) ordered = false;
         last = s.index;
         s.index = i;
+        // A new weight restarted the server's round (fields.ts: currentWeight = 0): out of its lane
+        // at once, so that the 0 is what counts (a sticky request's look at it before the next
+        // choice, or a second change that brings the old weight back before then).
+        if (s.state === IN_LANE && s.group!.weight !== peer.weight) this.#unplace(s);
         if (
           peer.weight !== s.weight ||
           peer.down !== s.down ||
