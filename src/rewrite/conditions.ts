@@ -82,7 +82,7 @@ function compileParts(variable: string, op: ConditionOperator | undefined, value
     const m = re.exec(get(ex));
     if (negate) return m === null;
     if (m === null) return false;
-    ex.captures = captures(m);
+    keepCaptures(ex, m);
     return true;
   };
 }
@@ -100,6 +100,21 @@ export function compileRegex(source: string | RegExp, caseless: boolean, where: 
   } catch (err) {
     throw new InvalidOptionError(where, `a valid regular expression (${(err as Error).message})`, source);
   }
+}
+
+/**
+ * Records a match's captures on the exchange. Numbered captures are the last match's alone; named
+ * ones are variables, as nginx makes them: they stay until a later match names them again (so
+ * `location ~ ^/user/(?<uid>\d+)$ { rewrite ^ /users/$uid; }` keeps `$uid`), and that match
+ * replaces a `set` of the same name.
+ * @internal
+ */
+export function keepCaptures(ex: Exchange, m: RegExpExecArray): void {
+  const next = captures(m);
+  const before = ex.captures?.named;
+  if (before !== undefined) next.named = next.named === undefined ? before : { ...before, ...next.named };
+  if (m.groups !== undefined) for (const name of Object.keys(m.groups)) ex.vars.delete(name);
+  ex.captures = next;
 }
 
 /** Captures of a match as the exchange keeps them: `$0`…`$9` by index, named groups by name. @internal */

@@ -8,7 +8,7 @@ import { encodePath, exchange, requestHost, type Exchange } from '../core/exchan
 import { hostOf, validHost } from '../core/http.ts';
 import { closeHttp2Stream, isHttp2Response, writeHead } from '../core/http2.ts';
 import { compileTemplate, type Template } from '../core/variables.ts';
-import { captures, compileCondition, compileRegex, hostMatcher, type Condition, type HostMatch } from './conditions.ts';
+import { compileCondition, compileRegex, hostMatcher, keepCaptures, type Condition, type HostMatch } from './conditions.ts';
 
 export type { Condition, ConditionOperator } from './conditions.ts';
 
@@ -239,6 +239,13 @@ function respond(req: IncomingMessage, res: ServerResponse, next: Next, reply: R
     next(new ReturnStatusError(reply.status));
     return;
   }
+  if (reply.status === 204 || reply.status === 304) {
+    // No content (RFC 9110 §15.3.5, §15.4.5): no body and no Content-Length or Content-Type,
+    // whatever text the rule has (nginx drops them too).
+    writeHead(res, reply.status, reply.location === undefined ? {} : { location: reply.location });
+    res.end();
+    return;
+  }
   const body = reply.text ?? (reply.location !== undefined ? `${reply.status} ${STATUS_CODES[reply.status] ?? ''}\n` : '');
   const headers: Record<string, string | number> = { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) };
   if (reply.location !== undefined) headers.location = reply.location;
@@ -303,7 +310,7 @@ function findLocation(locations: readonly Location[], ex: Exchange): Location | 
     if (l.regex === undefined) continue;
     const m = l.regex.exec(uri);
     if (m !== null) {
-      ex.captures = captures(m);
+      keepCaptures(ex, m);
       return l;
     }
   }
@@ -459,7 +466,7 @@ function regexStep(source: string | RegExp, replacement: string, flag: RewriteFl
     if (prefix !== '' && !ex.uri.startsWith(prefix)) return false;
     const m = re.exec(ex.uri);
     if (m === null) return false;
-    ex.captures = captures(m);
+    keepCaptures(ex, m);
     return true;
   };
   // Captures land in the path as they are (the URI is decoded text, encoded again on its way
@@ -619,8 +626,25 @@ function redirectUrl(target: string, ex: Exchange, o: Resolved): string {
   // absolute mode keeps them as a path on this host, as nginx does.
   if (!o.absoluteRedirect) return clean.replace(/^[/\\]+/, '/');
   const named = requestHost(ex.req);
-  const host = named !== undefined && validHost(named) ? named : (ex.req.socket?.localAddress ?? 'localhost');
+  // No Host (HTTP/1.0): the server's address and port; an invalid Host: the address alone (such
+  // a request is refused before this where the gateway checks Host, as nginx does).
+  const host = named === undefined ? localHost(ex) : validHost(named) ? named : (ex.req.socket?.localAddress ?? 'localhost');
   return `${ex.scheme}://${host}${clean}`;
+}
+
+/**
+ * The server's own address and listening port, for a request without a Host (HTTP/1.0): nginx's
+ * `port_in_redirect`, which leaves out only the scheme's default port. An IPv6 address is bracketed
+ * (nginx writes it bare, which makes no valid URL with a port).
+ */
+function localHost(ex: Exchange): string {
+  const socket = ex.req.socket;
+  let address = socket?.localAddress ?? 'localhost';
+  if (address.startsWith('::ffff:') && address.includes('.')) address = address.slice(7);
+  else if (address.includes(':')) address = `[${address}]`;
+  const port = socket?.localPort;
+  if (port === undefined || port === (ex.scheme === 'https' ? 443 : 80)) return address;
+  return `${address}:${port}`;
 }
 
 function returnStep(rule: { return: number; text?: string; url?: string }, where: string): Step {

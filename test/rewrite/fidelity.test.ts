@@ -1,0 +1,93 @@
+// Issue 16, rewrite: what a differential run against nginx found. Expected values are nginx's
+// (nginx-tests rewrite_unescape.t, http_location.t, and nginx's sources where marked).
+import assert from 'node:assert/strict';
+import { createConnection } from 'node:net';
+import { test } from 'node:test';
+import { fromNginx, type RewriteOptions, type RewriteRule } from '../../src/index.ts';
+import { rewriteGateway } from './support.ts';
+
+/** Sends `raw` on a fresh connection and returns everything the gateway wrote until it closed. */
+function rawExchange(port: number, raw: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = createConnection(port, '127.0.0.1');
+    let data = '';
+    s.setTimeout(5000, () => s.destroy(new Error('no answer in 5 s')));
+    s.on('data', (c) => (data += c.toString('latin1')));
+    s.on('close', () => resolve(data));
+    s.on('error', reject);
+    s.write(raw);
+  });
+}
+
+/** The header block of a raw response, as lowercased `name: value` lines. */
+function headerLines(raw: string): string[] {
+  return raw
+    .split('\r\n\r\n')[0]!
+    .split('\r\n')
+    .slice(1)
+    .map((l) => l.toLowerCase());
+}
+
+async function locationOf(t: import('node:test').TestContext, rules: RewriteRule[], path: string, options?: RewriteOptions): Promise<string | undefined> {
+  const gw = await rewriteGateway(t, rules, options);
+  const r = await gw.get(path);
+  return r.headers.location;
+}
+
+// ---- return 204 / 304: no body headers ----
+
+for (const status of [204, 304]) {
+  test(`return ${status} sends no Content-Length, Content-Type or body, even with a text`, async (t) => {
+    const gw = await rewriteGateway(t, [{ location: '/text', rules: [{ return: status, text: 'ignored' }] }, { return: status }]);
+    for (const path of ['/', '/text']) {
+      const raw = await rawExchange(gw.port, `GET ${path} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n`);
+      assert.match(raw, new RegExp(`^HTTP/1\\.1 ${status} `));
+      const lines = headerLines(raw);
+      assert.equal(
+        lines.find((l) => l.startsWith('content-length:') || l.startsWith('content-type:') || l.startsWith('transfer-encoding:')),
+        undefined,
+        raw,
+      );
+      assert.equal(raw.split('\r\n\r\n')[1], '', 'no body');
+    }
+  });
+}
+
+// ---- absolute redirects without Host ----
+
+test('an HTTP/1.0 request without Host is redirected to the server address with its listening port', async (t) => {
+  const gw = await rewriteGateway(t, [
+    { rewrite: '^/old/(.*)$', replacement: '/new/$1', flag: 'redirect' },
+    { return: 301, url: '/moved' },
+  ]);
+  const raw = await rawExchange(gw.port, 'GET /old/a HTTP/1.0\r\n\r\n');
+  assert.match(raw, /^HTTP\/1\.1 302 /);
+  assert.ok(headerLines(raw).includes(`location: http://127.0.0.1:${gw.port}/new/a`), raw);
+  const ret = await rawExchange(gw.port, 'GET /x HTTP/1.0\r\n\r\n');
+  assert.ok(headerLines(ret).includes(`location: http://127.0.0.1:${gw.port}/moved`), ret);
+});
+
+// ---- named captures of a regex location ----
+
+test('named captures of a regex location stay available to the rewrites inside it', async (t) => {
+  const gw = await rewriteGateway(
+    t,
+    fromNginx(`
+      location ~ ^/user/(?<uid>\\d+)$ { rewrite ^ /users/$uid break; }
+      location ~ ^/both/(?<a>\\w+)/(?<b>\\w+)$ { rewrite ^/both/(?<b>\\w)\\w*/ /x/$a/$b/$1 break; }
+      location ~ ^/set/(?<v>\\w+)$ { set $v before; rewrite ^/set/(?<v>\\w+)$ /s/$v break; }
+      location ~ ^/if/(?<n>\\d+)$ { if ($arg_q ~ ^(?<q>\\w+)$) { rewrite ^ /if/$n/$q break; } }
+    `),
+  );
+  assert.equal((await gw.echo('/user/42')).uri, '/users/42');
+  // A later match replaces the names it has and keeps the others; numbered captures are the last match's (a named group is numbered too, as in PCRE).
+  assert.equal((await gw.echo('/both/one/two')).uri, '/x/one/o/o');
+  // A match replaces a `set` of the same name.
+  assert.equal((await gw.echo('/set/val')).uri, '/s/val');
+  assert.equal((await gw.echo('/if/7?q=z')).uri, '/if/7/z');
+  // In a redirect they are escaped as captures are.
+  const redirect = await locationOf(t, [{ location: '~ ^/r/(?<p>.+)$', rules: [{ rewrite: '^', replacement: '/to/$p', flag: 'redirect' }] }], '/r/a%3Fb');
+  assert.match(redirect ?? '', /\/to\/a%3Fb$/);
+});
+
+export { fromNginx, locationOf };
