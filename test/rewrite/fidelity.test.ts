@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { createConnection } from 'node:net';
 import { test } from 'node:test';
 import { fromNginx, type RewriteOptions, type RewriteRule } from '../../src/index.ts';
+import { unescapeRedirect } from '../../src/rewrite/index.ts';
 import { rewriteGateway } from './support.ts';
 
 /** Sends `raw` on a fresh connection and returns everything the gateway wrote until it closed. */
@@ -91,3 +92,25 @@ test('named captures of a regex location stay available to the rewrites inside i
 });
 
 export { fromNginx, locationOf };
+
+// ---- a redirect to a URL carried in an argument (rewrite_unescape.t) ----
+
+test('a redirect whose replacement is an escaped URL from an argument goes to that URL', async (t) => {
+  const rules = fromNginx(
+    'location /t1 { rewrite ^ $arg_r? redirect; }\nlocation /t7 { rewrite ^ /go/$arg_p redirect; }\nlocation /t8 { rewrite ^ $args? permanent; }',
+  );
+  assert.equal(await locationOf(t, rules, '/t1?r=http%3A%2F%2Fexample.com%2F%3Ffrom'), 'http://example.com/?from');
+  // CR LF stay escaped: no header splitting.
+  assert.equal(await locationOf(t, rules, '/t1?r=http%3A%2F%2Fexample.com%0D%0Asplit'), 'http://example.com%0D%0Asplit');
+  // After the first `?`, nothing more is unescaped (nginx; rewrite_unescape.t would like `from=blah`).
+  assert.equal(await locationOf(t, rules, '/t1?r=http%3A%2F%2Fexample.com%2F%3Ffrom%3Dblah'), 'http://example.com/?from%3Dblah');
+  assert.equal(await locationOf(t, rules, '/t1?r=https://example.com/a'), 'https://example.com/a');
+  assert.match((await locationOf(t, rules, '/t7?p=a%2Fb%20c')) ?? '', /^http:\/\/127\.0\.0\.1:\d+\/go\/a\/b%20c\?p=a%2Fb%20c$/);
+  assert.equal(await locationOf(t, rules, '/t8?https%3A%2F%2Fexample.org%2Fx'), 'https://example.org/x');
+});
+
+test('unescapeRedirect follows NGX_UNESCAPE_REDIRECT', () => {
+  // Printable ASCII after `%` is unescaped; `%`, space and controls are not; the first `?` ends it; invalid escapes are kept.
+  const inputs = ['a%2Fb%2fc', '%25%20%0a%7F%7e%26', 'a?b%2F', 'a%3fb%2F', '%zz%4'];
+  assert.deepEqual(inputs.map(unescapeRedirect), ['a/b/c', '%25%20%0a%7F~&', 'a?b%2F', 'a?b%2F', '%zz%4']);
+});
