@@ -24,7 +24,12 @@ interface Options {
   backups: boolean;
   limits: boolean;
   steps: number;
+  /** Some weights far beyond what current weights hold exactly (up to 2^53 - 1, the most accepted). */
+  huge?: boolean;
 }
+
+/** Weights of the `huge` histories: the most accepted, others past exact sums, one just past a lane's. */
+const HUGE = [Number.MAX_SAFE_INTEGER, 2 ** 52, 2 ** 40 + 1, 2 ** 31, 65537];
 
 /** A pair of pools, lanes and reference, driven alike. */
 class Twins {
@@ -142,6 +147,7 @@ function history(method: MethodOption, seed: number, o: Options): void {
   const server = (i: number): ServerOptions => {
     const s: ServerOptions = { url: `http://10.0.${i >> 8}.${i & 255}:8080`, id: `s${i}` };
     if (o.weight > 1) s.weight = 1 + int(o.weight);
+    if (o.huge === true && r() < 0.4) s.weight = HUGE[int(HUGE.length)]!;
     if (o.limits && r() < 0.3) s.maxConns = 1 + int(3);
     if (r() < 0.5) s.maxFails = int(4);
     if (r() < 0.5) s.failTimeout = `${1 + int(5)}s`;
@@ -175,7 +181,7 @@ function history(method: MethodOption, seed: number, o: Options): void {
       } else if (x < 0.91) {
         const change: ServerUpdate = {};
         const y = r();
-        if (y < 0.3) change.weight = 1 + int(Math.max(o.weight, 3));
+        if (y < 0.3) change.weight = o.huge === true && r() < 0.4 ? HUGE[int(HUGE.length)]! : 1 + int(Math.max(o.weight, 3));
         else if (y < 0.45) change.down = r() < 0.5;
         else if (y < 0.6) change.drain = r() < 0.5;
         else if (y < 0.75) change.maxConns = o.limits ? int(3) : 0;
@@ -234,6 +240,8 @@ const SHAPES: Array<[string, Options]> = [
   ['weights 1-5, backups, maxConns', { servers: 10, weight: 5, slowStart: false, backups: true, limits: true, steps: 1500 }],
   ['weights 1-5, slow start, backups, maxConns', { servers: 10, weight: 5, slowStart: true, backups: true, limits: true, steps: 1500 }],
   ['60 servers, weights 1-3, slow start', { servers: 60, weight: 3, slowStart: true, backups: true, limits: true, steps: 2000 }],
+  ['weights up to 2^53 - 1', { servers: 12, weight: 3, slowStart: false, backups: false, limits: false, steps: 1500, huge: true }],
+  ['weights up to 2^53 - 1, slow start, backups, maxConns', { servers: 12, weight: 3, slowStart: true, backups: true, limits: true, steps: 1500, huge: true }],
 ];
 
 for (const [name, method] of METHODS) {
@@ -335,4 +343,28 @@ test('a sticky request bound to a server whose weight just changed is weighed as
   twins.both((p) => p.update('a', { weight: 4 }));
   twins.request(() => 0.5, twins.lanes.get('a')!.sid);
   for (let i = 0; i < 12; i++) twins.request(() => 0.5, undefined);
+});
+
+test('weights up to 2^53 - 1 (sums no longer exact): least-conn and round robin choose as the pass, requests held open at random', (t) => {
+  for (const method of ['round-robin', 'least-conn'] as const) {
+    for (const seed of [13, 25, 27]) {
+      const r = seeded(seed);
+      const servers = Array.from({ length: 12 }, (_, i) => ({
+        url: `http://127.0.0.1:${19831 + i}`,
+        id: `s${i}`,
+        weight: r() < 0.4 ? [Number.MAX_SAFE_INTEGER, 2 ** 52, 2 ** 40 + 1, 65537, 3][Math.floor(r() * 5)]! : 1 + Math.floor(r() * 3),
+      }));
+      const twins = new Twins(method, servers, clock());
+      t.after(() => twins.close());
+      const held: Array<[Peer, Peer]> = [];
+      const end = ([pa, pb]: [Peer, Peer]): void => twins.finish(pa, pb, 'ok', () => 0.5, { header: 1 });
+      for (let i = 0; i < 3000; i++) {
+        const pa = twins.select(selection(twins.lanes), selection(twins.scan))!;
+        const pair: [Peer, Peer] = [pa, twins.pick(twins.scan, pa.id)];
+        if (r() < 0.5) held.push(pair);
+        else end(pair);
+        if (held.length > 0 && r() < 0.5) end(held.splice(Math.floor(r() * held.length), 1)[0]!);
+      }
+    }
+  }
 });

@@ -102,14 +102,26 @@ export function withBackup(peers: PeerSet, sel: Selection, pick: (list: readonly
 export const reference = { scan: false };
 
 /**
+ * The largest sum of weights a list may have for its lanes: current weights stay within about the
+ * sum, and with slow start's steps of 2^-16 every value is then exact (below 2^48), so the lanes'
+ * additions, made in another order than the pass's, give the same numbers. A heavier list (weights
+ * up to 2^53 - 1 are accepted) is chosen from by the pass itself, rounding as it rounds. @internal
+ */
+export const EXACT_WEIGHT = 2 ** 32;
+
+/**
  * The primaries' and the backups' {@link Lanes} of one pool, remade when its lists change, and the
- * choice with nginx's fall-over from the primaries to the backups. @internal
+ * choice with nginx's fall-over from the primaries to the backups. A list heavier than
+ * {@link EXACT_WEIGHT} keeps no lanes: the passes above choose in it. @internal
  */
 export class LaneLists {
   readonly #measure: LoadMeasure | undefined;
   #set: PeerSet | undefined;
   #primary: Lanes | undefined;
   #backup: Lanes | undefined;
+  /** Whether each list is in lanes (light enough), else chosen from by a pass. */
+  #primaryLanes = true;
+  #backupLanes = true;
   /** Sum of the backups' weights (the primaries' is the set's totalWeight). */
   backupWeight = 0;
 
@@ -119,30 +131,51 @@ export class LaneLists {
 
   rebuild(peers: PeerSet): void {
     this.#set = peers;
-    if (this.#primary === undefined || this.#backup === undefined) {
-      this.#primary = new Lanes(peers.primary, this.#measure);
-      this.#backup = new Lanes(peers.backup, this.#measure);
-    } else {
-      this.#primary.reset(peers.primary);
-      this.#backup.reset(peers.backup);
-    }
     this.backupWeight = 0;
     for (const p of peers.backup) this.backupWeight += p.weight;
+    this.#primaryLanes = peers.totalWeight <= EXACT_WEIGHT;
+    this.#backupLanes = this.backupWeight <= EXACT_WEIGHT;
+    // a list left to the pass lets its servers go (their current weights back on the peers)
+    const primary = this.#primaryLanes ? peers.primary : [];
+    const backup = this.#backupLanes ? peers.backup : [];
+    if (this.#primary === undefined || this.#backup === undefined) {
+      this.#primary = new Lanes(primary, this.#measure);
+      this.#backup = new Lanes(backup, this.#measure);
+    } else {
+      this.#primary.reset(primary);
+      this.#backup.reset(backup);
+    }
   }
 
-  /** The lanes of the list in use (the backups after a fall-over). */
-  of(peers: PeerSet, backup: boolean): Lanes {
+  /** The server's current weight in the list in use (nginx `current_weight`). */
+  current(peers: PeerSet, backup: boolean, peer: Peer): number {
     if (peers !== this.#set) this.rebuild(peers);
-    return backup ? this.#backup! : this.#primary!;
+    return (backup ? this.#backup! : this.#primary!).current(peer);
+  }
+
+  /**
+   * nginx's choice in the list in use (the backups after a fall-over), without falling over; with
+   * `forced` (round robin's sticky request), the pass runs and `forced` pays the total.
+   */
+  choose(peers: PeerSet, sel: Selection, forced?: Peer): Peer | undefined {
+    if (peers !== this.#set) this.rebuild(peers);
+    const backup = sel.backup;
+    if (backup ? this.#backupLanes : this.#primaryLanes) return (backup ? this.#backup! : this.#primary!).select(sel, forced);
+    const list = backup ? peers.backup : peers.primary;
+    const measure = this.#measure;
+    if (measure === undefined || forced !== undefined) return smoothStep(list, sel, undefined, 0, forced);
+    const now = sel.now;
+    if (measure.before !== undefined) for (const peer of list) if (!sel.tried.has(peer) && peer.usable(now)) measure.before(peer, now);
+    return leastBy(list, sel, (peer) => measure.load(peer, now));
   }
 
   select(peers: PeerSet, sel: Selection): Peer | undefined {
     if (!sel.backup) {
-      const best = this.of(peers, false).select(sel);
+      const best = this.choose(peers, sel);
       if (best !== undefined || peers.backup.length === 0) return best;
       sel.backup = true;
     }
-    return this.of(peers, true).select(sel);
+    return this.choose(peers, sel);
   }
 }
 
@@ -160,10 +193,9 @@ export function createRoundRobin(): Balancer {
      */
     bound(peers, sel, found) {
       if (peers.single) return found;
-      const lanes = lists.of(peers, sel.backup);
       const totalWeight = sel.backup ? lists.backupWeight : peers.totalWeight;
-      if (lanes.current(found) <= -(totalWeight - found.weight)) return found;
-      return lanes.select(sel, found)!;
+      if (lists.current(peers, sel.backup, found) <= -(totalWeight - found.weight)) return found;
+      return lists.choose(peers, sel, found)!;
     },
     // a server with maxConns leaves its lane when full and comes back when a request ends
     chosen(peer) {
