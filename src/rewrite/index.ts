@@ -9,6 +9,7 @@ import { hostOf, validHost } from '../core/http.ts';
 import { closeHttp2Stream, isHttp2Response, writeHead } from '../core/http2.ts';
 import { compileTemplate, type Template } from '../core/variables.ts';
 import { compileCondition, compileRegex, hostMatcher, keepCaptures, type Condition, type HostMatch } from './conditions.ts';
+import { nestingError, parseLocation, type LocationSpec } from './locations.ts';
 
 export type { Condition, ConditionOperator } from './conditions.ts';
 
@@ -23,7 +24,7 @@ export type RewriteFlag = 'last' | 'break' | 'redirect' | 'permanent';
  * - `{ if: '$http_x_debug', then: [...] }`: nginx `if`
  * - `{ set: '$route', value: '$cookie_route' }`: nginx `set`
  * - `{ break: true }`: nginx `break`
- * - `{ location: '~* \\.php$', rules: [...] }`: a location whose rules run once it is chosen
+ * - `{ location: '~* \\.php$', rules: [...] }`: a location whose rules run once it is chosen (locations nest as nginx's)
  * - `{ server: ['example.org', '*.example.org'], rules: [...] }`: rules for a host (nginx `server_name`)
  */
 export type RewriteRule =
@@ -70,7 +71,12 @@ export type RewriteRule =
   | {
       /** The location, in nginx syntax: a prefix (`'/api/'`), `'= /'`, `'^~ /img/'`, `'~ regex'` or `'~* regex'`. */
       location: string;
-      /** The rules run once the location is chosen; no location or server blocks among them. */
+      /**
+       * The rules run once the location is chosen. Locations nest as in nginx: in a prefix or regex
+       * location, a regex location or a prefix (`=`, `^~`) that starts with the parent's path; a
+       * nested location that matches is chosen instead of its parent, and the parent's rules do not
+       * run for it. No server blocks here.
+       */
       rules: RewriteRule[];
     }
   | {
@@ -111,11 +117,11 @@ interface State {
 
 type Step = (ex: Exchange, st: State) => Outcome;
 
-interface Location {
-  kind: '=' | '^~' | 'prefix' | '~' | '~*';
-  path: string;
+interface Location extends LocationSpec {
   regex: RegExp | undefined;
   steps: Step[];
+  /** Locations inside this one. */
+  nested: Location[];
 }
 
 interface Server {
@@ -279,42 +285,66 @@ function compileBlock(rules: readonly RewriteRule[], where: string, match: Serve
   return { match, steps, locations };
 }
 
-function compileLocation(rule: { location: string; rules: RewriteRule[] }, where: string): Location {
+function compileLocation(rule: { location: string; rules: RewriteRule[] }, where: string, parent?: LocationSpec): Location {
   const spec = rule.location;
   if (typeof spec !== 'string' || spec.trim() === '')
     throw new InvalidOptionError(`${where}.location`, 'a location such as "/api/", "= /", "^~ /img/", "~ \\.php$" or "~* \\.jpg$"', spec);
-  const m = /^(=|\^~|~\*|~)\s+(.+)$/s.exec(spec.trim());
-  const kind = (m?.[1] ?? 'prefix') as Location['kind'];
-  const path = m?.[2] ?? spec.trim();
+  const { kind, path } = parseLocation(spec);
+  const nesting = parent === undefined ? undefined : nestingError(parent, { kind, path });
+  if (nesting !== undefined) throw new InvalidOptionError(`${where}.location`, `a location nginx can nest (${nesting})`, spec);
   const regex = kind === '~' || kind === '~*' ? compileRegex(path, kind === '~*', `${where}.location`) : undefined;
   if (!Array.isArray(rule.rules)) throw new InvalidOptionError(`${where}.rules`, 'an array of rules', rule.rules);
-  const steps = rule.rules.map((r, i) => {
-    if (r !== null && typeof r === 'object' && ('location' in r || 'server' in r)) {
-      throw new InvalidOptionError(`${where}.rules[${i}]`, 'a rule (locations and servers do not nest)', r);
-    }
-    return compileStep(r, `${where}.rules[${i}]`);
-  });
-  return { kind, path, regex, steps };
+  const steps: Step[] = [];
+  const nested: Location[] = [];
+  for (const [i, r] of rule.rules.entries()) {
+    if (r !== null && typeof r === 'object' && 'server' in r)
+      throw new InvalidOptionError(`${where}.rules[${i}]`, 'a rule (a server block cannot stand in a location)', r);
+    if (r !== null && typeof r === 'object' && 'location' in r) nested.push(compileLocation(r, `${where}.rules[${i}]`, { kind, path }));
+    else steps.push(compileStep(r, `${where}.rules[${i}]`));
+  }
+  return { kind, path, regex, steps, nested };
 }
 
-/** nginx's location choice: exact, then the longest prefix (`^~` stops there), then the first regex, else that prefix. */
+/** nginx's location choice (see searchLocations). */
 function findLocation(locations: readonly Location[], ex: Exchange): Location | undefined {
+  const found: { location: Location | undefined } = { location: undefined };
+  searchLocations(locations, ex, found);
+  return found.location;
+}
+
+/**
+ * nginx's ngx_http_core_find_location, one level: an exact match ends the search; else the
+ * longest prefix is remembered and its nested locations are searched; unless that prefix is
+ * `^~`, this level's regexes follow in order, and the first that matches is chosen (its own
+ * nested locations searched in turn); else the deepest prefix found stands. True when the
+ * choice is final (an exact or a regex match).
+ */
+function searchLocations(locations: readonly Location[], ex: Exchange, found: { location: Location | undefined }): boolean {
   const uri = ex.uri;
   let prefix: Location | undefined;
   for (const l of locations) {
-    if (l.kind === '=' && l.path === uri) return l;
+    if (l.kind === '=' && l.path === uri) {
+      found.location = l;
+      return true;
+    }
     if ((l.kind === 'prefix' || l.kind === '^~') && uri.startsWith(l.path) && (prefix === undefined || l.path.length > prefix.path.length)) prefix = l;
   }
-  if (prefix?.kind === '^~') return prefix;
+  if (prefix !== undefined) {
+    found.location = prefix;
+    if (prefix.nested.length > 0 && searchLocations(prefix.nested, ex, found)) return true;
+    if (prefix.kind === '^~') return false;
+  }
   for (const l of locations) {
     if (l.regex === undefined) continue;
     const m = l.regex.exec(uri);
     if (m !== null) {
       keepCaptures(ex, m);
-      return l;
+      found.location = l;
+      if (l.nested.length > 0) searchLocations(l.nested, ex, found);
+      return true;
     }
   }
-  return prefix;
+  return false;
 }
 
 /**

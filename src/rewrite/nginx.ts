@@ -2,6 +2,7 @@ import { InvalidOptionError } from '../core/errors.ts';
 import { objectOption, stringListOption } from '../core/options.ts';
 import { compileRegex, type Condition, type ConditionOperator } from './conditions.ts';
 import type { RewriteFlag, RewriteRule } from './index.ts';
+import { nestingError, parseLocation, type LocationSpec } from './locations.ts';
 
 /** Options of {@link fromNginx}. */
 export interface FromNginxOptions {
@@ -44,7 +45,7 @@ const STEP_DIRECTIVES = 'rewrite, return, if, set, break';
 
 /**
  * Converts nginx configuration text into {@link rewrite} rules: `rewrite`, `return`,
- * `if`, `set`, `break`, `location` blocks and `server` blocks with `server_name`.
+ * `if`, `set`, `break`, `location` blocks (nested as nginx nests them) and `server` blocks with `server_name`.
  * Comments, single and double quotes (with nginx's backslash escapes) and any line
  * layout are understood. Any other directive, and any syntax error, throws an
  * `InvalidOptionError` whose option is `nginx:LINE`; list directives that do not
@@ -257,7 +258,7 @@ function orderServers(servers: Array<{ names: string[]; line: number; rules: Rew
   return [...exact, ...leading.sort(longestFirst).map((e) => e.rule), ...trailing.sort(longestFirst).map((e) => e.rule), ...regex];
 }
 
-function convertBlock(statements: readonly Statement[], level: Level, ignore: ReadonlySet<string>): RewriteRule[] {
+function convertBlock(statements: readonly Statement[], level: Level, ignore: ReadonlySet<string>, parent?: LocationSpec): RewriteRule[] {
   const rules: RewriteRule[] = [];
   for (const st of statements) {
     if (ignore.has(st.name)) continue;
@@ -299,7 +300,7 @@ function convertBlock(statements: readonly Statement[], level: Level, ignore: Re
         break;
       }
       case 'location': {
-        if (level === 'location' || level === 'if') fail(st.line, 'a location only at the top level or in a server block (nested locations are not supported)');
+        if (level === 'if') fail(st.line, 'no "location" inside "if" (nginx does not allow it there)');
         if (st.block === undefined) fail(st.line, 'a block after "location"');
         arity(1, 2);
         const [first, second] = st.args.map((a) => a.text) as [string, string | undefined];
@@ -307,10 +308,11 @@ function convertBlock(statements: readonly Statement[], level: Level, ignore: Re
         if (second === undefined && first.startsWith('@')) fail(st.line, 'a path location (named locations such as "@name" are not supported)');
         if (second === undefined && MODIFIERS.has(first)) fail(st.line, `a path after the location modifier "${first}"`);
         if (first === '~' || first === '~*') checkRegex(second!, first === '~*', st);
+        const spec = parseLocation(second === undefined ? first : `${first} ${second}`);
+        const nesting = parent === undefined ? undefined : nestingError(parent, spec);
+        if (nesting !== undefined) fail(st.line, `a location nginx can nest, received ${nesting}`);
         const body = st.block.filter((s) => !ignore.has(s.name));
-        const nested = body.find((s) => s.name === 'location');
-        if (nested !== undefined) fail(nested.line, 'a rewrite directive in the location (nested locations are not supported)');
-        rules.push({ location: second === undefined ? first : `${first} ${second}`, rules: convertBlock(body, 'location', ignore) });
+        rules.push({ location: second === undefined ? first : `${first} ${second}`, rules: convertBlock(body, 'location', ignore, spec) });
         break;
       }
       case 'server':
@@ -322,7 +324,7 @@ function convertBlock(statements: readonly Statement[], level: Level, ignore: Re
       default:
         fail(
           st.line,
-          `a rewrite-module directive (${STEP_DIRECTIVES}${level === 'top' || level === 'server' ? ', location' : ''}${level === 'top' ? ', server' : ''}); ` +
+          `a rewrite-module directive (${STEP_DIRECTIVES}${level === 'if' ? '' : ', location'}${level === 'top' ? ', server' : ''}); ` +
             `"${st.name}" is not supported (options.ignore skips it)`,
         );
     }

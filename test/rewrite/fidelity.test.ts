@@ -114,3 +114,63 @@ test('unescapeRedirect follows NGX_UNESCAPE_REDIRECT', () => {
   const inputs = ['a%2Fb%2fc', '%25%20%0a%7F%7e%26', 'a?b%2F', 'a%3fb%2F', '%zz%4'];
   assert.deepEqual(inputs.map(unescapeRedirect), ['a/b/c', '%25%20%0a%7F~&', 'a?b%2F', 'a?b%2F', '%zz%4']);
 });
+
+// ---- nested locations (ngx_http_core_find_location) ----
+
+test('nested locations are chosen as nginx chooses them', async (t) => {
+  const gw = await rewriteGateway(
+    t,
+    fromNginx(`
+      location /a/ {
+        return 200 "a";
+        location /a/b/ { return 200 "ab"; }
+        location ~ \\.x$ { return 200 "a-regex"; }
+        location = /a/exact { return 200 "a-exact"; }
+      }
+      location ~ \\.x$ { return 200 "top-regex"; }
+      location ^~ /n/ {
+        location ~ \\.x$ { return 200 "n-regex"; }
+        return 200 "n";
+      }
+      location /p/ {
+        location ^~ /p/q/ { return 200 "pq"; }
+        location ~ \\.y$ { return 200 "p-y"; }
+      }
+      location ~ \\.y$ { return 200 "top-y"; }
+      location ~ ^/r/(?<id>\\w+) {
+        location ~ \\.z$ { return 200 "r-z $id"; }
+        return 200 "r $id";
+      }
+      location /l/ {
+        location /l/m/ { rewrite ^/l/m/(.*)$ /a/b/$1 last; }
+        rewrite ^ /never;
+      }
+    `),
+  );
+  const cases: Array<[string, string]> = [
+    ['/a/', 'a'],
+    ['/a/b/c', 'ab'],
+    // The deepest prefix, then the regexes of its parent before the top level's.
+    ['/a/b/c.x', 'a-regex'],
+    ['/a/q.x', 'a-regex'],
+    ['/a/exact', 'a-exact'],
+    ['/z.x', 'top-regex'],
+    // `^~` keeps the top-level regexes out, not the location's own.
+    ['/n/k.x', 'n-regex'],
+    ['/n/k', 'n'],
+    // A nested `^~` skips its parent's regexes only: the top level's still run (nginx's noregex is per level).
+    ['/p/q/w.y', 'top-y'],
+    ['/p/q/w', 'pq'],
+    ['/p/w.y', 'p-y'],
+    // Regex in regex; the outer match's named captures stay.
+    ['/r/abc.z', 'r-z abc'],
+    ['/r/abc', 'r abc'],
+    // A nested location's rules run instead of its parent's; `last` searches again from the top.
+    ['/l/m/w', 'ab'],
+  ];
+  for (const [path, body] of cases) {
+    const r = await gw.get(path);
+    assert.equal(`${r.status} ${r.body}`, `200 ${body}`, path);
+  }
+  assert.equal((await gw.echo('/p/z')).uri, '/p/z');
+});

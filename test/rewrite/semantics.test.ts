@@ -744,7 +744,22 @@ const INVALID: Array<{ name: string; rules: unknown; options?: unknown; where: R
   { name: 'break not true', rules: [{ break: 1 }], where: /rules\[0\]\.break/ },
   { name: 'bad condition text', rules: [{ if: 'uri ~ x', then: [] }], where: /rules\[0\]\.if/ },
   { name: 'bad condition operator', rules: [{ if: { var: '$uri', op: '=~', value: 'x' }, then: [] }], where: /rules\[0\]\.if\.op/ },
-  { name: 'nested location', rules: [{ location: '/a/', rules: [{ location: '/b/', rules: [] }] }], where: /rules\[0\]\.rules\[0\]/ },
+  {
+    name: 'nested location outside its parent',
+    rules: [{ location: '/a/', rules: [{ location: '/b/', rules: [] }] }],
+    where: /rules\[0\]\.rules\[0\]\.location.*outside location "\/a\/"/,
+  },
+  {
+    name: 'location in an exact location',
+    rules: [{ location: '= /a', rules: [{ location: '~ a', rules: [] }] }],
+    where: /rules\[0\]\.rules\[0\]\.location.*exact location/,
+  },
+  {
+    name: 'location in an if',
+    rules: [{ location: '/a', rules: [{ if: '$arg_a', then: [{ location: '/a/b', rules: [] }] }] }],
+    where: /rules\[0\]\.rules\[0\]\.then\[0\]/,
+  },
+  { name: 'server in a location', rules: [{ location: '/a', rules: [{ server: 'a', rules: [] }] }], where: /rules\[0\]\.rules\[0\]/ },
   { name: 'server blocks mixed with rules', rules: [{ server: 'a', rules: [] }, { return: 403 }], where: /rules/ },
   { name: 'bad server regex', rules: [{ server: '~(', rules: [] }], where: /rules\[0\]\.server\[0\]/ },
   { name: 'wildcard in the middle of a server name', rules: [{ server: 'www.*.org', rules: [] }], where: /rules\[0\]\.server\[0\]/ },
