@@ -250,3 +250,19 @@ test('ip_hash: fewer than two servers -> round robin; the client address comes f
   (sel.req!.socket as { remoteAddress: string }).remoteAddress = '127.0.0.1';
   assert.equal(internals(p).select(sel)?.name, r.addr);
 });
+
+test('consistent hash: a weight whose ring cannot be made (weights up to 2^53 - 1 are accepted) is refused, and the ring in use keeps serving', (t) => {
+  const p = make(t, consistent, [
+    { url: 'http://10.0.0.1:80', id: 'a' },
+    { url: 'http://10.0.0.2:80', id: 'b' },
+  ]);
+  const before = pick(p, { url: '/?k=x' });
+  assert.throws(() => p.update('a', { weight: 2 ** 40 }), { code: 'SWY_ERR_INVALID_OPTION', option: 'weight' });
+  assert.equal(pick(p, { url: '/?k=x' }), before);
+  assert.throws(
+    () => createPool({ method: consistent, servers: [{ url: 'http://10.0.0.1:80', weight: Number.MAX_SAFE_INTEGER }, { url: 'http://10.0.0.2:80' }] }),
+    {
+      code: 'SWY_ERR_INVALID_OPTION',
+    },
+  );
+});

@@ -68,6 +68,12 @@ export function createHash(key: KeyFunction): Balancer {
 
 /** Ring points sort by hash, then by server (its first peer's place in the list): 2^21 servers at most. */
 const GROUP_BITS = 2 ** 21;
+/**
+ * Most points a ring holds (16 bytes each while it is made): 160 per unit of weight, so a sum of
+ * weights up to 209,715. Weights up to 2^53 - 1 are accepted, and a ring of their points cannot be
+ * made (nginx would try to allocate it). @internal
+ */
+export const MAX_RING_POINTS = 2 ** 25;
 
 /**
  * `hash … consistent`: ketama as Cache::Memcached::Fast with 160 points per unit
@@ -85,10 +91,18 @@ export function createConsistentHash(key: KeyFunction): Balancer {
   let groups: Peer[][] = [];
   const le = Buffer.alloc(4);
   const rebuild = (peers: PeerSet): void => {
-    const index = new Map<string, number>();
-    groups = [];
     let count = 0;
     for (const peer of peers.primary) count += 160 * peer.weight;
+    // refused before anything changes: the ring in use stays whole (and requests keep being served)
+    if (count > MAX_RING_POINTS) {
+      throw new InvalidOptionError(
+        'weight',
+        `weights that add up to at most ${Math.floor(MAX_RING_POINTS / 160)} (160 points per unit of weight on the consistent hash ring)`,
+        count / 160,
+      );
+    }
+    const index = new Map<string, number>();
+    const made: Peer[][] = [];
     // hash × 2^21 + server: sorting the numbers sorts by hash, and equal hashes by the list (nginx keeps the first)
     const all = new Float64Array(count);
     let n = 0;
@@ -96,11 +110,11 @@ export function createConsistentHash(key: KeyFunction): Balancer {
       const server = peer.target.server;
       let g = index.get(server);
       if (g === undefined) {
-        g = groups.length;
+        g = made.length;
         index.set(server, g);
-        groups.push([]);
+        made.push([]);
       }
-      groups[g]!.push(peer);
+      made[g]!.push(peer);
       const colon = server.lastIndexOf(':');
       const hasPort = colon !== -1 && /^\d*$/.test(server.slice(colon + 1));
       const host = hasPort ? server.slice(0, colon) : server;
@@ -115,19 +129,20 @@ export function createConsistentHash(key: KeyFunction): Balancer {
       }
     }
     all.sort();
-    hashes = new Uint32Array(count);
-    owners = new Uint32Array(count);
+    const h32 = new Uint32Array(count);
+    const o32 = new Uint32Array(count);
     let unique = 0;
     for (let i = 0; i < count; i++) {
       const v = all[i]!;
       const h = Math.floor(v / GROUP_BITS);
-      if (unique > 0 && hashes[unique - 1] === h) continue;
-      hashes[unique] = h;
-      owners[unique] = v - h * GROUP_BITS;
+      if (unique > 0 && h32[unique - 1] === h) continue;
+      h32[unique] = h;
+      o32[unique] = v - h * GROUP_BITS;
       unique++;
     }
-    hashes = hashes.subarray(0, unique);
-    owners = owners.subarray(0, unique);
+    groups = made;
+    hashes = h32.subarray(0, unique);
+    owners = o32.subarray(0, unique);
   };
   const findPoint = (hash: number): number => {
     let lo = 0;
