@@ -13,11 +13,11 @@ import { Capture } from './capture.ts';
 import { lookupEntry, metaOf, servableNow, sharedAllowed } from './entry.ts';
 import { hasBody, resolveOrigin, type Origin } from './forwarding.ts';
 import { connectionFacts } from './detached.ts';
-import { fastKey, keyOf, requestKey } from './key.ts';
+import { keyOf, requestKey, type KnownKeys } from './key.ts';
 import { waitUntil, type FillTable, type UseCounter } from './lock.ts';
 import type { CacheSettings, CacheStatus } from './options.ts';
 import { answerPurge, type Purger } from './purge.ts';
-import { serveEntry, type Conditionals } from './serve.ts';
+import { plainHit, serveEntry, serveStored, type Conditionals } from './serve.ts';
 import { setEarlyHit, setStatus, type CacheCounters } from './stats.ts';
 import type { CacheCluster } from './sync.ts';
 
@@ -33,6 +33,8 @@ export interface CacheContext {
   readonly purger: Purger;
   /** The cache's part of the cluster-wide state (option `sync`): locks, use counts, purges and fills shared. */
   readonly cluster: CacheCluster | undefined;
+  /** The fast HIT path's keys, with the memory store's prefix (undefined with another store). */
+  readonly known: KnownKeys | undefined;
 }
 
 /**
@@ -72,13 +74,18 @@ function refuseStore(settings: CacheSettings, req: IncomingMessage, ex: Exchange
  * cache having rewritten the request, no body, no trusted proxy to resolve. Whether it answered.
  */
 export function fastHit(ctx: CacheContext, req: IncomingMessage, res: ServerResponse): boolean {
-  if (ctx.store.memory === undefined) return false;
-  const key = fastKey(ctx.settings, req);
+  const memory = ctx.store.memory;
+  if (memory === undefined || ctx.known === undefined) return false;
+  const key = ctx.known.storeKey(ctx.settings, req);
   if (key === undefined) return false;
-  const entry = ctx.store.getSync(key);
+  const entry = memory.getSync<CacheEntry>(key);
   if (entry === undefined || !servableNow(entry, req, ctx.settings.now())) return false;
   setEarlyHit(req);
-  ctx.stats.count('HIT', serveEntry(res, req.method!, entry, req.headers as Conditionals, ctx.settings.statusHeader, 'HIT'));
+  const c = req.headers as Conditionals;
+  const bytes = plainHit(c)
+    ? serveStored(res, req.method!, entry, ctx.settings.statusHeader, 'HIT', req.httpVersionMajor !== 2)
+    : serveEntry(res, req.method!, entry, c, ctx.settings.statusHeader, 'HIT');
+  ctx.stats.count('HIT', bytes);
   return true;
 }
 

@@ -10,6 +10,7 @@ import type { Middleware, Next } from '../core/chain.ts';
 import { stringOption } from '../core/options.ts';
 import { DEFAULT_NAMESPACE, resolveStore, type CacheStore } from '../store/index.ts';
 import { decide, fastHit, type CacheContext } from './decide.ts';
+import { KnownKeys } from './key.ts';
 import { FillTable, UseCounter } from './lock.ts';
 import { resolveCacheOptions, type CacheOptions } from './options.ts';
 import { Purger } from './purge.ts';
@@ -100,7 +101,8 @@ export function cache(options: CacheOptions = {}): CacheMiddleware {
           usesWindow: Math.max(1, settings.retention),
           stats: () => stats.snapshot(store),
         });
-  const ctx: CacheContext = { settings, store, stats, fills, uses: new UseCounter(settings.minUses), purger, cluster };
+  const known = store.memory === undefined ? undefined : new KnownKeys(store.keyPrefix);
+  const ctx: CacheContext = { settings, store, stats, fills, uses: new UseCounter(settings.minUses), purger, cluster, known };
   // HITs answered before anything needs the request's exchange record: only with the default key
   // and nothing that must see every request (a purge or bypass switch).
   const fastPath = settings.key === undefined && settings.purge === undefined && settings.bypass === undefined;

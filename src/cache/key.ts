@@ -47,21 +47,89 @@ export function requestKey(settings: CacheSettings, req: IncomingMessage, ex: Ex
 }
 
 /**
- * The store key of a request that may be answered without an exchange record (the fast HIT path):
- * the default key, a GET (or converted HEAD) whose target nothing rewrote, with a valid Host, no
- * body and no trusted proxy to resolve. `undefined` when the request is not one: it takes the
- * general path. A key stored earlier came from a valid request target, so the same target needs no
- * second check.
+ * Whether a request may be answered without an exchange record (the fast HIT path): a GET (or
+ * converted HEAD) whose target nothing rewrote. Its target when it may, else `undefined`.
  */
-export function fastKey(settings: CacheSettings, req: IncomingMessage): string | undefined {
+function fastTarget(settings: CacheSettings, req: IncomingMessage): string | undefined {
   const method = req.method;
   if (method === undefined || !keyedAsGet(method, settings.convertHead) || hasExchange(req)) return undefined;
   const original = (req as IncomingMessage & { originalUrl?: unknown }).originalUrl;
   const target = typeof original === 'string' ? original : req.url;
   if (target === undefined || target.charCodeAt(0) !== 47 /* '/' */) return undefined;
-  const host = requestHost(req);
-  if (!validHost(host) || (!settings.cacheBodies && hasBody(req)) || settings.trust(req.socket?.remoteAddress ?? '') || mayHaveFacts(req)) return undefined;
-  const scheme = (req.socket as { encrypted?: boolean } | null)?.encrypted === true ? 'https' : 'http';
-  // The default key as keyOf() makes it: the same origin, target and escaping.
-  return escapeKey(originKey(scheme, keyHost(host, req), target));
+  return target;
+}
+
+/** Whether the request keeps out of the fast HIT path: a body, a trusted proxy to resolve, forwarding facts to key. */
+function notFast(settings: CacheSettings, req: IncomingMessage): boolean {
+  return (!settings.cacheBodies && hasBody(req)) || settings.trust(req.socket?.remoteAddress ?? '') || mayHaveFacts(req);
+}
+
+/** Whether the request came over TLS (the scheme of its key). */
+function isHttps(req: IncomingMessage): boolean {
+  return (req.socket as { encrypted?: boolean } | null)?.encrypted === true;
+}
+
+/** How many keys {@link KnownKeys} holds before it forgets them all. */
+export const MAX_KNOWN_KEYS = 8192;
+
+/**
+ * The fast HIT path's keys made once: per scheme, Host (as the client sent it) and target, the
+ * default key with the store's prefix in front (what the memory store holds
+ * it under). A Host seen for the first time is checked once; at most {@link MAX_KNOWN_KEYS} keys
+ * are kept, then they are all forgotten and made again as requests come.
+ */
+export class KnownKeys {
+  readonly #http = new Map<string, Map<string, string>>();
+  readonly #https = new Map<string, Map<string, string>>();
+  readonly #prefix: string;
+  #size = 0;
+
+  constructor(prefix: string) {
+    this.#prefix = prefix;
+  }
+
+  /** How many keys are held. */
+  get size(): number {
+    return this.#size;
+  }
+
+  /**
+   * The prefixed store key of a request that may take the fast HIT path, else `undefined`: the
+   * default key of a GET (or converted HEAD) whose target nothing rewrote, with a valid Host, no
+   * body and no trusted proxy to resolve (the general path takes the others). A key stored earlier
+   * came from a valid request target, so the same target needs no second check.
+   */
+  storeKey(settings: CacheSettings, req: IncomingMessage): string | undefined {
+    const target = fastTarget(settings, req);
+    if (target === undefined) return undefined;
+    const host = requestHost(req);
+    const https = isHttps(req);
+    // No Host: the key has the connection's local address.
+    if (host === undefined) return notFast(settings, req) ? undefined : this.#make(https, host, req, target);
+    const hosts = https ? this.#https : this.#http;
+    let targets = hosts.get(host);
+    let key = targets?.get(target);
+    if (key === undefined) {
+      if (targets === undefined && !validHost(host)) return undefined;
+      if (this.#size >= MAX_KNOWN_KEYS) {
+        this.#http.clear();
+        this.#https.clear();
+        this.#size = 0;
+        targets = undefined;
+      }
+      if (targets === undefined) {
+        targets = new Map();
+        hosts.set(host, targets);
+      }
+      key = this.#make(https, host, req, target);
+      targets.set(target, key);
+      this.#size++;
+    }
+    return notFast(settings, req) ? undefined : key;
+  }
+
+  /** The default key as keyOf() makes it (the same origin, target and escaping), with the store's prefix. */
+  #make(https: boolean, host: string | undefined, req: IncomingMessage, target: string): string {
+    return this.#prefix + escapeKey(originKey(https ? 'https' : 'http', keyHost(host, req), target));
+  }
 }

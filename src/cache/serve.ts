@@ -126,6 +126,42 @@ export function byteRange(entry: CacheEntry, c: Conditionals): { start: number; 
 
 const hitHeaders = new WeakMap<CacheEntry, { statusHeader: string | undefined; list: string[] }>();
 
+/** Whether the request has none of the headers that make a HIT other than the entry as stored (conditionals, range). */
+export function plainHit(c: Conditionals): boolean {
+  return (
+    c['if-none-match'] === undefined &&
+    c['if-modified-since'] === undefined &&
+    c.range === undefined &&
+    c['if-match'] === undefined &&
+    c['if-unmodified-since'] === undefined
+  );
+}
+
+/**
+ * Writes `entry` as it is stored (a {@link plainHit}), with Content-Length and the status header
+ * `statusHeader: status`: the header list is built once per entry and status header. `h1`: the
+ * response is node:http's (not HTTP/2's compatibility one), written without the HTTP/2 checks.
+ * Returns the number of body bytes written.
+ */
+export function serveStored(res: ServerResponse, method: string, entry: CacheEntry, statusHeader: string | undefined, status: string, h1: boolean): number {
+  let wire = status === 'HIT' ? hitHeaders.get(entry) : undefined;
+  if (wire === undefined || wire.statusHeader !== statusHeader) {
+    const list = entry.headers.slice();
+    list.push('content-length', String(entry.body.length));
+    if (statusHeader !== undefined) list.push(statusHeader, status);
+    wire = { statusHeader, list };
+    if (status === 'HIT') hitHeaders.set(entry, wire);
+  }
+  if (h1) res.writeHead(entry.status, wire.list);
+  else writeHead(res, entry.status, wire.list);
+  if (method === 'HEAD' || entry.status === 204 || entry.status === 304) {
+    res.end();
+    return 0;
+  }
+  res.end(entry.body);
+  return entry.body.length;
+}
+
 const NOT_FOR_304 = new Set(['content-length', 'content-range', 'accept-ranges', 'transfer-encoding']);
 
 /**
@@ -134,30 +170,7 @@ const NOT_FOR_304 = new Set(['content-length', 'content-range', 'accept-ranges',
  */
 export function serveEntry(res: ServerResponse, method: string, entry: CacheEntry, c: Conditionals, statusHeader: string | undefined, status: string): number {
   // The common case (a HIT without conditions): the header list is built once per entry.
-  if (
-    status === 'HIT' &&
-    c['if-none-match'] === undefined &&
-    c['if-modified-since'] === undefined &&
-    c.range === undefined &&
-    c['if-match'] === undefined &&
-    c['if-unmodified-since'] === undefined
-  ) {
-    let wire = hitHeaders.get(entry);
-    if (wire === undefined || wire.statusHeader !== statusHeader) {
-      const list = entry.headers.slice();
-      list.push('content-length', String(entry.body.length));
-      if (statusHeader !== undefined) list.push(statusHeader, status);
-      wire = { statusHeader, list };
-      hitHeaders.set(entry, wire);
-    }
-    writeHead(res, entry.status, wire.list);
-    if (method === 'HEAD' || entry.status === 204 || entry.status === 304) {
-      res.end();
-      return 0;
-    }
-    res.end(entry.body);
-    return entry.body.length;
-  }
+  if (status === 'HIT' && plainHit(c)) return serveStored(res, method, entry, statusHeader, status, false);
   const headers: string[] = [];
   let code = entry.status;
   let body = entry.body;
