@@ -11,6 +11,7 @@ import { internals } from '../../src/pool/internal.ts';
 import { reference } from '../../src/pool/methods/round-robin.ts';
 import type { AttemptOutcome, Peer } from '../../src/pool/peer.ts';
 import type { Selection } from '../../src/pool/methods/types.ts';
+import { Cancellation } from '../../src/core/cancel.ts';
 import { SyncHandle } from '../../src/sync/index.ts';
 import { MemoryHub } from '../../src/sync/transport.ts';
 import { clock, until, type Clock } from '../helpers.ts';
@@ -26,6 +27,8 @@ interface Options {
   steps: number;
   /** Some weights far beyond what current weights hold exactly (up to 2^53 - 1, the most accepted). */
   huge?: boolean;
+  /** The pools have a wait queue: requests that find no server may wait for one, or give up waiting. */
+  queue?: boolean;
 }
 
 /** Weights of the `huge` histories: the most accepted, others past exact sums, one just past a lane's. */
@@ -39,14 +42,19 @@ class Twins {
   /** Requests in flight, with their header's time once it arrived. */
   readonly held: Array<{ lanes: Peer; scan: Peer; header?: number; inflightDone?: boolean }> = [];
   readonly log: string[] = [];
+  /** Requests waiting in both pools' queues, to be given up at random. */
+  readonly waiting = new Set<[Cancellation, Cancellation]>();
+  /** A queued request given different servers (found when the waits settle). */
+  failure: Error | undefined;
   next = 0;
 
-  constructor(method: MethodOption, servers: ServerOptions[], c: Clock) {
+  constructor(method: MethodOption, servers: ServerOptions[], c: Clock, queue = false) {
     this.c = c;
-    this.lanes = createPool({ name: 'lanes', method, servers, now: c.now });
+    const q = queue ? { size: 3 } : undefined;
+    this.lanes = createPool({ name: 'lanes', method, servers, now: c.now, queue: q });
     reference.scan = true;
     try {
-      this.scan = createPool({ name: 'scan', method, servers, now: c.now });
+      this.scan = createPool({ name: 'scan', method, servers, now: c.now, queue: q });
     } finally {
       reference.scan = false;
     }
@@ -68,7 +76,10 @@ class Twins {
     const tries = internals(this.lanes).maxTries();
     for (let i = 0; i < tries; i++) {
       const pa = this.select(a, b);
-      if (pa === undefined) return;
+      if (pa === undefined) {
+        if (internals(this.lanes).queueing && r() < 0.6) this.wait(a, b);
+        return;
+      }
       const pb = this.pick(this.scan, pa.id);
       const x = r();
       if (x < 0.3) {
@@ -84,6 +95,32 @@ class Twins {
       this.finish(pa, pb, outcome, r);
       if (outcome === 'ok' || r() < 0.3) return;
     }
+  }
+
+  /**
+   * Both requests wait in their pool's queue; a server freed (a request ending, an update, a
+   * health mark) is given to the first waiting, chosen at once (same() compares every server's
+   * conns after each step); the choices are compared when the waits settle.
+   */
+  wait(a: Selection, b: Selection): void {
+    const pair: [Cancellation, Cancellation] = [new Cancellation(), new Cancellation()];
+    this.waiting.add(pair);
+    this.log.push('wait');
+    void Promise.all([internals(this.lanes).wait(a, pair[0]), internals(this.scan).wait(b, pair[1])]).then(([pa, pb]) => {
+      this.waiting.delete(pair);
+      if (pa?.id !== pb?.id) this.failure ??= new Error(`queued request: lanes ${pa?.id}, scan ${pb?.id}\n${this.log.slice(-30).join('\n')}`);
+      else if (pa !== undefined && pb !== undefined) this.held.push({ lanes: pa, scan: pb });
+    });
+  }
+
+  /** One waiting request gives up (its client went away). */
+  giveUp(r: () => number): void {
+    const pairs = [...this.waiting];
+    const pair = pairs[Math.floor(r() * pairs.length)];
+    if (pair === undefined) return;
+    pair[0].abort();
+    pair[1].abort();
+    this.log.push('give up');
   }
 
   select(a: Selection, b: Selection): Peer | undefined {
@@ -126,6 +163,7 @@ class Twins {
 
   /** Both pools' servers are in the same state (what the lanes leave to nginx's arithmetic). */
   same(): void {
+    if (this.failure !== undefined) throw this.failure;
     const la = internals(this.lanes).peers();
     const lb = internals(this.scan).peers();
     assert.deepEqual(
@@ -140,7 +178,7 @@ class Twins {
   }
 }
 
-function history(method: MethodOption, seed: number, o: Options): void {
+async function history(method: MethodOption, seed: number, o: Options): Promise<void> {
   const r = seeded(seed);
   const c = clock(1_700_000_000_000 + Math.floor(r() * 1000));
   const int = (n: number): number => Math.floor(r() * n);
@@ -148,7 +186,7 @@ function history(method: MethodOption, seed: number, o: Options): void {
     const s: ServerOptions = { url: `http://10.0.${i >> 8}.${i & 255}:8080`, id: `s${i}` };
     if (o.weight > 1) s.weight = 1 + int(o.weight);
     if (o.huge === true && r() < 0.4) s.weight = HUGE[int(HUGE.length)]!;
-    if (o.limits && r() < 0.3) s.maxConns = 1 + int(3);
+    if (o.limits && (o.queue === true || r() < 0.3)) s.maxConns = 1 + int(3);
     if (r() < 0.5) s.maxFails = int(4);
     if (r() < 0.5) s.failTimeout = `${1 + int(5)}s`;
     if (o.backups && r() < 0.2) s.backup = true;
@@ -158,7 +196,7 @@ function history(method: MethodOption, seed: number, o: Options): void {
   };
   const servers = Array.from({ length: o.servers }, (_, i) => server(i));
   if (servers.every((s) => s.backup === true)) servers[0]!.backup = false;
-  const twins = new Twins(method, servers, c);
+  const twins = new Twins(method, servers, c, o.queue);
   let added = o.servers;
   let checkId = 0;
   const checks = new Map<string, number>();
@@ -220,6 +258,11 @@ function history(method: MethodOption, seed: number, o: Options): void {
         checks.delete(id);
         twins.log.push(`remove ${id}`);
       }
+      if (o.queue === true) {
+        if (r() < 0.05) twins.giveUp(r);
+        // the waits that were served settle (their requests are then held like the others)
+        await new Promise((resolve) => setImmediate(resolve));
+      }
       twins.same();
     }
   } finally {
@@ -240,14 +283,15 @@ const SHAPES: Array<[string, Options]> = [
   ['weights 1-5, backups, maxConns', { servers: 10, weight: 5, slowStart: false, backups: true, limits: true, steps: 1500 }],
   ['weights 1-5, slow start, backups, maxConns', { servers: 10, weight: 5, slowStart: true, backups: true, limits: true, steps: 1500 }],
   ['60 servers, weights 1-3, slow start', { servers: 60, weight: 3, slowStart: true, backups: true, limits: true, steps: 2000 }],
+  ['weights 1-5, maxConns 1-3, a wait queue', { servers: 8, weight: 5, slowStart: true, backups: true, limits: true, steps: 1500, queue: true }],
   ['weights up to 2^53 - 1', { servers: 12, weight: 3, slowStart: false, backups: false, limits: false, steps: 1500, huge: true }],
   ['weights up to 2^53 - 1, slow start, backups, maxConns', { servers: 12, weight: 3, slowStart: true, backups: true, limits: true, steps: 1500, huge: true }],
 ];
 
 for (const [name, method] of METHODS) {
   for (const [shape, options] of SHAPES) {
-    test(`lanes choose as nginx's pass over every server: ${name}, ${shape} (random histories)`, () => {
-      for (let seed = 1; seed <= 6; seed++) history(method, seed * 7919 + options.servers, options);
+    test(`lanes choose as nginx's pass over every server: ${name}, ${shape} (random histories)`, async () => {
+      for (let seed = 1; seed <= 6; seed++) await history(method, seed * 7919 + options.servers, options);
     });
   }
 }
