@@ -43,22 +43,20 @@ describe('differential: nginx and switchyard from one description per case', { s
       await up.start();
       upstreams.set(c.id, up);
     }
-    // After the upstreams, which would otherwise take the ports just freed.
-    const ports = await freePorts(CASES.length);
-    const http: string[] = [];
-    const servers: string[] = [];
-    for (const [i, c] of CASES.entries()) {
-      const up = upstreams.get(c.id)!;
-      let pass = `http://127.0.0.1:${up.port}`;
-      if (c.config?.pool === 'named') {
-        http.push(`  upstream backend${i} { server 127.0.0.1:${up.port}; }`);
-        pass = `http://backend${i}`;
-      }
-      if (c.config?.cache !== undefined) http.push(`  proxy_cache_path {dir}/cache${i} keys_zone=zone${i}:1m;`);
-      servers.push(`  # ${c.id}\n${renderNginxServers(c, ports[i]!, pass, `zone${i}`)}`);
-    }
+    let ports: number[] = [];
     try {
-      await nginx.start(renderNginxConf(servers.join('\n'), http.join('\n')), ports);
+      // Ports taken after the upstreams, which would otherwise take those just freed; another
+      // process may still take one before nginx binds it: then again with new ports.
+      for (let attempt = 1; ; attempt++) {
+        ports = await freePorts(CASES.length);
+        try {
+          await nginx.start(nginxConf(ports), ports);
+          break;
+        } catch (e) {
+          await nginx.stop(true);
+          if (attempt === 3 || !/bind\(\)/.test(String(e))) throw e;
+        }
+      }
       for (const [i, c] of CASES.entries()) {
         const up = upstreams.get(c.id)!;
         const a = await runSide(c, ports[i]!, up);
@@ -78,6 +76,7 @@ describe('differential: nginx and switchyard from one description per case', { s
           }
         }
         results.set(c.id, diffs);
+        if (process.env.DIFFERENTIAL_VERBOSE === '1') console.log(`  ${c.id}: nginx ${a.map((o) => o.status || o.error).join(', ')}`);
       }
     } finally {
       await nginx.stop();
@@ -92,6 +91,23 @@ describe('differential: nginx and switchyard from one description per case', { s
   });
 
   after(() => nginx.stop());
+
+  /** nginx.conf for every case: case i listens on ports[i] and proxies to its recording upstream. */
+  function nginxConf(ports: number[]): string {
+    const http: string[] = [];
+    const servers: string[] = [];
+    for (const [i, c] of CASES.entries()) {
+      const up = upstreams.get(c.id)!;
+      let pass = `http://127.0.0.1:${up.port}`;
+      if (c.config?.pool === 'named') {
+        http.push(`  upstream backend${i} { server 127.0.0.1:${up.port}; }`);
+        pass = `http://backend${i}`;
+      }
+      if (c.config?.cache !== undefined) http.push(`  proxy_cache_path {dir}/cache${i} keys_zone=zone${i}:1m;`);
+      servers.push(`  # ${c.id}\n${renderNginxServers(c, ports[i]!, pass, `zone${i}`)}`);
+    }
+    return renderNginxConf(servers.join('\n'), http.join('\n'));
+  }
 
   it('lists only cases that exist, each in one list, with a reason and a README pointer that is there', () => {
     const ids = new Set(CASES.map((c) => c.id));

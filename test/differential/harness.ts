@@ -350,15 +350,23 @@ export class NginxProcess {
   readonly dir = mkdtempSync(join(tmpdir(), 'swy-nginx-'));
   #child: ChildProcess | undefined;
   #onExit = () => this.#child?.kill('SIGKILL');
+  /** A signal that ends this process (the test runner cancelling the file) ends nginx first. */
+  #onSignal = (signal: NodeJS.Signals) => {
+    this.#child?.kill('SIGKILL');
+    process.exit(signal === 'SIGINT' ? 130 : 143);
+  };
 
   /** Writes `conf`, checks it with `-t` and starts nginx; throws with the error log when it fails. */
   async start(conf: string, ports: number[]): Promise<void> {
     const file = join(this.dir, 'nginx.conf');
     writeFileSync(file, conf.replaceAll('{dir}', this.dir));
+    writeFileSync(join(this.dir, 'error.log'), ''); // a start after a failed one reads only its own errors
     const args = ['-p', `${this.dir}/`, '-c', file, '-e', join(this.dir, 'error.log')];
     const check = spawnSync(NGINX, [...args, '-t'], { encoding: 'utf8', timeout: 10_000 });
     if (check.status !== 0) throw new Error(`nginx -t failed:\n${check.stderr}\n${conf}`);
     process.once('exit', this.#onExit);
+    process.once('SIGTERM', this.#onSignal);
+    process.once('SIGINT', this.#onSignal);
     this.#child = spawn(NGINX, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     this.#child.stderr?.on('data', (c: Buffer) => {
@@ -381,17 +389,19 @@ export class NginxProcess {
     return existsSync(f) ? readFileSync(f, 'utf8') : '';
   }
 
-  /** Kills nginx, waits for it to be gone, and removes its directory. */
-  async stop(): Promise<void> {
+  /** Kills nginx, waits for it to be gone, and removes its directory (`keep`: for another start). */
+  async stop(keep = false): Promise<void> {
     const child = this.#child;
     this.#child = undefined;
     process.removeListener('exit', this.#onExit);
+    process.removeListener('SIGTERM', this.#onSignal);
+    process.removeListener('SIGINT', this.#onSignal);
     if (child !== undefined && child.exitCode === null && child.signalCode === null) {
       const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));
       child.kill('SIGKILL');
       await Promise.race([gone, new Promise((r) => setTimeout(r, 3000))]);
     }
-    rmSync(this.dir, { recursive: true, force: true });
+    if (!keep) rmSync(this.dir, { recursive: true, force: true });
   }
 }
 

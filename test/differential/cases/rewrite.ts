@@ -112,6 +112,11 @@ export const REWRITE_CASES: Case[] = [
     get('/ABC', {}, true),
     get('/abc'),
   ]),
+  rw('rewrite-pcre-quote', 'issue 16: \\Q…\\E in rewrite', 'rewrite "^/\\Qa+b\\E$" /plus break;', [get('/a+b'), get('/aab')]),
+  rw('if-pcre-property', 'issue 16: \\p{…} in if', 'if ($uri ~ "^/\\p{Lu}+$") { return 200 "upper"; }', [get('/ABC', {}, true), get('/abc')]),
+  rw('server-name-pcre-quote', 'issue 16: \\Q…\\E in server_name', 'server { server_name "~^\\Qa.b\\E\\.test$"; return 200 "q"; }', [
+    { request: req('GET /', {}, undefined, 'a.b.test'), body: true },
+  ]),
   rw('location-nested', 'issue 16: nested locations in fromNginx', 'location /api/ {\n  location /api/v1/ { return 200 "v1"; }\n  return 200 "api";\n}', [
     get('/api/v1/x', {}, true),
     get('/api/x', {}, true),
