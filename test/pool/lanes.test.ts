@@ -213,7 +213,9 @@ async function history(method: MethodOption, seed: number, o: Options): Promise<
         const h = twins.held.splice(i, 1)[0];
         if (h !== undefined) twins.finish(h.lanes, h.scan, r() < 0.8 ? 'ok' : 'failed', r, h);
       } else if (x < 0.85) {
-        const ms = r() < 0.8 ? int(400) : 1000 + int(12_000);
+        // now and then the clock steps back (a system clock set back): time-bound states may return
+        const y = r();
+        const ms = y < 0.03 ? -int(3000) : y < 0.8 ? int(400) : 1000 + int(12_000);
         c.advance(ms);
         twins.log.push(`advance ${ms}`);
       } else if (x < 0.91) {
