@@ -61,7 +61,7 @@ function fastTarget(settings: CacheSettings, req: IncomingMessage): string | und
 
 /** Whether the request keeps out of the fast HIT path: a body, a trusted proxy to resolve, forwarding facts to key. */
 function notFast(settings: CacheSettings, req: IncomingMessage): boolean {
-  return (!settings.cacheBodies && hasBody(req)) || settings.trust(req.socket?.remoteAddress ?? '') || mayHaveFacts(req);
+  return (!settings.cacheBodies && hasBody(req)) || (!settings.trustsNobody && settings.trust(req.socket?.remoteAddress ?? '')) || mayHaveFacts(req);
 }
 
 /** Whether the request came over TLS (the scheme of its key). */

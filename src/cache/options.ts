@@ -273,6 +273,8 @@ export interface CacheSettings {
   /** `staleRetention` in milliseconds. */
   readonly retention: number;
   readonly trust: TrustTest;
+  /** `trustProxy` trusts no address (the default): {@link trust} need not be asked, nor the peer's address read. */
+  readonly trustsNobody: boolean;
   readonly cacheBodies: boolean;
   /** `unkeyedHeaders` that are forwarding headers: judged by what balance() sent. */
   readonly unkeyedForwarding: readonly string[];
@@ -352,6 +354,7 @@ export function resolveCacheOptions(options: CacheOptions): CacheSettings {
     maxEntrySize,
     retention,
     trust,
+    trustsNobody: (options.trustProxy ?? DEFAULT_CACHE_TRUST_PROXY) === false,
     cacheBodies,
     unkeyedForwarding,
     unkeyedOthers,

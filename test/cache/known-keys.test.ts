@@ -83,3 +83,23 @@ test('fast HITs per Host: the host named differently in case is one entry, anoth
   assert.equal(after.body, 'page 3');
   assert.deepEqual({ hit: mw.stats().hit.responses, miss: mw.stats().miss.responses }, { hit: 3, miss: 3 });
 });
+
+test('a request from a proxy cache() trusts keeps out of the fast path: its X-Forwarded-Proto is keyed', async (t) => {
+  let n = 0;
+  const up = await upstream(t, 'origin', (_req, res) => {
+    res.writeHead(200, { 'cache-control': 'max-age=60' });
+    res.end(`page ${++n}`);
+  });
+  const pool = createPool({ servers: [{ url: up.url }] });
+  t.after(() => pool.close());
+  assert.equal(new KnownKeys('').storeKey(resolveCacheOptions({ trustProxy: true }), request('/a', { host: 'h.example' })), undefined);
+  assert.equal(new KnownKeys('').storeKey(resolveCacheOptions({ trustProxy: ['10.0.0.0/8'] }), request('/a', { host: 'h.example' })), 'http://h.example/a');
+  const gw = await gateway(t, chain(cache({ trustProxy: 'loopback' }), balance(pool)));
+  const plain = await fetchText(`${gw.url}/p`, { headers: { host: 'h.example' } });
+  assert.equal(plain.headers['x-cache-status'], 'MISS');
+  const tls = await fetchText(`${gw.url}/p`, { headers: { host: 'h.example', 'x-forwarded-proto': 'https' } });
+  assert.equal(tls.headers['x-cache-status'], 'MISS', 'https://h.example/p is another key');
+  assert.equal(tls.body, 'page 2');
+  assert.equal((await fetchText(`${gw.url}/p`, { headers: { host: 'h.example' } })).body, 'page 1');
+  assert.equal((await fetchText(`${gw.url}/p`, { headers: { host: 'h.example', 'x-forwarded-proto': 'https' } })).body, 'page 2');
+});
