@@ -414,3 +414,21 @@ test('weights up to 2^53 - 1 (sums no longer exact): least-conn and round robin 
     }
   }
 });
+
+test('long uptime: past the lanes rebasing their passes (every 65,536), with the heaviest weight a lane holds, choices stay the pass', (t) => {
+  for (const method of ['round-robin', 'least-conn'] as const) {
+    const servers = lettered(19851, [{ weight: 65536 }, { weight: 3 }, { weight: 1 }, { weight: 65535 }, { weight: 2, slowStart: '5s' }]);
+    const c = clock();
+    const twins = new Twins(method, servers, c);
+    t.after(() => twins.close());
+    const r = seeded(5);
+    for (let i = 0; i < 150_000; i++) {
+      const pa = twins.select(selection(twins.lanes), selection(twins.scan))!;
+      const pb = twins.pick(twins.scan, pa.id);
+      // now and then e fails (and ramps up again with slow start), time goes by
+      twins.finish(pa, pb, pa.id === 'e' && r() < 0.01 ? 'failed' : 'ok', () => 0.5, { header: 1 });
+      if (i % 1000 === 0) c.advance(700);
+      if (twins.log.length > 100) twins.log.splice(0, 50);
+    }
+  }
+});
