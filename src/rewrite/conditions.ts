@@ -4,6 +4,7 @@ import { hostOf } from '../core/http.ts';
 import { InvalidOptionError } from '../core/errors.ts';
 import { objectOption } from '../core/options.ts';
 import { compileTemplate, type Template } from '../core/variables.ts';
+import { PcreSyntaxError, translatePcre } from './pcre.ts';
 
 /**
  * A condition, as nginx's `if`: a string in nginx syntax (`'$request_method = POST'`,
@@ -87,7 +88,11 @@ function compileParts(variable: string, op: ConditionOperator | undefined, value
   };
 }
 
-/** Compiles an nginx (PCRE-style) regex; `(?<name>…)` and `(?P<name>…)` named groups both work. @internal */
+/**
+ * Compiles an nginx (PCRE) regex given as text: translated to JavaScript where that is exact (see
+ * translatePcre: `\Q…\E`, `(?i)`, `\p{…}`, `(?P<name>…)`…), refused otherwise. A RegExp is used as it is.
+ * @internal
+ */
 export function compileRegex(source: string | RegExp, caseless: boolean, where: string): RegExp {
   if (source instanceof RegExp) {
     // `g` and `y` make exec() stateful (lastIndex): every other request would miss.
@@ -96,10 +101,23 @@ export function compileRegex(source: string | RegExp, caseless: boolean, where: 
   }
   if (typeof source !== 'string' || source === '') throw new InvalidOptionError(where, 'a regular expression', source);
   try {
-    return new RegExp(source.replace(/\(\?P</g, '(?<'), caseless ? 'i' : '');
+    return pcreRegex(source, caseless);
   } catch (err) {
-    throw new InvalidOptionError(where, `a valid regular expression (${(err as Error).message})`, source);
+    throw new InvalidOptionError(where, `a valid regular expression (${regexError(err)})`, source);
   }
+}
+
+/** A PCRE pattern as a JavaScript RegExp; throws PcreSyntaxError or SyntaxError (see {@link regexError}). @internal */
+export function pcreRegex(source: string, caseless: boolean): RegExp {
+  const translated = translatePcre(source, caseless);
+  return new RegExp(translated.source, translated.flags);
+}
+
+/** Why {@link pcreRegex} refused a pattern, for a message. @internal */
+export function regexError(err: unknown): string {
+  if (err instanceof PcreSyntaxError) return `PCRE syntax JavaScript cannot match exactly: ${err.message}`;
+  if (err instanceof SyntaxError) return err.message;
+  throw err;
 }
 
 /**

@@ -1,6 +1,6 @@
 import { InvalidOptionError } from '../core/errors.ts';
 import { objectOption, stringListOption } from '../core/options.ts';
-import { compileRegex, type Condition, type ConditionOperator } from './conditions.ts';
+import { pcreRegex, regexError, type Condition, type ConditionOperator } from './conditions.ts';
 import type { RewriteFlag, RewriteRule } from './index.ts';
 import { nestingError, parseLocation, type LocationSpec } from './locations.ts';
 
@@ -84,10 +84,9 @@ function fail(line: number, expected: string): never {
 
 function checkRegex(source: string, caseless: boolean, st: Statement): void {
   try {
-    compileRegex(source, caseless, 'regex');
+    pcreRegex(source, caseless);
   } catch (err) {
-    const reason = /\((.*)\), received/s.exec((err as Error).message)?.[1] ?? (err as Error).message;
-    fail(st.line, `a valid regular expression in "${st.name}", received "${source}" (${reason})`);
+    fail(st.line, `a valid regular expression in "${st.name}", received "${source}" (${regexError(err)})`);
   }
 }
 
