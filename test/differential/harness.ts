@@ -349,10 +349,13 @@ export function nginxVersion(): string {
 export class NginxProcess {
   readonly dir = mkdtempSync(join(tmpdir(), 'swy-nginx-'));
   #child: ChildProcess | undefined;
-  #onExit = () => this.#child?.kill('SIGKILL');
+  #onExit = () => {
+    this.#child?.kill('SIGKILL');
+    rmSync(this.dir, { recursive: true, force: true });
+  };
   /** A signal that ends this process (the test runner cancelling the file) ends nginx first. */
   #onSignal = (signal: NodeJS.Signals) => {
-    this.#child?.kill('SIGKILL');
+    this.#onExit();
     process.exit(signal === 'SIGINT' ? 130 : 143);
   };
 
