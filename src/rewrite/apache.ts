@@ -4,6 +4,7 @@ import { enumOption, objectOption, stringListOption } from '../core/options.ts';
 import { normalizePath, requestHost, type Exchange } from '../core/exchange.ts';
 import { hostOf } from '../core/http.ts';
 import type { RewriteRule } from './index.ts';
+import { pcreRegex, regexError } from './conditions.ts';
 
 /** Options of {@link fromApache}. */
 export interface FromApacheOptions {
@@ -242,11 +243,12 @@ function parseCond(args: readonly string[], line: number, directory: boolean): C
   return { ...base, regex: true, test: (v) => re.exec(v) ?? false };
 }
 
+/** mod_rewrite's patterns are PCRE too: translated as nginx's are (see translatePcre), or refused. */
 function regex(source: string, nocase: boolean, line: number): RegExp {
   try {
-    return new RegExp(source, nocase ? 'i' : '');
+    return pcreRegex(source, nocase);
   } catch (err) {
-    fail(line, `a valid regular expression, received "${source}" (${(err as Error).message})`);
+    fail(line, `a valid regular expression, received "${source}" (${regexError(err)})`);
   }
 }
 

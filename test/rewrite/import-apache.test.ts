@@ -80,6 +80,14 @@ describe('fromApache: rules', () => {
       ],
     },
     { name: 'NC on the rule', text: 'RewriteRule ^/old$ /new [NC,L]', requests: [['/OLD', { uri: '/new' }]] },
+    {
+      name: 'PCRE \\Q…\\E and (?i) translated',
+      text: 'RewriteRule (?i)^/\\Q.old\\E$ /new [L]',
+      requests: [
+        ['/.OLD', { uri: '/new' }],
+        ['/xold', { uri: '/xold' }],
+      ],
+    },
     { name: 'query kept without ?', text: 'RewriteRule ^/a$ /b', requests: [['/a?x=1', { uri: '/b', args: 'x=1' }]] },
     {
       name: 'query replaced with ?new',
@@ -259,6 +267,8 @@ describe('fromApache: errors name the line', () => {
     { text: 'RewriteRule ^/a /b L', line: 1, message: /flags in brackets/ },
     { text: 'RewriteRule ^/a', line: 1, message: /Pattern Substitution/ },
     { text: 'RewriteRule ( /b', line: 1, message: /valid regular expression/ },
+    { text: 'RewriteEngine On\nRewriteRule ^/(?>a) /b', line: 2, message: /valid regular expression.*atomic group/ },
+    { text: 'RewriteCond %{HTTP_HOST} ^a++$\nRewriteRule ^ /b', line: 1, message: /valid regular expression.*possessive/ },
     { text: 'RewriteRule ^/a b', line: 1, message: /starting with "\/"/ },
     { text: 'RewriteRule ^/a - [R]', line: 1, message: /other than "-"/ },
     { text: 'RewriteRule ^/a /b [QSA,QSD]', line: 1, message: /QSA or QSD/ },
