@@ -31,6 +31,7 @@ import { parseArgs } from 'node:util';
 import { type LoadResult, parseWrk } from './lib/load.ts';
 import { machine, versionOf } from './lib/machine.ts';
 import { int, markdown, median } from './lib/report.ts';
+import { type Compiled, compileSources } from './lib/revision.ts';
 import { cpuSeconds, hasCommand, machineBusySeconds, pairedPlacement, run, runMain, spawnPinned, stop, waitMessage } from './lib/proc.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -264,7 +265,13 @@ interface Options {
   only: 'memory' | 'connections' | undefined;
   pin: string;
   out: string;
+  /** Also run switchyard-node on this tree's sources compiled to JavaScript (`switchyard-node@js`). */
+  compiled: boolean;
 }
+
+/** The twin of switchyard-node that runs the compiled sources (--compiled). */
+const COMPILED = 'switchyard-node@js';
+const COMPILED_LABEL = 'switchyard, node:http, compiled to JavaScript (as installed)';
 
 const USAGE = `usage: node bench/memory.ts [options]          (npm run bench -- --memory [options])
   --rounds <n>            transfer rounds (fresh gateway per case and round)    default 2
@@ -278,6 +285,8 @@ const USAGE = `usage: node bench/memory.ts [options]          (npm run bench -- 
   --duration <s>          measured seconds per connections run                  default 8
   --warmup <s>            warm-up seconds before each connections run           default 5
   --only <part>           memory | connections
+  --compiled              also run switchyard-node on this tree's sources compiled with tsc (as an
+                          installed package runs them: Node strips no types), row switchyard-node@js
   --pin <p>               auto|on|off: the gateway on a CPU of its own (taskset) default auto
   --out <file>            markdown report                                       default bench/results/memory.md`;
 
@@ -296,6 +305,7 @@ function options(argv: string[]): Options {
       duration: { type: 'string', default: '8' },
       warmup: { type: 'string', default: '5' },
       only: { type: 'string' },
+      compiled: { type: 'boolean' },
       pin: { type: 'string', default: process.env.BENCH_PIN ?? 'auto' },
       out: { type: 'string', default: resolve(here, 'results', 'memory.md') },
       help: { type: 'boolean', short: 'h' },
@@ -332,6 +342,7 @@ function options(argv: string[]): Options {
     only,
     pin: values.pin,
     out: resolve(values.out),
+    compiled: values.compiled === true,
   };
 }
 
@@ -389,8 +400,12 @@ async function transfer(
   place: ReturnType<typeof pairedPlacement>,
   fds: Fds,
   round: number,
+  compiled: Compiled | undefined,
 ): Promise<TransferSample> {
-  const g = await startGateway(target, upstream, place.proxy, fds);
+  const g =
+    target === COMPILED && compiled !== undefined
+      ? await startGateway('switchyard-node', upstream, place.proxy, fds, { BENCH_SRC: compiled.src, BENCH_SRC_JS: '1' })
+      : await startGateway(target, upstream, place.proxy, fds);
   try {
     await sleep(300);
     const idle = memory(g.child.pid);
@@ -616,15 +631,22 @@ async function memoryPart(o: Options, upstreamUrl: string, place: ReturnType<typ
     cases.push({ name: `download ${size(o.download)}, client pauses`, kind: 'download', bytes: o.download, every: Math.ceil(o.download / 16), ms: 100 });
     cases.push({ name: `upload ${size(o.upload)}, upstream pauses`, kind: 'upload', bytes: o.upload, every: Math.ceil(o.upload / 16), ms: 100 });
   }
-  console.log(`\nmemory: ${cases.length} cases × ${o.targets.length} gateways × ${o.rounds} rounds, a fresh gateway each`);
+  let compiled: Compiled | undefined;
+  const targets = [...o.targets];
+  if (o.compiled) {
+    compiled = compileSources();
+    targets.splice(targets.indexOf('switchyard-node') + 1 || targets.length, 0, COMPILED);
+  }
+  const label = (t: string): string => (t === COMPILED ? COMPILED_LABEL : TARGETS[t]!);
+  console.log(`\nmemory: ${cases.length} cases × ${targets.length} gateways × ${o.rounds} rounds, a fresh gateway each`);
   const samples = new Map<string, TransferSample[]>();
   const errors = new Map<string, string>();
   for (let round = 1; round <= o.rounds; round++) {
     for (const c of cases) {
-      for (const t of o.targets) {
+      for (const t of targets) {
         const key = `${c.name}\0${t}`;
         try {
-          const s = await transfer(c, t, upstreamUrl, place, fds, round);
+          const s = await transfer(c, t, upstreamUrl, place, fds, round, compiled);
           samples.set(key, [...(samples.get(key) ?? []), s]);
           console.log(
             `  [${round}] ${c.name.padEnd(32)} ${t.padEnd(16)} idle ${mib(s.idle).padStart(6)} MiB  peak ${mib(s.peak).padStart(6)} MiB  ${(s.ms / 1000).toFixed(1)} s  ${int.format(c.bytes / MiB / (s.ms / 1000))} MiB/s`,
@@ -639,11 +661,11 @@ async function memoryPart(o: Options, upstreamUrl: string, place: ReturnType<typ
   const rows = [['Transfer', 'Gateway', 'RSS before, MiB', 'Peak RSS, MiB', 'Growth, MiB', 'Peak vs bare Node', 'Growth vs bare Node', 'MiB/s']];
   for (const c of cases) {
     const base = samples.get(`${c.name}\0${BASELINE}`) ?? [];
-    for (const t of o.targets) {
+    for (const t of targets) {
       const key = `${c.name}\0${t}`;
       const ss = samples.get(key) ?? [];
       if (ss.length === 0) {
-        rows.push([c.name, TARGETS[t]!, errors.get(key) ?? 'not run', '', '', '', '', '']);
+        rows.push([c.name, label(t), errors.get(key) ?? 'not run', '', '', '', '', '']);
         continue;
       }
       const sameRound = (f: (s: TransferSample) => number): number[] =>
@@ -653,7 +675,7 @@ async function memoryPart(o: Options, upstreamUrl: string, place: ReturnType<typ
         });
       rows.push([
         c.name,
-        TARGETS[t]!,
+        label(t),
         mib(median(ss.map((s) => s.idle))),
         mib(median(ss.map((s) => s.peak))),
         mib(median(ss.map((s) => s.peak - s.idle))),
@@ -663,6 +685,7 @@ async function memoryPart(o: Options, upstreamUrl: string, place: ReturnType<typ
       ]);
     }
   }
+  compiled?.remove();
   const md = markdown(rows, 2);
   console.log(`\n${md}\n`);
   return [
@@ -670,7 +693,10 @@ async function memoryPart(o: Options, upstreamUrl: string, place: ReturnType<typ
     '',
     `Each transfer through a fresh gateway process (pinned as in run.ts), the client and the upstream in their own processes; ${o.rounds} round${o.rounds === 1 ? '' : 's'}, medians. ` +
       '"RSS before" is the gateway\'s RSS once it answered its first request; "Peak RSS" its kernel high-water mark (VmHWM) after the transfer; "Growth" the difference. ' +
-      'Ratios are to the bare Node proxy in the same round, median (range). In the "pauses" cases the receiving side stops for 100 ms after every sixteenth of the body while the sender goes on, so a gateway that ignored backpressure would buffer.',
+      'Ratios are to the bare Node proxy in the same round, median (range). In the "pauses" cases the receiving side stops for 100 ms after every sixteenth of the body while the sender goes on, so a gateway that ignored backpressure would buffer.' +
+      (o.compiled
+        ? ' The "compiled to JavaScript" row runs the same gateway on this tree\'s sources compiled by tsc, as an installed package runs them: Node then strips the types of no switchyard file (the bare proxies\' own bench/target.ts is TypeScript for every row).'
+        : ''),
     '',
     md,
     '',

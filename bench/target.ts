@@ -28,7 +28,9 @@ function listen(server: Server): Promise<number> {
  * (BENCH_SRC, a directory holding index.ts), so that two revisions are measured in one run.
  */
 const SRC = process.env.BENCH_SRC === undefined ? new URL('../src/', import.meta.url) : pathToFileURL(`${resolve(process.env.BENCH_SRC)}/`);
-const fromSrc = <T>(file: string): Promise<T> => import(new URL(file, SRC).href) as Promise<T>;
+/** BENCH_SRC_JS=1: BENCH_SRC holds the sources compiled to JavaScript (bench/memory.ts --compiled). */
+const JS = process.env.BENCH_SRC_JS === '1';
+const fromSrc = <T>(file: string): Promise<T> => import(new URL(JS ? file.replace(/\.ts$/, '.js') : file, SRC).href) as Promise<T>;
 const switchyardIndex = (): Promise<typeof import('../src/index.ts')> => fromSrc('index.ts');
 
 async function switchyardPool(upstream: string) {
