@@ -53,6 +53,11 @@ export const DEVIATIONS: Readonly<Record<string, Deviation>> = {
     readme: 'and `\\` read as `/`), and a path that climbs above the root is answered 400',
     shows: ['status', 'upstream requests'],
   },
+  'get-fragment': {
+    reason: 'a fragment is cut from the target, so the upstream never gets it; nginx sends /a/b#frag on',
+    readme: 'and the upstream never gets the fragment',
+    shows: ['upstream request line'],
+  },
   'rewrite-uri-variable': {
     reason: 'a decoded variable ($uri) in the arguments is percent-encoded; nginx copies it and sends a space in the request line',
     readme: "In a replacement's arguments, captures and decoded variables",
@@ -193,6 +198,14 @@ export const KNOWN_FAILING: Readonly<Record<string, Known>> = {
   'resp-unknown-transfer-encoding': {
     item: 'found: an upstream response in an unknown transfer coding is relayed (nginx since 1.23: 502, proxy_duplicate_headers.t)',
     shows: ['status'],
+  },
+  'method-unknown': {
+    item: "found: a method Node's parser does not know (FOO) is 400 before switchyard sees it; nginx proxies any token",
+    shows: ['status', 'upstream requests'],
+  },
+  'req-header-invalid-name': {
+    item: "found: a header name with a character outside a token (X@A) is 400 from Node's parser; nginx drops the header (ignore_invalid_headers)",
+    shows: ['status', 'upstream requests'],
   },
   'return-200-text': { item: 'found: return 200 "text" adds "; charset=utf-8" to default_type text/plain', shows: ['response content-type'] },
   'host-trailing-dot': { item: "found: host: 'client' sends the Host as it came (nginx's $host drops a trailing dot)", shows: ['upstream headers'] },

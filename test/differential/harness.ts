@@ -53,6 +53,11 @@ export interface CacheConfig {
   methods?: string[];
   /** A key template in nginx variables, same on both sides. */
   key?: string;
+  /** `proxy_cache_bypass` / `bypass`: nginx variables, on when non-empty and not "0". */
+  bypass?: string;
+  /** `proxy_no_cache` / `noCache`. */
+  noCache?: string;
+  minUses?: number;
 }
 
 /** The configuration of a case, expressed once. */
@@ -490,6 +495,9 @@ function renderNginxCache(c: CacheConfig, zone: string): string[] {
   if (c.useStale !== undefined) out.push(`proxy_cache_use_stale ${c.useStale.join(' ')};`);
   if (c.methods !== undefined) out.push(`proxy_cache_methods ${c.methods.join(' ')};`);
   if (c.key !== undefined) out.push(`proxy_cache_key "${c.key}";`);
+  if (c.bypass !== undefined) out.push(`proxy_cache_bypass ${c.bypass};`);
+  if (c.noCache !== undefined) out.push(`proxy_no_cache ${c.noCache};`);
+  if (c.minUses !== undefined) out.push(`proxy_cache_min_uses ${c.minUses};`);
   return out;
 }
 
@@ -536,6 +544,9 @@ export async function startGateway(c: Case, upstreamPort: number): Promise<{ por
         ...(cc.useStale === undefined ? {} : { useStale: cc.useStale as never }),
         ...(cc.methods === undefined ? {} : { methods: cc.methods }),
         ...(cc.key === undefined ? {} : { key: cc.key }),
+        ...(cc.bypass === undefined ? {} : { bypass: cc.bypass }),
+        ...(cc.noCache === undefined ? {} : { noCache: cc.noCache }),
+        ...(cc.minUses === undefined ? {} : { minUses: cc.minUses }),
       } as Parameters<typeof cache>[0]);
       closers.push(() => mw.close());
       mws.push(mw);

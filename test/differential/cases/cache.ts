@@ -85,6 +85,31 @@ export const CACHE_CASES: Case[] = [
     { request: req('POST /c', {}, 'x') },
     { request: req('POST /c', {}, 'x') },
   ]),
+  cached('cache-bypass', 'proxy_cache_bypass.t', { ...VALID, bypass: '$http_x_bypass' }, answering([]), [
+    GET('/b'),
+    GET('/b', { 'X-Bypass': '1' }),
+    GET('/b'),
+    GET('/b', { 'X-Bypass': '0' }),
+  ]),
+  cached('cache-no-cache-variable', 'proxy_cache_bypass.t: proxy_no_cache', { ...VALID, noCache: '$http_x_nostore' }, answering([]), [
+    GET('/n', { 'X-NoStore': 'yes' }),
+    GET('/n'),
+    GET('/n'),
+  ]),
+  cached('cache-min-uses', 'proxy_cache.t: proxy_cache_min_uses', { ...VALID, minUses: 2 }, answering([]), [GET('/u'), GET('/u'), GET('/u')]),
+  cached('cache-key-template', 'proxy_cache_variables.t', { ...VALID, key: '$uri' }, answering([]), [GET('/k?a=1'), GET('/k?a=2')]),
+  cached('cache-get-then-head', 'proxy_cache.t', VALID, answering([]), [GET('/gh'), HEAD('/gh', ['content-length'])]),
+  cached('cache-x-accel-expires-future', 'proxy_cache_control.t', {}, answering([['X-Accel-Expires', '@4102444800']]), twice()),
+  cached(
+    'cache-max-age-over-expires',
+    'proxy_cache_control.t',
+    VALID,
+    answering([
+      ['Cache-Control', 'max-age=0'],
+      ['Expires', 'Thu, 31 Dec 2099 23:59:59 GMT'],
+    ]),
+    twice(),
+  ),
   cached('cache-head-convert', 'proxy_cache_convert_head.t', VALID, answering([]), [HEAD('/c', ['content-length']), GET('/c')]),
   cached('cache-head-no-convert', 'issue 16: with convertHead off, HEAD is stored and served', { ...VALID, convertHead: false }, answering([]), [
     HEAD('/c', ['content-length']),

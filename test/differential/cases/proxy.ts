@@ -95,7 +95,31 @@ export const PROXY_CASES: Case[] = [
     ],
   },
   { id: 'expect-continue', from: 'proxy_request_buffering.t', steps: [{ request: req('POST /e', { Expect: '100-continue' }, 'body') }] },
+  { id: 'get-fragment', from: 'http_uri.t', steps: [{ request: req('GET /a/b#frag') }] },
+  { id: 'get-encoded-null', from: 'http_uri.t', steps: [{ request: req('GET /a%00b') }] },
+  { id: 'method-lowercase', from: 'http_method.t', steps: [{ request: req('get /x') }] },
+  { id: 'method-unknown', from: 'http_method.t', steps: [{ request: req('FOO /x') }] },
+  { id: 'length-plus-sign', from: 'http_request.t', steps: [{ request: req('POST /x', { 'Content-Length': '+3' }, 'abc') }] },
+  { id: 'get-absolute-form-same-host', from: 'http_host.t', steps: [{ request: req('GET http://test.example/abs?x=1') }] },
   // Request headers
+  {
+    id: 'req-header-obs-fold',
+    from: 'http_header.t',
+    steps: [
+      {
+        request: req('GET /h', [
+          ['X-Fold', 'a'],
+          [' b', ''],
+        ]).replace('\r\n b: ', '\r\n b'),
+      },
+    ],
+  },
+  {
+    id: 'req-header-space-before-colon',
+    from: 'http_header.t',
+    steps: [{ request: req('GET /h').replace('Connection: close', 'X-A : 1\r\nConnection: close') }],
+  },
+  { id: 'req-header-invalid-name', from: 'http_header.t: ignore_invalid_headers', steps: [{ request: req('GET /h', { 'X@A': '1' }) }] },
   {
     id: 'req-header-connection-listed',
     from: 'issue 16 decide: headers named in Connection are removed',

@@ -57,6 +57,12 @@ export const REWRITE_CASES: Case[] = [
   rw('return-444', 'rewrite.t', 'return 444;', [get('/close')]),
   rw('return-url-only', 'rewrite.t: return URL', 'return http://example.com/only;', [get('/u')]),
   rw('return-in-location-args', 'rewrite.t', 'location /loc { return 302 /dest?$args; }', [get('/loc?a=1&b=2')]),
+  rw('return-host-variable', 'rewrite.t', 'return 301 https://$host$request_uri;', [{ request: req('GET /p?q=1', {}, undefined, 'Test.Example:{port}') }]),
+  rw('return-variables', 'rewrite.t', 'return 200 "$request_method $scheme $is_args$args $uri $request_uri $remote_addr";', [get('/a%20b?x=1', {}, true)]),
+  rw('return-host-variables', 'http_host.t', 'return 200 "$host|$http_host";', [{ request: req('GET /', {}, undefined, 'Test.Example:{port}'), body: true }]),
+  rw('break-directive', 'rewrite.t', 'location /b/ { break; return 403; }', [get('/b/x')]),
+  rw('location-root-exact', 'http_location.t', 'location = / { return 200 "root"; }', [get('/', {}, true), get('/x')]),
+  rw('location-regex-case', 'http_location.t', 'location ~ ^/ABC$ { return 200 "upper"; }', [get('/ABC', {}, true), get('/abc')]),
   // if
   rw('if-method', 'rewrite_if.t', 'if ($request_method = POST) { return 405; }', [{ request: req('POST /p', {}, 'x', HOST) }]),
   rw('if-header-present', 'rewrite_if.t', 'if ($http_x_debug) { rewrite ^ /debug break; }', [get('/p', { 'X-Debug': '1' })]),
