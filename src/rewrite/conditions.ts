@@ -121,6 +121,34 @@ export function regexError(err: unknown): string {
 }
 
 /**
+ * nginx's built-in variables that `set` cannot change ("the duplicate variable" when the
+ * configuration loads): its core ones but `$args` and `$limit_rate`, and the upstream ones
+ * switchyard has. Prefixed names (`$http_foo`, `$arg_x`, `$cookie_y`) can be set: the set value
+ * then reads instead of the request's (`$http_host`, `$http_cookie` and the few other headers nginx
+ * names itself cannot).
+ */
+const READ_ONLY_VARIABLES = new Set(
+  (
+    'http_host http_user_agent http_referer http_via http_x_forwarded_for http_cookie content_length content_type host ' +
+    'binary_remote_addr remote_addr remote_port proxy_protocol_addr proxy_protocol_port proxy_protocol_server_addr ' +
+    'proxy_protocol_server_port server_addr server_port server_protocol scheme https request_port is_request_port request_uri ' +
+    'uri document_uri request document_root realpath_root query_string is_args request_filename server_name request_method ' +
+    'remote_user bytes_sent body_bytes_sent pipe request_completion request_body request_body_file request_length request_time ' +
+    'request_id status sent_http_content_type sent_http_content_length sent_http_location sent_http_last_modified ' +
+    'sent_http_connection sent_http_keep_alive sent_http_transfer_encoding sent_http_cache_control sent_http_link connection ' +
+    'connection_requests connection_time nginx_version hostname pid msec time_iso8601 time_local upstream_addr upstream_status ' +
+    'upstream_cache_status'
+  ).split(' '),
+);
+
+/** Why `set` cannot change a variable (named without `$`, any case), or undefined when it can. @internal */
+export function unsettable(name: string): string | undefined {
+  const lower = name.toLowerCase();
+  if (!READ_ONLY_VARIABLES.has(lower)) return undefined;
+  return `a variable "set" can change ("$${lower}" is built in: nginx refuses it as "the duplicate variable")`;
+}
+
+/**
  * Records a match's captures on the exchange. Numbered captures are the last match's alone; named
  * ones are variables, as nginx makes them: they stay until a later match names them again (so
  * `location ~ ^/user/(?<uid>\d+)$ { rewrite ^ /users/$uid; }` keeps `$uid`), and that match

@@ -8,7 +8,7 @@ import { encodePath, exchange, requestHost, type Exchange } from '../core/exchan
 import { hostOf, validHost } from '../core/http.ts';
 import { closeHttp2Stream, isHttp2Response, writeHead } from '../core/http2.ts';
 import { compileTemplate, type Template } from '../core/variables.ts';
-import { compileCondition, compileRegex, hostMatcher, keepCaptures, type Condition, type HostMatch } from './conditions.ts';
+import { compileCondition, compileRegex, hostMatcher, keepCaptures, unsettable, type Condition, type HostMatch } from './conditions.ts';
 import { nestingError, parseLocation, type LocationSpec } from './locations.ts';
 
 export type { Condition, ConditionOperator } from './conditions.ts';
@@ -413,7 +413,17 @@ function compileStep(rule: RewriteRule, where: string): Step {
     if (typeof r.set !== 'string' || !/^\$[A-Za-z_][A-Za-z0-9_]*$/.test(r.set))
       throw new InvalidOptionError(`${where}.set`, 'a variable name such as "$route"', r.set);
     const name = r.set.slice(1);
+    const refused = unsettable(name);
+    if (refused !== undefined) throw new InvalidOptionError(`${where}.set`, refused, r.set);
     const value = compileTemplate(r.value, `${where}.value`);
+    // `set $args` replaces the request's arguments: what goes upstream, `$args` and `$arg_NAME` (nginx).
+    if (name.toLowerCase() === 'args') {
+      return (ex) => {
+        ex.args = value(ex);
+        ex.argMap = undefined;
+        return 'next';
+      };
+    }
     return (ex) => {
       ex.vars.set(name, value(ex));
       return 'next';

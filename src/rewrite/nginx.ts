@@ -1,6 +1,6 @@
 import { InvalidOptionError } from '../core/errors.ts';
 import { objectOption, stringListOption } from '../core/options.ts';
-import { pcreRegex, regexError, type Condition, type ConditionOperator } from './conditions.ts';
+import { pcreRegex, regexError, unsettable, type Condition, type ConditionOperator } from './conditions.ts';
 import type { RewriteFlag, RewriteRule } from './index.ts';
 import { nestingError, parseLocation, type LocationSpec } from './locations.ts';
 
@@ -285,6 +285,8 @@ function convertBlock(statements: readonly Statement[], level: Level, ignore: Re
         arity(2, 2);
         const [name, value] = st.args.map((a) => a.text) as [string, string];
         if (!VARIABLE.test(name)) fail(st.line, `a variable such as $name for "set", received "${name}"`);
+        const refused = unsettable(name.slice(1));
+        if (refused !== undefined) fail(st.line, refused);
         rules.push({ set: name, value });
         break;
       }

@@ -3,7 +3,9 @@
 import assert from 'node:assert/strict';
 import { createConnection } from 'node:net';
 import { test } from 'node:test';
-import { fromNginx, type RewriteOptions, type RewriteRule } from '../../src/index.ts';
+import { createServer } from 'node:http';
+import { balance, chain, createPool, fromNginx, rewrite, type RewriteOptions, type RewriteRule } from '../../src/index.ts';
+import { fetchText, listen, upstream } from '../helpers.ts';
 import { unescapeRedirect } from '../../src/rewrite/index.ts';
 import { rewriteGateway } from './support.ts';
 
@@ -173,4 +175,30 @@ test('nested locations are chosen as nginx chooses them', async (t) => {
     assert.equal(`${r.status} ${r.body}`, `200 ${body}`, path);
   }
   assert.equal((await gw.echo('/p/z')).uri, '/p/z');
+});
+
+// ---- set on built-in variables ----
+
+test('set $args replaces the arguments: $args, $arg_NAME and the request sent upstream', async (t) => {
+  const rules = fromNginx(`
+    location /s { set $args "x=1&y=$arg_y"; if ($arg_x = 1) { return 200 "x=$arg_x args=$args"; } }
+    location /p { set $ARGS "q=new"; }
+  `);
+  const gw = await rewriteGateway(t, rules);
+  assert.equal((await gw.get('/s?y=2&x=9')).body, 'x=1 args=x=1&y=2');
+  const up = await upstream(t, 'up');
+  const pool = createPool({ servers: [{ url: up.url }] });
+  t.after(() => pool.close());
+  const proxy = await listen(t, createServer(chain(rewrite(rules), balance(pool))));
+  const r = await fetchText(`${proxy.url}/p/a?old=1`);
+  assert.equal(r.status, 200);
+  assert.equal(up.seen.at(-1)?.url, '/p/a?q=new');
+});
+
+test('set refuses the built-in variables nginx refuses, with the line or the rule', () => {
+  for (const name of ['$uri', '$host', '$Request_Uri', '$http_host', '$query_string', '$upstream_addr']) {
+    assert.throws(() => rewrite([{ set: name, value: 'x' }]), /"rules\[0\]\.set".*nginx refuses it as "the duplicate variable"/, name);
+  }
+  assert.throws(() => fromNginx('location / {\n  set $scheme https;\n}'), /nginx:2.*"\$scheme" is built in/);
+  for (const name of ['$http_foo', '$arg_x', '$cookie_y', '$args', '$limit_rate', '$route']) rewrite([{ set: name, value: 'x' }]);
 });
