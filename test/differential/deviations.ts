@@ -143,13 +143,7 @@ export const KNOWN_FAILING: Readonly<Record<string, Known>> = {
   // fix: rewrite
   'if-arg-name-case': { item: 'fix: $arg_NAME matches names case-insensitively', shows: ['response body', 'upstream requests'] },
   'if-cookie-name-case': { item: 'fix: $cookie_NAME matches names case-insensitively', shows: ['response body', 'upstream requests'] },
-  'set-args': { item: 'fix: set $args changes what goes upstream', shows: ['upstream request line'] },
   'set-http-header-variable': { item: 'fix: set can override $http_NAME', shows: ['response body'] },
-  'location-pcre-quote': { item: 'fix: PCRE \\Q…\\E is translated or refused, never read as something else', shows: ['response body', 'upstream requests'] },
-  'location-pcre-property': { item: 'fix: PCRE \\p{…} is translated or refused, never read as something else', shows: ['response body', 'upstream requests'] },
-  'rewrite-pcre-quote': { item: 'fix: PCRE \\Q…\\E in rewrite is translated or refused', shows: ['upstream request line'] },
-  'if-pcre-property': { item: 'fix: PCRE \\p{…} in if is translated or refused', shows: ['response body', 'upstream requests'] },
-  'server-name-pcre-quote': { item: 'fix: PCRE \\Q…\\E in server_name is translated or refused', shows: ['response body', 'upstream requests'] },
   // fix: cache
   'cache-head-no-convert': { item: 'fix: with convertHead off, HEAD is stored and served', shows: ['x-cache-status', 'upstream requests'] },
   'cache-304-from-cache': {
