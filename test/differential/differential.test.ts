@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { CASES } from './cases.ts';
-import { DEVIATIONS, KNOWN_FAILING, type Entry } from './deviations.ts';
+import { DEVIATIONS, KNOWN_FAILING } from './deviations.ts';
 import {
   asCurrent,
   differences,
@@ -22,6 +22,7 @@ import {
   runSide,
   startGateway,
 } from './harness.ts';
+import { judge, type Verdict } from './judge.ts';
 
 const REQUIRE_NGINX = process.env.REQUIRE_NGINX === '1';
 const available = nginxAvailable();
@@ -83,10 +84,10 @@ describe('differential: nginx and switchyard from one description per case', { s
       for (const up of upstreams.values()) await up.close();
     }
     const took = Math.round(performance.now() - started);
-    const agree = CASES.filter((c) => results.get(c.id)?.length === 0).length;
-    const documented = CASES.filter((c) => (results.get(c.id)?.length ?? 0) > 0 && c.id in DEVIATIONS).length;
-    const known = CASES.filter((c) => (results.get(c.id)?.length ?? 0) > 0 && c.id in KNOWN_FAILING);
-    console.log(`differential (nginx ${version}): ${CASES.length} cases, ${agree} agree, ${documented} documented, ${known.length} known failing (${took} ms)`);
+    const count = (v: string) => CASES.filter((c) => verdict(c.id) === v).length;
+    console.log(
+      `differential (nginx ${version}): ${CASES.length} cases, ${count('agree')} agree, ${count('documented')} documented, ${count('known failing')} known failing (${took} ms)`,
+    );
     if (process.env.DIFFERENTIAL_VERBOSE === '1') for (const c of CASES) for (const d of results.get(c.id) ?? []) console.log(`  ${c.id}: ${d}`);
   });
 
@@ -127,19 +128,18 @@ describe('differential: nginx and switchyard from one description per case', { s
 
   for (const c of CASES) {
     it(`${c.id} (${c.from})`, () => {
-      const diffs = results.get(c.id);
-      assert.ok(diffs !== undefined, `${c.id} did not run`);
-      const deviation: Entry | undefined = DEVIATIONS[c.id];
-      const known: Entry | undefined = KNOWN_FAILING[c.id];
-      const listed = deviation ?? known;
-      const list = deviation !== undefined ? 'DEVIATIONS' : 'KNOWN_FAILING';
-      if (diffs.length === 0) {
-        assert.ok(listed === undefined, `${c.id} now agrees with nginx: remove it from ${list} in test/differential/deviations.ts`);
-        return;
-      }
-      assert.ok(listed !== undefined, `${c.id} differs from nginx and is not listed in deviations.ts:\n  ${diffs.join('\n  ')}`);
-      const unexplained = diffs.filter((d) => !listed.shows.some((s) => d.includes(s)));
-      assert.deepEqual(unexplained, [], `${c.id} differs in ways its ${list} entry does not name (shows: ${JSON.stringify(listed.shows)})`);
+      const v = judgement(c.id);
+      if ('error' in v) assert.fail(v.error);
     });
   }
 });
+
+function judgement(id: string): Verdict {
+  const diffs = results.get(id);
+  return diffs === undefined ? { error: `${id} did not run` } : judge(id, diffs, DEVIATIONS, KNOWN_FAILING);
+}
+
+function verdict(id: string): string | undefined {
+  const v = judgement(id);
+  return 'verdict' in v ? v.verdict : undefined;
+}
