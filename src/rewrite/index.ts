@@ -9,7 +9,7 @@ import { hostOf, validHost } from '../core/http.ts';
 import { closeHttp2Stream, isHttp2Response, writeHead } from '../core/http2.ts';
 import { compileTemplate, type Template } from '../core/variables.ts';
 import { compileCondition, compileRegex, hostMatcher, keepCaptures, unsettable, type Condition, type HostMatch } from './conditions.ts';
-import { nestingError, parseLocation, type LocationSpec } from './locations.ts';
+import { duplicateError, nestingError, parseLocation, type LocationSpec } from './locations.ts';
 
 export type { Condition, ConditionOperator } from './conditions.ts';
 
@@ -279,19 +279,24 @@ function compileBlock(rules: readonly RewriteRule[], where: string, match: Serve
   const locations: Location[] = [];
   for (const [i, rule] of rules.entries()) {
     const path = `${where}[${i}]`;
-    if (rule !== null && typeof rule === 'object' && 'location' in rule) locations.push(compileLocation(rule, path));
+    if (rule !== null && typeof rule === 'object' && 'location' in rule) locations.push(compileLocation(rule, path, undefined, locations));
     else steps.push(compileStep(rule, path));
   }
   return { match, steps, locations };
 }
 
-function compileLocation(rule: { location: string; rules: RewriteRule[] }, where: string, parent?: LocationSpec): Location {
+function compileLocation(
+  rule: { location: string; rules: RewriteRule[] },
+  where: string,
+  parent: LocationSpec | undefined,
+  siblings: readonly LocationSpec[],
+): Location {
   const spec = rule.location;
   if (typeof spec !== 'string' || spec.trim() === '')
     throw new InvalidOptionError(`${where}.location`, 'a location such as "/api/", "= /", "^~ /img/", "~ \\.php$" or "~* \\.jpg$"', spec);
   const { kind, path } = parseLocation(spec);
-  const nesting = parent === undefined ? undefined : nestingError(parent, { kind, path });
-  if (nesting !== undefined) throw new InvalidOptionError(`${where}.location`, `a location nginx can nest (${nesting})`, spec);
+  const nesting = (parent === undefined ? undefined : nestingError(parent, { kind, path })) ?? duplicateError(siblings, { kind, path });
+  if (nesting !== undefined) throw new InvalidOptionError(`${where}.location`, `a location nginx accepts here (${nesting})`, spec);
   const regex = kind === '~' || kind === '~*' ? compileRegex(path, kind === '~*', `${where}.location`) : undefined;
   if (!Array.isArray(rule.rules)) throw new InvalidOptionError(`${where}.rules`, 'an array of rules', rule.rules);
   const steps: Step[] = [];
@@ -299,7 +304,7 @@ function compileLocation(rule: { location: string; rules: RewriteRule[] }, where
   for (const [i, r] of rule.rules.entries()) {
     if (r !== null && typeof r === 'object' && 'server' in r)
       throw new InvalidOptionError(`${where}.rules[${i}]`, 'a rule (a server block cannot stand in a location)', r);
-    if (r !== null && typeof r === 'object' && 'location' in r) nested.push(compileLocation(r, `${where}.rules[${i}]`, { kind, path }));
+    if (r !== null && typeof r === 'object' && 'location' in r) nested.push(compileLocation(r, `${where}.rules[${i}]`, { kind, path }, nested));
     else steps.push(compileStep(r, `${where}.rules[${i}]`));
   }
   return { kind, path, regex, steps, nested };

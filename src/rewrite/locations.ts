@@ -29,3 +29,14 @@ export function nestingError(parent: LocationSpec, child: LocationSpec): string 
   if (!isRegexLocation(child) && !child.path.startsWith(parent.path)) return `location "${child.path}" is outside location "${parent.path}"`;
   return undefined;
 }
+
+/**
+ * nginx's "duplicate location": two exact locations, or two prefix ones (`^~` or not), with the
+ * same path at one level. Regexes may repeat (the first wins).
+ * @internal
+ */
+export function duplicateError(siblings: readonly LocationSpec[], l: LocationSpec): string | undefined {
+  const inclusive = (k: LocationKind): boolean => k === 'prefix' || k === '^~';
+  const twin = siblings.find((o) => o.path === l.path && ((o.kind === '=' && l.kind === '=') || (inclusive(o.kind) && inclusive(l.kind))));
+  return twin === undefined ? undefined : `duplicate location "${l.path}"`;
+}

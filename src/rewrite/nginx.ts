@@ -2,7 +2,7 @@ import { InvalidOptionError } from '../core/errors.ts';
 import { objectOption, stringListOption } from '../core/options.ts';
 import { pcreRegex, regexError, unsettable, type Condition, type ConditionOperator } from './conditions.ts';
 import type { RewriteFlag, RewriteRule } from './index.ts';
-import { nestingError, parseLocation, type LocationSpec } from './locations.ts';
+import { duplicateError, nestingError, parseLocation, type LocationSpec } from './locations.ts';
 
 /** Options of {@link fromNginx}. */
 export interface FromNginxOptions {
@@ -259,6 +259,7 @@ function orderServers(servers: Array<{ names: string[]; line: number; rules: Rew
 
 function convertBlock(statements: readonly Statement[], level: Level, ignore: ReadonlySet<string>, parent?: LocationSpec): RewriteRule[] {
   const rules: RewriteRule[] = [];
+  const siblings: LocationSpec[] = [];
   for (const st of statements) {
     if (ignore.has(st.name)) continue;
     if (st.name !== 'if' && st.name !== 'location' && st.name !== 'server' && st.block !== undefined)
@@ -310,8 +311,9 @@ function convertBlock(statements: readonly Statement[], level: Level, ignore: Re
         if (second === undefined && MODIFIERS.has(first)) fail(st.line, `a path after the location modifier "${first}"`);
         if (first === '~' || first === '~*') checkRegex(second!, first === '~*', st);
         const spec = parseLocation(second === undefined ? first : `${first} ${second}`);
-        const nesting = parent === undefined ? undefined : nestingError(parent, spec);
-        if (nesting !== undefined) fail(st.line, `a location nginx can nest, received ${nesting}`);
+        const nesting = (parent === undefined ? undefined : nestingError(parent, spec)) ?? duplicateError(siblings, spec);
+        if (nesting !== undefined) fail(st.line, `a location nginx accepts here, received ${nesting}`);
+        siblings.push(spec);
         const body = st.block.filter((s) => !ignore.has(s.name));
         rules.push({ location: second === undefined ? first : `${first} ${second}`, rules: convertBlock(body, 'location', ignore, spec) });
         break;

@@ -750,6 +750,15 @@ const INVALID: Array<{ name: string; rules: unknown; options?: unknown; where: R
     where: /rules\[0\]\.rules\[0\]\.location.*outside location "\/a\/"/,
   },
   {
+    name: 'duplicate location',
+    rules: [
+      { location: '= /a', rules: [] },
+      { location: '/a', rules: [] },
+      { location: '= /a', rules: [] },
+    ],
+    where: /rules\[2\]\.location.*duplicate location "\/a"/,
+  },
+  {
     name: 'location in an exact location',
     rules: [{ location: '= /a', rules: [{ location: '~ a', rules: [] }] }],
     where: /rules\[0\]\.rules\[0\]\.location.*exact location/,
