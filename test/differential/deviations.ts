@@ -28,6 +28,11 @@ export const DEVIATIONS: Readonly<Record<string, Deviation>> = {
     readme: '**Request bodies** stream instead of being buffered to disk',
     shows: ['upstream headers', 'upstream body framing'],
   },
+  'delete-chunked-body': {
+    reason: 'request bodies stream: a chunked DELETE body goes on chunked; nginx buffers it and sends Content-Length',
+    readme: '**Request bodies** stream instead of being buffered to disk',
+    shows: ['upstream headers', 'upstream body framing'],
+  },
   'req-header-x-forwarded-from-client': {
     reason: "a client's X-Forwarded-For and X-Real-IP are removed unless it is a trusted proxy (nginx passes them on)",
     readme: '**X-Forwarded headers** are set by default',
@@ -139,6 +144,10 @@ export const KNOWN_FAILING: Readonly<Record<string, Known>> = {
   'resp-x-accel-buffering': { item: 'fix: X-Accel-* from the upstream is hidden', shows: ['response x-accel-buffering'] },
   'resp-x-accel-limit-rate': { item: 'fix: X-Accel-* from the upstream is hidden', shows: ['response x-accel-limit-rate'] },
   'resp-x-accel-charset': { item: 'fix: X-Accel-* from the upstream is hidden', shows: ['response x-accel-charset'] },
+  'resp-x-accel-redirect': {
+    item: 'fix: X-Accel-* from the upstream is hidden (nginx also follows X-Accel-Redirect: an internal redirect, a second upstream request)',
+    shows: ['response x-accel-redirect', 'response body', 'upstream requests'],
+  },
   'resp-x-pad': { item: 'fix: X-Pad from the upstream is hidden', shows: ['response x-pad'] },
   // fix: rewrite
   'if-arg-name-case': { item: 'fix: $arg_NAME matches names case-insensitively', shows: ['response body', 'upstream requests'] },
@@ -150,6 +159,7 @@ export const KNOWN_FAILING: Readonly<Record<string, Known>> = {
     item: 'fix: a 304 from the cache carries no representation headers',
     shows: ['response content-type', 'response content-language'],
   },
+  'cache-304-if-modified-since': { item: 'fix: a 304 from the cache carries no representation headers (If-Modified-Since)', shows: ['response content-type'] },
   // decide
   'req-header-connection-listed': { item: 'decide: headers named in Connection are removed (nginx forwards them)', shows: ['upstream headers'] },
   'req-header-proxy-connection': { item: 'decide: Proxy-Connection is removed', shows: ['upstream headers'] },
@@ -164,6 +174,10 @@ export const KNOWN_FAILING: Readonly<Record<string, Known>> = {
   'req-header-cookies': { item: 'decide: cookies are folded into one line', shows: ['upstream headers'] },
   'req-header-user-agent-twice': { item: "decide: a second User-Agent is dropped by Node's parser", shows: ['upstream headers'] },
   'post-no-body': { item: 'decide: a POST without a body gets Content-Length: 0', shows: ['upstream headers', 'upstream body framing'] },
+  'method-mkcol-length-zero': {
+    item: "decide: a bodiless request's Content-Length: 0 is dropped (nginx forwards it)",
+    shows: ['upstream headers', 'upstream body framing'],
+  },
   'get-length-zero': { item: "decide: a GET's Content-Length: 0 is dropped", shows: ['upstream headers', 'upstream body framing'] },
   'req-header-underscore': { item: 'decide: underscores in header names are forwarded', shows: ['upstream headers'] },
   'resp-server-date': { item: "decide: the upstream's Server and Date pass through", shows: ['response server', 'response date'] },
@@ -200,6 +214,10 @@ export const KNOWN_FAILING: Readonly<Record<string, Known>> = {
   'req-header-invalid-name': {
     item: "found: a header name with a character outside a token (X@A) is 400 from Node's parser; nginx drops the header (ignore_invalid_headers)",
     shows: ['status', 'upstream requests'],
+  },
+  'cache-head-no-convert-then-get': {
+    item: "found: with convertHead off nginx's default key has no method, so a GET after a HEAD is a HIT with the HEAD's empty body (nginx's docs say to add $request_method to the key); switchyard keys each method",
+    shows: ['x-cache-status', 'response body', 'upstream requests'],
   },
   'return-200-text': { item: 'found: return 200 "text" adds "; charset=utf-8" to default_type text/plain', shows: ['response content-type'] },
   'host-trailing-dot': { item: "found: host: 'client' sends the Host as it came (nginx's $host drops a trailing dot)", shows: ['upstream headers'] },

@@ -115,6 +115,10 @@ export const CACHE_CASES: Case[] = [
     HEAD('/c', ['content-length']),
     HEAD('/c', ['content-length']),
   ]),
+  cached('cache-head-no-convert-then-get', 'proxy_cache_convert_head.t (the key has no method)', { ...VALID, convertHead: false }, answering([]), [
+    HEAD('/hg'),
+    GET('/hg', {}, ['content-length']),
+  ]),
   cached(
     'cache-304-from-cache',
     'issue 16: a 304 from the cache carries no representation headers',
@@ -127,7 +131,7 @@ export const CACHE_CASES: Case[] = [
   ),
   cached('cache-304-if-modified-since', 'proxy_cache.t', VALID, answering([['Last-Modified', 'Mon, 02 Jan 2006 15:04:05 GMT']]), [
     GET('/m'),
-    GET('/m', { 'If-Modified-Since': 'Mon, 02 Jan 2006 15:04:05 GMT' }, ['last-modified']),
+    GET('/m', { 'If-Modified-Since': 'Mon, 02 Jan 2006 15:04:05 GMT' }, ['last-modified', 'content-type', 'content-length']),
   ]),
   cached('cache-conditional-on-miss', 'README: on a MISS the conditional request gets the full response', VALID, answering([['ETag', '"v1"']]), [
     GET('/e', { 'If-None-Match': '"v1"' }),

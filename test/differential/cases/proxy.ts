@@ -61,6 +61,12 @@ export const PROXY_CASES: Case[] = [
   bodiless('PURGE'),
   bodiless('PROPFIND'),
   bodiless('UNLOCK'),
+  { id: 'method-mkcol-length-zero', from: 'issue 16: bodiless requests', steps: [{ request: req('MKCOL /dav/y', { 'Content-Length': '0' }) }] },
+  {
+    id: 'delete-chunked-body',
+    from: 'proxy_request_buffering_chunked.t',
+    steps: [{ request: req('DELETE /d', { 'Transfer-Encoding': 'chunked' }, '2\r\nab\r\n0\r\n\r\n') }],
+  },
   { id: 'method-propfind-body', from: 'proxy_method.t', steps: [{ request: req('PROPFIND /dav/', { Depth: '1' }, '<propfind/>') }] },
   { id: 'method-trace', from: 'issue 16: TRACE gets 405', steps: [{ request: req('TRACE /t') }] },
   {
@@ -225,6 +231,13 @@ export const PROXY_CASES: Case[] = [
   answer('resp-x-accel-limit-rate', 'issue 16: X-Accel-* hidden', ok('x', [['X-Accel-Limit-Rate', '1000000']]), ['x-accel-limit-rate']),
   answer('resp-x-accel-charset', 'issue 16: X-Accel-* hidden', ok('x', [['X-Accel-Charset', 'utf-8']]), ['x-accel-charset']),
   answer('resp-x-pad', 'issue 16: X-Pad hidden', ok('x', [['X-Pad', 'avoid browser bug']]), ['x-pad']),
+  {
+    id: 'resp-x-accel-redirect',
+    from: 'proxy_xar.t (issue 16: X-Accel-* hidden)',
+    upstream: (_r, n) =>
+      n === 0 ? { headers: [['X-Accel-Redirect', '/internal']], body: 'outer' } : { headers: [['Content-Type', 'text/plain']], body: 'internal' },
+    steps: [{ request: req('GET /outer'), headers: ['x-accel-redirect'] }],
+  },
   answer('resp-x-accel-other', 'proxy_xar.t (an X-Accel- name nginx does not know)', ok('x', [['X-Accel-Custom', 'v']]), ['x-accel-custom']),
   answer(
     'resp-server-date',

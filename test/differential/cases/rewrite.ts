@@ -195,6 +195,12 @@ export const REDIRECT_CASES: Case[] = [
     steps: [{ request: req('GET /go', {}, undefined, HOST) }],
   },
   {
+    id: 'redirect-other-scheme-own-address',
+    from: 'proxy_redirect.t (only the proxied URL is replaced)',
+    upstream: (r) => ({ status: 302, headers: [['Location', `https://${own(r)}/secure`]] }),
+    steps: [{ request: req('GET /go', {}, undefined, HOST) }],
+  },
+  {
     id: 'named-pool-host',
     from: 'issue 16 decide: a named pool sends $proxy_host',
     config: { pool: 'named' },
@@ -221,6 +227,9 @@ export const HOST_CASES: Case[] = [
   host('host-absolute-form', 'issue 16: the absolute-form target is $host and goes upstream', req('GET http://target.test/p', {}, undefined, 'header.test'), {
     host: 'client',
   }),
+  host('host-empty-port', 'http_host.t', req('GET /', {}, undefined, 'a.test:')),
+  host('host-underscore', 'http_host.t', req('GET /', {}, undefined, 'a_b.test')),
+  host('host-absolute-form-https', 'http_host.t', req('GET https://target.test/p', {}, undefined, 'header.test')),
   host('host-absolute-form-bad', 'http_host.t', req('GET http://a..b/p', {}, undefined, 'a.test')),
   host('host-absolute-form-default', 'http_host.t', req('GET http://target.test/p?q=1', {}, undefined, 'header.test')),
 ];
