@@ -255,7 +255,7 @@ export function clientResponseHeaders(raw: readonly (Buffer | string)[]): string
     if (HOP_BY_HOP_LENGTHS.has(name.length)) {
       const lower = name.toLowerCase();
       if (HOP_BY_HOP.has(lower)) {
-        if (lower === 'connection') for (const t of text(raw[i + 1]!).split(',')) (drop ??= new Set()).add(t.trim().toLowerCase());
+        if (lower === 'connection') drop = connectionOptions(text(raw[i + 1]!), drop);
         continue;
       }
     }
@@ -265,6 +265,20 @@ export function clientResponseHeaders(raw: readonly (Buffer | string)[]): string
   const kept: string[] = [];
   for (let i = 0; i < out.length; i += 2) if (!drop.has(out[i]!.toLowerCase())) kept.push(out[i]!, out[i + 1]!);
   return kept;
+}
+
+/**
+ * Adds the names a response's Connection header lists to `drop`, less the hop-by-hop ones (dropped
+ * anyway): the usual `Connection: keep-alive` then leaves nothing to filter a second time.
+ */
+function connectionOptions(value: string, drop: Set<string> | undefined): Set<string> | undefined {
+  // The common single token, without splitting.
+  if (value.length === 10 && value.toLowerCase() === 'keep-alive') return drop;
+  for (const t of value.split(',')) {
+    const name = t.trim().toLowerCase();
+    if (!HOP_BY_HOP.has(name)) (drop ??= new Set()).add(name);
+  }
+  return drop;
 }
 
 function text(v: Buffer | string): string {
