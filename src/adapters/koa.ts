@@ -51,7 +51,8 @@ export function koa(...middleware: Middleware[]): KoaMiddleware {
       const previous = ctx.respond;
       ctx.respond = false;
       const onClose = (): void => resolve();
-      ctx.res.once('close', onClose);
+      // on, not once (no wrapper to make): taken off when the middleware hands on; a response closes once.
+      ctx.res.on('close', onClose);
       run(ctx.req, ctx.res, (err?: unknown) => {
         ctx.res.off('close', onClose);
         ctx.respond = previous;
