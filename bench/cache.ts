@@ -5,6 +5,10 @@
 //   switchyard-cache-memory   createServer(chain(cache({ valid: '1h' }), balance(pool))), default memory store
 //   switchyard-cache-redis    the same with store: new KeyvRedis(REDIS_URL), its own namespace
 //                             (skipped when Redis is unreachable; purged and closed at the end)
+//   map-after-miss            (only when named in --targets) the memory target's process with its
+//                             HITs answered from a Map as map-baseline answers: each URL's first
+//                             request goes through chain(cache(), balance(pool)); the floor of the
+//                             memory target, what a process that has proxied pays without cache()
 //
 // The targets and the upstream run in their own processes and live for the whole run.
 // The cache is warmed first (one request per URL), each target is checked to answer
@@ -13,7 +17,7 @@
 //
 // Sequential rounds (default): every target in turn, interleaved, under all the
 // connections: req/s, p99, target CPU µs/req. Paired (default on, --no-paired to
-// skip): memory+baseline and redis+memory run at the same moment on the same
+// skip): memory+baseline (and map-after-miss+baseline) and redis+memory run at the same moment on the same
 // CPU, each under half the connections; the ratio of their CPU time per request
 // holds on a machine whose speed drifts (as bench/run.ts --paired).
 //
@@ -40,14 +44,17 @@ const self = fileURLToPath(import.meta.url);
 const BODY_BYTES = 1024;
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
-type Kind = 'map-baseline' | 'switchyard-cache-memory' | 'switchyard-cache-redis' | typeof COMPARED;
-const KINDS: Kind[] = ['map-baseline', 'switchyard-cache-memory', 'switchyard-cache-redis'];
+type Kind = 'map-baseline' | 'switchyard-cache-memory' | 'switchyard-cache-redis' | 'map-after-miss' | typeof COMPARED;
+const KINDS: Kind[] = ['map-baseline', 'switchyard-cache-memory', 'switchyard-cache-redis', 'map-after-miss'];
+/** Targets run unless --targets names others (map-after-miss is asked for by name). */
+const DEFAULT_KINDS: Kind[] = ['map-baseline', 'switchyard-cache-memory', 'switchyard-cache-redis'];
 /** With --compare <rev>: the memory-store target on that revision's sources (B'), not a --targets name. */
 const COMPARED = 'switchyard-cache-memory@rev';
 const LABEL: Record<Kind, string> = {
   'map-baseline': 'node:http answering from a Map (no framework)',
   'switchyard-cache-memory': "switchyard chain(cache({ valid: '1h' }), balance(pool)), memory store",
   'switchyard-cache-redis': 'switchyard cache() with @keyv/redis store',
+  'map-after-miss': 'the memory-store target answering its HITs from a Map instead of cache() (its floor)',
   [COMPARED]: 'the same at another revision',
 };
 
@@ -81,6 +88,9 @@ async function target(kind: Kind, upstream: string, urls: number): Promise<void>
       res.end(e.body);
     });
   } else {
+    // map-after-miss: switchyard-cache-memory's process, each URL's first request through
+    // chain(cache(), balance(pool)) (a MISS), every later one answered as map-baseline answers:
+    // what a HIT costs in a process that proxies, without cache()'s HIT path.
     // switchyard's sources: this tree's, or (COMPARED) those of the revision --compare extracted.
     const src = process.env.BENCH_SRC === undefined ? new URL('../src/', import.meta.url) : pathToFileURL(`${resolve(process.env.BENCH_SRC)}/`);
     const { balance, cache, chain, createPool } = (await import(new URL('index.ts', src).href)) as typeof import('../src/index.ts');
@@ -105,7 +115,24 @@ async function target(kind: Kind, upstream: string, urls: number): Promise<void>
     process.on('message', (msg: TargetMessage) => {
       if (msg?.type === 'stats') process.send?.({ type: 'stats', storeErrors, hit: m.stats().hit.responses, miss: m.stats().miss.responses });
     });
-    server = createServer(chain(mw, balance(pool)));
+    const stack = chain(mw, balance(pool));
+    if (kind === 'map-after-miss') {
+      const body = Buffer.alloc(BODY_BYTES, 'x');
+      const headers = { 'content-type': 'text/plain', 'content-length': body.length, 'x-cache-status': 'HIT' };
+      const seen = new Set<string>();
+      server = createServer((req, res) => {
+        const url = req.url ?? '';
+        if (!seen.has(url)) {
+          seen.add(url);
+          stack(req, res);
+          return;
+        }
+        res.writeHead(200, headers);
+        res.end(body);
+      });
+    } else {
+      server = createServer(stack);
+    }
   }
   server.keepAliveTimeout = 120_000;
   server.headersTimeout = 121_000;
@@ -319,7 +346,7 @@ async function main(): Promise<void> {
       rounds: { type: 'string', default: process.env.BENCH_ROUNDS ?? '5' },
       warmup: { type: 'string', default: process.env.BENCH_WARMUP ?? '2' },
       connections: { type: 'string', default: process.env.BENCH_CONNECTIONS ?? '50' },
-      targets: { type: 'string', default: process.env.BENCH_TARGETS ?? KINDS.join(',') },
+      targets: { type: 'string', default: process.env.BENCH_TARGETS ?? DEFAULT_KINDS.join(',') },
       tool: { type: 'string', default: process.env.BENCH_TOOL ?? 'auto' },
       pin: { type: 'string', default: process.env.BENCH_PIN ?? 'auto' },
       paired: { type: 'boolean', default: process.env.BENCH_PAIRED !== '0' },
@@ -477,6 +504,7 @@ async function main(): Promise<void> {
       const pairList: Array<[Kind, Kind]> = [];
       if (kinds.includes('map-baseline') && kinds.includes('switchyard-cache-memory')) pairList.push(['map-baseline', 'switchyard-cache-memory']);
       if (kinds.includes('map-baseline') && kinds.includes(COMPARED)) pairList.push(['map-baseline', COMPARED]);
+      if (kinds.includes('map-baseline') && kinds.includes('map-after-miss')) pairList.push(['map-baseline', 'map-after-miss']);
       if (kinds.includes('switchyard-cache-memory') && kinds.includes('switchyard-cache-redis'))
         pairList.push(['switchyard-cache-memory', 'switchyard-cache-redis']);
       for (const [a, b] of pairList) {
@@ -577,6 +605,7 @@ async function main(): Promise<void> {
   for (const [num, den, label, target] of [
     ['switchyard-cache-memory', 'map-baseline', 'B/A memory cache vs Map', ' (target: CPU <= 1.05)'],
     [COMPARED, 'map-baseline', `B'/A memory cache at ${compared?.short} vs Map`, ''],
+    ['map-after-miss', 'map-baseline', 'F/A Map answers after MISSes through cache() vs Map (the floor)', ''],
     ['switchyard-cache-redis', 'switchyard-cache-memory', 'C/B Redis cache vs memory cache', ''],
   ] as Array<[Kind, Kind, string, string]>) {
     const rr = roundRatios(num, den);
