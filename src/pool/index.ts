@@ -9,7 +9,7 @@ import type { Duration } from '../core/duration.ts';
 import { InvalidOptionError, ServerNotFoundError } from '../core/errors.ts';
 import { booleanOption, durationOption, instanceOption, integerOption, nowOption, objectOption, randomOption, stringOption } from '../core/options.ts';
 import { plainAgent, tlsSettings, UpstreamConnections } from './connections.ts';
-import { applyUpdate, resolveServer, resolveUpdate, serverInfo, type FieldContext } from './fields.ts';
+import { applyUpdate, resolveServer, resolveUpdate, serverInfo, type FieldContext, type ServerConfig } from './fields.ts';
 import { kPool, type PoolInternals } from './internal.ts';
 import { PoolSync } from './sync.ts';
 import { type SyncHandle, type SyncOptions, syncOption } from '../sync/index.ts';
@@ -440,7 +440,14 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     if (this.#peers.some((p) => p.id === peer.id)) throw new InvalidOptionError('server.id', 'an id not used by another server', peer.id);
     initialState(peer, this.#now());
     this.#peers.push(peer);
-    this.#rebuild();
+    try {
+      this.#rebuild();
+    } catch (err) {
+      // the method refused the new list (a consistent hash ring too large): the pool stays as it was
+      this.#peers.pop();
+      this.#rebuild();
+      throw err;
+    }
     const result = serverInfo(peer);
     if (channels.poolChange.hasSubscribers) channels.poolChange.publish({ pool: this.name, action: 'add', id: peer.id, server: peer.url, changes: undefined });
     this.emit('add', result);
@@ -494,8 +501,17 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
 
   #update(peer: Peer, changes: ServerUpdate): ServerInfo {
     const resolved = resolveUpdate(changes, this.#fieldContext);
+    const before: Record<string, unknown> = {};
+    for (const name of Object.keys(resolved)) before[name] = (peer as unknown as Record<string, unknown>)[name];
     applyUpdate(peer, resolved);
-    this.#rebuild();
+    try {
+      this.#rebuild();
+    } catch (err) {
+      // the method refused the change (a consistent hash ring too large): the server keeps its settings
+      applyUpdate(peer, before as Partial<ServerConfig>);
+      this.#rebuild();
+      throw err;
+    }
     const result = serverInfo(peer);
     if (channels.poolChange.hasSubscribers)
       channels.poolChange.publish({ pool: this.name, action: 'update', id: peer.id, server: peer.url, changes: { ...changes } });

@@ -259,6 +259,16 @@ test('consistent hash: a weight whose ring cannot be made (weights up to 2^53 - 
   const before = pick(p, { url: '/?k=x' });
   assert.throws(() => p.update('a', { weight: 2 ** 40 }), { code: 'SWY_ERR_INVALID_OPTION', option: 'weight' });
   assert.equal(pick(p, { url: '/?k=x' }), before);
+  // the refused change is not applied: the server keeps its weight, and other changes still work
+  assert.equal(p.get('a')?.weight, 1);
+  assert.equal(p.update('a', { weight: 3 }).weight, 3);
+  // a server whose weight the ring cannot take is not added either
+  assert.throws(() => p.add({ url: 'http://10.0.0.3:80', id: 'c', weight: 2 ** 40 }), { code: 'SWY_ERR_INVALID_OPTION' });
+  assert.equal(p.get('c'), undefined);
+  assert.deepEqual(
+    p.servers.map((s) => s.id),
+    ['a', 'b'],
+  );
   assert.throws(
     () => createPool({ method: consistent, servers: [{ url: 'http://10.0.0.1:80', weight: Number.MAX_SAFE_INTEGER }, { url: 'http://10.0.0.2:80' }] }),
     {
