@@ -17,9 +17,10 @@
 //
 // Sequential rounds (default): every target in turn, interleaved, under all the
 // connections: req/s, p99, target CPU µs/req. Paired (default on, --no-paired to
-// skip): memory+baseline (and map-after-miss+baseline) and redis+memory run at the same moment on the same
-// CPU, each under half the connections; the ratio of their CPU time per request
-// holds on a machine whose speed drifts (as bench/run.ts --paired).
+// skip): memory+baseline and redis+memory (with map-after-miss also
+// map-after-miss+baseline and memory+map-after-miss) run at the same moment on the
+// same CPU, each under half the connections; the ratio of their CPU time per
+// request holds on a machine whose speed drifts (as bench/run.ts --paired).
 //
 //   node bench/cache.ts [--duration 5] [--rounds 5] [--warmup 2] [--connections 50]
 //                       [--targets a,b] [--tool auto|wrk|autocannon] [--pin auto|on|off]
@@ -505,6 +506,7 @@ async function main(): Promise<void> {
       if (kinds.includes('map-baseline') && kinds.includes('switchyard-cache-memory')) pairList.push(['map-baseline', 'switchyard-cache-memory']);
       if (kinds.includes('map-baseline') && kinds.includes(COMPARED)) pairList.push(['map-baseline', COMPARED]);
       if (kinds.includes('map-baseline') && kinds.includes('map-after-miss')) pairList.push(['map-baseline', 'map-after-miss']);
+      if (kinds.includes('map-after-miss') && kinds.includes('switchyard-cache-memory')) pairList.push(['map-after-miss', 'switchyard-cache-memory']);
       if (kinds.includes('switchyard-cache-memory') && kinds.includes('switchyard-cache-redis'))
         pairList.push(['switchyard-cache-memory', 'switchyard-cache-redis']);
       for (const [a, b] of pairList) {
@@ -606,6 +608,7 @@ async function main(): Promise<void> {
     ['switchyard-cache-memory', 'map-baseline', 'B/A memory cache vs Map', ' (target: CPU <= 1.05)'],
     [COMPARED, 'map-baseline', `B'/A memory cache at ${compared?.short} vs Map`, ''],
     ['map-after-miss', 'map-baseline', 'F/A Map answers after MISSes through cache() vs Map (the floor)', ''],
+    ['switchyard-cache-memory', 'map-after-miss', "B/F memory cache vs its floor (cache()'s HIT path alone)", ''],
     ['switchyard-cache-redis', 'switchyard-cache-memory', 'C/B Redis cache vs memory cache', ''],
   ] as Array<[Kind, Kind, string, string]>) {
     const rr = roundRatios(num, den);
