@@ -44,7 +44,10 @@ const TARGETS: Record<string, string> = {
   'node-baseline': 'bare Node proxy (http.request pipe)',
   'switchyard-node': 'switchyard, node:http `chain(balance(pool))`',
   'undici-baseline': 'bare undici proxy (undici Pool dispatch)',
+  'node-baseline-loaded': 'bare Node proxy, switchyard imported and unused (control)',
 };
+/** Run only when named in --targets: the bare proxy with switchyard's code loaded, to tell what the code costs from what the proxying does. */
+const CONTROL = 'node-baseline-loaded';
 const BASELINE = 'node-baseline';
 
 // ---- the upstream (child process) ------------------------------------------------------------
@@ -275,7 +278,7 @@ const COMPILED_LABEL = 'switchyard, node:http, compiled to JavaScript (as instal
 
 const USAGE = `usage: node bench/memory.ts [options]          (npm run bench -- --memory [options])
   --rounds <n>            transfer rounds (fresh gateway per case and round)    default 2
-  --targets <a,b>         ${Object.keys(TARGETS).join(', ')} (default all; ${BASELINE} is always run)
+  --targets <a,b>         ${Object.keys(TARGETS).join(', ')} (default all but ${CONTROL}; ${BASELINE} is always run)
   --download <size>       download through the gateway                          default 1GiB
   --upload <size>         upload through the gateway                            default 200MiB
   --no-slow               skip the cases where the receiving side pauses (backpressure)
@@ -330,7 +333,7 @@ function options(argv: string[]): Options {
   if (!['auto', 'on', 'off'].includes(values.pin)) throw new Error(`--pin must be auto, on or off, got "${values.pin}"`);
   return {
     rounds: integer('rounds', values.rounds, 1, 20),
-    targets: Object.keys(TARGETS).filter((t) => t === BASELINE || names.length === 0 || names.includes(t)),
+    targets: Object.keys(TARGETS).filter((t) => t === BASELINE || (names.length === 0 && t !== CONTROL) || names.includes(t)),
     download: bytesOption('download', values.download),
     upload: bytesOption('upload', values.upload),
     slow: values['no-slow'] !== true,

@@ -139,6 +139,18 @@ export const TARGETS: Record<string, Start> = {
     return listen(server);
   },
 
+  /**
+   * A control for bench/memory.ts: the bare Node proxy in a process that also imported switchyard
+   * (its package entry, as `import { createPool, balance } from 'switchyard-proxy'` does) and a
+   * pool and balance() it never uses. What it costs over the bare proxy is the loaded code's, not
+   * the proxying's.
+   */
+  async 'node-baseline-loaded'(upstream) {
+    const unused = await switchyardPool(upstream);
+    process.once('exit', () => unused.pool.close());
+    return TARGETS['node-baseline']!(upstream);
+  },
+
   /** switchyard on Koa 3: `app.use(koa(balance(pool)))`. */
   async 'switchyard-koa'(upstream) {
     const { default: Koa } = await import('koa');
