@@ -21,7 +21,13 @@ import { CLIENT_CONDITIONALS, conditionalsOf, entryHeader, serveEntry, type Cond
 import { setStatus } from './stats.ts';
 import type { ClusterLock } from './sync.ts';
 
-// Conditions a `stale-if-error` window covers (nginx sets the error window's flags for these).
+/** The body of a HEAD's entry. */
+const EMPTY = Buffer.alloc(0);
+
+// Conditions a `stale-if-error` (or `stale-while-revalidate`) window covers: the errors of RFC 5861
+// §4, upstream 500, 502, 503 and 504 answers included. nginx uses the window only for the failures
+// it treats as a failed attempt (a connection error, a timeout, an invalid header), not for a 5xx
+// the upstream answers with: a difference kept on purpose (README).
 const ERROR_WINDOW = new Set<string>(['error', 'timeout', 'invalid_header', 'http_500', 'http_502', 'http_503', 'http_504']);
 
 /** How a request goes on down the chain, as the cache decided before it did. */
@@ -109,6 +115,8 @@ export class Capture implements InterceptHooks {
   readonly #client: Conditionals;
   readonly #staleMeta: Meta | undefined;
   readonly #revalidating: boolean;
+  /** A HEAD sent upstream as HEAD (`convertHead: false`): its entry has no body but the upstream's Content-Length. */
+  readonly #head: boolean;
   /**
    * Headers set before the request reached the cache (a request id, a CSP nonce): they belong to
    * this response only, as nginx's add_header, and are neither judged nor stored.
@@ -137,6 +145,7 @@ export class Capture implements InterceptHooks {
     this.#client = conditionalsOf(call.req.headers);
     this.#staleMeta = plan.stale === undefined ? undefined : metaOf(plan.stale);
     this.#revalidating = planUpstream(call, plan.stale);
+    this.#head = call.req.method === 'HEAD' && !call.ctx.settings.convertHead;
     this.#preset = plan.detached ? undefined : call.res.getHeaderNames();
     this.#generation = call.ctx.purger.generation;
     this.#served = plan.status;
@@ -279,10 +288,12 @@ export class Capture implements InterceptHooks {
     const chunks = this.#chunks;
     const verdict = this.#verdict;
     if (!complete || chunks === undefined || verdict === undefined) return this.#settle();
-    const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, this.#captured);
+    // A HEAD's entry has no body, whatever its Content-Length says (and whatever a local handler wrote).
+    const body = this.#head ? EMPTY : chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, this.#captured);
     this.#chunks = undefined;
     const length = entryHeader(this.#headers, 'content-length');
-    if (length !== undefined && Number(length) !== body.length) return this.#settle();
+    // A response cut short is not stored.
+    if (!this.#head && length !== undefined && Number(length) !== body.length) return this.#settle();
     void this.#save(body, verdict);
   }
 
@@ -295,7 +306,7 @@ export class Capture implements InterceptHooks {
       // A purge since this request went upstream (made here or heard from another instance): what it fetched may be what was purged.
       if (!ctx.purger.mayStore(base, this.#generation)) return;
       const list: Written[] = [];
-      if (await saveEntry(ctx.store, ctx.settings, base, ex, this.#status, this.#headers, body, verdict, list)) {
+      if (await saveEntry(ctx.store, ctx.settings, base, ex, this.#status, this.#headers, body, verdict, list, this.#head)) {
         ctx.stats.written(this.#plan.status, body.length);
         written = list;
       }

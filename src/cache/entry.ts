@@ -103,7 +103,8 @@ export type Written = readonly [key: string, entry: CacheEntry, ttl: number];
 
 /**
  * Stores a complete response under `base` (and its Vary variant); resolves whether the store took
- * it. Each write is added to `written` when given.
+ * it. Each write is added to `written` when given. `head`: the response to a HEAD sent upstream as
+ * HEAD (`convertHead: false`), kept with its Content-Length and marked `head` in its meta.
  */
 export async function saveEntry(
   store: CacheStore,
@@ -115,12 +116,13 @@ export async function saveEntry(
   body: Buffer,
   f: Freshness,
   written?: Written[],
+  head = false,
 ): Promise<boolean> {
   const statusHeader = settings.statusHeader?.toLowerCase();
   const kept: string[] = [];
   for (let i = 0; i < headers.length; i += 2) {
     const n = headers[i]!.toLowerCase();
-    if (!NOT_STORED.has(n) && n !== statusHeader) kept.push(headers[i]!, headers[i + 1]!);
+    if ((!NOT_STORED.has(n) || (head && n === 'content-length')) && n !== statusHeader) kept.push(headers[i]!, headers[i + 1]!);
   }
   const t = settings.now();
   const meta: Meta = { expiresAt: f.expiresAt, swr: f.staleWhileRevalidate, sie: f.staleIfError };
@@ -141,7 +143,7 @@ export async function saveEntry(
     if (await store.set(base, marker, ttl)) markers.push([base, marker, ttl]);
     key = variantKey(base, f.vary, ex.req, sent);
   }
-  const entry: CacheEntry = { status, headers: kept, body, storedAt: t, meta: meta as unknown as Record<string, unknown> };
+  const entry: CacheEntry = { status, headers: kept, body, storedAt: t, meta: { ...meta, ...(head ? { head: true } : {}) } };
   const stored = await store.set(key, entry, ttl);
   if (stored) written?.push(...markers, [key, entry, ttl]);
   return stored;

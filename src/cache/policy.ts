@@ -17,8 +17,6 @@
  *   `Cache-Control: public`, `s-maxage` or `must-revalidate` (RFC 9111 §3.5).
  *   nginx does not check this; set {@link CachePolicyOptions.authorized} to get
  *   nginx's behaviour.
- * - `X-Accel-Expires: @T` with T already past is not stored (nginx stores an
- *   entry that is expired from the start).
  * @module
  */
 import { parseDuration, type Duration } from '../core/duration.ts';
@@ -99,7 +97,7 @@ export type TtlSource = 'x-accel-expires' | 'cache-control' | 'expires' | 'valid
 
 /** Why a response is not stored. */
 export type NotStoredReason =
-  /** `X-Accel-Expires: 0`, or `@T` already past. */
+  /** `X-Accel-Expires: 0`. */
   | 'x-accel-expires'
   /** `Cache-Control` has `no-cache`, `no-store` or `private`. */
   | 'cache-control-private'
@@ -128,7 +126,7 @@ export interface Freshness {
   readonly reason: NotStoredReason | undefined;
   /** Which rule gave the TTL, when `store` is true. */
   readonly source: TtlSource | undefined;
-  /** Time to live; 0 when not stored. */
+  /** Time to live; 0 when not stored, or stored expired (`X-Accel-Expires: @T` already past). */
   readonly ttl: number;
   /** `now + ttl`: the entry is fresh while `now < expiresAt`. */
   readonly expiresAt: number;
@@ -266,9 +264,10 @@ export function compilePolicy(options: CachePolicyOptions = {}): CachePolicy {
 /**
  * Decides whether an upstream response may be stored, for how long, with which
  * stale windows and `Vary` names, in nginx's order of precedence:
- * 1. `X-Accel-Expires`: `N` seconds, `0` not stored, `@T` until epoch second T; the
+ * 1. `X-Accel-Expires`: `N` seconds, `0` not stored, `@T` until epoch second T (a T
+ *    already past stores the response expired from the start, `ttl` 0, as nginx); the
  *    first value wins; it overrides `Cache-Control` and `Expires` whatever the header
- *    order. A value that is not a number is ignored.
+ *    order. A value that is not a number, and `@0`, are ignored.
  * 2. `Cache-Control`: `no-cache`, `no-store` or `private` → not stored; `s-maxage`
  *    over `max-age`; `0` → not stored; a number that does not parse → not stored.
  *    `stale-while-revalidate=N` sets both stale windows, `stale-if-error=N` the error
@@ -316,11 +315,12 @@ export function freshness(
     const raw = first === undefined ? undefined : first.split(',')[0]!.trim();
     if (raw !== undefined) {
       const m = /^(@?)(\d+)$/.exec(raw);
-      if (m !== null) {
+      // `@0` is no time at all, as in nginx: the other rules decide.
+      if (m !== null && !(m[1] === '@' && Number(m[2]) === 0)) {
         const n = Number(m[2]) * 1000;
-        const value = m[1] === '@' ? n - now : n;
-        if (value <= 0) return notStored('x-accel-expires', now);
-        ttl = value;
+        if (m[1] !== '@' && n === 0) return notStored('x-accel-expires', now);
+        // `@T` already past: stored expired from the start, as nginx does (EXPIRED next, not MISS).
+        ttl = m[1] === '@' ? Math.max(0, n - now) : n;
         source = 'x-accel-expires';
       }
     }

@@ -90,7 +90,8 @@ export function preconditionFailed(entry: CacheEntry, c: Conditionals): boolean 
 /** A satisfiable single byte range, `'unsatisfiable'`, or `undefined` to send the whole body. */
 export function byteRange(entry: CacheEntry, c: Conditionals): { start: number; end: number } | 'unsatisfiable' | undefined {
   const range = c.range;
-  if (range === undefined || entry.status !== 200) return undefined;
+  // A HEAD's entry has no body to take a range of.
+  if (range === undefined || entry.status !== 200 || headEntry(entry)) return undefined;
   const ifRange = c['if-range'];
   if (ifRange !== undefined) {
     const t = ifRange.trim();
@@ -124,6 +125,19 @@ export function byteRange(entry: CacheEntry, c: Conditionals): { start: number; 
   return { start, end };
 }
 
+/**
+ * Whether `entry` is a HEAD's response (stored with `convertHead: false`): it has no body and keeps
+ * the upstream's Content-Length, which its answers send as they are.
+ */
+export function headEntry(entry: CacheEntry): boolean {
+  return entry.meta?.['head'] === true;
+}
+
+/** Adds the Content-Length of an answer with `length` body bytes from `entry` (a HEAD's entry has its own). */
+function pushLength(headers: string[], entry: CacheEntry, length: number): void {
+  if (!headEntry(entry)) headers.push('content-length', String(length));
+}
+
 const hitHeaders = new WeakMap<CacheEntry, { statusHeader: string | undefined; list: string[] }>();
 
 /** Whether the request has none of the headers that make a HIT other than the entry as stored (conditionals, range). */
@@ -147,7 +161,7 @@ export function serveStored(res: ServerResponse, method: string, entry: CacheEnt
   let wire = status === 'HIT' ? hitHeaders.get(entry) : undefined;
   if (wire === undefined || wire.statusHeader !== statusHeader) {
     const list = entry.headers.slice();
-    list.push('content-length', String(entry.body.length));
+    pushLength(list, entry, entry.body.length);
     if (statusHeader !== undefined) list.push(statusHeader, status);
     wire = { statusHeader, list };
     if (status === 'HIT') hitHeaders.set(entry, wire);
@@ -162,7 +176,15 @@ export function serveStored(res: ServerResponse, method: string, entry: CacheEnt
   return entry.body.length;
 }
 
-const NOT_FOR_304 = new Set(['content-length', 'content-range', 'accept-ranges', 'transfer-encoding']);
+/**
+ * Not sent on a 304 (RFC 9110 §15.4.5), as nginx's not-modified filter clears them: the framing,
+ * Content-Type and Content-Encoding. The other headers of the 200 go with it (ETag, Last-Modified,
+ * Cache-Control, Expires, Vary, Content-Location, Content-Language, and the rest).
+ */
+const NOT_FOR_304 = new Set(['content-length', 'content-range', 'accept-ranges', 'transfer-encoding', 'content-type', 'content-encoding']);
+
+/** Not sent on a 206 from an entry: its length is the range's, and nginx's range filter drops Accept-Ranges. */
+const NOT_FOR_206 = new Set(['content-length', 'content-range', 'accept-ranges']);
 
 /**
  * Writes `entry` to `res` as the answer to a `method` request, honouring the client's
@@ -198,10 +220,15 @@ export function serveEntry(res: ServerResponse, method: string, entry: CacheEntr
       headers.push('content-range', `bytes ${range.start}-${range.end}/${entry.body.length}`);
     }
   }
-  if (code === entry.status || code === 206) {
+  if (code === entry.status) {
     for (let i = 0; i < entry.headers.length; i += 2) headers.push(entry.headers[i]!, entry.headers[i + 1]!);
+  } else if (code === 206) {
+    for (let i = 0; i < entry.headers.length; i += 2) {
+      if (!NOT_FOR_206.has(entry.headers[i]!.toLowerCase())) headers.push(entry.headers[i]!, entry.headers[i + 1]!);
+    }
   }
-  headers.push('content-length', String(body.length));
+  if (code === entry.status) pushLength(headers, entry, body.length);
+  else headers.push('content-length', String(body.length));
   if (statusHeader !== undefined) headers.push(statusHeader, status);
   writeHead(res, code, headers);
   if (method === 'HEAD' || code === 204 || code === 304) {

@@ -528,6 +528,50 @@ test('HIT: If-None-Match, If-Modified-Since, Range, If-Range and HEAD', T, async
   assert.equal(up.seen.length, 1);
 });
 
+test('a 304 from the cache has no Content-Type or other body headers, as nginx (If-None-Match and If-Modified-Since)', T, async (t) => {
+  const lm = new Date(START - 86_400_000).toUTCString();
+  const kept = {
+    etag: '"abc"',
+    'last-modified': lm,
+    'cache-control': 'max-age=600',
+    expires: new Date(START + 600_000).toUTCString(),
+    vary: 'X-V',
+    'content-language': 'en',
+    'content-location': '/h.en',
+    'x-other': '1',
+  };
+  const up = await scripted(t, {
+    body: 'hello world',
+    headers: { ...kept, 'content-type': 'text/html', 'content-encoding': 'identity', 'accept-ranges': 'bytes' },
+  });
+  const g = await gw(t, [up.url], { valid: '1m' });
+  const u = `${g.url}/h`;
+  assert.equal(status(await fetchText(u)), 'MISS');
+  for (const conditional of [{ 'if-none-match': '"abc"' }, { 'if-modified-since': lm }]) {
+    const r = await fetchText(u, { headers: conditional });
+    assert.equal(r.status, 304);
+    assert.equal(status(r), 'HIT');
+    for (const gone of ['content-type', 'content-encoding', 'content-length', 'accept-ranges', 'transfer-encoding']) {
+      assert.equal(r.headers[gone], undefined, `${gone} on a 304 (${Object.keys(conditional)[0]})`);
+    }
+    for (const [name, value] of Object.entries(kept)) assert.equal(r.headers[name], value, `${name} kept on a 304`);
+  }
+  assert.equal(up.seen.length, 1);
+});
+
+test('a 206 from the cache has no Accept-Ranges (nginx drops it), a 200 keeps it', T, async (t) => {
+  const up = await scripted(t, { body: 'hello world', headers: { 'accept-ranges': 'bytes' } });
+  const g = await gw(t, [up.url], { valid: '1m' });
+  const u = `${g.url}/r`;
+  assert.equal(status(await fetchText(u)), 'MISS');
+  const range = await fetchText(u, { headers: { range: 'bytes=0-4' } });
+  assert.deepEqual([range.status, range.body, range.headers['content-range']], [206, 'hello', 'bytes 0-4/11']);
+  assert.equal(range.headers['accept-ranges'], undefined);
+  assert.equal(range.headers['content-type'], 'text/plain');
+  const whole = await fetchText(u);
+  assert.deepEqual([whole.status, whole.headers['accept-ranges']], [200, 'bytes']);
+});
+
 // 7. streaming and safety ---------------------------------------------------------------------------
 
 const MB3 = 3 * 1024 * 1024;

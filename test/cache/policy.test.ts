@@ -206,7 +206,16 @@ const CASES: Case[] = [
   { name: 'X-Accel-Expires: first of two lines wins (raw)', headers: ['X-Accel-Expires', '20', 'X-Accel-Expires', '0'], expect: 20 },
   { name: 'X-Accel-Expires: first wins when Node joined them', headers: { 'x-accel-expires': '0, 20' }, expect: 'x-accel-expires' },
   { name: 'X-Accel-Expires @T absolute', headers: { 'x-accel-expires': `@${Math.floor(NOW / 1000) + 100}` }, expect: 99.75 },
-  { name: 'X-Accel-Expires @T in the past', options: V1M, headers: { 'x-accel-expires': `@${Math.floor(NOW / 1000) - 1}` }, expect: 'x-accel-expires' },
+  // nginx stores it expired from the start: the next request is EXPIRED, not MISS.
+  {
+    name: 'X-Accel-Expires @T in the past is stored expired',
+    options: V1M,
+    headers: { 'x-accel-expires': `@${Math.floor(NOW / 1000) - 1}`, 'cache-control': 'max-age=60' },
+    expect: 0,
+    source: 'x-accel-expires',
+  },
+  { name: 'X-Accel-Expires @0 is ignored (nginx: no time set)', options: V1M, headers: { 'x-accel-expires': '@0' }, expect: 60, source: 'valid' },
+  { name: 'X-Accel-Expires @0 leaves Cache-Control the TTL', headers: { 'x-accel-expires': '@0', 'cache-control': 'max-age=5' }, expect: 5 },
   { name: 'X-Accel-Expires not a number is ignored', options: V1M, headers: { 'x-accel-expires': 'soon' }, expect: 60, source: 'valid' },
   { name: 'X-Accel-Expires 0 beats valid any', options: { valid: [['any', '1m']] }, headers: { 'x-accel-expires': '0' }, expect: 'x-accel-expires' },
   { name: 'Expires in the future', headers: { expires: date(3600) }, expect: 3599.75, source: 'expires' },

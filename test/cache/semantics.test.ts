@@ -116,6 +116,19 @@ describe('cache(): nginx verified matrix (6.4)', { timeout: TEST_TIMEOUT }, () =
     assert.deepEqual(await statuses(r, '/a', 2), ['MISS(1)', 'HIT(1)']);
   });
 
+  it('X-Accel-Expires: @T already past: stored expired from the start, MISS then EXPIRED (nginx)', async (t) => {
+    const clock = T0;
+    const past = `@${Math.floor(T0 / 1000) - 10}`;
+    const r = await rig(t, { valid: '1m', useStale: ['http_500'], now: () => clock }, (_req, res, n) => {
+      res.writeHead(n < 3 ? 200 : 500, { 'x-accel-expires': past });
+      res.end(`body-${n}`);
+    });
+    assert.deepEqual(await statuses(r, '/a', 2), ['MISS(1)', 'EXPIRED(2)']);
+    // The expired copy is there to serve when the upstream fails.
+    const failed = await r.get('/a');
+    assert.deepEqual([failed.cs, failed.body], ['STALE', 'body-2']);
+  });
+
   const uncacheable: Array<[string, Record<string, string>]> = [
     ['Expires in the past', { expires: new Date(T0 - 3_600_000).toUTCString() }],
     ['Set-Cookie', { 'set-cookie': 'sid=1' }],
@@ -232,6 +245,44 @@ describe('cache(): methods', { timeout: TEST_TIMEOUT }, () => {
     assert.equal(get.cs, 'HIT');
     assert.equal(get.body, 'GET 1');
     assert.equal(r.hits, 1);
+  });
+
+  it('convertHead: false: HEAD is stored and served (MISS, HIT) with the upstream Content-Length, apart from GET', async (t) => {
+    const r = await rig(t, { valid: '1m', convertHead: false }, (req, res, n) => {
+      const body = `${req.method} ${n}`;
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) });
+      res.end(req.method === 'HEAD' ? undefined : body);
+    });
+    const seq: string[] = [];
+    for (const method of ['HEAD', 'HEAD', 'GET', 'GET', 'HEAD']) {
+      const reply = await r.get('/h', { method });
+      seq.push(`${method} ${reply.cs} ${reply.headers['content-length']} ${JSON.stringify(reply.body)}`);
+    }
+    // A GET after the HEAD does not get the HEAD's empty body: each method is its own entry.
+    assert.deepEqual(seq, ['HEAD MISS 6 ""', 'HEAD HIT 6 ""', 'GET MISS 5 "GET 2"', 'GET HIT 5 "GET 2"', 'HEAD HIT 6 ""']);
+    assert.deepEqual(
+      r.up.seen.map((s) => s.method),
+      ['HEAD', 'GET'],
+    );
+    // A range on the HEAD's entry: there is no body to take it from.
+    const range = await r.get('/h', { method: 'HEAD', headers: { range: 'bytes=0-1' } });
+    assert.deepEqual([range.status, range.cs, range.headers['content-length']], [200, 'HIT', '6']);
+  });
+
+  it('convertHead: false: a HEAD entry is revalidated and kept (REVALIDATED, then HIT)', async (t) => {
+    let clock = T0;
+    const r = await rig(t, { convertHead: false, revalidate: true, now: () => clock }, (req, res) => {
+      if (req.headers['if-none-match'] === '"h"') res.writeHead(304, { etag: '"h"', 'cache-control': 'max-age=60' });
+      else res.writeHead(200, { etag: '"h"', 'cache-control': 'max-age=1', 'content-length': 4 });
+      res.end();
+    });
+    assert.equal((await r.get('/h', { method: 'HEAD' })).cs, 'MISS');
+    clock += 2000;
+    const again = await r.get('/h', { method: 'HEAD' });
+    assert.deepEqual([again.cs, again.headers['content-length']], ['REVALIDATED', '4']);
+    const hit = await r.get('/h', { method: 'HEAD' });
+    assert.deepEqual([hit.cs, hit.headers['content-length']], ['HIT', '4']);
+    assert.equal(r.hits, 2);
   });
 
   it('convertHead: false sends HEAD upstream as HEAD', async (t) => {
