@@ -154,12 +154,6 @@ export const KNOWN_FAILING: Readonly<Record<string, Known>> = {
   'if-cookie-name-case': { item: 'fix: $cookie_NAME matches names case-insensitively', shows: ['response body', 'upstream requests'] },
   'set-http-header-variable': { item: 'fix: set can override $http_NAME', shows: ['response body'] },
   // fix: cache
-  'cache-head-no-convert': { item: 'fix: with convertHead off, HEAD is stored and served', shows: ['x-cache-status', 'upstream requests'] },
-  'cache-304-from-cache': {
-    item: 'fix: a 304 from the cache carries no representation headers',
-    shows: ['response content-type', 'response content-language'],
-  },
-  'cache-304-if-modified-since': { item: 'fix: a 304 from the cache carries no representation headers (If-Modified-Since)', shows: ['response content-type'] },
   // decide
   'req-header-connection-listed': { item: 'decide: headers named in Connection are removed (nginx forwards them)', shows: ['upstream headers'] },
   'req-header-proxy-connection': { item: 'decide: Proxy-Connection is removed', shows: ['upstream headers'] },
@@ -194,12 +188,10 @@ export const KNOWN_FAILING: Readonly<Record<string, Known>> = {
     item: 'decide: Range on a HIT when the upstream sent no Accept-Ranges (nginx 200)',
     shows: ['status', 'response content-range'],
   },
-  'cache-range-hit-accept-ranges': { item: 'decide: Accept-Ranges kept on a 206', shows: ['response accept-ranges'] },
   'cache-host-key': {
     item: "decide: the client's Host is in the default key (nginx keys on $proxy_host)",
     shows: ['x-cache-status', 'response body', 'upstream requests'],
   },
-  'cache-x-accel-expires-past': { item: 'decide: X-Accel-Expires: @past is MISS (nginx EXPIRED)', shows: ['x-cache-status'] },
   'cache-stale-if-error': { item: 'decide: stale-if-error serves STALE on an upstream 500', shows: ['status', 'x-cache-status'] },
   'cache-revalidate-merge': { item: 'decide: a 304 revalidation merges its headers into the stored entry', shows: ['response x-v'] },
   // found by this suite, not named in issue 16
