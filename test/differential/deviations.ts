@@ -153,7 +153,6 @@ export const KNOWN_FAILING: Readonly<Record<string, Known>> = {
   'if-arg-name-case': { item: 'fix: $arg_NAME matches names case-insensitively', shows: ['response body', 'upstream requests'] },
   'if-cookie-name-case': { item: 'fix: $cookie_NAME matches names case-insensitively', shows: ['response body', 'upstream requests'] },
   'set-http-header-variable': { item: 'fix: set can override $http_NAME', shows: ['response body'] },
-  // fix: cache
   // decide
   'req-header-connection-listed': { item: 'decide: headers named in Connection are removed (nginx forwards them)', shows: ['upstream headers'] },
   'req-header-proxy-connection': { item: 'decide: Proxy-Connection is removed', shows: ['upstream headers'] },
