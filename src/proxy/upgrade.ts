@@ -1,9 +1,10 @@
 import type { ClientRequest, IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
+import { createRequire } from 'node:module';
 import { isIP, Server as NetServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Server as TlsServer } from 'node:tls';
-import { createProxyServer, type ProxyServer } from 'http-proxy-3';
+import type { ProxyServer } from 'http-proxy-3';
 import { channels, type UpstreamErrorFailure } from '../core/diagnostics.ts';
 import type { Duration } from '../core/duration.ts';
 import { GatewayTimeoutError, NoServerAvailableError } from '../core/errors.ts';
@@ -15,6 +16,8 @@ import type { Peer, PeerTarget } from '../pool/peer.ts';
 import { attemptTimeouts, TIMEOUT_OPTIONS } from './forward.ts';
 import { FORWARDING_OPTIONS, forwardingPolicy, resolveClient, upstreamRequestHeaders } from './headers.ts';
 import type { TrustProxy } from './trust.ts';
+
+const require = createRequire(import.meta.url);
 
 /** Options of {@link upgrade}; the same meaning as in balance(). */
 export interface UpgradeOptions {
@@ -257,57 +260,66 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Proxy
   const inner = internals(pool);
   const policy = forwardingPolicy(options);
   const { connect: connectTimeout, header: headerTimeout, idle: idleTimeout } = attemptTimeouts(options);
-  const proxy: ProxyServer = createProxyServer({ ws: true, xfwd: false, ignorePath: true, prependPath: true, connectTimeout });
-  // http-proxy-3 closes, without a word, every upgrade that is not a GET to `websocket`; which
-  // upgrades are tunneled is decided by shouldUpgrade(), before the request gets here.
-  const passes = (proxy as unknown as { wsPasses?: unknown }).wsPasses;
-  if (Array.isArray(passes)) {
-    const at = passes.findIndex((pass: { name?: string }) => pass.name === 'checkMethodAndHeader');
-    if (at !== -1) passes.splice(at, 1);
-  }
-  // Errors are handled per request through the callback; this keeps a stray one from throwing.
-  proxy.on('error', ignore);
   const pending = new WeakMap<IncomingMessage, Pending>();
-  // http-proxy-3 copies every client header; replace them with exactly the ones
-  // balance() would send (no hop-by-hop headers, none named in Connection, no
-  // client X-Forwarded-* unless trusted) before the request goes out.
-  // A throw here ends in the try around proxy.ws() (http-proxy-3 emits this synchronously).
-  proxy.on('proxyReqWs', (proxyReq, req) => {
-    const p = pending.get(req);
-    if (p === undefined) return;
-    pending.delete(req);
-    p.sent(proxyReq);
-    // http-proxy-3 adds its error listener after this event: a throw below must not leave none.
-    proxyReq.on('error', ignore);
-    for (const name of proxyReq.getHeaderNames()) proxyReq.removeHeader(name);
-    const grouped = new Map<string, string[]>();
-    for (let i = 0; i < p.headers.length; i += 2) {
-      const name = p.headers[i]!.toLowerCase();
-      const list = grouped.get(name);
-      if (list === undefined) grouped.set(name, [p.headers[i + 1]!]);
-      else list.push(p.headers[i + 1]!);
+  // http-proxy-3 is required, and its proxy server made, by the first upgrade to tunnel: a gateway
+  // that never sees one does not load it (issue 15).
+  let proxy: ProxyServer | undefined;
+  const proxyServer = (): ProxyServer => {
+    if (proxy !== undefined) return proxy;
+    const { createProxyServer } = require('http-proxy-3') as typeof import('http-proxy-3');
+    const server = createProxyServer({ ws: true, xfwd: false, ignorePath: true, prependPath: true, connectTimeout });
+    // http-proxy-3 closes, without a word, every upgrade that is not a GET to `websocket`; which
+    // upgrades are tunneled is decided by shouldUpgrade(), before the request gets here.
+    const passes = (server as unknown as { wsPasses?: unknown }).wsPasses;
+    if (Array.isArray(passes)) {
+      const at = passes.findIndex((pass: { name?: string }) => pass.name === 'checkMethodAndHeader');
+      if (at !== -1) passes.splice(at, 1);
     }
-    for (const [name, values] of grouped) proxyReq.setHeader(name, values.length === 1 ? values[0]! : values);
-    proxyReq.setHeader('connection', 'Upgrade');
-    proxyReq.setHeader('upgrade', p.upgrade);
-    // These run later, from the upstream request's events: nothing thrown may reach its emit().
-    proxyReq.once('upgrade', (_response: IncomingMessage, upstream: Duplex) => {
-      try {
-        p.answered(101);
-        p.tunnel(upstream);
-      } catch (err) {
-        upstream.destroy();
-        p.abort(err);
+    // Errors are handled per request through the callback; this keeps a stray one from throwing.
+    server.on('error', ignore);
+    // http-proxy-3 copies every client header; replace them with exactly the ones
+    // balance() would send (no hop-by-hop headers, none named in Connection, no
+    // client X-Forwarded-* unless trusted) before the request goes out.
+    // A throw here ends in the try around proxy.ws() (http-proxy-3 emits this synchronously).
+    server.on('proxyReqWs', (proxyReq, req) => {
+      const p = pending.get(req);
+      if (p === undefined) return;
+      pending.delete(req);
+      p.sent(proxyReq);
+      // http-proxy-3 adds its error listener after this event: a throw below must not leave none.
+      proxyReq.on('error', ignore);
+      for (const name of proxyReq.getHeaderNames()) proxyReq.removeHeader(name);
+      const grouped = new Map<string, string[]>();
+      for (let i = 0; i < p.headers.length; i += 2) {
+        const name = p.headers[i]!.toLowerCase();
+        const list = grouped.get(name);
+        if (list === undefined) grouped.set(name, [p.headers[i + 1]!]);
+        else list.push(p.headers[i + 1]!);
       }
+      for (const [name, values] of grouped) proxyReq.setHeader(name, values.length === 1 ? values[0]! : values);
+      proxyReq.setHeader('connection', 'Upgrade');
+      proxyReq.setHeader('upgrade', p.upgrade);
+      // These run later, from the upstream request's events: nothing thrown may reach its emit().
+      proxyReq.once('upgrade', (_response: IncomingMessage, upstream: Duplex) => {
+        try {
+          p.answered(101);
+          p.tunnel(upstream);
+        } catch (err) {
+          upstream.destroy();
+          p.abort(err);
+        }
+      });
+      proxyReq.once('response', (response: IncomingMessage) => {
+        try {
+          p.answered(response.statusCode ?? 0);
+        } catch (err) {
+          p.abort(err);
+        }
+      });
     });
-    proxyReq.once('response', (response: IncomingMessage) => {
-      try {
-        p.answered(response.statusCode ?? 0);
-      } catch (err) {
-        p.abort(err);
-      }
-    });
-  });
+    proxy = server;
+    return server;
+  };
   const handler = function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     if (screenUpgrade(req, socket, head)) return;
     const ex = exchange(req);
@@ -422,7 +434,7 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Proxy
       // `expect: ''` overrides a client's `Expect: 100-continue`, with which Node's ClientRequest sends
       // the head at once; the Host header sent upstream is the one Node takes the SNI name from.
       const early = { expect: '', host: headerValue(headers, 'host') ?? t.authority };
-      proxy.ws(req, socket, head, { target, agent: t.protocol === 'https:' ? tunnelAgent(inner, t) : undefined, headers: early }, fail);
+      proxyServer().ws(req, socket, head, { target, agent: t.protocol === 'https:' ? tunnelAgent(inner, t) : undefined, headers: early }, fail);
     } catch (err) {
       abort(err);
     }

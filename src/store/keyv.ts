@@ -6,9 +6,15 @@
  * test/store/keyv.test.ts fails when what it assumes no longer holds.
  * @module
  */
-import KeyvRedis from '@keyv/redis';
+import { createRequire } from 'node:module';
 import { Keyv, type KeyvStoreAdapter } from 'keyv';
 import { isMemoryStore } from './memory.ts';
+
+// `@keyv/redis` (and the `@redis/client` under it) is required only when a shared Redis store is
+// made: a process that never uses Redis does not load it (issue 15). Its CommonJS build is a
+// separate copy from the ESM one a user imports; nothing here relies on `instanceof` KeyvRedis
+// (a Redis adapter is told by its shape, see `isRedisAdapter`).
+const require = createRequire(import.meta.url);
 
 /** Whether `value` is a Keyv instance (also one from another copy of the `keyv` package). */
 export function isKeyv(value: unknown): value is Keyv {
@@ -148,6 +154,7 @@ export async function namespaceValues(keyv: Keyv): Promise<unknown[]> {
  * at once rather than waits). For a client the user built, a duplicate of it, closed with the store.
  */
 export function sharedRedisAdapter(redis: string | { client: { duplicate(overrides?: { disableOfflineQueue?: boolean }): unknown } }): KeyvStoreAdapter {
+  const KeyvRedis = (require('@keyv/redis') as typeof import('@keyv/redis')).default;
   if (typeof redis === 'string') return new KeyvRedis({ url: redis, disableOfflineQueue: true }) as unknown as KeyvStoreAdapter;
   return new KeyvRedis(redis.client.duplicate({ disableOfflineQueue: true }) as never) as unknown as KeyvStoreAdapter;
 }

@@ -8,7 +8,32 @@
 // (every master's connection up, the transport's channels subscribed, a read answered, and a message
 // published and heard back on the subscriber connection).
 import { randomUUID } from 'node:crypto';
-import { createClient, ErrorReply, type TypeMapping } from '@redis/client';
+import { createRequire } from 'node:module';
+import type { TypeMapping } from '@redis/client';
+
+// @redis/client (CommonJS, ~4-7 MiB once loaded) is required only when a transport makes its own
+// client from a URL: a process that never syncs through Redis does not load it (issue 15).
+const require = createRequire(import.meta.url);
+let redisClientModule: typeof import('@redis/client') | undefined;
+/** `@redis/client`, loaded on first use. */
+function redisClient(): typeof import('@redis/client') {
+  redisClientModule ??= require('@redis/client') as typeof import('@redis/client');
+  return redisClientModule;
+}
+
+/**
+ * Whether `err` is a node-redis `ErrorReply` (Redis answered with an error: a `SimpleError`,
+ * `BlobError`, `MultiErrorReply`...). Told by its class's name, not `instanceof`: the error comes
+ * from the client the user built, whose copy of `@redis/client` may not be switchyard's, and
+ * switchyard's own copy is not loaded for a client it was given. @internal
+ */
+export function isErrorReply(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  for (let proto: unknown = Object.getPrototypeOf(err); proto !== null && proto !== Error.prototype; proto = Object.getPrototypeOf(proto)) {
+    if ((proto as { constructor?: { name?: unknown } }).constructor?.name === 'ErrorReply') return true;
+  }
+  return false;
+}
 
 /**
  * What switchyard's Redis transport uses of a node-redis standalone client: the one `createClient()`
@@ -261,7 +286,7 @@ export class StandaloneEngine implements Engine {
       this.#subscriber = source.client.duplicate({ disableOfflineQueue: true });
     } else {
       const { maxReconnectDelay } = source;
-      this.#commands = createClient({
+      this.#commands = redisClient().createClient({
         url: source.url,
         disableOfflineQueue: true,
         socket: {
@@ -454,7 +479,7 @@ export class ProbedEngine implements Engine {
 
   failed(err: unknown): void {
     if (err instanceof CommandTimeout) return;
-    if (err instanceof ErrorReply && !DOWN_REPLIES.test(err.message)) return;
+    if (isErrorReply(err) && !DOWN_REPLIES.test((err as Error).message)) return;
     this.#lose();
   }
 

@@ -8,7 +8,7 @@
 // Cluster (`createCluster()`) or on a master watched by sentinels (`createSentinel()`): how each is
 // reached, and when each counts as connected, is in redis-clients.ts. A client the user built is
 // never closed by the transport.
-import { RESP_TYPES, type TypeMapping } from '@redis/client';
+import type { TypeMapping } from '@redis/client';
 import { createHash } from 'node:crypto';
 import { InvalidOptionError } from '../core/errors.ts';
 import { objectOption } from '../core/options.ts';
@@ -152,12 +152,20 @@ function checkOptions(options: RedisTransportOptions): { url: string; given?: un
   return { url: o.url };
 }
 
+/**
+ * The RESP type bytes of the replies {@link TYPE_MAPPING} maps: `@redis/client`'s `RESP_TYPES`, which
+ * are the protocol's own (`$`, `+`, `:`, `%`), written out so that this module does not load
+ * `@redis/client` (issue 15: a process that never uses Redis does not pay for it).
+ * test/package/lazy-modules.test.ts checks them against `RESP_TYPES`. @internal
+ */
+export const RESP = { BLOB_STRING: 36, SIMPLE_STRING: 43, NUMBER: 58, MAP: 37 } as const;
+
 /** How replies are read, whatever the client's own type mapping: strings as strings, RESP3 maps as flat arrays (as RESP2 sends them). */
 const TYPE_MAPPING = {
-  [RESP_TYPES.BLOB_STRING]: String,
-  [RESP_TYPES.SIMPLE_STRING]: String,
-  [RESP_TYPES.NUMBER]: Number,
-  [RESP_TYPES.MAP]: Array,
+  [RESP.BLOB_STRING]: String,
+  [RESP.SIMPLE_STRING]: String,
+  [RESP.NUMBER]: Number,
+  [RESP.MAP]: Array,
 } as TypeMapping;
 
 /**
