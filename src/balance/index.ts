@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duration } from '../core/duration.ts';
 import { BadGatewayError, BadRequestError, GatewayTimeoutError, InvalidOptionError, NoServerAvailableError, type SwitchyardError } from '../core/errors.ts';
-import { durationOption, enumOption, integerOption, objectOption, stringListOption } from '../core/options.ts';
+import { booleanOption, durationOption, enumOption, integerOption, objectOption, stringListOption } from '../core/options.ts';
 import { Cancellation } from '../core/cancel.ts';
 import { channels, type UpstreamEndOutcome, type UpstreamErrorFailure, type UpstreamServerRef } from '../core/diagnostics.ts';
 import { exchange, upstreamTarget, type Exchange } from '../core/exchange.ts';
@@ -13,7 +13,18 @@ import type { Selection } from '../pool/methods/types.ts';
 import type { Peer } from '../pool/peer.ts';
 import { requestBody, type RequestBody } from '../proxy/body.ts';
 import { Attempt, attemptTimeouts, TIMEOUT_OPTIONS, type AttemptFailure, type AttemptListener, type AttemptTimeouts } from '../proxy/forward.ts';
-import { clientResponseHeaders, FORWARDING_OPTIONS, forwardingPolicy, resolveClient, upstreamRequestHeaders, type ForwardingPolicy } from '../proxy/headers.ts';
+import {
+  clientResponseHeaders,
+  FORWARDING_OPTIONS,
+  forwardingPolicy,
+  resolveClient,
+  responsePolicy,
+  upstreamRequestHeaders,
+  type ForwardingPolicy,
+  type RedirectRewriter,
+  type ResponsePolicy,
+} from '../proxy/headers.ts';
+import { redirectRules, rewriteRedirect, type RedirectOption, type Redirects } from '../proxy/redirect.ts';
 import type { TrustProxy } from '../proxy/trust.ts';
 import { upgrade, type ProxyUpgradeHandler } from '../proxy/upgrade.ts';
 import { UPSTREAM_FAILURE_CONDITIONS } from '../core/http.ts';
@@ -81,6 +92,20 @@ export interface BalanceOptions {
   retryBodyLimit?: number | undefined;
   /** Status when no server can take the request at all (nginx answers 502). @default 503 */
   noServerStatus?: 502 | 503 | undefined;
+  /**
+   * Rewriting of the upstream's Location and Refresh headers (nginx `proxy_redirect`): `'default'`
+   * replaces the server's own URL (its url with its path prefix) by the request's scheme and host;
+   * `false` leaves them alone; a list of `{ from, to }` rules (a `from` string is a prefix, a RegExp
+   * matches the whole URL; `to` may use nginx variables and, after a RegExp, `$1`…) is tried in order.
+   * @default 'default'
+   */
+  redirect?: RedirectOption | undefined;
+  /** Response headers hidden from the client besides nginx's defaults (X-Accel-*, X-Pad) (nginx `proxy_hide_header`). @default [] */
+  hideHeaders?: readonly string[] | undefined;
+  /** Headers hidden by default that are passed on all the same (nginx `proxy_pass_header`). @default [] */
+  passHeaders?: readonly string[] | undefined;
+  /** Forward the client's headers whose names contain `_` (nginx `underscores_in_headers on`). @default false */
+  underscoresInHeaders?: boolean | undefined;
 }
 
 /** The middleware balance() returns; it also carries a WebSocket handler for the same pool. */
@@ -118,6 +143,10 @@ const BALANCE_OPTIONS = [
   ...FORWARDING_OPTIONS,
   'retryBodyLimit',
   'noServerStatus',
+  'redirect',
+  'hideHeaders',
+  'passHeaders',
+  'underscoresInHeaders',
 ] as const satisfies ReadonlyArray<keyof BalanceOptions>;
 
 interface Resolved {
@@ -128,6 +157,11 @@ interface Resolved {
   policy: ForwardingPolicy;
   replayLimit: number;
   noServerStatus: number;
+  /** What the client gets of the response's headers. */
+  response: ResponsePolicy;
+  /** The same, with X-Accel-Expires left for a cache() in front that reads it. */
+  cachedResponse: ResponsePolicy;
+  redirects: Redirects | undefined;
 }
 
 function resolve(options: BalanceOptions): Resolved {
@@ -142,14 +176,25 @@ function resolve(options: BalanceOptions): Resolved {
     },
   ) as readonly NextUpstreamCondition[];
   if (list.includes('off') && list.length > 1) throw new InvalidOptionError('nextUpstream', '"off" alone', list);
+  const names = (value: unknown, path: string): readonly string[] =>
+    stringListOption(value, path, [], 'an array of header names', (name, at) => {
+      if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(name)) throw new InvalidOptionError(at, 'a header name', name);
+    });
+  const hide = names(options.hideHeaders, 'hideHeaders');
+  const pass = names(options.passHeaders, 'passHeaders');
+  const redirects = redirectRules(options.redirect);
+  const policy = { ...forwardingPolicy(options), underscores: booleanOption(options.underscoresInHeaders, 'underscoresInHeaders', false) };
   return Object.freeze({
     next: new Set(list.includes('off') ? [] : list),
     tries: integerOption(options.tries, 'tries', 0),
     budget: durationOption(options.nextUpstreamTimeout, 'nextUpstreamTimeout', 0),
     timeouts: attemptTimeouts(options),
-    policy: forwardingPolicy(options),
+    policy,
     replayLimit: integerOption(options.retryBodyLimit, 'retryBodyLimit', DEFAULT_RETRY_BODY_LIMIT),
     noServerStatus: enumOption(options.noServerStatus, 'noServerStatus', [502, 503], DEFAULT_NO_SERVER_STATUS),
+    response: responsePolicy(hide, pass, redirects !== undefined),
+    cachedResponse: responsePolicy(hide, [...pass, 'x-accel-expires'], redirects !== undefined),
+    redirects,
   });
 }
 
@@ -215,7 +260,7 @@ export function balance(pool: UpstreamPool, options: BalanceOptions = {}): Balan
  * back to it ({@link AttemptListener}), and it decides at once what comes next, so that a response
  * is relayed as its header is parsed.
  */
-class Forwarding implements AttemptListener {
+class Forwarding implements AttemptListener, RedirectRewriter {
   readonly pool: UpstreamPool;
   readonly inner: PoolInternals;
   readonly o: Resolved;
@@ -241,6 +286,8 @@ class Forwarding implements AttemptListener {
   reuseRetried = false;
   /** The attempt has a header only (`inflightDone` is the pool's answer to it, for finish()). */
   inflightDone = false;
+  /** The server whose response is being passed on (for its Location and Refresh). */
+  answering: Peer | undefined;
   readonly onClose = (): void => {
     if (responseFinished(this.res) || this.ex.detached) return;
     this.gone.abort();
@@ -443,7 +490,9 @@ class Forwarding implements AttemptListener {
       this.relayEnded(a, false);
       return;
     }
-    const headers = clientResponseHeaders(a.rawHeaderList());
+    this.answering = peer;
+    // cache() in front reads X-Accel-Expires from what balance() writes: it is left in for it to see.
+    const headers = clientResponseHeaders(a.rawHeaderList(), status, ex.cacheStatus === undefined ? o.response : o.cachedResponse, this);
     if (ex.responseHooks !== undefined) {
       const added: string[] = [];
       const message = a.message();
@@ -456,6 +505,10 @@ class Forwarding implements AttemptListener {
     // To an HTTP/2 client without the connection-specific fields it may not carry.
     writeHead(res, status, headers);
     a.relay(res);
+  }
+
+  rewriteRedirect(value: string, refresh: boolean): string {
+    return this.o.redirects === undefined ? value : rewriteRedirect(this.o.redirects, value, refresh, this.ex, this.answering!.target);
   }
 
   relayEnded(a: Attempt, complete: boolean): void {

@@ -69,6 +69,11 @@ export interface ForwardingPolicy {
   forwarded: boolean;
   /** 'upstream' (nginx `$proxy_host`), 'client' (the request's Host) or a fixed value. */
   host: string;
+  /**
+   * Forward the client's headers whose names contain `_` (nginx `underscores_in_headers on`);
+   * absent or false, they are dropped (nginx's default). balance()'s `underscoresInHeaders`.
+   */
+  underscores?: boolean | undefined;
 }
 
 /** The forwarding options balance() and upgrade() share, as they are named there. @internal */
@@ -169,7 +174,8 @@ function forwardedNode(value: string): string {
  * Connection) and, unless the peer is a trusted proxy, minus the client's
  * forwarding headers ({@link isForwardingHeader}), with the exchange's
  * `upstreamHeaderChanges` applied (removed, or replaced and sent after the
- * request's own); plus Host, X-Forwarded-*, Forwarded and framing set by the gateway
+ * request's own), minus the client's headers whose names contain `_` unless
+ * `policy.underscores`; plus Host, X-Forwarded-*, Forwarded and framing set by the gateway
  * (framing last). A Cookie header given as several values goes as one line (RFC 6265 §5.4).
  * `trusted`: whether the peer is a trusted proxy, as {@link resolveClient} found it.
  * @internal
@@ -205,6 +211,9 @@ export function upstreamRequestHeaders(
     if (changes?.has(lower)) continue;
     // A forwarding header from an untrusted client is dropped; one a middleware set is kept.
     if (!trusted && isForwardingHeader(lower) && sentByClient(req, lower)) continue;
+    // As nginx's `underscores_in_headers off`: `X_User` is not sent where a CGI-style upstream would
+    // read it as `X-User` (a middleware's own such header goes on).
+    if (policy.underscores !== true && lower.includes('_') && sentByClient(req, lower)) continue;
     if (auth !== undefined && lower === 'authorization') continue;
     if (!Array.isArray(value)) out.push(lower, String(value));
     else if (lower === 'cookie') out.push(lower, value.join('; '));
@@ -237,25 +246,84 @@ export function upstreamRequestHeaders(
   return out;
 }
 
-/** The lengths of the hop-by-hop names: a name of another length is passed on without lowercasing it. */
-const HOP_BY_HOP_LENGTHS = new Set([...HOP_BY_HOP].map((n) => n.length));
+/**
+ * Response headers nginx's proxy module hides from the client by default (`proxy_hide_header`):
+ * instructions to the proxy, not to the client. nginx also hides the upstream's Date and Server to
+ * send its own; switchyard passes those on.
+ */
+export const DEFAULT_HIDDEN_HEADERS: readonly string[] = Object.freeze([
+  'x-accel-expires',
+  'x-accel-redirect',
+  'x-accel-limit-rate',
+  'x-accel-buffering',
+  'x-accel-charset',
+  'x-pad',
+]);
+
+/** What balance() does to the upstream's response headers on their way to the client. @internal */
+export interface ResponsePolicy {
+  /** Lowercase names never passed on (nginx `proxy_hide_header`, less `proxy_pass_header`). */
+  readonly hidden: ReadonlySet<string>;
+  /** Location and Refresh go through {@link RedirectRewriter} (nginx `proxy_redirect`). */
+  readonly redirects: boolean;
+  /**
+   * The lengths of the names that need a look (hop-by-hop, hidden, Location and Refresh): a name of
+   * another length is passed on without lowercasing it.
+   */
+  readonly lengths: ReadonlySet<number>;
+}
+
+/** Rewrites a Location or Refresh value (nginx `proxy_redirect`). @internal */
+export interface RedirectRewriter {
+  /** The value as the client gets it: `value`, or a rewritten one. `refresh`: the value is a Refresh header's. */
+  rewriteRedirect(value: string, refresh: boolean): string;
+}
+
+/**
+ * The response policy for `hide` (names hidden besides the defaults), `pass` (default ones let
+ * through) and `redirects` (Location and Refresh rewritten). @internal
+ */
+export function responsePolicy(hide: readonly string[], pass: readonly string[], redirects: boolean): ResponsePolicy {
+  const hidden = new Set(DEFAULT_HIDDEN_HEADERS);
+  for (const name of pass) hidden.delete(name.toLowerCase());
+  for (const name of hide) hidden.add(name.toLowerCase());
+  const lengths = new Set([...HOP_BY_HOP, ...hidden].map((n) => n.length));
+  if (redirects) lengths.add(8).add(7);
+  return { hidden, redirects, lengths };
+}
+
+/** nginx's defaults: X-Accel-* and X-Pad hidden, redirects rewritten. @internal */
+export const DEFAULT_RESPONSE_POLICY: ResponsePolicy = responsePolicy([], [], true);
 
 /**
  * Filters the upstream response headers for the client: drops hop-by-hop
- * headers and those the response's Connection header names. Takes the list as
- * undici gives it (Buffers) or as strings; returns a flat string list for
- * `writeHead`, names as the server wrote them.
+ * headers and those the response's Connection header names (but keeps Upgrade
+ * on a 426, which must carry it: RFC 9110 §15.5.22), drops the hidden ones
+ * (`policy`), and has `rewriter` rewrite Location and Refresh when the policy
+ * says so. Takes the list as undici gives it (Buffers) or as strings; returns a
+ * flat string list for `writeHead`, names as the server wrote them.
  * @internal
  */
-export function clientResponseHeaders(raw: readonly (Buffer | string)[]): string[] {
+export function clientResponseHeaders(
+  raw: readonly (Buffer | string)[],
+  status = 200,
+  policy: ResponsePolicy = DEFAULT_RESPONSE_POLICY,
+  rewriter?: RedirectRewriter,
+): string[] {
   let drop: Set<string> | undefined;
   const out: string[] = [];
+  const lengths = policy.lengths;
   for (let i = 0; i < raw.length; i += 2) {
     const name = text(raw[i]!);
-    if (HOP_BY_HOP_LENGTHS.has(name.length)) {
+    if (lengths.has(name.length)) {
       const lower = name.toLowerCase();
       if (HOP_BY_HOP.has(lower)) {
         if (lower === 'connection') drop = connectionOptions(text(raw[i + 1]!), drop);
+        if (!(status === 426 && lower === 'upgrade')) continue;
+      } else if (policy.hidden.has(lower)) {
+        continue;
+      } else if (rewriter !== undefined && policy.redirects && (lower === 'location' || lower === 'refresh')) {
+        out.push(name, rewriter.rewriteRedirect(text(raw[i + 1]!), lower === 'refresh'));
         continue;
       }
     }
