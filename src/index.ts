@@ -100,6 +100,7 @@ export {
   CacheStoreError,
   GatewayTimeoutError,
   InvalidOptionError,
+  MethodNotAllowedError,
   NoServerAvailableError,
   ReturnStatusError,
   RewriteCycleError,

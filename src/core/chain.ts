@@ -2,6 +2,7 @@ import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import { STATUS_CODES } from 'node:http';
 import { InvalidOptionError } from './errors.ts';
+import { requestRefusal } from './exchange.ts';
 import { writeHead } from './http2.ts';
 import { objectOption } from './options.ts';
 
@@ -31,7 +32,10 @@ const CHAIN_OPTIONS = ['final'] as const satisfies ReadonlyArray<keyof ChainOpti
 /**
  * Composes middleware into one request listener for `node:http` (or into one
  * middleware, since the listener also takes a `next`). Errors and unhandled
- * requests get a minimal response unless `final` says otherwise. The listener
+ * requests get a minimal response unless `final` says otherwise. A request nginx
+ * refuses while reading it fails before the first middleware, as an error: TRACE
+ * (405, `SWY_ERR_METHOD_NOT_ALLOWED`), two Host headers or an invalid host in the
+ * Host header or an absolute-form target (400, `SWY_ERR_BAD_REQUEST`). The listener
  * serves node:http2 servers too (`http2.createSecureServer({ key, cert,
  * allowHTTP1: true }, chain(...))`), whose compatibility request and response
  * stand in for node:http's.
@@ -53,6 +57,13 @@ export function chain(...args: Array<Middleware | ChainOptions>): RequestListene
   const final = options.final ?? respondWithError;
   if (typeof final !== 'function') throw new InvalidOptionError('final', 'a function (err, req, res)', final);
   const listener = function chain(req: IncomingMessage, res: ServerResponse, done?: Next): void {
+    // A request nginx refuses while reading it (TRACE, a bad or repeated Host) reaches no middleware.
+    const refusal = requestRefusal(req);
+    if (refusal !== undefined) {
+      if (done !== undefined) done(refusal);
+      else final(refusal, req, res);
+      return;
+    }
     let index = 0;
     const next: Next = (err?: unknown): void => {
       if (err !== undefined && err !== null) {

@@ -110,6 +110,18 @@ export class NoServerAvailableError extends SwitchyardError {
 export class BadRequestError extends fixedError('SWY_ERR_BAD_REQUEST', 400, 'Bad Request') {}
 
 /**
+ * The request's method is refused whatever its target: TRACE, which nginx answers 405 (without an
+ * `Allow` header) while reading the request, since a gateway that forwards it lets a page read the
+ * cookies and credentials the browser sent (cross-site tracing). Status 405; default message
+ * `Method Not Allowed`.
+ * @example
+ * ```ts
+ * if (err instanceof MethodNotAllowedError) res.statusCode = 405;
+ * ```
+ */
+export class MethodNotAllowedError extends fixedError('SWY_ERR_METHOD_NOT_ALLOWED', 405, 'Method Not Allowed') {}
+
+/**
  * A body parser before balance() consumed the request body and left no `req.body` switchyard can
  * send again (a Buffer, a string, or JSON / urlencoded data): the request fails at once rather than
  * hang waiting for a body that will never come. Status 500: the gateway is set up wrong, the client

@@ -1,5 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import { TLSSocket } from 'node:tls';
+import { BadRequestError, MethodNotAllowedError, type SwitchyardError } from './errors.ts';
+import { validHost } from './host.ts';
 
 /** A server as the exchange record shows it after selection. */
 export interface ExchangeServer {
@@ -68,8 +70,19 @@ export interface Exchange {
   readonly vars: Map<string, string>;
   /** Regex captures of the last matching rewrite rule or condition (`$1`..`$9`, and named groups in `named`). */
   captures: Captures | undefined;
-  /** False when the path could not be normalized (bad escape, NUL, `..` above the root, a `..;` or `.;` segment): such requests get 400. */
+  /**
+   * False when the path could not be normalized (bad escape, NUL, `..` above the root, a `..;` or `.;`
+   * segment), or when the request is refused whatever its path ({@link Exchange.refusal}): such
+   * requests are never proxied, cached or rewritten (400, or the refusal's status).
+   */
   uriValid: boolean;
+  /**
+   * Why the request is refused before anything handles it, as nginx refuses it while reading the
+   * request: an invalid host in the Host header, in `:authority` or in an absolute-form target, or two
+   * Host headers (400, `SWY_ERR_BAD_REQUEST`); the TRACE method (405, {@link MethodNotAllowedError}).
+   * `undefined` for a request that may go on. See {@link requestRefusal}.
+   */
+  readonly refusal: SwitchyardError | undefined;
   /** A body already parsed by the framework (Fastify, Koa), to re-send upstream. */
   parsedBody: unknown;
   /** Each server tried, in order (nginx `$upstream_addr`). */
@@ -176,12 +189,14 @@ export function setEarlyCacheStatus(req: IncomingMessage, status: string): void 
 
 /**
  * The host the request is for, as the client named it (with its port, as sent): HTTP/2's
- * `:authority` pseudo-header when there is one (node's `req.authority` prefers it too), else the
- * Host header (HTTP/1.x, or an HTTP/2 client that sent Host instead); `undefined` when there is
- * neither. Everything that reads the request's host goes through here: `$host` and `$http_host`,
- * cache keys and their Host check, the Host, X-Forwarded-Host and Forwarded `host=` sent upstream,
- * redirects, rewrite's server names, monitor()'s `allowedHosts`. An HTTP/2 request's own Host
- * header, when it names another host than `:authority`, is ignored (and never forwarded).
+ * `:authority` pseudo-header when there is one (node's `req.authority` prefers it too); for HTTP/1.x
+ * the host of an absolute-form target (`GET http://target.test/p`: RFC 9112 §3.2.2 has it win over
+ * the Host header, as nginx does); else the Host header (HTTP/1.x, or an HTTP/2 client that sent Host
+ * instead); `undefined` when there is none. Everything that reads the request's host goes through
+ * here: `$host` and `$http_host`, cache keys and their Host check, the Host, X-Forwarded-Host and
+ * Forwarded `host=` sent upstream, redirects, rewrite's server names, monitor()'s `allowedHosts`.
+ * An HTTP/2 request's own Host header, when it names another host than `:authority`, is ignored
+ * (and never forwarded). Whether the host is valid is {@link requestRefusal}'s business.
  * @internal
  */
 export function requestHost(req: IncomingMessage): string | undefined {
@@ -189,9 +204,68 @@ export function requestHost(req: IncomingMessage): string | undefined {
   if (req.httpVersionMajor === 2) {
     const authority = headers[':authority'];
     if (typeof authority === 'string' && authority !== '') return authority;
+  } else {
+    const target = targetAuthority(req);
+    if (target !== undefined) return target;
   }
   const host = headers.host;
   return typeof host === 'string' ? host : undefined;
+}
+
+/** A request target in absolute form (`scheme://authority...`): its authority is the first group. */
+const ABSOLUTE_FORM = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)/i;
+
+/**
+ * The authority of an HTTP/1.x request's absolute-form target (`target.test:8080` of
+ * `http://target.test:8080/p`, `''` of `http:///p`), `undefined` for any other form. Express keeps
+ * the target's scheme and host in `req.url` when it strips a mount path; `originalUrl` is read first.
+ */
+function targetAuthority(req: IncomingMessage): string | undefined {
+  const original = (req as IncomingMessage & { originalUrl?: unknown }).originalUrl;
+  const target = typeof original === 'string' ? original : req.url;
+  // An origin-form target (`/p`), the common case, costs one comparison.
+  if (target === undefined || target.charCodeAt(0) === 47 /* / */) return undefined;
+  return ABSOLUTE_FORM.exec(target)?.[1];
+}
+
+/**
+ * Why nginx would refuse the request while reading it, before any location or proxying, or
+ * `undefined`: the TRACE method is 405 (RFC 9110 §9.3.8: a gateway that forwards it invites
+ * cross-site tracing; nginx sends no Allow); two Host headers, or a host that is not a valid
+ * `host[:port]` ({@link validHost}: `a.test/b`, `..`, `.`, an empty Host, a port above 65535), in the
+ * Host header, in `:authority` or in an absolute-form target, are 400 (RFC 9112 §3.2). chain() (and
+ * through it the Fastify plugin and the Koa adapter) answers these before its first middleware;
+ * the exchange record keeps the verdict ({@link Exchange.refusal}) for the middleware that run
+ * without chain() (Express). Cheap enough for every request: one method comparison, a cached verdict
+ * per host, one pass over the raw header names.
+ * @internal
+ */
+export function requestRefusal(req: IncomingMessage): SwitchyardError | undefined {
+  if (req.method === 'TRACE') return new MethodNotAllowedError('TRACE is not allowed');
+  const host = req.headers.host;
+  if (req.httpVersionMajor === 2) {
+    const authority = req.headers[':authority'];
+    if (typeof authority === 'string' && authority !== '') return validHost(authority) ? undefined : invalidHost();
+    return validHost(host) ? undefined : invalidHost();
+  }
+  // The Host header is checked even when an absolute-form target names the host, as nginx does.
+  if (!validHost(host) || !validHost(targetAuthority(req))) return invalidHost();
+  // node keeps the first of two Host headers in req.headers; the raw list has both.
+  const raw = req.rawHeaders;
+  if (raw === undefined) return undefined;
+  let seen = false;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length === 4 && name.toLowerCase() === 'host') {
+      if (seen) return new BadRequestError('Repeated Host header');
+      seen = true;
+    }
+  }
+  return undefined;
+}
+
+function invalidHost(): BadRequestError {
+  return new BadRequestError('Invalid host');
 }
 
 /** @internal True when the request already has its exchange record (something such as rewrite() used it). */
@@ -206,12 +280,14 @@ function createExchange(req: IncomingMessage): Exchange {
   const q = requestUri.indexOf('?');
   const rawPath = q === -1 ? requestUri : requestUri.slice(0, q);
   const normalized = normalizePath(rawPath);
+  const refusal = requestRefusal(req);
   return {
     req,
     start: performance.now(),
     requestUri,
     uri: normalized ?? rawPath,
-    uriValid: normalized !== undefined || requestUri === '*',
+    uriValid: refusal === undefined && (normalized !== undefined || requestUri === '*'),
+    refusal,
     args: q === -1 ? '' : requestUri.slice(q + 1),
     uriChanged: false,
     scheme: req.socket instanceof TLSSocket && req.socket.encrypted ? 'https' : 'http',

@@ -51,13 +51,13 @@ for (const r of REDIRECTS) {
   });
 }
 
-test('a Host header with odd characters is not copied into a relative redirect', async (t) => {
+test('a Host header with odd characters is not copied into a relative redirect: the request is 400 (nginx)', async (t) => {
   const gw = await rewriteGateway(t, [{ return: 301, url: '/elsewhere' }]);
   const c = await RawClient.open(t, gw.port);
   c.write('GET / HTTP/1.1\r\nHost: evil.test/x?\r\nConnection: close\r\n\r\n');
   const res = await c.response();
-  assert.equal(res.status, 301);
-  assert.match(res.headers.get('location') ?? '', /^http:\/\/127\.0\.0\.1\/elsewhere$/);
+  assert.equal(res.status, 400);
+  assert.equal(res.headers.get('location'), undefined);
 });
 
 // ---- traversal out of a prefix ----
