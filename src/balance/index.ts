@@ -9,7 +9,7 @@ import { responseFinished, writeHead } from '../core/http2.ts';
 import type { Middleware, Next } from '../core/chain.ts';
 import { poolOption, type UpstreamPool } from '../pool/index.ts';
 import { internals, type PoolInternals } from '../pool/internal.ts';
-import type { Selection } from '../pool/methods/types.ts';
+import type { AttemptTimings, Selection } from '../pool/methods/types.ts';
 import type { Peer } from '../pool/peer.ts';
 import { requestBody, type RequestBody } from '../proxy/body.ts';
 import { Attempt, attemptTimeouts, TIMEOUT_OPTIONS, type AttemptFailure, type AttemptListener, type AttemptTimeouts } from '../proxy/forward.ts';
@@ -360,6 +360,15 @@ class Forwarding implements AttemptListener, RedirectRewriter {
     }
   }
 
+  /** The stale keep-alive retry: `peer` again, still selected for this request. */
+  #again(peer: Peer, timings: AttemptTimings): void {
+    if (this.gone.aborted) {
+      this.inner.finish(peer, 'ok', timings, undefined);
+      return this.#giveUp(new BadGatewayError('client closed the request'));
+    }
+    this.#attempt(peer);
+  }
+
   #attempt(peer: Peer | undefined): void {
     try {
       this.#send(peer);
@@ -397,7 +406,7 @@ class Forwarding implements AttemptListener, RedirectRewriter {
   }
 
   attemptFailed(a: Attempt): void {
-    const { pool, inner, o, ex, body, method, sel } = this;
+    const { pool, inner, o, ex, body, method } = this;
     const peer = a.peer;
     const failure = a.failure!;
     const cause = a.cause!;
@@ -416,17 +425,19 @@ class Forwarding implements AttemptListener, RedirectRewriter {
       if (channels.upstreamError.hasSubscribers) publishError(ex, pool, peer, this.attempts, failure, cause, false);
       return this.#giveUp(cause);
     }
-    // A kept-alive connection the server closed under us: not the server's fault; try
-    // again on a new one, unless that would re-send a POST, PATCH or LOCK (as nginx).
+    // A kept-alive connection the server closed under us: a race, not the server's fault; the same
+    // server again, once, on another connection (the closed one is gone), unless that would re-send
+    // a POST, PATCH or LOCK (as nginx). Not counted as a failure, unless the server's reused
+    // connections fail this way too often (staleTooOften).
     const resendable = !a.sent || (body.replayable && (!NON_IDEMPOTENT.has(method) || o.next.has('non_idempotent')));
-    if (a.reused && failure === 'error' && !this.reuseRetried && resendable) {
+    if (a.reused && failure === 'error' && !this.reuseRetried && resendable && !staleTooOften(peer, inner.now())) {
       this.reuseRetried = true;
-      inner.finish(peer, 'next', timings, undefined);
       if (channels.upstreamError.hasSubscribers) publishError(ex, pool, peer, this.attempts, failure, cause, true);
-      sel.tried.delete(peer);
       this.tries++;
       ex.upstreamAddr.pop();
-      return this.#later();
+      // The server stays selected (its `active` count, its place in the selection): one select(), one finish().
+      queueMicrotask(() => this.#again(peer, timings));
+      return;
     }
     inner.finish(peer, 'failed', timings, undefined);
     ex.upstreamStatus.push(failure === 'timeout' ? 504 : 502);
@@ -521,6 +532,25 @@ class Forwarding implements AttemptListener, RedirectRewriter {
     inner.finish(peer, 'ok', { header: a.headerTime, response: performance.now() - a.started, inflightDone: this.inflightDone }, a.status);
     if (channels.upstreamEnd.hasSubscribers) publishEnd(ex, pool, peer, this.attempts, a.status, complete ? 'complete' : 'aborted', a);
   }
+}
+
+/**
+ * How often a server's reused connections may turn out closed within its failTimeout before the
+ * next one counts as a failure: nginx counts every one; balance() retries the server on another
+ * connection, but a server that drops requests on kept-alive connections again and again is failing.
+ */
+const STALE_REUSE_LIMIT = 3;
+const staleReuse = new WeakMap<Peer, { since: number; count: number }>();
+
+/** Notes a stale kept-alive connection of `peer` at `now`: true when it is one too many (it counts). */
+function staleTooOften(peer: Peer, now: number): boolean {
+  let s = staleReuse.get(peer);
+  if (s === undefined || now - s.since > peer.failTimeout) {
+    s = { since: now, count: 0 };
+    staleReuse.set(peer, s);
+  }
+  s.count++;
+  return s.count > STALE_REUSE_LIMIT;
 }
 
 function serverRef(peer: Peer): UpstreamServerRef {
