@@ -229,7 +229,7 @@ export function balance(pool: UpstreamPool, options: BalanceOptions = {}): Balan
     const trusted = resolveClient(ex, o.policy.trust);
     if (channels.requestStart.hasSubscribers) channels.requestStart.publish({ req, ex, pool: pool.name });
     if (!ex.uriValid) {
-      next(new BadRequestError('Malformed request target'));
+      next(ex.refusal ?? new BadRequestError('Malformed request target'));
       return;
     }
     let body: RequestBody;

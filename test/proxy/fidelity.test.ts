@@ -2,9 +2,9 @@
 // proxy_pass_header, Upgrade on a 426, underscores in request header names, bodiless requests.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { balance, cache, chain, createPool, InvalidOptionError, type BalanceOptions } from '../../src/index.ts';
-import { fetchText, gateway, upstream, type Upstream } from '../helpers.ts';
+import { fetchText, gateway, listen, upstream, type Upstream } from '../helpers.ts';
 import { gatewayFor, rawUpstream, RawClient, TEST_TIMEOUT } from '../balance/support.ts';
 
 type T = TestContext;
@@ -175,4 +175,23 @@ test('a request without a body goes without one, whatever its method: no Transfe
     assert.doesNotMatch(head, /^transfer-encoding:/im, head.split('\r\n')[0]);
     assert.doesNotMatch(head, /^content-length:/im, head.split('\r\n')[0]);
   }
+});
+
+test('balance() without chain() (Express): TRACE is refused with the exchange refusal, 405, never proxied', { timeout: TEST_TIMEOUT }, async (t) => {
+  const up = await upstream(t, 'u');
+  const pool = createPool({ servers: [{ url: up.url }] });
+  t.after(() => pool.close());
+  const mw = balance(pool);
+
+  const server = createServer((req, res) =>
+    mw(req, res, (err?: unknown) => {
+      res.statusCode = (err as { statusCode?: number } | undefined)?.statusCode ?? 500;
+      res.end();
+    }),
+  );
+  const gw = await listen(t, server);
+  const c = await RawClient.open(t, gw.port);
+  c.write('TRACE /t HTTP/1.1\r\nHost: a.test\r\n\r\n');
+  assert.equal((await c.response()).status, 405);
+  assert.equal(up.seen.length, 0);
 });
