@@ -113,42 +113,23 @@ export const DEVIATIONS: Readonly<Record<string, Deviation>> = {
  */
 export const KNOWN_FAILING: Readonly<Record<string, Known>> = {
   // fix: proxy_redirect default
-  'redirect-default-own-address': { item: 'fix: proxy_redirect default (Location)', shows: ['response location'] },
-  'redirect-default-refresh': { item: 'fix: proxy_redirect default (Refresh)', shows: ['response refresh'] },
   'redirect-default-named-pool': {
     item: 'fix: proxy_redirect default with an upstream block; decide: a named pool sends host:port as Host',
     shows: ['response location', 'upstream headers'],
   },
-  'redirect-upstream-root': { item: 'fix: proxy_redirect default (Location to the upstream root)', shows: ['response location'] },
   // fix: absolute-form targets
-  'host-absolute-form': { item: 'fix: absolute-form target: its host goes upstream as the client Host', shows: ['upstream headers'] },
-  'absolute-form-picks-server': { item: 'fix: absolute-form target picks the server block', shows: ['response body'] },
-  'absolute-form-redirect': { item: 'fix: absolute-form target builds redirects', shows: ['response location'] },
   // fix: bad Host
-  'host-duplicate': { item: 'fix: two Host headers get 400', shows: ['status', 'upstream requests'] },
-  'host-with-path': { item: 'fix: a Host that is not host[:port] gets 400', shows: ['status', 'upstream requests'] },
-  'host-double-dot': { item: 'fix: a Host that is not host[:port] gets 400', shows: ['status', 'upstream requests'] },
-  'host-dot': { item: 'fix: a Host that is not host[:port] gets 400', shows: ['status', 'upstream requests'] },
-  'host-empty': { item: 'fix: a Host that is not host[:port] gets 400 (empty)', shows: ['status', 'upstream requests'] },
-  'host-absolute-form-bad': { item: 'fix: an absolute-form target with a bad host gets 400', shows: ['status', 'upstream requests'] },
   // fix: bodiless requests, transfer codings, TRACE
   'method-propfind-bodiless': {
     item: 'fix: a request without a body is sent without one (PROPFIND gets Content-Length: 0)',
     shows: ['upstream headers', 'upstream body framing'],
   },
   'te-identity': { item: 'fix: a body in a coding other than chunked gets 501 (identity: 400 from the parser)', shows: ['status'] },
-  'method-trace': { item: 'fix: TRACE gets 405', shows: ['status', 'upstream requests'] },
   // fix: Upgrade on a 426, hidden response headers
-  'resp-upgrade-426': { item: 'fix: Upgrade on a 426 is kept', shows: ['response upgrade'] },
-  'resp-x-accel-expires': { item: 'fix: X-Accel-* from the upstream is hidden', shows: ['response x-accel-expires'] },
-  'resp-x-accel-buffering': { item: 'fix: X-Accel-* from the upstream is hidden', shows: ['response x-accel-buffering'] },
-  'resp-x-accel-limit-rate': { item: 'fix: X-Accel-* from the upstream is hidden', shows: ['response x-accel-limit-rate'] },
-  'resp-x-accel-charset': { item: 'fix: X-Accel-* from the upstream is hidden', shows: ['response x-accel-charset'] },
   'resp-x-accel-redirect': {
     item: 'fix: X-Accel-* from the upstream is hidden (nginx also follows X-Accel-Redirect: an internal redirect, a second upstream request)',
     shows: ['response x-accel-redirect', 'response body', 'upstream requests'],
   },
-  'resp-x-pad': { item: 'fix: X-Pad from the upstream is hidden', shows: ['response x-pad'] },
   // fix: rewrite
   'if-arg-name-case': { item: 'fix: $arg_NAME matches names case-insensitively', shows: ['response body', 'upstream requests'] },
   'if-cookie-name-case': { item: 'fix: $cookie_NAME matches names case-insensitively', shows: ['response body', 'upstream requests'] },
@@ -172,7 +153,6 @@ export const KNOWN_FAILING: Readonly<Record<string, Known>> = {
     shows: ['upstream headers', 'upstream body framing'],
   },
   'get-length-zero': { item: "decide: a GET's Content-Length: 0 is dropped", shows: ['upstream headers', 'upstream body framing'] },
-  'req-header-underscore': { item: 'decide: underscores in header names are forwarded', shows: ['upstream headers'] },
   'resp-server-date': { item: "decide: the upstream's Server and Date pass through", shows: ['response server', 'response date'] },
   'resp-big-header': { item: 'decide: an upstream header larger than nginx buffers passes', shows: ['status'] },
   'resp-garbage': { item: 'decide: upstream garbage is 502 (nginx relays it as HTTP/0.9)', shows: ['transport', 'status'] },

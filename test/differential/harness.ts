@@ -106,7 +106,7 @@ export interface Case {
    * What current nginx does where the installed one (Debian's 1.22) is older and differs, as
    * nginx-tests at HEAD says: applied to nginx's observation of every step when nginx is older than `since`.
    */
-  current?: { since: string; source: string; status?: number; drop?: string[]; body?: string };
+  current?: { since: string; source: string; status?: number; drop?: string[]; body?: string; refused?: boolean };
   /** Header names never compared at the upstream for this case (beyond `connection` and `keep-alive`). */
   ignoreUpstream?: string[];
 }
@@ -679,6 +679,8 @@ export function asCurrent(c: Case, o: Observed, version: string): Observed {
     ...rest,
     ...(cur.status === undefined ? {} : { status: cur.status }),
     ...(cur.body === undefined ? {} : { body: cur.body }),
+    // Refused by current nginx: nothing reaches the upstream.
+    ...(cur.refused ? { upstream: [] } : {}),
     headers: o.headers.filter(([n]) => !drop.has(n)),
   };
 }

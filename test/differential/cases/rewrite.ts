@@ -210,6 +210,8 @@ export const REDIRECT_CASES: Case[] = [
 
 /** Host headers (http_host.t), proxied. */
 const host = (id: string, from: string, request: string, config: Config = {}): Case => ({ id, from, config, steps: [{ request }] });
+/** A Host that nginx 1.29.4 and later refuse (ngx_http_validate_host), and older ones take. */
+const refusedSince1294 = (c: Case): Case => ({ ...c, current: { since: '1.29.4', source: 'http_host.t: 400 since 1.29.4', status: 400, refused: true } });
 const raw = (lines: string[]) => `${lines.join('\r\n')}\r\nConnection: close\r\n\r\n`;
 
 export const HOST_CASES: Case[] = [
@@ -219,8 +221,9 @@ export const HOST_CASES: Case[] = [
   host('host-dot', 'http_host.t', req('GET /', {}, undefined, '.')),
   host('host-empty', 'http_host.t', req('GET /', {}, undefined, '')),
   host('host-missing-http11', 'http_host.t', raw(['GET / HTTP/1.1'])),
-  host('host-two-ports', 'http_host.t', req('GET /', {}, undefined, '123.40.56.78:9000:80')),
-  host('host-backslash', 'http_host.t', req('GET /', {}, undefined, 'example.com\\:552')),
+  refusedSince1294(host('host-two-ports', 'http_host.t', req('GET /', {}, undefined, '123.40.56.78:9000:80'))),
+  refusedSince1294(host('host-backslash', 'http_host.t', req('GET /', {}, undefined, 'example.com\\:552'))),
+  refusedSince1294(host('host-port-too-long', 'http_host.t', req('GET /', {}, undefined, '123.49.0.78:98777'))),
   host('host-ipv6', 'http_host.t', req('GET /', {}, undefined, '[::1]'), { host: 'client' }),
   host('host-trailing-dot', 'http_host.t', req('GET /', {}, undefined, 'www.example.org.'), { host: 'client' }),
   host('host-uppercase', 'http_host.t', req('GET /', {}, undefined, 'WWW.Example.ORG'), { host: 'client' }),
