@@ -114,8 +114,8 @@ export const DEVIATIONS: Readonly<Record<string, Deviation>> = {
 export const KNOWN_FAILING: Readonly<Record<string, Known>> = {
   // fix: proxy_redirect default
   'redirect-default-named-pool': {
-    item: 'fix: proxy_redirect default with an upstream block; decide: a named pool sends host:port as Host',
-    shows: ['response location', 'upstream headers'],
+    item: "decide: a named pool sends the server's host:port as Host (its Location is now rewritten as nginx's proxy_redirect default does)",
+    shows: ['upstream headers'],
   },
   // fix: absolute-form targets
   // fix: bad Host
