@@ -30,11 +30,14 @@ test('a Host that is not a host name (victim.com/admin) is not cached: it cannot
   const victim = await fetchText(`${gw.url}/admin/secret-page`, { headers: { host: 'victim.com' } });
   assert.equal(victim.headers['x-cache-status'], 'MISS');
   assert.equal(victim.body, 'page /admin/secret-page');
-  for (const host of ['a..b', '.a', 'a\\b', 'a b', 'a/b:80']) {
+  // refused before anything is looked up (400, as nginx's host validation)
+  for (const host of ['a..b', 'a\\b', 'a b', 'a/b:80']) {
     const r = await fetchText(`${gw.url}/x`, { headers: { host } });
+    assert.equal(r.status, 400, host);
     assert.equal(r.headers['x-cache-status'], undefined, host);
   }
-  for (const host of ['example.com', 'EXAMPLE.com:8080', '127.0.0.1', '[::1]:80', 'example.com.']) {
+  // a leading dot is a host nginx 1.29.4 accepts
+  for (const host of ['example.com', 'EXAMPLE.com:8080', '127.0.0.1', '[::1]:80', 'example.com.', '.a']) {
     const r = await fetchText(`${gw.url}/ok`, { headers: { host } });
     assert.ok(r.headers['x-cache-status'] !== undefined, host);
   }
