@@ -24,6 +24,7 @@ export type { InstanceReport, RedisClientLike, RedisClusterLike, RedisSentinelLi
 
 export { balance } from './balance/index.ts';
 export type { BalanceMiddleware, BalanceOptions, NextUpstreamCondition } from './balance/index.ts';
+export type { RedirectOption, RedirectRule } from './proxy/redirect.ts';
 export {
   DIAGNOSTICS_CHANNELS,
   type CacheStatusMessage,

@@ -80,7 +80,7 @@ export interface Exchange {
    * Why the request is refused before anything handles it, as nginx refuses it while reading the
    * request: an invalid host in the Host header, in `:authority` or in an absolute-form target, or two
    * Host headers (400, `SWY_ERR_BAD_REQUEST`); the TRACE method (405, {@link MethodNotAllowedError}).
-   * `undefined` for a request that may go on. See {@link requestRefusal}.
+   * `undefined` for a request that may go on.
    */
   readonly refusal: SwitchyardError | undefined;
   /** A body already parsed by the framework (Fastify, Koa), to re-send upstream. */

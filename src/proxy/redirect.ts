@@ -13,7 +13,9 @@ import type { PeerTarget } from '../pool/peer.ts';
  * `$host`…).
  */
 export interface RedirectRule {
+  /** A URL prefix (which may hold nginx variables), or a RegExp matched against the whole URL. */
   from: string | RegExp;
+  /** What replaces the prefix or the match: nginx variables, and a RegExp's `$1`… and `$name`. */
   to: string;
 }
 
