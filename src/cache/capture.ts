@@ -11,7 +11,7 @@ import { responseFinished } from '../core/http2.ts';
 import type { CacheEntry } from '../store/index.ts';
 import type { CacheCall } from './decide.ts';
 import { DetachedResponse } from './detached.ts';
-import { mergeHeaders, metaOf, saveEntry, type Meta, type Written } from './entry.ts';
+import { CACHE_ONLY, mergeHeaders, metaOf, saveEntry, withoutCacheOnly, type Meta, type Written } from './entry.ts';
 import { toldAsKeyed } from './forwarding.ts';
 import { intercept, type HeadDecision, type InterceptHooks } from './intercept.ts';
 import type { Fill } from './lock.ts';
@@ -199,7 +199,7 @@ export class Capture implements InterceptHooks {
         this.#headers = merged;
         this.#verdict = f;
       }
-      this.#serveStale('REVALIDATED', { ...stale, headers: merged });
+      this.#serveStale('REVALIDATED', { ...stale, headers: withoutCacheOnly(merged) });
       return { pass: false };
     }
     if (stale !== undefined && !plan.detached && this.#shouldServeStale(status, stale)) {
@@ -215,7 +215,7 @@ export class Capture implements InterceptHooks {
         this.#verdict = f;
       }
     }
-    return { pass: true, add: settings.statusHeader === undefined ? undefined : [settings.statusHeader, plan.status] };
+    return { pass: true, add: settings.statusHeader === undefined ? undefined : [settings.statusHeader, plan.status], drop: CACHE_ONLY };
   }
 
   /** A body chunk the handler wrote: counted as sent, and copied while the entry may still be stored. */

@@ -24,6 +24,21 @@ export const NOT_STORED: ReadonlySet<string> = new Set([
   'upgrade',
 ]);
 
+/**
+ * The header the cache reads and nginx hides from the client by default (`proxy_hide_header`):
+ * dropped from the response a MISS lets through, from stored entries, and from a REVALIDATED answer.
+ * Always, even when balance()'s `passHeaders` names it (nginx `proxy_pass_header`), which the cache
+ * cannot see.
+ */
+export const CACHE_ONLY = 'x-accel-expires';
+
+/** A flat header list without {@link CACHE_ONLY}. */
+export function withoutCacheOnly(headers: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < headers.length; i += 2) if (headers[i]!.toLowerCase() !== CACHE_ONLY) out.push(headers[i]!, headers[i + 1]!);
+  return out;
+}
+
 /** An entry's freshness, kept in its `meta`. Times in milliseconds. */
 export interface Meta {
   /** Fresh while the clock is below this. */
@@ -122,7 +137,7 @@ export async function saveEntry(
   const kept: string[] = [];
   for (let i = 0; i < headers.length; i += 2) {
     const n = headers[i]!.toLowerCase();
-    if ((!NOT_STORED.has(n) || (head && n === 'content-length')) && n !== statusHeader) kept.push(headers[i]!, headers[i + 1]!);
+    if ((!NOT_STORED.has(n) || (head && n === 'content-length')) && n !== statusHeader && n !== CACHE_ONLY) kept.push(headers[i]!, headers[i + 1]!);
   }
   const t = settings.now();
   const meta: Meta = { expiresAt: f.expiresAt, swr: f.staleWhileRevalidate, sie: f.staleIfError };

@@ -61,6 +61,8 @@ export interface CacheMiddleware extends Middleware {
  * entries are answered from the store (HIT); other requests go on down the chain while the
  * response streams to the client and is captured for the store when nginx's rules allow it
  * (`valid`, X-Accel-Expires, Cache-Control, Expires, Set-Cookie, Vary, Authorization).
+ * X-Accel-Expires is read, never passed on: the client does not get it, on a MISS or from an
+ * entry (nginx hides it by default; the cache does even when balance()'s `passHeaders` names it).
  * Stale serving, locking, background updates and revalidation follow nginx's directives of the
  * same names. The store is in memory and bounded by default; give `@keyv/redis` to share it.
  * A failing store never fails a request: the cache goes upstream and the store emits `'storeError'`.

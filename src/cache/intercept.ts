@@ -6,8 +6,11 @@ import type { OutgoingHttpHeader, OutgoingHttpHeaders, ServerResponse } from 'no
 
 /** What the cache decides when the handler's response begins. */
 export type HeadDecision =
-  /** Let the response through, adding `[name, value]` to its headers when given. */
-  | { readonly pass: true; readonly add?: readonly [string, string] | undefined }
+  /**
+   * Let the response through, adding `[name, value]` to its headers when given and without the
+   * header `drop` (lowercase) when given.
+   */
+  | { readonly pass: true; readonly add?: readonly [string, string] | undefined; readonly drop?: string | undefined }
   /** Drop the handler's response: the cache has answered the client itself. */
   | { readonly pass: false };
 
@@ -68,6 +71,28 @@ function withHeader(headers: unknown, name: string, value: string): unknown {
   return { ...(headers as OutgoingHttpHeaders), [name]: value };
 }
 
+/** writeHead's `headers` argument, whatever its form, without the header `name` (lowercase). */
+function withoutHeader(headers: unknown, name: string): unknown {
+  if (Array.isArray(headers)) {
+    if (headers.length > 0 && Array.isArray(headers[0])) return (headers as Array<[string, unknown]>).filter((pair) => String(pair[0]).toLowerCase() !== name);
+    const out: unknown[] = [];
+    for (let i = 0; i + 1 < headers.length; i += 2) if (String(headers[i]).toLowerCase() !== name) out.push(headers[i], headers[i + 1]);
+    return out;
+  }
+  if (typeof headers === 'object' && headers !== null) {
+    const out: OutgoingHttpHeaders = {};
+    for (const [n, v] of Object.entries(headers as OutgoingHttpHeaders)) if (n.toLowerCase() !== name) out[n] = v;
+    return out;
+  }
+  return headers;
+}
+
+/** Whether the flat name/value list `all` has the header `name` (lowercase). */
+function hasHeader(all: readonly string[], name: string): boolean {
+  for (let i = 0; i < all.length; i += 2) if (all[i]!.toLowerCase() === name) return true;
+  return false;
+}
+
 /**
  * Installs the interception on `res` (own properties shadowing the prototype's methods, as
  * compression middleware does). Node's implicit headers (`write`/`end` without `writeHead`) come
@@ -109,6 +134,10 @@ export function intercept(res: ServerResponse, hooks: InterceptHooks): void {
     if (!decision.pass) {
       pass = false;
       return res;
+    }
+    if (decision.drop !== undefined && hasHeader(all, decision.drop)) {
+      res.removeHeader(decision.drop);
+      headers = withoutHeader(headers, decision.drop);
     }
     if (decision.add !== undefined) {
       if (headers === undefined || headers === null) res.setHeader(decision.add[0], decision.add[1]);

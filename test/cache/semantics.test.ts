@@ -208,6 +208,63 @@ describe('cache(): nginx verified matrix (6.4)', { timeout: TEST_TIMEOUT }, () =
   });
 });
 
+describe('cache(): X-Accel-Expires is read, never shown (nginx proxy_hide_header)', { timeout: TEST_TIMEOUT }, () => {
+  /** `[status header, upstream hits, the X-Accel-Expires the client got]` of one request. */
+  async function seen(r: Rig, path: string): Promise<string> {
+    const reply = await r.get(path);
+    return `${reply.cs}(${r.hits}) ${reply.headers['x-accel-expires'] ?? '-'}`;
+  }
+
+  it('MISS and HIT: the header gives the time, the client never gets it', async (t) => {
+    let clock = T0;
+    const r = await rig(t, { now: () => clock }, answering(200, { 'x-accel-expires': '2' }));
+    assert.deepEqual([await seen(r, '/a'), await seen(r, '/a')], ['MISS(1) -', 'HIT(1) -']);
+    clock += 3000;
+    assert.equal(await seen(r, '/a'), 'EXPIRED(2) -');
+  });
+
+  it('a header set with setHeader() by a local handler behind the cache is dropped too', async (t) => {
+    const gw = await gateway(
+      t,
+      chain(cache({}), (_req, res) => {
+        res.setHeader('X-Accel-Expires', '60');
+        res.end('local');
+      }),
+    );
+    const first = await fetchText(`${gw.url}/l`);
+    const second = await fetchText(`${gw.url}/l`);
+    assert.deepEqual(
+      [first, second].map((x) => `${x.headers['x-cache-status']} ${x.body} ${x.headers['x-accel-expires'] ?? '-'}`),
+      ['MISS local -', 'HIT local -'],
+    );
+  });
+
+  it('REVALIDATED (the 304 gives the new time) and STALE answers do not carry it', async (t) => {
+    let clock = T0;
+    const r = await rig(t, { revalidate: true, useStale: ['http_500'], now: () => clock }, (req, res, n) => {
+      if (n === 4) {
+        res.writeHead(500, { 'x-accel-expires': '1' });
+        res.end('failed');
+        return;
+      }
+      if (req.headers['if-none-match'] === '"v"') res.writeHead(304, { etag: '"v"', 'x-accel-expires': n === 2 ? '60' : '1' });
+      else res.writeHead(200, { etag: '"v"', 'x-accel-expires': '1' });
+      res.end(req.headers['if-none-match'] === '"v"' ? undefined : `body-${n}`);
+    });
+    assert.equal(await seen(r, '/a'), 'MISS(1) -');
+    clock += 2000;
+    // The 304's X-Accel-Expires: 60 keeps the entry for a minute.
+    assert.equal(await seen(r, '/a'), 'REVALIDATED(2) -');
+    clock += 30_000;
+    assert.equal(await seen(r, '/a'), 'HIT(2) -');
+    clock += 31_000;
+    assert.equal(await seen(r, '/a'), 'REVALIDATED(3) -');
+    clock += 2000;
+    const stale = await r.get('/a');
+    assert.deepEqual([stale.cs, r.hits, stale.body, stale.headers['x-accel-expires']], ['STALE', 4, 'body-1', undefined]);
+  });
+});
+
 describe('cache(): methods', { timeout: TEST_TIMEOUT }, () => {
   const echoMethod: Origin = (req, res, n) => res.end(`${req.method} ${n}`);
 
