@@ -249,6 +249,7 @@ export function balance(pool: UpstreamPool, options: BalanceOptions = {}): Balan
     connectTimeout: o.timeouts.connect,
     headerTimeout: o.timeouts.header,
     idleTimeout: o.timeouts.idle,
+    underscoresInHeaders: o.policy.underscores,
   });
   Object.defineProperty(handler, kBalance, { value: ws });
   return Object.assign(handler, { upgrade: ws, pool });

@@ -8,7 +8,7 @@ import type { ProxyServer } from 'http-proxy-3';
 import { channels, type UpstreamErrorFailure } from '../core/diagnostics.ts';
 import type { Duration } from '../core/duration.ts';
 import { GatewayTimeoutError, NoServerAvailableError } from '../core/errors.ts';
-import { objectOption } from '../core/options.ts';
+import { booleanOption, objectOption } from '../core/options.ts';
 import { exchange, upstreamTarget, type Exchange } from '../core/exchange.ts';
 import { poolOption, type UpstreamPool } from '../pool/index.ts';
 import { internals, type PoolInternals } from '../pool/internal.ts';
@@ -39,10 +39,16 @@ export interface UpgradeOptions {
    * @default '60s'
    */
   idleTimeout?: Duration | undefined;
+  /**
+   * Forward the client's handshake headers whose names contain `_` (nginx `underscores_in_headers
+   * on`); by default they are dropped, as nginx does. balance() gives its own `underscoresInHeaders`.
+   * @default false
+   */
+  underscoresInHeaders?: boolean | undefined;
 }
 
 /** The keys of {@link UpgradeOptions}. */
-const UPGRADE_OPTIONS = [...FORWARDING_OPTIONS, ...TIMEOUT_OPTIONS] as const satisfies ReadonlyArray<keyof UpgradeOptions>;
+const UPGRADE_OPTIONS = [...FORWARDING_OPTIONS, ...TIMEOUT_OPTIONS, 'underscoresInHeaders'] as const satisfies ReadonlyArray<keyof UpgradeOptions>;
 
 /** A handler for a server's `upgrade` event. */
 export type UpgradeHandler = (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
@@ -258,7 +264,7 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Proxy
   poolOption(pool);
   objectOption(options, '', UPGRADE_OPTIONS);
   const inner = internals(pool);
-  const policy = forwardingPolicy(options);
+  const policy = { ...forwardingPolicy(options), underscores: booleanOption(options.underscoresInHeaders, 'underscoresInHeaders', false) };
   const { connect: connectTimeout, header: headerTimeout, idle: idleTimeout } = attemptTimeouts(options);
   const pending = new WeakMap<IncomingMessage, Pending>();
   // http-proxy-3 is required, and its proxy server made, by the first upgrade to tunnel: a gateway

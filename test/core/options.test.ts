@@ -294,6 +294,7 @@ test("factories validate values they used to take unchecked: upgrade's forwardin
   const cases: Array<[() => unknown, string]> = [
     [() => upgrade(pool, { xForwarded: 'no' as never }), 'xForwarded'],
     [() => upgrade(pool, { host: '' }), 'host'],
+    [() => upgrade(pool, { underscoresInHeaders: 'yes' as never }), 'underscoresInHeaders'],
     [() => monitor({ pools: [pool], dashboard: 'off' as never }), 'dashboard'],
     [() => monitor({ pools: [pool], prefix: 5 as never }), 'prefix'],
     [() => monitor({ pools: [pool], now: 5 as never }), 'now'],

@@ -3,7 +3,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { Agent, createServer, type IncomingMessage } from 'node:http';
 import { WebSocket, WebSocketServer } from 'ws';
-import { balance, chain, createPool } from '../../src/index.ts';
+import { balance, chain, createPool, InvalidOptionError, upgrade } from '../../src/index.ts';
 import { deadPort, listen, until, upstream } from '../helpers.ts';
 import { delay, gatewayFor, RawClient, TEST_TIMEOUT } from '../balance/support.ts';
 import { exchangeMessages, H2C, refusedUpgrade, send, upgradeStatus, upstreamErrors } from './upgrade-support.ts';
@@ -102,6 +102,25 @@ test("an upgrade with Expect: 100-continue is proxied with the gateway's headers
   assert.equal(h['x-secret'], undefined);
   assert.equal(h.expect, undefined);
   assert.equal(h.connection, 'Upgrade');
+});
+
+test('handshake headers with _ in their names are dropped unless underscoresInHeaders (balance() gives it to its upgrade handler)', {
+  timeout: TEST_TIMEOUT,
+}, async (t) => {
+  const a = await echoUpstream(t, 'a');
+  const pool = createPool({ servers: [{ url: a.url }] });
+  t.after(() => pool.close());
+  const handshake = (port: number): Promise<number> => upgradeStatus(t, port, '/sock', 'X_User: alice\r\nX-Plain: kept\r\n');
+  const byDefault = await gatewayFor(t, pool);
+  const allowed = await gatewayFor(t, pool, { underscoresInHeaders: true });
+  const direct = await listen(t, createServer((_req, res) => res.end()).on('upgrade', upgrade(pool, { underscoresInHeaders: true })));
+  const directDefault = await listen(t, createServer((_req, res) => res.end()).on('upgrade', upgrade(pool)));
+  for (const port of [byDefault.port, allowed.port, direct.port, directDefault.port]) assert.equal(await handshake(port), 101);
+  assert.deepEqual(
+    a.upgrades.map((r) => `${r.headers['x_user'] ?? '-'} ${r.headers['x-plain']}`),
+    ['- kept', 'alice kept', 'alice kept', '- kept'],
+  );
+  assert.throws(() => upgrade(pool, { underscoresInHeaders: 'yes' as never }), InvalidOptionError);
 });
 
 test('an upgrade to a dead server is answered 502 and counted as a failure', { timeout: TEST_TIMEOUT }, async (t) => {
