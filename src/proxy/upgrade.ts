@@ -1,4 +1,4 @@
-import type { ClientRequest, IncomingMessage } from 'node:http';
+import { STATUS_CODES, type ClientRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { createRequire } from 'node:module';
 import { isIP, Server as NetServer, type Socket } from 'node:net';
@@ -108,7 +108,7 @@ export function guardSocket(socket: Duplex): void {
 }
 
 /** @internal Answers an upgrade request with a bodiless status and closes the connection. */
-export function refuseUpgrade(socket: Duplex, status: 400 | 404 | 500 | 501 | 502 | 503 | 504, reason: string): void {
+export function refuseUpgrade(socket: Duplex, status: 400 | 404 | 405 | 500 | 501 | 502 | 503 | 504, reason: string): void {
   guardSocket(socket);
   if (socket.destroyed) return;
   if (!socket.writable) {
@@ -182,7 +182,8 @@ function afterResponses(socket: Duplex, then: (paused: boolean) => void, paused 
 /**
  * @internal What every upgrade entry point does first, before anything reads the target: guards the
  * socket, answers an upgrade it does not tunnel as ordinary HTTP, and refuses a target that is not a
- * path (400). True when the request has been dealt with and the caller must stop.
+ * path (400) and a request the exchange refuses (with its status: TRACE 405, a bad or repeated Host
+ * 400). True when the request has been dealt with and the caller must stop.
  */
 export function screenUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean {
   guardSocket(socket);
@@ -191,8 +192,15 @@ export function screenUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer
     if (!handBack(req, socket, head)) refuseUpgrade(socket, 501, 'Not Implemented');
     return true;
   }
-  if (!proxiableTarget(req.url) || !exchange(req).uriValid) {
+  if (!proxiableTarget(req.url)) {
     refuseUpgrade(socket, 400, 'Bad Request');
+    return true;
+  }
+  const ex = exchange(req);
+  if (!ex.uriValid) {
+    // A request the exchange refuses whatever its path (TRACE 405, a bad or repeated Host 400) gets that status.
+    const status = ex.refusal?.statusCode === 405 ? 405 : 400;
+    refuseUpgrade(socket, status, STATUS_CODES[status]!);
     return true;
   }
   return false;

@@ -123,6 +123,23 @@ test('handshake headers with _ in their names are dropped unless underscoresInHe
   assert.throws(() => upgrade(pool, { underscoresInHeaders: 'yes' as never }), InvalidOptionError);
 });
 
+test('an upgrade the exchange refuses gets its status (TRACE 405, a repeated Host 400) and never reaches a server', { timeout: TEST_TIMEOUT }, async (t) => {
+  const a = await echoUpstream(t, 'a');
+  const pool = createPool({ servers: [{ url: a.url }] });
+  t.after(() => pool.close());
+  const gw = await gatewayFor(t, pool);
+  const raw = async (head: string): Promise<number> => {
+    const c = await RawClient.open(t, gw.port);
+    c.write(`${head}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`);
+    return (await c.response()).status;
+  };
+  assert.equal(await raw('TRACE /sock HTTP/1.1\r\nHost: gw'), 405);
+  assert.equal(await raw('GET /sock HTTP/1.1\r\nHost: a.test\r\nHost: b.test'), 400);
+  assert.equal(await raw('GET /sock HTTP/1.1\r\nHost: a.test/b'), 400);
+  assert.equal(a.upgrades.length, 0);
+  assert.equal(pool.stats().servers[0]!.requests, 0);
+});
+
 test('an upgrade to a dead server is answered 502 and counted as a failure', { timeout: TEST_TIMEOUT }, async (t) => {
   const port = await deadPort();
   const pool = createPool({ servers: [{ url: `http://127.0.0.1:${port}` }, { url: `http://127.0.0.1:${port}/x` }] });
