@@ -60,19 +60,29 @@ export function variable(name: string): Getter {
   const fixed = FIXED[name];
   if (fixed !== undefined) return fixed;
   const lower = name.toLowerCase();
+  // A value rewrite()'s `set` gave `$http_NAME`, `$arg_NAME` or `$cookie_NAME` is read instead of the request's (nginx).
   if (lower.startsWith('http_')) {
     const header = lower.slice(5).replace(/_/g, '-');
-    return (ex) => headerValue(ex, header);
+    return (ex) => ex.vars.get(name) ?? headerValue(ex, header);
   }
+  // Argument and cookie names match case-insensitively, the first in the request winning (nginx).
   if (lower.startsWith('arg_')) {
-    const arg = name.slice(4);
-    return (ex) => args(ex).get(arg) ?? '';
+    const arg = lower.slice(4);
+    return (ex) => ex.vars.get(name) ?? caseless(args(ex), arg);
   }
   if (lower.startsWith('cookie_')) {
-    const cookie = name.slice(7);
-    return (ex) => cookies(ex).get(cookie) ?? '';
+    const cookie = lower.slice(7);
+    return (ex) => ex.vars.get(name) ?? caseless(cookies(ex), cookie);
   }
   return (ex) => ex.vars.get(name) ?? ex.captures?.named?.[name] ?? '';
+}
+
+/** The value of the first name in `map` (in the request's order) equal to `lower` in any case, or ''. */
+function caseless(map: Map<string, string>, lower: string): string {
+  const exact = map.get(lower);
+  if (exact !== undefined && map.size === 1) return exact;
+  for (const [key, value] of map) if (key.length === lower.length && key.toLowerCase() === lower) return value;
+  return '';
 }
 
 function headerValue(ex: Exchange, header: string): string {

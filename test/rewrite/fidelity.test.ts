@@ -202,3 +202,33 @@ test('set refuses the built-in variables nginx refuses, with the line or the rul
   assert.throws(() => fromNginx('location / {\n  set $scheme https;\n}'), /nginx:2.*"\$scheme" is built in/);
   for (const name of ['$http_foo', '$arg_x', '$cookie_y', '$args', '$limit_rate', '$route']) rewrite([{ set: name, value: 'x' }]);
 });
+
+// ---- $arg_NAME, $cookie_NAME and set on prefixed variables (src/core/variables.ts) ----
+
+test('$arg_NAME and $cookie_NAME match names case-insensitively, the first in the request winning', async (t) => {
+  const gw = await rewriteGateway(
+    t,
+    fromNginx(`
+      location /a { return 200 "$arg_foo|$arg_FOO|$arg_bar|$arg_none"; }
+      location /c { return 200 "$cookie_sid|$cookie_SID|$cookie_none"; }
+      location /if { if ($arg_foo = bar) { return 200 "yes"; } }
+    `),
+  );
+  assert.equal((await gw.get('/a?FOO=1&foo=2&Bar=3')).body, '1|1|3|');
+  assert.equal((await gw.get('/c', { cookie: 'x=0; SID=abc; sid=def' })).body, 'abc|abc|');
+  assert.equal((await gw.get('/if?FOO=bar')).body, 'yes');
+});
+
+test('set gives $http_NAME, $arg_NAME and $cookie_NAME a value read instead of the request’s, where it ran', async (t) => {
+  const gw = await rewriteGateway(
+    t,
+    fromNginx(`
+      location /t1 { set $http_x_foo "over"; set $arg_a "A"; set $cookie_c "C"; return 200 "$http_x_foo|$arg_a|$cookie_c"; }
+      location /t2 { return 200 "$http_x_foo|$arg_a|$cookie_c"; }
+      location /other { set $http_x_foo "never"; }
+    `),
+  );
+  const headers = { 'x-foo': 'orig', cookie: 'c=2' };
+  assert.equal((await gw.get('/t1?a=1', headers)).body, 'over|A|C');
+  assert.equal((await gw.get('/t2?a=1', headers)).body, 'orig|1|2');
+});
