@@ -131,9 +131,6 @@ export const KNOWN_FAILING: Readonly<Record<string, Known>> = {
     shows: ['response x-accel-redirect', 'response body', 'upstream requests'],
   },
   // fix: rewrite
-  'if-arg-name-case': { item: 'fix: $arg_NAME matches names case-insensitively', shows: ['response body', 'upstream requests'] },
-  'if-cookie-name-case': { item: 'fix: $cookie_NAME matches names case-insensitively', shows: ['response body', 'upstream requests'] },
-  'set-http-header-variable': { item: 'fix: set can override $http_NAME', shows: ['response body'] },
   // decide
   'req-header-connection-listed': { item: 'decide: headers named in Connection are removed (nginx forwards them)', shows: ['upstream headers'] },
   'req-header-proxy-connection': { item: 'decide: Proxy-Connection is removed', shows: ['upstream headers'] },
