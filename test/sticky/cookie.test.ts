@@ -87,7 +87,15 @@ test("domain with variables: '.$host' takes the Host header (without port)", asy
   assert.deepEqual(setCookies(r), [`srv_id=${sidOf(pool, r.body)}; domain=.shop.example.com`]);
 });
 
-for (const host of ['bad_host.com', 'ex;ample.com', 'a b']) {
+test('a Host that is not a host at all ("a b") is refused before sticky() sets anything', async (t) => {
+  const { gw } = await abc(t, { domain: '.$host', httpOnly: true });
+  const r = await gw.get('/', { host: 'a b' });
+  assert.equal(r.status, 400);
+  assert.deepEqual(setCookies(r), []);
+});
+
+// hosts nginx accepts that are not cookie domains
+for (const host of ['bad_host.com', 'ex;ample.com']) {
   test(`domain evaluating to something invalid (Host ${JSON.stringify(host)}) is omitted`, async (t) => {
     const { pool, gw } = await abc(t, { domain: '.$host', httpOnly: true });
     const r = await gw.get('/', { host });
