@@ -103,6 +103,182 @@ export const DEVIATIONS: Readonly<Record<string, Deviation>> = {
     readme: 'nginx stores such responses',
     shows: ['x-cache-status', 'response body', 'upstream requests'],
   },
+  'redirect-default-named-pool': {
+    reason:
+      "a named pool sends the server's host:port as Host (nginx: the upstream block's name); its Location is rewritten as nginx's proxy_redirect default does",
+    readme: "**A named pool sends the server's `host:port` as Host**",
+    shows: ['upstream headers'],
+  },
+  'method-propfind-bodiless': {
+    reason: 'undici writes Content-Length: 0 for PROPFIND without a body (nginx: no framing)',
+    readme: '**PROPFIND, PROPPATCH and QUERY without a body**',
+    shows: ['upstream headers', 'upstream body framing'],
+  },
+  'te-identity': {
+    reason: "Node's HTTP parser answers Transfer-Encoding: identity 400 before switchyard sees it (nginx: 501)",
+    readme: '**`Transfer-Encoding: identity`**',
+    shows: ['status'],
+  },
+  'resp-x-accel-redirect': {
+    reason: 'X-Accel-Redirect is hidden but not followed: switchyard has no internal redirects',
+    readme: '**`X-Accel-Redirect`** from an upstream is hidden',
+    shows: ['response x-accel-redirect', 'response body', 'upstream requests'],
+  },
+  'req-header-connection-listed': {
+    reason: 'headers named in Connection are hop-by-hop (RFC 9110 §7.6.1); nginx forwards them',
+    readme: '**Hop-by-hop headers are removed both ways**',
+    shows: ['upstream headers'],
+  },
+  'req-header-proxy-connection': {
+    reason: 'Proxy-Connection is hop-by-hop; nginx forwards it',
+    readme: '**Hop-by-hop headers are removed both ways**',
+    shows: ['upstream headers'],
+  },
+  'req-header-proxy-authorization': {
+    reason: 'Proxy-Authorization holds credentials for this hop; nginx forwards it',
+    readme: '**Hop-by-hop headers are removed both ways**',
+    shows: ['upstream headers'],
+  },
+  'req-header-trailer': {
+    reason: 'Trailer is hop-by-hop; nginx forwards it',
+    readme: '**Hop-by-hop headers are removed both ways**',
+    shows: ['upstream headers'],
+  },
+  'resp-upgrade-200': {
+    reason: 'Upgrade is hop-by-hop except on a 101 or a 426',
+    readme: '**Hop-by-hop headers are removed both ways**',
+    shows: ['response upgrade'],
+  },
+  'resp-connection-listed': {
+    reason: 'response headers named in Connection are hop-by-hop',
+    readme: '**Hop-by-hop headers are removed both ways**',
+    shows: ['response x-hop'],
+  },
+  'resp-proxy-authenticate': {
+    reason: 'Proxy-Authenticate is hop-by-hop',
+    readme: '**Hop-by-hop headers are removed both ways**',
+    shows: ['response proxy-authenticate'],
+  },
+  'resp-trailer-header': {
+    reason: 'Trailer is hop-by-hop',
+    readme: '**Hop-by-hop headers are removed both ways**',
+    shows: ['response trailer'],
+  },
+  'req-header-order-case': {
+    reason: "Node's parser lowercases names; Host goes last",
+    readme: '**Request headers reach the upstream as Node parsed them**',
+    shows: ['upstream headers'],
+  },
+  'req-header-duplicates': {
+    reason: "Node's parser folds repeated headers into one line",
+    readme: '**Request headers reach the upstream as Node parsed them**',
+    shows: ['upstream headers'],
+  },
+  'req-header-cookies': {
+    reason: "Node's parser folds cookies into one line (RFC 6265)",
+    readme: '**Request headers reach the upstream as Node parsed them**',
+    shows: ['upstream headers'],
+  },
+  'req-header-user-agent-twice': {
+    reason: "Node's parser drops a second User-Agent",
+    readme: '**Request headers reach the upstream as Node parsed them**',
+    shows: ['upstream headers'],
+  },
+  'post-no-body': {
+    reason: 'a POST without a body goes with Content-Length: 0 (RFC 9110 §8.6)',
+    readme: '**Request framing follows the method**',
+    shows: ['upstream headers', 'upstream body framing'],
+  },
+  'method-mkcol-length-zero': {
+    reason: "a bodiless MKCOL's Content-Length: 0 is not sent on",
+    readme: '**Request framing follows the method**',
+    shows: ['upstream headers', 'upstream body framing'],
+  },
+  'get-length-zero': {
+    reason: "a GET's Content-Length: 0 is not sent on",
+    readme: '**Request framing follows the method**',
+    shows: ['upstream headers', 'upstream body framing'],
+  },
+  'resp-server-date': {
+    reason: "the upstream's Server and Date reach the client; nginx sends its own",
+    readme: "**The upstream's `Server` and `Date` reach the client**",
+    shows: ['response server', 'response date'],
+  },
+  'resp-big-header': {
+    reason: "an upstream header section larger than nginx's buffers passes",
+    readme: '**Upstream responses** with a header section larger than nginx',
+    shows: ['status'],
+  },
+  'resp-garbage': {
+    reason: 'a response that is not HTTP is 502 invalid_header; nginx relays it as HTTP/0.9',
+    readme: '**Upstream responses** with a header section larger than nginx',
+    shows: ['transport', 'status'],
+  },
+  'named-pool-host': {
+    reason: "a named pool sends the server's host:port as Host; nginx sends the upstream block's name",
+    readme: "**A named pool sends the server's `host:port` as Host**",
+    shows: ['upstream headers'],
+  },
+  'return-302-relative-host-without-port': {
+    reason: "a redirect's host and port come from the Host header; nginx uses its listening port",
+    readme: '**Redirects built by rewrite()** take their host and port from the request',
+    shows: ['response location'],
+  },
+  'return-302-double-slash-absolute-off': {
+    reason: 'with absoluteRedirect false a leading // is collapsed, so a capture cannot redirect to another host',
+    readme: '**Redirects built by rewrite()** take their host and port from the request',
+    shows: ['response location'],
+  },
+  'cache-chunked-hit': {
+    reason: 'a HIT carries a Content-Length',
+    readme: '**A HIT has a Content-Length.**',
+    shows: ['response content-length'],
+  },
+  'cache-range-hit-no-accept-ranges': {
+    reason: 'ranges are served from a complete cached entry whatever the upstream advertised (nginx: proxy_force_ranges on)',
+    readme: '**Ranges from the cache whatever the upstream advertised.**',
+    shows: ['status', 'response content-range'],
+  },
+  'cache-host-key': {
+    reason: "the client's Host is in the default cache key",
+    readme: "**The client's Host is in the default cache key**",
+    shows: ['x-cache-status', 'response body', 'upstream requests'],
+  },
+  'cache-stale-if-error': {
+    reason: "stale-if-error covers an upstream's 5xx (RFC 5861)",
+    readme: "**`stale-if-error` covers an upstream's 500, 502, 503 and 504**",
+    shows: ['status', 'x-cache-status'],
+  },
+  'cache-revalidate-merge': {
+    reason: "a revalidation's 304 updates the stored headers (RFC 9111 §4.3.4)",
+    readme: "**A revalidation's 304 updates the stored headers**",
+    shows: ['response x-v'],
+  },
+  'method-unknown': {
+    reason: "Node's HTTP parser answers methods it does not know 400",
+    readme: "**Requests Node's parser refuses** never reach switchyard",
+    shows: ['status', 'upstream requests'],
+  },
+  'req-header-invalid-name': {
+    reason: "Node's HTTP parser answers a header name outside a token 400",
+    readme: "**Requests Node's parser refuses** never reach switchyard",
+    shows: ['status', 'upstream requests'],
+  },
+  'cache-head-no-convert-then-get': {
+    reason: 'with convertHead false each method is its own cache entry',
+    readme: '**With `convertHead: false` each method is its own entry.**',
+    shows: ['x-cache-status', 'response body', 'upstream requests'],
+  },
+  'host-trailing-dot': {
+    reason: "host: 'client' sends the Host as the client sent it (nginx's $http_host)",
+    readme: "`host: 'client'` sends the request's Host, as nginx's `proxy_set_header Host $http_host`",
+    shows: ['upstream headers'],
+  },
+  'host-uppercase': {
+    reason: "host: 'client' sends the Host as the client sent it (nginx's $http_host)",
+    readme: "`host: 'client'` sends the request's Host, as nginx's `proxy_set_header Host $http_host`",
+    shows: ['upstream headers'],
+  },
 };
 
 /**
@@ -113,81 +289,16 @@ export const DEVIATIONS: Readonly<Record<string, Deviation>> = {
  */
 export const KNOWN_FAILING: Readonly<Record<string, Known>> = {
   // fix: proxy_redirect default
-  'redirect-default-named-pool': {
-    item: "decide: a named pool sends the server's host:port as Host (its Location is now rewritten as nginx's proxy_redirect default does)",
-    shows: ['upstream headers'],
-  },
   // fix: absolute-form targets
   // fix: bad Host
   // fix: bodiless requests, transfer codings, TRACE
-  'method-propfind-bodiless': {
-    item: 'fix: a request without a body is sent without one (PROPFIND gets Content-Length: 0)',
-    shows: ['upstream headers', 'upstream body framing'],
-  },
-  'te-identity': { item: 'fix: a body in a coding other than chunked gets 501 (identity: 400 from the parser)', shows: ['status'] },
   // fix: Upgrade on a 426, hidden response headers
-  'resp-x-accel-redirect': {
-    item: 'fix: X-Accel-* from the upstream is hidden (nginx also follows X-Accel-Redirect: an internal redirect, a second upstream request)',
-    shows: ['response x-accel-redirect', 'response body', 'upstream requests'],
-  },
   // fix: rewrite
   // decide
-  'req-header-connection-listed': { item: 'decide: headers named in Connection are removed (nginx forwards them)', shows: ['upstream headers'] },
-  'req-header-proxy-connection': { item: 'decide: Proxy-Connection is removed', shows: ['upstream headers'] },
-  'req-header-proxy-authorization': { item: 'decide: Proxy-Authorization is removed', shows: ['upstream headers'] },
-  'req-header-trailer': { item: 'decide: Trailer is removed', shows: ['upstream headers'] },
-  'resp-upgrade-200': { item: 'decide: Upgrade on a 200 is removed', shows: ['response upgrade'] },
-  'resp-connection-listed': { item: 'decide: response headers named in Connection are removed', shows: ['response x-hop'] },
-  'resp-proxy-authenticate': { item: 'decide: Proxy-Authenticate is removed', shows: ['response proxy-authenticate'] },
-  'resp-trailer-header': { item: 'decide: Trailer is removed from responses', shows: ['response trailer'] },
-  'req-header-order-case': { item: 'decide: header names reach the upstream lowercased, Host last', shows: ['upstream headers'] },
-  'req-header-duplicates': { item: 'decide: repeated request headers are folded', shows: ['upstream headers'] },
-  'req-header-cookies': { item: 'decide: cookies are folded into one line', shows: ['upstream headers'] },
-  'req-header-user-agent-twice': { item: "decide: a second User-Agent is dropped by Node's parser", shows: ['upstream headers'] },
-  'post-no-body': { item: 'decide: a POST without a body gets Content-Length: 0', shows: ['upstream headers', 'upstream body framing'] },
-  'method-mkcol-length-zero': {
-    item: "decide: a bodiless request's Content-Length: 0 is dropped (nginx forwards it)",
-    shows: ['upstream headers', 'upstream body framing'],
-  },
-  'get-length-zero': { item: "decide: a GET's Content-Length: 0 is dropped", shows: ['upstream headers', 'upstream body framing'] },
-  'resp-server-date': { item: "decide: the upstream's Server and Date pass through", shows: ['response server', 'response date'] },
-  'resp-big-header': { item: 'decide: an upstream header larger than nginx buffers passes', shows: ['status'] },
-  'resp-garbage': { item: 'decide: upstream garbage is 502 (nginx relays it as HTTP/0.9)', shows: ['transport', 'status'] },
-  'named-pool-host': { item: "decide: a named pool sends the server's host:port as Host (nginx: $proxy_host, the block's name)", shows: ['upstream headers'] },
-  'return-302-relative-host-without-port': {
-    item: 'decide: redirect host and port come from the Host header (nginx: its listen port)',
-    shows: ['response location'],
-  },
-  'return-302-double-slash-absolute-off': { item: 'decide: absolute_redirect off collapses //evil.example/x', shows: ['response location'] },
-  'cache-chunked-hit': { item: 'decide: a chunked upstream response comes back with Content-Length on a HIT', shows: ['response content-length'] },
-  'cache-range-hit-no-accept-ranges': {
-    item: 'decide: Range on a HIT when the upstream sent no Accept-Ranges (nginx 200)',
-    shows: ['status', 'response content-range'],
-  },
-  'cache-host-key': {
-    item: "decide: the client's Host is in the default key (nginx keys on $proxy_host)",
-    shows: ['x-cache-status', 'response body', 'upstream requests'],
-  },
-  'cache-stale-if-error': { item: 'decide: stale-if-error serves STALE on an upstream 500', shows: ['status', 'x-cache-status'] },
-  'cache-revalidate-merge': { item: 'decide: a 304 revalidation merges its headers into the stored entry', shows: ['response x-v'] },
   // found by this suite, not named in issue 16
   'resp-unknown-transfer-encoding': {
     item: 'found: an upstream response in an unknown transfer coding is relayed (nginx since 1.23: 502, proxy_duplicate_headers.t)',
     shows: ['status'],
   },
-  'method-unknown': {
-    item: "found: a method Node's parser does not know (FOO) is 400 before switchyard sees it; nginx proxies any token",
-    shows: ['status', 'upstream requests'],
-  },
-  'req-header-invalid-name': {
-    item: "found: a header name with a character outside a token (X@A) is 400 from Node's parser; nginx drops the header (ignore_invalid_headers)",
-    shows: ['status', 'upstream requests'],
-  },
-  'cache-head-no-convert-then-get': {
-    item: "found: with convertHead off nginx's default key has no method, so a GET after a HEAD is a HIT with the HEAD's empty body (nginx's docs say to add $request_method to the key); switchyard keys each method",
-    shows: ['x-cache-status', 'response body', 'upstream requests'],
-  },
   'return-200-text': { item: 'found: return 200 "text" adds "; charset=utf-8" to default_type text/plain', shows: ['response content-type'] },
-  'host-trailing-dot': { item: "found: host: 'client' sends the Host as it came (nginx's $host drops a trailing dot)", shows: ['upstream headers'] },
-  'host-uppercase': { item: "found: host: 'client' sends the Host as it came (nginx's $host is lowercase)", shows: ['upstream headers'] },
 };
