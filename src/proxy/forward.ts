@@ -243,6 +243,11 @@ export class Attempt implements SlotAware, WriteErrorOwner {
     }
     // An interim response (103 Early Hints, 102): the final one follows.
     if (status < 200) return true;
+    if (!this.#http2 && unknownTransferCoding(rawHeaders)) {
+      // nginx (1.23+): a Transfer-Encoding other than chunked is an invalid header; the body's end cannot be known.
+      this.#fail('invalid_header', invalidResponseError('upstream sent an unknown Transfer-Encoding'));
+      return false;
+    }
     this.status = status;
     this.#rawHeaders = rawHeaders;
     this.#resume = resume;
@@ -557,6 +562,21 @@ function invalidResponse(err: Error & { code?: string }): boolean {
   if (err.name !== 'HTTPParserError') return false;
   err.code = 'HPE_INVALID_RESPONSE';
   return true;
+}
+
+/** An invalid response's error, labelled as undici's parser errors are (`cause.code` `HPE_INVALID_RESPONSE`). */
+function invalidResponseError(message: string): Error {
+  return Object.assign(new Error(message), { code: 'HPE_INVALID_RESPONSE' });
+}
+
+/** True when an HTTP/1 response has a Transfer-Encoding other than exactly `chunked` (nginx refuses it since 1.23). */
+function unknownTransferCoding(raw: readonly (Buffer | string)[]): boolean {
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length !== 17 || name.toString().toLowerCase() !== 'transfer-encoding') continue;
+    if (raw[i + 1]!.toString().trim().toLowerCase() !== 'chunked') return true;
+  }
+  return false;
 }
 
 /** True for a response announcing trailers: a `Trailer` header, or gRPC's content type (gRPC ends every response with them). */

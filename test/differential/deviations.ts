@@ -296,9 +296,5 @@ export const KNOWN_FAILING: Readonly<Record<string, Known>> = {
   // fix: rewrite
   // decide
   // found by this suite, not named in issue 16
-  'resp-unknown-transfer-encoding': {
-    item: 'found: an upstream response in an unknown transfer coding is relayed (nginx since 1.23: 502, proxy_duplicate_headers.t)',
-    shows: ['status'],
-  },
   'return-200-text': { item: 'found: return 200 "text" adds "; charset=utf-8" to default_type text/plain', shows: ['response content-type'] },
 };
