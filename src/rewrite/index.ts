@@ -169,7 +169,8 @@ export function rewrite(rules: readonly RewriteRule[], options: RewriteOptions =
   return function rewrite(req: IncomingMessage, res: ServerResponse, next: Next): void {
     const ex = exchange(req);
     if (!ex.uriValid) {
-      next(new BadRequestError('Malformed request target'));
+      // A request the exchange refuses whatever its path (TRACE 405, a bad or repeated Host 400) gets its own error.
+      next(ex.refusal ?? new BadRequestError('Malformed request target'));
       return;
     }
     const server = chooseServer(servers, ex);
