@@ -254,7 +254,8 @@ function respond(req: IncomingMessage, res: ServerResponse, next: Next, reply: R
     return;
   }
   const body = reply.text ?? (reply.location !== undefined ? `${reply.status} ${STATUS_CODES[reply.status] ?? ''}\n` : '');
-  const headers: Record<string, string | number> = { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) };
+  // nginx's default_type, without a charset (nginx adds one only with its charset directive)
+  const headers: Record<string, string | number> = { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) };
   if (reply.location !== undefined) headers.location = reply.location;
   writeHead(res, reply.status, headers);
   res.end(req.method === 'HEAD' ? undefined : body);

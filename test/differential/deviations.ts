@@ -296,5 +296,4 @@ export const KNOWN_FAILING: Readonly<Record<string, Known>> = {
   // fix: rewrite
   // decide
   // found by this suite, not named in issue 16
-  'return-200-text': { item: 'found: return 200 "text" adds "; charset=utf-8" to default_type text/plain', shows: ['response content-type'] },
 };
