@@ -162,12 +162,7 @@ test('allowedHosts: the names listed (and under a .domain) are allowed, others a
     const r = await call(a, { method: 'PATCH', headers: { host }, json: { weight: 3 } });
     assert.equal(r.status, 200, `${host}: ${r.text}`);
   }
-  for (const host of [
-    'attacker.example',
-    'gateway.internal.attacker.example',
-    'evilops.example',
-    'internal',
-  ]) {
+  for (const host of ['attacker.example', 'gateway.internal.attacker.example', 'evilops.example', 'internal']) {
     const r = await call(a, { method: 'PATCH', headers: { host }, json: { weight: 4 } });
     assert.equal(r.status, 403, `${JSON.stringify(host)}: ${r.text}`);
   }
