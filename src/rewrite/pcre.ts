@@ -24,6 +24,22 @@ export class PcreSyntaxError extends Error {
   override name = 'PcreSyntaxError';
 }
 
+/**
+ * Whether this Node's regular expressions have modifier groups (`(?i:…)`, `(?-i:…)`): V8 12.5 and
+ * later, so Node 24 but not Node 22. Without them, a change of case sensitivity inside a pattern
+ * cannot be translated and is refused. @internal
+ */
+export const REGEXP_MODIFIERS = ((): boolean => {
+  try {
+    // built at run time (a literal would not even parse on Node 22)
+    const source = '(?i:a)';
+    new RegExp(source);
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
 /** The translation: a JavaScript source and its flags (`i`, `u`). @internal */
 export interface Translated {
   source: string;
@@ -161,6 +177,8 @@ class Translator {
       for (const f of letters) {
         if (f === 'i') {
           if (leading) this.caseless = value;
+          else if (!REGEXP_MODIFIERS)
+            throw new PcreSyntaxError(`"${text}" inside the pattern (a change of case sensitivity there needs JavaScript's modifier groups: Node 24)`);
           else js += value ? 'i' : '-i';
         } else if (f === 's') this.mode = { ...this.mode, dotall: value };
         else if (f === 'm') this.mode = { ...this.mode, multiline: value };

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { fromNginx, rewrite } from '../../src/index.ts';
 import { compileRegex } from '../../src/rewrite/conditions.ts';
+import { REGEXP_MODIFIERS } from '../../src/rewrite/pcre.ts';
 import { rewriteGateway } from './support.ts';
 
 /** [pattern, caseless, subjects it matches, subjects it does not]. */
@@ -62,8 +63,16 @@ const MATCHES: Array<[string, boolean, string[], string[]]> = [
   ['^/a*?b+?$', false, ['/aab'], []],
 ];
 
+/** A change of case sensitivity after the start of the pattern: JavaScript's modifier groups, which Node 22 lacks. */
+const MID_CASE = /.(\(\?-?i\)|\(\?-?i:)/;
+
 for (const [pattern, caseless, yes, no] of MATCHES) {
   test(`PCRE ${pattern}${caseless ? ' (caseless)' : ''} matches as in nginx`, () => {
+    if (!REGEXP_MODIFIERS && MID_CASE.test(pattern)) {
+      // refused at load, never read as something else
+      assert.throws(() => compileRegex(pattern, caseless, 'regex'), /modifier groups: Node 24/);
+      return;
+    }
     const re = compileRegex(pattern, caseless, 'regex');
     for (const s of yes) assert.ok(re.test(s), `${JSON.stringify(s)} should match ${re}`);
     for (const s of no) assert.ok(!re.test(s), `${JSON.stringify(s)} should not match ${re}`);
@@ -154,7 +163,7 @@ test('translated PCRE works through fromNginx end to end', async (t) => {
     t,
     fromNginx(`
       server {
-        server_name "~^(?i)(?<sub>[[:alpha:]]+)\\.example$";
+        server_name "~(?i)^(?<sub>[[:alpha:]]+)\\.example$";
         location ~ "^/\\Q$(x)\\E/(?<w>\\p{L}+)$" { rewrite ^ /letters/$w/$sub break; }
         location ~* "(?-i)^/Case$" { return 200 "exact case"; }
         if ($http_x_name ~ "(?i)^\\QA.B\\E$") { return 200 "header"; }
