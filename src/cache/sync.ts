@@ -15,6 +15,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { InvalidOptionError } from '../core/errors.ts';
 import { type CacheStore, decodeEntry, encodeEntry } from '../store/index.ts';
 import { isSyncHandle, type SyncHandle, type SyncInternals, syncInternals } from '../sync/index.ts';
+import { parseJsonObject } from '../sync/transport.ts';
 import type { Written } from './entry.ts';
 import type { Fill, FillTable } from './lock.ts';
 import { type Purger, removeFrom } from './purge.ts';
@@ -70,15 +71,8 @@ interface RemoteFill {
 type Message = { o: string; t: 'done'; k: string; a: number; e?: unknown[] | undefined } | { o: string; t: 'purge'; k: string; p: boolean };
 
 function parse(text: string): Message | undefined {
-  let m: unknown;
-  try {
-    m = JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-  if (m === null || typeof m !== 'object') return undefined;
-  const r = m as Record<string, unknown>;
-  if (typeof r.o !== 'string' || typeof r.k !== 'string') return undefined;
+  const r = parseJsonObject(text);
+  if (r === undefined || typeof r.o !== 'string' || typeof r.k !== 'string') return undefined;
   if (r.t === 'purge' && typeof r.p === 'boolean') return { o: r.o, t: 'purge', k: r.k, p: r.p };
   if (r.t !== 'done' || typeof r.a !== 'number' || !Number.isFinite(r.a) || r.a < 0) return undefined;
   if (r.e !== undefined && !(Array.isArray(r.e) && r.e.length <= MAX_WRITES)) return undefined;

@@ -5,6 +5,7 @@
 // without sync; nothing here is on the request path.
 import type { TimerClock } from '../core/clock.ts';
 import { type Lease, type SyncHandle, type SyncInternals, syncInternals, type Transport, type VersionedEntry } from '../sync/index.ts';
+import { parseJsonObject } from '../sync/transport.ts';
 
 /** How widely a check's probes are shared: see {@link HealthCheckOptions.shared}. @internal */
 export type HealthScope = 'host' | 'cluster' | 'each';
@@ -56,14 +57,8 @@ const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isS
 
 /** A verdict from a stored or published record, or `undefined` when it is not one (what Redis holds is read as hostile). */
 function parseVerdict(value: string): SharedVerdict | undefined {
-  let d: Record<string, unknown>;
-  try {
-    const parsed: unknown = JSON.parse(value);
-    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) return undefined;
-    d = parsed as Record<string, unknown>;
-  } catch {
-    return undefined;
-  }
+  const d = parseJsonObject(value);
+  if (d === undefined) return undefined;
   if (typeof d.url !== 'string' || typeof d.passed !== 'boolean' || typeof d.healthy !== 'boolean' || typeof d.pending !== 'boolean') return undefined;
   if (!isCount(d.passesInARow) || !isCount(d.failsInARow) || typeof d.at !== 'number' || !Number.isFinite(d.at)) return undefined;
   const status = isCount(d.status) && d.status <= 999 ? d.status : undefined;

@@ -12,6 +12,7 @@ import type { CacheCounter, CacheMiddleware, CacheStats, CacheWriteCounter } fro
 import type { PoolStats, UpstreamPool } from '../pool/index.ts';
 import { RESPONSE_TIME_BUCKETS, type ResponseCounters, type ServerState, type ServerStats } from '../pool/peer.ts';
 import { type InstanceReport, type SyncHandle, type SyncInternals, syncInternals } from '../sync/index.ts';
+import { parseJson } from '../sync/transport.ts';
 
 /** What a monitor counts of its gateway's server, as its instance's `monitor` section carries it. */
 export interface GatewayFigures {
@@ -166,7 +167,7 @@ export class ClusterView {
   #heardReport(message: string): void {
     const sync = this.#sync;
     if (sync === undefined) return;
-    const report = parse(message);
+    const report = parseJson(message);
     const name = (report as { instance?: unknown } | null)?.instance;
     if (typeof name !== 'string') return;
     const at = sync.clock.now();
@@ -180,7 +181,7 @@ export class ClusterView {
   }
 
   #heardReset(message: string): void {
-    const m = parse(message);
+    const m = parseJson(message);
     if (!isRecord(m) || m.origin === this.#id) return;
     const kind = m.kind;
     if (kind === 'connections' || kind === 'requests') this.#sources.reset({ kind });
@@ -364,15 +365,6 @@ export function gatewayTotals(figures: readonly InstanceFigures[]): Omit<Gateway
 
 const BUCKET_KEYS = [...RESPONSE_TIME_BUCKETS.map(String), 'inf'];
 const STATES: readonly ServerState[] = ['up', 'draining', 'down', 'unavail', 'checking', 'unhealthy'];
-
-/** A message's JSON, or undefined when it is not JSON. */
-function parse(message: string): unknown {
-  try {
-    return JSON.parse(message);
-  } catch {
-    return undefined;
-  }
-}
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return value !== null && typeof value === 'object' && !Array.isArray(value);

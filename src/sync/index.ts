@@ -13,7 +13,7 @@ import { durationOption, objectOption, stringOption } from '../core/options.ts';
 import { ConfigReplica, type ConfigReplicaOptions } from './config.ts';
 import { Lease } from './lease.ts';
 import { type RedisClientLike, type RedisClusterLike, type RedisSentinelLike, RedisTransport } from './redis.ts';
-import type { Transport } from './transport.ts';
+import { parseJsonObject, type Transport } from './transport.ts';
 
 export type { ServerChange, ServerFields } from './config.ts';
 export { ConfigReplica } from './config.ts';
@@ -431,14 +431,8 @@ function nameOf(message: string): string | undefined {
 
 /** The report a message holds, checked (the engine is shared: anything may arrive); `undefined` when it holds none. */
 function reportOf(message: string): InstanceReport | undefined {
-  let report: unknown;
-  try {
-    report = JSON.parse(message);
-  } catch {
-    return undefined;
-  }
-  if (report === null || typeof report !== 'object') return undefined;
-  const r = report as Partial<InstanceReport>;
+  const r = parseJsonObject(message) as Partial<InstanceReport> | undefined;
+  if (r === undefined) return undefined;
   if (typeof r.instance !== 'string' || r.instance.length > 200) return undefined;
   if (typeof r.host !== 'string' || typeof r.pid !== 'number' || r.sections === null || typeof r.sections !== 'object' || Array.isArray(r.sections))
     return undefined;

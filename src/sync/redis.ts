@@ -25,7 +25,7 @@ import {
   StandaloneEngine,
   timed,
 } from './redis-clients.ts';
-import { checkIncrement, type Transport, type VersionedEntry } from './transport.ts';
+import { checkIncrement, parseJson, type Transport, type VersionedEntry } from './transport.ts';
 
 export type { RedisClientLike, RedisClusterLike, RedisSentinelLike } from './redis-clients.ts';
 
@@ -113,16 +113,6 @@ function toEntry(key: unknown, data: unknown): VersionedEntry | undefined {
   if (typeof d.version !== 'number' || !Number.isSafeInteger(d.version) || d.version < 1) return undefined;
   if (typeof d.origin !== 'string' || typeof d.value !== 'string') return undefined;
   return { key, version: d.version, origin: d.origin, value: d.value };
-}
-
-/** JSON.parse that yields `undefined` instead of throwing. */
-function parseJson(text: unknown): unknown {
-  if (typeof text !== 'string') return undefined;
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
-  }
 }
 
 function positive(option: string, value: number | undefined, fallback: number): number {

@@ -357,3 +357,19 @@ function join<T>(map: Map<string, Set<(value: T) => void>>, name: string, handle
     if (handlers.size === 0 && map.get(name) === handlers) map.delete(name);
   };
 }
+
+/** A message or stored text read as JSON: `undefined` instead of an exception when it is not JSON (what the store holds is hostile). @internal */
+export function parseJson(text: unknown): unknown {
+  if (typeof text !== 'string') return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** A text that holds a JSON object (not null, not an array), or `undefined`. @internal */
+export function parseJsonObject(text: unknown): Record<string, unknown> | undefined {
+  const value = parseJson(text);
+  return value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
+}
