@@ -115,7 +115,8 @@ export const DEVIATIONS: Readonly<Record<string, Deviation>> = {
     shows: ['upstream headers', 'upstream body framing'],
   },
   'te-identity': {
-    reason: "Node's HTTP parser answers Transfer-Encoding: identity 400 before switchyard sees it (nginx: 501)",
+    reason:
+      "Node's HTTP parser answers a request with both Transfer-Encoding and Content-Length 400 before switchyard sees it (nginx: 501 for a coding other than chunked); without Content-Length switchyard answers 501 as nginx (te-identity-unframed)",
     readme: '**`Transfer-Encoding: identity`**',
     shows: ['status'],
   },

@@ -80,6 +80,11 @@ export const PROXY_CASES: Case[] = [
     steps: [{ request: req('POST /te', { 'Transfer-Encoding': 'identity', 'Content-Length': '3' }, 'abc') }],
   },
   {
+    id: 'te-identity-unframed',
+    from: 'issue 16: a body in a coding other than chunked gets 501 (no Content-Length, so Node hands it on)',
+    steps: [{ request: req('POST /te', { 'Transfer-Encoding': 'identity' }, 'abc') }],
+  },
+  {
     id: 'te-and-length',
     from: 'proxy_duplicate_headers.t (request side)',
     steps: [{ request: req('POST /te', { 'Transfer-Encoding': 'chunked', 'Content-Length': '3' }, '3\r\nabc\r\n0\r\n\r\n') }],
