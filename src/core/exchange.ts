@@ -89,6 +89,21 @@ export interface Exchange {
   readonly upstreamAddr: string[];
   /** Each attempt's status (nginx `$upstream_status`; 502 or 504 for failed attempts). */
   readonly upstreamStatus: number[];
+  /**
+   * Each attempt's time to its connection, in ms with three decimals' precision as measured (nginx
+   * `$upstream_connect_time`): 0 for a kept-alive connection; -1 for an attempt that never connected.
+   * Written by balance() from the same `performance.now()` readings the pool's statistics take.
+   */
+  readonly upstreamConnectTime: number[];
+  /** Each attempt's time to its response header, in ms (nginx `$upstream_header_time`); -1 when none came. */
+  readonly upstreamHeaderTime: number[];
+  /** Each attempt's time to the end of its response (or its failure), in ms (nginx `$upstream_response_time`). */
+  readonly upstreamResponseTime: number[];
+  /**
+   * The request's id (nginx `$request_id`): 32 lowercase hex characters made on first use, or an
+   * incoming id that requestId() was told to trust.
+   */
+  requestId: string | undefined;
   /** The server that produced the response, once one did. */
   server: ExchangeServer | undefined;
   /** Why balance() gave up without a response (`error` also covers "no server available"). */
@@ -297,6 +312,10 @@ function createExchange(req: IncomingMessage): Exchange {
     parsedBody: undefined,
     upstreamAddr: [],
     upstreamStatus: [],
+    upstreamConnectTime: [],
+    upstreamHeaderTime: [],
+    upstreamResponseTime: [],
+    requestId: undefined,
     server: undefined,
     upstreamFailure: undefined,
     detached: false,

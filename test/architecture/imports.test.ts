@@ -25,7 +25,7 @@ const LAYERS: ReadonlyArray<{ name: string; folders: readonly string[] }> = [
   { name: 'sync', folders: ['sync'] },
   { name: 'state', folders: ['store', 'pool'] },
   { name: 'proxy', folders: ['proxy'] },
-  { name: 'factories', folders: ['rewrite', 'cache', 'sticky', 'balance', 'health', 'monitor'] },
+  { name: 'factories', folders: ['rewrite', 'cache', 'sticky', 'balance', 'health', 'monitor', 'shape', 'log', 'limit', 'stream'] },
   { name: 'entry points', folders: ['adapters', 'index'] },
 ];
 
