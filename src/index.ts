@@ -100,6 +100,7 @@ export {
   BodyConsumedError,
   CacheStoreError,
   GatewayTimeoutError,
+  HookError,
   InvalidOptionError,
   MethodNotAllowedError,
   NoServerAvailableError,
@@ -108,6 +109,7 @@ export {
   RewriteEmptyError,
   ServerNotFoundError,
   SwitchyardError,
+  UnknownPoolError,
   UnsupportedTransferCodingError,
 } from './core/errors.ts';
 export type { CacheStoreFailure, CacheStoreOperation, SwitchyardErrorOptions } from './core/errors.ts';

@@ -158,6 +158,32 @@ export class UnsupportedTransferCodingError extends SwitchyardError {
 }
 
 /**
+ * A request or response hook of balance() (`onRequest`, `onResponse`) threw or rejected, or asked
+ * for something that would break the message: setting or removing a framing or hop-by-hop header
+ * (Content-Length, Transfer-Encoding, Connection, ...), an invalid header name or value, a status
+ * out of range. A hook's own {@link SwitchyardError} is passed on as it is; anything else it throws
+ * becomes this error, with what it threw as `cause`. Status 500: the gateway's code failed, not the
+ * client. Default message `A balance() hook failed`.
+ * @example
+ * ```ts
+ * if (err.code === 'SWY_ERR_HOOK') console.error('hook failed:', err.message, err.cause);
+ * ```
+ */
+export class HookError extends fixedError('SWY_ERR_HOOK', 500, 'A balance() hook failed') {}
+
+/**
+ * balance()'s pool selector (`balance((req, ex) => ...)`, nginx's `map` into `proxy_pass
+ * http://$upstream`) returned neither a pool nor the name of one of its `pools`, or threw (the error
+ * is the `cause`). Status 502, as nginx answers a `proxy_pass` whose upstream name it cannot resolve.
+ * The message names what the selector returned, cut short. Default message `No such pool`.
+ * @example
+ * ```ts
+ * if (err.code === 'SWY_ERR_UNKNOWN_POOL') console.warn(err.message); // 'Pool selector returned "beta", which names no pool'
+ * ```
+ */
+export class UnknownPoolError extends fixedError('SWY_ERR_UNKNOWN_POOL', 502, 'No such pool') {}
+
+/**
  * Thrown synchronously by factories and pool methods when an option is invalid.
  * A `TypeError` that names the option path and what was expected.
  * @example

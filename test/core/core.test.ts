@@ -9,11 +9,13 @@ import {
   createPool,
   exchange,
   GatewayTimeoutError,
+  HookError,
   InvalidOptionError,
   NoServerAvailableError,
   parseDuration,
   respondWithError,
   SwitchyardError,
+  UnknownPoolError,
 } from '../../src/index.ts';
 import { normalizePath, originForm } from '../../src/core/exchange.ts';
 import { RawClient } from '../balance/support.ts';
@@ -122,6 +124,8 @@ test('errors carry a stable code, an HTTP status and the cause', () => {
     [new BadGatewayError('x', { cause }), 'SWY_ERR_BAD_GATEWAY', 502],
     [new GatewayTimeoutError('x', { cause }), 'SWY_ERR_GATEWAY_TIMEOUT', 504],
     [new NoServerAvailableError('app', 503, { cause }), 'SWY_ERR_NO_SERVER', 503],
+    [new HookError('x', { cause }), 'SWY_ERR_HOOK', 500],
+    [new UnknownPoolError('x', { cause }), 'SWY_ERR_UNKNOWN_POOL', 502],
   ];
   for (const [err, code, status] of table) {
     assert.ok(err instanceof SwitchyardError);
