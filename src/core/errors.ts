@@ -252,6 +252,45 @@ export class ReturnStatusError extends SwitchyardError {
 }
 
 /**
+ * limitRequests() rejected the request: its key's excess over the zone's rate is above `burst`
+ * (nginx `limit_req`, "limiting requests"). Code `SWY_ERR_RATE_LIMITED`; the status is the
+ * middleware's `status` option (503 by default, as nginx's `limit_req_status`; 429 is the common choice).
+ * @example
+ * ```ts
+ * app.use((err, req, res, next) => {
+ *   if (err instanceof RateLimitedError) res.status(err.statusCode).set('Retry-After', '1').end();
+ *   else next(err);
+ * });
+ * ```
+ */
+export class RateLimitedError extends SwitchyardError {
+  /** The name of the zone whose limit was exceeded. */
+  readonly zone: string;
+  constructor(zone: string, statusCode = 503, options?: SwitchyardErrorOptions) {
+    super('SWY_ERR_RATE_LIMITED', statusCode, `Too many requests (zone "${zone}")`, options);
+    this.zone = zone;
+  }
+}
+
+/**
+ * limitConnections() rejected the request: its key already has `max` requests in progress (nginx
+ * `limit_conn`, "limiting connections"). Code `SWY_ERR_CONNECTION_LIMITED`; the status is the
+ * middleware's `status` option (503 by default, as nginx's `limit_conn_status`).
+ * @example
+ * ```ts
+ * if (err.code === 'SWY_ERR_CONNECTION_LIMITED') metrics.increment(`limit_conn.${err.zone}`);
+ * ```
+ */
+export class ConnectionLimitedError extends SwitchyardError {
+  /** The name of the zone whose limit was reached. */
+  readonly zone: string;
+  constructor(zone: string, statusCode = 503, options?: SwitchyardErrorOptions) {
+    super('SWY_ERR_CONNECTION_LIMITED', statusCode, `Too many requests in progress (zone "${zone}")`, options);
+    this.zone = zone;
+  }
+}
+
+/**
  * A pool operation named a server that does not exist, or added one whose id is taken.
  * @example
  * ```ts
