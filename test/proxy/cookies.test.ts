@@ -6,7 +6,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { IncomingMessage } from 'node:http';
 import fc from 'fast-check';
-import { exchange, InvalidOptionError } from '../../src/index.ts';
+import { InvalidOptionError } from '../../src/core/errors.ts';
+import { exchange } from '../../src/core/exchange.ts';
 import { cookieRules, rewriteSetCookie, type CookieOptions, type CookieRules } from '../../src/proxy/cookies.ts';
 
 function fakeRequest(headers: Record<string, string> = { host: 'localhost' }): IncomingMessage {
