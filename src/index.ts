@@ -69,6 +69,8 @@ export type {
   StoreOption,
 } from './store/index.ts';
 export type { IgnorableHeader, ValidCodes, ValidOption, ValidRule } from './cache/policy.ts';
+export { DEFAULT_LIMIT_MAX_KEYS, DEFAULT_LIMIT_REQ_ZONE, DEFAULT_LIMIT_STATUS, limitRequests } from './limit/index.ts';
+export type { LimitClock, LimitKey, LimitRequestsMiddleware, LimitRequestsOptions, LimitRequestsStats, Rate, RequestLimit } from './limit/index.ts';
 export { sticky } from './sticky/index.ts';
 export type {
   LearnCreateSource,

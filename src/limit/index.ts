@@ -1,0 +1,16 @@
+// Rate and connection limiting (issue 18): limitRequests() is nginx's limit_req, limitConnections()
+// its limit_conn, with nginx's arithmetic; zone.ts holds the per-key states, delay.ts the delayed
+// requests.
+export {
+  DEFAULT_LIMIT_MAX_KEYS,
+  DEFAULT_LIMIT_REQ_ZONE,
+  DEFAULT_LIMIT_STATUS,
+  type LimitClock,
+  type LimitKey,
+  type LimitRequestsMiddleware,
+  type LimitRequestsOptions,
+  type LimitRequestsStats,
+  limitRequests,
+  type Rate,
+  type RequestLimit,
+} from './requests.ts';

@@ -1,0 +1,346 @@
+// limitRequests(): nginx's limit_req. Each limit is a zone (a key, a rate, a table of states) with
+// its own burst and delay; a request is checked against every limit of the middleware as nginx
+// checks the limit_req directives of a location: each zone is looked up in order, only the last one
+// accounted at once, the others held; a rejection lets the held ones go unaccounted (a rejected
+// request counts nowhere); otherwise they are accounted and the longest delay of all applies.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Middleware, Next } from '../core/chain.ts';
+import { InvalidOptionError, RateLimitedError } from '../core/errors.ts';
+import { type Exchange, exchange } from '../core/exchange.ts';
+import { booleanOption, integerOption, objectOption, optionPath, stringOption } from '../core/options.ts';
+import { compileTemplate } from '../core/variables.ts';
+import { DelayQueue, type LimitClock, realLimitClock } from './delay.ts';
+import { LOOKUP, parseRate, type Rate, RequestZone } from './zone.ts';
+
+export type { Rate } from './zone.ts';
+export type { LimitClock } from './delay.ts';
+
+/** Default {@link LimitRequestsOptions.status} and {@link LimitConnectionsOptions.status}: nginx's `limit_req_status` and `limit_conn_status`. */
+export const DEFAULT_LIMIT_STATUS = 503;
+/** Default {@link RequestLimit.maxKeys}: about the states of nginx's 10 MB zone (8,000 to 16,000 per MB). */
+export const DEFAULT_LIMIT_MAX_KEYS = 100_000;
+/** Default {@link RequestLimit.name} of a middleware's first limit (the others get `_2`, `_3`...). */
+export const DEFAULT_LIMIT_REQ_ZONE = 'limit_req';
+
+/**
+ * What a limit is keyed by: a string with nginx variables (`'$remote_addr'`, `'$http_x_api_key'`,
+ * `'$remote_addr$uri'`), or a function of the request. A request whose key is empty is not limited
+ * by it (nor is one whose key is longer than 65,535 characters, as nginx).
+ */
+export type LimitKey = string | ((req: IncomingMessage, ex: Exchange) => string);
+
+/**
+ * One limit: a zone of states per key, draining at `rate` (nginx `limit_req_zone key zone=name
+ * rate=`), and how much it lets above the rate (`limit_req zone=name burst= nodelay|delay=`).
+ *
+ * @example
+ * ```ts
+ * const perIp: RequestLimit = { key: '$remote_addr', rate: '10r/s', burst: 20, nodelay: true, name: 'per_ip' };
+ * ```
+ */
+export interface RequestLimit {
+  /** What requests are counted by (nginx `limit_req_zone`'s key). */
+  key: LimitKey;
+  /** The rate the excess drains at, `'<n>r/s'` or `'<n>r/m'` (nginx `rate=`; per minute is kept in integer milli-requests per second, as nginx: `'1r/m'` is 0.016 r/s). */
+  rate: Rate;
+  /** Requests a key may have above the rate before further ones are rejected (nginx `burst=`). @default 0 */
+  burst?: number | undefined;
+  /** Requests above the rate pass at once, up to `burst`, instead of being delayed (nginx `nodelay`). @default false */
+  nodelay?: boolean | undefined;
+  /** Requests above the rate that pass at once before the next ones are delayed (nginx `delay=`). @default 0 */
+  delay?: number | undefined;
+  /** The zone's name, in errors, `monitor()` and the keys shared through `sync`. @default 'limit_req' (the second limit of a middleware 'limit_req_2'...) */
+  name?: string | undefined;
+  /**
+   * The most keys the zone keeps states for (nginx: the zone's size). A new key takes the place of
+   * one idle for a minute and drained, else of the least recently used; when every state is in
+   * use, the request is rejected, as nginx does with a full zone.
+   * @default 100000
+   */
+  maxKeys?: number | undefined;
+}
+
+/**
+ * Options of {@link limitRequests}: one limit's fields, or `limits`, several that all apply to each
+ * request (the strictest wins, as several `limit_req` directives in one nginx location).
+ *
+ * @example
+ * ```ts
+ * const options: LimitRequestsOptions = { key: '$remote_addr', rate: '10r/s', burst: 5, status: 429 };
+ * ```
+ */
+export interface LimitRequestsOptions extends Partial<RequestLimit> {
+  /** Several limits, each checked for every request: a rejection by any rejects it; the longest delay applies. Instead of the fields of one. */
+  limits?: readonly RequestLimit[] | undefined;
+  /** Status of a rejected request's {@link RateLimitedError} (nginx `limit_req_status`); 429 Too Many Requests is the common choice. @default 503 */
+  status?: number | undefined;
+  /** Decide and count, but let every request through at once (nginx `limit_req_dry_run`); `$limit_req_status` says `*_DRY_RUN`. @default false */
+  dryRun?: boolean | undefined;
+  /** Time and timers. @default `performance.now()` and the real (unref'd) timers */
+  clock?: LimitClock | undefined;
+}
+
+/** Counters of one zone of {@link limitRequests} (NGINX Plus `/api/9/http/limit_reqs/{zone}`). */
+export interface LimitRequestsStats {
+  /** Requests neither delayed nor rejected by the zone. */
+  passed: number;
+  /** Requests delayed. */
+  delayed: number;
+  /** Requests rejected. */
+  rejected: number;
+  /** Requests that would have been delayed, with `dryRun`. */
+  delayedDryRun: number;
+  /** Requests that would have been rejected, with `dryRun`. */
+  rejectedDryRun: number;
+}
+
+/**
+ * The middleware {@link limitRequests} returns, with the counters `monitor({ limits })` reads.
+ *
+ * @example
+ * ```ts
+ * const limit = limitRequests({ key: '$remote_addr', rate: '10r/s', name: 'per_ip' });
+ * setInterval(() => console.log(limit.stats().per_ip?.rejected), 10_000).unref();
+ * ```
+ */
+export interface LimitRequestsMiddleware extends Middleware {
+  /** Marks a limitRequests() middleware (monitor() tells the kinds apart by it). */
+  readonly kind: 'limit_req';
+  /** The names of its zones, in the order they are checked. */
+  readonly zones: readonly string[];
+  /** The counters of each zone, by name. */
+  stats(): Record<string, LimitRequestsStats>;
+  /** Sets the counters of `zone` (of every zone when none is named) back to zero. */
+  resetStats(zone?: string): void;
+  /** Requests waiting for their delay now. */
+  readonly waiting: number;
+}
+
+const LIMIT_FIELDS = ['key', 'rate', 'burst', 'nodelay', 'delay', 'name', 'maxKeys'] as const satisfies ReadonlyArray<keyof RequestLimit>;
+const OPTIONS = [...LIMIT_FIELDS, 'limits', 'status', 'dryRun', 'clock'] as const satisfies ReadonlyArray<keyof LimitRequestsOptions>;
+
+/** The longest burst or delay, in requests: its milli-requests stay safe integers. */
+const MAX_BURST = 1_000_000_000;
+
+/** A limit checked: its zone, and burst and delay in milli-requests (nginx's `limit->burst`, `limit->delay`). */
+interface Limit {
+  readonly zone: RequestZone;
+  readonly key: (req: IncomingMessage, ex: Exchange) => string;
+  readonly burst: number;
+  readonly delay: number;
+  readonly stats: LimitRequestsStats;
+}
+
+/** `$limit_req_status` values, ranked: of two middlewares', the exchange keeps the stricter. */
+const RANK: Record<string, number> = { PASSED: 0, DELAYED_DRY_RUN: 1, DELAYED: 2, REJECTED_DRY_RUN: 3, REJECTED: 4 };
+
+/** Records `status` on the exchange unless a stricter one is there (another limitRequests() before this one). @internal */
+export function recordStatus(ex: Exchange, kind: 'req' | 'conn', status: string): void {
+  const limits = (ex.limitStatus ??= {});
+  const was = limits[kind];
+  if (was === undefined || RANK[status]! > RANK[was]!) limits[kind] = status;
+}
+
+/** A key option compiled: a template, or the user's function with what it returns made a string. @internal */
+export function keyOption(value: unknown, path: string): (req: IncomingMessage, ex: Exchange) => string {
+  if (typeof value === 'function') {
+    const fn = value as (req: IncomingMessage, ex: Exchange) => unknown;
+    return (req, ex) => {
+      const key = fn(req, ex);
+      return typeof key === 'string' ? key : key === undefined || key === null ? '' : String(key);
+    };
+  }
+  if (typeof value !== 'string') throw new InvalidOptionError(path, "nginx variables such as '$remote_addr', or a function (req, ex) => string", value);
+  const template = compileTemplate(value, path);
+  return (_req, ex) => template(ex);
+}
+
+/** A zone name: non-empty, no `/` (it is a path segment of the monitor's API). @internal */
+export function zoneName(value: unknown, path: string, fallback: string): string {
+  return stringOption(value, path, fallback, { pattern: /^[^/\s]+$/, expected: 'a non-empty name without "/" or spaces' });
+}
+
+/** The status option of both limits: 400 to 599, as nginx's `limit_req_status` and `limit_conn_status`. @internal */
+export function statusOption(value: unknown): number {
+  return integerOption(value, 'status', DEFAULT_LIMIT_STATUS, { min: 400, max: 599 });
+}
+
+/** The clock option of both limits. @internal */
+export function clockOption(value: unknown): LimitClock {
+  if (value === undefined) return realLimitClock;
+  const c = value as Partial<LimitClock> | null;
+  if (c === null || typeof c !== 'object' || typeof c.now !== 'function' || typeof c.setTimeout !== 'function' || typeof c.clearTimeout !== 'function')
+    throw new InvalidOptionError('clock', 'an object with now, setTimeout and clearTimeout', value);
+  return c as LimitClock;
+}
+
+function limitOption(path: string, index: number, fields: Record<string, unknown>): Limit {
+  const at = (key: string): string => optionPath(path, key);
+  if (fields.key === undefined) throw new InvalidOptionError(at('key'), "nginx variables such as '$remote_addr', or a function", undefined);
+  const key = keyOption(fields.key, at('key'));
+  const rate = parseRate(fields.rate, at('rate'));
+  const burst = integerOption(fields.burst, at('burst'), 0, { max: MAX_BURST });
+  const nodelay = booleanOption(fields.nodelay, at('nodelay'), false);
+  if (nodelay && fields.delay !== undefined)
+    throw new InvalidOptionError(at('delay'), '', fields.delay, `Invalid option "${at('delay')}": give either "nodelay" or "delay", not both`);
+  const delay = integerOption(fields.delay, at('delay'), 0, { max: MAX_BURST });
+  const name = zoneName(fields.name, at('name'), index === 0 ? DEFAULT_LIMIT_REQ_ZONE : `${DEFAULT_LIMIT_REQ_ZONE}_${index + 1}`);
+  const maxKeys = integerOption(fields.maxKeys, at('maxKeys'), DEFAULT_LIMIT_MAX_KEYS, { min: 1, max: 100_000_000 });
+  return {
+    zone: new RequestZone(name, rate, maxKeys),
+    key,
+    burst: burst * 1000,
+    // nginx's nodelay: a threshold no excess reaches.
+    delay: nodelay ? Number.MAX_SAFE_INTEGER : delay * 1000,
+    stats: zeroStats(),
+  };
+}
+
+function zeroStats(): LimitRequestsStats {
+  return { passed: 0, delayed: 0, rejected: 0, delayedDryRun: 0, rejectedDryRun: 0 };
+}
+
+/**
+ * Limits the rate of requests per key, as nginx's `limit_req`: a leaky bucket per key that drains
+ * at `rate`; a request above the rate waits until the bucket has drained enough for it (or passes
+ * at once, with `nodelay`, or within `delay`), and one more than `burst` above it is rejected with a
+ * {@link RateLimitedError} (status 503, or `status`) through `next(err)`. Rejected requests are not
+ * counted. The arithmetic is nginx's, in milli-requests, so the same requests pass, wait and fail.
+ * Mount one middleware on several routes to share its zones between them, as nginx's zones are.
+ * `exchange(req).limitStatus.req` is nginx's `$limit_req_status`.
+ *
+ * @example
+ * ```ts
+ * import express from 'express';
+ * import { balance, createPool, limitRequests } from 'switchyard-proxy';
+ *
+ * const app = express();
+ * const pool = createPool({ servers: [{ url: 'http://127.0.0.1:3001' }] });
+ * app.use('/api', limitRequests({ key: '$remote_addr', rate: '10r/s', burst: 20, nodelay: true, status: 429 }), balance(pool));
+ * ```
+ * @throws InvalidOptionError on an invalid option.
+ */
+export function limitRequests(options: LimitRequestsOptions): LimitRequestsMiddleware {
+  const o = objectOption(options, '', OPTIONS, 'an object { key, rate } or { limits }');
+  let limits: Limit[];
+  if (o.limits !== undefined) {
+    for (const field of LIMIT_FIELDS)
+      if (o[field] !== undefined) throw new InvalidOptionError(field, '', o[field], `Invalid option "${field}": give it in each of "limits", not beside them`);
+    if (!Array.isArray(o.limits) || o.limits.length === 0) throw new InvalidOptionError('limits', 'a non-empty array of limits { key, rate }', o.limits);
+    limits = o.limits.map((entry: unknown, i) => {
+      const path = optionPath('limits', i);
+      return limitOption(path, i, objectOption(entry, path, LIMIT_FIELDS, 'a limit { key, rate }'));
+    });
+  } else {
+    limits = [limitOption('', 0, o)];
+  }
+  const names = new Set<string>();
+  for (const [i, l] of limits.entries()) {
+    if (names.has(l.zone.name))
+      throw new InvalidOptionError(optionPath(optionPath('limits', i), 'name'), 'a name no other limit of the middleware has', l.zone.name);
+    names.add(l.zone.name);
+  }
+  const status = statusOption(o.status);
+  const dryRun = booleanOption(o.dryRun, 'dryRun', false);
+  const clock = clockOption(o.clock);
+  const queue = new DelayQueue(clock);
+  const last = limits.length - 1;
+  /** The slot each limit holds while the request's later limits are looked up (-1: none). */
+  const held = new Int32Array(limits.length);
+
+  const reject = (ex: Exchange, limit: Limit, next: Next): void => {
+    if (dryRun) {
+      limit.stats.rejectedDryRun++;
+      recordStatus(ex, 'req', 'REJECTED_DRY_RUN');
+      return next();
+    }
+    limit.stats.rejected++;
+    recordStatus(ex, 'req', 'REJECTED');
+    next(new RateLimitedError(limit.zone.name, status));
+  };
+
+  const middleware = function limitRequests(req: IncomingMessage, res: ServerResponse, next: Next): void {
+    const ex = exchange(req);
+    const now = Math.floor(clock.now());
+    let rc = -1;
+    let n = 0;
+    let excess = 0;
+    for (; n <= last; n++) {
+      held[n] = -1;
+      const limit = limits[n]!;
+      let key: string;
+      try {
+        key = limit.key(req, ex);
+      } catch (err) {
+        unlock(limits, held, n);
+        return next(err);
+      }
+      if (key === '' || key.length > 65_535) continue;
+      rc = limit.zone.lookup(key, now, limit.burst, n === last);
+      excess = limit.zone.excess;
+      if (rc !== LOOKUP.again) break;
+      held[n] = limit.zone.slot;
+    }
+    // No limit had a key: not limited, and `$limit_req_status` stays empty.
+    if (rc === -1) return next();
+    if (rc === LOOKUP.busy || rc === LOOKUP.error) {
+      unlock(limits, held, n);
+      return reject(ex, limits[n]!, next);
+    }
+    // `ok`: the last limit accounted the request, its excess decides the first delay; `again`: every
+    // limit that applied is held, and accounted now.
+    let delay = 0;
+    if (rc === LOOKUP.ok) delay = count(limits[n]!, excess);
+    while (n-- > 0) {
+      const slot = held[n]!;
+      if (slot === -1) continue;
+      const limit = limits[n]!;
+      held[n] = -1;
+      const d = count(limit, limit.zone.account(slot, now));
+      if (d > delay) delay = d;
+    }
+    // A delay that rounds to 0 ms passes, as nginx's does (`if (!delay)`).
+    if (delay === 0) {
+      recordStatus(ex, 'req', 'PASSED');
+      return next();
+    }
+    if (dryRun) {
+      recordStatus(ex, 'req', 'DELAYED_DRY_RUN');
+      return next();
+    }
+    recordStatus(ex, 'req', 'DELAYED');
+    queue.add(delay, res, () => next());
+  };
+
+  /** The delay a zone asks of a request it let through with `excess` (ms, nginx's integer arithmetic), counted in its statistics. */
+  const count = (limit: Limit, excess: number): number => {
+    const delay = excess > limit.delay ? Math.floor(((excess - limit.delay) * 1000) / limit.zone.rate) : 0;
+    if (delay === 0) limit.stats.passed++;
+    else if (dryRun) limit.stats.delayedDryRun++;
+    else limit.stats.delayed++;
+    return delay;
+  };
+
+  const zones = Object.freeze(limits.map((l) => l.zone.name));
+  return Object.defineProperties(middleware, {
+    kind: { value: 'limit_req', enumerable: true },
+    zones: { value: zones, enumerable: true },
+    stats: { value: () => Object.fromEntries(limits.map((l) => [l.zone.name, { ...l.stats }])) },
+    resetStats: {
+      value: (zone?: string) => {
+        for (const l of limits) if (zone === undefined || l.zone.name === zone) Object.assign(l.stats, zeroStats());
+      },
+    },
+    waiting: { get: () => queue.size, enumerable: true },
+  }) as LimitRequestsMiddleware;
+}
+
+/** Lets go of the states limits `0..n-1` hold (nginx's `ngx_http_limit_req_unlock`). */
+function unlock(limits: readonly Limit[], held: Int32Array, n: number): void {
+  while (n-- > 0) {
+    const slot = held[n]!;
+    if (slot === -1) continue;
+    limits[n]!.zone.unlock(slot);
+    held[n] = -1;
+  }
+}
