@@ -158,12 +158,12 @@ export class UnsupportedTransferCodingError extends SwitchyardError {
 }
 
 /**
- * A request or response hook of balance() (`onRequest`, `onResponse`) threw or rejected, or asked
- * for something that would break the message: setting or removing a framing or hop-by-hop header
- * (Content-Length, Transfer-Encoding, Connection, ...), an invalid header name or value, a status
- * out of range. A hook's own {@link SwitchyardError} is passed on as it is; anything else it throws
- * becomes this error, with what it threw as `cause`. Status 500: the gateway's code failed, not the
- * client. Default message `A balance() hook failed`.
+ * A request or response hook of balance() (`onRequest`, `onResponse`) or shapeResponse()'s `hook`
+ * threw or rejected, or asked for something that would break the message: setting or removing a
+ * framing or hop-by-hop header (Content-Length, Transfer-Encoding, Connection, ...), an invalid header
+ * name or value, a status out of range. A hook's own {@link SwitchyardError} is passed on as it is;
+ * anything else it throws becomes this error, with what it threw as `cause`. Status 500: the
+ * gateway's code failed, not the client. Default message `A balance() hook failed`.
  * @example
  * ```ts
  * if (err.code === 'SWY_ERR_HOOK') console.error('hook failed:', err.message, err.cause);
