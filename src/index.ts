@@ -94,6 +94,29 @@ export { exchange } from './core/exchange.ts';
 export type { Captures, ConnectionFacts, Exchange, ExchangeServer, ResponseHook } from './core/exchange.ts';
 export { compileTemplate } from './core/variables.ts';
 export type { Template } from './core/variables.ts';
+export {
+  accessLog,
+  COMBINED_FORMAT,
+  DEFAULT_ACCESS_LOG_BUFFER,
+  DEFAULT_ACCESS_LOG_ESCAPE,
+  DEFAULT_ACCESS_LOG_FLUSH,
+  DEFAULT_ACCESS_LOG_FORMAT,
+  DEFAULT_ACCESS_LOG_MAX_PENDING,
+  DEFAULT_REQUEST_ID_HEADER,
+  requestId,
+} from './log/index.ts';
+export type {
+  AccessLogContext,
+  AccessLogDestination,
+  AccessLogErrorSource,
+  AccessLogEscape,
+  AccessLogFormatter,
+  AccessLogMiddleware,
+  AccessLogOptions,
+  AccessLogStats,
+  RequestIdOptions,
+  RequestIdTrust,
+} from './log/index.ts';
 export { parseDuration } from './core/duration.ts';
 export type { Duration } from './core/duration.ts';
 export {

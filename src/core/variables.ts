@@ -1,3 +1,6 @@
+import { randomFillSync } from 'node:crypto';
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
+import { hostname } from 'node:os';
 import { requestHost, type Exchange } from './exchange.ts';
 import { InvalidOptionError } from './errors.ts';
 import { hostName, hostOf } from './http.ts';
@@ -23,16 +26,7 @@ const VAR = /\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*|[0-9]))/g
  */
 export function compileTemplate(text: string, option: string, filter?: (name: string, get: Template) => Template): Template {
   if (typeof text !== 'string') throw new InvalidOptionError(option, 'a string with nginx variables', text);
-  const parts: Array<string | Getter> = [];
-  let last = 0;
-  VAR.lastIndex = 0;
-  for (let m = VAR.exec(text); m !== null; m = VAR.exec(text)) {
-    if (m.index > last) parts.push(text.slice(last, m.index));
-    const name = (m[1] ?? m[2])!;
-    parts.push(filter === undefined ? variable(name) : filter(name, variable(name)));
-    last = VAR.lastIndex;
-  }
-  if (last < text.length) parts.push(text.slice(last));
+  const parts = splitTemplate(text).map((p) => (typeof p === 'string' ? p : filter === undefined ? variable(p.name) : filter(p.name, variable(p.name))));
   if (parts.length === 0) return () => '';
   if (parts.length === 1) {
     const only = parts[0]!;
@@ -43,6 +37,26 @@ export function compileTemplate(text: string, option: string, filter?: (name: st
     for (const p of parts) out += typeof p === 'string' ? p : p(ex);
     return out;
   };
+}
+
+/** A variable's place in a template split by {@link splitTemplate}: its name without `$` or braces. @internal */
+export interface TemplateVariable {
+  /** The variable's name (`remote_addr` of `$remote_addr` and `${remote_addr}`, `1` of `$1`). */
+  readonly name: string;
+}
+
+/** A template's literal text and variables, in order (`'$a-${b}'` is `[{ name: 'a' }, '-', { name: 'b' }]`). @internal */
+export function splitTemplate(text: string): Array<string | TemplateVariable> {
+  const parts: Array<string | TemplateVariable> = [];
+  let last = 0;
+  VAR.lastIndex = 0;
+  for (let m = VAR.exec(text); m !== null; m = VAR.exec(text)) {
+    if (m.index > last) parts.push(text.slice(last, m.index));
+    parts.push({ name: (m[1] ?? m[2])! });
+    last = VAR.lastIndex;
+  }
+  if (last < text.length) parts.push(text.slice(last));
+  return parts;
 }
 
 /** True when the template contains at least one variable. */
@@ -74,6 +88,14 @@ export function variable(name: string): Getter {
     const cookie = lower.slice(7);
     return (ex) => ex.vars.get(name) ?? caseless(cookies(ex), cookie);
   }
+  if (lower.startsWith('sent_http_')) {
+    const header = lower.slice(10).replace(/_/g, '-');
+    return (ex) => sentHeader(ex, header);
+  }
+  if (lower.startsWith('upstream_http_')) {
+    const header = lower.slice(14).replace(/_/g, '-');
+    return (ex) => joinHeader(responseFacts(ex)?.upstreamHeaders?.[header], header);
+  }
   return (ex) => ex.vars.get(name) ?? ex.captures?.named?.[name] ?? '';
 }
 
@@ -85,12 +107,40 @@ function caseless(map: Map<string, string>, lower: string): string {
   return '';
 }
 
+/**
+ * The prefixes of nginx's variable families: `$http_NAME` (request header), `$arg_NAME`,
+ * `$cookie_NAME`, `$sent_http_NAME` (response header, at log time), `$upstream_http_NAME` (the
+ * relayed upstream response's header, at log time). @internal
+ */
+export const VARIABLE_FAMILIES: readonly string[] = Object.freeze(['http_', 'arg_', 'cookie_', 'sent_http_', 'upstream_http_']);
+
+/**
+ * True when `name` (without `$`) is a variable switchyard knows: one of its fixed names, a family's
+ * (`http_x_tenant`), or a capture (`1`). A name rewrite()'s `set` gives is known only at run time.
+ * @internal
+ */
+export function isKnownVariable(name: string): boolean {
+  if (/^[0-9]$/.test(name) || Object.hasOwn(FIXED, name)) return true;
+  const lower = name.toLowerCase();
+  return VARIABLE_FAMILIES.some((prefix) => lower.length > prefix.length && lower.startsWith(prefix));
+}
+
+/** The names of the fixed variables (`uri`, `status`, ...), for messages that list them. @internal */
+export function knownVariableNames(): string[] {
+  return Object.keys(FIXED);
+}
+
 function headerValue(ex: Exchange, header: string): string {
   // `$http_host` of an HTTP/2 request is its `:authority`, as nginx makes a Host header of it.
   if (header === 'host') return requestHost(ex.req) ?? '';
-  const v = ex.req.headers[header];
+  return joinHeader(ex.req.headers[header], header);
+}
+
+/** A header's value as nginx's variables give it: several fields joined with `, ` (`; ` for Cookie). */
+function joinHeader(v: string | number | readonly string[] | undefined, header: string): string {
   if (v === undefined) return '';
-  if (Array.isArray(v)) return v.join(header === 'cookie' ? '; ' : ', ');
+  if (typeof v === 'number') return String(v);
+  if (typeof v !== 'string') return v.join(header === 'cookie' ? '; ' : ', ');
   return v;
 }
 
@@ -126,7 +176,237 @@ const FIXED: Record<string, Getter> = {
   upstream_addr: (ex) => ex.upstreamAddr.join(', '),
   upstream_status: (ex) => ex.upstreamStatus.join(', '),
   upstream_cache_status: (ex) => ex.cacheStatus ?? '',
+  upstream_connect_time: (ex) => attemptTimes(ex.upstreamConnectTime),
+  upstream_header_time: (ex) => attemptTimes(ex.upstreamHeaderTime),
+  upstream_response_time: (ex) => attemptTimes(ex.upstreamResponseTime),
+  request_id: requestId,
+  request: requestLine,
+  remote_user: remoteUser,
+  time_local: (ex) => clockStrings(wallClock(ex)).local,
+  time_iso8601: (ex) => clockStrings(wallClock(ex)).iso,
+  msec: (ex) => seconds(wallClock(ex)),
+  request_time: (ex) => seconds(Math.max(0, (responseFacts(ex)?.end ?? performance.now()) - ex.start)),
+  status: (ex) => {
+    const status = responseFacts(ex)?.status ?? 0;
+    return status < 10 ? `00${status}` : status < 100 ? `0${status}` : String(status);
+  },
+  bytes_sent: (ex) => String(responseFacts(ex)?.bytesSent ?? 0),
+  body_bytes_sent: (ex) => String(responseFacts(ex)?.bodyBytesSent ?? 0),
+  request_length: (ex) => String(responseFacts(ex)?.requestLength ?? 0),
+  connection: (ex) => String(connectionState(ex.req).serial),
+  connection_requests: (ex) => String(connectionRequests(ex.req)),
+  pid: () => String(process.pid),
+  hostname: () => (machine.name ??= hostname()),
 };
+
+/** `$hostname`, read once. */
+const machine: { name?: string } = {};
+
+// ---- Variables read at log time ($status, $bytes_sent, $sent_http_NAME, ...) ----
+
+/**
+ * What is known of a request's answer once it is over, recorded on the exchange by accessLog() for
+ * the variables that read it (`$status`, `$bytes_sent`, `$body_bytes_sent`, `$request_length`,
+ * `$request_time`, `$sent_http_NAME`, `$upstream_http_NAME`, and the times of `$time_local`,
+ * `$time_iso8601` and `$msec`, which are the log line's). Without it those read as nginx's would
+ * before an answer: status `000`, zero bytes, the current time.
+ * @internal
+ */
+export interface ResponseFacts {
+  /** The status logged: the response's, `499` when the client went away before the response header, 0 when none was sent. */
+  status: number;
+  /** `Date.now()` when the answer ended (the log line's time). */
+  time: number;
+  /** `performance.now()` when the answer ended. */
+  end: number;
+  /** Bytes sent to the client for this answer, header included (nginx `$bytes_sent`). */
+  bytesSent: number;
+  /** Bytes sent after the response header (nginx `$body_bytes_sent`). */
+  bodyBytesSent: number;
+  /** Bytes of the request: request line, header and body (nginx `$request_length`). */
+  requestLength: number;
+  /** The response header as sent (`res._header` for HTTP/1.x), read by `$sent_http_NAME`. */
+  header: string | undefined;
+  /** The response header as set (`res.getHeader()`), for HTTP/2 and when `header` is unknown. */
+  getHeader: ((name: string) => string | number | readonly string[] | undefined) | undefined;
+  /** The relayed upstream response's header, read by `$upstream_http_NAME`. */
+  upstreamHeaders: IncomingHttpHeaders | undefined;
+}
+
+const kResponseFacts = Symbol('switchyard.responseFacts');
+
+type WithFacts = Exchange & { [kResponseFacts]?: ResponseFacts };
+
+/** Records what is known of the request's answer (accessLog(), at the answer's end). @internal */
+export function setResponseFacts(ex: Exchange, facts: ResponseFacts): void {
+  (ex as WithFacts)[kResponseFacts] = facts;
+}
+
+/** What accessLog() recorded of the request's answer, if it did. @internal */
+export function responseFacts(ex: Exchange): ResponseFacts | undefined {
+  return (ex as WithFacts)[kResponseFacts];
+}
+
+/** `$sent_http_NAME`: the response header as sent (the HTTP/1.x header text), else as set. */
+function sentHeader(ex: Exchange, lower: string): string {
+  const facts = responseFacts(ex);
+  if (facts === undefined) return '';
+  if (facts.header !== undefined) return headerFromText(facts.header, lower);
+  return joinHeader(facts.getHeader?.(lower), lower);
+}
+
+/** A field's value in an HTTP/1.x response header's text (`HTTP/1.1 200 OK\r\nName: v\r\n...`), several joined. */
+function headerFromText(text: string, lower: string): string {
+  let out: string | undefined;
+  let at = text.indexOf('\r\n');
+  while (at !== -1) {
+    const start = at + 2;
+    const end = text.indexOf('\r\n', start);
+    if (end === -1 || end === start) break;
+    const colon = text.indexOf(':', start);
+    if (colon !== -1 && colon < end && colon - start === lower.length && text.slice(start, colon).toLowerCase() === lower) {
+      const value = text.slice(colon + 1, end).trim();
+      out = out === undefined ? value : `${out}${lower === 'cookie' ? '; ' : ', '}${value}`;
+    }
+    at = end;
+  }
+  return out ?? '';
+}
+
+/** nginx's `%T.%03M`: whole milliseconds (truncated) as seconds with three decimals. */
+function seconds(ms: number): string {
+  const whole = Math.floor(ms);
+  const rest = whole % 1000;
+  return `${(whole - rest) / 1000}.${rest < 10 ? `00${rest}` : rest < 100 ? `0${rest}` : rest}`;
+}
+
+/** `$upstream_*_time`: each attempt's time in seconds, joined with `, `; `-` for an attempt that has none. */
+function attemptTimes(times: readonly number[]): string {
+  if (times.length === 0) return '';
+  if (times.length === 1) return times[0]! < 0 ? '-' : seconds(times[0]!);
+  let out = '';
+  for (let i = 0; i < times.length; i++) out += (i === 0 ? '' : ', ') + (times[i]! < 0 ? '-' : seconds(times[i]!));
+  return out;
+}
+
+/** The wall-clock time a variable shows: the log line's, else now. */
+function wallClock(ex: Exchange): number {
+  return responseFacts(ex)?.time ?? Date.now();
+}
+
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+function two(n: number): string {
+  return n < 10 ? `0${n}` : String(n);
+}
+
+/** `$time_local` and `$time_iso8601` of one second, made once per second (as nginx caches its times). */
+interface ClockStrings {
+  second: number;
+  local: string;
+  iso: string;
+}
+
+let clock: ClockStrings = { second: Number.NaN, local: '', iso: '' };
+
+/** `06/Dec/2026:22:10:00 +0000` and `2026-12-06T22:10:00+00:00` in the local time zone, as nginx writes them. */
+function clockStrings(ms: number): ClockStrings {
+  const second = Math.floor(ms / 1000);
+  if (second === clock.second) return clock;
+  const d = new Date(second * 1000);
+  const offset = -d.getTimezoneOffset();
+  const zone = Math.abs(offset);
+  const sign = offset < 0 ? '-' : '+';
+  const hh = two(Math.floor(zone / 60));
+  const mm = two(zone % 60);
+  const time = `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
+  const year = d.getFullYear();
+  clock = {
+    second,
+    local: `${two(d.getDate())}/${MONTHS[d.getMonth()]}/${year}:${time} ${sign}${hh}${mm}`,
+    iso: `${year}-${two(d.getMonth() + 1)}-${two(d.getDate())}T${time}${sign}${hh}:${mm}`,
+  };
+  return clock;
+}
+
+/** `$request`: the request line as the client sent it (method, target, protocol). */
+function requestLine(ex: Exchange): string {
+  const req = ex.req;
+  const original = (req as IncomingMessage & { originalUrl?: unknown }).originalUrl;
+  const target = typeof original === 'string' ? original : (req.url ?? '');
+  return `${req.method ?? ''} ${target} HTTP/${req.httpVersion}`;
+}
+
+/** `$remote_user`: the user name of a Basic Authorization header, else ''. */
+function remoteUser(ex: Exchange): string {
+  const auth = ex.req.headers.authorization;
+  if (typeof auth !== 'string' || auth.length < 7 || auth.slice(0, 6).toLowerCase() !== 'basic ') return '';
+  const decoded = Buffer.from(auth.slice(6).trim(), 'base64').toString('latin1');
+  const colon = decoded.indexOf(':');
+  return colon <= 0 ? '' : decoded.slice(0, colon);
+}
+
+// ---- $request_id ----
+
+/** Random bytes drawn in blocks, 16 per id: one randomFillSync call per 256 ids. */
+const ids = { pool: Buffer.allocUnsafe(4096), next: 4096 };
+
+/** 32 lowercase hex characters of fresh random bytes (nginx's `$request_id`). @internal */
+export function newRequestId(): string {
+  if (ids.next + 16 > ids.pool.length) {
+    randomFillSync(ids.pool);
+    ids.next = 0;
+  }
+  const id = ids.pool.toString('hex', ids.next, ids.next + 16);
+  ids.next += 16;
+  return id;
+}
+
+/** `$request_id`: the request's id, made on first use. */
+function requestId(ex: Exchange): string {
+  if (ex.requestId === undefined) ex.requestId = newRequestId();
+  return ex.requestId;
+}
+
+// ---- $connection and $connection_requests ----
+
+interface ConnectionState {
+  /** The connection's serial number (nginx `$connection`), from 1 in this process. */
+  readonly serial: number;
+  /** Requests of the connection counted so far. */
+  requests: number;
+}
+
+const kConnection = Symbol('switchyard.connection');
+const kConnectionRequest = Symbol('switchyard.connectionRequest');
+const serials = { last: 0 };
+
+/** The connection's state, kept on its socket (for HTTP/2, on the session: every stream shares it). */
+function connectionState(req: IncomingMessage): ConnectionState {
+  const h2 = (req as IncomingMessage & { stream?: { session?: object } }).stream?.session;
+  const holder = (h2 ?? req.socket) as object & { [kConnection]?: ConnectionState };
+  let state = holder[kConnection];
+  if (state === undefined) {
+    state = { serial: ++serials.last, requests: 0 };
+    holder[kConnection] = state;
+  }
+  return state;
+}
+
+/**
+ * `$connection_requests`: the request's number on its connection, counted when first read for a
+ * request (accessLog() reads it for every request it sees when its format names it).
+ * @internal
+ */
+export function connectionRequests(req: IncomingMessage): number {
+  const holder = req as IncomingMessage & { [kConnectionRequest]?: number };
+  let n = holder[kConnectionRequest];
+  if (n === undefined) {
+    n = ++connectionState(req).requests;
+    holder[kConnectionRequest] = n;
+  }
+  return n;
+}
 
 /** The request's query arguments, parsed once (first value of each name wins, as nginx's `$arg_`). */
 export function args(ex: Exchange): Map<string, string> {

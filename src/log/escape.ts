@@ -1,0 +1,47 @@
+// How nginx's log_format escapes variable values (ngx_http_log_module.c, `escape=`), on the bytes
+// of the value: node reads header bytes as latin1, so a character up to U+00FF is one byte; a wider
+// character (a decoded `$uri`, a value set in JavaScript) is its UTF-8 bytes.
+
+const HEX = '0123456789ABCDEF';
+
+/** `escape=default`: `"`, `\`, bytes below 0x20 and from 0x7F up as `\xHH`. */
+const DEFAULT_SPECIAL = /[\x00-\x1f"\\\x7f-\uffff]/;
+
+/** `escape=json`: `"` and `\` with a backslash, bytes below 0x20 as `\n`, `\r`, `\t`, `\b`, `\f` or `\u00HH`. */
+const JSON_SPECIAL = /[\x00-\x1f"\\]/;
+
+function hexByte(byte: number): string {
+  return `\\x${HEX[byte >> 4]}${HEX[byte & 15]}`;
+}
+
+/** A value escaped as nginx's `escape=default` does. */
+export function escapeDefault(value: string): string {
+  if (!DEFAULT_SPECIAL.test(value)) return value;
+  let out = '';
+  for (const ch of value) {
+    const code = ch.codePointAt(0)!;
+    if (code > 0xff) {
+      for (const byte of Buffer.from(ch, 'utf8')) out += hexByte(byte);
+    } else if (code < 0x20 || code === 0x22 || code === 0x5c || code >= 0x7f) {
+      out += hexByte(code);
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}
+
+const JSON_SHORT: Readonly<Record<number, string>> = { 8: '\\b', 9: '\\t', 10: '\\n', 12: '\\f', 13: '\\r' };
+
+/** A value escaped as nginx's `escape=json` does (bytes from 0x7F up are left as they are). */
+export function escapeJson(value: string): string {
+  if (!JSON_SPECIAL.test(value)) return value;
+  let out = '';
+  for (let i = 0; i < value.length; i++) {
+    const code = value.charCodeAt(i);
+    if (code === 0x22 || code === 0x5c) out += `\\${value[i]}`;
+    else if (code < 0x20) out += JSON_SHORT[code] ?? `\\u00${HEX[code >> 4]}${HEX[code & 15]}`;
+    else out += value[i];
+  }
+  return out;
+}
