@@ -69,8 +69,28 @@ export type {
   StoreOption,
 } from './store/index.ts';
 export type { IgnorableHeader, ValidCodes, ValidOption, ValidRule } from './cache/policy.ts';
-export { DEFAULT_LIMIT_MAX_KEYS, DEFAULT_LIMIT_REQ_ZONE, DEFAULT_LIMIT_STATUS, limitRequests } from './limit/index.ts';
-export type { LimitClock, LimitKey, LimitRequestsMiddleware, LimitRequestsOptions, LimitRequestsStats, Rate, RequestLimit } from './limit/index.ts';
+export {
+  DEFAULT_LIMIT_CONN_ZONE,
+  DEFAULT_LIMIT_MAX_KEYS,
+  DEFAULT_LIMIT_REQ_ZONE,
+  DEFAULT_LIMIT_STATUS,
+  limitConnections,
+  limitRequests,
+} from './limit/index.ts';
+export type {
+  ConnectionLimit,
+  LimitClock,
+  LimitConnectionsMiddleware,
+  LimitConnectionsOptions,
+  LimitConnectionsStats,
+  LimitKey,
+  LimitRequestsMiddleware,
+  LimitRequestsOptions,
+  LimitRequestsStats,
+  LimitZones,
+  Rate,
+  RequestLimit,
+} from './limit/index.ts';
 export { sticky } from './sticky/index.ts';
 export type {
   LearnCreateSource,

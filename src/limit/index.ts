@@ -10,7 +10,16 @@ export {
   type LimitRequestsMiddleware,
   type LimitRequestsOptions,
   type LimitRequestsStats,
+  type LimitZones,
   limitRequests,
   type Rate,
   type RequestLimit,
 } from './requests.ts';
+export {
+  type ConnectionLimit,
+  DEFAULT_LIMIT_CONN_ZONE,
+  type LimitConnectionsMiddleware,
+  type LimitConnectionsOptions,
+  type LimitConnectionsStats,
+  limitConnections,
+} from './connections.ts';

@@ -4,30 +4,20 @@
 // accounted at once, the others held; a rejection lets the held ones go unaccounted (a rejected
 // request counts nowhere); otherwise they are accounted and the longest delay of all applies.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Middleware, Next } from '../core/chain.ts';
+import type { Next } from '../core/chain.ts';
 import { InvalidOptionError, RateLimitedError } from '../core/errors.ts';
 import { type Exchange, exchange } from '../core/exchange.ts';
-import { booleanOption, integerOption, objectOption, optionPath, stringOption } from '../core/options.ts';
-import { compileTemplate } from '../core/variables.ts';
-import { DelayQueue, type LimitClock, realLimitClock } from './delay.ts';
+import { booleanOption, integerOption, objectOption, optionPath } from '../core/options.ts';
+import { clockOption, keyOption, type LimitKey, type LimitZones, limitsOption, maxKeysOption, recordStatus, statusOption, withZones } from './common.ts';
+import { DelayQueue, type LimitClock } from './delay.ts';
 import { LOOKUP, parseRate, type Rate, RequestZone } from './zone.ts';
 
 export type { Rate } from './zone.ts';
 export type { LimitClock } from './delay.ts';
+export { DEFAULT_LIMIT_MAX_KEYS, DEFAULT_LIMIT_STATUS, type LimitKey, type LimitZones } from './common.ts';
 
-/** Default {@link LimitRequestsOptions.status} and {@link LimitConnectionsOptions.status}: nginx's `limit_req_status` and `limit_conn_status`. */
-export const DEFAULT_LIMIT_STATUS = 503;
-/** Default {@link RequestLimit.maxKeys}: about the states of nginx's 10 MB zone (8,000 to 16,000 per MB). */
-export const DEFAULT_LIMIT_MAX_KEYS = 100_000;
 /** Default {@link RequestLimit.name} of a middleware's first limit (the others get `_2`, `_3`...). */
 export const DEFAULT_LIMIT_REQ_ZONE = 'limit_req';
-
-/**
- * What a limit is keyed by: a string with nginx variables (`'$remote_addr'`, `'$http_x_api_key'`,
- * `'$remote_addr$uri'`), or a function of the request. A request whose key is empty is not limited
- * by it (nor is one whose key is longer than 65,535 characters, as nginx).
- */
-export type LimitKey = string | ((req: IncomingMessage, ex: Exchange) => string);
 
 /**
  * One limit: a zone of states per key, draining at `rate` (nginx `limit_req_zone key zone=name
@@ -103,15 +93,9 @@ export interface LimitRequestsStats {
  * setInterval(() => console.log(limit.stats().per_ip?.rejected), 10_000).unref();
  * ```
  */
-export interface LimitRequestsMiddleware extends Middleware {
+export interface LimitRequestsMiddleware extends LimitZones<LimitRequestsStats> {
   /** Marks a limitRequests() middleware (monitor() tells the kinds apart by it). */
   readonly kind: 'limit_req';
-  /** The names of its zones, in the order they are checked. */
-  readonly zones: readonly string[];
-  /** The counters of each zone, by name. */
-  stats(): Record<string, LimitRequestsStats>;
-  /** Sets the counters of `zone` (of every zone when none is named) back to zero. */
-  resetStats(zone?: string): void;
   /** Requests waiting for their delay now. */
   readonly waiting: number;
 }
@@ -124,6 +108,7 @@ const MAX_BURST = 1_000_000_000;
 
 /** A limit checked: its zone, and burst and delay in milli-requests (nginx's `limit->burst`, `limit->delay`). */
 interface Limit {
+  readonly name: string;
   readonly zone: RequestZone;
   readonly key: (req: IncomingMessage, ex: Exchange) => string;
   readonly burst: number;
@@ -131,52 +116,8 @@ interface Limit {
   readonly stats: LimitRequestsStats;
 }
 
-/** `$limit_req_status` values, ranked: of two middlewares', the exchange keeps the stricter. */
-const RANK: Record<string, number> = { PASSED: 0, DELAYED_DRY_RUN: 1, DELAYED: 2, REJECTED_DRY_RUN: 3, REJECTED: 4 };
-
-/** Records `status` on the exchange unless a stricter one is there (another limitRequests() before this one). @internal */
-export function recordStatus(ex: Exchange, kind: 'req' | 'conn', status: string): void {
-  const limits = (ex.limitStatus ??= {});
-  const was = limits[kind];
-  if (was === undefined || RANK[status]! > RANK[was]!) limits[kind] = status;
-}
-
-/** A key option compiled: a template, or the user's function with what it returns made a string. @internal */
-export function keyOption(value: unknown, path: string): (req: IncomingMessage, ex: Exchange) => string {
-  if (typeof value === 'function') {
-    const fn = value as (req: IncomingMessage, ex: Exchange) => unknown;
-    return (req, ex) => {
-      const key = fn(req, ex);
-      return typeof key === 'string' ? key : key === undefined || key === null ? '' : String(key);
-    };
-  }
-  if (typeof value !== 'string') throw new InvalidOptionError(path, "nginx variables such as '$remote_addr', or a function (req, ex) => string", value);
-  const template = compileTemplate(value, path);
-  return (_req, ex) => template(ex);
-}
-
-/** A zone name: non-empty, no `/` (it is a path segment of the monitor's API). @internal */
-export function zoneName(value: unknown, path: string, fallback: string): string {
-  return stringOption(value, path, fallback, { pattern: /^[^/\s]+$/, expected: 'a non-empty name without "/" or spaces' });
-}
-
-/** The status option of both limits: 400 to 599, as nginx's `limit_req_status` and `limit_conn_status`. @internal */
-export function statusOption(value: unknown): number {
-  return integerOption(value, 'status', DEFAULT_LIMIT_STATUS, { min: 400, max: 599 });
-}
-
-/** The clock option of both limits. @internal */
-export function clockOption(value: unknown): LimitClock {
-  if (value === undefined) return realLimitClock;
-  const c = value as Partial<LimitClock> | null;
-  if (c === null || typeof c !== 'object' || typeof c.now !== 'function' || typeof c.setTimeout !== 'function' || typeof c.clearTimeout !== 'function')
-    throw new InvalidOptionError('clock', 'an object with now, setTimeout and clearTimeout', value);
-  return c as LimitClock;
-}
-
-function limitOption(path: string, index: number, fields: Record<string, unknown>): Limit {
+function limitOption(path: string, fields: Record<string, unknown>, name: string): Limit {
   const at = (key: string): string => optionPath(path, key);
-  if (fields.key === undefined) throw new InvalidOptionError(at('key'), "nginx variables such as '$remote_addr', or a function", undefined);
   const key = keyOption(fields.key, at('key'));
   const rate = parseRate(fields.rate, at('rate'));
   const burst = integerOption(fields.burst, at('burst'), 0, { max: MAX_BURST });
@@ -184,10 +125,9 @@ function limitOption(path: string, index: number, fields: Record<string, unknown
   if (nodelay && fields.delay !== undefined)
     throw new InvalidOptionError(at('delay'), '', fields.delay, `Invalid option "${at('delay')}": give either "nodelay" or "delay", not both`);
   const delay = integerOption(fields.delay, at('delay'), 0, { max: MAX_BURST });
-  const name = zoneName(fields.name, at('name'), index === 0 ? DEFAULT_LIMIT_REQ_ZONE : `${DEFAULT_LIMIT_REQ_ZONE}_${index + 1}`);
-  const maxKeys = integerOption(fields.maxKeys, at('maxKeys'), DEFAULT_LIMIT_MAX_KEYS, { min: 1, max: 100_000_000 });
   return {
-    zone: new RequestZone(name, rate, maxKeys),
+    name,
+    zone: new RequestZone(name, rate, maxKeysOption(fields.maxKeys, at('maxKeys'))),
     key,
     burst: burst * 1000,
     // nginx's nodelay: a threshold no excess reaches.
@@ -222,24 +162,7 @@ function zeroStats(): LimitRequestsStats {
  */
 export function limitRequests(options: LimitRequestsOptions): LimitRequestsMiddleware {
   const o = objectOption(options, '', OPTIONS, 'an object { key, rate } or { limits }');
-  let limits: Limit[];
-  if (o.limits !== undefined) {
-    for (const field of LIMIT_FIELDS)
-      if (o[field] !== undefined) throw new InvalidOptionError(field, '', o[field], `Invalid option "${field}": give it in each of "limits", not beside them`);
-    if (!Array.isArray(o.limits) || o.limits.length === 0) throw new InvalidOptionError('limits', 'a non-empty array of limits { key, rate }', o.limits);
-    limits = o.limits.map((entry: unknown, i) => {
-      const path = optionPath('limits', i);
-      return limitOption(path, i, objectOption(entry, path, LIMIT_FIELDS, 'a limit { key, rate }'));
-    });
-  } else {
-    limits = [limitOption('', 0, o)];
-  }
-  const names = new Set<string>();
-  for (const [i, l] of limits.entries()) {
-    if (names.has(l.zone.name))
-      throw new InvalidOptionError(optionPath(optionPath('limits', i), 'name'), 'a name no other limit of the middleware has', l.zone.name);
-    names.add(l.zone.name);
-  }
+  const limits = limitsOption(o, LIMIT_FIELDS, 'limits { key, rate }', DEFAULT_LIMIT_REQ_ZONE, limitOption);
   const status = statusOption(o.status);
   const dryRun = booleanOption(o.dryRun, 'dryRun', false);
   const clock = clockOption(o.clock);
@@ -321,18 +244,7 @@ export function limitRequests(options: LimitRequestsOptions): LimitRequestsMiddl
     return delay;
   };
 
-  const zones = Object.freeze(limits.map((l) => l.zone.name));
-  return Object.defineProperties(middleware, {
-    kind: { value: 'limit_req', enumerable: true },
-    zones: { value: zones, enumerable: true },
-    stats: { value: () => Object.fromEntries(limits.map((l) => [l.zone.name, { ...l.stats }])) },
-    resetStats: {
-      value: (zone?: string) => {
-        for (const l of limits) if (zone === undefined || l.zone.name === zone) Object.assign(l.stats, zeroStats());
-      },
-    },
-    waiting: { get: () => queue.size, enumerable: true },
-  }) as LimitRequestsMiddleware;
+  return withZones(middleware, 'limit_req', limits, zeroStats, { waiting: { get: () => queue.size, enumerable: true } });
 }
 
 /** Lets go of the states limits `0..n-1` hold (nginx's `ngx_http_limit_req_unlock`). */
