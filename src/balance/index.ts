@@ -1,17 +1,26 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duration } from '../core/duration.ts';
-import { BadGatewayError, BadRequestError, GatewayTimeoutError, InvalidOptionError, NoServerAvailableError, type SwitchyardError } from '../core/errors.ts';
-import { booleanOption, durationOption, enumOption, integerOption, objectOption, stringListOption } from '../core/options.ts';
+import {
+  BadGatewayError,
+  BadRequestError,
+  GatewayTimeoutError,
+  InvalidOptionError,
+  NoServerAvailableError,
+  UnknownPoolError,
+  type SwitchyardError,
+} from '../core/errors.ts';
+import { booleanOption, durationOption, enumOption, functionOption, integerOption, objectOption, stringListOption } from '../core/options.ts';
 import { Cancellation } from '../core/cancel.ts';
 import { channels, type UpstreamEndOutcome, type UpstreamErrorFailure, type UpstreamServerRef } from '../core/diagnostics.ts';
 import { exchange, upstreamTarget, type Exchange } from '../core/exchange.ts';
 import { responseFinished, writeHead } from '../core/http2.ts';
 import type { Middleware, Next } from '../core/chain.ts';
-import { poolOption, type UpstreamPool } from '../pool/index.ts';
+import { poolOption, UpstreamPool } from '../pool/index.ts';
 import { internals, type PoolInternals } from '../pool/internal.ts';
 import type { AttemptTimings, Selection } from '../pool/methods/types.ts';
 import type { Peer } from '../pool/peer.ts';
 import { requestBody, type RequestBody } from '../proxy/body.ts';
+import type { Route } from '../pool/connections.ts';
 import { Attempt, attemptTimeouts, TIMEOUT_OPTIONS, type AttemptFailure, type AttemptListener, type AttemptTimeouts } from '../proxy/forward.ts';
 import {
   clientResponseHeaders,
@@ -24,9 +33,24 @@ import {
   type RedirectRewriter,
   type ResponsePolicy,
 } from '../proxy/headers.ts';
+import { cookieRules, rewriteSetCookie, type CookieOptions, type CookieRules } from '../proxy/cookies.ts';
+import {
+  applySetHeaders,
+  compileSetHeaders,
+  HookHeaders,
+  hookFailure,
+  isThenable,
+  RequestContext,
+  ResponseContext,
+  type HookServer,
+  type OnRequestHook,
+  type OnResponseHook,
+  type SetHeaders,
+  type Takeover,
+} from '../proxy/hooks.ts';
 import { redirectRules, rewriteRedirect, type RedirectOption, type Redirects } from '../proxy/redirect.ts';
 import type { TrustProxy } from '../proxy/trust.ts';
-import { upgrade, type ProxyUpgradeHandler } from '../proxy/upgrade.ts';
+import { upgradeHandler, type ProxyUpgradeHandler } from '../proxy/upgrade.ts';
 import { UPSTREAM_FAILURE_CONDITIONS } from '../core/http.ts';
 
 /** Conditions under which a request moves on to the next server (nginx `proxy_next_upstream`). */
@@ -106,14 +130,65 @@ export interface BalanceOptions {
   passHeaders?: readonly string[] | undefined;
   /** Forward the client's headers whose names contain `_` (nginx `underscores_in_headers on`). @default false */
   underscoresInHeaders?: boolean | undefined;
+  /**
+   * Request headers set on every attempt (nginx `proxy_set_header`), after the forwarding headers and
+   * `host`, so they can replace those too: each value is a string with nginx variables, compiled once
+   * (`{ 'X-Real-IP': '$remote_addr', 'X-Tenant': '$http_x_tenant', 'Accept-Encoding': '' }`). A value
+   * that comes out empty removes the header (nginx sends no empty header), one that comes out with a
+   * CR, LF or other control character is not sent. Framing and hop-by-hop names (Content-Length,
+   * Transfer-Encoding, Connection, Keep-Alive, Upgrade, TE, Trailer) are refused. Upgrades (WebSocket)
+   * get them too.
+   * @default {}
+   */
+  setHeaders?: Readonly<Record<string, string>> | undefined;
+  /**
+   * Called once per attempt before the request is sent to the chosen server, with the server, the
+   * attempt number, the method, a changeable path and the headers (see {@link RequestHookContext}).
+   * A returned Promise is awaited. A throw or rejection fails the request: a {@link HookError} (500),
+   * or the thrown SwitchyardError with its status. Not called for upgrades.
+   * @default undefined
+   */
+  onRequest?: OnRequestHook | undefined;
+  /**
+   * Called once with the upstream's status and headers before anything is sent to the client (after
+   * hidden headers are removed and redirects and cookies rewritten, after sticky()'s cookie is added):
+   * it may change the status and headers, answer itself with `ctx.respond()`, or read the body with
+   * `ctx.readBody({ limit })` (see {@link ResponseHookContext}). The body otherwise streams untouched.
+   * A returned Promise is awaited. A throw or rejection fails the request: a {@link HookError} (500),
+   * or the thrown SwitchyardError with its status.
+   * @default undefined
+   */
+  onResponse?: OnResponseHook | undefined;
+  /**
+   * The pools a pool selector (`balance((req, ex) => name, { pools })`) names by their `name`; names
+   * must be unique. Only with a selector.
+   * @default []
+   */
+  pools?: readonly UpstreamPool[] | undefined;
+  /** Rewrites of the Domain attribute of upstream Set-Cookie headers (nginx `proxy_cookie_domain`). @default false */
+  cookieDomain?: CookieOptions['cookieDomain'];
+  /** Rewrites of the Path attribute of upstream Set-Cookie headers (nginx `proxy_cookie_path`). @default false */
+  cookiePath?: CookieOptions['cookiePath'];
+  /** Flags added to or removed from upstream Set-Cookie headers by cookie name (nginx `proxy_cookie_flags`). @default false */
+  cookieFlags?: CookieOptions['cookieFlags'];
 }
 
-/** The middleware balance() returns; it also carries a WebSocket handler for the same pool. */
-export interface BalanceMiddleware extends Middleware {
-  /** Proxies upgrade requests to the same pool: `server.on('upgrade', mw.upgrade)`. */
+/**
+ * Chooses the pool of a request (nginx's `map` into `proxy_pass http://$upstream`): an
+ * {@link UpstreamPool}, or the name of one of balance()'s `pools`. Anything else, or a throw, fails
+ * the request with an {@link UnknownPoolError} (502).
+ */
+export type PoolSelector = (req: IncomingMessage, ex: Exchange) => UpstreamPool | string | undefined;
+
+/**
+ * The middleware balance() returns; it also carries a WebSocket handler for the same pool (or the
+ * same pool selector). `Pool` is `UpstreamPool` for balance(pool), `undefined` for balance(selector).
+ */
+export interface BalanceMiddleware<Pool extends UpstreamPool | undefined = UpstreamPool> extends Middleware {
+  /** Proxies upgrade requests to the same pool (chosen by the same selector): `server.on('upgrade', mw.upgrade)`. */
   readonly upgrade: ProxyUpgradeHandler;
-  /** The pool this middleware balances over. */
-  readonly pool: UpstreamPool;
+  /** The pool this middleware balances over; undefined when a selector chooses it per request. */
+  readonly pool: Pool;
 }
 
 /**
@@ -147,6 +222,13 @@ const BALANCE_OPTIONS = [
   'hideHeaders',
   'passHeaders',
   'underscoresInHeaders',
+  'setHeaders',
+  'onRequest',
+  'onResponse',
+  'pools',
+  'cookieDomain',
+  'cookiePath',
+  'cookieFlags',
 ] as const satisfies ReadonlyArray<keyof BalanceOptions>;
 
 interface Resolved {
@@ -162,6 +244,10 @@ interface Resolved {
   /** The same, with X-Accel-Expires left for a cache() in front that reads it. */
   cachedResponse: ResponsePolicy;
   redirects: Redirects | undefined;
+  setHeaders: SetHeaders | undefined;
+  onRequest: OnRequestHook | undefined;
+  onResponse: OnResponseHook | undefined;
+  cookies: CookieRules | undefined;
 }
 
 function resolve(options: BalanceOptions): Resolved {
@@ -184,6 +270,7 @@ function resolve(options: BalanceOptions): Resolved {
   const pass = names(options.passHeaders, 'passHeaders');
   const redirects = redirectRules(options.redirect);
   const policy = { ...forwardingPolicy(options), underscores: booleanOption(options.underscoresInHeaders, 'underscoresInHeaders', false) };
+  const { cookieDomain, cookiePath, cookieFlags } = options;
   return Object.freeze({
     next: new Set(list.includes('off') ? [] : list),
     tries: integerOption(options.tries, 'tries', 0),
@@ -195,7 +282,50 @@ function resolve(options: BalanceOptions): Resolved {
     response: responsePolicy(hide, pass, redirects !== undefined),
     cachedResponse: responsePolicy(hide, [...pass, 'x-accel-expires'], redirects !== undefined),
     redirects,
+    setHeaders: compileSetHeaders(options.setHeaders),
+    onRequest: functionOption<OnRequestHook>(options.onRequest, 'onRequest', 'a function (ctx) => void | Promise<void>'),
+    onResponse: functionOption<OnResponseHook>(options.onResponse, 'onResponse', 'a function (ctx) => void | Promise<void>'),
+    cookies: cookieRules({ cookieDomain, cookiePath, cookieFlags }),
   });
+}
+
+/** Validates `pools` (only with a selector): the pools by name. */
+function poolsByName(value: unknown, dynamic: boolean): ReadonlyMap<string, UpstreamPool> {
+  const byName = new Map<string, UpstreamPool>();
+  if (value === undefined) return byName;
+  if (!dynamic)
+    throw new InvalidOptionError('pools', 'no pools with a single pool (they are for a pool selector: balance((req, ex) => name, { pools }))', value);
+  if (!Array.isArray(value)) throw new InvalidOptionError('pools', 'an array of pools from createPool()', value);
+  value.forEach((p: unknown, i) => {
+    const pool = poolOption(p, `pools[${i}]`);
+    if (byName.has(pool.name)) throw new InvalidOptionError(`pools[${i}]`, `pools with unique names ("${pool.name}" is there twice)`, pool.name);
+    byName.set(pool.name, pool);
+  });
+  return byName;
+}
+
+/** What a pool selector returned, for an error message (cut short). */
+function described(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}…` : value);
+  if (value === null || value === undefined || typeof value === 'number' || typeof value === 'boolean') return String(value);
+  return typeof value === 'object' ? `an object (${(value as object).constructor?.name ?? 'null prototype'})` : typeof value;
+}
+
+/** The pool `select` chooses for the request; an UnknownPoolError when it names none. */
+function choosePool(select: PoolSelector, byName: ReadonlyMap<string, UpstreamPool>, req: IncomingMessage, ex: Exchange): UpstreamPool {
+  let chosen: unknown;
+  try {
+    chosen = select(req, ex);
+  } catch (err) {
+    throw new UnknownPoolError(`Pool selector threw: ${err instanceof Error ? err.message.slice(0, 120) : described(err)}`, { cause: err });
+  }
+  if (chosen instanceof UpstreamPool) return chosen;
+  if (typeof chosen === 'string') {
+    const pool = byName.get(chosen);
+    if (pool !== undefined) return pool;
+    throw new UnknownPoolError(`Pool selector returned ${described(chosen)}, which names none of balance()'s pools`);
+  }
+  throw new UnknownPoolError(`Pool selector returned ${described(chosen)}: expected an UpstreamPool or the name of one of balance()'s pools`);
 }
 
 function failureError(failure: AttemptFailure, cause: Error, pool: string): SwitchyardError {
@@ -203,6 +333,21 @@ function failureError(failure: AttemptFailure, cause: Error, pool: string): Swit
   return new BadGatewayError(`Upstream ${failure === 'invalid_header' ? 'sent an invalid response' : 'failed'} (pool "${pool}")`, { cause });
 }
 
+/**
+ * balance() over a pool chosen per request (nginx's `map` into `proxy_pass http://$upstream`):
+ * `select` returns an {@link UpstreamPool} or the name of one of `options.pools`; anything else is an
+ * {@link UnknownPoolError} (502). The options (timeouts, headers, hooks) apply whatever the pool.
+ * @example
+ * ```ts
+ * import { balance, createPool } from 'switchyard-proxy';
+ *
+ * const blue = createPool({ name: 'blue', servers: [{ url: 'http://127.0.0.1:3001' }] });
+ * const green = createPool({ name: 'green', servers: [{ url: 'http://127.0.0.1:3002' }] });
+ * const proxy = balance((req) => (req.headers['x-tenant'] === 'acme' ? 'green' : 'blue'), { pools: [blue, green] });
+ * ```
+ */
+export function balance(select: PoolSelector, options?: BalanceOptions): BalanceMiddleware<undefined>;
+// The single pool's form last: `ReturnType<typeof balance>` is its middleware.
 /**
  * The load balancer and proxy: picks a server of `pool` with the pool's method,
  * forwards the request to it, moves on to the next server on failures as
@@ -220,13 +365,27 @@ function failureError(failure: AttemptFailure, cause: Error, pool: string): Swit
  * app.listen(8080);
  * ```
  */
-export function balance(pool: UpstreamPool, options: BalanceOptions = {}): BalanceMiddleware {
-  poolOption(pool);
+export function balance(pool: UpstreamPool, options?: BalanceOptions): BalanceMiddleware<UpstreamPool>;
+export function balance(target: UpstreamPool | PoolSelector, options: BalanceOptions = {}): BalanceMiddleware<UpstreamPool | undefined> {
+  const select = typeof target === 'function' && !(target instanceof UpstreamPool) ? (target as PoolSelector) : undefined;
+  const fixed = select === undefined ? poolOption(target) : undefined;
   const o = resolve(options);
-  const inner = internals(pool);
+  const byName = poolsByName(options.pools, select !== undefined);
+  const fixedInner = fixed === undefined ? undefined : internals(fixed);
   const handler = function balance(req: IncomingMessage, res: ServerResponse, next: Next): void {
     const ex = exchange(req);
     const trusted = resolveClient(ex, o.policy.trust);
+    let pool = fixed;
+    let inner = fixedInner;
+    if (pool === undefined || inner === undefined) {
+      try {
+        pool = choosePool(select!, byName, req, ex);
+        inner = internals(pool);
+      } catch (err) {
+        next(err as Error);
+        return;
+      }
+    }
     if (channels.requestStart.hasSubscribers) channels.requestStart.publish({ req, ex, pool: pool.name });
     if (!ex.uriValid) {
       next(ex.refusal ?? new BadRequestError('Malformed request target'));
@@ -241,18 +400,23 @@ export function balance(pool: UpstreamPool, options: BalanceOptions = {}): Balan
     }
     new Forwarding(pool, inner, o, ex, res, body, next, trusted).start();
   };
-  const ws = upgrade(pool, {
-    trustProxy: options.trustProxy,
-    xForwarded: o.policy.xForwarded,
-    forwarded: o.policy.forwarded,
-    host: o.policy.host,
-    connectTimeout: o.timeouts.connect,
-    headerTimeout: o.timeouts.header,
-    idleTimeout: o.timeouts.idle,
-    underscoresInHeaders: o.policy.underscores,
-  });
+  const setHeaders = o.setHeaders;
+  const ws = upgradeHandler(
+    fixed ?? ((req, ex) => choosePool(select!, byName, req, ex)),
+    {
+      trustProxy: options.trustProxy,
+      xForwarded: o.policy.xForwarded,
+      forwarded: o.policy.forwarded,
+      host: o.policy.host,
+      connectTimeout: o.timeouts.connect,
+      headerTimeout: o.timeouts.header,
+      idleTimeout: o.timeouts.idle,
+      underscoresInHeaders: o.policy.underscores,
+    },
+    setHeaders === undefined ? undefined : (headers, ex) => applySetHeaders(headers, 0, setHeaders, ex),
+  );
   Object.defineProperty(handler, kBalance, { value: ws });
-  return Object.assign(handler, { upgrade: ws, pool });
+  return Object.assign(handler, { upgrade: ws, pool: fixed });
 }
 
 /**
@@ -289,6 +453,10 @@ class Forwarding implements AttemptListener, RedirectRewriter {
   inflightDone = false;
   /** The server whose response is being passed on (for its Location and Refresh). */
   answering: Peer | undefined;
+  /** The attempt whose end was recorded (relayed, dropped or failed in a hook): recorded once. */
+  settled: Attempt | undefined;
+  /** Fails a readBody() under way when its attempt ends short. */
+  readFailed: (() => void) | undefined;
   readonly onClose = (): void => {
     if (responseFinished(this.res) || this.ex.detached) return;
     this.gone.abort();
@@ -379,24 +547,34 @@ class Forwarding implements AttemptListener, RedirectRewriter {
   }
 
   #send(peer: Peer | undefined): void {
-    const { pool, inner, o, ex, body, method } = this;
+    const { pool, inner, o, ex, body } = this;
     if (peer === undefined) {
       // nginx logs the group name in $upstream_addr and 502 in $upstream_status for "no live upstreams".
       const err =
         this.attempts === 0 ? new NoServerAvailableError(pool.name, o.noServerStatus) : new BadGatewayError(`No live upstreams in pool "${pool.name}"`);
       ex.upstreamAddr.push(pool.name);
       ex.upstreamStatus.push(err.statusCode);
+      ex.upstreamConnectTime.push(-1);
+      ex.upstreamHeaderTime.push(-1);
+      ex.upstreamResponseTime.push(0);
       ex.upstreamFailure = 'error';
       if (channels.upstreamError.hasSubscribers) publishError(ex, pool, undefined, this.attempts + 1, 'no_server', err, false);
       return this.#giveUp(err);
     }
     this.attempts++;
-    ex.upstreamAddr.push(peer.name);
     const target = upstreamTarget(ex);
     const route = inner.agentFor(peer);
     // `OPTIONS *`: undici sends no asterisk-form, so it goes in absolute form with an empty path, its equivalent (RFC 9112 §3.2.4).
     const path = target !== '*' ? peer.target.prefix + target : peer.target.prefix === '' ? route.origin : peer.target.prefix;
-    const headers = upstreamRequestHeaders(ex, o.policy, peer.target.authority, body.framing, peer.target.auth, this.trusted);
+    let headers = upstreamRequestHeaders(ex, o.policy, peer.target.authority, body.framing, peer.target.auth, this.trusted);
+    if (o.setHeaders !== undefined) headers = applySetHeaders(headers, body.framing.length, o.setHeaders, ex);
+    if (o.onRequest !== undefined) return this.#requestHook(o.onRequest, peer, route, path, headers);
+    this.#dispatch(peer, route, path, headers);
+  }
+
+  #dispatch(peer: Peer, route: Route, path: string, headers: string[]): void {
+    const { pool, o, ex, body, method } = this;
+    ex.upstreamAddr.push(peer.name);
     // What the upstream is told: cache() checks its key against it before storing the answer.
     ex.upstreamRequestHeaders = headers;
     if (channels.upstreamAttempt.hasSubscribers)
@@ -404,6 +582,46 @@ class Forwarding implements AttemptListener, RedirectRewriter {
     const a = new Attempt(peer, body, o.timeouts, route.http2, this);
     this.current = a;
     a.start(route, method, path, headers);
+  }
+
+  /** onRequest: the hook sees and changes the attempt's path and headers (not its framing, which stays last); awaited when it returns a Promise. */
+  #requestHook(hook: OnRequestHook, peer: Peer, route: Route, path: string, headers: string[]): void {
+    const framing = this.body.framing.length;
+    const fixed = framing === 0 ? [] : headers.slice(headers.length - framing);
+    const own = framing === 0 ? headers : headers.slice(0, headers.length - framing);
+    const ctx = new RequestContext(this.ex, hookServer(peer), this.attempts, this.method, path, new HookHeaders(own, fixed));
+    const send = (): void => {
+      if (this.gone.aborted) {
+        this.inner.finish(peer, 'ok', { header: -1, response: 0, inflightDone: false }, undefined);
+        return this.#giveUp(new BadGatewayError('client closed the request'));
+      }
+      const list = ctx.headers.list();
+      this.#dispatch(peer, route, ctx.path, framing === 0 ? list : list.concat(fixed));
+    };
+    let result: unknown;
+    try {
+      result = hook(ctx);
+    } catch (err) {
+      return this.#requestHookFailed(peer, err);
+    }
+    if (!isThenable(result)) return send();
+    result.then(
+      () => {
+        try {
+          send();
+        } catch (err) {
+          this.#crash(err);
+        }
+      },
+      (err: unknown) => this.#requestHookFailed(peer, err),
+    );
+  }
+
+  /** The request hook threw or rejected: the server is released (not a failure of its own), the request fails with the hook's error. */
+  #requestHookFailed(peer: Peer, err: unknown): void {
+    this.inner.finish(peer, 'ok', { header: -1, response: 0, inflightDone: false }, undefined);
+    if (this.gone.aborted) return this.#giveUp(new BadGatewayError('client closed the request'));
+    this.#crash(hookFailure(err, 'onRequest'));
   }
 
   attemptFailed(a: Attempt): void {
@@ -442,6 +660,9 @@ class Forwarding implements AttemptListener, RedirectRewriter {
     }
     inner.finish(peer, 'failed', timings, undefined);
     ex.upstreamStatus.push(failure === 'timeout' ? 504 : 502);
+    ex.upstreamConnectTime.push(a.connectTime);
+    ex.upstreamHeaderTime.push(-1);
+    ex.upstreamResponseTime.push(timings.response);
     const retry = canRetry(o, failure, this.tries, this.deadline, method, a.sent, body);
     if (channels.upstreamError.hasSubscribers) publishError(ex, pool, peer, this.attempts, failure, cause, retry);
     if (retry) return this.#later();
@@ -453,11 +674,20 @@ class Forwarding implements AttemptListener, RedirectRewriter {
     try {
       this.#responded(a);
     } catch (err) {
-      // A response hook threw: the attempt is over, the error is the request's.
-      a.cancel();
-      this.inner.finish(a.peer, 'ok', { header: a.headerTime, response: performance.now() - a.started, inflightDone: this.inflightDone }, a.status);
-      this.#crash(err);
+      // A response hook threw (sticky()'s, say): the attempt is over, the error is the request's as it is.
+      this.#hookFailed(a, err, false);
     }
+  }
+
+  /**
+   * A response hook (sticky()'s, onResponse, or what balance() did after it) threw or rejected: the
+   * attempt is ended, recorded with the upstream's status, and the request fails with the error.
+   */
+  #hookFailed(a: Attempt, err: unknown, wrap = true): void {
+    a.cancel();
+    this.#settle(a, false);
+    if (this.gone.aborted) return this.#giveUp(new BadGatewayError('client closed the request'));
+    this.#crash(wrap ? hookFailure(err, 'onResponse') : err);
   }
 
   #responded(a: Attempt): void {
@@ -482,17 +712,18 @@ class Forwarding implements AttemptListener, RedirectRewriter {
       this.current = undefined;
       a.discard();
       count(inner, peer, a);
-      inner.finish(
-        peer,
-        status === 403 || status === 404 ? 'next' : 'failed',
-        { header: a.headerTime, response: performance.now() - a.started, inflightDone },
-        status,
-      );
+      const response = performance.now() - a.started;
+      inner.finish(peer, status === 403 || status === 404 ? 'next' : 'failed', { header: a.headerTime, response, inflightDone }, status);
       if (channels.upstreamEnd.hasSubscribers) publishEnd(ex, pool, peer, this.attempts, status, 'next', a);
       ex.upstreamStatus.push(status);
+      ex.upstreamConnectTime.push(a.connectTime);
+      ex.upstreamHeaderTime.push(a.headerTime);
+      ex.upstreamResponseTime.push(response);
       return this.#later();
     }
     ex.upstreamStatus.push(status);
+    ex.upstreamConnectTime.push(a.connectTime);
+    ex.upstreamHeaderTime.push(a.headerTime);
     ex.server = { id: peer.id, name: peer.name, sid: peer.sid };
     // Detached (a cache's background update): the client's connection is not this response's, and
     // its finished state is the client's answer's, not this response's (the cache's stand-in takes it).
@@ -505,6 +736,7 @@ class Forwarding implements AttemptListener, RedirectRewriter {
     this.answering = peer;
     // cache() in front reads X-Accel-Expires from what balance() writes: it is left in for it to see.
     const headers = clientResponseHeaders(a.rawHeaderList(), status, ex.cacheStatus === undefined ? o.response : o.cachedResponse, this);
+    if (o.cookies !== undefined) rewriteCookies(headers, o.cookies, ex);
     if (ex.responseHooks !== undefined) {
       const added: string[] = [];
       const message = a.message();
@@ -514,23 +746,166 @@ class Forwarding implements AttemptListener, RedirectRewriter {
         for (const h of added) headers.push(h);
       }
     }
+    if (o.onResponse !== undefined) return this.#responseHook(o.onResponse, a, headers);
     // To an HTTP/2 client without the connection-specific fields it may not carry.
     writeHead(res, status, headers);
     a.relay(res);
   }
 
+  /** onResponse: the hook sees the status and headers before anything is sent; awaited when it returns a Promise. */
+  #responseHook(hook: OnResponseHook, a: Attempt, headers: string[]): void {
+    const ctx = new ResponseContext(this.ex, hookServer(a.peer), a.status, new HookHeaders(headers), (limit) => this.#readBody(a, limit));
+    let result: unknown;
+    try {
+      result = hook(ctx);
+    } catch (err) {
+      ctx.closed = true;
+      return this.#hookFailed(a, err);
+    }
+    if (!isThenable(result)) return this.#afterResponseHook(a, ctx);
+    result.then(
+      () => {
+        try {
+          this.#afterResponseHook(a, ctx);
+        } catch (err) {
+          this.#hookFailed(a, err);
+        }
+      },
+      (err: unknown) => {
+        ctx.closed = true;
+        this.#hookFailed(a, err);
+      },
+    );
+  }
+
+  /** The response hook is over: its answer, the body it read, or the upstream's response as the hook left it. */
+  #afterResponseHook(a: Attempt, ctx: ResponseContext): void {
+    ctx.closed = true;
+    if (this.gone.aborted) {
+      // The client left while the hook ran (its close cancelled the attempt).
+      a.cancel();
+      this.#settle(a, false);
+      return this.#giveUp(new BadGatewayError('client closed the request'));
+    }
+    const takeover = ctx.takeover;
+    if (takeover !== undefined) {
+      if (ctx.reading === undefined) this.#dropResponse(a);
+      else if (this.settled !== a) a.cancel();
+      return this.#answer(takeover);
+    }
+    if (ctx.reading !== undefined) {
+      // The hook read the body: the upstream's status and headers (as the hook left them) go out with it.
+      ctx.reading.then(
+        (body) => {
+          try {
+            const head = this.ex.req.method === 'HEAD';
+            this.#answer({ status: ctx.status, headers: head ? ctx.headers.list() : withoutLength(ctx.headers.list()), body }, head);
+          } catch (err) {
+            this.#crash(err);
+          }
+        },
+        (err: unknown) => this.#hookFailed(a, err),
+      );
+      return;
+    }
+    if (a.broken) {
+      // A timeout fired (or the upstream failed) while an async hook ran: nothing was sent yet.
+      a.cancel();
+      this.#settle(a, false);
+      this.#crash(new GatewayTimeoutError(`Upstream response broke off while the onResponse hook ran (pool "${this.pool.name}")`));
+      return;
+    }
+    writeHead(this.res, ctx.status, ctx.headers.list());
+    a.relay(this.res);
+  }
+
+  /**
+   * A response the hook answered instead of the upstream's: the upstream's is read off its
+   * connection when it is small (the connection is kept), else the connection is closed.
+   */
+  #dropResponse(a: Attempt): void {
+    const length = contentLength(a.rawHeaderList());
+    if (this.method === 'HEAD' || a.status === 204 || a.status === 304 || (length !== undefined && length <= DRAIN_LIMIT)) {
+      a.discard();
+      this.#settle(a, true);
+    } else {
+      a.cancel();
+      this.#settle(a, false);
+    }
+  }
+
+  /** Sends a response of the hook's (or the upstream's, with the body the hook read) with its Content-Length. */
+  #answer(t: Takeover, keepLength = false): void {
+    const res = this.res;
+    this.res.off('close', this.onClose);
+    this.body.dispose();
+    if (res.headersSent || res.destroyed) return;
+    const bodiless = t.status === 204 || t.status === 304;
+    const headers = keepLength || bodiless ? t.headers : [...t.headers, 'content-length', String(t.body.length)];
+    writeHead(res, t.status, headers);
+    res.end(bodiless || t.body.length === 0 ? undefined : t.body);
+  }
+
+  /** ctx.readBody(): the upstream's body into memory, at most `limit` bytes (more fails with a 502 and closes the connection). */
+  #readBody(a: Attempt, limit: number): Promise<Buffer> {
+    return new Promise<Buffer>((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      let reason: Error | undefined;
+      const fail = (): void => {
+        this.readFailed = undefined;
+        reject(reason ?? new BadGatewayError(`Upstream response broke off while readBody() read it (pool "${this.pool.name}")`));
+      };
+      if (a.broken || this.settled === a) return fail();
+      this.readFailed = fail;
+      // What Attempt.relay() writes to: the chunks are kept, the end resolves.
+      const sink = {
+        writableLength: 0,
+        write: (chunk: Buffer): boolean => {
+          if (reason !== undefined) return false;
+          size += chunk.length;
+          if (size > limit) {
+            reason = new BadGatewayError(`Upstream response body is larger than readBody()'s limit of ${limit} bytes (pool "${this.pool.name}")`);
+            // Out of undici's onData: the attempt is ended (its connection closed), which fails the read.
+            queueMicrotask(() => a.cancel());
+            return false;
+          }
+          chunks.push(chunk);
+          return true;
+        },
+        once: () => sink,
+        off: () => sink,
+        end: (): void => {
+          this.readFailed = undefined;
+          resolve(Buffer.concat(chunks, size));
+        },
+        destroy: fail,
+      };
+      a.relay(sink as unknown as ServerResponse);
+    });
+  }
   rewriteRedirect(value: string, refresh: boolean): string {
     return this.o.redirects === undefined ? value : rewriteRedirect(this.o.redirects, value, refresh, this.ex, this.answering!.target);
   }
 
   relayEnded(a: Attempt, complete: boolean): void {
+    this.#settle(a, complete);
+    if (!complete) this.readFailed?.();
+  }
+
+  /** Records the end of the attempt that answered, once: statistics, passive health (the upstream's status), its response time. */
+  #settle(a: Attempt, complete: boolean): void {
+    if (this.settled === a) return;
+    this.settled = a;
     const { pool, inner, ex, body } = this;
     const peer = a.peer;
     this.current = undefined;
     this.res.off('close', this.onClose);
     body.dispose();
     count(inner, peer, a);
-    inner.finish(peer, 'ok', { header: a.headerTime, response: performance.now() - a.started, inflightDone: this.inflightDone }, a.status);
+    const response = performance.now() - a.started;
+    inner.finish(peer, 'ok', { header: a.headerTime, response, inflightDone: this.inflightDone }, a.status);
+    ex.upstreamResponseTime.push(response);
     if (channels.upstreamEnd.hasSubscribers) publishEnd(ex, pool, peer, this.attempts, a.status, complete ? 'complete' : 'aborted', a);
   }
 }
@@ -556,6 +931,40 @@ function staleTooOften(peer: Peer, now: number): boolean {
 
 function serverRef(peer: Peer): UpstreamServerRef {
   return { id: peer.id, name: peer.name };
+}
+
+/** Bytes of an upstream body balance() reads off the connection to keep it when a hook answered instead; a longer one closes it. */
+const DRAIN_LIMIT = 64 * 1024;
+
+function hookServer(peer: Peer): HookServer {
+  return { id: peer.id, name: peer.name, url: peer.url };
+}
+
+/** The response's Content-Length, when it has one that is a number. */
+function contentLength(raw: readonly (Buffer | string)[]): number | undefined {
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length === 14 && name.toString().toLowerCase() === 'content-length') {
+      const n = Number(raw[i + 1]!.toString().trim());
+      return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
+    }
+  }
+  return undefined;
+}
+
+/** The pairs without Content-Length. */
+function withoutLength(list: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < list.length; i += 2) if (list[i]!.toLowerCase() !== 'content-length') out.push(list[i]!, list[i + 1]!);
+  return out;
+}
+
+/** Applies the cookie options (nginx `proxy_cookie_domain`, `proxy_cookie_path`, `proxy_cookie_flags`) to each Set-Cookie of the upstream's. */
+function rewriteCookies(headers: string[], rules: CookieRules, ex: Exchange): void {
+  for (let i = 0; i < headers.length; i += 2) {
+    const name = headers[i]!;
+    if (name.length === 10 && name.toLowerCase() === 'set-cookie') headers[i + 1] = rewriteSetCookie(rules, headers[i + 1]!, ex);
+  }
 }
 
 function publishError(

@@ -126,6 +126,11 @@ export class Attempt implements SlotAware, WriteErrorOwner {
   status = 0;
   /** Milliseconds from the start to the response header. */
   headerTime = 0;
+  /**
+   * Milliseconds from the start until the request had its connection (nginx `$upstream_connect_time`):
+   * 0 on a kept-alive connection that carried a request before, -1 while it has none.
+   */
+  connectTime = -1;
   /** The response ended whole (set when relayed or dropped to the end). */
   complete = false;
 
@@ -215,6 +220,7 @@ export class Attempt implements SlotAware, WriteErrorOwner {
       this.#read0 = conn.socket.bytesRead;
       this.#written0 = conn.socket.bytesWritten;
     }
+    this.connectTime = this.reused ? 0 : performance.now() - this.started;
     this.#arm(this.#timeouts.idle);
   }
 
@@ -324,6 +330,11 @@ export class Attempt implements SlotAware, WriteErrorOwner {
   }
 
   // ---- what balance() does with it ----
+
+  /** The response broke off (the upstream failed or a timeout fired) before balance() relayed it. */
+  get broken(): boolean {
+    return this.#broken !== undefined;
+  }
 
   /** The response header as the server wrote it: `[name, value, ...]`, Buffers (HTTP/1.1, HTTP/2) or strings. */
   rawHeaderList(): readonly (Buffer | string)[] {

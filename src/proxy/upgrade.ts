@@ -269,9 +269,22 @@ interface Pending {
  * ```
  */
 export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): ProxyUpgradeHandler {
-  poolOption(pool);
+  return upgradeHandler(poolOption(pool), options);
+}
+
+/**
+ * {@link upgrade} over `target`: one pool, or a function choosing the pool per request (balance()'s
+ * pool selector; a throw, an {@link UnknownPoolError}, answers 502), with `shape` changing the
+ * handshake's upstream headers (balance()'s `setHeaders`). @internal
+ */
+export function upgradeHandler(
+  target: UpstreamPool | ((req: IncomingMessage, ex: Exchange) => UpstreamPool),
+  options: UpgradeOptions = {},
+  shape?: (headers: string[], ex: Exchange) => string[],
+): ProxyUpgradeHandler {
   objectOption(options, '', UPGRADE_OPTIONS);
-  const inner = internals(pool);
+  const fixed = typeof target === 'function' ? undefined : target;
+  const fixedInner = fixed === undefined ? undefined : internals(fixed);
   const policy = { ...forwardingPolicy(options), underscores: booleanOption(options.underscoresInHeaders, 'underscoresInHeaders', false) };
   const { connect: connectTimeout, header: headerTimeout, idle: idleTimeout } = attemptTimeouts(options);
   const pending = new WeakMap<IncomingMessage, Pending>();
@@ -338,8 +351,23 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Proxy
     if (screenUpgrade(req, socket, head)) return;
     const ex = exchange(req);
     let peer: Peer | undefined;
+    let pool: UpstreamPool;
+    let inner: PoolInternals;
     try {
       resolveClient(ex, policy.trust);
+      if (fixed !== undefined) {
+        pool = fixed;
+        inner = fixedInner!;
+      } else {
+        try {
+          pool = (target as (req: IncomingMessage, ex: Exchange) => UpstreamPool)(req, ex);
+          inner = internals(pool);
+        } catch {
+          // The pool selector named no pool (UnknownPoolError): nginx's 502 for an upstream it cannot resolve.
+          refuseUpgrade(socket, 502, 'Bad Gateway');
+          return;
+        }
+      }
       peer = inner.select(inner.selection(req, ex));
     } catch {
       // A throwing trustProxy or hash key function: an event listener must not throw.
@@ -401,7 +429,8 @@ export function upgrade(pool: UpstreamPool, options: UpgradeOptions = {}): Proxy
       const t = peer.target;
       const host = t.hostname.includes(':') ? `[${t.hostname}]` : t.hostname;
       const target = `${t.protocol}//${host}:${t.port}${t.prefix}${upstreamTarget(ex)}`;
-      const headers = upstreamRequestHeaders(ex, policy, t.authority, [], t.auth);
+      let headers = upstreamRequestHeaders(ex, policy, t.authority, [], t.auth);
+      if (shape !== undefined) headers = shape(headers, ex);
       pending.set(req, {
         headers,
         upgrade: String(req.headers.upgrade),
