@@ -23,7 +23,17 @@ export { sync, SyncHandle, DEFAULT_STATS_INTERVAL, DEFAULT_SYNC_NAMESPACE, DEFAU
 export type { InstanceReport, RedisClientLike, RedisClusterLike, RedisSentinelLike, SyncEvents, SyncOptions } from './sync/index.ts';
 
 export { balance } from './balance/index.ts';
-export type { BalanceMiddleware, BalanceOptions, NextUpstreamCondition } from './balance/index.ts';
+export type { BalanceMiddleware, BalanceOptions, NextUpstreamCondition, PoolSelector } from './balance/index.ts';
+export type {
+  HookHeaderInit,
+  HookHeaders,
+  HookServer,
+  OnRequestHook,
+  OnResponseHook,
+  RequestHookContext,
+  ResponseHookContext,
+} from './proxy/hooks.ts';
+export type { CookieFlag, CookieFlagsRule, CookieOptions, CookieRewriteRule } from './proxy/cookies.ts';
 export type { RedirectOption, RedirectRule } from './proxy/redirect.ts';
 export {
   DIAGNOSTICS_CHANNELS,
