@@ -25,7 +25,7 @@ import {
   StandaloneEngine,
   timed,
 } from './redis-clients.ts';
-import { checkIncrement, parseJson, type Transport, type VersionedEntry } from './transport.ts';
+import { type BucketCheck, checkBuckets, checkIncrement, parseJson, type Transport, type VersionedEntry } from './transport.ts';
 
 export type { RedisClientLike, RedisClusterLike, RedisSentinelLike } from './redis-clients.ts';
 
@@ -99,8 +99,43 @@ if n == nil or n > 9007199254740991 or n < -9007199254740991 or redis.call('PTTL
 end
 return redis.call('INCRBY', KEYS[1], ARGV[1])`;
 
+// nginx's limit_req arithmetic on several buckets in one atomic step, on Redis's clock (TIME):
+// transport.ts's `leak`, line for line. ARGV holds each bucket's rate and burst (milli-requests). A
+// bucket is "excess last" with an expiry at the time it would be drained to nothing; a value that is
+// not one (garbage, another type) is a bucket never seen, and is replaced.
+const BUCKETS = `local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {0}
+local lasts = {}
+for i = 1, #KEYS do
+  local rate = tonumber(ARGV[2 * i - 1])
+  local burst = tonumber(ARGV[2 * i])
+  local got = redis.pcall('GET', KEYS[i])
+  local excess, last = 0, now
+  if type(got) == 'string' then
+    local e, l = string.match(got, '^(%d+) (%-?%d+)$')
+    if e then
+      e = tonumber(e)
+      l = tonumber(l)
+      local ms = now - l
+      if ms < -60000 then ms = 1 elseif ms < 0 then ms = 0 end
+      excess = e - math.floor(rate * ms / 1000) + 1000
+      if excess < 0 then excess = 0 end
+      if excess > burst then return {i, excess} end
+      if ms == 0 then last = l end
+    end
+  end
+  out[i + 1] = excess
+  lasts[i] = last
+end
+for i = 1, #KEYS do
+  local ttl = math.floor((out[i + 1] + 1000) * 1000 / tonumber(ARGV[2 * i - 1])) + 1
+  redis.call('SET', KEYS[i], string.format('%.0f %.0f', out[i + 1], lasts[i]), 'PX', string.format('%.0f', ttl))
+end
+return out`;
+
 const sha1 = (script: string): string => createHash('sha1').update(script).digest('hex');
-const SCRIPTS = { version: VERSION, put: PUT, renew: RENEW, release: RELEASE, increment: INCREMENT } as const;
+const SCRIPTS = { version: VERSION, put: PUT, renew: RENEW, release: RELEASE, increment: INCREMENT, buckets: BUCKETS } as const;
 const SHAS = Object.fromEntries(Object.entries(SCRIPTS).map(([name, script]) => [name, sha1(script)])) as Record<keyof typeof SCRIPTS, string>;
 
 /** The error every operation of a disconnected {@link RedisTransport} rejects with. */
@@ -268,7 +303,7 @@ export class RedisTransport implements Transport {
     return () => this.#listeners.delete(listener);
   }
 
-  #key(kind: 'version' | 'scope' | 'channel' | 'lease' | 'broadcast' | 'counter', name: string): string {
+  #key(kind: 'version' | 'scope' | 'channel' | 'lease' | 'broadcast' | 'counter' | 'limit', name: string): string {
     return this.#engine.key(kind, name);
   }
 
@@ -357,16 +392,17 @@ export class RedisTransport implements Transport {
   }
 
   /**
-   * Runs a script on its one key by the script's SHA1, loading it with EVAL when Redis does not know
+   * Runs a script on its key (or keys, of one hash slot) by the script's SHA1, loading it with EVAL when Redis does not know
    * it yet (on a cluster, each master has its own script cache: both go to the master of `key`).
    */
-  async #script(name: keyof typeof SCRIPTS, key: string, args: string[]): Promise<unknown> {
-    const tail = ['1', key, ...args];
+  async #script(name: keyof typeof SCRIPTS, key: string | string[], args: string[]): Promise<unknown> {
+    const keys = typeof key === 'string' ? [key] : key;
+    const tail = [String(keys.length), ...keys, ...args];
     try {
-      return await this.#send(key, ['EVALSHA', SHAS[name], ...tail]);
+      return await this.#send(keys[0]!, ['EVALSHA', SHAS[name], ...tail]);
     } catch (err) {
       if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
-      return this.#send(key, ['EVAL', SCRIPTS[name], ...tail]);
+      return this.#send(keys[0]!, ['EVAL', SCRIPTS[name], ...tail]);
     }
   }
 
@@ -439,5 +475,18 @@ export class RedisTransport implements Transport {
   async remove(key: string): Promise<void> {
     const name = this.#key('counter', key);
     await this.#send(name, ['DEL', name]);
+  }
+
+  async buckets(scope: string, checks: readonly BucketCheck[]): Promise<number[]> {
+    checkBuckets(checks);
+    const prefix = this.#key('limit', scope);
+    const reply = await this.#script(
+      'buckets',
+      checks.map((c) => `${prefix}:${c.key}`),
+      checks.flatMap((c) => [String(c.rate), String(c.burst)]),
+    );
+    const out = Array.isArray(reply) ? reply.map(Number) : [];
+    if (out.length < 2 || !out.every(Number.isSafeInteger)) throw new Error('switchyard sync: Redis returned an invalid bucket reply');
+    return out;
   }
 }

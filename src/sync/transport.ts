@@ -2,7 +2,8 @@
 // The Redis transport (redis.ts) maps each operation to one command or Lua script: `version` to
 // INCR (raised to a floor), `put` to a compare-version HSET plus PUBLISH, `snapshot` to HGETALL,
 // `acquire` / `renew` / `release` to SET NX PX and compare-and-set scripts, `broadcast` to
-// PUBLISH, `increment` to INCRBY with an expiry set on creation, `remove` to DEL.
+// PUBLISH, `increment` to INCRBY with an expiry set on creation, `remove` to DEL, `buckets` to a
+// script applying nginx's limit_req arithmetic to several keys at once on the engine's clock.
 
 /**
  * One versioned record of a scope (a server of a pool, later other kinds of state): what
@@ -23,6 +24,80 @@ export interface VersionedEntry {
   readonly origin: string;
   /** The record, serialized (JSON): what crosses the transport is always a string. */
   readonly value: string;
+}
+
+/**
+ * One leaky bucket of {@link Transport.buckets}: nginx's `limit_req` state of one key of one zone.
+ *
+ * @example
+ * ```ts
+ * const check: BucketCheck = { key: 'per_ip:10.0.0.7', rate: 10_000, burst: 20_000 };
+ * ```
+ */
+export interface BucketCheck {
+  /** The bucket's name, unique in its scope (`<zone>:<key>`). */
+  readonly key: string;
+  /** How fast the bucket drains, in milli-requests per second (nginx's `ctx->rate`): a positive safe integer. */
+  readonly rate: number;
+  /** The most excess the bucket takes, in milli-requests (nginx's `limit->burst`): a safe integer >= 0. */
+  readonly burst: number;
+}
+
+/**
+ * nginx's limit_req arithmetic on buckets kept by an engine, one atomic step for all of `checks`
+ * (what Redis does in one script): each bucket's excess is drained by the time since its last
+ * request, on the engine's clock, plus this request (1000); a bucket never seen, or one drained long
+ * enough to be forgotten, starts at 0. If one is above its burst, nothing is stored and the result is
+ * `[i + 1, excess]` (the first such bucket `i`); else every excess is stored and the result is
+ * `[0, excess_0, excess_1, ...]`. Shared by the in-memory engine and the tests of the Redis script.
+ * @internal
+ */
+export function leak(
+  checks: readonly BucketCheck[],
+  now: number,
+  read: (key: string) => { excess: number; last: number } | undefined,
+  write: (key: string, excess: number, last: number, ttlMs: number) => void,
+): number[] {
+  const out = [0];
+  const lasts: number[] = [];
+  for (const [i, c] of checks.entries()) {
+    const state = read(c.key);
+    let excess = 0;
+    let last = now;
+    if (state !== undefined) {
+      let ms = now - state.last;
+      if (ms < -60_000) ms = 1;
+      else if (ms < 0) ms = 0;
+      excess = Math.max(0, state.excess - Math.floor((c.rate * ms) / 1000) + 1000);
+      if (excess > c.burst) return [i + 1, excess];
+      if (ms === 0) last = state.last;
+    }
+    out.push(excess);
+    lasts.push(last);
+  }
+  for (const [i, c] of checks.entries()) write(c.key, out[i + 1]!, lasts[i]!, bucketTtl(out[i + 1]!, c.rate));
+  return out;
+}
+
+/**
+ * How long a bucket is kept after a request left it at `excess`: until a further request would
+ * find it drained to nothing, which is what a bucket never seen gives (nginx: 0), so forgetting it
+ * then changes no decision.
+ * @internal
+ */
+export function bucketTtl(excess: number, rate: number): number {
+  return Math.floor(((excess + 1000) * 1000) / rate) + 1;
+}
+
+/**
+ * Checks the arguments of {@link Transport.buckets}, the same way on every engine. Throws a RangeError.
+ * @internal
+ */
+export function checkBuckets(checks: readonly BucketCheck[]): void {
+  if (!Array.isArray(checks) || checks.length === 0) throw new RangeError('switchyard sync: buckets takes at least one bucket');
+  for (const c of checks)
+    if (typeof c.key !== 'string' || !Number.isSafeInteger(c.rate) || c.rate <= 0 || !Number.isSafeInteger(c.burst) || c.burst < 0)
+      throw new RangeError('switchyard sync: a bucket has a key, a positive integer rate and an integer burst >= 0');
 }
 
 /**
@@ -73,6 +148,12 @@ export interface Transport {
   increment(key: string, by: number, ttlMs: number): Promise<number>;
   /** Deletes a counter. */
   remove(key: string): Promise<void>;
+  /**
+   * Applies nginx's limit_req arithmetic ({@link leak}) to the buckets `checks` of `scope` in one
+   * atomic step on the engine's clock (one round trip). On Redis Cluster, the buckets of one scope
+   * share a hash slot. Rejects with a RangeError on invalid checks.
+   */
+  buckets(scope: string, checks: readonly BucketCheck[]): Promise<number[]>;
 }
 
 /**
@@ -99,9 +180,11 @@ interface HubData {
   leases: Map<string, { holder: string; until: number }>;
   /** The counters of {@link Transport.increment}, each with the time it expires at. */
   tallies: Map<string, { value: number; until: number }>;
+  /** The buckets of {@link Transport.buckets} by scope and key, each with the time it is forgotten at. */
+  buckets: Map<string, { excess: number; last: number; until: number }>;
 }
 
-const emptyData = (): HubData => ({ counters: new Map(), scopes: new Map(), leases: new Map(), tallies: new Map() });
+const emptyData = (): HubData => ({ counters: new Map(), scopes: new Map(), leases: new Map(), tallies: new Map(), buckets: new Map() });
 
 /**
  * An in-process engine shared by several {@link MemoryTransport}s (one per simulated instance),
@@ -205,6 +288,24 @@ export class MemoryHub {
   /** @internal */
   remove(key: string): void {
     this.#data.tallies.delete(key);
+  }
+
+  /** @internal */
+  buckets(scope: string, checks: readonly BucketCheck[]): number[] {
+    const now = Math.floor(this.#clock.now());
+    const buckets = this.#data.buckets;
+    const name = (key: string): string => `${scope}\n${key}`;
+    return leak(
+      checks,
+      now,
+      (key) => {
+        const b = buckets.get(name(key));
+        return b !== undefined && b.until > now ? b : undefined;
+      },
+      (key, excess, last, ttl) => {
+        buckets.set(name(key), { excess, last, until: now + ttl });
+      },
+    );
   }
 
   /** @internal */
@@ -341,6 +442,11 @@ export class MemoryTransport implements Transport {
 
   remove(key: string): Promise<void> {
     return this.#call(() => this.#hub.remove(key));
+  }
+
+  async buckets(scope: string, checks: readonly BucketCheck[]): Promise<number[]> {
+    checkBuckets(checks);
+    return this.#call(() => this.#hub.buckets(scope, checks));
   }
 }
 

@@ -262,6 +262,7 @@ test('a push that fails while the transport stays connected (Redis frozen: comma
     listen: (channel, handler) => inner.listen(channel, handler),
     increment: (key, by, ttl) => inner.increment(key, by, ttl),
     remove: (key) => inner.remove(key),
+    buckets: (scope, checks) => inner.buckets(scope, checks),
   };
   const replica = new ConfigReplica({ transport: flaky, scope: SCOPE, origin: 'a', apply() {}, retryDelay: 20 });
   await replica.start();

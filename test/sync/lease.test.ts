@@ -153,6 +153,7 @@ test('a renewal that never answers ends the hold at the TTL', async () => {
     listen: (channel, handler) => inner.listen(channel, handler),
     increment: (key, by, ttl) => inner.increment(key, by, ttl),
     remove: (key) => inner.remove(key),
+    buckets: (scope, checks) => inner.buckets(scope, checks),
   };
   const a = make('a', transport);
   a.lease.start();

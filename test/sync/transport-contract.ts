@@ -302,6 +302,29 @@ export function transportContract(name: string, create: (t: TestContext) => Prom
       assert.equal(await a.increment(key, 0, 60_000), 1, 'a rejected increment changed nothing');
     });
 
+    test('buckets: nginx limit_req arithmetic across clients, atomically over several buckets; a rejection stores nothing', async (e, scope) => {
+      const a = await e.client();
+      const b = await e.client();
+      // 16 milli-requests per second (nginx's 1r/m): nothing drains within the test's few ms.
+      const k = { key: 'z:k', rate: 16, burst: 2000 };
+      assert.deepEqual(await a.buckets(scope, [k]), [0, 0], 'a new bucket starts at 0');
+      assert.deepEqual(await b.buckets(scope, [k]), [0, 1000]);
+      assert.deepEqual(await a.buckets(scope, [k]), [0, 2000]);
+      assert.deepEqual(await b.buckets(scope, [k]), [1, 3000], 'over the burst: the first bucket rejects');
+      assert.deepEqual(await a.buckets(scope, [k]), [1, 3000], 'and its excess was not stored');
+      const other = { key: 'y:k', rate: 16, burst: 0 };
+      assert.deepEqual(await a.buckets(scope, [other, k]), [2, 3000], 'the second rejects: the first stores nothing either');
+      assert.deepEqual(await a.buckets(scope, [other]), [0, 0]);
+      assert.deepEqual(await a.buckets(`${scope}-2`, [k]), [0, 0], 'scopes are apart');
+      // 1000 r/s: an excess of 0 is drained, and the bucket forgotten, within 2 ms.
+      const fast = { key: 'x:k', rate: 1_000_000, burst: 0 };
+      assert.deepEqual(await a.buckets(scope, [fast]), [0, 0]);
+      await sleep(20);
+      assert.deepEqual(await b.buckets(scope, [fast]), [0, 0]);
+      for (const bad of [[], [{ key: 'k', rate: 0, burst: 0 }], [{ key: 'k', rate: 1.5, burst: 0 }], [{ key: 'k', rate: 1, burst: -1 }]])
+        await assert.rejects(a.buckets(scope, bad), RangeError, JSON.stringify(bad));
+    });
+
     test('a counter expires its ttl after its creation, and later increments do not extend it', async (e, scope) => {
       const a = await e.client();
       const b = await e.client();
