@@ -16,11 +16,16 @@ export type {
   ResponseTimeHistogram,
   HealthCheckStats,
   StateChange,
+  StreamPoolStats,
+  StreamServerStats,
 } from './pool/index.ts';
 export type { ServerEvent, ServerInfo, ServerOptions, ServerState, ServerStats, ServerUpdate } from './pool/index.ts';
 
 export { sync, SyncHandle, DEFAULT_STATS_INTERVAL, DEFAULT_SYNC_NAMESPACE, DEFAULT_SYNC_TIMEOUT } from './sync/index.ts';
 export type { InstanceReport, RedisClientLike, RedisClusterLike, RedisSentinelLike, SyncEvents, SyncOptions } from './sync/index.ts';
+
+export { streamBalance, DEFAULT_PROXY_PROTOCOL_TIMEOUT, DEFAULT_STREAM_CONNECT_TIMEOUT, DEFAULT_STREAM_IDLE_TIMEOUT } from './stream/index.ts';
+export type { StreamBalanceOptions, StreamEvents, StreamHandler, StreamSession, StreamSessionCounters, StreamZoneStats } from './stream/index.ts';
 
 export { balance } from './balance/index.ts';
 export type { BalanceMiddleware, BalanceOptions, NextUpstreamCondition, PoolSelector } from './balance/index.ts';

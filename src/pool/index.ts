@@ -14,7 +14,7 @@ import { kPool, type PoolInternals } from './internal.ts';
 import { PoolSync } from './sync.ts';
 import { type SyncHandle, type SyncOptions, syncOption } from '../sync/index.ts';
 import { resolveMethod, type MethodOption } from './methods/index.ts';
-import type { AttemptTimings, Balancer, MethodCapabilities, PeerSet, Selection } from './methods/types.ts';
+import type { AttemptTimings, Balancer, MethodCapabilities, PeerSet, Selection, StreamTimings } from './methods/types.ts';
 import { emptyResponses, histogramOf, movingAverage, Peer, recordResponseTime, type AttemptOutcome, type ServerState, type ServerStats } from './peer.ts';
 
 export type { ServerState, ServerStats, ResponseCounters, ResponseTimeHistogram, HealthCheckStats } from './peer.ts';
@@ -225,6 +225,45 @@ export interface PoolStats {
   keepalive: number;
   /** The wait queue, when the pool has one. */
   queue: QueueStats | undefined;
+}
+
+/**
+ * One server's stream (TCP/UDP) statistics, counted apart from its HTTP ones (NGINX Plus
+ * `/api/9/stream/upstreams/{name}` peer). State, weight, `unavail`, health checks and downtime are
+ * the server's, whatever the traffic; `active` counts HTTP requests and stream connections in flight
+ * (one count, as the balancing method sees it).
+ */
+export interface StreamServerStats
+  extends Pick<
+    ServerStats,
+    'id' | 'server' | 'name' | 'backup' | 'weight' | 'state' | 'active' | 'maxConns' | 'unavail' | 'healthChecks' | 'downtime' | 'downstart' | 'selected'
+  > {
+  /** Stream connections (and UDP sessions) sent to the server, connect failures included. */
+  connections: number;
+  /** Bytes sent to the server by stream connections. */
+  sent: number;
+  /** Bytes received from the server by stream connections. */
+  received: number;
+  /** Stream connections that failed to connect (nginx counts these as `fails`). */
+  fails: number;
+  /** Average time to connect, in ms (nginx's moving average). */
+  connectTime: number;
+  /** Average time to the first byte from the server, in ms. */
+  firstByteTime: number;
+  /** Average time of a whole session, in ms. */
+  responseTime: number;
+}
+
+/** A pool's stream statistics ({@link UpstreamPool.streamStats}). */
+export interface StreamPoolStats {
+  /** The pool's name. */
+  name: string;
+  /** The balancing method's name. */
+  method: string;
+  /** Every server's stream statistics, in the pool's order. */
+  servers: StreamServerStats[];
+  /** Removed servers that still have connections or requests in flight. */
+  zombies: number;
 }
 
 interface Waiter {
@@ -540,6 +579,46 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     };
   }
 
+  /**
+   * The stream (TCP/UDP) statistics of every server, counted apart from {@link UpstreamPool.stats}'s
+   * HTTP ones (NGINX Plus `/api/9/stream/upstreams/{name}`).
+   * @example
+   * ```ts
+   * for (const s of pool.streamStats().servers) console.log(s.id, s.connections, s.sent, s.received);
+   * ```
+   */
+  streamStats(): StreamPoolStats {
+    const now = this.#now();
+    return {
+      name: this.name,
+      method: this.method,
+      servers: this.#peers.map((p): StreamServerStats => {
+        const { id, server, name, backup, weight, state, active, maxConns, unavail, healthChecks, downtime, downstart, selected } = this.#serverStats(p, now);
+        return {
+          ...{ id, server, name, backup, weight, state, active, maxConns, unavail, healthChecks, downtime, downstart, selected },
+          connections: p.streamConnections,
+          sent: p.streamSent,
+          received: p.streamReceived,
+          fails: p.streamFails,
+          connectTime: p.streamConnectTime,
+          firstByteTime: p.streamFirstByteTime,
+          responseTime: p.streamResponseTime,
+        };
+      }),
+      zombies: this.#zombies.size,
+    };
+  }
+
+  /** Resets the stream counters of every server (NGINX Plus `DELETE /stream/upstreams/{name}`); the HTTP ones stay. */
+  resetStreamStats(): void {
+    for (const p of this.#peers) {
+      p.streamConnections = 0;
+      p.streamSent = 0;
+      p.streamReceived = 0;
+      p.streamFails = 0;
+    }
+  }
+
   /** Resets the counters of every server (NGINX Plus `DELETE /http/upstreams/{name}`). */
   resetStats(): void {
     for (const p of this.#peers) {
@@ -624,12 +703,13 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
   #internals(): PoolInternals {
     const pool = this;
     return Object.freeze({
-      selection: (req: IncomingMessage | undefined, ex: Exchange | undefined): Selection => ({
+      selection: (req: IncomingMessage | undefined, ex: Exchange | undefined, stream = false): Selection => ({
         tried: new Set(),
         backup: false,
         now: 0,
         req,
         ex,
+        stream,
         hash: 0,
         rehash: 0,
         tries: 0,
@@ -647,6 +727,7 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
         peer.received += received;
       },
       finish: (peer: Peer, outcome: AttemptOutcome, timings: AttemptTimings, status: number | undefined) => this.#finish(peer, outcome, timings, status),
+      finishStream: (peer: Peer, outcome: AttemptOutcome, timings: StreamTimings) => this.#finishStream(peer, outcome, timings),
       agentFor: (peer: Peer) => this.#connections.routeFor(peer),
       tls: this.#tls,
       peers: () => this.#peers,
@@ -672,7 +753,8 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
     sel.tried.add(peer);
     if (now - peer.checked > peer.failTimeout) peer.checked = now;
     peer.conns++;
-    peer.requests++;
+    if (sel.stream) peer.streamConnections++;
+    else peer.requests++;
     peer.selectedAt = now;
     this.#balancer.chosen?.(peer, now);
     return peer;
@@ -758,6 +840,25 @@ export class UpstreamPool extends EventEmitter<PoolEvents> {
       peer.avgResponseTime = movingAverage(peer.avgResponseTime, timings.response);
       if (!timings.inflightDone) peer.avgHeaderTime = movingAverage(peer.avgHeaderTime, timings.header);
     }
+    this.#release(peer, outcome, timings, now);
+  }
+
+  /** A stream connection ended: its statistics (apart from HTTP's), then as an HTTP attempt. */
+  #finishStream(peer: Peer, outcome: AttemptOutcome, t: StreamTimings): void {
+    const now = this.#now();
+    peer.streamSent += t.sent;
+    peer.streamReceived += t.received;
+    if (outcome === 'failed') peer.streamFails++;
+    if (outcome === 'ok') {
+      if (t.connect >= 0) peer.streamConnectTime = movingAverage(peer.streamConnectTime, t.connect);
+      if (t.firstByte >= 0) peer.streamFirstByteTime = movingAverage(peer.streamFirstByteTime, t.firstByte);
+      peer.streamResponseTime = movingAverage(peer.streamResponseTime, t.response);
+    }
+    this.#release(peer, outcome, { header: t.firstByte, response: t.response, inflightDone: false }, now);
+  }
+
+  /** The end of an attempt common to HTTP and streams: the method's bookkeeping, passive health, the queue. */
+  #release(peer: Peer, outcome: AttemptOutcome, timings: AttemptTimings, now: number): void {
     this.#balancer.finished?.(peer, outcome, timings, now);
     peer.conns--;
     if (peer.removed) {

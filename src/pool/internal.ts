@@ -8,7 +8,7 @@ import type { Exchange } from '../core/exchange.ts';
 import type { SyncHandle } from '../sync/index.ts';
 import type { Route } from './connections.ts';
 import type { UpstreamPool } from './index.ts';
-import type { AttemptTimings, Selection } from './methods/types.ts';
+import type { AttemptTimings, Selection, StreamTimings } from './methods/types.ts';
 import type { AttemptOutcome, Peer } from './peer.ts';
 
 /** The key of a pool's internals: a non-enumerable property no public type mentions. @internal */
@@ -17,7 +17,7 @@ export const kPool: unique symbol = Symbol('switchyard.pool');
 /** What the middlewares of this package ask of a pool on the request path and in the background. @internal */
 export interface PoolInternals {
   /** Starts one request's selection state. */
-  selection(req: IncomingMessage | undefined, ex: Exchange | undefined): Selection;
+  selection(req: IncomingMessage | undefined, ex: Exchange | undefined, stream?: boolean): Selection;
   /**
    * nginx `peer.tries`: attempts a request may make (primaries + backups that are neither down nor
    * draining: nginx's `drain` is a kind of `down`), 1 for a single server.
@@ -41,6 +41,11 @@ export interface PoolInternals {
   transferred(peer: Peer, sent: number, received: number): void;
   /** An attempt ended: passive health (nginx's free_round_robin_peer) and statistics. */
   finish(peer: Peer, outcome: AttemptOutcome, timings: AttemptTimings, status: number | undefined): void;
+  /**
+   * A stream connection (streamBalance()) ended, or its connect failed: the stream statistics (kept
+   * apart from HTTP's), the method's bookkeeping and passive health, as {@link PoolInternals.finish}.
+   */
+  finishStream(peer: Peer, outcome: AttemptOutcome, timings: StreamTimings): void;
   /** Where attempts to a server go: the pool's undici dispatcher for it (or the user's), with the dispatch's origin and server name. */
   agentFor(peer: Peer): Route;
   /**

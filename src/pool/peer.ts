@@ -204,6 +204,15 @@ export class Peer {
   // response times (nginx's moving averages: statistics, and what least_time reads)
   avgHeaderTime = 0;
   avgResponseTime = 0;
+  // stream (TCP/UDP) connections through streamBalance(), counted apart from HTTP requests; moving
+  // averages in ms (least_time connect and first-byte read them, last-byte when no HTTP time exists)
+  streamConnections = 0;
+  streamSent = 0;
+  streamReceived = 0;
+  streamFails = 0;
+  streamConnectTime = 0;
+  streamFirstByteTime = 0;
+  streamResponseTime = 0;
   // least_time inflight state
   inflightReqs = 0;
   inflightLast = 0;

@@ -32,7 +32,21 @@ const INTERNAL_NAMES = [
 ];
 
 /** The public members of UpstreamPool (what the README documents), besides EventEmitter's. */
-const PUBLIC_MEMBERS = ['name', 'method', 'servers', 'get', 'add', 'remove', 'update', 'stats', 'resetStats', 'close', 'ready'];
+const PUBLIC_MEMBERS = [
+  'name',
+  'method',
+  'servers',
+  'get',
+  'add',
+  'remove',
+  'update',
+  'stats',
+  'resetStats',
+  'streamStats',
+  'resetStreamStats',
+  'close',
+  'ready',
+];
 
 /** The declaration tsc builds for src/pool/index.ts with the project's options (what `npm run build` puts in dist/). */
 function emittedDeclaration(): string {

@@ -21,7 +21,7 @@ const INVALID: Array<[name: string, options: unknown, option: string]> = [
   ['hash without a key', { method: 'hash', servers: [{ url: A }] }, 'method.key'],
   ['hash with an empty key', { method: { name: 'hash', key: '' }, servers: [{ url: A }] }, 'method.key'],
   ['hash consistent not a boolean', { method: { name: 'hash', key: '$uri', consistent: 'yes' }, servers: [{ url: A }] }, 'method.consistent'],
-  ['least-time unknown measure', { method: { name: 'least-time', measure: 'first-byte' }, servers: [{ url: A }] }, 'method.measure'],
+  ['least-time unknown measure', { method: { name: 'least-time', measure: 'body' }, servers: [{ url: A }] }, 'method.measure'],
   ['least-time inflight not a boolean', { method: { name: 'least-time', inflight: 1 }, servers: [{ url: A }] }, 'method.inflight'],
   ['random two not a boolean', { method: { name: 'random', two: 'yes' }, servers: [{ url: A }] }, 'method.two'],
   ['malformed url', { servers: [{ url: 'http://' }] }, 'servers[0].url'],

@@ -26,8 +26,11 @@ export type MethodOption =
   | {
       /** Least time: the lowest estimated time to serve, average time × (1 + active connections), per unit of weight. */
       name: 'least-time';
-      /** Time to the response header or to the last byte. @default 'header' */
-      measure?: 'header' | 'last-byte' | undefined;
+      /**
+       * Time to the response header or to the last byte; for streamBalance() also `connect` (time to
+       * connect) and `first-byte` (time to the server's first byte, the stream's `header`). @default 'header'
+       */
+      measure?: 'header' | 'last-byte' | 'connect' | 'first-byte' | undefined;
       /** Count the age of requests still in flight. @default false */
       inflight?: boolean | undefined;
     }

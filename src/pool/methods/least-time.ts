@@ -4,8 +4,29 @@ import type { LoadMeasure } from './lanes.ts';
 import { LaneLists, leastBy, reference, roundRobin, withBackup } from './round-robin.ts';
 import { booleanParameter, FULL_CAPABILITIES, type Balancer, type MethodDefinition } from './types.ts';
 
-/** What least_time measures: time to the response header, or to its last byte. */
-export type LeastTimeMeasure = 'header' | 'last-byte';
+/**
+ * What least_time measures: time to the response header, or to its last byte (HTTP, and streams);
+ * for streams (nginx's stream `least_time connect | first_byte | last_byte`) also the time to connect
+ * or to the first byte.
+ */
+export type LeastTimeMeasure = 'header' | 'last-byte' | 'connect' | 'first-byte';
+
+/**
+ * The average a measure reads: HTTP's header and response times; a stream's where no HTTP time was
+ * taken (a pool that serves only streams), so `header` and `first-byte` are one measure, as are HTTP's
+ * and a stream's `last-byte`; `connect` is measured by streams only.
+ */
+function averageOf(measure: LeastTimeMeasure): (peer: Peer) => number {
+  switch (measure) {
+    case 'header':
+    case 'first-byte':
+      return (peer) => peer.avgHeaderTime || peer.streamFirstByteTime;
+    case 'last-byte':
+      return (peer) => peer.avgResponseTime || peer.streamResponseTime;
+    case 'connect':
+      return (peer) => peer.streamConnectTime;
+  }
+}
 
 /**
  * `least-time`: the lowest estimated time to serve, `avg time × (1 + active)`
@@ -18,8 +39,9 @@ export type LeastTimeMeasure = 'header' | 'last-byte';
  * with requests in flight under `inflight` are weighed one by one at every choice, as nginx ages them.
  */
 export function createLeastTime(measure: LeastTimeMeasure, inflight: boolean): Balancer {
+  const average = averageOf(measure);
   const eta = (peer: Peer, now: number): number => {
-    let rt = measure === 'header' ? peer.avgHeaderTime : peer.avgResponseTime;
+    let rt = average(peer);
     if (now - peer.checked > peer.failTimeout) {
       const shift = Math.floor(Math.floor((now - peer.checked) / 1000) / (Math.floor(peer.failTimeout / 1000) + 1));
       rt = shift < 32 ? Math.floor(rt / 2 ** shift) : 0;
@@ -35,7 +57,7 @@ export function createLeastTime(measure: LeastTimeMeasure, inflight: boolean): B
    * or once halved 32 times. A millisecond early, so that rounding never makes it late.
    */
   const until = (peer: Peer, now: number): number => {
-    if ((measure === 'header' ? peer.avgHeaderTime : peer.avgResponseTime) === 0) return Infinity;
+    if (average(peer) === 0) return Infinity;
     const age = now - peer.checked;
     const period = Math.floor(peer.failTimeout / 1000) + 1;
     const shift = age > peer.failTimeout ? Math.floor(Math.floor(age / 1000) / period) : 0;
@@ -99,10 +121,22 @@ interface LeastTimeParams {
 export const LEAST_TIME: MethodDefinition<LeastTimeParams> = {
   name: 'least-time',
   parameters: {
-    measure(value, option) {
+    measure(value, option): LeastTimeMeasure {
       const measure = value ?? 'header';
-      if (measure !== 'header' && measure !== 'last-byte' && measure !== 'last_byte') throw new InvalidOptionError(option, '"header" or "last-byte"', measure);
-      return measure === 'header' ? 'header' : 'last-byte';
+      switch (measure) {
+        case 'header':
+          return 'header';
+        case 'connect':
+          return 'connect';
+        case 'last-byte':
+        case 'last_byte':
+          return 'last-byte';
+        case 'first-byte':
+        case 'first_byte':
+          return 'first-byte';
+        default:
+          throw new InvalidOptionError(option, '"header" or "last-byte" (streams: also "connect" or "first-byte")', measure);
+      }
     },
     inflight: booleanParameter,
   },

@@ -25,6 +25,8 @@ export interface Selection {
   now: number;
   readonly req: IncomingMessage | undefined;
   readonly ex: Exchange | undefined;
+  /** True for a stream (TCP/UDP) connection of streamBalance(): counted in the stream statistics. */
+  readonly stream: boolean;
   /** Method scratch space that lives as long as the request (hash value, tries). */
   hash: number;
   rehash: number;
@@ -43,6 +45,20 @@ export interface AttemptTimings {
    * as it arrived (capability `headerTime: 'header'`) and ended the attempt's in-flight accounting there.
    */
   inflightDone: boolean;
+}
+
+/** Timings and byte counts of a finished stream (TCP/UDP) connection of streamBalance(). @internal */
+export interface StreamTimings {
+  /** ms to the upstream connection (TCP), or -1 when it never connected. */
+  connect: number;
+  /** ms to the first byte from the server, or -1 when none came. */
+  firstByte: number;
+  /** ms to the end of the session. */
+  response: number;
+  /** Bytes sent to the server. */
+  sent: number;
+  /** Bytes received from the server. */
+  received: number;
 }
 
 /**
