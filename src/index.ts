@@ -117,7 +117,7 @@ export type {
   StickyOptions,
 } from './sticky/index.ts';
 export { ADD_HEADER_STATUSES, DEFAULT_SHAPE_ALWAYS, shapeResponse } from './shape/index.ts';
-export type { ShapeContext, ShapeErrorListener, ShapeHeaders, ShapeResponseOptions } from './shape/index.ts';
+export type { ShapeContext, ShapeErrorListener, ShapeResponseOptions } from './shape/index.ts';
 export { healthCheck } from './health/index.ts';
 export type { HeaderCondition, HealthCheck, HealthCheckEvents, HealthCheckOptions, HealthClock, MatchOptions, ProbeResult } from './health/index.ts';
 export { monitor } from './monitor/index.ts';

@@ -11,6 +11,7 @@ import { exchange, type Exchange } from '../core/exchange.ts';
 import { TOKEN } from '../core/http.ts';
 import { booleanOption, functionOption, objectOption, optionPath } from '../core/options.ts';
 import { compileTemplate, hasVariables, type Template } from '../core/variables.ts';
+import { HookHeaders } from '../proxy/hooks.ts';
 
 /**
  * The statuses nginx's `add_header` adds its headers to without `always`: 200, 201, 204, 206, 301,
@@ -20,29 +21,6 @@ export const ADD_HEADER_STATUSES: readonly number[] = Object.freeze([200, 201, 2
 
 /** shapeResponse()'s `always` when not given: `add` only for {@link ADD_HEADER_STATUSES}, as nginx. */
 export const DEFAULT_SHAPE_ALWAYS = false;
-
-/**
- * The headers of the response being shaped, as {@link ShapeContext.headers} shows them: names in any
- * case, each value on its own (a header sent twice has two values). Changing a framing header
- * (Content-Length, Transfer-Encoding, Connection), a name that is not an HTTP token, or a value with a
- * character a header cannot carry (CR, LF, NUL, other controls) throws a {@link HookError}.
- */
-export interface ShapeHeaders {
-  /** The header's values joined with `, `, or `undefined` when the response has none. */
-  get(name: string): string | undefined;
-  /** Each value of the header, in order (`[]` when none). */
-  getAll(name: string): string[];
-  /** Whether the response has the header. */
-  has(name: string): boolean;
-  /** Replaces every value of the header with `value` (or with each of `value`'s). */
-  set(name: string, value: string | readonly string[]): void;
-  /** Adds one more value of the header, after those it has. */
-  append(name: string, value: string): void;
-  /** Removes every value of the header. */
-  delete(name: string): void;
-  /** Every header as `[name, value]`, one pair per value, in order; names as they were written. */
-  entries(): IterableIterator<[string, string]>;
-}
 
 /** What {@link ShapeResponseOptions.hook} is called with. */
 export interface ShapeContext {
@@ -54,8 +32,12 @@ export interface ShapeContext {
   readonly ex: Exchange;
   /** The status that will be sent; settable, to an integer from 200 to 599. */
   status: number;
-  /** The headers that will be sent, after `remove`, `set` and `add`. */
-  readonly headers: ShapeHeaders;
+  /**
+   * The headers that will be sent, after `remove`, `set` and `add`, as balance()'s hooks see theirs:
+   * names in any case, a header sent twice as two values; framing and hop-by-hop headers, names that
+   * are not tokens and values with CR, LF, NUL or another control are refused with a {@link HookError}.
+   */
+  readonly headers: HookHeaders;
 }
 
 /** Told of a {@link HookError} before the response is answered with it (to log it). */
@@ -95,8 +77,11 @@ export interface ShapeResponseOptions {
   onError?: ShapeErrorListener | undefined;
 }
 
-/** Framing headers: shaping them would leave the body unreadable to the client. */
-const FRAMING = new Set(['content-length', 'transfer-encoding', 'connection']);
+/**
+ * Framing and hop-by-hop headers (the ones balance()'s hooks may not change either): shaping them
+ * would leave the body unreadable to the client, or speak for a connection that is not the gateway's.
+ */
+const FRAMING = new Set(['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade', 'te', 'trailer', 'proxy-connection']);
 
 /** What Node refuses in a header value (its checkInvalidHeaderChar). */
 const INVALID_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
@@ -134,9 +119,9 @@ interface Shape {
  * (`add`, `always`), the headers-more module's `more_set_headers` (`set`) and `more_clear_headers`
  * (`remove`), and a `hook` for the rest. Put it before cache() and its headers go on MISSes and on
  * HITs alike, and are not stored; put it after cache() and what it does is stored with the entry (and
- * a HIT, answered before it, does not run it). Names of framing headers (Content-Length,
- * Transfer-Encoding, Connection) and names that are not HTTP tokens are refused with an
- * InvalidOptionError; a value that holds CR, LF, NUL or another control once its variables are
+ * a HIT, answered before it, does not run it). Framing and hop-by-hop headers (Content-Length,
+ * Transfer-Encoding, Connection, Keep-Alive, Upgrade, TE, Trailer, Proxy-Connection) and names that
+ * are not HTTP tokens are refused with an InvalidOptionError; a value that holds CR, LF, NUL or another control once its variables are
  * substituted is dropped.
  * @example
  * ```ts
@@ -200,7 +185,11 @@ export function shapeResponse(options: ShapeResponseOptions = {}): Middleware {
 function headerName(name: string, path: string): void {
   if (!TOKEN.test(name)) throw new InvalidOptionError(path, 'a header name (an HTTP token)', name);
   if (FRAMING.has(name.toLowerCase()))
-    throw new InvalidOptionError(path, 'a header other than Content-Length, Transfer-Encoding and Connection (they frame the body)', name);
+    throw new InvalidOptionError(
+      path,
+      'a header other than the framing and hop-by-hop ones (Content-Length, Transfer-Encoding, Connection, Keep-Alive, Upgrade, TE, Trailer, Proxy-Connection)',
+      name,
+    );
 }
 
 function removal(value: unknown): Removal {
@@ -217,7 +206,7 @@ function removal(value: unknown): Removal {
     if (wildcard) {
       if (!/^[!#$%&'+\-.^_`|~0-9A-Za-z]*$/.test(name)) throw new InvalidOptionError(path, 'a header name, or a prefix of one before *', entry);
       if ([...FRAMING].some((f) => f.startsWith(name.toLowerCase())))
-        throw new InvalidOptionError(path, 'a pattern that takes no framing header (Content-Length, Transfer-Encoding, Connection)', entry);
+        throw new InvalidOptionError(path, `a pattern that takes no framing or hop-by-hop header (${[...FRAMING].join(', ')})`, entry);
       prefixes.push(name.toLowerCase());
     } else {
       headerName(name, path);
@@ -387,26 +376,12 @@ function dropped(...args: unknown[]): boolean {
   return true;
 }
 
-function checkName(name: string): string {
-  if (typeof name !== 'string' || !TOKEN.test(name))
-    throw new HookError(`shapeResponse() hook: invalid header name ${JSON.stringify(String(name)).slice(0, 80)}`);
-  const lower = name.toLowerCase();
-  if (FRAMING.has(lower)) throw new HookError(`shapeResponse() hook: ${name} frames the body and cannot be changed`);
-  return lower;
-}
-
-function checkValue(name: string, value: unknown): string {
-  if (typeof value !== 'string' || INVALID_VALUE.test(value))
-    throw new HookError(`shapeResponse() hook: invalid value for ${name} (a string without CR, LF, NUL or other controls)`);
-  return value;
-}
-
 /** The hook's view: the status to send, and the header list. */
 class Context implements ShapeContext {
   readonly req: IncomingMessage;
   readonly res: ServerResponse;
   readonly ex: Exchange;
-  readonly headers: ShapeHeaders;
+  readonly headers: HookHeaders;
   #status: number;
 
   constructor(req: IncomingMessage, res: ServerResponse, ex: Exchange, status: number, list: HeaderList) {
@@ -414,7 +389,8 @@ class Context implements ShapeContext {
     this.res = res;
     this.ex = ex;
     this.#status = status;
-    this.headers = new HookHeaders(list);
+    // The hook changes list.flat in place.
+    this.headers = new HookHeaders(list.flat);
   }
 
   get status(): number {
@@ -425,48 +401,6 @@ class Context implements ShapeContext {
     if (!Number.isInteger(value) || value < 200 || value > 599)
       throw new HookError(`shapeResponse() hook: status must be an integer from 200 to 599, got ${String(value).slice(0, 40)}`);
     this.#status = value;
-  }
-}
-
-class HookHeaders implements ShapeHeaders {
-  readonly #list: HeaderList;
-
-  constructor(list: HeaderList) {
-    this.#list = list;
-  }
-
-  get(name: string): string | undefined {
-    const all = this.getAll(name);
-    return all.length === 0 ? undefined : all.join(', ');
-  }
-
-  getAll(name: string): string[] {
-    return this.#list.values(String(name).toLowerCase());
-  }
-
-  has(name: string): boolean {
-    return this.getAll(name).length > 0;
-  }
-
-  set(name: string, value: string | readonly string[]): void {
-    const lower = checkName(name);
-    const values = (Array.isArray(value) ? value : [value]).map((v: unknown) => checkValue(name, v));
-    if (values.length === 0) this.#list.delete(lower);
-    else this.#list.replace(name, lower, values);
-  }
-
-  append(name: string, value: string): void {
-    checkName(name);
-    this.#list.append(name, checkValue(name, value));
-  }
-
-  delete(name: string): void {
-    this.#list.delete(checkName(name));
-  }
-
-  *entries(): IterableIterator<[string, string]> {
-    const flat = this.#list.flat;
-    for (let i = 0; i < flat.length; i += 2) yield [flat[i]!, flat[i + 1]!];
   }
 }
 
