@@ -1,12 +1,214 @@
-import type { Socket as DgramSocket } from 'node:dgram';
-import type { StreamBalancer } from './index.ts';
+// UDP through streamBalance() (nginx `listen ... udp`): the datagrams of one client address and
+// port are a session, sent to one server from a socket of their own; the server's answers go back
+// from the listening socket. A session ends after `responses` answers per client datagram, after
+// `idleTimeout` without traffic, or when the server cannot be reached (an ICMP unreachable).
+import { createSocket, type RemoteInfo, type Socket as DgramSocket } from 'node:dgram';
+import { isIP } from 'node:net';
+import { BadGatewayError, NoServerAvailableError, type SwitchyardError } from '../core/errors.ts';
+import type { Peer } from '../pool/peer.ts';
+import type { Closable, StreamBalancer, StreamSession } from './index.ts';
+import { proxyHeader } from './proxy-protocol.ts';
 
-/** UDP sessions: not there yet (attach() throws). @internal */
+/** One dgram socket the handler serves. @internal */
 export class UdpListener {
+  readonly #b: StreamBalancer;
+  readonly #socket: DgramSocket;
+  /** The session each client address and port is bound to now. */
+  readonly #sessions = new Map<string, UdpSession>();
+
   constructor(b: StreamBalancer, socket: DgramSocket) {
-    void b;
-    void socket;
-    throw new Error('streamBalance: UDP is not implemented yet');
+    this.#b = b;
+    this.#socket = socket;
+    socket.on('message', this.#onMessage);
   }
-  detach(): void {}
+
+  readonly #onMessage = (msg: Buffer, rinfo: RemoteInfo): void => {
+    const key = `${rinfo.address}|${rinfo.port}`;
+    let session = this.#sessions.get(key);
+    if (session === undefined) {
+      session = new UdpSession(this.#b, this.#socket, rinfo, () => {
+        if (this.#sessions.get(key) === session) this.#sessions.delete(key);
+      });
+      this.#sessions.set(key, session);
+      session.start();
+    }
+    // nginx proxy_requests: after that many datagrams the next one starts a new session
+    if (session.request(msg)) this.#sessions.delete(key);
+  };
+
+  /** Stops serving the socket and ends its sessions (the socket stays open: it is the caller's). */
+  detach(): void {
+    this.#socket.off('message', this.#onMessage);
+    for (const s of [...this.#sessions.values()]) s.close();
+    this.#sessions.clear();
+  }
+}
+
+/** @internal */
+class UdpSession implements Closable {
+  readonly #b: StreamBalancer;
+  readonly #listener: DgramSocket;
+  readonly #client: RemoteInfo;
+  readonly #unbind: () => void;
+  readonly #began = performance.now();
+  #peer: Peer | undefined;
+  #upstream: DgramSocket | undefined;
+  #ready = false;
+  #pending: Buffer[] = [];
+  #timer: NodeJS.Timeout | undefined;
+  #requests = 0;
+  #responses = 0;
+  #firstByte = -1;
+  #connectTime = -1;
+  #fromClient = 0;
+  #toClient = 0;
+  #upSent = 0;
+  #upReceived = 0;
+  #addrs: string[] = [];
+  #done = false;
+  #header: Buffer | undefined;
+
+  constructor(b: StreamBalancer, listener: DgramSocket, client: RemoteInfo, unbind: () => void) {
+    this.#b = b;
+    this.#listener = listener;
+    this.#client = client;
+    this.#unbind = unbind;
+  }
+
+  start(): void {
+    const b = this.#b;
+    b.connections++;
+    b.processing++;
+    b.sessions.add(this);
+    let local: { address: string; port: number } = { address: '', port: 0 };
+    try {
+      local = this.#listener.address();
+    } catch {
+      // not bound (cannot happen once a datagram arrived)
+    }
+    const facts = {
+      remoteAddress: this.#client.address,
+      remotePort: this.#client.port,
+      remoteFamily: this.#client.family,
+      localAddress: local.address,
+      localPort: local.port,
+    };
+    const ex = b.exchangeFor(facts);
+    const sel = b.inner.selection(ex.req, ex, true);
+    const peer = b.inner.select(sel);
+    if (peer === undefined) {
+      this.#end(502, new NoServerAvailableError(b.pool.name, 502));
+      return;
+    }
+    this.#peer = peer;
+    this.#addrs.push(peer.name);
+    if (b.settings.proxyProtocol === 'v2') {
+      this.#header = proxyHeader(
+        'v2',
+        { sourceAddress: facts.remoteAddress, sourcePort: facts.remotePort, destinationAddress: facts.localAddress, destinationPort: facts.localPort },
+        'udp',
+      );
+    }
+    const t = peer.target;
+    const upstream = createSocket(isIP(t.hostname) === 6 || t.hostname === 'localhost6' ? 'udp6' : 'udp4');
+    this.#upstream = upstream;
+    upstream.on('error', (err) => this.#failed(err));
+    upstream.on('message', (msg) => this.#answer(msg));
+    const attemptStart = performance.now();
+    upstream.connect(t.port, t.hostname, () => {
+      if (this.#done) return;
+      this.#connectTime = performance.now() - attemptStart;
+      this.#ready = true;
+      for (const d of this.#pending.splice(0)) this.#send(d);
+      this.#check();
+    });
+    this.#timer = setTimeout(() => this.#end(200, undefined), b.settings.idleTimeout);
+  }
+
+  /** A client datagram; returns true once the session takes no more (nginx `proxy_requests`). */
+  request(msg: Buffer): boolean {
+    if (this.#done) return true;
+    this.#requests++;
+    this.#fromClient += msg.length;
+    this.#timer?.refresh();
+    if (this.#ready) this.#send(msg);
+    else this.#pending.push(msg);
+    if (this.#ready) this.#check();
+    const limit = this.#b.settings.requests;
+    return limit !== 0 && this.#requests >= limit;
+  }
+
+  #send(msg: Buffer): void {
+    const data = this.#header === undefined ? msg : Buffer.concat([this.#header, msg]);
+    this.#upSent += data.length;
+    this.#upstream!.send(data);
+  }
+
+  #answer(msg: Buffer): void {
+    if (this.#done) return;
+    if (this.#firstByte < 0) this.#firstByte = performance.now() - this.#began;
+    this.#responses++;
+    this.#upReceived += msg.length;
+    this.#toClient += msg.length;
+    this.#timer?.refresh();
+    this.#listener.send(msg, this.#client.port, this.#client.address);
+    this.#check();
+  }
+
+  /** nginx: the session ends once `responses` answers came for each client datagram sent (`responses` 0: once sent). */
+  #check(): void {
+    const expected = this.#b.settings.responses;
+    if (expected !== Infinity && this.#responses >= expected * this.#requests) this.#end(200, undefined);
+  }
+
+  /** The server cannot be reached (ICMP port unreachable, a send error). */
+  #failed(err: Error): void {
+    if (this.#done) return;
+    this.#end(502, new BadGatewayError(`UDP server ${this.#peer?.name ?? ''} failed: ${err.message}`, { cause: err }), this.#responses === 0);
+  }
+
+  #end(status: number, error: SwitchyardError | undefined, failed = false): void {
+    if (this.#done) return;
+    this.#done = true;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#unbind();
+    const b = this.#b;
+    b.sessions.delete(this);
+    try {
+      this.#upstream?.close();
+    } catch {
+      // already closed
+    }
+    const peer = this.#peer;
+    const elapsed = performance.now() - this.#began;
+    if (peer !== undefined) {
+      b.inner.finishStream(peer, failed ? 'failed' : 'ok', {
+        connect: failed ? -1 : this.#connectTime,
+        firstByte: this.#firstByte,
+        response: elapsed,
+        sent: this.#upSent,
+        received: this.#upReceived,
+      });
+    }
+    const session: StreamSession = {
+      remoteAddress: this.#client.address,
+      remotePort: this.#client.port,
+      protocol: 'udp',
+      status,
+      upstreamAddr: this.#addrs,
+      upstreamConnectTime: this.#addrs.length === 0 ? [] : [failed || this.#connectTime < 0 ? -1 : Math.round(this.#connectTime * 1000) / 1000],
+      upstreamFirstByteTime: this.#firstByte < 0 ? -1 : Math.round(this.#firstByte * 1000) / 1000,
+      bytesReceived: this.#fromClient,
+      bytesSent: this.#toClient,
+      upstreamBytesSent: this.#upSent,
+      upstreamBytesReceived: this.#upReceived,
+      sessionTime: Math.round(elapsed * 1000) / 1000,
+    };
+    b.ended(session, error);
+  }
+
+  close(): void {
+    this.#end(200, undefined);
+  }
 }
