@@ -3,7 +3,8 @@
 // before cache() shapes MISSes and HITs alike and nothing of it is stored (a second gateway without it,
 // on the same store, HITs without its headers); after cache() it shapes what is stored, and a HIT,
 // answered before it, does not run it. A hook that fails before cache() fails the client's answer
-// only: the upstream's answer is stored as it came.
+// only: the upstream's answer is stored as it came. balance()'s onResponse runs before cache() captures:
+// what it does is stored.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { balance, cache, chain, createMemoryStore, type Middleware } from '../../src/index.ts';
@@ -100,5 +101,48 @@ test("a hook that fails before cache() fails the client's answer only; the upstr
   assert.equal(hit.status, 200);
   assert.equal(hit.headers['x-cache-status'], 'HIT');
   assert.equal(hit.body, 'origin /c');
+  assert.equal(up.seen.length, 1);
+});
+
+test("balance()'s onResponse runs before cache() captures: what it does is stored; shapeResponse() before cache() is not", T, async (t) => {
+  const up = await upstream(t, 'origin', (req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'max-age=60', 'x-powered-by': 'origin' });
+    res.end(`origin ${req.url}`);
+  });
+  const pool = poolOf(t, [up.url]);
+  const store = createMemoryStore();
+  let responses = 0;
+  let shaped = 0;
+  const proxy = balance(pool, {
+    onResponse(ctx) {
+      responses++;
+      ctx.headers.set('X-On-Response', 'stored');
+      ctx.headers.delete('x-powered-by');
+    },
+  });
+  const shape = shapeResponse({
+    hook(ctx) {
+      shaped++;
+      ctx.headers.set('X-Shape', `${ctx.ex.cacheStatus}`);
+    },
+  });
+  const withBoth = (await gateway(t, chain(shape, cache({ store, key: '$request_uri' }), proxy))).url;
+  const plain = (await gateway(t, chain(cache({ store, key: '$request_uri' }), balance(pool)))).url;
+  const miss = await fetchText(`${withBoth}/d`);
+  assert.equal(miss.headers['x-cache-status'], 'MISS');
+  assert.equal(miss.headers['x-on-response'], 'stored');
+  assert.equal(miss.headers['x-shape'], 'MISS');
+  assert.equal(miss.headers['x-powered-by'], undefined);
+  const hit = await fetchText(`${withBoth}/d`);
+  assert.equal(hit.headers['x-cache-status'], 'HIT');
+  assert.equal(hit.headers['x-on-response'], 'stored', 'from the entry');
+  assert.equal(hit.headers['x-shape'], 'HIT');
+  assert.equal(responses, 1, 'a HIT does not reach balance()');
+  assert.equal(shaped, 2);
+  const stored = await fetchText(`${plain}/d`);
+  assert.equal(stored.headers['x-cache-status'], 'HIT');
+  assert.equal(stored.headers['x-on-response'], 'stored');
+  assert.equal(stored.headers['x-powered-by'], undefined, 'what onResponse removed is not in the entry');
+  assert.equal(stored.headers['x-shape'], undefined);
   assert.equal(up.seen.length, 1);
 });
