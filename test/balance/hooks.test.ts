@@ -3,7 +3,7 @@
 // they read with a limit, and hooks that throw, reject or break the rules (errors, never crashes).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import express, { type ErrorRequestHandler } from 'express';
@@ -252,13 +252,12 @@ test('onResponse takes the response over: a small upstream body is read off and 
 });
 
 test('onResponse taking over a long or endless upstream body closes that connection (no socket left hanging)', async (t) => {
-  let writer: ServerResponse | undefined;
-  const up = await upstream(t, 'a', (_req, res) => {
-    writer = res;
+  let carrier: Socket | undefined;
+  const up = await upstream(t, 'a', (req, res) => {
+    carrier = req.socket;
     res.write('x'.repeat(1000));
     // Never ends: the gateway must close it.
   });
-  const conns = connections(up.server);
   const pool = poolOver(t, up);
   const gw = await front(t, pool, {
     onResponse(ctx) {
@@ -268,8 +267,8 @@ test('onResponse taking over a long or endless upstream body closes that connect
   const r = await fetchText(gw.url);
   assert.equal(r.status, 418);
   assert.equal(r.body, 'short');
-  await until(() => conns.open === 0, 3000, 'upstream connection closed');
-  assert.ok(writer !== undefined);
+  // The connection that carried the response is closed (undici may open a fresh idle one after an abort: not this one).
+  await until(() => carrier?.destroyed === true, 3000, 'the upstream connection that carried the response closed');
   assert.equal(pool.stats().servers[0]!.active, 0);
 });
 

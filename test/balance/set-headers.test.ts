@@ -119,3 +119,51 @@ test('setHeaders through Express', async (t) => {
   assert.equal(up.seen[0]!.headers['x-request-path'], '/api/x/y');
   assert.equal(up.seen[0]!.headers['user-agent'], undefined);
 });
+
+test('the cookie options are accepted and their mistakes refused by balance(); the rewritten Set-Cookie is what onResponse sees, sticky-style added cookies are not rewritten', async (t) => {
+  const up = await upstream(t, 'a', (_req, res) => {
+    res.setHeader('set-cookie', ['sid=1; Domain=app.internal; Path=/app/x', 'theme=dark']);
+    res.end('a');
+  });
+  const pool = createPool({ servers: [{ url: up.url }] });
+  t.after(() => pool.close());
+  assert.throws(
+    () => balance(pool, { cookieDomain: 'x' as never }),
+    (e: unknown) => e instanceof InvalidOptionError && e.option === 'cookieDomain',
+  );
+  assert.throws(
+    () => balance(pool, { cookiePath: [{ from: '/a' }] as never }),
+    (e: unknown) => e instanceof InvalidOptionError && e.option.startsWith('cookiePath[0]'),
+  );
+  assert.throws(
+    () => balance(pool, { cookieFlags: [{ cookie: 'sid', flags: ['bogus'] }] as never }),
+    (e: unknown) => e instanceof InvalidOptionError && e.option.startsWith('cookieFlags[0]'),
+  );
+  let seen: string[] = [];
+  const gw = await gateway(
+    t,
+    chain(
+      (req, _res, next) => {
+        (exchange(req).responseHooks ??= []).push((_ex, _response, added) => added.push('set-cookie', 'route=r1; Path=/app/x'));
+        next();
+      },
+      balance(pool, {
+        cookieDomain: [{ from: 'app.internal', to: 'example.com' }],
+        cookiePath: [{ from: '/app/', to: '/' }],
+        cookieFlags: [{ cookie: 'sid', flags: ['secure', 'httponly'] }],
+        onResponse(ctx) {
+          seen = ctx.headers.getAll('set-cookie');
+        },
+      }),
+    ),
+  );
+  const r = await fetchText(gw.url);
+  assert.equal(r.status, 200);
+  assert.equal(seen.length, 3);
+  assert.match(seen[0]!, /^sid=1; Domain=example\.com; Path=\/x/i);
+  assert.match(seen[0]!, /secure/i);
+  assert.match(seen[0]!, /httponly/i);
+  assert.equal(seen[1], 'theme=dark');
+  assert.equal(seen[2], 'route=r1; Path=/app/x', "a cookie the gateway's own middleware adds is not the upstream's");
+  assert.deepEqual(r.headers['set-cookie'], seen);
+});
