@@ -98,6 +98,7 @@ export type {
   LimitConnectionsMiddleware,
   LimitConnectionsOptions,
   LimitConnectionsStats,
+  LimitEvents,
   LimitKey,
   LimitRequestsMiddleware,
   LimitRequestsOptions,

@@ -6,6 +6,7 @@ export {
   DEFAULT_LIMIT_REQ_ZONE,
   DEFAULT_LIMIT_STATUS,
   type LimitClock,
+  type LimitEvents,
   type LimitKey,
   type LimitRequestsMiddleware,
   type LimitRequestsOptions,

@@ -9,11 +9,14 @@ import { InvalidOptionError, RateLimitedError } from '../core/errors.ts';
 import { type Exchange, exchange } from '../core/exchange.ts';
 import { booleanOption, integerOption, objectOption, optionPath } from '../core/options.ts';
 import { clockOption, keyOption, type LimitKey, type LimitZones, limitsOption, maxKeysOption, recordStatus, statusOption, withZones } from './common.ts';
+import type { SyncHandle } from '../sync/index.ts';
 import { DelayQueue, type LimitClock } from './delay.ts';
+import { type LimitEvents, sharedOption } from './shared.ts';
 import { LOOKUP, parseRate, type Rate, RequestZone } from './zone.ts';
 
 export type { Rate } from './zone.ts';
 export type { LimitClock } from './delay.ts';
+export type { LimitEvents } from './shared.ts';
 export { DEFAULT_LIMIT_MAX_KEYS, DEFAULT_LIMIT_STATUS, type LimitKey, type LimitZones } from './common.ts';
 
 /** Default {@link RequestLimit.name} of a middleware's first limit (the others get `_2`, `_3`...). */
@@ -68,6 +71,16 @@ export interface LimitRequestsOptions extends Partial<RequestLimit> {
   dryRun?: boolean | undefined;
   /** Time and timers. @default `performance.now()` and the real (unref'd) timers */
   clock?: LimitClock | undefined;
+  /**
+   * Shares the limits with every instance on the same sync handle (Redis): each request is decided
+   * by nginx's arithmetic on the shared buckets, in one atomic round trip, so N instances enforce one
+   * limit, not N. Each limit must have a `name`: the zone the instances share. While Redis cannot be
+   * reached the middleware limits with its own zones at once (each instance on its own: never no
+   * limit, never an error) and emits `'fallback'`; it tries Redis again with one request a second
+   * and emits `'shared'` once back. On Redis Cluster, every zone of a middleware is in the hash slot
+   * of its first zone. @default none: the limits are this process's
+   */
+  sync?: SyncHandle | undefined;
 }
 
 /** Counters of one zone of {@link limitRequests} (NGINX Plus `/api/9/http/limit_reqs/{zone}`). */
@@ -98,10 +111,14 @@ export interface LimitRequestsMiddleware extends LimitZones<LimitRequestsStats> 
   readonly kind: 'limit_req';
   /** Requests waiting for their delay now. */
   readonly waiting: number;
+  /** Listens to the events of a middleware with `sync`: `'fallback'` (Redis lost: limits per instance), `'shared'` (back). */
+  on<E extends keyof LimitEvents>(event: E, listener: (...args: LimitEvents[E]) => void): this;
+  /** Stops listening. */
+  off<E extends keyof LimitEvents>(event: E, listener: (...args: LimitEvents[E]) => void): this;
 }
 
 const LIMIT_FIELDS = ['key', 'rate', 'burst', 'nodelay', 'delay', 'name', 'maxKeys'] as const satisfies ReadonlyArray<keyof RequestLimit>;
-const OPTIONS = [...LIMIT_FIELDS, 'limits', 'status', 'dryRun', 'clock'] as const satisfies ReadonlyArray<keyof LimitRequestsOptions>;
+const OPTIONS = [...LIMIT_FIELDS, 'limits', 'status', 'dryRun', 'clock', 'sync'] as const satisfies ReadonlyArray<keyof LimitRequestsOptions>;
 
 /** The longest burst or delay, in requests: its milli-requests stay safe integers. */
 const MAX_BURST = 1_000_000_000;
@@ -168,8 +185,11 @@ export function limitRequests(options: LimitRequestsOptions): LimitRequestsMiddl
   const clock = clockOption(o.clock);
   const queue = new DelayQueue(clock);
   const last = limits.length - 1;
+  const shared = o.sync === undefined ? undefined : sharedOption(o.sync, limits, unnamedLimit(o), clock);
   /** The slot each limit holds while the request's later limits are looked up (-1: none). */
   const held = new Int32Array(limits.length);
+  /** What each limit decided for the request being settled: its excess, -1 when its key was empty. */
+  const excesses = new Float64Array(limits.length);
 
   const reject = (ex: Exchange, limit: Limit, next: Next): void => {
     if (dryRun) {
@@ -179,47 +199,49 @@ export function limitRequests(options: LimitRequestsOptions): LimitRequestsMiddl
     }
     limit.stats.rejected++;
     recordStatus(ex, 'req', 'REJECTED');
-    next(new RateLimitedError(limit.zone.name, status));
+    next(new RateLimitedError(limit.name, status));
   };
 
-  const middleware = function limitRequests(req: IncomingMessage, res: ServerResponse, next: Next): void {
-    const ex = exchange(req);
+  /**
+   * nginx's handler on this process's zones: each limit with a key looked up in order, the last one
+   * accounted at once and the others held, then accounted unless one rejected. Fills `excesses`;
+   * returns the index of the limit that rejected, or -1.
+   */
+  const local = (keys: readonly string[]): number => {
     const now = Math.floor(clock.now());
     let rc = -1;
     let n = 0;
-    let excess = 0;
     for (; n <= last; n++) {
       held[n] = -1;
+      excesses[n] = -1;
+      const key = keys[n]!;
+      if (key === '') continue;
       const limit = limits[n]!;
-      let key: string;
-      try {
-        key = limit.key(req, ex);
-      } catch (err) {
-        unlock(limits, held, n);
-        return next(err);
-      }
-      if (key === '' || key.length > 65_535) continue;
       rc = limit.zone.lookup(key, now, limit.burst, n === last);
-      excess = limit.zone.excess;
       if (rc !== LOOKUP.again) break;
       held[n] = limit.zone.slot;
     }
-    // No limit had a key: not limited, and `$limit_req_status` stays empty.
-    if (rc === -1) return next();
     if (rc === LOOKUP.busy || rc === LOOKUP.error) {
       unlock(limits, held, n);
-      return reject(ex, limits[n]!, next);
+      return n;
     }
-    // `ok`: the last limit accounted the request, its excess decides the first delay; `again`: every
-    // limit that applied is held, and accounted now.
-    let delay = 0;
-    if (rc === LOOKUP.ok) delay = count(limits[n]!, excess);
+    if (rc === LOOKUP.ok) excesses[n] = limits[n]!.zone.excess;
     while (n-- > 0) {
       const slot = held[n]!;
       if (slot === -1) continue;
-      const limit = limits[n]!;
       held[n] = -1;
-      const d = count(limit, limit.zone.account(slot, now));
+      excesses[n] = limits[n]!.zone.account(slot, now);
+    }
+    return -1;
+  };
+
+  /** Answers the request from what the limits decided: rejected, or let through at once or after the longest delay any asks. */
+  const settle = (ex: Exchange, res: ServerResponse, next: Next, rejected: number, excess: ArrayLike<number>): void => {
+    if (rejected !== -1) return reject(ex, limits[rejected]!, next);
+    let delay = 0;
+    for (let i = 0; i <= last; i++) {
+      if (excess[i]! < 0) continue;
+      const d = count(limits[i]!, excess[i]!);
       if (d > delay) delay = d;
     }
     // A delay that rounds to 0 ms passes, as nginx's does (`if (!delay)`).
@@ -235,6 +257,36 @@ export function limitRequests(options: LimitRequestsOptions): LimitRequestsMiddl
     queue.add(delay, res, () => next());
   };
 
+  const middleware = function limitRequests(req: IncomingMessage, res: ServerResponse, next: Next): void {
+    const ex = exchange(req);
+    const keys: string[] = [];
+    let applied = 0;
+    for (const limit of limits) {
+      let key: string;
+      try {
+        key = limit.key(req, ex);
+      } catch (err) {
+        return next(err);
+      }
+      if (key.length > 65_535) key = '';
+      if (key !== '') applied++;
+      keys.push(key);
+    }
+    // No limit had a key: not limited, and `$limit_req_status` stays empty.
+    if (applied === 0) return next();
+    if (shared?.ready() === true) {
+      shared.check(keys).then(
+        (decided) => settle(ex, res, next, decided.rejected, decided.excess),
+        (err: unknown) => {
+          shared.failed(err);
+          settle(ex, res, next, local(keys), excesses);
+        },
+      );
+      return;
+    }
+    settle(ex, res, next, local(keys), excesses);
+  };
+
   /** The delay a zone asks of a request it let through with `excess` (ms, nginx's integer arithmetic), counted in its statistics. */
   const count = (limit: Limit, excess: number): number => {
     const delay = excess > limit.delay ? Math.floor(((excess - limit.delay) * 1000) / limit.zone.rate) : 0;
@@ -244,7 +296,29 @@ export function limitRequests(options: LimitRequestsOptions): LimitRequestsMiddl
     return delay;
   };
 
-  return withZones(middleware, 'limit_req', limits, zeroStats, { waiting: { get: () => queue.size, enumerable: true } });
+  const events = shared?.events;
+  return withZones(middleware, 'limit_req', limits, zeroStats, {
+    waiting: { get: () => queue.size, enumerable: true },
+    on: {
+      value(this: LimitRequestsMiddleware, event: keyof LimitEvents, listener: (...args: never[]) => void) {
+        events?.on(event, listener);
+        return this;
+      },
+    },
+    off: {
+      value(this: LimitRequestsMiddleware, event: keyof LimitEvents, listener: (...args: never[]) => void) {
+        events?.off(event, listener);
+        return this;
+      },
+    },
+  });
+}
+
+/** The path of the first limit without a `name` in the options `o`, or `undefined` when every limit has one. */
+function unnamedLimit(o: Record<string, unknown>): string | undefined {
+  if (!Array.isArray(o.limits)) return o.name === undefined ? 'name' : undefined;
+  const i = o.limits.findIndex((l: { name?: unknown }) => l.name === undefined);
+  return i === -1 ? undefined : `limits[${i}].name`;
 }
 
 /** Lets go of the states limits `0..n-1` hold (nginx's `ngx_http_limit_req_unlock`). */
