@@ -288,7 +288,8 @@ class Shaping {
     // The head goes out through setHeader(), so getHeader() after it still answers (loggers read it).
     try {
       list.store(res);
-      return reason === undefined ? this.#writeHead!.call(res, final) : this.#writeHead!.call(res, final, reason);
+      // A reason phrase goes with the status it was written for, not with one the hook set.
+      return reason === undefined || final !== status ? this.#writeHead!.call(res, final) : this.#writeHead!.call(res, final, reason);
     } catch (err) {
       if (res.headersSent) throw err;
       this.#fail(new HookError(`shapeResponse(): the shaped head could not be written: ${(err as Error)?.message}`, { cause: err }));

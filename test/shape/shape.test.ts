@@ -229,6 +229,34 @@ test('the hook: status and headers to read and change, after remove, set and add
   assert.equal(names.at(-1), 'x-added');
 });
 
+test('a reason phrase goes with its status: kept, unless the hook changed the status', T, async (t) => {
+  const gw = await gateway(
+    t,
+    chain(
+      shapeResponse({
+        hook(ctx) {
+          if (ctx.req.url === '/gone') ctx.status = 410;
+        },
+      }),
+      (_req, res) => {
+        res.writeHead(201, 'Made', { 'content-type': 'text/plain' });
+        res.end('made');
+      },
+    ),
+  );
+  const reason = (path: string) =>
+    new Promise<string>((resolve, reject) => {
+      request(`${gw.url}${path}`, { agent: false }, (res) => {
+        res.resume();
+        resolve(`${res.statusCode} ${res.statusMessage}`);
+      })
+        .on('error', reject)
+        .end();
+    });
+  assert.equal(await reason('/made'), '201 Made');
+  assert.equal(await reason('/gone'), '410 Gone');
+});
+
 /** A keep-alive client on one connection: a hook failure must leave the connection sound for the next request. */
 function oneConnection(t: TestContext) {
   const agent = new Agent({ keepAlive: true, maxSockets: 1 });
