@@ -22,7 +22,18 @@ export const ADD_HEADER_STATUSES: readonly number[] = Object.freeze([200, 201, 2
 /** shapeResponse()'s `always` when not given: `add` only for {@link ADD_HEADER_STATUSES}, as nginx. */
 export const DEFAULT_SHAPE_ALWAYS = false;
 
-/** What {@link ShapeResponseOptions.hook} is called with. */
+/**
+ * What {@link ShapeResponseOptions.hook} is called with.
+ * @example
+ * ```ts
+ * shapeResponse({
+ *   hook(ctx) {
+ *     if (ctx.status === 404 && ctx.ex.upstreamAddr.length > 0) ctx.headers.set('Cache-Control', 'no-store');
+ *     ctx.headers.delete('x-powered-by');
+ *   },
+ * });
+ * ```
+ */
 export interface ShapeContext {
   /** The request. */
   readonly req: IncomingMessage;
@@ -40,10 +51,23 @@ export interface ShapeContext {
   readonly headers: HookHeaders;
 }
 
-/** Told of a {@link HookError} before the response is answered with it (to log it). */
-export type ShapeErrorListener = (err: HookError | SwitchyardError, req: IncomingMessage, res: ServerResponse) => void;
+/**
+ * Told of the error a response is answered with instead of its own (a {@link HookError}, or the
+ * {@link SwitchyardError} the hook threw), before that answer is written: to log it.
+ * @example
+ * ```ts
+ * shapeResponse({ hook, onError: (err, req) => console.error('shaping failed for', req.url, err.cause ?? err) });
+ * ```
+ */
+export type ShapeErrorListener = (err: SwitchyardError, req: IncomingMessage, res: ServerResponse) => void;
 
-/** Options of {@link shapeResponse}. Applied in this order: `remove`, `set`, `add`, `hook`. */
+/**
+ * Options of {@link shapeResponse}. Applied in this order: `remove`, `set`, `add`, `hook`.
+ * @example
+ * ```ts
+ * const options: ShapeResponseOptions = { add: { 'X-Cache-Status': '$upstream_cache_status' }, remove: ['X-Powered-By'] };
+ * ```
+ */
 export interface ShapeResponseOptions {
   /**
    * Headers added to the response (nginx `add_header`), after those it has: a value is an nginx
