@@ -32,7 +32,13 @@ export interface CookieRewriteRule {
   readonly to: string;
 }
 
-/** A flag nginx's `proxy_cookie_flags` adds (or, with `no`, removes). */
+/**
+ * A flag nginx's `proxy_cookie_flags` adds (or, with `no`, removes). Read in any case, as nginx.
+ * @example
+ * ```ts
+ * const flags: CookieFlag[] = ['secure', 'httponly', 'samesite=lax'];
+ * ```
+ */
 export type CookieFlag = 'secure' | 'nosecure' | 'httponly' | 'nohttponly' | 'samesite=strict' | 'samesite=lax' | 'samesite=none' | 'nosamesite';
 
 /**
@@ -55,7 +61,13 @@ export interface CookieFlagsRule {
   readonly flags: readonly CookieFlag[];
 }
 
-/** The cookie options balance() takes. */
+/**
+ * The cookie options balance() takes.
+ * @example
+ * ```ts
+ * const cookies: CookieOptions = { cookiePath: [{ from: '/app/', to: '/' }], cookieFlags: [{ cookie: 'sid', flags: ['secure'] }] };
+ * ```
+ */
 export interface CookieOptions {
   /** Rewrites of the Domain attribute, first match wins (nginx `proxy_cookie_domain`); `false` is off. @default false */
   cookieDomain?: false | readonly CookieRewriteRule[] | undefined;
