@@ -3,7 +3,7 @@ import { Agent as HttpsAgent } from 'node:https';
 import { createRequire } from 'node:module';
 import { isIP, Server as NetServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { Server as TlsServer } from 'node:tls';
+import { Server as TlsServer, TLSSocket } from 'node:tls';
 import type { ProxyServer } from 'http-proxy-3';
 import { channels, type UpstreamErrorFailure } from '../core/diagnostics.ts';
 import type { Duration } from '../core/duration.ts';
@@ -377,6 +377,9 @@ export function upgradeHandler(
     if (peer === undefined) {
       ex.upstreamAddr.push(pool.name);
       ex.upstreamStatus.push(503);
+      ex.upstreamConnectTime.push(-1);
+      ex.upstreamHeaderTime.push(-1);
+      ex.upstreamResponseTime.push(0);
       publishError(ex, pool, undefined, 'no_server', new NoServerAvailableError(pool.name));
       refuseUpgrade(socket, 503, 'Service Unavailable');
       return;
@@ -385,6 +388,15 @@ export function upgradeHandler(
     const started = performance.now();
     let status: number | undefined;
     let headerTime = -1;
+    let connectTime = -1;
+    /** A status was recorded for the attempt: its times go with it (the response time once the tunnel closes). */
+    let recorded = false;
+    const record = (code: number): void => {
+      recorded = true;
+      ex.upstreamStatus.push(code);
+      ex.upstreamConnectTime.push(connectTime);
+      ex.upstreamHeaderTime.push(headerTime);
+    };
     let failed = false;
     let finished = false;
     let request: ClientRequest | undefined;
@@ -394,12 +406,9 @@ export function upgradeHandler(
       if (finished) return;
       finished = true;
       if (timer !== undefined) clearTimeout(timer);
-      inner.finish(
-        peer,
-        failed ? 'failed' : 'ok',
-        { header: headerTime, response: performance.now() - started, inflightDone: false },
-        failed ? undefined : status,
-      );
+      const response = performance.now() - started;
+      if (recorded) ex.upstreamResponseTime.push(response);
+      inner.finish(peer, failed ? 'failed' : 'ok', { header: headerTime, response, inflightDone: false }, failed ? undefined : status);
     };
     // The slot taken by select() is given back when the client's connection closes, however it ends.
     socket.once('close', finish);
@@ -408,7 +417,7 @@ export function upgradeHandler(
     const fail = (err: unknown): void => {
       if (finished || status !== undefined) return;
       failed = true;
-      ex.upstreamStatus.push(502);
+      record(502);
       const error = err instanceof Error ? err : new Error(String(err));
       publishError(ex, pool, peer, (error as NodeJS.ErrnoException).code === 'ECONNECT_TIMEOUT' ? 'timeout' : 'error', error);
       request?.destroy();
@@ -436,6 +445,11 @@ export function upgradeHandler(
         upgrade: String(req.headers.upgrade),
         sent(proxyReq) {
           request = proxyReq;
+          // nginx's $upstream_connect_time: until the connection (and its TLS handshake) is up.
+          proxyReq.once('socket', (s: Socket) => {
+            if (!s.connecting) connectTime = 0;
+            else s.once(s instanceof TLSSocket ? 'secureConnect' : 'connect', () => (connectTime = performance.now() - started));
+          });
         },
         tunnel(upstream) {
           tunnel = upstream;
@@ -456,7 +470,7 @@ export function upgradeHandler(
           if (timer !== undefined) clearTimeout(timer);
           status = code;
           headerTime = performance.now() - started;
-          ex.upstreamStatus.push(code);
+          record(code);
           ex.server = { id: peer.id, name: peer.name, sid: peer.sid };
         },
         abort,
@@ -467,7 +481,7 @@ export function upgradeHandler(
         timer = setTimeout(() => {
           if (finished || status !== undefined) return;
           failed = true;
-          ex.upstreamStatus.push(504);
+          record(504);
           publishError(ex, pool, peer, 'timeout', new GatewayTimeoutError(`upstream did not answer the upgrade in ${headerTimeout}ms`));
           request?.destroy();
           refuseUpgrade(socket, 504, 'Gateway Timeout');

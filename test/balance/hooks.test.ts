@@ -341,6 +341,63 @@ test('onResponse that throws, rejects or sets a framing header answers 500 befor
   assert.equal((await fetchText(`${gw.url}/fine`)).body, 'a');
 });
 
+test('respond() while a readBody() is still under way: the read is dropped (no unhandled rejection), the connection closed, the server freed', async (t) => {
+  let carrier: Socket | undefined;
+  const up = await upstream(t, 'a', (req, res) => {
+    carrier = req.socket;
+    res.write('part');
+    // Never ends.
+  });
+  const pool = poolOver(t, up);
+  const rejections: unknown[] = [];
+  const onRejection = (err: unknown): void => {
+    rejections.push(err);
+  };
+  process.on('unhandledRejection', onRejection);
+  t.after(() => process.off('unhandledRejection', onRejection));
+  const gw = await front(t, pool, {
+    onResponse(ctx) {
+      void ctx.readBody({ limit: 1024 });
+      ctx.respond(200, {}, 'mine');
+    },
+  });
+  const r = await fetchText(gw.url);
+  assert.equal(r.body, 'mine');
+  await until(() => carrier?.destroyed === true, 3000, 'the upstream connection closed');
+  await until(() => pool.stats().servers[0]!.active === 0);
+  await sleep(20);
+  assert.deepEqual(rejections, []);
+});
+
+test('a client that leaves while an async onResponse runs: nothing is sent, the upstream connection is closed, the server freed', async (t) => {
+  let carrier: Socket | undefined;
+  const up = await upstream(t, 'a', (req, res) => {
+    carrier = req.socket;
+    res.write('part');
+  });
+  const pool = poolOver(t, up);
+  let entered = false;
+  let release: () => void = () => undefined;
+  const gw = await front(t, pool, {
+    onResponse: () =>
+      new Promise<void>((resolve) => {
+        entered = true;
+        release = resolve;
+      }),
+  });
+  const { request } = await import('node:http');
+  const req = request(gw.url, { agent: false });
+  req.on('error', () => undefined);
+  req.end();
+  await until(() => entered);
+  req.destroy();
+  await until(() => carrier?.destroyed === true, 3000, 'the upstream connection closed');
+  release();
+  await until(() => pool.stats().servers[0]!.active === 0);
+  assert.equal(gw.errors.length, 0);
+  assert.equal(pool.stats().servers[0]!.fails, 0);
+});
+
 test('an async onResponse that outlasts idleTimeout: a clean 504, nothing half-sent', async (t) => {
   const up = await upstream(t, 'a');
   const pool = poolOver(t, up);

@@ -3,10 +3,11 @@
 // $upstream_addr and $upstream_status, across retries and the stale keep-alive retry.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createServer, request, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 import { balance, chain, createPool, exchange, type Exchange, type RequestHookContext } from '../../src/index.ts';
-import { deadPort, fetchText, gateway, upstream } from '../helpers.ts';
+import { deadPort, fetchText, gateway, listen, until, upstream } from '../helpers.ts';
 
 /** A gateway that keeps each request's exchange. */
 async function recording(t: import('node:test').TestContext, mw: ReturnType<typeof balance>): Promise<{ url: string; seen: Exchange[] }> {
@@ -115,4 +116,38 @@ test('the stale keep-alive retry keeps the arrays aligned (the dropped try is no
   assert.deepEqual(ex.upstreamStatus, [200]);
   assert.ok(ex.upstreamConnectTime[0]! > 0, 'answered on a new connection');
   assert.deepEqual(attempts, [1, 1, 2], 'the hook ran for the stale try and the retry');
+});
+
+test('an upgrade records its times too: connect and header at the answer, the response time when the tunnel closes; aligned', async (t) => {
+  const server = createServer((_req, res) => res.end());
+  server.on('upgrade', (_req, socket: Duplex) => {
+    socket.write('HTTP/1.1 101 Switching Protocols\r\nupgrade: test\r\nconnection: upgrade\r\n\r\n');
+    setTimeout(() => socket.end(), 20);
+  });
+  const up = await listen(t, server);
+  const pool = createPool({ servers: [{ url: up.url }] });
+  t.after(() => pool.close());
+  const proxy = balance(pool);
+  const seen: Exchange[] = [];
+  const gwServer = createServer(chain(proxy));
+  gwServer.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    seen.push(exchange(req));
+    proxy.upgrade(req, socket, head);
+  });
+  const gw = await listen(t, gwServer);
+  await new Promise<void>((resolve, reject) => {
+    const req = request(gw.url, { agent: false, headers: { connection: 'upgrade', upgrade: 'test' } });
+    req.on('upgrade', (_res, socket) => {
+      socket.resume();
+      socket.on('close', () => resolve());
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  const ex = seen[0]!;
+  await until(() => ex.upstreamResponseTime.length === 1);
+  aligned(ex);
+  assert.deepEqual(ex.upstreamStatus, [101]);
+  const [c, h, r] = [ex.upstreamConnectTime[0]!, ex.upstreamHeaderTime[0]!, ex.upstreamResponseTime[0]!];
+  assert.ok(c > 0 && c <= h && h <= r, `${c} ${h} ${r}`);
 });
