@@ -413,7 +413,7 @@ test('an async onResponse that outlasts idleTimeout: a clean 504, nothing half-s
   assert.equal(pool.stats().servers[0]!.active, 0);
 });
 
-test("onResponse through Express: a header removed and one added, errors to Express's error middleware", async (t) => {
+test("onRequest and onResponse through Express: a header set upstream, one removed and one added downstream, errors to Express's error middleware", async (t) => {
   const up = await upstream(t, 'a', (_req, res) => {
     res.setHeader('x-powered-by', 'upstream');
     res.end('hello');
@@ -425,6 +425,10 @@ test("onResponse through Express: a header removed and one added, errors to Expr
   app.use(
     '/api',
     balance(pool, {
+      async onRequest(ctx) {
+        await sleep(1);
+        ctx.headers.set('x-user', 'from-hook');
+      },
       onResponse(ctx) {
         if (ctx.req.url === '/boom') throw new Error('no');
         ctx.headers.delete('X-Powered-By');
@@ -441,6 +445,7 @@ test("onResponse through Express: a header removed and one added, errors to Expr
   assert.equal(r.body, 'hello');
   assert.equal(r.headers['x-powered-by'], undefined);
   assert.equal(r.headers['x-frame-options'], 'DENY');
+  assert.equal(up.seen[0]!.headers['x-user'], 'from-hook');
   const boom = await fetchText(`${gw.url}/api/boom`);
   assert.equal(boom.status, 500);
   assert.deepEqual(JSON.parse(boom.body), { code: 'SWY_ERR_HOOK' });
