@@ -7,7 +7,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import express from 'express';
-import { balance, chain, createPool, InvalidOptionError, type BalanceOptions } from '../../src/index.ts';
+import { balance, chain, createPool, InvalidOptionError, sticky, type BalanceOptions } from '../../src/index.ts';
 import { fetchText, gateway, listen, poolOf, upstream } from '../helpers.ts';
 
 const T = { timeout: 15_000 };
@@ -119,4 +119,24 @@ test('balance() refuses bad cookie options naming their path', () => {
   } finally {
     pool.close();
   }
+});
+
+test("sticky()'s own cookie is not the upstream's: the cookie rules leave it alone (nginx rewrites the upstream's headers only)", T, async (t) => {
+  const up = await origin(t);
+  const pool = poolOf(t, [up.url]);
+  const gw = await gateway(
+    t,
+    chain(
+      sticky(pool, { cookie: { name: 'srv_id', path: '/app/', sameSite: 'none', secure: true } }),
+      balance(pool, { cookiePath: [{ from: '/app/', to: '/api/' }], cookieFlags: [{ cookie: /./, flags: ['samesite=strict'] }] }),
+    ),
+  );
+  const r = await fetchText(`${gw.url}/cookies`, { headers: { host: 'shop.example.com' } });
+  assert.equal(r.status, 200);
+  const cookies = r.headers['set-cookie']!;
+  const own = cookies.find((c) => c.startsWith('srv_id='));
+  assert.ok(own !== undefined);
+  assert.match(own, /samesite=none/i);
+  assert.match(own, /path=\/app\//i);
+  assert.equal(cookies.find((c) => c.startsWith('sid='))?.includes('SameSite=Strict'), true, "the upstream's cookies are rewritten");
 });
