@@ -36,8 +36,12 @@ export const DEFAULT_ACCESS_LOG_FORMAT = 'combined';
 export const DEFAULT_ACCESS_LOG_ESCAPE: AccessLogEscape = 'default';
 /** The default `buffer` of {@link accessLog}: lines are written once this many bytes wait (nginx `buffer=64k`), else on the next turn of the event loop. */
 export const DEFAULT_ACCESS_LOG_BUFFER = 64 * 1024;
-/** The default `flush` of {@link accessLog}: lines are written on the next turn of the event loop. */
-export const DEFAULT_ACCESS_LOG_FLUSH: Duration = 0;
+/**
+ * The default `flush` of {@link accessLog}: a line waits at most 100 ms for its batch. (nginx without
+ * `buffer=` writes each line with its own write(2); a write to a file is a thread-pool job in Node,
+ * and one per request costs more than the rest of the log together.)
+ */
+export const DEFAULT_ACCESS_LOG_FLUSH: Duration = '100ms';
 /** The default `maxPending` of {@link accessLog}: bytes of lines held while a stream does not drain; lines past it are dropped and counted. */
 export const DEFAULT_ACCESS_LOG_MAX_PENDING = 16 * 1024 * 1024;
 
@@ -111,14 +115,15 @@ export interface AccessLogOptions {
   sample?: number | undefined;
   /**
    * Bytes of lines collected before they are written to a stream (nginx `buffer=`); fewer are
-   * written after `flush`. 0 writes each line at once (still without blocking).
+   * written after `flush`. 0 writes each line at once (still one batch at a time, without blocking).
    * @default 65536
    */
   buffer?: number | undefined;
   /**
    * The longest a line waits for its batch to be written to a stream (nginx `flush=`): ms or an nginx
-   * duration (`'1s'`). 0 writes on the next turn of the event loop.
-   * @default 0
+   * duration (`'1s'`). 0 writes on the next turn of the event loop (one write per turn at most, and
+   * one at a time: lines that come while the stream writes go in the next batch).
+   * @default '100ms'
    */
   flush?: Duration | undefined;
   /**
@@ -171,6 +176,26 @@ const KNOWN_OPTIONS = ['format', 'escape', 'to', 'if', 'sample', 'buffer', 'flus
 const ESCAPES: readonly AccessLogEscape[] = ['default', 'json', 'none'];
 /** Variables nginx gives as empty rather than not found: an empty value stays empty under `escape=default`. */
 const FOUND_EMPTY = new Set(['is_args', 'https']);
+/** Variables whose values never hold a character an escape would change (digits, hex, times, addresses): not escaped. */
+const PLAIN = new Set([
+  'status',
+  'bytes_sent',
+  'body_bytes_sent',
+  'request_length',
+  'request_time',
+  'msec',
+  'time_local',
+  'time_iso8601',
+  'connection',
+  'connection_requests',
+  'pid',
+  'remote_port',
+  'server_port',
+  'upstream_connect_time',
+  'upstream_header_time',
+  'upstream_response_time',
+  'upstream_status',
+]);
 
 type Getter = (ex: Exchange) => string;
 type Line = (ex: Exchange) => string;
@@ -192,9 +217,14 @@ function compileFormat(format: string, escape: AccessLogEscape, extra: readonly 
     }
     names.add(name.toLowerCase());
     const get = variable(name);
-    if (escape === 'none') parts.push(get);
+    if (escape === 'none' || (escape === 'json' && PLAIN.has(name))) parts.push(get);
     else if (escape === 'json') parts.push((ex) => escapeJson(get(ex)));
     else if (FOUND_EMPTY.has(name)) parts.push((ex) => escapeDefault(get(ex)));
+    else if (PLAIN.has(name))
+      parts.push((ex) => {
+        const value = get(ex);
+        return value === '' ? '-' : value;
+      });
     else
       parts.push((ex) => {
         const value = get(ex);
@@ -314,8 +344,8 @@ class Context implements AccessLogContext {
 
 /**
  * nginx's `access_log` with its `log_format`: a middleware that writes one line per request when
- * the answer ends ('finish'), or when the client goes away first ('close': status 499 when no
- * response header was sent, as nginx logs it). Put it first, so it sees every request and its time
+ * the answer ends, or when the client goes away first (status 499 when no response header was sent,
+ * as nginx logs it). Put it first, so it sees every request and its time
  * from the start. Lines go to a stream in batches (never blocking the event loop; bounded while the
  * stream does not drain) or to a function; a failing format, condition or destination is counted
  * and never touches the response.
@@ -424,18 +454,19 @@ export function accessLog(options: AccessLogOptions = {}): AccessLogMiddleware {
     send(entry);
   };
 
+  // One listener per request, the same function for every request: 'close' comes once the answer
+  // was handed over (after 'finish') or when the connection closed first.
+  const onClose = function (this: ServerResponse): void {
+    const req = this.req;
+    finish(req, this, exchange(req));
+  };
+
   const handler = function accessLog(req: IncomingMessage, res: ServerResponse, next: Next): void {
+    // The exchange record made now: $request_time counts from here.
     const ex = exchange(req);
     if (countRequests) connectionRequests(req);
     if (upstreamHeaders) (ex.responseHooks ??= []).push(keepUpstreamHeaders);
-    let done = false;
-    const end = (): void => {
-      if (done) return;
-      done = true;
-      finish(req, res, ex);
-    };
-    res.on('finish', end);
-    res.on('close', end);
+    res.on('close', onClose);
     next();
   };
   return Object.assign(handler, {

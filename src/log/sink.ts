@@ -1,8 +1,8 @@
 // The access log's writer to a stream: lines collected and written in batches, once `buffer` bytes
 // wait (nginx's `access_log ... buffer=`) or when the oldest has waited `flush` ms (nginx's `flush=`;
-// 0: on the next turn of the event loop). While the stream
-// does not drain (write() returned false) lines wait, up to `maxPending`; past it they are dropped
-// and counted. Nothing here waits synchronously, and a stream error is counted, never thrown.
+// 0: on the next turn of the event loop). One batch at a time is with the stream: until its write
+// callback comes, lines wait (so a busy gateway writes bigger batches, not more of them), up to
+// `maxPending`; past it they are dropped and counted. Nothing here waits synchronously, and a stream error is counted, never thrown.
 import type { Writable } from 'node:stream';
 
 /** The counters the sink adds to (shared with the access log's). */
@@ -21,7 +21,8 @@ export class StreamSink {
   #lines: string[] = [];
   #pending = 0;
   #scheduled = false;
-  #waitingDrain = false;
+  /** A batch is with the stream (its write callback has not come): the next waits, so batches grow under load. */
+  #inFlight = false;
   #failed = false;
   #closed = false;
   #waiters: Array<() => void> = [];
@@ -39,11 +40,6 @@ export class StreamSink {
       onError(err);
       this.#wake();
     });
-    stream.on('drain', () => {
-      this.#waitingDrain = false;
-      this.#write();
-      if (!this.#waitingDrain) this.#wake();
-    });
     stream.on('close', () => this.#wake());
   }
 
@@ -60,7 +56,7 @@ export class StreamSink {
     }
     this.#lines.push(line);
     this.#pending += line.length;
-    if (this.#waitingDrain) return;
+    if (this.#inFlight) return;
     if (this.#pending >= this.#buffer) this.#write();
     else if (!this.#scheduled) {
       this.#scheduled = true;
@@ -72,7 +68,14 @@ export class StreamSink {
   readonly #onTime = (): void => {
     this.#scheduled = false;
     this.#timer = undefined;
-    if (!this.#waitingDrain) this.#write();
+    if (!this.#inFlight) this.#write();
+  };
+
+  /** The stream took the batch: the lines that came meanwhile go next, in one write. */
+  readonly #written = (): void => {
+    this.#inFlight = false;
+    if (this.#lines.length > 0) this.#write();
+    else this.#wake();
   };
 
   /** Hands the waiting lines to the stream in one write. */
@@ -93,10 +96,12 @@ export class StreamSink {
       return;
     }
     try {
-      this.#waitingDrain = !stream.write(data);
+      this.#inFlight = true;
+      stream.write(data, this.#written);
       this.#counters.written += lines.length;
     } catch {
       // write() after the stream ended throws in some streams: the lines are lost, and counted.
+      this.#inFlight = false;
       this.#counters.dropped += lines.length;
     }
   }
@@ -113,11 +118,11 @@ export class StreamSink {
     for (const w of waiters) w();
   }
 
-  /** Writes what waits and resolves once the stream drained it (or failed, or closed). */
+  /** Writes what waits and resolves once the stream took it (or failed, or closed). */
   flush(): Promise<void> {
-    if (!this.#waitingDrain) this.#write();
+    if (!this.#inFlight) this.#write();
     const stream = this.#stream;
-    if (this.#failed || stream.destroyed || (!this.#waitingDrain && !stream.writableNeedDrain)) return Promise.resolve();
+    if (this.#failed || stream.destroyed || !this.#inFlight) return Promise.resolve();
     return new Promise((resolve) => this.#waiters.push(resolve));
   }
 
