@@ -240,3 +240,27 @@ export function apiErrorOf(option: string, message: string): ApiError {
   if (field === undefined) return new ApiError(400, 'UpstreamConfFormatError', message);
   return new ApiError(400, field.apiError, `invalid "${field.api}" value: ${message}`);
 }
+
+/** The kinds of limit zones: limitRequests()'s (`/api/9/http/limit_reqs`) and limitConnections()'s (`/api/9/http/limit_conns`). */
+export type LimitKind = 'limit_req' | 'limit_conn';
+
+/** The counters of a zone of each kind, as the middlewares' `stats()` name them. */
+export const LIMIT_COUNTERS: Readonly<Record<LimitKind, readonly string[]>> = {
+  limit_req: ['passed', 'delayed', 'rejected', 'delayedDryRun', 'rejectedDryRun'],
+  limit_conn: ['passed', 'rejected', 'rejectedDryRun'],
+};
+
+/** A zone's counters, by the middlewares' names for them. */
+export type LimitCounters = Readonly<Record<string, number>>;
+
+/** NGINX Plus's JSON of a zone's counters (`/api/9/http/limit_reqs/{zone}`: `passed`, `delayed`, `rejected`, `delayed_dry_run`, `rejected_dry_run`). */
+export function limitJson(kind: LimitKind, counters: LimitCounters): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const name of LIMIT_COUNTERS[kind]) out[snake(name)] = counters[name] ?? 0;
+  return out;
+}
+
+/** `delayedDryRun` as NGINX Plus writes it: `delayed_dry_run`. */
+export function snake(name: string): string {
+  return name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+}

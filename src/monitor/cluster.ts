@@ -13,6 +13,7 @@ import type { PoolStats, UpstreamPool } from '../pool/index.ts';
 import { RESPONSE_TIME_BUCKETS, type ResponseCounters, type ServerState, type ServerStats } from '../pool/peer.ts';
 import { type InstanceReport, type SyncHandle, type SyncInternals, syncInternals } from '../sync/index.ts';
 import { parseJson } from '../sync/transport.ts';
+import { LIMIT_COUNTERS, type LimitCounters, type LimitKind } from './api.ts';
 
 /** What a monitor counts of its gateway's server, as its instance's `monitor` section carries it. */
 export interface GatewayFigures {
@@ -40,15 +41,24 @@ export interface InstanceFigures {
   readonly pools: ReadonlyMap<string, PoolStats>;
   /** Its statistics of the caches this monitor shows, by cache name (those it has). */
   readonly caches: ReadonlyMap<string, CacheStats>;
+  /** Its counters of the limit zones this monitor shows, by section name (`limit_req:<zone>`, `limit_conn:<zone>`; those it has). */
+  readonly limits: ReadonlyMap<string, LimitCounters>;
 }
 
 /** A reset the API was asked for, as it is broadcast to the other instances' monitors. */
-export type ResetTarget = { kind: 'upstream'; name: string } | { kind: 'cache'; name: string } | { kind: 'connections' } | { kind: 'requests' };
+export type ResetTarget =
+  | { kind: 'upstream'; name: string }
+  | { kind: 'cache'; name: string }
+  | { kind: LimitKind; name: string }
+  | { kind: 'connections' }
+  | { kind: 'requests' };
 
 /** What a {@link ClusterView} reads and resets. */
 export interface ClusterSources {
   pools: ReadonlyMap<string, UpstreamPool>;
   caches: ReadonlyMap<string, CacheMiddleware>;
+  /** The limit zones' counters of this process, by section name (`limit_req:<zone>`, `limit_conn:<zone>`). */
+  limits: ReadonlyMap<string, () => LimitCounters>;
   /** This monitor's gateway counters now. */
   gateway(): GatewayFigures;
   /** Resets what `target` names here (a reset another instance's monitor was asked for). */
@@ -109,6 +119,7 @@ export class ClusterView {
     for (const cache of new Set(sources.caches.values())) {
       if (!(`cache:${cache.name}` in own)) this.#stops.push(board.provide(`cache:${cache.name}`, () => cache.stats()));
     }
+    for (const [section, read] of sources.limits) if (!(section in own)) this.#stops.push(board.provide(section, read));
     this.#stops.push(board.provide(MONITOR_SECTION, () => sources.gateway()));
     shared.onClose(() => this.close());
     this.publish();
@@ -187,6 +198,7 @@ export class ClusterView {
     if (kind === 'connections' || kind === 'requests') this.#sources.reset({ kind });
     else if (kind === 'upstream' && typeof m.name === 'string') this.#sources.reset({ kind, name: m.name });
     else if (kind === 'cache' && typeof m.name === 'string') this.#sources.reset({ kind, name: m.name });
+    else if ((kind === 'limit_req' || kind === 'limit_conn') && typeof m.name === 'string') this.#sources.reset({ kind, name: m.name });
     else return;
     this.#echo = undefined;
     this.publish();
@@ -198,8 +210,10 @@ export class ClusterView {
     for (const pool of this.#sources.pools.values()) pools.set(pool.name, pool.stats());
     const caches = new Map<string, CacheStats>();
     for (const cache of this.#sources.caches.values()) caches.set(cache.name, cache.stats());
+    const limits = new Map<string, LimitCounters>();
+    for (const [section, read] of this.#sources.limits) limits.set(section, read());
     const host = this.#sync?.host ?? hostname();
-    return { name: this.instance, host, pid: process.pid, self: true, age: 0, gateway: this.#sources.gateway(), pools, caches };
+    return { name: this.instance, host, pid: process.pid, self: true, age: 0, gateway: this.#sources.gateway(), pools, caches, limits };
   }
 
   /** The figures of a report: the sections of the pools and caches this monitor shows, checked. */
@@ -215,6 +229,11 @@ export class ClusterView {
       const stats = cacheStatsOf(sections[`cache:${cache.name}`]);
       if (stats !== undefined) caches.set(cache.name, stats);
     }
+    const limits = new Map<string, LimitCounters>();
+    for (const section of this.#sources.limits.keys()) {
+      const counters = limitCountersOf(section, sections[section]);
+      if (counters !== undefined) limits.set(section, counters);
+    }
     return {
       name: report.instance,
       host: report.host.slice(0, 255),
@@ -224,6 +243,7 @@ export class ClusterView {
       gateway: gatewayOf(sections[MONITOR_SECTION]),
       pools,
       caches,
+      limits,
     };
   }
 }
@@ -348,6 +368,14 @@ export function cacheTotals(name: string, local: CacheStats, figures: readonly I
     expired: written('expired'),
     bypass: written('bypass'),
   };
+}
+
+/** A limit zone's counters over the instances (`section` is `limit_req:<zone>` or `limit_conn:<zone>`): each summed. */
+export function limitTotals(section: string, figures: readonly InstanceFigures[]): LimitCounters {
+  const kind = section.startsWith('limit_conn:') ? 'limit_conn' : 'limit_req';
+  const out: Record<string, number> = {};
+  for (const name of LIMIT_COUNTERS[kind]) out[name] = sumOf(figures, (f) => f.limits.get(section)?.[name] ?? 0);
+  return out;
 }
 
 /** The gateway counters over the instances that run a monitor: each summed. */
@@ -482,4 +510,12 @@ function gatewayOf(value: unknown): GatewayFigures | undefined {
     requestsCurrent: count(value.requestsCurrent),
     uptime: count(value.uptime),
   };
+}
+
+/** A limit zone's counters as an instance published them (`limit.stats()[zone]`), or undefined. */
+function limitCountersOf(section: string, value: unknown): LimitCounters | undefined {
+  if (!isRecord(value)) return undefined;
+  const out: Record<string, number> = {};
+  for (const name of LIMIT_COUNTERS[section.startsWith('limit_conn:') ? 'limit_conn' : 'limit_req']) out[name] = count(value[name]);
+  return out;
 }

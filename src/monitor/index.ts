@@ -9,11 +9,24 @@ import { closeHttp2Stream, isHttp2Response, writeHead } from '../core/http2.ts';
 import { InvalidOptionError, ServerNotFoundError } from '../core/errors.ts';
 import { booleanOption, functionOption, integerOption, nowOption, objectOption, stringOption } from '../core/options.ts';
 import type { HealthCheck } from '../health/index.ts';
+import type { LimitConnectionsMiddleware, LimitRequestsMiddleware } from '../limit/index.ts';
 import { UpstreamPool } from '../pool/index.ts';
 import { internals } from '../pool/internal.ts';
 import { isSyncHandle, type SyncHandle } from '../sync/index.ts';
-import { ApiError, apiErrorOf, cacheJson, cacheJsonOf, serverConf, serverFromBody, updateFromBody, upstreamJsonOf } from './api.ts';
-import { cacheTotals, ClusterView, gatewayTotals, type GatewayFigures, type InstanceFigures, poolTotals, type ResetTarget } from './cluster.ts';
+import {
+  ApiError,
+  apiErrorOf,
+  cacheJson,
+  cacheJsonOf,
+  type LimitCounters,
+  type LimitKind,
+  limitJson,
+  serverConf,
+  serverFromBody,
+  updateFromBody,
+  upstreamJsonOf,
+} from './api.ts';
+import { cacheTotals, ClusterView, gatewayTotals, type GatewayFigures, type InstanceFigures, limitTotals, poolTotals, type ResetTarget } from './cluster.ts';
 import { DASHBOARD_CSS, DASHBOARD_HTML, DASHBOARD_JS } from './dashboard.ts';
 import { hostAllowed } from './hosts.ts';
 import { type MetricsInstance, prometheus, PROMETHEUS_CONTENT_TYPE } from './prometheus.ts';
@@ -28,6 +41,12 @@ export interface MonitorOptions {
   caches?: readonly CacheMiddleware[] | Readonly<Record<string, CacheMiddleware>> | undefined;
   /** Health checks, listed in the summary. @default none */
   healthChecks?: readonly HealthCheck[] | undefined;
+  /**
+   * The rate and connection limits to show: limitRequests() and limitConnections() middlewares, each
+   * zone under its name (`/api/9/http/limit_reqs/{zone}`, `/api/9/http/limit_conns/{zone}`, and in
+   * /metrics); zones of the same kind and name in several middlewares are added up. @default none
+   */
+  limits?: ReadonlyArray<LimitRequestsMiddleware | LimitConnectionsMiddleware> | undefined;
   /**
    * Which requests may change anything (POST, PATCH, DELETE): the default refuses every write (405,
    * NGINX Plus's `api write=off`). Give a predicate that checks who is asking: a credential (a token,
@@ -81,6 +100,7 @@ const MONITOR_OPTIONS = [
   'pools',
   'caches',
   'healthChecks',
+  'limits',
   'write',
   'allowedHosts',
   'prefix',
@@ -119,6 +139,35 @@ function named<T extends { name: string }>(
       );
     if (out.has(name)) throw new InvalidOptionError(`${option}.${name}`, 'names used once', name);
     out.set(name, v);
+  });
+  return out;
+}
+
+/**
+ * The `limits` option: the middlewares of each zone, by section name (`limit_req:<zone>`,
+ * `limit_conn:<zone>`), in the order given.
+ */
+function limitZones(value: unknown): Map<string, Array<LimitRequestsMiddleware | LimitConnectionsMiddleware>> {
+  const out = new Map<string, Array<LimitRequestsMiddleware | LimitConnectionsMiddleware>>();
+  if (value === undefined) return out;
+  if (!Array.isArray(value)) throw new InvalidOptionError('limits', 'an array of limitRequests() and limitConnections() middlewares', value);
+  value.forEach((m: unknown, i) => {
+    const limit = m as { kind?: unknown; zones?: unknown; stats?: unknown; resetStats?: unknown };
+    if (
+      typeof m !== 'function' ||
+      (limit.kind !== 'limit_req' && limit.kind !== 'limit_conn') ||
+      !Array.isArray(limit.zones) ||
+      typeof limit.stats !== 'function' ||
+      typeof limit.resetStats !== 'function'
+    )
+      throw new InvalidOptionError(`limits[${i}]`, 'a limitRequests() or limitConnections() middleware', m);
+    const middleware = m as unknown as LimitRequestsMiddleware | LimitConnectionsMiddleware;
+    for (const zone of middleware.zones) {
+      const section = `${middleware.kind}:${zone}`;
+      const list = out.get(section) ?? [];
+      if (!list.includes(middleware)) list.push(middleware);
+      out.set(section, list);
+    }
   });
   return out;
 }
@@ -168,6 +217,8 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
       throw new InvalidOptionError(`healthChecks[${i}]`, 'a healthCheck() result', h);
   });
 
+  const limits = limitZones(options.limits);
+
   const counters = { connectionsAccepted: 0, connectionsActive: 0, requestsTotal: 0, requestsCurrent: 0, startedAt: now() };
   const server = options.server;
   const onConnection = (socket: Socket): void => {
@@ -205,13 +256,26 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
   const resetCounters = (target: ResetTarget): void => {
     if (target.kind === 'connections') counters.connectionsAccepted = counters.connectionsActive;
     else if (target.kind === 'requests') counters.requestsTotal = counters.requestsCurrent;
-    else {
+    else if (target.kind === 'limit_req' || target.kind === 'limit_conn') {
+      for (const m of limits.get(`${target.kind}:${target.name}`) ?? []) m.resetStats(target.name);
+    } else {
       const { kind, name } = target;
       const all: ReadonlyArray<UpstreamPool | CacheMiddleware> = kind === 'upstream' ? [...pools.values()] : [...caches.values()];
       for (const x of new Set(all)) if (x.name === name) x.resetStats();
     }
   };
-  const view = new ClusterView({ pools, caches, gateway, reset: resetCounters }, handle);
+  /** A zone's counters in this process: each of its middlewares' added up. */
+  const zoneCounters = (section: string): LimitCounters => {
+    const zone = section.slice(section.indexOf(':') + 1);
+    const out: Record<string, number> = {};
+    for (const m of limits.get(section) ?? []) {
+      const stats = m.stats()[zone] as unknown as LimitCounters | undefined;
+      for (const [name, n] of Object.entries(stats ?? {})) out[name] = (out[name] ?? 0) + n;
+    }
+    return out;
+  };
+  const limitSources = new Map([...limits.keys()].map((section) => [section, () => zoneCounters(section)] as const));
+  const view = new ClusterView({ pools, caches, limits: limitSources, gateway, reset: resetCounters }, handle);
   /** Resets here (`here`, or what `target` names), and on every instance when the monitor has a handle. */
   const reset = (target: ResetTarget, here = (): void => resetCounters(target)): void => {
     here();
@@ -221,6 +285,14 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
   const poolStats = (p: UpstreamPool, all: () => InstanceFigures[]) => (view.shared ? poolTotals(p.stats(), all()) : p.stats());
   const cacheStats = (c: CacheMiddleware, all: () => InstanceFigures[]) => (view.shared ? cacheTotals(c.name, c.stats(), all()) : c.stats());
   const gatewayStats = (all: () => InstanceFigures[]) => (view.shared ? gatewayTotals(all()) : counters);
+  const limitStats = (section: string, all: () => InstanceFigures[]) => (view.shared ? limitTotals(section, all()) : zoneCounters(section));
+  /** The zones of `kind`, by name, with their counters as NGINX Plus's JSON. */
+  const limitsJson = (kind: LimitKind, all: () => InstanceFigures[]) =>
+    Object.fromEntries(
+      [...limits.keys()]
+        .filter((section) => section.startsWith(`${kind}:`))
+        .map((section) => [section.slice(kind.length + 1), limitJson(kind, limitStats(section, all))]),
+    );
   /** One instance as `/api/9/switchyard/instances` shows it. */
   const instanceJson = (f: InstanceFigures) => ({
     host: f.host,
@@ -245,7 +317,11 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
         return stats === undefined ? [] : [[name, cacheJsonOf(stats)]];
       }),
     ),
+    limit_reqs: instanceLimits(f, 'limit_req'),
+    limit_conns: instanceLimits(f, 'limit_conn'),
   });
+  const instanceLimits = (f: InstanceFigures, kind: LimitKind) =>
+    Object.fromEntries([...f.limits].flatMap(([section, c]) => (section.startsWith(`${kind}:`) ? [[section.slice(kind.length + 1), limitJson(kind, c)]] : [])));
   /** What /metrics shows: this process, or with sync every live instance. */
   const metrics = (): string => {
     if (!view.shared) {
@@ -254,6 +330,7 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
         gateway: gateway(),
         pools: [...pools].map(([name, p]) => [name, p.stats()] as const),
         caches: [...caches].map(([name, c]) => [name, cacheJson(c)] as const),
+        limits: [...limits.keys()].map((section) => [section, zoneCounters(section)] as const),
       };
       return prometheus([local]);
     }
@@ -270,6 +347,7 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
           const stats = f.caches.get(c.name);
           return stats === undefined ? [] : [[name, cacheJsonOf(stats)] as const];
         }),
+        limits: [...f.limits],
       })),
       all.length,
     );
@@ -452,6 +530,8 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
           upstreams: [...pools.keys()],
           caches: [...caches.keys()],
           health_checks: healthChecks.map((h) => h.name),
+          limit_reqs: Object.keys(limitsJson('limit_req', () => [])),
+          limit_conns: Object.keys(limitsJson('limit_conn', () => [])),
           ...(view.shared ? { instance: view.instance, instances: all().length } : {}),
         });
       }
@@ -476,7 +556,23 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
       );
     }
     if (a !== 'http') return false;
-    if (b === undefined) return reply(res, method, ['requests', 'upstreams', 'caches']);
+    if (b === undefined) return reply(res, method, ['requests', 'upstreams', 'caches', 'limit_reqs', 'limit_conns']);
+    if (b === 'limit_reqs' || b === 'limit_conns') {
+      const kind: LimitKind = b === 'limit_reqs' ? 'limit_req' : 'limit_conn';
+      if (c === undefined) {
+        if (isWrite) throw new ApiError(405, 'MethodNotSupported', 'method not supported');
+        return reply(res, method, limitsJson(kind, all));
+      }
+      const section = `${kind}:${c}`;
+      if (!limits.has(section) || d !== undefined)
+        throw new ApiError(404, kind === 'limit_req' ? 'LimitReqNotFound' : 'LimitConnNotFound', `${kind} zone not found: "${c}"`);
+      return resetOrReply(
+        res,
+        method,
+        () => reset({ kind, name: c }),
+        () => limitJson(kind, limitStats(section, all)),
+      );
+    }
     if (b === 'caches') {
       if (c === undefined) return reply(res, method, Object.fromEntries([...caches].map(([name, cache]) => [name, cacheJsonOf(cacheStats(cache, all))])));
       const cache = caches.get(c);

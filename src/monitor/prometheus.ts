@@ -3,7 +3,7 @@
 // (never summed here: a sum would go down when an instance leaves, which Prometheus reads as a reset).
 import type { PoolStats } from '../pool/index.ts';
 import { RESPONSE_TIME_BUCKETS, type ServerState, type ServerStats } from '../pool/peer.ts';
-import { CACHE_READ_STATUSES, CACHE_WRITE_STATUSES, type CacheJson } from './api.ts';
+import { CACHE_READ_STATUSES, CACHE_WRITE_STATUSES, type CacheJson, LIMIT_COUNTERS, type LimitCounters, snake } from './api.ts';
 import type { GatewayFigures } from './cluster.ts';
 
 const CACHE_STATUSES = [...CACHE_READ_STATUSES, ...CACHE_WRITE_STATUSES] as const;
@@ -49,6 +49,8 @@ export interface MetricsInstance {
   pools: ReadonlyArray<readonly [upstream: string, stats: PoolStats]>;
   /** Its statistics of each cache, by the monitor's name for the cache. */
   caches: ReadonlyArray<readonly [cache: string, stats: CacheJson]>;
+  /** Its counters of each limit zone, by section name (`limit_req:<zone>`, `limit_conn:<zone>`). */
+  limits: ReadonlyArray<readonly [section: string, counters: LimitCounters]>;
 }
 
 /**
@@ -147,5 +149,20 @@ export function prometheus(instances: readonly MetricsInstance[], live?: number)
   }
   w.family('switchyard_cache_size_bytes', 'gauge', 'Bytes held by an in-memory cache store.');
   for (const { labels, s } of cacheStats) w.sample('switchyard_cache_size_bytes', labels, s.size);
+
+  const families = [
+    ['limit_req', 'switchyard_limit_requests_total', 'Requests by limitRequests() zone and outcome (passed, delayed, rejected, and the dry-run forms).'],
+    ['limit_conn', 'switchyard_limit_connections_total', 'Requests by limitConnections() zone and outcome (passed, rejected, rejected_dry_run).'],
+  ] as const;
+  for (const [kind, name, help] of families) {
+    w.family(name, 'counter', help);
+    for (const i of instances) {
+      for (const [section, counters] of i.limits) {
+        if (!section.startsWith(`${kind}:`)) continue;
+        const zone = section.slice(kind.length + 1);
+        for (const counter of LIMIT_COUNTERS[kind]) w.sample(name, own(i, { zone, status: snake(counter) }), counters[counter] ?? 0);
+      }
+    }
+  }
   return w.text();
 }
