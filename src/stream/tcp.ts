@@ -275,14 +275,17 @@ export class TcpSession implements Closable {
       draining = false;
       resume();
     });
-    src.on('end', () => {
+    const onEnd = (): void => {
       if (this.#b.settings.halfClose) {
         if (!dst.destroyed && !dst.writableEnded) dst.end();
       } else {
         closeAfterFlush(dst);
         closeAfterFlush(src);
       }
-    });
+    };
+    // the client's FIN may have come with the end of its PROXY header, before this pipe existed
+    if (src.readableEnded) onEnd();
+    else src.on('end', onEnd);
     src.once('close', () => gate.stop());
   }
 

@@ -60,6 +60,8 @@ export function exchangeBytes(port: number, data: string | Buffer = '', end = tr
     const socket = connect({ port, host: '127.0.0.1', allowHalfOpen: true });
     const chunks: Buffer[] = [];
     socket.on('data', (c: Buffer) => chunks.push(c));
+    // the server's FIN: this side is done too
+    socket.on('end', () => socket.end());
     socket.on('error', reject);
     socket.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
     socket.on('connect', () => {
