@@ -6,7 +6,7 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { Agent, request, type IncomingMessage, type ServerResponse } from 'node:http';
-import { balance, chain, exchange, InvalidOptionError, ReturnStatusError, type Middleware } from '../../src/index.ts';
+import { balance, cache, chain, exchange, InvalidOptionError, ReturnStatusError, type Middleware } from '../../src/index.ts';
 import { HookError } from '../../src/core/errors.ts';
 import { shapeResponse, type ShapeResponseOptions } from '../../src/shape/index.ts';
 import { fetchText, gateway, poolOf, upstream } from '../helpers.ts';
@@ -343,7 +343,7 @@ test("a hook that throws: 500 through the default error answer, the writer's bod
 });
 
 for (const kind of KINDS) {
-  test(`HTTP/2 (${kind}): shaped heads through the compatibility response, implicit ones too; a failing hook answers 500`, T, async (t) => {
+  test(`HTTP/2 (${kind}): shaped heads through the compatibility response (cache() HITs, implicit heads too); a failing hook answers 500`, T, async (t) => {
     const up = await origin(t);
     const pool = poolOf(t, [up.url]);
     const shape = shapeResponse({
@@ -359,13 +359,21 @@ for (const kind of KINDS) {
         else res.end('local');
       } else next();
     };
-    const gw = await h2Gateway(t, kind, chain(shape, localHandler, balance(pool)));
+    const gw = await h2Gateway(t, kind, chain(shape, cache({ valid: '1m' }), localHandler, balance(pool)));
     const session = h2Connect(t, gw.url);
     const proxiedReply = await h2Request(session, { ':path': '/status/200' });
     assert.equal(proxiedReply.status, 200);
     assert.equal(proxiedReply.headers['x-added'], 'yes');
     assert.equal(proxiedReply.headers['x-powered-by'], undefined);
     assert.equal(proxiedReply.text, 'origin 200');
+    // (A response without Set-Cookie, which cache() stores.)
+    for (const cacheStatus of ['MISS', 'HIT']) {
+      const r = await h2Request(session, { ':path': '/big-cached' });
+      assert.equal(r.status, 200);
+      assert.equal(r.headers['x-cache-status'], cacheStatus);
+      assert.equal(r.headers['x-added'], 'yes', cacheStatus);
+      assert.equal(r.body.length, 1_000_000);
+    }
     for (const path of ['/local', '/local-empty']) {
       const r = await h2Request(session, { ':path': path });
       assert.equal(r.status, 200);
