@@ -149,7 +149,8 @@ function rewriteList(value: unknown, option: string, domain: boolean): readonly 
       const path = optionPath(option, i);
       const { from, to } = objectOption(entry, path, ['from', 'to'], 'a { from, to } rule');
       if (typeof to !== 'string') throw new InvalidOptionError(`${path}.to`, 'a string', to);
-      if (INVALID_HEADER_CHAR.test(to)) throw new InvalidOptionError(`${path}.to`, 'a string without control characters', to);
+      if (INVALID_HEADER_CHAR.test(to))
+        throw new InvalidOptionError(`${path}.to`, 'a string a header can carry (no CR, LF, NUL, other controls or characters above \\xff)', to);
       if (from instanceof RegExp) return regexRewrite(from, domain, to, `${path}.to`);
       if (typeof from !== 'string' || from === '' || (domain && from === '.')) {
         throw new InvalidOptionError(`${path}.from`, 'a non-empty string or a RegExp', from);
@@ -286,8 +287,9 @@ function split(value: string): Parts {
     let last = value.indexOf(';', start);
     if (last === -1) last = value.length;
     while (start < last && value.charCodeAt(start) === 32) start++;
-    let eq = value.indexOf('=', start);
-    if (eq === -1 || eq > last) eq = last;
+    // Looked for within the part only: a search to the value's end for every part would be quadratic.
+    let eq = start;
+    while (eq < last && value.charCodeAt(eq) !== 61 /* = */) eq++;
     let nameEnd = eq;
     while (nameEnd > start && value.charCodeAt(nameEnd - 1) === 32) nameEnd--;
     names.push(value.slice(start, nameEnd));

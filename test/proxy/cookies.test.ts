@@ -279,4 +279,7 @@ test('hostile Set-Cookie values: never a throw, never CR/LF, work linear in the 
   const long = `sid=${'a'.repeat(1_000_000)}; ${' '.repeat(100_000)}=${' '.repeat(100_000)}`;
   assert.ok(rewriteSetCookie(all, long, ex).endsWith('; Secure; HttpOnly; SameSite=Lax'));
   assert.equal(rewriteSetCookie(all, ';'.repeat(100_000), ex), ';'.repeat(100_000));
+  // Many parts and one '=' at the very end: each part is searched for '=' within itself only.
+  const late = `sid=1${';'.repeat(200_000)}x=`;
+  assert.ok(rewriteSetCookie(all, late, ex).endsWith('; x=; Secure; HttpOnly; SameSite=Lax'));
 });
