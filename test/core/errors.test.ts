@@ -28,6 +28,10 @@ const SAMPLES: Record<string, unknown[]> = {
   ReturnStatusError: [403],
   ServerNotFoundError: ['x'],
   CacheStoreError: ['get', 'timeout', 'k', 'store timed out'],
+  HookError: [],
+  UnknownPoolError: [],
+  RateLimitedError: ['api'],
+  ConnectionLimitedError: ['api'],
 };
 
 /** The base class: it carries the code it is given. */
