@@ -13,8 +13,11 @@ import { internals } from '../pool/internal.ts';
 import type { Peer } from '../pool/peer.ts';
 import { compileMatch, type MatchOptions } from './match.ts';
 import { HEALTH_SCOPES, type HealthScope, SharedProbes, type SharedVerdict } from './shared.ts';
+import { streamProbe, type RunningProbe, type StreamExpect, type StreamProbeSettings } from './stream.ts';
 
 export type { HeaderCondition, MatchOptions } from './match.ts';
+export type { StreamExpect } from './stream.ts';
+export { DEFAULT_UDP_PROBE } from './stream.ts';
 
 /** Timers the checks run on: the real ones by default; tests give their own to run without sleeping. */
 export interface HealthClock {
@@ -28,6 +31,22 @@ export interface HealthClock {
 
 /** Options of {@link healthCheck}, with NGINX Plus's defaults. Times are {@link Duration}s. */
 export interface HealthCheckOptions {
+  /**
+   * What a probe is: `'http'`, a request (`uri`, `method`, `headers`, `match`); for pools that
+   * streamBalance() serves, `'tcp'` (NGINX Plus stream `health_check`: the connection is made, over
+   * TLS for `https://` servers; with `send` and `expect`, those bytes are sent and the answer must
+   * match) or `'udp'` (`health_check udp`: `send` goes as a datagram; with `expect` an answer must
+   * match, without it the probe passes unless an ICMP unreachable comes back within `timeout`).
+   * @default 'http'
+   */
+  type?: 'http' | 'tcp' | 'udp' | undefined;
+  /** Stream probes: bytes sent once connected (nginx stream `match { send ...; }`). @default nothing for tcp; 'nginx health check' for udp */
+  send?: string | Buffer | undefined;
+  /**
+   * Stream probes: what the server's answer (its first 16 KiB, read as latin1 text) must be: a string
+   * it begins with, or a RegExp it matches (nginx `expect "..."` / `expect ~ "..."`). @default none: connecting is enough (tcp)
+   */
+  expect?: StreamExpect | undefined;
   /** Request path of the probe. @default '/' */
   uri?: string | undefined;
   /** Time between two probes of one server. @default '5s' */
@@ -146,6 +165,9 @@ export const DEFAULT_HEALTH_SHARED: 'host' | 'cluster' | 'each' = 'host';
 
 /** The keys of {@link HealthCheckOptions}. */
 const HEALTH_OPTIONS = [
+  'type',
+  'send',
+  'expect',
   'uri',
   'interval',
   'jitter',
@@ -175,7 +197,7 @@ const realClock: HealthClock = unrefClock;
 interface ServerCheck {
   peer: Peer;
   timer: unknown;
-  probe: ClientRequest | undefined;
+  probe: RunningProbe | undefined;
   running: Promise<void> | undefined;
   passesInARow: number;
   failsInARow: number;
@@ -229,6 +251,27 @@ export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}
     }
   }
   const match = compileMatch(options.match);
+  const type = enumOption(options.type, 'type', ['http', 'tcp', 'udp'] as const, 'http');
+  if (type === 'http' && (options.send !== undefined || options.expect !== undefined))
+    throw new InvalidOptionError(
+      options.send !== undefined ? 'send' : 'expect',
+      "nothing with type 'http' (send and expect are for 'tcp' and 'udp' probes)",
+      options.send ?? options.expect,
+    );
+  if (options.send !== undefined && typeof options.send !== 'string' && !Buffer.isBuffer(options.send))
+    throw new InvalidOptionError('send', 'a string or a Buffer', options.send);
+  if (options.expect !== undefined && typeof options.expect !== 'string' && !(options.expect instanceof RegExp))
+    throw new InvalidOptionError('expect', 'a string the answer begins with, or a RegExp', options.expect);
+  const stream: StreamProbeSettings | undefined =
+    type === 'http'
+      ? undefined
+      : {
+          type,
+          send: options.send === undefined ? undefined : Buffer.from(options.send as string),
+          expect: options.expect,
+          port: integerOption(options.port, 'port', 0, { min: 1, max: 65535 }) || undefined,
+          tls: internals(pool).tls,
+        };
   const mandatory = booleanOption(options.mandatory, 'mandatory', false);
   const persistent = booleanOption(options.persistent, 'persistent', false);
   const name = stringOption(options.name, 'name', DEFAULT_HEALTH_NAME, { nonEmpty: true });
@@ -395,7 +438,23 @@ export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}
     for (const s of affected) if (s !== undefined && s.running === undefined && probing(s)) schedule(s, due(s));
   };
 
+  /** A stream probe (type tcp or udp), with the check's timeout on its clock. */
+  const probeStream = (s: ServerCheck, settings: StreamProbeSettings): Promise<{ passed: boolean; status: number | undefined; reason: string | undefined }> =>
+    new Promise((resolve) => {
+      let timer: unknown;
+      const running = streamProbe(s.peer.target, settings, (passed, reason) => {
+        if (timer !== undefined) clock.clearTimeout(timer);
+        s.probe = undefined;
+        resolve({ passed, status: undefined, reason });
+      });
+      s.probe = running;
+      timer = clock.setTimeout(() => running.timeout(), timeout);
+    });
+
   const probe = (s: ServerCheck): Promise<{ passed: boolean; status: number | undefined; reason: string | undefined }> =>
+    stream !== undefined ? probeStream(s, stream) : probeHttp(s);
+
+  const probeHttp = (s: ServerCheck): Promise<{ passed: boolean; status: number | undefined; reason: string | undefined }> =>
     new Promise((resolve) => {
       const target = s.peer.target;
       let settled = false;
@@ -481,6 +540,8 @@ export function healthCheck(pool: UpstreamPool, options: HealthCheckOptions = {}
   const syncHandle = inner.sync();
   if (syncHandle !== undefined && scope !== 'each') {
     const settings = [name, uri, port ?? null, method, Object.entries(headers).sort(), options.match ?? null, interval, timeout, fails, passes, mandatory];
+    // stream probes: their kind and bytes too (an HTTP check's key stays what it was)
+    if (stream !== undefined) settings.push(type, stream.send?.toString('latin1') ?? null, String(options.expect ?? ''));
     const key = sharedKey ?? settingsKey(settings);
     sharing = new SharedProbes({
       handle: syncHandle,
