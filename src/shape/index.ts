@@ -37,7 +37,11 @@ export const DEFAULT_SHAPE_ALWAYS = false;
 export interface ShapeContext {
   /** The request. */
   readonly req: IncomingMessage;
-  /** The response; change its head through `status` and `headers`, not through its methods. */
+  /**
+   * The response; change its head through `status` and `headers`. A hook that answers through it
+   * (`ctx.res.writeHead(…); ctx.res.end(…)`) has its answer stand, and what the writer writes after is
+   * dropped.
+   */
   readonly res: ServerResponse;
   /** The request's exchange record (upstream status and address, cache status, variables). */
   readonly ex: Exchange;
@@ -308,6 +312,11 @@ class Shaping {
       this.#fail(err);
       return res;
     }
+    // A hook that wrote through ctx.res itself: what it wrote stands; what the writer writes after an end is dropped.
+    if (res.headersSent) {
+      if (res.writableEnded) this.#state = 'failed';
+      return res;
+    }
     if (implicitLength !== undefined && bodyAllowed(this.#req, final) && !list.framed()) list.append('Content-Length', String(implicitLength));
     // The head goes out through setHeader(), so getHeader() after it still answers (loggers read it).
     try {
@@ -369,6 +378,12 @@ class Shaping {
       this.#shape.onError?.(error, this.#req, res);
     } catch {
       // A listener's own failure changes nothing.
+    }
+    if (res.headersSent) {
+      // As chain()'s default answer: a response already begun cannot become an error answer.
+      this.#state = 'failed';
+      res.destroy();
+      return;
     }
     const status = statusOf(error);
     const text = `${status} ${STATUS_CODES[status] ?? 'Error'}\n`;

@@ -257,6 +257,42 @@ test('a reason phrase goes with its status: kept, unless the hook changed the st
   assert.equal(await reason('/gone'), '410 Gone');
 });
 
+test(
+  "a hook that answers through ctx.res itself: its answer stands, the writer's is dropped; one that throws after writing the head closes the response",
+  T,
+  async (t) => {
+    const shape = shapeResponse({
+      hook(ctx) {
+        if (ctx.req.url?.includes('answer')) {
+          ctx.res.writeHead(418, { 'content-type': 'text/plain' });
+          ctx.res.end('teapot');
+        } else if (ctx.req.url?.includes('half')) {
+          ctx.res.writeHead(200, { 'content-type': 'text/plain' });
+          throw new Error('after the head');
+        }
+      },
+    });
+    // The writer answers from a timer: nothing up its stack would catch what the shaping threw.
+    const gw = await gateway(
+      t,
+      chain(shape, (_req, res) => {
+        setImmediate(() => {
+          res.write('written ');
+          res.end('later');
+        });
+      }),
+    );
+    const client = oneConnection(t);
+    const answered = await client.get(`${gw.url}/answer`);
+    assert.equal(answered.status, 418);
+    assert.equal(answered.body, 'teapot');
+    assert.equal((await client.get(`${gw.url}/plain`)).body, 'written later', 'the connection is sound');
+    assert.equal(client.sockets.size, 1);
+    await assert.rejects(fetchText(`${gw.url}/half`), 'a response begun then failed is cut off, as chain() does');
+    assert.equal((await fetchText(`${gw.url}/plain`)).body, 'written later', 'the gateway goes on');
+  },
+);
+
 /** A keep-alive client on one connection: a hook failure must leave the connection sound for the next request. */
 function oneConnection(t: TestContext) {
   const agent = new Agent({ keepAlive: true, maxSockets: 1 });
