@@ -381,15 +381,23 @@ const kConnection = Symbol('switchyard.connection');
 const kConnectionRequest = Symbol('switchyard.connectionRequest');
 const serials = { last: 0 };
 
-/** The connection's state, kept on its socket (for HTTP/2, on the session: every stream shares it). */
+/**
+ * The connection's state, kept on its socket (for HTTP/2, on the session: every stream shares it),
+ * and on the request once read: an HTTP/2 stream that ended no longer reaches its session.
+ */
 function connectionState(req: IncomingMessage): ConnectionState {
-  const h2 = (req as IncomingMessage & { stream?: { session?: object } }).stream?.session;
-  const holder = (h2 ?? req.socket) as object & { [kConnection]?: ConnectionState };
-  let state = holder[kConnection];
+  const own = req as IncomingMessage & { [kConnection]?: ConnectionState };
+  const known = own[kConnection];
+  if (known !== undefined) return known;
+  let holder: (object & { [kConnection]?: ConnectionState }) | undefined;
+  if (req.httpVersionMajor === 2) holder = (req as IncomingMessage & { stream?: { session?: object } }).stream?.session;
+  else holder = req.socket ?? undefined;
+  let state = holder?.[kConnection];
   if (state === undefined) {
     state = { serial: ++serials.last, requests: 0 };
-    holder[kConnection] = state;
+    if (holder !== undefined) holder[kConnection] = state;
   }
+  own[kConnection] = state;
   return state;
 }
 

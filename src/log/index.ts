@@ -428,7 +428,7 @@ export function accessLog(options: AccessLogOptions = {}): AccessLogMiddleware {
     throw new InvalidOptionError('to', 'a writable stream or a function', to);
   }
   const getters = new Map<string, Getter>();
-  const countRequests = formatter !== undefined || names.has('connection_requests');
+  const countRequests = formatter !== undefined || names.has('connection_requests') || names.has('connection');
   const upstreamHeaders = [...names].some((n) => n.startsWith('upstream_http_'));
   let closed = false;
 
