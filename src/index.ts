@@ -120,7 +120,16 @@ export type {
 export { ADD_HEADER_STATUSES, DEFAULT_SHAPE_ALWAYS, shapeResponse } from './shape/index.ts';
 export type { ShapeContext, ShapeErrorListener, ShapeResponseOptions } from './shape/index.ts';
 export { healthCheck, DEFAULT_UDP_PROBE } from './health/index.ts';
-export type { HeaderCondition, HealthCheck, HealthCheckEvents, HealthCheckOptions, HealthClock, MatchOptions, ProbeResult, StreamExpect } from './health/index.ts';
+export type {
+  HeaderCondition,
+  HealthCheck,
+  HealthCheckEvents,
+  HealthCheckOptions,
+  HealthClock,
+  MatchOptions,
+  ProbeResult,
+  StreamExpect,
+} from './health/index.ts';
 export { monitor } from './monitor/index.ts';
 export type { MonitorMiddleware, MonitorOptions } from './monitor/index.ts';
 export { upgrade } from './proxy/upgrade.ts';
