@@ -149,8 +149,8 @@ interface Shape {
  * HITs alike, and are not stored; put it after cache() and what it does is stored with the entry (and
  * a HIT, answered before it, does not run it). Framing and hop-by-hop headers (Content-Length,
  * Transfer-Encoding, Connection, Keep-Alive, Upgrade, TE, Trailer, Proxy-Connection) and names that
- * are not HTTP tokens are refused with an InvalidOptionError; a value that holds CR, LF, NUL or another control once its variables are
- * substituted is dropped.
+ * are not HTTP tokens are refused with an InvalidOptionError; a value that holds CR, LF, NUL or
+ * another control once its variables are substituted is dropped.
  * @example
  * ```ts
  * import { createServer } from 'node:http';
