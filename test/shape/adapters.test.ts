@@ -8,6 +8,7 @@ import { createServer } from 'node:http';
 import express from 'express';
 import Fastify from 'fastify';
 import Koa from 'koa';
+import { bodyParser as koaBodyParser } from '@koa/bodyparser';
 import { balance, cache, createPool, type Middleware, type UpstreamPool } from '../../src/index.ts';
 import { switchyard } from '../../src/adapters/fastify.ts';
 import { koa } from '../../src/adapters/koa.ts';
@@ -131,3 +132,28 @@ for (const [name, build] of [
     if (gw.loud !== undefined) assert.deepEqual(gw.loud(), []);
   });
 }
+
+test('behind a body parser (express.json(), @koa/bodyparser): the parsed body is re-sent and the answer shaped', T, async (t) => {
+  const up = await upstream(t, 'origin', (_req, res, body) => {
+    res.writeHead(200, { 'content-type': 'application/json', 'x-powered-by': 'origin' });
+    res.end(JSON.stringify({ got: body }));
+  });
+  const p = createPool({ servers: [{ url: up.url }] });
+  t.after(() => p.close());
+  const shape = (): Middleware => shapeResponse({ add: { 'X-Shaped': 'yes' }, remove: ['x-powered-by'] });
+  const ex = express();
+  ex.set('env', 'test');
+  ex.use(express.json(), shape(), balance(p));
+  const viaExpressApp = await listen(t, createServer(ex));
+  const k = new Koa();
+  k.use(koaBodyParser());
+  k.use(koa(shape(), balance(p)));
+  const viaKoaApp = await listen(t, createServer(k.callback()));
+  for (const url of [viaExpressApp.url, viaKoaApp.url]) {
+    const r = await fetchText(`${url}/post`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"a":1}' });
+    assert.equal(r.status, 200, url);
+    assert.equal(r.headers['x-shaped'], 'yes');
+    assert.equal(r.headers['x-powered-by'], undefined);
+    assert.deepEqual(JSON.parse(JSON.parse(r.body).got), { a: 1 });
+  }
+});
