@@ -13,6 +13,8 @@ import type { LimitConnectionsMiddleware, LimitRequestsMiddleware } from '../lim
 import { UpstreamPool } from '../pool/index.ts';
 import { internals } from '../pool/internal.ts';
 import { isSyncHandle, type SyncHandle } from '../sync/index.ts';
+import type { StreamHandler } from '../stream/index.ts';
+import { serverZoneJson, streamSources, streamUpstreamJson } from './stream.ts';
 import {
   ApiError,
   apiErrorOf,
@@ -39,6 +41,12 @@ export interface MonitorOptions {
   pools: readonly UpstreamPool[] | Readonly<Record<string, UpstreamPool>>;
   /** The caches to show, by name (an array uses each cache's `name`). @default none */
   caches?: readonly CacheMiddleware[] | Readonly<Record<string, CacheMiddleware>> | undefined;
+  /**
+   * streamBalance() handlers to show: their zones under `/api/9/stream/server_zones/{zone}` (handlers
+   * of one zone added up) and their pools' stream statistics under `/api/9/stream/upstreams/{name}`,
+   * whose `servers` are managed as the HTTP upstreams' are. This process's figures. @default none
+   */
+  streams?: readonly StreamHandler[] | undefined;
   /** Health checks, listed in the summary. @default none */
   healthChecks?: readonly HealthCheck[] | undefined;
   /**
@@ -100,6 +108,7 @@ const MONITOR_OPTIONS = [
   'pools',
   'caches',
   'healthChecks',
+  'streams',
   'limits',
   'write',
   'allowedHosts',
@@ -218,6 +227,13 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
   });
 
   const limits = limitZones(options.limits);
+  const streamList = options.streams ?? [];
+  if (!Array.isArray(streamList)) throw new InvalidOptionError('streams', 'an array of streamBalance() handlers', streamList);
+  streamList.forEach((h: unknown, i) => {
+    if (typeof h !== 'function' || typeof (h as StreamHandler).stats !== 'function' || !((h as StreamHandler).pool instanceof UpstreamPool))
+      throw new InvalidOptionError(`streams[${i}]`, 'a streamBalance() handler', h);
+  });
+  const streams = streamSources(streamList);
 
   const counters = { connectionsAccepted: 0, connectionsActive: 0, requestsTotal: 0, requestsCurrent: 0, startedAt: now() };
   const server = options.server;
@@ -508,7 +524,7 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
     if (isWrite && !write(req)) throw new ApiError(405, 'MethodDisabled', 'method disabled');
     if (!isWrite && method !== 'GET' && method !== 'HEAD') throw new ApiError(405, 'MethodNotSupported', 'method not supported');
     const [a, b, c, d, e] = rest;
-    if (a === undefined) return reply(res, method, ['nginx', 'connections', 'http', 'switchyard']);
+    if (a === undefined) return reply(res, method, ['nginx', 'connections', 'http', ...(streamList.length > 0 ? ['stream'] : []), 'switchyard']);
     if (a === 'nginx' && b === undefined) {
       return reply(res, method, {
         version: VERSION,
@@ -555,7 +571,10 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
         },
       );
     }
-    if (a !== 'http') return false;
+    if (a === 'stream') {
+      // the upstreams' servers are managed below, as the HTTP ones
+      if (b !== 'upstreams' || c === undefined || d === undefined) return streamRoute(res, method, b, c, d);
+    } else if (a !== 'http') return false;
     if (b === undefined) return reply(res, method, ['requests', 'upstreams', 'caches', 'limit_reqs', 'limit_conns']);
     if (b === 'limit_reqs' || b === 'limit_conns') {
       const kind: LimitKind = b === 'limit_reqs' ? 'limit_req' : 'limit_conn';
@@ -589,7 +608,7 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
       if (isWrite) throw new ApiError(405, 'MethodNotSupported', 'method not supported');
       return reply(res, method, Object.fromEntries([...pools].map(([name, p]) => [name, upstreamJsonOf(poolStats(p, all))])));
     }
-    const p = pool(c);
+    const p = a === 'stream' ? streamPool(c) : pool(c);
     if (d === undefined) {
       return resetOrReply(
         res,
@@ -626,6 +645,36 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
     if (method === 'POST') throw new ApiError(405, 'MethodNotSupported', 'method not supported');
     return reply(res, method, serverConf(p.get(e)!));
   }
+
+  const streamPool = (name: string): UpstreamPool => {
+    const p = streams.pools.get(name);
+    if (p === undefined) throw new ApiError(404, 'UpstreamNotFound', `upstream not found: "${name}"`);
+    return p;
+  };
+  /** `/api/9/stream`, its server zones and its upstreams' statistics. */
+  const streamRoute = (res: ServerResponse, method: string, b?: string, c?: string, d?: string): boolean => {
+    if (b === undefined) return reply(res, method, ['server_zones', 'upstreams']);
+    if (b === 'server_zones') {
+      if (c === undefined) return reply(res, method, Object.fromEntries([...streams.zones].map(([zone, hs]) => [zone, serverZoneJson(hs)])));
+      const hs = streams.zones.get(c);
+      if (hs === undefined || d !== undefined) throw new ApiError(404, 'ServerZoneNotFound', `server zone not found: "${c}"`);
+      return resetOrReply(
+        res,
+        method,
+        () => hs.forEach((h) => h.resetStats()),
+        () => serverZoneJson(hs),
+      );
+    }
+    if (b !== 'upstreams' || d !== undefined) return false;
+    if (c === undefined) return reply(res, method, Object.fromEntries([...streams.pools].map(([name, p]) => [name, streamUpstreamJson(p.streamStats())])));
+    const p = streamPool(c);
+    return resetOrReply(
+      res,
+      method,
+      () => p.resetStreamStats(),
+      () => streamUpstreamJson(p.streamStats()),
+    );
+  };
 
   const reply = (res: ServerResponse, method: string, body: unknown): true => {
     if (method !== 'GET' && method !== 'HEAD') throw new ApiError(405, 'MethodNotSupported', 'method not supported');
