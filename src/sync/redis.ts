@@ -25,7 +25,17 @@ import {
   StandaloneEngine,
   timed,
 } from './redis-clients.ts';
-import { type BucketCheck, checkBuckets, checkIncrement, parseJson, type Transport, type VersionedEntry } from './transport.ts';
+import {
+  type BucketCheck,
+  checkBuckets,
+  checkGauges,
+  checkIncrement,
+  type GaugeCheck,
+  type GaugeOp,
+  parseJson,
+  type Transport,
+  type VersionedEntry,
+} from './transport.ts';
 
 export type { RedisClientLike, RedisClusterLike, RedisSentinelLike } from './redis-clients.ts';
 
@@ -134,8 +144,43 @@ for i = 1, #KEYS do
 end
 return out`;
 
+// Requests in progress per key and holder (transport.ts's `tally`, line for line): each key a hash of
+// holder -> "count expiry", expired shares dropped as they are read. ARGV: holder, op (add, sub, set),
+// ttl, then each key's value (add: the most it may hold; set: the holder's count). The key expires
+// `ttl` after its last write: every holder writes its shares again within that.
+const GAUGES = `local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local holder, op, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local totals, mines = {}, {}
+for k = 1, #KEYS do
+  local all = redis.pcall('HGETALL', KEYS[k])
+  if type(all) ~= 'table' or all.err then redis.call('DEL', KEYS[k]) all = {} end
+  local total, mine = 0, 0
+  for i = 1, #all, 2 do
+    local c, e = string.match(all[i + 1], '^(%d+) (%d+)$')
+    if c == nil or tonumber(e) <= now then
+      redis.call('HDEL', KEYS[k], all[i])
+    else
+      total = total + tonumber(c)
+      if all[i] == holder then mine = tonumber(c) end
+    end
+  end
+  if op == 'add' and total >= tonumber(ARGV[3 + k]) then return {k, total} end
+  totals[k] = total
+  mines[k] = mine
+end
+local out = {0}
+for k = 1, #KEYS do
+  local n
+  if op == 'add' then n = mines[k] + 1 elseif op == 'sub' then n = math.max(0, mines[k] - 1) else n = tonumber(ARGV[3 + k]) end
+  out[k + 1] = totals[k] - mines[k] + n
+  if n <= 0 then redis.call('HDEL', KEYS[k], holder) else redis.call('HSET', KEYS[k], holder, string.format('%.0f %.0f', n, now + ttl)) end
+  if redis.call('HLEN', KEYS[k]) == 0 then redis.call('DEL', KEYS[k]) else redis.call('PEXPIRE', KEYS[k], string.format('%.0f', ttl)) end
+end
+return out`;
+
 const sha1 = (script: string): string => createHash('sha1').update(script).digest('hex');
-const SCRIPTS = { version: VERSION, put: PUT, renew: RENEW, release: RELEASE, increment: INCREMENT, buckets: BUCKETS } as const;
+const SCRIPTS = { version: VERSION, put: PUT, renew: RENEW, release: RELEASE, increment: INCREMENT, buckets: BUCKETS, gauges: GAUGES } as const;
 const SHAS = Object.fromEntries(Object.entries(SCRIPTS).map(([name, script]) => [name, sha1(script)])) as Record<keyof typeof SCRIPTS, string>;
 
 /** The error every operation of a disconnected {@link RedisTransport} rejects with. */
@@ -487,6 +532,19 @@ export class RedisTransport implements Transport {
     );
     const out = Array.isArray(reply) ? reply.map(Number) : [];
     if (out.length < 2 || !out.every(Number.isSafeInteger)) throw new Error('switchyard sync: Redis returned an invalid bucket reply');
+    return out;
+  }
+
+  async gauges(scope: string, holder: string, checks: readonly GaugeCheck[], op: GaugeOp, ttlMs: number): Promise<number[]> {
+    checkGauges(checks, holder, op, ttlMs);
+    const prefix = this.#key('limit', scope);
+    const reply = await this.#script(
+      'gauges',
+      checks.map((c) => `${prefix}:${c.key}`),
+      [holder, op, String(ttlMs), ...checks.map((c) => String(c.value))],
+    );
+    const out = Array.isArray(reply) ? reply.map(Number) : [];
+    if (out.length < 2 || !out.every(Number.isSafeInteger)) throw new Error('switchyard sync: Redis returned an invalid gauge reply');
     return out;
   }
 }

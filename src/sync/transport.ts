@@ -3,7 +3,8 @@
 // INCR (raised to a floor), `put` to a compare-version HSET plus PUBLISH, `snapshot` to HGETALL,
 // `acquire` / `renew` / `release` to SET NX PX and compare-and-set scripts, `broadcast` to
 // PUBLISH, `increment` to INCRBY with an expiry set on creation, `remove` to DEL, `buckets` to a
-// script applying nginx's limit_req arithmetic to several keys at once on the engine's clock.
+// script applying nginx's limit_req arithmetic to several keys at once on the engine's clock, `gauges`
+// to a script counting requests in progress per key and instance (limit_conn).
 
 /**
  * One versioned record of a scope (a server of a pool, later other kinds of state): what
@@ -101,6 +102,83 @@ export function checkBuckets(checks: readonly BucketCheck[]): void {
 }
 
 /**
+ * One gauge of {@link Transport.gauges}: the requests in progress of one key of one zone, counted per
+ * holder (instance), each holder's count expiring unless it is written again.
+ *
+ * @example
+ * ```ts
+ * const check: GaugeCheck = { key: 'conn_per_ip:10.0.0.7', value: 10 };
+ * ```
+ */
+export interface GaugeCheck {
+  /** The gauge's name, unique in its scope (`<zone>:<key>`). */
+  readonly key: string;
+  /** With `'add'`: the most the gauge may hold (nginx's `limit_conn` number); with `'set'`: the holder's count; unused with `'sub'`. */
+  readonly value: number;
+}
+
+/** What {@link Transport.gauges} does to the holder's count of every gauge: one more (if all have room), one less, or set to each check's value. */
+export type GaugeOp = 'add' | 'sub' | 'set';
+
+/** One holder's count in a gauge, and when it expires. @internal */
+export interface GaugeShare {
+  count: number;
+  until: number;
+}
+
+/**
+ * The arithmetic of {@link Transport.gauges} on an engine's data, shared by the in-memory engine and
+ * mirrored line for line by the Redis script: each gauge's total is the sum of its holders' counts
+ * that have not expired (expired ones are dropped). With `'add'`, if a gauge's total is already at its
+ * `value`, nothing changes and the result is `[i + 1, total]` (the first such gauge `i`); otherwise
+ * the holder's count of every gauge is changed (a count of 0 is dropped) and lives `ttlMs` more, and
+ * the result is `[0, total_0, total_1, ...]` after the change.
+ * @internal
+ */
+export function tally(
+  checks: readonly GaugeCheck[],
+  holder: string,
+  op: GaugeOp,
+  ttlMs: number,
+  now: number,
+  shares: (key: string) => Map<string, GaugeShare>,
+): number[] {
+  const totals: number[] = [];
+  const mine: number[] = [];
+  for (const [i, c] of checks.entries()) {
+    const all = shares(c.key);
+    let total = 0;
+    for (const [h, share] of all) {
+      if (share.until <= now) all.delete(h);
+      else total += share.count;
+    }
+    if (op === 'add' && total >= c.value) return [i + 1, total];
+    totals.push(total);
+    mine.push(all.get(holder)?.count ?? 0);
+  }
+  const out = [0];
+  for (const [i, c] of checks.entries()) {
+    const n = op === 'add' ? mine[i]! + 1 : op === 'sub' ? Math.max(0, mine[i]! - 1) : c.value;
+    out.push(totals[i]! - mine[i]! + n);
+    const all = shares(c.key);
+    if (n <= 0) all.delete(holder);
+    else all.set(holder, { count: n, until: now + ttlMs });
+  }
+  return out;
+}
+
+/** Checks the arguments of {@link Transport.gauges}, the same way on every engine. Throws a RangeError. @internal */
+export function checkGauges(checks: readonly GaugeCheck[], holder: string, op: GaugeOp, ttlMs: number): void {
+  if (!Array.isArray(checks) || checks.length === 0) throw new RangeError('switchyard sync: gauges takes at least one gauge');
+  if (typeof holder !== 'string' || holder === '' || !['add', 'sub', 'set'].includes(op))
+    throw new RangeError('switchyard sync: gauges takes a holder and an op');
+  if (!Number.isSafeInteger(ttlMs) || ttlMs <= 0) throw new RangeError('switchyard sync: a gauge lives a positive integer of milliseconds');
+  for (const c of checks)
+    if (typeof c.key !== 'string' || !Number.isSafeInteger(c.value) || c.value < 0)
+      throw new RangeError('switchyard sync: a gauge has a key and an integer value >= 0');
+}
+
+/**
  * The operations the sync logic runs on a shared engine. Every operation rejects while the
  * transport is disconnected (fail fast: nothing is queued and replayed later).
  *
@@ -154,6 +232,14 @@ export interface Transport {
    * share a hash slot. Rejects with a RangeError on invalid checks.
    */
   buckets(scope: string, checks: readonly BucketCheck[]): Promise<number[]>;
+  /**
+   * Changes `holder`'s count of the gauges `checks` of `scope` in one atomic step on the engine's
+   * clock ({@link tally}): `'add'` one more in each if every gauge is below its `value` (else none),
+   * `'sub'` one less, `'set'` to each check's `value`; the holder's counts expire `ttlMs` after this
+   * call unless written again. On Redis Cluster, the gauges of one scope share a hash slot. Rejects
+   * with a RangeError on invalid arguments.
+   */
+  gauges(scope: string, holder: string, checks: readonly GaugeCheck[], op: GaugeOp, ttlMs: number): Promise<number[]>;
 }
 
 /**
@@ -182,9 +268,11 @@ interface HubData {
   tallies: Map<string, { value: number; until: number }>;
   /** The buckets of {@link Transport.buckets} by scope and key, each with the time it is forgotten at. */
   buckets: Map<string, { excess: number; last: number; until: number }>;
+  /** The gauges of {@link Transport.gauges} by scope and key: each holder's share. */
+  gauges: Map<string, Map<string, GaugeShare>>;
 }
 
-const emptyData = (): HubData => ({ counters: new Map(), scopes: new Map(), leases: new Map(), tallies: new Map(), buckets: new Map() });
+const emptyData = (): HubData => ({ counters: new Map(), scopes: new Map(), leases: new Map(), tallies: new Map(), buckets: new Map(), gauges: new Map() });
 
 /**
  * An in-process engine shared by several {@link MemoryTransport}s (one per simulated instance),
@@ -306,6 +394,22 @@ export class MemoryHub {
         buckets.set(name(key), { excess, last, until: now + ttl });
       },
     );
+  }
+
+  /** @internal */
+  gauges(scope: string, holder: string, checks: readonly GaugeCheck[], op: GaugeOp, ttlMs: number): number[] {
+    const gauges = this.#data.gauges;
+    const out = tally(checks, holder, op, ttlMs, Math.floor(this.#clock.now()), (key) => {
+      const name = `${scope}\n${key}`;
+      let shares = gauges.get(name);
+      if (shares === undefined) {
+        shares = new Map();
+        gauges.set(name, shares);
+      }
+      return shares;
+    });
+    for (const c of checks) if (gauges.get(`${scope}\n${c.key}`)?.size === 0) gauges.delete(`${scope}\n${c.key}`);
+    return out;
   }
 
   /** @internal */
@@ -447,6 +551,11 @@ export class MemoryTransport implements Transport {
   async buckets(scope: string, checks: readonly BucketCheck[]): Promise<number[]> {
     checkBuckets(checks);
     return this.#call(() => this.#hub.buckets(scope, checks));
+  }
+
+  async gauges(scope: string, holder: string, checks: readonly GaugeCheck[], op: GaugeOp, ttlMs: number): Promise<number[]> {
+    checkGauges(checks, holder, op, ttlMs);
+    return this.#call(() => this.#hub.gauges(scope, holder, checks, op, ttlMs));
   }
 }
 

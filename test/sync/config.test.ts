@@ -263,6 +263,7 @@ test('a push that fails while the transport stays connected (Redis frozen: comma
     increment: (key, by, ttl) => inner.increment(key, by, ttl),
     remove: (key) => inner.remove(key),
     buckets: (scope, checks) => inner.buckets(scope, checks),
+    gauges: (scope, holder, checks, op, ttl) => inner.gauges(scope, holder, checks, op, ttl),
   };
   const replica = new ConfigReplica({ transport: flaky, scope: SCOPE, origin: 'a', apply() {}, retryDelay: 20 });
   await replica.start();

@@ -154,6 +154,7 @@ test('a renewal that never answers ends the hold at the TTL', async () => {
     increment: (key, by, ttl) => inner.increment(key, by, ttl),
     remove: (key) => inner.remove(key),
     buckets: (scope, checks) => inner.buckets(scope, checks),
+    gauges: (scope, holder, checks, op, ttl) => inner.gauges(scope, holder, checks, op, ttl),
   };
   const a = make('a', transport);
   a.lease.start();

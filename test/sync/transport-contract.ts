@@ -325,6 +325,32 @@ export function transportContract(name: string, create: (t: TestContext) => Prom
         await assert.rejects(a.buckets(scope, bad), RangeError, JSON.stringify(bad));
     });
 
+    test('gauges: requests in progress per holder, added atomically over several keys up to their max, taken back, set, expiring', async (e, scope) => {
+      const a = await e.client();
+      const b = await e.client();
+      const k = { key: 'z:k', value: 2 };
+      assert.deepEqual(await a.gauges(scope, 'A', [k], 'add', 60_000), [0, 1]);
+      assert.deepEqual(await b.gauges(scope, 'B', [k], 'add', 60_000), [0, 2], 'holders add up');
+      assert.deepEqual(await a.gauges(scope, 'A', [k], 'add', 60_000), [1, 2], 'at its max: refused, nothing changed');
+      const other = { key: 'y:k', value: 5 };
+      assert.deepEqual(await a.gauges(scope, 'A', [other, k], 'add', 60_000), [2, 2], 'the second refuses: the first is not added either');
+      assert.deepEqual(await a.gauges(scope, 'A', [{ key: 'y:k', value: 0 }], 'set', 60_000), [0, 0]);
+      assert.deepEqual(await b.gauges(scope, 'B', [k], 'sub', 60_000), [0, 1]);
+      assert.deepEqual(await b.gauges(scope, 'B', [k], 'sub', 60_000), [0, 1], 'a holder never goes below 0');
+      assert.deepEqual(await a.gauges(scope, 'A', [{ key: 'z:k', value: 3 }], 'set', 60_000), [0, 3], "set: the holder's count");
+      assert.deepEqual(await b.gauges(scope, 'B', [{ key: 'z:k', value: 1 }], 'set', 300), [0, 4]);
+      await sleep(400);
+      assert.deepEqual(await a.gauges(scope, 'A', [{ key: 'z:k', value: 3 }], 'set', 60_000), [0, 3], "B's share expired");
+      assert.deepEqual(await a.gauges(`${scope}-2`, 'A', [k], 'add', 60_000), [0, 1], 'scopes are apart');
+      for (const [checks, op, ttl] of [
+        [[], 'add', 1000],
+        [[{ key: 'k', value: -1 }], 'add', 1000],
+        [[{ key: 'k', value: 1 }], 'nope', 1000],
+        [[{ key: 'k', value: 1 }], 'add', 0],
+      ] as const)
+        await assert.rejects(a.gauges(scope, 'A', checks as never, op as never, ttl), RangeError, JSON.stringify([checks, op, ttl]));
+    });
+
     test('a counter expires its ttl after its creation, and later increments do not extend it', async (e, scope) => {
       const a = await e.client();
       const b = await e.client();
