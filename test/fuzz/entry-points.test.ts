@@ -17,7 +17,25 @@ import { createServer, request, type IncomingMessage, type Server, type ServerRe
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import fc from 'fast-check';
 import { WebSocketServer } from 'ws';
-import { balance, cache, chain, createPool, respondWithError, rewrite, sticky, type Middleware, type UpstreamPool } from '../../src/index.ts';
+import { PassThrough, type Duplex } from 'node:stream';
+import {
+  accessLog,
+  balance,
+  cache,
+  chain,
+  createPool,
+  limitConnections,
+  limitRequests,
+  requestId,
+  respondWithError,
+  rewrite,
+  shapeResponse,
+  sticky,
+  SwitchyardError,
+  type BalanceMiddleware,
+  type Middleware,
+  type UpstreamPool,
+} from '../../src/index.ts';
 
 const RUNS = positiveInteger(process.env.FUZZ_RUNS, 50);
 const SEED = integer(process.env.FUZZ_SEED, 0x5eed11);
@@ -247,90 +265,98 @@ interface Sent {
   text: string;
 }
 
+/** The parts of one raw request, as the generators give them. */
+interface Parts {
+  method: string;
+  target: string;
+  version: string;
+  host: Header[];
+  upgrade: Header[];
+  extra: Header[];
+  framing: string;
+  body: string;
+  eol: string;
+  end: boolean;
+}
+
+const halfClose = fc.oneof({ arbitrary: fc.constant(false), weight: 9 }, { arbitrary: fc.constant(true), weight: 1 });
+
 const rawRequest: fc.Arbitrary<Sent> = fc
-  .record({
-    method,
-    target,
-    version,
-    host,
-    upgrade,
-    extra,
-    framing,
-    body,
-    eol: lineEnd,
-    end: fc.oneof({ arbitrary: fc.constant(false), weight: 9 }, { arbitrary: fc.constant(true), weight: 1 }),
-  })
-  .map((r) => {
-    const headers: Header[] = [...r.host, ...r.upgrade, ...r.extra];
-    let payload = '';
-    const chunked = (text: string): string => (text === '' ? '' : `${text.length.toString(16)}${CRLF}${text}${CRLF}`) + `0${CRLF}${CRLF}`;
-    switch (r.framing) {
-      case 'length':
-        headers.push(['Content-Length', String(r.body.length)]);
-        payload = r.body;
-        break;
-      case 'length-short':
-        headers.push(['Content-Length', String(r.body.length + 5)]);
-        payload = r.body;
-        break;
-      case 'length-long':
-        headers.push(['Content-Length', '0']);
-        payload = r.body;
-        break;
-      case 'chunked':
-        headers.push(['Transfer-Encoding', 'chunked']);
-        payload = chunked(r.body);
-        break;
-      case 'chunked+length':
-        headers.push(['Transfer-Encoding', 'chunked'], ['Content-Length', '3']);
-        payload = chunked(r.body);
-        break;
-      case 'gzip-chunked':
-        headers.push(['Transfer-Encoding', 'gzip, chunked']);
-        payload = chunked(r.body);
-        break;
-      case 'chunked-gzip':
-        headers.push(['Transfer-Encoding', 'chunked, gzip']);
-        payload = chunked(r.body);
-        break;
-      case 'identity':
-        headers.push(['Transfer-Encoding', 'identity'], ['Content-Length', String(r.body.length)]);
-        payload = r.body;
-        break;
-      case 'length-dup':
-        headers.push(['Content-Length', String(r.body.length)], ['Content-Length', String(r.body.length + 1)]);
-        payload = r.body;
-        break;
-      case 'length-list':
-        headers.push(['Content-Length', `${r.body.length}, ${r.body.length}`]);
-        payload = r.body;
-        break;
-      case 'length-negative':
-        headers.push(['Content-Length', '-1']);
-        break;
-      case 'length-junk':
-        headers.push(['Content-Length', '1x']);
-        break;
-      case 'length-huge':
-        headers.push(['Content-Length', '99999999999999999999999']);
-        break;
-      case 'chunked-bad':
-        headers.push(['Transfer-Encoding', 'chunked']);
-        payload = `zz${CRLF}${r.body}${CRLF}`;
-        break;
-      case 'chunked-unended':
-        headers.push(['Transfer-Encoding', 'chunked']);
-        payload = `${(r.body.length + 1).toString(16)}${CRLF}${r.body}`;
-        break;
-      case 'none+body':
-        payload = r.body;
-        break;
-    }
-    const head = `${r.method} ${r.target} ${r.version}${r.eol}${headers.map(([n, v]) => `${n}: ${v}${r.eol}`).join('')}${r.eol}`;
-    const text = `${head.replace(/a{100,}/g, (m) => `a{${m.length}}`)}${payload.length > 0 ? `<${payload.length} body bytes>` : ''}`;
-    const end = r.end || r.framing === 'length-short' || r.framing === 'chunked-unended';
-    return { bytes: Buffer.from(head + payload, 'latin1'), end, text: JSON.stringify(`${text}${end ? ' <FIN>' : ''}`) };
-  });
+  .record({ method, target, version, host, upgrade, extra, framing, body, eol: lineEnd, end: halfClose })
+  .map((r) => toSent(r));
+
+/** One request's bytes from its parts. */
+function toSent(r: Parts): Sent {
+  const headers: Header[] = [...r.host, ...r.upgrade, ...r.extra];
+  let payload = '';
+  const chunked = (text: string): string => (text === '' ? '' : `${text.length.toString(16)}${CRLF}${text}${CRLF}`) + `0${CRLF}${CRLF}`;
+  switch (r.framing) {
+    case 'length':
+      headers.push(['Content-Length', String(r.body.length)]);
+      payload = r.body;
+      break;
+    case 'length-short':
+      headers.push(['Content-Length', String(r.body.length + 5)]);
+      payload = r.body;
+      break;
+    case 'length-long':
+      headers.push(['Content-Length', '0']);
+      payload = r.body;
+      break;
+    case 'chunked':
+      headers.push(['Transfer-Encoding', 'chunked']);
+      payload = chunked(r.body);
+      break;
+    case 'chunked+length':
+      headers.push(['Transfer-Encoding', 'chunked'], ['Content-Length', '3']);
+      payload = chunked(r.body);
+      break;
+    case 'gzip-chunked':
+      headers.push(['Transfer-Encoding', 'gzip, chunked']);
+      payload = chunked(r.body);
+      break;
+    case 'chunked-gzip':
+      headers.push(['Transfer-Encoding', 'chunked, gzip']);
+      payload = chunked(r.body);
+      break;
+    case 'identity':
+      headers.push(['Transfer-Encoding', 'identity'], ['Content-Length', String(r.body.length)]);
+      payload = r.body;
+      break;
+    case 'length-dup':
+      headers.push(['Content-Length', String(r.body.length)], ['Content-Length', String(r.body.length + 1)]);
+      payload = r.body;
+      break;
+    case 'length-list':
+      headers.push(['Content-Length', `${r.body.length}, ${r.body.length}`]);
+      payload = r.body;
+      break;
+    case 'length-negative':
+      headers.push(['Content-Length', '-1']);
+      break;
+    case 'length-junk':
+      headers.push(['Content-Length', '1x']);
+      break;
+    case 'length-huge':
+      headers.push(['Content-Length', '99999999999999999999999']);
+      break;
+    case 'chunked-bad':
+      headers.push(['Transfer-Encoding', 'chunked']);
+      payload = `zz${CRLF}${r.body}${CRLF}`;
+      break;
+    case 'chunked-unended':
+      headers.push(['Transfer-Encoding', 'chunked']);
+      payload = `${(r.body.length + 1).toString(16)}${CRLF}${r.body}`;
+      break;
+    case 'none+body':
+      payload = r.body;
+      break;
+  }
+  const head = `${r.method} ${r.target} ${r.version}${r.eol}${headers.map(([n, v]) => `${n}: ${v}${r.eol}`).join('')}${r.eol}`;
+  const text = `${head.replace(/a{100,}/g, (m) => `a{${m.length}}`)}${payload.length > 0 ? `<${payload.length} body bytes>` : ''}`;
+  const end = r.end || r.framing === 'length-short' || r.framing === 'chunked-unended';
+  return { bytes: Buffer.from(head + payload, 'latin1'), end, text: JSON.stringify(`${text}${end ? ' <FIN>' : ''}`) };
+}
 
 // ---------------------------------------------------------------------------------------------
 // Real upstreams and the gateways under test.
@@ -388,7 +414,7 @@ async function serve(t: TestContext, server: Server): Promise<string> {
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 }
 
-interface Parts {
+interface Built {
   pool: UpstreamPool;
   middleware: Middleware[];
   proxy: ReturnType<typeof balance>;
@@ -396,7 +422,7 @@ interface Parts {
 }
 
 /** A pool over two real upstreams and the middleware in front of it: rewrite(), cache(), sticky(), balance(). */
-async function parts(t: TestContext): Promise<Parts> {
+async function parts(t: TestContext): Promise<Built> {
   const urls = [await upstream(t, 'a'), await upstream(t, 'b')];
   // maxFails 0: what the fuzzing makes an upstream refuse must not take it out of the pool for the
   // liveness check after each batch.
@@ -427,6 +453,20 @@ type Build = (t: TestContext) => Promise<Gateway>;
 
 const portOf = (url: string): number => Number(new URL(url).port);
 
+/** An Express app with `middleware` and an error handler answering switchyard's errors, in a node:http server. */
+async function expressServer(middleware: Middleware[]): Promise<Server> {
+  const { default: express } = await import('express');
+  const app = express();
+  app.use(...middleware);
+  app.use((err: unknown, req: IncomingMessage, res: ServerResponse, _next: unknown) => respondWithError(err, req, res));
+  return createServer(app);
+}
+
+/** Closes idle keep-alive connections soon after their answer, so that each exchange ends once its connection closes. */
+function closingIdle(server: Server): Server {
+  return Object.assign(server, { keepAliveTimeout: 50, keepAliveTimeoutBuffer: 0 });
+}
+
 const gateways: Record<string, Build> = {
   'node:http, chain(rewrite, cache, sticky, balance), balance().upgrade': async (t) => {
     const p = await parts(t);
@@ -447,12 +487,8 @@ const gateways: Record<string, Build> = {
     return { port: portOf(await serve(t, server)), alive: '/alive', pool: p.pool };
   },
   'Express, app.use(rewrite, cache, sticky, balance), balance().upgrade': async (t) => {
-    const { default: express } = await import('express');
     const p = await parts(t);
-    const app = express();
-    app.use(...p.middleware);
-    app.use((err: unknown, req: IncomingMessage, res: ServerResponse, _next: unknown) => respondWithError(err, req, res));
-    const server = createServer(app);
+    const server = await expressServer(p.middleware);
     server.on('upgrade', p.proxy.upgrade);
     return { port: portOf(await serve(t, server)), alive: '/alive', pool: p.pool };
   },
@@ -542,35 +578,568 @@ async function settled(cond: () => boolean, ms: number): Promise<boolean> {
   return true;
 }
 
+interface Result {
+  outcome: 'answered' | 'closed' | 'hung';
+  /** What the client received (only exchangeAll() keeps it). */
+  received: string;
+}
+
+/**
+ * Throws batches of `requests` at the gateway, `send` sending each on its own connection, and checks
+ * the properties: no crash, every connection answered or closed, `check(batch, results)` (throws),
+ * the gateway still proxying after each batch, every server slot free at the end.
+ */
+async function fuzzGateway(
+  t: TestContext,
+  name: string,
+  gw: Gateway,
+  requests: fc.Arbitrary<Sent>,
+  maxLength: number,
+  send: (port: number, sent: Sent) => Promise<Result>,
+  check: (batch: Sent[], results: Result[]) => void = () => undefined,
+): Promise<void> {
+  current = t;
+  t.after(() => (current = undefined));
+  assert.equal(await plainStatus(gw.port, gw.alive), 200, 'the gateway proxies before the fuzzing');
+  let count = 0;
+  let closed = 0;
+  const property = fc.asyncProperty(fc.array(requests, { minLength: 1, maxLength, size: 'max' }), async (batch) => {
+    const results = await Promise.all(batch.map((sent) => send(gw.port, sent)));
+    count += batch.length;
+    closed += results.filter((r) => r.outcome === 'closed').length;
+    const crash = crashes.shift();
+    if (crash !== undefined) throw new Error(`the process would have crashed: ${(crash as Error)?.stack ?? String(crash)}`);
+    const hung = batch.filter((_, i) => results[i]!.outcome === 'hung');
+    if (hung.length > 0) throw new Error(`neither answered nor closed within ${BOUND_MS} ms:\n${hung.map((s) => s.text).join('\n')}`);
+    check(batch, results);
+    const status = await plainStatus(gw.port, gw.alive);
+    if (status !== 200) throw new Error(`a plain request after the batch got ${status}`);
+  });
+  try {
+    await fc.assert(property, { seed: SEED, numRuns: RUNS });
+  } catch (err) {
+    // fast-check's report has the counterexample and the seed and path; say how to replay it.
+    throw new Error(`fuzz failed for ${name}: replay with FUZZ_SEED=${SEED} FUZZ_RUNS=${RUNS}\n${(err as Error).message}`, { cause: err });
+  }
+  const idle = await settled(() => gw.pool.stats().servers.every((s) => s.active === 0), BOUND_MS);
+  assert.ok(idle, `server slots still held after the fuzzing: ${JSON.stringify(gw.pool.stats().servers.map((s) => s.active))}`);
+  assert.deepEqual(crashes.splice(0), []);
+  t.diagnostic(`${count} requests (seed ${SEED}, ${RUNS} runs), ${closed} closed unanswered; first lines of the answers: ${JSON.stringify([...tally])}`);
+  tally.clear();
+}
+
 for (const [name, build] of Object.entries(gateways)) {
   test(`fuzz: ${name}`, { timeout: 60_000 + RUNS * 2 * BOUND_MS }, async (t) => {
-    current = t;
-    t.after(() => (current = undefined));
-    const gw = await build(t);
-    assert.equal(await plainStatus(gw.port, gw.alive), 200, 'the gateway proxies before the fuzzing');
-    let requests = 0;
-    let closed = 0;
-    const property = fc.asyncProperty(fc.array(rawRequest, { minLength: 1, maxLength: 24, size: 'max' }), async (batch) => {
-      const outcomes = await Promise.all(batch.map((sent) => exchange(gw.port, sent)));
-      requests += batch.length;
-      closed += outcomes.filter((o) => o === 'closed').length;
-      const crash = crashes.shift();
-      if (crash !== undefined) throw new Error(`the process would have crashed: ${(crash as Error)?.stack ?? String(crash)}`);
-      const hung = batch.filter((_, i) => outcomes[i] === 'hung');
-      if (hung.length > 0) throw new Error(`neither answered nor closed within ${BOUND_MS} ms:\n${hung.map((s) => s.text).join('\n')}`);
-      const status = await plainStatus(gw.port, gw.alive);
-      if (status !== 200) throw new Error(`a plain request after the batch got ${status}`);
-    });
-    try {
-      await fc.assert(property, { seed: SEED, numRuns: RUNS });
-    } catch (err) {
-      // fast-check's report has the counterexample and the seed and path; say how to replay it.
-      throw new Error(`fuzz failed for ${name}: replay with FUZZ_SEED=${SEED} FUZZ_RUNS=${RUNS}\n${(err as Error).message}`, { cause: err });
-    }
-    const idle = await settled(() => gw.pool.stats().servers.every((s) => s.active === 0), BOUND_MS);
-    assert.ok(idle, `server slots still held after the fuzzing: ${JSON.stringify(gw.pool.stats().servers.map((s) => s.active))}`);
-    assert.deepEqual(crashes.splice(0), []);
-    t.diagnostic(`${requests} requests (seed ${SEED}, ${RUNS} runs), ${closed} closed unanswered; first lines of the answers: ${JSON.stringify([...tally])}`);
-    tally.clear();
+    await fuzzGateway(t, name, await build(t), rawRequest, 24, async (port, sent) => ({ outcome: await exchange(port, sent), received: '' }));
   });
 }
+
+// ---------------------------------------------------------------------------------------------
+// The request path (issues 17 and 18): requestId(), accessLog() to a stream and to functions,
+// limitConnections() and limitRequests() with hostile keys, shapeResponse() (add, set, remove, a
+// hook), and balance() over a pool selector with setHeaders of client-controlled variables, an
+// onRequest and an onResponse hook, and the cookie options, in front of upstreams that answer with
+// hostile heads (huge, many Set-Cookie, bad values, raw malformed ones). On top of the properties
+// above: nothing the client sends makes a header line of its own in what the upstream or the client
+// receive (values hold percent-encoded CR/LF, and characters whose low byte is CR or LF, to reach
+// decoded variables and hooks), the access log's lines stay one per request, and the process's
+// handles are back to where they were once every gateway is closed.
+
+/** A header line the fuzzing tries to smuggle in: it must never start a line of a head. */
+const INJECTED = /[\r\n]x-injected\s*:/i;
+
+/** Client-controlled text for paths, arguments, cookies: percent-encoded CR/LF, wide characters whose low byte is CR/LF, quotes. */
+const smuggled = fc.constantFrom(
+  'v',
+  '',
+  '%0d%0aX-Injected:%201',
+  '%0aX-Injected:1',
+  '%0dX-Injected:1',
+  '%e5%98%8a%e5%98%8dX-Injected:1',
+  '%c4%8a%c4%8dX-Injected:1',
+  '%0d%0a%0d%0aHTTP/1.1%20200',
+  '%00',
+  '%ff%fe',
+  '%22%5c%27',
+  '$1',
+  '$request_id',
+  '%24http_host',
+  '%',
+  '%zz',
+  '\u00e9',
+  'a'.repeat(2000),
+);
+/** What the upstream answers (`ans=`), the hooks do (`hook=`), the pool selector picks (`pool=`), the hostile limit key is (`k=`). */
+const answer = fc.constantFrom(
+  'plain',
+  'plain',
+  'plain',
+  'cookies',
+  'badcookie',
+  'huge',
+  'huger',
+  'many',
+  'latin',
+  'raw-cr',
+  'raw-fold',
+  'raw-name',
+  'raw-999',
+  'raw-103',
+  'raw-204',
+  'raw-cut',
+  'slow',
+);
+const hook = fc.constantFrom(
+  '',
+  '',
+  'req-throw',
+  'req-crlf',
+  'req-decoded',
+  'req-path',
+  'req-framing',
+  'req-async',
+  'req-reject',
+  'req-host',
+  'res-throw',
+  'res-respond',
+  'res-read',
+  'res-read-small',
+  'res-status',
+  'res-crlf',
+  'res-cookie',
+  'res-async',
+  'shape-throw',
+  'shape-status',
+  'shape-set',
+  'shape-framing',
+);
+const poolChoice = fc.constantFrom('', '', 'a', 'b', 'nope', 'undefined', 'throw', 'object');
+const limitKey = fc.constantFrom('', '', '', 'k1', 'k2', 'long', 'throw', 'object', '%0d%0a');
+const pathTarget = fc
+  .record({
+    prefix: fc.constantFrom('/', '/c/', '/old/', '/r/', '/api/'),
+    segments: fc.array(smuggled, { maxLength: 2 }),
+    ans: answer,
+    hook,
+    pool: poolChoice,
+    k: limitKey,
+    x: smuggled,
+  })
+  .map((q) => `${q.prefix}${q.segments.join('/')}?ans=${q.ans}&hook=${q.hook}&pool=${q.pool}&k=${q.k}&x=${q.x}`);
+const pathHeaders = fc.array(
+  fc.oneof(
+    fc.tuple(fc.constant('X-Key'), fc.constantFrom('k1', 'k2', 'k3', '', 'a'.repeat(300), '\u00ff\u00fe', 'k%0d%0aX-Injected:1')),
+    fc.tuple(
+      fc.constant('Cookie'),
+      smuggled.map((v) => `k=${v}; srv_id=a`),
+    ),
+    fc.tuple(
+      fc.constant('X-Request-Id'),
+      fc.constantFrom('abc', '', 'a'.repeat(201), 'bad id', '\u00e9', 'x\ty', 'x%0d%0aX-Injected:1', '0123456789abcdef0123456789abcdef'),
+    ),
+    fc.tuple(fc.constant('X-Trusted'), fc.constant('1')),
+    fc.tuple(fc.constant('User-Agent'), fc.constantFrom('"\\\u00ff\u0080x', 'curl/8', '\t', 'a'.repeat(3000))),
+    fc.tuple(fc.constant('Referer'), fc.constantFrom('"; X-Injected: 1', '\\"')),
+    fc.tuple(fc.constant('X-Tenant'), fc.constantFrom('t1', '\u00e5\u0098\u008a\u00e5\u0098\u008dX-Injected: 1', '\u00ff', '')),
+    fc.tuple(fc.constant('Connection'), fc.constantFrom('close', 'keep-alive')),
+  ),
+  { maxLength: 4 },
+);
+/** Requests that mostly reach the middleware (a valid head), hostile in their target, query, cookies and headers. */
+const pathRequest: fc.Arbitrary<Sent> = fc
+  .record({
+    method: fc.constantFrom('GET', 'GET', 'GET', 'POST', 'HEAD', 'PUT', 'DELETE'),
+    target: mostly(pathTarget, target),
+    version: fc.oneof({ arbitrary: fc.constant('HTTP/1.1'), weight: 9 }, { arbitrary: fc.constant('HTTP/1.0'), weight: 1 }),
+    host: fc.oneof({ arbitrary: fc.constant<Header[]>([['Host', 'gw']]), weight: 9 }, { arbitrary: host, weight: 1 }),
+    upgrade: fc.oneof({ arbitrary: fc.constant<Header[]>([]), weight: 7 }, { arbitrary: upgrade, weight: 3 }),
+    extra: fc.tuple(pathHeaders, fc.oneof({ arbitrary: fc.constant<Header[]>([]), weight: 4 }, { arbitrary: extra, weight: 1 })).map(([a, b]) => [...a, ...b]),
+    framing: fc.oneof({ arbitrary: fc.constantFrom('none', 'none', 'length', 'chunked'), weight: 9 }, { arbitrary: framing, weight: 1 }),
+    body,
+    eol: fc.constant(CRLF),
+    end: halfClose,
+  })
+  .map((r) => toSent(r));
+
+/** The query argument `name` of a request, decoded as an application would (`URLSearchParams`). */
+function arg(req: IncomingMessage, name: string): string {
+  const url = req.url ?? '';
+  const q = url.indexOf('?');
+  try {
+    return new URLSearchParams(q < 0 ? '' : url.slice(q + 1)).get(name) ?? '';
+  } catch {
+    return '';
+  }
+}
+
+const HOSTILE_COOKIES = [
+  '',
+  '=',
+  ';;;',
+  'a=b; Domain=',
+  'a=b; Domain=..',
+  'a=b; Domain=.',
+  'a=b; Path',
+  'a=b; path=/%0d%0aX-Injected:1',
+  'a=b; Domain=\u00e9\u00ff.internal',
+  `a=b;${' x'.repeat(4000)}`,
+  'a=b; samesite=; secure=1; HttpOnly=0; samesite=none; samesite=lax',
+  '$1=$2; Domain=$host; Path=$uri',
+  'sid=1; Domain=app.internal; Path=/app/',
+  'sid=1; DOMAIN=APP.INTERNAL; PATH=/APP/x',
+  'k; Domain=app.internal',
+  `long=${'v'.repeat(6000)}; Domain=app.internal; Path=/app/`,
+  '\u0080\u00ff=\u00ff; Path=/app/\u00ff',
+  'a=b; Domain="app.internal"',
+  `${'n'.repeat(300)}=1; Path=/app/`,
+];
+
+/** Raw upstream answers, written on the socket as they are (then the socket is ended). */
+const RAW: Record<string, string> = {
+  'raw-cr': 'HTTP/1.1 200 OK\r\nX-A: a\rX-Injected: 1\r\nContent-Length: 2\r\n\r\nok',
+  'raw-fold': 'HTTP/1.1 200 OK\r\nX-A: a\r\n X-Injected: 1\r\nContent-Length: 2\r\n\r\nok',
+  'raw-name': 'HTTP/1.1 200 OK\r\nX A: 1\r\nContent-Length: 2\r\n\r\nok',
+  'raw-999': 'HTTP/1.1 999 Nope\r\nContent-Length: 2\r\n\r\nok',
+  'raw-103':
+    'HTTP/1.1 103 Early Hints\r\nLink: </x>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nSet-Cookie: sid=1; Domain=app.internal\r\nContent-Length: 2\r\n\r\nok',
+  'raw-204': 'HTTP/1.1 204 No Content\r\nSet-Cookie: sid=1; Path=/app/\r\nContent-Length: 5\r\n\r\nbody!',
+  'raw-cut': 'HTTP/1.1 200 OK\r\nSet-Cookie: sid=1; Path=/app/\r\nContent-Length: 50\r\n\r\nshort',
+};
+
+/** Upstream heads the fuzzing saw with a smuggled header line, and what each upstream received, for failure messages. */
+const smuggledUpstream: string[] = [];
+
+/** An upstream answering hostile heads chosen by the request's `ans=` argument; its raw input is searched for smuggled lines. */
+async function hostileUpstream(t: TestContext, name: string): Promise<string> {
+  const server = createServer({ maxHeaderSize: 64 * 1024 }, (req, res) => {
+    req.resume();
+    req.on('error', () => undefined);
+    res.on('error', () => undefined);
+    req.on('end', () => {
+      const ans = arg(req, 'ans');
+      if (ans in RAW) {
+        req.socket.end(RAW[ans]!, 'latin1');
+        return;
+      }
+      const text = `${name} ${req.method} ${req.url}`;
+      const headers: [string, string][] = [
+        ['Content-Type', 'text/plain'],
+        ['X-Powered-By', 'upstream'],
+        ['Server', 'upstream'],
+        ['X-H-1', 'debug'],
+        ['X-Echo', String(req.headers['x-tenant'] ?? '')],
+      ];
+      if ((req.url ?? '').startsWith('/c/')) headers.push(['Cache-Control', 'max-age=60']);
+      if (ans === 'cookies')
+        for (let i = 0; i < 300; i++) headers.push(['Set-Cookie', `c${i}=${i}; Domain=app.internal; Path=/app/${i}; ${i % 2 ? 'Secure' : 'HttpOnly'}`]);
+      if (ans === 'badcookie') for (const c of HOSTILE_COOKIES) headers.push(['Set-Cookie', c]);
+      if (ans === 'huge') headers.push(['X-Huge', 'h'.repeat(12_000)]);
+      if (ans === 'huger') headers.push(['X-Huge', 'h'.repeat(80_000)]);
+      if (ans === 'many') for (let i = 0; i < 400; i++) headers.push([`X-H-${i}`, String(i)]);
+      if (ans === 'latin')
+        headers.push(['X-Latin', '\u00e9\u00ff\u0080'], ['Location', '/x%0d%0aX-Injected:%201'], ['Set-Cookie', 'a=\u00ff; Domain=\u00e9.internal']);
+      const send = (): void => {
+        res.writeHead(200, [...headers.flat(), 'Content-Length', String(Buffer.byteLength(text))]);
+        res.end(text);
+      };
+      if (ans === 'slow') setTimeout(send, 30);
+      else send();
+    });
+  });
+  // Upgrades: a 101 with hostile fields (then an echo), or one of the raw answers.
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex) => {
+    socket.on('error', () => undefined);
+    const ans = arg(req, 'ans');
+    if (ans in RAW) {
+      socket.end(RAW[ans]!, 'latin1');
+      return;
+    }
+    const fields = [
+      'HTTP/1.1 101 Switching Protocols',
+      'Connection: Upgrade',
+      `Upgrade: ${req.headers.upgrade}`,
+      'Set-Cookie: sid=1; Domain=app.internal; Path=/app/',
+      `X-Echo: ${String(req.headers['x-tenant'] ?? '')}`,
+      ...(ans === 'badcookie' ? HOSTILE_COOKIES.map((c) => `Set-Cookie: ${c}`) : []),
+      ...(ans === 'huge' ? [`X-Huge: ${'h'.repeat(12_000)}`] : []),
+    ];
+    socket.write(`${fields.join('\r\n')}\r\n\r\n`, 'latin1');
+    socket.pipe(socket);
+  });
+  server.on('connection', (socket: Socket) => {
+    socket.on('data', (d: Buffer) => {
+      const s = d.toString('latin1');
+      if (INJECTED.test(s)) smuggledUpstream.push(s.slice(0, 2000));
+    });
+  });
+  return serve(t, server);
+}
+
+/** Lines and entries the access logs were given, checked when the gateway's run is over. */
+interface Logs {
+  lines: () => string[];
+  entries: unknown[];
+  jsonLines: string[];
+  close: () => Promise<void>;
+  written: () => number;
+}
+
+interface PathGateway extends Gateway {
+  logs: Logs;
+}
+
+/** The request-path middleware, before rewrite(), cache(), sticky() and balance(selector, hooks, cookies). */
+async function pathParts(t: TestContext): Promise<{ middleware: Middleware[]; proxy: BalanceMiddleware<undefined>; logs: Logs; pool: UpstreamPool }> {
+  const urls = [await hostileUpstream(t, 'a'), await hostileUpstream(t, 'b')];
+  const poolA = createPool({ name: 'a', servers: urls.map((url, i) => ({ url, id: 'ab'[i]!, route: 'ab'[i]!, maxFails: 0 })) });
+  const poolB = createPool({ name: 'b', servers: urls.map((url, i) => ({ url, id: `b${i}`, maxFails: 0 })) });
+  t.after(() => poolA.close());
+  t.after(() => poolB.close());
+  const select = (req: IncomingMessage): UpstreamPool | string | undefined => {
+    const p = arg(req, 'pool');
+    if (p === 'b') return 'b';
+    if (p === 'nope') return 'nope';
+    if (p === 'undefined') return undefined;
+    if (p === 'throw') throw new Error('selector failed');
+    if (p === 'object') return {} as UpstreamPool;
+    return poolA;
+  };
+  const wait = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+  const proxy = balance(select, {
+    pools: [poolA, poolB],
+    headerTimeout: '3s',
+    idleTimeout: '3s',
+    connectTimeout: '2s',
+    setHeaders: {
+      'X-Request-Id': '$request_id',
+      'X-Uri': '$uri',
+      'X-Arg': '$arg_x',
+      'X-Cookie': '$cookie_k',
+      'X-Tenant': '$http_x_tenant',
+      'X-Both': '$http_user_agent $arg_x $uri',
+      'Accept-Encoding': '',
+    },
+    cookieDomain: [
+      { from: 'app.internal', to: '$host' },
+      { from: /^(.+)\.internal$/, to: '$1.$arg_x' },
+    ],
+    cookiePath: [
+      { from: '/app/', to: '/$arg_x/' },
+      { from: /^\/(.*)$/i, to: '/$1$uri' },
+    ],
+    cookieFlags: [
+      { cookie: 'sid', flags: ['secure', 'httponly', 'samesite=lax'] },
+      { cookie: /^c\d+$/, flags: ['nosecure', 'nohttponly', 'samesite=strict'] },
+      { cookie: /./, flags: ['nosamesite'] },
+    ],
+    async onRequest(ctx) {
+      const h = arg(ctx.req, 'hook');
+      ctx.headers.set('X-Attempt', String(ctx.attempt));
+      const tenant = ctx.headers.get('x-tenant');
+      if (tenant !== undefined) ctx.headers.set('X-Tenant-Seen', tenant);
+      if (h === 'req-throw') throw new Error('onRequest failed');
+      if (h === 'req-crlf') ctx.headers.set('X-Bad', 'a\r\nX-Injected: 1');
+      if (h === 'req-decoded') ctx.headers.append('X-Decoded', arg(ctx.req, 'x'));
+      if (h === 'req-path') ctx.path = arg(ctx.req, 'x');
+      if (h === 'req-framing') ctx.headers.set('Content-Length', '5');
+      if (h === 'req-host') ctx.headers.delete('host');
+      if (h === 'req-async') await wait(5);
+      if (h === 'req-reject') await Promise.reject(new SwitchyardError('SWY_ERR_TEST', 429, 'refused by the hook'));
+    },
+    async onResponse(ctx) {
+      const h = arg(ctx.req, 'hook');
+      ctx.headers.delete('x-powered-by');
+      ctx.headers.set('X-Upstream-Cookies', String(ctx.headers.getAll('set-cookie').length));
+      if (h === 'res-throw') throw new Error('onResponse failed');
+      if (h === 'res-respond') ctx.respond(203, { 'X-Taken': 'yes', 'Set-Cookie': ctx.headers.getAll('set-cookie') }, 'taken over');
+      if (h === 'res-read') ctx.respond(200, ctx.headers, await ctx.readBody({ limit: 1000 }));
+      if (h === 'res-read-small') await ctx.readBody({ limit: 1 });
+      if (h === 'res-status') ctx.status = Number(arg(ctx.req, 'x'));
+      if (h === 'res-crlf') ctx.headers.set('X-Bad', arg(ctx.req, 'x'));
+      if (h === 'res-cookie') for (const c of ctx.headers.getAll('set-cookie')) ctx.headers.append('Set-Cookie', `${c}; ${arg(ctx.req, 'x')}`);
+      if (h === 'res-async') {
+        await wait(5);
+        ctx.respond(200, undefined, 'late');
+      }
+    },
+  });
+  const shape = shapeResponse({
+    add: { 'X-Uri': '$uri', 'X-Arg': '$arg_x', 'X-Echo': '$upstream_http_x_echo', 'X-Rid': '$request_id', 'X-Req': '$request' },
+    always: true,
+    set: { Server: 'gw', 'X-Cookie': '$cookie_k' },
+    remove: ['X-Powered-By', 'X-H-*'],
+    hook(ctx) {
+      const h = arg(ctx.req, 'hook');
+      ctx.headers.set('X-Shaped', String(ctx.status));
+      if (h === 'shape-throw') throw new Error('shape hook failed');
+      if (h === 'shape-status') ctx.status = 1000;
+      if (h === 'shape-set') ctx.headers.set('X-S', arg(ctx.req, 'x'));
+      if (h === 'shape-framing') ctx.headers.set('Transfer-Encoding', 'chunked');
+    },
+  });
+  // The access logs: a stream with nginx's default escaping, functions with json and none, and a format function.
+  const streamed = new PassThrough();
+  let text = '';
+  streamed.setEncoding('latin1').on('data', (s: string) => (text += s));
+  const format =
+    '$request_id "$request" $status $uri "$arg_x" "$cookie_k" "$http_user_agent" "$http_referer" "$upstream_http_x_echo" $upstream_addr $upstream_status';
+  const logStream = accessLog({ to: streamed, format, flush: 0 });
+  const jsonLines: string[] = [];
+  const logJson = accessLog({
+    to: (line) => jsonLines.push(line as string),
+    escape: 'json',
+    format: `{"id":"$request_id","uri":"$uri","x":"$arg_x","ua":"$http_user_agent","echo":"$upstream_http_x_echo"}`,
+  });
+  const logNone = accessLog({ to: () => undefined, escape: 'none', format });
+  const entries: unknown[] = [];
+  const logFn = accessLog({
+    to: (entry) => entries.push(entry),
+    format: (ctx) => ({
+      id: ctx.ex.requestId,
+      uri: ctx.variable('uri'),
+      x: ctx.variable('arg_x'),
+      status: ctx.status,
+      aborted: ctx.aborted,
+      bytes: ctx.bytesSent,
+    }),
+  });
+  const logs: Logs = {
+    lines: () => text.split('\n').slice(0, -1),
+    entries,
+    jsonLines,
+    written: () => logStream.stats().written,
+    close: async () => {
+      await Promise.all([logStream.close(), logJson.close(), logNone.close(), logFn.close()]);
+    },
+  };
+  t.after(() => logs.close());
+  const ids = requestId({ trust: (req) => req.headers['x-trusted'] === '1', respond: true });
+  const conns = limitConnections({ key: '$http_x_key', max: 2, status: 429 });
+  const hostileKey = (req: IncomingMessage): string => {
+    const k = arg(req, 'k');
+    if (k === 'long') return 'k'.repeat(70_000);
+    if (k === 'throw') throw new Error('key failed');
+    if (k === 'object') return { toString: () => 'o' } as unknown as string;
+    return k;
+  };
+  const rates = limitRequests({
+    limits: [
+      { key: '$http_x_key', rate: '20r/s', burst: 5, nodelay: true, name: 'per_key' },
+      { key: hostileKey, rate: '100r/s', burst: 10, delay: 3, name: 'hostile' },
+      { key: '$cookie_k$arg_x', rate: '50r/s', burst: 20, nodelay: true, name: 'cookie', maxKeys: 8 },
+    ],
+    status: 429,
+  });
+  const p = await parts(t);
+  // parts() gives rewrite, cache, sticky and a balance() of its own pool: keep its rewrite and cache, sticky on pool a.
+  const [rules, cached] = p.middleware;
+  const st = sticky(poolA, { cookie: true });
+  t.after(() => st.close());
+  return { middleware: [ids, logStream, logJson, logNone, logFn, conns, rates, shape, rules!, cached!, st, proxy], proxy, logs, pool: poolA };
+}
+
+const pathGateways: Record<string, (t: TestContext) => Promise<PathGateway>> = {
+  'node:http, chain(requestId, accessLog x4, limitConnections, limitRequests, shapeResponse, rewrite, cache, sticky, balance(selector, hooks, cookies))':
+    async (t) => {
+      const p = await pathParts(t);
+      const server = closingIdle(createServer(chain(...p.middleware)));
+      server.on('upgrade', p.proxy.upgrade);
+      return { port: portOf(await serve(t, server)), alive: '/alive', pool: p.pool, logs: p.logs };
+    },
+  'Express, app.use(the same)': async (t) => {
+    const p = await pathParts(t);
+    const server = closingIdle(await expressServer(p.middleware));
+    server.on('upgrade', p.proxy.upgrade);
+    return { port: portOf(await serve(t, server)), alive: '/alive', pool: p.pool, logs: p.logs };
+  },
+};
+
+/**
+ * Like exchange(), and keeps reading until the connection closes (bounded) to search everything the
+ * client received for a smuggled header line.
+ */
+function exchangeAll(port: number, sent: Sent): Promise<Result> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    let received = '';
+    let answered = false;
+    let grace: NodeJS.Timeout | undefined;
+    let bound: NodeJS.Timeout | undefined;
+    const done = (outcome: 'answered' | 'closed' | 'hung'): void => {
+      clearTimeout(grace);
+      clearTimeout(bound);
+      socket.destroy();
+      resolve({ outcome, received });
+    };
+    socket.on('error', () => undefined);
+    socket.on('data', (d: Buffer) => {
+      if (!answered) {
+        const line = d.toString('latin1').split('\r\n', 1)[0]!.slice(0, 12);
+        tally.set(line, (tally.get(line) ?? 0) + 1);
+      }
+      answered = true;
+      if (received.length < 1_000_000) received += d.toString('latin1');
+    });
+    socket.once('close', () => done(answered ? 'answered' : 'closed'));
+    socket.once('connect', () => {
+      if (sent.end) socket.end(sent.bytes);
+      else socket.write(sent.bytes);
+      grace = setTimeout(() => {
+        socket.end();
+        bound = setTimeout(() => done(answered ? 'answered' : 'hung'), BOUND_MS);
+      }, GRACE_MS);
+    });
+  });
+}
+
+/** The client and the upstreams saw no smuggled header line. */
+function noSmuggledLines(batch: Sent[], results: Result[]): void {
+  const toClient = batch.filter((_, i) => INJECTED.test(results[i]!.received));
+  if (toClient.length > 0)
+    throw new Error(
+      `a smuggled header line reached the client:\n${toClient.map((s) => `${s.text}\n  -> ${JSON.stringify(results[batch.indexOf(s)]!.received.slice(0, 600))}`).join('\n')}`,
+    );
+  const toUpstream = smuggledUpstream.splice(0);
+  if (toUpstream.length > 0)
+    throw new Error(`a smuggled header line reached an upstream:\n${toUpstream.map((s) => JSON.stringify(s.slice(0, 600))).join('\n')}`);
+}
+
+for (const [name, build] of Object.entries(pathGateways)) {
+  test(`fuzz the request path: ${name}`, { timeout: 60_000 + RUNS * 2 * BOUND_MS }, async (t) => {
+    const gw = await build(t);
+    await fuzzGateway(t, name, gw, pathRequest, 16, exchangeAll, noSmuggledLines);
+    // The access logs: one line per request logged, printable ASCII with nginx's default escaping,
+    // no line break inside a JSON-escaped line, and every line starting with its request's id.
+    await gw.logs.close();
+    const lines = gw.logs.lines();
+    assert.equal(lines.length, gw.logs.written(), 'one line per request written to the stream');
+    assert.ok(lines.length > 0 && gw.logs.entries.length > 0 && gw.logs.jsonLines.length > 0, 'every access log logged');
+    for (const line of lines) assert.match(line, /^[A-Za-z0-9._:-]{1,200} "[\x20-\x7e]*$/, 'a line of the default-escaped log');
+    for (const line of gw.logs.jsonLines) assert.doesNotMatch(line, /[\r\n\0]/, 'a JSON-escaped line');
+    for (const line of gw.logs.jsonLines)
+      assert.doesNotThrow(() => JSON.parse(line.replace(/[\x80-\xff]/g, '?')), `a JSON-escaped line parses: ${line.slice(0, 300)}`);
+  });
+}
+
+// Every gateway above closed its servers, pools, caches, logs and limits in its test's `after`: the
+// process holds no more sockets, servers or timers than before the first one started.
+const baseline = resourceCounts();
+
+function resourceCounts(): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const kind of process.getActiveResourcesInfo()) counts.set(kind, (counts.get(kind) ?? 0) + 1);
+  return counts;
+}
+
+test("the process's handles are back to their baseline once every gateway is closed", async () => {
+  const over = (): string[] => {
+    const now = resourceCounts();
+    // This test's own timeout timer and the settled() poll are Timeouts of the runner and the check.
+    const allowance: Record<string, number> = { Timeout: 2 };
+    return [...now]
+      .filter(([kind, n]) => n > (baseline.get(kind) ?? 0) + (allowance[kind] ?? 0))
+      .map(([kind, n]) => `${kind}: ${n} (baseline ${baseline.get(kind) ?? 0})`);
+  };
+  await settled(() => over().length === 0, BOUND_MS);
+  assert.deepEqual(over(), [], `handles left after the fuzzing: ${JSON.stringify([...resourceCounts()])}`);
+});
