@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createWriteStream } from 'node:fs';
 import { createServer, request, type IncomingMessage, type ServerResponse } from 'node:http';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -349,4 +350,44 @@ test('options are validated when the factory is called, naming the option; unkno
   refused({ fromat: 'combined' }, 'fromat', /did you mean "format"/);
   // Open families, captures, and names listed as rewrite()'s set are accepted.
   accessLog({ format: '$http_x_a $arg_id $cookie_sid $sent_http_etag $upstream_http_server $1 ${tenant}', variables: ['tenant'], to: () => undefined });
+});
+
+test('on a kept-alive connection each line counts its own answer: $bytes_sent and $request_length per request', async (t) => {
+  const { gw, lines } = await loggedGateway(
+    t,
+    { format: '$bytes_sent $body_bytes_sent $request_length $connection_requests' },
+    (req: IncomingMessage, res: ServerResponse) => {
+      res.setHeader('content-length', req.url === '/one' ? '3' : '10');
+      res.end(req.url === '/one' ? 'one' : 'second-one');
+    },
+  );
+  const first = 'GET /one HTTP/1.1\r\nHost: a.test\r\n\r\n';
+  const second = 'GET /two HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n';
+  const received = await new Promise<string>((resolve, reject) => {
+    let data = '';
+    let sent = false;
+    const socket = connect(gw.port, '127.0.0.1', () => socket.write(first));
+    socket.setEncoding('latin1');
+    socket.on('data', (chunk: string) => {
+      data += chunk;
+      // The first answer is whole (its body ends the data): the second request goes on the same connection.
+      if (!sent && data.endsWith('\r\n\r\none')) {
+        sent = true;
+        socket.write(second);
+      }
+    });
+    socket.on('error', reject);
+    socket.on('close', () => resolve(data));
+  });
+  await lineCount(lines, 2);
+  const split = received.indexOf('HTTP/1.1', 1);
+  const answers = [received.slice(0, split), received.slice(split)];
+  const bodies = [3, 10];
+  lines.forEach((line, i) => {
+    const [bytes, body, length, n] = (line as string).split(' ').map(Number);
+    assert.equal(bytes, answers[i]!.length, `answer ${i + 1}`);
+    assert.equal(body, bodies[i]);
+    assert.equal(length, [first, second][i]!.length);
+    assert.equal(n, i + 1);
+  });
 });
