@@ -9,7 +9,20 @@ import { createServer as createHttpServer, type Server } from 'node:http';
 import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { balance, cache, chain, createPool, fromNginx, type Middleware, rewrite, type UpstreamPool } from '../../src/index.ts';
+import {
+  balance,
+  type CookieOptions,
+  type CookieRewriteRule,
+  cache,
+  chain,
+  createPool,
+  fromNginx,
+  type Middleware,
+  rewrite,
+  type ShapeResponseOptions,
+  shapeResponse,
+  type UpstreamPool,
+} from '../../src/index.ts';
 
 /** Where Debian's package puts nginx. */
 export const NGINX = process.env.NGINX_BINARY ?? '/usr/sbin/nginx';
@@ -60,6 +73,9 @@ export interface CacheConfig {
   minUses?: number;
 }
 
+/** One shapeResponse()'s `add` and `always`, rendered for nginx as an `add_header name value [always];` per value. */
+export type ShapeConfig = Pick<ShapeResponseOptions, 'add' | 'always'>;
+
 /** The configuration of a case, expressed once. */
 export interface Config {
   /**
@@ -77,6 +93,18 @@ export interface Config {
   /** X-Forwarded-For/-Proto/-Host and Forwarded: off by default on both sides (nginx sets none). */
   xForwarded?: boolean;
   cache?: CacheConfig;
+  /**
+   * balance()'s `cookieDomain`, `cookiePath` and `cookieFlags`, from which nginx's
+   * `proxy_cookie_domain`, `proxy_cookie_path` and `proxy_cookie_flags` are written, one per rule in
+   * order: a string as it is, a RegExp as `~source` (`~*source` for a `cookiePath` RegExp with `i`;
+   * nginx's `~` in the other two matches in any case, as switchyard's).
+   */
+  cookies?: CookieOptions;
+  /**
+   * shapeResponse()s put first in the chain (before rewrite(), so that rewrite()'s own answers are
+   * shaped as nginx's `return`s are), and the `add_header` lines nginx gets, in this order.
+   */
+  shape?: readonly ShapeConfig[];
 }
 
 /** One request of a case and what to compare about its answer. */
@@ -473,6 +501,8 @@ export function renderNginxServers(c: Case, port: number, pass: string, cacheZon
       : '',
     cfg.absoluteRedirect === false ? 'absolute_redirect off;' : '',
     ...(cfg.cache === undefined ? [] : renderNginxCache(cfg.cache, cacheZone)),
+    ...(cfg.cookies === undefined ? [] : renderNginxCookies(cfg.cookies)),
+    ...(cfg.shape ?? []).flatMap(renderNginxAddHeader),
   ]
     .filter(Boolean)
     .join('\n    ');
@@ -501,6 +531,43 @@ function renderNginxCache(c: CacheConfig, zone: string): string[] {
   return out;
 }
 
+/**
+ * One argument of an nginx directive, quoted when it is empty or holds what would end or split a bare
+ * word. A backslash before a character nginx's parser unescapes (`\\`, quotes, `n`, `r`, `t`) is
+ * refused: the two sides would read different text.
+ */
+export function nginxArg(text: string): string {
+  if (/\\[\\"'nrt]/.test(text)) throw new Error(`nginxArg: ${JSON.stringify(text)} holds an escape nginx's parser would unescape`);
+  return text !== '' && !/[\s;{}"'#]/.test(text) ? text : `"${text.replaceAll('"', '\\"')}"`;
+}
+
+/** A cookie rule's pattern as nginx writes it: `~` for a RegExp (`~*` when `caseless` says so). */
+function nginxPattern(from: string | RegExp, caseless: boolean): string {
+  if (typeof from === 'string') return nginxArg(from);
+  if (/[^i]/.test(from.flags)) throw new Error(`nginxPattern: /${from.source}/${from.flags} has flags nginx cannot say`);
+  return nginxArg(`${caseless && from.flags.includes('i') ? '~*' : '~'}${from.source}`);
+}
+
+/** balance()'s cookie options as nginx's `proxy_cookie_*` directives. */
+function renderNginxCookies(c: CookieOptions): string[] {
+  const rewrites = (directive: string, rules: false | readonly CookieRewriteRule[] | undefined, caseless: boolean) =>
+    rules === false ? [`${directive} off;`] : (rules ?? []).map((r) => `${directive} ${nginxPattern(r.from, caseless)} ${nginxArg(r.to)};`);
+  return [
+    ...rewrites('proxy_cookie_domain', c.cookieDomain, false),
+    ...rewrites('proxy_cookie_path', c.cookiePath, true),
+    ...(c.cookieFlags === false
+      ? ['proxy_cookie_flags off;']
+      : (c.cookieFlags ?? []).map((r) => `proxy_cookie_flags ${nginxPattern(r.cookie, false)} ${r.flags.join(' ')};`)),
+  ];
+}
+
+/** One shapeResponse()'s `add` as nginx's `add_header` lines (a list of values: one line each). */
+function renderNginxAddHeader(s: ShapeConfig): string[] {
+  return Object.entries(s.add ?? {}).flatMap(([name, value]) =>
+    (typeof value === 'string' ? [value] : value).map((v) => `add_header ${nginxArg(name)} ${nginxArg(v)}${s.always === true ? ' always' : ''};`),
+  );
+}
+
 /** The whole nginx.conf for the cases (`{dir}` is the prefix directory). */
 export function renderNginxConf(servers: string, http: string): string {
   return `daemon off;
@@ -523,7 +590,7 @@ ${servers}
 `;
 }
 
-/** A switchyard gateway for the case, listening on port 0: rewrite → cache → balance, as configured. */
+/** A switchyard gateway for the case, listening on port 0: shapeResponse → rewrite → cache → balance, as configured. */
 export async function startGateway(c: Case, upstreamPort: number): Promise<{ port: number; close: () => Promise<void>; error?: string }> {
   const cfg = c.config ?? {};
   let pool: UpstreamPool | undefined;
@@ -531,7 +598,9 @@ export async function startGateway(c: Case, upstreamPort: number): Promise<{ por
   let listener: ReturnType<typeof chain>;
   try {
     pool = createPool({ servers: [{ url: `http://127.0.0.1:${upstreamPort}` }] });
-    const mws: Middleware[] = [];
+    // shapeResponse()s wrap the head in the order they run, each passing it to the one before it:
+    // the last one configured is put first, so that headers are added in the order nginx adds them.
+    const mws: Middleware[] = [...(cfg.shape ?? [])].reverse().map((s) => shapeResponse(s));
     if (cfg.rewrite !== undefined)
       mws.push(rewrite(fromNginx(cfg.rewrite, { ignore: ['proxy_pass'] }), cfg.absoluteRedirect === false ? { absoluteRedirect: false } : {}));
     if (cfg.cache !== undefined) {
@@ -556,6 +625,7 @@ export async function startGateway(c: Case, upstreamPort: number): Promise<{ por
         xForwarded: cfg.xForwarded === true,
         forwarded: cfg.xForwarded === true,
         ...(cfg.host === 'client' ? { host: 'client' as const } : {}),
+        ...cfg.cookies,
       }),
     );
     listener = chain(...mws);
