@@ -1,6 +1,7 @@
 // What limitRequests() and limitConnections() share: the options every limit takes (key, name,
 // status, clock), the parsing of one limit or of `limits`, the exchange's `limitStatus`, and the
 // zones' counters the monitor reads.
+import type { EventEmitter } from 'node:events';
 import type { IncomingMessage } from 'node:http';
 import type { Middleware } from '../core/chain.ts';
 import { InvalidOptionError } from '../core/errors.ts';
@@ -8,6 +9,7 @@ import type { Exchange } from '../core/exchange.ts';
 import { integerOption, objectOption, optionPath, stringOption } from '../core/options.ts';
 import { compileTemplate } from '../core/variables.ts';
 import { type LimitClock, realLimitClock } from './delay.ts';
+import type { LimitEvents } from './shared.ts';
 
 /** Default {@link LimitRequestsOptions.status} and {@link LimitConnectionsOptions.status}: nginx's `limit_req_status` and `limit_conn_status`. */
 export const DEFAULT_LIMIT_STATUS = 503;
@@ -37,6 +39,10 @@ export interface LimitZones<Stats> extends Middleware {
   stats(): Record<string, Stats>;
   /** Sets the counters of `zone` (of every zone when none is named) back to zero. */
   resetStats(zone?: string): void;
+  /** Listens to the events of a middleware with `sync`: `'fallback'` (Redis lost: limits per instance), `'shared'` (back). */
+  on<E extends keyof LimitEvents>(event: E, listener: (...args: LimitEvents[E]) => void): this;
+  /** Stops listening. */
+  off<E extends keyof LimitEvents>(event: E, listener: (...args: LimitEvents[E]) => void): this;
 }
 
 /** `$limit_req_status` and `$limit_conn_status` values, ranked: of two middlewares', the exchange keeps the stricter. */
@@ -149,4 +155,22 @@ export function withZones<Stats extends object, M>(
     },
     ...extra,
   }) as unknown as M;
+}
+
+/** The path of the first limit without a `name` in the options `o`, or `undefined` when every limit has one. @internal */
+export function unnamedLimit(o: Record<string, unknown>): string | undefined {
+  if (!Array.isArray(o.limits)) return o.name === undefined ? 'name' : undefined;
+  const i = o.limits.findIndex((l: { name?: unknown }) => l.name === undefined);
+  return i === -1 ? undefined : `limits[${i}].name`;
+}
+
+/** The `on` and `off` methods of a middleware with `sync` (without: they listen to nothing). @internal */
+export function eventMethods(events: EventEmitter<LimitEvents> | undefined): PropertyDescriptorMap {
+  const method = (name: 'on' | 'off') => ({
+    value(this: unknown, event: keyof LimitEvents, listener: (...args: never[]) => void) {
+      events?.[name](event, listener);
+      return this;
+    },
+  });
+  return { on: method('on'), off: method('off') };
 }

@@ -7,7 +7,20 @@ import type { Next } from '../core/chain.ts';
 import { ConnectionLimitedError, InvalidOptionError } from '../core/errors.ts';
 import { type Exchange, exchange } from '../core/exchange.ts';
 import { booleanOption, integerOption, objectOption, optionPath } from '../core/options.ts';
-import { keyOption, type LimitKey, type LimitZones, limitsOption, maxKeysOption, recordStatus, statusOption, withZones } from './common.ts';
+import type { SyncHandle } from '../sync/index.ts';
+import {
+  eventMethods,
+  keyOption,
+  type LimitKey,
+  type LimitZones,
+  limitsOption,
+  maxKeysOption,
+  recordStatus,
+  statusOption,
+  unnamedLimit,
+  withZones,
+} from './common.ts';
+import { SharedGauges, sharedOption } from './shared.ts';
 
 /** Default {@link ConnectionLimit.name} of a middleware's first limit (the others get `_2`, `_3`...). */
 export const DEFAULT_LIMIT_CONN_ZONE = 'limit_conn';
@@ -47,6 +60,16 @@ export interface LimitConnectionsOptions extends Partial<ConnectionLimit> {
   status?: number | undefined;
   /** Decide and count, but let every request through (nginx `limit_conn_dry_run`); `$limit_conn_status` says `REJECTED_DRY_RUN`. @default false */
   dryRun?: boolean | undefined;
+  /**
+   * Counts the requests in progress of every instance on the same sync handle (Redis): a request
+   * passes if the instances together have fewer than `max` for its key (one round trip; one more,
+   * off the request's way, when it ends). Each limit must have a `name`. While Redis cannot be
+   * reached each instance limits its own requests at once (`'fallback'` event), back to the shared
+   * count once a call goes through (`'shared'`). An instance's count lives 30 s in Redis unless
+   * written again (every 10 s): an instance that dies lets go of its requests within 30 s.
+   * @default none: the limits are this process's
+   */
+  sync?: SyncHandle | undefined;
 }
 
 /** Counters of one zone of {@link limitConnections} (NGINX Plus `/api/9/http/limit_conns/{zone}`). */
@@ -71,12 +94,12 @@ export interface LimitConnectionsStats {
 export interface LimitConnectionsMiddleware extends LimitZones<LimitConnectionsStats> {
   /** Marks a limitConnections() middleware (monitor() tells the kinds apart by it). */
   readonly kind: 'limit_conn';
-  /** Requests in progress counted in `zone` (the first zone when none is named), over all its keys. */
+  /** Requests in progress counted in `zone` (the first zone when none is named), over all its keys, in this process. */
   active(zone?: string): number;
 }
 
 const LIMIT_FIELDS = ['key', 'max', 'name', 'maxKeys'] as const satisfies ReadonlyArray<keyof ConnectionLimit>;
-const OPTIONS = [...LIMIT_FIELDS, 'limits', 'status', 'dryRun'] as const satisfies ReadonlyArray<keyof LimitConnectionsOptions>;
+const OPTIONS = [...LIMIT_FIELDS, 'limits', 'status', 'dryRun', 'sync'] as const satisfies ReadonlyArray<keyof LimitConnectionsOptions>;
 
 /** A zone of limit_conn: requests in progress per key; a key leaves the table when its count is back to 0. @internal */
 export class ConnectionZone {
@@ -140,11 +163,21 @@ function zeroStats(): LimitConnectionsStats {
 
 /** What one request holds in the zones of one middleware, given back when its response ends. */
 class Hold {
-  readonly limits: Limit[] = [];
-  readonly keys: string[] = [];
+  readonly #limits: readonly Limit[];
+  readonly #keys: readonly string[];
+  readonly #shared: SharedGauges | undefined;
+  /** Whether the shared gauges counted the request (else only this process did). */
+  readonly #counted: boolean;
+  constructor(limits: readonly Limit[], keys: readonly string[], shared: SharedGauges | undefined, counted: boolean) {
+    this.#limits = limits;
+    this.#keys = keys;
+    this.#shared = shared;
+    this.#counted = counted;
+  }
   readonly release = (): void => {
-    for (let i = 0; i < this.limits.length; i++) this.limits[i]!.zone.release(this.keys[i]!);
-    this.limits.length = 0;
+    for (let i = 0; i < this.#limits.length; i++) if (this.#keys[i] !== '') this.#limits[i]!.zone.release(this.#keys[i]!);
+    if (this.#counted) this.#shared?.sub(this.#keys);
+    else this.#shared?.stale(this.#keys);
   };
 }
 
@@ -173,43 +206,78 @@ export function limitConnections(options: LimitConnectionsOptions): LimitConnect
   const status = statusOption(o.status);
   const dryRun = booleanOption(o.dryRun, 'dryRun', false);
 
-  const middleware = function limitConnections(req: IncomingMessage, res: ServerResponse, next: Next): void {
-    const ex = exchange(req);
-    let hold: Hold | undefined;
-    for (const limit of limits) {
-      let key: string;
-      try {
-        key = limit.key(req, ex);
-      } catch (err) {
-        hold?.release();
-        return next(err);
-      }
-      if (key === '' || key.length > 255) continue;
-      if (!limit.zone.acquire(key, limit.max)) {
-        hold?.release();
-        if (dryRun) {
-          limit.stats.rejectedDryRun++;
-          recordStatus(ex, 'conn', 'REJECTED_DRY_RUN');
-          return next();
-        }
-        limit.stats.rejected++;
-        recordStatus(ex, 'conn', 'REJECTED');
-        return next(new ConnectionLimitedError(limit.zone.name, status));
-      }
-      hold ??= new Hold();
-      hold.limits.push(limit);
-      hold.keys.push(key);
+  const shared = o.sync === undefined ? undefined : new SharedGauges(sharedOption(o.sync, unnamedLimit(o)), limits);
+
+  const reject = (ex: Exchange, limit: Limit, next: Next): void => {
+    if (dryRun) {
+      limit.stats.rejectedDryRun++;
+      recordStatus(ex, 'conn', 'REJECTED_DRY_RUN');
+      return next();
     }
-    if (hold === undefined) return next();
-    for (const limit of hold.limits) limit.stats.passed++;
+    limit.stats.rejected++;
+    recordStatus(ex, 'conn', 'REJECTED');
+    next(new ConnectionLimitedError(limit.name, status));
+  };
+
+  /** The request passed every limit (counted in this process's zones, and by the shared gauges when `counted`): it holds its places until its response ends. */
+  const pass = (ex: Exchange, res: ServerResponse, next: Next, keys: readonly string[], counted: boolean): void => {
+    for (let i = 0; i < limits.length; i++) if (keys[i] !== '') limits[i]!.stats.passed++;
     recordStatus(ex, 'conn', 'PASSED');
-    // A response already over (a client gone before the middleware ran) holds nothing.
+    const hold = new Hold(limits, keys, shared, counted);
+    // A response already over (a client gone before the middleware ran, or while Redis answered) holds nothing.
     if (res.writableEnded || res.destroyed) hold.release();
     else res.once('close', hold.release);
     next();
   };
 
+  /** nginx's handler on this process's zones: each limit with a key counts the request, unless one is full (then none does). */
+  const local = (ex: Exchange, res: ServerResponse, next: Next, keys: readonly string[]): void => {
+    for (let i = 0; i < limits.length; i++) {
+      if (keys[i] === '') continue;
+      if (limits[i]!.zone.acquire(keys[i]!, limits[i]!.max)) continue;
+      for (let n = 0; n < i; n++) if (keys[n] !== '') limits[n]!.zone.release(keys[n]!);
+      return reject(ex, limits[i]!, next);
+    }
+    pass(ex, res, next, keys, false);
+  };
+
+  const middleware = function limitConnections(req: IncomingMessage, res: ServerResponse, next: Next): void {
+    const ex = exchange(req);
+    const keys: string[] = [];
+    let applied = 0;
+    for (const limit of limits) {
+      let key: string;
+      try {
+        key = limit.key(req, ex);
+      } catch (err) {
+        return next(err);
+      }
+      if (key.length > 255) key = '';
+      if (key !== '') applied++;
+      keys.push(key);
+    }
+    // No limit had a key: not limited, and `$limit_conn_status` stays empty.
+    if (applied === 0) return next();
+    if (shared?.mode.ready() === true) {
+      shared.add(keys).then(
+        (rejected) => {
+          if (rejected !== -1) return reject(ex, limits[rejected]!, next);
+          // This process's zones count it too: they limit on their own if Redis goes away.
+          for (let i = 0; i < limits.length; i++) if (keys[i] !== '') limits[i]!.zone.acquire(keys[i]!, Number.POSITIVE_INFINITY);
+          pass(ex, res, next, keys, true);
+        },
+        (err: unknown) => {
+          shared.mode.failed(err);
+          local(ex, res, next, keys);
+        },
+      );
+      return;
+    }
+    local(ex, res, next, keys);
+  };
+
   return withZones(middleware, 'limit_conn', limits, zeroStats, {
     active: { value: (zone?: string) => limits.find((l) => zone === undefined || l.name === zone)?.zone.active ?? 0 },
+    ...eventMethods(shared?.mode.events),
   });
 }

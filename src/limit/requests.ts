@@ -8,10 +8,22 @@ import type { Next } from '../core/chain.ts';
 import { InvalidOptionError, RateLimitedError } from '../core/errors.ts';
 import { type Exchange, exchange } from '../core/exchange.ts';
 import { booleanOption, integerOption, objectOption, optionPath } from '../core/options.ts';
-import { clockOption, keyOption, type LimitKey, type LimitZones, limitsOption, maxKeysOption, recordStatus, statusOption, withZones } from './common.ts';
+import {
+  clockOption,
+  eventMethods,
+  keyOption,
+  type LimitKey,
+  type LimitZones,
+  limitsOption,
+  maxKeysOption,
+  recordStatus,
+  statusOption,
+  unnamedLimit,
+  withZones,
+} from './common.ts';
 import type { SyncHandle } from '../sync/index.ts';
 import { DelayQueue, type LimitClock } from './delay.ts';
-import { type LimitEvents, sharedOption } from './shared.ts';
+import { SharedBuckets, sharedOption } from './shared.ts';
 import { LOOKUP, parseRate, type Rate, RequestZone } from './zone.ts';
 
 export type { Rate } from './zone.ts';
@@ -111,10 +123,6 @@ export interface LimitRequestsMiddleware extends LimitZones<LimitRequestsStats> 
   readonly kind: 'limit_req';
   /** Requests waiting for their delay now. */
   readonly waiting: number;
-  /** Listens to the events of a middleware with `sync`: `'fallback'` (Redis lost: limits per instance), `'shared'` (back). */
-  on<E extends keyof LimitEvents>(event: E, listener: (...args: LimitEvents[E]) => void): this;
-  /** Stops listening. */
-  off<E extends keyof LimitEvents>(event: E, listener: (...args: LimitEvents[E]) => void): this;
 }
 
 const LIMIT_FIELDS = ['key', 'rate', 'burst', 'nodelay', 'delay', 'name', 'maxKeys'] as const satisfies ReadonlyArray<keyof RequestLimit>;
@@ -185,7 +193,7 @@ export function limitRequests(options: LimitRequestsOptions): LimitRequestsMiddl
   const clock = clockOption(o.clock);
   const queue = new DelayQueue(clock);
   const last = limits.length - 1;
-  const shared = o.sync === undefined ? undefined : sharedOption(o.sync, limits, unnamedLimit(o), clock);
+  const shared = o.sync === undefined ? undefined : new SharedBuckets(sharedOption(o.sync, unnamedLimit(o)), limits, clock);
   /** The slot each limit holds while the request's later limits are looked up (-1: none). */
   const held = new Int32Array(limits.length);
   /** What each limit decided for the request being settled: its excess, -1 when its key was empty. */
@@ -274,11 +282,11 @@ export function limitRequests(options: LimitRequestsOptions): LimitRequestsMiddl
     }
     // No limit had a key: not limited, and `$limit_req_status` stays empty.
     if (applied === 0) return next();
-    if (shared?.ready() === true) {
+    if (shared?.mode.ready() === true) {
       shared.check(keys).then(
         (decided) => settle(ex, res, next, decided.rejected, decided.excess),
         (err: unknown) => {
-          shared.failed(err);
+          shared.mode.failed(err);
           settle(ex, res, next, local(keys), excesses);
         },
       );
@@ -296,29 +304,10 @@ export function limitRequests(options: LimitRequestsOptions): LimitRequestsMiddl
     return delay;
   };
 
-  const events = shared?.events;
   return withZones(middleware, 'limit_req', limits, zeroStats, {
     waiting: { get: () => queue.size, enumerable: true },
-    on: {
-      value(this: LimitRequestsMiddleware, event: keyof LimitEvents, listener: (...args: never[]) => void) {
-        events?.on(event, listener);
-        return this;
-      },
-    },
-    off: {
-      value(this: LimitRequestsMiddleware, event: keyof LimitEvents, listener: (...args: never[]) => void) {
-        events?.off(event, listener);
-        return this;
-      },
-    },
+    ...eventMethods(shared?.mode.events),
   });
-}
-
-/** The path of the first limit without a `name` in the options `o`, or `undefined` when every limit has one. */
-function unnamedLimit(o: Record<string, unknown>): string | undefined {
-  if (!Array.isArray(o.limits)) return o.name === undefined ? 'name' : undefined;
-  const i = o.limits.findIndex((l: { name?: unknown }) => l.name === undefined);
-  return i === -1 ? undefined : `limits[${i}].name`;
 }
 
 /** Lets go of the states limits `0..n-1` hold (nginx's `ngx_http_limit_req_unlock`). */

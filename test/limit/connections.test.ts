@@ -1,45 +1,12 @@
 // limitConnections(): nginx's limit_conn on real sockets (limit_conn.t, limit_conn_dry_run.t), over
 // HTTP/1.1 and HTTP/2 (each stream counts).
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
-import {
-  chain,
-  ConnectionLimitedError,
-  exchange,
-  InvalidOptionError,
-  limitConnections,
-  type LimitConnectionsOptions,
-  type Middleware,
-} from '../../src/index.ts';
+import { chain, ConnectionLimitedError, InvalidOptionError, limitConnections, type LimitConnectionsOptions } from '../../src/index.ts';
 import { h2Connect, h2Gateway, h2Request } from '../http2/support.ts';
 import { fetchText, gateway, until } from '../helpers.ts';
-
-/** A gateway whose handler holds every request to a path starting with `/w` until `release()`; others answer at once. */
-async function holding(t: TestContext, route: (path: string) => Middleware | undefined) {
-  const held: Array<() => void> = [];
-  const gw = await gateway(
-    t,
-    chain((req, res, next) => {
-      const mw = route(req.url ?? '/');
-      const answer = (err?: unknown): void => {
-        if (err) return next(err);
-        res.setHeader('x-limit-conn', exchange(req).limitStatus?.conn ?? '-');
-        if (req.url?.includes('/w')) held.push(() => res.end('held'));
-        else res.end('ok');
-      };
-      if (mw === undefined) answer();
-      else mw(req, res, answer);
-    }),
-  );
-  return {
-    url: gw.url,
-    held,
-    release(): void {
-      for (const fn of held.splice(0)) fn();
-    },
-  };
-}
+import { holding } from './support.ts';
 
 test('a request counts while in progress; zones are shared across routes, other zones are not (limit_conn.t)', async (t) => {
   const zone = limitConnections({ key: '$remote_addr', max: 1, name: 'zone' });

@@ -9,11 +9,11 @@ import { randomUUID } from 'node:crypto';
 import { Agent, request } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { InvalidOptionError, limitRequests, SyncHandle } from '../../src/index.ts';
+import { InvalidOptionError, limitConnections, limitRequests, SyncHandle, sync } from '../../src/index.ts';
 import { MemoryHub } from '../../src/sync/transport.ts';
 import { fetchText, until } from '../helpers.ts';
 import { privateRedis, redisAvailability } from '../redis.ts';
-import { limited, ManualClock, statuses } from './support.ts';
+import { holding, limited, ManualClock, statuses } from './support.ts';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/gateway.ts', import.meta.url));
 
@@ -94,6 +94,47 @@ test('a call that fails while the engine seems up: this request and the next sec
   assert.deepEqual(events, ['fallback', 'shared']);
 });
 
+test('limitConnections with sync: the instances count their requests in progress together; each on its own while the engine is lost', async (t) => {
+  const hub = new MemoryHub();
+  const [a, b] = handles(t, hub, 2);
+  const events: string[] = [];
+  const make = (handle: SyncHandle, name: string) => {
+    const conns = limitConnections({ key: 'all', max: 1, name: 'conn', sync: handle });
+    conns.on('fallback', () => events.push(`${name} fallback`));
+    conns.on('shared', () => events.push(`${name} shared`));
+    return conns;
+  };
+  const ca = make(a!, 'a');
+  const cb = make(b!, 'b');
+  const ga = await holding(t, () => ca);
+  const gb = await holding(t, () => cb);
+  const slow = fetchText(`${ga.url}/w`);
+  await until(() => ga.held.length === 1);
+  assert.equal((await fetchText(`${gb.url}/`)).status, 503, 'b: the request a holds counts');
+  assert.equal((await fetchText(`${ga.url}/`)).status, 503, 'a: its own too');
+  ga.release();
+  await slow;
+  await until(async () => (await fetchText(`${gb.url}/`)).status === 200, 5000, 'b passes once a let go');
+
+  // The engine lost: each instance counts its own requests, the one a holds included.
+  const slowA = fetchText(`${ga.url}/w`);
+  await until(() => ga.held.length === 1);
+  hub.down();
+  assert.equal((await fetchText(`${ga.url}/`)).status, 503, 'a: still holds one');
+  const slowB = fetchText(`${gb.url}/w`);
+  await until(() => gb.held.length === 1, 5000, 'b passes on its own count');
+  assert.deepEqual(events.sort(), ['a fallback', 'b fallback']);
+  // Back: a request on b counts a's request (kept by the engine), and b's own once it is written again.
+  hub.up();
+  assert.equal((await fetchText(`${gb.url}/`)).status, 503);
+  await until(() => events.includes('b shared'), 5000, 'b shared again');
+  ga.release();
+  gb.release();
+  await Promise.all([slowA, slowB]);
+  await until(async () => (await fetchText(`${ga.url}/`)).status === 200, 5000, 'every count let go, on the engine too');
+  assert.equal((await fetchText(`${gb.url}/`)).status, 200);
+});
+
 test('with sync, a limit needs its name, and sync is a handle', () => {
   const handle = new SyncHandle({ transport: new MemoryHub().connect(), owned: false, namespace: 't' });
   const bad: Array<[unknown, string]> = [
@@ -110,6 +151,10 @@ test('with sync, a limit needs its name, and sync is a handle', () => {
     ],
     [{ key: 'all', rate: '1r/s', name: 'a', sync: { redis: 'redis://127.0.0.1' } }, 'sync'],
   ];
+  assert.throws(
+    () => limitConnections({ key: 'all', max: 1, sync: handle }),
+    (e: unknown) => e instanceof InvalidOptionError && e.option === 'name',
+  );
   for (const [options, option] of bad)
     assert.throws(
       () => limitRequests(options as never),
@@ -219,4 +264,36 @@ test('two gateway processes on one Redis enforce one 10r/s limit; each falls bac
   const together = passed(again[0]) + passed(again[1]);
   t.diagnostic(`Redis back: ${JSON.stringify(again.map((r) => r.counts))}`);
   assert.ok(together <= nginxFigure(10, Math.max(again[0].elapsed, again[1].elapsed)) + 1, `${together} passed together once Redis is back`);
+});
+
+test('limitConnections with sync on a real Redis: two instances count together; each instance’s share is a hash field that lives 30 s unless written again', async (t) => {
+  const skip = redis.private();
+  if (skip !== false) return t.skip(skip);
+  const server = await privateRedis(t);
+  const namespace = `limit-conn-${randomUUID()}`;
+  const [a, b] = [sync({ redis: server.url, namespace }), sync({ redis: server.url, namespace })];
+  t.after(() => Promise.all([a.close(), b.close()]));
+  await Promise.all([a.ready, b.ready]);
+  const ca = limitConnections({ key: '$remote_addr', max: 2, name: 'conn', sync: a });
+  const cb = limitConnections({ key: '$remote_addr', max: 2, name: 'conn', sync: b });
+  const ga = await holding(t, () => ca);
+  const gb = await holding(t, () => cb);
+  const held = [fetchText(`${ga.url}/w`), fetchText(`${gb.url}/w`)];
+  await until(() => ga.held.length === 1 && gb.held.length === 1);
+  assert.deepEqual([(await fetchText(`${ga.url}/`)).status, (await fetchText(`${gb.url}/`)).status], [503, 503], 'two in progress over both: full');
+  gb.release();
+  await held[1];
+  await until(async () => (await fetchText(`${ga.url}/`)).status === 200, 5000, 'a passes once b let go');
+  // What Redis holds: one share per instance, "count expiry", under the zone's hash slot.
+  const admin = await server.admin();
+  const keys: string[] = [];
+  for await (const k of admin.scanIterator({ MATCH: `${namespace}:limit:*`, COUNT: 100 })) keys.push(...(Array.isArray(k) ? k : [k]));
+  assert.equal(keys.length, 1, keys.join(', '));
+  const shares = (await admin.sendCommand(['HGETALL', keys[0]!])) as string[];
+  assert.equal(shares.length, 2, 'only a holds one now');
+  assert.match(shares[1]!, /^1 \d+$/);
+  const ttl = Number(await admin.sendCommand(['PTTL', keys[0]!]));
+  assert.ok(ttl > 20_000 && ttl <= 30_000, `the key lives 30 s after its last write (${ttl} ms left)`);
+  ga.release();
+  await held[0];
 });

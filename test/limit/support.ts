@@ -67,4 +67,30 @@ export function tick(ms = 20): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/** A gateway whose handler holds every request to a path starting with `/w` until `release()`; others answer at once. */
+export async function holding(t: TestContext, route: (path: string) => Middleware | undefined) {
+  const held: Array<() => void> = [];
+  const gw = await gateway(
+    t,
+    chain((req, res, next) => {
+      const mw = route(req.url ?? '/');
+      const answer = (err?: unknown): void => {
+        if (err) return next(err);
+        res.setHeader('x-limit-conn', exchange(req).limitStatus?.conn ?? '-');
+        if (req.url?.includes('/w')) held.push(() => res.end('held'));
+        else res.end('ok');
+      };
+      if (mw === undefined) answer();
+      else mw(req, res, answer);
+    }),
+  );
+  return {
+    url: gw.url,
+    held,
+    release(): void {
+      for (const fn of held.splice(0)) fn();
+    },
+  };
+}
+
 export type { Reply };
