@@ -157,12 +157,15 @@ export interface Exchange {
   cookies: Map<string, string> | undefined;
   /** Parsed query arguments, lazily filled by the variables facility. */
   argMap: Map<string, string> | undefined;
-  /**
-   * What limitRequests() and limitConnections() decided: nginx's `$limit_req_status` (`req`: `PASSED`,
-   * `DELAYED`, `REJECTED`, `DELAYED_DRY_RUN`, `REJECTED_DRY_RUN`) and `$limit_conn_status` (`conn`:
-   * `PASSED`, `REJECTED`, `REJECTED_DRY_RUN`); `undefined` until one of them applied a limit.
-   */
-  limitStatus: { req?: string | undefined; conn?: string | undefined } | undefined;
+  /** What limitRequests() and limitConnections() decided; `undefined` until one of them applied a limit. */
+  limitStatus:
+    | {
+        /** nginx's `$limit_req_status`: `PASSED`, `DELAYED`, `REJECTED`, `DELAYED_DRY_RUN` or `REJECTED_DRY_RUN`. */
+        req?: string | undefined;
+        /** nginx's `$limit_conn_status`: `PASSED`, `REJECTED` or `REJECTED_DRY_RUN`. */
+        conn?: string | undefined;
+      }
+    | undefined;
 }
 
 /** Regex captures: `$0`…`$9` by index, named groups in `named`. */
