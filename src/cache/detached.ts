@@ -9,7 +9,8 @@ import { EventEmitter } from 'node:events';
 import type { IncomingMessage, OutgoingHttpHeader, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { ConnectionFacts } from '../core/exchange.ts';
-import { flatten, pushHeader, toBuffer, type InterceptHooks } from './intercept.ts';
+import { flattenHeaders, pushHeader } from '../core/http.ts';
+import { toBuffer, type InterceptHooks } from './intercept.ts';
 
 type Callback = (err?: Error | null) => void;
 
@@ -223,7 +224,7 @@ export class DetachedResponse extends EventEmitter {
     this.statusCode = code;
     const headers = typeof reasonOrHeaders === 'string' ? maybeHeaders : reasonOrHeaders;
     const all: string[] = [];
-    const given = flatten(headers);
+    const given = flattenHeaders(headers);
     const replaced = new Set<string>();
     for (let i = 0; i < given.length; i += 2) replaced.add(given[i]!.toLowerCase());
     for (const [k, { name, value }] of this.#headers) if (!replaced.has(k)) pushHeader(all, name, value);

@@ -2,7 +2,8 @@
 // handler, a framework's error handler): the cache sees the status and headers before they leave,
 // may add its status header, may answer with a stale entry instead, and sees every body byte.
 // (A background update, whose client has its answer already, writes to a DetachedResponse instead.)
-import type { OutgoingHttpHeader, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { flattenHeaders, pushHeader } from '../core/http.ts';
 
 /** What the cache decides when the handler's response begins. */
 export type HeadDecision =
@@ -34,31 +35,6 @@ export function toBuffer(chunk: unknown, encoding: unknown): Buffer {
   if (typeof chunk === 'string') return Buffer.from(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8');
   if (chunk instanceof Uint8Array) return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
   return Buffer.alloc(0);
-}
-
-/** Adds a header's value (or each of its values) to a flat name/value list. */
-export function pushHeader(out: string[], name: string, value: OutgoingHttpHeader | undefined): void {
-  if (value === undefined) return;
-  if (Array.isArray(value)) for (const v of value) out.push(name, String(v));
-  else out.push(name, String(value));
-}
-
-/** Flattens the `headers` argument of writeHead (object, flat array or array of pairs). */
-export function flatten(headers: unknown): string[] {
-  const out: string[] = [];
-  if (headers === undefined || headers === null) return out;
-  if (Array.isArray(headers)) {
-    if (headers.length > 0 && Array.isArray(headers[0])) {
-      for (const pair of headers as Array<[string, OutgoingHttpHeader]>) pushHeader(out, String(pair[0]), pair[1]);
-    } else {
-      for (let i = 0; i + 1 < headers.length; i += 2) pushHeader(out, String(headers[i]), headers[i + 1] as OutgoingHttpHeader);
-    }
-    return out;
-  }
-  if (typeof headers === 'object') {
-    for (const [name, value] of Object.entries(headers as OutgoingHttpHeaders)) pushHeader(out, name, value);
-  }
-  return out;
 }
 
 /** Adds one header to writeHead's `headers` argument, whatever its form. */
@@ -120,7 +96,7 @@ export function intercept(res: ServerResponse, hooks: InterceptHooks): void {
     let headers = reason === undefined ? reasonOrHeaders : maybeHeaders;
     const all: string[] = [];
     for (const name of res.getHeaderNames()) pushHeader(all, name, res.getHeader(name));
-    const given = flatten(headers);
+    const given = flattenHeaders(headers);
     if (given.length > 0) {
       // writeHead's headers replace setHeader()'s of the same name.
       const names = new Set<string>();

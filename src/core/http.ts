@@ -1,5 +1,6 @@
-// HTTP grammar the factories validate options against, and the request's host as nginx reads it.
-import type { IncomingMessage } from 'node:http';
+// HTTP grammar the factories validate options against, the request's host as nginx reads it, and
+// writeHead()'s headers as a flat list (for the middlewares that watch a response's head).
+import type { IncomingMessage, OutgoingHttpHeader, OutgoingHttpHeaders } from 'node:http';
 import { requestHost } from './exchange.ts';
 import { hostName } from './host.ts';
 
@@ -36,4 +37,35 @@ export const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 export function hostOf(req: IncomingMessage): string {
   const host = requestHost(req);
   return host === undefined || host === '' ? '' : hostName(host);
+}
+
+/**
+ * Adds a header's value (or each of its values) to a flat `[name, value, ...]` list; nothing for
+ * `undefined`.
+ * @internal
+ */
+export function pushHeader(out: string[], name: string, value: OutgoingHttpHeader | undefined): void {
+  if (value === undefined) return;
+  if (Array.isArray(value)) for (const v of value) out.push(name, String(v));
+  else out.push(name, String(value));
+}
+
+/**
+ * writeHead()'s `headers` argument (an object, a flat array or an array of pairs) as a flat
+ * `[name, value, ...]` list, a header with several values once for each; `[]` for anything else.
+ * @internal
+ */
+export function flattenHeaders(headers: unknown): string[] {
+  const out: string[] = [];
+  if (headers === undefined || headers === null || typeof headers !== 'object') return out;
+  if (Array.isArray(headers)) {
+    if (headers.length > 0 && Array.isArray(headers[0])) {
+      for (const pair of headers as Array<[string, OutgoingHttpHeader]>) pushHeader(out, String(pair[0]), pair[1]);
+    } else {
+      for (let i = 0; i + 1 < headers.length; i += 2) pushHeader(out, String(headers[i]), headers[i + 1] as OutgoingHttpHeader);
+    }
+    return out;
+  }
+  for (const [name, value] of Object.entries(headers as OutgoingHttpHeaders)) pushHeader(out, name, value);
+  return out;
 }

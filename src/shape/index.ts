@@ -4,11 +4,11 @@
 // It takes the response's head once, when it is written (`writeHead`, or the implicit head of a first
 // `write`/`end`, which Node's HTTP/1 and HTTP/2 compatibility responses both send through
 // `this.writeHead`), by own properties on that one response, as cache()'s interception does.
-import { STATUS_CODES, type IncomingMessage, type OutgoingHttpHeader, type ServerResponse } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import { statusOf, type Middleware, type Next } from '../core/chain.ts';
 import { HookError, InvalidOptionError, SwitchyardError } from '../core/errors.ts';
 import { exchange, type Exchange } from '../core/exchange.ts';
-import { TOKEN } from '../core/http.ts';
+import { flattenHeaders, pushHeader, TOKEN } from '../core/http.ts';
 import { booleanOption, functionOption, objectOption, optionPath } from '../core/options.ts';
 import { compileTemplate, hasVariables, type Template } from '../core/variables.ts';
 import { HookHeaders } from '../proxy/hooks.ts';
@@ -465,12 +465,12 @@ class HeaderList {
     // node:http keeps the names as written (getRawHeaderNames, not in @types/node); HTTP/2 has lowercase ones.
     const rawNames = (res as { getRawHeaderNames?: () => string[] }).getRawHeaderNames;
     const raw = typeof rawNames === 'function' ? rawNames.call(res) : before;
-    const explicit = flatten(given);
+    const explicit = flattenHeaders(given);
     const replaced = new Set<string>();
     for (let i = 0; i < explicit.length; i += 2) replaced.add(explicit[i]!.toLowerCase());
     for (const name of raw) {
       if (replaced.has(name.toLowerCase())) continue;
-      push(flat, name, res.getHeader(name));
+      pushHeader(flat, name, res.getHeader(name));
     }
     flat.push(...explicit);
     return new HeaderList(flat, before);
@@ -544,26 +544,4 @@ class HeaderList {
       res.setHeader(name, values.length === 1 ? values[0]! : values);
     }
   }
-}
-
-function push(out: string[], name: string, value: OutgoingHttpHeader | undefined): void {
-  if (value === undefined) return;
-  if (Array.isArray(value)) for (const v of value) out.push(name, String(v));
-  else out.push(name, String(value));
-}
-
-/** writeHead's `headers` argument (an object, a flat array or an array of pairs) as a flat list. */
-function flatten(headers: unknown): string[] {
-  const out: string[] = [];
-  if (headers === undefined || headers === null || typeof headers !== 'object') return out;
-  if (Array.isArray(headers)) {
-    if (headers.length > 0 && Array.isArray(headers[0])) {
-      for (const pair of headers as Array<[string, OutgoingHttpHeader]>) push(out, String(pair[0]), pair[1]);
-    } else {
-      for (let i = 0; i + 1 < headers.length; i += 2) push(out, String(headers[i]), headers[i + 1] as OutgoingHttpHeader);
-    }
-    return out;
-  }
-  for (const [name, value] of Object.entries(headers as Record<string, OutgoingHttpHeader>)) push(out, name, value);
-  return out;
 }
