@@ -33,6 +33,10 @@ export const DASHBOARD_HTML = `<!doctype html>
     <h2>Caches</h2>
     <div id="caches"></div>
   </section>
+  <section id="limits-section" hidden>
+    <h2>Limits</h2>
+    <div id="limits"></div>
+  </section>
   <section id="instances-section" hidden>
     <h2>Instances</h2>
     <div id="instances"></div>
@@ -226,6 +230,32 @@ export const DASHBOARD_JS = String.raw`'use strict';
       el('tbody', {}, rows)
     ]));
   }
+  function renderLimits(reqs, conns) {
+    var section = document.getElementById('limits-section');
+    var zones = Object.keys(reqs).map(function (z) { return ['requests', z, reqs[z]]; })
+      .concat(Object.keys(conns).map(function (z) { return ['connections', z, conns[z]]; }));
+    section.hidden = zones.length === 0;
+    if (section.hidden) return;
+    var root = document.getElementById('limits');
+    root.textContent = '';
+    var rows = zones.map(function (z) {
+      var c = z[2];
+      var dry = (c.delayed_dry_run || 0) + (c.rejected_dry_run || 0);
+      return el('tr', { 'data-zone': z[1], 'data-kind': z[0] }, [
+        el('td', { text: z[1] }),
+        el('td', { text: z[0] }),
+        el('td', { text: String(c.passed) }),
+        el('td', { text: z[0] === 'requests' ? String(c.delayed) : '-' }),
+        el('td', { text: String(c.rejected), 'data-rejected': String(c.rejected) }),
+        el('td', { text: String(dry) })
+      ]);
+    });
+    var head = ['Zone', 'Limits', 'Passed', 'Delayed', 'Rejected', 'Dry run (would delay / reject)'];
+    root.appendChild(el('table', {}, [
+      el('thead', {}, [el('tr', {}, head.map(function (h) { return el('th', { text: h }); }))]),
+      el('tbody', {}, rows)
+    ]));
+  }
   function renderInstances(summary, instances) {
     var section = document.getElementById('instances-section');
     section.hidden = typeof summary.instances !== 'number';
@@ -257,7 +287,7 @@ export const DASHBOARD_JS = String.raw`'use strict';
   function refresh() {
     if (busy) return Promise.resolve();
     busy = true;
-    return Promise.all([get('switchyard'), get('http/upstreams'), get('http/caches'), get('http/requests'), get('switchyard/instances')]).then(function (r) {
+    return Promise.all([get('switchyard'), get('http/upstreams'), get('http/caches'), get('http/requests'), get('switchyard/instances'), get('http/limit_reqs'), get('http/limit_conns')]).then(function (r) {
       var now = Date.now();
       var elapsed = last === 0 ? 0 : (now - last) / 1000;
       last = now;
@@ -268,6 +298,7 @@ export const DASHBOARD_JS = String.raw`'use strict';
       renderUpstreams(r[1], elapsed);
       renderChart();
       renderCaches(r[2]);
+      renderLimits(r[5], r[6]);
       renderInstances(r[0], r[4]);
       setStatus('updated ' + new Date(now).toLocaleTimeString(), false);
     }).catch(function (err) {

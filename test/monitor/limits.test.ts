@@ -2,8 +2,10 @@
 // (read, and reset with DELETE), the Prometheus counters, and with sync the totals over instances
 // and a reset that reaches every instance.
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { test, type TestContext } from 'node:test';
+import { chromium } from 'playwright-core';
 import { chain, InvalidOptionError, limitConnections, limitRequests, monitor } from '../../src/index.ts';
 import { SyncHandle } from '../../src/sync/index.ts';
 import { MemoryHub } from '../../src/sync/transport.ts';
@@ -92,4 +94,33 @@ test('with sync: the totals over the instances, each instance in /metrics, and a
   assert.equal((await call(`${a.api}/http/limit_reqs/per_ip`, { method: 'DELETE' })).status, 204);
   await until(() => a.req.stats().per_ip?.rejected === 0 && b.req.stats().per_ip?.rejected === 0, 5000, 'the reset on both instances');
   await until(async () => (await getJson(`${b.api}/http/limit_reqs/per_ip`)).rejected === 0, 5000, 'the totals after the reset');
+});
+
+const CHROMIUM = '/usr/bin/chromium';
+const BROWSER_SKIP: string | false =
+  !existsSync(CHROMIUM) && !process.env.CI && !process.env.REQUIRE_BROWSER ? `${CHROMIUM} not found (set CI or REQUIRE_BROWSER to make this a failure)` : false;
+
+test('the dashboard shows each zone with its counters, and no Limits panel without limits', { timeout: 30_000, skip: BROWSER_SKIP }, async (t) => {
+  const gw = await gateway(t);
+  for (let i = 0; i < 3; i++) await fetchText(`${gw.url}/`);
+  const bare = monitor({ pools: [], prefix: '/bare' });
+  t.after(() => bare.close());
+  const plain = await listen(t, createServer(chain(bare)));
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run'] });
+  t.after(() => browser.close());
+  const page = await browser.newPage();
+  const errors: string[] = [];
+  page.on('pageerror', (err) => errors.push(err.message));
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') errors.push(msg.text());
+  });
+  await page.goto(`${gw.url}/status/dashboard/`);
+  const row = page.locator('#limits tr[data-zone="per_ip"][data-kind="requests"]');
+  await row.waitFor({ timeout: 5000 });
+  assert.deepEqual(await row.locator('td').allTextContents(), ['per_ip', 'requests', '1', '0', '2', '0']);
+  assert.equal(await page.locator('#limits tr[data-zone="conn_user"][data-kind="connections"]').count(), 1);
+  await page.goto(`${plain.url}/bare/dashboard/`);
+  await page.locator('#status.status:not(.error)').filter({ hasText: 'updated' }).waitFor({ timeout: 5000 });
+  assert.equal(await page.locator('#limits-section').isHidden(), true, 'no limits: no panel');
+  assert.deepEqual(errors, []);
 });
