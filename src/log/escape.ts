@@ -1,6 +1,7 @@
 // How nginx's log_format escapes variable values (ngx_http_log_module.c, `escape=`), on the bytes
-// of the value: node reads header bytes as latin1, so a character up to U+00FF is one byte; a wider
-// character (a decoded `$uri`, a value set in JavaScript) is its UTF-8 bytes.
+// of the value: node reads the request line's and the headers' bytes as latin1, so there a character
+// up to U+00FF is one byte; in a decoded value (`$uri`) every character from U+0080 up is its UTF-8
+// bytes, and so is a wider character anywhere (a value set in JavaScript).
 
 const HEX = '0123456789ABCDEF';
 
@@ -14,13 +15,14 @@ function hexByte(byte: number): string {
   return `\\x${HEX[byte >> 4]}${HEX[byte & 15]}`;
 }
 
-/** A value escaped as nginx's `escape=default` does. */
-export function escapeDefault(value: string): string {
+/** A value escaped as nginx's `escape=default` does; `decoded`: a value of Unicode characters, not latin1 bytes. */
+export function escapeDefault(value: string, decoded = false): string {
   if (!DEFAULT_SPECIAL.test(value)) return value;
+  const wide = decoded ? 0x7f : 0xff;
   let out = '';
   for (const ch of value) {
     const code = ch.codePointAt(0)!;
-    if (code > 0xff) {
+    if (code > wide) {
       for (const byte of Buffer.from(ch, 'utf8')) out += hexByte(byte);
     } else if (code < 0x20 || code === 0x22 || code === 0x5c || code >= 0x7f) {
       out += hexByte(code);

@@ -127,10 +127,11 @@ export interface AccessLogOptions {
    */
   flush?: Duration | undefined;
   /**
-   * The bound, in bytes (characters of the lines), of lines held while a stream does not drain
-   * (`write()` returned false): past it lines are dropped and counted in `stats().dropped`, so a
-   * stalled destination never grows memory without bound nor blocks the event loop. The memory a
-   * stalled stream holds is at most this plus the stream's own buffer and the last batch written.
+   * The bound, in bytes, of lines held while the stream has not taken the previous batch (its write
+   * callback has not come: a slow disk, a stalled pipe): past it lines are dropped and counted in
+   * `stats().dropped`, so a stalled destination never grows memory without bound nor blocks the
+   * event loop. Lines wait as UTF-8 bytes outside the JavaScript heap; a stalled log holds at most
+   * this, one batch being allocated, and the one batch the stream has.
    * @default 16777216 (16 MiB)
    */
   maxPending?: number | undefined;
@@ -155,7 +156,7 @@ export interface AccessLogStats {
   readonly dropped: number;
   /** Failures: formats, conditions, `to` functions, stream errors. */
   readonly errors: number;
-  /** Bytes (characters) of lines waiting to be written. */
+  /** Bytes of lines waiting to be written. */
   readonly pending: number;
 }
 
@@ -176,6 +177,8 @@ const KNOWN_OPTIONS = ['format', 'escape', 'to', 'if', 'sample', 'buffer', 'flus
 const ESCAPES: readonly AccessLogEscape[] = ['default', 'json', 'none'];
 /** Variables nginx gives as empty rather than not found: an empty value stays empty under `escape=default`. */
 const FOUND_EMPTY = new Set(['is_args', 'https']);
+/** Variables whose values are decoded text (Unicode characters), not the request's latin1 bytes. */
+const DECODED = new Set(['uri', 'document_uri']);
 /** Variables whose values never hold a character an escape would change (digits, hex, times, addresses): not escaped. */
 const PLAIN = new Set([
   'status',
@@ -220,6 +223,11 @@ function compileFormat(format: string, escape: AccessLogEscape, extra: readonly 
     if (escape === 'none' || (escape === 'json' && PLAIN.has(name))) parts.push(get);
     else if (escape === 'json') parts.push((ex) => escapeJson(get(ex)));
     else if (FOUND_EMPTY.has(name)) parts.push((ex) => escapeDefault(get(ex)));
+    else if (DECODED.has(name))
+      parts.push((ex) => {
+        const value = get(ex);
+        return value === '' ? '-' : escapeDefault(value, true);
+      });
     else if (PLAIN.has(name))
       parts.push((ex) => {
         const value = get(ex);

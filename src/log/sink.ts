@@ -2,7 +2,9 @@
 // wait (nginx's `access_log ... buffer=`) or when the oldest has waited `flush` ms (nginx's `flush=`;
 // 0: on the next turn of the event loop). One batch at a time is with the stream: until its write
 // callback comes, lines wait (so a busy gateway writes bigger batches, not more of them), up to
-// `maxPending`; past it they are dropped and counted. Nothing here waits synchronously, and a stream error is counted, never thrown.
+// `maxPending`; past it they are dropped and counted. Lines wait as UTF-8 bytes in buffers outside
+// the JavaScript heap (no string kept across turns to be promoted and collected later). Nothing here
+// waits synchronously, and a stream error is counted, never thrown.
 import type { Writable } from 'node:stream';
 
 /** The counters the sink adds to (shared with the access log's). */
@@ -18,7 +20,12 @@ export class StreamSink {
   readonly #counters: SinkCounters;
   readonly #flushMs: number;
   #timer: NodeJS.Timeout | undefined;
-  #lines: string[] = [];
+  /** Batches filled while the stream was busy, oldest first, then `#current` up to `#used`. */
+  #full: Buffer[] = [];
+  #current: Buffer | undefined;
+  #used = 0;
+  /** Lines in `#full` and `#current`. */
+  #lines = 0;
   #pending = 0;
   #scheduled = false;
   /** A batch is with the stream (its write callback has not come): the next waits, so batches grow under load. */
@@ -43,19 +50,34 @@ export class StreamSink {
     stream.on('close', () => this.#wake());
   }
 
-  /** Bytes (characters) of lines waiting. */
+  /** Bytes of lines waiting. */
   get pending(): number {
     return this.#pending;
   }
 
   /** Adds a line (with its newline); written later, or dropped when the sink is full, failed or closed. */
   push(line: string): void {
-    if (this.#failed || this.#closed || this.#pending + line.length > this.#maxPending) {
+    // At most 3 bytes of UTF-8 per UTF-16 unit: the line fits when that many are free.
+    const most = line.length * 3;
+    if (this.#failed || this.#closed || this.#pending >= this.#maxPending) {
       this.#counters.dropped++;
       return;
     }
-    this.#lines.push(line);
-    this.#pending += line.length;
+    let current = this.#current;
+    if (current === undefined || this.#used + most > current.length) {
+      if (current !== undefined && this.#used > 0) this.#full.push(current.subarray(0, this.#used));
+      current = Buffer.allocUnsafeSlow(Math.max(this.#buffer, 16384, most));
+      this.#current = current;
+      this.#used = 0;
+    }
+    const bytes = current.write(line, this.#used, 'utf8');
+    if (this.#pending + bytes > this.#maxPending) {
+      this.#counters.dropped++;
+      return;
+    }
+    this.#used += bytes;
+    this.#lines++;
+    this.#pending += bytes;
     if (this.#inFlight) return;
     if (this.#pending >= this.#buffer) this.#write();
     else if (!this.#scheduled) {
@@ -74,7 +96,7 @@ export class StreamSink {
   /** The stream took the batch: the lines that came meanwhile go next, in one write. */
   readonly #written = (): void => {
     this.#inFlight = false;
-    if (this.#lines.length > 0) this.#write();
+    if (this.#lines > 0) this.#write();
     else this.#wake();
   };
 
@@ -85,30 +107,37 @@ export class StreamSink {
       this.#timer = undefined;
       this.#scheduled = false;
     }
-    if (this.#lines.length === 0 || this.#failed) return;
-    const lines = this.#lines;
-    const data = lines.length === 1 ? lines[0]! : lines.join('');
-    this.#lines = [];
+    if (this.#lines === 0 || this.#failed) return;
+    const count = this.#lines;
+    const last = this.#current!.subarray(0, this.#used);
+    const data = this.#full.length === 0 ? last : Buffer.concat([...this.#full, last]);
+    this.#full = [];
+    this.#current = undefined;
+    this.#used = 0;
+    this.#lines = 0;
     this.#pending = 0;
     const stream = this.#stream;
     if (stream.destroyed || stream.writableEnded) {
-      this.#counters.dropped += lines.length;
+      this.#counters.dropped += count;
       return;
     }
     try {
       this.#inFlight = true;
       stream.write(data, this.#written);
-      this.#counters.written += lines.length;
+      this.#counters.written += count;
     } catch {
       // write() after the stream ended throws in some streams: the lines are lost, and counted.
       this.#inFlight = false;
-      this.#counters.dropped += lines.length;
+      this.#counters.dropped += count;
     }
   }
 
   #drop(): void {
-    this.#counters.dropped += this.#lines.length;
-    this.#lines = [];
+    this.#counters.dropped += this.#lines;
+    this.#full = [];
+    this.#current = undefined;
+    this.#used = 0;
+    this.#lines = 0;
     this.#pending = 0;
   }
 

@@ -72,6 +72,13 @@ test('escape=default writes ", \\, control bytes and bytes from 0x7F up as \\xHH
   assert.equal(seen.none, '"a"b\\c\td\u007f\u00e9\u00c3\u00a9\u0001" "</script>\u001b[31m" "GET /p?q="\\ HTTP/1.1"');
 });
 
+test('escape=default on a decoded $uri writes the UTF-8 bytes of each character from U+0080 up, as nginx', async (t) => {
+  const { gw, lines } = await loggedGateway(t, { format: '$uri $request_uri' });
+  await fetchText(`${gw.url}/caf%C3%A9/%E2%82%AC%22`);
+  await lineCount(lines, 1);
+  assert.equal(lines[0], '/caf\\xC3\\xA9/\\xE2\\x82\\xAC\\x22 /caf%C3%A9/%E2%82%AC%22');
+});
+
 test('escape=json: empty values are empty (nginx writes nothing for a value not found), default writes -', async (t) => {
   const { gw, lines } = await loggedGateway(t, { format: '{"ref":"$http_referer","user":"$remote_user","args":"$is_args"}', escape: 'json' });
   await fetchText(`${gw.url}/x`);
