@@ -14,7 +14,7 @@ import { UpstreamPool } from '../pool/index.ts';
 import { internals } from '../pool/internal.ts';
 import { isSyncHandle, type SyncHandle } from '../sync/index.ts';
 import type { StreamHandler } from '../stream/index.ts';
-import { serverZoneJson, streamSources, streamUpstreamJson } from './stream.ts';
+import { serverZoneJson, streamMetrics, streamSources, streamUpstreamJson } from './stream.ts';
 import {
   ApiError,
   apiErrorOf,
@@ -348,10 +348,10 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
         caches: [...caches].map(([name, c]) => [name, cacheJson(c)] as const),
         limits: [...limits.keys()].map((section) => [section, zoneCounters(section)] as const),
       };
-      return prometheus([local]);
+      return prometheus([local]) + streamMetrics(streams, undefined);
     }
     const all = view.instances();
-    return prometheus(
+    return `${prometheus(
       all.map((f) => ({
         label: f.name,
         gateway: f.gateway,
@@ -366,7 +366,7 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
         limits: [...f.limits],
       })),
       all.length,
-    );
+    )}${streamMetrics(streams, view.instance)}`;
   };
 
   const send = (res: ServerResponse, status: number, body: unknown): void => {

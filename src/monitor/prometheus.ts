@@ -18,7 +18,8 @@ function escapeLabel(value: string): string {
   return value.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
 }
 
-class Writer {
+/** Writes metric families and samples in the text format. @internal */
+export class Writer {
   #out: string[] = [];
   #declared = new Set<string>();
   family(name: string, type: 'counter' | 'gauge' | 'histogram', help: string): void {

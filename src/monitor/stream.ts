@@ -3,6 +3,7 @@
 // each streamBalance() handler counted). This process's figures (no totals over instances).
 import type { StreamPoolStats, StreamServerStats } from '../pool/index.ts';
 import type { StreamHandler, StreamZoneStats } from '../stream/index.ts';
+import { STATE_NUMBERS, Writer } from './prometheus.ts';
 
 /** One peer as `GET /api/9/stream/upstreams/{name}` shows it. */
 export function streamPeerJson(s: StreamServerStats) {
@@ -73,4 +74,50 @@ export function streamSources(handlers: readonly StreamHandler[]): StreamSources
     pools.set(h.pool.name, h.pool);
   }
   return { zones, pools };
+}
+
+/**
+ * The stream figures of this process in the Prometheus text format, appended to /metrics: server
+ * zones and the stream statistics of their pools' servers (`instance` labels them when given).
+ * @internal
+ */
+export function streamMetrics(sources: StreamSources, instance: string | undefined): string {
+  if (sources.zones.size === 0) return '';
+  const w = new Writer();
+  const own = (labels: Record<string, string>): Record<string, string> => (instance === undefined ? labels : { ...labels, instance });
+  const zones = [...sources.zones].map(([zone, hs]) => ({ labels: own({ zone }), z: serverZoneJson(hs) }));
+  const zone = (name: string, type: 'counter' | 'gauge', help: string, value: (z: ReturnType<typeof serverZoneJson>) => number): void => {
+    w.family(name, type, help);
+    for (const { labels, z } of zones) w.sample(name, labels, value(z));
+  };
+  zone('switchyard_stream_server_zone_processing', 'gauge', 'Stream sessions in progress.', (z) => z.processing);
+  zone('switchyard_stream_server_zone_connections_total', 'counter', 'Client connections (UDP: sessions) accepted.', (z) => z.connections);
+  zone('switchyard_stream_server_zone_discarded_total', 'counter', 'Connections closed before a session began.', (z) => z.discarded);
+  zone('switchyard_stream_server_zone_received_bytes_total', 'counter', 'Bytes received from clients.', (z) => z.received);
+  zone('switchyard_stream_server_zone_sent_bytes_total', 'counter', 'Bytes sent to clients.', (z) => z.sent);
+  w.family('switchyard_stream_server_zone_sessions_total', 'counter', 'Ended sessions by status class.');
+  for (const { labels, z } of zones)
+    for (const code of ['2xx', '4xx', '5xx'] as const) w.sample('switchyard_stream_server_zone_sessions_total', { ...labels, code }, z.sessions[code]);
+  const servers = [...sources.pools].flatMap(([upstream, p]) =>
+    p.streamStats().servers.map((s) => ({ labels: own({ upstream, server: s.name, id: s.id }), s })),
+  );
+  const per = (name: string, type: 'counter' | 'gauge', help: string, value: (s: StreamServerStats) => number): void => {
+    w.family(name, type, help);
+    for (const { labels, s } of servers) w.sample(name, labels, value(s));
+  };
+  per(
+    'switchyard_stream_upstream_server_state',
+    'gauge',
+    'Server state: 1 up, 2 draining, 3 down, 4 unavail, 5 checking, 6 unhealthy.',
+    (s) => STATE_NUMBERS[s.state],
+  );
+  per('switchyard_stream_upstream_server_active', 'gauge', 'Connections and requests in flight to the server.', (s) => s.active);
+  per('switchyard_stream_upstream_server_connections_total', 'counter', 'Stream connections sent to the server.', (s) => s.connections);
+  per('switchyard_stream_upstream_server_sent_bytes_total', 'counter', 'Bytes sent to the server by stream connections.', (s) => s.sent);
+  per('switchyard_stream_upstream_server_received_bytes_total', 'counter', 'Bytes received from the server by stream connections.', (s) => s.received);
+  per('switchyard_stream_upstream_server_fails_total', 'counter', 'Stream connections that failed to connect.', (s) => s.fails);
+  per('switchyard_stream_upstream_server_connect_time_seconds', 'gauge', 'Moving average of the time to connect.', (s) => s.connectTime / 1000);
+  per('switchyard_stream_upstream_server_first_byte_time_seconds', 'gauge', 'Moving average of the time to the first byte.', (s) => s.firstByteTime / 1000);
+  per('switchyard_stream_upstream_server_response_time_seconds', 'gauge', 'Moving average of the session time.', (s) => s.responseTime / 1000);
+  return w.text();
 }
