@@ -57,7 +57,10 @@ test('monitor({ streams }): stream upstreams and server zones as NGINX Plus show
   // Prometheus: the zones and the stream statistics of the pool's servers
   const metrics = (await call(api.replace('/api/9', '/metrics'))).text;
   assert.match(metrics, /^switchyard_stream_server_zone_sessions_total\{zone="tcp_front",code="2xx"\} 4$/m);
-  assert.match(metrics, new RegExp(`^switchyard_stream_upstream_server_connections_total\\{upstream="tcp_backend",server="127\\.0\\.0\\.1:${a.port}",id="a"\\} 2$`, 'm'));
+  assert.match(
+    metrics,
+    new RegExp(`^switchyard_stream_upstream_server_connections_total\\{upstream="tcp_backend",server="127\\.0\\.0\\.1:${a.port}",id="a"\\} 2$`, 'm'),
+  );
   assert.match(metrics, /^# TYPE switchyard_stream_upstream_server_first_byte_time_seconds gauge$/m);
   // the HTTP view of the same pool counts no requests
   const httpUp = await getJson(`${api}/http/upstreams/tcp_backend`);
