@@ -134,3 +134,18 @@ test('the header codec: v1 and v2 round trips, UNKNOWN and LOCAL, refusals', () 
   const udp = proxyHeader('v2', a, 'udp');
   assert.equal(udp[13], 0x12);
 });
+
+test("acceptProxyProtocol: hash keys read the header's client address ($remote_addr), not the connection's", async (t) => {
+  const [a, b, c] = [await tcpServer(t, (s) => s.end('a')), await tcpServer(t, (s) => s.end('b')), await tcpServer(t, (s) => s.end('c'))];
+  const pool = createPool({ method: { name: 'hash', key: '$remote_addr' }, servers: [{ url: a.url }, { url: b.url }, { url: c.url }] });
+  t.after(() => pool.close());
+  const g = await gatewayOf(t, streamBalance(pool, { acceptProxyProtocol: 'loopback' }));
+  const from = async (address: string): Promise<string> => exchangeBytes(g.port, `PROXY TCP4 ${address} 127.0.0.1 1000 ${g.port}\r\n`);
+  // one address, one server, every time
+  const first = await from('203.0.113.1');
+  for (let i = 0; i < 4; i++) assert.equal(await from('203.0.113.1'), first);
+  // other addresses spread over the servers
+  const seen = new Set<string>();
+  for (let i = 1; i <= 30; i++) seen.add(await from(`198.51.100.${i}`));
+  assert.ok(seen.size > 1, [...seen].join(','));
+});
