@@ -12,6 +12,7 @@
 //   conn   limitConnections({ key: '$remote_addr', max: 100000 }), never hit
 //   redis  the same limitRequests() with sync on a private redis-server: one Redis round trip per
 //          request (its CPU and its latency are what this measures)
+//   conn-redis  limitConnections() with sync: one round trip before the request, one after it
 //   aa     two copies of chain(balance(pool)): the ratio the method reports for no difference
 //
 // --memory: one zone (RequestZone, the table limitRequests() keeps) filled with 1,000,000 distinct
@@ -37,13 +38,14 @@ import { startRedis, stopRedis } from '../test/redis.ts';
 const self = fileURLToPath(import.meta.url);
 const here = dirname(self);
 const PATH = '/api/items/42?x=1';
-type Subject = 'local' | 'conn' | 'redis' | 'aa';
-const SUBJECTS: readonly Subject[] = ['local', 'conn', 'redis', 'aa'];
+type Subject = 'local' | 'conn' | 'redis' | 'conn-redis' | 'aa';
+const SUBJECTS: readonly Subject[] = ['local', 'conn', 'redis', 'conn-redis', 'aa'];
 const LABELS: Record<Subject | 'none', string> = {
   none: 'chain(balance(pool))',
   local: 'chain(limitRequests(local, never hit), balance(pool))',
   conn: 'chain(limitConnections(never hit), balance(pool))',
   redis: 'chain(limitRequests(sync: Redis, never hit), balance(pool))',
+  'conn-redis': 'chain(limitConnections(sync: Redis, never hit), balance(pool))',
   aa: 'chain(balance(pool)), a second copy',
 };
 
@@ -55,11 +57,12 @@ async function gatewayMain(subject: Subject | 'none', upstream: string, redisUrl
   let listener;
   if (subject === 'local') listener = chain(limitRequests(never), balance(pool));
   else if (subject === 'conn') listener = chain(limitConnections({ key: '$remote_addr', max: 100_000 }), balance(pool));
-  else if (subject === 'redis') {
+  else if (subject === 'redis' || subject === 'conn-redis') {
     const shared = sync({ redis: redisUrl, namespace: `bench-limit-${process.pid}` });
     await shared.ready;
-    const limit = limitRequests({ ...never, sync: shared });
-    limit.on('fallback', (err) => console.error(`redis subject fell back to local limits: ${err.message}`));
+    const limit =
+      subject === 'redis' ? limitRequests({ ...never, sync: shared }) : limitConnections({ key: '$remote_addr', max: 100_000, name: 'bench', sync: shared });
+    limit.on('fallback', (err) => console.error(`${subject} fell back to local limits: ${err.message}`));
     listener = chain(limit, balance(pool));
   } else listener = chain(balance(pool));
   const server = createServer(listener);
@@ -85,7 +88,7 @@ async function paired(o: { subject: Subject; duration: number; rounds: number; w
   const half = Math.ceil(o.connections / 2);
   let redis: ChildProcess | undefined;
   let redisUrl = '';
-  if (o.subject === 'redis') {
+  if (o.subject === 'redis' || o.subject === 'conn-redis') {
     const port = await freePort();
     redis = await startRedis(port);
     live.add(redis);
