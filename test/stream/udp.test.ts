@@ -211,3 +211,25 @@ test('a UDP handler is not a connection listener, a TCP one cannot attach', asyn
   const s = await udpSocket(t);
   assert.throws(() => tcp.attach(s), { code: 'SWY_ERR_INVALID_OPTION' });
 });
+
+test('proxyProtocol v2 over UDP: every datagram reaches the server behind a header naming the client', async (t) => {
+  const server = await udpSocket(t);
+  const seen: Buffer[] = [];
+  server.on('message', (m, r) => {
+    seen.push(m);
+    server.send('ok', r.port, r.address);
+  });
+  const pool = createPool({ servers: [{ url: `http://127.0.0.1:${server.port}` }] });
+  t.after(() => pool.close());
+  const g = await udpGateway(t, pool, { proxyProtocol: 'v2', responses: 1 });
+  const client = await udpSocket(t);
+  const [answer] = await ask(client, g.port, Buffer.from('query'));
+  assert.equal(answer?.toString(), 'ok');
+  const d = seen[0]!;
+  assert.equal(d[12], 0x21);
+  assert.equal(d[13], 0x12, 'IPv4 over UDP');
+  assert.deepEqual([...d.subarray(16, 24)], [127, 0, 0, 1, 127, 0, 0, 1]);
+  assert.equal(d.readUInt16BE(24), client.port);
+  assert.equal(d.readUInt16BE(26), g.port);
+  assert.equal(d.subarray(28).toString(), 'query');
+});
