@@ -20,7 +20,8 @@ export interface RequestIdOptions {
    * Whether an incoming id is kept as the request's `$request_id`: `false` never (a client could
    * otherwise choose the ids your logs show), `true` always, or a function of the request (say, one
    * that checks it came from your own load balancer). A kept id must be 1 to 200 characters of
-   * `A-Z a-z 0-9 . _ : -`; any other is replaced by a new one.
+   * `A-Z a-z 0-9 . _ : -`; any other is replaced by a new one. A function that throws sends its
+   * error to `next()`.
    * @default false
    */
   trust?: RequestIdTrust | undefined;
