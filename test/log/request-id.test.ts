@@ -69,6 +69,18 @@ test('trust as a function: only the requests it accepts keep their id (a custom 
   assert.match(otherHeader.body, HEX32);
 });
 
+test('a trust function that throws sends its error to next(): the chain answers 500, nothing crashes', async (t) => {
+  const { gw } = await idGateway(t, {
+    trust: () => {
+      throw new Error('trust check failed');
+    },
+  });
+  const reply = await fetchText(gw.url, { headers: { 'x-request-id': 'abc' } });
+  assert.equal(reply.status, 500);
+  const untouched = await fetchText(gw.url);
+  assert.match(untouched.body, HEX32, 'no incoming id: the function is not asked');
+});
+
 test("rewrite()'s set sees the same $request_id; Express with respond", async (t) => {
   const gw = await gateway(
     t,
