@@ -20,6 +20,7 @@ import {
   unnamedLimit,
   withZones,
 } from './common.ts';
+import { responseOver } from './delay.ts';
 import { SharedGauges, sharedOption } from './shared.ts';
 
 /** Default {@link ConnectionLimit.name} of a middleware's first limit (the others get `_2`, `_3`...). */
@@ -224,9 +225,10 @@ export function limitConnections(options: LimitConnectionsOptions): LimitConnect
     for (let i = 0; i < limits.length; i++) if (keys[i] !== '') limits[i]!.stats.passed++;
     recordStatus(ex, 'conn', 'PASSED');
     const hold = new Hold(limits, keys, shared, counted);
-    // A response already over (a client gone before the middleware ran, or while Redis answered) holds nothing.
-    if (res.writableEnded || res.destroyed) hold.release();
-    else res.once('close', hold.release);
+    // A response already over (a client gone before the middleware ran, or while Redis answered)
+    // holds nothing, and has nothing more to do.
+    if (responseOver(res)) return hold.release();
+    res.once('close', hold.release);
     next();
   };
 

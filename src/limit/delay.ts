@@ -25,6 +25,15 @@ export interface LimitClock {
 /** The real clock: `performance.now()` and unref'd timers (a waiting request's socket keeps the process alive, not the timer). @internal */
 export const realLimitClock: LimitClock = { ...unrefClock, now: () => performance.now() };
 
+/**
+ * Whether the response is over: ended, or its client gone (an HTTP/1.x response destroyed, an
+ * HTTP/2 compatibility response whose stream is, which has no `destroyed` of its own). A request a
+ * limit decided on after an await (Redis) may find its client gone: it holds nothing then. @internal
+ */
+export function responseOver(res: ServerResponse): boolean {
+  return res.writableEnded || res.destroyed === true || (res as { stream?: { destroyed?: boolean } }).stream?.destroyed === true;
+}
+
 /** One delayed request: when it is due, what releases it, and the listener that drops it when its client goes. */
 class Waiter {
   readonly due: number;
@@ -61,8 +70,9 @@ export class DelayQueue {
     return this.#waiting.length;
   }
 
-  /** Runs `go` once `ms` have passed, unless `res` closes first (the client went away). */
+  /** Runs `go` once `ms` have passed, unless `res` closes first (the client went away: then, or already, nothing runs). */
   add(ms: number, res: ServerResponse, go: () => void): void {
+    if (responseOver(res)) return;
     const waiter = new Waiter(this, this.#clock.now() + ms, res, go);
     const list = this.#waiting;
     // Binary search for the first waiter due later: equal dues keep their arrival order.

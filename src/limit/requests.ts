@@ -22,7 +22,7 @@ import {
   withZones,
 } from './common.ts';
 import type { SyncHandle } from '../sync/index.ts';
-import { DelayQueue, type LimitClock } from './delay.ts';
+import { DelayQueue, type LimitClock, responseOver } from './delay.ts';
 import { SharedBuckets, sharedOption } from './shared.ts';
 import { LOOKUP, parseRate, type Rate, RequestZone } from './zone.ts';
 
@@ -284,7 +284,8 @@ export function limitRequests(options: LimitRequestsOptions): LimitRequestsMiddl
     if (applied === 0) return next();
     if (shared?.mode.ready() === true) {
       shared.check(keys).then(
-        (decided) => settle(ex, res, next, decided.rejected, decided.excess),
+        // A client gone while Redis decided: nothing more to do.
+        (decided) => (responseOver(res) ? undefined : settle(ex, res, next, decided.rejected, decided.excess)),
         (err: unknown) => {
           shared.mode.failed(err);
           settle(ex, res, next, local(keys), excesses);

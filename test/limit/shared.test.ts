@@ -1,7 +1,8 @@
-// limitRequests() with `sync`: one limit across instances. On the in-memory engine (two handles on
-// one hub), then with two real gateway processes (test/limit/fixtures/gateway.ts) on a private
-// redis-server: together they let through what one nginx would (10r/s over 5 s), each falls back to
-// its own limit while that redis-server is killed, and they share the limit again once it is back.
+// limitRequests() and limitConnections() with `sync`: one limit across instances. On the in-memory
+// engine (handles on one hub), then with two real gateway processes (test/limit/fixtures/gateway.ts)
+// on a private redis-server: together they let through what one nginx would (10r/s over 5 s), each
+// falls back to its own limit while that redis-server is killed, and they share the limit again once
+// it is back; and limitConnections() on a private redis-server.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { type ChildProcess, fork } from 'node:child_process';
@@ -9,9 +10,11 @@ import { randomUUID } from 'node:crypto';
 import { Agent, request } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { InvalidOptionError, limitConnections, limitRequests, SyncHandle, sync } from '../../src/index.ts';
+import { chain, InvalidOptionError, limitConnections, limitRequests, SyncHandle, sync } from '../../src/index.ts';
+import { syncInternals } from '../../src/sync/index.ts';
 import { MemoryHub } from '../../src/sync/transport.ts';
-import { fetchText, until } from '../helpers.ts';
+import { h2Connect, h2Gateway } from '../http2/support.ts';
+import { fetchText, gateway, until } from '../helpers.ts';
 import { privateRedis, redisAvailability } from '../redis.ts';
 import { holding, limited, ManualClock, statuses } from './support.ts';
 
@@ -133,6 +136,57 @@ test('limitConnections with sync: the instances count their requests in progress
   await Promise.all([slowA, slowB]);
   await until(async () => (await fetchText(`${ga.url}/`)).status === 200, 5000, 'every count let go, on the engine too');
   assert.equal((await fetchText(`${gb.url}/`)).status, 200);
+});
+
+test('a client that goes away while the engine decides holds nothing (HTTP/1.1 and HTTP/2 streams)', async (t) => {
+  const hub = new MemoryHub();
+  const [a] = handles(t, hub, 1);
+  const conns = limitConnections({ key: 'all', max: 5, name: 'conn', sync: a! });
+  const limit = limitRequests({ key: 'all', rate: '1r/m', burst: 5, name: 'req', sync: a! });
+  // The engine answers only when the test says so.
+  const transport = syncInternals(a!).transport as unknown as Record<'gauges' | 'buckets', (...args: never[]) => Promise<number[]>>;
+  const gates: Array<() => void> = [];
+  for (const op of ['gauges', 'buckets'] as const) {
+    const real = transport[op]!.bind(transport);
+    // The decisions wait (gauges' 'add', buckets); what a request does once it ends goes through.
+    transport[op] = (...args: never[]) =>
+      op === 'gauges' && (args as unknown[])[3] !== 'add' ? real(...args) : new Promise<void>((resolve) => gates.push(resolve)).then(() => real(...args));
+  }
+  let handled = 0;
+  const listener = chain(conns, limit, (_req, res) => {
+    handled++;
+    res.end('ok');
+  });
+  const h1 = await gateway(t, listener);
+  const h2 = await h2Gateway(t, 'h2c', listener);
+  const session = h2Connect(t, h2.url);
+  // HTTP/1.1: the client goes while limitConnections() waits for the engine.
+  const req = request(h1.url, { agent: false });
+  req.on('error', () => undefined);
+  req.end();
+  await until(() => gates.length === 1, 5000, 'the first call to the engine');
+  req.destroy();
+  await sleep(50);
+  // HTTP/2: a stream cancelled while limitConnections() waits.
+  const stream = session.request({ ':path': '/' });
+  stream.on('error', () => undefined);
+  await until(() => gates.length === 2, 5000, 'the second call');
+  stream.close();
+  await sleep(50);
+  for (const open of gates.splice(0)) open();
+  await until(() => conns.active() === 0 && gates.length === 0, 5000, 'nothing held by the gone clients');
+  // A request that passes limitConnections and waits for limitRequests' decision, then goes: nothing held either.
+  const second = request(h1.url, { agent: false });
+  second.on('error', () => undefined);
+  second.end();
+  await until(() => gates.length === 1, 5000, 'limitConnections asks');
+  gates.shift()?.();
+  await until(() => gates.length === 1, 5000, 'limitRequests asks');
+  second.destroy();
+  await sleep(50);
+  gates.shift()?.();
+  await until(() => conns.active() === 0 && limit.waiting === 0, 5000, 'the count let go');
+  assert.equal(handled <= 1, true);
 });
 
 test('with sync, a limit needs its name, and sync is a handle', () => {
