@@ -12,7 +12,7 @@ import { exchange, type Exchange } from '../core/exchange.ts';
 import { booleanOption, durationOption, enumOption, integerOption, objectOption, stringOption } from '../core/options.ts';
 import { InvalidOptionError } from '../core/errors.ts';
 import { internals, type PoolInternals } from '../pool/internal.ts';
-import { poolOption, type UpstreamPool } from '../pool/index.ts';
+import { poolOption, type ServerInfo, type StateChange, type UpstreamPool } from '../pool/index.ts';
 import { compileTrust, type TrustProxy, type TrustTest } from '../proxy/trust.ts';
 import { TcpSession } from './tcp.ts';
 import { UdpListener } from './udp.ts';
@@ -80,6 +80,12 @@ export interface StreamBalanceOptions {
   requests?: number | undefined;
   /** The name of the handler's statistics (NGINX Plus `/stream/server_zones/{zone}`). @default the pool's name */
   zone?: string | undefined;
+  /**
+   * Close the sessions of a server at once when it is removed from the pool, set `down`, or found
+   * unhealthy by a health check (NGINX Plus `proxy_session_drop on`); otherwise they go on until they
+   * end by themselves. @default false
+   */
+  sessionDrop?: boolean | undefined;
 }
 
 /** The keys of {@link StreamBalanceOptions}. */
@@ -99,6 +105,7 @@ const OPTIONS = [
   'responses',
   'requests',
   'zone',
+  'sessionDrop',
 ] as const satisfies ReadonlyArray<keyof StreamBalanceOptions>;
 
 /** The options resolved. @internal */
@@ -118,6 +125,7 @@ export interface StreamSettings {
   readonly responses: number;
   readonly requests: number;
   readonly zone: string;
+  readonly sessionDrop: boolean;
 }
 
 /** Sessions of a server zone by how they ended (NGINX Plus `sessions`). */
@@ -215,7 +223,10 @@ export interface StreamHandler {
   stats(): StreamZoneStats;
   /** Resets the handler's counters (not `processing`). */
   resetStats(): void;
-  /** Ends every session in progress at once and detaches from UDP sockets (they stay open: they are the caller's). */
+  /**
+   * Ends every session in progress at once, detaches from UDP sockets (they stay open: they are the
+   * caller's) and stops watching the pool for `sessionDrop`.
+   */
   close(): void;
   /** Adds a listener. */
   on<E extends keyof StreamEvents>(event: E, listener: (...args: StreamEvents[E]) => void): this;
@@ -237,6 +248,8 @@ export interface ClientFacts {
 /** A session the handler can end at once. @internal */
 export interface Closable {
   close(): void;
+  /** The id of the server the session is connected to, if any. */
+  readonly server: string | undefined;
 }
 
 /** What every session of one handler shares. @internal */
@@ -258,6 +271,22 @@ export class StreamBalancer extends EventEmitter<StreamEvents> {
     this.pool = pool;
     this.inner = internals(pool);
     this.settings = settings;
+    if (settings.sessionDrop) {
+      pool.on('state', this.#onState);
+      pool.on('remove', this.#onRemove);
+    }
+  }
+
+  /** NGINX Plus proxy_session_drop: a server set down or found unhealthy loses its sessions. */
+  readonly #onState = (change: StateChange): void => {
+    if (change.to === 'down' || change.to === 'unhealthy') this.drop(change.id);
+  };
+
+  readonly #onRemove = (info: ServerInfo): void => this.drop(info.id);
+
+  /** Ends every session connected to server `id`. */
+  drop(id: string): void {
+    for (const s of [...this.sessions]) if (s.server === id) s.close();
   }
 
   /**
@@ -310,6 +339,8 @@ export class StreamBalancer extends EventEmitter<StreamEvents> {
   }
 
   close(): void {
+    this.pool.off('state', this.#onState);
+    this.pool.off('remove', this.#onRemove);
     for (const s of [...this.sessions]) s.close();
     for (const l of this.udp.splice(0)) l.detach();
   }
@@ -346,6 +377,7 @@ function resolveSettings(pool: UpstreamPool, options: StreamBalanceOptions | und
     responses,
     requests: integerOption(o.requests, 'requests', 0, { min: 0 }),
     zone: stringOption(o.zone, 'zone', pool.name, { nonEmpty: true }),
+    sessionDrop: booleanOption(o.sessionDrop, 'sessionDrop', false),
   });
 }
 

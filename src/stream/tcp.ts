@@ -400,6 +400,10 @@ export class TcpSession implements Closable {
     b.ended(session, error, discarded);
   }
 
+  get server(): string | undefined {
+    return this.#peer?.id;
+  }
+
   close(): void {
     if (this.#done) return;
     this.#client.destroy();

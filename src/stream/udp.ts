@@ -208,6 +208,10 @@ class UdpSession implements Closable {
     b.ended(session, error);
   }
 
+  get server(): string | undefined {
+    return this.#done ? undefined : this.#peer?.id;
+  }
+
   close(): void {
     this.#end(200, undefined);
   }

@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { createSocket } from 'node:dgram';
 import { once } from 'node:events';
+import { connect } from 'node:net';
 import { test } from 'node:test';
 import { healthCheck, type HealthCheckOptions, type ProbeResult } from '../../src/health/index.ts';
 import { createPool, type UpstreamPool } from '../../src/pool/index.ts';
@@ -164,4 +165,26 @@ test('stream probe options are validated', () => {
   } finally {
     pool.close();
   }
+});
+
+test('sessionDrop: a server a health check finds unhealthy loses its stream sessions', async (t) => {
+  let healthy = true;
+  const s = await tcpServer(t, (socket) => {
+    socket.on('data', (d: Buffer) => {
+      if (d.toString() === 'PING\n') socket.end(healthy ? 'PONG\n' : 'SICK\n');
+    });
+    socket.write('hello\n');
+  });
+  const pool = createPool({ servers: [{ url: s.url, id: 's' }] });
+  t.after(() => pool.close());
+  const hc = checked(t, pool, { type: 'tcp', send: 'PING\n', expect: /PONG/ });
+  await hc.ready;
+  const g = await gatewayOf(t, streamBalance(pool, { sessionDrop: true }));
+  const c = connect({ port: g.port, host: '127.0.0.1' });
+  c.on('error', () => undefined);
+  await once(c, 'data');
+  healthy = false;
+  await hc.check();
+  assert.equal(pool.streamStats().servers[0]!.state, 'unhealthy');
+  await until(() => c.destroyed, 2000, 'the session dropped');
 });

@@ -537,6 +537,7 @@ test('options are validated when streamBalance() is called', () => {
       [{ acceptProxyProtocol: ['not an address'] }, 'acceptProxyProtocol[0]'],
       [{ idleTimout: '1s' }, 'idleTimout'],
       [{ zone: '' }, 'zone'],
+      [{ sessionDrop: 'yes' }, 'sessionDrop'],
     ] as const) {
       assert.throws(
         () => streamBalance(pool, options as never),
@@ -567,4 +568,49 @@ test('connections closed by the handler: close() ends every session', async (t) 
   handler.close();
   await until(() => sockets.every((s) => s.destroyed) && holder.open.size === 0 && handler.stats().processing === 0);
   assert.equal(pool.streamStats().servers[0]!.active, 0);
+});
+
+test('sessionDrop (NGINX Plus proxy_session_drop): a server set down or removed loses its sessions at once; without it they go on', async (t) => {
+  const [a, b] = [await tcpServer(t, (s) => s.write('a')), await tcpServer(t, (s) => s.write('b'))];
+  const open = async (port: number): Promise<Socket & { said: string }> => {
+    const c = Object.assign(connect({ port, host: '127.0.0.1' }), { said: '' });
+    c.on('error', () => undefined);
+    const [d] = (await once(c, 'data')) as [Buffer];
+    c.said = d.toString();
+    return c;
+  };
+  for (const sessionDrop of [true, false]) {
+    const pool = createPool({
+      servers: [
+        { url: a.url, id: 'a' },
+        { url: b.url, id: 'b' },
+      ],
+    });
+    t.after(() => pool.close());
+    const g = await gatewayOf(t, streamBalance(pool, { sessionDrop }));
+    const clients = [await open(g.port), await open(g.port), await open(g.port), await open(g.port)];
+    t.after(() => clients.forEach((c) => c.destroy()));
+    assert.deepEqual(clients.map((c) => c.said).sort(), ['a', 'a', 'b', 'b']);
+    pool.update('a', { down: true });
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(
+      clients
+        .filter((c) => !c.destroyed)
+        .map((c) => c.said)
+        .sort(),
+      sessionDrop ? ['b', 'b'] : ['a', 'a', 'b', 'b'],
+      `sessionDrop ${sessionDrop}: down`,
+    );
+    pool.update('a', { down: false });
+    pool.remove('b');
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(
+      clients
+        .filter((c) => !c.destroyed)
+        .map((c) => c.said)
+        .sort(),
+      sessionDrop ? [] : ['a', 'a', 'b', 'b'],
+      `sessionDrop ${sessionDrop}: removed`,
+    );
+  }
 });
