@@ -119,7 +119,10 @@ export class RequestZone {
       this.#count[slot] = 0;
       return LOOKUP.ok;
     }
-    this.#last[slot] = 0;
+    // nginx stores `last = 0` here, which its clock (ms since boot) puts so far back that accounting
+    // drains the request to nothing: a new key starts at 0 whichever limit it is in. A clock that
+    // starts near 0 (performance.now()) needs the distance spelled out.
+    this.#last[slot] = Number.NEGATIVE_INFINITY;
     this.#count[slot] = 1;
     return LOOKUP.again;
   }

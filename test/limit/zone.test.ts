@@ -55,3 +55,12 @@ test('the table: idle drained states make room first, else the least recently us
   zone.unlock(d);
   assert.equal(zone.lookup('e', 61_003, 0, true), LOOKUP.ok);
 });
+
+test('a new key held by a limit that is not the last starts at 0 too, on a clock that starts near 0 (performance.now())', () => {
+  const zone = new RequestZone('z', parseRate('1r/m', 'rate'), 10);
+  assert.equal(zone.lookup('k', 500, 2000, false), LOOKUP.again);
+  assert.equal(zone.account(zone.slot, 500), 0);
+  assert.equal(zone.peek('k')?.last, 500);
+  assert.equal(zone.lookup('k', 500, 2000, false), LOOKUP.again);
+  assert.equal(zone.account(zone.slot, 500), 1000);
+});

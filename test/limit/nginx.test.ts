@@ -1,0 +1,80 @@
+// limitRequests() against nginx itself: seeded sequences of requests through two limit_req zones
+// (keys $arg_a and $arg_b, random bursts, nodelay), sent to a real nginx and to switchyard; the
+// statuses must be the same, request by request. The zones drain at 1r/m (16 milli-requests a
+// second), so the few milliseconds between the two runs never move an excess across a threshold:
+// what is compared is nginx's arithmetic of burst, several zones, empty keys and uncounted rejections.
+// Skipped without nginx (REQUIRE_NGINX=1 makes that a failure).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { limitRequests } from '../../src/index.ts';
+import { freePorts, NginxProcess, nginxAvailable, renderNginxConf } from '../differential/harness.ts';
+import { fetchText } from '../helpers.ts';
+import { limited } from './support.ts';
+
+const available = nginxAvailable();
+if (available !== true && process.env.REQUIRE_NGINX === '1') throw new Error(`REQUIRE_NGINX=1 but nginx cannot run: ${available}`);
+const skip = available === true ? false : available;
+
+/** A small seeded generator (mulberry32), so a failure names a sequence that can be replayed. */
+function random(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let x = Math.imul(s ^ (s >>> 15), 1 | s);
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
+    return ((x ^ (x >>> 14)) >>> 0) / 2 ** 32;
+  };
+}
+
+const pick = <T>(r: () => number, xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
+
+for (const seed of [1, 2, 3, 4, 5, 6, 7, 8]) {
+  test(`seed ${seed}: the same statuses as nginx, request by request`, { skip, timeout: 30_000 }, async (t) => {
+    const r = random(seed);
+    const burstA = pick(r, [0, 1, 2, 3]);
+    const burstB = pick(r, [0, 1, 2]);
+    const targets = Array.from({ length: 30 }, () => {
+      const a = pick(r, ['', 'x', 'y']);
+      const b = pick(r, ['', 'p', 'q']);
+      const query = [a === '' ? '' : `a=${a}`, b === '' ? '' : `b=${b}`].filter((q) => q !== '').join('&');
+      return `/t${query === '' ? '' : `?${query}`}`;
+    });
+
+    const nginx = new NginxProcess();
+    t.after(() => nginx.stop());
+    mkdirSync(join(nginx.dir, 'html'));
+    writeFileSync(join(nginx.dir, 'html', 't'), 'ok');
+    const [port] = await freePorts(1);
+    const burst = (n: number): string => (n === 0 ? '' : ` burst=${n}`);
+    await nginx.start(
+      renderNginxConf(
+        `server {
+  listen 127.0.0.1:${port};
+  location / {
+    root {dir}/html;
+    limit_req zone=A${burst(burstA)} nodelay;
+    limit_req zone=B${burst(burstB)} nodelay;
+  }
+}`,
+        'limit_req_zone $arg_a zone=A:1m rate=1r/m;\n  limit_req_zone $arg_b zone=B:1m rate=1r/m;',
+      ),
+      [port!],
+    );
+    const limit = limitRequests({
+      limits: [
+        { key: '$arg_a', rate: '1r/m', burst: burstA, nodelay: true, name: 'A' },
+        { key: '$arg_b', rate: '1r/m', burst: burstB, nodelay: true, name: 'B' },
+      ],
+    });
+    const gw = await limited(t, limit);
+    const fromNginx: number[] = [];
+    const fromSwitchyard: number[] = [];
+    for (const target of targets) fromNginx.push((await fetchText(`http://127.0.0.1:${port}${target}`)).status);
+    for (const target of targets) fromSwitchyard.push((await fetchText(`${gw.url}${target}`)).status);
+    const table = targets.map((target, i) => `${target} nginx ${fromNginx[i]} switchyard ${fromSwitchyard[i]}`).join('\n');
+    assert.deepEqual(fromSwitchyard, fromNginx, `burst A=${burstA} B=${burstB}\n${table}`);
+    assert.ok(fromNginx.includes(503) && fromNginx.includes(200), `the sequence exercises both answers:\n${table}`);
+  });
+}
