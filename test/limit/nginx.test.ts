@@ -1,6 +1,7 @@
 // limitRequests() against nginx itself: seeded sequences of requests through two limit_req zones
-// (keys $arg_a and $arg_b, random bursts, nodelay), sent to a real nginx and to switchyard; the
-// statuses must be the same, request by request. The zones drain at 1r/m (16 milli-requests a
+// (keys $arg_a and $arg_b, random bursts, nodelay), sent to a real nginx and to switchyard, on its
+// own zones and on shared buckets (sync: the in-memory engine, and the Redis script on a private
+// redis-server when there is one); the statuses must be the same, request by request. The zones drain at 1r/m (16 milli-requests a
 // second), so the few milliseconds between the two runs never move an excess across a threshold:
 // what is compared is nginx's arithmetic of burst, several zones, empty keys and uncounted rejections.
 // Skipped without nginx (REQUIRE_NGINX=1 makes that a failure).
@@ -8,14 +9,17 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { limitRequests } from '../../src/index.ts';
+import { limitRequests, SyncHandle, sync } from '../../src/index.ts';
+import { MemoryHub } from '../../src/sync/transport.ts';
 import { freePorts, NginxProcess, nginxAvailable, renderNginxConf } from '../differential/harness.ts';
 import { fetchText } from '../helpers.ts';
+import { privateRedis, redisAvailability } from '../redis.ts';
 import { limited } from './support.ts';
 
 const available = nginxAvailable();
 if (available !== true && process.env.REQUIRE_NGINX === '1') throw new Error(`REQUIRE_NGINX=1 but nginx cannot run: ${available}`);
 const skip = available === true ? false : available;
+const redis = redisAvailability();
 
 /** A small seeded generator (mulberry32), so a failure names a sequence that can be replayed. */
 function random(seed: number): () => number {
@@ -31,7 +35,10 @@ function random(seed: number): () => number {
 const pick = <T>(r: () => number, xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
 
 for (const seed of [1, 2, 3, 4, 5, 6, 7, 8]) {
-  test(`seed ${seed}: the same statuses as nginx, request by request`, { skip, timeout: 30_000 }, async (t) => {
+  test(`seed ${seed}: the same statuses as nginx, request by request, locally and on shared buckets (sync: in memory, on Redis)`, {
+    skip,
+    timeout: 30_000,
+  }, async (t) => {
     const r = random(seed);
     const burstA = pick(r, [0, 1, 2, 3]);
     const burstB = pick(r, [0, 1, 2]);
@@ -62,19 +69,37 @@ for (const seed of [1, 2, 3, 4, 5, 6, 7, 8]) {
       ),
       [port!],
     );
-    const limit = limitRequests({
-      limits: [
-        { key: '$arg_a', rate: '1r/m', burst: burstA, nodelay: true, name: 'A' },
-        { key: '$arg_b', rate: '1r/m', burst: burstB, nodelay: true, name: 'B' },
-      ],
-    });
-    const gw = await limited(t, limit);
     const fromNginx: number[] = [];
-    const fromSwitchyard: number[] = [];
     for (const target of targets) fromNginx.push((await fetchText(`http://127.0.0.1:${port}${target}`)).status);
-    for (const target of targets) fromSwitchyard.push((await fetchText(`${gw.url}${target}`)).status);
-    const table = targets.map((target, i) => `${target} nginx ${fromNginx[i]} switchyard ${fromSwitchyard[i]}`).join('\n');
-    assert.deepEqual(fromSwitchyard, fromNginx, `burst A=${burstA} B=${burstB}\n${table}`);
-    assert.ok(fromNginx.includes(503) && fromNginx.includes(200), `the sequence exercises both answers:\n${table}`);
+    assert.ok(fromNginx.includes(503) && fromNginx.includes(200), 'the sequence exercises both answers');
+    const handle = new SyncHandle({ transport: new MemoryHub().connect(), owned: false, namespace: 't' });
+    t.after(() => handle.close());
+    const engines: Array<SyncHandle | undefined> = [undefined, handle];
+    if (redis.private() === false) {
+      // The Redis script itself, on a private redis-server.
+      const server = await privateRedis(t);
+      const onRedis = sync({ redis: server.url, namespace: `nginx-${seed}` });
+      t.after(() => onRedis.close());
+      await onRedis.ready;
+      engines.push(onRedis);
+    }
+    for (const shared of engines) {
+      const limit = limitRequests({
+        limits: [
+          { key: '$arg_a', rate: '1r/m', burst: burstA, nodelay: true, name: 'A' },
+          { key: '$arg_b', rate: '1r/m', burst: burstB, nodelay: true, name: 'B' },
+        ],
+        ...(shared === undefined ? {} : { sync: shared }),
+      });
+      const gw = await limited(t, limit);
+      const fromSwitchyard: number[] = [];
+      for (const target of targets) fromSwitchyard.push((await fetchText(`${gw.url}${target}`)).status);
+      const table = targets.map((target, i) => `${target} nginx ${fromNginx[i]} switchyard ${fromSwitchyard[i]}`).join('\n');
+      assert.deepEqual(
+        fromSwitchyard,
+        fromNginx,
+        `${shared === undefined ? 'local' : shared === handle ? 'sync (memory)' : 'sync (Redis)'}, burst A=${burstA} B=${burstB}\n${table}`,
+      );
+    }
   });
 }
