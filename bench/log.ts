@@ -13,6 +13,7 @@
 //   node bench/log.ts [--duration 5] [--rounds 5] [--warmup 3] [--connections 50] [--tool auto|wrk|autocannon]
 //                     [--pin auto|on|off] [--no-set-headers] [--format '<nginx log_format>'] [--flush <ms>]
 //                     [--aa]   (A/A: the subject is a second chain(balance(pool)), the method's own bias)
+//                     [--no-log]   (the subject is chain(balance(pool, { setHeaders })): setHeaders alone)
 import type { ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
@@ -40,15 +41,19 @@ async function gateway(kind: Kind, upstream: string, file: string, setHeaders: b
   let listener;
   if (kind === 'baseline' || format === '') listener = chain(balance(pool));
   else {
-    const log = accessLog({ format, to: createWriteStream(file, { flags: 'a' }), flush });
-    listener = chain(log, balance(pool, setHeaders ? { setHeaders: SET_HEADERS } : {}));
-    process.on('SIGTERM', () => void log.close().then(() => process.exit(0)));
+    const proxy = balance(pool, setHeaders ? { setHeaders: SET_HEADERS } : {});
+    if (format === '-') listener = chain(proxy);
+    else {
+      const log = accessLog({ format, to: createWriteStream(file, { flags: 'a' }), flush });
+      listener = chain(log, proxy);
+      process.on('SIGTERM', () => void log.close().then(() => process.exit(0)));
+    }
   }
   const server = createServer(listener);
   server.keepAliveTimeout = 120_000;
   server.listen(0, '127.0.0.1', () => process.send?.({ type: 'ready', port: (server.address() as AddressInfo).port }));
   process.on('disconnect', () => process.exit(0));
-  if (kind === 'baseline') process.on('SIGTERM', () => process.exit(0));
+  if (kind === 'baseline' || format === '' || format === '-') process.on('SIGTERM', () => process.exit(0));
 }
 
 function median(xs: number[]): number {
@@ -79,6 +84,7 @@ async function main(): Promise<void> {
       format: { type: 'string', default: 'combined' },
       flush: { type: 'string' },
       aa: { type: 'boolean', default: false },
+      'no-log': { type: 'boolean', default: false },
     },
   });
   const duration = Number(values.duration);
@@ -101,7 +107,7 @@ async function main(): Promise<void> {
       baseline: await start(self, ['--gateway', 'baseline', upstream, file, '0', values.format, ''], place.proxy),
       subject: await start(
         self,
-        ['--gateway', 'subject', upstream, file, setHeaders ? '1' : '0', values.aa ? '' : values.format, values.flush ?? ''],
+        ['--gateway', 'subject', upstream, file, setHeaders ? '1' : '0', values.aa ? '' : values['no-log'] ? '-' : values.format, values.flush ?? ''],
         place.proxy,
       ),
     };
@@ -142,6 +148,7 @@ async function main(): Promise<void> {
     console.log(`tool: ${gen.tool} ${gen.version}, ${half}+${half} connections, ${rounds} rounds x ${duration}s each (warm-up ${warmup}s), path ${PATH}`);
     console.log(`baseline: chain(balance(pool))   ${median(cpu.baseline).toFixed(1)} CPU µs/req (median)`);
     if (values.aa) console.log(`subject:  chain(balance(pool)), a second copy (A/A)   ${median(cpu.subject).toFixed(1)} CPU µs/req (median)`);
+    else if (values['no-log']) console.log(`subject:  chain(balance(pool, { setHeaders: 3 headers }))   ${median(cpu.subject).toFixed(1)} CPU µs/req (median)`);
     else
       console.log(
         `subject:  chain(accessLog(file, ${JSON.stringify(values.format)}${values.flush === undefined ? '' : `, flush ${values.flush} ms`}), balance(pool${setHeaders ? ', { setHeaders: 3 headers }' : ''}))   ${median(cpu.subject).toFixed(1)} CPU µs/req (median); log file ${statSync(file).size} bytes`,
