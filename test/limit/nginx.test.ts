@@ -103,3 +103,34 @@ for (const seed of [1, 2, 3, 4, 5, 6, 7, 8]) {
     }
   });
 }
+
+/** Five requests at once to `url`: each one's status and when it ended, in whole seconds after they were sent, sorted. */
+async function fiveAtOnce(url: string): Promise<string[]> {
+  const start = performance.now();
+  const out = await Promise.all(Array.from({ length: 5 }, () => fetchText(url).then((r) => `${r.status}@${Math.round((performance.now() - start) / 1000)}s`)));
+  return out.sort();
+}
+
+for (const [name, options, directive] of [
+  ['1r/s burst=3', { burst: 3 }, 'burst=3'],
+  ['1r/s burst=3 delay=1', { burst: 3, delay: 1 }, 'burst=3 delay=1'],
+] as const) {
+  test(`five at once with ${name}: the same answers at the same seconds as nginx, on the real clock`, { skip, timeout: 30_000 }, async (t) => {
+    const nginx = new NginxProcess();
+    t.after(() => nginx.stop());
+    mkdirSync(join(nginx.dir, 'html'));
+    writeFileSync(join(nginx.dir, 'html', 't'), 'ok');
+    const [port] = await freePorts(1);
+    await nginx.start(
+      renderNginxConf(
+        `server {\n  listen 127.0.0.1:${port};\n  location / {\n    root {dir}/html;\n    limit_req zone=one ${directive};\n  }\n}`,
+        'limit_req_zone $binary_remote_addr zone=one:1m rate=1r/s;',
+      ),
+      [port!],
+    );
+    const gw = await limited(t, limitRequests({ key: '$remote_addr', rate: '1r/s', ...options }));
+    const [fromNginx, fromSwitchyard] = [await fiveAtOnce(`http://127.0.0.1:${port}/t`), await fiveAtOnce(`${gw.url}/t`)];
+    t.diagnostic(`nginx ${fromNginx.join(' ')}; switchyard ${fromSwitchyard.join(' ')}`);
+    assert.deepEqual(fromSwitchyard, fromNginx);
+  });
+}
