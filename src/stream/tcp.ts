@@ -13,12 +13,22 @@ import type { ClientFacts, Closable, StreamBalancer, StreamSession } from './ind
 import { parseProxyHeader, proxyHeader } from './proxy-protocol.ts';
 import { RateGate } from './rate.ts';
 
-/** Resets the socket when Node can (RST, as the other side's reset), else destroys it. */
+/** Most bytes read from a client while its server is being connected (nginx's `proxy_buffer_size` is 16k). */
+const EARLY_LIMIT = 64 * 1024;
+
+/** Resets the socket when Node can (RST, as the other side's reset), else destroys it (a TLS socket has no TCP handle of its own to reset). */
 function reset(socket: Socket): void {
   if (socket.destroyed) return;
   const s = socket as Socket & { resetAndDestroy?: () => Socket };
-  if (typeof s.resetAndDestroy === 'function' && !s.connecting) s.resetAndDestroy();
-  else socket.destroy();
+  if (typeof s.resetAndDestroy === 'function' && !s.connecting) {
+    try {
+      s.resetAndDestroy();
+      return;
+    } catch {
+      // ERR_INVALID_HANDLE_TYPE (TLS): closed below
+    }
+  }
+  socket.destroy();
 }
 
 /** Ends the socket's writing, then closes it once what it holds is flushed. */
@@ -45,6 +55,7 @@ export class TcpSession implements Closable {
   #firstAttempt = 0;
   /** Bytes read from the client before the server was connected (after a PROXY header). */
   #early: Buffer[] = [];
+  #earlySize = 0;
   #header: Buffer = Buffer.alloc(0);
   #timer: NodeJS.Timeout | undefined;
   #cancel = new Cancellation();
@@ -94,9 +105,20 @@ export class TcpSession implements Closable {
       client.on('data', this.#onHeaderData);
       return;
     }
-    client.pause();
+    client.on('data', this.#onEarlyData);
     this.#begin();
   }
+
+  /**
+   * What the client sends while a server is being connected is read and kept (so that a client that
+   * resets or leaves meanwhile is seen at once), up to {@link EARLY_LIMIT} bytes; then reading pauses.
+   */
+  readonly #onEarlyData = (chunk: Buffer): void => {
+    this.#fromClient += chunk.length;
+    this.#early.push(chunk);
+    this.#earlySize += chunk.length;
+    if (this.#earlySize >= EARLY_LIMIT) this.#client.pause();
+  };
 
   readonly #onHeaderData = (chunk: Buffer): void => {
     this.#fromClient += chunk.length;
@@ -104,7 +126,6 @@ export class TcpSession implements Closable {
     const parsed = parseProxyHeader(this.#header);
     if (parsed.state === 'more') return;
     this.#client.off('data', this.#onHeaderData);
-    this.#client.pause();
     clearTimeout(this.#timer);
     this.#timer = undefined;
     if (parsed.state === 'invalid') {
@@ -123,7 +144,10 @@ export class TcpSession implements Closable {
     }
     const rest = this.#header.subarray(parsed.length);
     if (rest.length > 0) this.#early.push(rest);
+    this.#earlySize = rest.length;
     this.#header = Buffer.alloc(0);
+    if (this.#earlySize >= EARLY_LIMIT) this.#client.pause();
+    this.#client.on('data', this.#onEarlyData);
     this.#begin();
   };
 
@@ -236,6 +260,7 @@ export class TcpSession implements Closable {
       this.#upSent += header.length;
       upstream.write(header);
     }
+    this.#client.off('data', this.#onEarlyData);
     for (const chunk of this.#early.splice(0)) {
       this.#upSent += chunk.length;
       upstream.write(chunk);

@@ -606,3 +606,37 @@ test('sessionDrop (NGINX Plus proxy_session_drop): a server set down or removed 
     assert.deepEqual(await alive(), sessionDrop ? [] : ['a', 'a', 'b', 'b'], `sessionDrop ${sessionDrop}: removed`);
   }
 });
+
+test('a client gone while the server is being connected: the attempt is abandoned, not counted as a failure, nothing stays open', async (t) => {
+  // a TLS server that never finishes its handshake keeps the attempt connecting
+  const silent = await tcpServer(t, (s) => s.resume());
+  const pool = createPool({ servers: [{ url: `https://127.0.0.1:${silent.port}` }, { url: 'http://127.0.0.1:1', down: true }] });
+  t.after(() => pool.close());
+  const handler = streamBalance(pool, { connectTimeout: '10s' });
+  const sessions: StreamSession[] = [];
+  handler.on('session', (s) => sessions.push(s));
+  const g = await gatewayOf(t, handler);
+  const c = connect({ port: g.port, host: '127.0.0.1' });
+  c.on('error', () => undefined);
+  c.write('hello');
+  await until(() => silent.open.size === 1, 2000, 'the attempt reached the server');
+  // a reset (a FIN alone is a half-close: the session would go on and deliver the server's answer)
+  c.resetAndDestroy();
+  await until(() => sessions.length === 1 && silent.open.size === 0, 2000, 'the attempt abandoned');
+  assert.equal(sessions[0]!.bytesReceived, 5);
+  const s = pool.streamStats().servers[0]!;
+  assert.deepEqual([s.active, s.fails, s.state], [0, 0, 'up']);
+  assert.equal(handler.stats().processing, 0);
+  // what a client sends while its server is being connected is read up to a bound (64 KiB); the
+  // rest waits in the sockets (here until the connect times out)
+  const slow = streamBalance(pool, { connectTimeout: '300ms' });
+  const failed: StreamSession[] = [];
+  slow.on('error', (_err, session) => failed.push(session));
+  const g2 = await gatewayOf(t, slow);
+  const c2 = connect({ port: g2.port, host: '127.0.0.1' });
+  c2.on('error', () => undefined);
+  c2.write(Buffer.alloc(4 * 1024 * 1024));
+  await until(() => failed.length === 1, 3000, 'the connect timed out');
+  c2.destroy();
+  assert.ok(failed[0]!.bytesReceived > 0 && failed[0]!.bytesReceived <= 128 * 1024, `${failed[0]!.bytesReceived} bytes read while connecting`);
+});

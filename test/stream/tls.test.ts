@@ -8,7 +8,8 @@ import { connect as tlsConnect, createServer as createTlsServer } from 'node:tls
 import { createPool } from '../../src/pool/index.ts';
 import { streamBalance } from '../../src/stream/index.ts';
 import { TLS_CERT, TLS_KEY } from '../cache/tls-fixture.ts';
-import { echo, exchangeBytes, gatewayOf } from './support.ts';
+import { until } from '../helpers.ts';
+import { echo, exchangeBytes, gatewayOf, tcpServer } from './support.ts';
 
 test('TLS terminated at the gateway: tls.createServer(handler) pipes the decrypted bytes to a plain server', async (t) => {
   const e = await echo(t);
@@ -49,4 +50,23 @@ test('https:// servers are reached over TLS, verified with the pool tls settings
   const g2 = await gatewayOf(t, handler);
   assert.equal(await exchangeBytes(g2.port, 'x'), '');
   assert.deepEqual(codes, ['SWY_ERR_BAD_GATEWAY DEPTH_ZERO_SELF_SIGNED_CERT']);
+});
+
+test('a server reset reaches a TLS client as a closed connection (a TLS socket cannot be reset: it is destroyed), without an exception', async (t) => {
+  const resetting = await tcpServer(t, (s) => s.once('data', () => s.resetAndDestroy()));
+  const pool = createPool({ servers: [{ url: resetting.url }] });
+  t.after(() => pool.close());
+  const handler = streamBalance(pool);
+  t.after(() => handler.close());
+  const server = createTlsServer({ key: TLS_KEY, cert: TLS_CERT, allowHalfOpen: true }, handler);
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.after(() => server.close());
+  const ended = await new Promise<string>((resolve) => {
+    const c = tlsConnect({ port: (server.address() as AddressInfo).port, host: '127.0.0.1', ca: TLS_CERT, servername: 'localhost' }, () => c.write('x'));
+    c.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
+    c.on('close', () => resolve('closed'));
+  });
+  assert.ok(['closed', 'ECONNRESET'].includes(ended), ended);
+  await until(() => handler.stats().processing === 0);
 });
