@@ -3,17 +3,17 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
-import { test } from 'node:test';
+import { type TestContext, test } from 'node:test';
 import { connect as tlsConnect, createServer as createTlsServer } from 'node:tls';
 import { createPool } from '../../src/pool/index.ts';
-import { streamBalance } from '../../src/stream/index.ts';
+import { type StreamHandler, streamBalance } from '../../src/stream/index.ts';
 import { TLS_CERT, TLS_KEY } from '../cache/tls-fixture.ts';
 import { until } from '../helpers.ts';
 import { echo, exchangeBytes, gatewayOf, tcpServer } from './support.ts';
 
-test('TLS terminated at the gateway: tls.createServer(handler) pipes the decrypted bytes to a plain server', async (t) => {
-  const e = await echo(t);
-  const pool = createPool({ servers: [{ url: e.url }] });
+/** A TLS-terminating gateway (tls.createServer(handler)) in front of one plain server. */
+async function tlsGateway(t: TestContext, url: string): Promise<{ handler: StreamHandler; port: number }> {
+  const pool = createPool({ servers: [{ url }] });
   t.after(() => pool.close());
   const handler = streamBalance(pool);
   t.after(() => handler.close());
@@ -21,8 +21,14 @@ test('TLS terminated at the gateway: tls.createServer(handler) pipes the decrypt
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   t.after(() => server.close());
+  return { handler, port: (server.address() as AddressInfo).port };
+}
+
+test('TLS terminated at the gateway: tls.createServer(handler) pipes the decrypted bytes to a plain server', async (t) => {
+  const e = await echo(t);
+  const { port } = await tlsGateway(t, e.url);
   const got = await new Promise<string>((resolve, reject) => {
-    const c = tlsConnect({ port: (server.address() as AddressInfo).port, host: '127.0.0.1', ca: TLS_CERT, servername: 'localhost' }, () => c.end('over tls'));
+    const c = tlsConnect({ port, host: '127.0.0.1', ca: TLS_CERT, servername: 'localhost' }, () => c.end('over tls'));
     let text = '';
     c.on('data', (d: Buffer) => (text += d));
     c.on('error', reject);
@@ -54,16 +60,9 @@ test('https:// servers are reached over TLS, verified with the pool tls settings
 
 test('a server reset reaches a TLS client as a closed connection (a TLS socket cannot be reset: it is destroyed), without an exception', async (t) => {
   const resetting = await tcpServer(t, (s) => s.once('data', () => s.resetAndDestroy()));
-  const pool = createPool({ servers: [{ url: resetting.url }] });
-  t.after(() => pool.close());
-  const handler = streamBalance(pool);
-  t.after(() => handler.close());
-  const server = createTlsServer({ key: TLS_KEY, cert: TLS_CERT, allowHalfOpen: true }, handler);
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.after(() => server.close());
+  const { handler, port } = await tlsGateway(t, resetting.url);
   const ended = await new Promise<string>((resolve) => {
-    const c = tlsConnect({ port: (server.address() as AddressInfo).port, host: '127.0.0.1', ca: TLS_CERT, servername: 'localhost' }, () => c.write('x'));
+    const c = tlsConnect({ port, host: '127.0.0.1', ca: TLS_CERT, servername: 'localhost' }, () => c.write('x'));
     c.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
     c.on('close', () => resolve('closed'));
   });
