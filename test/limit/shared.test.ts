@@ -351,3 +351,52 @@ test('limitConnections with sync on a real Redis: two instances count together; 
   ga.release();
   await held[0];
 });
+
+test('a frozen Redis (connections open, nothing answered): one request waits the command timeout, the next go local without asking; shared again once it answers', async (t) => {
+  const skip = redis.private();
+  if (skip !== false) return t.skip(skip);
+  const server = await privateRedis(t);
+  const handle = sync({ redis: server.url, namespace: `limit-freeze-${randomUUID()}`, timeout: 200 });
+  t.after(async () => {
+    server.resume();
+    await handle.close();
+  });
+  await handle.ready;
+  const limit = limitRequests({ key: 'all', rate: '1000r/s', burst: 100, nodelay: true, name: 'api', sync: handle });
+  const events: string[] = [];
+  limit.on('fallback', (err) => events.push(`fallback: ${err.message}`));
+  limit.on('shared', () => events.push('shared'));
+  const gw = await limited(t, limit);
+  assert.equal((await fetchText(gw.url)).status, 200);
+  server.pause();
+  const timed = async (): Promise<[number, number]> => {
+    const start = performance.now();
+    const r = await fetchText(gw.url);
+    return [r.status, performance.now() - start];
+  };
+  const transport = syncInternals(handle).transport as unknown as { buckets: (...args: never[]) => Promise<number[]> };
+  const real = transport.buckets.bind(transport);
+  let calls = 0;
+  transport.buckets = (...args: never[]) => {
+    calls++;
+    return real(...args);
+  };
+  const [first, firstMs] = await timed();
+  assert.equal(first, 200, 'answered from the local zone');
+  assert.ok(firstMs >= 150, `the first request waited for the command timeout (${firstMs.toFixed(0)} ms)`);
+  assert.equal(calls, 1);
+  assert.equal((await fetchText(gw.url)).status, 200);
+  assert.equal(calls, 1, 'the next request did not ask Redis: local at once');
+  assert.equal(events.length, 1);
+  assert.match(events[0]!, /^fallback: /);
+  server.resume();
+  await until(
+    async () => {
+      await fetchText(gw.url);
+      return events.includes('shared');
+    },
+    10_000,
+    'the limit shared again',
+    100,
+  );
+});
