@@ -337,6 +337,11 @@ export function upgradeHandler(
         }
       });
       proxyReq.once('response', (response: IncomingMessage) => {
+        // http-proxy-3 relays a refusal and closes the client's connection at its end only: one the
+        // upstream cuts short would leave that connection, and the server's slot, held for good.
+        response.once('close', () => {
+          if (!response.complete) p.abort(new Error('The upstream cut its answer to the upgrade short'));
+        });
         try {
           p.answered(response.statusCode ?? 0);
         } catch (err) {

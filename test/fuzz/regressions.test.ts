@@ -1,0 +1,51 @@
+// What the seeded fuzzing of test/fuzz/entry-points.test.ts found, each kept as its own test with
+// the smallest reproducer (the fuzz run that found it is named).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import { connect } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { balance, chain } from '../../src/index.ts';
+import { gateway, listen, poolOf, until } from '../helpers.ts';
+
+const WEBSOCKET =
+  'GET /chat HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n';
+
+// FUZZ_SEED=1 and FUZZ_SEED=3, FUZZ_RUNS=150 (`ans=raw-cut` on an upgrade): http-proxy-3 relays an
+// upstream's refusal of an upgrade and closes the client's connection at the refusal's end only.
+// A refusal cut short (Content-Length 50, 5 bytes, then the upstream's FIN) left the client's
+// connection open for good (a client's FIN does not close it: Node's server sockets allow half-open
+// connections) and the server's slot in the pool held (`active` stayed 1), until the process ended.
+test('an upgrade refused with an answer the upstream cuts short: the client connection is closed and the slot given back', async (t) => {
+  // Upgraded sockets are no longer their server's (closing it would wait for them): destroyed first.
+  const upgraded = new Set<Duplex>();
+  t.after(() => {
+    for (const socket of upgraded) socket.destroy();
+  });
+  const up = createServer(() => undefined);
+  up.on('upgrade', (_req, socket: Duplex) => {
+    upgraded.add(socket);
+    socket.on('error', () => undefined);
+    socket.end('HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nshort');
+  });
+  const server = await listen(t, up);
+  const pool = poolOf(t, [{ url: server.url, maxFails: 0 }]);
+  const proxy = balance(pool);
+  const gw = await gateway(t, chain(proxy));
+  gw.server.on('upgrade', (req, socket: Duplex, head: Buffer) => {
+    upgraded.add(socket);
+    proxy.upgrade(req, socket, head);
+  });
+  const client = connect(gw.port, '127.0.0.1');
+  t.after(() => client.destroy());
+  let received = '';
+  let closed = false;
+  client.on('data', (d: Buffer) => (received += d.toString('latin1')));
+  client.on('error', () => undefined);
+  client.on('close', () => (closed = true));
+  client.write(WEBSOCKET);
+  await until(() => received.endsWith('short'), 5000, 'the refusal relayed');
+  assert.match(received, /^HTTP\/1\.1 200 OK\r\n/);
+  await until(() => closed, 5000, "the client's connection closed by the gateway");
+  await until(() => pool.stats().servers[0]!.active === 0, 5000, "the server's slot given back");
+});
