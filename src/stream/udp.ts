@@ -5,9 +5,13 @@
 import { createSocket, type RemoteInfo, type Socket as DgramSocket } from 'node:dgram';
 import { isIP } from 'node:net';
 import { BadGatewayError, NoServerAvailableError, type SwitchyardError } from '../core/errors.ts';
+import type { Selection } from '../pool/methods/types.ts';
 import type { Peer } from '../pool/peer.ts';
 import type { Closable, StreamBalancer, StreamSession } from './index.ts';
 import { proxyHeader } from './proxy-protocol.ts';
+
+/** Most bytes of a session's datagrams kept for the next server while no answer came (nginx keeps the first datagram). */
+const KEPT_LIMIT = 64 * 1024;
 
 /** One dgram socket the handler serves. @internal */
 export class UdpListener {
@@ -65,8 +69,21 @@ class UdpSession implements Closable {
   #upSent = 0;
   #upReceived = 0;
   #addrs: string[] = [];
+  #connectTimes: number[] = [];
   #done = false;
   #header: Buffer | undefined;
+  #sel: Selection | undefined;
+  #maxTries = 0;
+  #attempts = 0;
+  #attemptStart = 0;
+  /** Bytes sent to the current server (its statistics). */
+  #peerSent = 0;
+  /**
+   * The datagrams sent so far, while no answer came and they fit in {@link KEPT_LIMIT}: what the
+   * next server gets when this one turns out unreachable (undefined: no retry possible any more).
+   */
+  #kept: Buffer[] | undefined = [];
+  #keptSize = 0;
 
   constructor(b: StreamBalancer, listener: DgramSocket, client: RemoteInfo, unbind: () => void) {
     this.#b = b;
@@ -94,14 +111,9 @@ class UdpSession implements Closable {
       localPort: local.port,
     };
     const ex = b.exchangeFor(facts);
-    const sel = b.inner.selection(ex.req, ex, true);
-    const peer = b.inner.select(sel);
-    if (peer === undefined) {
-      this.#end(502, new NoServerAvailableError(b.pool.name, 502));
-      return;
-    }
-    this.#peer = peer;
-    this.#addrs.push(peer.name);
+    this.#sel = b.inner.selection(ex.req, ex, true);
+    const poolTries = b.inner.maxTries();
+    this.#maxTries = b.settings.tries === 0 ? poolTries : Math.min(b.settings.tries, poolTries);
     if (b.settings.proxyProtocol === 'v2') {
       this.#header = proxyHeader(
         'v2',
@@ -109,20 +121,39 @@ class UdpSession implements Closable {
         'udp',
       );
     }
+    this.#timer = setTimeout(() => this.#end(200, undefined), b.settings.idleTimeout);
+    this.#attempt(undefined);
+  }
+
+  /** A server for the session (the next one after `last` failed), and its socket. */
+  #attempt(last: SwitchyardError | undefined): void {
+    const b = this.#b;
+    const peer = b.inner.select(this.#sel!);
+    if (peer === undefined) {
+      this.#end(502, last ?? new NoServerAvailableError(b.pool.name, 502));
+      return;
+    }
+    this.#attempts++;
+    this.#peer = peer;
+    this.#peerSent = 0;
+    this.#addrs.push(peer.name);
     const t = peer.target;
     const upstream = createSocket(isIP(t.hostname) === 6 || t.hostname === 'localhost6' ? 'udp6' : 'udp4');
     this.#upstream = upstream;
-    upstream.on('error', (err) => this.#failed(err));
-    upstream.on('message', (msg) => this.#answer(msg));
-    const attemptStart = performance.now();
+    upstream.on('error', (err) => {
+      if (this.#upstream === upstream) this.#failed(err);
+    });
+    upstream.on('message', (msg) => {
+      if (this.#upstream === upstream) this.#answer(msg);
+    });
+    this.#attemptStart = performance.now();
     upstream.connect(t.port, t.hostname, () => {
-      if (this.#done) return;
-      this.#connectTime = performance.now() - attemptStart;
+      if (this.#done || this.#upstream !== upstream) return;
+      this.#connectTime = performance.now() - this.#attemptStart;
       this.#ready = true;
       for (const d of this.#pending.splice(0)) this.#send(d);
       this.#check();
     });
-    this.#timer = setTimeout(() => this.#end(200, undefined), b.settings.idleTimeout);
   }
 
   /** A client datagram; returns true once the session takes no more (nginx `proxy_requests`). */
@@ -141,13 +172,20 @@ class UdpSession implements Closable {
   #send(msg: Buffer): void {
     const data = this.#header === undefined ? msg : Buffer.concat([this.#header, msg]);
     this.#upSent += data.length;
+    this.#peerSent += data.length;
     this.#upstream!.send(data);
+    if (this.#kept !== undefined) {
+      this.#keptSize += msg.length;
+      if (this.#keptSize > KEPT_LIMIT) this.#kept = undefined;
+      else this.#kept.push(msg);
+    }
   }
 
   #answer(msg: Buffer): void {
     if (this.#done) return;
-    if (this.#firstByte < 0) this.#firstByte = performance.now() - this.#began;
+    if (this.#firstByte < 0) this.#firstByte = performance.now() - this.#attemptStart;
     this.#responses++;
+    this.#kept = undefined;
     this.#upReceived += msg.length;
     this.#toClient += msg.length;
     this.#timer?.refresh();
@@ -161,10 +199,43 @@ class UdpSession implements Closable {
     if (expected !== Infinity && this.#responses >= expected * this.#requests) this.#end(200, undefined);
   }
 
-  /** The server cannot be reached (ICMP port unreachable, a send error). */
+  /**
+   * The server cannot be reached (an ICMP port unreachable, a send error). Before any answer came, the
+   * next server gets the session's datagrams (nginx moves a UDP session on when the server's first
+   * read fails); after one, the session ends.
+   */
   #failed(err: Error): void {
     if (this.#done) return;
-    this.#end(502, new BadGatewayError(`UDP server ${this.#peer?.name ?? ''} failed: ${err.message}`, { cause: err }), this.#responses === 0);
+    const failure = new BadGatewayError(`UDP server ${this.#peer?.name ?? ''} failed: ${err.message}`, { cause: err });
+    const s = this.#b.settings;
+    const budget = s.nextUpstreamTimeout === 0 || performance.now() - this.#began < s.nextUpstreamTimeout;
+    if (this.#responses > 0 || this.#kept === undefined || !s.nextUpstream || this.#attempts >= this.#maxTries || !budget) {
+      this.#end(502, failure, this.#responses === 0);
+      return;
+    }
+    const peer = this.#peer!;
+    this.#peer = undefined;
+    this.#connectTimes.push(-1);
+    this.#b.inner.finishStream(peer, 'failed', {
+      connect: -1,
+      firstByte: -1,
+      response: performance.now() - this.#attemptStart,
+      sent: this.#peerSent,
+      received: 0,
+    });
+    const old = this.#upstream;
+    this.#upstream = undefined;
+    try {
+      old?.close();
+    } catch {
+      // closed already
+    }
+    this.#ready = false;
+    this.#pending = [...this.#kept, ...this.#pending];
+    this.#kept = [];
+    this.#keptSize = 0;
+    this.#connectTime = -1;
+    this.#attempt(failure);
   }
 
   #end(status: number, error: SwitchyardError | undefined, failed = false): void {
@@ -183,11 +254,12 @@ class UdpSession implements Closable {
     const peer = this.#peer;
     const elapsed = performance.now() - this.#began;
     if (peer !== undefined) {
+      this.#connectTimes.push(failed || this.#connectTime < 0 ? -1 : Math.round(this.#connectTime * 1000) / 1000);
       b.inner.finishStream(peer, failed ? 'failed' : 'ok', {
         connect: failed ? -1 : this.#connectTime,
         firstByte: this.#firstByte,
-        response: elapsed,
-        sent: this.#upSent,
+        response: performance.now() - this.#attemptStart,
+        sent: this.#peerSent,
         received: this.#upReceived,
       });
     }
@@ -197,7 +269,7 @@ class UdpSession implements Closable {
       protocol: 'udp',
       status,
       upstreamAddr: this.#addrs,
-      upstreamConnectTime: this.#addrs.length === 0 ? [] : [failed || this.#connectTime < 0 ? -1 : Math.round(this.#connectTime * 1000) / 1000],
+      upstreamConnectTime: this.#connectTimes,
       upstreamFirstByteTime: this.#firstByte < 0 ? -1 : Math.round(this.#firstByte * 1000) / 1000,
       bytesReceived: this.#fromClient,
       bytesSent: this.#toClient,

@@ -233,3 +233,45 @@ test('proxyProtocol v2 over UDP: every datagram reaches the server behind a head
   assert.equal(d.readUInt16BE(26), g.port);
   assert.equal(d.subarray(28).toString(), 'query');
 });
+
+test('an unreachable server before any answer: the session moves to the next server with its datagrams (nginx next upstream for UDP)', async (t) => {
+  const gone = createSocket('udp4');
+  gone.bind(0, '127.0.0.1');
+  await once(gone, 'listening');
+  const port = gone.address().port;
+  gone.close();
+  const dns = await dnsServer(t, 9);
+  const pool = createPool({
+    servers: [
+      { url: `http://127.0.0.1:${port}`, id: 'gone' },
+      { url: dns.url, id: 'dns' },
+    ],
+  });
+  t.after(() => pool.close());
+  const g = await udpGateway(t, pool, { responses: 1, idleTimeout: '2s' });
+  const client = await udpSocket(t);
+  const [answer] = await ask(client, g.port, dnsQuery(77, 'retry.test'));
+  assert.ok(answer !== undefined, 'the next server answered');
+  assert.equal(answer.readUInt16BE(0), 77);
+  assert.equal(answer[answer.length - 1], 9);
+  await until(() => g.sessions.length === 1);
+  assert.deepEqual(g.sessions[0]!.upstreamAddr, [`127.0.0.1:${port}`, `127.0.0.1:${dns.port}`]);
+  assert.equal(g.sessions[0]!.upstreamConnectTime[0], -1);
+  assert.equal(g.sessions[0]!.status, 200);
+  assert.deepEqual(
+    pool.streamStats().servers.map((s) => [s.id, s.fails, s.connections, s.active]),
+    [
+      ['gone', 1, 1, 0],
+      ['dns', 0, 1, 0],
+    ],
+  );
+  // nextUpstream false: the session fails with the first server
+  const strict = createPool({ servers: [{ url: `http://127.0.0.1:${port}` }, { url: dns.url }] });
+  t.after(() => strict.close());
+  const g2 = await udpGateway(t, strict, { responses: 1, nextUpstream: false });
+  const c2 = await udpSocket(t);
+  c2.send(dnsQuery(78, 'x.test'), g2.port, '127.0.0.1');
+  await until(() => g2.sessions.length === 1);
+  assert.equal(g2.sessions[0]!.status, 502);
+  assert.equal(dns.queries, 1);
+});
