@@ -41,7 +41,9 @@ export interface StreamBalanceOptions {
   idleTimeout?: Duration | undefined;
   /**
    * Try the next server when connecting fails or times out (nginx `proxy_next_upstream on`). Once the
-   * connection is made and a byte may have gone to the server it is never retried. TCP only. @default true
+   * connection is made and a byte may have gone to the server it is never retried. UDP: a session
+   * whose server is unreachable (an ICMP unreachable) before it answered moves on with its datagrams.
+   * @default true
    */
   nextUpstream?: boolean | undefined;
   /** Most connection attempts per client connection, the first included; 0: as many as the pool has servers (nginx `proxy_next_upstream_tries`). @default 0 */
