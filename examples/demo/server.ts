@@ -2,7 +2,7 @@
 // of them, on the embedded defaults. `npm start` runs it; PORT changes the port.
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { balance, cache, chain, createPool, exchange, healthCheck, monitor, rewrite } from 'switchyard-proxy';
+import { accessLog, balance, cache, chain, createPool, exchange, healthCheck, limitRequests, monitor, rewrite } from 'switchyard-proxy';
 
 const PORT = Number(process.env.PORT ?? 8080);
 
@@ -69,6 +69,20 @@ const slowRoute = (req: IncomingMessage, res: ServerResponse, next: (err?: unkno
   microcache(req, res, (err?: unknown) => (err === undefined ? reportProxy(req, res, next) : next(err)));
 };
 
+// nginx limit_req on /api/limited: 5 requests a second per client address, a burst of 5 answered
+// at once (nodelay), 429 Too Many Requests past it (nginx answers 503 unless limit_req_status says).
+const limiter = limitRequests({ key: '$remote_addr', rate: '5r/s', burst: 5, nodelay: true, status: 429, name: 'limited' });
+const limitedRoute = (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void): void => {
+  const uri = exchange(req).uri;
+  if (uri !== '/api/limited' && !uri.startsWith('/api/limited/')) return next();
+  limiter(req, res, next);
+};
+
+// An access log in nginx's combined format on stdout (nginx access_log ... combined), but for the
+// monitor's own pages and API, which the dashboard polls every second. ACCESS_LOG=off turns it off.
+const logging = process.env.ACCESS_LOG !== 'off';
+const access = accessLog({ format: 'combined', to: process.stdout, if: (req) => logging && !(req.url ?? '').startsWith('/switchyard/') });
+
 // nginx-style rewriting in front of the proxy: the upstream gets the rewritten URI.
 const rules = rewrite([
   { rewrite: '^/v1/(.*)$', replacement: '/api/$1', flag: 'break' },
@@ -84,6 +98,8 @@ const INDEX = `switchyard demo gateway
   GET /old/a/b           301 redirect to /new/a/b
   GET /slow              a 300 ms page, microcached for 1 s (X-Cache-Status: MISS, HIT, STALE, UPDATING):
                          built about once a second however many clients ask
+  GET /api/limited       rate limited (nginx limit_req): 5 requests a second per client with a burst of 5,
+                         then 429 Too Many Requests
   GET /switchyard/stats  live per-server statistics (state, active, requests, responses, fails)
   GET /switchyard/cache  the microcache's counters (hit, stale, updating, miss, ...)
   GET /switchyard/dashboard/          the live dashboard (drain, down and up buttons from this machine)
@@ -97,6 +113,7 @@ Try:
   curl -s localhost:${PORT}/v1/users
   curl -si localhost:${PORT}/old/a/b
   curl -si localhost:${PORT}/slow
+  for i in $(seq 12); do curl -s -o /dev/null -w '%{http_code} ' localhost:${PORT}/api/limited; done
   curl -s localhost:${PORT}/switchyard/stats
   curl -s localhost:${PORT}/switchyard/cache
   curl -s localhost:${PORT}/switchyard/api/9/http/upstreams
@@ -135,13 +152,14 @@ const loopback = (address: string | undefined): boolean => address === '127.0.0.
 const status = monitor({
   pools: [pool, reportPool],
   caches: [microcache],
+  limits: [limiter],
   healthChecks: [health],
   prefix: '/switchyard',
   server: gateway,
   allowedHosts: [], // IP addresses and localhost only (always allowed)
   write: (req) => loopback(req.socket.remoteAddress),
 });
-gateway.on('request', chain(admin, status, rules, slowRoute, proxy));
+gateway.on('request', chain(access, admin, status, limitedRoute, rules, slowRoute, proxy));
 gateway.on('upgrade', proxy.upgrade);
 // A port already taken is the usual first-run problem: say so, and how to pick another.
 gateway.once('error', (err: NodeJS.ErrnoException) => {
@@ -159,6 +177,7 @@ gateway.listen(PORT, () => {
   console.log(`switchyard demo gateway listening on http://localhost:${port}`);
   console.log(`upstreams: ${upstreams.map((u) => `${u.name} ${u.url}`).join(', ')}`);
   console.log(INDEX.replaceAll(`localhost:${PORT}`, `localhost:${port}`));
+  if (logging) console.log('access log (nginx combined format) follows; ACCESS_LOG=off npm start for none');
 });
 
 function stop(): void {
@@ -173,6 +192,7 @@ function stop(): void {
   pool.close();
   reportPool.close();
   void microcache.close();
+  void access.close();
 }
 process.once('SIGINT', stop);
 process.once('SIGTERM', stop);

@@ -1,12 +1,13 @@
 // switchyard in an Express app: three local upstream servers and a gateway in
 // front of them. Run it with `node examples/express/server.ts` (after
 // `npm run build`); PORT changes the gateway's port (0 picks a free one).
+import { createWriteStream } from 'node:fs';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import express, { type ErrorRequestHandler } from 'express';
 import { WebSocketServer } from 'ws';
-import { balance, cache, createPool, sticky, SwitchyardError } from 'switchyard-proxy';
+import { accessLog, balance, cache, createPool, requestId, shapeResponse, sticky, SwitchyardError } from 'switchyard-proxy';
 
 const PORT = Number(process.env.PORT ?? 3000);
 
@@ -30,8 +31,10 @@ async function startUpstream(name: string, failEvery = 0): Promise<LocalUpstream
         res.end(`${name} is busy\n`);
         return;
       }
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(`${JSON.stringify({ upstream: name, method: req.method, url: req.url, body: Buffer.concat(chunks).toString() })}\n`);
+      // What an application framework often sends: the gateway's onResponse hook removes it.
+      res.writeHead(200, { 'content-type': 'application/json', 'x-powered-by': `${name}-app` });
+      const body = Buffer.concat(chunks).toString();
+      res.end(`${JSON.stringify({ upstream: name, method: req.method, url: req.url, requestId: req.headers['x-request-id'], body })}\n`);
     });
   });
   const wss = new WebSocketServer({ server });
@@ -62,20 +65,51 @@ const chat = createPool({
 const web = createPool({ name: 'web', servers: upstreams.slice(0, 2).map((u) => ({ url: u.url, id: u.name })) });
 
 // Retries: a failed connection, a timeout, a 502 or a 503 moves the request on to the next server.
-const proxy = balance(api, { nextUpstream: ['error', 'timeout', 'http_502', 'http_503'], tries: 3, headerTimeout: '5s' });
+// setHeaders (nginx proxy_set_header) sends the request's id upstream; onResponse sees the upstream's
+// status and headers before anything goes to the client: here it hides what the upstream runs and
+// says which server answered.
+const proxy = balance(api, {
+  nextUpstream: ['error', 'timeout', 'http_502', 'http_503'],
+  tries: 3,
+  headerTimeout: '5s',
+  setHeaders: { 'X-Request-Id': '$request_id', 'X-Real-IP': '$remote_addr' },
+  onResponse(ctx) {
+    ctx.headers.delete('x-powered-by');
+    ctx.headers.set('X-Upstream', ctx.server.id);
+  },
+});
 const rooms = balance(chat);
 // Static content cached for ten minutes (nginx proxy_cache_valid 10m); X-Cache-Status tells MISS from HIT.
 const assets = cache({ name: 'assets', valid: '10m' });
 // One user, one server: the srv_id cookie names the server that answered (nginx sticky cookie).
 const sessions = sticky(web, { cookie: { name: 'srv_id', path: '/', httpOnly: true, sameSite: 'lax' } });
 
+// Every request gets an id (nginx $request_id), sent back in X-Request-Id, upstream by setHeaders, and
+// logged. The access log is nginx's combined format plus the id, the upstream and the time
+// (log_format), to stdout, or appended to the file ACCESS_LOG names.
+const ids = requestId({ respond: true });
+const access = accessLog({
+  format:
+    '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" $request_id $upstream_addr $request_time',
+  to: process.env.ACCESS_LOG ? createWriteStream(process.env.ACCESS_LOG, { flags: 'a' }) : process.stdout,
+});
+// Security headers on every answer, proxied or not (nginx add_header ... always), and Express's own
+// X-Powered-By cleared (headers-more's more_clear_headers).
+const security = shapeResponse({
+  add: { 'X-Content-Type-Options': 'nosniff', 'X-Frame-Options': 'DENY', 'Referrer-Policy': 'no-referrer' },
+  always: true,
+  remove: ['X-Powered-By'],
+});
+
 const app = express();
+app.use(ids, access, security);
 app.get('/', (_req, res) => {
   res.type('text/plain').send(`switchyard express example
   GET|POST /api/...     balanced over ${upstreams.map((u) => u.name).join(', ')} (least-conn, retries on 502/503)
   ws://.../chat?room=x  WebSocket, one room per server (consistent hash of $arg_room)
   GET /static/...       cached for 10 minutes (X-Cache-Status: MISS, then HIT)
   GET /app/...          sticky sessions over alpha and beta (srv_id cookie)
+Every answer carries X-Request-Id and security headers; each request is logged (combined format + id).
 `);
 });
 app.use('/static', assets, proxy);
@@ -126,6 +160,7 @@ function stop(): void {
   chat.close();
   web.close();
   void assets.close();
+  void access.close();
 }
 process.once('SIGINT', stop);
 process.once('SIGTERM', stop);

@@ -9,23 +9,24 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { WebSocket } from 'ws';
-import { fetchText } from '../helpers.ts';
+import { fetchText, until } from '../helpers.ts';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 
 interface Started {
   child: ChildProcess;
   url: string;
+  stdout: () => string;
   stderr: () => string;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-/** Starts an example with PORT=0 and waits for its "listening on <url>" line. */
-async function start(t: TestContext, name: string): Promise<Started> {
+/** Starts an example with PORT=0 (and `env`) and waits for its "listening on <url>" line. */
+async function start(t: TestContext, name: string, env: Record<string, string> = {}): Promise<Started> {
   assert.ok(existsSync(`${root}dist/index.js`), 'dist/ is missing: build the package first (npm run build; npm test does it)');
   const child = spawn(process.execPath, [`examples/${name}/server.ts`], {
     cwd: root,
-    env: { ...process.env, PORT: '0', NODE_OPTIONS: '' },
+    env: { ...process.env, PORT: '0', NODE_OPTIONS: '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';
@@ -53,7 +54,7 @@ async function start(t: TestContext, name: string): Promise<Started> {
       reject(new Error(`the example exited (${code ?? signal}) before listening; stderr: ${stderr}`));
     });
   });
-  return { child, url, stderr: () => stderr, exited };
+  return { child, url, stdout: () => stdout, stderr: () => stderr, exited };
 }
 
 /** Sends SIGTERM and waits for the example to exit, at most `ms`: one that does not has something left open. */
@@ -97,8 +98,11 @@ async function wsMessages(url: string, send: string, count: number): Promise<str
   }
 }
 
-/** What every example shows: balancing with retries, a parsed JSON body re-sent, a WebSocket route, a clean stop. */
-async function exercise(t: TestContext, name: string): Promise<void> {
+/**
+ * What every example shows: balancing with retries, a parsed JSON body re-sent, a WebSocket route, a
+ * clean stop; `more` checks what one example shows besides, before it is stopped.
+ */
+async function exercise(t: TestContext, name: string, more?: (ex: Started) => Promise<void>): Promise<void> {
   const ex = await start(t, name);
 
   // gamma answers 503 to every other request it gets: the retries hide it, every answer is a 200.
@@ -146,12 +150,37 @@ async function exercise(t: TestContext, name: string): Promise<void> {
   assert.deepEqual(first, [`${server}: welcome to /chat?room=lobby`, `${server}: hi`]);
   assert.deepEqual(second, [`${server}: welcome to /chat?room=lobby`, `${server}: again`]);
 
+  await more?.(ex);
   assert.deepEqual(await stop(ex), { code: 0, signal: null });
   assert.equal(ex.stderr(), '');
 }
 
 test('examples/express: balances with retries, re-sends parsed JSON, proxies WebSockets, stops on SIGTERM', async (t) => {
-  await exercise(t, 'express');
+  await exercise(t, 'express', async (ex) => {
+    // requestId(): the id in the answer is the one sent upstream (setHeaders) and the one logged.
+    const r = await fetchText(`${ex.url}/api/logged?n=1`, { headers: { 'user-agent': 'examples-test' } });
+    assert.equal(r.status, 200);
+    const id = String(r.headers['x-request-id'] ?? '');
+    assert.match(id, /^[0-9a-f]{32}$/);
+    const body = JSON.parse(r.body) as { upstream: string; requestId: string };
+    assert.equal(body.requestId, id, 'setHeaders sent $request_id upstream');
+    // onResponse: the upstream's X-Powered-By removed, the answering server named.
+    assert.equal(r.headers['x-powered-by'], undefined);
+    assert.equal(r.headers['x-upstream'], body.upstream);
+    // shapeResponse(): security headers on proxied answers and on Express's own, X-Powered-By cleared.
+    const home = await fetchText(`${ex.url}/`);
+    for (const res of [r, home]) {
+      assert.equal(res.headers['x-content-type-options'], 'nosniff');
+      assert.equal(res.headers['x-frame-options'], 'DENY');
+      assert.equal(res.headers['x-powered-by'], undefined);
+    }
+    // accessLog(): the combined format plus the id, the upstream and the time, on stdout.
+    const line = new RegExp(
+      `^127\\.0\\.0\\.1 - - \\[\\d{2}/\\w{3}/\\d{4}:\\d{2}:\\d{2}:\\d{2} [+-]\\d{4}\\] "GET /api/logged\\?n=1 HTTP/1\\.1" 200 \\d+ "-" "examples-test" ${id} 127\\.0\\.0\\.1:\\d+ \\d+\\.\\d{3}$`,
+      'm',
+    );
+    await until(() => line.test(ex.stdout()), 5000, `the access log line of request ${id}`);
+  });
 });
 
 test('examples/fastify: balances with retries, re-sends parsed JSON, proxies WebSockets, stops on SIGTERM', async (t) => {
@@ -210,13 +239,27 @@ test('the demo gateway (npm start) balances, rewrites, reports stats and stops c
   });
   assert.equal(rebound.status, 403);
   assert.equal((JSON.parse((await fetchText(`${demo.url}/switchyard/api/9/http/upstreams/demo/servers/blue`)).body) as { down: boolean }).down, false);
+  // /api/limited: 5r/s with a burst of 5, nodelay: of 20 requests at once, the first six pass and
+  // the rest (but the few the rate lets through meanwhile) are answered 429; the monitor counts them.
+  const limited = await Promise.all(Array.from({ length: 20 }, () => fetchText(`${demo.url}/api/limited`)));
+  const passed = limited.filter((r) => r.status === 200).length;
+  const rejected = limited.filter((r) => r.status === 429).length;
+  assert.equal(passed + rejected, 20, `200 or 429 only: ${limited.map((r) => r.status).join(' ')}`);
+  assert.ok(passed >= 6 && rejected >= 1, `${passed} passed, ${rejected} rejected`);
+  const zone = JSON.parse((await fetchText(`${demo.url}/switchyard/api/9/http/limit_reqs/limited`)).body) as { passed: number; rejected: number };
+  assert.deepEqual([zone.passed, zone.rejected], [passed, rejected]);
+  // The access log: combined lines on stdout, the 429s among them, none for the monitor's paths.
+  await until(() => (demo.stdout().match(/"GET \/api\/limited HTTP\/1\.1" 429 /g) ?? []).length === rejected, 5000, 'the 429s logged');
+  assert.match(demo.stdout(), /^\S+ - - \[[^\]]+\] "GET \/v1\/users HTTP\/1\.1" 200 \d+ "-" "[^"]*"$/m);
+  assert.doesNotMatch(demo.stdout(), /"(GET|PATCH) \/switchyard\//);
   const { code } = await stop(demo);
   assert.equal(code, 0);
   assert.equal(demo.stderr(), '');
 });
 
 test('the demo microcaches /slow: 200 concurrent clients for 3 s reach its upstream about once a second', async (t) => {
-  const demo = await start(t, 'demo');
+  // Thousands of requests: without their access log lines (ACCESS_LOG=off, as the demo prints).
+  const demo = await start(t, 'demo', { ACCESS_LOG: 'off' });
   const { Agent, request } = await import('node:http');
   const agent = new Agent({ keepAlive: true, maxSockets: 200 });
   t.after(() => agent.destroy());
@@ -260,6 +303,7 @@ test('the demo microcaches /slow: 200 concurrent clients for 3 s reach its upstr
   const stats = JSON.parse((await fetchText(`${demo.url}/switchyard/cache`)).body) as { hit: { responses: number }; miss: { responses: number } };
   assert.equal(stats.miss.responses, 1);
   assert.ok(stats.hit.responses > 0);
+  assert.doesNotMatch(demo.stdout(), /"GET \/slow HTTP/, 'ACCESS_LOG=off turns the access log off');
   agent.destroy();
   const { code } = await stop(demo);
   assert.equal(code, 0);
