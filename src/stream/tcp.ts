@@ -215,7 +215,7 @@ export class TcpSession implements Closable {
     upstream.once('error', onError);
     upstream.once(event, () => {
       upstream.off('error', onError);
-      this.#connected(peer, upstream);
+      this.#connected(upstream);
     });
   }
 
@@ -241,7 +241,7 @@ export class TcpSession implements Closable {
   }
 
   /** The server is connected: the PROXY header, what the client sent so far, then both directions piped. */
-  #connected(peer: Peer, upstream: Socket): void {
+  #connected(upstream: Socket): void {
     clearTimeout(this.#timer);
     this.#timer = undefined;
     const b = this.#b;
@@ -268,7 +268,6 @@ export class TcpSession implements Closable {
     this.#timer = setTimeout(this.#idle, Math.max(1, s.idleTimeout / 4));
     this.#pipe(this.#client, upstream, new RateGate(s.uploadRate), true);
     this.#pipe(upstream, this.#client, new RateGate(s.downloadRate), false);
-    void peer;
     this.#client.resume();
   }
 
