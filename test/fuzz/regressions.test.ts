@@ -5,8 +5,8 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { connect } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { balance, chain } from '../../src/index.ts';
-import { gateway, listen, poolOf, until } from '../helpers.ts';
+import { accessLog, balance, chain, limitConnections, limitRequests, shapeResponse } from '../../src/index.ts';
+import { fetchText, gateway, listen, poolOf, until } from '../helpers.ts';
 
 const WEBSOCKET =
   'GET /chat HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n';
@@ -48,4 +48,31 @@ test('an upgrade refused with an answer the upstream cuts short: the client conn
   assert.match(received, /^HTTP\/1\.1 200 OK\r\n/);
   await until(() => closed, 5000, "the client's connection closed by the gateway");
   await until(() => pool.stats().servers[0]!.active === 0, 5000, "the server's slot given back");
+});
+
+// Found while building the fuzzed gateway (issue 18 asks for `$limit_req_status` "on the exchange
+// and in templates"): exchange(req).limitStatus.req says PASSED or REJECTED, but the variable is
+// unknown to templates: shapeResponse()'s `add` and balance()'s `setHeaders` accept it and give ''
+// (the header is not sent), accessLog() refuses it ("unknown variable"). A todo until
+// src/core/variables.ts (or src/limit) gives it; drop the todo then.
+test('$limit_req_status and $limit_conn_status in templates: shapeResponse() adds them, accessLog() logs them', {
+  todo: 'owner of src/limit and src/core/variables.ts',
+}, async (t) => {
+  const lines: string[] = [];
+  const log = accessLog({ format: '$status $limit_req_status $limit_conn_status', to: (line) => lines.push(line as string) });
+  const limit = limitRequests({ key: '$remote_addr', rate: '1r/s', status: 429 });
+  const conns = limitConnections({ key: '$remote_addr', max: 10 });
+  const shape = shapeResponse({ add: { 'X-Limit': '$limit_req_status', 'X-Conn': '$limit_conn_status' }, always: true });
+  const gw = await gateway(
+    t,
+    chain(log, shape, conns, limit, (_req, res) => {
+      res.end('ok');
+    }),
+  );
+  const first = await fetchText(gw.url);
+  const second = await fetchText(gw.url);
+  assert.deepEqual([first.status, second.status], [200, 429]);
+  assert.deepEqual([first.headers['x-limit'], first.headers['x-conn'], second.headers['x-limit']], ['PASSED', 'PASSED', 'REJECTED']);
+  await log.flush();
+  assert.deepEqual(lines, ['200 PASSED PASSED', '429 REJECTED PASSED']);
 });
