@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { chain, exchange, InvalidOptionError, limitRequests, RateLimitedError, type LimitRequestsOptions } from '../../src/index.ts';
+import { h2Connect, h2Gateway, h2Request } from '../http2/support.ts';
 import { fetchText, gateway, until } from '../helpers.ts';
 import { limited, ManualClock, statuses, tick } from './support.ts';
 
@@ -359,4 +360,35 @@ test('options are checked when limitRequests() is called', () => {
   });
   assert.deepEqual(mw.zones, ['limit_req', 'limit_req_2']);
   assert.equal(mw.name, 'limitRequests');
+});
+
+test('HTTP/2: a stream cancelled while delayed leaves the queue at once; another stream of the session is released on time', async (t) => {
+  const clock = new ManualClock();
+  const limit = limitRequests({ clock, key: '$remote_addr', rate: '1r/s', burst: 5 });
+  let handled = 0;
+  const gw = await h2Gateway(
+    t,
+    'h2c',
+    chain(limit, (_req, res) => {
+      handled++;
+      res.end('ok');
+    }),
+  );
+  const session = h2Connect(t, gw.url);
+  assert.equal((await h2Request(session, { ':path': '/' })).status, 200);
+  const gone = session.request({ ':path': '/' });
+  gone.on('error', () => undefined);
+  await until(() => limit.waiting === 1);
+  const kept = h2Request(session, { ':path': '/' });
+  await until(() => limit.waiting === 2);
+  gone.close();
+  await until(() => limit.waiting === 1, 5000, 'the cancelled stream dropped');
+  // The first waiter went: the second is due 2 s after the first request, as before.
+  clock.advance(1999);
+  await tick();
+  assert.equal(limit.waiting, 1);
+  clock.advance(1);
+  assert.equal((await kept).status, 200);
+  assert.equal(handled, 2);
+  assert.equal(clock.pending, 0);
 });
