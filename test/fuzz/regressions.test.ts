@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { connect } from 'node:net';
-import type { Duplex } from 'node:stream';
+import { Writable, type Duplex } from 'node:stream';
 import { accessLog, balance, chain, limitConnections, limitRequests, shapeResponse } from '../../src/index.ts';
 import { fetchText, gateway, listen, poolOf, until } from '../helpers.ts';
 
@@ -75,4 +75,28 @@ test('$limit_req_status and $limit_conn_status in templates: shapeResponse() add
   assert.deepEqual([first.headers['x-limit'], first.headers['x-conn'], second.headers['x-limit']], ['PASSED', 'PASSED', 'REJECTED']);
   await log.flush();
   assert.deepEqual(lines, ['200 PASSED PASSED', '429 REJECTED PASSED']);
+});
+
+// Found while adding a stalled destination to the fuzzed gateway: accessLog().close() on a stream
+// that never takes its writes (a pipe whose reader is stuck, a socket that stopped) never resolves,
+// so a shutdown that awaits it never ends; its TSDoc says it resolves once the stream finished and
+// never rejects. A todo for the owner of src/log: close() bounded (say: the stream destroyed after
+// a grace period, the lines held counted as dropped), then drop the todo.
+test('accessLog().close() on a destination that never drains still resolves', { todo: 'owner of src/log', timeout: 10_000 }, async (t) => {
+  const stalled = new Writable({ highWaterMark: 100, write: () => undefined });
+  const log = accessLog({ to: stalled, maxPending: 2000, flush: 0 });
+  const gw = await gateway(
+    t,
+    chain(log, (_req, res) => res.end('ok')),
+  );
+  for (let i = 0; i < 50; i++) await fetchText(`${gw.url}/x${i}?${'a'.repeat(100)}`);
+  assert.ok(log.stats().dropped > 0, 'lines past maxPending dropped');
+  let timer: NodeJS.Timeout | undefined;
+  const bound = new Promise<'pending'>((resolve) => {
+    timer = setTimeout(resolve, 2000, 'pending');
+  });
+  const outcome = await Promise.race([log.close().then(() => 'closed' as const), bound]);
+  clearTimeout(timer);
+  stalled.destroy();
+  assert.equal(outcome, 'closed', 'close() resolved within 2 s');
 });
