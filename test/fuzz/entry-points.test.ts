@@ -728,6 +728,7 @@ const hook = fc.constantFrom(
   'shape-status',
   'shape-set',
   'shape-framing',
+  'log-throw',
 );
 const poolChoice = fc.constantFrom('', '', 'a', 'b', 'nope', 'undefined', 'throw', 'object');
 const limitKey = fc.constantFrom('', '', '', 'k1', 'k2', 'long', 'throw', 'object', '%0d%0a');
@@ -898,6 +899,8 @@ interface Logs {
   jsonLines: string[];
   close: () => Promise<void>;
   written: () => number;
+  /** Failures of the `if`, `to` and format functions that throw on purpose. */
+  errors: () => number;
 }
 
 interface PathGateway extends Gateway {
@@ -1006,24 +1009,40 @@ async function pathParts(t: TestContext): Promise<{ middleware: Middleware[]; pr
     escape: 'json',
     format: `{"id":"$request_id","uri":"$uri","x":"$arg_x","ua":"$http_user_agent","echo":"$upstream_http_x_echo"}`,
   });
-  const logNone = accessLog({ to: () => undefined, escape: 'none', format });
+  // An `if`, a `to` and a format function that throw for `hook=log-throw`, and a sample.
+  const logNone = accessLog({
+    to: (line) => {
+      if ((line as string).includes('log-throw')) throw new Error('to failed');
+    },
+    escape: 'none',
+    format,
+    if: (req) => {
+      if (arg(req, 'hook') === 'log-throw' && arg(req, 'x') === 'v') throw new Error('if failed');
+      return true;
+    },
+    sample: 0.5,
+  });
   const entries: unknown[] = [];
   const logFn = accessLog({
     to: (entry) => entries.push(entry),
-    format: (ctx) => ({
-      id: ctx.ex.requestId,
-      uri: ctx.variable('uri'),
-      x: ctx.variable('arg_x'),
-      status: ctx.status,
-      aborted: ctx.aborted,
-      bytes: ctx.bytesSent,
-    }),
+    format: (ctx) => {
+      if (arg(ctx.req, 'hook') === 'log-throw') throw new Error('format failed');
+      return {
+        id: ctx.ex.requestId,
+        uri: ctx.variable('uri'),
+        x: ctx.variable('arg_x'),
+        status: ctx.status,
+        aborted: ctx.aborted,
+        bytes: ctx.bytesSent,
+      };
+    },
   });
   const logs: Logs = {
     lines: () => text.split('\n').slice(0, -1),
     entries,
     jsonLines,
     written: () => logStream.stats().written,
+    errors: () => logFn.stats().errors + logNone.stats().errors,
     close: async () => {
       await Promise.all([logStream.close(), logJson.close(), logNone.close(), logFn.close()]);
     },
@@ -1132,6 +1151,7 @@ for (const [name, build] of Object.entries(pathGateways)) {
     assert.ok(lines.length > 0 && gw.logs.entries.length > 0 && gw.logs.jsonLines.length > 0, 'every access log logged');
     for (const line of lines) assert.match(line, /^[A-Za-z0-9._:-]{1,200} "[\x20-\x7e]*$/, 'a line of the default-escaped log');
     for (const line of gw.logs.jsonLines) assert.doesNotMatch(line, /[\r\n\0]/, 'a JSON-escaped line');
+    t.diagnostic(`access logs: ${lines.length} lines, ${gw.logs.entries.length} entries, ${gw.logs.errors()} failures of if/to/format counted`);
     for (const line of gw.logs.jsonLines)
       assert.doesNotThrow(() => JSON.parse(line.replace(/[\x80-\xff]/g, '?')), `a JSON-escaped line parses: ${line.slice(0, 300)}`);
   });
