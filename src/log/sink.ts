@@ -1,8 +1,11 @@
 // The access log's writer to a stream: lines collected and written in batches, once `buffer` bytes
 // wait (nginx's `access_log ... buffer=`) or when the oldest has waited `flush` ms (nginx's `flush=`;
 // 0: on the next turn of the event loop). One batch at a time is with the stream: until its write
-// callback comes, lines wait (so a busy gateway writes bigger batches, not more of them), up to
-// `maxPending`; past it they are dropped and counted. Lines wait as UTF-8 bytes in buffers outside
+// callback comes, lines wait, up to `maxPending`; past it they are dropped and counted. When the
+// callback comes, the lines that came meanwhile are written at once only if they reach `buffer` or
+// their `flush` time has passed: otherwise they wait for it, as they would have (a file's write
+// callback comes within microseconds, and writing whatever came meanwhile made one write, one
+// thread-pool job and one fresh batch buffer per few requests on a busy gateway). Lines wait as UTF-8 bytes in buffers outside
 // the JavaScript heap (no string kept across turns to be promoted and collected later). Nothing here
 // waits synchronously, and a stream error is counted, never thrown.
 import type { Writable } from 'node:stream';
@@ -28,6 +31,8 @@ export class StreamSink {
   #lines = 0;
   #pending = 0;
   #scheduled = false;
+  /** The flush time of the waiting lines passed while a batch was with the stream: write them when it comes back. */
+  #due = false;
   /** A batch is with the stream (its write callback has not come): the next waits, so batches grow under load. */
   #inFlight = false;
   #failed = false;
@@ -78,9 +83,9 @@ export class StreamSink {
     this.#used += bytes;
     this.#lines++;
     this.#pending += bytes;
-    if (this.#inFlight) return;
-    if (this.#pending >= this.#buffer) this.#write();
-    else if (!this.#scheduled) {
+    if (this.#pending >= this.#buffer) {
+      if (!this.#inFlight) this.#write();
+    } else if (!this.#scheduled && !this.#due) {
       this.#scheduled = true;
       if (this.#flushMs === 0) setImmediate(this.#onTime);
       else this.#timer = setTimeout(this.#onTime, this.#flushMs);
@@ -90,14 +95,15 @@ export class StreamSink {
   readonly #onTime = (): void => {
     this.#scheduled = false;
     this.#timer = undefined;
-    if (!this.#inFlight) this.#write();
+    if (this.#inFlight) this.#due = true;
+    else this.#write();
   };
 
-  /** The stream took the batch: the lines that came meanwhile go next, in one write. */
+  /** The stream took the batch: the lines that came meanwhile go next, in one write, once `buffer` or `flush` says so. */
   readonly #written = (): void => {
     this.#inFlight = false;
-    if (this.#lines > 0) this.#write();
-    else this.#wake();
+    if (this.#lines === 0) this.#wake();
+    else if (this.#due || this.#pending >= this.#buffer) this.#write();
   };
 
   /** Hands the waiting lines to the stream in one write. */
@@ -107,6 +113,7 @@ export class StreamSink {
       this.#timer = undefined;
       this.#scheduled = false;
     }
+    this.#due = false;
     if (this.#lines === 0 || this.#failed) return;
     const count = this.#lines;
     const last = this.#current!.subarray(0, this.#used);
@@ -150,6 +157,7 @@ export class StreamSink {
   /** Writes what waits and resolves once the stream took it (or failed, or closed). */
   flush(): Promise<void> {
     if (!this.#inFlight) this.#write();
+    else if (this.#lines > 0) this.#due = true;
     const stream = this.#stream;
     if (this.#failed || stream.destroyed || !this.#inFlight) return Promise.resolve();
     return new Promise((resolve) => this.#waiters.push(resolve));

@@ -180,6 +180,45 @@ test('a file destination (fs.createWriteStream) gets every line, in batches (buf
   assert.equal(log.stats().logged, 20);
 });
 
+test('lines that come while a batch is with the stream wait for buffer= or flush= when it takes it, not written at once (one write per few requests)', async (t) => {
+  const writes: number[] = [];
+  const callbacks: Array<() => void> = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      writes.push(chunk.length);
+      callbacks.push(cb); // the test says when the stream took the batch
+    },
+  });
+  // Lines of 8 bytes ('/aN 200\n'); a batch is written at 30 bytes, flush= never comes in the test.
+  const log = accessLog({ format: '$request_uri $status', to: stream, buffer: 30, flush: '10s' });
+  const gw = await gateway(
+    t,
+    chain(log, (_req: IncomingMessage, res: ServerResponse) => res.end('x')),
+  );
+  const send = async (from: number, n: number): Promise<void> => {
+    for (let i = from; i < from + n; i++) await fetchText(`${gw.url}/a${i}`);
+    await until(() => log.stats().logged === from + n);
+  };
+  await send(0, 4);
+  assert.deepEqual(writes, [32], '32 bytes reach buffer=: written');
+  await send(4, 1);
+  callbacks.shift()!();
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(writes, [32], 'the stream took the batch: the one line that came meanwhile waits');
+  assert.equal(log.stats().pending, 8);
+  await send(5, 3);
+  assert.deepEqual(writes, [32, 32], 'buffer= reached again: written');
+  await send(8, 1);
+  const flushed = log.flush();
+  callbacks.shift()!();
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(writes, [32, 32, 8], 'flush() while a batch is with the stream: written when it comes back');
+  callbacks.shift()!();
+  await flushed;
+  assert.deepEqual(log.stats(), { logged: 9, written: 9, dropped: 0, errors: 0, pending: 0 });
+  stream.destroy();
+});
+
 test('a stalled stream never blocks the event loop: lines wait up to maxPending, then are dropped and counted', async (t) => {
   let accepted = 0;
   const stalled = new Writable({
