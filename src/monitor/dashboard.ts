@@ -1,6 +1,7 @@
 // The live dashboard: one page, one stylesheet, one script, served by monitor() with no build
 // step. The script polls the JSON API every second and redraws; with writes allowed it shows
-// drain / down / up buttons that PATCH the server. With sync, the figures are the totals over the
+// drain / down / up buttons that PATCH the server. The Limits and Streams panels show only when
+// the monitor has limits or streams. With sync, the figures are the totals over the
 // live instances, and a table lists each instance.
 
 /** The page (`<mount>/dashboard/`). */
@@ -36,6 +37,11 @@ export const DASHBOARD_HTML = `<!doctype html>
   <section id="limits-section" hidden>
     <h2>Limits</h2>
     <div id="limits"></div>
+  </section>
+  <section id="streams-section" hidden>
+    <h2>Streams</h2>
+    <div id="stream-zones"></div>
+    <div id="stream-upstreams"></div>
   </section>
   <section id="instances-section" hidden>
     <h2>Instances</h2>
@@ -256,6 +262,67 @@ export const DASHBOARD_JS = String.raw`'use strict';
       el('tbody', {}, rows)
     ]));
   }
+  function bytes(n) {
+    if (n < 1024) return n + ' B';
+    if (n < 1048576) return (n / 1024).toFixed(1) + ' KiB';
+    if (n < 1073741824) return (n / 1048576).toFixed(1) + ' MiB';
+    return (n / 1073741824).toFixed(2) + ' GiB';
+  }
+  function table(head, rows, attrs) {
+    return el('table', attrs || {}, [
+      el('thead', {}, [el('tr', {}, head.map(function (h) { return el('th', { text: h }); }))]),
+      el('tbody', {}, rows)
+    ]);
+  }
+  // TCP/UDP (streamBalance): the server zones and the stream side of their pools; hidden without streams.
+  function renderStreams(zones, upstreams) {
+    var section = document.getElementById('streams-section');
+    var zoneNames = Object.keys(zones);
+    var names = Object.keys(upstreams);
+    section.hidden = zoneNames.length === 0 && names.length === 0;
+    if (section.hidden) return;
+    var root = document.getElementById('stream-zones');
+    root.textContent = '';
+    var rows = zoneNames.map(function (name) {
+      var z = zones[name];
+      var s = z.sessions;
+      return el('tr', { 'data-zone': name }, [
+        el('td', { text: name }),
+        el('td', { text: String(z.processing) }),
+        el('td', { text: String(z.connections) }),
+        el('td', { text: s['2xx'] + ' / ' + s['4xx'] + ' / ' + s['5xx'] }),
+        el('td', { text: String(s.total) }),
+        el('td', { text: String(z.discarded) }),
+        el('td', { text: bytes(z.received), 'data-bytes': String(z.received) }),
+        el('td', { text: bytes(z.sent), 'data-bytes': String(z.sent) })
+      ]);
+    });
+    root.appendChild(table(['Zone', 'Processing', 'Connections', 'Sessions 2xx / 4xx / 5xx', 'Sessions', 'Discarded', 'Received', 'Sent'], rows));
+    var ups = document.getElementById('stream-upstreams');
+    ups.textContent = '';
+    names.forEach(function (name) {
+      var u = upstreams[name];
+      var peers = u.peers.map(function (p) {
+        return el('tr', { 'data-server': p.id }, [
+          el('td', { text: p.id, title: p.server }),
+          el('td', {}, [el('span', { className: 'state state-' + p.state, 'data-state': p.state, text: p.state })]),
+          el('td', { text: String(p.active) }),
+          el('td', { text: String(p.connections) }),
+          el('td', { text: bytes(p.sent), 'data-bytes': String(p.sent) }),
+          el('td', { text: bytes(p.received), 'data-bytes': String(p.received) }),
+          el('td', { text: String(p.connect_time) }),
+          el('td', { text: String(p.first_byte_time) }),
+          el('td', { text: String(p.response_time) }),
+          el('td', { text: String(p.fails) }),
+          el('td', { text: String(p.unavail) })
+        ]);
+      });
+      var zombies = u.zombies ? ', ' + u.zombies + ' removed in flight' : '';
+      ups.appendChild(el('h3', { text: name + ' (TCP/UDP, ' + u.peers.length + ' servers' + zombies + ')' }));
+      var head = ['Server', 'State', 'Active', 'Connections', 'Sent', 'Received', 'Connect ms', 'First byte ms', 'Response ms', 'Fails', 'Unavail'];
+      ups.appendChild(table(head, peers, { 'data-stream-upstream': name }));
+    });
+  }
   function renderInstances(summary, instances) {
     var section = document.getElementById('instances-section');
     section.hidden = typeof summary.instances !== 'number';
@@ -287,7 +354,7 @@ export const DASHBOARD_JS = String.raw`'use strict';
   function refresh() {
     if (busy) return Promise.resolve();
     busy = true;
-    return Promise.all([get('switchyard'), get('http/upstreams'), get('http/caches'), get('http/requests'), get('switchyard/instances'), get('http/limit_reqs'), get('http/limit_conns')]).then(function (r) {
+    return Promise.all([get('switchyard'), get('http/upstreams'), get('http/caches'), get('http/requests'), get('switchyard/instances'), get('http/limit_reqs'), get('http/limit_conns'), get('stream/server_zones'), get('stream/upstreams')]).then(function (r) {
       var now = Date.now();
       var elapsed = last === 0 ? 0 : (now - last) / 1000;
       last = now;
@@ -299,6 +366,7 @@ export const DASHBOARD_JS = String.raw`'use strict';
       renderChart();
       renderCaches(r[2]);
       renderLimits(r[5], r[6]);
+      renderStreams(r[7], r[8]);
       renderInstances(r[0], r[4]);
       setStatus('updated ' + new Date(now).toLocaleTimeString(), false);
     }).catch(function (err) {

@@ -10,10 +10,11 @@ import os from 'node:os';
 import { setTimeout as delay } from 'node:timers/promises';
 import path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { balance, cache, chain, createPool, monitor, type CacheMiddleware, type UpstreamPool } from '../../src/index.ts';
+import { balance, cache, chain, createPool, monitor, streamBalance, type CacheMiddleware, type UpstreamPool } from '../../src/index.ts';
 import { SyncHandle } from '../../src/sync/index.ts';
 import { MemoryHub } from '../../src/sync/transport.ts';
 import { fetchText, listen, until, upstream } from '../helpers.ts';
+import { echo, exchangeBytes, gatewayOf } from '../stream/support.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const HAVE_BROWSER = existsSync(CHROMIUM);
@@ -166,6 +167,7 @@ test('the dashboard loads under its CSP with no errors and lists the servers and
   assert.deepEqual(await rows.evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-server'))), [...IDS]);
   for (const id of IDS) assert.equal(await stateOf(page, id), 'up', `server ${id} is up`);
   assert.equal(await page.locator('#caches tr[data-cache="edge"]').count(), 1, 'the caches table shows the cache');
+  assert.equal(await page.locator('#streams-section').isHidden(), true, 'no streams: no Streams panel');
   assert.match((await page.locator('#summary').textContent()) ?? '', /^version \d+\.\d+\.\d+, up \d+ s, \d+ requests, read-only$/);
   // The trickle of traffic shows as a non-zero rate in the chart legend.
   const legend = (await page.locator('#legend').textContent()) ?? '';
@@ -290,5 +292,39 @@ test('with sync, the page shows the totals over the instances, their number and 
   assert.equal(await page.locator('#instances tr[data-instance="gw0"] td:nth-child(6)').textContent(), '3');
   assert.match((await page.locator('#instances tr[data-instance="gw1"] td:first-child').textContent()) ?? '', /this one/);
   assert.equal(pools[1]!.stats().servers[0]!.requests, 2, 'the instance serving the page counted only its own');
+  assert.deepEqual(nonCsp(problems), []);
+});
+
+test('the Streams panel shows the zone and the stream upstream servers with the figures of real TCP traffic', T, async (t) => {
+  const servers = [await echo(t), await echo(t)];
+  const pool = createPool({ name: 'tcp_backend', servers: servers.map((s, i) => ({ url: s.url, id: `e${i}` })) });
+  t.after(() => pool.close());
+  const handler = streamBalance(pool, { zone: 'tcp_front' });
+  const { port } = await gatewayOf(t, handler);
+  const mon = monitor({ pools: [], streams: [handler], prefix: '/status' });
+  t.after(() => mon.close());
+  const g = await listen(t, createServer(chain(mon)));
+  // four sessions of 5 bytes each way, two per server (round robin)
+  for (let i = 0; i < 4; i++) assert.equal(await exchangeBytes(port, 'ping!'), 'ping!');
+  await until(() => handler.stats().processing === 0, 2500, 'the sessions to end');
+
+  const { page, problems } = await browserPage(t);
+  await page.goto(`${g.url}/status/dashboard/`);
+  const zone = page.locator('#stream-zones tr[data-zone="tcp_front"]');
+  await zone.waitFor({ timeout: 2500 });
+  assert.equal(await page.locator('#streams-section').isVisible(), true);
+  assert.deepEqual(await zone.locator('td').allTextContents(), ['tcp_front', '0', '4', '4 / 0 / 0', '4', '0', '20 B', '20 B']);
+  const peers = page.locator('table[data-stream-upstream="tcp_backend"] tbody tr[data-server]');
+  assert.equal(await peers.count(), 2);
+  for (const id of ['e0', 'e1']) {
+    const cells = await page.locator(`table[data-stream-upstream="tcp_backend"] tr[data-server="${id}"] td`).allTextContents();
+    // Server, State, Active, Connections, Sent, Received, Connect ms, First byte ms, Response ms, Fails, Unavail
+    assert.deepEqual([cells[0], cells[1], cells[2], cells[3], cells[4], cells[5], cells[9], cells[10]], [id, 'up', '0', '2', '10 B', '10 B', '0', '0']);
+    for (const ms of cells.slice(6, 9)) assert.match(ms ?? '', /^\d+$/, `times in ms: ${cells.join(' | ')}`);
+  }
+  // refreshed like the other panels: more traffic shows without reloading
+  await exchangeBytes(port, 'x'.repeat(2048));
+  await until(async () => (await zone.locator('td').nth(2).textContent()) === '5', 2500, 'the fifth connection on the page');
+  await until(async () => (await zone.locator('td').nth(6).textContent()) === '2.0 KiB', 2500, 'the bytes received on the page');
   assert.deepEqual(nonCsp(problems), []);
 });
