@@ -703,6 +703,10 @@ const answer = fc.constantFrom(
   'raw-103',
   'raw-204',
   'raw-cut',
+  'raw-badchunk',
+  'raw-twolengths',
+  'raw-cl-te',
+  'big',
   'slow',
 );
 const hook = fc.constantFrom(
@@ -824,6 +828,9 @@ const RAW: Record<string, string> = {
     'HTTP/1.1 103 Early Hints\r\nLink: </x>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nSet-Cookie: sid=1; Domain=app.internal\r\nContent-Length: 2\r\n\r\nok',
   'raw-204': 'HTTP/1.1 204 No Content\r\nSet-Cookie: sid=1; Path=/app/\r\nContent-Length: 5\r\n\r\nbody!',
   'raw-cut': 'HTTP/1.1 200 OK\r\nSet-Cookie: sid=1; Path=/app/\r\nContent-Length: 50\r\n\r\nshort',
+  'raw-badchunk': 'HTTP/1.1 200 OK\r\nSet-Cookie: sid=1; Path=/app/\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n',
+  'raw-twolengths': 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok!',
+  'raw-cl-te': 'HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n',
 };
 
 /** Upstream heads the fuzzing saw with a smuggled header line, and what each upstream received, for failure messages. */
@@ -841,7 +848,8 @@ async function hostileUpstream(t: TestContext, name: string): Promise<string> {
         req.socket.end(RAW[ans]!, 'latin1');
         return;
       }
-      const text = `${name} ${req.method} ${req.url}`;
+      // 'big': a 1 MB body, more than onResponse's readBody() limits take.
+      const text = ans === 'big' ? 'b'.repeat(1 << 20) : `${name} ${req.method} ${req.url}`;
       const headers: [string, string][] = [
         ['Content-Type', 'text/plain'],
         ['X-Powered-By', 'upstream'],
