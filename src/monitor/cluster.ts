@@ -9,11 +9,12 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { CacheCounter, CacheMiddleware, CacheStats, CacheWriteCounter } from '../cache/index.ts';
-import type { PoolStats, UpstreamPool } from '../pool/index.ts';
+import type { PoolStats, StreamPoolStats, StreamServerStats, UpstreamPool } from '../pool/index.ts';
 import { RESPONSE_TIME_BUCKETS, type ResponseCounters, type ServerState, type ServerStats } from '../pool/peer.ts';
 import { type InstanceReport, type SyncHandle, type SyncInternals, syncInternals } from '../sync/index.ts';
 import { parseJson } from '../sync/transport.ts';
 import { LIMIT_COUNTERS, type LimitCounters, type LimitKind } from './api.ts';
+import { addZones, type ZoneFigures } from './stream.ts';
 
 /** What a monitor counts of its gateway's server, as its instance's `monitor` section carries it. */
 export interface GatewayFigures {
@@ -43,6 +44,10 @@ export interface InstanceFigures {
   readonly caches: ReadonlyMap<string, CacheStats>;
   /** Its counters of the limit zones this monitor shows, by section name (`limit_req:<zone>`, `limit_conn:<zone>`; those it has). */
   readonly limits: ReadonlyMap<string, LimitCounters>;
+  /** Its stream statistics of the stream pools this monitor shows, by pool name (those it published). */
+  readonly streamPools: ReadonlyMap<string, StreamPoolStats>;
+  /** Its stream server zones this monitor shows, by zone name (those it has). */
+  readonly streamZones: ReadonlyMap<string, ZoneFigures>;
 }
 
 /** A reset the API was asked for, as it is broadcast to the other instances' monitors. */
@@ -50,6 +55,8 @@ export type ResetTarget =
   | { kind: 'upstream'; name: string }
   | { kind: 'cache'; name: string }
   | { kind: LimitKind; name: string }
+  | { kind: 'stream_upstream'; name: string }
+  | { kind: 'stream_zone'; name: string }
   | { kind: 'connections' }
   | { kind: 'requests' };
 
@@ -59,6 +66,10 @@ export interface ClusterSources {
   caches: ReadonlyMap<string, CacheMiddleware>;
   /** The limit zones' counters of this process, by section name (`limit_req:<zone>`, `limit_conn:<zone>`). */
   limits: ReadonlyMap<string, () => LimitCounters>;
+  /** The pools of the stream handlers shown, by pool name. */
+  streamPools: ReadonlyMap<string, UpstreamPool>;
+  /** The stream server zones' figures of this process, by zone name. */
+  streamZones: ReadonlyMap<string, () => ZoneFigures>;
   /** This monitor's gateway counters now. */
   gateway(): GatewayFigures;
   /** Resets what `target` names here (a reset another instance's monitor was asked for). */
@@ -67,6 +78,10 @@ export interface ClusterSources {
 
 /** The board section a monitor publishes its gateway counters under. */
 export const MONITOR_SECTION = 'monitor';
+/** The board section of a pool's stream statistics (`pool.streamStats()`), published by the pool's sync part or by the monitor. */
+export const streamSection = (pool: string): string => `stream:${pool}`;
+/** The board section of a stream server zone's figures, published by the monitor that shows it. */
+const zoneSection = (zone: string): string => `stream_zone:${zone}`;
 /** The channel resets are broadcast on. */
 const RESET_CHANNEL = 'monitor:reset';
 /** The channel the statistics board publishes reports on (src/sync/index.ts). */
@@ -120,6 +135,11 @@ export class ClusterView {
       if (!(`cache:${cache.name}` in own)) this.#stops.push(board.provide(`cache:${cache.name}`, () => cache.stats()));
     }
     for (const [section, read] of sources.limits) if (!(section in own)) this.#stops.push(board.provide(section, read));
+    for (const pool of new Set(sources.streamPools.values())) {
+      const section = streamSection(pool.name);
+      if (!(section in own)) this.#stops.push(board.provide(section, () => pool.streamStats()));
+    }
+    for (const [zone, read] of sources.streamZones) if (!(zoneSection(zone) in own)) this.#stops.push(board.provide(zoneSection(zone), read));
     this.#stops.push(board.provide(MONITOR_SECTION, () => sources.gateway()));
     shared.onClose(() => this.close());
     this.publish();
@@ -198,7 +218,8 @@ export class ClusterView {
     if (kind === 'connections' || kind === 'requests') this.#sources.reset({ kind });
     else if (kind === 'upstream' && typeof m.name === 'string') this.#sources.reset({ kind, name: m.name });
     else if (kind === 'cache' && typeof m.name === 'string') this.#sources.reset({ kind, name: m.name });
-    else if ((kind === 'limit_req' || kind === 'limit_conn') && typeof m.name === 'string') this.#sources.reset({ kind, name: m.name });
+    else if ((kind === 'limit_req' || kind === 'limit_conn' || kind === 'stream_upstream' || kind === 'stream_zone') && typeof m.name === 'string')
+      this.#sources.reset({ kind, name: m.name });
     else return;
     this.#echo = undefined;
     this.publish();
@@ -212,8 +233,13 @@ export class ClusterView {
     for (const cache of this.#sources.caches.values()) caches.set(cache.name, cache.stats());
     const limits = new Map<string, LimitCounters>();
     for (const [section, read] of this.#sources.limits) limits.set(section, read());
+    const streamPools = new Map<string, StreamPoolStats>();
+    for (const pool of this.#sources.streamPools.values()) streamPools.set(pool.name, pool.streamStats());
+    const streamZones = new Map<string, ZoneFigures>();
+    for (const [zone, read] of this.#sources.streamZones) streamZones.set(zone, read());
     const host = this.#sync?.host ?? hostname();
-    return { name: this.instance, host, pid: process.pid, self: true, age: 0, gateway: this.#sources.gateway(), pools, caches, limits };
+    const gateway = this.#sources.gateway();
+    return { name: this.instance, host, pid: process.pid, self: true, age: 0, gateway, pools, caches, limits, streamPools, streamZones };
   }
 
   /** The figures of a report: the sections of the pools and caches this monitor shows, checked. */
@@ -234,6 +260,16 @@ export class ClusterView {
       const counters = limitCountersOf(section, sections[section]);
       if (counters !== undefined) limits.set(section, counters);
     }
+    const streamPools = new Map<string, StreamPoolStats>();
+    for (const pool of this.#sources.streamPools.values()) {
+      const stats = streamPoolStatsOf(sections[streamSection(pool.name)]);
+      if (stats !== undefined) streamPools.set(pool.name, stats);
+    }
+    const streamZones = new Map<string, ZoneFigures>();
+    for (const zone of this.#sources.streamZones.keys()) {
+      const figures = zoneFiguresOf(sections[zoneSection(zone)]);
+      if (figures !== undefined) streamZones.set(zone, figures);
+    }
     return {
       name: report.instance,
       host: report.host.slice(0, 255),
@@ -244,6 +280,8 @@ export class ClusterView {
       pools,
       caches,
       limits,
+      streamPools,
+      streamZones,
     };
   }
 }
@@ -279,34 +317,92 @@ export function mergeServer(local: ServerStats, parts: readonly ServerStats[]): 
   };
   const buckets: Record<string, number> = {};
   for (const key of BUCKET_KEYS) buckets[key] = sumOf(parts, (s) => s.responseTimeHist.buckets[key] ?? 0);
-  let selected: string | undefined;
-  for (const s of parts) if (s.selected !== undefined && (selected === undefined || Date.parse(s.selected) > Date.parse(selected))) selected = s.selected;
-  const prober = parts.reduce<ServerStats>((best, s) => (s.healthChecks.checks > best.healthChecks.checks ? s : best), local);
   return {
     ...local,
-    active: sumOf(parts, (s) => s.active),
+    ...mergeShared(local, parts),
     requests,
     responses,
-    sent: sumOf(parts, (s) => s.sent),
-    received: sumOf(parts, (s) => s.received),
-    fails: sumOf(parts, (s) => s.fails),
-    unavail: maxOf(parts, (s) => s.unavail),
-    downtime: maxOf(parts, (s) => s.downtime),
-    selected,
     headerTime: average((s) => s.headerTime),
     responseTime: average((s) => s.responseTime),
-    healthChecks: {
-      checks: sumOf(parts, (s) => s.healthChecks.checks),
-      fails: sumOf(parts, (s) => s.healthChecks.fails),
-      unhealthy: maxOf(parts, (s) => s.healthChecks.unhealthy),
-      lastPassed: prober.healthChecks.lastPassed,
-    },
     responseTimeHist: {
       count: sumOf(parts, (s) => s.responseTimeHist.count),
       sum: sumOf(parts, (s) => s.responseTimeHist.sum),
       buckets,
     },
   };
+}
+
+/** What a server's HTTP and stream statistics share, over the instances (see {@link mergeServer}). */
+type SharedFigures = Pick<ServerStats, 'active' | 'sent' | 'received' | 'fails' | 'unavail' | 'downtime' | 'selected' | 'healthChecks'>;
+
+/** The figures HTTP and stream statistics merge alike: summed, the largest, the latest, the busiest prober's. */
+function mergeShared<T extends SharedFigures>(local: T, parts: readonly T[]): SharedFigures {
+  let selected: string | undefined;
+  for (const s of parts) if (s.selected !== undefined && (selected === undefined || Date.parse(s.selected) > Date.parse(selected))) selected = s.selected;
+  const prober = parts.reduce<T>((best, s) => (s.healthChecks.checks > best.healthChecks.checks ? s : best), local);
+  return {
+    active: sumOf(parts, (s) => s.active),
+    sent: sumOf(parts, (s) => s.sent),
+    received: sumOf(parts, (s) => s.received),
+    fails: sumOf(parts, (s) => s.fails),
+    unavail: maxOf(parts, (s) => s.unavail),
+    downtime: maxOf(parts, (s) => s.downtime),
+    selected,
+    healthChecks: {
+      checks: sumOf(parts, (s) => s.healthChecks.checks),
+      fails: sumOf(parts, (s) => s.healthChecks.fails),
+      unhealthy: maxOf(parts, (s) => s.healthChecks.unhealthy),
+      lastPassed: prober.healthChecks.lastPassed,
+    },
+  };
+}
+
+/**
+ * A server's stream statistics over the instances, as {@link mergeServer} merges the HTTP ones:
+ * `connections`, bytes, `fails` and `active` summed, `unavail` and `downtime` the largest, the
+ * times weighted by connections.
+ */
+export function mergeStreamServer(local: StreamServerStats, parts: readonly StreamServerStats[]): StreamServerStats {
+  const connections = sumOf(parts, (s) => s.connections);
+  const average = (read: (s: StreamServerStats) => number): number =>
+    connections === 0 ? read(local) : Math.round(parts.reduce((n, s) => n + read(s) * s.connections, 0) / connections);
+  return {
+    ...local,
+    ...mergeShared(local, parts),
+    connections,
+    connectTime: average((s) => s.connectTime),
+    firstByteTime: average((s) => s.firstByteTime),
+    responseTime: average((s) => s.responseTime),
+  };
+}
+
+/** The parts of `name` the instances have, as `pick` reads them. */
+function partsOf<T>(figures: readonly InstanceFigures[], pick: (f: InstanceFigures) => T | undefined): T[] {
+  return figures.flatMap((f) => {
+    const part = pick(f);
+    return part === undefined ? [] : [part];
+  });
+}
+
+/** The servers of `local` (in its order) each merged with the same server (by id) of every part. */
+function mergeServers<S extends { id: string }>(local: readonly S[], parts: ReadonlyArray<{ servers: readonly S[] }>, merge: (s: S, same: S[]) => S): S[] {
+  return local.map((s) =>
+    merge(
+      s,
+      parts.flatMap((p) => p.servers.filter((other) => other.id === s.id)),
+    ),
+  );
+}
+
+/** A pool's stream statistics over the instances: this instance's servers, each merged ({@link mergeStreamServer}); zombies summed. */
+export function streamPoolTotals(local: StreamPoolStats, figures: readonly InstanceFigures[]): StreamPoolStats {
+  const parts = partsOf(figures, (f) => f.streamPools.get(local.name));
+  return { ...local, servers: mergeServers(local.servers, parts, mergeStreamServer), zombies: sumOf(parts, (p) => p.zombies) };
+}
+
+/** A stream server zone over the instances that show it: every figure summed. */
+export function zoneTotals(zone: string, figures: readonly InstanceFigures[]): ZoneFigures {
+  return addZones(partsOf(figures, (f) => f.streamZones.get(zone)));
 }
 
 /**
@@ -316,19 +412,11 @@ export function mergeServer(local: ServerStats, parts: readonly ServerStats[]): 
  * overflows are summed; the queue's limit is this instance's.
  */
 export function poolTotals(local: PoolStats, figures: readonly InstanceFigures[]): PoolStats {
-  const parts = figures.flatMap((f) => {
-    const stats = f.pools.get(local.name);
-    return stats === undefined ? [] : [stats];
-  });
+  const parts = partsOf(figures, (f) => f.pools.get(local.name));
   const queues = parts.flatMap((p) => (p.queue === undefined ? [] : [p.queue]));
   return {
     ...local,
-    servers: local.servers.map((s) =>
-      mergeServer(
-        s,
-        parts.flatMap((p) => p.servers.filter((other) => other.id === s.id)),
-      ),
-    ),
+    servers: mergeServers(local.servers, parts, mergeServer),
     zombies: sumOf(parts, (p) => p.zombies),
     keepalive: sumOf(parts, (p) => p.keepalive),
     queue:
@@ -343,10 +431,7 @@ const CACHE_WRITES = ['miss', 'expired', 'bypass'] as const;
 
 /** A cache's statistics over the instances: every counter and the size summed; `maxSize` and `cold` this instance's. */
 export function cacheTotals(name: string, local: CacheStats, figures: readonly InstanceFigures[]): CacheStats {
-  const parts = figures.flatMap((f) => {
-    const stats = f.caches.get(name);
-    return stats === undefined ? [] : [stats];
-  });
+  const parts = partsOf(figures, (f) => f.caches.get(name));
   const read = (status: (typeof CACHE_STATUSES)[number]): CacheCounter => ({
     responses: sumOf(parts, (c) => c[status].responses),
     bytes: sumOf(parts, (c) => c[status].bytes),
@@ -426,14 +511,9 @@ function responsesOf(value: unknown): ResponseCounters {
   };
 }
 
-/** A server's statistics as another instance published them, or undefined when they are not. */
-export function serverStatsOf(value: unknown): ServerStats | undefined {
-  if (!isRecord(value) || typeof value.id !== 'string') return undefined;
+/** What a server's HTTP and stream statistics share, as another instance published them. */
+function commonServerOf(value: Record<string, unknown>) {
   const hc = isRecord(value.healthChecks) ? value.healthChecks : {};
-  const hist = isRecord(value.responseTimeHist) ? value.responseTimeHist : {};
-  const histBuckets = isRecord(hist.buckets) ? hist.buckets : {};
-  const buckets: Record<string, number> = {};
-  for (const key of BUCKET_KEYS) buckets[key] = count(histBuckets[key]);
   return {
     id: text(value.id),
     server: text(value.server),
@@ -443,11 +523,6 @@ export function serverStatsOf(value: unknown): ServerStats | undefined {
     state: STATES.includes(value.state as ServerState) ? (value.state as ServerState) : 'up',
     active: count(value.active),
     maxConns: count(value.maxConns),
-    maxFails: count(value.maxFails),
-    failTimeout: count(value.failTimeout),
-    route: text(value.route),
-    requests: count(value.requests),
-    responses: responsesOf(value.responses),
     sent: count(value.sent),
     received: count(value.received),
     fails: count(value.fails),
@@ -455,14 +530,31 @@ export function serverStatsOf(value: unknown): ServerStats | undefined {
     downtime: count(value.downtime),
     downstart: time(value.downstart),
     selected: time(value.selected),
-    headerTime: count(value.headerTime),
-    responseTime: count(value.responseTime),
     healthChecks: {
       checks: count(hc.checks),
       fails: count(hc.fails),
       unhealthy: count(hc.unhealthy),
       lastPassed: typeof hc.lastPassed === 'boolean' ? hc.lastPassed : undefined,
     },
+  };
+}
+
+/** A server's statistics as another instance published them, or undefined when they are not. */
+export function serverStatsOf(value: unknown): ServerStats | undefined {
+  if (!isRecord(value) || typeof value.id !== 'string') return undefined;
+  const hist = isRecord(value.responseTimeHist) ? value.responseTimeHist : {};
+  const histBuckets = isRecord(hist.buckets) ? hist.buckets : {};
+  const buckets: Record<string, number> = {};
+  for (const key of BUCKET_KEYS) buckets[key] = count(histBuckets[key]);
+  return {
+    ...commonServerOf(value),
+    maxFails: count(value.maxFails),
+    failTimeout: count(value.failTimeout),
+    route: text(value.route),
+    requests: count(value.requests),
+    responses: responsesOf(value.responses),
+    headerTime: count(value.headerTime),
+    responseTime: count(value.responseTime),
     responseTimeHist: { count: count(hist.count), sum: count(hist.sum), buckets },
   };
 }
@@ -478,6 +570,39 @@ export function poolStatsOf(value: unknown): PoolStats | undefined {
     zombies: count(value.zombies),
     keepalive: count(value.keepalive),
     queue: isRecord(q) ? { size: count(q.size), maxSize: count(q.maxSize), overflows: count(q.overflows) } : undefined,
+  };
+}
+
+/** A pool's stream statistics as an instance published them (`pool.streamStats()`), or undefined. */
+export function streamPoolStatsOf(value: unknown): StreamPoolStats | undefined {
+  if (!isRecord(value) || !Array.isArray(value.servers)) return undefined;
+  const servers = value.servers.flatMap((s): StreamServerStats[] =>
+    isRecord(s) && typeof s.id === 'string'
+      ? [
+          {
+            ...commonServerOf(s),
+            connections: count(s.connections),
+            connectTime: count(s.connectTime),
+            firstByteTime: count(s.firstByteTime),
+            responseTime: count(s.responseTime),
+          },
+        ]
+      : [],
+  );
+  return { name: text(value.name), method: text(value.method), servers, zombies: count(value.zombies) };
+}
+
+/** A stream server zone's figures as an instance published them, or undefined. */
+function zoneFiguresOf(value: unknown): ZoneFigures | undefined {
+  if (!isRecord(value)) return undefined;
+  const s = isRecord(value.sessions) ? value.sessions : {};
+  return {
+    processing: count(value.processing),
+    connections: count(value.connections),
+    sessions: { '2xx': count(s['2xx']), '4xx': count(s['4xx']), '5xx': count(s['5xx']), total: count(s.total) },
+    discarded: count(value.discarded),
+    received: count(value.received),
+    sent: count(value.sent),
   };
 }
 

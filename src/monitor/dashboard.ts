@@ -354,7 +354,9 @@ export const DASHBOARD_JS = String.raw`'use strict';
   function refresh() {
     if (busy) return Promise.resolve();
     busy = true;
-    return Promise.all([get('switchyard'), get('http/upstreams'), get('http/caches'), get('http/requests'), get('switchyard/instances'), get('http/limit_reqs'), get('http/limit_conns'), get('stream/server_zones'), get('stream/upstreams')]).then(function (r) {
+    var paths = ['switchyard', 'http/upstreams', 'http/caches', 'http/requests', 'switchyard/instances', 'http/limit_reqs', 'http/limit_conns',
+      'stream/server_zones', 'stream/upstreams'];
+    return Promise.all(paths.map(get)).then(function (r) {
       var now = Date.now();
       var elapsed = last === 0 ? 0 : (now - last) / 1000;
       last = now;

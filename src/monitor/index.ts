@@ -28,7 +28,18 @@ import {
   updateFromBody,
   upstreamJsonOf,
 } from './api.ts';
-import { cacheTotals, ClusterView, gatewayTotals, type GatewayFigures, type InstanceFigures, limitTotals, poolTotals, type ResetTarget } from './cluster.ts';
+import {
+  cacheTotals,
+  ClusterView,
+  gatewayTotals,
+  type GatewayFigures,
+  type InstanceFigures,
+  limitTotals,
+  poolTotals,
+  type ResetTarget,
+  streamPoolTotals,
+  zoneTotals,
+} from './cluster.ts';
 import { DASHBOARD_CSS, DASHBOARD_HTML, DASHBOARD_JS } from './dashboard.ts';
 import { hostAllowed } from './hosts.ts';
 import { type MetricsInstance, prometheus, PROMETHEUS_CONTENT_TYPE } from './prometheus.ts';
@@ -44,7 +55,9 @@ export interface MonitorOptions {
   /**
    * streamBalance() handlers to show: their zones under `/api/9/stream/server_zones/{zone}` (handlers
    * of one zone added up) and their pools' stream statistics under `/api/9/stream/upstreams/{name}`,
-   * whose `servers` are managed as the HTTP upstreams' are. This process's figures. @default none
+   * whose `servers` are managed as the HTTP upstreams' are; in /metrics and the dashboard. With
+   * `sync`, the totals over the live instances, as for HTTP upstreams (a zone counts on the
+   * instances whose monitor shows it). @default none
    */
   streams?: readonly StreamHandler[] | undefined;
   /** Health checks, listed in the summary. @default none */
@@ -95,7 +108,7 @@ export interface MonitorOptions {
    * totals, `/api/9/switchyard/instances` with each instance's own figures, `/metrics` with each
    * instance's series labelled `instance`. A DELETE that resets statistics resets them on every
    * instance. `false`: this process alone, even when a pool has a handle.
-   * @default the handle of the first pool that has one; none (this process alone) otherwise
+   * @default the handle of the first pool (of `pools`, then of the `streams`' pools) that has one; none (this process alone) otherwise
    */
   sync?: SyncHandle | false | undefined;
 }
@@ -255,7 +268,7 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
     if (!isSyncHandle(options.sync)) throw new InvalidOptionError('sync', 'a handle from sync(), or false', options.sync);
     handle = options.sync;
   } else if (options.sync === undefined) {
-    for (const p of pools.values()) handle ??= internals(p).sync();
+    for (const p of [...pools.values(), ...streams.pools.values()]) handle ??= internals(p).sync();
   }
   if (server !== undefined) {
     server.on('connection', onConnection);
@@ -274,6 +287,10 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
     else if (target.kind === 'requests') counters.requestsTotal = counters.requestsCurrent;
     else if (target.kind === 'limit_req' || target.kind === 'limit_conn') {
       for (const m of limits.get(`${target.kind}:${target.name}`) ?? []) m.resetStats(target.name);
+    } else if (target.kind === 'stream_zone') {
+      for (const h of streams.zones.get(target.name) ?? []) h.resetStats();
+    } else if (target.kind === 'stream_upstream') {
+      streams.pools.get(target.name)?.resetStreamStats();
     } else {
       const { kind, name } = target;
       const all: ReadonlyArray<UpstreamPool | CacheMiddleware> = kind === 'upstream' ? [...pools.values()] : [...caches.values()];
@@ -291,7 +308,8 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
     return out;
   };
   const limitSources = new Map([...limits.keys()].map((section) => [section, () => zoneCounters(section)] as const));
-  const view = new ClusterView({ pools, caches, limits: limitSources, gateway, reset: resetCounters }, handle);
+  const streamZones = new Map([...streams.zones].map(([zone, hs]) => [zone, () => serverZoneJson(hs)] as const));
+  const view = new ClusterView({ pools, caches, limits: limitSources, streamPools: streams.pools, streamZones, gateway, reset: resetCounters }, handle);
   /** Resets here (`here`, or what `target` names), and on every instance when the monitor has a handle. */
   const reset = (target: ResetTarget, here = (): void => resetCounters(target)): void => {
     here();
@@ -302,6 +320,8 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
   const cacheStats = (c: CacheMiddleware, all: () => InstanceFigures[]) => (view.shared ? cacheTotals(c.name, c.stats(), all()) : c.stats());
   const gatewayStats = (all: () => InstanceFigures[]) => (view.shared ? gatewayTotals(all()) : counters);
   const limitStats = (section: string, all: () => InstanceFigures[]) => (view.shared ? limitTotals(section, all()) : zoneCounters(section));
+  const streamPoolStats = (p: UpstreamPool, all: () => InstanceFigures[]) => (view.shared ? streamPoolTotals(p.streamStats(), all()) : p.streamStats());
+  const zoneStats = (zone: string, all: () => InstanceFigures[]) => (view.shared ? zoneTotals(zone, all()) : serverZoneJson(streams.zones.get(zone) ?? []));
   /** The zones of `kind`, by name, with their counters as NGINX Plus's JSON. */
   const limitsJson = (kind: LimitKind, all: () => InstanceFigures[]) =>
     Object.fromEntries(
@@ -335,6 +355,14 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
     ),
     limit_reqs: instanceLimits(f, 'limit_req'),
     limit_conns: instanceLimits(f, 'limit_conn'),
+    ...(streamList.length === 0
+      ? {}
+      : {
+          stream: {
+            server_zones: Object.fromEntries(f.streamZones),
+            upstreams: Object.fromEntries([...f.streamPools].map(([name, stats]) => [name, streamUpstreamJson(stats)])),
+          },
+        }),
   });
   const instanceLimits = (f: InstanceFigures, kind: LimitKind) =>
     Object.fromEntries([...f.limits].flatMap(([section, c]) => (section.startsWith(`${kind}:`) ? [[section.slice(kind.length + 1), limitJson(kind, c)]] : [])));
@@ -348,7 +376,8 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
         caches: [...caches].map(([name, c]) => [name, cacheJson(c)] as const),
         limits: [...limits.keys()].map((section) => [section, zoneCounters(section)] as const),
       };
-      return prometheus([local]) + streamMetrics(streams, undefined);
+      const zones = [...streams.zones].map(([zone, hs]) => [zone, serverZoneJson(hs)] as const);
+      return prometheus([local]) + streamMetrics([{ label: undefined, zones, pools: [...streams.pools].map(([name, p]) => [name, p.streamStats()] as const) }]);
     }
     const all = view.instances();
     return `${prometheus(
@@ -366,7 +395,7 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
         limits: [...f.limits],
       })),
       all.length,
-    )}${streamMetrics(streams, view.instance)}`;
+    )}${streamMetrics(all.map((f) => ({ label: f.name, zones: [...f.streamZones], pools: [...f.streamPools] })))}`;
   };
 
   const send = (res: ServerResponse, status: number, body: unknown): void => {
@@ -573,7 +602,7 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
     }
     if (a === 'stream') {
       // the upstreams' servers are managed below, as the HTTP ones
-      if (b !== 'upstreams' || c === undefined || d === undefined) return streamRoute(res, method, b, c, d);
+      if (b !== 'upstreams' || c === undefined || d === undefined) return streamRoute(res, method, all, b, c, d);
     } else if (a !== 'http') return false;
     if (b === undefined) return reply(res, method, ['requests', 'upstreams', 'caches', 'limit_reqs', 'limit_conns']);
     if (b === 'limit_reqs' || b === 'limit_conns') {
@@ -652,27 +681,28 @@ export function monitor(options: MonitorOptions): MonitorMiddleware {
     return p;
   };
   /** `/api/9/stream`, its server zones and its upstreams' statistics. */
-  const streamRoute = (res: ServerResponse, method: string, b?: string, c?: string, d?: string): boolean => {
+  const streamRoute = (res: ServerResponse, method: string, all: () => InstanceFigures[], b?: string, c?: string, d?: string): boolean => {
     if (b === undefined) return reply(res, method, ['server_zones', 'upstreams']);
     if (b === 'server_zones') {
-      if (c === undefined) return reply(res, method, Object.fromEntries([...streams.zones].map(([zone, hs]) => [zone, serverZoneJson(hs)])));
+      if (c === undefined) return reply(res, method, Object.fromEntries([...streams.zones.keys()].map((zone) => [zone, zoneStats(zone, all)])));
       const hs = streams.zones.get(c);
       if (hs === undefined || d !== undefined) throw new ApiError(404, 'ServerZoneNotFound', `server zone not found: "${c}"`);
       return resetOrReply(
         res,
         method,
-        () => hs.forEach((h) => h.resetStats()),
-        () => serverZoneJson(hs),
+        () => reset({ kind: 'stream_zone', name: c }),
+        () => zoneStats(c, all),
       );
     }
     if (b !== 'upstreams' || d !== undefined) return false;
-    if (c === undefined) return reply(res, method, Object.fromEntries([...streams.pools].map(([name, p]) => [name, streamUpstreamJson(p.streamStats())])));
+    if (c === undefined)
+      return reply(res, method, Object.fromEntries([...streams.pools].map(([name, p]) => [name, streamUpstreamJson(streamPoolStats(p, all))])));
     const p = streamPool(c);
     return resetOrReply(
       res,
       method,
-      () => p.resetStreamStats(),
-      () => streamUpstreamJson(p.streamStats()),
+      () => reset({ kind: 'stream_upstream', name: p.name }),
+      () => streamUpstreamJson(streamPoolStats(p, all)),
     );
   };
 

@@ -1,6 +1,7 @@
 // The NGINX Plus API (version 9) shapes of the stream side: `/api/9/stream/upstreams/{name}` (a
 // pool's stream statistics, kept apart from HTTP's) and `/api/9/stream/server_zones/{zone}` (what
-// each streamBalance() handler counted). This process's figures (no totals over instances).
+// each streamBalance() handler counted). With sync, the totals over the instances come from
+// cluster.ts (streamPoolTotals, zoneTotals); /metrics lists each instance's series.
 import type { StreamPoolStats, StreamServerStats } from '../pool/index.ts';
 import type { StreamHandler, StreamZoneStats } from '../stream/index.ts';
 import { STATE_NUMBERS, Writer } from './prometheus.ts';
@@ -41,9 +42,12 @@ export function streamUpstreamJson(stats: StreamPoolStats) {
   return { peers: stats.servers.map(streamPeerJson), zombies: stats.zombies, zone: stats.name };
 }
 
-/** A server zone as `GET /api/9/stream/server_zones/{zone}` shows it: the handlers of one zone name added up. */
-export function serverZoneJson(handlers: readonly StreamHandler[]) {
-  const sum = (pick: (z: StreamZoneStats) => number): number => handlers.reduce((n, h) => n + pick(h.stats()), 0);
+/** A server zone as `GET /api/9/stream/server_zones/{zone}` shows it (NGINX Plus's names). */
+export type ZoneFigures = Omit<StreamZoneStats, 'zone' | 'protocol'>;
+
+/** Server zone figures added up (the handlers of one zone name, or one zone over the instances). */
+export function addZones(parts: readonly ZoneFigures[]): ZoneFigures {
+  const sum = (pick: (z: ZoneFigures) => number): number => parts.reduce((n, z) => n + pick(z), 0);
   return {
     processing: sum((z) => z.processing),
     connections: sum((z) => z.connections),
@@ -57,6 +61,11 @@ export function serverZoneJson(handlers: readonly StreamHandler[]) {
     received: sum((z) => z.received),
     sent: sum((z) => z.sent),
   };
+}
+
+/** A server zone as `GET /api/9/stream/server_zones/{zone}` shows it: the handlers of one zone name added up. */
+export function serverZoneJson(handlers: readonly StreamHandler[]): ZoneFigures {
+  return addZones(handlers.map((h) => h.stats()));
 }
 
 /** The stream handlers by zone name, and their pools by name. @internal */
@@ -76,17 +85,29 @@ export function streamSources(handlers: readonly StreamHandler[]): StreamSources
   return { zones, pools };
 }
 
+/** One instance's stream figures for /metrics. @internal */
+export interface StreamMetricsInstance {
+  /** The `instance` label; undefined without sync. */
+  readonly label: string | undefined;
+  /** Its server zones, by zone name. */
+  readonly zones: ReadonlyArray<readonly [string, ZoneFigures]>;
+  /** Its stream pools' statistics, by pool name. */
+  readonly pools: ReadonlyArray<readonly [string, StreamPoolStats]>;
+}
+
 /**
- * The stream figures of this process in the Prometheus text format, appended to /metrics: server
- * zones and the stream statistics of their pools' servers (`instance` labels them when given).
+ * The stream figures in the Prometheus text format, appended to /metrics: server zones and the
+ * stream statistics of their pools' servers, of each instance (labelled `instance` when given;
+ * never summed, so no counter goes down whichever instance is scraped). Nothing without streams.
  * @internal
  */
-export function streamMetrics(sources: StreamSources, instance: string | undefined): string {
-  if (sources.zones.size === 0) return '';
+export function streamMetrics(instances: readonly StreamMetricsInstance[]): string {
+  if (!instances.some((i) => i.zones.length > 0 || i.pools.length > 0)) return '';
   const w = new Writer();
-  const own = (labels: Record<string, string>): Record<string, string> => (instance === undefined ? labels : { ...labels, instance });
-  const zones = [...sources.zones].map(([zone, hs]) => ({ labels: own({ zone }), z: serverZoneJson(hs) }));
-  const zone = (name: string, type: 'counter' | 'gauge', help: string, value: (z: ReturnType<typeof serverZoneJson>) => number): void => {
+  const own = (labels: Record<string, string>, instance: string | undefined): Record<string, string> =>
+    instance === undefined ? labels : { ...labels, instance };
+  const zones = instances.flatMap((i) => i.zones.map(([zone, z]) => ({ labels: own({ zone }, i.label), z })));
+  const zone = (name: string, type: 'counter' | 'gauge', help: string, value: (z: ZoneFigures) => number): void => {
     w.family(name, type, help);
     for (const { labels, z } of zones) w.sample(name, labels, value(z));
   };
@@ -98,8 +119,8 @@ export function streamMetrics(sources: StreamSources, instance: string | undefin
   w.family('switchyard_stream_server_zone_sessions_total', 'counter', 'Ended sessions by status class.');
   for (const { labels, z } of zones)
     for (const code of ['2xx', '4xx', '5xx'] as const) w.sample('switchyard_stream_server_zone_sessions_total', { ...labels, code }, z.sessions[code]);
-  const servers = [...sources.pools].flatMap(([upstream, p]) =>
-    p.streamStats().servers.map((s) => ({ labels: own({ upstream, server: s.name, id: s.id }), s })),
+  const servers = instances.flatMap((i) =>
+    i.pools.flatMap(([upstream, p]) => p.servers.map((s) => ({ labels: own({ upstream, server: s.name, id: s.id }, i.label), s }))),
   );
   const per = (name: string, type: 'counter' | 'gauge', help: string, value: (s: StreamServerStats) => number): void => {
     w.family(name, type, help);

@@ -2,7 +2,8 @@
 // the sync handle (changes made anywhere reach every instance; a restarted instance comes back with
 // them), passive failures counted across instances, and its statistics on the board the monitor
 // sums. The static list of createPool is every instance's version 0: a server only the static list
-// names stays as configured until a change to it is made somewhere.
+// names stays as configured until a change to it is made somewhere. A pool that has carried stream
+// (TCP/UDP) connections also publishes its stream statistics (section `stream:<name>`).
 import { channels } from '../core/diagnostics.ts';
 import { type ConfigReplica, type ServerFields, type SyncHandle, type SyncInternals, syncInternals } from '../sync/index.ts';
 import { UPDATABLE_NAMES } from './fields.ts';
@@ -65,8 +66,15 @@ export class PoolSync {
     this.#shared = syncInternals(handle);
     this.#channel = `passive:${pool.name}`;
     this.#replica = this.#shared.replica(`pool:${pool.name}`, (key, fields) => this.#apply(key, fields));
+    let streamed = false;
     this.#stops = [
       this.#shared.board.provide(`pool:${pool.name}`, () => pool.stats()),
+      // Left out of the report (undefined) until a stream connection was counted: HTTP-only pools publish no stream section.
+      this.#shared.board.provide(`stream:${pool.name}`, () => {
+        const stats = pool.streamStats();
+        streamed ||= stats.servers.some((s) => s.connections > 0);
+        return streamed ? stats : undefined;
+      }),
       this.#shared.transport.listen(this.#channel, (message) => this.#heard(message)),
     ];
     this.#replica.start().catch(() => {});

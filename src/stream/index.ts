@@ -76,7 +76,10 @@ export interface StreamBalanceOptions {
    * Either way the handler sets `allowHalfOpen` on the client socket. TCP only. @default true
    */
   halfClose?: boolean | undefined;
-  /** Datagrams the server is expected to answer each client datagram with; 0: no answer awaited (nginx `proxy_responses`). UDP only. @default Infinity (the session lasts until `idleTimeout`) */
+  /**
+   * Datagrams the server is expected to answer each client datagram with; 0: no answer awaited
+   * (nginx `proxy_responses`). UDP only. @default Infinity (the session lasts until `idleTimeout`)
+   */
   responses?: number | undefined;
   /** Client datagrams after which the session ends and the next goes to a newly chosen server; 0: no limit (nginx `proxy_requests`). UDP only. @default 0 */
   requests?: number | undefined;
