@@ -46,7 +46,10 @@ export const DEFAULT_LIMIT_REQ_ZONE = 'limit_req';
 export interface RequestLimit {
   /** What requests are counted by (nginx `limit_req_zone`'s key). */
   key: LimitKey;
-  /** The rate the excess drains at, `'<n>r/s'` or `'<n>r/m'` (nginx `rate=`; per minute is kept in integer milli-requests per second, as nginx: `'1r/m'` is 0.016 r/s). */
+  /**
+   * The rate the excess drains at, `'<n>r/s'` or `'<n>r/m'` (nginx `rate=`; per minute is kept in
+   * integer milli-requests per second, as nginx: `'1r/m'` is 0.016 r/s).
+   */
   rate: Rate;
   /** Requests a key may have above the rate before further ones are rejected (nginx `burst=`). @default 0 */
   burst?: number | undefined;
