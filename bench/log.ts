@@ -91,8 +91,8 @@ async function main(): Promise<void> {
   const rounds = Number(values.rounds);
   const warmup = Number(values.warmup);
   const connections = Number(values.connections);
-  if (!(duration > 0 && duration <= 60 && rounds >= 1 && rounds <= 10 && warmup >= 0 && warmup <= 30 && connections >= 2)) {
-    throw new Error('bad --duration (1..60), --rounds (1..10), --warmup (0..30) or --connections (>= 2)');
+  if (!(duration > 0 && duration <= 60 && rounds >= 1 && rounds <= 30 && warmup >= 0 && warmup <= 30 && connections >= 2)) {
+    throw new Error('bad --duration (1..60), --rounds (1..30), --warmup (0..30) or --connections (>= 2)');
   }
   const gen = loadGenerator(values.tool as 'auto' | 'wrk' | 'autocannon');
   if (gen === undefined) throw new Error('neither wrk nor autocannon can run');

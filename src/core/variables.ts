@@ -350,18 +350,22 @@ function remoteUser(ex: Exchange): string {
 
 // ---- $request_id ----
 
-/** Random bytes drawn in blocks, 16 per id: one randomFillSync call per 256 ids. */
-const ids = { pool: Buffer.allocUnsafe(4096), next: 4096 };
+/**
+ * Random bytes drawn in blocks, 16 per id: one randomFillSync call and one hex encoding per 256 ids
+ * (an id is a slice of the block's hex text, not an encoding call of its own).
+ */
+const ids = { pool: Buffer.allocUnsafe(4096), hex: '', next: 4096 };
 
 /** 32 lowercase hex characters of fresh random bytes (nginx's `$request_id`). @internal */
 export function newRequestId(): string {
   if (ids.next + 16 > ids.pool.length) {
     randomFillSync(ids.pool);
+    ids.hex = ids.pool.toString('hex');
     ids.next = 0;
   }
-  const id = ids.pool.toString('hex', ids.next, ids.next + 16);
+  const at = ids.next * 2;
   ids.next += 16;
-  return id;
+  return ids.hex.slice(at, at + 32);
 }
 
 /** `$request_id`: the request's id, made on first use. */

@@ -430,7 +430,7 @@ export function accessLog(options: AccessLogOptions = {}): AccessLogMiddleware {
           return;
         }
       }
-      s.push(`${text}\n`);
+      s.push(text);
     };
   } else {
     throw new InvalidOptionError('to', 'a writable stream or a function', to);

@@ -60,10 +60,10 @@ export class StreamSink {
     return this.#pending;
   }
 
-  /** Adds a line (with its newline); written later, or dropped when the sink is full, failed or closed. */
+  /** Adds a line (without its newline, added here); written later, or dropped when the sink is full, failed or closed. */
   push(line: string): void {
-    // At most 3 bytes of UTF-8 per UTF-16 unit: the line fits when that many are free.
-    const most = line.length * 3;
+    // At most 3 bytes of UTF-8 per UTF-16 unit, and the newline: the line fits when that many are free.
+    const most = line.length * 3 + 1;
     if (this.#failed || this.#closed || this.#pending >= this.#maxPending) {
       this.#counters.dropped++;
       return;
@@ -75,7 +75,8 @@ export class StreamSink {
       this.#current = current;
       this.#used = 0;
     }
-    const bytes = current.write(line, this.#used, 'utf8');
+    const bytes = current.write(line, this.#used, 'utf8') + 1;
+    current[this.#used + bytes - 1] = 0x0a;
     if (this.#pending + bytes > this.#maxPending) {
       this.#counters.dropped++;
       return;

@@ -363,19 +363,30 @@ export function compileSetHeaders(value: unknown, option = 'setHeaders'): SetHea
 }
 
 /**
- * The upstream request's header list with `setHeaders` applied: the fields it names are removed
- * from `list`, then each is added with its value for this request, unless that is empty (nginx
- * sends no header with an empty value) or holds a character a header may not carry (the header is
- * dropped: never a broken request). The last `framing` entries of `list` stay last. @internal
+ * The upstream request's header list with `setHeaders` applied, in place (`list` is the attempt's
+ * own, fresh from upstreamRequestHeaders(); no copy is made): the fields it names are removed,
+ * then each is added with its value for this request, unless that is empty (nginx sends no header
+ * with an empty value) or holds a character a header may not carry (the header is dropped: never a
+ * broken request). The last `framing` entries of `list` stay last. Returns `list`. @internal
  */
 export function applySetHeaders(list: string[], framing: number, set: SetHeaders, ex: Exchange): string[] {
-  const out: string[] = [];
   const end = list.length - framing;
-  for (let i = 0; i < end; i += 2) if (!set.names.has(list[i]!)) out.push(list[i]!, list[i + 1]!);
+  const tail = framing === 0 ? undefined : list.slice(end);
+  let kept = 0;
+  for (let i = 0; i < end; i += 2) {
+    const name = list[i]!;
+    if (set.names.has(name)) continue;
+    if (kept !== i) {
+      list[kept] = name;
+      list[kept + 1] = list[i + 1]!;
+    }
+    kept += 2;
+  }
+  list.length = kept;
   for (const [name, template] of set.rules) {
     const v = template(ex);
-    if (v !== '' && !INVALID_VALUE.test(v)) out.push(name, v);
+    if (v !== '' && !INVALID_VALUE.test(v)) list.push(name, v);
   }
-  for (let i = end; i < list.length; i++) out.push(list[i]!);
-  return out;
+  if (tail !== undefined) for (const f of tail) list.push(f);
+  return list;
 }

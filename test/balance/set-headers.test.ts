@@ -34,10 +34,13 @@ test('setHeaders through node:http: variables, an empty value removes, Host and 
     ),
   );
   const r = await fetchText(`${gw.url}/p?x=a%0d%0aInjected:%201`, {
-    headers: { 'x-tenant': 'acme', 'accept-encoding': 'gzip', 'x-forwarded-for': '6.6.6.6', 'x-real-ip': '6.6.6.6' },
+    headers: { 'x-tenant': 'acme', 'accept-encoding': 'gzip', 'x-forwarded-for': '6.6.6.6', 'x-real-ip': '6.6.6.6', 'x-after': 'kept-1', 'x-last': 'kept-2' },
   });
   assert.equal(r.status, 200);
   const h = up.seen[0]!.headers;
+  // The client's other headers, before and after the replaced ones, go with their own values.
+  assert.equal(h['x-after'], 'kept-1');
+  assert.equal(h['x-last'], 'kept-2');
   assert.equal(h['x-real-ip'], '127.0.0.1');
   assert.equal(h['x-tenant'], 'acme');
   assert.equal(h['accept-encoding'], undefined, 'an empty value removes the header');
