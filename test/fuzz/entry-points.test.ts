@@ -1019,7 +1019,7 @@ async function pathParts(
   let text = '';
   streamed.setEncoding('latin1').on('data', (s: string) => (text += s));
   const format =
-    '$request_id "$request" $status $uri "$arg_x" "$cookie_k" "$http_user_agent" "$http_referer" "$upstream_http_x_echo" $upstream_addr $upstream_status';
+    '$request_id "$request" $status $uri "$arg_x" "$cookie_k" "$http_user_agent" "$http_referer" "$upstream_http_x_echo" $limit_req_status $limit_conn_status $upstream_addr $upstream_status';
   const logStream = accessLog({ to: streamed, format, flush: 0 });
   const jsonLines: string[] = [];
   const logJson = accessLog({
