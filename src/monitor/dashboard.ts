@@ -329,22 +329,27 @@ export const DASHBOARD_JS = String.raw`'use strict';
     if (section.hidden) return;
     var root = document.getElementById('instances');
     root.textContent = '';
+    var streams = !document.getElementById('streams-section').hidden;
     var rows = Object.keys(instances).map(function (name) {
       var i = instances[name];
       var upstream = 0;
       Object.keys(i.upstreams).forEach(function (u) {
         i.upstreams[u].peers.forEach(function (p) { upstream += p.requests; });
       });
+      var sessions = 0;
+      if (i.stream) Object.keys(i.stream.server_zones).forEach(function (z) { sessions += i.stream.server_zones[z].connections; });
       return el('tr', { 'data-instance': name }, [
         el('td', { text: name + (i.self ? ' (this one)' : '') }),
         el('td', { text: i.host }),
         el('td', { text: String(i.pid) }),
         el('td', { text: (i.age / 1000).toFixed(1) + ' s' }),
         el('td', { text: i.requests ? String(i.requests.total) : '-' }),
-        el('td', { text: String(upstream) })
+        el('td', { text: String(upstream) }),
+        streams ? el('td', { text: i.stream ? String(sessions) : '-' }) : null
       ]);
     });
     var head = ['Instance', 'Host', 'PID', 'Last report', 'Requests', 'Upstream requests'];
+    if (streams) head.push('Stream connections');
     root.appendChild(el('table', {}, [
       el('thead', {}, [el('tr', {}, head.map(function (h) { return el('th', { text: h }); }))]),
       el('tbody', {}, rows)

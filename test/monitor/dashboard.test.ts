@@ -328,3 +328,33 @@ test('the Streams panel shows the zone and the stream upstream servers with the 
   await until(async () => (await zone.locator('td').nth(6).textContent()) === '2.0 KiB', 2500, 'the bytes received on the page');
   assert.deepEqual(nonCsp(problems), []);
 });
+
+test('with sync, the Streams panel shows the totals over the instances and each instance its stream connections', T, async (t) => {
+  const hub = new MemoryHub();
+  const server = await echo(t);
+  const gws: Array<{ url: string; port: number }> = [];
+  for (const name of ['gw0', 'gw1']) {
+    const handle = new SyncHandle({ transport: hub.connect(), owned: false, namespace: 't-stream', instance: name, statsInterval: 100 });
+    t.after(() => handle.close());
+    const pool = createPool({ name: 'tcp_backend', servers: [{ id: 'e0', url: server.url }], sync: handle });
+    t.after(() => pool.close());
+    const handler = streamBalance(pool, { zone: 'tcp_front' });
+    const { port } = await gatewayOf(t, handler);
+    const mon = monitor({ pools: [], streams: [handler], prefix: '/status' });
+    t.after(() => mon.close());
+    gws.push({ url: (await listen(t, createServer(chain(mon)))).url, port });
+  }
+  const [g0, g1] = gws as [(typeof gws)[0], (typeof gws)[0]];
+  for (let i = 0; i < 3; i++) await exchangeBytes(g0.port, 'ping!');
+  await exchangeBytes(g1.port, 'ping!');
+  const { page, problems } = await browserPage(t);
+  await page.goto(`${g1.url}/status/dashboard/`);
+  const zone = page.locator('#stream-zones tr[data-zone="tcp_front"]');
+  await until(async () => (await zone.locator('td').nth(2).textContent({ timeout: 2500 })) === '4', 5000, 'the zone connections over both instances (4)');
+  assert.equal(await zone.locator('td').nth(6).textContent(), '20 B');
+  const peer = page.locator('table[data-stream-upstream="tcp_backend"] tr[data-server="e0"] td');
+  await until(async () => (await peer.nth(3).textContent()) === '4', 5000, 'the server connections over both instances (4)');
+  assert.equal(await page.locator('#instances tr[data-instance="gw0"] td:nth-child(7)').textContent({ timeout: 2500 }), '3');
+  assert.equal(await page.locator('#instances tr[data-instance="gw1"] td:nth-child(7)').textContent({ timeout: 2500 }), '1');
+  assert.deepEqual(nonCsp(problems), []);
+});
