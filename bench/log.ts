@@ -123,6 +123,7 @@ async function main(): Promise<void> {
         headers: { 'x-tenant': 'acme' },
       });
     if (warmup > 0) await Promise.all(kinds.map((k) => load(k, warmup)));
+    const label = values.aa ? 'A/A copy' : values['no-log'] ? 'setHeaders' : setHeaders ? 'log+setHeaders' : 'log';
     const ratios: number[] = [];
     const cpu: Record<Kind, number[]> = { baseline: [], subject: [] };
     let errors = 0;
@@ -138,7 +139,7 @@ async function main(): Promise<void> {
       });
       ratios.push(cpu.subject[r]! / cpu.baseline[r]!);
       console.log(
-        `[${r + 1}/${rounds}] balance() ${cpu.baseline[r]!.toFixed(1)} µs/req ${results[0]!.rps.toFixed(0)} req/s   log${setHeaders ? '+setHeaders' : ''} ${cpu.subject[r]!.toFixed(1)} µs/req ${results[1]!.rps.toFixed(0)} req/s   ratio ${ratios[r]!.toFixed(3)}`,
+        `[${r + 1}/${rounds}] balance() ${cpu.baseline[r]!.toFixed(1)} µs/req ${results[0]!.rps.toFixed(0)} req/s   ${label} ${cpu.subject[r]!.toFixed(1)} µs/req ${results[1]!.rps.toFixed(0)} req/s   ratio ${ratios[r]!.toFixed(3)}`,
       );
     }
     await stop(gw.subject.child);
