@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { test, type TestContext } from 'node:test';
 import { balance, chain, sticky, sync, type UpstreamPool } from '../../src/index.ts';
-import { fetchText, gateway, poolOf, upstream } from '../helpers.ts';
+import { fetchText, gateway, poolOf, until, upstream } from '../helpers.ts';
 import { redisAvailability, REDIS_URL, type RedisAdmin } from '../redis.ts';
 import { createClient } from '@redis/client';
 
@@ -49,13 +49,18 @@ test('a session learned on one instance is followed by every instance (the sync 
   let learned = false;
   for (let i = 0; i < 4 && !learned; i++) learned = (await fetchText(`${a.url}/login?set=S&on=two`)).body === 'two';
   assert.ok(learned, 'a request reached server two');
+  // The session is written to the store off the request's way: wait until Redis has it.
+  const sessionKeys = async (): Promise<string[]> => {
+    const found: string[] = [];
+    for await (const k of admin.scanIterator({ MATCH: `${namespace}:sticky:app*`, COUNT: 100 })) found.push(...(Array.isArray(k) ? k : [k]));
+    return found;
+  };
+  await until(async () => (await sessionKeys()).length >= 1, 5000, `a session key under ${namespace}:sticky:app`);
   // Instance b never saw the session, yet sends it to server two every time.
   for (let i = 0; i < 6; i++) {
     const r = await fetchText(`${b.url}/`, { headers: { cookie: 'sid=S' } });
     assert.equal(r.body, 'two', `request ${i} through instance b`);
   }
   // The session is stored under the sync namespace.
-  const keys: string[] = [];
-  for await (const k of admin.scanIterator({ MATCH: `${namespace}:sticky:app*`, COUNT: 100 })) keys.push(...(Array.isArray(k) ? k : [k]));
-  assert.ok(keys.length >= 1, `a session key under ${namespace}:sticky:app`);
+  assert.ok((await sessionKeys()).length >= 1, `a session key under ${namespace}:sticky:app`);
 });
