@@ -97,3 +97,41 @@ test('accessLog().close() on a destination that never drains still resolves', { 
   stalled.destroy();
   assert.equal(outcome, 'closed', 'close() resolved within 2 s');
 });
+
+/** Node before 24 emits no 'close' on a pipelined response still queued behind another when the connection closes. */
+const QUEUED_RESPONSE_NEVER_CLOSES = Number(process.versions.node.split('.')[0]) < 24;
+
+// FUZZ_SEED=23 FUZZ_RUNS=150 on Node 22 (and the default seed once each batch checked it): two
+// pipelined requests sent with the client's FIN. Node 22 emits no 'close' on the second response,
+// still queued behind the first, when the connection closes (Node 24 does); limitConnections()
+// gives a place back on the response's 'close' only, so the second request's place is held for good.
+// With a client-chosen key ($http_x_api_key) a client can lock another's key out for good: `max`
+// such connections and every later request with that key is rejected. A todo on Node 22 for the
+// owner of src/limit (say: release on the connection's 'close' as well, for HTTP/1); accessLog()
+// waits for the same 'close' (its line for such a request never comes), and a request delayed by
+// limitRequests() stays in the queue until it is due.
+test('limitConnections(): a pipelined request whose connection closes before its turn gives its place back', {
+  todo: QUEUED_RESPONSE_NEVER_CLOSES ? 'owner of src/limit: Node 22 emits no close on a queued response' : false,
+}, async (t) => {
+  const up = await listen(
+    t,
+    createServer((req, res) => {
+      req.resume();
+      req.on('end', () => setTimeout(() => res.end('up'), 20));
+    }),
+  );
+  const pool = poolOf(t, [up.url]);
+  const conns = limitConnections({ key: '$http_x_api_key', max: 2, status: 429 });
+  const gw = await gateway(t, chain(conns, balance(pool)));
+  for (let i = 0; i < 2; i++) {
+    const client = connect(gw.port, '127.0.0.1');
+    client.on('error', () => undefined);
+    const closed = new Promise<void>((resolve) => client.once('close', () => resolve()));
+    client.end('GET /first HTTP/1.1\r\nHost: gw\r\n\r\nGET /second HTTP/1.1\r\nHost: gw\r\nX-Api-Key: victim\r\n\r\n');
+    await closed;
+  }
+  await until(() => conns.active() === 0, 2000, 'every place given back').catch(() => undefined);
+  assert.equal(conns.active(), 0, 'places still held');
+  const r = await fetchText(gw.url, { headers: { 'x-api-key': 'victim' } });
+  assert.equal(r.status, 200, "the victim's key is not locked out");
+});
