@@ -14,6 +14,8 @@
 //                     [--pin auto|on|off] [--no-set-headers] [--format '<nginx log_format>'] [--flush <ms>]
 //                     [--aa]   (A/A: the subject is a second chain(balance(pool)), the method's own bias)
 //                     [--no-log]   (the subject is chain(balance(pool, { setHeaders })): setHeaders alone)
+//                     [--spin <µs>]   (calibration: the subject is chain(<a middleware that busy-waits µs>, balance(pool)),
+//                                      what a known extra cost per request shows as in this ratio)
 import type { ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
@@ -40,7 +42,15 @@ async function gateway(kind: Kind, upstream: string, file: string, setHeaders: b
   const pool = createPool({ servers: [{ url: upstream }], agent: { maxFreeSockets: 64 } });
   let listener;
   if (kind === 'baseline' || format === '') listener = chain(balance(pool));
-  else {
+  else if (format.startsWith('spin:')) {
+    const ms = Number(format.slice(5)) / 1000;
+    const spin = (_req: unknown, _res: unknown, next: () => void): void => {
+      const until = performance.now() + ms;
+      while (performance.now() < until);
+      next();
+    };
+    listener = chain(spin, balance(pool));
+  } else {
     const proxy = balance(pool, setHeaders ? { setHeaders: SET_HEADERS } : {});
     if (format === '-') listener = chain(proxy);
     else {
@@ -53,7 +63,7 @@ async function gateway(kind: Kind, upstream: string, file: string, setHeaders: b
   server.keepAliveTimeout = 120_000;
   server.listen(0, '127.0.0.1', () => process.send?.({ type: 'ready', port: (server.address() as AddressInfo).port }));
   process.on('disconnect', () => process.exit(0));
-  if (kind === 'baseline' || format === '' || format === '-') process.on('SIGTERM', () => process.exit(0));
+  if (kind === 'baseline' || format === '' || format === '-' || format.startsWith('spin:')) process.on('SIGTERM', () => process.exit(0));
 }
 
 function median(xs: number[]): number {
@@ -84,6 +94,7 @@ async function main(): Promise<void> {
       format: { type: 'string', default: 'combined' },
       flush: { type: 'string' },
       aa: { type: 'boolean', default: false },
+      spin: { type: 'string' },
       'no-log': { type: 'boolean', default: false },
     },
   });
@@ -107,7 +118,15 @@ async function main(): Promise<void> {
       baseline: await start(self, ['--gateway', 'baseline', upstream, file, '0', values.format, ''], place.proxy),
       subject: await start(
         self,
-        ['--gateway', 'subject', upstream, file, setHeaders ? '1' : '0', values.aa ? '' : values['no-log'] ? '-' : values.format, values.flush ?? ''],
+        [
+          '--gateway',
+          'subject',
+          upstream,
+          file,
+          setHeaders ? '1' : '0',
+          values.aa ? '' : values.spin !== undefined ? `spin:${Number(values.spin)}` : values['no-log'] ? '-' : values.format,
+          values.flush ?? '',
+        ],
         place.proxy,
       ),
     };
@@ -123,7 +142,15 @@ async function main(): Promise<void> {
         headers: { 'x-tenant': 'acme' },
       });
     if (warmup > 0) await Promise.all(kinds.map((k) => load(k, warmup)));
-    const label = values.aa ? 'A/A copy' : values['no-log'] ? 'setHeaders' : setHeaders ? 'log+setHeaders' : 'log';
+    const label = values.aa
+      ? 'A/A copy'
+      : values.spin !== undefined
+        ? `spin ${values.spin} µs`
+        : values['no-log']
+          ? 'setHeaders'
+          : setHeaders
+            ? 'log+setHeaders'
+            : 'log';
     const ratios: number[] = [];
     const cpu: Record<Kind, number[]> = { baseline: [], subject: [] };
     let errors = 0;
@@ -149,6 +176,8 @@ async function main(): Promise<void> {
     console.log(`tool: ${gen.tool} ${gen.version}, ${half}+${half} connections, ${rounds} rounds x ${duration}s each (warm-up ${warmup}s), path ${PATH}`);
     console.log(`baseline: chain(balance(pool))   ${median(cpu.baseline).toFixed(1)} CPU µs/req (median)`);
     if (values.aa) console.log(`subject:  chain(balance(pool)), a second copy (A/A)   ${median(cpu.subject).toFixed(1)} CPU µs/req (median)`);
+    else if (values.spin !== undefined)
+      console.log(`subject:  chain(<busy-wait ${values.spin} µs>, balance(pool)) (calibration)   ${median(cpu.subject).toFixed(1)} CPU µs/req (median)`);
     else if (values['no-log']) console.log(`subject:  chain(balance(pool, { setHeaders: 3 headers }))   ${median(cpu.subject).toFixed(1)} CPU µs/req (median)`);
     else
       console.log(
