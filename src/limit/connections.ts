@@ -3,6 +3,7 @@
 // header was read is being processed); each HTTP/2 stream is a request of its own. A rejection
 // takes back what the request's earlier limits counted.
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Next } from '../core/chain.ts';
 import { ConnectionLimitedError, InvalidOptionError } from '../core/errors.ts';
 import { type Exchange, exchange } from '../core/exchange.ts';
@@ -169,17 +170,47 @@ class Hold {
   readonly #shared: SharedGauges | undefined;
   /** Whether the shared gauges counted the request (else only this process did). */
   readonly #counted: boolean;
+  #released = false;
+  /** The holds of the connection this one is on (HTTP/1), which it leaves when released. */
+  onConnection: Set<Hold> | undefined;
   constructor(limits: readonly Limit[], keys: readonly string[], shared: SharedGauges | undefined, counted: boolean) {
     this.#limits = limits;
     this.#keys = keys;
     this.#shared = shared;
     this.#counted = counted;
   }
+  /** Gives the places back, once, whichever of the response's and the connection's close comes first. */
   readonly release = (): void => {
+    if (this.#released) return;
+    this.#released = true;
+    this.onConnection?.delete(this);
     for (let i = 0; i < this.#limits.length; i++) if (this.#keys[i] !== '') this.#limits[i]!.zone.release(this.#keys[i]!);
     if (this.#counted) this.#shared?.sub(this.#keys);
     else this.#shared?.stale(this.#keys);
   };
+}
+
+/** The holds of requests in progress on each HTTP/1 connection: one 'close' listener per connection gives them all back. */
+const holdsByConnection = new WeakMap<Socket, Set<Hold>>();
+
+/**
+ * Ties a hold to its HTTP/1 connection too: Node 22 emits no 'close' on a pipelined response still
+ * queued behind another when the connection closes (Node 24 does), so the response's 'close' alone
+ * would leave that request's places held for good, and a client could lock a key out.
+ */
+function holdOnConnection(socket: Socket, hold: Hold): void {
+  let holds = holdsByConnection.get(socket);
+  if (holds === undefined) {
+    const set = new Set<Hold>();
+    holds = set;
+    holdsByConnection.set(socket, set);
+    socket.once('close', () => {
+      holdsByConnection.delete(socket);
+      for (const h of [...set]) h.release();
+    });
+  }
+  holds.add(hold);
+  hold.onConnection = holds;
 }
 
 /**
@@ -228,6 +259,11 @@ export function limitConnections(options: LimitConnectionsOptions): LimitConnect
     // A response already over (a client gone before the middleware ran, or while Redis answered)
     // holds nothing, and has nothing more to do.
     if (responseOver(res)) return hold.release();
+    const socket = ex.req.httpVersionMajor === 1 ? (ex.req.socket as Socket | null) : null;
+    if (socket !== null) {
+      if (socket.destroyed) return hold.release();
+      holdOnConnection(socket, hold);
+    }
     res.once('close', hold.release);
     next();
   };

@@ -110,9 +110,7 @@ const QUEUED_RESPONSE_NEVER_CLOSES = Number(process.versions.node.split('.')[0])
 // owner of src/limit (say: release on the connection's 'close' as well, for HTTP/1); accessLog()
 // waits for the same 'close' (its line for such a request never comes), and a request delayed by
 // limitRequests() stays in the queue until it is due.
-test('limitConnections(): a pipelined request whose connection closes before its turn gives its place back', {
-  todo: QUEUED_RESPONSE_NEVER_CLOSES ? 'owner of src/limit: Node 22 emits no close on a queued response' : false,
-}, async (t) => {
+test('limitConnections(): a pipelined request whose connection closes before its turn gives its place back', async (t) => {
   const up = await listen(
     t,
     createServer((req, res) => {
