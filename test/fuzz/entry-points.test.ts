@@ -664,13 +664,6 @@ for (const [name, build] of Object.entries(gateways)) {
 // decoded variables and hooks), the access log's lines stay one per request, and the process's
 // handles are back to where they were once every gateway is closed.
 
-/**
- * Node before 24 emits no 'close' on a pipelined response still queued behind another when the
- * connection closes, and limitConnections() waits for it to give the place back (a todo in
- * test/fuzz/regressions.test.ts): its places are not checked there until that is fixed.
- */
-const QUEUED_RESPONSE_NEVER_CLOSES = Number(process.versions.node.split('.')[0]) < 24;
-
 /** A header line the fuzzing tries to smuggle in: it must never start a line of a head. */
 const INJECTED = /[\r\n]x-injected\s*:/i;
 
@@ -1191,17 +1184,14 @@ for (const [name, build] of Object.entries(pathGateways)) {
     const gw = await build(t);
     await fuzzGateway(t, name, gw, pathConnection, 16, exchangeAll, async (batch, results) => {
       noSmuggledLines(batch, results);
-      // limitConnections() gives back the place of every request once its connection is gone (not
-      // yet on Node 22, whose queued pipelined responses never close: test/fuzz/regressions.test.ts).
-      if (QUEUED_RESPONSE_NEVER_CLOSES) return;
+      // limitConnections() gives back the place of every request once its connection is gone (on
+      // Node 22 too, whose queued pipelined responses never close: test/fuzz/regressions.test.ts).
       if (!(await settled(() => gw.held() === 0, 1000))) throw new Error(`limitConnections() still counts ${gw.held()} requests in progress after the batch`);
     });
     // limitConnections() gave back every place: once the rate limits' buckets drained, two requests
     // at once with each key the fuzzing used (max 2) both pass.
     await new Promise<void>((resolve) => setTimeout(resolve, 1000));
-    if (QUEUED_RESPONSE_NEVER_CLOSES)
-      t.diagnostic(`Node ${process.version}: limitConnections() holds ${gw.held()} places after the fuzzing (known, not checked)`);
-    for (const key of QUEUED_RESPONSE_NEVER_CLOSES ? [] : ['k1', 'k2', 'k3']) {
+    for (const key of ['k1', 'k2', 'k3']) {
       const statuses = await Promise.all([0, 1].map(() => plainStatus(gw.port, '/?ans=slow', { 'x-key': key })));
       assert.deepEqual(statuses, [200, 200], `limitConnections() still holds a place of key ${key} after the fuzzing`);
     }

@@ -105,11 +105,10 @@ const QUEUED_RESPONSE_NEVER_CLOSES = Number(process.versions.node.split('.')[0])
 // pipelined requests sent with the client's FIN. Node 22 emits no 'close' on the second response,
 // still queued behind the first, when the connection closes (Node 24 does); limitConnections()
 // gives a place back on the response's 'close' only, so the second request's place is held for good.
-// With a client-chosen key ($http_x_api_key) a client can lock another's key out for good: `max`
-// such connections and every later request with that key is rejected. A todo on Node 22 for the
-// owner of src/limit (say: release on the connection's 'close' as well, for HTTP/1); accessLog()
-// waits for the same 'close' (its line for such a request never comes), and a request delayed by
-// limitRequests() stays in the queue until it is due.
+// With a client-chosen key ($http_x_api_key) a client could lock another's key out for good: `max`
+// such connections and every later request with that key was rejected. Fixed in 6af6aa9 (places
+// also given back when the connection closes). accessLog() waits for the same 'close' (below), and
+// a request delayed by limitRequests() stays in the queue until it is due.
 test('limitConnections(): a pipelined request whose connection closes before its turn gives its place back', async (t) => {
   const up = await listen(
     t,
