@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duration } from '../core/duration.ts';
 import {
   BadGatewayError,
@@ -425,6 +426,29 @@ export function balance(target: UpstreamPool | PoolSelector, options: BalanceOpt
  * back to it ({@link AttemptListener}), and it decides at once what comes next, so that a response
  * is relayed as its header is parsed.
  */
+
+const ignoreClose = (): void => undefined;
+
+/** The close listeners of balance()'s requests in progress on each HTTP/1 connection: one 'close' listener per connection. */
+const closersByConnection = new WeakMap<Socket, Set<() => void>>();
+
+/** Calls `fn` when the HTTP/1 connection closes; returns what stops that. */
+function watchConnection(socket: Socket, fn: () => void): () => void {
+  let closers = closersByConnection.get(socket);
+  if (closers === undefined) {
+    const set = new Set<() => void>();
+    closers = set;
+    closersByConnection.set(socket, set);
+    socket.once('close', () => {
+      closersByConnection.delete(socket);
+      for (const close of [...set]) close();
+    });
+  }
+  const set = closers;
+  set.add(fn);
+  return () => set.delete(fn);
+}
+
 class Forwarding implements AttemptListener, RedirectRewriter {
   readonly pool: UpstreamPool;
   readonly inner: PoolInternals;
@@ -462,6 +486,14 @@ class Forwarding implements AttemptListener, RedirectRewriter {
     this.gone.abort();
     this.current?.cancel();
   };
+  /** Stops the HTTP/1 connection's close from calling onClose (see watchConnection()). */
+  #unwatchConnection: () => void = ignoreClose;
+
+  /** The request is over for balance(): neither the response's close nor the connection's concern it any more. */
+  #unwatch(): void {
+    this.res.off('close', this.onClose);
+    this.#unwatchConnection();
+  }
 
   constructor(pool: UpstreamPool, inner: PoolInternals, o: Resolved, ex: Exchange, res: ServerResponse, body: RequestBody, next: Next, trusted: boolean) {
     this.pool = pool;
@@ -479,6 +511,11 @@ class Forwarding implements AttemptListener, RedirectRewriter {
   start(): void {
     // on, not once (no wrapper to make): it is taken off when the request is over.
     this.res.on('close', this.onClose);
+    // Node 22 emits no 'close' on a pipelined response still queued behind another when the
+    // connection closes: its attempt would go on, its upstream body stalled and its slot held.
+    const socket = this.ex.req.httpVersionMajor === 1 ? (this.ex.req.socket as Socket | null) : null;
+    if (socket?.destroyed === true) this.onClose();
+    else if (socket !== null) this.#unwatchConnection = watchConnection(socket, this.onClose);
     let tries = this.inner.maxTries();
     if (this.o.tries > 0 && tries > this.o.tries) tries = this.o.tries;
     this.tries = tries;
@@ -488,7 +525,7 @@ class Forwarding implements AttemptListener, RedirectRewriter {
 
   #giveUp(err: Error): void {
     this.body.dispose();
-    this.res.off('close', this.onClose);
+    this.#unwatch();
     if (this.gone.aborted) return;
     if (this.res.headersSent) this.res.destroy(err);
     else this.next(err);
@@ -501,7 +538,7 @@ class Forwarding implements AttemptListener, RedirectRewriter {
   #crash(err: unknown): void {
     this.current = undefined;
     this.body.dispose();
-    this.res.off('close', this.onClose);
+    this.#unwatch();
     if (this.res.headersSent || this.res.destroyed) this.res.destroy();
     else this.next(err ?? new Error('balance() failed'));
   }
@@ -837,7 +874,7 @@ class Forwarding implements AttemptListener, RedirectRewriter {
   /** Sends a response of the hook's (or the upstream's, with the body the hook read) with its Content-Length. */
   #answer(t: Takeover, keepLength = false): void {
     const res = this.res;
-    this.res.off('close', this.onClose);
+    this.#unwatch();
     this.body.dispose();
     if (res.headersSent || res.destroyed) return;
     const bodiless = t.status === 204 || t.status === 304;
@@ -900,7 +937,7 @@ class Forwarding implements AttemptListener, RedirectRewriter {
     const { pool, inner, ex, body } = this;
     const peer = a.peer;
     this.current = undefined;
-    this.res.off('close', this.onClose);
+    this.#unwatch();
     body.dispose();
     count(inner, peer, a);
     const response = performance.now() - a.started;

@@ -152,3 +152,28 @@ test('accessLog(): a pipelined request whose connection closes before its turn i
   await until(() => lines.length === 2, 2000, 'both lines').catch(() => undefined);
   assert.deepEqual(lines, ['GET /first HTTP/1.1 499', 'GET /second HTTP/1.1 499']);
 });
+
+// FUZZ_SEED=33 FUZZ_RUNS=150 on Node 22 (bisected to a pipelined pair sent with a FIN): the same
+// Node 22 behaviour in balance(). A pipelined request's attempt went on after the connection closed
+// (its queued response never emits 'close'); an upstream answer larger than the response's buffer
+// then stalled for good, holding the server's slot and the upstream connection.
+test('balance(): a pipelined request whose connection closes before its turn gives the server slot back', async (t) => {
+  const up = await listen(
+    t,
+    createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        if (req.url === '/first') setTimeout(() => res.end('first'), 100);
+        else res.end('b'.repeat(1 << 20));
+      });
+    }),
+  );
+  const pool = poolOf(t, [{ url: up.url, maxFails: 0 }]);
+  const gw = await gateway(t, chain(balance(pool)));
+  const client = connect(gw.port, '127.0.0.1');
+  client.on('error', () => undefined);
+  t.after(() => client.destroy());
+  client.end('GET /first HTTP/1.1\r\nHost: gw\r\n\r\nGET /big HTTP/1.1\r\nHost: gw\r\n\r\n');
+  await until(() => pool.stats().servers[0]!.requests === 2, 5000, 'both requests proxied');
+  await until(() => pool.stats().servers[0]!.active === 0, 5000, "the server's slots given back");
+});
