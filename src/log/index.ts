@@ -4,6 +4,7 @@
  * @module
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Writable } from 'node:stream';
 import type { Middleware, Next } from '../core/chain.ts';
 import type { Duration } from '../core/duration.ts';
@@ -466,7 +467,36 @@ export function accessLog(options: AccessLogOptions = {}): AccessLogMiddleware {
   // was handed over (after 'finish') or when the connection closed first.
   const onClose = function (this: ServerResponse): void {
     const req = this.req;
+    if (QUEUED_RESPONSE_NEVER_CLOSES) untrack(req, this);
     finish(req, this, exchange(req));
+  };
+
+  // Node before 24 emits no 'close' on a pipelined response still queued behind another when the
+  // connection closes: the connection's own 'close' logs those (499), once, with one listener per
+  // connection.
+  const inProgress = new WeakMap<Socket, Set<ServerResponse>>();
+  const track = (req: IncomingMessage, res: ServerResponse): void => {
+    const socket = req.socket as Socket | null;
+    if (req.httpVersionMajor !== 1 || socket === null) return;
+    let set = inProgress.get(socket);
+    if (set === undefined) {
+      const open = new Set<ServerResponse>();
+      set = open;
+      inProgress.set(socket, open);
+      socket.once('close', () => {
+        inProgress.delete(socket);
+        for (const r of [...open]) {
+          open.delete(r);
+          r.off('close', onClose);
+          finish(r.req, r, exchange(r.req));
+        }
+      });
+    }
+    set.add(res);
+  };
+  const untrack = (req: IncomingMessage, res: ServerResponse): void => {
+    const socket = req.socket as Socket | null;
+    if (socket !== null) inProgress.get(socket)?.delete(res);
   };
 
   const handler = function accessLog(req: IncomingMessage, res: ServerResponse, next: Next): void {
@@ -475,6 +505,7 @@ export function accessLog(options: AccessLogOptions = {}): AccessLogMiddleware {
     if (countRequests) connectionRequests(req);
     if (upstreamHeaders) (ex.responseHooks ??= []).push(keepUpstreamHeaders);
     res.on('close', onClose);
+    if (QUEUED_RESPONSE_NEVER_CLOSES) track(req, res);
     next();
   };
   return Object.assign(handler, {
@@ -488,6 +519,9 @@ export function accessLog(options: AccessLogOptions = {}): AccessLogMiddleware {
     },
   });
 }
+
+/** Node before 24 emits no 'close' on a pipelined response still queued when its connection closes. */
+const QUEUED_RESPONSE_NEVER_CLOSES = Number(process.versions.node.split('.')[0]) < 24;
 
 function isWritable(value: unknown): value is Writable {
   return value !== null && typeof value === 'object' && typeof (value as Writable).write === 'function' && typeof (value as Writable).on === 'function';
