@@ -155,6 +155,7 @@ export {
 export type {
   AccessLogContext,
   AccessLogDestination,
+  AccessLogCloseOptions,
   AccessLogErrorSource,
   AccessLogEscape,
   AccessLogFormatter,

@@ -161,6 +161,12 @@ export interface AccessLogStats {
   readonly pending: number;
 }
 
+/** Options of {@link AccessLogMiddleware.close}. */
+export interface AccessLogCloseOptions {
+  /** The longest close() waits for a stream to take what waits and finish. @default '1s' */
+  timeout?: Duration | undefined;
+}
+
 /** The middleware {@link accessLog} returns, with its counters and a way to flush and close it. */
 export interface AccessLogMiddleware extends Middleware {
   /** A snapshot of the counters. */
@@ -169,9 +175,11 @@ export interface AccessLogMiddleware extends Middleware {
   flush(): Promise<void>;
   /**
    * Flushes, stops logging (later requests are not logged), and ends the stream (not
-   * `process.stdout` or `process.stderr`); resolves once the stream finished. Never rejects.
+   * `process.stdout` or `process.stderr`); resolves once the stream finished, or after `timeout`
+   * (default 1 s) when it does not drain: the lines still waiting are then dropped (counted in
+   * `dropped`) and the stream is destroyed (not stdout or stderr). Never rejects.
    */
-  close(): Promise<void>;
+  close(options?: AccessLogCloseOptions): Promise<void>;
 }
 
 const KNOWN_OPTIONS = ['format', 'escape', 'to', 'if', 'sample', 'buffer', 'flush', 'maxPending', 'variables', 'onError'] as const;
@@ -513,12 +521,21 @@ export function accessLog(options: AccessLogOptions = {}): AccessLogMiddleware {
     flush: async (): Promise<void> => {
       await sink?.flush();
     },
-    close: async (): Promise<void> => {
+    close: async (options?: AccessLogCloseOptions): Promise<void> => {
+      let timeout = DEFAULT_CLOSE_TIMEOUT;
+      try {
+        timeout = durationOption(options?.timeout, 'timeout', DEFAULT_CLOSE_TIMEOUT);
+      } catch {
+        // close() never rejects: a bad timeout is the default one.
+      }
       closed = true;
-      await sink?.close(to !== process.stdout && to !== process.stderr);
+      await sink?.close(to !== process.stdout && to !== process.stderr, timeout);
     },
   });
 }
+
+/** How long close() waits for a stream that does not drain: 1 s. */
+const DEFAULT_CLOSE_TIMEOUT = 1000;
 
 /** Node before 24 emits no 'close' on a pipelined response still queued when its connection closes. */
 const QUEUED_RESPONSE_NEVER_CLOSES = Number(process.versions.node.split('.')[0]) < 24;

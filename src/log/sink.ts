@@ -164,8 +164,26 @@ export class StreamSink {
     return new Promise((resolve) => this.#waiters.push(resolve));
   }
 
-  /** Flushes, refuses later lines, and ends the stream when `end`; resolves once it finished. */
-  async close(end: boolean): Promise<void> {
+  /**
+   * Flushes, refuses later lines, and ends the stream when `end`; resolves once it finished, or
+   * after `timeout` ms: what still waits is then dropped (counted) and, when `end`, the stream destroyed.
+   */
+  async close(end: boolean, timeout: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => {
+      timer = setTimeout(resolve, timeout, 'late');
+      timer.unref();
+    });
+    const outcome = await Promise.race([this.#close(end).then(() => 'done' as const), late]);
+    clearTimeout(timer);
+    if (outcome === 'done') return;
+    this.#closed = true;
+    this.#drop();
+    this.#wake();
+    if (end && !this.#stream.destroyed) this.#stream.destroy();
+  }
+
+  async #close(end: boolean): Promise<void> {
     await this.flush();
     this.#closed = true;
     const stream = this.#stream;
