@@ -119,6 +119,9 @@ Try:
   curl -s localhost:${PORT}/switchyard/api/9/http/upstreams
   curl -s localhost:${PORT}/switchyard/metrics
   curl -s -X PATCH -H 'content-type: application/json' -d '{"down":true}' localhost:${PORT}/switchyard/api/9/http/upstreams/demo/servers/blue
+
+TCP and UDP balancing (nginx's stream module, streamBalance()) has its own example:
+  npm run build && node examples/tcp/server.ts
 `;
 
 const admin = (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void): void => {
