@@ -447,8 +447,10 @@ test('a large transfer both ways through an echo server: every byte back, in ord
   assert.equal(received, total);
   assert.equal(mismatch, -1, 'the bytes came back in order');
   const growth = peak - before;
-  // the client and the gateway share this process: 400 MB moved, far less held at any time
-  assert.ok(growth < 96 * 1024 * 1024, `RSS grew by ${Math.round(growth / 1048576)} MB`);
+  // The client, the gateway and the echo server share this process: 400 MB moved, far less held at
+  // any time. Read buffers wait for the garbage collector, so RSS moves by tens of MB with the
+  // machine's load (99 MB seen under CI load); a gateway that held the upload would pass 200 MB.
+  assert.ok(growth < 160 * 1024 * 1024, `RSS grew by ${Math.round(growth / 1048576)} MB`);
   await until(() => pool.streamStats().servers[0]!.active === 0);
   assert.equal(pool.streamStats().servers[0]!.sent, total);
   assert.equal(pool.streamStats().servers[0]!.received, total);
