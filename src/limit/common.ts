@@ -96,6 +96,29 @@ export interface LimitBase<Stats> {
 }
 
 /**
+ * Each limit's key for the request (`''`, not limited, when it is longer than `maxLength`), or
+ * `undefined` when no limit has a key (the request is not limited at all). Throws what a key
+ * function throws.
+ * @internal
+ */
+export function requestKeys(
+  limits: readonly { readonly key: (req: IncomingMessage, ex: Exchange) => string }[],
+  req: IncomingMessage,
+  ex: Exchange,
+  maxLength: number,
+): string[] | undefined {
+  const keys: string[] = [];
+  let applied = 0;
+  for (const limit of limits) {
+    let key = limit.key(req, ex);
+    if (key.length > maxLength) key = '';
+    if (key !== '') applied++;
+    keys.push(key);
+  }
+  return applied === 0 ? undefined : keys;
+}
+
+/**
  * The limits of a middleware's options `o`: `o.limits` (each an object of `fields`), or the fields
  * of one limit in `o` itself, each read by `parse(path, fields, name)` where `name` is the zone's
  * name (`fallback`, then `fallback_2`...); names unique within the middleware.

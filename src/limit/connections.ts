@@ -20,6 +20,7 @@ import {
   statusOption,
   unnamedLimit,
   withZones,
+  requestKeys,
 } from './common.ts';
 import { responseOver } from './delay.ts';
 import { SharedGauges, sharedOption } from './shared.ts';
@@ -281,21 +282,14 @@ export function limitConnections(options: LimitConnectionsOptions): LimitConnect
 
   const middleware = function limitConnections(req: IncomingMessage, res: ServerResponse, next: Next): void {
     const ex = exchange(req);
-    const keys: string[] = [];
-    let applied = 0;
-    for (const limit of limits) {
-      let key: string;
-      try {
-        key = limit.key(req, ex);
-      } catch (err) {
-        return next(err);
-      }
-      if (key.length > 255) key = '';
-      if (key !== '') applied++;
-      keys.push(key);
+    let keys: string[] | undefined;
+    try {
+      keys = requestKeys(limits, req, ex, 255);
+    } catch (err) {
+      return next(err);
     }
     // No limit had a key: not limited, and `$limit_conn_status` stays empty.
-    if (applied === 0) return next();
+    if (keys === undefined) return next();
     if (shared?.mode.ready() === true) {
       shared.add(keys).then(
         (rejected) => {

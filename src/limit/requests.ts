@@ -20,6 +20,7 @@ import {
   statusOption,
   unnamedLimit,
   withZones,
+  requestKeys,
 } from './common.ts';
 import type { SyncHandle } from '../sync/index.ts';
 import { DelayQueue, type LimitClock, responseOver } from './delay.ts';
@@ -270,21 +271,14 @@ export function limitRequests(options: LimitRequestsOptions): LimitRequestsMiddl
 
   const middleware = function limitRequests(req: IncomingMessage, res: ServerResponse, next: Next): void {
     const ex = exchange(req);
-    const keys: string[] = [];
-    let applied = 0;
-    for (const limit of limits) {
-      let key: string;
-      try {
-        key = limit.key(req, ex);
-      } catch (err) {
-        return next(err);
-      }
-      if (key.length > 65_535) key = '';
-      if (key !== '') applied++;
-      keys.push(key);
+    let keys: string[] | undefined;
+    try {
+      keys = requestKeys(limits, req, ex, 65_535);
+    } catch (err) {
+      return next(err);
     }
     // No limit had a key: not limited, and `$limit_req_status` stays empty.
-    if (applied === 0) return next();
+    if (keys === undefined) return next();
     if (shared?.mode.ready() === true) {
       shared.check(keys).then(
         // A client gone while Redis decided: nothing more to do.

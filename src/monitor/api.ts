@@ -18,6 +18,16 @@ export class ApiError extends Error {
   }
 }
 
+/** A server's active health check counters in NGINX Plus's form (the HTTP and the stream upstreams alike). */
+export function healthChecksJson(h: ServerStats['healthChecks']): Record<string, unknown> {
+  return {
+    checks: h.checks,
+    fails: h.fails,
+    unhealthy: h.unhealthy,
+    ...(h.lastPassed === undefined ? {} : { last_passed: h.lastPassed }),
+  };
+}
+
 /**
  * A server's configuration as `GET /api/9/http/upstreams/{name}/servers` lists it: every field of
  * the server-field table under its NGINX Plus name, durations as nginx writes them, the address as
@@ -59,12 +69,7 @@ export function peerJson(s: ServerStats) {
     received: s.received,
     fails: s.fails,
     unavail: s.unavail,
-    health_checks: {
-      checks: s.healthChecks.checks,
-      fails: s.healthChecks.fails,
-      unhealthy: s.healthChecks.unhealthy,
-      ...(s.healthChecks.lastPassed === undefined ? {} : { last_passed: s.healthChecks.lastPassed }),
-    },
+    health_checks: healthChecksJson(s.healthChecks),
     downtime: s.downtime,
     ...(s.downstart === undefined ? {} : { downstart: s.downstart }),
     ...(s.selected === undefined ? {} : { selected: s.selected }),

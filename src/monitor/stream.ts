@@ -4,6 +4,7 @@
 // cluster.ts (streamPoolTotals, zoneTotals); /metrics lists each instance's series.
 import type { StreamPoolStats, StreamServerStats } from '../pool/index.ts';
 import type { StreamHandler, StreamZoneStats } from '../stream/index.ts';
+import { healthChecksJson } from './api.ts';
 import { STATE_NUMBERS, Writer } from './prometheus.ts';
 
 /** One peer as `GET /api/9/stream/upstreams/{name}` shows it. */
@@ -25,12 +26,7 @@ export function streamPeerJson(s: StreamServerStats) {
     received: s.received,
     fails: s.fails,
     unavail: s.unavail,
-    health_checks: {
-      checks: s.healthChecks.checks,
-      fails: s.healthChecks.fails,
-      unhealthy: s.healthChecks.unhealthy,
-      ...(s.healthChecks.lastPassed === undefined ? {} : { last_passed: s.healthChecks.lastPassed }),
-    },
+    health_checks: healthChecksJson(s.healthChecks),
     downtime: s.downtime,
     ...(s.downstart === undefined ? {} : { downstart: s.downstart }),
     ...(s.selected === undefined ? {} : { selected: s.selected }),
