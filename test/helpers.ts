@@ -78,11 +78,20 @@ export function fetchText(
 
 /** A port with nothing listening on it (connection refused). */
 export async function deadPort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
+  // Drawn below the kernel's ephemeral range (32768 and up on Linux): no `listen(0)` of a test
+  // running in parallel can take the port afterwards, and no outgoing connection gets it as its own
+  // source port (which would connect a socket to itself). Checked free by binding it once.
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    const s = createServer();
+    const free = await new Promise<boolean>((resolve) => {
+      s.once('error', () => resolve(false));
+      s.listen(port, '127.0.0.1', () => resolve(true));
+    });
+    if (!free) continue;
+    await new Promise<void>((resolve) => s.close(() => resolve()));
+    return port;
+  }
 }
 
 /** Runs `n` sequential GETs and returns the bodies. */
