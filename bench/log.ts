@@ -12,6 +12,7 @@
 //
 //   node bench/log.ts [--duration 5] [--rounds 5] [--warmup 3] [--connections 50] [--tool auto|wrk|autocannon]
 //                     [--pin auto|on|off] [--no-set-headers] [--format '<nginx log_format>'] [--flush <ms>]
+//                     [--to file|null]   (null: the log goes to a stream that discards it: what the file writes cost)
 //                     [--aa]   (A/A: the subject is a second chain(balance(pool)), the method's own bias)
 //                     [--no-log]   (the subject is chain(balance(pool, { setHeaders })): setHeaders alone)
 //                     [--spin <µs>]   (calibration: the subject is chain(<a middleware that busy-waits µs>, balance(pool)),
@@ -20,6 +21,7 @@ import type { ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { Writable } from 'node:stream';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -54,7 +56,8 @@ async function gateway(kind: Kind, upstream: string, file: string, setHeaders: b
     const proxy = balance(pool, setHeaders ? { setHeaders: SET_HEADERS } : {});
     if (format === '-') listener = chain(proxy);
     else {
-      const log = accessLog({ format, to: createWriteStream(file, { flags: 'a' }), flush });
+      const to = file === 'null' ? new Writable({ write: (_chunk, _encoding, done) => done() }) : createWriteStream(file, { flags: 'a' });
+      const log = accessLog({ format, to, flush });
       listener = chain(log, proxy);
       process.on('SIGTERM', () => void log.close().then(() => process.exit(0)));
     }
@@ -96,6 +99,7 @@ async function main(): Promise<void> {
       aa: { type: 'boolean', default: false },
       spin: { type: 'string' },
       'no-log': { type: 'boolean', default: false },
+      to: { type: 'string', default: 'file' },
     },
   });
   const duration = Number(values.duration);
@@ -110,7 +114,8 @@ async function main(): Promise<void> {
   const setHeaders = !values['no-set-headers'];
   const place = pairedPlacement(values.pin, 'both gateways');
   const dir = mkdtempSync(join(tmpdir(), 'swy-bench-log-'));
-  const file = join(dir, 'access.log');
+  if (values.to !== 'file' && values.to !== 'null') throw new Error('bad --to (file or null)');
+  const file = values.to === 'null' ? 'null' : join(dir, 'access.log');
   try {
     const up = await start(resolve(here, 'upstream.ts'), [], place.other);
     const upstream = `http://127.0.0.1:${up.port}`;
@@ -181,7 +186,7 @@ async function main(): Promise<void> {
     else if (values['no-log']) console.log(`subject:  chain(balance(pool, { setHeaders: 3 headers }))   ${median(cpu.subject).toFixed(1)} CPU µs/req (median)`);
     else
       console.log(
-        `subject:  chain(accessLog(file, ${JSON.stringify(values.format)}${values.flush === undefined ? '' : `, flush ${values.flush} ms`}), balance(pool${setHeaders ? ', { setHeaders: 3 headers }' : ''}))   ${median(cpu.subject).toFixed(1)} CPU µs/req (median); log file ${statSync(file).size} bytes`,
+        `subject:  chain(accessLog(file, ${JSON.stringify(values.format)}${values.flush === undefined ? '' : `, flush ${values.flush} ms`}), balance(pool${setHeaders ? ', { setHeaders: 3 headers }' : ''}))   ${median(cpu.subject).toFixed(1)} CPU µs/req (median); ${file === 'null' ? 'log to a discarding stream' : `log file ${statSync(file).size} bytes`}`,
       );
     const ratio = median(ratios);
     console.log(

@@ -13,7 +13,7 @@ import {
 import { booleanOption, durationOption, enumOption, functionOption, integerOption, objectOption, stringListOption } from '../core/options.ts';
 import { Cancellation } from '../core/cancel.ts';
 import { channels, type UpstreamEndOutcome, type UpstreamErrorFailure, type UpstreamServerRef } from '../core/diagnostics.ts';
-import { exchange, upstreamTarget, type Exchange } from '../core/exchange.ts';
+import { exchange, setRelayedResponse, upstreamTarget, type Exchange } from '../core/exchange.ts';
 import { responseFinished, writeHead } from '../core/http2.ts';
 import type { Middleware, Next } from '../core/chain.ts';
 import { poolOption, UpstreamPool } from '../pool/index.ts';
@@ -762,6 +762,7 @@ class Forwarding implements AttemptListener, RedirectRewriter {
     ex.upstreamConnectTime.push(a.connectTime);
     ex.upstreamHeaderTime.push(a.headerTime);
     ex.server = { id: peer.id, name: peer.name, sid: peer.sid };
+    setRelayedResponse(ex, a);
     // Detached (a cache's background update): the client's connection is not this response's, and
     // its finished state is the client's answer's, not this response's (the cache's stand-in takes it).
     if (!ex.detached && (res.headersSent || res.destroyed)) {

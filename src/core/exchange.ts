@@ -176,6 +176,34 @@ export type Captures = ReadonlyArray<string | undefined> & {
 
 const kExchange = Symbol.for('switchyard.exchange');
 
+/**
+ * Slots of an exchange record that the library's parts fill later: declared when the record is made,
+ * so that filling them does not change the object's shape per request.
+ * @internal
+ */
+export const kResponseFacts = Symbol('switchyard.responseFacts');
+/** @internal See {@link kResponseFacts}: the upstream response balance() relayed. */
+export const kRelayedResponse = Symbol('switchyard.relayedResponse');
+
+/** @internal The upstream response balance() relayed, as `$upstream_http_NAME` reads it. */
+export interface RelayedResponse {
+  /** The response's status and header as a message (made on first call). */
+  message(): IncomingMessage;
+}
+
+/** @internal An exchange record with its slots (see {@link kResponseFacts}). */
+export type ExchangeSlots = Exchange & { [kResponseFacts]: unknown; [kRelayedResponse]: RelayedResponse | undefined };
+
+/** @internal Records the upstream response balance() relays for the request. */
+export function setRelayedResponse(ex: Exchange, response: RelayedResponse): void {
+  (ex as ExchangeSlots)[kRelayedResponse] = response;
+}
+
+/** @internal The upstream response balance() relayed for the request, if it relayed one. */
+export function relayedResponse(ex: Exchange): RelayedResponse | undefined {
+  return (ex as ExchangeSlots)[kRelayedResponse];
+}
+
 type WithExchange = IncomingMessage & { [kExchange]?: Exchange };
 
 /**
@@ -297,7 +325,7 @@ export function hasExchange(req: IncomingMessage): boolean {
   return (req as WithExchange)[kExchange] !== undefined;
 }
 
-function createExchange(req: IncomingMessage): Exchange {
+function createExchange(req: IncomingMessage): ExchangeSlots {
   // Express strips its mount path from req.url and keeps the target in originalUrl.
   const original = (req as IncomingMessage & { originalUrl?: unknown }).originalUrl;
   const requestUri = originForm(withoutFragment(typeof original === 'string' ? original : (req.url ?? '/')));
@@ -340,6 +368,8 @@ function createExchange(req: IncomingMessage): Exchange {
     cookies: undefined,
     argMap: undefined,
     limitStatus: undefined,
+    [kResponseFacts]: undefined,
+    [kRelayedResponse]: undefined,
   };
 }
 

@@ -1,7 +1,7 @@
 import { randomFillSync } from 'node:crypto';
-import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
+import type { IncomingMessage } from 'node:http';
 import { hostname } from 'node:os';
-import { requestHost, type Exchange } from './exchange.ts';
+import { type Exchange, type ExchangeSlots, kResponseFacts, relayedResponse, requestHost } from './exchange.ts';
 import { InvalidOptionError } from './errors.ts';
 import { hostName, hostOf } from './http.ts';
 
@@ -74,19 +74,20 @@ export function variable(name: string): Getter {
   const fixed = FIXED[name];
   if (fixed !== undefined) return fixed;
   const lower = name.toLowerCase();
-  // A value rewrite()'s `set` gave `$http_NAME`, `$arg_NAME` or `$cookie_NAME` is read instead of the request's (nginx).
+  // A value rewrite()'s `set` gave `$http_NAME`, `$arg_NAME` or `$cookie_NAME` is read instead of the
+  // request's (nginx); most requests have none, and skip the lookup.
   if (lower.startsWith('http_')) {
     const header = lower.slice(5).replace(/_/g, '-');
-    return (ex) => ex.vars.get(name) ?? headerValue(ex, header);
+    return (ex) => (ex.vars.size === 0 ? undefined : ex.vars.get(name)) ?? headerValue(ex, header);
   }
   // Argument and cookie names match case-insensitively, the first in the request winning (nginx).
   if (lower.startsWith('arg_')) {
     const arg = lower.slice(4);
-    return (ex) => ex.vars.get(name) ?? caseless(args(ex), arg);
+    return (ex) => (ex.vars.size === 0 ? undefined : ex.vars.get(name)) ?? caseless(args(ex), arg);
   }
   if (lower.startsWith('cookie_')) {
     const cookie = lower.slice(7);
-    return (ex) => ex.vars.get(name) ?? caseless(cookies(ex), cookie);
+    return (ex) => (ex.vars.size === 0 ? undefined : ex.vars.get(name)) ?? caseless(cookies(ex), cookie);
   }
   if (lower.startsWith('sent_http_')) {
     const header = lower.slice(10).replace(/_/g, '-');
@@ -94,7 +95,7 @@ export function variable(name: string): Getter {
   }
   if (lower.startsWith('upstream_http_')) {
     const header = lower.slice(14).replace(/_/g, '-');
-    return (ex) => joinHeader(responseFacts(ex)?.upstreamHeaders?.[header], header);
+    return (ex) => joinHeader(relayedResponse(ex)?.message().headers[header], header);
   }
   return (ex) => ex.vars.get(name) ?? ex.captures?.named?.[name] ?? '';
 }
@@ -209,8 +210,8 @@ const machine: { name?: string } = {};
 /**
  * What is known of a request's answer once it is over, recorded on the exchange by accessLog() for
  * the variables that read it (`$status`, `$bytes_sent`, `$body_bytes_sent`, `$request_length`,
- * `$request_time`, `$sent_http_NAME`, `$upstream_http_NAME`, and the times of `$time_local`,
- * `$time_iso8601` and `$msec`, which are the log line's). Without it those read as nginx's would
+ * `$request_time`, `$sent_http_NAME`, and the times of `$time_local`, `$time_iso8601` and `$msec`,
+ * which are the log line's). Without it those read as nginx's would
  * before an answer: status `000`, zero bytes, the current time.
  * @internal
  */
@@ -231,22 +232,16 @@ export interface ResponseFacts {
   header: string | undefined;
   /** The response header as set (`res.getHeader()`), for HTTP/2 and when `header` is unknown. */
   getHeader: ((name: string) => string | number | readonly string[] | undefined) | undefined;
-  /** The relayed upstream response's header, read by `$upstream_http_NAME`. */
-  upstreamHeaders: IncomingHttpHeaders | undefined;
 }
-
-const kResponseFacts = Symbol('switchyard.responseFacts');
-
-type WithFacts = Exchange & { [kResponseFacts]?: ResponseFacts };
 
 /** Records what is known of the request's answer (accessLog(), at the answer's end). @internal */
 export function setResponseFacts(ex: Exchange, facts: ResponseFacts): void {
-  (ex as WithFacts)[kResponseFacts] = facts;
+  (ex as ExchangeSlots)[kResponseFacts] = facts;
 }
 
 /** What accessLog() recorded of the request's answer, if it did. @internal */
 export function responseFacts(ex: Exchange): ResponseFacts | undefined {
-  return (ex as WithFacts)[kResponseFacts];
+  return (ex as ExchangeSlots)[kResponseFacts] as ResponseFacts | undefined;
 }
 
 /** `$sent_http_NAME`: the response header as sent (the HTTP/1.x header text), else as set. */

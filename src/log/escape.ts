@@ -5,19 +5,23 @@
 
 const HEX = '0123456789ABCDEF';
 
-/** `escape=default`: `"`, `\`, bytes below 0x20 and from 0x7F up as `\xHH`. */
-const DEFAULT_SPECIAL = /[\x00-\x1f"\\\x7f-\uffff]/;
-
-/** `escape=json`: `"` and `\` with a backslash, bytes below 0x20 as `\n`, `\r`, `\t`, `\b`, `\f` or `\u00HH`. */
-const JSON_SPECIAL = /[\x00-\x1f"\\]/;
-
 function hexByte(byte: number): string {
   return `\\x${HEX[byte >> 4]}${HEX[byte & 15]}`;
 }
 
-/** A value escaped as nginx's `escape=default` does; `decoded`: a value of Unicode characters, not latin1 bytes. */
+/**
+ * A value escaped as nginx's `escape=default` does: `"`, `\`, bytes below 0x20 and from 0x7F up as
+ * `\xHH`; `decoded`: a value of Unicode characters, not latin1 bytes.
+ */
 export function escapeDefault(value: string, decoded = false): string {
-  if (!DEFAULT_SPECIAL.test(value)) return value;
+  // A loop over the code units finds most values (addresses, request lines, user agents) clean
+  // faster than a regular expression's call does.
+  let i = 0;
+  for (; i < value.length; i++) {
+    const code = value.charCodeAt(i);
+    if (code < 0x20 || code === 0x22 || code === 0x5c || code >= 0x7f) break;
+  }
+  if (i === value.length) return value;
   const wide = decoded ? 0x7f : 0xff;
   let out = '';
   for (const ch of value) {
@@ -35,9 +39,17 @@ export function escapeDefault(value: string, decoded = false): string {
 
 const JSON_SHORT: Readonly<Record<number, string>> = { 8: '\\b', 9: '\\t', 10: '\\n', 12: '\\f', 13: '\\r' };
 
-/** A value escaped as nginx's `escape=json` does (bytes from 0x7F up are left as they are). */
+/**
+ * A value escaped as nginx's `escape=json` does: `"` and `\` with a backslash, bytes below 0x20 as
+ * `\n`, `\r`, `\t`, `\b`, `\f` or `\u00HH`; bytes from 0x7F up are left as they are.
+ */
 export function escapeJson(value: string): string {
-  if (!JSON_SPECIAL.test(value)) return value;
+  let i = 0;
+  for (; i < value.length; i++) {
+    const code = value.charCodeAt(i);
+    if (code < 0x20 || code === 0x22 || code === 0x5c) break;
+  }
+  if (i === value.length) return value;
   let out = '';
   for (let i = 0; i < value.length; i++) {
     const code = value.charCodeAt(i);

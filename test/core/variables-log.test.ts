@@ -2,11 +2,11 @@
 // $time_local, $time_iso8601 and $msec (local time zone), $request_time and the $upstream_*_time
 // lists (seconds with three decimals, `-` for an attempt without one), $status (three digits),
 // $request, $remote_user, $request_id (32 lowercase hex, once per request), $sent_http_NAME and
-// $upstream_http_NAME from what the access log records. Requests are real ones, read by a server.
+// $upstream_http_NAME from what the access log and balance() record. Requests are real ones, read by a server.
 import assert from 'node:assert/strict';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { IncomingMessage, type ServerResponse } from 'node:http';
 import { test } from 'node:test';
-import { exchange, type Exchange } from '../../src/core/exchange.ts';
+import { exchange, setRelayedResponse, type Exchange } from '../../src/core/exchange.ts';
 import { compileTemplate, isKnownVariable, newRequestId, type ResponseFacts, setResponseFacts } from '../../src/core/variables.ts';
 import { fetchText, gateway } from '../helpers.ts';
 
@@ -31,7 +31,6 @@ function facts(overrides: Partial<ResponseFacts>): ResponseFacts {
     requestLength: 0,
     header: undefined,
     getHeader: undefined,
-    upstreamHeaders: undefined,
     ...overrides,
   };
 }
@@ -115,7 +114,11 @@ test('$sent_http_NAME reads the response header as sent (several fields joined),
   const ex = await exchangeOf(t, '/');
   assert.equal(render('[$sent_http_x_a]', ex), '[]');
   const header = 'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-A: 1\r\nx-a: 2\r\nX-AB: no\r\nSet-Cookie: a=1\r\n\r\n';
-  setResponseFacts(ex, facts({ header, upstreamHeaders: { server: 'up/1', 'x-multi': ['a', 'b'] } }));
+  setResponseFacts(ex, facts({ header }));
+  assert.equal(render('[$upstream_http_server]', ex), '[]');
+  const upstream = new IncomingMessage(null as never);
+  upstream.headers = { server: 'up/1', 'x-multi': ['a', 'b'] as unknown as string };
+  setRelayedResponse(ex, { message: () => upstream });
   assert.equal(render('$sent_http_content_type|$sent_http_x_a|$sent_http_set_cookie|[$sent_http_missing]', ex), 'text/plain|1, 2|a=1|[]');
   assert.equal(render('$upstream_http_server|$upstream_http_x_multi|[$upstream_http_none]', ex), 'up/1|a, b|[]');
   setResponseFacts(ex, facts({ getHeader: (name) => (name === 'x-set' ? ['p', 'q'] : name === 'content-length' ? 5 : undefined) }));

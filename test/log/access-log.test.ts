@@ -3,6 +3,7 @@
 // destination, a stalled stream (bounded, the event loop free), 499 for a client gone, if= and
 // sampling, failures that never reach the response, and the options' validation.
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createWriteStream } from 'node:fs';
 import { createServer, request, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -436,4 +437,38 @@ test('on a kept-alive connection each line counts its own answer: $bytes_sent an
     assert.equal(length, [first, second][i]!.length);
     assert.equal(n, i + 1);
   });
+});
+
+test('where code generation from strings is not allowed, a string format is compiled without it and writes the same line', async (t) => {
+  // The format is compiled into one function with `new Function`; under
+  // --disallow-code-generation-from-strings that throws, and a loop over the parts takes its place.
+  const format = '$remote_addr "$request" $status $body_bytes_sent "$http_user_agent" "$http_referer" [$is_args] $uri';
+  const index = new URL('../../src/index.ts', import.meta.url).href;
+  const script = `
+    import { createServer, request } from 'node:http';
+    const { accessLog, chain } = await import(${JSON.stringify(index)});
+    let generated = true;
+    try { new Function('return 1'); } catch { generated = false; }
+    const lines = [];
+    const server = createServer(chain(accessLog({ format: ${JSON.stringify(format)}, to: (l) => lines.push(l) }), (req, res) => res.end('hello')));
+    server.listen(0, '127.0.0.1', () => {
+      const r = request({ port: server.address().port, path: '/a%20b/c?x=1', headers: { 'user-agent': 'ua "q" \\xe9' } }, (res) => {
+        res.resume();
+        res.on('end', () => setTimeout(() => { console.log(JSON.stringify({ generated, lines })); server.close(); }, 20));
+      });
+      r.end();
+    });`;
+  const run = (flags: string[]): Promise<{ generated: boolean; lines: string[] }> =>
+    new Promise((resolve, reject) => {
+      execFile(process.execPath, [...flags, '--input-type=module', '-e', script], { timeout: 20_000 }, (err, stdout) => {
+        if (err) reject(err);
+        else resolve(JSON.parse(stdout));
+      });
+    });
+  const [plain, refused] = await Promise.all([run([]), run(['--disallow-code-generation-from-strings'])]);
+  assert.equal(plain.generated, true);
+  assert.equal(refused.generated, false);
+  assert.deepEqual(plain.lines, ['127.0.0.1 "GET /a%20b/c?x=1 HTTP/1.1" 200 5 "ua \\x22q\\x22 \\xE9" "-" [?] /a b/c']);
+  assert.deepEqual(refused.lines, plain.lines);
+  t.diagnostic(refused.lines[0]!);
 });

@@ -22,11 +22,16 @@ test('across a retry: $upstream_addr, $upstream_status and the three upstream ti
   const lines: unknown[] = [];
   const format =
     '$upstream_addr|$upstream_status|$upstream_connect_time|$upstream_header_time|$upstream_response_time|$status|$upstream_http_x_upstream|$sent_http_x_upstream|$request_time';
-  const contexts: Array<{ connect: number[]; header: number[]; response: number[] }> = [];
+  const contexts: Array<{ connect: number[]; header: number[]; response: number[]; upstreamHeader: string }> = [];
   const log = accessLog({ format, to: (l) => lines.push(l) });
   const copy = accessLog({
     format: (ctx) =>
-      contexts.push({ connect: [...ctx.ex.upstreamConnectTime], header: [...ctx.ex.upstreamHeaderTime], response: [...ctx.ex.upstreamResponseTime] }),
+      contexts.push({
+        connect: [...ctx.ex.upstreamConnectTime],
+        header: [...ctx.ex.upstreamHeaderTime],
+        response: [...ctx.ex.upstreamResponseTime],
+        upstreamHeader: ctx.variable('upstream_http_x_upstream'),
+      }),
     to: () => undefined,
   });
   const gw = await gateway(t, chain(log, copy, balance(pool)));
@@ -41,6 +46,8 @@ test('across a retry: $upstream_addr, $upstream_status and the three upstream ti
   assert.equal(code, '200');
   assert.equal(upHeader, 'live');
   assert.equal(sentHeader, 'live');
+  // a format function reads the relayed upstream header as a string format does
+  assert.equal(contexts[0]!.upstreamHeader, 'live');
   // The figures are the exchange's own, formatted as nginx does: seconds, three decimals, '-' for none.
   const { connect: c, header: h, response: r } = contexts[0]!;
   const fmt = (ms: number) => (ms < 0 ? '-' : (Math.floor(ms) / 1000).toFixed(3));
