@@ -2,8 +2,9 @@
 // hook, one-request clients, a pool closed with the test (poolOf), a bounded wait (until) and a fake
 // clock (clock). Use these rather than a local copy; a folder's support.ts holds only what is its own.
 import { createServer, request, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
-import { connect, type AddressInfo } from 'node:net';
+import { connect, type AddressInfo, type Socket } from 'node:net';
 import type { TestContext } from 'node:test';
+import { Worker } from 'node:worker_threads';
 import { createPool, type PoolOptions, type ServerOptions, type UpstreamPool } from '../src/index.ts';
 
 export interface Upstream {
@@ -210,4 +211,39 @@ export function poolOf(t: TestContext, servers: PoolServers, options: PoolOfOpti
   });
   t.after(() => pool.close());
   return pool;
+}
+
+/**
+ * A loopback port whose connects hang: a worker thread listens with a backlog
+ * of 1 and then blocks its event loop, so nothing is ever accepted. Two
+ * connections fill the kernel's accept queue; the kernel drops the SYNs of
+ * the next ones, which stay "connecting" as with an unreachable host.
+ */
+export async function blackholePort(t: TestContext): Promise<number> {
+  const flag = new Int32Array(new SharedArrayBuffer(4));
+  const worker = new Worker(
+    `const { parentPort, workerData } = require('node:worker_threads');
+     const server = require('node:net').createServer();
+     server.listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => {
+       parentPort.postMessage(server.address().port);
+       Atomics.wait(workerData, 0, 0);
+       server.close();
+     });`,
+    { eval: true, workerData: flag },
+  );
+  const port = await new Promise<number>((resolve) => worker.once('message', resolve));
+  const fillers: Socket[] = [];
+  for (let i = 0; i < 2; i++) {
+    const s = connect(port, '127.0.0.1');
+    s.on('error', () => undefined);
+    fillers.push(s);
+    await new Promise<void>((resolve) => s.once('connect', resolve));
+  }
+  t.after(async () => {
+    for (const s of fillers) s.destroy();
+    Atomics.store(flag, 0, 1);
+    Atomics.notify(flag, 0);
+    await new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+  });
+  return port;
 }

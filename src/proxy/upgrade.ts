@@ -418,15 +418,19 @@ export function upgradeHandler(
     // The slot taken by select() is given back when the client's connection closes, however it ends.
     socket.once('close', finish);
     // http-proxy-3's callback: the upstream connection failed (refused, reset, TLS verification,
-    // connectTimeout) before the upstream answered.
+    // connectTimeout) before the upstream answered. A connect that timed out is a 504, as nginx
+    // answers when proxy_connect_timeout passes; every other failure a 502.
     const fail = (err: unknown): void => {
       if (finished || status !== undefined) return;
       failed = true;
-      record(502);
       const error = err instanceof Error ? err : new Error(String(err));
-      publishError(ex, pool, peer, (error as NodeJS.ErrnoException).code === 'ECONNECT_TIMEOUT' ? 'timeout' : 'error', error);
+      const timedOut = (error as NodeJS.ErrnoException).code === 'ECONNECT_TIMEOUT';
+      record(timedOut ? 504 : 502);
+      if (timedOut) publishError(ex, pool, peer, 'timeout', new GatewayTimeoutError(`Timed out connecting to ${peer.name}`, { cause: error }));
+      else publishError(ex, pool, peer, 'error', error);
       request?.destroy();
-      refuseUpgrade(socket, 502, 'Bad Gateway');
+      if (timedOut) refuseUpgrade(socket, 504, 'Gateway Timeout');
+      else refuseUpgrade(socket, 502, 'Bad Gateway');
     };
     const abort = (err: unknown): void => {
       pending.delete(req);

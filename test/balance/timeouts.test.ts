@@ -1,47 +1,10 @@
 // connectTimeout, headerTimeout and idleTimeout on real sockets.
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
-import { connect, type Socket } from 'node:net';
-import { Worker } from 'node:worker_threads';
 import { createPool, GatewayTimeoutError } from '../../src/index.ts';
-import { fetchText, upstream } from '../helpers.ts';
+import { blackholePort, fetchText, upstream } from '../helpers.ts';
 import { delay, gatewayFor, tryFetch, until, TEST_TIMEOUT } from './support.ts';
-
-/**
- * A loopback port whose connects hang: a worker thread listens with a backlog
- * of 1 and then blocks its event loop, so nothing is ever accepted. Two
- * connections fill the kernel's accept queue; the kernel drops the SYNs of
- * the next ones, which stay "connecting" as with an unreachable host.
- */
-async function blackholePort(t: TestContext): Promise<number> {
-  const flag = new Int32Array(new SharedArrayBuffer(4));
-  const worker = new Worker(
-    `const { parentPort, workerData } = require('node:worker_threads');
-     const server = require('node:net').createServer();
-     server.listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => {
-       parentPort.postMessage(server.address().port);
-       Atomics.wait(workerData, 0, 0);
-       server.close();
-     });`,
-    { eval: true, workerData: flag },
-  );
-  const port = await new Promise<number>((resolve) => worker.once('message', resolve));
-  const fillers: Socket[] = [];
-  for (let i = 0; i < 2; i++) {
-    const s = connect(port, '127.0.0.1');
-    s.on('error', () => undefined);
-    fillers.push(s);
-    await new Promise<void>((resolve) => s.once('connect', resolve));
-  }
-  t.after(async () => {
-    for (const s of fillers) s.destroy();
-    Atomics.store(flag, 0, 1);
-    Atomics.notify(flag, 0);
-    await new Promise<void>((resolve) => worker.once('exit', () => resolve()));
-  });
-  return port;
-}
 
 test('connectTimeout: a connect that hangs gives 504 GatewayTimeoutError and counts as a failure', { timeout: TEST_TIMEOUT }, async (t) => {
   const port = await blackholePort(t);

@@ -3,8 +3,8 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { Agent, createServer, type IncomingMessage } from 'node:http';
 import { WebSocket, WebSocketServer } from 'ws';
-import { balance, chain, createPool, InvalidOptionError, upgrade } from '../../src/index.ts';
-import { deadPort, listen, until, upstream } from '../helpers.ts';
+import { balance, chain, createPool, GatewayTimeoutError, InvalidOptionError, upgrade } from '../../src/index.ts';
+import { blackholePort, deadPort, listen, until, upstream } from '../helpers.ts';
 import { delay, gatewayFor, RawClient, TEST_TIMEOUT } from '../balance/support.ts';
 import { exchangeMessages, H2C, refusedUpgrade, send, upgradeStatus, upstreamErrors } from './upgrade-support.ts';
 
@@ -149,6 +149,33 @@ test('an upgrade to a dead server is answered 502 and counted as a failure', { t
   assert.equal(r.status, 502);
   await until(() => pool.stats().servers[0]!.active === 0, 2000, 'active 0');
   assert.equal(pool.stats().servers[0]!.fails, 1);
+});
+
+test('an upgrade whose connect times out is answered 504 (nginx proxy_connect_timeout), published as a timeout and counted as a failure', {
+  timeout: TEST_TIMEOUT,
+}, async (t) => {
+  const errors = upstreamErrors(t);
+  const port = await blackholePort(t);
+  // two servers: a pool of one never counts failures (nginx)
+  const pool = createPool({
+    name: 'up-hang',
+    servers: [
+      { url: `http://127.0.0.1:${port}`, id: 'h' },
+      { url: `http://127.0.0.1:${port}/x`, id: 'h2' },
+    ],
+  });
+  t.after(() => pool.close());
+  const gw = await gatewayFor(t, pool, { connectTimeout: 100 });
+  const r = await refusedUpgrade(`ws://127.0.0.1:${gw.port}/`);
+  assert.equal(r.status, 504);
+  await until(() => pool.stats().servers[0]!.active === 0, 2000, 'active 0');
+  assert.equal(pool.stats().servers[0]!.fails, 1);
+  const mine = errors.filter((m) => m.pool === 'up-hang');
+  assert.equal(mine.length, 1);
+  assert.equal(mine[0]!.failure, 'timeout');
+  assert.ok(mine[0]!.error instanceof GatewayTimeoutError);
+  assert.equal((mine[0]!.error as GatewayTimeoutError).statusCode, 504);
+  assert.equal(((mine[0]!.error as GatewayTimeoutError).cause as NodeJS.ErrnoException).code, 'ECONNECT_TIMEOUT');
 });
 
 test('an upgrade with no server available is answered 503', { timeout: TEST_TIMEOUT }, async (t) => {
