@@ -123,6 +123,11 @@ export interface Exchange {
   cacheStatus: string | undefined;
   /** A sticky hint: the session id (`sid`) of the server a session is bound to, set by sticky(). */
   hint: string | undefined;
+  /**
+   * Set by sticky() when it handled the request: its mode, and in `learn` mode the session's id (the
+   * lookup's value the request came with, or the one the server created), nginx's `$sticky_sessid`.
+   */
+  sticky: { readonly mode: 'cookie' | 'route' | 'learn'; sessid: string | undefined } | undefined;
   /** Hooks run by balance() before it relays an upstream response. */
   responseHooks: ResponseHook[] | undefined;
   /**
@@ -359,6 +364,7 @@ function createExchange(req: IncomingMessage): ExchangeSlots {
     clientConnection: undefined,
     cacheStatus: (req as IncomingMessage & { [kEarlyCacheStatus]?: string })[kEarlyCacheStatus],
     hint: undefined,
+    sticky: undefined,
     responseHooks: undefined,
     addedHeaders: undefined,
     forwardedHost: undefined,

@@ -183,6 +183,8 @@ const FIXED: Record<string, Getter> = {
   upstream_header_time: (ex) => attemptTimes(ex.upstreamHeaderTime),
   upstream_response_time: (ex) => attemptTimes(ex.upstreamResponseTime),
   request_id: requestId,
+  sticky_sid: (ex) => (ex.sticky === undefined ? '' : (ex.server?.sid ?? '')),
+  sticky_sessid: (ex) => ex.sticky?.sessid ?? '',
   request: requestLine,
   remote_user: remoteUser,
   time_local: (ex) => clockStrings(wallClock(ex)).local,

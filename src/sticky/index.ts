@@ -546,7 +546,10 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
         if (created !== undefined && created !== '') break;
       }
       if (created !== undefined && created !== '') {
-        if (plausible(created)) void sessionStore.setText(seenOf(created).key, server.sid, timeout);
+        if (plausible(created)) {
+          if (ex.sticky !== undefined) ex.sticky.sessid = created;
+          void sessionStore.setText(seenOf(created).key, server.sid, timeout);
+        }
         return;
       }
       // Refreshed only when the bound server answered: a session re-created elsewhere meanwhile
@@ -567,6 +570,7 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
         return undefined;
       }
       const seen = seenOf(value);
+      if (ex.sticky !== undefined) ex.sticky.sessid = value;
       const found = (sid: string | undefined): void => {
         if (sid === undefined || !plausible(sid)) {
           (ex.responseHooks ??= []).push(unbound);
@@ -585,8 +589,10 @@ export function sticky(pool: UpstreamPool, options: StickyOptions): StickyMiddle
     sessions = async (sid) => (await sessionStore.texts()).filter((v) => v === sid).length;
   }
 
+  const mode = modes[0]!;
   const handler = function sticky(req: IncomingMessage, res: ServerResponse, next: Next): void {
     const ex = exchange(req);
+    ex.sticky = { mode, sessid: undefined };
     if (hook !== undefined) (ex.responseHooks ??= []).push(hook);
     let pending: Promise<void> | undefined;
     try {
