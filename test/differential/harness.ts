@@ -5,7 +5,7 @@
 // case's outcome, judged against deviations.ts by the test.
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer as createHttpServer, type Server } from 'node:http';
+import { createServer as createHttpServer } from 'node:http';
 import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,6 +23,7 @@ import {
   shapeResponse,
   type UpstreamPool,
 } from '../../src/index.ts';
+import { deadPort } from '../helpers.ts';
 
 /** Where Debian's package puts nginx. */
 export const NGINX = process.env.NGINX_BINARY ?? '/usr/sbin/nginx';
@@ -351,17 +352,14 @@ function parseResponse(whole: Buffer, head: boolean, error?: string): Observed {
 
 // ---------------------------------------------------------------- ports and processes
 
-/** `n` ports that were free a moment ago (held together so that they differ). */
+/**
+ * `n` different ports that were free a moment ago, below the kernel's ephemeral range (see
+ * deadPort()): no `listen(0)` elsewhere takes one of them before nginx binds it.
+ */
 export async function freePorts(n: number): Promise<number[]> {
-  const servers: Server[] = [];
-  for (let i = 0; i < n; i++) {
-    const s = createHttpServer();
-    await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-    servers.push(s);
-  }
-  const ports = servers.map((s) => (s.address() as AddressInfo).port);
-  await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
-  return ports;
+  const ports = new Set<number>();
+  while (ports.size < n) ports.add(await deadPort());
+  return [...ports];
 }
 
 /** Whether nginx can be run here (false: the reason). */

@@ -16,11 +16,11 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import ts from 'typescript';
+import { deadPort } from '../helpers.ts';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const readmePath = join(root, 'README.md');
@@ -242,15 +242,6 @@ test('every TypeScript and JavaScript snippet in README.md type-checks under str
 
 const run = promisify(execFile);
 
-/** A loopback port nothing listens on (at the moment of asking). */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
 const PORT = /(?<=(?:127\.0\.0\.1|localhost):|\.listen\()\d{2,5}\b/g;
 const timesIgnored = (text: string): string => text.replace(/\d+(?:\.\d+)? ms\b/g, '<n> ms');
 
@@ -262,7 +253,7 @@ for (const block of blocks.filter((b) => b.directive.run)) {
     // Each loopback port the snippet names (listening or connecting) becomes a free one, so the
     // run never meets a server of someone else's; the same port stays the same everywhere.
     const ports = new Map<string, string>();
-    for (const match of block.code.matchAll(PORT)) if (!ports.has(match[0])) ports.set(match[0], String(await freePort()));
+    for (const match of block.code.matchAll(PORT)) if (!ports.has(match[0])) ports.set(match[0], String(await deadPort()));
     const code = block.code.replace(PORT, (port) => ports.get(port)!);
     const file = writeSnippet(dir, { ...block, code });
     const env = { ...process.env };
