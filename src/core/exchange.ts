@@ -127,7 +127,14 @@ export interface Exchange {
    * Set by sticky() when it handled the request: its mode, and in `learn` mode the session's id (the
    * lookup's value the request came with, or the one the server created), nginx's `$sticky_sessid`.
    */
-  sticky: { readonly mode: 'cookie' | 'route' | 'learn'; sessid: string | undefined } | undefined;
+  sticky:
+    | {
+        /** The mode sticky() runs in. */
+        readonly mode: 'cookie' | 'route' | 'learn';
+        /** `learn` mode: the session's id (nginx's `$sticky_sessid`); undefined in the other modes and before one is known. */
+        sessid: string | undefined;
+      }
+    | undefined;
   /** Hooks run by balance() before it relays an upstream response. */
   responseHooks: ResponseHook[] | undefined;
   /**
