@@ -425,10 +425,11 @@ export function args(ex: Exchange): Map<string, string> {
   const map = new Map<string, string>();
   if (ex.args !== '') {
     for (const pair of ex.args.split('&')) {
-      if (pair === '') continue;
+      // nginx's ngx_http_arg() wants `=` after the name: `?flag&flag=on` gives `$arg_flag` "on".
       const eq = pair.indexOf('=');
-      const name = eq === -1 ? pair : pair.slice(0, eq);
-      if (!map.has(name)) map.set(name, eq === -1 ? '' : pair.slice(eq + 1));
+      if (eq <= 0) continue;
+      const name = pair.slice(0, eq);
+      if (!map.has(name)) map.set(name, pair.slice(eq + 1));
     }
   }
   ex.argMap = map;

@@ -90,16 +90,23 @@ function fakeRequest(url: string, headers: Record<string, string>): IncomingMess
 }
 
 test('nginx variables: the shared template facility', () => {
-  const req = fakeRequest('/p/a%20b?x=1&y=two&x=3', { host: 'Example.COM:8080', cookie: 'sid=abc; theme=dark; sid=zzz', 'x-user-id': '42' });
+  const req = fakeRequest('/p/a%20b?x=1&y=two&x=3&flag&flag=on&empty=', {
+    host: 'Example.COM:8080',
+    cookie: 'sid=abc; theme=dark; sid=zzz',
+    'x-user-id': '42',
+  });
   const ex = exchange(req);
   const table: Array<[string, string]> = [
     ['$uri', '/p/a b'],
-    ['$request_uri', '/p/a%20b?x=1&y=two&x=3'],
-    ['$args', 'x=1&y=two&x=3'],
+    ['$request_uri', '/p/a%20b?x=1&y=two&x=3&flag&flag=on&empty='],
+    ['$args', 'x=1&y=two&x=3&flag&flag=on&empty='],
     ['$is_args', '?'],
     ['$arg_x', '1'],
     ['$arg_y', 'two'],
     ['$arg_none', ''],
+    // nginx's ngx_http_arg() wants `=` after the name: a bare `flag` is passed over for the next one
+    ['$arg_flag', 'on'],
+    ['$arg_empty', ''],
     ['$host', 'example.com'],
     ['$scheme', 'http'],
     ['$remote_addr', '10.1.2.3'],
@@ -108,7 +115,7 @@ test('nginx variables: the shared template facility', () => {
     ['$cookie_theme', 'dark'],
     ['$request_method', 'GET'],
     ['${host}x', 'example.comx'],
-    ['$scheme://$host$request_uri', 'http://example.com/p/a%20b?x=1&y=two&x=3'],
+    ['$scheme://$host$request_uri', 'http://example.com/p/a%20b?x=1&y=two&x=3&flag&flag=on&empty='],
     ['plain text', 'plain text'],
     ['$unset_var', ''],
   ];

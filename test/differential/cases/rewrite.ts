@@ -72,6 +72,9 @@ export const REWRITE_CASES: Case[] = [
   rw('if-not-match', 'rewrite_if.t', 'if ($uri !~ ^/ok) { return 403; }', [get('/ok/1'), get('/no')]),
   rw('if-arg-equals', 'rewrite_if.t', 'if ($arg_a = 1) { return 200 "one"; }', [get('/p?a=1', {}, true)]),
   rw('if-arg-name-case', 'issue 16: $arg_NAME matches names case-insensitively', 'if ($arg_foo = bar) { return 200 "yes"; }', [get('/p?FOO=bar', {}, true)]),
+  rw('arg-without-equals', 'ngx_http_arg(): a name without = is passed over for a later one', 'return 200 "[$arg_flag][$arg_empty][$arg_x]";', [
+    get('/p?flag&flag=on&empty=&x', {}, true),
+  ]),
   rw('if-cookie-name-case', 'issue 16: $cookie_NAME matches names case-insensitively', 'if ($cookie_sid = abc) { return 200 "yes"; }', [
     get('/p', { Cookie: 'SID=abc' }, true),
   ]),
