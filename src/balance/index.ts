@@ -13,6 +13,7 @@ import {
 import { booleanOption, durationOption, enumOption, functionOption, integerOption, objectOption, stringListOption } from '../core/options.ts';
 import { Cancellation } from '../core/cancel.ts';
 import { channels, type UpstreamEndOutcome, type UpstreamErrorFailure, type UpstreamServerRef } from '../core/diagnostics.ts';
+import { onConnectionClose } from '../core/connection.ts';
 import { exchange, setRelayedResponse, upstreamTarget, type Exchange } from '../core/exchange.ts';
 import { responseFinished, writeHead } from '../core/http2.ts';
 import type { Middleware, Next } from '../core/chain.ts';
@@ -429,26 +430,6 @@ export function balance(target: UpstreamPool | PoolSelector, options: BalanceOpt
 
 const ignoreClose = (): void => undefined;
 
-/** The close listeners of balance()'s requests in progress on each HTTP/1 connection: one 'close' listener per connection. */
-const closersByConnection = new WeakMap<Socket, Set<() => void>>();
-
-/** Calls `fn` when the HTTP/1 connection closes; returns what stops that. */
-function watchConnection(socket: Socket, fn: () => void): () => void {
-  let closers = closersByConnection.get(socket);
-  if (closers === undefined) {
-    const set = new Set<() => void>();
-    closers = set;
-    closersByConnection.set(socket, set);
-    socket.once('close', () => {
-      closersByConnection.delete(socket);
-      for (const close of [...set]) close();
-    });
-  }
-  const set = closers;
-  set.add(fn);
-  return () => set.delete(fn);
-}
-
 class Forwarding implements AttemptListener, RedirectRewriter {
   readonly pool: UpstreamPool;
   readonly inner: PoolInternals;
@@ -486,7 +467,7 @@ class Forwarding implements AttemptListener, RedirectRewriter {
     this.gone.abort();
     this.current?.cancel();
   };
-  /** Stops the HTTP/1 connection's close from calling onClose (see watchConnection()). */
+  /** Stops the HTTP/1 connection's close from calling onClose (see onConnectionClose()). */
   #unwatchConnection: () => void = ignoreClose;
 
   /** The request is over for balance(): neither the response's close nor the connection's concern it any more. */
@@ -515,7 +496,7 @@ class Forwarding implements AttemptListener, RedirectRewriter {
     // connection closes: its attempt would go on, its upstream body stalled and its slot held.
     const socket = this.ex.req.httpVersionMajor === 1 ? (this.ex.req.socket as Socket | null) : null;
     if (socket?.destroyed === true) this.onClose();
-    else if (socket !== null) this.#unwatchConnection = watchConnection(socket, this.onClose);
+    else if (socket !== null) this.#unwatchConnection = onConnectionClose(socket, this.onClose);
     let tries = this.inner.maxTries();
     if (this.o.tries > 0 && tries > this.o.tries) tries = this.o.tries;
     this.tries = tries;

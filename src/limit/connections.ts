@@ -7,6 +7,7 @@ import type { Socket } from 'node:net';
 import type { Next } from '../core/chain.ts';
 import { ConnectionLimitedError, InvalidOptionError } from '../core/errors.ts';
 import { type Exchange, exchange } from '../core/exchange.ts';
+import { onConnectionClose } from '../core/connection.ts';
 import { booleanOption, integerOption, objectOption, optionPath } from '../core/options.ts';
 import type { SyncHandle } from '../sync/index.ts';
 import {
@@ -172,8 +173,8 @@ class Hold {
   /** Whether the shared gauges counted the request (else only this process did). */
   readonly #counted: boolean;
   #released = false;
-  /** The holds of the connection this one is on (HTTP/1), which it leaves when released. */
-  onConnection: Set<Hold> | undefined;
+  /** Stops the close of the HTTP/1 connection this hold is on from releasing it again. */
+  unwatch: (() => void) | undefined;
   constructor(limits: readonly Limit[], keys: readonly string[], shared: SharedGauges | undefined, counted: boolean) {
     this.#limits = limits;
     this.#keys = keys;
@@ -184,34 +185,11 @@ class Hold {
   readonly release = (): void => {
     if (this.#released) return;
     this.#released = true;
-    this.onConnection?.delete(this);
+    this.unwatch?.();
     for (let i = 0; i < this.#limits.length; i++) if (this.#keys[i] !== '') this.#limits[i]!.zone.release(this.#keys[i]!);
     if (this.#counted) this.#shared?.sub(this.#keys);
     else this.#shared?.stale(this.#keys);
   };
-}
-
-/** The holds of requests in progress on each HTTP/1 connection: one 'close' listener per connection gives them all back. */
-const holdsByConnection = new WeakMap<Socket, Set<Hold>>();
-
-/**
- * Ties a hold to its HTTP/1 connection too: Node 22 emits no 'close' on a pipelined response still
- * queued behind another when the connection closes (Node 24 does), so the response's 'close' alone
- * would leave that request's places held for good, and a client could lock a key out.
- */
-function holdOnConnection(socket: Socket, hold: Hold): void {
-  let holds = holdsByConnection.get(socket);
-  if (holds === undefined) {
-    const set = new Set<Hold>();
-    holds = set;
-    holdsByConnection.set(socket, set);
-    socket.once('close', () => {
-      holdsByConnection.delete(socket);
-      for (const h of [...set]) h.release();
-    });
-  }
-  holds.add(hold);
-  hold.onConnection = holds;
 }
 
 /**
@@ -263,7 +241,10 @@ export function limitConnections(options: LimitConnectionsOptions): LimitConnect
     const socket = ex.req.httpVersionMajor === 1 ? (ex.req.socket as Socket | null) : null;
     if (socket !== null) {
       if (socket.destroyed) return hold.release();
-      holdOnConnection(socket, hold);
+      // Node 22 emits no 'close' on a pipelined response still queued behind another when the
+      // connection closes (Node 24 does): the connection's close gives the places back too, or a
+      // client could lock a key out.
+      hold.unwatch = onConnectionClose(socket, hold.release);
     }
     res.once('close', hold.release);
     next();

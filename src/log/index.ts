@@ -10,6 +10,7 @@ import type { Middleware, Next } from '../core/chain.ts';
 import type { Duration } from '../core/duration.ts';
 import { InvalidOptionError } from '../core/errors.ts';
 import { exchange, type Exchange } from '../core/exchange.ts';
+import { onConnectionClose } from '../core/connection.ts';
 import { isHttp2Response, responseFinished } from '../core/http2.ts';
 import { durationOption, enumOption, functionOption, integerOption, nearest, objectOption, stringListOption } from '../core/options.ts';
 import {
@@ -502,36 +503,26 @@ export function accessLog(options: AccessLogOptions = {}): AccessLogMiddleware {
   // was handed over (after 'finish') or when the connection closed first.
   const onClose = function (this: ServerResponse): void {
     const req = this.req;
-    if (QUEUED_RESPONSE_NEVER_CLOSES) untrack(req, this);
+    if (QUEUED_RESPONSE_NEVER_CLOSES) untrack(this);
     finish(req, this, exchange(req));
   };
 
   // Node before 24 emits no 'close' on a pipelined response still queued behind another when the
-  // connection closes: the connection's own 'close' logs those (499), once, with one listener per
-  // connection.
-  const inProgress = new WeakMap<Socket, Set<ServerResponse>>();
+  // connection closes: the connection's own 'close' logs those (499), once.
+  const unwatch = new WeakMap<ServerResponse, () => void>();
   const track = (req: IncomingMessage, res: ServerResponse): void => {
     const socket = req.socket as Socket | null;
     if (req.httpVersionMajor !== 1 || socket === null) return;
-    let set = inProgress.get(socket);
-    if (set === undefined) {
-      const open = new Set<ServerResponse>();
-      set = open;
-      inProgress.set(socket, open);
-      socket.once('close', () => {
-        inProgress.delete(socket);
-        for (const r of [...open]) {
-          open.delete(r);
-          r.off('close', onClose);
-          finish(r.req, r, exchange(r.req));
-        }
-      });
-    }
-    set.add(res);
+    unwatch.set(
+      res,
+      onConnectionClose(socket, () => {
+        res.off('close', onClose);
+        finish(res.req, res, exchange(res.req));
+      }),
+    );
   };
-  const untrack = (req: IncomingMessage, res: ServerResponse): void => {
-    const socket = req.socket as Socket | null;
-    if (socket !== null) inProgress.get(socket)?.delete(res);
+  const untrack = (res: ServerResponse): void => {
+    unwatch.get(res)?.();
   };
 
   const handler = function accessLog(req: IncomingMessage, res: ServerResponse, next: Next): void {
